@@ -1,0 +1,265 @@
+"""model.py: the hand-written backward pass against plain autodiff, training, state, generate()."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import model as M
+
+
+def make_model(cell: str, layers=2, vocab=11, hidden=8, embed=5, dropout=0.0, input_dropout=0.0, seed=0):
+    config = M.ModelConfig(cell, vocab, layers, hidden, embed, dropout=dropout, input_dropout=input_dropout)
+    return M.CharRNN(config, seed=seed)
+
+
+# ---------------------------------------------------------------------------------------
+# An independent reference: the textbook cell equations, the time loop unrolled in Python,
+# gradients by TensorFlow's autodiff. Dropout masks must match the model's, so it draws
+# them the same way (time-major shapes, one folded-in seed per site).
+
+
+def reference_forward(m: M.CharRNN, ids, state, dropout_seed=None):
+    cfg, H = m.config, m.config.rnn_size
+
+    def drop(x, rate, site):
+        if dropout_seed is None or rate == 0.0:
+            return x
+        seed = tf.random.experimental.stateless_fold_in(tf.cast(dropout_seed, tf.int64), site)
+        return tf.nn.experimental.stateless_dropout(x, rate, seed=seed)
+
+    x = drop(tf.gather(m.embedding, tf.transpose(ids)), cfg.input_dropout, 0)  # [T, B, E]
+    finals = []
+    for layer in range(cfg.num_layers):
+        w_x, w_h, b = m.w_x[layer], m.w_h[layer], m.b[layer]
+        h = state[layer, 0]
+        c = state[layer, 1] if cfg.model == "lstm" else None
+        outputs = []
+        for t in range(x.shape[0]):
+            a_x, a_h = x[t] @ w_x + b, h @ w_h
+            if cfg.model == "lstm":
+                a = a_x + a_h
+                i, f, o = tf.sigmoid(a[:, :H]), tf.sigmoid(a[:, H:2 * H]), tf.sigmoid(a[:, 3 * H:])
+                c = f * c + i * tf.tanh(a[:, 2 * H:3 * H])
+                h = o * tf.tanh(c)
+            elif cfg.model == "gru":
+                z = tf.sigmoid(a_x[:, :H] + a_h[:, :H])
+                r = tf.sigmoid(a_x[:, H:2 * H] + a_h[:, H:2 * H])
+                n = tf.tanh(a_x[:, 2 * H:] + r * a_h[:, 2 * H:])
+                h = (1 - z) * n + z * h
+            else:
+                h = tf.tanh(a_x + a_h)
+            outputs.append(h)
+        finals.append(tf.stack([h, c]) if cfg.model == "lstm" else h[None])
+        x = drop(tf.stack(outputs), cfg.dropout, layer + 1)
+    logits = tf.einsum("tbh,hv->btv", x, m.w_out) + m.b_out
+    return logits, tf.stack(finals)
+
+
+def loss_and_grads(forward, m, ids, state, state_weights, dropout_seed):
+    """CE loss plus a weighted sum of the final state, so the final state gets a nonzero
+    upstream gradient too; gradients w.r.t. every variable and the initial state."""
+    with tf.GradientTape() as tape:
+        tape.watch(state)
+        logits, final = forward(m, ids, state, dropout_seed)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.roll(ids, -1, 1), logits))
+        loss += tf.reduce_sum(final * state_weights)
+    grads = tape.gradient(loss, list(m.trainable_variables) + [state])
+    return loss, [tf.convert_to_tensor(g) for g in grads]
+
+
+def fast_forward(m, ids, state, dropout_seed):
+    return m(ids, state, training=dropout_seed is not None, dropout_seed=dropout_seed)
+
+
+@pytest.mark.parametrize("cell", M.MODEL_TYPES)
+@pytest.mark.parametrize(
+    "layers,batch,steps,hidden,dropout",
+    [(1, 1, 1, 4, 0.0), (2, 3, 7, 8, 0.0), (2, 3, 7, 8, 0.3), (3, 2, 12, 16, 0.2)],
+)
+def test_fast_path_matches_autodiff(cell, layers, batch, steps, hidden, dropout):
+    m = make_model(cell, layers=layers, hidden=hidden, dropout=dropout, input_dropout=dropout / 2)
+    rng = np.random.default_rng(layers * 100 + steps)
+    ids = tf.constant(rng.integers(0, m.config.vocab_size, (batch, steps)), tf.int32)
+    L, S, H = m.state_size
+    state = tf.constant(rng.normal(0, 0.5, (L, S, batch, H)), tf.float32)
+    state_weights = tf.constant(rng.normal(0, 1, (L, S, batch, H)), tf.float32)
+    seed = tf.constant([7, 3], tf.int64) if dropout else None
+    want_loss, want = loss_and_grads(reference_forward, m, ids, state, state_weights, seed)
+    got_loss, got = loss_and_grads(fast_forward, m, ids, state, state_weights, seed)
+    np.testing.assert_allclose(got_loss, want_loss, rtol=1e-6)
+    names = [v.name for v in m.trainable_variables] + ["initial_state"]
+    for name, g, w in zip(names, got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6 * float(tf.reduce_max(tf.abs(w))) + 1e-7, err_msg=name)
+
+
+@pytest.mark.parametrize("cell", M.MODEL_TYPES)
+def test_fast_path_under_xla_matches_autodiff(cell):
+    m = make_model(cell, hidden=16, dropout=0.25)
+    rng = np.random.default_rng(1)
+    ids = tf.constant(rng.integers(0, m.config.vocab_size, (4, 6)), tf.int32)
+    L, S, H = m.state_size
+    state = tf.constant(rng.normal(0, 0.5, (L, S, 4, H)), tf.float32)
+    state_weights = tf.constant(rng.normal(0, 1, (L, S, 4, H)), tf.float32)
+    seed = tf.constant([1, 2], tf.int64)
+    # Both under XLA: its stateless RNG draws other dropout masks than TF's own kernels.
+    want_loss, want = tf.function(lambda *a: loss_and_grads(reference_forward, m, *a), jit_compile=True)(
+        ids, state, state_weights, seed)
+    got_loss, got = tf.function(lambda *a: loss_and_grads(fast_forward, m, *a), jit_compile=True)(
+        ids, state, state_weights, seed)
+    np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * float(tf.reduce_max(tf.abs(w))))
+
+
+# ---------------------------------------------------------------------------------------
+# Model behaviour
+
+
+def test_config_round_trip_and_validation():
+    config = M.ModelConfig("gru", 65, 2, 128, 64, dropout=0.1)
+    assert M.ModelConfig.from_dict({**config.to_dict(), "unrelated": 1}) == config
+    with pytest.raises(ValueError):
+        M.ModelConfig("transformer", 65, 2, 128, 64)
+    with pytest.raises(ValueError):
+        M.ModelConfig("lstm", 65, 2, 128, 64, dropout=1.0)
+
+
+@pytest.mark.parametrize("cell,parts", [("lstm", 2), ("gru", 1), ("rnn", 1)])
+def test_state_shapes_and_step_equals_call(cell, parts):
+    m = make_model(cell, layers=3)
+    assert m.state_size == (3, parts, 8)
+    state = m.initial_state(4)
+    assert state.shape == (3, parts, 4, 8)
+    ids = tf.constant([[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 0, 1]], tf.int32)
+    logits, state = m(ids, state)
+    assert logits.shape == (4, 3, 11) and state.shape == (3, parts, 4, 8)
+    call_logits, call_state = m(ids[:, :1], state)
+    step_logits, step_state = m.step(ids[:, 0], state)
+    np.testing.assert_allclose(step_logits, call_logits[:, 0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(step_state, call_state, rtol=1e-5, atol=1e-6)
+
+
+def test_same_seed_same_weights_and_checkpoint(tmp_path):
+    a, b, c = make_model("lstm", seed=3), make_model("lstm", seed=3), make_model("lstm", seed=4)
+    for va, vb in zip(a.trainable_variables, b.trainable_variables):
+        np.testing.assert_array_equal(va, vb)
+    assert not np.array_equal(a.w_x[0], c.w_x[0])
+    # Recurrent weights start orthogonal per gate, the LSTM forget-gate bias at 1.
+    w = a.w_h[0].numpy()[:, :8]
+    np.testing.assert_allclose(w.T @ w, np.eye(8), atol=1e-5)
+    np.testing.assert_array_equal(a.b[0].numpy()[8:16], 1.0)
+    path = tf.train.Checkpoint(model=a).write(str(tmp_path / "ckpt"))
+    tf.train.Checkpoint(model=c).read(path).assert_consumed()
+    np.testing.assert_array_equal(a.w_out, c.w_out)
+
+
+def test_training_with_dropout_needs_a_seed():
+    m = make_model("lstm", dropout=0.5)
+    with pytest.raises(ValueError, match="dropout_seed"):
+        m(tf.zeros([1, 2], tf.int32), m.initial_state(1), training=True)
+
+
+@pytest.mark.parametrize("cell", M.MODEL_TYPES)
+def test_loss_falls_with_adam_on_repeated_text(cell):
+    text = "the quick brown fox jumps over the lazy dog. " * 20
+    chars = sorted(set(text))
+    data = np.array([chars.index(ch) for ch in text], np.int32)
+    m = make_model(cell, vocab=len(chars), hidden=32, embed=8, dropout=0.1)
+    optimizer = tf.keras.optimizers.Adam(0.02)
+    B, T = 8, 24
+
+    @tf.function(jit_compile=True)
+    def train_step(x, y, state, step):
+        with tf.GradientTape() as tape:
+            logits, state = m(x, state, training=True, dropout_seed=tf.stack([tf.constant(0, tf.int64), step]))
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, m.trainable_variables)]
+        optimizer.apply_gradients(zip(tf.clip_by_global_norm(grads, 5.0)[0], m.trainable_variables))
+        return loss, state
+
+    rng = np.random.default_rng(0)
+    state, losses = m.initial_state(B), []
+    for step in range(80):
+        starts = rng.integers(0, len(data) - T - 1, B)
+        x = np.stack([data[s:s + T] for s in starts])
+        y = np.stack([data[s + 1:s + T + 1] for s in starts])
+        loss, state = train_step(x, y, state, tf.constant(step, tf.int64))
+        losses.append(float(loss))
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
+
+
+# ---------------------------------------------------------------------------------------
+# generate()
+
+
+@pytest.fixture(scope="module")
+def sampler():
+    return make_model("lstm", vocab=20, hidden=16, seed=5)
+
+
+PRIME = tf.constant([[1, 2, 3], [4, 5, 6]], tf.int32)
+
+
+def test_generate_is_reproducible_per_seed(sampler):
+    a = M.generate(sampler, PRIME, 40, seed=1)
+    assert a.shape == (2, 40) and a.dtype == tf.int32
+    np.testing.assert_array_equal(a, M.generate(sampler, PRIME, 40, seed=1))
+    assert not np.array_equal(a, M.generate(sampler, PRIME, 40, seed=2))
+    # A longer run repeats the shorter one first; n crosses a compiled-chunk boundary.
+    long = M.generate(sampler, PRIME, M._CHUNK + 30, seed=1)
+    np.testing.assert_array_equal(long[:, :40], a)
+
+
+def test_generate_argmax_limits(sampler):
+    greedy = M.generate(sampler, PRIME, 30, mode=0)
+    np.testing.assert_array_equal(greedy, M.generate(sampler, PRIME, 30, temperature=1e-7, seed=3))
+    np.testing.assert_array_equal(greedy, M.generate(sampler, PRIME, 30, top_k=1, seed=3))
+    np.testing.assert_array_equal(greedy, M.generate(sampler, PRIME, 30, top_p=1e-6, seed=3))
+
+
+def test_generate_matches_step_by_step_greedy(sampler):
+    _, state = sampler(PRIME[:, :-1], sampler.initial_state(2))
+    last, want = PRIME[:, -1], []
+    for _ in range(10):
+        logits, state = sampler.step(last, state)
+        last = tf.argmax(logits, -1, output_type=tf.int32)
+        want.append(last)
+    np.testing.assert_array_equal(M.generate(sampler, PRIME, 10, mode=0), tf.stack(want, 1))
+
+
+def test_generate_mode_2_samples_only_after_space(sampler):
+    # With the greedy symbol as "space", mode 2 samples right after it and copies argmax elsewhere.
+    greedy = M.generate(sampler, PRIME, 60, mode=0).numpy()
+    space = int(np.bincount(greedy.ravel()).argmax())
+    out = M.generate(sampler, PRIME, 60, mode=2, space_id=space, temperature=5.0, seed=4).numpy()
+    _, state = sampler(PRIME[:, :-1], sampler.initial_state(2))
+    last = PRIME[:, -1]
+    for t in range(60):
+        logits, state = sampler.step(last, state)
+        argmax = np.argmax(logits.numpy(), -1)
+        after_space = last.numpy() == space
+        np.testing.assert_array_equal(out[~after_space, t], argmax[~after_space])
+        last = tf.constant(out[:, t])
+    assert (out != greedy).any()  # it did sample somewhere
+    np.testing.assert_array_equal(M.generate(sampler, PRIME, 60, mode=2, space_id=-1, seed=4), greedy)
+
+
+def test_top_k_and_top_p_restrict_the_choices(sampler):
+    _, state = sampler(PRIME[:, :-1], sampler.initial_state(2))
+    logits, _ = sampler.step(PRIME[:, -1], state)
+    top2 = np.argsort(-logits.numpy(), -1)[:, :2]
+    firsts = np.stack([M.generate(sampler, PRIME, 1, top_k=2, temperature=3.0, seed=s)[:, 0] for s in range(20)], 1)
+    assert all(set(firsts[i]) <= set(top2[i]) for i in range(2))
+    probs = tf.nn.softmax(logits).numpy()
+    p = float(np.sort(probs, -1)[:, ::-1][:, :2].sum(-1).min()) - 1e-4  # the top two always cover p
+    firsts = np.stack([M.generate(sampler, PRIME, 1, top_p=p, seed=s)[:, 0] for s in range(20)], 1)
+    assert all(set(firsts[i]) <= set(top2[i]) for i in range(2))
+
+
+def test_generate_chunk_streams_like_one_call(sampler):
+    whole = M.generate(sampler, PRIME, 50, seed=9)
+    _, state = sampler(PRIME[:, :-1], sampler.initial_state(2))
+    first, state = M.generate_chunk(sampler, state, PRIME[:, -1], 20, seed=9)
+    second, _ = M.generate_chunk(sampler, state, first[:, -1], 30, seed=9, offset=20)
+    np.testing.assert_array_equal(tf.concat([first, second], 1), whole)
