@@ -1,0 +1,218 @@
+"""Training speed: our model.py + train.py's step against PyTorch, side by side in one run.
+
+    python bench/bench_train.py            # all cases, a few minutes on a quiet 2-core machine
+    python bench/bench_train.py --quick    # smoke run, seconds
+    python bench/bench_train.py --cases 2x512-V65 --rounds 5
+
+Ours: CharRNN + train.py's Adam, global-norm clip 5, state carried across batches,
+tf.function(jit_compile=True). PyTorch: Embedding -> nn.LSTM -> Linear, the same optimizer
+and clip, state carried (detached). Both on 2 threads, no dropout, random-integer batches.
+Rounds alternate the implementations (rotating the order) so machine noise hits all alike;
+the table gives medians with min-max. Prints a markdown table to stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+THREADS = 2
+EMBEDDING = 64
+# name: (vocab, layers, hidden, batch, seq_length)
+CASES = {
+    "2x128-V65": (65, 2, 128, 50, 50),
+    "2x512-V65": (65, 2, 512, 50, 100),
+    "2x128-V2500": (2500, 2, 128, 50, 50),
+    "2x512-V2500": (2500, 2, 512, 50, 100),
+}
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+log = logging.getLogger("charrnn")
+
+
+def train_flops(cell: str, vocab: int, layers: int, hidden: int, batch: int, steps: int) -> float:
+    """Matmul FLOPs of one training step: forward 2*B*T*(I+H)*G*H per layer plus the output
+    layer, times 3 for forward + backward."""
+    forward = 0.0
+    for layer in range(layers):
+        fan_in = EMBEDDING if layer == 0 else hidden
+        forward += 2.0 * batch * steps * (fan_in + hidden) * GATES[cell] * hidden
+    forward += 2.0 * batch * steps * hidden * vocab
+    return 3.0 * forward
+
+
+def matmul_peak_gflops() -> float:
+    """numpy float32 2048^3 matmul, best of a few: the machine's practical matmul peak."""
+    a = np.random.default_rng(0).standard_normal((2048, 2048), dtype=np.float32)
+    a @ a
+    best = min(_timed(lambda: a @ a) for _ in range(5))
+    return 2 * 2048**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def make_batches(vocab: int, batch: int, steps: int, count: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, vocab, (count, batch, steps + 1), dtype=np.int32)
+    return [(d[:, :-1], d[:, 1:]) for d in data]
+
+
+class Ours:
+    """model.CharRNN with the train step train.py runs."""
+
+    def __init__(self, cell: str, vocab: int, layers: int, hidden: int, batches):
+        import tensorflow as tf
+
+        import model as model_lib
+        from train import Adam
+
+        config = model_lib.ModelConfig(cell, vocab, layers, hidden, EMBEDDING)
+        net = model_lib.CharRNN(config, seed=0)
+        optimizer = Adam(net.trainable_variables)
+        B, T = batches[0][0].shape
+        spec = tf.TensorSpec([B, T], tf.int32)
+
+        @tf.function(jit_compile=True, input_signature=[spec, spec, tf.TensorSpec(net.initial_state(B).shape),
+                                                        tf.TensorSpec([]), tf.TensorSpec([], tf.int64)])
+        def train_step(x, y, state, lr, step):
+            with tf.GradientTape() as tape:
+                logits, state = net(x, state, training=True, dropout_seed=tf.stack([tf.constant(0, tf.int64), step]))
+                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+            grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, net.trainable_variables)]
+            grads, _ = tf.clip_by_global_norm(grads, 5.0)
+            optimizer.apply(grads, net.trainable_variables, lr)
+            return loss, state
+
+        self.tf, self.train_step = tf, train_step
+        self.batches = [(tf.constant(x), tf.constant(y)) for x, y in batches]
+        self.state, self.lr, self.count = net.initial_state(B), tf.constant(2e-3), 0
+
+    def run(self, steps: int) -> float:
+        for _ in range(steps):
+            x, y = self.batches[self.count % len(self.batches)]
+            loss, self.state = self.train_step(x, y, self.state, self.lr, self.tf.constant(self.count, self.tf.int64))
+            self.count += 1
+        return float(loss)  # waits for the last step
+
+
+class Torch:
+    """The PyTorch reference: Embedding -> nn.LSTM -> Linear, Adam, clip 5, carried state."""
+
+    def __init__(self, vocab: int, layers: int, hidden: int, batches):
+        import torch
+
+        class LM(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.embedding = torch.nn.Embedding(vocab, EMBEDDING)
+                self.lstm = torch.nn.LSTM(EMBEDDING, hidden, layers, batch_first=True)
+                self.out = torch.nn.Linear(hidden, vocab)
+
+            def forward(self, x, state):
+                h, state = self.lstm(self.embedding(x), state)
+                return self.out(h), state
+
+        torch.manual_seed(0)
+        self.torch, self.net = torch, LM()
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=2e-3)
+        self.batches = [(torch.from_numpy(x).long(), torch.from_numpy(y).long()) for x, y in batches]
+        B = batches[0][0].shape[0]
+        self.state = (torch.zeros(layers, B, hidden), torch.zeros(layers, B, hidden))
+        self.count = 0
+
+    def run(self, steps: int) -> float:
+        torch = self.torch
+        for _ in range(steps):
+            x, y = self.batches[self.count % len(self.batches)]
+            logits, state = self.net(x, self.state)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
+            self.optimizer.step()
+            self.state = tuple(s.detach() for s in state)
+            self.count += 1
+        return loss.item()
+
+
+def bench_case(name: str, cells: list[str], rounds: int, round_s: float, peak: float) -> list[dict]:
+    vocab, layers, hidden, batch, steps = CASES[name]
+    batches = make_batches(vocab, batch, steps)
+    contenders = {"torch lstm": Torch(vocab, layers, hidden, batches)}
+    contenders.update({f"ours {cell}": Ours(cell, vocab, layers, hidden, batches) for cell in cells})
+    rows = {label: {"label": label, "rates": []} for label in contenders}
+    for label, impl in contenders.items():
+        rows[label]["first_s"] = _timed(lambda: impl.run(1))  # trace + XLA compile for ours
+        per_step = min(_timed(lambda: impl.run(1)) for _ in range(2))
+        rows[label]["steps"] = max(1, round(round_s / per_step))
+    labels = list(contenders)
+    for r in range(rounds):
+        for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+            seconds = _timed(lambda: contenders[label].run(rows[label]["steps"]))
+            rows[label]["rates"].append(rows[label]["steps"] * batch * steps / seconds)
+        log.info("%s round %d/%d: %s", name, r + 1, rounds,
+                 ", ".join(f"{k} {v['rates'][-1]:,.0f}" for k, v in rows.items()))
+    torch_median = statistics.median(rows["torch lstm"]["rates"])
+    for label, row in rows.items():
+        cell = label.split()[-1]
+        row["median"] = statistics.median(row["rates"])
+        row["ratio"] = row["median"] / torch_median
+        row["gflops"] = train_flops(cell, vocab, layers, hidden, batch, steps) * row["median"] / (batch * steps) / 1e9
+        row["peak_frac"] = row["gflops"] / peak
+    return list(rows.values())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: one small case, short rounds")
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    parser.add_argument("--cells", nargs="+", choices=list(GATES), default=list(GATES))
+    parser.add_argument("--rounds", type=int, default=4, help="measurement rounds per implementation")
+    parser.add_argument("--round_s", type=float, default=2.0, help="seconds per measurement round")
+    args = parser.parse_args()
+    if args.quick:
+        args.cases, args.cells, args.rounds, args.round_s = ["2x128-V65"], ["lstm"], 2, 0.3
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+
+    import tensorflow as tf
+    import torch
+
+    tf.config.threading.set_intra_op_parallelism_threads(THREADS)
+    tf.config.threading.set_inter_op_parallelism_threads(THREADS)
+    torch.set_num_threads(THREADS)
+
+    load_before = os.getloadavg()
+    peak = matmul_peak_gflops()
+    results = {name: bench_case(name, args.cells, args.rounds, args.round_s, peak) for name in args.cases}
+    load_after = os.getloadavg()
+
+    print(f"## Training speed, chars/s (tensorflow {tf.__version__}, torch {torch.__version__}, {THREADS} threads each)\n")
+    print(f"numpy float32 2048^3 matmul peak: {peak:.0f} GFLOP/s. "
+          f"Load average (1/5/15 min) before: {'/'.join(f'{x:.2f}' for x in load_before)}, "
+          f"after: {'/'.join(f'{x:.2f}' for x in load_after)}. "
+          f"{args.rounds} alternating rounds of ~{args.round_s:g} s each; median (min-max).\n")
+    print("| case (B, T) | implementation | chars/s | min-max | vs torch lstm | GFLOP/s | % of peak | first step s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for name, rows in results.items():
+        _, _, _, batch, steps = CASES[name]
+        for row in rows:
+            print(f"| {name} (B{batch} T{steps}) | {row['label']} | {row['median']:,.0f} | "
+                  f"{min(row['rates']):,.0f}-{max(row['rates']):,.0f} | {row['ratio']:.2f}x | "
+                  f"{row['gflops']:.0f} | {100 * row['peak_frac']:.0f}% | {row['first_s']:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
