@@ -1,0 +1,768 @@
+"""Data layer: any text corpus -> cached ids (.npy) + vocabulary (vocab.json) -> training batches.
+
+    files --2 MiB binary chunks--> incremental decode, cut at a safe boundary
+          --> drop BOM, CRLF/CR -> LF, NFC --> [jamo] --> uint32 code points
+    pass 1: count code points, write provisional ids (order of first appearance) to a temp file
+    vocab:  sort by frequency; --max_vocab / --min_char_count map rare characters to one unknown symbol
+    pass 2: remap provisional ids to final ids -> ids.npy (uint16; uint32 past 65,535 symbols)
+
+Memory stays at a few chunks whatever the corpus size, and the text is decoded only once. The result
+is cached next to the corpus (<dir>/.prepared/<key>/), keyed by the files' identity and every option
+that changes the ids. Training opens ids.npy with np.memmap.
+
+This module must not import TensorFlow: train.py checks the data before paying for that import.
+"""
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+logger = logging.getLogger("charrnn")
+
+# ----------------------------------------------------------------------------------------------
+# Errors and small utilities
+
+
+class CharRNNError(Exception):
+    """A problem the user can fix (a bad flag, an unreadable corpus, too little text). The message
+    names the file or flag, what is wrong and how to fix it; entry points log it and exit with 2."""
+
+
+_DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '15m', '1h30m', '2h', '1.5h' or plain seconds ('600') -> seconds."""
+    s = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d*)?", s):
+        return float(s)
+    parts = re.findall(r"(\d+(?:\.\d*)?)([dhms])", s)
+    units = [unit for _, unit in parts]
+    if (not parts or "".join(n + u for n, u in parts) != s
+            or units != sorted(set(units), key="dhms".index)):  # each unit once, largest first
+        raise CharRNNError(f"invalid duration {text!r}: use seconds (600) or units, e.g. 90s, 15m, 1h30m, 2h")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text so that a reader sees the old file or the new one, never a torn one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading and normalizing text
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Every option that changes the ids, and so part of the cache key."""
+    encoding: str = "utf-8"      # of the corpus files; the text is always handled as Unicode
+    normalize: str = "nfc"       # nfc | none (line ends and the BOM are normalized either way)
+    unit: str = "char"           # char | jamo (Hangul syllables split into conjoining jamo)
+    max_vocab: int = 0           # 0 = unlimited; else at most this many symbols, unknown symbol included
+    min_char_count: int = 1      # characters seen fewer times map to the unknown symbol
+
+    def __post_init__(self) -> None:
+        try:
+            codec = codecs.lookup(self.encoding)
+        except LookupError:
+            raise CharRNNError(f"--encoding {self.encoding}: unknown encoding "
+                               "(examples: utf-8, cp949, euc-kr, utf-16, latin-1)") from None
+        object.__setattr__(self, "encoding", codec.name)  # 'UTF8', 'utf_8' -> 'utf-8': one cache key
+        if self.normalize not in ("nfc", "none"):
+            raise CharRNNError(f"--normalize {self.normalize}: use nfc or none")
+        if self.unit not in ("char", "jamo"):
+            raise CharRNNError(f"--unit {self.unit}: use char or jamo")
+        if self.max_vocab != 0 and self.max_vocab < 2:
+            raise CharRNNError(f"--max_vocab {self.max_vocab}: use 0 (no limit) or at least 2")
+        if self.min_char_count < 1:
+            raise CharRNNError(f"--min_char_count {self.min_char_count}: use 1 (keep all) or more")
+
+
+def resolve_corpus(data_dir: str | None, input_path: str | None) -> list[Path]:
+    """The corpus files: --input FILE or DIR, or --data_dir DIR (DIR/input.txt if it exists, as in
+    char-rnn-tensorflow, else every .txt below DIR). Directories are searched recursively in sorted
+    order, skipping hidden directories such as the .prepared cache."""
+    if data_dir and input_path:
+        raise CharRNNError("pass either --data_dir or --input, not both")
+    if not data_dir and not input_path:
+        raise CharRNNError("no corpus: pass --data_dir DIR (with input.txt or .txt files) or --input FILE")
+    flag, where = ("--input", input_path) if input_path else ("--data_dir", data_dir)
+    root = Path(where).expanduser()
+    if root.is_file():
+        files = [root]
+    elif not root.is_dir():
+        raise CharRNNError(f"{flag} {where}: no such file or directory")
+    elif flag == "--data_dir" and (root / "input.txt").is_file():
+        files = [root / "input.txt"]
+    else:
+        files = sorted(p for p in root.rglob("*.txt")
+                       if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+        if not files:
+            raise CharRNNError(f"{flag} {where}: no .txt files in this directory "
+                               f"(put the text in {root / 'input.txt'} or pass --input FILE)")
+    if all(p.stat().st_size == 0 for p in files):
+        raise CharRNNError(f"{files[0] if len(files) == 1 else where}: empty; a corpus needs some text")
+    return files
+
+
+_READ_BYTES = 2 << 20  # big enough that per-chunk overhead vanishes, small enough to bound memory
+_PROGRESS_SECONDS = 5.0
+
+
+def _normalize(text: str, normalize: str) -> str:
+    """CRLF and lone CR -> LF, then NFC unless normalize == 'none'."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return unicodedata.normalize("NFC", text) if normalize == "nfc" else text
+
+
+def _safe_cut(text: str) -> int:
+    """Where to cut decoded text so that normalizing both parts separately equals normalizing the
+    whole: after the last line break, else before the last ASCII character or Hangul syllable (no
+    canonical composition takes either as its second part, so nothing straddles the cut; a CR
+    can't end the first part while its LF starts the second, because there is no LF). 0 means
+    there is no safe place yet: read more."""
+    cut = text.rfind("\n") + 1
+    if cut:
+        return cut
+    for i in range(len(text) - 1, 0, -1):
+        c = ord(text[i])
+        if c < 0x80 or 0xAC00 <= c <= 0xD7A3:
+            return i
+    return 0
+
+
+def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]) -> Iterator[str]:
+    """Yield one file as normalized text pieces, reading a bounded chunk at a time."""
+    decoder = codecs.getincrementaldecoder(options.encoding)("strict")
+    carry, offset, at_end = "", 0, False
+    with open(path, "rb") as f:
+        while not at_end:
+            data = f.read(_READ_BYTES)
+            if offset == 0:
+                _check_looks_like_text(path, data, options.encoding)
+            pending = len(decoder.getstate()[0])  # bytes of a character cut by the previous read
+            at_end = not data
+            try:
+                text = decoder.decode(data, final=at_end)
+            except UnicodeDecodeError as e:
+                raise _decode_error(path, options.encoding, offset - pending + e.start) from None
+            if offset == 0:
+                text = text.removeprefix("\ufeff")  # a BOM marks the encoding, it is not text
+            offset += len(data)
+            progress(len(data))
+            del data  # only one chunk's worth of text is alive at a time
+            text = carry + text
+            cut = len(text) if at_end else _safe_cut(text)
+            text, carry = text[:cut], text[cut:]
+            if text:
+                yield _normalize(text, options.normalize)
+
+
+def _check_looks_like_text(path: Path, head: bytes, encoding: str) -> None:
+    if "\n".encode(encoding) != b"\n":
+        return  # UTF-16/32 text is full of NUL bytes; let the decoder judge it
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise CharRNNError(f"{path}: starts with a UTF-16 byte-order mark: pass --encoding utf-16 "
+                           "(or convert the file to UTF-8)")
+    if b"\x00" in head:
+        raise CharRNNError(f"{path}: looks like a binary file, not text (NUL byte at offset "
+                           f"{head.index(0):,}); pass a text file")
+
+
+def _decode_error(path: Path, encoding: str, bad: int) -> CharRNNError:
+    """One message for an undecodable file: where the first bad byte is, and what to do."""
+    with open(path, "rb") as f:
+        line, left = 1, bad
+        while left:  # count line breaks before the bad byte without holding the file in memory
+            block = f.read(min(left, _READ_BYTES))
+            line += block.count(b"\n")
+            left -= len(block)
+        f.seek(max(0, bad - 65536))
+        window = f.read(131072)
+    at = bad - max(0, bad - 65536)
+    where = (f"{path}: not valid {encoding} at line {line:,}, byte offset {bad:,} "
+             f"(bytes {window[at:at + 4].hex(' ')})")
+    controls = sum(window.count(bytes([b])) for b in range(32) if b not in (9, 10, 13))
+    if b"\x00" in window or controls > len(window) // 20:
+        return CharRNNError(f"{where}; it looks like a binary file, not text")
+    # Judge other encodings on whole lines around the bad byte: cheap whatever the file size.
+    start = window.find(b"\n") + 1 if bad > 65536 else 0
+    end = window.rfind(b"\n") + 1 if len(window) == 131072 else len(window)
+    sample = window[start:end] or window
+    tried = [encoding]
+    for candidate in ("utf-8", "cp949"):
+        if codecs.lookup(candidate).name == encoding:
+            continue
+        tried.append(candidate)
+        try:
+            text = sample.decode(candidate)
+        except UnicodeDecodeError:
+            continue
+        # cp949 decodes many stray Latin-1 bytes too; only suggest it for text that is mostly Hangul
+        others = [c for c in text if ord(c) >= 0x80]
+        if candidate == "utf-8" or sum("\uac00" <= c <= "\ud7a3" for c in others) > len(others) // 2:
+            return CharRNNError(f"{where}; this looks like {candidate}: pass --encoding {candidate}")
+    return CharRNNError(f"{where}; it is not {' or '.join(tried)} either: pass --encoding with the file's "
+                        "encoding (e.g. --encoding latin-1) or convert it to UTF-8")
+
+
+def _code_points(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+
+
+def _text(code_points: np.ndarray) -> str:
+    return np.asarray(code_points, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
+
+
+# Hangul: a precomposed syllable S = 0xAC00 + (l * 21 + v) * 28 + t is the conjoining jamo
+# L = 0x1100 + l, V = 0x1161 + v and, when t > 0, T = 0x11A7 + t (Unicode ch. 3.12).
+_S_FIRST, _S_LAST = 0xAC00, 0xD7A3
+_L_FIRST, _L_LAST = 0x1100, 0x1112
+_V_FIRST, _V_LAST = 0x1161, 0x1175
+_T_BASE, _T_LAST = 0x11A7, 0x11C2
+# Escape for conjoining jamo that were already in the text. Without it, from_jamo could not tell
+# an original L,V pair (possible with --normalize none, e.g. NFD text) from a decomposed syllable.
+# Every original vowel or final jamo, and the escape itself, gets the escape in front; so the
+# round trip is exact on any text, and a vowel or final is never the start of an original
+# character (what char_starts relies on). U+FDD0 is a noncharacter, reserved for internal use;
+# should a text contain it anyway, it still round-trips but counts as two characters.
+_ESCAPE = 0xFDD0
+_JAMO_RE = re.compile("\ufdd0([\ufdd0\u1161-\u1175\u11a8-\u11c2]?)|([\u1100-\u1112])([\u1161-\u1175])([\u11a8-\u11c2]?)")
+
+
+def _is_vowel_or_final(cp: np.ndarray) -> np.ndarray:
+    return ((cp >= _V_FIRST) & (cp <= _V_LAST)) | ((cp > _T_BASE) & (cp <= _T_LAST))
+
+
+_NO_SYMBOL = 0xFFFFFFFF  # an unused slot in the jamo table below
+
+
+@functools.cache
+def _jamo_table() -> np.ndarray:
+    """[code point] -> the up to 3 symbols it becomes under to_jamo (13 MiB, built once, ~10 ms)."""
+    table = np.full((0x110000, 3), _NO_SYMBOL, dtype=np.uint32)
+    table[:, 0] = np.arange(0x110000)
+    s = np.arange(_S_LAST - _S_FIRST + 1)
+    syllables = table[_S_FIRST:_S_LAST + 1]
+    syllables[:, 0] = _L_FIRST + s // 588
+    syllables[:, 1] = _V_FIRST + s % 588 // 28
+    syllables[:, 2] = np.where(s % 28 > 0, _T_BASE + s % 28, _NO_SYMBOL)
+    escaped = np.flatnonzero(_is_vowel_or_final(table[:, 0]) | (table[:, 0] == _ESCAPE))
+    table[escaped, 0], table[escaped, 1] = _ESCAPE, escaped
+    return table
+
+
+def _decompose(cp: np.ndarray) -> np.ndarray:
+    """to_jamo on a code point array: a table lookup and a compress, the fastest numpy way found
+    (a scatter by cumulative widths was 4x slower)."""
+    symbols = np.take(_jamo_table(), cp.astype(np.intp), axis=0).ravel()
+    return np.compress(symbols != _NO_SYMBOL, symbols)
+
+
+def to_jamo(text: str) -> str:
+    """Split precomposed Hangul syllables into conjoining jamo; from_jamo undoes it exactly."""
+    return _text(_decompose(_code_points(text)))
+
+
+def _compose(m: re.Match) -> str:
+    if m.group(2) is None:
+        return m.group(1)  # an escaped jamo stays as it is; a stray escape (model output) vanishes
+    l, v, t = ord(m.group(2)) - _L_FIRST, ord(m.group(3)) - _V_FIRST, m.group(4)
+    return chr(_S_FIRST + (l * 21 + v) * 28 + (ord(t) - _T_BASE if t else 0))
+
+
+def from_jamo(text: str) -> str:
+    """Recompose what to_jamo split (any text: jamo sequences a model invents decode sensibly too)."""
+    return _JAMO_RE.sub(_compose, text)
+
+
+# ----------------------------------------------------------------------------------------------
+# Vocabulary
+
+_UNKNOWN = "\ufffd"  # how the unknown symbol prints; a real U+FFFD in the text merges into it
+_VOCAB_FORMAT = 1
+
+
+class Vocab:
+    """Symbols (characters, or jamo for unit='jamo') sorted by frequency; id = index in symbols."""
+
+    def __init__(self, symbols: list[str], counts: list[int], unk_id: int | None = None,
+                 unit: str = "char", normalize: str = "nfc") -> None:
+        self.symbols, self.counts, self.unk_id = list(symbols), [int(c) for c in counts], unk_id
+        self.unit, self.normalize = unit, normalize
+        self._cps = np.array([ord(s) for s in self.symbols], dtype=np.uint32)
+        self._sorted = np.argsort(self._cps)
+        # True where a symbol starts an original character: bits per character must not depend
+        # on the unit, so a syllable's vowel and final jamo are not counted as characters.
+        self.char_starts = (~_is_vowel_or_final(self._cps) if unit == "jamo"
+                            else np.ones(len(self.symbols), dtype=bool))
+
+    @property
+    def size(self) -> int:
+        return len(self.symbols)
+
+    def __repr__(self) -> str:
+        return f"Vocab(size={self.size}, unit={self.unit!r}, normalize={self.normalize!r}, unk_id={self.unk_id})"
+
+    def _lookup(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, found, code points) of text, transformed the way the corpus was."""
+        cp = _code_points(_normalize(text, self.normalize))
+        if self.unit == "jamo":
+            cp = _decompose(cp)
+        pos = np.searchsorted(self._cps, cp, sorter=self._sorted).clip(0, self.size - 1)
+        ids = self._sorted[pos]
+        return ids, self._cps[ids] == cp, cp
+
+    def missing(self, text: str) -> list[str]:
+        """The distinct characters of text that the vocabulary cannot represent, in text order.
+        The unknown symbol does not represent them: a user should hear about characters the
+        model never saw."""
+        _, found, cp = self._lookup(text)
+        return list(dict.fromkeys(chr(c) for c in cp[~found]))
+
+    def encode(self, text: str, unknown: str = "error") -> np.ndarray:
+        """Text -> int32 ids. Characters outside the vocabulary raise (unknown='error') or are
+        dropped with a warning (unknown='skip')."""
+        ids, found, cp = self._lookup(text)
+        if not found.all():
+            missing = list(dict.fromkeys(chr(c) for c in cp[~found]))
+            shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in missing[:10]) + (", ..." if len(missing) > 10 else "")
+            if unknown == "error":
+                raise CharRNNError(f"characters the model never saw: {shown}; remove them from the text")
+            logger.warning("skipping characters the model never saw: %s", shown)
+            ids = ids[found]
+        return ids.astype(np.int32)
+
+    def decode(self, ids) -> str:
+        text = _text(self._cps[np.asarray(ids, dtype=np.int64)])
+        return from_jamo(text) if self.unit == "jamo" else text
+
+    def save(self, path: Path) -> None:
+        """vocab.json: UTF-8, one [symbol, count] per line in id order, so it reads as a table."""
+        head = json.dumps({"format": _VOCAB_FORMAT, "unit": self.unit, "normalize": self.normalize,
+                           "unk_id": self.unk_id, "size": self.size})
+        rows = ",\n".join("  " + json.dumps([s, c], ensure_ascii=False) for s, c in zip(self.symbols, self.counts))
+        atomic_write_text(Path(path), f'{head[:-1]},\n "symbols": [\n{rows}\n ]\n}}\n')
+
+    @classmethod
+    def load(cls, path: Path) -> "Vocab":
+        try:
+            d = json.loads(Path(path).read_text(encoding="utf-8"))
+            if d["format"] != _VOCAB_FORMAT:
+                raise ValueError(f"format {d['format']}, expected {_VOCAB_FORMAT}")
+            symbols, counts = zip(*d["symbols"])
+            if not all(isinstance(s, str) and len(s) == 1 for s in symbols):
+                raise ValueError("a symbol is not one character")
+            return cls(list(symbols), list(counts), d["unk_id"], d["unit"], d["normalize"])
+        except FileNotFoundError:
+            raise CharRNNError(f"{path}: vocabulary file not found") from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise CharRNNError(f"{path}: not a valid vocab.json ({e}); prepare the data again") from None
+
+
+def _ids_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype("<u2") if vocab_size <= 65535 else np.dtype("<u4")
+
+
+def _make_vocab(counts: np.ndarray, options: DataOptions) -> tuple[Vocab, np.ndarray]:
+    """The vocabulary from code point counts, and the code point -> id table."""
+    present = np.flatnonzero(counts)
+    freq = counts[present]
+    order = np.lexsort((present, -freq))  # most frequent first; ties by code point: deterministic
+    present, freq = present[order], freq[order]
+    # Under jamo the conjoining jamo always stay, so the unknown symbol replaces whole characters.
+    protected = (_is_vowel_or_final(present) | ((present >= _L_FIRST) & (present <= _L_LAST))
+                 if options.unit == "jamo" else np.zeros(len(present), dtype=bool))
+    keep = protected | (freq >= options.min_char_count)
+    max_vocab = options.max_vocab
+    needs_unknown = not keep.all() or (max_vocab and keep.sum() > max_vocab)
+    if needs_unknown:
+        if max_vocab:
+            room = max_vocab - 1 - int(protected.sum())
+            if room < 0:
+                raise CharRNNError(f"--max_vocab {max_vocab} is too small for --unit jamo: the text has "
+                                   f"{int(protected.sum())} jamo, which are always kept; use at least "
+                                   f"{int(protected.sum()) + 1}")
+            keep[np.flatnonzero(keep & ~protected)[room:]] = False
+        keep[present == ord(_UNKNOWN)] = False
+    cps, freq_kept = list(present[keep]), list(freq[keep])
+    if needs_unknown:
+        dropped = freq[~keep]
+        cps.append(ord(_UNKNOWN))
+        freq_kept.append(int(dropped.sum()))
+        logger.info("--max_vocab/--min_char_count: %s rare characters (%.4f%% of the text) map to the "
+                    "unknown symbol %s", f"{len(dropped):,}", 100 * dropped.sum() / freq.sum(), _UNKNOWN)
+    order = np.lexsort((cps, -np.array(freq_kept)))
+    symbols = [chr(cps[i]) for i in order]
+    unk_id = symbols.index(_UNKNOWN) if needs_unknown else None
+    vocab = Vocab(symbols, [freq_kept[i] for i in order], unk_id, options.unit, options.normalize)
+    table = np.full(0x110000, unk_id or 0, dtype=_ids_dtype(vocab.size))
+    table[vocab._cps] = np.arange(vocab.size)
+    return vocab, table
+
+
+# ----------------------------------------------------------------------------------------------
+# Preparation and cache
+
+_PREPARE_FORMAT = 1  # bump when the preparation's output changes, so that old caches miss
+
+
+@dataclass
+class Corpus:
+    ids: np.ndarray          # read-only np.memmap, uint16 or uint32
+    vocab: Vocab
+    num_chars: int           # original characters (== len(ids) unless unit == 'jamo')
+    files: list[Path]
+    options: DataOptions
+    cache_dir: Path
+
+    def split(self, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
+        """(train, validation): the last val_frac of the text, contiguous, is validation."""
+        if not 0 <= val_frac < 1:
+            raise CharRNNError(f"--val_frac {val_frac}: use a fraction in [0, 1), e.g. 0.05")
+        n = len(self.ids)
+        cut = n - int(round(n * val_frac))
+        while 0 < cut < n and not self.vocab.char_starts[self.ids[cut]]:
+            cut += 1  # under jamo, start validation on a whole syllable
+        return self.ids[:cut], self.ids[cut:]
+
+
+def _identity(files: list[Path], options: DataOptions) -> dict:
+    rows = []
+    for p in files:
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            raise CharRNNError(f"{p}: no such file") from None
+        rows.append([str(p), st.st_size, st.st_mtime_ns])
+    return {"format": _PREPARE_FORMAT, "files": rows, "options": dataclasses.asdict(options)}
+
+
+def _load_prepared(directory: Path, identity: dict, files: list[Path], options: DataOptions) -> Corpus | None:
+    """The cached corpus if directory holds a complete preparation of exactly this identity."""
+    try:
+        meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+        if meta["identity"] != identity:
+            return None
+        ids = np.load(directory / "ids.npy", mmap_mode="r")
+        if ids.shape != (meta["num_symbols"],):
+            raise ValueError(f"ids.npy has shape {ids.shape}, meta.json says {meta['num_symbols']}")
+        vocab = Vocab.load(directory / "vocab.json")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, CharRNNError) as e:
+        logger.warning("ignoring damaged prepared data in %s (%s)", directory, e)
+        return None
+    return Corpus(ids, vocab, meta["num_chars"], files, options, directory)
+
+
+def _user_cache_root() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "char-rnn-tf2"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _remove_leftovers(root: Path, identity: dict, key: str) -> None:
+    """Remove builds that died midway, and older preparations of these same files and options
+    (the corpus changed since): a multi-GB corpus should not leave a trail of stale copies."""
+    for d in root.iterdir():
+        if d.name.startswith(".tmp-"):
+            pid = d.name.split("-")[2]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(d, ignore_errors=True)
+            continue
+        if d.name == key or not (d / "meta.json").is_file():
+            continue
+        try:
+            old = json.loads((d / "meta.json").read_text(encoding="utf-8"))["identity"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if (old.get("options") == identity["options"]
+                and [f[0] for f in old.get("files", [])] == [f[0] for f in identity["files"]]):
+            logger.info("removing outdated prepared data %s", d)
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _read_code_points(files: list[Path], options: DataOptions,
+                      progress: Callable[[int], None]) -> Iterator[np.ndarray]:
+    """The whole corpus as uint32 code point arrays, chunk by chunk, normalized and (for jamo)
+    decomposed. Files are joined by a line break where one does not end with one."""
+    ends_with_newline = True
+    for path in files:
+        first = True
+        for text in _read_text(path, options, progress):
+            if not text:
+                continue
+            if first and not ends_with_newline:
+                text = "\n" + text
+            first, ends_with_newline = False, text.endswith("\n")
+            cp = _code_points(text)
+            yield _decompose(cp) if options.unit == "jamo" else cp
+
+
+def _progress_logger(what: str, total_bytes: int) -> Callable[[int], None]:
+    t0 = last = time.monotonic()
+    done = 0
+
+    def progress(nbytes: int) -> None:
+        nonlocal done, last
+        done += nbytes
+        now = time.monotonic()
+        if now - last >= _PROGRESS_SECONDS:
+            last = now
+            logger.info("%s: %.0f of %.0f MB (%.0f MB/s)", what, done / 1e6, total_bytes / 1e6,
+                        done / 1e6 / (now - t0))
+    return progress
+
+
+def _first_pass(files: list[Path], options: DataOptions, out_path: Path, dtype: np.dtype,
+                progress: Callable[[int], None]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Count code points and write each symbol's provisional id (order of first appearance) to
+    out_path. Returns (counts by code point, code point of each provisional id), or None when
+    the provisional ids outgrow dtype."""
+    counts = np.zeros(0x110000, dtype=np.int64)
+    provisional_id = np.zeros(0x110000, dtype=dtype)  # valid where counts > 0
+    seen: list[np.ndarray] = []
+    num_seen = 0
+    with open(out_path, "wb") as out:
+        for cp in _read_code_points(files, options, progress):
+            cp = cp.astype(np.intp)  # numpy counts and indexes with intp: cast once, not in each call
+            chunk_counts = np.bincount(cp)
+            present = np.flatnonzero(chunk_counts)
+            new = present[counts[present] == 0]
+            counts[:len(chunk_counts)] += chunk_counts
+            if len(new):
+                if num_seen + len(new) > np.iinfo(dtype).max + 1:
+                    return None
+                provisional_id[new] = np.arange(num_seen, num_seen + len(new))
+                num_seen += len(new)
+                seen.append(new)
+            np.take(provisional_id, cp).tofile(out)
+    return counts, np.concatenate(seen) if seen else np.zeros(0, dtype=np.intp)
+
+
+def _build(files: list[Path], options: DataOptions, identity: dict, directory: Path) -> None:
+    """Prepare the corpus into directory (a fresh temp dir); meta.json is written last."""
+    t0 = time.monotonic()
+    total_bytes = sum(size for _, size, _ in identity["files"])
+    provisional = directory / "provisional.bin"
+    # Provisional ids fit uint16 unless the text has over 65,535 distinct symbols; only such a
+    # corpus pays for a second reading, with uint32.
+    for dtype in (np.dtype("<u2"), np.dtype("<u4")):
+        result = _first_pass(files, options, provisional, dtype, _progress_logger("reading", total_bytes))
+        if result is not None:
+            break
+    counts, first_seen = result
+    if _identity(files, options) != identity:
+        raise CharRNNError(f"{', '.join(map(str, files))}: changed while being prepared; run again once it is complete")
+    num_symbols = int(counts.sum())
+    if num_symbols == 0:
+        raise CharRNNError(f"{files[0] if len(files) == 1 else files[0].parent}: contains no text")
+    vocab, table = _make_vocab(counts, options)
+    remap = table[first_seen]
+    with open(provisional, "rb") as src, open(directory / "ids.npy", "wb") as dst:
+        np.lib.format.write_array_header_1_0(dst, {"descr": np.lib.format.dtype_to_descr(remap.dtype),
+                                                   "fortran_order": False, "shape": (num_symbols,)})
+        while (chunk := np.fromfile(src, dtype=dtype, count=_READ_BYTES // 4)).size:
+            np.take(remap, chunk.astype(np.intp)).tofile(dst)
+        dst.flush()
+        os.fsync(dst.fileno())
+    provisional.unlink()
+    vocab.save(directory / "vocab.json")
+    num_chars = num_symbols  # every symbol is a character, except a syllable's vowel and final jamo
+    if options.unit == "jamo":
+        num_chars -= int(counts[_V_FIRST:_V_LAST + 1].sum() + counts[_T_BASE + 1:_T_LAST + 1].sum())
+    seconds = time.monotonic() - t0
+    meta = {"identity": identity, "num_symbols": num_symbols, "num_chars": num_chars,
+            "vocab_size": vocab.size, "dtype": remap.dtype.name,
+            "unknown_symbols": vocab.counts[vocab.unk_id] if vocab.unk_id is not None else 0,
+            "seconds": round(seconds, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    atomic_write_text(directory / "meta.json", json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
+    logger.info("prepared %s symbols (vocabulary %s, %s) in %.1f s (%.0f MB/s)", f"{num_symbols:,}",
+                f"{vocab.size:,}", remap.dtype.name, seconds, total_bytes / 1e6 / max(seconds, 1e-9))
+
+
+def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | None = None) -> Corpus:
+    """Ids and vocabulary of the corpus, prepared once and cached in cache_root/<key>/ (default:
+    <corpus dir>/.prepared, or ~/.cache/char-rnn-tf2 when that is not writable). The key covers
+    the files' paths, sizes and mtimes and every option; a build goes to a temp dir that is
+    renamed into place when complete, so an interrupted one never looks valid."""
+    files = [Path(p).resolve() for p in files]
+    identity = _identity(files, options)
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    corpus_dir = Path(os.path.commonpath([p.parent for p in files]))
+    roots = [Path(cache_root)] if cache_root else [corpus_dir / ".prepared", _user_cache_root()]
+    for root in roots:
+        corpus = _load_prepared(root / key, identity, files, options)
+        if corpus is not None:
+            logger.info("using prepared data %s (%s symbols, vocabulary %s)", corpus.cache_dir,
+                        f"{len(corpus.ids):,}", f"{corpus.vocab.size:,}")
+            return corpus
+    errors = []
+    for root in roots:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-{os.getpid()}-", dir=root))
+            break
+        except OSError as e:
+            errors.append(f"{root}: {e.strerror or e}")
+    else:
+        raise CharRNNError(f"cannot write prepared data ({'; '.join(errors)}); make one of these writable")
+    _remove_leftovers(root, identity, key)
+    logger.info("preparing %s (%.1f MB) into %s", files[0] if len(files) == 1 else f"{len(files)} files",
+                sum(f[1] for f in identity["files"]) / 1e6, root / key)
+    try:
+        _build(files, options, identity, tmp)
+        final = root / key
+        if final.exists() and _load_prepared(final, identity, files, options) is None:
+            shutil.rmtree(final)  # damaged
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process finished the same preparation first: use theirs
+            if _load_prepared(final, identity, files, options) is None:
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    corpus = _load_prepared(final, identity, files, options)
+    if corpus is None:
+        raise RuntimeError(f"prepared data in {final} does not load")
+    return corpus
+
+
+def count_chars(vocab: Vocab, ids: np.ndarray) -> int:
+    """Original characters among these symbols (bits per character = nats / this / ln 2)."""
+    if vocab.char_starts.all():
+        return len(ids)
+    step = 1 << 22
+    return sum(int(np.count_nonzero(vocab.char_starts[ids[a:a + step]])) for a in range(0, len(ids), step))
+
+
+def _original_chars(vocab: Vocab, ids: np.ndarray, n: int) -> np.ndarray:
+    """Code points of the original characters starting among ids[:n] (ids may run 2 further so
+    a syllable at the end is whole): _decompose undone on ids, vectorized, for counting."""
+    cp = np.append(vocab._cps[ids].astype(np.int64), [0, 0])
+    start = np.flatnonzero(vocab.char_starts[ids[:n]])
+    first, second, third = cp[start], cp[start + 1], cp[start + 2]
+    syllable = (first >= _L_FIRST) & (first <= _L_LAST) & (second >= _V_FIRST) & (second <= _V_LAST)
+    final = np.where((third > _T_BASE) & (third <= _T_LAST), third - _T_BASE, 0)
+    composed = _S_FIRST + ((first - _L_FIRST) * 21 + second - _V_FIRST) * 28 + final
+    escaped = (first == _ESCAPE) & _is_vowel_or_final(second)
+    return np.where(syllable, composed, np.where(escaped, second, first))
+
+
+_ENTROPY_EXACT = 1 << 24  # symbols; beyond this the baseline is estimated from a sample
+
+
+def unigram_entropy_bits(vocab: Vocab, ids: np.ndarray) -> float:
+    """Entropy of the original-character frequencies of these ids, in bits per character: what a
+    model that learned only those frequencies scores. Under jamo, counted over whole syllables.
+    Exact up to 16M symbols; beyond that estimated from 64 evenly spaced blocks of 256K, so the
+    cost at every training start does not grow with the corpus."""
+    n, block = len(ids), 1 << 18
+    starts = range(0, n, block) if n <= _ENTROPY_EXACT else np.linspace(0, n - block, 64).astype(np.int64)
+    counts = np.zeros(vocab.size if vocab.unit == "char" else 0x110000, dtype=np.int64)
+    for a in starts:
+        if vocab.unit == "char":
+            counts += np.bincount(ids[a:a + block], minlength=vocab.size)
+        else:
+            chars = np.bincount(_original_chars(vocab, ids[a:a + block + 2], min(block, n - a)))
+            counts[:len(chars)] += chars
+    p = counts[counts > 0] / max(1, counts.sum())
+    return float(-(p * np.log2(p)).sum())
+
+
+# ----------------------------------------------------------------------------------------------
+# Batching
+
+
+class BatchLoader:
+    """Training batches for truncated BPTT with carried state: the text is cut into batch_size
+    contiguous streams and each batch is the next window of seq_length in every stream, so the
+    state at the end of batch i is the right start for batch i + 1. Each epoch shifts the
+    windows by a seeded offset in [0, seq_length) so they vary between epochs; the number of
+    batches is the same every epoch. batch(epoch, index) is a pure function, so training can
+    restart from any saved (epoch, index). With num_shards > 1, a worker takes a contiguous
+    share of the streams and only ever reads its part of the text."""
+
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int, seed: int = 0,
+                 shard_index: int = 0, num_shards: int = 1) -> None:
+        if batch_size < 1 or seq_length < 1:
+            raise CharRNNError(f"--batch_size {batch_size} --seq_length {seq_length}: both must be at least 1")
+        if not (1 <= num_shards <= batch_size and 0 <= shard_index < num_shards):
+            raise CharRNNError(f"shard {shard_index} of {num_shards}: needs 0 <= shard < shards <= --batch_size {batch_size}")
+        self.batch_size, self.seq_length, self.seed = batch_size, seq_length, seed
+        length = len(ids) // batch_size
+        self.num_batches = length // seq_length - 1  # leaves room for any epoch offset and y's shift
+        if self.num_batches < 1:
+            raise CharRNNError(
+                f"not enough text: the training part has {len(ids):,} symbols, but --batch_size {batch_size} "
+                f"--seq_length {seq_length} needs at least {2 * batch_size * seq_length:,} (2 x batch_size x "
+                "seq_length) after --val_frac holds out validation. Lower --batch_size or --seq_length, "
+                "lower --val_frac, or use more text.")
+        lo, hi = shard_index * batch_size // num_shards, (shard_index + 1) * batch_size // num_shards
+        self.streams = ids[:batch_size * length].reshape(batch_size, length)[lo:hi]  # a view, no copy
+        self._offset = (-1, 0)  # (epoch, offset) of the last epoch asked for
+
+    def offset(self, epoch: int) -> int:
+        if self._offset[0] != epoch:
+            rng = np.random.default_rng([self.seed % 2**32, epoch])
+            self._offset = (epoch, int(rng.integers(self.seq_length)))
+        return self._offset[1]
+
+    def batch(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y), int32 [streams, seq_length], y = x shifted by one symbol."""
+        if not 0 <= index < self.num_batches:
+            raise IndexError(f"batch {index} of {self.num_batches}")
+        start = self.offset(epoch) + index * self.seq_length
+        window = self.streams[:, start:start + self.seq_length + 1].astype(np.int32)  # copies this batch only
+        return np.ascontiguousarray(window[:, :-1]), np.ascontiguousarray(window[:, 1:])
+
+
+def eval_batches(ids: np.ndarray, batch_size: int, seq_length: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(x, y) batches covering the whole split as batch_size contiguous streams, in order (carry
+    the state across them). The last window is shorter when the stream length is not a multiple
+    of seq_length; at most batch_size symbols at the very end go unscored."""
+    length = (len(ids) - 1) // batch_size
+    if length < 1 or seq_length < 1:
+        raise CharRNNError(f"the validation part has {len(ids):,} symbols, too few for --batch_size {batch_size} "
+                           f"(needs at least {batch_size + 1:,}): raise --val_frac or lower --batch_size")
+    x = ids[:batch_size * length].reshape(batch_size, length)
+    y = ids[1:batch_size * length + 1].reshape(batch_size, length)
+    for a in range(0, length, seq_length):
+        yield x[:, a:a + seq_length].astype(np.int32), y[:, a:a + seq_length].astype(np.int32)
