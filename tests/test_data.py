@@ -1,0 +1,478 @@
+"""utils.py data layer: real files in tmp_path, real subprocesses; the whole file runs in seconds."""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import utils
+from utils import CharRNNError, DataOptions
+
+ROOT = Path(__file__).resolve().parents[1]
+KOREAN = (ROOT / "data" / "korean" / "ml_blog.txt").read_text(encoding="utf-8")[:20000]
+
+
+def expected_text(raw: str, normalize: str = "nfc") -> str:
+    """What the data layer promises to produce, computed the obvious (non-streaming) way."""
+    text = raw.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    return unicodedata.normalize("NFC", text) if normalize == "nfc" else text
+
+
+def prepare(path: Path, tmp_path: Path, **options) -> utils.Corpus:
+    return utils.prepare_corpus([path], DataOptions(**options), cache_root=tmp_path / "cache")
+
+
+def write(path: Path, data: str | bytes) -> Path:
+    path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+    return path
+
+
+def run_python(code: str, *args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True,
+                          timeout=60, **kwargs)
+
+
+# ---- small utilities -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, seconds", [("600", 600), ("90s", 90), ("15m", 900), ("1h30m", 5400),
+                                           ("2h", 7200), ("1.5h", 5400), (" 1d ", 86400), ("0", 0)])
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert utils.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "15x", "30m1h", "1h1h", "-5m", "1h 30m"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(CharRNNError, match="duration"):
+        utils.parse_duration(text)
+
+
+def test_atomic_write_text(tmp_path: Path) -> None:
+    path = tmp_path / "a.json"
+    utils.atomic_write_text(path, "한국어\n")
+    utils.atomic_write_text(path, "second\r\n")
+    assert path.read_bytes() == b"second\r\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_importing_utils_does_not_import_tensorflow() -> None:
+    out = run_python("import sys, utils; print('tensorflow' in sys.modules)", text=True)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+# ---- reading, normalizing, round trips ---------------------------------------------------------
+
+NFD_KOREAN = unicodedata.normalize("NFD", "한국어 텍스트: 가각갂 힣\n")
+ROUND_TRIPS = {
+    "english": "First Citizen:\nBefore we proceed any further, hear me speak.\n",
+    "korean": KOREAN,
+    "mixed": "LSTM은 long short-term memory의 약자이다. café, naïve — 日本語 ok\n",
+    "emoji": "😀 emoji 👍🏽 and flags 🇰🇷 and ZWJ 👩‍👩‍👧 𠀀𪛖\n",
+    "crlf": "line one\r\nline two\r\n줄 셋\r\n",
+    "cr": "old mac\rline endings\r한글\r",
+    "crlf cut by a read": "abcdef\r\nghi\r\n" + "x" * 5 + "\r\n",  # with 7-byte reads, CR | LF
+    "bom": "\ufeff첫 줄\nsecond\n",
+    "nfd": NFD_KOREAN + "e\u0301 a\u0308\n",
+    "no final newline": "ends without one: 끝",
+    "long lines without newlines": ("가나다라" * 300 + "abc " * 50 + NFD_KOREAN.strip()) * 3,
+}
+
+
+@pytest.mark.parametrize("name", ROUND_TRIPS)
+@pytest.mark.parametrize("read_bytes", [1 << 20, 7])  # 7: chunks cut characters, CRLFs and NFD sequences
+def test_round_trip(tmp_path: Path, monkeypatch, name: str, read_bytes: int) -> None:
+    monkeypatch.setattr(utils, "_READ_BYTES", read_bytes)
+    raw = ROUND_TRIPS[name]
+    corpus = prepare(write(tmp_path / "in.txt", raw), tmp_path)
+    want = expected_text(raw)
+    assert corpus.vocab.decode(corpus.ids) == want
+    assert corpus.num_chars == len(want) == len(corpus.ids) == utils.count_chars(corpus.vocab, corpus.ids)
+    counts = collections.Counter(want)
+    assert dict(zip(corpus.vocab.symbols, corpus.vocab.counts)) == counts
+    assert corpus.vocab.counts == sorted(corpus.vocab.counts, reverse=True)
+    assert corpus.ids.dtype == np.uint16 and isinstance(corpus.ids, np.memmap)
+
+
+def test_nfd_hangul_gives_the_same_vocabulary_as_nfc(tmp_path: Path) -> None:
+    nfc = prepare(write(tmp_path / "nfc.txt", unicodedata.normalize("NFC", KOREAN)), tmp_path)
+    nfd = prepare(write(tmp_path / "nfd.txt", unicodedata.normalize("NFD", KOREAN)), tmp_path)
+    assert nfc.vocab.symbols == nfd.vocab.symbols
+    assert np.array_equal(nfc.ids, nfd.ids)
+    kept = prepare(tmp_path / "nfd.txt", tmp_path, normalize="none")
+    assert kept.vocab.decode(kept.ids) == unicodedata.normalize("NFD", KOREAN)
+    assert kept.vocab.size < nfc.vocab.size  # conjoining jamo instead of syllables
+
+
+def test_files_of_a_directory_are_joined_by_line_breaks(tmp_path: Path) -> None:
+    root = tmp_path / "corpus"
+    (root / "sub").mkdir(parents=True)
+    (root / ".hidden").mkdir()
+    write(root / "b.txt", "둘\n")
+    write(root / "a.txt", "one")
+    write(root / "sub" / "c.txt", "\ufeffthree")
+    write(root / ".hidden" / "x.txt", "never")
+    files = utils.resolve_corpus(str(tmp_path / "corpus"), None)
+    assert [f.name for f in files] == ["a.txt", "b.txt", "c.txt"]
+    corpus = utils.prepare_corpus(files, DataOptions())
+    assert corpus.vocab.decode(corpus.ids) == "one\n둘\nthree"
+    assert corpus.cache_dir.parent == tmp_path / "corpus" / ".prepared"
+    assert utils.resolve_corpus(str(tmp_path / "corpus"), None) == files  # the cache is not corpus
+
+
+# ---- jamo ------------------------------------------------------------------------------------------
+
+JAMO_TRICKY = [
+    "한국어 가 각 힣 ㄱㅏ",                          # syllables and compatibility jamo
+    "\u1100\u1161",                                 # an L,V pair as such (only with --normalize none)
+    "\u1100\u1161\u11a8 \uac00\u11a8",              # L,V,T; an LV syllable followed by a T
+    "\u1161\u11a8\u1100 \u115f\u1161 \u1113\u1161",  # lone vowel/final, fillers, archaic initial
+    "\ufdd0\ufdd0\u1161\ufdd0",                     # the escape itself, before a jamo
+    "\u1112\u119e\u11ab 글",                         # old Hangul (arae-a) next to modern
+    "😀\r\n",
+]
+
+
+def test_to_jamo_round_trips_any_text() -> None:
+    rng = random.Random(0)
+    alphabet = [(0xAC00, 0xD7A3), (0x1100, 0x11FF), (0xFDD0, 0xFDD0), (0x20, 0x7E), (0x1F300, 0x1F5FF), (0x3131, 0x318E)]
+    for sample in JAMO_TRICKY + ["".join(chr(rng.randint(*rng.choice(alphabet))) for _ in range(5000))]:
+        jamo = utils.to_jamo(sample)
+        assert not any(0xAC00 <= ord(c) <= 0xD7A3 for c in jamo)
+        assert utils.from_jamo(jamo) == sample
+    assert utils.to_jamo("한") == "\u1112\u1161\u11ab"
+
+
+@pytest.mark.parametrize("normalize", ["nfc", "none"])
+def test_jamo_unit_round_trips_and_counts_original_characters(tmp_path: Path, monkeypatch, normalize: str) -> None:
+    monkeypatch.setattr(utils, "_READ_BYTES", 5)
+    raw = "\n".join(JAMO_TRICKY) + NFD_KOREAN + KOREAN[:3000]
+    corpus = prepare(write(tmp_path / "in.txt", raw), tmp_path, unit="jamo", normalize=normalize)
+    want = expected_text(raw, normalize)
+    assert corpus.vocab.decode(corpus.ids) == want
+    # Exact, except that the noncharacter U+FDD0 (the escape; absent from real text) counts twice.
+    assert corpus.num_chars == len(want) + want.count("\ufdd0") == utils.count_chars(corpus.vocab, corpus.ids)
+    assert len(corpus.ids) > len(want)
+    assert not any(0xAC00 <= ord(s) <= 0xD7A3 for s in corpus.vocab.symbols)
+    # The baseline is over original characters (syllables), not jamo.
+    counts = collections.Counter(want)
+    counts["\ufdd0"] *= 2
+    p = np.array(list(counts.values())) / sum(counts.values())
+    assert utils.unigram_entropy_bits(corpus.vocab, corpus.ids) == pytest.approx(-(p * np.log2(p)).sum())
+    assert corpus.vocab.encode("한국어").tolist() == [corpus.vocab.symbols.index(c) for c in utils.to_jamo("한국어")]
+
+
+def test_jamo_validation_split_starts_on_a_whole_syllable(tmp_path: Path) -> None:
+    corpus = prepare(write(tmp_path / "in.txt", "한국어" * 500), tmp_path, unit="jamo")
+    for frac in (0.05, 0.1, 0.33):
+        train, val = corpus.split(frac)
+        assert corpus.vocab.decode(train) + corpus.vocab.decode(val) == "한국어" * 500
+        assert corpus.vocab.char_starts[val[0]]
+
+
+# ---- locale and encodings --------------------------------------------------------------------------
+
+def test_korean_under_the_c_locale_without_utf8_mode(tmp_path: Path) -> None:
+    path = write(tmp_path / "ko.txt", "\ufeff" + KOREAN.replace("\n", "\r\n"))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONIOENCODING", "LANGUAGE")}
+    env.update(LC_ALL="C", LANG="C", PYTHONUTF8="0")
+    code = ("import locale, sys, utils; from pathlib import Path\n"
+            "c = utils.prepare_corpus([Path(sys.argv[1])], utils.DataOptions(), cache_root=Path(sys.argv[2]))\n"
+            "Path(sys.argv[3]).write_bytes(c.vocab.decode(c.ids).encode('utf-8'))\n"
+            "print(locale.getpreferredencoding(False), sys.flags.utf8_mode)")
+    out = run_python(code, str(path), str(tmp_path / "cache"), str(tmp_path / "out.txt"), env=env, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["ANSI_X3.4-1968", "0"]  # the test means something: ASCII locale
+    assert (tmp_path / "out.txt").read_bytes().decode("utf-8") == expected_text(KOREAN)
+
+
+def test_cp949_file_gets_one_clear_message_and_reads_with_encoding(tmp_path: Path) -> None:
+    text = "first line\nsecond line\n셋째 줄은 한국어\n"
+    path = write(tmp_path / "legacy.txt", text.encode("cp949"))
+    with pytest.raises(CharRNNError) as error:
+        prepare(path, tmp_path)
+    message = str(error.value)
+    bad = len("first line\nsecond line\n")
+    assert str(path) in message and "line 3" in message and f"byte offset {bad}" in message
+    assert "looks like cp949: pass --encoding cp949" in message
+    corpus = prepare(path, tmp_path, encoding="cp949")
+    assert corpus.vocab.decode(corpus.ids) == text
+    assert prepare(path, tmp_path, encoding="EUC-KR").vocab.decode(corpus.ids) == text
+
+
+def test_error_offset_counts_from_the_file_start_across_chunks(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(utils, "_READ_BYTES", 4)
+    head = "가나다\n" * 10 + "ab"
+    path = write(tmp_path / "bad.txt", head.encode() + b"\xff tail\n")
+    with pytest.raises(CharRNNError, match=f"line 11, byte offset {len(head.encode())} "):
+        prepare(path, tmp_path)
+
+
+@pytest.mark.parametrize("data, expected", [
+    (b"\x7fELF\x02\x01\x01\x00\x00\x00binary", "looks like a binary file"),
+    ("text".encode("utf-16"), "pass --encoding utf-16"),
+    (b"caf\xe9 cr\xe8me br\xfbl\xe9e\n", "not utf-8 or cp949 either"),
+    (b"", "empty"),
+])
+def test_unreadable_files_get_a_message(tmp_path: Path, data: bytes, expected: str) -> None:
+    path = write(tmp_path / "x.txt", data)
+    with pytest.raises(CharRNNError, match=expected) as error:
+        prepare(path, tmp_path) if data else utils.resolve_corpus(None, str(path))
+    assert str(path) in str(error.value)
+
+
+def test_unknown_encoding_and_bad_options() -> None:
+    with pytest.raises(CharRNNError, match="--encoding nope"):
+        DataOptions(encoding="nope")
+    for bad in (dict(normalize="nfkc"), dict(unit="word"), dict(max_vocab=1), dict(min_char_count=0)):
+        with pytest.raises(CharRNNError, match="--" + next(iter(bad))):
+            DataOptions(**bad)
+    assert DataOptions(encoding="UTF8") == DataOptions()  # one cache key per codec
+
+
+def test_resolve_corpus(tmp_path: Path) -> None:
+    write(tmp_path / "input.txt", "x")
+    write(tmp_path / "other.txt", "y")
+    assert utils.resolve_corpus(str(tmp_path), None) == [tmp_path / "input.txt"]
+    assert utils.resolve_corpus(None, str(tmp_path)) == [tmp_path / "input.txt", tmp_path / "other.txt"]
+    assert utils.resolve_corpus(None, str(tmp_path / "other.txt")) == [tmp_path / "other.txt"]
+    (tmp_path / "none").mkdir()
+    cases = [((str(tmp_path / "missing"), None), "no such file"), ((str(tmp_path / "none"), None), "no .txt files"),
+             ((str(tmp_path), str(tmp_path)), "not both"), ((None, None), "no corpus")]
+    for args, message in cases:
+        with pytest.raises(CharRNNError, match=message):
+            utils.resolve_corpus(*args)
+
+
+# ---- the cache --------------------------------------------------------------------------------------
+
+def test_cache_is_reused_and_invalidated(tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="charrnn")
+    path = write(tmp_path / "in.txt", KOREAN)
+    first = prepare(path, tmp_path)
+    ids_file = first.cache_dir / "ids.npy"
+    stamp = ids_file.stat().st_mtime_ns
+    caplog.clear()
+    t0 = time.perf_counter()
+    again = prepare(path, tmp_path)
+    assert time.perf_counter() - t0 < 0.5
+    assert again.cache_dir == first.cache_dir and ids_file.stat().st_mtime_ns == stamp
+    assert "using prepared data" in caplog.text and "preparing" not in caplog.text
+    assert np.array_equal(again.ids, first.ids) and again.vocab.symbols == first.vocab.symbols
+
+    os.utime(path, ns=(stamp + 10**9, stamp + 10**9))  # touched: rebuilt, the stale copy removed
+    touched = prepare(path, tmp_path)
+    assert touched.cache_dir != first.cache_dir and not first.cache_dir.exists()
+
+    write(path, KOREAN + "새 글자: 龍\n")  # changed content
+    changed = prepare(path, tmp_path)
+    assert "龍" in changed.vocab.symbols and changed.cache_dir != touched.cache_dir
+
+    other = prepare(path, tmp_path, normalize="none")  # another option: its own cache, both kept
+    assert other.cache_dir != changed.cache_dir and changed.cache_dir.exists()
+    caplog.clear()
+    prepare(path, tmp_path)
+    assert "using prepared data" in caplog.text
+
+
+def test_unwritable_corpus_dir_falls_back_to_the_user_cache(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    path = write(tmp_path / "in.txt", "hello\n")
+    write(tmp_path / ".prepared", "a file where the cache directory would go")
+    corpus = utils.prepare_corpus([path], DataOptions())
+    assert corpus.cache_dir.parent == tmp_path / "xdg" / "char-rnn-tf2"
+    assert utils.prepare_corpus([path], DataOptions()).cache_dir == corpus.cache_dir
+
+
+KILLABLE = """
+import os, sys, time, utils
+from pathlib import Path
+utils._READ_BYTES = 1 << 16
+def pause():
+    print("midway", flush=True)
+    time.sleep(60)
+if sys.argv[3] == "reading":
+    read = utils._read_code_points
+    def slow(*args):
+        for i, chunk in enumerate(read(*args)):
+            if i == 10:
+                pause()
+            yield chunk
+    utils._read_code_points = slow
+else:  # everything written, meta.json included, but not yet renamed into place
+    replace = os.replace
+    os.replace = lambda src, dst: pause() if Path(src).is_dir() else replace(src, dst)
+utils.prepare_corpus([Path(sys.argv[1])], utils.DataOptions(), cache_root=Path(sys.argv[2]))
+"""
+
+
+@pytest.mark.parametrize("stage", ["reading", "renaming"])
+def test_killed_preparation_leaves_no_valid_looking_cache(tmp_path: Path, stage: str) -> None:
+    path = write(tmp_path / "big.txt", (ROOT / "data" / "tinyshakespeare" / "input.txt").read_bytes() * 2)
+    cache = tmp_path / "cache"
+    child = subprocess.Popen([sys.executable, "-c", KILLABLE, str(path), str(cache), stage], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "midway", child.stderr.read()
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(10)
+    leftovers = list(cache.iterdir())
+    assert leftovers and all(d.name.startswith(".tmp-") for d in leftovers)
+    if stage == "renaming":
+        assert all((d / "meta.json").exists() for d in leftovers)  # complete, yet not in place
+    corpus = prepare(path, tmp_path)
+    assert corpus.vocab.decode(corpus.ids[:1000]) == path.read_text(encoding="utf-8")[:1000]
+    assert [d.name for d in cache.iterdir()] == [corpus.cache_dir.name]  # the dead build was cleaned up
+
+
+# ---- vocabulary ---------------------------------------------------------------------------------------
+
+def test_max_vocab_and_min_char_count_map_rare_characters_to_unknown(tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="charrnn")
+    raw = "aaaa bbb cc d 龍 \ufffd\n" * 3 + "e\n"
+    path = write(tmp_path / "in.txt", raw)
+    limited = prepare(path, tmp_path, max_vocab=5)
+    vocab = limited.vocab
+    assert vocab.size == 5 and vocab.unk_id is not None and vocab.symbols[vocab.unk_id] == "\ufffd"
+    assert vocab.symbols == [" ", "\ufffd", "a", "b", "c"]  # by frequency; unknown counts what it replaced
+    kept = set(vocab.symbols) - {"\ufffd"}
+    assert limited.vocab.decode(limited.ids) == "".join(c if c in kept else "\ufffd" for c in raw)
+    assert "map to the unknown symbol" in caplog.text and "% of the text" in caplog.text
+    rare = prepare(path, tmp_path, min_char_count=3)
+    assert set(rare.vocab.symbols) == {"a", "b", "c", "d", " ", "\n", "龍", "\ufffd"}  # e (once) -> unknown
+    assert rare.vocab.counts[rare.vocab.unk_id] == 3 + 1  # the real U+FFFDs and the e
+    # Characters outside the vocabulary are still "missing" when encoding a prime.
+    assert rare.vocab.missing("ae😀a") == ["e", "😀"]
+    with pytest.raises(CharRNNError, match="'e'"):
+        rare.vocab.encode("ae")
+    assert rare.vocab.decode(rare.vocab.encode("ae😀a", unknown="skip")) == "aa"
+    full = prepare(path, tmp_path)
+    assert full.vocab.unk_id is None and full.vocab.decode(full.ids) == raw
+
+
+def test_jamo_keeps_its_jamo_under_max_vocab(tmp_path: Path) -> None:
+    path = write(tmp_path / "in.txt", KOREAN)
+    corpus = prepare(path, tmp_path, unit="jamo", max_vocab=120)
+    assert corpus.vocab.size == 120 and corpus.vocab.unk_id is not None
+    assert corpus.num_chars == utils.count_chars(corpus.vocab, corpus.ids) == len(expected_text(KOREAN))
+    with pytest.raises(CharRNNError, match="--max_vocab 10 is too small for --unit jamo"):
+        prepare(path, tmp_path, unit="jamo", max_vocab=10)
+
+
+def test_vocab_save_load(tmp_path: Path) -> None:
+    corpus = prepare(write(tmp_path / "in.txt", "한국어 text\n\ttab"), tmp_path)
+    saved = (corpus.cache_dir / "vocab.json").read_text(encoding="utf-8")
+    assert '["한", 1]' in saved and json.loads(saved)["size"] == corpus.vocab.size  # readable UTF-8
+    loaded = utils.Vocab.load(corpus.cache_dir / "vocab.json")
+    assert (loaded.symbols, loaded.counts, loaded.unk_id) == (corpus.vocab.symbols, corpus.vocab.counts, None)
+    write(tmp_path / "broken.json", "{")
+    with pytest.raises(CharRNNError, match="not a valid vocab.json"):
+        utils.Vocab.load(tmp_path / "broken.json")
+
+
+def test_more_than_65535_symbols_are_stored_as_uint32(tmp_path: Path) -> None:
+    ranges = [(0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xAC00, 0xD7A3), (0x20000, 0x2A6DF)]
+    chars = [chr(c) for a, b in ranges for c in range(a, b + 1)]
+    raw = "\n".join("".join(chars[i:i + 100]) for i in range(0, len(chars), 100)) + "\n" + chars[0] * 5
+    corpus = prepare(write(tmp_path / "in.txt", raw), tmp_path)
+    assert corpus.vocab.size == len(chars) + 1 > 65535
+    assert corpus.ids.dtype == np.uint32 and corpus.vocab.symbols[:2] == ["\n", chars[0]]
+    assert corpus.vocab.decode(corpus.ids) == raw
+    small = prepare(tmp_path / "in.txt", tmp_path, max_vocab=1000)
+    assert small.ids.dtype == np.uint16 and small.vocab.size == 1000
+
+
+def test_unigram_entropy_of_characters(tmp_path: Path) -> None:
+    corpus = prepare(write(tmp_path / "in.txt", KOREAN), tmp_path)
+    want = expected_text(KOREAN)
+    p = np.array(list(collections.Counter(want).values())) / len(want)
+    assert utils.unigram_entropy_bits(corpus.vocab, corpus.ids) == pytest.approx(-(p * np.log2(p)).sum())
+
+
+# ---- split and batches ------------------------------------------------------------------------------
+
+def test_split_is_contiguous_and_last(tmp_path: Path) -> None:
+    corpus = prepare(write(tmp_path / "in.txt", KOREAN), tmp_path)
+    train, val = corpus.split(0.1)
+    assert len(val) == round(len(corpus.ids) * 0.1) and np.array_equal(np.concatenate([train, val]), corpus.ids)
+    assert len(corpus.split(0)[1]) == 0
+    with pytest.raises(CharRNNError, match="--val_frac"):
+        corpus.split(1.0)
+
+
+def test_batches_are_deterministic_contiguous_and_restartable() -> None:
+    ids = np.arange(10_000, dtype=np.uint16)
+    loader = utils.BatchLoader(ids, batch_size=4, seq_length=16, seed=3)
+    length = len(ids) // 4
+    assert loader.num_batches == length // 16 - 1
+    for epoch in range(6):
+        offset = loader.offset(epoch)
+        assert 0 <= offset < 16
+        previous_y = None
+        for index in range(loader.num_batches):
+            x, y = loader.batch(epoch, index)
+            assert x.dtype == np.int32 and x.shape == y.shape == (4, 16)
+            assert np.array_equal(y, x + 1)  # y is x shifted by one symbol
+            assert np.array_equal(x[:, 0], np.arange(4) * length + offset + index * 16)  # stream s, in order
+            if previous_y is not None:
+                assert np.array_equal(x[:, 0], previous_y[:, -1])  # carried state lines up
+            previous_y = y
+    assert len({loader.offset(epoch) for epoch in range(20)}) > 1  # epochs see different windows
+    restarted = utils.BatchLoader(ids, batch_size=4, seq_length=16, seed=3)
+    assert all(np.array_equal(restarted.batch(5, i)[0], loader.batch(5, i)[0]) for i in (7, 3, 0))
+    other_seed = utils.BatchLoader(ids, batch_size=4, seq_length=16, seed=4)
+    assert [other_seed.offset(e) for e in range(20)] != [loader.offset(e) for e in range(20)]
+    with pytest.raises(IndexError):
+        loader.batch(0, loader.num_batches)
+
+
+def test_batches_from_a_memmap_copy_only_the_batch(tmp_path: Path) -> None:
+    corpus = prepare(write(tmp_path / "in.txt", KOREAN), tmp_path)
+    loader = utils.BatchLoader(corpus.split(0.05)[0], batch_size=8, seq_length=32)
+    x, y = loader.batch(0, 1)
+    assert not isinstance(x, np.memmap) and x.flags.c_contiguous and x.base is None
+    assert isinstance(loader.streams, np.memmap)  # a view of the file, not a copy
+
+
+def test_shards_cover_the_streams_exactly() -> None:
+    ids = np.arange(7_000, dtype=np.uint32) % 50_000
+    full = utils.BatchLoader(ids, batch_size=6, seq_length=10, seed=1)
+    for shards in (2, 3, 4):
+        parts = [utils.BatchLoader(ids, 6, 10, seed=1, shard_index=i, num_shards=shards) for i in range(shards)]
+        assert np.array_equal(np.concatenate([p.streams for p in parts]), full.streams)
+        assert {p.num_batches for p in parts} == {full.num_batches}
+        for epoch, index in ((0, 0), (2, 5)):
+            assert np.array_equal(np.concatenate([p.batch(epoch, index)[0] for p in parts]), full.batch(epoch, index)[0])
+    with pytest.raises(CharRNNError, match="shard"):
+        utils.BatchLoader(ids, 6, 10, shard_index=2, num_shards=2)
+
+
+def test_too_small_corpus_says_what_is_needed() -> None:
+    utils.BatchLoader(np.zeros(5000, np.uint16), batch_size=50, seq_length=50)  # just enough
+    with pytest.raises(CharRNNError) as error:
+        utils.BatchLoader(np.zeros(4999, np.uint16), batch_size=50, seq_length=50)
+    message = str(error.value)
+    assert "4,999 symbols" in message and "--batch_size 50 --seq_length 50 needs at least 5,000" in message
+    assert all(flag in message for flag in ("Lower --batch_size or --seq_length", "--val_frac"))
+    with pytest.raises(CharRNNError, match="validation part has 3 symbols.*--val_frac"):
+        next(utils.eval_batches(np.zeros(3, np.uint16), batch_size=4, seq_length=8))
+
+
+def test_eval_batches_cover_the_split() -> None:
+    ids = np.arange(1003, dtype=np.uint16)
+    batches = list(utils.eval_batches(ids, batch_size=4, seq_length=64))
+    x = np.concatenate([b[0] for b in batches], axis=1)
+    y = np.concatenate([b[1] for b in batches], axis=1)
+    length = (len(ids) - 1) // 4
+    assert x.shape == (4, length) and batches[-1][0].shape == (4, length % 64)
+    assert np.array_equal(x.ravel(), ids[:4 * length]) and np.array_equal(y, x + 1)
