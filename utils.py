@@ -731,10 +731,10 @@ class BatchLoader:
         self.num_batches = length // seq_length - 1  # leaves room for any epoch offset and y's shift
         if self.num_batches < 1:
             raise CharRNNError(
-                f"not enough text: the training part has {len(ids):,} symbols, but --batch_size {batch_size} "
-                f"--seq_length {seq_length} needs at least {2 * batch_size * seq_length:,} (2 x batch_size x "
-                "seq_length) after --val_frac holds out validation. Lower --batch_size or --seq_length, "
-                "lower --val_frac, or use more text.")
+                f"not enough text: the training part has {len(ids):,} characters (jamo with --unit jamo), but "
+                f"--batch_size {batch_size} --seq_length {seq_length} needs at least {2 * batch_size * seq_length:,} "
+                "(2 x batch_size x seq_length) after --val_frac holds out validation. Lower --batch_size or "
+                "--seq_length, lower --val_frac, or use more text.")
         lo, hi = shard_index * batch_size // num_shards, (shard_index + 1) * batch_size // num_shards
         self.streams = ids[:batch_size * length].reshape(batch_size, length)[lo:hi]  # a view, no copy
         self._offset = (-1, 0)  # (epoch, offset) of the last epoch asked for
@@ -760,7 +760,7 @@ def eval_batches(ids: np.ndarray, batch_size: int, seq_length: int) -> Iterator[
     of seq_length; at most batch_size symbols at the very end go unscored."""
     length = (len(ids) - 1) // batch_size
     if length < 1 or seq_length < 1:
-        raise CharRNNError(f"the validation part has {len(ids):,} symbols, too few for --batch_size {batch_size} "
+        raise CharRNNError(f"the validation part has {len(ids):,} characters, too few for --batch_size {batch_size} "
                            f"(needs at least {batch_size + 1:,}): raise --val_frac or lower --batch_size")
     x = ids[:batch_size * length].reshape(batch_size, length)
     y = ids[1:batch_size * length + 1].reshape(batch_size, length)
