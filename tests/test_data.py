@@ -463,9 +463,9 @@ def test_too_small_corpus_says_what_is_needed() -> None:
     with pytest.raises(CharRNNError) as error:
         utils.BatchLoader(np.zeros(4999, np.uint16), batch_size=50, seq_length=50)
     message = str(error.value)
-    assert "4,999 symbols" in message and "--batch_size 50 --seq_length 50 needs at least 5,000" in message
+    assert "4,999 characters" in message and "--batch_size 50 --seq_length 50 needs at least 5,000" in message
     assert all(flag in message for flag in ("Lower --batch_size or --seq_length", "--val_frac"))
-    with pytest.raises(CharRNNError, match="validation part has 3 symbols.*--val_frac"):
+    with pytest.raises(CharRNNError, match="validation part has 3 characters.*--val_frac"):
         next(utils.eval_batches(np.zeros(3, np.uint16), batch_size=4, seq_length=8))
 
 
