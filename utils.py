@@ -162,7 +162,7 @@ def _safe_cut(text: str) -> int:
 def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]) -> Iterator[str]:
     """Yield one file as normalized text pieces, reading a bounded chunk at a time."""
     decoder = codecs.getincrementaldecoder(options.encoding)("strict")
-    carry, offset, at_end = "", 0, False
+    carry, offset, at_start, at_end = "", 0, True, False
     with open(path, "rb") as f:
         while not at_end:
             data = f.read(_READ_BYTES)
@@ -174,8 +174,8 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
                 text = decoder.decode(data, final=at_end)
             except UnicodeDecodeError as e:
                 raise _decode_error(path, options.encoding, offset - pending + e.start) from None
-            if offset == 0:
-                text = text.removeprefix("\ufeff")  # a BOM marks the encoding, it is not text
+            if at_start and text:
+                text, at_start = text.removeprefix("\ufeff"), False  # a BOM marks the encoding, it is not text
             offset += len(data)
             progress(len(data))
             del data  # only one chunk's worth of text is alive at a time
@@ -599,7 +599,7 @@ def _build(files: list[Path], options: DataOptions, identity: dict, directory: P
     with open(provisional, "rb") as src, open(directory / "ids.npy", "wb") as dst:
         np.lib.format.write_array_header_1_0(dst, {"descr": np.lib.format.dtype_to_descr(remap.dtype),
                                                    "fortran_order": False, "shape": (num_symbols,)})
-        while (chunk := np.fromfile(src, dtype=dtype, count=_READ_BYTES // 4)).size:
+        while (chunk := np.fromfile(src, dtype=dtype, count=max(1, _READ_BYTES // dtype.itemsize))).size:
             np.take(remap, chunk.astype(np.intp)).tofile(dst)
         dst.flush()
         os.fsync(dst.fileno())

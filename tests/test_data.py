@@ -89,7 +89,7 @@ ROUND_TRIPS = {
 
 
 @pytest.mark.parametrize("name", ROUND_TRIPS)
-@pytest.mark.parametrize("read_bytes", [1 << 20, 7])  # 7: chunks cut characters, CRLFs and NFD sequences
+@pytest.mark.parametrize("read_bytes", [1 << 20, 7, 2])  # 7, 2: reads cut characters, BOMs, CRLFs, NFD
 def test_round_trip(tmp_path: Path, monkeypatch, name: str, read_bytes: int) -> None:
     monkeypatch.setattr(utils, "_READ_BYTES", read_bytes)
     raw = ROUND_TRIPS[name]
