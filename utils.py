@@ -94,6 +94,12 @@ class DataOptions:
         except LookupError:
             raise CharRNNError(f"--encoding {self.encoding}: unknown encoding "
                                "(examples: utf-8, cp949, euc-kr, utf-16, latin-1)") from None
+        try:  # rot13, hex, zlib, 'undefined' ... are codecs but not text encodings of bytes
+            if not codec._is_text_encoding or "\n".encode(codec.name).decode(codec.name) != "\n":
+                raise LookupError
+        except (LookupError, UnicodeError):
+            raise CharRNNError(f"--encoding {self.encoding}: not a text encoding "
+                               "(examples: utf-8, cp949, euc-kr, utf-16, latin-1)") from None
         object.__setattr__(self, "encoding", codec.name)  # 'UTF8', 'utf_8' -> 'utf-8': one cache key
         if self.normalize not in ("nfc", "none"):
             raise CharRNNError(f"--normalize {self.normalize}: use nfc or none")
@@ -648,7 +654,11 @@ def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | N
     logger.info("preparing %s (%.1f MB) into %s", files[0] if len(files) == 1 else f"{len(files)} files",
                 sum(f[1] for f in identity["files"]) / 1e6, root / key)
     try:
-        _build(files, options, identity, tmp)
+        try:
+            _build(files, options, identity, tmp)
+        except OSError as e:  # disk full, a file that vanished or cannot be read
+            raise CharRNNError(f"preparing the corpus failed: {e.filename or root}: {e.strerror or e}. "
+                               f"Free disk space in {root} or fix the file, then run again") from None
         final = root / key
         if final.exists() and _load_prepared(final, identity, files, options) is None:
             shutil.rmtree(final)  # damaged
@@ -766,3 +776,155 @@ def eval_batches(ids: np.ndarray, batch_size: int, seq_length: int) -> Iterator[
     y = ids[1:batch_size * length + 1].reshape(batch_size, length)
     for a in range(0, length, seq_length):
         yield x[:, a:a + seq_length].astype(np.int32), y[:, a:a + seq_length].astype(np.int32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Run directories and checkpoints (shared by train.py and sample.py; TensorFlow objects are
+# passed in, so importing this module stays free of TensorFlow)
+
+
+def resolve_run_dir(path: str, flag: str) -> Path:
+    """A run directory, or a save directory whose `latest` file names its newest run."""
+    run = Path(path)
+    if not run.is_dir():
+        raise CharRNNError(f"{flag} {path}: no such directory. Pass a run directory such as "
+                           f"save/<run name>, or the save directory itself for its newest run.")
+    if (run / "config.json").is_file():
+        return run
+    latest = run / "latest"
+    if latest.is_file():
+        try:
+            named = run / latest.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise CharRNNError(f"{flag} {path}: its 'latest' file is unreadable ({error}); pass the run "
+                               f"directory itself, e.g. {run}/<run name>") from None
+        if (named / "config.json").is_file():
+            return named
+    raise CharRNNError(f"{flag} {path}: not a training run (no config.json, and no 'latest' file naming "
+                       f"a run). Pass a directory written by train.py, e.g. save/<run name>.")
+
+
+def ensure_writable(directory: Path, flag: str) -> None:
+    """Create the directory or explain why it cannot be written, before hours of training."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise CharRNNError(f"{flag} {directory}: cannot write there ({error.strerror}). "
+                           f"Choose a directory you can write, or fix its permissions.") from None
+
+
+class RunLock:
+    """An exclusive lock on a run directory so that two trainers never write the same run.
+    The operating system drops the lock when its process dies, so a stale lock file left by a
+    killed trainer is simply taken over."""
+
+    def __init__(self, run_dir: Path):
+        ensure_writable(run_dir, "--save_dir")
+        self.path = run_dir / ".lock"
+        self.file = open(self.path, "a+", encoding="utf-8")
+        try:
+            _lock_file(self.file)
+        except OSError:
+            self.file.seek(0)
+            owner = self.file.read().strip() or "another process"
+            self.file.close()
+            raise CharRNNError(f"{run_dir} is being trained by {owner}; wait for it to finish, stop it, "
+                               f"or train into another run (--run_name).") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()}\n")
+        self.file.flush()
+
+    def release(self) -> None:
+        self.file.close()
+
+
+def _lock_file(handle) -> None:
+    if os.name == "nt":
+        import msvcrt
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def save_checkpoint(manager, step: int) -> str:
+    """Save through a tf.train.CheckpointManager. TensorFlow writes the data under a temporary
+    name and updates the `checkpoint` pointer last, so a failed or killed save leaves the
+    previous checkpoint as the latest."""
+    try:
+        return manager.save(checkpoint_number=step)
+    except Exception as error:  # OSError or tf.errors.OpError: disk full, permissions, ...
+        # TensorFlow wraps the OS message in op details ({{function_node ...}} ... [Op:SaveV2]): keep the message
+        reason = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]", "",
+                        str(error).splitlines()[0] if str(error) else "")
+        raise CharRNNError(f"could not save a checkpoint in {manager.directory} ({error.__class__.__name__}: "
+                           f"{reason}). The previous checkpoint is intact; free disk space or fix the "
+                           f"directory, then resume with --init_from.") from None
+
+
+def checkpoints_on_disk(directory: Path) -> list[str]:
+    """The ckpt-N prefixes in directory that have an index file, oldest first. This is what to
+    try when the `checkpoint` file that lists them is missing or damaged: restore_checkpoint
+    skips any that do not load (e.g. one whose save was killed before it was listed)."""
+    found = []
+    for index in Path(directory).glob("ckpt-*.index"):
+        number = re.fullmatch(r"ckpt-(\d+)\.index", index.name)
+        if number:
+            found.append((int(number.group(1)), str(index)[:-len(".index")]))
+    return [prefix for _, prefix in sorted(found)]
+
+
+def restore_checkpoint(checkpoint, candidates: list[str], partial: bool = False) -> str:
+    """Restore the newest loadable checkpoint among candidates (oldest first), falling back to
+    older ones when the newest is truncated or corrupt, and say so."""
+    failures = []
+    for path in reversed(candidates):
+        try:
+            status = checkpoint.restore(path)
+            status.expect_partial() if partial else status.assert_existing_objects_matched()
+        except Exception as error:  # tf.errors.OpError (truncated, checksum), ValueError (shapes)
+            failures.append(f"{path}: {str(error).splitlines()[0] if str(error) else error.__class__.__name__}")
+            logger.warning("checkpoint %s cannot be loaded (%s); trying an older one", path, failures[-1])
+            continue
+        if failures:
+            logger.warning("resumed from %s, the newest checkpoint that loads", path)
+        return path
+    raise CharRNNError("no loadable checkpoint: " + ("; ".join(failures) if failures else "none found") +
+                       ". Train again, or point at a run directory that has checkpoints.")
+
+
+def import_tensorflow(quiet: bool = True):
+    """Import TensorFlow, hiding the C++ start-up chatter (oneDNN, CUDA probing) that it writes
+    to stderr before its own logging is set up: users should see our messages, not those.
+    Python errors still surface normally once stderr is restored."""
+    if not quiet:
+        import tensorflow as tf
+        return tf
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # oneDNN adds nothing measurable to these models on CPU, only notices at run time.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+        tf.config.list_physical_devices()  # the CUDA probe logs here, still silenced
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return tf
+
+
+def setup_logging(verbose: bool) -> None:
+    """Our messages on stderr with a time stamp; other libraries' INFO chatter stays hidden.
+    stderr speaks UTF-8 whatever the locale, so Korean in a message stays readable."""
+    sys.stderr.reconfigure(encoding="utf-8", errors="backslashreplace")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
