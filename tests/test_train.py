@@ -1,0 +1,163 @@
+"""train.py end to end: real subprocess runs on tiny text, real checkpoints and event files."""
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--num_layers", "1", "--rnn_size", "32", "--embedding_size", "16", "--batch_size", "4",
+        "--seq_length", "16", "--print_every", "5", "--sample_length", "40", "--warmup_steps", "5"]
+
+
+def tiny_text() -> str:
+    rng = np.random.default_rng(0)
+    words = "the cat sat on a mat and the dog ran to the red barn while birds sang".split()
+    return "\n".join(" ".join(rng.choice(words, 9)) for _ in range(300)) + "\n"
+
+
+@pytest.fixture()
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.txt"
+    path.write_text(tiny_text(), encoding="utf-8")
+    return path
+
+
+def train(cwd: Path, *args: str, timeout: int = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, encoding="utf-8", timeout=timeout)
+
+
+def only_run(save_dir: Path) -> Path:
+    runs = [p for p in save_dir.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar and text tag in a run's TensorBoard event files, read back from disk."""
+    import tensorflow as tf
+    found: dict[str, list] = {}
+    for events in sorted(log_dir.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            for value in event.summary.value:
+                tensor = tf.make_ndarray(value.tensor) if value.HasField("tensor") else None
+                found.setdefault(value.tag, []).append((event.step, tensor))
+    return found
+
+
+def checkpoint_weights(path: str) -> dict[str, np.ndarray]:
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(path)
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if name.startswith("model/")}
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_each_cell_trains_and_loss_falls(tmp_path: Path, corpus: Path, cell: str) -> None:
+    result = train(tmp_path, "--input", str(corpus), "--model", cell, "--max_steps", "60",
+                   "--eval_every", "30", "--learning_rate", "0.01", *TINY)
+    assert result.returncode == 0, result.stderr
+    run = only_run(tmp_path / "save")
+    scalars = read_scalars(tmp_path / "logs" / run.name)
+    losses = [float(v) for _, v in scalars["train/loss"]]
+    assert np.mean(losses[-10:]) < np.mean(losses[:5]) - 0.5, losses
+    assert (run / "config.json").is_file() and (run / "vocab.json").is_file()
+    assert json.loads((run / "config.json").read_text(encoding="utf-8"))["model"]["model"] == cell
+
+
+def test_tensorboard_events_and_server(tmp_path: Path, corpus: Path) -> None:
+    result = train(tmp_path, "--input", str(corpus), "--max_steps", "20", "--eval_every", "10", *TINY)
+    assert result.returncode == 0, result.stderr
+    assert "tensorboard --logdir logs" in result.stderr
+    run = only_run(tmp_path / "save").name
+    scalars = read_scalars(tmp_path / "logs" / run)
+    for tag in ("train/loss", "train/bpc", "train/learning_rate", "train/grad_norm", "train/chars_per_sec",
+                "val/loss", "val/bpc", "val/perplexity", "sample", "_hparams_/session_start_info"):
+        assert tag in scalars, (tag, sorted(scalars))
+    assert [step for step, _ in scalars["val/loss"]] == [10, 20]
+    sample = scalars["sample"][0][1]
+    assert sample.item().decode("utf-8").strip("`\n")  # real generated text
+
+    # The real TensorBoard server serves the run's validation loss over HTTP.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path / "logs"),
+                               "--host", "127.0.0.1", "--port", str(port), "--load_fast", "false"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        query = urllib.parse.urlencode({"run": run, "tag": "val/loss"})
+        url = f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?{query}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                points = json.loads(urllib.request.urlopen(url, timeout=5).read())
+                if points:
+                    break
+            except (OSError, ValueError):
+                pass
+            assert time.monotonic() < deadline, "tensorboard did not serve val/loss"
+            time.sleep(1)
+        assert [p[1] for p in points] == [10, 20]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_resume_reaches_the_same_weights(tmp_path: Path, corpus: Path) -> None:
+    common = ["--input", str(corpus), "--max_steps", "24", "--eval_every", "8", "--save_every", "8",
+              "--dropout", "0.2", *TINY]
+    whole = train(tmp_path, *common, "--run_name", "whole")
+    assert whole.returncode == 0, whole.stderr
+    first = train(tmp_path, *common, "--run_name", "split", "--stop_at_step", "12")
+    assert first.returncode == 0, first.stderr
+    assert "resume with" in first.stderr
+    second = train(tmp_path, "--init_from", str(tmp_path / "save" / "split"))
+    assert second.returncode == 0, second.stderr
+    assert "resumed" in second.stderr and "at step 12" in second.stderr
+
+    a = checkpoint_weights(str(tmp_path / "save" / "whole" / "ckpt-24"))
+    b = checkpoint_weights(str(tmp_path / "save" / "split" / "ckpt-24"))
+    assert a.keys() == b.keys() and a
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+    # The TensorBoard curve of the split run continues where it stopped: steps 1..24, once each.
+    steps = [s for s, _ in read_scalars(tmp_path / "logs" / "split")["train/loss"]]
+    assert sorted(steps) == list(range(1, 25))
+
+
+def test_resume_refuses_a_different_architecture(tmp_path: Path, corpus: Path) -> None:
+    result = train(tmp_path, "--input", str(corpus), "--max_steps", "4", "--eval_every", "4", *TINY)
+    assert result.returncode == 0, result.stderr
+    refused = train(tmp_path, "--init_from", "save", "--rnn_size", "64", "--model", "gru")
+    assert refused.returncode == 2
+    assert "--rnn_size: saved 32, given 64" in refused.stderr and "--model" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_sigint_saves_and_exits_cleanly(tmp_path: Path, corpus: Path) -> None:
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--input", str(corpus), "--max_steps",
+                             "100000", "--eval_every", "100000", "--run_name", "interrupted", *TINY],
+                            cwd=tmp_path, stderr=subprocess.PIPE, text=True, encoding="utf-8")
+    lines = []
+    for line in proc.stderr:  # wait until training really runs
+        lines.append(line)
+        if line.split()[1:2] == ["step"]:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 0, "".join(lines) + rest
+    assert "stopped at step" in rest and "SIGINT" in rest
+    assert "python train.py --init_from" in rest
+    assert list((tmp_path / "save" / "interrupted").glob("ckpt-*.index"))

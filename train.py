@@ -1,0 +1,677 @@
+"""Train a character-level LSTM/GRU/RNN language model.
+
+    python train.py --data_dir data/tinyshakespeare --time_budget 15m
+    python train.py --init_from save            # resume the newest run
+    tensorboard --logdir logs
+
+The command line is parsed before TensorFlow is imported so that --help and flag errors are
+instant. The training loop is written out below (no Keras fit): one compiled step, the hidden
+state carried from batch to batch, evaluation, TensorBoard, checkpoints and exact resume.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import utils
+from utils import CharRNNError
+
+log = logging.getLogger("charrnn")
+
+# Flags that change the shape or meaning of the weights: they cannot change on resume.
+ARCHITECTURE_FLAGS = ("model", "num_layers", "rnn_size", "embedding_size", "unit", "normalize",
+                      "encoding", "max_vocab", "min_char_count")
+# How long a collective may wait for a peer before a dead worker is reported.
+COLLECTIVE_TIMEOUT_S = 60
+# Flags that steer one invocation only: a resumed run does not inherit them.
+SESSION_FLAGS = ("init_from", "stop_at_step", "verbose", "time_budget_s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = p.add_argument_group("data")
+    data.add_argument("--data_dir", default="data/tinyshakespeare",
+                      help="directory with input.txt, or with any number of .txt files")
+    data.add_argument("--input", default=None, help="a .txt file or directory; overrides --data_dir")
+    data.add_argument("--encoding", default="utf-8", help="encoding of the corpus files (cp949, euc-kr, ...)")
+    data.add_argument("--normalize", default="nfc", choices=["nfc", "none"], help="Unicode normalization")
+    data.add_argument("--unit", default="auto", choices=["auto", "char", "jamo"],
+                      help="symbols the model sees; jamo splits Hangul syllables; auto picks by corpus")
+    data.add_argument("--max_vocab", type=int, default=0, help="keep the N most frequent characters (0: all)")
+    data.add_argument("--min_char_count", type=int, default=1, help="rarer characters become the unknown symbol")
+    data.add_argument("--val_frac", type=float, default=0.05, help="last fraction of the text kept for validation")
+
+    model = p.add_argument_group("model")
+    model.add_argument("--model", default="lstm", choices=["lstm", "gru", "rnn"], help="recurrent cell")
+    model.add_argument("--num_layers", type=int, default=2, help="number of recurrent layers")
+    model.add_argument("--rnn_size", type=int, default=512, help="size of each layer's hidden state")
+    model.add_argument("--embedding_size", type=int, default=64, help="size of the character embedding")
+    model.add_argument("--dropout", type=float, default=0.1, help="dropout between layers and before the output")
+    model.add_argument("--output_keep_prob", type=float, default=None,
+                       help="old name: keep probability before the output (sets --dropout to 1-p)")
+    model.add_argument("--input_keep_prob", type=float, default=None,
+                       help="old name: keep probability of the embedded input")
+
+    opt = p.add_argument_group("optimization")
+    opt.add_argument("--batch_size", type=int, default=64, help="parallel text streams per step")
+    opt.add_argument("--seq_length", type=int, default=100, help="characters per stream per step (BPTT length)")
+    opt.add_argument("--learning_rate", type=float, default=3e-3, help="peak Adam learning rate")
+    opt.add_argument("--warmup_steps", type=int, default=100, help="linear learning-rate warmup")
+    opt.add_argument("--min_lr_frac", type=float, default=0.1, help="cosine schedule ends at this fraction of the peak")
+    opt.add_argument("--decay_rate", type=float, default=None,
+                     help="old flag: multiply the learning rate by this every epoch instead of the cosine schedule")
+    opt.add_argument("--grad_clip", type=float, default=5.0, help="clip gradients to this global norm")
+
+    length = p.add_argument_group("how long (the first limit reached ends training)")
+    length.add_argument("--num_epochs", type=int, default=50, help="passes over the training text")
+    length.add_argument("--max_steps", type=int, default=0, help="training steps (0: no step limit)")
+    length.add_argument("--time_budget", default=None, help="training time, e.g. 90s, 15m, 2h")
+    length.add_argument("--stop_at_step", type=int, default=0,
+                        help="save and stop at this step without changing the schedule (0: off)")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--save_dir", default="save", help="runs are saved in SAVE_DIR/<run name>/")
+    out.add_argument("--log_dir", default="logs", help="TensorBoard events go to LOG_DIR/<run name>/")
+    out.add_argument("--run_name", default=None, help="name of the run (default: corpus-model-size-time)")
+    out.add_argument("--init_from", default=None,
+                     help="resume this run directory (or a save directory: its newest run)")
+    out.add_argument("--save_every", type=int, default=1000, help="checkpoint every N steps")
+    out.add_argument("--eval_every", type=int, default=250, help="validate every N steps")
+    out.add_argument("--keep", type=int, default=5, help="checkpoints to keep (the best is kept apart)")
+    out.add_argument("--print_every", type=int, default=50, help="progress line every N steps when not on a terminal")
+    out.add_argument("--sample_length", type=int, default=300, help="characters of the TensorBoard sample")
+
+    misc = p.add_argument_group("misc")
+    misc.add_argument("--seed", type=int, default=1234, help="seed for weights, data order and dropout")
+    misc.add_argument("--xla", default="on", choices=["on", "off"], help="compile the step with XLA")
+    misc.add_argument("--strategy", default="auto", choices=["auto", "one", "mirrored", "multiworker"],
+                      help="tf.distribute strategy: auto = all GPUs of this machine if more than one, "
+                           "else one device; multiworker reads the cluster from TF_CONFIG")
+    misc.add_argument("--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """Names of the flags the user typed (as opposed to defaults): resume keeps the saved rest."""
+    shadow = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            if action.nargs == 0:
+                shadow.add_argument(*action.option_strings, dest=action.dest, action="store_true")
+            else:
+                shadow.add_argument(*action.option_strings, dest=action.dest)
+    return set(vars(shadow.parse_known_args(argv)[0]))
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse values that cannot work, naming the flag and a sensible range."""
+    def need(ok: bool, flag: str, why: str) -> None:
+        if not ok:
+            raise CharRNNError(f"--{flag} {getattr(args, flag)!s}: {why}")
+
+    for flag, top in (("rnn_size", 16384), ("num_layers", 64), ("embedding_size", 16384),
+                      ("batch_size", 65536), ("seq_length", 100000)):
+        value = getattr(args, flag)
+        need(0 < value <= top, flag, f"must be a whole number from 1 to {top}")
+    for flag in ("num_epochs", "save_every", "eval_every", "keep", "print_every", "sample_length"):
+        need(getattr(args, flag) > 0, flag, "must be positive")
+    for flag in ("max_steps", "stop_at_step", "warmup_steps", "max_vocab"):
+        need(getattr(args, flag) >= 0, flag, "must be 0 or positive")
+    need(args.min_char_count >= 1, "min_char_count", "must be at least 1")
+    need(0.0 < args.val_frac < 0.5, "val_frac", "must be between 0 and 0.5, e.g. 0.05")
+    need(0.0 <= args.dropout < 1.0, "dropout", "must be in [0, 1)")
+    need(0.0 < args.learning_rate < 1.0 and math.isfinite(args.learning_rate), "learning_rate",
+         "must be between 0 and 1, e.g. 0.002")
+    need(0.0 <= args.min_lr_frac <= 1.0, "min_lr_frac", "must be in [0, 1]")
+    need(args.grad_clip > 0 and math.isfinite(args.grad_clip), "grad_clip", "must be positive")
+    if args.decay_rate is not None:
+        need(0.0 < args.decay_rate <= 1.0, "decay_rate", "must be in (0, 1], e.g. 0.97")
+    for flag in ("output_keep_prob", "input_keep_prob"):
+        if getattr(args, flag) is not None:
+            need(0.0 < getattr(args, flag) <= 1.0, flag, "must be in (0, 1]")
+    if args.time_budget is not None:
+        args.time_budget_s = utils.parse_duration(args.time_budget)
+    else:
+        args.time_budget_s = 0.0
+
+
+def apply_old_flag_names(args: argparse.Namespace, typed: set[str]) -> None:
+    """char-rnn-tensorflow's keep probabilities become dropout rates."""
+    if args.output_keep_prob is not None:
+        args.dropout = 1.0 - args.output_keep_prob
+    args.input_dropout = 1.0 - args.input_keep_prob if args.input_keep_prob is not None else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Run directories
+
+
+def default_run_name(args: argparse.Namespace) -> str:
+    corpus = Path(args.input or args.data_dir).resolve()
+    # data/tinyshakespeare/input.txt is "tinyshakespeare", as char-rnn-tensorflow users know it
+    name = (corpus.parent.name if corpus.stem == "input" else corpus.stem) if corpus.is_file() else corpus.name
+    return f"{name}-{args.model}{args.num_layers}x{args.rnn_size}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path) -> None:
+    """Flags not typed on this command line come from the saved run; typed architecture flags
+    that differ from it are refused, since the saved weights have another shape."""
+    saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["args"]
+    differ = [f"--{k}: saved {saved[k]!r}, given {getattr(args, k)!r}"
+              for k in ARCHITECTURE_FLAGS if k in typed and k in saved and saved[k] != getattr(args, k)]
+    if differ:
+        raise CharRNNError(f"cannot resume {run_dir} with a different architecture ("
+                           + "; ".join(differ) + "). Drop these flags to continue the run, "
+                           "or start a new run without --init_from.")
+    for key, value in saved.items():
+        if key not in typed and key not in SESSION_FLAGS:
+            setattr(args, key, value)
+    args.run_name = run_dir.name
+    args.save_dir = str(run_dir.parent)
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning-rate schedule
+
+
+def learning_rate(args: argparse.Namespace, step: int, epoch: int, progress: float) -> float:
+    """Linear warmup, then cosine decay to min_lr_frac over the run's progress in [0, 1]
+    (or char-rnn-tensorflow's per-epoch decay_rate when given)."""
+    peak = args.learning_rate
+    if step < args.warmup_steps:
+        return peak * (step + 1) / args.warmup_steps
+    if args.decay_rate is not None:
+        return peak * args.decay_rate ** epoch
+    floor = peak * args.min_lr_frac
+    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def training_progress(args: argparse.Namespace, step: int, seconds: float, steps_per_epoch: int) -> float:
+    """Fraction of the run done, by whichever limit is nearest to ending it."""
+    fractions = [step / (args.num_epochs * steps_per_epoch)]
+    if args.max_steps:
+        fractions.append(step / args.max_steps)
+    if args.time_budget_s:
+        fractions.append(seconds / args.time_budget_s)
+    return max(fractions)
+
+
+# ---------------------------------------------------------------------------------------------
+# Console progress
+
+
+class Progress:
+    """One live line on a terminal; plain lines every print_every steps in a log file."""
+
+    def __init__(self, print_every: int):
+        self.live = sys.stderr.isatty()
+        self.print_every = print_every
+        self.last_draw = 0.0
+
+    def update(self, step: int, text: str) -> None:
+        if self.live:
+            now = time.monotonic()
+            if now - self.last_draw > 0.2:
+                sys.stderr.write("\r" + text[:200] + "\x1b[K")
+                sys.stderr.flush()
+                self.last_draw = now
+        elif step % self.print_every == 0:
+            log.info(text)
+
+    def message(self, text: str) -> None:
+        if self.live:
+            sys.stderr.write("\r\x1b[K")
+        log.info(text)
+
+
+def format_eta(seconds: float) -> str:
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    return time.strftime("%H:%M:%S", time.gmtime(seconds)) if seconds < 86400 else f"{seconds / 86400:.1f}d"
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    utils.setup_logging(args.verbose)
+    try:
+        typed = explicit_flags(parser, argv)
+        check_args(args)
+        apply_old_flag_names(args, typed)
+        return train(args, typed)
+    except CharRNNError as error:
+        log.error("error: %s", error)
+        return 2
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where this process stands among the training workers (TF_CONFIG for multiworker)."""
+    worker_index: int = 0
+    num_workers: int = 1
+
+    @property
+    def is_chief(self) -> bool:
+        return self.worker_index == 0
+
+
+def cluster_from_env(strategy: str) -> Cluster:
+    """Read TF_CONFIG (without TensorFlow) so that a bad cluster spec fails before any work."""
+    if strategy != "multiworker":
+        return Cluster()
+    example = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+               '"task": {"type": "worker", "index": 0}}\'')
+    try:
+        spec = json.loads(os.environ["TF_CONFIG"])
+        task, cluster = spec["task"], spec["cluster"]
+        chiefs, workers = list(cluster.get("chief", [])), list(cluster.get("worker", []))
+        index = 0 if task["type"] == "chief" else len(chiefs) + int(task["index"])
+        if task["type"] not in ("chief", "worker") or not 0 <= index < len(chiefs) + len(workers):
+            raise ValueError(f"task {task} is not in the cluster")
+    except KeyError as missing:
+        raise CharRNNError(f"--strategy multiworker needs TF_CONFIG with {missing} set, e.g. {example}") from None
+    except (ValueError, TypeError) as error:
+        raise CharRNNError(f"--strategy multiworker: TF_CONFIG is not valid ({error}); e.g. {example}") from None
+    return Cluster(worker_index=index, num_workers=len(chiefs) + len(workers))
+
+
+def make_strategy(tf, name: str):
+    """tf.distribute does the distributing: one device, several GPUs, or several workers."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if name == "multiworker":
+        # A peer that dies makes collectives fail within this bound instead of hanging.
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_S)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+
+
+def train(args: argparse.Namespace, typed: set[str]) -> int:
+    resume_dir = utils.resolve_run_dir(args.init_from, "--init_from") if args.init_from else None
+    if resume_dir is not None:
+        merge_resume_config(args, typed, resume_dir)
+        check_args(args)
+    cluster = cluster_from_env(args.strategy)
+    if args.batch_size % cluster.num_workers:
+        raise CharRNNError(f"--batch_size {args.batch_size} must be a multiple of the number of workers "
+                           f"({cluster.num_workers}): each worker trains an equal share of the streams")
+    corpus = utils.prepare_corpus(utils.resolve_corpus(None if args.input else args.data_dir, args.input),
+                                  choose_data_options(args))
+    train_ids, val_ids = corpus.split(args.val_frac)
+    # Each worker reads only its own streams of the memory-mapped ids.
+    loader = utils.BatchLoader(train_ids, args.batch_size, args.seq_length, seed=args.seed,
+                               shard_index=cluster.worker_index, num_shards=cluster.num_workers)
+    if len(val_ids) <= args.seq_length:
+        raise CharRNNError(f"the validation text ({len(val_ids)} symbols, --val_frac {args.val_frac}) is shorter "
+                           f"than one window of --seq_length {args.seq_length}: raise --val_frac or lower --seq_length")
+    eval_batch = max(1, min(args.batch_size, (len(val_ids) - 1) // args.seq_length))
+    run_dir = resume_dir or Path(args.save_dir) / (args.run_name or default_run_name(args))
+    args.run_name = run_dir.name
+    if cluster.is_chief:
+        lock = utils.RunLock(run_dir)  # a second trainer on the same run refuses here
+        write_dir, log_dir = run_dir, Path(args.log_dir) / args.run_name
+        utils.ensure_writable(log_dir, "--log_dir")
+    else:  # only the chief keeps what it writes; the others write to scratch space
+        lock = None
+        write_dir = Path(tempfile.mkdtemp(prefix=f"charrnn-worker{cluster.worker_index}-"))
+        log_dir = write_dir / "logs"
+
+    # Import TensorFlow only now: everything above can fail fast and cheaply.
+    tf = utils.import_tensorflow(quiet=not args.verbose)
+    strategy = make_strategy(tf, args.strategy)
+    distributed = strategy.num_replicas_in_sync > 1 or cluster.num_workers > 1
+    import model as model_lib
+
+    chars_per_symbol = {name: utils.count_chars(corpus.vocab, ids) / len(ids)
+                        for name, ids in (("train", train_ids), ("val", val_ids))}
+    log.info("corpus: %s symbols (%s unit, vocabulary %d), %d train steps per epoch, validation %s symbols",
+             f"{len(corpus.ids):,}", corpus.vocab.unit, corpus.vocab.size, loader.num_batches, f"{len(val_ids):,}")
+    log.info("baseline: a model that learned only character frequencies scores %.3f bits/char "
+             "(unigram entropy); anything near it has learned nothing",
+             utils.unigram_entropy_bits(corpus.vocab, train_ids))
+    if distributed:
+        log.info("%s: %d replicas in sync, worker %d of %d", strategy.__class__.__name__,
+                 strategy.num_replicas_in_sync, cluster.worker_index, cluster.num_workers)
+
+    config = model_lib.ModelConfig(model=args.model, vocab_size=corpus.vocab.size, num_layers=args.num_layers,
+                                   rnn_size=args.rnn_size, embedding_size=args.embedding_size,
+                                   dropout=args.dropout, input_dropout=args.input_dropout)
+    with strategy.scope(), tf.variable_creator_scope(identical_replica_updates):
+        net = model_lib.CharRNN(config, seed=args.seed)
+        optimizer = Adam(net.trainable_variables)
+    counters = {name: tf.Variable(0, dtype=tf.int64, name=name) for name in ("step", "epoch", "batch")}
+    train_seconds = tf.Variable(0.0, dtype=tf.float64)
+    best_val = tf.Variable(float("inf"), dtype=tf.float64)
+    carried = tf.Variable(net.initial_state(args.batch_size))
+    checkpoint = tf.train.Checkpoint(model=net, optimizer=optimizer.slots, train_seconds=train_seconds,
+                                     best_val=best_val, carried_state=carried, **counters)
+    manager = tf.train.CheckpointManager(checkpoint, write_dir, max_to_keep=args.keep, checkpoint_name="ckpt")
+    best_manager = tf.train.CheckpointManager(checkpoint, write_dir / "best", max_to_keep=1, checkpoint_name="ckpt")
+    if resume_dir is not None:
+        candidates = tf.train.get_checkpoint_state(str(resume_dir))
+        restored = utils.restore_checkpoint(checkpoint, list(candidates.all_model_checkpoint_paths) if candidates else [])
+        log.info("resumed %s at step %d (epoch %d, batch %d)", restored, int(counters["step"]),
+                 int(counters["epoch"]), int(counters["batch"]))
+    if cluster.is_chief:
+        write_run_files(args, run_dir, corpus, config, chars_per_symbol)
+
+    train_step = make_train_step(net, optimizer, args.batch_size // cluster.num_workers, args.seq_length,
+                                 args.grad_clip, args.seed, xla=args.xla == "on", strategy=strategy)
+
+    @tf.function(jit_compile=args.xla == "on")
+    def eval_step(x, y, state):
+        logits, state = net(x, state)
+        return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)), state
+
+    def evaluate() -> tuple[float, float]:
+        """Validation loss in nats per symbol and bits per original character (every worker
+        computes it, so all agree on whether it improved)."""
+        state, nats, symbols, chars = net.initial_state(eval_batch), 0.0, 0, 0
+        for x, y in utils.eval_batches(val_ids, eval_batch, args.seq_length):
+            batch_nats, state = eval_step(tf.constant(x, tf.int32), tf.constant(y, tf.int32), state)
+            nats += float(batch_nats)
+            symbols += y.size
+            chars += int(corpus.vocab.char_starts[y].sum())
+        return nats / symbols, nats / chars / math.log(2)
+
+    def initial_state():
+        """Zeros for the hidden state, one block per replica."""
+        if not distributed:
+            return net.initial_state(args.batch_size)
+        per_replica = args.batch_size // strategy.num_replicas_in_sync
+        return strategy.experimental_distribute_values_from_function(lambda _: net.initial_state(per_replica))
+
+    writer = tf.summary.create_file_writer(str(log_dir))
+    if cluster.is_chief:
+        log.info("run %s: checkpoints in %s; watch it with:  tensorboard --logdir %s",
+                 args.run_name, run_dir, args.log_dir)
+    with writer.as_default():
+        write_hparams(args)
+
+    stop_signal: list[int] = []
+
+    def request_stop(signum, _frame):
+        stop_signal.append(signum)
+
+    previous_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    step, epoch, batch = (int(counters[k]) for k in ("step", "epoch", "batch"))
+    # The carried hidden state resumes exactly on one device; across replicas it restarts at zero.
+    state = tf.constant(carried) if resume_dir is not None and not distributed else initial_state()
+    agree = make_agreement(strategy) if distributed else None
+    progress_line = Progress(args.print_every if cluster.is_chief else 10 ** 9)
+    seconds_before = float(train_seconds)
+    session_start = time.monotonic()
+    rate = 0.0
+
+    def seconds_so_far() -> float:
+        return seconds_before + time.monotonic() - session_start
+
+    def save(target) -> None:
+        """Checkpoint into a CheckpointManager (the run's, or best/), with the loop's position."""
+        for name, value in (("step", step), ("epoch", epoch), ("batch", batch)):
+            counters[name].assign(value)
+        train_seconds.assign(seconds_so_far())
+        if not distributed:
+            carried.assign(state)
+        utils.save_checkpoint(target, step)
+
+    def run_eval() -> None:
+        val_loss, val_bpc = evaluate()
+        improved = val_loss < float(best_val)
+        if cluster.is_chief:
+            sample = model_lib.generate(net, tf.constant([[sample_prime]], tf.int32), args.sample_length,
+                                        temperature=0.8, seed=step)
+            with writer.as_default(step=step):
+                tf.summary.scalar("val/loss", val_loss)
+                tf.summary.scalar("val/bpc", val_bpc)
+                tf.summary.scalar("val/perplexity", 2.0 ** val_bpc)
+                tf.summary.text("sample", "```\n" + corpus.vocab.decode(sample.numpy()[0]) + "\n```")
+            writer.flush()
+        progress_line.message(f"step {step} epoch {epoch}: val loss {val_loss:.4f} nats/symbol, "
+                              f"{val_bpc:.4f} bits/char{'  (best)' if improved else ''}")
+        if improved:
+            best_val.assign(val_loss)
+            save(best_manager)
+
+    sample_prime = corpus.vocab.symbols.index("\n") if "\n" in corpus.vocab.symbols else 0
+    ended_by = None
+    try:
+        while ended_by is None:
+            progress = training_progress(args, step, seconds_so_far(), loader.num_batches)
+            stopping = bool(stop_signal)
+            if agree is not None:  # every worker must take the same learning rate and stop together
+                progress, stopping = agree(progress, stopping)
+            if progress >= 1.0:
+                ended_by = "its length limit"
+            elif args.stop_at_step and step >= args.stop_at_step:
+                ended_by = f"--stop_at_step {args.stop_at_step}"
+            elif stopping:
+                ended_by = signal.Signals(stop_signal[0]).name if stop_signal else "another worker's signal"
+            if ended_by is not None:
+                break
+            x, y = loader.batch(epoch, batch)
+            lr = learning_rate(args, step, epoch, progress)
+            start = time.monotonic()
+            loss, grad_norm, state = train_step(x, y, state, lr, step)
+            train_loss, grad_norm = float(loss), float(grad_norm)
+            if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
+                raise CharRNNError(f"the training loss became {train_loss} (gradient norm {grad_norm}) at step "
+                                   f"{step + 1}; nothing was saved from this step, so the last good checkpoint "
+                                   f"in {run_dir} is intact. Lower --learning_rate (now {args.learning_rate}) "
+                                   f"or --grad_clip and resume with --init_from {run_dir}")
+            chars_per_s = args.batch_size * args.seq_length * chars_per_symbol["train"] / (time.monotonic() - start)
+            rate = chars_per_s if rate == 0.0 else 0.9 * rate + 0.1 * chars_per_s
+            step, batch = step + 1, batch + 1
+            if batch == loader.num_batches:
+                epoch, batch = epoch + 1, 0
+                state = initial_state()  # the streams restart at a new offset
+            with writer.as_default(step=step):
+                tf.summary.scalar("train/loss", train_loss)
+                tf.summary.scalar("train/bpc", train_loss / chars_per_symbol["train"] / math.log(2))
+                tf.summary.scalar("train/learning_rate", lr)
+                tf.summary.scalar("train/grad_norm", grad_norm)
+                tf.summary.scalar("train/chars_per_sec", chars_per_s)
+            done = training_progress(args, step, seconds_so_far(), loader.num_batches)
+            remaining = seconds_so_far() * (1 - done) / max(done, 1e-9)
+            progress_line.update(step, f"step {step} epoch {epoch}.{batch * 100 // loader.num_batches:02d} "
+                                       f"loss {train_loss:.4f} lr {lr:.2e} {rate:,.0f} chars/s "
+                                       f"ETA {format_eta(remaining)}")
+            if step % args.eval_every == 0 and done < 1.0:
+                run_eval()
+            if step % args.save_every == 0:
+                save(manager)
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
+        lost = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", str(error)))) or ["a peer"]
+        raise CharRNNError(f"lost contact with {', '.join(lost)} (it stopped, or did not answer within "
+                           f"{COLLECTIVE_TIMEOUT_S} s); checkpoints already in {run_dir} are intact: restart "
+                           f"every worker with --init_from {run_dir}") from None
+    finally:
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
+        if not cluster.is_chief:
+            shutil.rmtree(write_dir, ignore_errors=True)
+
+    if ended_by == "its length limit":
+        run_eval()
+    save(manager)
+    writer.close()
+    if not cluster.is_chief:
+        shutil.rmtree(write_dir, ignore_errors=True)
+        return 0
+    lock.release()
+    progress_line.message(f"stopped at step {step} by {ended_by}; best val loss {float(best_val):.4f}. "
+                          f"Sample with:  python sample.py --save_dir {run_dir}")
+    if ended_by != "its length limit":
+        progress_line.message(f"resume with:  python train.py --init_from {run_dir}")
+    return 0
+
+
+def identical_replica_updates(next_creator, **kwargs):
+    """Every replica applies the same all-reduced update, so a variable takes the first
+    replica's value instead of needing a merge (a no-op on one device)."""
+    import tensorflow as tf
+    kwargs["aggregation"] = tf.VariableAggregation.ONLY_FIRST_REPLICA
+    return next_creator(**kwargs)
+
+
+def make_agreement(strategy):
+    """(progress, stop) -> the chief's progress and whether any worker was asked to stop, on
+    every worker: one tiny all-reduce per step, so that clocks that differ between machines
+    never give workers different schedules or stopping steps."""
+    import tensorflow as tf
+
+    @tf.function
+    def chief_values(values):
+        def replica(values):
+            ctx = tf.distribute.get_replica_context()
+            chief = tf.cast(ctx.replica_id_in_sync_group == 0, tf.float64)
+            return ctx.all_reduce("SUM", values * tf.stack([chief, tf.constant(1.0, tf.float64)]))
+        return strategy.experimental_local_results(strategy.run(replica, args=(values,)))[0]
+
+    def agree(progress: float, stop: bool) -> tuple[float, bool]:
+        values = chief_values(tf.constant([progress, float(stop)], tf.float64)).numpy()
+        return float(values[0]), bool(values[1])
+
+    return agree
+
+
+def choose_data_options(args: argparse.Namespace) -> "utils.DataOptions":
+    unit = args.unit
+    if unit == "auto":
+        unit = "char"
+    args.unit = unit
+    return utils.DataOptions(encoding=args.encoding, normalize=args.normalize, unit=unit,
+                             max_vocab=args.max_vocab, min_char_count=args.min_char_count)
+
+
+def make_train_step(net, optimizer: "Adam", batch_size: int, seq_length: int, grad_clip: float, seed: int,
+                    xla: bool = True, strategy=None):
+    """The training step: (x, y, state, lr, step) -> (loss, grad_norm, new state).
+
+    batch_size is this worker's share. With a tf.distribute strategy of several replicas, the
+    batch is split among this worker's replicas, gradients are averaged across all of them,
+    and the hidden state stays per replica. Dropout masks come from (seed, step[, replica]),
+    so a resumed run draws the same masks.
+    """
+    import tensorflow as tf
+
+    def loss_and_grads(x, y, state, step, replica=None):
+        dropout_seed = tf.stack([tf.constant(seed, tf.int64), step])
+        if replica is not None:
+            dropout_seed = tf.random.experimental.stateless_fold_in(dropout_seed, replica)
+        with tf.GradientTape() as tape:
+            logits, state = net(x, state, training=True, dropout_seed=dropout_seed)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, net.trainable_variables)]
+        return loss, grads, state
+
+    def apply(grads, lr):
+        grads, grad_norm = tf.clip_by_global_norm(grads, grad_clip)
+        optimizer.apply(grads, net.trainable_variables, lr)
+        return grad_norm
+
+    if strategy is None:
+        batch_spec = tf.TensorSpec([batch_size, seq_length], tf.int32)
+
+        @tf.function(jit_compile=xla, input_signature=[batch_spec, batch_spec,
+                                                         tf.TensorSpec(net.initial_state(batch_size).shape),
+                                                         tf.TensorSpec([]), tf.TensorSpec([], tf.int64)])
+        def train_step(x, y, state, lr, step):
+            loss, grads, state = loss_and_grads(x, y, state, step)
+            return loss, apply(grads, lr), state
+
+        return train_step
+
+    # Collectives stay outside XLA; the forward and backward pass inside it.
+    compiled_loss_and_grads = tf.function(loss_and_grads, jit_compile=xla)
+    local_replicas = len(strategy.extended.worker_devices)
+    per_replica = batch_size // local_replicas
+
+    def replica_step(x, y, state, lr, step):
+        ctx = tf.distribute.get_replica_context()
+        loss, grads, state = compiled_loss_and_grads(x, y, state, step, ctx.replica_id_in_sync_group)
+        loss, grads = ctx.all_reduce("MEAN", loss), ctx.all_reduce("MEAN", grads)
+        return loss, apply(grads, lr), state
+
+    run = tf.function(lambda *args: strategy.run(replica_step, args=args))
+
+    def split(batch):
+        return strategy.experimental_distribute_values_from_function(
+            lambda ctx: batch[(ctx.replica_id_in_sync_group % local_replicas) * per_replica:][:per_replica])
+
+    def train_step(x, y, state, lr, step):
+        loss, grad_norm, state = run(split(x), split(y), state, tf.constant(lr, tf.float32),
+                                     tf.constant(step, tf.int64))
+        first = strategy.experimental_local_results
+        return first(loss)[0], first(grad_norm)[0], state
+
+    return train_step
+
+
+class Adam:
+    """Adam on plain tf.Variables (the same update as PyTorch's), XLA-friendly. Its variables
+    live in `slots`, a tf.Module, so a checkpoint holds the moments and the step count."""
+
+    def __init__(self, variables, beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8):
+        import tensorflow as tf
+        self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
+        self.slots = tf.Module(name="adam")
+        self.slots.iterations = tf.Variable(0, dtype=tf.int64, name="iterations")
+        self.slots.m = [tf.Variable(tf.zeros_like(v), name="m") for v in variables]
+        self.slots.v = [tf.Variable(tf.zeros_like(v), name="v") for v in variables]
+
+    def apply(self, grads, variables, lr) -> None:
+        import tensorflow as tf
+        slots = self.slots
+        slots.iterations.assign_add(1)
+        t = tf.cast(slots.iterations, tf.float32)
+        step_size = lr * tf.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
+        for g, var, m, v in zip(grads, variables, slots.m, slots.v):
+            m.assign(self.beta1 * m + (1.0 - self.beta1) * g)
+            v.assign(self.beta2 * v + (1.0 - self.beta2) * tf.square(g))
+            var.assign_sub(step_size * m / (tf.sqrt(v) + self.epsilon))
+
+
+def write_run_files(args, run_dir: Path, corpus, config, chars_per_symbol: dict) -> None:
+    """config.json and vocab.json, each written whole or not at all, plus the save dir's `latest`."""
+    import tensorflow as tf
+    saved_args = {k: v for k, v in vars(args).items() if k not in SESSION_FLAGS}
+    record = {"args": saved_args, "model": config.to_dict(), "vocab_file": "vocab.json",
+              "chars_per_symbol": chars_per_symbol,
+              "corpus_files": [str(f) for f in corpus.files],
+              "versions": {"python": sys.version.split()[0], "tensorflow": tf.__version__,
+                           "numpy": np.__version__}}
+    corpus.vocab.save(run_dir / "vocab.json")
+    utils.atomic_write_text(run_dir / "config.json", json.dumps(record, indent=2, ensure_ascii=False))
+    utils.atomic_write_text(run_dir.parent / "latest", run_dir.name + "\n")
+
+
+def write_hparams(args: argparse.Namespace) -> None:
+    from tensorboard.plugins.hparams import api as hp
+    keys = ("model", "num_layers", "rnn_size", "embedding_size", "dropout", "batch_size", "seq_length",
+            "learning_rate", "unit", "seed")
+    hp.hparams({k: getattr(args, k) for k in keys}, trial_id=args.run_name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
