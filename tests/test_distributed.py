@@ -1,0 +1,90 @@
+"""Two real worker processes on 127.0.0.1 training one model with MultiWorkerMirroredStrategy."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from test_train import ROOT, read_scalars, tiny_text
+
+TINY = ["--num_layers", "1", "--rnn_size", "32", "--embedding_size", "16", "--batch_size", "8",
+        "--seq_length", "16", "--print_every", "10", "--warmup_steps", "5", "--learning_rate", "0.01",
+        "--strategy", "multiworker", "--run_name", "mw"]
+
+
+def free_ports(count: int) -> list[str]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def start_workers(cwd: Path, *args: str) -> list[subprocess.Popen]:
+    workers = free_ports(2)
+    procs = []
+    for index in (1, 0):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                                     "task": {"type": "worker", "index": index}}))
+        procs.append(subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                      encoding="utf-8"))
+    return procs[::-1]  # [chief, worker 1]
+
+
+def finish(procs: list[subprocess.Popen], timeout: int = 240) -> list[str]:
+    outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out
+    return outputs
+
+
+def test_two_workers_train_resume_and_sample(tmp_path: Path) -> None:
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    chief, worker = finish(start_workers(tmp_path, "--input", "tiny.txt", "--max_steps", "40",
+                                         "--eval_every", "20", *TINY))
+    assert "2 replicas in sync, worker 0 of 2" in chief and "worker 1 of 2" in worker
+    # Both replicas computed the same validation loss: they hold the same weights.
+    val = lambda out: [line.split("val loss")[1] for line in out.splitlines() if "nats/symbol" in line]
+    assert val(chief) == val(worker) and len(val(chief)) == 2
+
+    losses = [float(v) for _, v in read_scalars(tmp_path / "logs" / "mw")["train/loss"]]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3, losses
+    # Only the chief wrote: one run directory, one log directory.
+    assert [p.name for p in (tmp_path / "save").iterdir() if p.is_dir()] == ["mw"]
+    assert [p.name for p in (tmp_path / "logs").iterdir()] == ["mw"]
+
+    sample = subprocess.run([sys.executable, str(ROOT / "sample.py"), "--save_dir", "save", "-n", "50",
+                             "--seed", "1"], cwd=tmp_path, capture_output=True, text=True, encoding="utf-8")
+    assert sample.returncode == 0 and len(sample.stdout.strip()) > 10, sample.stderr
+
+    chief, worker = finish(start_workers(tmp_path, "--init_from", "save/mw", "--max_steps", "60"))
+    assert "resumed" in chief and "at step 40" in chief and "at step 40" in worker
+    assert "stopped at step 60" in chief
+    steps = [s for s, _ in read_scalars(tmp_path / "logs" / "mw")["train/loss"]]
+    assert sorted(steps) == list(range(1, 61))
+
+
+def test_a_killed_worker_stops_the_other_with_a_message(tmp_path: Path) -> None:
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    chief, worker = start_workers(tmp_path, "--input", "tiny.txt", "--max_steps", "1000000",
+                                  "--eval_every", "1000000", *TINY)
+    for line in chief.stdout:  # training has started on both
+        if " step 10 " in line:
+            break
+    worker.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    out = chief.communicate(timeout=180)[0]
+    assert chief.returncode == 2, out
+    assert time.monotonic() - killed_at < 120
+    assert "lost contact with /job:worker/replica:0/task:1" in out
+    assert "Traceback" not in out
