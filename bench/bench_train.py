@@ -100,11 +100,14 @@ class Ours:
         self.state, self.lr, self.count = net.initial_state(B), tf.constant(2e-3), 0
 
     def run(self, steps: int) -> float:
+        """Seconds for `steps` training steps."""
+        start = time.perf_counter()
         for _ in range(steps):
             x, y = self.batches[self.count % len(self.batches)]
             loss, self.state = self.train_step(x, y, self.state, self.lr, self.tf.constant(self.count, self.tf.int64))
             self.count += 1
-        return float(loss)  # waits for the last step
+        float(loss)  # waits for the last step
+        return time.perf_counter() - start
 
 
 class Torch:
@@ -133,7 +136,7 @@ class Torch:
         self.count = 0
 
     def run(self, steps: int) -> float:
-        torch = self.torch
+        torch, start = self.torch, time.perf_counter()
         for _ in range(steps):
             x, y = self.batches[self.count % len(self.batches)]
             logits, state = self.net(x, self.state)
@@ -144,7 +147,7 @@ class Torch:
             self.optimizer.step()
             self.state = tuple(s.detach() for s in state)
             self.count += 1
-        return loss.item()
+        return time.perf_counter() - start
 
 
 def bench_case(name: str, cells: list[str], rounds: int, round_s: float, peak: float) -> list[dict]:
@@ -154,13 +157,13 @@ def bench_case(name: str, cells: list[str], rounds: int, round_s: float, peak: f
     contenders.update({f"ours {cell}": Ours(cell, vocab, layers, hidden, batches) for cell in cells})
     rows = {label: {"label": label, "rates": []} for label in contenders}
     for label, impl in contenders.items():
-        rows[label]["first_s"] = _timed(lambda: impl.run(1))  # trace + XLA compile for ours
-        per_step = min(_timed(lambda: impl.run(1)) for _ in range(2))
+        rows[label]["first_s"] = impl.run(1)  # trace + XLA compile for ours
+        per_step = min(impl.run(1) for _ in range(2))
         rows[label]["steps"] = max(1, round(round_s / per_step))
     labels = list(contenders)
     for r in range(rounds):
         for label in labels[r % len(labels):] + labels[:r % len(labels)]:
-            seconds = _timed(lambda: contenders[label].run(rows[label]["steps"]))
+            seconds = contenders[label].run(rows[label]["steps"])
             rows[label]["rates"].append(rows[label]["steps"] * batch * steps / seconds)
         log.info("%s round %d/%d: %s", name, r + 1, rounds,
                  ", ".join(f"{k} {v['rates'][-1]:,.0f}" for k, v in rows.items()))
