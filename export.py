@@ -1,0 +1,412 @@
+"""Export a trained model so it runs without this repository.
+
+    python sample.py --save_dir save/<run> --export exported/charrnn          # SavedModel (TF Serving, any TF program)
+    python sample.py --save_dir save/<run> --export_tflite charrnn.tflite     # TFLite (phones), + charrnn.vocab.json
+
+SavedModel: one graph does everything a user of sample.py gets: UTF-8 prime -> ids (line ends, Hangul
+composition and, for --unit jamo, the jamo split done in the graph) -> the whole sampling loop
+(tf.while_loop) -> text (jamo recomposed in the graph). Signatures:
+    generate / serving_default (prime: string, n: int32, temperature: float32) -> {text: string}
+    generate_seeded  (prime, n, temperature, seed: int64) -> {text}     same seed, same text
+    step             (ids: int32 [B], state: float32 [L, S, B, H]) -> {logits, state}
+temperature <= 0 picks the most likely character each step (sample.py --sample 0). The RNN state
+lives only inside one call (or is passed in and out by step): requests never share state.
+
+TFLite: ids in, ids/logits out, builtin ops only (no Flex ops: strings stay outside the model).
+Signatures step (one symbol, explicit state) and generate_greedy (the whole argmax loop as one
+WHILE). The vocabulary is written beside it: id i is vocab["symbols"][i][0].
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import tensorflow as tf
+
+import utils
+from utils import CharRNNError
+
+log = logging.getLogger("charrnn")
+
+# Hangul (Unicode ch. 3.12): syllable S = 0xAC00 + (l * 21 + v) * 28 + t; conjoining jamo
+# L = 0x1100 + l, V = 0x1161 + v, and T = 0x11A7 + t when t > 0. The same constants as utils.py.
+_S_FIRST, _S_LAST = 0xAC00, 0xD7A3
+_L_FIRST, _L_LAST = 0x1100, 0x1112
+_V_FIRST, _V_LAST = 0x1161, 0x1175
+_T_BASE, _T_LAST = 0x11A7, 0x11C2
+_ESCAPE = 0xFDD0  # utils.py escapes jamo that were already in the text with this noncharacter
+
+
+# ---------------------------------------------------------------------------------------------
+# In-graph text handling on int32 code point vectors. Everything is vectorized (no per-character
+# loop) and uses core TensorFlow ops only, so TF Serving runs it as is. The tests compare these
+# with utils.to_jamo / utils.from_jamo on random jamo soup.
+
+
+def _next(x, k: int, fill):
+    """x[i + k] at position i (fill past the end)."""
+    return tf.concat([x[k:], tf.fill([tf.minimum(k, tf.size(x))], fill)], axis=0)
+
+
+def _prev(x, k: int, fill):
+    """x[i - k] at position i (fill before the start)."""
+    return tf.concat([tf.fill([tf.minimum(k, tf.size(x))], fill), x[:tf.size(x) - k]], axis=0)
+
+
+def _between(cp, first: int, last: int):
+    return (cp >= first) & (cp <= last)
+
+
+def _is_vowel(cp):
+    return _between(cp, _V_FIRST, _V_LAST)
+
+
+def _is_final(cp):
+    return _between(cp, _T_BASE + 1, _T_LAST)
+
+
+def _normalize_line_ends(cp):
+    """CRLF and lone CR -> LF, as train.py did to the corpus whatever --normalize was."""
+    is_cr = tf.equal(cp, 13)
+    crlf = is_cr & tf.equal(_next(cp, 1, 0), 10)
+    return tf.boolean_mask(tf.where(is_cr, 10, cp), ~crlf)
+
+
+def _compose_hangul(cp):
+    """The Hangul part of NFC: L V [T] and LV-syllable T sequences become precomposed syllables.
+    (Core TensorFlow has no general Unicode normalization; other decomposed characters, such as
+    e + U+0301, stay as they are.) A consumed V or T can never start a sequence, so marking
+    starts and consumed positions at once is exact."""
+    nxt, nxt2 = _next(cp, 1, 0), _next(cp, 2, 0)
+    lv = _between(cp, _L_FIRST, _L_LAST) & _is_vowel(nxt)
+    lvt = lv & _is_final(nxt2)
+    syllable_t = _between(cp, _S_FIRST, _S_LAST) & tf.equal((cp - _S_FIRST) % 28, 0) & _is_final(nxt)
+    composed = _S_FIRST + ((cp - _L_FIRST) * 21 + (nxt - _V_FIRST)) * 28 + tf.where(lvt, nxt2 - _T_BASE, 0)
+    out = tf.where(lv, composed, tf.where(syllable_t, cp + nxt - _T_BASE, cp))
+    consumed = _prev(lv | syllable_t, 1, False) | _prev(lvt, 2, False)
+    return tf.boolean_mask(out, ~consumed)
+
+
+def _to_jamo(cp):
+    """utils.to_jamo: each syllable -> L V [T]; a V, T or escape already in the text -> escape + it."""
+    s = cp - _S_FIRST
+    is_syllable = _between(cp, _S_FIRST, _S_LAST)
+    escaped = _is_vowel(cp) | _is_final(cp) | tf.equal(cp, _ESCAPE)
+    first = tf.where(is_syllable, _L_FIRST + s // 588, tf.where(escaped, _ESCAPE, cp))
+    second = tf.where(is_syllable, _V_FIRST + s % 588 // 28, tf.where(escaped, cp, -1))
+    third = tf.where(is_syllable & (s % 28 > 0), _T_BASE + s % 28, -1)
+    slots = tf.reshape(tf.stack([first, second, third], axis=1), [-1])
+    return tf.boolean_mask(slots, slots >= 0)
+
+
+def _from_jamo(cp):
+    """utils.from_jamo, vectorized. The regex it mirrors reads left to right: an escape keeps the
+    next escape, V or T as it is and vanishes itself; L V [T] becomes a syllable. In a run of
+    escapes the 1st, 3rd, ... ones are the vanishing escapers, so the parity of an escape's place in
+    its run decides (a cumulative count minus the count before the run). A V or T kept after an
+    escape needs no care: it never follows an L, so it is never composed."""
+    is_esc = tf.equal(cp, _ESCAPE)
+    count = tf.cumsum(tf.cast(is_esc, tf.int32))
+    run = tf.cumsum(tf.cast(~is_esc, tf.int32))  # run id: a non-escape starts a new one
+    before_run = tf.gather(tf.math.segment_max(tf.where(is_esc, 0, count), run), run)
+    escaper = is_esc & tf.equal((count - before_run) % 2, 1)  # 1st, 3rd, ... escape of its run
+    nxt, nxt2 = _next(cp, 1, 0), _next(cp, 2, 0)
+    lv = _between(cp, _L_FIRST, _L_LAST) & _is_vowel(nxt)  # an L is never escaped, nor a V after it
+    lvt = lv & _is_final(nxt2)
+    composed = _S_FIRST + ((cp - _L_FIRST) * 21 + (nxt - _V_FIRST)) * 28 + tf.where(lvt, nxt2 - _T_BASE, 0)
+    out = tf.where(lv, composed, cp)
+    dropped = escaper | _prev(lv, 1, False) | _prev(lvt, 2, False)
+    return tf.boolean_mask(out, ~dropped)
+
+
+# ---------------------------------------------------------------------------------------------
+# The exported modules
+
+
+def _sample(logits, step, temperature, seed):
+    """Next id [B] from logits [B, V]: Gumbel-max with the random draw keyed by (seed, step), so
+    the same seed gives the same text; argmax when temperature <= 0. (The same formula as
+    model.generate, but sample.py's XLA-compiled draw uses another random algorithm, so the
+    same seed gives different text there.)"""
+    greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    u = tf.random.stateless_uniform(tf.shape(logits), tf.stack([seed, tf.cast(step, tf.int64)]),
+                                    minval=1e-20, maxval=1.0)
+    sampled = tf.argmax(logits / tf.maximum(temperature, 1e-6) - tf.math.log(-tf.math.log(u)),
+                        axis=-1, output_type=tf.int32)
+    return tf.where(temperature > 0, sampled, greedy)
+
+
+def _run_loop(net, feed_ids, n, pick):
+    """Feeds feed_ids [P >= 1] one step at a time, then generates n ids [n] with pick(logits, i).
+    Explicit tf.while_loops: the functions are traced with autograph off (as Keras 3's exporter
+    does), so nothing relies on autograph converting Python control flow."""
+    state = net.initial_state(1)
+
+    def feed(i, state):
+        _, state = net.step(feed_ids[i][None], state)
+        return i + 1, state
+
+    _, state = tf.while_loop(lambda i, _: i < tf.size(feed_ids) - 1, feed, (tf.constant(0), state))
+
+    def generate(i, last, state, out):
+        logits, state = net.step(last, state)
+        nxt = pick(logits, i)
+        return i + 1, nxt, state, out.write(i, nxt[0])
+
+    _, _, _, out = tf.while_loop(
+        lambda i, *_: i < n, generate,
+        (tf.constant(0), feed_ids[-1][None], state, tf.TensorArray(tf.int32, size=n, element_shape=[])),
+    )
+    return out.stack()
+
+
+class ServingModule(tf.Module):
+    """What the SavedModel holds: the model's variables, the vocabulary as a lookup table (code
+    point -> id) and a constant (id -> code point), and the signatures."""
+
+    def __init__(self, net, vocab: "utils.Vocab"):
+        super().__init__(name="charrnn_serving")
+        self.model = net
+        code_points = [ord(s) for s in vocab.symbols]
+        # An attribute, so the SavedModel tracks the table and restores it on load.
+        self.table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(code_points, tf.int64),
+                                                tf.range(len(code_points), dtype=tf.int64)),
+            default_value=-1)
+        self.symbols = tf.constant(code_points, tf.int32)
+        self.jamo = vocab.unit == "jamo"
+        self.nfc = vocab.normalize == "nfc"
+        # An empty prime starts at the start of a line, as sample.py does.
+        self.start_id = vocab.symbols.index("\n") if "\n" in vocab.symbols else 0
+        L, S, H = net.state_size
+        text = tf.TensorSpec([], tf.string, name="prime")
+        n = tf.TensorSpec([], tf.int32, name="n")
+        temperature = tf.TensorSpec([], tf.float32, name="temperature")
+        seed = tf.TensorSpec([], tf.int64, name="seed")
+        self.generate = tf.function(self._generate, input_signature=[text, n, temperature], autograph=False)
+        self.generate_seeded = tf.function(self._generate_seeded, input_signature=[text, n, temperature, seed],
+                                           autograph=False)
+        self.step = tf.function(self._step, autograph=False, input_signature=[
+            tf.TensorSpec([None], tf.int32, name="ids"), tf.TensorSpec([L, S, None, H], tf.float32, name="state")])
+
+    def _encode(self, prime):
+        """UTF-8 prime -> ids, as utils.Vocab.encode(unknown='skip') does (unknown characters dropped)."""
+        cp = tf.strings.unicode_decode(prime, "UTF-8", errors="replace")
+        cp = _normalize_line_ends(cp)
+        if self.nfc:
+            cp = _compose_hangul(cp)
+        if self.jamo:
+            cp = _to_jamo(cp)
+        ids = tf.cast(self.table.lookup(tf.cast(cp, tf.int64)), tf.int32)
+        return tf.boolean_mask(ids, ids >= 0)
+
+    def _decode(self, ids):
+        cp = tf.gather(self.symbols, ids)
+        if self.jamo:
+            cp = _from_jamo(cp)
+        return tf.strings.unicode_encode(cp, "UTF-8")
+
+    def _generate_seeded(self, prime, n, temperature, seed):
+        ids = self._encode(prime)
+        feed = tf.cond(tf.size(ids) > 0, lambda: ids, lambda: tf.constant([self.start_id], tf.int32))
+        generated = _run_loop(self.model, feed, tf.maximum(n, 0),
+                              lambda logits, i: _sample(logits, i, temperature, seed))
+        # Prime and continuation decode separately, as sample.py prints them: the text always
+        # starts with the (normalized) prime even when a jamo model extends its last syllable.
+        return {"text": self._decode(ids) + self._decode(generated)}
+
+    def _generate(self, prime, n, temperature):
+        # A fresh seed per request: two requests with the same prime get different text.
+        seed = tf.random.uniform([], maxval=tf.int64.max, dtype=tf.int64)
+        return self._generate_seeded(prime, n, temperature, seed)
+
+    def _step(self, ids, state):
+        logits, state = self.model.step(ids, state)
+        return {"logits": logits, "state": state}
+
+
+class LiteModule(tf.Module):
+    """The TFLite model's functions: ids and state only, so every op is a TFLite builtin."""
+
+    def __init__(self, net):
+        super().__init__(name="charrnn_lite")
+        self.model = net
+        L, S, H = net.state_size
+
+        # The converter names each TFLite signature after its Python function: hence these wrappers.
+        def step(ids, state):
+            logits, state = net.step(ids, state)
+            return {"logits": logits, "state": state}
+
+        def generate_greedy(prime_ids, n):
+            return self._generate_greedy(prime_ids, n)
+
+        self.step = tf.function(step, autograph=False, input_signature=[
+            tf.TensorSpec([1], tf.int32, name="ids"), tf.TensorSpec([L, S, 1, H], tf.float32, name="state")])
+        self.generate_greedy = tf.function(generate_greedy, autograph=False, input_signature=[
+            tf.TensorSpec([None], tf.int32, name="prime_ids"), tf.TensorSpec([], tf.int32, name="n")])
+
+    def _generate_greedy(self, prime_ids, n):
+        # No TensorArray: TFLite's builtin WHILE carries plain tensors, so the ids go into a
+        # preallocated buffer. prime_ids must hold at least one id.
+        net = self.model
+        state = net.initial_state(1)
+
+        def feed(i, state):
+            _, state = net.step(prime_ids[i][None], state)
+            return i + 1, state
+
+        _, state = tf.while_loop(lambda i, _: i < tf.size(prime_ids) - 1, feed, (tf.constant(0), state))
+
+        def generate(i, last, state, out):
+            logits, state = net.step(last, state)
+            nxt = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            return i + 1, nxt, state, tf.tensor_scatter_nd_update(out, tf.reshape(i, [1, 1]), nxt)
+
+        n = tf.maximum(n, 0)
+        _, _, _, out = tf.while_loop(lambda i, *_: i < n, generate,
+                                     (tf.constant(0), prime_ids[-1][None], state, tf.zeros([n], tf.int32)))
+        return {"ids": out}
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing files: never a half-written export (temp path beside the target, then rename)
+
+
+def _cpu_scope():
+    """Trace on the CPU when a GPU is visible, so no op is pinned to a GPU in the exported graph
+    and it loads on a CPU-only server. (The model uses matmul/tanh only, no cuDNN kernels.)"""
+    return tf.device("/CPU:0") if tf.config.list_physical_devices("GPU") else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """The TFLite converter's C++ code writes harmless notices (even at error level) straight to
+    stderr; hide them unless --verbose. Its real failures still arrive as Python exceptions."""
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _check_target_dir(directory: Path, flag: str) -> None:
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise CharRNNError(f"{flag} {directory}: already exists and is not an empty directory; "
+                           f"choose a new directory or remove this one")
+    utils.ensure_writable(directory.parent, flag)
+
+
+def _check_target_file(path: Path, flag: str) -> None:
+    if path.is_dir():
+        raise CharRNNError(f"{flag} {path}: is a directory; give a file name such as {path / 'charrnn.tflite'}")
+    utils.ensure_writable(path.parent, flag)
+
+
+def _tmp_beside(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def export_saved_model(net, vocab: "utils.Vocab", directory: str | Path, flag: str = "--export") -> Path:
+    """Write a SavedModel of net to directory (new or empty). Returns the directory."""
+    directory = Path(directory)
+    _check_target_dir(directory, flag)
+    tmp = _tmp_beside(directory)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        module = ServingModule(net, vocab)
+        with _cpu_scope():
+            generate = module.generate.get_concrete_function()
+            signatures = {"serving_default": generate, "generate": generate,
+                          "generate_seeded": module.generate_seeded.get_concrete_function(),
+                          "step": module.step.get_concrete_function()}
+            tf.saved_model.save(module, str(tmp), signatures=signatures)
+        # assets.extra/ is where TF Serving expects files for people and other tools.
+        (tmp / "assets.extra").mkdir(exist_ok=True)
+        vocab.save(tmp / "assets.extra" / "vocab.json")
+        if directory.exists():
+            directory.rmdir()  # checked empty above
+        os.replace(tmp, directory)
+    except OSError as error:
+        raise CharRNNError(f"{flag} {directory}: could not write the SavedModel ({error}); "
+                           f"check free space and permissions") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def tflite_vocab_path(path: str | Path) -> Path:
+    """The vocabulary written beside a .tflite file: charrnn.tflite -> charrnn.vocab.json."""
+    path = Path(path)
+    return path.with_name(path.stem + ".vocab.json")
+
+
+def export_tflite(net, vocab: "utils.Vocab", path: str | Path, flag: str = "--export_tflite") -> tuple[Path, Path]:
+    """Write a builtin-ops-only TFLite model of net to path and its vocabulary beside it.
+    Returns (model path, vocabulary path)."""
+    path = Path(path)
+    _check_target_file(path, flag)
+    module = LiteModule(net)
+    with _cpu_scope():
+        functions = [module.step.get_concrete_function(), module.generate_greedy.get_concrete_function()]
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(functions, module)
+    # Builtins only: a Flex (Select TF ops) model needs the large TF runtime on the device.
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    try:
+        with _quiet_stderr():
+            flatbuffer = converter.convert()
+    except Exception as error:  # ConverterError: an op without a TFLite builtin
+        raise RuntimeError(f"TFLite conversion failed (a model op has no TFLite builtin): {error}") from error
+    vocab_path = tflite_vocab_path(path)
+    tmp = _tmp_beside(path)
+    try:
+        vocab.save(vocab_path)  # atomic; first, so a model file never exists without its vocabulary
+        tmp.write_bytes(flatbuffer)
+        os.replace(tmp, path)
+    except OSError as error:
+        raise CharRNNError(f"{flag} {path}: could not write the TFLite model ({error}); "
+                           f"check free space and permissions") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path, vocab_path
+
+
+def usage_hints(saved_model: Path | None, tflite: Path | None) -> list[str]:
+    """One-line reminders of how to use what was written (logged by sample.py)."""
+    hints = []
+    if saved_model is not None:
+        hints.append(f"use it: tf.saved_model.load({str(saved_model)!r}).generate(prime=tf.constant('The '), "
+                     f"n=tf.constant(200), temperature=tf.constant(0.8))['text']")
+    if tflite is not None:
+        hints.append(f"use it: tf.lite.Interpreter({str(tflite)!r}).get_signature_runner('generate_greedy')"
+                     f"(prime_ids=..., n=...) with ids from {tflite_vocab_path(tflite).name}")
+    return hints
+
+
+def export(net, vocab: "utils.Vocab", saved_model: str | None, tflite: str | None) -> None:
+    """sample.py's --export / --export_tflite: write what was asked for and say how to use it."""
+    # Check both targets before the slow part, so a bad second flag fails fast.
+    if saved_model:
+        _check_target_dir(Path(saved_model), "--export")
+    if tflite:
+        _check_target_file(Path(tflite), "--export_tflite")
+    written_dir = written_file = None
+    if saved_model:
+        written_dir = export_saved_model(net, vocab, saved_model)
+        log.info("wrote SavedModel %s (signatures: generate = serving_default, generate_seeded, step)", written_dir)
+    if tflite:
+        written_file, vocab_path = export_tflite(net, vocab, tflite)
+        log.info("wrote TFLite model %s (%s bytes; signatures: step, generate_greedy) and its vocabulary %s",
+                 written_file, f"{written_file.stat().st_size:,}", vocab_path)
+    for hint in usage_hints(written_dir, written_file):
+        log.info("%s", hint)
+

@@ -1,0 +1,219 @@
+"""sample.py --export / --export_tflite end to end: tiny trained runs (an LSTM on English characters
+and a GRU on Korean jamo), exported by sample.py, then used the way a user without this repository
+would: a process that imports only TensorFlow, saved_model_cli, and the TFLite interpreter."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+import unicodedata
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TINY = ["--num_layers", "1", "--rnn_size", "32", "--embedding_size", "16", "--batch_size", "4",
+        "--seq_length", "16", "--max_steps", "20", "--eval_every", "10", "--learning_rate", "0.01",
+        "--warmup_steps", "5", "--xla", "off"]  # XLA compile time would dominate 20 steps
+# name: (corpus file, prime, extra train.py flags)
+RUNS = {
+    "lstm": ("tiny.txt", "the cat ", ["--model", "lstm"]),
+    "gru_jamo": ("ko.txt", "한국어 ", ["--model", "gru", "--unit", "jamo"]),
+}
+N = 50
+
+
+def corpus_texts() -> dict[str, str]:
+    rng = np.random.default_rng(0)
+    en = "the cat sat on a mat and the dog ran to the red barn while birds sang".split()
+    ko = "한국어 문장 읽었다 값 닭 가나다 하늘 바람 별 노래".split()
+    return {"tiny.txt": "\n".join(" ".join(rng.choice(en, 9)) for _ in range(300)) + "\n",
+            "ko.txt": "\n".join(" ".join(rng.choice(ko, 7)) for _ in range(300)) + "\n"}
+
+
+def run(cwd: Path, *args: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, encoding="utf-8",
+                            timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """Train and export each run once for the whole module (the slow part, ~10 s a run)."""
+    work = tmp_path_factory.mktemp("export")
+    for name, text in corpus_texts().items():
+        (work / name).write_text(text, encoding="utf-8")
+    (work / "out").mkdir()
+    for name, (corpus, _, flags) in RUNS.items():
+        run(work, str(ROOT / "train.py"), "--input", corpus, "--run_name", name, *flags, *TINY)
+        result = run(work, str(ROOT / "sample.py"), "--save_dir", f"save/{name}",
+                     "--export", f"out/{name}", "--export_tflite", f"out/{name}.tflite")
+        assert "wrote SavedModel" in result.stderr and "wrote TFLite model" in result.stderr, result.stderr
+    # Nothing half-written or temporary is left beside the exports.
+    assert sorted(p.name for p in (work / "out").iterdir()) == sorted(
+        f"{name}{suffix}" for name in RUNS for suffix in ("", ".tflite", ".vocab.json"))
+    return work
+
+
+@pytest.fixture(scope="module")
+def greedy(work: Path) -> dict[str, str]:
+    """sample.py's own greedy text for each run: the reference the exports must reproduce."""
+    texts = {}
+    for name, (_, prime, _) in RUNS.items():
+        out = run(work, str(ROOT / "sample.py"), "--save_dir", f"save/{name}", "--sample", "0",
+                  "-n", str(N), "--prime", prime).stdout
+        assert out.endswith("\n") and out.startswith(prime)
+        texts[name] = out[:-1]
+    return texts
+
+
+# The whole user program: no project code on the path, run from outside the repository. It also
+# loads each SavedModel the TF1 way (a Session plus the signature's tensor names), which is how
+# TF Serving's C++ loader runs it, table initialization included.
+USER_PROGRAM = r"""
+import json, sys
+import tensorflow as tf
+out = {}
+for directory, prime, n in json.loads(sys.argv[1]):
+    m = tf.saved_model.load(directory)
+    greedy = m.generate(prime=prime, n=n, temperature=0.0)["text"].numpy().decode()
+    sampled = m.signatures["serving_default"](prime=tf.constant(prime), n=tf.constant(n),
+                                              temperature=tf.constant(0.8))["text"].numpy().decode()
+    seeded = [m.generate_seeded(prime=prime, n=n, temperature=1.0, seed=tf.constant(7, tf.int64))["text"]
+              .numpy().decode() for _ in range(2)]
+    empty = m.generate(prime="", n=5, temperature=1.0)["text"].numpy().decode()
+    with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+        sig = tf.compat.v1.saved_model.load(sess, ["serve"], directory).signature_def["serving_default"]
+        feed = {sig.inputs["prime"].name: prime, sig.inputs["n"].name: n, sig.inputs["temperature"].name: 0.0}
+        session = sess.run(sig.outputs["text"].name, feed).decode()
+    out[directory] = dict(greedy=greedy, sampled=sampled, seeded=seeded, empty=empty, session=session)
+print(json.dumps(out))
+"""
+
+
+def test_saved_model_runs_with_tensorflow_alone(work: Path, greedy: dict[str, str], tmp_path: Path) -> None:
+    jobs = [[str(work / "out" / name), prime, N] for name, (_, prime, _) in RUNS.items()]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", USER_PROGRAM, json.dumps(jobs)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, encoding="utf-8", timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    texts = json.loads(result.stdout.splitlines()[-1])
+    for name, (_, prime, _) in RUNS.items():
+        got = texts[str(work / "out" / name)]
+        # Greedy text from the graph equals sample.py's, through the in-graph encoding and decoding.
+        assert got["greedy"] == greedy[name]
+        assert got["session"] == greedy[name]
+        assert got["sampled"].startswith(prime) and len(got["sampled"]) > len(prime)
+        assert got["seeded"][0] == got["seeded"][1]
+        assert got["empty"] and not got["empty"].startswith(prime)
+    jamo, prime = texts[str(work / "out" / "gru_jamo")], RUNS["gru_jamo"][1]
+    for text in (jamo["greedy"], jamo["sampled"], jamo["seeded"][0]):
+        assert text == unicodedata.normalize("NFC", text)  # recomposed in the graph
+        assert "\ufdd0" not in text
+    # Sampling (unlike this tiny model's greedy text) makes whole syllables out of jamo.
+    assert any("\uac00" <= c <= "\ud7a3" for c in jamo["seeded"][0][len(prime):]), jamo["seeded"][0]
+
+
+def test_saved_model_cli_lists_signatures(work: Path) -> None:
+    result = run(work, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--all",
+                 "--dir", str(work / "out" / "lstm"))
+    for signature in ("serving_default", "generate", "generate_seeded", "step"):
+        assert f"signature_def['{signature}']" in result.stdout
+    assert "inputs['prime']" in result.stdout and "outputs['text']" in result.stdout
+    assert "DT_STRING" in result.stdout and "DT_INT32" in result.stdout and "DT_FLOAT" in result.stdout
+
+
+def interpreter(path: Path):
+    """ai_edge_litert where installed (TensorFlow's tf.lite.Interpreter is deprecated), else TF's."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+        Interpreter = tf.lite.Interpreter
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Interpreter(model_path=str(path))
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_tflite_greedy_equals_sample_py(work: Path, greedy: dict[str, str], name: str) -> None:
+    import tensorflow as tf
+    import utils
+
+    _, prime, _ = RUNS[name]
+    model_path = work / "out" / f"{name}.tflite"
+    vocab = utils.Vocab.load(work / "out" / f"{name}.vocab.json")
+    assert vocab.symbols == utils.Vocab.load(work / "save" / name / "vocab.json").symbols
+    # Builtin ops only: a Flex (Select TF) op would show up by name in the model's op list.
+    report = io.StringIO()
+    with contextlib.redirect_stdout(report):
+        tf.lite.experimental.Analyzer.analyze(model_path=str(model_path))
+    assert "WHILE" in report.getvalue() and "Flex" not in report.getvalue()
+
+    lite = interpreter(model_path)
+    assert set(lite.get_signature_list()) == {"step", "generate_greedy"}
+    prime_ids = vocab.encode(prime)
+    ids = lite.get_signature_runner("generate_greedy")(prime_ids=prime_ids, n=np.array(N, np.int32))["ids"]
+    assert prime + vocab.decode(ids) == greedy[name]
+
+    # The same with the one-step signature and the state kept by the caller, as an app would.
+    step = lite.get_signature_runner("step")
+    state = np.zeros(step.get_input_details()["state"]["shape"], np.float32)
+    for i in prime_ids[:-1]:
+        state = step(ids=np.array([i], np.int32), state=state)["state"]
+    last, stepped = int(prime_ids[-1]), []
+    for _ in range(N):
+        out = step(ids=np.array([last], np.int32), state=state)
+        state, last = out["state"], int(np.argmax(out["logits"][0]))
+        stepped.append(last)
+    assert stepped == list(ids)
+
+
+def test_jamo_helpers_match_utils() -> None:
+    """The in-graph text helpers against utils.py on random soup of the tricky code points."""
+    import tensorflow as tf
+    import export
+    import utils
+
+    spec = [tf.TensorSpec([None], tf.int32)]
+    from_jamo, to_jamo, compose, line_ends = (
+        tf.function(f, input_signature=spec, autograph=False)
+        for f in (export._from_jamo, export._to_jamo, export._compose_hangul, export._normalize_line_ends))
+    alphabet = ["\u1100", "\u1112", "\u1161", "\u1175", "\u11a7", "\u11a8", "\u11c2", "\ufdd0", "\ufdd0",
+                "가", "각", "a", "\r", "\n"]
+    rng = random.Random(0)
+
+    def apply(f, text: str) -> str:
+        return "".join(map(chr, f(tf.constant([ord(c) for c in text], tf.int32)).numpy()))
+
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 10)))
+        assert apply(from_jamo, text) == utils.from_jamo(text), repr(text)
+        assert apply(to_jamo, text) == utils.to_jamo(text), repr(text)
+        plain = text.replace("\ufdd0", "")
+        assert apply(compose, apply(line_ends, plain)) == utils._normalize(plain, "nfc"), repr(plain)
+
+
+def test_export_refuses_a_non_empty_directory(tmp_path: Path) -> None:
+    import export
+    import model as model_lib
+    import utils
+
+    vocab = utils.Vocab(list("ab\n"), [3, 2, 1])
+    net = model_lib.CharRNN(model_lib.ModelConfig("gru", vocab.size, 1, 8, 4))
+    target = tmp_path / "exported"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(utils.CharRNNError, match="not an empty directory"):
+        export.export_saved_model(net, vocab, target)
+    assert [p.name for p in tmp_path.iterdir()] == ["exported"]
+    assert (target / "keep.txt").read_text(encoding="utf-8") == "mine"
