@@ -1,0 +1,241 @@
+"""Generate text from a model trained by train.py.
+
+    python sample.py                          # the newest run under save/
+    python sample.py --prime "문" -n 2000 --temperature 0.7
+    python sample.py --save_dir save/<run> --checkpoint best --num_samples 4
+
+Needs only the run directory (config.json, vocab.json, checkpoints), never the corpus. The
+whole generation loop runs as one compiled graph; a single sample streams to stdout as it is
+generated. Text is written as UTF-8 whatever the terminal's locale.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import utils
+from utils import CharRNNError
+
+log = logging.getLogger("charrnn")
+
+STREAM_CHUNK = 256  # symbols generated per compiled call while streaming one sample
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--save_dir", default="save", help="a run directory, or a save directory (its newest run)")
+    p.add_argument("--checkpoint", default="latest", help="latest, best, or the path of a checkpoint (ckpt-N)")
+    p.add_argument("-n", type=int, default=500, help="number of characters to generate")
+    p.add_argument("--prime", default="", help="text to start from (empty: start of a line)")
+    p.add_argument("--sample", type=int, default=1, choices=[0, 1, 2],
+                   help="0: most likely character each step; 1: sample; 2: sample only after spaces")
+    p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer text, above 1: wilder")
+    p.add_argument("--top_k", type=int, default=0, help="sample among the k most likely characters (0: all)")
+    p.add_argument("--top_p", type=float, default=1.0, help="sample within this probability mass (1: all)")
+    p.add_argument("--seed", type=int, default=None, help="same seed, same text (default: random)")
+    p.add_argument("--num_samples", type=int, default=1, help="independent samples, generated as one batch")
+    p.add_argument("--unknown", default="error", choices=["error", "skip"],
+                   help="prime characters missing from the vocabulary: stop, or drop them with a warning")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="instead of sampling, write a SavedModel (TF Serving, any TensorFlow program) to DIR")
+    p.add_argument("--export_tflite", default=None, metavar="FILE",
+                   help="instead of sampling, write a TFLite model to FILE and its vocabulary beside it")
+    p.add_argument("--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def argv_text(value: str) -> str:
+    """Under a C/POSIX locale without UTF-8 mode, Python decodes argv as ASCII and keeps the other
+    bytes as surrogate escapes: turn them back into the UTF-8 text the user typed."""
+    try:
+        return os.fsencode(value).decode("utf-8")
+    except UnicodeDecodeError:
+        return value
+
+
+def check_args(args: argparse.Namespace) -> None:
+    args.prime = argv_text(args.prime)
+    if args.n < 1:
+        raise CharRNNError(f"-n {args.n}: the number of characters to generate must be at least 1")
+    if not (args.temperature > 0 and math.isfinite(args.temperature)):
+        raise CharRNNError(f"--temperature {args.temperature}: must be positive (e.g. 0.7); "
+                           f"for the single most likely text use --sample 0")
+    if args.top_k < 0:
+        raise CharRNNError(f"--top_k {args.top_k}: must be 0 (off) or positive")
+    if not 0.0 < args.top_p <= 1.0:
+        raise CharRNNError(f"--top_p {args.top_p}: must be in (0, 1], e.g. 0.9")
+    if not 1 <= args.num_samples <= 4096:
+        raise CharRNNError(f"--num_samples {args.num_samples}: must be from 1 to 4096")
+    # The compiled loop counts in int32 and draws with an int64 seed.
+    if args.n > 2**31 - 1:
+        raise CharRNNError(f"-n {args.n}: at most {2**31 - 1:,} characters per run")
+    if args.num_samples > 1 and args.num_samples * args.n > 100_000_000:
+        raise CharRNNError(f"--num_samples {args.num_samples} x -n {args.n}: several samples are generated as one "
+                           f"batch held in memory, at most 100,000,000 characters in all; lower -n or --num_samples")
+    if args.top_k > 2**31 - 1:
+        raise CharRNNError(f"--top_k {args.top_k}: must be at most the vocabulary size (0: all)")
+    if args.seed is not None and not -2**63 <= args.seed < 2**63:
+        raise CharRNNError(f"--seed {args.seed}: must fit in 64 bits, e.g. --seed 42")
+
+
+def load_run(save_dir: str) -> tuple[Path, dict, "utils.Vocab"]:
+    """The run directory, its config and its vocabulary; clear errors when any is missing."""
+    run_dir = utils.resolve_run_dir(save_dir, "--save_dir")
+    try:
+        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        config["model"]
+    except (OSError, ValueError, KeyError) as error:
+        raise CharRNNError(f"{run_dir / 'config.json'} is unreadable or damaged ({error}); "
+                           f"it is written by train.py: retrain, or pick another run with --save_dir") from None
+    model = config["model"]
+    limits = {"vocab_size": 2**21, "num_layers": 64, "rnn_size": 16384, "embedding_size": 16384}
+    if not (isinstance(model, dict) and model.get("model") in ("lstm", "gru", "rnn")
+            and all(type(model.get(k)) is int and 1 <= model[k] <= top for k, top in limits.items())):
+        raise CharRNNError(f"{run_dir / 'config.json'}: its \"model\" entry is damaged ({str(model)[:200]}); "
+                           f"it is written by train.py: retrain, or pick another run with --save_dir")
+    vocab_path = run_dir / str(config.get("vocab_file", "vocab.json"))
+    if not vocab_path.is_file():
+        raise CharRNNError(f"{vocab_path} is missing: sample.py needs the vocabulary that train.py saved "
+                           f"beside the checkpoints. Copy it back or retrain.")
+    vocab = utils.Vocab.load(vocab_path)
+    if vocab.size != model["vocab_size"]:
+        raise CharRNNError(f"{vocab_path} has {vocab.size} symbols but the model in {run_dir} was trained on "
+                           f"{model['vocab_size']}: this vocab.json belongs to another run. Copy back the "
+                           f"run's own vocab.json or retrain.")
+    return run_dir, config, vocab
+
+
+def checkpoint_candidates(run_dir: Path, which: str) -> list[str]:
+    """Checkpoint paths to try, oldest first (restore falls back from the newest)."""
+    import tensorflow as tf
+    if which not in ("latest", "best"):
+        return [which]
+    directory = run_dir / "best" if which == "best" else run_dir
+    state = tf.train.get_checkpoint_state(str(directory))
+    if state is not None:
+        return list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+    # No readable `checkpoint` list (missing or damaged): try the checkpoint files themselves.
+    found = utils.checkpoints_on_disk(directory)
+    if not found:
+        raise CharRNNError(f"no checkpoint in {directory}" + (": no validation has finished yet; use "
+                           "--checkpoint latest" if which == "best" else ": has training saved one yet?"))
+    log.warning("%s lists no checkpoint; trying the checkpoint files found there", directory / "checkpoint")
+    return found
+
+
+def prime_ids(vocab: "utils.Vocab", prime: str, unknown: str) -> list[int]:
+    """The prime as ids; an empty prime starts from a line break, as a new document would."""
+    missing = vocab.missing(prime)
+    if missing and unknown == "error":
+        shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in missing[:20])
+        raise CharRNNError(f"--prime has characters the model never saw: {shown}. Remove them, "
+                           f"or pass --unknown skip to drop them.")
+    ids = list(vocab.encode(prime, unknown="skip")) if prime else []
+    if not ids:
+        ids = [vocab.symbols.index("\n") if "\n" in vocab.symbols else 0]
+        if prime:
+            log.warning("no character of --prime is in the vocabulary; starting from the start of a line")
+    return ids
+
+
+def stream_text(vocab: "utils.Vocab", id_chunks: Iterator) -> Iterator[str]:
+    """Decode id chunks to text, holding back an unfinished Hangul syllable (jamo units) so it is
+    recomposed whole when its next jamo arrives."""
+    pending: list[int] = []
+    for ids in id_chunks:
+        pending.extend(int(i) for i in ids)
+        cut = len(pending)
+        while cut > 0 and "\u1100" <= vocab.symbols[pending[cut - 1]] <= "\u11ff":
+            cut -= 1
+        if cut:
+            yield vocab.decode(pending[:cut])
+            pending = pending[cut:]
+    if pending:
+        yield vocab.decode(pending)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    utils.setup_logging(args.verbose)
+    # UTF-8 out whatever the locale (LC_ALL=C, a cp949 console): never a UnicodeEncodeError.
+    sys.stdout.reconfigure(encoding="utf-8", errors="replace")
+    try:
+        check_args(args)
+        run_dir, config, vocab = load_run(args.save_dir)
+        if args.export or args.export_tflite:
+            export_run(args, run_dir, config, vocab)
+            return 0
+        prime = prime_ids(vocab, args.prime, args.unknown)
+        sample(args, run_dir, config, vocab, prime)
+    except CharRNNError as error:
+        log.error("error: %s", error)
+        return 2
+    except BrokenPipeError:  # the reader stopped early (sample.py | head): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 0
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+    return 0
+
+
+def export_run(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "utils.Vocab") -> None:
+    """--export / --export_tflite: load the checkpoint as for sampling, then write files instead of text."""
+    tf = utils.import_tensorflow(quiet=not args.verbose)
+    import export
+    import model as model_lib
+
+    net = model_lib.CharRNN(model_lib.ModelConfig.from_dict(config["model"]))
+    restored = utils.restore_checkpoint(tf.train.Checkpoint(model=net), checkpoint_candidates(run_dir, args.checkpoint),
+                                        partial=True)
+    log.info("exporting %s", restored)
+    export.export(net, vocab, args.export, args.export_tflite)
+
+
+def sample(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "utils.Vocab", prime: list[int]) -> None:
+    tf = utils.import_tensorflow(quiet=not args.verbose)
+    import model as model_lib
+
+    net = model_lib.CharRNN(model_lib.ModelConfig.from_dict(config["model"]))
+    restored = utils.restore_checkpoint(tf.train.Checkpoint(model=net), checkpoint_candidates(run_dir, args.checkpoint),
+                                        partial=True)
+    log.debug("sampling from %s", restored)
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
+    options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, mode=args.sample,
+                   seed=seed, space_id=vocab.symbols.index(" ") if " " in vocab.symbols else -1)
+    shown_prime = vocab.decode(prime) if args.prime else ""
+
+    if args.num_samples > 1:
+        batch = tf.constant([prime] * args.num_samples, tf.int32)
+        for i, ids in enumerate(model_lib.generate(net, batch, args.n, **options).numpy()):
+            sys.stdout.write(("\n---\n" if i else "") + shown_prime + vocab.decode(ids))
+        sys.stdout.write("\n")
+        return
+
+    def id_chunks() -> Iterator:
+        state = net.initial_state(1)
+        if len(prime) > 1:
+            _, state = net(tf.constant([prime[:-1]], tf.int32), state)
+        last, done = tf.constant(prime[-1:], tf.int32), 0
+        while done < args.n:
+            ids, state = model_lib.generate_chunk(net, state, last, min(STREAM_CHUNK, args.n - done),
+                                                  offset=done, **options)
+            last, done = ids[:, -1], done + ids.shape[1]
+            yield ids.numpy()[0]
+
+    sys.stdout.write(shown_prime)
+    for text in stream_text(vocab, id_chunks()):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
