@@ -8,6 +8,7 @@ recurrent weight gradient is ONE big matmul after the loop instead of a small on
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import weakref
@@ -263,7 +264,7 @@ class CharRNN(tf.Module):
         self.config = config
         self.cell = _CELLS[config.model]
         cfg, G, H = config, self.cell.gates, config.rnn_size
-        counter = iter(range(1_000_000))
+        counter = itertools.count()
 
         def next_seed():
             # stateless_* with (seed, k): the same seed gives the same weights on every run.
@@ -394,7 +395,6 @@ def _pick(logits, last_ids, step, temperature, top_k, top_p, mode, seed, space_i
 
 def _compiled_chunk(model: CharRNN, state, last_ids, n, offset, opts):
     """Up to _CHUNK steps (n at run time): ids [N, _CHUNK] (first n valid), state, last ids."""
-    N = tf.shape(last_ids)[0]
 
     def body(i, state, last, ids):
         logits, state = model.step(last, state)
@@ -412,7 +412,7 @@ def _compiled_chunk(model: CharRNN, state, last_ids, n, offset, opts):
 
 def _chunks(chunk_fn, state, last_ids, n, offset, opts):
     """The outer loop: ceil(n / _CHUNK) compiled chunks, concatenated to ids [N, n]."""
-    num_chunks = (n + _CHUNK - 1) // _CHUNK
+    num_chunks = tf.maximum((n + _CHUNK - 1) // _CHUNK, 1)  # n = 0: one empty chunk gives the stack a shape
 
     def body(j, state, last, out):
         ids, state, last = chunk_fn(state, last, tf.minimum(n - j * _CHUNK, _CHUNK), offset + j * _CHUNK, opts)
@@ -468,10 +468,13 @@ def _generator(model: CharRNN) -> _Generator:
     return _GENERATORS[model]
 
 
-def _options(temperature, top_k, top_p, mode, seed, space_id) -> tuple:
+def _options(n, temperature, top_k, top_p, mode, seed, space_id) -> tuple:
+    """Checks the arguments and makes them tensors, so new values never retrace."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
     if mode not in (0, 1, 2):
         raise ValueError(f"mode must be 0 (argmax), 1 (sample) or 2 (sample after space), got {mode}")
-    return (
+    return tf.constant(n, tf.int32), (
         tf.constant(temperature, tf.float32), tf.constant(top_k, tf.int32), tf.constant(top_p, tf.float32),
         tf.constant(mode, tf.int32), tf.constant(seed, tf.int64), tf.constant(space_id, tf.int32),
     )
@@ -497,8 +500,8 @@ def generate(
     prime_ids = tf.convert_to_tensor(prime_ids, tf.int32)
     if prime_ids.shape.rank != 2 or prime_ids.shape[1] == 0:
         raise ValueError(f"prime_ids must be [N, P] with P >= 1, got shape {prime_ids.shape}")
-    opts = _options(temperature, top_k, top_p, mode, seed, space_id)
-    return _generator(model).from_prime(prime_ids, tf.constant(n, tf.int32), opts)
+    n, opts = _options(n, temperature, top_k, top_p, mode, seed, space_id)
+    return _generator(model).from_prime(prime_ids, n, opts)
 
 
 def generate_chunk(
@@ -520,8 +523,8 @@ def generate_chunk(
     number of symbols generated so far, so the random stream continues exactly as in one
     generate() call with the same seed.
     """
-    opts = _options(temperature, top_k, top_p, mode, seed, space_id)
+    n, opts = _options(n, temperature, top_k, top_p, mode, seed, space_id)
     return _generator(model).from_state(
         tf.convert_to_tensor(state, tf.float32), tf.convert_to_tensor(last_ids, tf.int32),
-        tf.constant(n, tf.int32), tf.constant(offset, tf.int32), opts,
+        n, tf.constant(offset, tf.int32), opts,
     )

@@ -209,6 +209,9 @@ def test_generate_is_reproducible_per_seed(sampler):
     # A longer run repeats the shorter one first; n crosses a compiled-chunk boundary.
     long = M.generate(sampler, PRIME, M._CHUNK + 30, seed=1)
     np.testing.assert_array_equal(long[:, :40], a)
+    assert M.generate(sampler, PRIME, 0).shape == (2, 0)
+    with pytest.raises(ValueError):
+        M.generate(sampler, PRIME, -1)
 
 
 def test_generate_argmax_limits(sampler):
