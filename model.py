@@ -56,7 +56,7 @@ class ModelConfig:
 # sequence driver below (_recurrent_layer) is shared by all of them.
 #   forward(xw, hw, state) -> (new_state, saved)
 #       xw = x_t @ W_x + b and hw = h_{t-1} @ W_h, both [B, G*H]; state: a tuple of [B, H];
-#       saved: [B, K*H], what the backward pass needs besides the states.
+#       saved: [B, saved_parts*H], what the backward pass needs besides the states.
 #   prepare(saved, prev, new) -> factors
 #       Everything of the backward pass that does not depend on the incoming gradients,
 #       computed for all T steps at once outside the loop ([T, ...] tensors; prev/new are
@@ -83,7 +83,7 @@ def _activate(x: tf.Tensor, sigmoid_blocks: tuple[bool, ...]) -> tf.Tensor:
 class _LSTM:
     """Gates i, f, g, o (PyTorch's order); state (h, c)."""
 
-    gates, state_parts = 4, 2
+    gates, state_parts, saved_parts = 4, 2, 4
 
     @staticmethod
     def forward(xw, hw, state):
@@ -125,7 +125,7 @@ class _GRU:
     recurrent matmul (cuDNN/PyTorch style) so that h @ W_h is one matmul for all gates.
     One bias per gate (no separate recurrent bias): h' = (1 - z) * n + z * h."""
 
-    gates, state_parts = 3, 1
+    gates, state_parts, saved_parts = 3, 1, 4
 
     @staticmethod
     def forward(xw, hw, state):
@@ -160,7 +160,7 @@ class _GRU:
 class _RNN:
     """Elman RNN: h' = tanh(x @ W_x + b + h @ W_h)."""
 
-    gates, state_parts = 1, 1
+    gates, state_parts, saved_parts = 1, 1, 1
 
     @staticmethod
     def forward(xw, hw, state):
@@ -209,7 +209,7 @@ def _recurrent_layer(cell, xw: tf.Tensor, w_h: tf.Tensor, state0: tf.Tensor):
             fwd,
             (0, tuple(tf.unstack(state0, cell.state_parts)),
              tf.TensorArray(tf.float32, size=T, element_shape=state0.shape),
-             tf.TensorArray(tf.float32, size=T)),
+             tf.TensorArray(tf.float32, size=T, element_shape=[state0.shape[1], cell.saved_parts * state0.shape[2]])),
             maximum_iterations=T,
         )
         states = states.stack()  # [T, S, B, H]: new state after each step
