@@ -73,6 +73,10 @@ def test_each_cell_trains_and_loss_falls(tmp_path: Path, corpus: Path, cell: str
     assert np.mean(losses[-10:]) < np.mean(losses[:5]) - 0.5, losses
     assert (run / "config.json").is_file() and (run / "vocab.json").is_file()
     assert json.loads((run / "config.json").read_text(encoding="utf-8"))["model"]["model"] == cell
+    # ... and samples (the old tool assumed LSTM's (c, h) state and crashed here on gru and rnn).
+    sampled = subprocess.run([sys.executable, str(ROOT / "sample.py"), "--save_dir", str(run), "-n", "80",
+                              "--prime", "the "], capture_output=True, text=True, encoding="utf-8", timeout=120)
+    assert sampled.returncode == 0 and sampled.stdout.startswith("the ") and len(sampled.stdout) > 80, sampled.stderr
 
 
 def test_tensorboard_events_and_server(tmp_path: Path, corpus: Path) -> None:
