@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import logging
 import math
 import weakref
 from dataclasses import dataclass
 
 import tensorflow as tf
-
-logger = logging.getLogger("charrnn")
 
 MODEL_TYPES = ("lstm", "gru", "rnn")
 
