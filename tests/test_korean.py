@@ -1,0 +1,119 @@
+"""Korean at the training level: jamo training that learns and samples valid Hangul, bits per
+character that mean the same in both units, and what --unit auto picks (data-level cases such as
+cp949 decoding, NFD and --max_vocab are in test_data.py)."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import subprocess
+import sys
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import train
+import utils
+
+ROOT = Path(__file__).resolve().parents[1]
+KOREAN = (ROOT / "data" / "korean" / "constitution.txt").read_text(encoding="utf-8")
+ENGLISH = (ROOT / "data" / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")[:30000]
+TINY = ["--num_layers", "1", "--rnn_size", "96", "--embedding_size", "24", "--batch_size", "16",
+        "--seq_length", "32", "--warmup_steps", "5", "--print_every", "10", "--sample_length", "40"]
+
+
+def run(script: str, cwd: Path, *args: str, timeout: int = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, capture_output=True, text=True,
+                          encoding="utf-8", timeout=timeout)
+
+
+def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def test_jamo_training_learns_and_samples_valid_hangul(tmp_path: Path) -> None:
+    corpus = write(tmp_path / "ko.txt", KOREAN)
+    result = run("train.py", tmp_path, "--input", str(corpus), "--unit", "jamo", "--max_steps", "120",
+                 "--eval_every", "60", "--learning_rate", "0.01", "--run_name", "ko", *TINY)
+    assert result.returncode == 0, result.stderr
+    assert "jamo unit" in result.stderr and "bits/char" in result.stderr
+    run_dir = tmp_path / "save" / "ko"
+    assert json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["args"]["unit"] == "jamo"
+
+    import tensorflow as tf
+    losses = []
+    for events in sorted((tmp_path / "logs" / "ko").glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            losses += [float(tf.make_ndarray(v.tensor)) for v in event.summary.value if v.tag == "train/bpc"]
+    assert len(losses) == 120
+    assert np.mean(losses[-10:]) < np.mean(losses[:5]) - 1.0, losses  # bits per original character fell
+
+    sampled = run("sample.py", tmp_path, "--save_dir", str(run_dir), "--prime", "문", "-n", "300",
+                  "--seed", "1", "--temperature", "0.5")
+    assert sampled.returncode == 0, sampled.stderr
+    text = sampled.stdout
+    assert text.startswith("문")
+    assert unicodedata.is_normalized("NFC", text), ascii(text)
+    assert not [c for c in text if "\u1100" <= c <= "\u11ff"], text  # every jamo recomposed into a syllable
+    assert sum("\uac00" <= c <= "\ud7a3" for c in text) >= 50, text
+
+
+def bpc_of_a_uniform_model(vocab: utils.Vocab, ids: np.ndarray) -> float:
+    """What train.py reports for a model uniform over the vocabulary: ln V nats for every symbol,
+    through train.py's own conversion and utils.count_chars (the same path as its val/bpc)."""
+    nats_per_symbol = math.log(vocab.size)
+    return train.bits_per_char(nats_per_symbol, utils.count_chars(vocab, ids) / len(ids))
+
+
+def test_bits_per_character_mean_the_same_in_both_units(tmp_path: Path) -> None:
+    text = KOREAN[:6000]
+    # Independent counts: NFC characters; a syllable is 2 or 3 jamo (NFD splits it exactly so).
+    jamo_text = "".join(unicodedata.normalize("NFD", c) if "\uac00" <= c <= "\ud7a3" else c for c in text)
+    independent = {"char": (len(set(text)), len(text)), "jamo": (len(set(jamo_text)), len(jamo_text))}
+    assert independent["jamo"][1] > 1.5 * len(text)
+    path = write(tmp_path / "ko.txt", text)
+    for unit, (vocab_size, symbols) in independent.items():
+        corpus = utils.prepare_corpus([path], utils.DataOptions(unit=unit), cache_root=tmp_path / unit)
+        assert (corpus.vocab.size, len(corpus.ids), corpus.num_chars) == (vocab_size, symbols, len(text))
+        want = math.log(vocab_size) * symbols / len(text) / math.log(2)
+        assert bpc_of_a_uniform_model(corpus.vocab, corpus.ids) == pytest.approx(want, rel=1e-12), unit
+        # A window that starts mid-syllable (as validation batches may) counts the characters
+        # that start in it: what is not a vowel or final jamo.
+        shown = (jamo_text if unit == "jamo" else text)[1:1001]
+        starts = sum(not ("\u1161" <= c <= "\u1175" or "\u11a8" <= c <= "\u11c2") for c in shown)
+        assert utils.count_chars(corpus.vocab, corpus.ids[1:1001]) == starts
+
+
+@pytest.mark.parametrize("name, text, encoding, unit", [
+    ("korean", KOREAN, "utf-8", "jamo"),
+    ("korean, NFD as macOS writes it", unicodedata.normalize("NFD", KOREAN), "utf-8", "jamo"),
+    ("korean, cp949", KOREAN, "cp949", "jamo"),
+    ("english", ENGLISH, "utf-8", "char"),
+    ("english with a few Korean words", ENGLISH + "\n안녕하세요 한국어\n" * 20, "utf-8", "char"),
+])
+def test_unit_auto_picks_by_the_share_of_hangul(tmp_path: Path, caplog, name: str, text: str, encoding: str,
+                                                unit: str) -> None:
+    path = write(tmp_path / "in.txt", text, encoding)
+    args = train.build_parser().parse_args(["--input", str(path), "--encoding", encoding])
+    with caplog.at_level(logging.INFO, logger="charrnn"):
+        options = train.choose_data_options(args)
+    assert options.unit == args.unit == unit
+    assert f"unit: {unit} (--unit auto" in caplog.text and "Hangul syllables are" in caplog.text
+
+
+def test_unit_auto_in_a_real_run_and_a_cp949_file_without_encoding(tmp_path: Path) -> None:
+    corpus = write(tmp_path / "ko.txt", KOREAN)
+    result = run("train.py", tmp_path, "--input", str(corpus), "--max_steps", "2", "--eval_every", "2",
+                 "--run_name", "auto", *TINY)
+    assert result.returncode == 0, result.stderr
+    assert "unit: jamo (--unit auto" in result.stderr
+    saved = json.loads((tmp_path / "save" / "auto" / "config.json").read_text(encoding="utf-8"))
+    assert saved["args"]["unit"] == "jamo"  # a resumed run keeps the unit it was trained with
+
+    legacy = write(tmp_path / "legacy.txt", KOREAN, "cp949")
+    refused = run("train.py", tmp_path, "--input", str(legacy), "--max_steps", "2", *TINY)
+    assert refused.returncode == 2
+    assert "--encoding cp949" in refused.stderr and "Traceback" not in refused.stderr
