@@ -118,9 +118,9 @@ def checkpoint_candidates(run_dir: Path, which: str) -> list[str]:
     if which not in ("latest", "best"):
         return [which]
     directory = run_dir / "best" if which == "best" else run_dir
-    state = tf.train.get_checkpoint_state(str(directory))
-    if state is not None:
-        return list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+    listed = utils.read_checkpoint_list(tf, directory)
+    if listed:
+        return listed
     # No readable `checkpoint` list (missing or damaged): try the checkpoint files themselves.
     found = utils.checkpoints_on_disk(directory)
     if not found:
@@ -157,6 +157,8 @@ def stream_text(vocab: "utils.Vocab", id_chunks: Iterator) -> Iterator[str]:
         if cut:
             yield vocab.decode(pending[:cut])
             pending = pending[cut:]
+    if pending and vocab.unit == "jamo" and "\u1100" <= vocab.symbols[pending[-1]] <= "\u1112":
+        pending.pop()  # -n ran out between a syllable's first jamo and its vowel: no half syllable
     if pending:
         yield vocab.decode(pending)
 

@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--encoding", default="utf-8", help="encoding of the corpus files (cp949, euc-kr, ...)")
     data.add_argument("--normalize", default="nfc", choices=["nfc", "none"], help="Unicode normalization")
     data.add_argument("--unit", default="auto", choices=["auto", "char", "jamo"],
-                      help="symbols the model sees; jamo splits Hangul syllables; auto picks by corpus")
+                      help="symbols the model sees; jamo splits Hangul syllables into their 2-3 jamo; "
+                           "auto: jamo when Hangul syllables are at least 10%% of the non-space characters")
     data.add_argument("--max_vocab", type=int, default=0, help="keep the N most frequent characters (0: all)")
     data.add_argument("--min_char_count", type=int, default=1, help="rarer characters become the unknown symbol")
     data.add_argument("--val_frac", type=float, default=0.05, help="last fraction of the text kept for validation")
@@ -129,6 +130,8 @@ def check_args(args: argparse.Namespace) -> None:
         need(0 < value <= top, flag, f"must be a whole number from 1 to {top}")
     for flag in ("num_epochs", "save_every", "eval_every", "keep", "print_every", "sample_length"):
         need(getattr(args, flag) > 0, flag, "must be positive")
+    need(args.sample_length <= 100000, "sample_length", "must be at most 100000 (characters of each TensorBoard sample)")
+    need(-2**63 <= args.seed < 2**63, "seed", "must fit in 64 bits, e.g. 1234")  # TensorFlow's seeds are int64
     for flag in ("max_steps", "stop_at_step", "warmup_steps", "max_vocab"):
         need(getattr(args, flag) >= 0, flag, "must be 0 or positive")
     need(args.min_char_count >= 1, "min_char_count", "must be at least 1")
@@ -145,8 +148,44 @@ def check_args(args: argparse.Namespace) -> None:
             need(0.0 < getattr(args, flag) <= 1.0, flag, "must be in (0, 1]")
     if args.time_budget is not None:
         args.time_budget_s = utils.parse_duration(args.time_budget)
+        need(0 < args.time_budget_s < math.inf, "time_budget", "must be a positive time, e.g. 90s, 15m, 2h")
     else:
         args.time_budget_s = 0.0
+
+
+def check_memory(args: argparse.Namespace, vocab_size: int) -> None:
+    """Refuse sizes whose training cannot fit in this machine's memory, before TensorFlow tries
+    and the system swaps or kills the process. A rough lower bound: weights, gradients and
+    Adam's two moments, plus the activations that the backward pass keeps."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return  # no cheap way to know here (Windows)
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[args.model]
+    H, E, L, V = args.rnn_size, args.embedding_size, args.num_layers, vocab_size
+    params = V * E + gates * H * (E + H + 1) + (L - 1) * gates * H * (2 * H + 1) + (H + 1) * V
+    need = 4 * (4 * params + args.batch_size * args.seq_length * (L * H * (2 * gates + 4) + 3 * V))
+    if need > total:
+        raise CharRNNError(f"--num_layers {L} --rnn_size {H} --embedding_size {E} --batch_size {args.batch_size} "
+                           f"--seq_length {args.seq_length}: training needs at least {need / 2**30:,.1f} GiB of "
+                           f"memory, this machine has {total / 2**30:,.1f} GiB. Lower some of these flags.")
+
+
+def check_same_vocab(run_dir: Path, vocab: "utils.Vocab") -> None:
+    """The saved weights give each id the character it had when the run started: resuming on a
+    corpus whose vocabulary differs (other characters, or another frequency order) would
+    silently give them other characters."""
+    try:
+        saved = utils.Vocab.load(run_dir / "vocab.json")
+    except CharRNNError as error:
+        log.warning("%s; writing it again from the corpus", error)
+        return
+    if saved.symbols != vocab.symbols:
+        new = sorted(set(vocab.symbols) - set(saved.symbols))
+        raise CharRNNError(f"the corpus's characters differ from {run_dir / 'vocab.json'} ({saved.size} symbols "
+                           f"saved, {vocab.size} now" + (f", new: {''.join(new[:20])!r}" if new else "") +
+                           "): the text changed since the run started. Resume with the original text, "
+                           "or start a new run on this one.")
 
 
 def apply_old_flag_names(args: argparse.Namespace, typed: set[str]) -> None:
@@ -170,7 +209,30 @@ def default_run_name(args: argparse.Namespace) -> str:
 def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path) -> None:
     """Flags not typed on this command line come from the saved run; typed architecture flags
     that differ from it are refused, since the saved weights have another shape."""
-    saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["args"]
+    actions = {a.dest: a for a in build_parser()._actions if a.option_strings}
+    try:
+        saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["args"]
+        for key, value in saved.items():  # a hand-edited or damaged value must not reach the checks
+            action = actions.get(key)
+            if key in typed or key in SESSION_FLAGS:
+                continue
+            if action is None:  # a derived value (input_dropout): the type it has now
+                current = getattr(args, key, None)
+                ok = current is None or type(value) is type(current) or (type(current) is float and type(value) is int)
+            elif value is None:
+                ok = action.default is None
+            elif action.choices:
+                ok = value in action.choices
+            elif action.nargs == 0:
+                ok = type(value) is bool
+            else:
+                want = action.type or str
+                ok = type(value) is want or (want is float and type(value) is int)
+            if not ok:
+                raise ValueError(f"{key} is {value!r}")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CharRNNError(f"{run_dir / 'config.json'} is unreadable or damaged ({error}); train.py wrote it "
+                           f"when the run started: restore it from a backup, or start a new run") from None
     differ = [f"--{k}: saved {saved[k]!r}, given {getattr(args, k)!r}"
               for k in ARCHITECTURE_FLAGS if k in typed and k in saved and saved[k] != getattr(args, k)]
     if differ:
@@ -261,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     except CharRNNError as error:
         log.error("error: %s", error)
         return 2
+    except KeyboardInterrupt:  # before training started (data preparation, TensorFlow start-up)
+        log.error("interrupted before training started; nothing was saved")
+        return 130
 
 
 @dataclass(frozen=True)
@@ -325,10 +390,16 @@ def train(args: argparse.Namespace, typed: set[str]) -> int:
         raise CharRNNError(f"the validation text ({len(val_ids)} symbols, --val_frac {args.val_frac}) is shorter "
                            f"than one window of --seq_length {args.seq_length}: raise --val_frac or lower --seq_length")
     eval_batch = max(1, min(args.batch_size, (len(val_ids) - 1) // args.seq_length))
+    check_memory(args, corpus.vocab.size)
+    if resume_dir is not None:
+        check_same_vocab(resume_dir, corpus.vocab)
     run_dir = resume_dir or Path(args.save_dir) / (args.run_name or default_run_name(args))
     args.run_name = run_dir.name
     if cluster.is_chief:
         lock = utils.RunLock(run_dir)  # a second trainer on the same run refuses here
+        if resume_dir is None and (run_dir / "config.json").exists():  # never train over a saved run
+            raise CharRNNError(f"{run_dir} already holds a run: continue it with --init_from {run_dir}, "
+                               f"pick another --run_name, or delete it to start over")
         write_dir, log_dir = run_dir, Path(args.log_dir) / args.run_name
         utils.ensure_writable(log_dir, "--log_dir")
     else:  # only the chief keeps what it writes; the others write to scratch space
@@ -365,13 +436,27 @@ def train(args: argparse.Namespace, typed: set[str]) -> int:
     carried = tf.Variable(net.initial_state(args.batch_size))
     checkpoint = tf.train.Checkpoint(model=net, optimizer=optimizer.slots, train_seconds=train_seconds,
                                      best_val=best_val, carried_state=carried, **counters)
+    # Read (and set aside when damaged) the `checkpoint` lists first: CheckpointManager fails on a damaged one.
+    listed = utils.read_checkpoint_list(tf, write_dir, set_aside=True)
+    utils.read_checkpoint_list(tf, write_dir / "best", set_aside=True)
     manager = tf.train.CheckpointManager(checkpoint, write_dir, max_to_keep=args.keep, checkpoint_name="ckpt")
     best_manager = tf.train.CheckpointManager(checkpoint, write_dir / "best", max_to_keep=1, checkpoint_name="ckpt")
     if resume_dir is not None:
-        candidates = tf.train.get_checkpoint_state(str(resume_dir))
-        restored = utils.restore_checkpoint(checkpoint, list(candidates.all_model_checkpoint_paths) if candidates else [])
-        log.info("resumed %s at step %d (epoch %d, batch %d)", restored, int(counters["step"]),
-                 int(counters["epoch"]), int(counters["batch"]))
+        # Nothing listed: the `checkpoint` file is damaged (try the files on disk), or missing because
+        # training stopped before its first save completed (TensorFlow writes that file last).
+        candidates = listed or utils.checkpoints_on_disk(resume_dir)
+        try:
+            restored = utils.restore_checkpoint(checkpoint, candidates) if candidates else None
+        except CharRNNError:
+            if listed is not None:
+                raise
+            restored = None  # only a first save that never completed (it fails on opening, before any restore)
+        if restored is None:
+            log.warning("%s has no complete checkpoint (training stopped before its first save): training it "
+                        "from step 0", resume_dir)
+        else:
+            log.info("resumed %s at step %d (epoch %d, batch %d)", restored, int(counters["step"]),
+                     int(counters["epoch"]), int(counters["batch"]))
     if cluster.is_chief:
         write_run_files(args, run_dir, corpus, config, chars_per_symbol)
 
@@ -392,7 +477,7 @@ def train(args: argparse.Namespace, typed: set[str]) -> int:
             nats += float(batch_nats)
             symbols += y.size
             chars += int(corpus.vocab.char_starts[y].sum())
-        return nats / symbols, nats / chars / math.log(2)
+        return nats / symbols, bits_per_char(nats / symbols, chars / symbols)
 
     def initial_state():
         """Zeros for the hidden state, one block per replica."""
@@ -401,12 +486,16 @@ def train(args: argparse.Namespace, typed: set[str]) -> int:
         per_replica = args.batch_size // strategy.num_replicas_in_sync
         return strategy.experimental_distribute_values_from_function(lambda _: net.initial_state(per_replica))
 
-    writer = tf.summary.create_file_writer(str(log_dir))
+    try:
+        writer = tf.summary.create_file_writer(str(log_dir))
+        with writer.as_default():
+            write_hparams(args)
+    except tf.errors.OpError as error:  # e.g. a full disk
+        raise CharRNNError(f"--log_dir {log_dir}: cannot write TensorBoard events ({utils.tf_error_reason(error)}); "
+                           f"free disk space or choose another --log_dir") from None
     if cluster.is_chief:
         log.info("run %s: checkpoints in %s; watch it with:  tensorboard --logdir %s",
                  args.run_name, run_dir, args.log_dir)
-    with writer.as_default():
-        write_hparams(args)
 
     stop_signal: list[int] = []
 
@@ -433,7 +522,19 @@ def train(args: argparse.Namespace, typed: set[str]) -> int:
         train_seconds.assign(seconds_so_far())
         if not distributed:
             carried.assign(state)
+        # Never write NaN/Inf weights over a good checkpoint (or best/): a finite loss does not
+        # prove that the update it led to was finite.
+        if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in net.trainable_variables):
+            raise CharRNNError(f"the weights became NaN or infinite by step {step}; nothing was saved, so the "
+                               f"last good checkpoint in {run_dir} is intact. Lower --learning_rate (now "
+                               f"{args.learning_rate}) or --grad_clip and resume with --init_from {run_dir}")
         utils.save_checkpoint(target, step)
+
+    def out_of_resources(error) -> CharRNNError:
+        newest = manager.latest_checkpoint or "none yet"
+        return CharRNNError(f"stopped at step {step}: {utils.tf_error_reason(error)}. The checkpoints in {run_dir} "
+                            f"are intact (newest: {newest}); free disk space (or memory: lower --batch_size or "
+                            f"--rnn_size), then resume with --init_from {run_dir}")
 
     def run_eval() -> None:
         val_loss, val_bpc = evaluate()
@@ -487,7 +588,7 @@ def train(args: argparse.Namespace, typed: set[str]) -> int:
                 state = initial_state()  # the streams restart at a new offset
             with writer.as_default(step=step):
                 tf.summary.scalar("train/loss", train_loss)
-                tf.summary.scalar("train/bpc", train_loss / chars_per_symbol["train"] / math.log(2))
+                tf.summary.scalar("train/bpc", bits_per_char(train_loss, chars_per_symbol["train"]))
                 tf.summary.scalar("train/learning_rate", lr)
                 tf.summary.scalar("train/grad_norm", grad_norm)
                 tf.summary.scalar("train/chars_per_sec", chars_per_s)
@@ -500,6 +601,8 @@ def train(args: argparse.Namespace, typed: set[str]) -> int:
                 run_eval()
             if step % args.save_every == 0:
                 save(manager)
+    except tf.errors.ResourceExhaustedError as error:  # a full disk under --log_dir, or out of memory
+        raise out_of_resources(error) from None
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
         lost = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", str(error)))) or ["a peer"]
         raise CharRNNError(f"lost contact with {', '.join(lost)} (it stopped, or did not answer within "
@@ -511,10 +614,13 @@ def train(args: argparse.Namespace, typed: set[str]) -> int:
         if not cluster.is_chief:
             shutil.rmtree(write_dir, ignore_errors=True)
 
-    if ended_by == "its length limit":
-        run_eval()
-    save(manager)
-    writer.close()
+    try:
+        if ended_by == "its length limit":
+            run_eval()
+        save(manager)
+        writer.close()
+    except tf.errors.ResourceExhaustedError as error:
+        raise out_of_resources(error) from None
     if not cluster.is_chief:
         shutil.rmtree(write_dir, ignore_errors=True)
         return 0
@@ -555,10 +661,58 @@ def make_agreement(strategy):
     return agree
 
 
-def choose_data_options(args: argparse.Namespace) -> "utils.DataOptions":
+def bits_per_char(nats_per_symbol: float, chars_per_symbol: float) -> float:
+    """A loss in nats per symbol as bits per original character (the same figure in both units:
+    chars_per_symbol counts characters with utils.count_chars, < 1 under jamo)."""
+    return nats_per_symbol / chars_per_symbol / math.log(2)
+
+
+# --unit auto. On data/korean, at equal time and at equal characters trained, jamo reached lower
+# bits per character than syllables with every model size and learning rate tried, while
+# syllables sat near the unigram baseline for the first epochs (bench/bench_korean.py). So auto
+# splits syllables wherever Hangul is a real part of the text; other text stays char.
+AUTO_JAMO_MIN_HANGUL = 0.10   # share of the non-space characters that are Hangul syllables
+AUTO_SAMPLE_FILES = 8         # files looked at, evenly spaced in the sorted list
+AUTO_SAMPLE_CHARS = 1 << 20   # characters read from the start of each
+
+
+def hangul_share(files: list[Path], options: "utils.DataOptions") -> tuple[float, int, int]:
+    """(Hangul syllables / non-space characters, distinct syllables, characters looked at) in a
+    sample: the first ~1M characters of up to 8 files, decoded and normalized as preparation
+    will (cp949 and NFD text count alike). Cheap on a multi-GB corpus; a file that does not
+    decode fails here with preparation's message."""
+    count = min(len(files), AUTO_SAMPLE_FILES)
+    picked = [files[round(i * (len(files) - 1) / max(1, count - 1))] for i in range(count)]
+    hangul = non_space = looked = 0
+    distinct = np.zeros(0, dtype=np.uint32)
+    for path in dict.fromkeys(picked):
+        taken = 0
+        for text in utils._read_text(path, options, lambda _: None):
+            cp = utils._code_points(text[:AUTO_SAMPLE_CHARS - taken])
+            syllables = cp[(cp >= 0xAC00) & (cp <= 0xD7A3)]
+            hangul += len(syllables)
+            non_space += int(np.count_nonzero(~np.isin(cp, (9, 10, 11, 12, 13, 32, 0x85, 0xA0, 0x3000))))
+            distinct = np.union1d(distinct, syllables)
+            taken += len(cp)
+            if taken >= AUTO_SAMPLE_CHARS:
+                break
+        looked += taken
+    return hangul / max(1, non_space), len(distinct), looked
+
+
+def choose_data_options(args: argparse.Namespace, files: list[Path] | None = None) -> "utils.DataOptions":
+    """The data options of the flags; --unit auto becomes char or jamo here (and is saved so)."""
     unit = args.unit
     if unit == "auto":
-        unit = "char"
+        if files is None:
+            files = utils.resolve_corpus(None if args.input else args.data_dir, args.input)
+        share, distinct, looked = hangul_share(files, utils.DataOptions(encoding=args.encoding,
+                                                                        normalize=args.normalize))
+        unit = "jamo" if share >= AUTO_JAMO_MIN_HANGUL else "char"
+        log.info("unit: %s (--unit auto: Hangul syllables are %.0f%% of the non-space characters, %s distinct, "
+                 "in %s characters sampled; jamo from %.0f%%, where it learned faster than syllables; "
+                 "choose with --unit char|jamo)", unit, 100 * share, f"{distinct:,}", f"{looked:,}",
+                 100 * AUTO_JAMO_MIN_HANGUL)
     args.unit = unit
     return utils.DataOptions(encoding=args.encoding, normalize=args.normalize, unit=unit,
                              max_vocab=args.max_vocab, min_char_count=args.min_char_count)
@@ -661,9 +815,13 @@ def write_run_files(args, run_dir: Path, corpus, config, chars_per_symbol: dict)
               "corpus_files": [str(f) for f in corpus.files],
               "versions": {"python": sys.version.split()[0], "tensorflow": tf.__version__,
                            "numpy": np.__version__}}
-    corpus.vocab.save(run_dir / "vocab.json")
-    utils.atomic_write_text(run_dir / "config.json", json.dumps(record, indent=2, ensure_ascii=False))
-    utils.atomic_write_text(run_dir.parent / "latest", run_dir.name + "\n")
+    try:
+        corpus.vocab.save(run_dir / "vocab.json")
+        utils.atomic_write_text(run_dir / "config.json", json.dumps(record, indent=2, ensure_ascii=False))
+        utils.atomic_write_text(run_dir.parent / "latest", run_dir.name + "\n")
+    except OSError as error:  # each file is replaced whole or not at all: the old one is still there
+        raise CharRNNError(f"could not write the run files in {run_dir} ({error.strerror or error}); the "
+                           f"checkpoints there are intact. Free disk space or fix the directory and run again") from None
 
 
 def write_hparams(args: argparse.Namespace) -> None:

@@ -180,6 +180,9 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
                 text = decoder.decode(data, final=at_end)
             except UnicodeDecodeError as e:
                 raise _decode_error(path, options.encoding, offset - pending + e.start) from None
+            except UnicodeError as e:  # no position, e.g. "UTF-16 stream does not start with BOM"
+                raise CharRNNError(f"{path}: not valid {options.encoding} ({e}); pass the file's encoding with "
+                                   f"--encoding, or convert it to UTF-8") from None
             if at_start and text:
                 text, at_start = text.removeprefix("\ufeff"), False  # a BOM marks the encoding, it is not text
             offset += len(data)
@@ -261,7 +264,12 @@ _T_BASE, _T_LAST = 0x11A7, 0x11C2
 # character (what char_starts relies on). U+FDD0 is a noncharacter, reserved for internal use;
 # should a text contain it anyway, it still round-trips but counts as two characters.
 _ESCAPE = 0xFDD0
-_JAMO_RE = re.compile("\ufdd0([\ufdd0\u1161-\u1175\u11a8-\u11c2]?)|([\u1100-\u1112])([\u1161-\u1175])([\u11a8-\u11c2]?)")
+_JAMO_RE = re.compile("\ufdd0([\ufdd0\u1161-\u1175\u11a8-\u11c2]?)|([\u1100-\u1112])([\u1161-\u1175])([\u11a8-\u11c2]?)"
+                      "|([\u1161-\u1175\u11a8-\u11c2])")
+# A vowel or final jamo that no syllable takes can only come from a model (to_jamo escapes those
+# of the text): it prints as the standalone letter (U+3131-U+318E, NFC-stable), as Korean writes it.
+_STANDALONE = {chr(c): unicodedata.lookup(re.sub("JUNGSEONG|JONGSEONG", "LETTER", unicodedata.name(chr(c))))
+               for c in [*range(_V_FIRST, _V_LAST + 1), *range(_T_BASE + 1, _T_LAST + 1)]}
 
 
 def _is_vowel_or_final(cp: np.ndarray) -> np.ndarray:
@@ -299,6 +307,8 @@ def to_jamo(text: str) -> str:
 
 
 def _compose(m: re.Match) -> str:
+    if m.group(5) is not None:
+        return _STANDALONE[m.group(5)]
     if m.group(2) is None:
         return m.group(1)  # an escaped jamo stays as it is; a stray escape (model output) vanishes
     l, v, t = ord(m.group(2)) - _L_FIRST, ord(m.group(3)) - _V_FIRST, m.group(4)
@@ -800,6 +810,9 @@ def resolve_run_dir(path: str, flag: str) -> Path:
                                f"directory itself, e.g. {run}/<run name>") from None
         if (named / "config.json").is_file():
             return named
+    if (run / ".lock").is_file():  # RunLock made it, then training stopped before writing config.json
+        raise CharRNNError(f"{flag} {path}: no config.json: a run that stopped before it saved anything "
+                           f"(start it again with the command that created it), or not a training run.")
     raise CharRNNError(f"{flag} {path}: not a training run (no config.json, and no 'latest' file naming "
                        f"a run). Pass a directory written by train.py, e.g. save/<run name>.")
 
@@ -833,10 +846,13 @@ class RunLock:
             self.file.close()
             raise CharRNNError(f"{run_dir} is being trained by {owner}; wait for it to finish, stop it, "
                                f"or train into another run (--run_name).") from None
-        self.file.seek(0)
-        self.file.truncate()
-        self.file.write(f"pid {os.getpid()}\n")
-        self.file.flush()
+        try:  # who holds it, for the message above; the lock itself does not depend on this text
+            self.file.seek(0)
+            self.file.truncate()
+            self.file.write(f"pid {os.getpid()}\n")
+            self.file.flush()
+        except OSError:  # a full disk: the save that follows will say so
+            pass
 
     def release(self) -> None:
         self.file.close()
@@ -858,12 +874,37 @@ def save_checkpoint(manager, step: int) -> str:
     try:
         return manager.save(checkpoint_number=step)
     except Exception as error:  # OSError or tf.errors.OpError: disk full, permissions, ...
-        # TensorFlow wraps the OS message in op details ({{function_node ...}} ... [Op:SaveV2]): keep the message
-        reason = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]", "",
-                        str(error).splitlines()[0] if str(error) else "")
         raise CharRNNError(f"could not save a checkpoint in {manager.directory} ({error.__class__.__name__}: "
-                           f"{reason}). The previous checkpoint is intact; free disk space or fix the "
-                           f"directory, then resume with --init_from.") from None
+                           f"{tf_error_reason(error)}). The previous checkpoint is intact; free disk space or "
+                           f"fix the directory, then resume with --init_from.") from None
+
+
+def tf_error_reason(error: BaseException) -> str:
+    """The first line of an error, without the op details TensorFlow wraps around the OS message
+    ({{function_node ...}} ... [Op:SaveV2])."""
+    text = str(error).splitlines()[0] if str(error) else error.__class__.__name__
+    return re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]( name: ?)?", "", text)
+
+
+def read_checkpoint_list(tf, directory: Path, set_aside: bool = False) -> list[str] | None:
+    """The checkpoints that directory's `checkpoint` file lists, oldest first; None when there is
+    no such file. A damaged one (empty, not UTF-8, unparsable) gives [] with a warning; with
+    set_aside it is renamed checkpoint.damaged, since TensorFlow's CheckpointManager refuses to
+    start on it (the checkpoint files themselves are then found by checkpoints_on_disk)."""
+    pointer = Path(directory) / "checkpoint"
+    if not pointer.exists():
+        return None
+    try:
+        state = tf.train.get_checkpoint_state(str(directory))
+        if state is not None:
+            return list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+    except (ValueError, UnicodeDecodeError, tf.errors.OpError):
+        pass
+    if set_aside:
+        os.replace(pointer, pointer.with_name("checkpoint.damaged"))
+    logger.warning("%s is damaged%s; looking for the checkpoint files themselves", pointer,
+                   " (kept as checkpoint.damaged)" if set_aside else "")
+    return []
 
 
 def checkpoints_on_disk(directory: Path) -> list[str]:
