@@ -157,8 +157,6 @@ def stream_text(vocab: "utils.Vocab", id_chunks: Iterator) -> Iterator[str]:
         if cut:
             yield vocab.decode(pending[:cut])
             pending = pending[cut:]
-    if pending and vocab.unit == "jamo" and "\u1100" <= vocab.symbols[pending[-1]] <= "\u1112":
-        pending.pop()  # -n ran out between a syllable's first jamo and its vowel: no half syllable
     if pending:
         yield vocab.decode(pending)
 
@@ -188,54 +186,68 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def export_run(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "utils.Vocab") -> None:
-    """--export / --export_tflite: load the checkpoint as for sampling, then write files instead of text."""
+def load_model(args: argparse.Namespace, run_dir: Path, config: dict):
+    """The run's model with the chosen checkpoint's weights (an older one if that is damaged)."""
     tf = utils.import_tensorflow(quiet=not args.verbose)
-    import export
     import model as model_lib
 
     net = model_lib.CharRNN(model_lib.ModelConfig.from_dict(config["model"]))
     restored = utils.restore_checkpoint(tf.train.Checkpoint(model=net), checkpoint_candidates(run_dir, args.checkpoint),
                                         partial=True)
-    log.info("exporting %s", restored)
+    log.debug("loaded %s", restored)
+    return net
+
+
+def export_run(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "utils.Vocab") -> None:
+    """--export / --export_tflite: load the checkpoint as for sampling, then write files instead of text."""
+    net = load_model(args, run_dir, config)
+    import export
     export.export(net, vocab, args.export, args.export_tflite)
 
 
-def sample(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "utils.Vocab", prime: list[int]) -> None:
-    tf = utils.import_tensorflow(quiet=not args.verbose)
+def generated_ids(net, prime: list[int], num_samples: int, options: dict) -> Iterator:
+    """Endless chunks of generated ids [num_samples, k], each compiled call continuing the last
+    one's state and random stream (so a longer -n extends a shorter one with the same seed)."""
+    import tensorflow as tf
     import model as model_lib
 
-    net = model_lib.CharRNN(model_lib.ModelConfig.from_dict(config["model"]))
-    restored = utils.restore_checkpoint(tf.train.Checkpoint(model=net), checkpoint_candidates(run_dir, args.checkpoint),
-                                        partial=True)
-    log.debug("sampling from %s", restored)
+    state = net.initial_state(num_samples)
+    if len(prime) > 1:
+        _, state = net(tf.constant([prime[:-1]] * num_samples, tf.int32), state)
+    last, done = tf.constant(prime[-1:] * num_samples, tf.int32), 0
+    while True:
+        ids, state = model_lib.generate_chunk(net, state, last, STREAM_CHUNK, offset=done, **options)
+        last, done = ids[:, -1], done + STREAM_CHUNK
+        yield ids.numpy()
+
+
+def sample(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "utils.Vocab", prime: list[int]) -> None:
+    """-n characters of text (characters, not symbols: under --unit jamo a syllable is 2-3 symbols)."""
+    net = load_model(args, run_dir, config)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, mode=args.sample,
                    seed=seed, space_id=vocab.symbols.index(" ") if " " in vocab.symbols else -1)
     shown_prime = vocab.decode(prime) if args.prime else ""
+    chunks = generated_ids(net, prime, args.num_samples, options)
 
-    if args.num_samples > 1:
-        batch = tf.constant([prime] * args.num_samples, tf.int32)
-        for i, ids in enumerate(model_lib.generate(net, batch, args.n, **options).numpy()):
-            sys.stdout.write(("\n---\n" if i else "") + shown_prime + vocab.decode(ids))
-        sys.stdout.write("\n")
+    if args.num_samples > 1:  # one batch; each sample printed whole
+        rows: list[list[int]] = [[] for _ in range(args.num_samples)]
+        while min(len(vocab.decode(r)) for r in rows) < args.n:
+            for row, ids in zip(rows, next(chunks)):
+                row.extend(ids)
+        texts = [shown_prime + vocab.decode(r)[:args.n] for r in rows]
+        sys.stdout.write("\n---\n".join(texts) + "\n")
         return
 
-    def id_chunks() -> Iterator:
-        state = net.initial_state(1)
-        if len(prime) > 1:
-            _, state = net(tf.constant([prime[:-1]], tf.int32), state)
-        last, done = tf.constant(prime[-1:], tf.int32), 0
-        while done < args.n:
-            ids, state = model_lib.generate_chunk(net, state, last, min(STREAM_CHUNK, args.n - done),
-                                                  offset=done, **options)
-            last, done = ids[:, -1], done + ids.shape[1]
-            yield ids.numpy()[0]
-
     sys.stdout.write(shown_prime)
-    for text in stream_text(vocab, id_chunks()):
+    written = 0
+    for text in stream_text(vocab, (ids[0] for ids in chunks)):
+        text = text[:args.n - written]
         sys.stdout.write(text)
         sys.stdout.flush()
+        written += len(text)
+        if written >= args.n:
+            break
     sys.stdout.write("\n")
 
 

@@ -233,14 +233,16 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise CharRNNError(f"{run_dir / 'config.json'} is unreadable or damaged ({error}); train.py wrote it "
                            f"when the run started: restore it from a backup, or start a new run") from None
+    # "auto" is not a choice that can differ: the run already made it.
     differ = [f"--{k}: saved {saved[k]!r}, given {getattr(args, k)!r}"
-              for k in ARCHITECTURE_FLAGS if k in typed and k in saved and saved[k] != getattr(args, k)]
+              for k in ARCHITECTURE_FLAGS if k in typed and k in saved and saved[k] != getattr(args, k)
+              and getattr(args, k) != "auto"]
     if differ:
         raise CharRNNError(f"cannot resume {run_dir} with a different architecture ("
                            + "; ".join(differ) + "). Drop these flags to continue the run, "
                            "or start a new run without --init_from.")
     for key, value in saved.items():
-        if key not in typed and key not in SESSION_FLAGS:
+        if (key not in typed or getattr(args, key) == "auto") and key not in SESSION_FLAGS:
             setattr(args, key, value)
     args.run_name = run_dir.name
     args.save_dir = str(run_dir.parent)

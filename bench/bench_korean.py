@@ -11,9 +11,8 @@ what a vocabulary of thousands of syllables costs per step.
    back from what it wrote: validation bits per original character (TensorBoard tag val/bpc, the
    last and the best evaluation), the unigram baseline (its log line), the median of
    train/chars_per_sec (original characters per second of training steps), steps and characters
-   trained. Then `python sample.py --save_dir <run> --prime 문 -n N --seed 1`, where N is chosen
-   so that the sample has about 300 characters (sample.py's -n counts symbols: jamo under jamo),
-   cut to 300 characters after the prime.
+   trained. Then `python sample.py --save_dir <run> --prime 문 -n 300 --seed 1` (-n counts
+   characters in either unit).
 2. The output layer's cost: the char unit on a generated Korean corpus of 200 MB (bench_data.py's
    generator: lines of data/korean resampled, rare Hangul, Hanja and emoji sprinkled in, so the
    vocabulary has thousands of characters) for a fixed number of steps with the same model,
@@ -27,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import shlex
@@ -104,12 +102,9 @@ def train_run(work: Path, name: str, train_args: list[str], timeout: float) -> d
 
 
 def sample(work: Path, result: dict, timeout: float) -> str:
-    """About SAMPLE_CHARS characters after the prime (sample.py's -n counts the run's symbols)."""
-    n = math.ceil(SAMPLE_CHARS / result["chars_per_symbol"] * 1.15) + 8
-    text = run([sys.executable, "sample.py", "--save_dir", str(result["run_dir"]), "--prime", PRIME,
-                "-n", str(n), "--seed", "1"], work / f"{result['name']}-sample.log", timeout)
-    text = text.rstrip("\n")
-    return text[:len(PRIME) + SAMPLE_CHARS]
+    """SAMPLE_CHARS characters after the prime."""
+    return run([sys.executable, "sample.py", "--save_dir", str(result["run_dir"]), "--prime", PRIME,
+                "-n", str(SAMPLE_CHARS), "--seed", "1"], work / f"{result['name']}-sample.log", timeout).rstrip("\n")
 
 
 def main() -> None:
