@@ -1,0 +1,559 @@
+"""Crash safety and bad input: every mistake gets one clear message (no traceback, exit 2) and
+nothing saved is ever lost. Real subprocesses of train.py and sample.py on tiny text; most bad
+inputs are refused before TensorFlow is imported, so those cases take about a second each.
+The slow cases share one tiny trained run (module fixture) and copy it before damaging it."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--num_layers", "1", "--rnn_size", "32", "--embedding_size", "16", "--batch_size", "4",
+        "--seq_length", "16", "--sample_length", "20", "--warmup_steps", "2", "--xla", "off"]  # no compile wait
+TIMEOUT = 300  # generous: the machine is shared
+
+
+def tiny_text(seed: int = 0, words: str = "the cat sat on a mat and the dog ran to the red barn while birds sang") -> str:
+    rng = np.random.default_rng(seed)
+    return "\n".join(" ".join(rng.choice(words.split(), 9)) for _ in range(300)) + "\n"
+
+
+def run(script: str, *args: str, cwd: Path, timeout: int = TIMEOUT, wrapper: Path | None = None,
+        **popen) -> subprocess.CompletedProcess:
+    """Run train.py or sample.py (optionally through a test wrapper that injects a fault)."""
+    command = [sys.executable, str(wrapper)] if wrapper else [sys.executable, str(ROOT / script)]
+    return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True, encoding="utf-8",
+                          errors="replace", timeout=timeout, **popen)
+
+
+def assert_refused(result: subprocess.CompletedProcess, *needles: str) -> None:
+    """One error message that says what and where, exit 2, no traceback."""
+    err = result.stderr
+    assert "Traceback" not in err, err
+    assert result.returncode == 2, (result.returncode, err)
+    assert len([line for line in err.splitlines() if "error:" in line]) == 1, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+def file_hashes(directory: Path) -> dict[str, str]:
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def checkpoint_hashes(run_dir: Path) -> dict[str, str]:
+    """Hashes of the checkpoints, best/ and the `checkpoint` lists (config.json is rewritten on resume)."""
+    return {k: v for k, v in file_hashes(run_dir).items() if k.startswith(("ckpt-", "checkpoint", "best/"))}
+
+
+def pointer_step(run_dir: Path) -> int | None:
+    """The step of the checkpoint the `checkpoint` file names (None: no complete checkpoint yet)."""
+    pointer = run_dir / "checkpoint"
+    if not pointer.exists():
+        return None
+    found = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', pointer.read_text(), re.M)
+    return int(found.group(1)) if found else None
+
+
+def finite_checkpoint(prefix: Path) -> dict[str, np.ndarray]:
+    """Every tensor of a checkpoint, read back (checksums verified); asserts the weights are finite."""
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(str(prefix))
+    tensors = {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+    weights = {k: v for k, v in tensors.items() if k.startswith("model/")}
+    assert weights, sorted(tensors)
+    for name, value in weights.items():
+        assert np.isfinite(value).all(), name
+    return tensors
+
+
+class Trainer:
+    """train.py in the background; its stderr lines are collected by a thread."""
+
+    def __init__(self, *args: str, cwd: Path, wrapper: Path | None = None):
+        command = [sys.executable, str(wrapper)] if wrapper else [sys.executable, str(ROOT / "train.py")]
+        self.proc = subprocess.Popen([*command, *args], cwd=cwd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     text=True, encoding="utf-8", errors="replace")
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stderr), daemon=True)
+        self.reader.start()
+
+    def wait_for(self, pattern: str, timeout: float = TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(re.search(pattern, line) for line in self.lines):
+            assert self.proc.poll() is None or any(re.search(pattern, l) for l in self.lines), self.text()
+            assert time.monotonic() < deadline, f"no {pattern!r} in time:\n{self.text()}"
+            time.sleep(0.02)
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=60)
+        self.reader.join(timeout=10)
+
+    def finish(self, timeout: float = TIMEOUT) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self.reader.join(timeout=10)
+        return code
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    """One tiny run with ckpt-2, ckpt-4, ckpt-6 and best/, shared by the slow cases (copy it first)."""
+    root = tmp_path_factory.mktemp("trained")
+    corpus = root / "tiny.txt"
+    corpus.write_text(tiny_text(), encoding="utf-8")
+    result = run("train.py", "--input", str(corpus), *TINY, "--max_steps", "6", "--save_every", "2",
+                 "--eval_every", "3", "--run_name", "run", cwd=root)
+    assert result.returncode == 0, result.stderr
+    run_dir = root / "save" / "run"
+    assert pointer_step(run_dir) == 6 and (run_dir / "best" / "checkpoint").exists()
+    return {"root": root, "corpus": corpus, "run": run_dir}
+
+
+@pytest.fixture()
+def run_copy(trained, tmp_path: Path) -> Path:
+    """A private copy of the trained run (its corpus path stays valid: it is absolute)."""
+    copy = tmp_path / "save" / "run"
+    shutil.copytree(trained["run"], copy)
+    return copy
+
+
+# ---------------------------------------------------------------------------------------------
+# Must 1: bad input, refused with one message before any work
+
+
+def corpus_case(tmp_path: Path, kind: str) -> tuple[list[str], list[str]]:
+    """(flags, words the message must contain) for one kind of bad corpus."""
+    if kind == "missing file":
+        return ["--input", str(tmp_path / "nope.txt")], ["nope.txt", "no such file"]
+    if kind == "missing directory":
+        return ["--data_dir", str(tmp_path / "nodir")], ["nodir", "no such file or directory"]
+    if kind == "empty file":
+        (tmp_path / "empty.txt").write_bytes(b"")
+        return ["--input", str(tmp_path / "empty.txt")], ["empty.txt", "empty"]
+    if kind == "binary file":
+        (tmp_path / "model.bin").write_bytes(bytes(range(256)) * 64)
+        return ["--input", str(tmp_path / "model.bin")], ["model.bin", "binary"]
+    if kind == "not utf-8":
+        (tmp_path / "latin.txt").write_bytes("café au lait, s'il vous plaît\n".encode("latin-1") * 200)
+        return ["--input", str(tmp_path / "latin.txt")], ["latin.txt", "not valid utf-8", "--encoding"]
+    if kind == "no .txt in directory":
+        (tmp_path / "notes").mkdir()
+        (tmp_path / "notes" / "readme.md").write_text("hello\n")
+        return ["--data_dir", str(tmp_path / "notes")], ["notes", "no .txt files"]
+    if kind == "shorter than one batch":
+        (tmp_path / "short.txt").write_text("hello world\n" * 5)
+        return ["--input", str(tmp_path / "short.txt")], ["not enough text", "--batch_size", "--seq_length"]
+    if kind == "utf-8 read as utf-16":
+        (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf" + tiny_text().encode())
+        return ["--input", str(tmp_path / "bom.txt"), "--encoding", "utf-16"], ["bom.txt", "not valid utf-16"]
+    if kind == "not a text encoding":
+        (tmp_path / "ok.txt").write_text(tiny_text())
+        return ["--input", str(tmp_path / "ok.txt"), "--encoding", "rot13"], ["--encoding rot13", "not a text encoding"]
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["missing file", "missing directory", "empty file", "binary file", "not utf-8",
+                                  "no .txt in directory", "shorter than one batch", "utf-8 read as utf-16",
+                                  "not a text encoding"])
+def test_bad_corpus_is_refused(tmp_path: Path, kind: str) -> None:
+    flags, needles = corpus_case(tmp_path, kind)
+    result = run("train.py", *flags, *TINY, cwd=tmp_path)
+    assert_refused(result, *needles)
+    assert not (tmp_path / "save").exists()  # nothing was created for a run that cannot start
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--rnn_size", "0"], "--rnn_size 0"),
+    (["--seq_length", "-1"], "--seq_length -1"),
+    (["--val_frac", "1.5"], "--val_frac 1.5"),
+    (["--batch_size", "10000000"], "--batch_size 10000000"),
+    (["--learning_rate", "nan"], "--learning_rate nan"),
+    (["--dropout", "inf"], "--dropout inf"),
+    (["--time_budget", "0"], "--time_budget 0"),
+    (["--time_budget", "soon"], "invalid duration 'soon'"),
+    (["--seed", str(2**70)], "--seed"),
+    (["--sample_length", str(10**9)], "--sample_length"),
+    # each size is allowed alone, together they need far more memory than any machine has
+    (["--rnn_size", "16384", "--num_layers", "64"], "GiB of memory"),
+])
+def test_bad_sizes_are_refused(tmp_path: Path, flags: list[str], needle: str) -> None:
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(tiny_text(), encoding="utf-8")
+    result = run("train.py", "--input", str(corpus), *TINY, *flags, cwd=tmp_path)
+    assert_refused(result, needle)
+
+
+@pytest.mark.parametrize("flags", [["--model", "xyz"], ["--rnn_size", "big"], ["--no_such_flag", "1"]])
+def test_argparse_errors_have_usage_not_traceback(tmp_path: Path, flags: list[str]) -> None:
+    result = run("train.py", *flags, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "usage:" in result.stderr and "error:" in result.stderr
+
+
+@pytest.mark.parametrize("flag", ["--save_dir", "--log_dir"])
+def test_unwritable_output_directory(tmp_path: Path, flag: str) -> None:
+    """A directory that cannot be created (a file is in the way: works even as root, where
+    permission bits do not stop writes)."""
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(tiny_text(), encoding="utf-8")
+    (tmp_path / "afile").write_text("")
+    result = run("train.py", "--input", str(corpus), *TINY, flag, str(tmp_path / "afile" / "out"), cwd=tmp_path)
+    assert_refused(result, flag, "afile", "cannot write there")
+
+
+def test_init_from_missing_or_not_a_run(tmp_path: Path) -> None:
+    assert_refused(run("train.py", "--init_from", str(tmp_path / "gone"), cwd=tmp_path), "gone", "no such directory")
+    (tmp_path / "empty_dir").mkdir()
+    assert_refused(run("train.py", "--init_from", str(tmp_path / "empty_dir"), cwd=tmp_path),
+                   "empty_dir", "not a training run")
+    (tmp_path / "saves").mkdir()
+    (tmp_path / "saves" / "latest").write_bytes(b"\xff\xfe\x00garbage")
+    assert_refused(run("train.py", "--init_from", str(tmp_path / "saves"), cwd=tmp_path), "latest", "unreadable")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not an object", "wrong type", "null"])
+def test_resume_with_damaged_config(run_copy: Path, damage: str) -> None:
+    config = run_copy / "config.json"
+    text = config.read_text(encoding="utf-8")
+    config.write_text({"truncated": text[:len(text) // 2], "not an object": "[1, 2]",
+                       "wrong type": text.replace('"rnn_size": 32', '"rnn_size": "32"'),
+                       "null": re.sub(r'"print_every": \d+', '"print_every": null', text)}[damage], encoding="utf-8")
+    result = run("train.py", "--init_from", str(run_copy), cwd=run_copy.parents[1])
+    assert_refused(result, "config.json", "damaged")
+
+
+def test_resume_with_another_architecture_or_vocabulary(trained, run_copy: Path) -> None:
+    cwd = run_copy.parents[1]
+    before = file_hashes(run_copy)
+    result = run("train.py", "--init_from", str(run_copy), "--rnn_size", "64", "--model", "gru", cwd=cwd)
+    assert_refused(result, "different architecture", "--rnn_size: saved 32, given 64", "--model")
+    # The same flags on a text with other characters: the saved ids would mean other characters.
+    other = cwd / "other.txt"
+    other.write_text(tiny_text(1, "zebra quick brown fox jumps over lazy dog"), encoding="utf-8")
+    result = run("train.py", "--init_from", str(run_copy), "--input", str(other), cwd=cwd)
+    assert_refused(result, "vocab.json", "the text changed")
+    assert file_hashes(run_copy) == before
+
+
+def test_new_run_never_overwrites_a_saved_run(trained, run_copy: Path) -> None:
+    before = file_hashes(run_copy)
+    result = run("train.py", "--input", str(trained["corpus"]), *TINY, "--save_dir", str(run_copy.parent),
+                 "--run_name", "run", cwd=run_copy.parents[1])
+    assert_refused(result, "already holds a run", "--init_from")
+    assert file_hashes(run_copy) == before
+
+
+def test_resume_falls_back_from_truncated_checkpoints(run_copy: Path) -> None:
+    """The two newest checkpoints are truncated: resume says so and continues from ckpt-2. The
+    `checkpoint` lists are damaged too (not UTF-8, empty): the files on disk are found anyway."""
+    for n in (4, 6):
+        data = next(run_copy.glob(f"ckpt-{n}.data-*"))
+        data.write_bytes(data.read_bytes()[:1000])
+    (run_copy / "checkpoint").write_bytes(b'model_checkpoint_path: "\xff\xfe"\n')
+    (run_copy / "best" / "checkpoint").write_bytes(b"")
+    result = run("train.py", "--init_from", str(run_copy), "--max_steps", "3", cwd=run_copy.parents[1])
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "checkpoint is damaged (kept as checkpoint.damaged)" in result.stderr
+    assert "ckpt-6 cannot be loaded" in result.stderr and "ckpt-4 cannot be loaded" in result.stderr
+    assert "resumed from" in result.stderr and "at step 2" in result.stderr, result.stderr
+    assert (run_copy / "checkpoint.damaged").exists() and (run_copy / "best" / "checkpoint.damaged").exists()
+    assert pointer_step(run_copy) == 3
+    finite_checkpoint(run_copy / "ckpt-3")
+
+
+def test_resume_without_any_complete_checkpoint_starts_over(trained, run_copy: Path) -> None:
+    """Killed before the first save completed: no `checkpoint` file, maybe a half-written index."""
+    (run_copy / "checkpoint").unlink()
+    for path in run_copy.glob("ckpt-[46].*"):
+        path.unlink()
+    index = run_copy / "ckpt-2.index"
+    index.write_bytes(index.read_bytes()[:700])
+    result = run("train.py", "--init_from", str(run_copy), "--max_steps", "2", cwd=run_copy.parents[1])
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "no complete checkpoint" in result.stderr and "from step 0" in result.stderr
+    assert pointer_step(run_copy) == 2
+    finite_checkpoint(run_copy / "ckpt-2")
+
+
+# --- sampling
+
+
+@pytest.mark.parametrize("flags, needles", [
+    (["-n", "0"], ["-n 0", "at least 1"]),
+    (["-n", "-5"], ["-n -5", "at least 1"]),
+    (["--temperature", "0"], ["--temperature 0", "positive"]),
+    (["--temperature", "-1"], ["--temperature -1", "positive"]),
+    (["--temperature", "nan"], ["--temperature nan"]),
+    (["--seed", str(2**64)], ["--seed"]),
+    (["-n", str(2**40)], ["-n"]),
+    (["--prime", "Zq€"], ["--prime", "'Z'", "U+20AC", "--unknown skip"]),
+])
+def test_bad_sampling_flags(trained, flags: list[str], needles: list[str]) -> None:
+    result = run("sample.py", "--save_dir", str(trained["run"]), *flags, cwd=trained["root"])
+    assert_refused(result, *needles)
+
+
+@pytest.mark.parametrize("damage", ["no vocab.json", "no config.json", "damaged config.json", "damaged model entry",
+                                    "damaged vocab.json", "vocab.json of another run"])
+def test_sampling_a_damaged_run(run_copy: Path, damage: str) -> None:
+    config, vocab = run_copy / "config.json", run_copy / "vocab.json"
+    if damage == "no vocab.json":
+        vocab.unlink()
+        needles = ["vocab.json", "missing"]
+    elif damage == "no config.json":
+        config.unlink()
+        needles = ["no config.json", "not a training run"]
+    elif damage == "damaged config.json":
+        config.write_text(config.read_text(encoding="utf-8")[:100], encoding="utf-8")
+        needles = ["config.json", "damaged"]
+    elif damage == "damaged model entry":
+        record = json.loads(config.read_text(encoding="utf-8"))
+        record["model"]["rnn_size"] = "large"
+        config.write_text(json.dumps(record), encoding="utf-8")
+        needles = ["config.json", "damaged"]
+    elif damage == "damaged vocab.json":
+        vocab.write_bytes(vocab.read_bytes()[:-20])
+        needles = ["vocab.json", "not a valid vocab.json"]
+    else:
+        record = json.loads(vocab.read_text(encoding="utf-8"))
+        record["symbols"] = record["symbols"][:5]
+        vocab.write_text(json.dumps(record), encoding="utf-8")
+        needles = ["vocab.json", "has 5 symbols", "another run"]
+    assert_refused(run("sample.py", "--save_dir", str(run_copy), "-n", "20", cwd=run_copy.parents[1]), *needles)
+
+
+def test_sampling_falls_back_from_corrupt_checkpoints(run_copy: Path) -> None:
+    cwd = run_copy.parents[1]
+    # A damaged `checkpoint` list, and the newest index overwritten with garbage: the checkpoint
+    # files on disk are found anyway, the newest fails, the next older one is used, and we are told.
+    (run_copy / "checkpoint").write_text("garbage\n")
+    (run_copy / "ckpt-6.index").write_bytes(os.urandom(1609))
+    result = run("sample.py", "--save_dir", str(run_copy), "-n", "20", "--seed", "1", cwd=cwd)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "lists no checkpoint" in result.stderr
+    assert "ckpt-6 cannot be loaded" in result.stderr and "resumed from" in result.stderr and "ckpt-4" in result.stderr
+    assert len(result.stdout.strip("\n")) > 0
+    # Every checkpoint damaged: one message that lists what was tried.
+    for data in run_copy.glob("ckpt-*.data-*"):
+        data.write_bytes(data.read_bytes()[:500])
+    result = run("sample.py", "--save_dir", str(run_copy), "-n", "20", cwd=cwd)
+    assert_refused(result, "no loadable checkpoint", "ckpt-2")
+
+
+def test_sampling_into_a_closed_pipe(trained) -> None:
+    """python sample.py | head: the reader leaving early is not an error."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "sample.py"), "--save_dir", str(trained["run"]),
+                             "-n", "200000"], cwd=trained["root"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.read(10)
+    proc.stdout.close()
+    err = proc.stderr.read().decode("utf-8", "replace")
+    assert proc.wait(timeout=TIMEOUT) == 0 and "Traceback" not in err, err
+
+
+# ---------------------------------------------------------------------------------------------
+# Must 2: kill -9 at any moment, including in the middle of a checkpoint write
+
+
+def test_kill9_anywhere_then_resume(tmp_path: Path) -> None:
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(tiny_text(), encoding="utf-8")
+    run_dir = tmp_path / "save" / "k"
+    first = ["--input", str(corpus), *TINY, "--run_name", "k", "--max_steps", "100", "--save_every", "1",
+             "--eval_every", "7", "--print_every", "1"]
+    resume = ["--init_from", str(run_dir)]
+
+    def check_and_resume(killed_when: str) -> Trainer:
+        """After a kill: the files that exist are whole; the restart resumes from the listed checkpoint."""
+        if not (run_dir / "config.json").exists():  # killed before the run wrote anything but its lock
+            refused = run("train.py", *resume, cwd=tmp_path)
+            assert_refused(refused, "no config.json", "stopped before it saved anything", "start it again")
+            trainer = Trainer(*first, cwd=tmp_path)  # ... so the same command starts it again
+            trainer.wait_for(r"run k: checkpoints in")
+            return trainer
+        json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        json.loads((run_dir / "vocab.json").read_text(encoding="utf-8"))
+        step = pointer_step(run_dir)
+        trainer = Trainer(*resume, cwd=tmp_path)
+        trainer.wait_for(r"resumed .* at step|from step 0")
+        expected = f"at step {step} " if step is not None else "from step 0"
+        assert expected in trainer.text() and "cannot be loaded" not in trainer.text(), (killed_when, trainer.text())
+        return trainer
+
+    # 1. While TensorFlow starts (the run directory and its lock exist, maybe nothing else).
+    trainer = Trainer(*first, cwd=tmp_path)
+    trainer.wait_for(r"using prepared data|prepared \d")
+    time.sleep(0.5)
+    trainer.kill9()
+    # 2. In the middle of a checkpoint write: TensorFlow's temporary ckpt-N_temp directory exists.
+    trainer = check_and_resume("while starting")
+    trainer.wait_for(r" step \d+ epoch")
+    deadline, caught = time.monotonic() + 60, False
+    while not caught and time.monotonic() < deadline and trainer.proc.poll() is None:
+        caught = any(name.endswith("_temp") for name in os.listdir(run_dir))
+    trainer.kill9()
+    assert caught, "never saw a checkpoint being written:\n" + trainer.text()
+    # 3. At an arbitrary moment of training.
+    trainer = check_and_resume("during a checkpoint write")
+    trainer.wait_for(r" step \d+ epoch")
+    time.sleep(0.37)
+    trainer.kill9()
+    # Finally the run completes, and its last checkpoint reads back whole and finite.
+    trainer = check_and_resume("while training")
+    assert trainer.finish() == 0, trainer.text()
+    assert "Traceback" not in trainer.text()
+    assert pointer_step(run_dir) == 100
+    finite_checkpoint(run_dir / "ckpt-100")
+
+
+# ---------------------------------------------------------------------------------------------
+# Must 3: NaN or Inf never reaches a checkpoint, least of all best/
+
+POISON = '''
+"""Test wrapper: run train.py, but poison the state right after a resume restores it."""
+import runpy, sys
+sys.path.insert(0, {root!r})
+import utils
+
+restore = utils.restore_checkpoint
+
+def restore_then_poison(checkpoint, candidates, partial=False):
+    path = restore(checkpoint, candidates, partial)
+    import tensorflow as tf
+    if {what!r} == "weights":   # the next step's loss is NaN
+        w = checkpoint.model.trainable_variables[0]
+        w.assign(tf.fill(w.shape, float("nan")))
+    else:                       # the loss is still finite, but the update makes the weights NaN
+        for v in checkpoint.optimizer.v:
+            v.assign(-tf.ones_like(v))
+    return path
+
+utils.restore_checkpoint = restore_then_poison
+sys.argv = [{train!r}] + sys.argv[1:]
+runpy.run_path({train!r}, run_name="__main__")
+'''
+
+
+@pytest.mark.parametrize("what", ["weights", "optimizer"])
+def test_nan_stops_training_and_keeps_good_checkpoints(run_copy: Path, tmp_path: Path, what: str) -> None:
+    wrapper = tmp_path / "poison.py"
+    wrapper.write_text(POISON.format(root=str(ROOT), what=what, train=str(ROOT / "train.py")))
+    before = checkpoint_hashes(run_copy)
+    # Evaluate and save after every step: the first chance to write NaN anywhere is taken.
+    result = run("train.py", "--init_from", str(run_copy), "--max_steps", "20", "--save_every", "1",
+                 "--eval_every", "1", cwd=run_copy.parents[1], wrapper=wrapper)
+    assert_refused(result, "NaN" if what == "optimizer" else "loss became nan", "step 7",
+                   "--learning_rate", "intact", str(run_copy))
+    assert checkpoint_hashes(run_copy) == before  # no checkpoint, no best/, no pointer was touched
+    assert pointer_step(run_copy) == 6
+    finite_checkpoint(run_copy / "ckpt-6")
+    finite_checkpoint(run_copy / "best" / "ckpt-6")
+
+
+# ---------------------------------------------------------------------------------------------
+# Must 4: one trainer per run; a dead trainer's lock is taken over
+
+
+def test_second_trainer_on_the_same_run_refuses(trained, run_copy: Path) -> None:
+    cwd = run_copy.parents[1]
+    first = Trainer("--init_from", str(run_copy), "--max_steps", "100000", "--eval_every", "100000",
+                    "--print_every", "1", cwd=cwd)
+    try:
+        first.wait_for(r"resumed .* at step 6")
+        second = run("train.py", "--init_from", str(run_copy), cwd=cwd)
+        assert_refused(second, str(run_copy), "is being trained by", f"pid {first.proc.pid}")
+        # A new run given the same name is refused too.
+        third = run("train.py", "--input", str(trained["corpus"]), *TINY, "--save_dir", str(run_copy.parent),
+                    "--run_name", "run", cwd=cwd)
+        assert_refused(third, "run")
+    finally:
+        first.proc.send_signal(signal.SIGINT)
+        assert first.finish() == 0, first.text()
+    assert "stopped at step" in first.text()
+
+
+def test_stale_lock_of_a_killed_trainer_is_taken_over(run_copy: Path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; import utils; "
+                               f"lock = utils.RunLock(Path({str(run_copy)!r})); print('locked', flush=True); "
+                               "time.sleep(600)"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=60)
+    assert (run_copy / ".lock").read_text().strip() == f"pid {holder.pid}"  # the stale lock file stays
+    result = run("train.py", "--init_from", str(run_copy), "--max_steps", "7", cwd=run_copy.parents[1])
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "resumed" in result.stderr and pointer_step(run_copy) == 7
+
+
+# ---------------------------------------------------------------------------------------------
+# Must 5: disk full while saving
+
+
+def small_filesystem(path: Path, size: str = "2m") -> bool:
+    """A real tmpfs of a few MB when this process may mount one (root); False otherwise."""
+    path.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+def fill(path: Path, leave: int) -> None:
+    """Fill the filesystem of path so that about `leave` bytes stay free."""
+    st = os.statvfs(path)
+    free = st.f_bavail * st.f_frsize
+    with open(path / f"filler-{leave}", "wb") as f:
+        f.write(b"\0" * max(0, free - leave))
+
+
+def test_disk_full_while_saving(trained, tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    mounted = small_filesystem(disk)
+    try:
+        run_dir = disk / "save" / "run"
+        shutil.copytree(trained["run"], run_dir)
+        before = checkpoint_hashes(run_dir)
+        logs = ["--log_dir", str(tmp_path / "logs")]  # TensorBoard's writer is not the subject here
+        popen = {}
+        if mounted:  # a real full disk: room for the run files, not for a 90 KB checkpoint
+            fill(disk, leave=48 * 1024)
+        else:  # no mount allowed: the same failure through the file size limit (EFBIG)
+            import resource
+            popen["preexec_fn"] = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (48 * 1024, 48 * 1024))
+        result = run("train.py", "--init_from", str(run_dir), "--max_steps", "10", "--save_every", "1",
+                     "--eval_every", "100", *logs, cwd=tmp_path, **popen)
+        reason = "No space left on device" if mounted else "File too large"
+        assert_refused(result, "could not save a checkpoint", reason, "previous checkpoint is intact")
+        assert pointer_step(run_dir) == 6
+        after = checkpoint_hashes(run_dir)
+        assert {k: v for k, v in after.items() if k in before} == before  # (a failed save may leave ckpt-7_temp/)
+        finite_checkpoint(run_dir / "ckpt-6")
+        if mounted:  # full to the last byte: even the small run files cannot be written
+            fill(disk, leave=0)
+            result = run("train.py", "--init_from", str(run_dir), "--max_steps", "10", *logs, cwd=tmp_path)
+            assert_refused(result, "No space left on device", "intact")
+            assert pointer_step(run_dir) == 6
+            finite_checkpoint(run_dir / "ckpt-6")
+            json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+            # TensorBoard's events on a full disk: the same kind of message, not a traceback.
+            result = run("train.py", "--input", str(trained["corpus"]), *TINY, "--max_steps", "2",
+                         "--save_dir", str(tmp_path / "save"), "--log_dir", str(disk / "logs"), cwd=tmp_path)
+            assert_refused(result, "--log_dir", "No space left on device")
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(disk)], check=False)
