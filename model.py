@@ -251,6 +251,20 @@ def _recurrent_layer(cell, xw: tf.Tensor, w_h: tf.Tensor, state0: tf.Tensor):
     return layer(xw, w_h, state0)
 
 
+@tf.custom_gradient
+def _project(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor):
+    """x @ w + b for all B*T rows at once, whose backward gets db out of the dW matmul as
+    [x, 1]^T @ dy. XLA:CPU runs the plain reduction of dy over B*T rows slowly (measured: the
+    train step 15% faster at 2x128), and autodiff of [x, 1] @ [w; b] would instead produce an
+    odd-width dx [B*T, I+1], a matmul 2.5x slower than the aligned one here."""
+
+    def grad(dy):
+        dwb = tf.matmul(tf.concat([x, tf.ones_like(x[:, :1])], axis=1), dy, transpose_a=True)
+        return tf.matmul(dy, w, transpose_b=True), dwb[:-1], dwb[-1]
+
+    return tf.matmul(x, w) + b, grad
+
+
 # ---------------------------------------------------------------------------------------
 # Model
 
@@ -330,13 +344,7 @@ class CharRNN(tf.Module):
         T, B = tf.shape(x)[0], tf.shape(x)[1]
         new_state = []
         for layer in range(cfg.num_layers):
-            # The bias as an extra row of W_x against a column of ones: its gradient then comes
-            # out of the dW_x matmul instead of a reduction over all B*T rows, which XLA:CPU
-            # runs slowly (measured: train step -15% at 2x128, -5% at 2x512; not worth it for
-            # the output layer).
-            x = tf.reshape(x, [-1, x.shape[-1]])
-            x = tf.concat([x, tf.ones_like(x[:, :1])], axis=1)
-            xw = tf.matmul(x, tf.concat([self.w_x[layer], self.b[layer][None]], axis=0))
+            xw = _project(tf.reshape(x, [-1, x.shape[-1]]), tf.convert_to_tensor(self.w_x[layer]), self.b[layer])
             xw = tf.reshape(xw, [T, B, G * H])
             x, final = _recurrent_layer(self.cell, xw, tf.convert_to_tensor(self.w_h[layer]), state[layer])
             new_state.append(final)
