@@ -196,33 +196,35 @@ def _recurrent_layer(cell, xw: tf.Tensor, w_h: tf.Tensor, state0: tf.Tensor):
     @tf.custom_gradient
     def layer(xw, w_h, state0):
         T = _time_steps(xw)
+        parts = cell.state_parts
 
-        def fwd(t, state, states_ta, saved_ta):
+        def fwd(t, state, state_tapes, saved_ta):
             new, saved = cell.forward(xw[t], tf.matmul(state[0], w_h), state)
-            return t + 1, new, states_ta.write(t, tf.stack(new)), saved_ta.write(t, saved)
+            state_tapes = tuple(tape.write(t, s) for tape, s in zip(state_tapes, new))
+            return t + 1, new, state_tapes, saved_ta.write(t, saved)
 
         _, final, states, saved = tf.while_loop(
             lambda t, *_: t < T,
             fwd,
-            (0, tuple(tf.unstack(state0, cell.state_parts)),
-             tf.TensorArray(tf.float32, size=T, element_shape=state0.shape),
+            (0, tuple(tf.unstack(state0, parts)),
+             tuple(tf.TensorArray(tf.float32, size=T, element_shape=state0.shape[1:]) for _ in range(parts)),
              tf.TensorArray(tf.float32, size=T, element_shape=[state0.shape[1], cell.saved_parts * state0.shape[2]])),
             maximum_iterations=T,
         )
-        states = states.stack()  # [T, S, B, H]: new state after each step
+        # One [T, B, H] tape per state part: stacking (h, c) per step cost copies (measured -3% at 2x512).
+        states = tuple(tape.stack() for tape in states)
         saved = saved.stack()
         final = tf.stack(final)
 
         def grad(d_outputs, d_final):
             if d_outputs is None:
-                d_outputs = tf.zeros_like(states[:, 0])
+                d_outputs = tf.zeros_like(states[0])
             if d_final is None:
                 d_final = tf.zeros_like(final)
-            prev_states = tf.concat([state0[None], states[:-1]], axis=0)
-            factors = cell.prepare(
-                saved, tuple(tf.unstack(prev_states, cell.state_parts, axis=1)),
-                tuple(tf.unstack(states, cell.state_parts, axis=1)),
+            prev_states = tuple(
+                tf.concat([s0[None], s[:-1]], axis=0) for s0, s in zip(tf.unstack(state0, parts), states)
             )
+            factors = cell.prepare(saved, prev_states, states)
             w_h_t = tf.transpose(w_h)  # once, not per step (measured: a per-step transpose_b is ~5% slower)
 
             def bwd(t, dstate, tapes):
@@ -232,21 +234,20 @@ def _recurrent_layer(cell, xw: tf.Tensor, w_h: tf.Tensor, state0: tf.Tensor):
                 tapes = tuple(tape.write(t, r) for tape, r in zip(tapes, record))
                 return t - 1, (dh_prev,) + tuple(dprev[1:]), tapes
 
-            h_spec = state0.shape[1:]
             _, dstate0, tapes = tf.while_loop(
                 lambda t, *_: t >= 0,
                 bwd,
-                (T - 1, tuple(tf.unstack(d_final, cell.state_parts)),
-                 tuple(tf.TensorArray(tf.float32, size=T, element_shape=h_spec) for _ in range(cell.state_parts))),
+                (T - 1, tuple(tf.unstack(d_final, parts)),
+                 tuple(tf.TensorArray(tf.float32, size=T, element_shape=state0.shape[1:]) for _ in range(parts))),
                 maximum_iterations=T,
             )
             dxw, dhw = cell.finish(factors, tuple(tape.stack() for tape in tapes))
             # The whole point of the hand-written backward: one [H, T*B] x [T*B, G*H] matmul.
-            h_prev = tf.reshape(prev_states[:, 0], [-1, w_h.shape[0]])
+            h_prev = tf.reshape(prev_states[0], [-1, w_h.shape[0]])
             dw_h = tf.matmul(h_prev, tf.reshape(dhw, [-1, w_h.shape[1]]), transpose_a=True)
             return dxw, dw_h, tf.stack(dstate0)
 
-        return (states[:, 0], final), grad
+        return (states[0], final), grad
 
     return layer(xw, w_h, state0)
 
