@@ -73,6 +73,8 @@ def fast_forward(m, ids, state, dropout_seed):
 
 
 @pytest.mark.parametrize("cell", M.MODEL_TYPES)
+# B*T >= V without input dropout takes the folded embedding-projection table; the others
+# gather embeddings first: both are compared.
 @pytest.mark.parametrize(
     "layers,batch,steps,hidden,dropout",
     [(1, 1, 1, 4, 0.0), (2, 3, 7, 8, 0.0), (2, 3, 7, 8, 0.3), (3, 2, 12, 16, 0.2)],
