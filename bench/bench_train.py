@@ -40,7 +40,9 @@ log = logging.getLogger("charrnn")
 
 def train_flops(cell: str, vocab: int, layers: int, hidden: int, batch: int, steps: int) -> float:
     """Matmul FLOPs of one training step: forward 2*B*T*(I+H)*G*H per layer plus the output
-    layer, times 3 for forward + backward."""
+    layer, times 3 for forward + backward. Model FLOPs, the same count for every
+    implementation: ours skips some of them (it folds the embedding into layer 0's
+    projection), so its GFLOP/s is an equivalent rate."""
     forward = 0.0
     for layer in range(layers):
         fan_in = EMBEDDING if layer == 0 else hidden
