@@ -314,24 +314,6 @@ def format_eta(seconds: float) -> str:
 # Training
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    utils.setup_logging(args.verbose)
-    try:
-        typed = explicit_flags(parser, argv)
-        check_args(args)
-        apply_old_flag_names(args, typed)
-        return train(args, typed)
-    except CharRNNError as error:
-        log.error("error: %s", error)
-        return 2
-    except KeyboardInterrupt:  # before training started (data preparation, TensorFlow start-up)
-        log.error("interrupted before training started; nothing was saved")
-        return 130
-
-
 @dataclass(frozen=True)
 class Cluster:
     """Where this process stands among the training workers (TF_CONFIG for multiworker)."""
@@ -375,7 +357,25 @@ def make_strategy(tf, name: str):
     return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
 
 
-def train(args: argparse.Namespace, typed: set[str]) -> int:
+@dataclass
+class Run:
+    """Everything about a run that is settled before TensorFlow is imported."""
+    args: argparse.Namespace
+    cluster: Cluster
+    corpus: "utils.Corpus"
+    train_ids: np.ndarray
+    val_ids: np.ndarray
+    loader: "utils.BatchLoader"
+    eval_batch: int
+    run_dir: Path            # the run's directory (the chief's)
+    write_dir: Path          # where this process writes checkpoints: run_dir, or scratch space
+    log_dir: Path
+    resume_dir: Path | None
+    lock: "utils.RunLock | None"
+
+
+def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
+    """Resolve the run, read the corpus and check everything that can fail cheaply."""
     resume_dir = utils.resolve_run_dir(args.init_from, "--init_from") if args.init_from else None
     if resume_dir is not None:
         merge_resume_config(args, typed, resume_dir)
@@ -393,7 +393,6 @@ def train(args: argparse.Namespace, typed: set[str]) -> int:
     if len(val_ids) <= args.seq_length:
         raise CharRNNError(f"the validation text ({len(val_ids)} symbols, --val_frac {args.val_frac}) is shorter "
                            f"than one window of --seq_length {args.seq_length}: raise --val_frac or lower --seq_length")
-    eval_batch = max(1, min(args.batch_size, (len(val_ids) - 1) // args.seq_length))
     check_memory(args, corpus.vocab.size)
     if resume_dir is not None:
         check_same_vocab(resume_dir, corpus.vocab)
@@ -404,235 +403,282 @@ def train(args: argparse.Namespace, typed: set[str]) -> int:
         if resume_dir is None and (run_dir / "config.json").exists():  # never train over a saved run
             raise CharRNNError(f"{run_dir} already holds a run: continue it with --init_from {run_dir}, "
                                f"pick another --run_name, or delete it to start over")
+        utils.remove_unfinished_saves(run_dir)
         write_dir, log_dir = run_dir, Path(args.log_dir) / args.run_name
         utils.ensure_writable(log_dir, "--log_dir")
     else:  # only the chief keeps what it writes; the others write to scratch space
         lock = None
         write_dir = Path(tempfile.mkdtemp(prefix=f"charrnn-worker{cluster.worker_index}-"))
         log_dir = write_dir / "logs"
+    return Run(args=args, cluster=cluster, corpus=corpus, train_ids=train_ids, val_ids=val_ids, loader=loader,
+               eval_batch=max(1, min(args.batch_size, (len(val_ids) - 1) // args.seq_length)),
+               run_dir=run_dir, write_dir=write_dir, log_dir=log_dir, resume_dir=resume_dir, lock=lock)
 
-    # Import TensorFlow only now: everything above can fail fast and cheaply.
-    tf = utils.import_tensorflow(quiet=not args.verbose)
-    strategy = make_strategy(tf, args.strategy)
-    distributed = strategy.num_replicas_in_sync > 1 or cluster.num_workers > 1
-    import model as model_lib
 
-    chars_per_symbol = {name: utils.count_chars(corpus.vocab, ids) / len(ids)
-                        for name, ids in (("train", train_ids), ("val", val_ids))}
-    log.info("corpus: %s symbols (%s unit, vocabulary %d), %d train steps per epoch, validation %s symbols",
-             f"{len(corpus.ids):,}", corpus.vocab.unit, corpus.vocab.size, loader.num_batches, f"{len(val_ids):,}")
-    log.info("baseline: a model that learned only character frequencies scores %.3f bits/char "
-             "(unigram entropy); anything near it has learned nothing",
-             utils.unigram_entropy_bits(corpus.vocab, train_ids))
-    if distributed:
-        log.info("%s: %d replicas in sync, worker %d of %d", strategy.__class__.__name__,
-                 strategy.num_replicas_in_sync, cluster.worker_index, cluster.num_workers)
+class Trainer:
+    """The TensorFlow side of a run: model, optimizer, checkpoints, TensorBoard and the loop.
+    The loop's position (step, epoch, batch, hidden state) lives here and in every checkpoint."""
 
-    config = model_lib.ModelConfig(model=args.model, vocab_size=corpus.vocab.size, num_layers=args.num_layers,
-                                   rnn_size=args.rnn_size, embedding_size=args.embedding_size,
-                                   dropout=args.dropout, input_dropout=args.input_dropout)
-    with strategy.scope(), tf.variable_creator_scope(identical_replica_updates):
-        net = model_lib.CharRNN(config, seed=args.seed)
-        optimizer = Adam(net.trainable_variables)
-    counters = {name: tf.Variable(0, dtype=tf.int64, name=name) for name in ("step", "epoch", "batch")}
-    train_seconds = tf.Variable(0.0, dtype=tf.float64)
-    best_val = tf.Variable(float("inf"), dtype=tf.float64)
-    carried = tf.Variable(net.initial_state(args.batch_size))
-    checkpoint = tf.train.Checkpoint(model=net, optimizer=optimizer.slots, train_seconds=train_seconds,
-                                     best_val=best_val, carried_state=carried, **counters)
-    # Read (and set aside when damaged) the `checkpoint` lists first: CheckpointManager fails on a damaged one.
-    listed = utils.read_checkpoint_list(tf, write_dir, set_aside=True)
-    utils.read_checkpoint_list(tf, write_dir / "best", set_aside=True)
-    manager = tf.train.CheckpointManager(checkpoint, write_dir, max_to_keep=args.keep, checkpoint_name="ckpt")
-    best_manager = tf.train.CheckpointManager(checkpoint, write_dir / "best", max_to_keep=1, checkpoint_name="ckpt")
-    if resume_dir is not None:
-        # Nothing listed: the `checkpoint` file is damaged (try the files on disk), or missing because
-        # training stopped before its first save completed (TensorFlow writes that file last).
-        candidates = listed or utils.checkpoints_on_disk(resume_dir)
+    def __init__(self, run: Run, tf):
+        import model as model_lib
+        self.run, self.tf, self.model_lib = run, tf, model_lib
+        args, corpus = run.args, run.corpus
+        self.args, self.vocab = args, corpus.vocab
+        self.strategy = make_strategy(tf, args.strategy)
+        self.distributed = self.strategy.num_replicas_in_sync > 1 or run.cluster.num_workers > 1
+        self.chars_per_symbol = {name: utils.count_chars(corpus.vocab, ids) / len(ids)
+                                 for name, ids in (("train", run.train_ids), ("val", run.val_ids))}
+        log.info("corpus: %s symbols (%s unit, vocabulary %d), %d train steps per epoch, validation %s symbols",
+                 f"{len(corpus.ids):,}", corpus.vocab.unit, corpus.vocab.size, run.loader.num_batches,
+                 f"{len(run.val_ids):,}")
+        log.info("baseline: a model that learned only character frequencies scores %.3f bits/char "
+                 "(unigram entropy); anything near it has learned nothing",
+                 utils.unigram_entropy_bits(corpus.vocab, run.train_ids))
+        if self.distributed:
+            log.info("%s: %d replicas in sync, worker %d of %d", self.strategy.__class__.__name__,
+                     self.strategy.num_replicas_in_sync, run.cluster.worker_index, run.cluster.num_workers)
+
+        config = model_lib.ModelConfig(model=args.model, vocab_size=corpus.vocab.size, num_layers=args.num_layers,
+                                       rnn_size=args.rnn_size, embedding_size=args.embedding_size,
+                                       dropout=args.dropout, input_dropout=args.input_dropout)
+        with self.strategy.scope(), tf.variable_creator_scope(identical_replica_updates):
+            self.net = model_lib.CharRNN(config, seed=args.seed)
+            self.optimizer = Adam(self.net.trainable_variables)
+        self.restore_or_start()
+        if run.cluster.is_chief:
+            write_run_files(args, run.run_dir, corpus, config, self.chars_per_symbol)
+        self.train_step = make_train_step(self.net, self.optimizer, args.batch_size // run.cluster.num_workers,
+                                          args.seq_length, args.grad_clip, args.seed, xla=args.xla == "on",
+                                          strategy=self.strategy if self.distributed else None)
+        self.eval_step = tf.function(self._eval_step, jit_compile=args.xla == "on")
+        self.agree = make_agreement(self.strategy) if self.distributed else None
         try:
-            restored = utils.restore_checkpoint(checkpoint, candidates) if candidates else None
-        except CharRNNError:
-            if listed is not None:
-                raise
-            restored = None  # only a first save that never completed (it fails on opening, before any restore)
-        if restored is None:
-            log.warning("%s has no complete checkpoint (training stopped before its first save): training it "
-                        "from step 0", resume_dir)
-        else:
-            log.info("resumed %s at step %d (epoch %d, batch %d)", restored, int(counters["step"]),
-                     int(counters["epoch"]), int(counters["batch"]))
-    if cluster.is_chief:
-        write_run_files(args, run_dir, corpus, config, chars_per_symbol)
+            self.writer = tf.summary.create_file_writer(str(run.log_dir))
+            with self.writer.as_default():
+                write_hparams(args)
+        except tf.errors.OpError as error:  # e.g. a full disk
+            raise CharRNNError(f"--log_dir {run.log_dir}: cannot write TensorBoard events "
+                               f"({utils.tf_error_reason(error)}); free disk space or choose another --log_dir") from None
+        if run.cluster.is_chief:
+            log.info("run %s: checkpoints in %s; watch it with:  tensorboard --logdir %s",
+                     args.run_name, run.run_dir, args.log_dir)
+        self.progress_line = Progress(args.print_every if run.cluster.is_chief else 10 ** 9)
+        self.sample_prime = self.vocab.symbols.index("\n") if "\n" in self.vocab.symbols else 0
+        self.session_start = time.monotonic()
+        self.rate = 0.0
 
-    train_step = make_train_step(net, optimizer, args.batch_size // cluster.num_workers, args.seq_length,
-                                 args.grad_clip, args.seed, xla=args.xla == "on", strategy=strategy)
+    # -- checkpoints ---------------------------------------------------------------------------
 
-    @tf.function(jit_compile=args.xla == "on")
-    def eval_step(x, y, state):
-        logits, state = net(x, state)
-        return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)), state
+    def restore_or_start(self) -> None:
+        """Build the checkpoint (model, optimizer, loop position) and restore it when resuming."""
+        tf, run = self.tf, self.run
+        self.counters = {name: tf.Variable(0, dtype=tf.int64, name=name) for name in ("step", "epoch", "batch")}
+        self.train_seconds = tf.Variable(0.0, dtype=tf.float64)
+        self.best_val = tf.Variable(float("inf"), dtype=tf.float64)
+        self.carried = tf.Variable(self.net.initial_state(self.args.batch_size))
+        checkpoint = tf.train.Checkpoint(model=self.net, optimizer=self.optimizer.slots,
+                                         train_seconds=self.train_seconds, best_val=self.best_val,
+                                         carried_state=self.carried, **self.counters)
+        # Read (and set aside when damaged) the `checkpoint` lists first: CheckpointManager fails on a damaged one.
+        listed = utils.read_checkpoint_list(tf, run.write_dir, set_aside=True)
+        utils.read_checkpoint_list(tf, run.write_dir / "best", set_aside=True)
+        self.manager = tf.train.CheckpointManager(checkpoint, run.write_dir, max_to_keep=self.args.keep,
+                                                  checkpoint_name="ckpt")
+        self.best_manager = tf.train.CheckpointManager(checkpoint, run.write_dir / "best", max_to_keep=1,
+                                                       checkpoint_name="ckpt")
+        restored = None
+        if run.resume_dir is not None:
+            # Nothing listed: the `checkpoint` file is damaged (try the files on disk), or missing because
+            # training stopped before its first save completed (TensorFlow writes that file last).
+            candidates = listed or utils.checkpoints_on_disk(run.resume_dir)
+            try:
+                restored = utils.restore_checkpoint(checkpoint, candidates) if candidates else None
+            except CharRNNError:
+                if listed is not None:
+                    raise
+                # only a first save that never completed (it fails on opening, before any restore)
+            if restored is None:
+                log.warning("%s has no complete checkpoint (training stopped before its first save): training "
+                            "it from step 0", run.resume_dir)
+            else:
+                log.info("resumed %s at step %d (epoch %d, batch %d)", restored, int(self.counters["step"]),
+                         int(self.counters["epoch"]), int(self.counters["batch"]))
+        self.step, self.epoch, self.batch = (int(self.counters[k]) for k in ("step", "epoch", "batch"))
+        self.seconds_before = float(self.train_seconds)
+        # The carried hidden state resumes exactly on one device; across replicas it restarts at zero.
+        self.state = (tf.constant(self.carried) if restored is not None and not self.distributed
+                      else self.initial_state())
 
-    def evaluate() -> tuple[float, float]:
-        """Validation loss in nats per symbol and bits per original character (every worker
-        computes it, so all agree on whether it improved)."""
-        state, nats, symbols, chars = net.initial_state(eval_batch), 0.0, 0, 0
-        for x, y in utils.eval_batches(val_ids, eval_batch, args.seq_length):
-            batch_nats, state = eval_step(tf.constant(x, tf.int32), tf.constant(y, tf.int32), state)
-            nats += float(batch_nats)
-            symbols += y.size
-            chars += int(corpus.vocab.char_starts[y].sum())
-        return nats / symbols, bits_per_char(nats / symbols, chars / symbols)
-
-    def initial_state():
-        """Zeros for the hidden state, one block per replica."""
-        if not distributed:
-            return net.initial_state(args.batch_size)
-        per_replica = args.batch_size // strategy.num_replicas_in_sync
-        return strategy.experimental_distribute_values_from_function(lambda _: net.initial_state(per_replica))
-
-    try:
-        writer = tf.summary.create_file_writer(str(log_dir))
-        with writer.as_default():
-            write_hparams(args)
-    except tf.errors.OpError as error:  # e.g. a full disk
-        raise CharRNNError(f"--log_dir {log_dir}: cannot write TensorBoard events ({utils.tf_error_reason(error)}); "
-                           f"free disk space or choose another --log_dir") from None
-    if cluster.is_chief:
-        log.info("run %s: checkpoints in %s; watch it with:  tensorboard --logdir %s",
-                 args.run_name, run_dir, args.log_dir)
-
-    stop_signal: list[int] = []
-
-    def request_stop(signum, _frame):
-        stop_signal.append(signum)
-
-    previous_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    step, epoch, batch = (int(counters[k]) for k in ("step", "epoch", "batch"))
-    # The carried hidden state resumes exactly on one device; across replicas it restarts at zero.
-    state = tf.constant(carried) if resume_dir is not None and not distributed else initial_state()
-    agree = make_agreement(strategy) if distributed else None
-    progress_line = Progress(args.print_every if cluster.is_chief else 10 ** 9)
-    seconds_before = float(train_seconds)
-    session_start = time.monotonic()
-    rate = 0.0
-
-    def seconds_so_far() -> float:
-        return seconds_before + time.monotonic() - session_start
-
-    def save(target) -> None:
+    def save(self, manager) -> None:
         """Checkpoint into a CheckpointManager (the run's, or best/), with the loop's position."""
-        for name, value in (("step", step), ("epoch", epoch), ("batch", batch)):
-            counters[name].assign(value)
-        train_seconds.assign(seconds_so_far())
-        if not distributed:
-            carried.assign(state)
+        tf = self.tf
+        for name in ("step", "epoch", "batch"):
+            self.counters[name].assign(getattr(self, name))
+        self.train_seconds.assign(self.seconds_so_far())
+        if not self.distributed:
+            self.carried.assign(self.state)
         # Never write NaN/Inf weights over a good checkpoint (or best/): a finite loss does not
         # prove that the update it led to was finite.
-        if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in net.trainable_variables):
-            raise CharRNNError(f"the weights became NaN or infinite by step {step}; nothing was saved, so the "
-                               f"last good checkpoint in {run_dir} is intact. Lower --learning_rate (now "
-                               f"{args.learning_rate}) or --grad_clip and resume with --init_from {run_dir}")
-        utils.save_checkpoint(target, step)
+        if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in self.net.trainable_variables):
+            raise self.diverged(f"the weights became NaN or infinite by step {self.step}")
+        utils.save_checkpoint(manager, self.step)
 
-    def out_of_resources(error) -> CharRNNError:
-        newest = manager.latest_checkpoint or "none yet"
-        return CharRNNError(f"stopped at step {step}: {utils.tf_error_reason(error)}. The checkpoints in {run_dir} "
-                            f"are intact (newest: {newest}); free disk space (or memory: lower --batch_size or "
-                            f"--rnn_size), then resume with --init_from {run_dir}")
+    def diverged(self, what: str) -> CharRNNError:
+        run_dir = self.run.run_dir
+        return CharRNNError(f"{what}; nothing was saved from it, so the last good checkpoint in {run_dir} is "
+                            f"intact. Lower --learning_rate (now {self.args.learning_rate}) or --grad_clip and "
+                            f"resume with --init_from {run_dir}")
 
-    def run_eval() -> None:
-        val_loss, val_bpc = evaluate()
-        improved = val_loss < float(best_val)
-        if cluster.is_chief:
-            sample = model_lib.generate(net, tf.constant([[sample_prime]], tf.int32), args.sample_length,
-                                        temperature=0.8, seed=step)
-            with writer.as_default(step=step):
+    # -- evaluation ----------------------------------------------------------------------------
+
+    def _eval_step(self, x, y, state):
+        logits, state = self.net(x, state)
+        return self.tf.reduce_sum(self.tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)), state
+
+    def evaluate(self) -> tuple[float, float]:
+        """Validation loss in nats per symbol and bits per original character (every worker
+        computes it, so all agree on whether it improved)."""
+        tf, run = self.tf, self.run
+        state, nats, symbols, chars = self.net.initial_state(run.eval_batch), 0.0, 0, 0
+        for x, y in utils.eval_batches(run.val_ids, run.eval_batch, self.args.seq_length):
+            batch_nats, state = self.eval_step(tf.constant(x, tf.int32), tf.constant(y, tf.int32), state)
+            nats += float(batch_nats)
+            symbols += y.size
+            chars += int(self.vocab.char_starts[y].sum())
+        return nats / symbols, bits_per_char(nats / symbols, chars / symbols)
+
+    def run_eval(self) -> None:
+        """Validate, show it (console, TensorBoard, a text sample) and keep the best checkpoint."""
+        tf = self.tf
+        val_loss, val_bpc = self.evaluate()
+        improved = val_loss < float(self.best_val)
+        if self.run.cluster.is_chief:
+            sample = self.model_lib.generate(self.net, tf.constant([[self.sample_prime]], tf.int32),
+                                             self.args.sample_length, temperature=0.8, seed=self.step)
+            with self.writer.as_default(step=self.step):
                 tf.summary.scalar("val/loss", val_loss)
                 tf.summary.scalar("val/bpc", val_bpc)
                 tf.summary.scalar("val/perplexity", 2.0 ** val_bpc)
-                tf.summary.text("sample", "```\n" + corpus.vocab.decode(sample.numpy()[0]) + "\n```")
-            writer.flush()
-        progress_line.message(f"step {step} epoch {epoch}: val loss {val_loss:.4f} nats/symbol, "
-                              f"{val_bpc:.4f} bits/char{'  (best)' if improved else ''}")
+                tf.summary.text("sample", "```\n" + self.vocab.decode(sample.numpy()[0]) + "\n```")
+            self.writer.flush()
+        self.progress_line.message(f"step {self.step} epoch {self.epoch}: val loss {val_loss:.4f} nats/symbol, "
+                                   f"{val_bpc:.4f} bits/char{'  (best)' if improved else ''}")
         if improved:
-            best_val.assign(val_loss)
-            save(best_manager)
+            self.best_val.assign(val_loss)
+            self.save(self.best_manager)
 
-    sample_prime = corpus.vocab.symbols.index("\n") if "\n" in corpus.vocab.symbols else 0
-    ended_by = None
-    try:
-        while ended_by is None:
-            progress = training_progress(args, step, seconds_so_far(), loader.num_batches)
-            stopping = bool(stop_signal)
-            if agree is not None:  # every worker must take the same learning rate and stop together
-                progress, stopping = agree(progress, stopping)
-            if progress >= 1.0:
-                ended_by = "its length limit"
-            elif args.stop_at_step and step >= args.stop_at_step:
-                ended_by = f"--stop_at_step {args.stop_at_step}"
-            elif stopping:
-                ended_by = signal.Signals(stop_signal[0]).name if stop_signal else "another worker's signal"
+    # -- the loop ------------------------------------------------------------------------------
+
+    def initial_state(self):
+        """Zeros for the hidden state, one block per replica."""
+        if not self.distributed:
+            return self.net.initial_state(self.args.batch_size)
+        per_replica = self.args.batch_size // self.strategy.num_replicas_in_sync
+        return self.strategy.experimental_distribute_values_from_function(
+            lambda _: self.net.initial_state(per_replica))
+
+    def seconds_so_far(self) -> float:
+        return self.seconds_before + time.monotonic() - self.session_start
+
+    def progress(self) -> float:
+        return training_progress(self.args, self.step, self.seconds_so_far(), self.run.loader.num_batches)
+
+    def stop_reason(self, progress: float, signalled: list[int]) -> str | None:
+        """Why training ends before this step, if it does; every worker reaches the same answer."""
+        stopping = bool(signalled)
+        if self.agree is not None:  # every worker must take the same learning rate and stop together
+            progress, stopping = self.agree(progress, stopping)
+        if progress >= 1.0:
+            return "its length limit"
+        if self.args.stop_at_step and self.step >= self.args.stop_at_step:
+            return f"--stop_at_step {self.args.stop_at_step}"
+        if stopping:
+            return signal.Signals(signalled[0]).name if signalled else "another worker's signal"
+        return None
+
+    def fit(self, signalled: list[int]) -> str:
+        """Train until a length limit, --stop_at_step or a signal; returns what ended it."""
+        args, loader = self.args, self.run.loader
+        while True:
+            progress = self.progress()
+            ended_by = self.stop_reason(progress, signalled)
             if ended_by is not None:
-                break
-            x, y = loader.batch(epoch, batch)
-            lr = learning_rate(args, step, epoch, progress)
+                return ended_by
+            x, y = loader.batch(self.epoch, self.batch)
+            lr = learning_rate(args, self.step, self.epoch, progress)
             start = time.monotonic()
-            loss, grad_norm, state = train_step(x, y, state, lr, step)
-            train_loss, grad_norm = float(loss), float(grad_norm)
-            if not (math.isfinite(train_loss) and math.isfinite(grad_norm)):
-                raise CharRNNError(f"the training loss became {train_loss} (gradient norm {grad_norm}) at step "
-                                   f"{step + 1}; nothing was saved from this step, so the last good checkpoint "
-                                   f"in {run_dir} is intact. Lower --learning_rate (now {args.learning_rate}) "
-                                   f"or --grad_clip and resume with --init_from {run_dir}")
-            chars_per_s = args.batch_size * args.seq_length * chars_per_symbol["train"] / (time.monotonic() - start)
-            rate = chars_per_s if rate == 0.0 else 0.9 * rate + 0.1 * chars_per_s
-            step, batch = step + 1, batch + 1
-            if batch == loader.num_batches:
-                epoch, batch = epoch + 1, 0
-                state = initial_state()  # the streams restart at a new offset
-            with writer.as_default(step=step):
-                tf.summary.scalar("train/loss", train_loss)
-                tf.summary.scalar("train/bpc", bits_per_char(train_loss, chars_per_symbol["train"]))
-                tf.summary.scalar("train/learning_rate", lr)
-                tf.summary.scalar("train/grad_norm", grad_norm)
-                tf.summary.scalar("train/chars_per_sec", chars_per_s)
-            done = training_progress(args, step, seconds_so_far(), loader.num_batches)
-            remaining = seconds_so_far() * (1 - done) / max(done, 1e-9)
-            progress_line.update(step, f"step {step} epoch {epoch}.{batch * 100 // loader.num_batches:02d} "
-                                       f"loss {train_loss:.4f} lr {lr:.2e} {rate:,.0f} chars/s "
-                                       f"ETA {format_eta(remaining)}")
-            if step % args.eval_every == 0 and done < 1.0:
-                run_eval()
-            if step % args.save_every == 0:
-                save(manager)
+            loss, grad_norm, self.state = self.train_step(x, y, self.state, lr, self.step)
+            loss, grad_norm = float(loss), float(grad_norm)
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                raise self.diverged(f"the training loss became {loss} (gradient norm {grad_norm}) at step "
+                                    f"{self.step + 1}")
+            self.step, self.batch = self.step + 1, self.batch + 1
+            if self.batch == loader.num_batches:
+                self.epoch, self.batch = self.epoch + 1, 0
+                self.state = self.initial_state()  # the streams restart at a new offset
+            self.log_step(loss, grad_norm, lr, time.monotonic() - start)
+            if self.step % args.eval_every == 0 and self.progress() < 1.0:
+                self.run_eval()
+            if self.step % args.save_every == 0:
+                self.save(self.manager)
+
+    def log_step(self, loss: float, grad_norm: float, lr: float, seconds: float) -> None:
+        tf, args = self.tf, self.args
+        chars_per_s = args.batch_size * args.seq_length * self.chars_per_symbol["train"] / seconds
+        self.rate = chars_per_s if self.rate == 0.0 else 0.9 * self.rate + 0.1 * chars_per_s
+        with self.writer.as_default(step=self.step):
+            tf.summary.scalar("train/loss", loss)
+            tf.summary.scalar("train/bpc", bits_per_char(loss, self.chars_per_symbol["train"]))
+            tf.summary.scalar("train/learning_rate", lr)
+            tf.summary.scalar("train/grad_norm", grad_norm)
+            tf.summary.scalar("train/chars_per_sec", chars_per_s)
+        done = self.progress()
+        remaining = self.seconds_so_far() * (1 - done) / max(done, 1e-9)
+        self.progress_line.update(self.step, f"step {self.step} epoch {self.epoch}."
+                                             f"{self.batch * 100 // self.run.loader.num_batches:02d} "
+                                             f"loss {loss:.4f} lr {lr:.2e} {self.rate:,.0f} chars/s "
+                                             f"ETA {format_eta(remaining)}")
+
+    def finish(self, ended_by: str) -> None:
+        """The final evaluation and checkpoint, and how to go on."""
+        if ended_by == "its length limit":
+            self.run_eval()
+        self.save(self.manager)
+        self.writer.close()
+        if self.run.cluster.is_chief:
+            run_dir = self.run.run_dir
+            self.progress_line.message(f"stopped at step {self.step} by {ended_by}; best val loss "
+                                       f"{float(self.best_val):.4f}. Sample with:  python sample.py --save_dir {run_dir}")
+            if ended_by != "its length limit":
+                self.progress_line.message(f"resume with:  python train.py --init_from {run_dir}")
+
+
+def train(args: argparse.Namespace, typed: set[str]) -> int:
+    run = plan_run(args, typed)
+    # Import TensorFlow only now: everything above can fail fast and cheaply.
+    tf = utils.import_tensorflow(quiet=not args.verbose)
+    signalled: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, _frame: signalled.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        trainer = Trainer(run, tf)
+        trainer.finish(trainer.fit(signalled))
     except tf.errors.ResourceExhaustedError as error:  # a full disk under --log_dir, or out of memory
-        raise out_of_resources(error) from None
+        raise CharRNNError(f"{utils.tf_error_reason(error)}. The checkpoints in {run.run_dir} are intact; free "
+                           f"disk space (or memory: lower --batch_size or --rnn_size), then resume with "
+                           f"--init_from {run.run_dir}") from None
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
         lost = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", str(error)))) or ["a peer"]
         raise CharRNNError(f"lost contact with {', '.join(lost)} (it stopped, or did not answer within "
-                           f"{COLLECTIVE_TIMEOUT_S} s); checkpoints already in {run_dir} are intact: restart "
-                           f"every worker with --init_from {run_dir}") from None
+                           f"{COLLECTIVE_TIMEOUT_S} s); checkpoints already in {run.run_dir} are intact: restart "
+                           f"every worker with --init_from {run.run_dir}") from None
     finally:
-        for sig, handler in previous_handlers.items():
+        for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if not cluster.is_chief:
-            shutil.rmtree(write_dir, ignore_errors=True)
-
-    try:
-        if ended_by == "its length limit":
-            run_eval()
-        save(manager)
-        writer.close()
-    except tf.errors.ResourceExhaustedError as error:
-        raise out_of_resources(error) from None
-    if not cluster.is_chief:
-        shutil.rmtree(write_dir, ignore_errors=True)
-        return 0
-    lock.release()
-    progress_line.message(f"stopped at step {step} by {ended_by}; best val loss {float(best_val):.4f}. "
-                          f"Sample with:  python sample.py --save_dir {run_dir}")
-    if ended_by != "its length limit":
-        progress_line.message(f"resume with:  python train.py --init_from {run_dir}")
+        if not run.cluster.is_chief:
+            shutil.rmtree(run.write_dir, ignore_errors=True)
+        if run.lock is not None:
+            run.lock.release()
     return 0
 
 
@@ -833,6 +879,24 @@ def write_hparams(args: argparse.Namespace) -> None:
     keys = ("model", "num_layers", "rnn_size", "embedding_size", "dropout", "batch_size", "seq_length",
             "learning_rate", "unit", "seed")
     hp.hparams({k: getattr(args, k) for k in keys}, trial_id=args.run_name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    utils.setup_logging(args.verbose)
+    try:
+        typed = explicit_flags(parser, argv)
+        check_args(args)
+        apply_old_flag_names(args, typed)
+        return train(args, typed)
+    except CharRNNError as error:
+        log.error("error: %s", error)
+        return 2
+    except KeyboardInterrupt:  # before training started (data preparation, TensorFlow start-up)
+        log.error("interrupted before training started; nothing was saved")
+        return 130
 
 
 if __name__ == "__main__":

@@ -907,6 +907,16 @@ def read_checkpoint_list(tf, directory: Path, set_aside: bool = False) -> list[s
     return []
 
 
+def remove_unfinished_saves(run_dir: Path) -> None:
+    """Delete the ckpt-N_temp directories of saves killed mid-write: TensorFlow never lists them,
+    and each can hold a partial copy of the weights. Only call it while holding the RunLock."""
+    for directory in (Path(run_dir), Path(run_dir) / "best"):
+        for temp in directory.glob("ckpt-*_temp"):
+            if temp.is_dir():
+                logger.info("removing %s, left by a save that was interrupted", temp)
+                shutil.rmtree(temp, ignore_errors=True)
+
+
 def checkpoints_on_disk(directory: Path) -> list[str]:
     """The ckpt-N prefixes in directory that have an index file, oldest first. This is what to
     try when the `checkpoint` file that lists them is missing or damaged: restore_checkpoint
