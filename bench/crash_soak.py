@@ -5,8 +5,9 @@ resumes from the last complete checkpoint and that nothing saved is lost.
 A tiny model checkpoints every --save_every steps, so many kills land inside a checkpoint write.
 Each round starts train.py (the original command while the run has no config.json yet, else
 --init_from), lets it run for a random (seeded) time, then SIGKILLs it. The moment is drawn from
-three kinds, in turn: during start-up (data, TensorFlow import, compilation), at a random moment
-of training, and while TensorFlow's temporary ckpt-N_temp directory exists (mid-write). After
+three kinds, in turn: during start-up (data, TensorFlow import, restore, compilation, first
+evaluation), at a random moment of training after that, and while TensorFlow's temporary
+ckpt-N_temp directory of a save exists (mid-write: the run's checkpoints or best/). After
 each kill the soak checks what a user would rely on:
 
   * config.json and vocab.json, when present, parse whole (they are written atomically);
@@ -15,7 +16,8 @@ each kill the soak checks what a user would rely on:
     never falls back to an older one, and no process prints a traceback.
 
 At the end the run continues to --final_step, and its weights are compared with a run that was
-never interrupted: a resume is exact, so killing must not change the result.
+never interrupted: a resume is exact, so killing must not change the result. Every process runs
+a copy of the modules taken at the start, so edits to the tree meanwhile cannot skew that.
 
     python bench/crash_soak.py                 # 20 kills (about 5 minutes on 2 busy cores)
     python bench/crash_soak.py --kills 40 --seed 7
@@ -41,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # utils, for a quiet TensorFlow import
 TINY = ["--num_layers", "1", "--rnn_size", "32", "--embedding_size", "16", "--batch_size", "4",
         "--seq_length", "16", "--sample_length", "20", "--warmup_steps", "10"]
 KINDS = ("startup", "training", "checkpoint write")
@@ -52,11 +55,25 @@ def tiny_text(seed: int) -> str:
     return "\n".join(" ".join(rng.choice(words, 9)) for _ in range(400)) + "\n"
 
 
+def snapshot(work: Path) -> tuple[Path, str]:
+    """A copy of the project's modules to run, so that edits made to the tree while the soak runs
+    (for minutes) cannot mix two versions of the code in one comparison; and which version it is."""
+    code = work / "code"
+    code.mkdir()
+    for module in ROOT.glob("*.py"):
+        shutil.copy2(module, code / module.name)
+    version = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                             text=True).stdout.strip() or "unknown"
+    return code, version
+
+
 class Trainer:
-    """train.py in the background; stderr lines collected by a thread."""
+    """train.py (of the snapshot) in the background; stderr lines collected by a thread."""
+    code = ROOT
 
     def __init__(self, args: list[str], cwd: Path):
-        self.command = [sys.executable, str(ROOT / "train.py"), *args]
+        self.command = [sys.executable, str(self.code / "train.py"), *args]
+        self.launched, self.launched_wall = time.monotonic(), time.time()
         self.proc = subprocess.Popen(self.command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True, encoding="utf-8", errors="replace")
         self.lines: list[str] = []
@@ -79,6 +96,14 @@ class Trainer:
             time.sleep(0.01)
         return None
 
+    def writing(self, run_dir: Path) -> bool:
+        """Whether a save of this process is in progress: a ckpt-N_temp directory made since it started."""
+        try:
+            return any(e.name.endswith("_temp") and e.stat().st_mtime >= self.launched_wall
+                       for d in (run_dir, run_dir / "best") if d.is_dir() for e in os.scandir(d))
+        except FileNotFoundError:  # it vanished while we looked: the save just finished
+            return False
+
     def kill9(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
@@ -99,7 +124,8 @@ def pointer_step(run_dir: Path) -> int | None:
 
 def read_checkpoint(prefix: Path) -> dict[str, np.ndarray]:
     """Every tensor of a checkpoint (TensorFlow verifies each one's checksum while reading)."""
-    import tensorflow as tf
+    import utils
+    tf = utils.import_tensorflow()  # without TensorFlow's start-up chatter
     reader = tf.train.load_checkpoint(str(prefix))
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
 
@@ -139,86 +165,103 @@ def main() -> int:
     rng = random.Random(opts.seed)
     work = Path(opts.workdir or tempfile.mkdtemp(prefix="crash-soak-"))
     work.mkdir(parents=True, exist_ok=True)
+    Trainer.code, version = snapshot(work)
     corpus = work / "soak.txt"
     corpus.write_text(tiny_text(opts.seed), encoding="utf-8")
     # A step limit far away: the run is always mid-training when killed; the schedule never moves.
     common = ["--input", str(corpus), *TINY, "--max_steps", "1000000", "--save_every", str(opts.save_every),
-              "--eval_every", "7", "--print_every", "1", "--keep", "3"]
+              "--eval_every", "25", "--print_every", "1", "--keep", "3"]
     first = [*common, "--run_name", "soak", "--save_dir", str(work / "save"), "--log_dir", str(work / "logs")]
     run_dir = work / "save" / "soak"
     resume = ["--init_from", str(run_dir)]
 
-    print(f"crash soak: {kills} kills, seed {opts.seed}, save every {opts.save_every} steps, work dir {work}")
+    print(f"crash soak: {kills} kills, seed {opts.seed}, save every {opts.save_every} steps, code {version} "
+          f"(run from a copy in {Trainer.code})")
     print(f"  first command: python train.py {shlex.join(first)}")
     print(f"  restarts:      python train.py {shlex.join(resume)}\n")
-    print(f"{'kill':>4}  {'moment':<17} {'after s':>7}  {'listed ckpt':>11}  {'restart':<26} result")
-    rows, furthest, started = [], 0, time.monotonic()
-    trainer = Trainer(first, work)
+    print(f"{'kill':>4}  {'moment':<24} {'at s':>5}  {'listed ckpt':>11}  {'next start':<20} result")
+    started = time.monotonic()
+    rows: list[dict] = []      # one per kill
+    pending: list[dict] = []   # kills whose restart has not yet shown where it resumed
+
+    def launch() -> tuple[Trainer, str]:
+        """The restart a user would type, and what it must print: the step of the listed checkpoint."""
+        if (run_dir / "config.json").exists():
+            listed = pointer_step(run_dir)
+            return Trainer(resume, work), f"step {listed if listed is not None else 0}"
+        return Trainer(first, work), "new run"  # killed before the run wrote config.json: start it again
+
+    def verify(trainer: Trainer, expected: str) -> bool:
+        """Once a restart shows where it resumed, settle the kills waiting on it. False: not yet."""
+        found = trainer.seen(r"resumed \S+ at step (\d+)|(no complete checkpoint)|run soak: checkpoints in")
+        if not found:
+            return False
+        got = f"step {found.group(1)}" if found.group(1) else "step 0" if found.group(2) else "new run"
+        problems = [] if got == expected else [f"restart began at {got}, the last complete checkpoint is {expected}"]
+        if trainer.seen("cannot be loaded"):
+            problems.append("a listed checkpoint did not load (fell back to an older one)")
+        for row in pending:
+            row["problems"] += problems
+            row["next"] = f"{'resumed' if got != 'new run' else ''} {got}".strip()
+            print_row(row)
+        pending.clear()
+        return True
+
+    def print_row(row: dict) -> None:
+        print(f"{row['i']:>4}  {row['moment']:<24} {row['at']:>5.1f}  {row['listed']:>11}  {row['next']:<20} "
+              f"{'ok' if not row['problems'] else 'FAIL: ' + '; '.join(row['problems'])}", flush=True)
+
+    furthest = 0
+    trainer, expected = launch()
     for i in range(kills):
         kind = KINDS[i % len(KINDS)]
-        t0 = time.monotonic()
-        mid_write = False
-        if kind == "startup":
-            time.sleep(rng.uniform(0.2, 6.0))  # somewhere in data, TensorFlow import, compile, first steps
-        else:
-            trainer.wait_for(r" step \d+ epoch ", timeout=300)
+        if kind == "startup":  # from launch: data, TensorFlow import, restore, compilation, first steps
+            time.sleep(max(0.0, trainer.launched + rng.uniform(0.2, 8.0) - time.monotonic()))
+        else:  # after this process's first evaluation (which compiles the sampler): full-speed training
+            trainer.wait_for(r"val loss", timeout=300)
             if kind == "training":
                 time.sleep(rng.uniform(0.0, 3.0))
-            else:
+            else:  # poll for TensorFlow's temporary directory of a save in progress
                 time.sleep(rng.uniform(0.0, 1.0))
                 deadline = time.monotonic() + 30
-                while time.monotonic() < deadline and trainer.proc.poll() is None:
-                    if any(name.endswith("_temp") for name in os.listdir(run_dir)):
-                        break
-        if trainer.proc.poll() is None and run_dir.is_dir():
-            mid_write = any(name.endswith("_temp") for name in os.listdir(run_dir))
-        elapsed = time.monotonic() - t0
+                while time.monotonic() < deadline and trainer.proc.poll() is None and not trainer.writing(run_dir):
+                    pass
+        writing = trainer.proc.poll() is None and trainer.writing(run_dir)
+        at = time.monotonic() - trainer.launched
         trainer.kill9()
-        problems = []
+        verify(trainer, expected)
+        moment = kind if kind != "checkpoint write" or writing else "checkpoint write (missed)"
+        if writing and kind != "checkpoint write":
+            moment += " (mid-write)"
+        row = {"i": i + 1, "moment": moment, "at": at, "problems": [], "next": "?", "writing": writing}
         if trainer.proc.returncode != -signal.SIGKILL:
-            problems.append(f"train.py exited by itself ({trainer.proc.returncode}) before the kill")
-        if "Traceback" in trainer.text():
-            problems.append("traceback before the kill")
-        problems += check_files(run_dir)
-        listed = pointer_step(run_dir)
-        if listed is not None:
-            furthest = max(furthest, listed)
-        stepline = [m for m in re.findall(r" step (\d+) epoch ", trainer.text())]
-        furthest = max([furthest] + [int(s) for s in stepline])
-
-        # Restart and check where it resumes.
-        if (run_dir / "config.json").exists():
-            trainer = Trainer(resume, work)
-            found = trainer.wait_for(r"resumed \S+ at step (\d+)|no complete checkpoint", timeout=300)
-            expected = f"step {listed}" if listed is not None else "step 0"
-            got = (f"step {found.group(1)}" if found and found.group(1) else "step 0") if found else "nothing"
-            if got != expected:
-                problems.append(f"resumed at {got}, the last complete checkpoint is {expected}")
-            if trainer.seen("cannot be loaded"):
-                problems.append("a listed checkpoint did not load (fell back)")
-            restart = f"--init_from -> {got}"
-        else:  # killed before the run wrote config.json: nothing was saved; the first command starts it again
-            trainer = Trainer(first, work)
-            found = trainer.wait_for(r"run soak: checkpoints in", timeout=300)
-            if not found:
-                problems.append("the first command did not start again")
-            restart = "first command again"
+            row["problems"].append(f"train.py exited by itself ({trainer.proc.returncode}) before the kill")
         if trainer.seen("Traceback"):
-            problems.append("traceback after the restart")
-        moment = kind + (" (mid-write)" if mid_write and kind != "checkpoint write" else "")
-        if kind == "checkpoint write" and not mid_write:
-            moment = "checkpoint write?"  # the write was missed: counted, but says so
-        rows.append((moment, not problems))
-        print(f"{i + 1:>4}  {moment:<17} {elapsed:>7.1f}  {'ckpt-' + str(listed) if listed else '-':>11}  "
-              f"{restart:<26} {'ok' if not problems else 'FAIL: ' + '; '.join(problems)}", flush=True)
+            row["problems"].append("traceback before the kill")
+        row["problems"] += check_files(run_dir)
+        listed = pointer_step(run_dir)
+        row["listed"] = f"ckpt-{listed}" if listed is not None else "-"
+        furthest = max([furthest, listed or 0] + [int(s) for s in re.findall(r" step (\d+) epoch ", trainer.text())])
+        rows.append(row)
+        pending.append(row)
+        trainer, expected = launch()
+        if KINDS[(i + 1) % len(KINDS)] != "startup":  # a start-up kill is timed from launch instead
+            trainer.wait_for(r"resumed \S+ at step|no complete checkpoint|run soak: checkpoints in", timeout=300)
+            verify(trainer, expected)
 
-    # Let the last restart train on to a fixed step, then compare with an uninterrupted run.
-    final_step = furthest + opts.extra_steps
-    trainer.kill9()
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *resume, "--stop_at_step", str(final_step)],
+    # The last restart stops gracefully (Ctrl-C saves), then the run trains on to a fixed step and
+    # is compared with a run that was never interrupted.
+    trainer.wait_for(r"resumed \S+ at step|no complete checkpoint|run soak: checkpoints in", timeout=300)
+    verify(trainer, expected)
+    trainer.wait_for(r" step \d+ epoch ", timeout=300)
+    trainer.proc.send_signal(signal.SIGINT)
+    stopped = trainer.proc.wait(timeout=300) == 0 and trainer.wait_for("stopped at step", 10) is not None
+    trainer.reader.join(timeout=10)
+    final_step = max(furthest, pointer_step(run_dir) or 0) + opts.extra_steps
+    result = subprocess.run([sys.executable, str(Trainer.code / "train.py"), *resume, "--stop_at_step", str(final_step)],
                             cwd=work, capture_output=True, text=True, encoding="utf-8", errors="replace")
-    finished = result.returncode == 0 and "Traceback" not in result.stderr
-    reference = subprocess.run([sys.executable, str(ROOT / "train.py"), *common, "--run_name", "reference",
+    finished = stopped and result.returncode == 0 and "Traceback" not in result.stderr + trainer.text()
+    reference = subprocess.run([sys.executable, str(Trainer.code / "train.py"), *common, "--run_name", "reference",
                                 "--save_dir", str(work / "save"), "--log_dir", str(work / "logs"),
                                 "--stop_at_step", str(final_step)],
                                cwd=work, capture_output=True, text=True, encoding="utf-8", errors="replace")
@@ -229,15 +272,20 @@ def main() -> int:
         names = [k for k in a if k.startswith("model/")]
         same = bool(names) and a.keys() == b.keys() and all(
             np.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in names)
+    for row in pending:  # never settled: no restart showed where it resumed
+        row["problems"].append("no restart showed where it resumed")
+        print_row(row)
+    rows = [(row["moment"], not row["problems"]) for row in rows]
 
     clean = sum(ok for _, ok in rows)
     by_kind = {k: (sum(ok for m, ok in rows if m.startswith(k)), sum(m.startswith(k) for m, _ in rows))
                for k in KINDS}
-    mid_writes = sum(m.endswith("mid-write)") or m == "checkpoint write" for m, _ in rows)
+    mid_writes = sum(m.endswith("(mid-write)") or m == "checkpoint write" for m, _ in rows)
     print(f"\nresumed cleanly: {clean}/{kills} kills "
           f"({', '.join(f'{k}: {ok}/{n}' for k, (ok, n) in by_kind.items())}); "
           f"{mid_writes} kills landed inside a checkpoint write")
-    print(f"after the kills: trained on to step {final_step}: {'ok' if finished else 'FAILED'}; weights "
+    print(f"after the kills: Ctrl-C stopped the last restart cleanly: {'yes' if stopped else 'NO'}; "
+          f"trained on to step {final_step}: {'ok' if finished else 'FAILED'}; weights "
           f"{'identical to' if same else 'DIFFERENT from'} an uninterrupted run to step {final_step} "
           f"(rtol 1e-5)" + ("" if finished else "\n" + result.stderr[-2000:]))
     print(f"total {time.monotonic() - started:.0f} s")

@@ -18,7 +18,8 @@ Cases are drawn deterministically from --seed, from five families:
 Every case runs in its own directory with a timeout. A case is "clean" when it exits 0 (the input
 was fine) or 2 with an error message (one line with "error:", or argparse's usage message) and no
 traceback. Most cases fail before TensorFlow is imported; those that train use a tiny model and
---max_steps 2, so 240 cases take about 10 minutes on 2 busy cores.
+--max_steps 2, so 240 cases take about 10 minutes on 2 busy cores. The scripts run from a copy of
+the modules taken at the start (edits to the tree during the run don't count).
 
     python bench/fuzz_cli.py                   # 240 cases, seed 0
     python bench/fuzz_cli.py --cases 400 --seed 3 --jobs 2
@@ -49,6 +50,7 @@ import train  # noqa: E402
 
 TINY = ["--num_layers", "1", "--rnn_size", "16", "--embedding_size", "8", "--batch_size", "4",
         "--seq_length", "16", "--sample_length", "10", "--warmup_steps", "2", "--xla", "off"]
+CODE = ROOT  # replaced by a snapshot of the modules in main(): edits to the tree mid-run don't count
 FAMILIES = {"train-flags": 0.32, "train-corpus": 0.12, "sample-flags": 0.2, "damaged-run": 0.26,
             "resume-flags": 0.10}
 
@@ -119,7 +121,7 @@ def make_fixtures(work: Path, seed: int) -> dict[str, Path]:
 
     base = work / "base"
     base.mkdir()
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--input", str(good), *TINY, "--max_steps", "4",
+    result = subprocess.run([sys.executable, str(CODE / "train.py"), "--input", str(good), *TINY, "--max_steps", "4",
                              "--save_every", "2", "--eval_every", "2", "--run_name", "run"],
                             cwd=base, capture_output=True, text=True, encoding="utf-8", errors="replace")
     if result.returncode != 0:
@@ -293,7 +295,7 @@ def show(arg: str | bytes) -> str:
 
 
 def run_case(case: dict, timeout: float) -> dict:
-    command = [sys.executable, str(ROOT / case["script"]),
+    command = [sys.executable, str(CODE / case["script"]),
                *[a if isinstance(a, bytes) else a.encode("utf-8", "surrogateescape") for a in case["args"]]]
     start = time.monotonic()
     try:
@@ -332,12 +334,19 @@ def main() -> int:
     work = Path(opts.workdir or tempfile.mkdtemp(prefix="fuzz-cli-"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    global CODE
+    CODE = work / "code"
+    CODE.mkdir()
+    for module in ROOT.glob("*.py"):
+        shutil.copy2(module, CODE / module.name)
+    version = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+                             text=True).stdout.strip() or "unknown"
     files = make_fixtures(work, opts.seed)
     cases = [make_case(i, opts.seed, files, work) for i in range(cases_n)]
     for case in cases:
         prepare(case, files)
-    print(f"fuzz_cli: {cases_n} cases, seed {opts.seed}, timeout {opts.timeout:.0f} s, jobs {opts.jobs}, "
-          f"work dir {work} (fixtures in {time.monotonic() - started:.0f} s)", flush=True)
+    print(f"fuzz_cli: {cases_n} cases, seed {opts.seed}, timeout {opts.timeout:.0f} s, jobs {opts.jobs}, code {version} "
+          f"(run from a copy in {CODE}; fixtures in {time.monotonic() - started:.0f} s)", flush=True)
 
     results = []
     with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:

@@ -217,6 +217,15 @@ def test_unwritable_output_directory(tmp_path: Path, flag: str) -> None:
     assert_refused(result, flag, "afile", "cannot write there")
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes read-only directories")
+def test_read_only_save_directory(tmp_path: Path) -> None:
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(tiny_text(), encoding="utf-8")
+    (tmp_path / "ro").mkdir(mode=0o555)
+    result = run("train.py", "--input", str(corpus), *TINY, "--save_dir", str(tmp_path / "ro"), cwd=tmp_path)
+    assert_refused(result, "--save_dir", "ro", "cannot write there")
+
+
 def test_init_from_missing_or_not_a_run(tmp_path: Path) -> None:
     assert_refused(run("train.py", "--init_from", str(tmp_path / "gone"), cwd=tmp_path), "gone", "no such directory")
     (tmp_path / "empty_dir").mkdir()
@@ -480,7 +489,7 @@ def test_second_trainer_on_the_same_run_refuses(trained, run_copy: Path) -> None
         # A new run given the same name is refused too.
         third = run("train.py", "--input", str(trained["corpus"]), *TINY, "--save_dir", str(run_copy.parent),
                     "--run_name", "run", cwd=cwd)
-        assert_refused(third, "run")
+        assert_refused(third, "is being trained by", f"pid {first.proc.pid}")
     finally:
         first.proc.send_signal(signal.SIGINT)
         assert first.finish() == 0, first.text()
