@@ -240,10 +240,12 @@ def render(rows, command: str, started: str, load_before, load_after, runs: int)
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
+def write_section(path: Path, section: str, begin: str = BEGIN, end: str = END) -> None:
+    """Put section (which starts with begin and ends with end) into a Markdown file: in place of
+    the previous one between the same markers, or appended; other sections stay as they are."""
     text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END) + 1:]
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + section + text[text.index(end) + len(end) + 1:]
     else:
         text += ("\n" if text and not text.endswith("\n") else "") + section
     path.write_text(text, encoding="utf-8")

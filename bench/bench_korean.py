@@ -41,7 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_data import corpus_file, machine  # noqa: E402  (the generator and machine line, reused)
+from bench_data import corpus_file, machine, write_section  # noqa: E402  (shared with the data bench)
 
 BEGIN, END = "<!-- bench_korean.py: begin -->", "<!-- bench_korean.py: end -->"
 SAMPLE_CHARS = 300
@@ -156,7 +156,7 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
     print("\n" + report)
     if a.results:
-        write_section(Path(a.results), report)
+        write_section(Path(a.results), report, BEGIN, END)
         print(f"wrote the section to {a.results}")
 
 
@@ -196,15 +196,6 @@ def render(units: list[dict], big: dict, a, command: str, started: str, load_bef
     lines += ["", "chars/s and steps/s: medians over the training steps (train/chars_per_sec in TensorBoard), "
               "preparation, compilation and evaluation excluded.", END]
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END) + 1:]
-    else:
-        text += ("\n" if text and not text.endswith("\n") else "") + section
-    path.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":
