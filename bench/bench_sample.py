@@ -136,6 +136,10 @@ def main() -> int:
     torch.set_num_threads(THREADS)
 
     load_before = os.getloadavg()
+    if load_before[0] > 1.0:
+        # Measured: with another process on one of the 2 cores, torch's OpenMP threads wait
+        # a scheduler slice at every barrier and a 2x128 training step took 4.5 s instead of 17 ms.
+        log.warning("load average %.2f: the machine is busy, torch's figures will be far too low", load_before[0])
     compile_s = {hidden: load_and_compile_s(hidden, args.n) for hidden in args.sizes}
     # The per-character loops are 10-100x slower: a shorter run keeps the bench short.
     per_char_n = max(50, args.n // 10)
@@ -151,7 +155,8 @@ def main() -> int:
     print(f"LSTM, V={VOCAB}, embedding {EMBEDDING}; n={args.n} chars per stream for generate(), "
           f"{per_char_n} for the per-character loops; median (min-max) of {args.rounds} alternating rounds. "
           f"Load average before: {'/'.join(f'{x:.2f}' for x in load_before)}, "
-          f"after: {'/'.join(f'{x:.2f}' for x in load_after)}.\n")
+          f"after: {'/'.join(f'{x:.2f}' for x in load_after)}."
+          + (" Machine busy: not a valid comparison." if load_before[0] > 1.0 else "") + "\n")
     print("| model | streams N | implementation | chars/s (all streams) | min-max | vs torch |")
     print("|---|---:|---|---:|---:|---:|")
     for (hidden, streams), rows in results.items():

@@ -199,6 +199,10 @@ def main() -> int:
     torch.set_num_threads(THREADS)
 
     load_before = os.getloadavg()
+    if load_before[0] > 1.0:
+        # Measured: with another process on one of the 2 cores, torch's OpenMP threads wait
+        # a scheduler slice at every barrier and a 2x128 training step took 4.5 s instead of 17 ms.
+        log.warning("load average %.2f: the machine is busy, torch's figures will be far too low", load_before[0])
     peak = matmul_peak_gflops()
     results = {name: bench_case(name, args.cells, args.rounds, args.round_s, peak) for name in args.cases}
     load_after = os.getloadavg()
@@ -207,7 +211,8 @@ def main() -> int:
     print(f"numpy float32 2048^3 matmul peak: {peak:.0f} GFLOP/s. "
           f"Load average (1/5/15 min) before: {'/'.join(f'{x:.2f}' for x in load_before)}, "
           f"after: {'/'.join(f'{x:.2f}' for x in load_after)}. "
-          f"{args.rounds} alternating rounds of ~{args.round_s:g} s each; median (min-max).\n")
+          f"{args.rounds} alternating rounds of ~{args.round_s:g} s each; median (min-max)."
+          + (" Machine busy: not a valid comparison." if load_before[0] > 1.0 else "") + "\n")
     print("| case (B, T) | implementation | chars/s | min-max | vs torch lstm | GFLOP/s | % of peak | first step s |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for name, rows in results.items():
