@@ -119,7 +119,20 @@ def _from_jamo(cp):
     composed = _S_FIRST + ((cp - _L_FIRST) * 21 + (nxt - _V_FIRST)) * 28 + tf.where(lvt, nxt2 - _T_BASE, 0)
     out = tf.where(lv, composed, cp)
     dropped = escaper | _prev(lv, 1, False) | _prev(lvt, 2, False)
+    # A V or T that no syllable takes and no escape keeps came from the model: like utils.from_jamo,
+    # print it as the standalone letter (U+3131-U+318E).
+    orphan = (_is_vowel(cp) | _is_final(cp)) & ~_prev(escaper, 1, False) & ~dropped
+    standalone = tf.gather(_standalone_table(), tf.clip_by_value(cp - _V_FIRST, 0, _T_LAST - _V_FIRST))
+    out = tf.where(orphan, standalone, out)
     return tf.boolean_mask(out, ~dropped)
+
+
+def _standalone_table():
+    """[cp - U+1161] -> the standalone letter of each vowel/final jamo, from utils' own table."""
+    table = [0] * (_T_LAST - _V_FIRST + 1)
+    for jamo, letter in utils._STANDALONE.items():
+        table[ord(jamo) - _V_FIRST] = ord(letter)
+    return tf.constant(table, tf.int32)
 
 
 # ---------------------------------------------------------------------------------------------
