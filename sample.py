@@ -212,8 +212,9 @@ def generated_ids(net, prime: list[int], num_samples: int, options: dict) -> Ite
     import model as model_lib
 
     state = net.initial_state(num_samples)
-    if len(prime) > 1:
-        _, state = net(tf.constant([prime[:-1]] * num_samples, tf.int32), state)
+    if len(prime) > 1:  # compiled: eagerly, the recurrent loop would run one Python step per symbol
+        state = tf.function(lambda ids, state: net(ids, state)[1])(
+            tf.constant([prime[:-1]] * num_samples, tf.int32), state)
     last, done = tf.constant(prime[-1:] * num_samples, tf.int32), 0
     while True:
         ids, state = model_lib.generate_chunk(net, state, last, STREAM_CHUNK, offset=done, **options)
