@@ -130,7 +130,7 @@ def _from_jamo(cp):
 def _standalone_table():
     """[cp - U+1161] -> the standalone letter of each vowel/final jamo, from utils' own table."""
     table = [0] * (_T_LAST - _V_FIRST + 1)
-    for jamo, letter in utils._STANDALONE.items():
+    for jamo, letter in utils.STANDALONE_LETTERS.items():
         table[ord(jamo) - _V_FIRST] = ord(letter)
     return tf.constant(table, tf.int32)
 

@@ -268,7 +268,7 @@ _JAMO_RE = re.compile("\ufdd0([\ufdd0\u1161-\u1175\u11a8-\u11c2]?)|([\u1100-\u11
                       "|([\u1161-\u1175\u11a8-\u11c2])")
 # A vowel or final jamo that no syllable takes can only come from a model (to_jamo escapes those
 # of the text): it prints as the standalone letter (U+3131-U+318E, NFC-stable), as Korean writes it.
-_STANDALONE = {chr(c): unicodedata.lookup(re.sub("JUNGSEONG|JONGSEONG", "LETTER", unicodedata.name(chr(c))))
+STANDALONE_LETTERS = {chr(c): unicodedata.lookup(re.sub("JUNGSEONG|JONGSEONG", "LETTER", unicodedata.name(chr(c))))
                for c in [*range(_V_FIRST, _V_LAST + 1), *range(_T_BASE + 1, _T_LAST + 1)]}
 
 
@@ -308,7 +308,7 @@ def to_jamo(text: str) -> str:
 
 def _compose(m: re.Match) -> str:
     if m.group(5) is not None:
-        return _STANDALONE[m.group(5)]
+        return STANDALONE_LETTERS[m.group(5)]
     if m.group(2) is None:
         return m.group(1)  # an escaped jamo stays as it is; a stray escape (model output) vanishes
     l, v, t = ord(m.group(2)) - _L_FIRST, ord(m.group(3)) - _V_FIRST, m.group(4)

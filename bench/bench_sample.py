@@ -131,15 +131,8 @@ def main() -> int:
     import tensorflow as tf
     import torch
 
-    tf.config.threading.set_intra_op_parallelism_threads(THREADS)
-    tf.config.threading.set_inter_op_parallelism_threads(THREADS)
-    torch.set_num_threads(THREADS)
-
-    load_before = os.getloadavg()
-    if load_before[0] > 1.0:
-        # Measured: with another process on one of the 2 cores, torch's OpenMP threads wait
-        # a scheduler slice at every barrier and a 2x128 training step took 4.5 s instead of 17 ms.
-        log.warning("load average %.2f: the machine is busy, torch's figures will be far too low", load_before[0])
+    from bench_train import pin_threads
+    load_before = pin_threads()
     compile_s = {hidden: load_and_compile_s(hidden, args.n) for hidden in args.sizes}
     # The per-character loops are 10-100x slower: a shorter run keeps the bench short.
     per_char_n = max(50, args.n // 10)

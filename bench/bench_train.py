@@ -179,6 +179,22 @@ def bench_case(name: str, cells: list[str], rounds: int, round_s: float, peak: f
     return list(rows.values())
 
 
+def pin_threads() -> tuple[float, float, float]:
+    """Both frameworks on THREADS threads; returns the load average, warning when the machine is busy."""
+    import tensorflow as tf
+    import torch
+
+    tf.config.threading.set_intra_op_parallelism_threads(THREADS)
+    tf.config.threading.set_inter_op_parallelism_threads(THREADS)
+    torch.set_num_threads(THREADS)
+    load = os.getloadavg()
+    if load[0] > 1.0:
+        # Measured: with another process on one of the 2 cores, torch's OpenMP threads wait
+        # a scheduler slice at every barrier and a 2x128 training step took 4.5 s instead of 17 ms.
+        log.warning("load average %.2f: the machine is busy, torch's figures will be far too low", load[0])
+    return load
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: one small case, short rounds")
@@ -194,15 +210,7 @@ def main() -> int:
     import tensorflow as tf
     import torch
 
-    tf.config.threading.set_intra_op_parallelism_threads(THREADS)
-    tf.config.threading.set_inter_op_parallelism_threads(THREADS)
-    torch.set_num_threads(THREADS)
-
-    load_before = os.getloadavg()
-    if load_before[0] > 1.0:
-        # Measured: with another process on one of the 2 cores, torch's OpenMP threads wait
-        # a scheduler slice at every barrier and a 2x128 training step took 4.5 s instead of 17 ms.
-        log.warning("load average %.2f: the machine is busy, torch's figures will be far too low", load_before[0])
+    load_before = pin_threads()
     peak = matmul_peak_gflops()
     results = {name: bench_case(name, args.cells, args.rounds, args.round_s, peak) for name in args.cases}
     load_after = os.getloadavg()

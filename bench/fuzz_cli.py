@@ -44,6 +44,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from crash_soak import snapshot  # noqa: E402  (the same code snapshot as the soak)
 import sample  # noqa: E402  (the parsers only: neither module imports TensorFlow at import time)
 import train  # noqa: E402
 
@@ -334,12 +335,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     global CODE
-    CODE = work / "code"
-    CODE.mkdir()
-    for module in ROOT.glob("*.py"):
-        shutil.copy2(module, CODE / module.name)
-    version = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
-                             text=True).stdout.strip() or "unknown"
+    CODE, version = snapshot(work)
     files = make_fixtures(work, opts.seed)
     cases = [make_case(i, opts.seed, files, work) for i in range(cases_n)]
     for case in cases:
