@@ -72,8 +72,8 @@ def _activate(x: tf.Tensor, sigmoid_blocks: tuple[bool, ...]) -> tf.Tensor:
     sigmoid(x) = 0.5 * tanh(x / 2) + 0.5. XLA:CPU's sigmoid is slow, and so are separate
     activations per gate (measured, LSTM forward loop at B50 H128 T50: 4.3 ms -> 2.0 ms)."""
     H = x.shape[-1] // len(sigmoid_blocks)
-    scale = tf.repeat(tf.constant([0.5 if s else 1.0 for s in sigmoid_blocks]), H)
-    shift = tf.repeat(tf.constant([0.5 if s else 0.0 for s in sigmoid_blocks]), H)
+    scale = tf.repeat(tf.constant([0.5 if s else 1.0 for s in sigmoid_blocks], x.dtype), H)
+    shift = tf.repeat(tf.constant([0.5 if s else 0.0 for s in sigmoid_blocks], x.dtype), H)
     return scale * tf.tanh(scale * x) + shift
 
 
@@ -190,7 +190,8 @@ def _recurrent_layer(cell, xw: tf.Tensor, w_h: tf.Tensor, state0: tf.Tensor):
     """Runs one layer over a sequence.
 
     xw: [T, B, G*H] time-major input projection (bias included); w_h: [H, G*H];
-    state0: [S, B, H]. Returns (outputs h_t [T, B, H], final state [S, B, H]).
+    state0: [S, B, H], all of one dtype (float32, or float16 under mixed precision).
+    Returns (outputs h_t [T, B, H], final state [S, B, H]).
     """
 
     @tf.custom_gradient
@@ -207,8 +208,8 @@ def _recurrent_layer(cell, xw: tf.Tensor, w_h: tf.Tensor, state0: tf.Tensor):
             lambda t, *_: t < T,
             fwd,
             (0, tuple(tf.unstack(state0, parts)),
-             tuple(tf.TensorArray(tf.float32, size=T, element_shape=state0.shape[1:]) for _ in range(parts)),
-             tf.TensorArray(tf.float32, size=T, element_shape=[state0.shape[1], cell.saved_parts * state0.shape[2]])),
+             tuple(tf.TensorArray(xw.dtype, size=T, element_shape=state0.shape[1:]) for _ in range(parts)),
+             tf.TensorArray(xw.dtype, size=T, element_shape=[state0.shape[1], cell.saved_parts * state0.shape[2]])),
             maximum_iterations=T,
         )
         # One [T, B, H] tape per state part: stacking (h, c) per step cost copies (measured -3% at 2x512).
@@ -238,7 +239,7 @@ def _recurrent_layer(cell, xw: tf.Tensor, w_h: tf.Tensor, state0: tf.Tensor):
                 lambda t, *_: t >= 0,
                 bwd,
                 (T - 1, tuple(tf.unstack(d_final, parts)),
-                 tuple(tf.TensorArray(tf.float32, size=T, element_shape=state0.shape[1:]) for _ in range(parts))),
+                 tuple(tf.TensorArray(xw.dtype, size=T, element_shape=state0.shape[1:]) for _ in range(parts))),
                 maximum_iterations=T,
             )
             dxw, dhw = cell.finish(factors, tuple(tape.stack() for tape in tapes))
@@ -325,20 +326,23 @@ class CharRNN(tf.Module):
         return tf.nn.experimental.stateless_dropout(x, rate, seed=site_seed)
 
     def _project(self, x: tf.Tensor, layer: int) -> tf.Tensor:
-        """x [T, B, I] -> the layer's input projection xw [T, B, G*H], bias included."""
-        xw = _linear(tf.reshape(x, [-1, x.shape[-1]]), tf.convert_to_tensor(self.w_x[layer]), self.b[layer])
+        """x [T, B, I] -> the layer's input projection xw [T, B, G*H], bias included, in x's dtype."""
+        w, b = (tf.cast(v, x.dtype) for v in (self.w_x[layer], self.b[layer]))
+        xw = _linear(tf.reshape(x, [-1, x.shape[-1]]), w, b)
         return tf.reshape(xw, [tf.shape(x)[0], tf.shape(x)[1], xw.shape[-1]])
 
-    def _embed(self, ids: tf.Tensor, training: bool, dropout_seed) -> tf.Tensor:
-        """ids [T, B] -> layer 0's input projection xw [T, B, G*H]."""
+    def _embed(self, ids: tf.Tensor, training: bool, dropout_seed, dtype: tf.DType) -> tf.Tensor:
+        """ids [T, B] -> layer 0's input projection xw [T, B, G*H] in dtype."""
         cfg = self.config
+        embedding = tf.cast(self.embedding, dtype)
         positions = ids.shape.num_elements()
         if (cfg.input_dropout == 0.0 or not training) and positions and cfg.vocab_size <= positions:
             # Embedding and projection fold into one [V, G*H] table: the three matmuls over
             # B*T rows (forward, dW, dx) become one over V rows and a gather, whose gradient
             # is a fast segment sum (measured: train step -7% at 2x128 and 2x512, V=65).
-            return tf.gather(tf.matmul(self.embedding, self.w_x[0]) + self.b[0], ids)
-        x = self._dropout(tf.gather(self.embedding, ids), cfg.input_dropout, training, dropout_seed, 0)
+            w, b = (tf.cast(v, dtype) for v in (self.w_x[0], self.b[0]))
+            return tf.gather(tf.matmul(embedding, w) + b, ids)
+        x = self._dropout(tf.gather(embedding, ids), cfg.input_dropout, training, dropout_seed, 0)
         return self._project(x, 0)
 
     def __call__(
@@ -347,25 +351,30 @@ class CharRNN(tf.Module):
         state: tf.Tensor,
         training: bool = False,
         dropout_seed: tf.Tensor | None = None,
+        compute_dtype: tf.DType = tf.float32,
     ) -> tuple[tf.Tensor, tf.Tensor]:
         """ids [B, T] int32, state [L, S, B, H] -> (logits [B, T, V], new state).
 
         Dropout (training=True) draws its masks from dropout_seed ([2] ints) with stateless
         RNG, so a resumed run repeats exactly; XLA draws other masks than TF's own kernels,
         so the same seed gives the same masks only under the same jit_compile setting.
+        compute_dtype float16 is mixed precision: the weights stay float32 (their gradients
+        too) and are cast for the matmuls and the recurrence; logits and state come back float32.
         """
         cfg, H = self.config, self.config.rnn_size
         ids = tf.transpose(tf.convert_to_tensor(ids, tf.int32))  # time-major: the loop slices axis 0
         T, B = tf.shape(ids)[0], tf.shape(ids)[1]
+        state = tf.cast(state, compute_dtype)
         new_state = []
         for layer in range(cfg.num_layers):
-            xw = self._embed(ids, training, dropout_seed) if layer == 0 else self._project(x, layer)
-            x, final = _recurrent_layer(self.cell, xw, tf.convert_to_tensor(self.w_h[layer]), state[layer])
+            xw = self._embed(ids, training, dropout_seed, compute_dtype) if layer == 0 else self._project(x, layer)
+            x, final = _recurrent_layer(self.cell, xw, tf.cast(self.w_h[layer], compute_dtype), state[layer])
             new_state.append(final)
             x = self._dropout(x, cfg.dropout, training, dropout_seed, layer + 1)
         x = tf.reshape(tf.transpose(x, [1, 0, 2]), [-1, H])  # [B*T, H], transposed while narrow
-        logits = tf.matmul(x, self.w_out) + self.b_out
-        return tf.reshape(logits, [B, T, cfg.vocab_size]), tf.stack(new_state)
+        logits = tf.matmul(x, tf.cast(self.w_out, compute_dtype)) + tf.cast(self.b_out, compute_dtype)
+        # The softmax and the loss in float32: float16 logits lose the small probabilities.
+        return tf.cast(tf.reshape(logits, [B, T, cfg.vocab_size]), tf.float32), tf.cast(tf.stack(new_state), tf.float32)
 
     def step(self, ids: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """One inference step: ids [B] int32, state [L, S, B, H] -> (logits [B, V], new state)."""

@@ -37,7 +37,8 @@ ARCHITECTURE_FLAGS = ("model", "num_layers", "rnn_size", "embedding_size", "unit
 # How long a collective may wait for a peer before a dead worker is reported.
 COLLECTIVE_TIMEOUT_S = 60
 # Flags that steer one invocation only: a resumed run does not inherit them.
-SESSION_FLAGS = ("init_from", "stop_at_step", "verbose", "time_budget_s")
+# mixed_precision too: it suits the hardware of one session (a GPU run may go on on a CPU).
+SESSION_FLAGS = ("init_from", "stop_at_step", "verbose", "time_budget_s", "mixed_precision")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     misc = p.add_argument_group("misc")
     misc.add_argument("--seed", type=int, default=1234, help="seed for weights, data order and dropout")
     misc.add_argument("--xla", default="on", choices=["on", "off"], help="compile the step with XLA")
+    misc.add_argument("--mixed_precision", action="store_true",
+                      help="float16 compute with float32 weights and dynamic loss scaling; for GPUs "
+                           "(on a CPU float16 is slower than float32)")
     misc.add_argument("--strategy", default="auto", choices=["auto", "one", "mirrored", "multiworker"],
                       help="tf.distribute strategy: auto = all GPUs of this machine if more than one, "
                            "else one device; multiworker reads the cluster from TF_CONFIG")
@@ -444,12 +448,16 @@ class Trainer:
         with self.strategy.scope(), tf.variable_creator_scope(identical_replica_updates):
             self.net = model_lib.CharRNN(config, seed=args.seed)
             self.optimizer = Adam(self.net.trainable_variables)
+            self.loss_scale = LossScale()
+        if args.mixed_precision and not tf.config.list_physical_devices("GPU"):
+            log.warning("--mixed_precision on a CPU: float16 runs slower than float32 here; it is meant for GPUs")
         self.restore_or_start()
         if run.cluster.is_chief:
             write_run_files(args, run.run_dir, corpus, config, self.chars_per_symbol)
         self.train_step = make_train_step(self.net, self.optimizer, args.batch_size // run.cluster.num_workers,
                                           args.seq_length, args.grad_clip, args.seed, xla=args.xla == "on",
-                                          strategy=self.strategy if self.distributed else None)
+                                          strategy=self.strategy if self.distributed else None,
+                                          loss_scale=self.loss_scale if args.mixed_precision else None)
         self.eval_step = tf.function(self._eval_step, jit_compile=args.xla == "on")
         self.agree = make_agreement(self.strategy) if self.distributed else None
         try:
@@ -476,7 +484,7 @@ class Trainer:
         self.train_seconds = tf.Variable(0.0, dtype=tf.float64)
         self.best_val = tf.Variable(float("inf"), dtype=tf.float64)
         self.carried = tf.Variable(self.net.initial_state(self.args.batch_size))
-        checkpoint = tf.train.Checkpoint(model=self.net, optimizer=self.optimizer.slots,
+        checkpoint = tf.train.Checkpoint(model=self.net, optimizer=self.optimizer.slots, loss_scale=self.loss_scale.slots,
                                          train_seconds=self.train_seconds, best_val=self.best_val,
                                          carried_state=self.carried, **self.counters)
         # Read (and set aside when damaged) the `checkpoint` lists first: CheckpointManager fails on a damaged one.
@@ -609,7 +617,10 @@ class Trainer:
             start = time.monotonic()
             loss, grad_norm, self.state = self.train_step(x, y, self.state, lr, self.step)
             loss, grad_norm = float(loss), float(grad_norm)
-            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            # Under mixed precision a non-finite gradient is a float16 overflow: the step was skipped
+            # and the loss scale halved. Only a scale driven below 1 means the gradients are broken.
+            overflowed = args.mixed_precision and float(self.loss_scale.scale) >= 1.0
+            if not (math.isfinite(loss) and (math.isfinite(grad_norm) or overflowed)):
                 raise self.diverged(f"the training loss became {loss} (gradient norm {grad_norm}) at step "
                                     f"{self.step + 1}")
             self.step, self.batch = self.step + 1, self.batch + 1
@@ -630,8 +641,11 @@ class Trainer:
             tf.summary.scalar("train/loss", loss)
             tf.summary.scalar("train/bpc", bits_per_char(loss, self.chars_per_symbol["train"]))
             tf.summary.scalar("train/learning_rate", lr)
-            tf.summary.scalar("train/grad_norm", grad_norm)
+            if math.isfinite(grad_norm):  # not on a step skipped for float16 overflow
+                tf.summary.scalar("train/grad_norm", grad_norm)
             tf.summary.scalar("train/chars_per_sec", chars_per_s)
+            if args.mixed_precision:
+                tf.summary.scalar("train/loss_scale", self.loss_scale.scale)
         done = self.progress()
         remaining = self.seconds_so_far() * (1 - done) / max(done, 1e-9)
         self.progress_line.update(self.step, f"step {self.step} epoch {self.epoch}."
@@ -769,29 +783,45 @@ def choose_data_options(args: argparse.Namespace, files: list[Path] | None = Non
 
 
 def make_train_step(net, optimizer: "Adam", batch_size: int, seq_length: int, grad_clip: float, seed: int,
-                    xla: bool = True, strategy=None):
+                    xla: bool = True, strategy=None, loss_scale: "LossScale | None" = None):
     """The training step: (x, y, state, lr, step) -> (loss, grad_norm, new state).
 
     batch_size is this worker's share. With a tf.distribute strategy of several replicas, the
     batch is split among this worker's replicas, gradients are averaged across all of them,
     and the hidden state stays per replica. Dropout masks come from (seed, step[, replica]),
-    so a resumed run draws the same masks.
+    so a resumed run draws the same masks. With a loss_scale the model computes in float16
+    (mixed precision); a step whose gradients overflow is skipped and returns an infinite norm.
     """
     import tensorflow as tf
+    compute_dtype = tf.float16 if loss_scale is not None else tf.float32
 
     def loss_and_grads(x, y, state, step, replica=None):
         dropout_seed = tf.stack([tf.constant(seed, tf.int64), step])
         if replica is not None:
             dropout_seed = tf.random.experimental.stateless_fold_in(dropout_seed, replica)
         with tf.GradientTape() as tape:
-            logits, state = net(x, state, training=True, dropout_seed=dropout_seed)
+            logits, state = net(x, state, training=True, dropout_seed=dropout_seed, compute_dtype=compute_dtype)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
-        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, net.trainable_variables)]
+            # Scaled up so that small float16 gradients do not flush to zero; unscaled below.
+            scaled = loss * loss_scale.scale if loss_scale is not None else loss
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(scaled, net.trainable_variables)]
+        if loss_scale is not None:
+            grads = [g / loss_scale.scale for g in grads]
         return loss, grads, state
 
     def apply(grads, lr):
         grads, grad_norm = tf.clip_by_global_norm(grads, grad_clip)
-        optimizer.apply(grads, net.trainable_variables, lr)
+        if loss_scale is None:
+            optimizer.apply(grads, net.trainable_variables, lr)
+            return grad_norm
+        finite = tf.math.is_finite(grad_norm)
+
+        def update():
+            optimizer.apply(grads, net.trainable_variables, lr)
+            return finite
+
+        tf.cond(finite, update, lambda: finite)  # an overflowed step changes neither weights nor moments
+        loss_scale.update(finite)
         return grad_norm
 
     if strategy is None:
@@ -830,6 +860,31 @@ def make_train_step(net, optimizer: "Adam", batch_size: int, seq_length: int, gr
         return first(loss)[0], first(grad_norm)[0], state
 
     return train_step
+
+
+class LossScale:
+    """Dynamic loss scaling for float16 training (what Keras' LossScaleOptimizer does): the loss
+    is multiplied by `scale` before the backward pass; a step whose gradients overflow is skipped
+    and halves it; growth_steps finite steps in a row double it. Its variables live in `slots`,
+    so a checkpoint keeps the scale it had found."""
+
+    def __init__(self, initial: float = 2.0 ** 15, growth_steps: int = 2000):
+        import tensorflow as tf
+        self.growth_steps = growth_steps
+        self.slots = tf.Module(name="loss_scale")
+        self.slots.scale = tf.Variable(initial, dtype=tf.float32, name="scale")
+        self.slots.good_steps = tf.Variable(0, dtype=tf.int64, name="good_steps")
+
+    @property
+    def scale(self):
+        return self.slots.scale
+
+    def update(self, finite) -> None:
+        import tensorflow as tf
+        good = tf.where(finite, self.slots.good_steps + 1, tf.zeros_like(self.slots.good_steps))
+        grow = good >= self.growth_steps
+        self.slots.scale.assign(self.slots.scale * tf.where(finite, tf.where(grow, 2.0, 1.0), 0.5))
+        self.slots.good_steps.assign(tf.where(grow, tf.zeros_like(good), good))
 
 
 class Adam:

@@ -114,6 +114,29 @@ def test_fast_path_under_xla_matches_autodiff(cell):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * float(tf.reduce_max(tf.abs(w))))
 
 
+@pytest.mark.parametrize("cell", M.MODEL_TYPES)
+def test_float16_compute_tracks_float32(cell):
+    """Mixed precision: the same weights computed in float16 give float32 logits, state and
+    weight gradients within float16's precision of the float32 ones (the hand-written backward
+    in float16 included)."""
+    m = make_model(cell, hidden=16)
+    rng = np.random.default_rng(2)
+    ids = tf.constant(rng.integers(0, m.config.vocab_size, (4, 9)), tf.int32)
+    L, S, H = m.state_size
+    state = tf.constant(rng.normal(0, 0.5, (L, S, 4, H)), tf.float32)
+    state_weights = tf.constant(rng.normal(0, 1, (L, S, 4, H)), tf.float32)
+    half = lambda m, ids, state, seed: m(ids, state, compute_dtype=tf.float16)
+    want_loss, want = loss_and_grads(fast_forward, m, ids, state, state_weights, None)
+    got_loss, got = loss_and_grads(half, m, ids, state, state_weights, None)
+    logits, final = half(m, ids, state, None)
+    assert logits.dtype == tf.float32 and final.dtype == tf.float32
+    # The loss holds a weighted sum of 2*L*S*B*H state values: float16 errors add up absolutely.
+    np.testing.assert_allclose(got_loss, want_loss, rtol=2e-3, atol=1e-2)
+    for v, g, w in zip(m.trainable_variables, got, want):
+        assert g.dtype == tf.float32, v.name  # gradients reach the float32 weights as float32
+        np.testing.assert_allclose(g, w, rtol=0.05, atol=0.01 * float(tf.reduce_max(tf.abs(w))), err_msg=v.name)
+
+
 # ---------------------------------------------------------------------------------------
 # Model behaviour
 

@@ -165,3 +165,53 @@ def test_sigint_saves_and_exits_cleanly(tmp_path: Path, corpus: Path) -> None:
     assert "stopped at step" in rest and "SIGINT" in rest
     assert "python train.py --init_from" in rest
     assert list((tmp_path / "save" / "interrupted").glob("ckpt-*.index"))
+
+
+def test_mixed_precision_trains_resumes_and_samples_in_float32(tmp_path: Path, corpus: Path) -> None:
+    common = ["--input", str(corpus), "--eval_every", "30", "--learning_rate", "0.01", "--run_name", "mp", *TINY]
+    result = train(tmp_path, *common, "--max_steps", "60", "--mixed_precision")
+    assert result.returncode == 0, result.stderr
+    assert "--mixed_precision on a CPU" in result.stderr  # this machine has no GPU: said, not hidden
+    scalars = read_scalars(tmp_path / "logs" / "mp")
+    losses = [float(v) for _, v in scalars["train/loss"]]
+    assert np.mean(losses[-10:]) < np.mean(losses[:5]) - 0.5, losses
+    assert float(scalars["train/loss_scale"][-1][1]) >= 1.0
+    run = tmp_path / "save" / "mp"
+    weights = checkpoint_weights(str(run / "ckpt-60"))
+    assert weights and all(w.dtype == np.float32 for w in weights.values())  # float32 master weights
+    # The float32 checkpoint samples with no mixed precision anywhere, and the run goes on without it.
+    sampled = subprocess.run([sys.executable, str(ROOT / "sample.py"), "--save_dir", str(run), "-n", "50",
+                              "--prime", "the "], capture_output=True, text=True, encoding="utf-8", timeout=120)
+    assert sampled.returncode == 0 and sampled.stdout.startswith("the "), sampled.stderr
+    resumed = train(tmp_path, "--init_from", str(run), "--max_steps", "70")
+    assert resumed.returncode == 0 and "at step 60" in resumed.stderr, resumed.stderr
+    assert "--mixed_precision on a CPU" not in resumed.stderr  # a session flag, not inherited
+
+
+def test_loss_scale_skips_overflowing_steps_and_grows_back() -> None:
+    import tensorflow as tf
+
+    import model as M
+    from train import Adam, LossScale, make_train_step
+    net = M.CharRNN(M.ModelConfig("lstm", 11, 1, 8, 4), seed=0)
+    optimizer, scale = Adam(net.trainable_variables), LossScale(initial=2.0 ** 40, growth_steps=3)
+    step = make_train_step(net, optimizer, 2, 5, 5.0, seed=0, xla=False, loss_scale=scale)
+    rng = np.random.default_rng(0)
+    x, y = (tf.constant(rng.integers(0, 11, (2, 5)), tf.int32) for _ in range(2))
+    state, before = net.initial_state(2), [v.numpy() for v in net.trainable_variables]
+    # 2^40 times the loss overflows float16's range (65,504): the step is skipped and the scale halved.
+    loss, grad_norm, state = step(x, y, state, tf.constant(0.01), tf.constant(0, tf.int64))
+    assert np.isfinite(float(loss)) and not np.isfinite(float(grad_norm))
+    assert float(scale.scale) == 2.0 ** 39 and int(optimizer.slots.iterations) == 0
+    for v, b in zip(net.trainable_variables, before):
+        np.testing.assert_array_equal(v.numpy(), b, err_msg=v.name)
+    for i in range(1, 40):  # it halves until the gradients fit, then trains
+        loss, grad_norm, state = step(x, y, state, tf.constant(0.01), tf.constant(i, tf.int64))
+        if np.isfinite(float(grad_norm)):
+            break
+    fitted = float(scale.scale)
+    assert fitted < 2.0 ** 39 and int(optimizer.slots.iterations) == 1
+    assert any(not np.array_equal(v.numpy(), b) for v, b in zip(net.trainable_variables, before))
+    for j in range(2):  # growth_steps finite steps in a row double it
+        step(x, y, state, tf.constant(0.01), tf.constant(100 + j, tf.int64))
+    assert float(scale.scale) == 2 * fitted
