@@ -956,8 +956,6 @@ def import_tensorflow(quiet: bool = True):
         import tensorflow as tf
         return tf
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # oneDNN adds nothing measurable to these models on CPU, only notices at run time.
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:
