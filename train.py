@@ -52,10 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--normalize", default="nfc", choices=["nfc", "none"], help="Unicode normalization")
     data.add_argument("--unit", default="auto", choices=["auto", "char", "jamo"],
                       help="symbols the model sees; jamo splits Hangul syllables into their 2-3 jamo; "
-                           "auto: jamo when Hangul syllables are at least 10%% of the non-space characters")
+                           "auto: jamo for Korean text (Hangul syllables at least 10%% of the non-space "
+                           "characters) of 100 MB or more, where jamo trains faster; char otherwise")
     data.add_argument("--max_vocab", type=int, default=0, help="keep the N most frequent characters (0: all)")
     data.add_argument("--min_char_count", type=int, default=1, help="rarer characters become the unknown symbol")
     data.add_argument("--val_frac", type=float, default=0.05, help="last fraction of the text kept for validation")
+    data.add_argument("--eval_symbols", type=int, default=200_000,
+                      help="validate on at most the first N symbols of that text (0: all of it), so that an "
+                           "evaluation takes seconds, not hours, on a multi-GB corpus")
 
     # Size, batch, learning rate and dropout defaults: the best tiny shakespeare model measured in
     # 15 minutes on 2 CPU cores (bench/bench_quality.py). 2x384 at B32 sees ~11 epochs in that time.
@@ -138,7 +142,7 @@ def check_args(args: argparse.Namespace) -> None:
         need(getattr(args, flag) > 0, flag, "must be positive")
     need(args.sample_length <= 100000, "sample_length", "must be at most 100000 (characters of each TensorBoard sample)")
     need(-2**63 <= args.seed < 2**63, "seed", "must fit in 64 bits, e.g. 1234")  # TensorFlow's seeds are int64
-    for flag in ("max_steps", "stop_at_step", "warmup_steps", "max_vocab"):
+    for flag in ("max_steps", "stop_at_step", "warmup_steps", "max_vocab", "eval_symbols"):
         need(getattr(args, flag) >= 0, flag, "must be 0 or positive")
     need(args.min_char_count >= 1, "min_char_count", "must be at least 1")
     need(0.0 < args.val_frac < 0.5, "val_frac", "must be between 0 and 0.5, e.g. 0.05")
@@ -391,12 +395,15 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     corpus = utils.prepare_corpus(utils.resolve_corpus(None if args.input else args.data_dir, args.input),
                                   choose_data_options(args))
     train_ids, val_ids = corpus.split(args.val_frac)
+    if args.eval_symbols:
+        val_ids = val_ids[:args.eval_symbols + 1]  # + 1: the last input's target
     # Each worker reads only its own streams of the memory-mapped ids.
     loader = utils.BatchLoader(train_ids, args.batch_size, args.seq_length, seed=args.seed,
                                shard_index=cluster.worker_index, num_shards=cluster.num_workers)
     if len(val_ids) <= args.seq_length:
-        raise CharRNNError(f"the validation text ({len(val_ids)} symbols, --val_frac {args.val_frac}) is shorter "
-                           f"than one window of --seq_length {args.seq_length}: raise --val_frac or lower --seq_length")
+        raise CharRNNError(f"the validation text ({len(val_ids)} symbols, --val_frac {args.val_frac}, --eval_symbols "
+                           f"{args.eval_symbols}) is shorter than one window of --seq_length {args.seq_length}: raise "
+                           f"--val_frac or --eval_symbols, or lower --seq_length")
     check_memory(args, corpus.vocab.size)
     if resume_dir is not None:
         check_same_vocab(resume_dir, corpus.vocab)
@@ -731,11 +738,14 @@ def bits_per_char(nats_per_symbol: float, chars_per_symbol: float) -> float:
     return nats_per_symbol / chars_per_symbol / math.log(2)
 
 
-# --unit auto. On data/korean, at equal time and at equal characters trained, jamo reached lower
-# bits per character than syllables with every model size and learning rate tried, while
-# syllables sat near the unigram baseline for the first epochs (bench/bench_korean.py). So auto
-# splits syllables wherever Hangul is a real part of the text; other text stays char.
-AUTO_JAMO_MIN_HANGUL = 0.10   # share of the non-space characters that are Hangul syllables
+# --unit auto, from bench/bench_korean.py (figures in bench/RESULTS.md). On the bundled 0.47 MB
+# Korean corpus (833 distinct syllables) syllables reach lower bits per character than jamo in
+# the same time: jamo makes the text 1.6x longer, and a vocabulary of hundreds costs the output
+# layer little. The char unit's output layer grows with the vocabulary, though, which grows with
+# the corpus, while jamo's cost per character stays put: on large corpora (thousands of distinct
+# characters) jamo trains more characters per second. So auto picks by corpus size.
+AUTO_JAMO_MIN_HANGUL = 0.10   # Korean text: Hangul syllables are at least this share of the non-space characters
+AUTO_JAMO_MIN_BYTES = 100 * 10**6  # Korean corpora this big or bigger get jamo
 AUTO_SAMPLE_FILES = 8         # files looked at, evenly spaced in the sorted list
 AUTO_SAMPLE_CHARS = 1 << 20   # characters read from the start of each
 
@@ -772,11 +782,17 @@ def choose_data_options(args: argparse.Namespace, files: list[Path] | None = Non
             files = utils.resolve_corpus(None if args.input else args.data_dir, args.input)
         share, distinct, looked = hangul_share(files, utils.DataOptions(encoding=args.encoding,
                                                                         normalize=args.normalize))
-        unit = "jamo" if share >= AUTO_JAMO_MIN_HANGUL else "char"
-        log.info("unit: %s (--unit auto: Hangul syllables are %.0f%% of the non-space characters, %s distinct, "
-                 "in %s characters sampled; jamo from %.0f%%, where it learned faster than syllables; "
-                 "choose with --unit char|jamo)", unit, 100 * share, f"{distinct:,}", f"{looked:,}",
-                 100 * AUTO_JAMO_MIN_HANGUL)
+        size = sum(path.stat().st_size for path in files)
+        korean = share >= AUTO_JAMO_MIN_HANGUL
+        unit = "jamo" if korean and size >= AUTO_JAMO_MIN_BYTES else "char"
+        why = (f"Hangul syllables are {100 * share:.0f}% of the non-space characters ({distinct:,} distinct in "
+               f"{looked:,} sampled)")
+        if korean:
+            why += (f"; a {size / 1e6:,.2f} MB Korean corpus: syllables below {AUTO_JAMO_MIN_BYTES / 1e6:,.0f} MB, "
+                    f"jamo from there on, where they train faster (bench/bench_korean.py)")
+        else:
+            why += f": not Korean text (jamo from {100 * AUTO_JAMO_MIN_HANGUL:.0f}%)"
+        log.info("unit: %s (--unit auto: %s; choose with --unit char|jamo)", unit, why)
     args.unit = unit
     return utils.DataOptions(encoding=args.encoding, normalize=args.normalize, unit=unit,
                              max_vocab=args.max_vocab, min_char_count=args.min_char_count)

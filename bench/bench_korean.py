@@ -13,11 +13,14 @@ what a vocabulary of thousands of syllables costs per step.
    train/chars_per_sec (original characters per second of training steps), steps and characters
    trained. Then `python sample.py --save_dir <run> --prime 문 -n 300 --seed 1` (-n counts
    characters in either unit).
-2. The output layer's cost: the char unit on a generated Korean corpus of 200 MB (bench_data.py's
-   generator: lines of data/korean resampled, rare Hangul, Hanja and emoji sprinkled in, so the
-   vocabulary has thousands of characters) for a fixed number of steps with the same model,
-   against the bundled corpus's char run: vocabulary, steps/s and chars/s (medians of the steps,
-   preparation and XLA compilation excluded).
+   Both units are also compared at equal characters trained: each one's validation bits/char
+   at the last evaluation before the slower unit's total (evaluated every EVAL_EVERY steps).
+2. The output layer's cost at scale: both units on generated Korean corpora of 200 and 2,000 MB
+   (bench_data.py's generator: lines of data/korean resampled, rare Hangul, Hanja and emoji
+   sprinkled in, so the vocabulary grows to thousands of characters as a wiki dump's does) for a
+   fixed number of steps with the same model: vocabulary, steps/s and original characters/s
+   (medians of the steps, preparation and XLA compilation excluded). The generated text repeats
+   the bundled lines, so it measures speed only, never quality.
 
 Prints a markdown block with the figures, the samples, the exact command, the date and the load
 average; --results also writes it into a Markdown file (between markers, other sections kept).
@@ -46,6 +49,7 @@ from bench_data import corpus_file, machine, write_section  # noqa: E402  (share
 BEGIN, END = "<!-- bench_korean.py: begin -->", "<!-- bench_korean.py: end -->"
 SAMPLE_CHARS = 300
 PRIME = "문"
+EVAL_EVERY = 100  # steps between evaluations of the unit runs: a finer curve for the equal-characters column
 
 
 def run(cmd: list[str], log_path: Path, timeout: float) -> str:
@@ -90,13 +94,15 @@ def train_run(work: Path, name: str, train_args: list[str], timeout: float) -> d
     chars_per_symbol = config["chars_per_symbol"]["train"]
     steps = events["train/loss"][-1][0]
     val = events.get("val/bpc", [])
+    chars_per_step = per_step * chars_per_symbol
     return {"name": name, "run_dir": work / "save" / name, "unit": args["unit"],
             "vocab": config["model"]["vocab_size"], "chars_per_symbol": chars_per_symbol,
             "baseline": float(baseline.group(1)) if baseline else float("nan"),
             "val_bpc": val[-1][1] if val else float("nan"), "best_bpc": min((v for _, v in val), default=float("nan")),
             "chars_per_s": statistics.median(speeds),
             "steps_per_s": statistics.median(speeds) / (per_step * chars_per_symbol),
-            "steps": steps, "chars": steps * per_step * chars_per_symbol, "wall_s": wall,
+            "steps": steps, "chars": steps * chars_per_step, "wall_s": wall,
+            "curve": [(step * chars_per_step, bpc) for step, bpc in val],
             "model": f"{args['model']} {args['num_layers']}x{args['rnn_size']}, emb {args['embedding_size']}, "
                      f"B{args['batch_size']} T{args['seq_length']}, lr {args['learning_rate']:g}"}
 
@@ -112,7 +118,7 @@ def main() -> None:
     p.add_argument("--budget", default="10m", help="training time of each unit (train.py --time_budget)")
     p.add_argument("--units", default="char,jamo", help="units to compare, comma-separated")
     p.add_argument("--train-args", default="", help="extra train.py flags for every run, e.g. \"--rnn_size 256\"")
-    p.add_argument("--big-mb", type=float, default=200, help="size of the generated corpus in MB (10^6 bytes)")
+    p.add_argument("--big-mb", default="200,2000", help="sizes of the generated corpora in MB (10^6 bytes), comma-separated")
     p.add_argument("--big-steps", type=int, default=40, help="training steps timed on the generated corpus")
     p.add_argument("--quick", action="store_true", help="smoke run: --budget 30s --big-mb 20 --big-steps 8")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated corpus")
@@ -122,7 +128,7 @@ def main() -> None:
     p.add_argument("--results", help="write the results section into this Markdown file (other sections kept)")
     a = p.parse_args()
     if a.quick:
-        a.budget, a.big_mb, a.big_steps = "30s", 20, 8
+        a.budget, a.big_mb, a.big_steps = "30s", "20", 8
     command = "python bench/bench_korean.py " + shlex.join(sys.argv[1:])
     extra = shlex.split(a.train_args)
     started, load_before = time.strftime("%Y-%m-%d %H:%M %Z"), os.getloadavg()
@@ -131,23 +137,28 @@ def main() -> None:
     try:
         units = []
         for unit in a.units.split(","):
-            r = train_run(work, f"korean-{unit}", ["--data_dir", "data/korean", "--unit", unit,
-                                                    "--time_budget", a.budget, *extra], timeout)
+            r = train_run(work, f"korean-{unit}", ["--data_dir", "data/korean", "--unit", unit, "--time_budget",
+                                                    a.budget, "--eval_every", str(EVAL_EVERY), *extra], timeout)
             r["sample"] = sample(work, r, timeout)
             units.append(r)
-            print(json.dumps({k: v for k, v in r.items() if k not in ("run_dir", "sample")}), flush=True)
+            print(json.dumps({k: v for k, v in r.items() if k not in ("run_dir", "sample", "curve")}), flush=True)
         load_mid = os.getloadavg()
 
         big_dir = Path(a.workdir)
         big_dir.mkdir(parents=True, exist_ok=True)
-        big_path = corpus_file(big_dir, a.big_mb, a.seed)
-        # Timed steps only: --stop_at_step ends the run without the final evaluation and the
-        # schedule is that of a long run; the medians skip the first (compiling) step.
-        big = train_run(work, "generated-char", ["--input", str(big_path), "--unit", "char", "--max_steps", "1000000",
-                                                 "--stop_at_step", str(a.big_steps), "--eval_every", "1000000",
-                                                 "--save_every", "1000000", "--val_frac", "0.001", *extra], timeout)
-        big["mb"] = big_path.stat().st_size / 1e6
-        print(json.dumps({k: v for k, v in big.items() if k not in ("run_dir",)}), flush=True)
+        big = []
+        for mb in (float(x) for x in a.big_mb.split(",")):
+            big_path = corpus_file(big_dir, mb, a.seed)
+            for unit in a.units.split(","):
+                # Timed steps only: --stop_at_step ends the run without the final evaluation and the
+                # schedule is that of a long run; the medians skip the first (compiling) step.
+                r = train_run(work, f"generated-{mb:g}-{unit}", [
+                    "--input", str(big_path), "--unit", unit, "--max_steps", "1000000", "--stop_at_step",
+                    str(a.big_steps), "--eval_every", "1000000", "--save_every", "1000000", "--val_frac", "0.001",
+                    *extra], timeout)
+                r["mb"] = big_path.stat().st_size / 1e6
+                big.append(r)
+                print(json.dumps({k: v for k, v in r.items() if k not in ("run_dir", "curve")}), flush=True)
         report = render(units, big, a, command, started, load_before, load_mid, os.getloadavg())
     finally:
         if a.keep:
@@ -160,39 +171,51 @@ def main() -> None:
         print(f"wrote the section to {a.results}")
 
 
-def render(units: list[dict], big: dict, a, command: str, started: str, load_before, load_mid, load_after) -> str:
+def bpc_at(curve: list[tuple[float, float]], chars: float) -> float:
+    """Validation bits/char at the last evaluation after at most `chars` characters trained."""
+    seen = [bpc for trained, bpc in curve if trained <= chars * (1 + 1e-9)]
+    return seen[-1] if seen else float("nan")
+
+
+def render(units: list[dict], big: list[dict], a, command: str, started: str, load_before, load_mid,
+           load_after) -> str:
     names = {"char": "syllables (`--unit char`)", "jamo": "jamo (`--unit jamo`)"}
+    model = (units or big)[0]["model"]
     lines = [BEGIN, "## Korean: syllables vs jamo (`bench/bench_korean.py`)", "",
              f"Command: `{command.strip()}`  ", f"Date: {started}; machine: {machine()}  ",
              f"Load average (1 min) before / after the unit runs / at the end: {load_before[0]:.2f} / "
              f"{load_mid[0]:.2f} / {load_after[0]:.2f}. Runs one after the other, never side by side.  ",
-             f"Model: {units[0]['model'] if units else big['model']}" + (f" (`--train-args {a.train_args}`)" if a.train_args else
-                                                                        " (train.py's defaults)"), "",
-             f"### data/korean, `--time_budget {a.budget}` each", "",
-             "| unit | vocabulary | symbols per char | val bits/char (last) | best | unigram baseline bits/char "
-             "| chars/s (median) | steps | chars trained |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in units:
-        lines.append(f"| {names.get(r['unit'], r['unit'])} | {r['vocab']:,} | {1 / r['chars_per_symbol']:.2f} "
-                     f"| {r['val_bpc']:.3f} | {r['best_bpc']:.3f} | {r['baseline']:.3f} | {r['chars_per_s']:,.0f} "
-                     f"| {r['steps']:,} | {r['chars'] / 1e6:.2f} M |")
-    lines += ["", "Bits per character are per character of the original NFC text in both units, so the rows compare "
-              "directly; the baseline is the unigram entropy of the characters, what a model that learned only "
-              "character frequencies scores.", ""]
-    for r in units:
-        lines += [f"Sample, {names.get(r['unit'], r['unit'])}: `python sample.py --save_dir <run> --prime {PRIME} "
-                  f"--seed 1` ({SAMPLE_CHARS} characters after the prime):", "", "```", r["sample"], "```", ""]
-    own = next((r for r in units if r["unit"] == "char"), None)
-    lines += [f"### The output layer's cost: `--unit char`, {big['steps']} steps", "",
-              "| corpus | vocabulary | steps/s | chars/s |", "|---|---:|---:|---:|"]
-    if own:
-        lines.append(f"| data/korean ({os.path.getsize(ROOT / 'data/korean/ml_blog.txt') / 1e6 + os.path.getsize(ROOT / 'data/korean/constitution.txt') / 1e6:.2f} MB) "
-                     f"| {own['vocab']:,} | {own['steps_per_s']:.2f} | {own['chars_per_s']:,.0f} |")
-    lines.append(f"| generated Korean, {big['mb']:.0f} MB (bench_data.py generator, seed {a.seed}) | {big['vocab']:,} "
-                 f"| {big['steps_per_s']:.2f} | {big['chars_per_s']:,.0f} |")
-    if own:
-        lines += ["", f"Same model and batch; the {big['vocab']:,}-symbol output layer runs at "
-                  f"{big['steps_per_s'] / own['steps_per_s']:.2f}x the steps/s of the {own['vocab']:,}-symbol one."]
+             f"Model: {model}" + (f" (`--train-args {a.train_args}`)" if a.train_args else " (train.py's defaults)"), ""]
+    if units:
+        equal = min(r["chars"] for r in units)
+        lines += [f"### data/korean, `--time_budget {a.budget}` each", "",
+                  "| unit | vocabulary | symbols per char | val bits/char (last) | best | at equal chars "
+                  f"({equal / 1e6:.2f} M) | unigram baseline bits/char | chars/s (median) | steps | chars trained |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in units:
+            lines.append(f"| {names.get(r['unit'], r['unit'])} | {r['vocab']:,} | {1 / r['chars_per_symbol']:.2f} "
+                         f"| {r['val_bpc']:.3f} | {r['best_bpc']:.3f} | {bpc_at(r['curve'], equal):.3f} "
+                         f"| {r['baseline']:.3f} | {r['chars_per_s']:,.0f} | {r['steps']:,} | {r['chars'] / 1e6:.2f} M |")
+        lines += ["", "Bits per character are per character of the original NFC text in both units, so the rows "
+                  "compare directly; the baseline is the unigram entropy of the characters, what a model that "
+                  f"learned only character frequencies scores. Evaluated every {EVAL_EVERY} steps; \"at equal chars\" "
+                  "is each unit's last evaluation before the characters the slower unit trained in the budget.", ""]
+        for r in units:
+            lines += [f"Sample, {names.get(r['unit'], r['unit'])}: `python sample.py --save_dir <run> --prime {PRIME} "
+                      f"--seed 1` ({SAMPLE_CHARS} characters after the prime):", "", "```", r["sample"], "```", ""]
+    if big:
+        lines += [f"### The output layer's cost at scale: {big[0]['steps']} steps on generated corpora", "",
+                  "| corpus | unit | vocabulary | steps/s | chars/s |", "|---|---|---:|---:|---:|"]
+        bundled = sum(os.path.getsize(f) for f in (ROOT / "data/korean").glob("*.txt")) / 1e6
+        for r in units:
+            lines.append(f"| data/korean ({bundled:.2f} MB) | {names.get(r['unit'], r['unit'])} | {r['vocab']:,} "
+                         f"| {r['steps_per_s']:.2f} | {r['chars_per_s']:,.0f} |")
+        for r in big:
+            lines.append(f"| generated Korean, {r['mb']:,.0f} MB (seed {a.seed}) | {names.get(r['unit'], r['unit'])} "
+                         f"| {r['vocab']:,} | {r['steps_per_s']:.2f} | {r['chars_per_s']:,.0f} |")
+        lines += ["", "Same model and batch in every row. chars/s counts characters of the original text (a jamo "
+                  "step covers fewer of them); the vocabulary under jamo still holds the Hanja, emoji and other "
+                  "non-Hangul characters."]
     lines += ["", "chars/s and steps/s: medians over the training steps (train/chars_per_sec in TensorBoard), "
               "preparation, compilation and evaluation excluded.", END]
     return "\n".join(lines) + "\n"

@@ -87,21 +87,29 @@ def test_bits_per_character_mean_the_same_in_both_units(tmp_path: Path) -> None:
         assert utils.count_chars(corpus.vocab, corpus.ids[1:1001]) == starts
 
 
-@pytest.mark.parametrize("name, text, encoding, unit", [
-    ("korean", KOREAN, "utf-8", "jamo"),
-    ("korean, NFD as macOS writes it", unicodedata.normalize("NFD", KOREAN), "utf-8", "jamo"),
-    ("korean, cp949", KOREAN, "cp949", "jamo"),
-    ("english", ENGLISH, "utf-8", "char"),
-    ("english with a few Korean words", ENGLISH + "\n안녕하세요 한국어\n" * 20, "utf-8", "char"),
+@pytest.mark.parametrize("name, text, encoding, korean", [
+    ("korean", KOREAN, "utf-8", True),
+    ("korean, NFD as macOS writes it", unicodedata.normalize("NFD", KOREAN), "utf-8", True),
+    ("korean, cp949", KOREAN, "cp949", True),
+    ("english", ENGLISH, "utf-8", False),
+    ("english with a few Korean words", ENGLISH + "\n안녕하세요 한국어\n" * 20, "utf-8", False),
 ])
-def test_unit_auto_picks_by_the_share_of_hangul(tmp_path: Path, caplog, name: str, text: str, encoding: str,
-                                                unit: str) -> None:
+def test_unit_auto_picks_by_hangul_share_and_corpus_size(tmp_path: Path, caplog, monkeypatch, name: str, text: str,
+                                                         encoding: str, korean: bool) -> None:
     path = write(tmp_path / "in.txt", text, encoding)
-    args = train.build_parser().parse_args(["--input", str(path), "--encoding", encoding])
-    with caplog.at_level(logging.INFO, logger="charrnn"):
-        options = train.choose_data_options(args)
-    assert options.unit == args.unit == unit
-    assert f"unit: {unit} (--unit auto" in caplog.text and "Hangul syllables are" in caplog.text
+    size = path.stat().st_size
+    # Below the size threshold syllables, from it on jamo, for Korean text only (a small threshold
+    # stands in for a 100 MB corpus; the rule compares the files' total size).
+    for threshold, big in ((size + 1, False), (size, True)):
+        monkeypatch.setattr(train, "AUTO_JAMO_MIN_BYTES", threshold)
+        args = train.build_parser().parse_args(["--input", str(path), "--encoding", encoding])
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="charrnn"):
+            options = train.choose_data_options(args)
+        unit = "jamo" if korean and big else "char"
+        assert options.unit == args.unit == unit, (threshold, caplog.text)
+        assert f"unit: {unit} (--unit auto" in caplog.text and "Hangul syllables are" in caplog.text
+        assert ("Korean corpus" in caplog.text) == korean and ("not Korean text" in caplog.text) != korean
 
 
 def test_unit_auto_in_a_real_run_and_a_cp949_file_without_encoding(tmp_path: Path) -> None:
@@ -109,9 +117,9 @@ def test_unit_auto_in_a_real_run_and_a_cp949_file_without_encoding(tmp_path: Pat
     result = run("train.py", tmp_path, "--input", str(corpus), "--max_steps", "2", "--eval_every", "2",
                  "--run_name", "auto", *TINY)
     assert result.returncode == 0, result.stderr
-    assert "unit: jamo (--unit auto" in result.stderr
+    assert "unit: char (--unit auto" in result.stderr and "MB Korean corpus" in result.stderr
     saved = json.loads((tmp_path / "save" / "auto" / "config.json").read_text(encoding="utf-8"))
-    assert saved["args"]["unit"] == "jamo"  # a resumed run keeps the unit it was trained with
+    assert saved["args"]["unit"] == "char"  # a resumed run keeps the unit it was trained with
 
     legacy = write(tmp_path / "legacy.txt", KOREAN, "cp949")
     refused = run("train.py", tmp_path, "--input", str(legacy), "--max_steps", "2", *TINY)

@@ -215,3 +215,30 @@ def test_loss_scale_skips_overflowing_steps_and_grows_back() -> None:
     for j in range(2):  # growth_steps finite steps in a row double it
         step(x, y, state, tf.constant(0.01), tf.constant(100 + j, tf.int64))
     assert float(scale.scale) == 2 * fitted
+
+
+def test_validation_loss_is_the_first_eval_symbols_of_the_split(tmp_path: Path, corpus: Path) -> None:
+    """val/loss is the mean cross-entropy over the first --eval_symbols symbols of the validation
+    split, read as --batch_size contiguous streams: recomputed here from the saved checkpoint."""
+    import tensorflow as tf
+
+    import model as M
+    import utils
+    result = train(tmp_path, "--input", str(corpus), "--max_steps", "6", "--eval_every", "6",
+                   "--eval_symbols", "250", "--run_name", "ev", *TINY)
+    assert result.returncode == 0, result.stderr
+    assert "validation 251 symbols" in result.stderr  # 250 targets and the input before the first
+    run = tmp_path / "save" / "ev"
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    net = M.CharRNN(M.ModelConfig.from_dict(config["model"]))
+    tf.train.Checkpoint(model=net).read(str(run / "ckpt-6")).expect_partial()
+    prepared = utils.prepare_corpus([corpus], utils.DataOptions(unit="char"))
+    val = prepared.split(config["args"]["val_frac"])[1]
+    assert len(val) > 251
+    state, nats, count = net.initial_state(4), 0.0, 0
+    for x, y in utils.eval_batches(val[:251], 4, 16):
+        logits, state = net(tf.constant(x), state)
+        nats += float(tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)))
+        count += y.size
+    logged = float(read_scalars(tmp_path / "logs" / "ev")["val/loss"][-1][1])
+    np.testing.assert_allclose(logged, nats / count, rtol=1e-4)
