@@ -50,10 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--input", default=None, help="a .txt file or directory; overrides --data_dir")
     data.add_argument("--encoding", default="utf-8", help="encoding of the corpus files (cp949, euc-kr, ...)")
     data.add_argument("--normalize", default="nfc", choices=["nfc", "none"], help="Unicode normalization")
-    data.add_argument("--unit", default="auto", choices=["auto", "char", "jamo"],
-                      help="symbols the model sees; jamo splits Hangul syllables into their 2-3 jamo; "
-                           "auto: jamo for Korean text (Hangul syllables at least 10%% of the non-space "
-                           "characters) of 100 MB or more, where jamo trains faster; char otherwise")
+    data.add_argument("--unit", default="char", choices=["char", "jamo"],
+                      help="symbols the model sees: char, or jamo (Hangul syllables split into their 2-3 jamo). "
+                           "On Korean char measured better at every corpus size tried (bench/bench_korean.py)")
     data.add_argument("--max_vocab", type=int, default=0, help="keep the N most frequent characters (0: all)")
     data.add_argument("--min_char_count", type=int, default=1, help="rarer characters become the unknown symbol")
     data.add_argument("--val_frac", type=float, default=0.05, help="last fraction of the text kept for validation")
@@ -62,13 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
                            "evaluation takes seconds, not hours, on a multi-GB corpus")
 
     # Size, batch, learning rate and dropout defaults: the best tiny shakespeare model measured in
-    # 15 minutes on 2 CPU cores (bench/bench_quality.py). 2x384 at B32 sees ~11 epochs in that time.
+    # 15 minutes on 2 CPU cores (bench/bench_quality.py). 2x384 at B32 sees 8-11 epochs in that time
+    # and overfits: dropout 0.25 reached 1.451 nats/char where 0.1 reached 1.493 (same machine, day).
     model = p.add_argument_group("model")
     model.add_argument("--model", default="lstm", choices=["lstm", "gru", "rnn"], help="recurrent cell")
     model.add_argument("--num_layers", type=int, default=2, help="number of recurrent layers")
     model.add_argument("--rnn_size", type=int, default=384, help="size of each layer's hidden state")
     model.add_argument("--embedding_size", type=int, default=64, help="size of the character embedding")
-    model.add_argument("--dropout", type=float, default=0.1, help="dropout between layers and before the output")
+    model.add_argument("--dropout", type=float, default=0.25, help="dropout between layers and before the output")
     model.add_argument("--output_keep_prob", type=float, default=None,
                        help="old name: keep probability before the output (sets --dropout to 1-p)")
     model.add_argument("--input_keep_prob", type=float, default=None,
@@ -243,16 +243,14 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise CharRNNError(f"{run_dir / 'config.json'} is unreadable or damaged ({error}); train.py wrote it "
                            f"when the run started: restore it from a backup, or start a new run") from None
-    # "auto" is not a choice that can differ: the run already made it.
     differ = [f"--{k}: saved {saved[k]!r}, given {getattr(args, k)!r}"
-              for k in ARCHITECTURE_FLAGS if k in typed and k in saved and saved[k] != getattr(args, k)
-              and getattr(args, k) != "auto"]
+              for k in ARCHITECTURE_FLAGS if k in typed and k in saved and saved[k] != getattr(args, k)]
     if differ:
         raise CharRNNError(f"cannot resume {run_dir} with a different architecture ("
                            + "; ".join(differ) + "). Drop these flags to continue the run, "
                            "or start a new run without --init_from.")
     for key, value in saved.items():
-        if (key not in typed or getattr(args, key) == "auto") and key not in SESSION_FLAGS:
+        if key not in typed and key not in SESSION_FLAGS:
             setattr(args, key, value)
     args.run_name = run_dir.name
     args.save_dir = str(run_dir.parent)
@@ -738,63 +736,9 @@ def bits_per_char(nats_per_symbol: float, chars_per_symbol: float) -> float:
     return nats_per_symbol / chars_per_symbol / math.log(2)
 
 
-# --unit auto, from bench/bench_korean.py (figures in bench/RESULTS.md). On the bundled 0.47 MB
-# Korean corpus (833 distinct syllables) syllables reach lower bits per character than jamo in
-# the same time: jamo makes the text 1.6x longer, and a vocabulary of hundreds costs the output
-# layer little. The char unit's output layer grows with the vocabulary, though, which grows with
-# the corpus, while jamo's cost per character stays put: on large corpora (thousands of distinct
-# characters) jamo trains more characters per second. So auto picks by corpus size.
-AUTO_JAMO_MIN_HANGUL = 0.10   # Korean text: Hangul syllables are at least this share of the non-space characters
-AUTO_JAMO_MIN_BYTES = 100 * 10**6  # Korean corpora this big or bigger get jamo
-AUTO_SAMPLE_FILES = 8         # files looked at, evenly spaced in the sorted list
-AUTO_SAMPLE_CHARS = 1 << 20   # characters read from the start of each
-
-
-def hangul_share(files: list[Path], options: "utils.DataOptions") -> tuple[float, int, int]:
-    """(Hangul syllables / non-space characters, distinct syllables, characters looked at) in a
-    sample: the first ~1M characters of up to 8 files, decoded and normalized as preparation
-    will (cp949 and NFD text count alike). Cheap on a multi-GB corpus; a file that does not
-    decode fails here with preparation's message."""
-    count = min(len(files), AUTO_SAMPLE_FILES)
-    picked = [files[round(i * (len(files) - 1) / max(1, count - 1))] for i in range(count)]
-    hangul = non_space = looked = 0
-    distinct = np.zeros(0, dtype=np.uint32)
-    for path in dict.fromkeys(picked):
-        taken = 0
-        for text in utils._read_text(path, options, lambda _: None):
-            cp = utils._code_points(text[:AUTO_SAMPLE_CHARS - taken])
-            syllables = cp[(cp >= 0xAC00) & (cp <= 0xD7A3)]
-            hangul += len(syllables)
-            non_space += int(np.count_nonzero(~np.isin(cp, (9, 10, 11, 12, 13, 32, 0x85, 0xA0, 0x3000))))
-            distinct = np.union1d(distinct, syllables)
-            taken += len(cp)
-            if taken >= AUTO_SAMPLE_CHARS:
-                break
-        looked += taken
-    return hangul / max(1, non_space), len(distinct), looked
-
-
-def choose_data_options(args: argparse.Namespace, files: list[Path] | None = None) -> "utils.DataOptions":
-    """The data options of the flags; --unit auto becomes char or jamo here (and is saved so)."""
-    unit = args.unit
-    if unit == "auto":
-        if files is None:
-            files = utils.resolve_corpus(None if args.input else args.data_dir, args.input)
-        share, distinct, looked = hangul_share(files, utils.DataOptions(encoding=args.encoding,
-                                                                        normalize=args.normalize))
-        size = sum(path.stat().st_size for path in files)
-        korean = share >= AUTO_JAMO_MIN_HANGUL
-        unit = "jamo" if korean and size >= AUTO_JAMO_MIN_BYTES else "char"
-        why = (f"Hangul syllables are {100 * share:.0f}% of the non-space characters ({distinct:,} distinct in "
-               f"{looked:,} sampled)")
-        if korean:
-            why += (f"; a {size / 1e6:,.2f} MB Korean corpus: syllables below {AUTO_JAMO_MIN_BYTES / 1e6:,.0f} MB, "
-                    f"jamo from there on, where they train faster (bench/bench_korean.py)")
-        else:
-            why += f": not Korean text (jamo from {100 * AUTO_JAMO_MIN_HANGUL:.0f}%)"
-        log.info("unit: %s (--unit auto: %s; choose with --unit char|jamo)", unit, why)
-    args.unit = unit
-    return utils.DataOptions(encoding=args.encoding, normalize=args.normalize, unit=unit,
+def choose_data_options(args: argparse.Namespace) -> "utils.DataOptions":
+    """The data options of the flags."""
+    return utils.DataOptions(encoding=args.encoding, normalize=args.normalize, unit=args.unit,
                              max_vocab=args.max_vocab, min_char_count=args.min_char_count)
 
 

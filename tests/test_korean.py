@@ -1,10 +1,9 @@
 """Korean at the training level: jamo training that learns and samples valid Hangul, bits per
-character that mean the same in both units, and what --unit auto picks (data-level cases such as
+character that mean the same in both units, and the default unit (data-level cases such as
 cp949 decoding, NFD and --max_vocab are in test_data.py)."""
 from __future__ import annotations
 
 import json
-import logging
 import math
 import subprocess
 import sys
@@ -87,38 +86,13 @@ def test_bits_per_character_mean_the_same_in_both_units(tmp_path: Path) -> None:
         assert utils.count_chars(corpus.vocab, corpus.ids[1:1001]) == starts
 
 
-@pytest.mark.parametrize("name, text, encoding, korean", [
-    ("korean", KOREAN, "utf-8", True),
-    ("korean, NFD as macOS writes it", unicodedata.normalize("NFD", KOREAN), "utf-8", True),
-    ("korean, cp949", KOREAN, "cp949", True),
-    ("english", ENGLISH, "utf-8", False),
-    ("english with a few Korean words", ENGLISH + "\n안녕하세요 한국어\n" * 20, "utf-8", False),
-])
-def test_unit_auto_picks_by_hangul_share_and_corpus_size(tmp_path: Path, caplog, monkeypatch, name: str, text: str,
-                                                         encoding: str, korean: bool) -> None:
-    path = write(tmp_path / "in.txt", text, encoding)
-    size = path.stat().st_size
-    # Below the size threshold syllables, from it on jamo, for Korean text only (a small threshold
-    # stands in for a 100 MB corpus; the rule compares the files' total size).
-    for threshold, big in ((size + 1, False), (size, True)):
-        monkeypatch.setattr(train, "AUTO_JAMO_MIN_BYTES", threshold)
-        args = train.build_parser().parse_args(["--input", str(path), "--encoding", encoding])
-        caplog.clear()
-        with caplog.at_level(logging.INFO, logger="charrnn"):
-            options = train.choose_data_options(args)
-        unit = "jamo" if korean and big else "char"
-        assert options.unit == args.unit == unit, (threshold, caplog.text)
-        assert f"unit: {unit} (--unit auto" in caplog.text and "Hangul syllables are" in caplog.text
-        assert ("Korean corpus" in caplog.text) == korean and ("not Korean text" in caplog.text) != korean
-
-
-def test_unit_auto_in_a_real_run_and_a_cp949_file_without_encoding(tmp_path: Path) -> None:
+def test_korean_trains_as_syllables_by_default_and_a_cp949_file_without_encoding(tmp_path: Path) -> None:
     corpus = write(tmp_path / "ko.txt", KOREAN)
     result = run("train.py", tmp_path, "--input", str(corpus), "--max_steps", "2", "--eval_every", "2",
-                 "--run_name", "auto", *TINY)
+                 "--run_name", "default", *TINY)
     assert result.returncode == 0, result.stderr
-    assert "unit: char (--unit auto" in result.stderr and "MB Korean corpus" in result.stderr
-    saved = json.loads((tmp_path / "save" / "auto" / "config.json").read_text(encoding="utf-8"))
+    assert "(char unit, vocabulary" in result.stderr
+    saved = json.loads((tmp_path / "save" / "default" / "config.json").read_text(encoding="utf-8"))
     assert saved["args"]["unit"] == "char"  # a resumed run keeps the unit it was trained with
 
     legacy = write(tmp_path / "legacy.txt", KOREAN, "cp949")
