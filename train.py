@@ -391,7 +391,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         raise CharRNNError(f"--batch_size {args.batch_size} must be a multiple of the number of workers "
                            f"({cluster.num_workers}): each worker trains an equal share of the streams")
     corpus = utils.prepare_corpus(utils.resolve_corpus(None if args.input else args.data_dir, args.input),
-                                  choose_data_options(args))
+                                  data_options(args))
     train_ids, val_ids = corpus.split(args.val_frac)
     if args.eval_symbols:
         val_ids = val_ids[:args.eval_symbols + 1]  # + 1: the last input's target
@@ -736,7 +736,7 @@ def bits_per_char(nats_per_symbol: float, chars_per_symbol: float) -> float:
     return nats_per_symbol / chars_per_symbol / math.log(2)
 
 
-def choose_data_options(args: argparse.Namespace) -> "utils.DataOptions":
+def data_options(args: argparse.Namespace) -> "utils.DataOptions":
     """The data options of the flags."""
     return utils.DataOptions(encoding=args.encoding, normalize=args.normalize, unit=args.unit,
                              max_vocab=args.max_vocab, min_char_count=args.min_char_count)
