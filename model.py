@@ -186,6 +186,22 @@ def _time_steps(x: tf.Tensor) -> tf.Tensor | int:
     return x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
 
 
+def _column_blocks(w: tf.Tensor, count: int) -> list[tf.Tensor]:
+    """w split into `count` (at most w's width) near-equal blocks of columns."""
+    count = min(count, w.shape[1])
+    return tf.split(w, [w.shape[1] // count + (i < w.shape[1] % count) for i in range(count)], axis=1)
+
+
+def _blockwise_matmul(x: tf.Tensor, w_blocks: list[tf.Tensor]) -> tf.Tensor:
+    """x @ concat(w_blocks) as one matmul per block. Inside a loop, XLA:CPU runs one
+    [B, H] x [H, G*H] matmul on a single thread but independent matmuls side by side on
+    both cores (measured, Xeon with 2 cores, 2x512 LSTM train step: per-gate blocks in the
+    forward +12%, the backward's in two halves +4% more; 2x128 unchanged)."""
+    if len(w_blocks) == 1:
+        return tf.matmul(x, w_blocks[0])
+    return tf.concat([tf.matmul(x, w) for w in w_blocks], axis=-1)
+
+
 def _recurrent_layer(cell, xw: tf.Tensor, w_h: tf.Tensor, state0: tf.Tensor):
     """Runs one layer over a sequence.
 
@@ -198,9 +214,10 @@ def _recurrent_layer(cell, xw: tf.Tensor, w_h: tf.Tensor, state0: tf.Tensor):
     def layer(xw, w_h, state0):
         T = _time_steps(xw)
         parts = cell.state_parts
+        w_h_gates = _column_blocks(w_h, cell.gates)
 
         def fwd(t, state, state_tapes, saved_ta):
-            new, saved = cell.forward(xw[t], tf.matmul(state[0], w_h), state)
+            new, saved = cell.forward(xw[t], _blockwise_matmul(state[0], w_h_gates), state)
             state_tapes = tuple(tape.write(t, s) for tape, s in zip(state_tapes, new))
             return t + 1, new, state_tapes, saved_ta.write(t, saved)
 
@@ -226,12 +243,13 @@ def _recurrent_layer(cell, xw: tf.Tensor, w_h: tf.Tensor, state0: tf.Tensor):
                 tf.concat([s0[None], s[:-1]], axis=0) for s0, s in zip(tf.unstack(state0, parts), states)
             )
             factors = cell.prepare(saved, prev_states, states)
-            w_h_t = tf.transpose(w_h)  # once, not per step (measured: a per-step transpose_b is ~5% slower)
+            # Transposed once, not per step (measured: a per-step transpose_b is ~5% slower).
+            w_h_t_halves = _column_blocks(tf.transpose(w_h), 2)
 
             def bwd(t, dstate, tapes):
                 dnew = (dstate[0] + d_outputs[t],) + dstate[1:]
                 dhw, dprev, record = cell.step(tuple(f[t] for f in factors), dnew)
-                dh_prev = dprev[0] + tf.matmul(dhw, w_h_t)
+                dh_prev = dprev[0] + _blockwise_matmul(dhw, w_h_t_halves)
                 tapes = tuple(tape.write(t, r) for tape, r in zip(tapes, record))
                 return t - 1, (dh_prev,) + tuple(dprev[1:]), tapes
 
