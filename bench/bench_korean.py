@@ -100,7 +100,7 @@ def train_run(work: Path, name: str, train_args: list[str], timeout: float) -> d
             "baseline": float(baseline.group(1)) if baseline else float("nan"),
             "val_bpc": val[-1][1] if val else float("nan"), "best_bpc": min((v for _, v in val), default=float("nan")),
             "chars_per_s": statistics.median(speeds),
-            "steps_per_s": statistics.median(speeds) / (per_step * chars_per_symbol),
+            "steps_per_s": statistics.median(speeds) / chars_per_step,
             "steps": steps, "chars": steps * chars_per_step, "wall_s": wall,
             "curve": [(step * chars_per_step, bpc) for step, bpc in val],
             "model": f"{args['model']} {args['num_layers']}x{args['rnn_size']}, emb {args['embedding_size']}, "

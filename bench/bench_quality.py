@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import train  # noqa: E402
 import utils  # noqa: E402
 
 log = logging.getLogger("charrnn")
@@ -45,7 +46,6 @@ SEED = 1234
 # 0.2 in 15 minutes (1.50 against 1.52 nats/char); more width cannot be trained in the time.
 TORCH = dict(layers=2, hidden=256, batch=64, seq_length=100, lr=3e-3, warmup_steps=100, min_lr_frac=0.1, clip=5.0)
 TORCH_EVAL_EVERY_S = 30.0
-OURS_EVAL_BATCH = 32  # train.py evaluates with --batch_size streams; this is its default
 
 
 def cosine_lr(step: int, progress: float, peak: float, warmup: int, floor_frac: float) -> float:
@@ -104,7 +104,7 @@ def read_events(log_dir: Path) -> dict:
 # The PyTorch reference
 
 
-def run_torch(data_dir: Path, budget_s: float) -> dict:
+def run_torch(data_dir: Path, budget_s: float, eval_streams: int) -> dict:
     import torch
 
     from bench_train import Torch
@@ -115,9 +115,10 @@ def run_torch(data_dir: Path, budget_s: float) -> dict:
     train_ids, val_ids = corpus.split(VAL_FRAC)
     s = TORCH
     loader = utils.BatchLoader(train_ids, s["batch"], s["seq_length"], seed=SEED)
-    # Scored on the same streams as ours: each stream starts from a zero state, so more streams
-    # would score more poorly predicted first characters and raise its loss for no fault of its own.
-    eval_batch = max(1, min(OURS_EVAL_BATCH, (len(val_ids) - 1) // s["seq_length"]))
+    # Scored on as many streams as ours (train.py evaluates with --batch_size streams): each stream
+    # starts from a zero state, so more streams would score more poorly predicted first characters
+    # and raise its loss for no fault of its own.
+    eval_batch = max(1, min(eval_streams, (len(val_ids) - 1) // s["seq_length"]))
     # bench_train's reference model (Embedding -> nn.LSTM -> Linear), seeded there
     net = Torch(corpus.vocab.size, s["layers"], s["hidden"], [loader.batch(0, 0)]).net
     optimizer = torch.optim.Adam(net.parameters(), lr=s["lr"])
@@ -233,7 +234,7 @@ def main() -> int:
         if args.only in (None, "ours"):
             results["ours"] = run_ours(data_dir, budget, work, extra)
         if args.only in (None, "torch"):
-            results["torch"] = run_torch(data_dir, budget_s)
+            results["torch"] = run_torch(data_dir, budget_s, train.build_parser().parse_args(extra).batch_size)
     finally:
         if args.keep:
             log.info("ours' run is kept in %s", work / "save" / "ours")

@@ -18,7 +18,6 @@ import utils
 
 ROOT = Path(__file__).resolve().parents[1]
 KOREAN = (ROOT / "data" / "korean" / "constitution.txt").read_text(encoding="utf-8")
-ENGLISH = (ROOT / "data" / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")[:30000]
 TINY = ["--num_layers", "1", "--rnn_size", "96", "--embedding_size", "24", "--batch_size", "16",
         "--seq_length", "32", "--warmup_steps", "5", "--print_every", "10", "--sample_length", "40"]
 
