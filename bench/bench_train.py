@@ -59,6 +59,26 @@ def matmul_peak_gflops() -> float:
     return 2 * 2048**3 / best / 1e9
 
 
+def framework_matmul_gflops() -> dict[str, float]:
+    """Each framework's own float32 matmul at the 2x512 cases' layer-projection shape
+    [5000, 512] x [512, 2048], best of a few: XLA's under jit_compile (the kernel our step's
+    matmuls run on) and PyTorch's. The best rate either side's training can hope for."""
+    import tensorflow as tf
+    import torch
+
+    a = np.random.default_rng(0).standard_normal((5000, 512), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((512, 2048), dtype=np.float32)
+    xla_matmul = tf.function(lambda x, y: tf.matmul(x, y), jit_compile=True)
+    tf_a, tf_b = tf.constant(a), tf.constant(b)
+    torch_a, torch_b = torch.from_numpy(a), torch.from_numpy(b)
+    runs = {"XLA": lambda: xla_matmul(tf_a, tf_b).numpy(), "PyTorch": lambda: torch.matmul(torch_a, torch_b)}
+    rates = {}
+    for name, fn in runs.items():
+        fn()
+        rates[name] = 2 * 5000 * 512 * 2048 / min(_timed(fn) for _ in range(10)) / 1e9
+    return rates
+
+
 def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -212,11 +232,14 @@ def main() -> int:
 
     load_before = pin_threads()
     peak = matmul_peak_gflops()
+    own_matmul = framework_matmul_gflops()
     results = {name: bench_case(name, args.cells, args.rounds, args.round_s, peak) for name in args.cases}
     load_after = os.getloadavg()
 
     print(f"## Training speed, chars/s (tensorflow {tf.__version__}, torch {torch.__version__}, {THREADS} threads each)\n")
     print(f"numpy float32 2048^3 matmul peak: {peak:.0f} GFLOP/s. "
+          f"Each framework's own matmul at [5000, 512] x [512, 2048]: "
+          + ", ".join(f"{name} {rate:.0f} GFLOP/s" for name, rate in own_matmul.items()) + ". "
           f"Load average (1/5/15 min) before: {'/'.join(f'{x:.2f}' for x in load_before)}, "
           f"after: {'/'.join(f'{x:.2f}' for x in load_after)}. "
           f"{args.rounds} alternating rounds of ~{args.round_s:g} s each; median (min-max)."
