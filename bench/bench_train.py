@@ -54,9 +54,7 @@ def train_flops(cell: str, vocab: int, layers: int, hidden: int, batch: int, ste
 def matmul_peak_gflops() -> float:
     """numpy float32 2048^3 matmul, best of a few: the machine's practical matmul peak."""
     a = np.random.default_rng(0).standard_normal((2048, 2048), dtype=np.float32)
-    a @ a
-    best = min(_timed(lambda: a @ a) for _ in range(5))
-    return 2 * 2048**3 / best / 1e9
+    return _best_gflops(lambda: a @ a, 2 * 2048**3, repeats=5)
 
 
 def framework_matmul_gflops() -> dict[str, float]:
@@ -72,11 +70,13 @@ def framework_matmul_gflops() -> dict[str, float]:
     tf_a, tf_b = tf.constant(a), tf.constant(b)
     torch_a, torch_b = torch.from_numpy(a), torch.from_numpy(b)
     runs = {"XLA": lambda: xla_matmul(tf_a, tf_b).numpy(), "PyTorch": lambda: torch.matmul(torch_a, torch_b)}
-    rates = {}
-    for name, fn in runs.items():
-        fn()
-        rates[name] = 2 * 5000 * 512 * 2048 / min(_timed(fn) for _ in range(10)) / 1e9
-    return rates
+    return {name: _best_gflops(fn, 2 * 5000 * 512 * 2048, repeats=10) for name, fn in runs.items()}
+
+
+def _best_gflops(fn, flops: float, repeats: int) -> float:
+    """GFLOP/s of fn's fastest of `repeats` calls, after one warm-up call (compiles, caches)."""
+    fn()
+    return flops / min(_timed(fn) for _ in range(repeats)) / 1e9
 
 
 def _timed(fn) -> float:
@@ -232,14 +232,13 @@ def main() -> int:
 
     load_before = pin_threads()
     peak = matmul_peak_gflops()
-    own_matmul = framework_matmul_gflops()
+    own_matmul = ", ".join(f"{name} {rate:.0f} GFLOP/s" for name, rate in framework_matmul_gflops().items())
     results = {name: bench_case(name, args.cells, args.rounds, args.round_s, peak) for name in args.cases}
     load_after = os.getloadavg()
 
     print(f"## Training speed, chars/s (tensorflow {tf.__version__}, torch {torch.__version__}, {THREADS} threads each)\n")
     print(f"numpy float32 2048^3 matmul peak: {peak:.0f} GFLOP/s. "
-          f"Each framework's own matmul at [5000, 512] x [512, 2048]: "
-          + ", ".join(f"{name} {rate:.0f} GFLOP/s" for name, rate in own_matmul.items()) + ". "
+          f"Each framework's own matmul at [5000, 512] x [512, 2048]: {own_matmul}. "
           f"Load average (1/5/15 min) before: {'/'.join(f'{x:.2f}' for x in load_before)}, "
           f"after: {'/'.join(f'{x:.2f}' for x in load_after)}. "
           f"{args.rounds} alternating rounds of ~{args.round_s:g} s each; median (min-max)."
