@@ -57,20 +57,26 @@ def matmul_peak_gflops() -> float:
     return _best_gflops(lambda: a @ a, 2 * 2048**3, repeats=5)
 
 
-def framework_matmul_gflops() -> dict[str, float]:
-    """Each framework's own float32 matmul at the 2x512 cases' layer-projection shape
-    [5000, 512] x [512, 2048], best of a few: XLA's under jit_compile (the kernel our step's
-    matmuls run on) and PyTorch's. The best rate either side's training can hope for."""
+def projection_shape(case: str) -> tuple[int, int, int]:
+    """(M, K, N) of an LSTM case's layer-projection matmul [B*T, H] x [H, 4H], the step's largest."""
+    _, _, hidden, batch, steps = CASES[case]
+    return batch * steps, hidden, GATES["lstm"] * hidden
+
+
+def framework_matmul_gflops(m: int, k: int, n: int) -> dict[str, float]:
+    """Each framework's own float32 matmul [m, k] x [k, n], best of a few: XLA's under
+    jit_compile (the kernel our step's matmuls run on) and PyTorch's. At the largest matmul of
+    a step, the best rate either side's training can hope for."""
     import tensorflow as tf
     import torch
 
-    a = np.random.default_rng(0).standard_normal((5000, 512), dtype=np.float32)
-    b = np.random.default_rng(1).standard_normal((512, 2048), dtype=np.float32)
+    a = np.random.default_rng(0).standard_normal((m, k), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((k, n), dtype=np.float32)
     xla_matmul = tf.function(lambda x, y: tf.matmul(x, y), jit_compile=True)
     tf_a, tf_b = tf.constant(a), tf.constant(b)
     torch_a, torch_b = torch.from_numpy(a), torch.from_numpy(b)
     runs = {"XLA": lambda: xla_matmul(tf_a, tf_b).numpy(), "PyTorch": lambda: torch.matmul(torch_a, torch_b)}
-    return {name: _best_gflops(fn, 2 * 5000 * 512 * 2048, repeats=10) for name, fn in runs.items()}
+    return {name: _best_gflops(fn, 2 * m * k * n, repeats=10) for name, fn in runs.items()}
 
 
 def _best_gflops(fn, flops: float, repeats: int) -> float:
@@ -232,13 +238,14 @@ def main() -> int:
 
     load_before = pin_threads()
     peak = matmul_peak_gflops()
-    own_matmul = ", ".join(f"{name} {rate:.0f} GFLOP/s" for name, rate in framework_matmul_gflops().items())
+    m, k, n = projection_shape("2x512-V65")
+    own_matmul = ", ".join(f"{name} {rate:.0f} GFLOP/s" for name, rate in framework_matmul_gflops(m, k, n).items())
     results = {name: bench_case(name, args.cells, args.rounds, args.round_s, peak) for name in args.cases}
     load_after = os.getloadavg()
 
     print(f"## Training speed, chars/s (tensorflow {tf.__version__}, torch {torch.__version__}, {THREADS} threads each)\n")
     print(f"numpy float32 2048^3 matmul peak: {peak:.0f} GFLOP/s. "
-          f"Each framework's own matmul at [5000, 512] x [512, 2048]: {own_matmul}. "
+          f"Each framework's own matmul at [{m}, {k}] x [{k}, {n}]: {own_matmul}. "
           f"Load average (1/5/15 min) before: {'/'.join(f'{x:.2f}' for x in load_before)}, "
           f"after: {'/'.join(f'{x:.2f}' for x in load_after)}. "
           f"{args.rounds} alternating rounds of ~{args.round_s:g} s each; median (min-max)."
