@@ -13,7 +13,10 @@ import math
 import weakref
 from dataclasses import dataclass
 
-import tensorflow as tf
+import utils
+
+utils.pool_cpu_memory()  # before TensorFlow makes its first tensor
+import tensorflow as tf  # noqa: E402
 
 MODEL_TYPES = ("lstm", "gru", "rnn")
 

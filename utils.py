@@ -948,10 +948,21 @@ def restore_checkpoint(checkpoint, candidates: list[str], partial: bool = False)
                        ". Train again, or point at a run directory that has checkpoints.")
 
 
+def pool_cpu_memory() -> None:
+    """Have TensorFlow keep freed CPU buffers in its own pool (its BFC allocator) instead of
+    handing each large one back to malloc. XLA asks for its scratch buffers afresh at every
+    train step, and malloc serves big requests from new mmap'd pages that the kernel must fault
+    in: 37 MiB (2x128) to 360 MiB (2x512, V=2,500) of page faults per step, and a train step
+    5-16% slower (measured, EPYC Milan). TensorFlow reads the setting when it makes its first
+    tensor, so this runs before any is made; a user's own TF_CPU_ALLOCATOR_USE_BFC wins."""
+    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+
 def import_tensorflow(quiet: bool = True):
     """Import TensorFlow, hiding the C++ start-up chatter (oneDNN, CUDA probing) that it writes
     to stderr before its own logging is set up: users should see our messages, not those.
     Python errors still surface normally once stderr is restored."""
+    pool_cpu_memory()
     if not quiet:
         import tensorflow as tf
         return tf

@@ -25,6 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+import utils  # noqa: E402
+
+utils.pool_cpu_memory()  # as train.py runs: before any TensorFlow tensor, the matmul probes' too
+
 THREADS = 2
 EMBEDDING = 64
 # name: (vocab, layers, hidden, batch, seq_length)
