@@ -262,10 +262,10 @@ def _recurrent_layer(cell, xw: tf.Tensor, w_h: tf.Tensor, state0: tf.Tensor):
                 maximum_iterations=T,
             )
             dxw, dhw = cell.finish(factors, tuple(tape.stack() for tape in tapes))
-            # The whole point of the hand-written backward: one [H, T*B] x [T*B, G*H] matmul,
-            # its left operand transposed explicitly (see _linear).
-            h_prev_t = tf.concat([tf.transpose(state0[0]), tf.transpose(tf.reshape(states[0][:-1], [-1, w_h.shape[0]]))],
-                                 axis=1)
+            # The whole point of the hand-written backward: one [H, T*B] x [T*B, G*H] matmul.
+            # Its left operand is prev_states[0] transposed, assembled afresh from its two
+            # blocks: a transpose of prev_states[0] itself XLA would fold into the dot.
+            h_prev_t = _transposed_concat([state0[0], tf.reshape(states[0][:-1], [-1, w_h.shape[0]])], axis=0)
             dw_h = tf.matmul(h_prev_t, tf.reshape(dhw, [-1, w_h.shape[1]]))
             return dxw, dw_h, tf.stack(dstate0)
 
@@ -274,20 +274,25 @@ def _recurrent_layer(cell, xw: tf.Tensor, w_h: tf.Tensor, state0: tf.Tensor):
     return layer(xw, w_h, state0)
 
 
+def _transposed_concat(blocks: list[tf.Tensor], axis: int) -> tf.Tensor:
+    """concat(blocks, axis)^T of 2-D blocks, built as the concat of their transposes: the left
+    operand x^T of a weight-gradient matmul x^T @ dy over B*T rows. XLA:CPU's dot that contracts
+    the leading axis of both operands (transpose_a) runs at half the speed of a plain one, and
+    the copy costs little (measured, [5000, 512]^T x [5000, 2048]: 33 -> 58 GFLOP/s on one
+    thread, copy included; 83 -> 103 on two). A lone transpose XLA folds back into the dot; the
+    concat keeps it a copy."""
+    return tf.concat([tf.transpose(b) for b in blocks], axis=1 - axis)
+
+
 @tf.custom_gradient
 def _linear(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor):
     """x @ w + b for all B*T rows at once, whose backward gets db out of the dW matmul as
     [x, 1]^T @ dy. XLA:CPU runs the plain reduction of dy over B*T rows slowly (measured: the
     train step 15% faster at 2x128), and autodiff of [x, 1] @ [w; b] would instead produce an
-    odd-width dx [B*T, I+1], a matmul 25% slower than the aligned one here (2x512 profile).
-    [x, 1]^T is built as an explicit [I+1, B*T] copy: XLA:CPU's dot that contracts the leading
-    axis of both operands (transpose_a) runs at half the speed of a plain one, and the copy
-    costs little (measured, [5000, 512]^T x [5000, 2048]: 33 -> 58 GFLOP/s on one thread, copy
-    included; 83 -> 103 on two). The concat keeps XLA from folding the transpose into the dot."""
+    odd-width dx [B*T, I+1], a matmul 25% slower than the aligned one here (2x512 profile)."""
 
     def grad(dy):
-        x1_t = tf.concat([tf.transpose(x), tf.ones([1, tf.shape(x)[0]], x.dtype)], axis=0)
-        dwb = tf.matmul(x1_t, dy)
+        dwb = tf.matmul(_transposed_concat([x, tf.ones_like(x[:, :1])], axis=1), dy)
         return tf.matmul(dy, w, transpose_b=True), dwb[:-1], dwb[-1]
 
     return tf.matmul(x, w) + b, grad
