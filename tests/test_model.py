@@ -299,6 +299,7 @@ def test_generate_chunk_streams_like_one_call(sampler):
 
 
 _FAULTS_PER_STEP = """
+import os
 import resource
 import model
 import tensorflow as tf
@@ -318,20 +319,24 @@ for _ in range(3):
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(5):
     float(tf.reduce_sum(step(ids, state)[0][0]))
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) * resource.getpagesize() / 5 / 2**20)
+print(os.environ["TF_CPU_ALLOCATOR_USE_BFC"], (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) * resource.getpagesize() / 5 / 2**20)
 """
 
 
 def test_importing_model_pools_cpu_memory_for_xla_scratch_buffers():
     """XLA's scratch buffers (about 37 MiB per 2x128 B50 T50 train step) come from TensorFlow's
-    pooled allocator, not fresh pages faulted in at every step; a user's own setting wins."""
+    pooled allocator, not fresh pages faulted in at every step; a user's own setting wins. Unpooled,
+    the faults depend on the machine's malloc (36.7 MiB per step on the Milan EPYC, none on the Zen 5
+    one of 2026-12-02), so only the pooled figure is asserted."""
 
-    def mib_faulted_per_step(**env) -> float:
+    def allocator_and_mib_faulted_per_step(**env) -> tuple[str, float]:
         result = subprocess.run([sys.executable, "-c", _FAULTS_PER_STEP], cwd=Path(M.__file__).parent,
                                 env={k: v for k, v in os.environ.items() if k != "TF_CPU_ALLOCATOR_USE_BFC"} | env,
                                 capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
-        return float(result.stdout.split()[-1])
+        allocator, mib = result.stdout.split()[-2:]
+        return allocator, float(mib)
 
-    assert mib_faulted_per_step() < 6
-    assert mib_faulted_per_step(TF_CPU_ALLOCATOR_USE_BFC="false") > 18
+    allocator, mib = allocator_and_mib_faulted_per_step()
+    assert allocator == "true" and mib < 6
+    assert allocator_and_mib_faulted_per_step(TF_CPU_ALLOCATOR_USE_BFC="false")[0] == "false"
