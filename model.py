@@ -61,13 +61,17 @@ class ModelConfig:
 #       Everything of the backward pass that does not depend on the incoming gradients,
 #       computed for all T steps at once outside the loop ([T, ...] tensors; prev/new are
 #       tuples of [T, B, H] states before/after each step).
-#   step(factors_t, dnew) -> (dhw, dprev, dstate)
+#   step(factors_t, dnew) -> (dhw, dprev, record)
 #       One reverse step: dnew = gradients w.r.t. the new state; dhw = gradient w.r.t. hw;
 #       dprev = gradients w.r.t. the previous state EXCEPT through hw (the driver adds
-#       dhw @ W_h^T); dstate = the few [B, H] values finish() needs from this step.
-#   finish(factors, dstates) -> (dxw, dhw) for all steps, [T, B, G*H], after the loop.
-# The loop itself stores only [B, H]-sized values per step: storing the [B, G*H] gate
-# gradients inside the loop cost more than the rest of the backward loop (measured).
+#       dhw @ W_h^T); record = what finish() needs from this step, [B, recorded_parts*H].
+#   finish(factors, records) -> (dxw, dhw) for all steps, [T, B, G*H], after the loop.
+# Factors stay separate [T, B, H] parts, and a gate-wide tensor is built once, as a tf.concat of
+# the per-gate products: XLA:CPU writes every concatenate out as a copy of its own, so a
+# [T, B, G*H] concat of stored factors, or a concat multiplied by factors in a second pass, each
+# cost whole extra passes over 41 MB at 2x512. For the same reason the LSTM records the gate
+# gradients its loop computes anyway instead of rebuilding them after it (measured, LSTM step
+# on Zen 4: 2x512 +8%, 2x128 +6%).
 
 
 def _activate(x: tf.Tensor, sigmoid_blocks: tuple[bool, ...]) -> tf.Tensor:
@@ -83,7 +87,7 @@ def _activate(x: tf.Tensor, sigmoid_blocks: tuple[bool, ...]) -> tf.Tensor:
 class _LSTM:
     """Gates i, f, g, o (PyTorch's order); state (h, c)."""
 
-    gates, state_parts, saved_parts = 4, 2, 4
+    gates, state_parts, saved_parts, recorded_parts = 4, 2, 4, 4
 
     @staticmethod
     def forward(xw, hw, state):
@@ -99,24 +103,19 @@ class _LSTM:
         i, f, g, o = tf.split(saved, 4, axis=-1)
         tanh_c = tf.tanh(new[1])
         dc_dh = o * (1.0 - tanh_c * tanh_c)
-        # Gate pre-activation gradients are these factors times dc (i, f, g) or dh (o).
-        factors = tf.concat(
-            [g * i * (1.0 - i), prev[1] * f * (1.0 - f), i * (1.0 - g * g), tanh_c * o * (1.0 - o)], axis=-1
-        )
-        return dc_dh, f, factors
+        # Gate pre-activation gradients are the last four factors times dc (i, f, g) or dh (o).
+        return dc_dh, f, g * i * (1.0 - i), prev[1] * f * (1.0 - f), i * (1.0 - g * g), tanh_c * o * (1.0 - o)
 
     @staticmethod
     def step(factors, dnew):
-        dc_dh, f, factors = factors
+        dc_dh, f, di, df, dg, do = factors
         dh, dc = dnew
         dc = dc + dh * dc_dh
-        dz = tf.concat([dc, dc, dc, dh], axis=-1) * factors
-        return dz, (0.0, dc * f), (dh, dc)
+        dz = tf.concat([dc * di, dc * df, dc * dg, dh * do], axis=-1)
+        return dz, (0.0, dc * f), dz
 
     @staticmethod
-    def finish(factors, dstates):
-        dh, dc = dstates
-        dz = tf.concat([dc, dc, dc, dh], axis=-1) * factors[2]
+    def finish(factors, dz):
         return dz, dz
 
 
@@ -125,7 +124,7 @@ class _GRU:
     recurrent matmul (cuDNN/PyTorch style) so that h @ W_h is one matmul for all gates.
     One bias per gate (no separate recurrent bias): h' = (1 - z) * n + z * h."""
 
-    gates, state_parts, saved_parts = 3, 1, 4
+    gates, state_parts, saved_parts, recorded_parts = 3, 1, 4, 1
 
     @staticmethod
     def forward(xw, hw, state):
@@ -139,28 +138,29 @@ class _GRU:
     @staticmethod
     def prepare(saved, prev, new):
         z, r, n, hn = tf.split(saved, 4, axis=-1)
-        # Every gate gradient is dh times a factor: d/dn, d/dz and, through n, d/dr.
+        # Every gate gradient is dh times a factor: d/dz, d/dr (through n) and d/dn; the
+        # gradient w.r.t. hn is d/dn times r.
         dn = (1.0 - z) * (1.0 - n * n)
         dz = (prev[0] - n) * z * (1.0 - z)
         dr = dn * hn * r * (1.0 - r)
-        return z, tf.concat([dz, dr, dn], axis=-1), tf.concat([dz, dr, dn * r], axis=-1)
+        return z, dz, dr, dn, dn * r
 
     @staticmethod
     def step(factors, dnew):
-        z, _, dhw_factors = factors
+        z, dz, dr, _, dn_r = factors
         (dh,) = dnew
-        return tf.concat([dh, dh, dh], axis=-1) * dhw_factors, (dh * z,), (dh,)
+        return tf.concat([dh * dz, dh * dr, dh * dn_r], axis=-1), (dh * z,), dh
 
     @staticmethod
-    def finish(factors, dstates):
-        dh3 = tf.concat([dstates[0]] * 3, axis=-1)
-        return dh3 * factors[1], dh3 * factors[2]
+    def finish(factors, dh):
+        _, dz, dr, dn, dn_r = factors
+        return tf.concat([dh * dz, dh * dr, dh * dn], axis=-1), tf.concat([dh * dz, dh * dr, dh * dn_r], axis=-1)
 
 
 class _RNN:
     """Elman RNN: h' = tanh(x @ W_x + b + h @ W_h)."""
 
-    gates, state_parts, saved_parts = 1, 1, 1
+    gates, state_parts, saved_parts, recorded_parts = 1, 1, 1, 1
 
     @staticmethod
     def forward(xw, hw, state):
@@ -173,11 +173,11 @@ class _RNN:
 
     @staticmethod
     def step(factors, dnew):
-        return dnew[0] * factors[0], (0.0,), dnew
+        dz = dnew[0] * factors[0]
+        return dz, (0.0,), dz
 
     @staticmethod
-    def finish(factors, dstates):
-        dz = dstates[0] * factors[0]
+    def finish(factors, dz):
         return dz, dz
 
 
@@ -247,21 +247,21 @@ def _recurrent_layer(cell, xw: tf.Tensor, w_h: tf.Tensor, state0: tf.Tensor):
             # Transposed once, not per step (measured: a per-step transpose_b is ~5% slower).
             w_h_t_halves = _column_blocks(tf.transpose(w_h), 2)
 
-            def bwd(t, dstate, tapes):
+            def bwd(t, dstate, records):
                 dnew = (dstate[0] + d_outputs[t],) + dstate[1:]
                 dhw, dprev, record = cell.step(tuple(f[t] for f in factors), dnew)
                 dh_prev = dprev[0] + _blockwise_matmul(dhw, w_h_t_halves)
-                tapes = tuple(tape.write(t, r) for tape, r in zip(tapes, record))
-                return t - 1, (dh_prev,) + tuple(dprev[1:]), tapes
+                return t - 1, (dh_prev,) + tuple(dprev[1:]), records.write(t, record)
 
-            _, dstate0, tapes = tf.while_loop(
+            B, H = state0.shape[1:]
+            _, dstate0, records = tf.while_loop(
                 lambda t, *_: t >= 0,
                 bwd,
                 (T - 1, tuple(tf.unstack(d_final, parts)),
-                 tuple(tf.TensorArray(xw.dtype, size=T, element_shape=state0.shape[1:]) for _ in range(parts))),
+                 tf.TensorArray(xw.dtype, size=T, element_shape=[B, cell.recorded_parts * H])),
                 maximum_iterations=T,
             )
-            dxw, dhw = cell.finish(factors, tuple(tape.stack() for tape in tapes))
+            dxw, dhw = cell.finish(factors, records.stack())
             # The whole point of the hand-written backward: one [H, T*B] x [T*B, G*H] matmul.
             # Its left operand is prev_states[0] transposed, assembled afresh from its two
             # blocks: a transpose of prev_states[0] itself XLA would fold into the dot.
