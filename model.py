@@ -276,11 +276,12 @@ def _recurrent_layer(cell, xw: tf.Tensor, w_h: tf.Tensor, state0: tf.Tensor):
 
 def _transposed_concat(blocks: list[tf.Tensor], axis: int) -> tf.Tensor:
     """concat(blocks, axis)^T of 2-D blocks, built as the concat of their transposes: the left
-    operand x^T of a weight-gradient matmul x^T @ dy over B*T rows. XLA:CPU's dot that contracts
-    the leading axis of both operands (transpose_a) runs at half the speed of a plain one, and
-    the copy costs little (measured, [5000, 512]^T x [5000, 2048]: 33 -> 58 GFLOP/s on one
-    thread, copy included; 83 -> 103 on two). A lone transpose XLA folds back into the dot; the
-    concat keeps it a copy."""
+    operand x^T of a weight-gradient matmul x^T @ dy over B*T rows. On an AVX2 EPYC (Milan)
+    XLA:CPU's dot that contracts the leading axis of both operands (transpose_a) ran at half the
+    speed of a plain one, copy included ([5000, 512]^T x [5000, 2048]: 33 -> 58 GFLOP/s on one
+    thread, 83 -> 103 on two). On a Zen 4 EPYC the transposed dot was the faster (195 vs 163) but
+    the whole step gained only at 2x512 and lost at 2x128, so the copy stays. A lone transpose
+    XLA folds back into the dot; the concat keeps it a copy."""
     return tf.concat([tf.transpose(b) for b in blocks], axis=1 - axis)
 
 
