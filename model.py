@@ -146,15 +146,20 @@ class _GRU:
         return z, dz, dr, dn, dn * r
 
     @staticmethod
+    def _gate_gradients(dh, dz, dr, d_last):
+        """dh times the factors of z, r and the last block (n, or hn for dhw), as one [..., 3H]."""
+        return tf.concat([dh * dz, dh * dr, dh * d_last], axis=-1)
+
+    @staticmethod
     def step(factors, dnew):
         z, dz, dr, _, dn_r = factors
         (dh,) = dnew
-        return tf.concat([dh * dz, dh * dr, dh * dn_r], axis=-1), (dh * z,), dh
+        return _GRU._gate_gradients(dh, dz, dr, dn_r), (dh * z,), dh
 
     @staticmethod
     def finish(factors, dh):
         _, dz, dr, dn, dn_r = factors
-        return tf.concat([dh * dz, dh * dr, dh * dn], axis=-1), tf.concat([dh * dz, dh * dr, dh * dn_r], axis=-1)
+        return _GRU._gate_gradients(dh, dz, dr, dn), _GRU._gate_gradients(dh, dz, dr, dn_r)
 
 
 class _RNN:
