@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     misc = p.add_argument_group("misc")
     misc.add_argument("--seed", type=int, default=1234, help="seed for weights, data order and dropout")
     misc.add_argument("--xla", default="on", choices=["on", "off"], help="compile the step with XLA")
+    misc.add_argument("--batch_groups", type=int, default=0,
+                      help="split each batch into N groups whose forward and backward passes run side by side, "
+                           "one XLA computation each (0: auto, 2 on a CPU with 2+ cores under XLA, else 1). "
+                           "The same training up to float rounding; dropout draws other masks per group")
     misc.add_argument("--mixed_precision", action="store_true",
                       help="float16 compute with float32 weights and dynamic loss scaling; for GPUs "
                            "(on a CPU float16 is slower than float32)")
@@ -145,6 +149,7 @@ def check_args(args: argparse.Namespace) -> None:
     for flag in ("max_steps", "stop_at_step", "warmup_steps", "max_vocab", "eval_symbols"):
         need(getattr(args, flag) >= 0, flag, "must be 0 or positive")
     need(args.min_char_count >= 1, "min_char_count", "must be at least 1")
+    need(0 <= args.batch_groups <= args.batch_size, "batch_groups", "must be from 0 (auto) to --batch_size")
     need(0.0 < args.val_frac < 0.5, "val_frac", "must be between 0 and 0.5, e.g. 0.05")
     need(0.0 <= args.dropout < 1.0, "dropout", "must be in [0, 1)")
     need(0.0 < args.learning_rate < 1.0 and math.isfinite(args.learning_rate), "learning_rate",
@@ -459,10 +464,18 @@ class Trainer:
         self.restore_or_start()
         if run.cluster.is_chief:
             write_run_files(args, run.run_dir, corpus, config, self.chars_per_symbol)
+        if self.distributed and args.batch_groups > 1:
+            raise CharRNNError(f"--batch_groups {args.batch_groups}: batch groups are for training on one device; "
+                               "with several replicas leave it at 0")
+        groups = 1 if self.distributed else batch_groups(tf, args.batch_groups, args.batch_size, args.xla == "on")
+        if groups > 1:
+            log.info("train step: the batch's %d streams in %d groups, run side by side (--batch_groups)",
+                     args.batch_size, groups)
         self.train_step = make_train_step(self.net, self.optimizer, args.batch_size // run.cluster.num_workers,
                                           args.seq_length, args.grad_clip, args.seed, xla=args.xla == "on",
                                           strategy=self.strategy if self.distributed else None,
-                                          loss_scale=self.loss_scale if args.mixed_precision else None)
+                                          loss_scale=self.loss_scale if args.mixed_precision else None,
+                                          groups=groups)
         self.eval_step = tf.function(self._eval_step, jit_compile=args.xla == "on")
         self.agree = make_agreement(self.strategy) if self.distributed else None
         try:
@@ -742,23 +755,34 @@ def data_options(args: argparse.Namespace) -> "utils.DataOptions":
                              max_vocab=args.max_vocab, min_char_count=args.min_char_count)
 
 
+def batch_groups(tf, requested: int, batch_size: int, xla: bool) -> int:
+    """How many groups the train step splits a batch into: as requested, or by default 2 on a
+    CPU of 2+ cores under XLA (measured faster there, bench/RESULTS.md), else 1."""
+    if requested:
+        return requested
+    on_cpu = not tf.config.list_physical_devices("GPU")
+    return 2 if on_cpu and xla and batch_size >= 2 and (os.cpu_count() or 1) >= 2 else 1
+
+
 def make_train_step(net, optimizer: "Adam", batch_size: int, seq_length: int, grad_clip: float, seed: int,
-                    xla: bool = True, strategy=None, loss_scale: "LossScale | None" = None):
+                    xla: bool = True, strategy=None, loss_scale: "LossScale | None" = None, groups: int = 1):
     """The training step: (x, y, state, lr, step) -> (loss, grad_norm, new state).
 
     batch_size is this worker's share. With a tf.distribute strategy of several replicas, the
     batch is split among this worker's replicas, gradients are averaged across all of them,
-    and the hidden state stays per replica. Dropout masks come from (seed, step[, replica]),
-    so a resumed run draws the same masks. With a loss_scale the model computes in float16
-    (mixed precision); a step whose gradients overflow is skipped and returns an infinite norm.
+    and the hidden state stays per replica. On one device, groups > 1 splits the batch into
+    that many groups whose passes run side by side (see below). Dropout masks come from (seed,
+    step[, replica or group]), so a resumed run draws the same masks. With a loss_scale the
+    model computes in float16 (mixed precision); a step whose gradients overflow is skipped
+    and returns an infinite norm.
     """
     import tensorflow as tf
     compute_dtype = tf.float16 if loss_scale is not None else tf.float32
 
-    def loss_and_grads(x, y, state, step, replica=None):
+    def loss_and_grads(x, y, state, step, part=None):
         dropout_seed = tf.stack([tf.constant(seed, tf.int64), step])
-        if replica is not None:
-            dropout_seed = tf.random.experimental.stateless_fold_in(dropout_seed, replica)
+        if part is not None:  # a replica's or a group's own masks
+            dropout_seed = tf.random.experimental.stateless_fold_in(dropout_seed, part)
         with tf.GradientTape() as tape:
             logits, state = net(x, state, training=True, dropout_seed=dropout_seed, compute_dtype=compute_dtype)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
@@ -785,14 +809,36 @@ def make_train_step(net, optimizer: "Adam", batch_size: int, seq_length: int, gr
         return grad_norm
 
     if strategy is None:
+        # One group is one XLA computation for the whole step. With several, each group's forward
+        # and backward pass is an XLA computation of its own, and TensorFlow's inter-op threads
+        # run them side by side: XLA:CPU runs one computation's ops one after another, so within
+        # one computation a core idles while the recurrent loop is in its small single-threaded
+        # elementwise ops; a second computation's matmuls fill that core (measured in
+        # bench/RESULTS.md; with one inter-op thread the gain is gone).
+        sizes = [batch_size // groups + (g < batch_size % groups) for g in range(groups)]
+        starts = [sum(sizes[:g]) for g in range(groups)]
+        weights = [n / batch_size for n in sizes]
+        grouped = groups > 1
+
+        def combine_and_apply(group_losses, group_grads, lr):
+            # The batch's mean loss and its gradients: the groups' means weighted by their sizes.
+            loss = tf.add_n([w * group_loss for w, group_loss in zip(weights, group_losses)])
+            grads = [tf.add_n([w * g for w, g in zip(weights, parts)]) for parts in zip(*group_grads)]
+            return loss, apply(grads, lr)
+
+        group_loss_and_grads = tf.function(loss_and_grads, jit_compile=xla) if grouped else loss_and_grads
+        group_combine_and_apply = tf.function(combine_and_apply, jit_compile=xla) if grouped else combine_and_apply
         batch_spec = tf.TensorSpec([batch_size, seq_length], tf.int32)
 
-        @tf.function(jit_compile=xla, input_signature=[batch_spec, batch_spec,
-                                                         tf.TensorSpec(net.initial_state(batch_size).shape),
-                                                         tf.TensorSpec([]), tf.TensorSpec([], tf.int64)])
+        @tf.function(jit_compile=xla and not grouped,
+                     input_signature=[batch_spec, batch_spec, tf.TensorSpec(net.initial_state(batch_size).shape),
+                                      tf.TensorSpec([]), tf.TensorSpec([], tf.int64)])
         def train_step(x, y, state, lr, step):
-            loss, grads, state = loss_and_grads(x, y, state, step)
-            return loss, apply(grads, lr), state
+            results = [group_loss_and_grads(x[a:a + n], y[a:a + n], state[:, :, a:a + n], step,
+                                            tf.constant(g, tf.int64) if grouped else None)
+                       for g, (a, n) in enumerate(zip(starts, sizes))]
+            loss, grad_norm = group_combine_and_apply([r[0] for r in results], [r[1] for r in results], lr)
+            return loss, grad_norm, tf.concat([r[2] for r in results], axis=2)
 
         return train_step
 

@@ -4,9 +4,10 @@
     python bench/bench_train.py --quick    # smoke run, seconds
     python bench/bench_train.py --cases 2x512-V65 --rounds 5
 
-Ours: CharRNN + train.py's Adam, global-norm clip 5, state carried across batches,
-tf.function(jit_compile=True). PyTorch: Embedding -> nn.LSTM -> Linear, the same optimizer
-and clip, state carried (detached). Both on 2 threads, no dropout, random-integer batches.
+Ours: CharRNN with train.py's own train step (make_train_step: Adam, global-norm clip 5, state
+carried across batches, XLA, --batch_groups as train.py sets it by default). PyTorch: Embedding ->
+nn.LSTM -> Linear, the same optimizer and clip, state carried (detached). Both on 2 threads, no
+dropout, random-integer batches.
 Rounds alternate the implementations (rotating the order) so machine noise hits all alike;
 the table gives medians with min-max. Prints a markdown table to stdout.
 """
@@ -104,32 +105,19 @@ def make_batches(vocab: int, batch: int, steps: int, count: int = 8) -> list[tup
 
 
 class Ours:
-    """model.CharRNN with the train step train.py runs."""
+    """model.CharRNN with the train step train.py runs (train.make_train_step)."""
 
-    def __init__(self, cell: str, vocab: int, layers: int, hidden: int, batches):
+    def __init__(self, cell: str, vocab: int, layers: int, hidden: int, batches, groups: int = 1):
         import tensorflow as tf
 
         import model as model_lib
-        from train import Adam
+        from train import Adam, make_train_step
 
-        config = model_lib.ModelConfig(cell, vocab, layers, hidden, EMBEDDING)
-        net = model_lib.CharRNN(config, seed=0)
-        optimizer = Adam(net.trainable_variables)
+        net = model_lib.CharRNN(model_lib.ModelConfig(cell, vocab, layers, hidden, EMBEDDING), seed=0)
         B, T = batches[0][0].shape
-        spec = tf.TensorSpec([B, T], tf.int32)
-
-        @tf.function(jit_compile=True, input_signature=[spec, spec, tf.TensorSpec(net.initial_state(B).shape),
-                                                        tf.TensorSpec([]), tf.TensorSpec([], tf.int64)])
-        def train_step(x, y, state, lr, step):
-            with tf.GradientTape() as tape:
-                logits, state = net(x, state, training=True, dropout_seed=tf.stack([tf.constant(0, tf.int64), step]))
-                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
-            grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, net.trainable_variables)]
-            grads, _ = tf.clip_by_global_norm(grads, 5.0)
-            optimizer.apply(grads, net.trainable_variables, lr)
-            return loss, state
-
-        self.tf, self.train_step = tf, train_step
+        self.train_step = make_train_step(net, Adam(net.trainable_variables), B, T, grad_clip=5.0, seed=0,
+                                          groups=groups)
+        self.tf = tf
         self.batches = [(tf.constant(x), tf.constant(y)) for x, y in batches]
         self.state, self.lr, self.count = net.initial_state(B), tf.constant(2e-3), 0
 
@@ -138,7 +126,7 @@ class Ours:
         start = time.perf_counter()
         for _ in range(steps):
             x, y = self.batches[self.count % len(self.batches)]
-            loss, self.state = self.train_step(x, y, self.state, self.lr, self.tf.constant(self.count, self.tf.int64))
+            loss, _, self.state = self.train_step(x, y, self.state, self.lr, self.tf.constant(self.count, self.tf.int64))
             self.count += 1
         float(loss)  # waits for the last step
         return time.perf_counter() - start
@@ -184,11 +172,14 @@ class Torch:
         return time.perf_counter() - start
 
 
-def bench_case(name: str, cells: list[str], rounds: int, round_s: float, peak: float) -> list[dict]:
+def bench_case(name: str, cells: list[str], groups: list[int], rounds: int, round_s: float, peak: float) -> list[dict]:
     vocab, layers, hidden, batch, steps = CASES[name]
     batches = make_batches(vocab, batch, steps)
     contenders = {"torch lstm": Torch(vocab, layers, hidden, batches)}
-    contenders.update({f"ours {cell}": Ours(cell, vocab, layers, hidden, batches) for cell in cells})
+    for cell in cells:
+        for g in groups:
+            label = f"ours {cell}" + (f" g{g}" if len(groups) > 1 else "")
+            contenders[label] = Ours(cell, vocab, layers, hidden, batches, g)
     rows = {label: {"label": label, "rates": []} for label in contenders}
     for label, impl in contenders.items():
         rows[label]["first_s"] = impl.run(1)  # trace + XLA compile for ours
@@ -203,7 +194,7 @@ def bench_case(name: str, cells: list[str], rounds: int, round_s: float, peak: f
                  ", ".join(f"{k} {v['rates'][-1]:,.0f}" for k, v in rows.items()))
     torch_median = statistics.median(rows["torch lstm"]["rates"])
     for label, row in rows.items():
-        cell = label.split()[-1]
+        cell = label.split()[1]
         row["median"] = statistics.median(row["rates"])
         row["ratio"] = row["median"] / torch_median
         row["gflops"] = train_flops(cell, vocab, layers, hidden, batch, steps) * row["median"] / (batch * steps) / 1e9
@@ -234,6 +225,8 @@ def main() -> int:
     parser.add_argument("--cells", nargs="+", choices=list(GATES), default=list(GATES))
     parser.add_argument("--rounds", type=int, default=4, help="measurement rounds per implementation")
     parser.add_argument("--round_s", type=float, default=2.0, help="seconds per measurement round")
+    parser.add_argument("--batch_groups", type=int, nargs="+", default=[0],
+                        help="train.py's --batch_groups for ours (0: its default); several: each side by side")
     args = parser.parse_args()
     if args.quick:
         args.cases, args.cells, args.rounds, args.round_s = ["2x128-V65"], ["lstm"], 2, 0.3
@@ -241,13 +234,15 @@ def main() -> int:
 
     import tensorflow as tf
     import torch
+    from train import batch_groups
 
     load_before = pin_threads()
     peaks = matmul_peak_gflops()
     peak = max(peaks.values())
     m, k, n = projection_shape("2x512-V65")
     own_matmul = ", ".join(f"{name} {rate:.0f} GFLOP/s" for name, rate in framework_matmul_gflops(m, k, n).items())
-    results = {name: bench_case(name, args.cells, args.rounds, args.round_s, peak) for name in args.cases}
+    groups = [g or batch_groups(tf, 0, 2, xla=True) for g in args.batch_groups]
+    results = {name: bench_case(name, args.cells, groups, args.rounds, args.round_s, peak) for name in args.cases}
     load_after = os.getloadavg()
 
     print(f"## Training speed, chars/s (tensorflow {tf.__version__}, torch {torch.__version__}, {THREADS} threads each)\n")
@@ -256,6 +251,7 @@ def main() -> int:
           f"Each framework's own matmul at [{m}, {k}] x [{k}, {n}]: {own_matmul}. "
           f"Load average (1/5/15 min) before: {'/'.join(f'{x:.2f}' for x in load_before)}, "
           f"after: {'/'.join(f'{x:.2f}' for x in load_after)}. "
+          f"Ours in {'/'.join(map(str, groups))} batch group(s). "
           f"{args.rounds} alternating rounds of ~{args.round_s:g} s each; median (min-max)."
           + (" Machine busy: not a valid comparison." if load_before[0] > 1.0 else "") + "\n")
     print("| case (B, T) | implementation | chars/s | min-max | vs torch lstm | GFLOP/s | % of peak | first step s |")

@@ -217,6 +217,33 @@ def test_loss_scale_skips_overflowing_steps_and_grows_back() -> None:
     assert float(scale.scale) == 2 * fitted
 
 
+def test_batch_groups_train_like_one_group() -> None:
+    """Split into groups (here 2 + 2 + 1 streams, XLA computations run side by side), a batch
+    trains as it does whole: the same losses, norms (clipped), carried state and weights."""
+    import tensorflow as tf
+
+    import model as M
+    from train import Adam, make_train_step
+    rng = np.random.default_rng(0)
+    batches = [[tf.constant(rng.integers(0, 11, (5, 6)), tf.int32) for _ in range(2)] for _ in range(3)]
+    runs = []
+    for groups in (1, 3):
+        net = M.CharRNN(M.ModelConfig("lstm", 11, 2, 8, 4), seed=0)
+        step = make_train_step(net, Adam(net.trainable_variables), 5, 6, 0.5, seed=0, groups=groups)
+        state, seen = net.initial_state(5), []
+        for i, (x, y) in enumerate(batches):
+            loss, grad_norm, state = step(x, y, state, tf.constant(0.01), tf.constant(i, tf.int64))
+            seen.append((float(loss), float(grad_norm)))
+        runs.append((seen, state.numpy(), [v.numpy() for v in net.trainable_variables]))
+    (seen1, state1, weights1), (seen3, state3, weights3) = runs
+    np.testing.assert_allclose(seen3, seen1, rtol=1e-5)
+    np.testing.assert_allclose(state3, state1, rtol=1e-5, atol=1e-6)
+    for w3, w1 in zip(weights3, weights1):
+        np.testing.assert_allclose(w3, w1, rtol=1e-5, atol=1e-6)
+    initial = M.CharRNN(M.ModelConfig("lstm", 11, 2, 8, 4), seed=0).trainable_variables
+    assert all(not np.allclose(w, v.numpy()) for w, v in zip(weights1, initial))  # all of it trained
+
+
 def test_validation_loss_is_the_first_eval_symbols_of_the_split(tmp_path: Path, corpus: Path) -> None:
     """val/loss is the mean cross-entropy over the first --eval_symbols symbols of the validation
     split, read as --batch_size contiguous streams: recomputed here from the saved checkpoint."""
