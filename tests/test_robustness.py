@@ -189,6 +189,7 @@ def test_bad_corpus_is_refused(tmp_path: Path, kind: str) -> None:
     (["--time_budget", "soon"], "invalid duration 'soon'"),
     (["--seed", str(2**70)], "--seed"),
     (["--sample_length", str(10**9)], "--sample_length"),
+    (["--batch_groups", "5"], "--batch_groups 5"),  # more groups than TINY's 4 streams
     # each size is allowed alone, together they need far more memory than any machine has
     (["--rnn_size", "16384", "--num_layers", "64"], "GiB of memory"),
 ])
