@@ -440,6 +440,9 @@ class Trainer:
         self.args, self.vocab = args, corpus.vocab
         self.strategy = make_strategy(tf, args.strategy)
         self.distributed = self.strategy.num_replicas_in_sync > 1 or run.cluster.num_workers > 1
+        if self.distributed and args.batch_groups > 1:  # refused before anything is written
+            raise CharRNNError(f"--batch_groups {args.batch_groups}: batch groups are for training on one device; "
+                               "with several replicas leave it at 0")
         self.chars_per_symbol = {name: utils.count_chars(corpus.vocab, ids) / len(ids)
                                  for name, ids in (("train", run.train_ids), ("val", run.val_ids))}
         log.info("corpus: %s symbols (%s unit, vocabulary %d), %d train steps per epoch, validation %s symbols",
@@ -464,9 +467,6 @@ class Trainer:
         self.restore_or_start()
         if run.cluster.is_chief:
             write_run_files(args, run.run_dir, corpus, config, self.chars_per_symbol)
-        if self.distributed and args.batch_groups > 1:
-            raise CharRNNError(f"--batch_groups {args.batch_groups}: batch groups are for training on one device; "
-                               "with several replicas leave it at 0")
         groups = 1 if self.distributed else batch_groups(tf, args.batch_groups, args.batch_size, args.xla == "on")
         if groups > 1:
             log.info("train step: the batch's %d streams in %d groups, run side by side (--batch_groups)",

@@ -241,7 +241,7 @@ def main() -> int:
     peak = max(peaks.values())
     m, k, n = projection_shape("2x512-V65")
     own_matmul = ", ".join(f"{name} {rate:.0f} GFLOP/s" for name, rate in framework_matmul_gflops(m, k, n).items())
-    groups = [g or batch_groups(tf, 0, 2, xla=True) for g in args.batch_groups]
+    groups = [g or batch_groups(tf, 0, min(case[3] for case in CASES.values()), xla=True) for g in args.batch_groups]
     results = {name: bench_case(name, args.cells, groups, args.rounds, args.round_s, peak) for name in args.cases}
     load_after = os.getloadavg()
 
