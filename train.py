@@ -816,7 +816,6 @@ def make_train_step(net, optimizer: "Adam", batch_size: int, seq_length: int, gr
         # elementwise ops; a second computation's matmuls fill that core (measured in
         # bench/RESULTS.md; with one inter-op thread the gain is gone).
         sizes = [batch_size // groups + (g < batch_size % groups) for g in range(groups)]
-        starts = [sum(sizes[:g]) for g in range(groups)]
         weights = [n / batch_size for n in sizes]
         grouped = groups > 1
 
@@ -834,9 +833,9 @@ def make_train_step(net, optimizer: "Adam", batch_size: int, seq_length: int, gr
                      input_signature=[batch_spec, batch_spec, tf.TensorSpec(net.initial_state(batch_size).shape),
                                       tf.TensorSpec([]), tf.TensorSpec([], tf.int64)])
         def train_step(x, y, state, lr, step):
-            results = [group_loss_and_grads(x[a:a + n], y[a:a + n], state[:, :, a:a + n], step,
-                                            tf.constant(g, tf.int64) if grouped else None)
-                       for g, (a, n) in enumerate(zip(starts, sizes))]
+            results = [group_loss_and_grads(*part, step, tf.constant(g, tf.int64) if grouped else None)
+                       for g, part in enumerate(zip(tf.split(x, sizes), tf.split(y, sizes),
+                                                    tf.split(state, sizes, axis=2)))]
             loss, grad_norm = group_combine_and_apply([r[0] for r in results], [r[1] for r in results], lr)
             return loss, grad_norm, tf.concat([r[2] for r in results], axis=2)
 
