@@ -119,6 +119,15 @@ def test_fast_path_under_xla_matches_autodiff(cell):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * float(tf.reduce_max(tf.abs(w))))
 
 
+def test_xla_traces_take_the_in_place_update():
+    # The forward loop's in-place copy of h^T rests on internal TensorFlow APIs: this fails when
+    # an upgrade moves them, instead of the step silently falling back to the slower copy.
+    taken = []
+    for jit in (True, False):
+        tf.function(lambda: taken.append(M._xla_update_slice() is not None) or tf.constant(0), jit_compile=jit)()
+    assert taken == [True, False]
+
+
 @pytest.mark.parametrize("cell", M.MODEL_TYPES)
 def test_float16_compute_tracks_float32(cell):
     """Mixed precision: the same weights computed in float16 give float32 logits, state and
