@@ -56,9 +56,10 @@ class ModelConfig:
 # sequence driver below (_recurrent_layer) is shared by all of them.
 #   forward(xw, hw, state) -> (new_state, saved)
 #       xw = x_t @ W_x + b and hw = h_{t-1} @ W_h, both [B, G*H]; state: a tuple of [B, H];
-#       saved: [B, saved_parts*H], what the backward pass needs besides the states.
+#       saved: a tuple of saved_parts [B, H], what the backward pass needs besides the states,
+#       each part on a tape of its own (a concat per step, split after the loop, costs copies).
 #   prepare(saved, prev, new) -> factors
-#       Everything of the backward pass that does not depend on the incoming gradients,
+#       Everything else of the backward pass that does not depend on the incoming gradients,
 #       computed for all T steps at once outside the loop ([T, ...] tensors; prev/new are
 #       tuples of [T, B, H] states before/after each step).
 #   step(factors_t, dnew) -> (dhw, dprev, record)
@@ -87,24 +88,26 @@ def _activate(x: tf.Tensor, sigmoid_blocks: tuple[bool, ...]) -> tf.Tensor:
 class _LSTM:
     """Gates i, f, g, o (PyTorch's order); state (h, c)."""
 
-    gates, state_parts, saved_parts, recorded_parts = 4, 2, 4, 4
+    gates, state_parts, saved_parts, recorded_parts = 4, 2, 6, 4
 
     @staticmethod
     def forward(xw, hw, state):
-        h, c = state
+        h, c_prev = state
         gates = _activate(xw + hw, (True, True, False, True))
         i, f, g, o = tf.split(gates, 4, axis=-1)
-        c = f * c + i * g
-        h = o * tf.tanh(c)
-        return (h, c), gates
+        c = f * c_prev + i * g
+        tanh_c = tf.tanh(c)
+        # The backward's factors, computed here where the gates and tanh(c) are at hand instead
+        # of in prepare, which re-read them for all T steps (measured, one 2x512 batch group on
+        # one Zen 4 core: -1.5% time; GRU -2.5% from its parts' own tapes alone).
+        # Gate pre-activation gradients are the last four factors times dc (i, f, g) or dh (o).
+        factors = (o * (1.0 - tanh_c * tanh_c), f, g * i * (1.0 - i), c_prev * f * (1.0 - f), i * (1.0 - g * g),
+                   tanh_c * o * (1.0 - o))
+        return (o * tanh_c, c), factors
 
     @staticmethod
     def prepare(saved, prev, new):
-        i, f, g, o = tf.split(saved, 4, axis=-1)
-        tanh_c = tf.tanh(new[1])
-        dc_dh = o * (1.0 - tanh_c * tanh_c)
-        # Gate pre-activation gradients are the last four factors times dc (i, f, g) or dh (o).
-        return dc_dh, f, g * i * (1.0 - i), prev[1] * f * (1.0 - f), i * (1.0 - g * g), tanh_c * o * (1.0 - o)
+        return saved
 
     @staticmethod
     def step(factors, dnew):
@@ -133,11 +136,11 @@ class _GRU:
         hz, hr, hn = tf.split(hw, 3, axis=-1)
         z, r = tf.split(_activate(tf.concat([xz + hz, xr + hr], axis=-1), (True, True)), 2, axis=-1)
         n = tf.tanh(xn + r * hn)
-        return ((1.0 - z) * n + z * h,), tf.concat([z, r, n, hn], axis=-1)
+        return ((1.0 - z) * n + z * h,), (z, r, n, hn)
 
     @staticmethod
     def prepare(saved, prev, new):
-        z, r, n, hn = tf.split(saved, 4, axis=-1)
+        z, r, n, hn = saved
         # Every gate gradient is dh times a factor: d/dz, d/dr (through n) and d/dn; the
         # gradient w.r.t. hn is d/dn times r.
         dn = (1.0 - z) * (1.0 - n * n)
@@ -170,11 +173,11 @@ class _RNN:
     @staticmethod
     def forward(xw, hw, state):
         h = tf.tanh(xw + hw)
-        return (h,), h
+        return (h,), (h,)
 
     @staticmethod
     def prepare(saved, prev, new):
-        return (1.0 - saved * saved,)
+        return (1.0 - saved[0] * saved[0],)
 
     @staticmethod
     def step(factors, dnew):
@@ -243,24 +246,25 @@ def _recurrent_layer(cell, xw: tf.Tensor, w_h: tf.Tensor, state0: tf.Tensor):
         update_slice = _xla_update_slice() if isinstance(T, int) else None
         h_prev_t_slot = (tf.zeros([H, T * B], xw.dtype),) if update_slice else ()  # a loop variable, or none
 
-        def fwd(t, state, state_tapes, saved_ta, *h_prev_t_slot):
+        def fwd(t, state, state_tapes, saved_tapes, *h_prev_t_slot):
             if update_slice:
                 h_prev_t_slot = (update_slice(h_prev_t_slot[0], tf.transpose(state[0]), [0, t * B]),)
             new, saved = cell.forward(xw[t], _blockwise_matmul(state[0], w_h_gates), state)
             state_tapes = tuple(tape.write(t, s) for tape, s in zip(state_tapes, new))
-            return (t + 1, new, state_tapes, saved_ta.write(t, saved)) + h_prev_t_slot
+            saved_tapes = tuple(tape.write(t, s) for tape, s in zip(saved_tapes, saved))
+            return (t + 1, new, state_tapes, saved_tapes) + h_prev_t_slot
 
         _, final, states, saved, *h_prev_t_slot = tf.while_loop(
             lambda t, *_: t < T,
             fwd,
             (0, tuple(tf.unstack(state0, parts)),
              tuple(tf.TensorArray(xw.dtype, size=T, element_shape=state0.shape[1:]) for _ in range(parts)),
-             tf.TensorArray(xw.dtype, size=T, element_shape=[B, cell.saved_parts * H])) + h_prev_t_slot,
+             tuple(tf.TensorArray(xw.dtype, size=T, element_shape=[B, H]) for _ in range(cell.saved_parts))) + h_prev_t_slot,
             maximum_iterations=T,
         )
         # One [T, B, H] tape per state part: stacking (h, c) per step cost copies (measured -3% at 2x512).
         states = tuple(tape.stack() for tape in states)
-        saved = saved.stack()
+        saved = tuple(tape.stack() for tape in saved)
         final = tf.stack(final)
 
         def grad(d_outputs, d_final):
