@@ -172,7 +172,9 @@ class Torch:
         return time.perf_counter() - start
 
 
-def bench_case(name: str, cells: list[str], groups: list[int], rounds: int, round_s: float, peak: float) -> list[dict]:
+def bench_case(name: str, cells: list[str], groups: list[int], rounds: int, round_s: float,
+               peak: float) -> tuple[list[dict], list[int] | None]:
+    """One case's rows, and the CPU time counters spent in its timed rounds (None: unknown)."""
     vocab, layers, hidden, batch, steps = CASES[name]
     batches = make_batches(vocab, batch, steps)
     contenders = {"torch lstm": Torch(vocab, layers, hidden, batches)}
@@ -186,20 +188,27 @@ def bench_case(name: str, cells: list[str], groups: list[int], rounds: int, roun
         per_step = min(impl.run(1) for _ in range(2))
         rows[label]["steps"] = max(1, round(round_s / per_step))
     labels = list(contenders)
+    before = cpu_times()
     for r in range(rounds):
         for label in labels[r % len(labels):] + labels[:r % len(labels)]:
             seconds = contenders[label].run(rows[label]["steps"])
             rows[label]["rates"].append(rows[label]["steps"] * batch * steps / seconds)
         log.info("%s round %d/%d: %s", name, r + 1, rounds,
                  ", ".join(f"{k} {v['rates'][-1]:,.0f}" for k, v in rows.items()))
-    torch_median = statistics.median(rows["torch lstm"]["rates"])
+    after = cpu_times()
+    cpu_spent = [b - a for a, b in zip(before, after)] if before and after else None
+    torch_rates = rows["torch lstm"]["rates"]
+    torch_median = statistics.median(torch_rates)
     for label, row in rows.items():
         cell = label.split()[1]
         row["median"] = statistics.median(row["rates"])
         row["ratio"] = row["median"] / torch_median
+        # Each round's ratio against torch's run in the same round, seconds apart: a slow spell of
+        # the machine that spans a round then cancels out, where in the ratio of medians it does not.
+        row["paired"] = [rate / torch_rate for rate, torch_rate in zip(row["rates"], torch_rates)]
         row["gflops"] = train_flops(cell, vocab, layers, hidden, batch, steps) * row["median"] / (batch * steps) / 1e9
         row["peak_frac"] = row["gflops"] / peak
-    return list(rows.values())
+    return list(rows.values()), cpu_spent
 
 
 def pin_threads() -> tuple[float, float, float]:
@@ -216,6 +225,26 @@ def pin_threads() -> tuple[float, float, float]:
         # a scheduler slice at every barrier and a 2x128 training step took 4.5 s instead of 17 ms.
         log.warning("load average %.2f: the machine is busy, torch's figures will be far too low", load[0])
     return load
+
+
+def cpu_times() -> list[int] | None:
+    """The machine's CPU time counters from /proc/stat (user, nice, system, idle, iowait, irq,
+    softirq, steal), or None where there is no /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_summary(spent: list[list[int] | None]) -> str:
+    """Idle and steal as shares of all CPU time in the cases' timed rounds (cpu_times()
+    differences). Idle: the cores not kept busy; steal: time the hypervisor gave to other machines."""
+    if not spent or None in spent:
+        return "CPU idle/steal: not available."
+    delta = [sum(counts) for counts in zip(*spent)]
+    total = sum(delta) or 1
+    return f"CPU time in the timed rounds: {100 * delta[3] / total:.1f}% idle, {100 * delta[7] / total:.1f}% steal."
 
 
 def main() -> int:
@@ -242,7 +271,8 @@ def main() -> int:
     m, k, n = projection_shape("2x512-V65")
     own_matmul = ", ".join(f"{name} {rate:.0f} GFLOP/s" for name, rate in framework_matmul_gflops(m, k, n).items())
     groups = [g or batch_groups(tf, 0, min(case[3] for case in CASES.values()), xla=True) for g in args.batch_groups]
-    results = {name: bench_case(name, args.cells, groups, args.rounds, args.round_s, peak) for name in args.cases}
+    measured = {name: bench_case(name, args.cells, groups, args.rounds, args.round_s, peak) for name in args.cases}
+    results = {name: rows for name, (rows, _) in measured.items()}
     load_after = os.getloadavg()
 
     print(f"## Training speed, chars/s (tensorflow {tf.__version__}, torch {torch.__version__}, {THREADS} threads each)\n")
@@ -251,16 +281,20 @@ def main() -> int:
           f"Each framework's own matmul at [{m}, {k}] x [{k}, {n}]: {own_matmul}. "
           f"Load average (1/5/15 min) before: {'/'.join(f'{x:.2f}' for x in load_before)}, "
           f"after: {'/'.join(f'{x:.2f}' for x in load_after)}. "
+          f"{cpu_summary([spent for _, spent in measured.values()])} "
           f"Ours in {'/'.join(map(str, groups))} batch group(s). "
-          f"{args.rounds} alternating rounds of ~{args.round_s:g} s each; median (min-max)."
+          f"{args.rounds} alternating rounds of ~{args.round_s:g} s each; median (min-max). "
+          "'paired': the median (min-max) of each round's ratio against torch's run in the same round."
           + (" Machine busy: not a valid comparison." if load_before[0] > 1.0 else "") + "\n")
-    print("| case (B, T) | implementation | chars/s | min-max | vs torch lstm | GFLOP/s | % of peak | first step s |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| case (B, T) | implementation | chars/s | min-max | vs torch lstm | paired | GFLOP/s | % of peak "
+          "| first step s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, rows in results.items():
         _, _, _, batch, steps = CASES[name]
         for row in rows:
             print(f"| {name} (B{batch} T{steps}) | {row['label']} | {row['median']:,.0f} | "
                   f"{min(row['rates']):,.0f}-{max(row['rates']):,.0f} | {row['ratio']:.2f}x | "
+                  f"{statistics.median(row['paired']):.2f}x ({min(row['paired']):.2f}-{max(row['paired']):.2f}) | "
                   f"{row['gflops']:.0f} | {100 * row['peak_frac']:.0f}% | {row['first_s']:.1f} |")
     return 0
 
