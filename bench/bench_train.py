@@ -211,20 +211,30 @@ def bench_case(name: str, cells: list[str], groups: list[int], rounds: int, roun
     return list(rows.values()), cpu_spent
 
 
-def pin_threads() -> tuple[float, float, float]:
-    """Both frameworks on THREADS threads; returns the load average, warning when the machine is busy."""
+def pin_threads() -> bool:
+    """Both frameworks on THREADS threads; returns whether the machine is busy, with a warning."""
     import tensorflow as tf
     import torch
 
     tf.config.threading.set_intra_op_parallelism_threads(THREADS)
     tf.config.threading.set_inter_op_parallelism_threads(THREADS)
     torch.set_num_threads(THREADS)
-    load = os.getloadavg()
-    if load[0] > 1.0:
+    # What other processes use of the CPUs over a second, where /proc/stat tells; else the load
+    # average, which on some VMs sits near 1 with the CPUs idle (a kernel thread in D state).
+    before = cpu_times()
+    time.sleep(1.0)
+    after = cpu_times()
+    if before and after:
+        delta = [b - a for a, b in zip(before, after)]
+        busy = 1.0 - delta[3] / (sum(delta) or 1)
+        what = f"{100 * busy:.0f}% of the CPU time busy"
+    else:
+        busy, what = os.getloadavg()[0] / (os.cpu_count() or 1), f"load average {os.getloadavg()[0]:.2f}"
+    if busy > 0.25:
         # Measured: with another process on one of the 2 cores, torch's OpenMP threads wait
         # a scheduler slice at every barrier and a 2x128 training step took 4.5 s instead of 17 ms.
-        log.warning("load average %.2f: the machine is busy, torch's figures will be far too low", load[0])
-    return load
+        log.warning("%s before the bench: the machine is busy, torch's figures will be far too low", what)
+    return busy > 0.25
 
 
 def cpu_times() -> list[int] | None:
@@ -265,7 +275,8 @@ def main() -> int:
     import torch
     from train import batch_groups
 
-    load_before = pin_threads()
+    load_before = os.getloadavg()
+    busy = pin_threads()
     peaks = matmul_peak_gflops()
     peak = max(peaks.values())
     m, k, n = projection_shape("2x512-V65")
@@ -285,7 +296,7 @@ def main() -> int:
           f"Ours in {'/'.join(map(str, groups))} batch group(s). "
           f"{args.rounds} alternating rounds of ~{args.round_s:g} s each; median (min-max). "
           "'paired': the median (min-max) of each round's ratio against torch's run in the same round."
-          + (" Machine busy: not a valid comparison." if load_before[0] > 1.0 else "") + "\n")
+          + (" Machine busy: not a valid comparison." if busy else "") + "\n")
     print("| case (B, T) | implementation | chars/s | min-max | vs torch lstm | paired | GFLOP/s | % of peak "
           "| first step s |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
