@@ -3,6 +3,7 @@ and a GRU on Korean jamo), exported by sample.py, then used the way a user witho
 would: a process that imports only TensorFlow, saved_model_cli, and the TFLite interpreter."""
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import io
 import json
@@ -46,18 +47,31 @@ def run(cwd: Path, *args: str, timeout: int = 240) -> subprocess.CompletedProces
     return result
 
 
+def side_by_side(fn) -> dict:
+    """{name: fn(name)} for every run, the runs in threads side by side (each is mostly a
+    subprocess on one core); a run's failure is raised here."""
+    with concurrent.futures.ThreadPoolExecutor(len(RUNS)) as pool:
+        futures = {name: pool.submit(fn, name) for name in RUNS}
+        return {name: future.result() for name, future in futures.items()}
+
+
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
-    """Train and export each run once for the whole module (the slow part, ~10 s a run)."""
+    """Train and export each run once for the whole module (the slow part, ~25 s a run, mostly
+    process start-up and TFLite conversion on one core: the runs go side by side)."""
     work = tmp_path_factory.mktemp("export")
     for name, text in corpus_texts().items():
         (work / name).write_text(text, encoding="utf-8")
     (work / "out").mkdir()
-    for name, (corpus, _, flags) in RUNS.items():
+
+    def train_and_export(name: str) -> None:
+        corpus, _, flags = RUNS[name]
         run(work, str(ROOT / "train.py"), "--input", corpus, "--run_name", name, *flags, *TINY)
         result = run(work, str(ROOT / "sample.py"), "--save_dir", f"save/{name}",
                      "--export", f"out/{name}", "--export_tflite", f"out/{name}.tflite")
         assert "wrote SavedModel" in result.stderr and "wrote TFLite model" in result.stderr, result.stderr
+
+    side_by_side(train_and_export)
     # Nothing half-written or temporary is left beside the exports.
     assert sorted(p.name for p in (work / "out").iterdir()) == sorted(
         f"{name}{suffix}" for name in RUNS for suffix in ("", ".tflite", ".vocab.json"))
@@ -67,13 +81,15 @@ def work(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def greedy(work: Path) -> dict[str, str]:
     """sample.py's own greedy text for each run: the reference the exports must reproduce."""
-    texts = {}
-    for name, (_, prime, _) in RUNS.items():
+
+    def greedy_text(name: str) -> str:
+        prime = RUNS[name][1]
         out = run(work, str(ROOT / "sample.py"), "--save_dir", f"save/{name}", "--sample", "0",
                   "-n", str(N), "--prime", prime).stdout
         assert out.endswith("\n") and out.startswith(prime)
-        texts[name] = out[:-1]
-    return texts
+        return out[:-1]
+
+    return side_by_side(greedy_text)
 
 
 # The whole user program: no project code on the path, run from outside the repository. It also
