@@ -335,6 +335,25 @@ def _linear(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor):
     return tf.matmul(x, w) + b, grad
 
 
+@tf.custom_gradient
+def _output_layer(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor):
+    """x @ w + b for all B*T rows (x [N, H], w [H, V]): the logits. The weight gradient is a dot
+    that contracts the N axis of both x and dy [N, V]; XLA:CPU runs it about twice as fast when
+    the operand it reads transposed is the narrow one (measured, Zen 4, one thread, N=2500, H=512:
+    x^T dy 7.6 ms and (dy^T x)^T 4.0 ms at V=65; 70 and 72 ms at V=2,500). So with fewer symbols
+    than hidden units it takes (dy^T x)^T, transposed as a concat of blocks, which XLA cannot
+    fold back into the slow dot (a lone transpose it does fold)."""
+
+    def grad(dy):
+        if w.shape[1] < w.shape[0]:
+            dw = _transposed_concat(_blocks(tf.matmul(dy, x, transpose_a=True), 2, axis=0), axis=0)
+        else:
+            dw = tf.matmul(x, dy, transpose_a=True)
+        return tf.matmul(dy, w, transpose_b=True), dw, tf.reduce_sum(dy, axis=0)
+
+    return tf.matmul(x, w) + b, grad
+
+
 # ---------------------------------------------------------------------------------------
 # Model
 
@@ -440,7 +459,7 @@ class CharRNN(tf.Module):
             new_state.append(final)
             x = self._dropout(x, cfg.dropout, training, dropout_seed, layer + 1)
         x = tf.reshape(tf.transpose(x, [1, 0, 2]), [-1, H])  # [B*T, H], transposed while narrow
-        logits = tf.matmul(x, tf.cast(self.w_out, compute_dtype)) + tf.cast(self.b_out, compute_dtype)
+        logits = _output_layer(x, tf.cast(self.w_out, compute_dtype), tf.cast(self.b_out, compute_dtype))
         # The softmax and the loss in float32: float16 logits lose the small probabilities.
         return tf.cast(tf.reshape(logits, [B, T, cfg.vocab_size]), tf.float32), tf.cast(tf.stack(new_state), tf.float32)
 
