@@ -195,8 +195,7 @@ def bench_case(name: str, cells: list[str], groups: list[int], rounds: int, roun
             rows[label]["rates"].append(rows[label]["steps"] * batch * steps / seconds)
         log.info("%s round %d/%d: %s", name, r + 1, rounds,
                  ", ".join(f"{k} {v['rates'][-1]:,.0f}" for k, v in rows.items()))
-    after = cpu_times()
-    cpu_spent = [b - a for a, b in zip(before, after)] if before and after else None
+    spent = cpu_spent(before, cpu_times())
     torch_rates = rows["torch lstm"]["rates"]
     torch_median = statistics.median(torch_rates)
     for label, row in rows.items():
@@ -208,7 +207,7 @@ def bench_case(name: str, cells: list[str], groups: list[int], rounds: int, roun
         row["paired"] = [rate / torch_rate for rate, torch_rate in zip(row["rates"], torch_rates)]
         row["gflops"] = train_flops(cell, vocab, layers, hidden, batch, steps) * row["median"] / (batch * steps) / 1e9
         row["peak_frac"] = row["gflops"] / peak
-    return list(rows.values()), cpu_spent
+    return list(rows.values()), spent
 
 
 def pin_threads() -> bool:
@@ -223,18 +222,19 @@ def pin_threads() -> bool:
     # average, which on some VMs sits near 1 with the CPUs idle (a kernel thread in D state).
     before = cpu_times()
     time.sleep(1.0)
-    after = cpu_times()
-    if before and after:
-        delta = [b - a for a, b in zip(before, after)]
-        busy = 1.0 - delta[3] / (sum(delta) or 1)
-        what = f"{100 * busy:.0f}% of the CPU time busy"
+    spent = cpu_spent(before, cpu_times())
+    if spent:
+        used = 1.0 - idle_and_steal(spent)[0]
+        what = f"{100 * used:.0f}% of the CPU time busy"
     else:
-        busy, what = os.getloadavg()[0] / (os.cpu_count() or 1), f"load average {os.getloadavg()[0]:.2f}"
-    if busy > 0.25:
+        load = os.getloadavg()[0]
+        used, what = load / (os.cpu_count() or 1), f"load average {load:.2f}"
+    busy = used > 0.25
+    if busy:
         # Measured: with another process on one of the 2 cores, torch's OpenMP threads wait
         # a scheduler slice at every barrier and a 2x128 training step took 4.5 s instead of 17 ms.
         log.warning("%s before the bench: the machine is busy, torch's figures will be far too low", what)
-    return busy > 0.25
+    return busy
 
 
 def cpu_times() -> list[int] | None:
@@ -247,14 +247,23 @@ def cpu_times() -> list[int] | None:
         return None
 
 
-def cpu_summary(spent: list[list[int] | None]) -> str:
-    """Idle and steal as shares of all CPU time in the cases' timed rounds (cpu_times()
-    differences). Idle: the cores not kept busy; steal: time the hypervisor gave to other machines."""
-    if not spent or None in spent:
+def cpu_spent(before: list[int] | None, after: list[int] | None) -> list[int] | None:
+    """The CPU time counters spent between two cpu_times() readings, or None if either is unknown."""
+    return [b - a for a, b in zip(before, after)] if before and after else None
+
+
+def idle_and_steal(spent: list[int]) -> tuple[float, float]:
+    """Shares of all CPU time in spent: idle (the cores not kept busy) and steal (time the
+    hypervisor gave to other machines)."""
+    total = sum(spent) or 1
+    return spent[3] / total, spent[7] / total
+
+
+def cpu_summary(spent_per_case: list[list[int] | None]) -> str:
+    if not spent_per_case or None in spent_per_case:
         return "CPU idle/steal: not available."
-    delta = [sum(counts) for counts in zip(*spent)]
-    total = sum(delta) or 1
-    return f"CPU time in the timed rounds: {100 * delta[3] / total:.1f}% idle, {100 * delta[7] / total:.1f}% steal."
+    idle, steal = idle_and_steal([sum(counts) for counts in zip(*spent_per_case)])
+    return f"CPU time in the timed rounds: {100 * idle:.1f}% idle, {100 * steal:.1f}% steal."
 
 
 def main() -> int:
