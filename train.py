@@ -24,10 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 import utils
-from utils import CharRNNError
+from utils import CharRNNError, np  # numpy, run on first use: --help does not wait for it
 
 log = logging.getLogger("charrnn")
 

@@ -11,6 +11,8 @@ is cached next to the corpus (<dir>/.prepared/<key>/), keyed by the files' ident
 that changes the ids. Training opens ids.npy with np.memmap.
 
 This module must not import TensorFlow: train.py checks the data before paying for that import.
+Nor does importing it run numpy's import (see _lazy_import): train.py and sample.py import it at
+their top, and their --help should cost the standard library only.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import codecs
 import dataclasses
 import functools
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -31,7 +34,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
+
+def _lazy_import(name: str):
+    """Module `name`, registered in sys.modules but executed on its first attribute access
+    (importlib's LazyLoader); one imported already is returned as it is. numpy's import costs
+    0.1-0.2 s on a quiet machine and much more on a cold or slow disk, or where its BLAS starts
+    threads for many cores: too much for --help."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    if spec is None:
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+np = _lazy_import("numpy")  # `import numpy` elsewhere gets this same module
 
 logger = logging.getLogger("charrnn")
 

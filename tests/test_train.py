@@ -154,6 +154,27 @@ def test_resume_refuses_a_different_architecture(tmp_path: Path, corpus: Path) -
     assert "Traceback" not in refused.stderr
 
 
+HELP_PROBE = """
+import runpy, sys
+sys.argv = [sys.argv[1], "--help"]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit:
+    pass
+print("loaded:", [name for name in ("tensorflow", "numpy.linalg") if name in sys.modules])
+"""
+
+
+@pytest.mark.parametrize("script", ["train.py", "sample.py"])
+def test_help_runs_neither_tensorflow_nor_numpy(script: str) -> None:
+    # --help is instant: neither TensorFlow nor numpy (whose import starts a BLAS) is run for it.
+    result = subprocess.run([sys.executable, "-c", HELP_PROBE, str(ROOT / script)], capture_output=True,
+                            text=True, encoding="utf-8", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "(default:" in result.stdout
+    assert result.stdout.splitlines()[-1] == "loaded: []", result.stdout[-500:]
+
+
 def test_sigint_saves_and_exits_cleanly(tmp_path: Path, corpus: Path) -> None:
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--input", str(corpus), "--max_steps",
                              "100000", "--eval_every", "100000", "--run_name", "interrupted", *TINY],
