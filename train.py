@@ -490,6 +490,7 @@ class Trainer:
         self.sample_prime = self.vocab.symbols.index("\n") if "\n" in self.vocab.symbols else 0
         self.session_start = time.monotonic()
         self.rate = 0.0
+        self.last_val: float | None = None  # this session's newest validation loss, for the progress line
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -575,6 +576,7 @@ class Trainer:
         """Validate, show it (console, TensorBoard, a text sample) and keep the best checkpoint."""
         tf = self.tf
         val_loss, val_bpc = self.evaluate()
+        self.last_val = val_loss
         improved = val_loss < float(self.best_val)
         if self.run.cluster.is_chief:
             sample = self.model_lib.generate(self.net, tf.constant([[self.sample_prime]], tf.int32),
@@ -664,9 +666,10 @@ class Trainer:
                 tf.summary.scalar("train/loss_scale", self.loss_scale.scale)
         done = self.progress()
         remaining = self.seconds_so_far() * (1 - done) / max(done, 1e-9)
+        val = "-" if self.last_val is None else f"{self.last_val:.4f}"
         self.progress_line.update(self.step, f"step {self.step} epoch {self.epoch}."
                                              f"{self.batch * 100 // self.run.loader.num_batches:02d} "
-                                             f"loss {loss:.4f} lr {lr:.2e} {self.rate:,.0f} chars/s "
+                                             f"loss {loss:.4f} val {val} lr {lr:.2e} {self.rate:,.0f} chars/s "
                                              f"ETA {format_eta(remaining)}")
 
     def finish(self, ended_by: str) -> None:

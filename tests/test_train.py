@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -80,10 +81,18 @@ def test_each_cell_trains_and_loss_falls(tmp_path: Path, corpus: Path, cell: str
     assert sampled.returncode == 0 and sampled.stdout.startswith("the ") and len(sampled.stdout) > 80, sampled.stderr
 
 
-def test_tensorboard_events_and_server(tmp_path: Path, corpus: Path) -> None:
+def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Path) -> None:
     result = train(tmp_path, "--input", str(corpus), "--max_steps", "20", "--eval_every", "10", *TINY)
     assert result.returncode == 0, result.stderr
     assert "tensorboard --logdir logs" in result.stderr
+    # Not a terminal here, so the progress line comes as plain lines every --print_every steps:
+    # train loss, the newest validation loss once there is one, chars/s and the time left.
+    progress = {int(m[1]): m[0] for m in re.finditer(r"step (\d+) epoch \d+\.\d\d loss \d\.\d{4} val (\S+) "
+                                                      r"lr \S+ [\d,]+ chars/s ETA \d\d:\d\d:\d\d", result.stderr)}
+    assert sorted(progress) == [5, 10, 15, 20], result.stderr
+    first_val = re.search(r"step 10 epoch \d+: val loss (\d\.\d{4}) nats/symbol", result.stderr)[1]
+    assert " val - " in progress[5] and " val - " in progress[10]  # logged before step 10's evaluation
+    assert f" val {first_val} " in progress[15], (progress[15], first_val)
     run = only_run(tmp_path / "save").name
     scalars = read_scalars(tmp_path / "logs" / run)
     for tag in ("train/loss", "train/bpc", "train/learning_rate", "train/grad_norm", "train/chars_per_sec",
