@@ -588,7 +588,8 @@ class Trainer:
                 tf.summary.text("sample", "```\n" + self.vocab.decode(sample.numpy()[0]) + "\n```")
             self.writer.flush()
         self.progress_line.message(f"step {self.step} epoch {self.epoch}: val loss {val_loss:.4f} nats/symbol, "
-                                   f"{val_bpc:.4f} bits/char{'  (best)' if improved else ''}")
+                                   f"{val_bpc:.4f} bits/char, perplexity {2.0 ** val_bpc:.3f} per char"
+                                   f"{'  (best)' if improved else ''}")
         if improved:
             self.best_val.assign(val_loss)
             self.save(self.best_manager)

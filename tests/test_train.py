@@ -90,7 +90,10 @@ def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Pa
     progress = {int(m[1]): m[0] for m in re.finditer(r"step (\d+) epoch \d+\.\d\d loss \d\.\d{4} val (\S+) "
                                                       r"lr \S+ [\d,]+ chars/s ETA \d\d:\d\d:\d\d", result.stderr)}
     assert sorted(progress) == [5, 10, 15, 20], result.stderr
-    first_val = re.search(r"step 10 epoch \d+: val loss (\d\.\d{4}) nats/symbol", result.stderr)[1]
+    evaluation = re.search(r"step 10 epoch \d+: val loss (\d\.\d{4}) nats/symbol, (\d\.\d{4}) bits/char, "
+                           r"perplexity (\d+\.\d{3}) per char", result.stderr)
+    first_val, bpc, perplexity = evaluation[1], float(evaluation[2]), float(evaluation[3])
+    assert abs(perplexity - 2 ** bpc) < 2e-3 and abs(bpc - float(first_val) / np.log(2)) < 1e-3
     assert " val - " in progress[5] and " val - " in progress[10]  # logged before step 10's evaluation
     assert f" val {first_val} " in progress[15], (progress[15], first_val)
     run = only_run(tmp_path / "save").name
