@@ -576,6 +576,7 @@ class Trainer:
         """Validate, show it (console, TensorBoard, a text sample) and keep the best checkpoint."""
         tf = self.tf
         val_loss, val_bpc = self.evaluate()
+        val_perplexity = 2.0 ** val_bpc  # per original character, as bits per character are
         self.last_val = val_loss
         improved = val_loss < float(self.best_val)
         if self.run.cluster.is_chief:
@@ -584,11 +585,11 @@ class Trainer:
             with self.writer.as_default(step=self.step):
                 tf.summary.scalar("val/loss", val_loss)
                 tf.summary.scalar("val/bpc", val_bpc)
-                tf.summary.scalar("val/perplexity", 2.0 ** val_bpc)
+                tf.summary.scalar("val/perplexity", val_perplexity)
                 tf.summary.text("sample", "```\n" + self.vocab.decode(sample.numpy()[0]) + "\n```")
             self.writer.flush()
         self.progress_line.message(f"step {self.step} epoch {self.epoch}: val loss {val_loss:.4f} nats/symbol, "
-                                   f"{val_bpc:.4f} bits/char, perplexity {2.0 ** val_bpc:.3f} per char"
+                                   f"{val_bpc:.4f} bits/char, perplexity {val_perplexity:.3f} per char"
                                    f"{'  (best)' if improved else ''}")
         if improved:
             self.best_val.assign(val_loss)
