@@ -494,6 +494,7 @@ class Trainer:
         self.session_start = time.monotonic()
         self.rate = 0.0
         self.last_val: float | None = None  # this session's newest validation loss, for the progress line
+        self.last_val_step = -1  # the step it was computed at
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -580,7 +581,7 @@ class Trainer:
         tf = self.tf
         val_loss, val_bpc = self.evaluate()
         val_perplexity = 2.0 ** val_bpc  # per original character, as bits per character are
-        self.last_val = val_loss
+        self.last_val, self.last_val_step = val_loss, self.step
         improved = val_loss < float(self.best_val)
         if self.run.cluster.is_chief:
             sample = self.model_lib.generate(self.net, tf.constant([[self.sample_prime]], tf.int32),
@@ -679,7 +680,8 @@ class Trainer:
 
     def finish(self, ended_by: str) -> None:
         """The final evaluation and checkpoint, and how to go on."""
-        if ended_by == "its length limit":
+        # A time budget can run out during an evaluation the loop just made: not again, same weights.
+        if ended_by == "its length limit" and self.last_val_step != self.step:
             self.run_eval()
         self.save(self.manager)
         self.writer.close()
