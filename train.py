@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--normalize", default="nfc", choices=["nfc", "none"], help="Unicode normalization")
     data.add_argument("--unit", default="char", choices=["char", "jamo"],
                       help="symbols the model sees: char, or jamo (Hangul syllables split into their 2-3 jamo). "
-                           "On large Korean corpora char trains more characters per second; on the small bundled one the "
-                           "two have each led in one measurement (bench/RESULTS.md, Korean)")
+                           "On large Korean corpora char trains more characters per second; on the small bundled one "
+                           "jamo scored better in the latest runs (bench/RESULTS.md, Korean)")
     data.add_argument("--max_vocab", type=int, default=0, help="keep the N most frequent characters (0: all)")
     data.add_argument("--min_char_count", type=int, default=1, help="rarer characters become the unknown symbol")
     data.add_argument("--val_frac", type=float, default=0.05, help="last fraction of the text kept for validation")
