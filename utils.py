@@ -987,7 +987,11 @@ def import_tensorflow(quiet: bool = True):
     if not quiet:
         import tensorflow as tf
         return tf
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # 3 hides C++ ERROR lines too: after the import, oneDNN logs one for any integer transpose
+    # outside XLA ("oneDNN supports DT_INT32 only on platforms with AVX-512", also on AVX-512
+    # machines), which is no error. A failing op still raises a Python exception; --verbose
+    # (quiet=False) shows every line.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:
