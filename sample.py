@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead of sampling, write a SavedModel (TF Serving, any TensorFlow program) to DIR")
     p.add_argument("--export_tflite", default=None, metavar="FILE",
                    help="instead of sampling, write a TFLite model to FILE and its vocabulary beside it")
-    p.add_argument("--verbose", action="store_true", help="debug logging")
+    p.add_argument("--verbose", action="store_true", help="debug logging, and TensorFlow's own start-up and C++ log lines")
     return p
 
 

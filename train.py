@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     misc.add_argument("--strategy", default="auto", choices=["auto", "one", "mirrored", "multiworker"],
                       help="tf.distribute strategy: auto = all GPUs of this machine if more than one, "
                            "else one device; multiworker reads the cluster from TF_CONFIG")
-    misc.add_argument("--verbose", action="store_true", help="debug logging")
+    misc.add_argument("--verbose", action="store_true", help="debug logging, and TensorFlow's own start-up and C++ log lines")
     return p
 
 
