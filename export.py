@@ -27,17 +27,11 @@ from pathlib import Path
 import tensorflow as tf
 
 import utils
+# Hangul (Unicode ch. 3.12) as utils.py splits and composes it, and its escape for original jamo.
+from utils import _ESCAPE, _L_FIRST, _L_LAST, _S_FIRST, _S_LAST, _T_BASE, _T_LAST, _V_FIRST, _V_LAST
 from utils import CharRNNError
 
 log = logging.getLogger("charrnn")
-
-# Hangul (Unicode ch. 3.12): syllable S = 0xAC00 + (l * 21 + v) * 28 + t; conjoining jamo
-# L = 0x1100 + l, V = 0x1161 + v, and T = 0x11A7 + t when t > 0. The same constants as utils.py.
-_S_FIRST, _S_LAST = 0xAC00, 0xD7A3
-_L_FIRST, _L_LAST = 0x1100, 0x1112
-_V_FIRST, _V_LAST = 0x1161, 0x1175
-_T_BASE, _T_LAST = 0x11A7, 0x11C2
-_ESCAPE = 0xFDD0  # utils.py escapes jamo that were already in the text with this noncharacter
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,9 +135,8 @@ def _standalone_table():
 
 def _sample(logits, step, temperature, seed):
     """Next id [B] from logits [B, V]: Gumbel-max with the random draw keyed by (seed, step), so
-    the same seed gives the same text; argmax when temperature <= 0. (The same formula as
-    model.generate, but sample.py's XLA-compiled draw uses another random algorithm, so the
-    same seed gives different text there.)"""
+    the same seed gives the same text; argmax when temperature <= 0. (The same distribution as
+    model.py's exponential race, but not the same draw: the same seed gives other text there.)"""
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
     u = tf.random.stateless_uniform(tf.shape(logits), tf.stack([seed, tf.cast(step, tf.int64)]),
                                     minval=1e-20, maxval=1.0)
@@ -193,7 +186,7 @@ class ServingModule(tf.Module):
         self.jamo = vocab.unit == "jamo"
         self.nfc = vocab.normalize == "nfc"
         # An empty prime starts at the start of a line, as sample.py does.
-        self.start_id = vocab.symbols.index("\n") if "\n" in vocab.symbols else 0
+        self.start_id = vocab.start_id
         L, S, H = net.state_size
         text = tf.TensorSpec([], tf.string, name="prime")
         n = tf.TensorSpec([], tf.int32, name="n")
@@ -378,12 +371,18 @@ def export_tflite(net, vocab: "utils.Vocab", path: str | Path, flag: str = "--ex
         with _quiet_stderr():
             flatbuffer = converter.convert()
     except Exception as error:  # ConverterError: an op without a TFLite builtin
-        raise RuntimeError(f"TFLite conversion failed (a model op has no TFLite builtin): {error}") from error
+        raise CharRNNError(f"{flag} {path}: the TFLite converter refused the model ({str(error)[:500]}); "
+                           f"nothing was written. The SavedModel export (--export) still works") from None
     vocab_path = tflite_vocab_path(path)
     tmp = _tmp_beside(path)
     try:
-        vocab.save(vocab_path)  # atomic; first, so a model file never exists without its vocabulary
-        tmp.write_bytes(flatbuffer)
+        with open(tmp, "wb") as f:
+            f.write(flatbuffer)
+            f.flush()
+            os.fsync(f.fileno())
+        # Between the model's write and its rename: a failure in either leaves an older pair as it was,
+        # and the model file never exists without its vocabulary.
+        vocab.save(vocab_path)
         os.replace(tmp, path)
     except OSError as error:
         raise CharRNNError(f"{flag} {path}: could not write the TFLite model ({error}); "

@@ -97,7 +97,9 @@ def load_run(save_dir: str) -> tuple[Path, dict, "utils.Vocab"]:
     model = config["model"]
     limits = {"vocab_size": 2**21, "num_layers": 64, "rnn_size": 16384, "embedding_size": 16384}
     if not (isinstance(model, dict) and model.get("model") in ("lstm", "gru", "rnn")
-            and all(type(model.get(k)) is int and 1 <= model[k] <= top for k, top in limits.items())):
+            and all(type(model.get(k)) is int and 1 <= model[k] <= top for k, top in limits.items())
+            and all(type(model.get(k, 0.0)) in (int, float) and 0 <= model.get(k, 0.0) < 1
+                    for k in ("dropout", "input_dropout"))):
         raise CharRNNError(f"{run_dir / 'config.json'}: its \"model\" entry is damaged ({str(model)[:200]}); "
                            f"it is written by train.py: retrain, or pick another run with --save_dir")
     vocab_path = run_dir / str(config.get("vocab_file", "vocab.json"))
@@ -134,31 +136,35 @@ def prime_ids(vocab: "utils.Vocab", prime: str, unknown: str) -> list[int]:
     """The prime as ids; an empty prime starts from a line break, as a new document would."""
     missing = vocab.missing(prime)
     if missing and unknown == "error":
-        shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in missing[:20])
-        raise CharRNNError(f"--prime has characters the model never saw: {shown}. Remove them, "
-                           f"or pass --unknown skip to drop them.")
+        raise CharRNNError(f"--prime has characters the model never saw: {utils.describe_chars(missing, 20)}. "
+                           f"Remove them, or pass --unknown skip to drop them.")
     ids = list(vocab.encode(prime, unknown="skip")) if prime else []
     if not ids:
-        ids = [vocab.symbols.index("\n") if "\n" in vocab.symbols else 0]
+        ids = [vocab.start_id]
         if prime:
             log.warning("no character of --prime is in the vocabulary; starting from the start of a line")
     return ids
 
 
-def stream_text(vocab: "utils.Vocab", id_chunks: Iterator) -> Iterator[str]:
-    """Decode id chunks to text, holding back an unfinished Hangul syllable (jamo units) so it is
-    recomposed whole when its next jamo arrives."""
-    pending: list[int] = []
-    for ids in id_chunks:
-        pending.extend(int(i) for i in ids)
-        cut = len(pending)
-        while cut > 0 and "\u1100" <= vocab.symbols[pending[cut - 1]] <= "\u11ff":
-            cut -= 1
-        if cut:
-            yield vocab.decode(pending[:cut])
-            pending = pending[cut:]
-    if pending:
-        yield vocab.decode(pending)
+def stream_texts(vocab: "utils.Vocab", id_chunks: Iterator) -> Iterator[list[str]]:
+    """Decode chunks of ids [rows, k] into each row's next piece of text. Trailing jamo, and the
+    escape that marks an original jamo (jamo units), are held back until the next chunk, so a
+    Hangul syllable split across chunks is recomposed whole."""
+    pending: list[list[int]] | None = None
+    for chunk in id_chunks:
+        pending = pending or [[] for _ in chunk]
+        texts = []
+        for row, ids in enumerate(chunk):
+            ids = pending[row] + [int(i) for i in ids]
+            cut = len(ids)
+            while cut > 0 and ("\u1100" <= vocab.symbols[ids[cut - 1]] <= "\u11ff"
+                               or vocab.symbols[ids[cut - 1]] == "\ufdd0"):
+                cut -= 1
+            texts.append(vocab.decode(ids[:cut]))
+            pending[row] = ids[cut:]
+        yield texts
+    if pending and any(pending):
+        yield [vocab.decode(ids) for ids in pending]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,26 +235,23 @@ def sample(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "utils.
     options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, mode=args.sample,
                    seed=seed, space_id=vocab.symbols.index(" ") if " " in vocab.symbols else -1)
     shown_prime = vocab.decode(prime) if args.prime else ""
-    chunks = generated_ids(net, prime, args.num_samples, options)
-
-    if args.num_samples > 1:  # one batch; each sample printed whole
-        rows: list[list[int]] = [[] for _ in range(args.num_samples)]
-        while min(len(vocab.decode(r)) for r in rows) < args.n:
-            for row, ids in zip(rows, next(chunks)):
-                row.extend(ids)
-        texts = [shown_prime + vocab.decode(r)[:args.n] for r in rows]
-        sys.stdout.write("\n---\n".join(texts) + "\n")
-        return
-
-    sys.stdout.write(shown_prime)
-    written = 0
-    for text in stream_text(vocab, (ids[0] for ids in chunks)):
-        text = text[:args.n - written]
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        written += len(text)
-        if written >= args.n:
+    streaming = args.num_samples == 1  # several samples are one batch, each printed whole at the end
+    if streaming:
+        sys.stdout.write(shown_prime)
+    written = [0] * args.num_samples
+    pieces: list[list[str]] = [[] for _ in written]
+    for texts in stream_texts(vocab, generated_ids(net, prime, args.num_samples, options)):
+        for row, text in enumerate(texts):
+            text = text[:args.n - written[row]]
+            written[row] += len(text)
+            pieces[row].append(text)
+        if streaming:
+            sys.stdout.write(pieces[0].pop())
+            sys.stdout.flush()
+        if min(written) >= args.n:
             break
+    if not streaming:
+        sys.stdout.write("\n---\n".join(shown_prime + "".join(row) for row in pieces))
     sys.stdout.write("\n")
 
 

@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -233,6 +234,8 @@ def _decode_error(path: Path, encoding: str, bad: int) -> CharRNNError:
         line, left = 1, bad
         while left:  # count line breaks before the bad byte without holding the file in memory
             block = f.read(min(left, _READ_BYTES))
+            if not block:  # the file shrank meanwhile
+                break
             line += block.count(b"\n")
             left -= len(block)
         f.seek(max(0, bad - 65536))
@@ -348,6 +351,11 @@ _UNKNOWN = "\ufffd"  # how the unknown symbol prints; a real U+FFFD in the text 
 _VOCAB_FORMAT = 1
 
 
+def describe_chars(chars: list[str], limit: int) -> str:
+    """The first `limit` characters as 'x' (U+0078), for messages about characters."""
+    return ", ".join(f"{c!r} (U+{ord(c):04X})" for c in chars[:limit]) + (", ..." if len(chars) > limit else "")
+
+
 class Vocab:
     """Symbols (characters, or jamo for unit='jamo') sorted by frequency; id = index in symbols."""
 
@@ -365,6 +373,11 @@ class Vocab:
     @property
     def size(self) -> int:
         return len(self.symbols)
+
+    @property
+    def start_id(self) -> int:
+        """Where text starts without a prime: a line break, as at the start of a document (else id 0)."""
+        return self.symbols.index("\n") if "\n" in self.symbols else 0
 
     def __repr__(self) -> str:
         return f"Vocab(size={self.size}, unit={self.unit!r}, normalize={self.normalize!r}, unk_id={self.unk_id})"
@@ -390,8 +403,7 @@ class Vocab:
         dropped with a warning (unknown='skip')."""
         ids, found, cp = self._lookup(text)
         if not found.all():
-            missing = list(dict.fromkeys(chr(c) for c in cp[~found]))
-            shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in missing[:10]) + (", ..." if len(missing) > 10 else "")
+            shown = describe_chars(list(dict.fromkeys(chr(c) for c in cp[~found])), 10)
             if unknown == "error":
                 raise CharRNNError(f"characters the model never saw: {shown}; remove them from the text")
             logger.warning("skipping characters the model never saw: %s", shown)
@@ -513,12 +525,13 @@ def _load_prepared(directory: Path, identity: dict, files: list[Path], options: 
         if ids.shape != (meta["num_symbols"],):
             raise ValueError(f"ids.npy has shape {ids.shape}, meta.json says {meta['num_symbols']}")
         vocab = Vocab.load(directory / "vocab.json")
+        num_chars = int(meta["num_chars"])
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, CharRNNError) as e:
+    except (OSError, ValueError, KeyError, TypeError, CharRNNError) as e:
         logger.warning("ignoring damaged prepared data in %s (%s)", directory, e)
         return None
-    return Corpus(ids, vocab, meta["num_chars"], files, options, directory)
+    return Corpus(ids, vocab, num_chars, files, options, directory)
 
 
 def _user_cache_root() -> Path:
@@ -535,13 +548,23 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _build_dir_prefix(key: str) -> str:
+    """The temp dir name of a build in progress: its process and host, so that another process,
+    on this host or (the cache on a shared file system) another, knows whether the build died."""
+    return f".tmp-{key}-{os.getpid()}@{socket.gethostname()}-"
+
+
+_BUILD_DIR = re.compile(r"\.tmp-[0-9a-f]+-(\d+)(?:@(.*))?-\w+")  # no host: an older version's, on this host
+
+
 def _remove_leftovers(root: Path, identity: dict, key: str) -> None:
     """Remove builds that died midway, and older preparations of these same files and options
     (the corpus changed since): a multi-GB corpus should not leave a trail of stale copies."""
     for d in root.iterdir():
         if d.name.startswith(".tmp-"):
-            pid = d.name.split("-")[2]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            build = _BUILD_DIR.fullmatch(d.name)
+            if (build and build.group(2) in (None, socket.gethostname())
+                    and not _pid_alive(int(build.group(1)))):
                 shutil.rmtree(d, ignore_errors=True)
             continue
         if d.name == key or not (d / "meta.json").is_file():
@@ -675,7 +698,7 @@ def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | N
     for root in roots:
         try:
             root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-{os.getpid()}-", dir=root))
+            tmp = Path(tempfile.mkdtemp(prefix=_build_dir_prefix(key), dir=root))
             break
         except OSError as e:
             errors.append(f"{root}: {e.strerror or e}")
@@ -695,14 +718,16 @@ def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | N
             shutil.rmtree(final)  # damaged
         try:
             os.replace(tmp, final)
-        except OSError:  # another process finished the same preparation first: use theirs
+        except OSError as e:  # another process finished the same preparation first: use theirs
             if _load_prepared(final, identity, files, options) is None:
-                raise
+                raise CharRNNError(f"cannot move the prepared data into {final} ({e.strerror or e}); fix the "
+                                   f"directory's permissions or free disk space, then run again") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     corpus = _load_prepared(final, identity, files, options)
-    if corpus is None:
-        raise RuntimeError(f"prepared data in {final} does not load")
+    if corpus is None:  # only if another process removed or changed it meanwhile
+        raise CharRNNError(f"the prepared data in {final} changed while it was being loaded (another process "
+                           f"preparing the same corpus?); run again")
     return corpus
 
 
@@ -1008,8 +1033,11 @@ def setup_logging(verbose: bool) -> None:
     """Our messages on stderr with a time stamp; other libraries' INFO chatter stays hidden.
     stderr speaks UTF-8 whatever the locale, so Korean in a message stays readable."""
     sys.stderr.reconfigure(encoding="utf-8", errors="backslashreplace")
+    for old in logger.handlers[:]:  # a second main() in one process (tests, notebooks) logs each line once
+        logger.removeHandler(old)
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    clear_line = "\r\x1b[K" if sys.stderr.isatty() else ""  # train.py's live progress line, on a terminal
+    handler.setFormatter(logging.Formatter(clear_line + "%(asctime)s %(message)s", datefmt="%H:%M:%S"))
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False

@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -334,6 +335,42 @@ def test_killed_preparation_leaves_no_valid_looking_cache(tmp_path: Path, stage:
     corpus = prepare(path, tmp_path)
     assert corpus.vocab.decode(corpus.ids[:1000]) == path.read_text(encoding="utf-8")[:1000]
     assert [d.name for d in cache.iterdir()] == [corpus.cache_dir.name]  # the dead build was cleaned up
+
+
+@pytest.mark.parametrize("damage", ["no num_chars", "num_chars not a number", "not JSON", "ids.npy cut short"])
+def test_damaged_prepared_data_is_prepared_again(tmp_path: Path, caplog, damage: str) -> None:
+    path = write(tmp_path / "in.txt", "some text\n" * 50)
+    first = prepare(path, tmp_path)
+    meta_path = first.cache_dir / "meta.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if damage == "no num_chars":
+        del meta["num_chars"]
+    elif damage == "num_chars not a number":
+        meta["num_chars"] = [1]
+    meta_path.write_text("{" if damage == "not JSON" else json.dumps(meta), encoding="utf-8")
+    if damage == "ids.npy cut short":
+        ids = first.cache_dir / "ids.npy"
+        ids.write_bytes(ids.read_bytes()[:-10])
+    del first
+    again = prepare(path, tmp_path)
+    assert "ignoring damaged prepared data" in caplog.text
+    assert again.num_chars == 500 and again.vocab.decode(again.ids) == "some text\n" * 50
+
+
+def test_a_dead_build_is_cleaned_up_only_on_its_own_host(tmp_path: Path) -> None:
+    """A cache on a shared file system holds other hosts' builds in progress: their process ids
+    mean nothing here, so they are left alone."""
+    path = write(tmp_path / "in.txt", "some text\n" * 50)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    ours, older, theirs = (cache / f".tmp-0123abcd-{dead}{host}-x1y2z3" for host in
+                           (f"@{socket.gethostname()}", "", "@another-host.example"))
+    for build in (ours, older, theirs):
+        build.mkdir()
+    corpus = utils.prepare_corpus([path], DataOptions(), cache_root=cache)
+    assert sorted(d.name for d in cache.iterdir()) == sorted([corpus.cache_dir.name, theirs.name])
 
 
 # ---- vocabulary ---------------------------------------------------------------------------------------

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+import sample as sample_script
+import utils
+from test_data import JAMO_TRICKY
 from test_train import ROOT, TINY, tiny_text
 
 
@@ -67,9 +70,23 @@ def test_no_tensorflow_log_lines_unless_verbose(run_dir: Path) -> None:
 
 def test_num_samples_are_one_batch_of_different_texts(run_dir: Path) -> None:
     out = text(sample(run_dir, "-n", "100", "--num_samples", "3", "--seed", "1", "--prime", "the"))
-    samples = out.rstrip("\n").split("\n---\n")
+    samples = out.removesuffix("\n").split("\n---\n")  # a sample may end in a line break of its own
     assert len(samples) == 3 and len(set(samples)) == 3
-    assert all(s.startswith("the") for s in samples)
+    assert all(s.startswith("the") and len(s) == 103 for s in samples)
+
+
+def test_streamed_jamo_decode_as_the_whole_at_any_chunk_boundary() -> None:
+    """Syllables, original jamo and their escape split across chunks come out as decoding the
+    whole sequence at once gives them, row by row."""
+    jamo = utils.to_jamo("\n".join(JAMO_TRICKY) + "한국어 문장")
+    symbols = sorted(set(jamo))
+    vocab = utils.Vocab(symbols, [1] * len(symbols), unit="jamo")
+    rows = [[symbols.index(c) for c in jamo], [symbols.index(c) for c in reversed(jamo)]]
+    for size in range(1, 8):
+        chunks = ([row[start:start + size] for row in rows] for start in range(0, len(jamo), size))
+        pieces = list(sample_script.stream_texts(vocab, chunks))
+        for r, row in enumerate(rows):
+            assert "".join(texts[r] for texts in pieces) == vocab.decode(row), (size, r)
 
 
 def test_prime_outside_the_vocabulary(run_dir: Path) -> None:
