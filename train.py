@@ -32,11 +32,24 @@ log = logging.getLogger("charrnn")
 # Flags that change the shape or meaning of the weights: they cannot change on resume.
 ARCHITECTURE_FLAGS = ("model", "num_layers", "rnn_size", "embedding_size", "unit", "normalize",
                       "encoding", "max_vocab", "min_char_count")
+# Flags that lay out the training text in batches: the saved data position and carried hidden
+# state mean nothing under others, so they cannot change on resume either (char-rnn-tensorflow
+# refused a changed seq_length too).
+DATA_LAYOUT_FLAGS = ("batch_size", "seq_length", "val_frac")
+# How long to train. Typing any of them on resume sets the run's length afresh, without the saved
+# others: `--max_steps 50000` must train on after a run that a `--time_budget` ended.
+LENGTH_FLAGS = ("num_epochs", "max_steps", "time_budget")
+# Where the text comes from: typing one on resume drops the saved other (--input wins over --data_dir).
+CORPUS_FLAGS = ("data_dir", "input")
+# What ends a run that trained as long as it was told (the others: --stop_at_step, a signal).
+LENGTH_LIMIT = "its length limit"
 # How long a collective may wait for a peer before a dead worker is reported.
 COLLECTIVE_TIMEOUT_S = 60
 # Flags that steer one invocation only: a resumed run does not inherit them.
 # mixed_precision too: it suits the hardware of one session (a GPU run may go on on a CPU).
-SESSION_FLAGS = ("init_from", "stop_at_step", "verbose", "time_budget_s", "mixed_precision")
+# The old keep probabilities are read as the dropout rates, which are saved and inherited.
+SESSION_FLAGS = ("init_from", "stop_at_step", "verbose", "time_budget_s", "mixed_precision",
+                 "output_keep_prob", "input_keep_prob")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="old flag: multiply the learning rate by this every epoch instead of the cosine schedule")
     opt.add_argument("--grad_clip", type=float, default=5.0, help="clip gradients to this global norm")
 
-    length = p.add_argument_group("how long (the first limit reached ends training)")
+    length = p.add_argument_group("how long (the first limit reached ends training; on resume, typing one of "
+                                  "these replaces all three saved limits)")
     length.add_argument("--num_epochs", type=int, default=50, help="passes over the training text")
     length.add_argument("--max_steps", type=int, default=0, help="training steps (0: no step limit)")
     length.add_argument("--time_budget", default=None, help="training time, e.g. 90s, 15m, 2h")
@@ -205,11 +219,17 @@ def check_same_vocab(run_dir: Path, vocab: "utils.Vocab") -> None:
                            "or start a new run on this one.")
 
 
-def apply_old_flag_names(args: argparse.Namespace, typed: set[str]) -> None:
-    """char-rnn-tensorflow's keep probabilities become dropout rates."""
+def apply_old_flag_names(args: argparse.Namespace, typed: set[str]) -> set[str]:
+    """char-rnn-tensorflow's keep probabilities become dropout rates. Returns the typed flags with
+    the rates they set, which a resumed run then takes over its saved ones."""
+    typed = set(typed)
     if args.output_keep_prob is not None:
         args.dropout = 1.0 - args.output_keep_prob
+        typed.add("dropout")
     args.input_dropout = 1.0 - args.input_keep_prob if args.input_keep_prob is not None else 0.0
+    if args.input_keep_prob is not None:
+        typed.add("input_dropout")
+    return typed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,15 +244,19 @@ def default_run_name(args: argparse.Namespace) -> str:
 
 
 def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path) -> None:
-    """Flags not typed on this command line come from the saved run; typed architecture flags
-    that differ from it are refused, since the saved weights have another shape."""
+    """Flags not typed on this command line come from the saved run; typed architecture and data
+    layout flags that differ from it are refused, since the saved weights, data position and
+    hidden state depend on them."""
     actions = {a.dest: a for a in build_parser()._actions if a.option_strings}
+    not_inherited = set(typed) | set(SESSION_FLAGS)
+    for group in (LENGTH_FLAGS, CORPUS_FLAGS):
+        if not_inherited & set(group):
+            not_inherited |= set(group)
     try:
         saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["args"]
-        for key, value in saved.items():  # a hand-edited or damaged value must not reach the checks
+        inherited = {key: value for key, value in saved.items() if key not in not_inherited}
+        for key, value in inherited.items():  # a hand-edited or damaged value must not reach the checks
             action = actions.get(key)
-            if key in typed or key in SESSION_FLAGS:
-                continue
             if action is None:  # a derived value (input_dropout): the type it has now
                 current = getattr(args, key, None)
                 ok = current is None or type(value) is type(current) or (type(current) is float and type(value) is int)
@@ -250,15 +274,15 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise CharRNNError(f"{run_dir / 'config.json'} is unreadable or damaged ({error}); train.py wrote it "
                            f"when the run started: restore it from a backup, or start a new run") from None
-    differ = [f"--{k}: saved {saved[k]!r}, given {getattr(args, k)!r}"
-              for k in ARCHITECTURE_FLAGS if k in typed and k in saved and saved[k] != getattr(args, k)]
+    differ = [f"--{k}: saved {saved[k]!r}, given {getattr(args, k)!r}" for k in ARCHITECTURE_FLAGS + DATA_LAYOUT_FLAGS
+              if k in typed and k in saved and saved[k] != getattr(args, k)]
     if differ:
-        raise CharRNNError(f"cannot resume {run_dir} with a different architecture ("
-                           + "; ".join(differ) + "). Drop these flags to continue the run, "
+        raise CharRNNError(f"cannot resume {run_dir} with other model or batch flags ("
+                           + "; ".join(differ) + "): its weights, data position and hidden state are "
+                           "for the saved ones. Drop these flags to continue the run, "
                            "or start a new run without --init_from.")
-    for key, value in saved.items():
-        if key not in typed and key not in SESSION_FLAGS:
-            setattr(args, key, value)
+    for key, value in inherited.items():
+        setattr(args, key, value)
     args.run_name = run_dir.name
     args.save_dir = str(run_dir.parent)
 
@@ -309,12 +333,7 @@ class Progress:
                 sys.stderr.flush()
                 self.last_draw = now
         elif step % self.print_every == 0:
-            log.info(text)
-
-    def message(self, text: str) -> None:
-        if self.live:
-            sys.stderr.write("\r\x1b[K")
-        log.info(text)
+            log.info(text)  # on a terminal, a log line first clears the live line (utils.setup_logging)
 
 
 def format_eta(seconds: float) -> str:
@@ -491,7 +510,7 @@ class Trainer:
             log.info("run %s: checkpoints in %s; watch it with:  tensorboard --logdir %s",
                      args.run_name, run.run_dir, args.log_dir)
         self.progress_line = Progress(args.print_every if run.cluster.is_chief else 10 ** 9)
-        self.sample_prime = self.vocab.symbols.index("\n") if "\n" in self.vocab.symbols else 0
+        self.sample_prime = self.vocab.start_id
         self.session_start = time.monotonic()
         self.rate = 0.0
         self.last_val: float | None = None  # this session's newest validation loss, for the progress line
@@ -534,10 +553,16 @@ class Trainer:
                 log.info("resumed %s at step %d (epoch %d, batch %d)", restored, int(self.counters["step"]),
                          int(self.counters["epoch"]), int(self.counters["batch"]))
         self.step, self.epoch, self.batch = (int(self.counters[k]) for k in ("step", "epoch", "batch"))
+        self.start_step = self.step
         self.seconds_before = float(self.train_seconds)
         # The carried hidden state resumes exactly on one device; across replicas it restarts at zero.
         self.state = (tf.constant(self.carried) if restored is not None and not self.distributed
                       else self.initial_state())
+        if self.batch >= run.loader.num_batches:  # the same characters, but less text than when it was saved
+            log.warning("the saved position (epoch %d, batch %d) is past this corpus's %d batches per epoch: "
+                        "the text is shorter than when the run started; going on from the next epoch",
+                        self.epoch, self.batch, run.loader.num_batches)
+            self.epoch, self.batch, self.state = self.epoch + 1, 0, self.initial_state()
 
     def save(self, manager) -> None:
         """Checkpoint into a CheckpointManager (the run's, or best/), with the loop's position."""
@@ -593,9 +618,8 @@ class Trainer:
                 tf.summary.scalar("val/perplexity", val_perplexity)
                 tf.summary.text("sample", "```\n" + self.vocab.decode(sample.numpy()[0]) + "\n```")
             self.writer.flush()
-        self.progress_line.message(f"step {self.step} epoch {self.epoch}: val loss {val_loss:.4f} nats/symbol, "
-                                   f"{val_bpc:.4f} bits/char, perplexity {val_perplexity:.3f} per char"
-                                   f"{'  (best)' if improved else ''}")
+        log.info(f"step {self.step} epoch {self.epoch}: val loss {val_loss:.4f} nats/symbol, {val_bpc:.4f} "
+                 f"bits/char, perplexity {val_perplexity:.3f} per char{'  (best)' if improved else ''}")
         if improved:
             self.best_val.assign(val_loss)
             self.save(self.best_manager)
@@ -622,7 +646,7 @@ class Trainer:
         if self.agree is not None:  # every worker must take the same learning rate and stop together
             progress, stopping = self.agree(progress, stopping)
         if progress >= 1.0:
-            return "its length limit"
+            return LENGTH_LIMIT
         if self.args.stop_at_step and self.step >= self.args.stop_at_step:
             return f"--stop_at_step {self.args.stop_at_step}"
         if stopping:
@@ -644,8 +668,8 @@ class Trainer:
             loss, grad_norm = float(loss), float(grad_norm)
             # Under mixed precision a non-finite gradient is a float16 overflow: the step was skipped
             # and the loss scale halved. Only a scale driven below 1 means the gradients are broken.
-            overflowed = args.mixed_precision and float(self.loss_scale.scale) >= 1.0
-            if not (math.isfinite(loss) and (math.isfinite(grad_norm) or overflowed)):
+            overflow_skipped = args.mixed_precision and float(self.loss_scale.scale) >= 1.0
+            if not (math.isfinite(loss) and (math.isfinite(grad_norm) or overflow_skipped)):
                 raise self.diverged(f"the training loss became {loss} (gradient norm {grad_norm}) at step "
                                     f"{self.step + 1}")
             self.step, self.batch = self.step + 1, self.batch + 1
@@ -653,9 +677,10 @@ class Trainer:
                 self.epoch, self.batch = self.epoch + 1, 0
                 self.state = self.initial_state()  # the streams restart at a new offset
             self.log_step(loss, grad_norm, lr, time.monotonic() - start)
+            # At the length limit, finish() evaluates and saves once.
             if self.step % args.eval_every == 0 and self.progress() < 1.0:
                 self.run_eval()
-            if self.step % args.save_every == 0:
+            if self.step % args.save_every == 0 and self.progress() < 1.0:
                 self.save(self.manager)
 
     def log_step(self, loss: float, grad_norm: float, lr: float, seconds: float) -> None:
@@ -681,17 +706,27 @@ class Trainer:
 
     def finish(self, ended_by: str) -> None:
         """The final evaluation and checkpoint, and how to go on."""
+        run_dir = self.run.run_dir
+        if self.step == self.start_step and ended_by == LENGTH_LIMIT and self.start_step > 0:
+            self.writer.close()
+            if self.run.cluster.is_chief:
+                log.info(f"{run_dir} had already reached its length limit at step {self.step}; nothing trained. "
+                         f"To train longer, resume with a larger --num_epochs, --max_steps or --time_budget")
+            return
         # A time budget can run out during an evaluation the loop just made: not again, same weights.
-        if ended_by == "its length limit" and self.last_val_step != self.step:
+        evaluate = ended_by == LENGTH_LIMIT and self.last_val_step != self.step
+        if evaluate:
             self.run_eval()
-        self.save(self.manager)
+        # Unless the evaluation changed best_val, a save the loop made at this step holds all there is;
+        # writing the same checkpoint again would put it at risk for nothing.
+        if evaluate or not (self.manager.latest_checkpoint or "").endswith(f"ckpt-{self.step}"):
+            self.save(self.manager)
         self.writer.close()
         if self.run.cluster.is_chief:
-            run_dir = self.run.run_dir
-            self.progress_line.message(f"stopped at step {self.step} by {ended_by}; best val loss "
-                                       f"{float(self.best_val):.4f}. Sample with:  python sample.py --save_dir {run_dir}")
-            if ended_by != "its length limit":
-                self.progress_line.message(f"resume with:  python train.py --init_from {run_dir}")
+            log.info(f"stopped at step {self.step} by {ended_by}; best val loss {float(self.best_val):.4f}. "
+                     f"Sample with:  python sample.py --save_dir {run_dir}")
+            if ended_by != LENGTH_LIMIT:
+                log.info(f"resume with:  python train.py --init_from {run_dir}")
 
 
 def train(args: argparse.Namespace, typed: set[str]) -> int:
@@ -958,8 +993,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         typed = explicit_flags(parser, argv)
         check_args(args)
-        apply_old_flag_names(args, typed)
-        return train(args, typed)
+        return train(args, apply_old_flag_names(args, typed))
     except CharRNNError as error:
         log.error("error: %s", error)
         return 2

@@ -252,13 +252,57 @@ def test_resume_with_another_architecture_or_vocabulary(trained, run_copy: Path)
     cwd = run_copy.parents[1]
     before = file_hashes(run_copy)
     result = run("train.py", "--init_from", str(run_copy), "--rnn_size", "64", "--model", "gru", cwd=cwd)
-    assert_refused(result, "different architecture", "--rnn_size: saved 32, given 64", "--model")
+    assert_refused(result, "other model or batch flags", "--rnn_size: saved 32, given 64", "--model")
+    # The saved data position and hidden state are for the saved batch layout.
+    result = run("train.py", "--init_from", str(run_copy), "--seq_length", "32", "--batch_size", "8", cwd=cwd)
+    assert_refused(result, "--seq_length: saved 16, given 32", "--batch_size: saved 4, given 8")
     # The same flags on a text with other characters: the saved ids would mean other characters.
     other = cwd / "other.txt"
     other.write_text(tiny_text(1, "zebra quick brown fox jumps over lazy dog"), encoding="utf-8")
     result = run("train.py", "--init_from", str(run_copy), "--input", str(other), cwd=cwd)
     assert_refused(result, "vocab.json", "the text changed")
     assert file_hashes(run_copy) == before
+
+
+def test_resume_at_the_length_limit_trains_nothing_and_rewrites_nothing(run_copy: Path) -> None:
+    before = checkpoint_hashes(run_copy)
+    result = run("train.py", "--init_from", str(run_copy), cwd=run_copy.parents[1])
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "had already reached its length limit at step 6" in result.stderr, result.stderr
+    assert checkpoint_hashes(run_copy) == before
+
+
+def test_resume_flags_replace_the_saved_ones(trained, run_copy: Path) -> None:
+    """A length flag replaces all three saved limits (the run ended by --max_steps 6 trains on
+    under --num_epochs), a corpus flag the saved other one, an old keep probability the saved rate."""
+    cwd = run_copy.parents[1]
+    data_dir = cwd / "books"
+    data_dir.mkdir()
+    shutil.copy(trained["corpus"], data_dir / "input.txt")
+    result = run("train.py", "--init_from", str(run_copy), "--num_epochs", "9", "--stop_at_step", "8",
+                 "--data_dir", str(data_dir), "--output_keep_prob", "0.75", "--input_keep_prob", "0.5", cwd=cwd)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert pointer_step(run_copy) == 8
+    saved = json.loads((run_copy / "config.json").read_text(encoding="utf-8"))
+    assert (saved["args"]["num_epochs"], saved["args"]["max_steps"]) == (9, 0)
+    assert (saved["args"]["data_dir"], saved["args"]["input"]) == (str(data_dir), None)
+    assert (saved["args"]["dropout"], saved["args"]["input_dropout"]) == (0.25, 0.5)
+    assert (saved["model"]["dropout"], saved["model"]["input_dropout"]) == (0.25, 0.5)
+
+
+def test_resume_on_a_shorter_text_goes_on_from_the_next_epoch(tmp_path: Path) -> None:
+    """The same characters in the same frequency order, but fewer batches per epoch than the
+    saved position: the run goes on from the next epoch instead of failing on a missing batch."""
+    block = "".join(tiny_text().splitlines(keepends=True)[:10])
+    (tmp_path / "long.txt").write_text(block * 40, encoding="utf-8")
+    (tmp_path / "short.txt").write_text(block, encoding="utf-8")
+    first = run("train.py", "--input", "long.txt", *TINY, "--val_frac", "0.2", "--max_steps", "6",
+                "--save_every", "3", "--eval_every", "3", "--run_name", "run", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    result = run("train.py", "--init_from", "save/run", "--input", "short.txt", "--max_steps", "8", cwd=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "the saved position (epoch 0, batch 6) is past this corpus's" in result.stderr, result.stderr
+    assert pointer_step(tmp_path / "save" / "run") == 8
 
 
 def test_new_run_never_overwrites_a_saved_run(trained, run_copy: Path) -> None:
@@ -320,7 +364,7 @@ def test_bad_sampling_flags(trained, flags: list[str], needles: list[str]) -> No
 
 
 @pytest.mark.parametrize("damage", ["no vocab.json", "no config.json", "damaged config.json", "damaged model entry",
-                                    "damaged vocab.json", "vocab.json of another run"])
+                                    "damaged dropout", "damaged vocab.json", "vocab.json of another run"])
 def test_sampling_a_damaged_run(run_copy: Path, damage: str) -> None:
     config, vocab = run_copy / "config.json", run_copy / "vocab.json"
     if damage == "no vocab.json":
@@ -335,6 +379,11 @@ def test_sampling_a_damaged_run(run_copy: Path, damage: str) -> None:
     elif damage == "damaged model entry":
         record = json.loads(config.read_text(encoding="utf-8"))
         record["model"]["rnn_size"] = "large"
+        config.write_text(json.dumps(record), encoding="utf-8")
+        needles = ["config.json", "damaged"]
+    elif damage == "damaged dropout":
+        record = json.loads(config.read_text(encoding="utf-8"))
+        record["model"]["dropout"] = 1.5
         config.write_text(json.dumps(record), encoding="utf-8")
         needles = ["config.json", "damaged"]
     elif damage == "damaged vocab.json":
