@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -29,7 +30,7 @@ STREAM_CHUNK = 256  # symbols generated per compiled call while streaming one sa
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=utils.HelpFormatter)
     p.add_argument("--save_dir", default="save", help="a run directory, or a save directory (its newest run)")
     p.add_argument("--checkpoint", default="latest", help="latest, best, or the path of a checkpoint (ckpt-N)")
     p.add_argument("-n", type=int, default=500, help="number of characters to generate")
@@ -62,6 +63,11 @@ def argv_text(value: str) -> str:
 
 def check_args(args: argparse.Namespace) -> None:
     args.prime = argv_text(args.prime)
+    try:
+        args.prime.encode("utf-8")
+    except UnicodeEncodeError:  # bytes in another encoding, kept by Python as lone surrogates
+        raise CharRNNError(f"--prime {args.prime!a}: not valid UTF-8 (a terminal set to EUC-KR or cp949?); "
+                           f"set the terminal to UTF-8, or pass the prime as UTF-8 bytes") from None
     if args.n < 1:
         raise CharRNNError(f"-n {args.n}: the number of characters to generate must be at least 1")
     if not (args.temperature > 0 and math.isfinite(args.temperature)):
@@ -114,11 +120,23 @@ def load_run(save_dir: str) -> tuple[Path, dict, "utils.Vocab"]:
     return run_dir, config, vocab
 
 
+def checkpoint_prefix(run_dir: Path, which: str) -> str:
+    """--checkpoint PATH as TensorFlow's checkpoint prefix: ckpt-N, its file names (ckpt-N.index,
+    ckpt-N.data-...), as a path or a name in the run directory."""
+    prefix = re.sub(r"\.(index|data-\d+-of-\d+)$", "", which)
+    for candidate in (Path(prefix), run_dir / prefix):
+        if Path(f"{candidate}.index").is_file():
+            return str(candidate)
+    names = ", ".join(Path(p).name for p in utils.checkpoints_on_disk(run_dir)[-5:]) or "none"
+    raise CharRNNError(f"--checkpoint {which}: no such checkpoint (no {prefix}.index, nor in {run_dir}). Use "
+                       f"latest, best, or a checkpoint of the run ({names})")
+
+
 def checkpoint_candidates(run_dir: Path, which: str) -> list[str]:
     """Checkpoint paths to try, oldest first (restore falls back from the newest)."""
     import tensorflow as tf
     if which not in ("latest", "best"):
-        return [which]
+        return [checkpoint_prefix(run_dir, which)]
     directory = run_dir / "best" if which == "best" else run_dir
     listed = utils.read_checkpoint_list(tf, directory)
     if listed:

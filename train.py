@@ -54,7 +54,7 @@ SESSION_FLAGS = ("init_from", "stop_at_step", "verbose", "time_budget_s", "mixed
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=utils.HelpFormatter)
     data = p.add_argument_group("data")
     data.add_argument("--data_dir", default="data/tinyshakespeare",
                       help="directory with input.txt, or with any number of .txt files")
@@ -154,6 +154,12 @@ def check_args(args: argparse.Namespace) -> None:
         if not ok:
             raise CharRNNError(f"--{flag} {getattr(args, flag)!s}: {why}")
 
+    if args.run_name is not None:
+        need(args.run_name not in ("", ".", "..") and not re.search(r"[/\\]", args.run_name), "run_name",
+             "must be a plain directory name (no / or \\), e.g. shakespeare-small")
+    for flag in ("save_dir", "log_dir", "run_name"):
+        if getattr(args, flag) is not None:
+            utils.check_utf8_path(getattr(args, flag), f"--{flag}")
     for flag, top in (("rnn_size", 16384), ("num_layers", 64), ("embedding_size", 16384),
                       ("batch_size", 65536), ("seq_length", 100000)):
         value = getattr(args, flag)
@@ -240,6 +246,8 @@ def default_run_name(args: argparse.Namespace) -> str:
     corpus = Path(args.input or args.data_dir).resolve()
     # data/tinyshakespeare/input.txt is "tinyshakespeare", as char-rnn-tensorflow users know it
     name = (corpus.parent.name if corpus.stem == "input" else corpus.stem) if corpus.is_file() else corpus.name
+    # A name that is not UTF-8 (cp949 bytes from a Windows archive) becomes _s: TensorFlow needs UTF-8 paths.
+    name = os.fsencode(name).decode("utf-8", "replace").replace("\ufffd", "_")
     return f"{name}-{args.model}{args.num_layers}x{args.rnn_size}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -416,8 +424,14 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     if args.batch_size % cluster.num_workers:
         raise CharRNNError(f"--batch_size {args.batch_size} must be a multiple of the number of workers "
                            f"({cluster.num_workers}): each worker trains an equal share of the streams")
-    corpus = utils.prepare_corpus(utils.resolve_corpus(None if args.input else args.data_dir, args.input),
-                                  data_options(args))
+    try:
+        files = utils.resolve_corpus(None if args.input else args.data_dir, args.input)
+    except CharRNNError as error:
+        if resume_dir is None or typed & set(CORPUS_FLAGS):
+            raise
+        raise CharRNNError(f"{error} (the path saved in {resume_dir / 'config.json'}): pass --data_dir or --input "
+                           f"to say where the text is now") from None
+    corpus = utils.prepare_corpus(files, data_options(args))
     train_ids, val_ids = corpus.split(args.val_frac)
     if args.eval_symbols:
         val_ids = val_ids[:args.eval_symbols + 1]  # + 1: the last input's target
@@ -435,12 +449,16 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     args.run_name = run_dir.name
     if cluster.is_chief:
         lock = utils.RunLock(run_dir)  # a second trainer on the same run refuses here
-        if resume_dir is None and (run_dir / "config.json").exists():  # never train over a saved run
-            raise CharRNNError(f"{run_dir} already holds a run: continue it with --init_from {run_dir}, "
-                               f"pick another --run_name, or delete it to start over")
-        utils.remove_unfinished_saves(run_dir)
-        write_dir, log_dir = run_dir, Path(args.log_dir) / args.run_name
-        utils.ensure_writable(log_dir, "--log_dir")
+        try:
+            if resume_dir is None and (run_dir / "config.json").exists():  # never train over a saved run
+                raise CharRNNError(f"{run_dir} already holds a run: continue it with --init_from {run_dir}, "
+                                   f"pick another --run_name, or delete it to start over")
+            utils.remove_unfinished_saves(run_dir)
+            write_dir, log_dir = run_dir, Path(args.log_dir) / args.run_name
+            utils.ensure_writable(log_dir, "--log_dir")
+        except CharRNNError:
+            lock.release()
+            raise
     else:  # only the chief keeps what it writes; the others write to scratch space
         lock = None
         write_dir = Path(tempfile.mkdtemp(prefix=f"charrnn-worker{cluster.worker_index}-"))
@@ -723,16 +741,28 @@ class Trainer:
             self.save(self.manager)
         self.writer.close()
         if self.run.cluster.is_chief:
-            log.info(f"stopped at step {self.step} by {ended_by}; best val loss {float(self.best_val):.4f}. "
-                     f"Sample with:  python sample.py --save_dir {run_dir}")
+            best_val = float(self.best_val)
+            best = f"best val loss {best_val:.4f}" if math.isfinite(best_val) else "no validation yet"
+            log.info(f"stopped at step {self.step} by {ended_by}; {best}. Sample with:  python sample.py --save_dir {run_dir}")
             if ended_by != LENGTH_LIMIT:
                 log.info(f"resume with:  python train.py --init_from {run_dir}")
 
 
 def train(args: argparse.Namespace, typed: set[str]) -> int:
     run = plan_run(args, typed)
-    # Import TensorFlow only now: everything above can fail fast and cheaply.
-    tf = utils.import_tensorflow(quiet=not args.verbose)
+    try:
+        # Import TensorFlow only now: everything above can fail fast and cheaply.
+        train_run(run, utils.import_tensorflow(quiet=not args.verbose))
+    finally:
+        if not run.cluster.is_chief:
+            shutil.rmtree(run.write_dir, ignore_errors=True)
+        if run.lock is not None:
+            run.lock.release()
+    return 0
+
+
+def train_run(run: Run, tf) -> None:
+    """Train the planned run; SIGINT and SIGTERM end it with a checkpoint."""
     signalled: list[int] = []
     previous = {s: signal.signal(s, lambda signum, _frame: signalled.append(signum))
                 for s in (signal.SIGINT, signal.SIGTERM)}
@@ -751,11 +781,6 @@ def train(args: argparse.Namespace, typed: set[str]) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if not run.cluster.is_chief:
-            shutil.rmtree(run.write_dir, ignore_errors=True)
-        if run.lock is not None:
-            run.lock.release()
-    return 0
 
 
 def identical_replica_updates(next_creator, **kwargs):
@@ -960,10 +985,15 @@ class Adam:
             var.assign_sub(step_size * m / (tf.sqrt(v) + self.epsilon))
 
 
-def write_run_files(args, run_dir: Path, corpus, config, chars_per_symbol: dict) -> None:
+def write_run_files(args: argparse.Namespace, run_dir: Path, corpus: "utils.Corpus", config: "model.ModelConfig",
+                    chars_per_symbol: dict) -> None:
     """config.json and vocab.json, each written whole or not at all, plus the save dir's `latest`."""
     import tensorflow as tf
     saved_args = {k: v for k, v in vars(args).items() if k not in SESSION_FLAGS}
+    # Absolute, so that a resume from another working directory finds the text and continues the logs.
+    for key in ("data_dir", "input", "log_dir"):
+        if saved_args[key] is not None:
+            saved_args[key] = os.path.abspath(saved_args[key])
     record = {"args": saved_args, "model": config.to_dict(), "vocab_file": "vocab.json",
               "chars_per_symbol": chars_per_symbol,
               "corpus_files": [str(f) for f in corpus.files],

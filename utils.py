@@ -16,6 +16,7 @@ their top, and their --help should cost the standard library only.
 """
 from __future__ import annotations
 
+import argparse
 import codecs
 import dataclasses
 import functools
@@ -82,12 +83,22 @@ def parse_duration(text: str) -> float:
     return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows every default; where the help text gives it in words, "(default: None)" is not added."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if "(default:" in (action.help or "") else super()._get_help_string(action)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write UTF-8 text so that a reader sees the old file or the new one, never a torn one."""
+    """Write UTF-8 text so that a reader sees the old file or the new one, never a torn one.
+    A file name that is not UTF-8 (a cp949 name from a Windows archive) reaches the JSON files
+    as lone surrogates, which backslashreplace writes as JSON's own \\udcXX escape: read back,
+    the same path."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
+        with open(tmp, "w", encoding="utf-8", errors="backslashreplace", newline="") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -146,7 +157,8 @@ def resolve_corpus(data_dir: str | None, input_path: str | None) -> list[Path]:
     if root.is_file():
         files = [root]
     elif not root.is_dir():
-        raise CharRNNError(f"{flag} {where}: no such file or directory")
+        raise CharRNNError(f"{flag} {where}: " + ("not a regular file or a directory" if root.exists()
+                                                  else "no such file or directory"))
     elif flag == "--data_dir" and (root / "input.txt").is_file():
         files = [root / "input.txt"]
     else:
@@ -839,8 +851,19 @@ def eval_batches(ids: np.ndarray, batch_size: int, seq_length: int) -> Iterator[
 # passed in, so importing this module stays free of TensorFlow)
 
 
+def check_utf8_path(path: str, flag: str) -> None:
+    """TensorFlow reads and writes checkpoints and logs only under UTF-8 paths; Python hands a
+    name in another encoding (cp949 bytes, say) over as lone surrogates, which it cannot take."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise CharRNNError(f"{flag} {path}: the path is not valid UTF-8 (a name in another encoding?); "
+                           f"TensorFlow needs UTF-8 paths: rename it or choose another") from None
+
+
 def resolve_run_dir(path: str, flag: str) -> Path:
     """A run directory, or a save directory whose `latest` file names its newest run."""
+    check_utf8_path(path, flag)
     run = Path(path)
     if not run.is_dir():
         raise CharRNNError(f"{flag} {path}: no such directory. Pass a run directory such as "
@@ -856,6 +879,13 @@ def resolve_run_dir(path: str, flag: str) -> Path:
                                f"directory itself, e.g. {run}/<run name>") from None
         if (named / "config.json").is_file():
             return named
+        runs = sorted((d for d in run.iterdir() if (d / "config.json").is_file()), key=lambda d: -d.stat().st_mtime)
+        raise CharRNNError(f"{flag} {path}: its 'latest' file names {named.name!r}, which is no run (deleted?). "
+                           + (f"Pass one of its runs, newest first: {', '.join(str(d) for d in runs[:5])}"
+                              if runs else "It holds no other run: train one first."))
+    if (run / "config.pkl").is_file() or (run / "chars_vocab.pkl").is_file():
+        raise CharRNNError(f"{flag} {path}: a save directory of char-rnn-tensorflow (TF1): its pickled config and "
+                           f"TF1 checkpoints cannot be loaded here. Train again with train.py: the same flags work.")
     if (run / ".lock").is_file():  # RunLock made it, then training stopped before writing config.json
         raise CharRNNError(f"{flag} {path}: no config.json: a run that stopped before it saved anything "
                            f"(start it again with the command that created it), or not a training run.")
@@ -901,6 +931,12 @@ class RunLock:
             pass
 
     def release(self) -> None:
+        """Unlock. A run directory that holds nothing else (training stopped before its first file)
+        is removed while still locked, so that it does not linger as a run that never was."""
+        run_dir = self.path.parent
+        if not any(p.is_file() for p in run_dir.rglob("*") if p != self.path):
+            self.path.unlink(missing_ok=True)
+            shutil.rmtree(run_dir, ignore_errors=True)
         self.file.close()
 
 
@@ -979,19 +1015,23 @@ def restore_checkpoint(checkpoint, candidates: list[str], partial: bool = False)
     """Restore the newest loadable checkpoint among candidates (oldest first), falling back to
     older ones when the newest is truncated or corrupt, and say so."""
     failures = []
-    for path in reversed(candidates):
+    for older, path in reversed(list(enumerate(candidates))):
         try:
             status = checkpoint.restore(path)
-            status.expect_partial() if partial else status.assert_existing_objects_matched()
+            status.assert_existing_objects_matched()  # every weight was in the file (not just no error)
+            if partial:
+                status.expect_partial()
         except Exception as error:  # tf.errors.OpError (truncated, checksum), ValueError (shapes)
             failures.append(f"{path}: {str(error).splitlines()[0] if str(error) else error.__class__.__name__}")
-            logger.warning("checkpoint %s cannot be loaded (%s); trying an older one", path, failures[-1])
+            if older:
+                logger.warning("checkpoint %s cannot be loaded (%s); trying an older one", path, failures[-1])
             continue
         if failures:
-            logger.warning("resumed from %s, the newest checkpoint that loads", path)
+            logger.warning("loaded %s, the newest checkpoint that loads", path)
         return path
-    raise CharRNNError("no loadable checkpoint: " + ("; ".join(failures) if failures else "none found") +
-                       ". Train again, or point at a run directory that has checkpoints.")
+    raise CharRNNError("no checkpoint loads: " + ("; ".join(failures) if failures else "none found") +
+                       ". A checkpoint of another model (other sizes or vocabulary) cannot; the run's own "
+                       "are damaged: train again, or point at a run directory that has checkpoints.")
 
 
 def pool_cpu_memory() -> None:
@@ -1006,7 +1046,8 @@ def pool_cpu_memory() -> None:
 
 def import_tensorflow(quiet: bool = True):
     """Import TensorFlow, hiding the C++ start-up chatter (oneDNN, CUDA probing) that it writes
-    to stderr before its own logging is set up: users should see our messages, not those.
+    to stderr before its own logging is set up, and its Python warnings: users should see our
+    messages, not those.
     Python errors still surface normally once stderr is restored."""
     pool_cpu_memory()
     if not quiet:
@@ -1026,6 +1067,9 @@ def import_tensorflow(quiet: bool = True):
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+    # TensorFlow's Python warnings too: a checkpoint of another model, refused with our one message,
+    # would be followed at exit by a warning per unmatched value (25 lines for a tiny model).
+    tf.get_logger().setLevel(logging.ERROR)
     return tf
 
 

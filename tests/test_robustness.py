@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from test_train import only_run, read_scalars
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--num_layers", "1", "--rnn_size", "32", "--embedding_size", "16", "--batch_size", "4",
         "--seq_length", "16", "--sample_length", "20", "--warmup_steps", "2", "--xla", "off"]  # no compile wait
@@ -190,6 +192,8 @@ def test_bad_corpus_is_refused(tmp_path: Path, kind: str) -> None:
     (["--seed", str(2**70)], "--seed"),
     (["--sample_length", str(10**9)], "--sample_length"),
     (["--batch_groups", "5"], "--batch_groups 5"),  # more groups than TINY's 4 streams
+    (["--run_name", "../elsewhere"], "--run_name ../elsewhere: must be a plain directory name"),
+    (["--save_dir", b"saves-\xc7\xd1"], "not valid UTF-8"),  # cp949 bytes under a UTF-8 locale
     # each size is allowed alone, together they need far more memory than any machine has
     (["--rnn_size", "16384", "--num_layers", "64"], "GiB of memory"),
 ])
@@ -198,6 +202,22 @@ def test_bad_sizes_are_refused(tmp_path: Path, flags: list[str], needle: str) ->
     corpus.write_text(tiny_text(), encoding="utf-8")
     result = run("train.py", "--input", str(corpus), *TINY, *flags, cwd=tmp_path)
     assert_refused(result, needle)
+
+
+def test_corpus_under_a_name_that_is_not_utf8(tmp_path: Path) -> None:
+    """A folder unzipped from a Windows archive keeps its cp949 name: it trains and resumes."""
+    folder = os.fsencode(tmp_path) + b"/" + "한글".encode("cp949")
+    os.mkdir(folder)
+    (Path(os.fsdecode(folder)) / "input.txt").write_text(tiny_text(), encoding="utf-8")
+    first = run("train.py", "--data_dir", folder, *TINY, "--max_steps", "2", cwd=tmp_path)
+    assert first.returncode == 0 and "Traceback" not in first.stderr, first.stderr
+    run_dir = only_run(tmp_path / "save")
+    assert run_dir.name.startswith("_ѱ_-lstm1x32-")  # c7 d1 b1 db: the run's own name is UTF-8, for TensorFlow
+    saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    assert saved["args"]["data_dir"] == os.fsdecode(folder)
+    resumed = run("train.py", "--init_from", "save", "--max_steps", "3", cwd=tmp_path)
+    assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr
+    assert pointer_step(run_dir) == 3
 
 
 @pytest.mark.parametrize("flags", [["--model", "xyz"], ["--rnn_size", "big"], ["--no_such_flag", "1"]])
@@ -216,6 +236,8 @@ def test_unwritable_output_directory(tmp_path: Path, flag: str) -> None:
     (tmp_path / "afile").write_text("")
     result = run("train.py", "--input", str(corpus), *TINY, flag, str(tmp_path / "afile" / "out"), cwd=tmp_path)
     assert_refused(result, flag, "afile", "cannot write there")
+    # The run directory made (and locked) before --log_dir failed is gone again: no run that never was.
+    assert not list(tmp_path.glob("save/*"))
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes read-only directories")
@@ -235,6 +257,18 @@ def test_init_from_missing_or_not_a_run(tmp_path: Path) -> None:
     (tmp_path / "saves").mkdir()
     (tmp_path / "saves" / "latest").write_bytes(b"\xff\xfe\x00garbage")
     assert_refused(run("train.py", "--init_from", str(tmp_path / "saves"), cwd=tmp_path), "latest", "unreadable")
+    # `latest` names a run deleted since: the runs that are left are named instead.
+    (tmp_path / "saves" / "latest").write_text("deleted-run\n")
+    (tmp_path / "saves" / "kept-run").mkdir()
+    (tmp_path / "saves" / "kept-run" / "config.json").write_text("{}")
+    assert_refused(run("sample.py", "--save_dir", str(tmp_path / "saves"), cwd=tmp_path),
+                   "'deleted-run', which is no run", str(tmp_path / "saves" / "kept-run"))
+    # char-rnn-tensorflow's own save directory: say what it is and what to do.
+    (tmp_path / "tf1").mkdir()
+    for name in ("config.pkl", "chars_vocab.pkl", "checkpoint", "model.ckpt-1000.index"):
+        (tmp_path / "tf1" / name).write_bytes(b"")
+    assert_refused(run("train.py", "--init_from", str(tmp_path / "tf1"), cwd=tmp_path),
+                   "char-rnn-tensorflow (TF1)", "Train again")
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not an object", "wrong type", "null"])
@@ -305,6 +339,22 @@ def test_resume_on_a_shorter_text_goes_on_from_the_next_epoch(tmp_path: Path) ->
     assert pointer_step(tmp_path / "save" / "run") == 8
 
 
+def test_resume_from_another_working_directory(tmp_path: Path) -> None:
+    """Relative --input and --log_dir are saved absolute; a corpus moved since is named as saved."""
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    first = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "2", "--run_name", "run", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    resumed = run("train.py", "--init_from", str(tmp_path / "save" / "run"), "--max_steps", "3", cwd=elsewhere)
+    assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr
+    steps = sorted(step for step, _ in read_scalars(tmp_path / "logs" / "run")["train/loss"])
+    assert steps == [1, 2, 3] and not (elsewhere / "logs").exists()
+    (tmp_path / "tiny.txt").rename(tmp_path / "moved.txt")
+    assert_refused(run("train.py", "--init_from", str(tmp_path / "save" / "run"), "--max_steps", "4", cwd=elsewhere),
+                   "tiny.txt: no such file", "saved in", "pass --data_dir or --input")
+
+
 def test_new_run_never_overwrites_a_saved_run(trained, run_copy: Path) -> None:
     before = file_hashes(run_copy)
     result = run("train.py", "--input", str(trained["corpus"]), *TINY, "--save_dir", str(run_copy.parent),
@@ -325,7 +375,7 @@ def test_resume_falls_back_from_truncated_checkpoints(run_copy: Path) -> None:
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert "checkpoint is damaged (kept as checkpoint.damaged)" in result.stderr
     assert "ckpt-6 cannot be loaded" in result.stderr and "ckpt-4 cannot be loaded" in result.stderr
-    assert "resumed from" in result.stderr and "at step 2" in result.stderr, result.stderr
+    assert "the newest checkpoint that loads" in result.stderr and "at step 2" in result.stderr, result.stderr
     assert (run_copy / "checkpoint.damaged").exists() and (run_copy / "best" / "checkpoint.damaged").exists()
     assert pointer_step(run_copy) == 3
     finite_checkpoint(run_copy / "ckpt-3")
@@ -357,6 +407,7 @@ def test_resume_without_any_complete_checkpoint_starts_over(trained, run_copy: P
     (["--seed", str(2**64)], ["--seed"]),
     (["-n", str(2**40)], ["-n"]),
     (["--prime", "Zq€"], ["--prime", "'Z'", "U+20AC", "--unknown skip"]),
+    (["--prime", "문".encode("euc-kr")], ["--prime", "not valid UTF-8", "EUC-KR"]),  # from an EUC-KR terminal
 ])
 def test_bad_sampling_flags(trained, flags: list[str], needles: list[str]) -> None:
     result = run("sample.py", "--save_dir", str(trained["run"]), *flags, cwd=trained["root"])
@@ -406,13 +457,24 @@ def test_sampling_falls_back_from_corrupt_checkpoints(run_copy: Path) -> None:
     result = run("sample.py", "--save_dir", str(run_copy), "-n", "20", "--seed", "1", cwd=cwd)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert "lists no checkpoint" in result.stderr
-    assert "ckpt-6 cannot be loaded" in result.stderr and "resumed from" in result.stderr and "ckpt-4" in result.stderr
+    assert "ckpt-6 cannot be loaded" in result.stderr and "ckpt-4, the newest checkpoint that loads" in result.stderr
     assert len(result.stdout.strip("\n")) > 0
     # Every checkpoint damaged: one message that lists what was tried.
     for data in run_copy.glob("ckpt-*.data-*"):
         data.write_bytes(data.read_bytes()[:500])
     result = run("sample.py", "--save_dir", str(run_copy), "-n", "20", cwd=cwd)
-    assert_refused(result, "no loadable checkpoint", "ckpt-2")
+    assert_refused(result, "no checkpoint loads", "ckpt-2")
+
+
+def test_sampling_with_checkpoints_of_another_model(run_copy: Path) -> None:
+    """config.json says 48 units, the checkpoints hold 32: one message, without TensorFlow's
+    warning per unmatched value after it."""
+    record = json.loads((run_copy / "config.json").read_text(encoding="utf-8"))
+    record["model"]["rnn_size"] = 48
+    (run_copy / "config.json").write_text(json.dumps(record), encoding="utf-8")
+    result = run("sample.py", "--save_dir", str(run_copy), "-n", "20", cwd=run_copy.parents[1])
+    assert_refused(result, "no checkpoint loads", "another model", "ckpt-6")
+    assert "WARNING" not in result.stderr, result.stderr
 
 
 def test_sampling_into_a_closed_pipe(trained) -> None:

@@ -89,6 +89,16 @@ def test_streamed_jamo_decode_as_the_whole_at_any_chunk_boundary() -> None:
             assert "".join(texts[r] for texts in pieces) == vocab.decode(row), (size, r)
 
 
+def test_checkpoint_by_path_file_or_name(run_dir: Path) -> None:
+    latest = text(sample(run_dir, "-n", "50", "--seed", "4"))
+    for which in ("ckpt-40", str(run_dir / "ckpt-40"), str(run_dir / "ckpt-40.index"),
+                  str(run_dir / "ckpt-40.data-00000-of-00001")):
+        assert text(sample(run_dir, "-n", "50", "--seed", "4", "--checkpoint", which)) == latest, which
+    missing = sample(run_dir, "-n", "50", "--checkpoint", "ckpt-41")
+    message = missing.stderr.decode("utf-8")
+    assert missing.returncode == 2 and "--checkpoint ckpt-41: no such checkpoint" in message and "(ckpt-40)" in message
+
+
 def test_prime_outside_the_vocabulary(run_dir: Path) -> None:
     refused = sample(run_dir, "--prime", "the 猫🙂")
     assert refused.returncode == 2

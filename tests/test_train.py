@@ -183,7 +183,8 @@ def test_help_runs_neither_tensorflow_nor_numpy(script: str) -> None:
     result = subprocess.run([sys.executable, "-c", HELP_PROBE, str(ROOT / script)], capture_output=True,
                             text=True, encoding="utf-8", timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "(default:" in result.stdout
+    assert "(default:" in result.stdout  # and once per flag: not "(default: random) (default: None)"
+    assert not re.search(r"\(default: [^)]*\) \(default:", " ".join(result.stdout.split())), result.stdout
     assert result.stdout.splitlines()[-1] == "loaded: []", result.stdout[-500:]
 
 
