@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--log_dir", default="logs", help="TensorBoard events go to LOG_DIR/<run name>/")
     out.add_argument("--run_name", default=None, help="name of the run (default: corpus-model-size-time)")
     out.add_argument("--init_from", default=None,
-                     help="resume this run directory (or a save directory: its newest run)")
+                     help="resume this run directory (or a save directory: its newest run); with --save_dir "
+                          "typed, go on in a copy there")
     out.add_argument("--save_every", type=int, default=1000, help="checkpoint every N steps")
     out.add_argument("--eval_every", type=int, default=250, help="validate every N steps")
     out.add_argument("--keep", type=int, default=5, help="checkpoints to keep (the best is kept apart)")
@@ -291,8 +292,6 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
                            "or start a new run without --init_from.")
     for key, value in inherited.items():
         setattr(args, key, value)
-    args.run_name = run_dir.name
-    args.save_dir = str(run_dir.parent)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,7 +416,11 @@ class Run:
 def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     """Resolve the run, read the corpus and check everything that can fail cheaply."""
     resume_dir = utils.resolve_run_dir(args.init_from, "--init_from") if args.init_from else None
+    fork_dir = None  # where a resumed run goes on when it is not its own directory
     if resume_dir is not None:
+        if "save_dir" in typed and Path(args.save_dir).resolve() != resume_dir.parent.resolve():
+            # char-rnn-tensorflow's meaning: --init_from is the run to start from, --save_dir where to save.
+            fork_dir = Path(args.save_dir) / (args.run_name or resume_dir.name)
         merge_resume_config(args, typed, resume_dir)
         check_args(args)
     cluster = cluster_from_env(args.strategy)
@@ -445,14 +448,18 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     check_memory(args, corpus.vocab.size)
     if resume_dir is not None:
         check_same_vocab(resume_dir, corpus.vocab)
-    run_dir = resume_dir or Path(args.save_dir) / (args.run_name or default_run_name(args))
-    args.run_name = run_dir.name
+    run_dir = fork_dir or resume_dir or Path(args.save_dir) / (args.run_name or default_run_name(args))
+    args.run_name, args.save_dir = run_dir.name, str(run_dir.parent)
     if cluster.is_chief:
         lock = utils.RunLock(run_dir)  # a second trainer on the same run refuses here
         try:
-            if resume_dir is None and (run_dir / "config.json").exists():  # never train over a saved run
+            if run_dir != resume_dir and (run_dir / "config.json").exists():  # never train over a saved run
                 raise CharRNNError(f"{run_dir} already holds a run: continue it with --init_from {run_dir}, "
                                    f"pick another --run_name, or delete it to start over")
+            if fork_dir is not None:
+                utils.copy_run(resume_dir, fork_dir)
+                log.info("%s goes on in %s (--save_dir); %s itself stays as it is", resume_dir, fork_dir, resume_dir)
+                resume_dir = fork_dir
             utils.remove_unfinished_saves(run_dir)
             write_dir, log_dir = run_dir, Path(args.log_dir) / args.run_name
             utils.ensure_writable(log_dir, "--log_dir")

@@ -989,6 +989,28 @@ def read_checkpoint_list(tf, directory: Path, set_aside: bool = False) -> list[s
     return []
 
 
+def copy_run(source: Path, target: Path) -> None:
+    """Copy a run's files (config, vocabulary, checkpoints, best/) into target, a new run that goes
+    on from them. config.json last: a copy cut short is no run. Files that a trainer of source
+    removes meanwhile are skipped (a `checkpoint` list that names one falls back to an older)."""
+    files = [p for p in sorted(source.rglob("*")) if p.is_file() and p.name != ".lock" and "_temp" not in str(p)]
+    copied = []
+    try:
+        for path in sorted(files, key=lambda p: p.name == "config.json"):
+            destination = target / path.relative_to(source)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.copy2(path, destination)
+            except FileNotFoundError:
+                continue
+            copied.append(destination)
+    except OSError as error:
+        for path in copied:
+            path.unlink(missing_ok=True)
+        raise CharRNNError(f"could not copy {source} into {target} ({error.strerror or error}); {source} is "
+                           f"unchanged. Free disk space or choose another --save_dir") from None
+
+
 def remove_unfinished_saves(run_dir: Path) -> None:
     """Delete the ckpt-N_temp directories of saves killed mid-write: TensorFlow never lists them,
     and each can hold a partial copy of the weights. Only call it while holding the RunLock."""

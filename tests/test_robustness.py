@@ -339,6 +339,22 @@ def test_resume_on_a_shorter_text_goes_on_from_the_next_epoch(tmp_path: Path) ->
     assert pointer_step(tmp_path / "save" / "run") == 8
 
 
+def test_resume_into_another_save_dir_leaves_the_run_as_it_is(run_copy: Path) -> None:
+    """char-rnn-tensorflow's --init_from X --save_dir Y: start from X's checkpoint, save in Y."""
+    cwd = run_copy.parents[1]
+    before = file_hashes(run_copy)
+    result = run("train.py", "--init_from", str(run_copy), "--save_dir", "elsewhere", "--max_steps", "8", cwd=cwd)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "resumed" in result.stderr and "at step 6" in result.stderr, result.stderr
+    assert file_hashes(run_copy) == before
+    fork = cwd / "elsewhere" / "run"
+    assert pointer_step(fork) == 8 and (fork / "best" / "checkpoint").exists()
+    assert (cwd / "elsewhere" / "latest").read_text().strip() == "run"
+    # Again: the fork is a run now, and a second one is refused rather than trained over.
+    again = run("train.py", "--init_from", str(run_copy), "--save_dir", "elsewhere", "--max_steps", "9", cwd=cwd)
+    assert_refused(again, "already holds a run")
+
+
 def test_resume_from_another_working_directory(tmp_path: Path) -> None:
     """Relative --input and --log_dir are saved absolute; a corpus moved since is named as saved."""
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
