@@ -220,9 +220,9 @@ class ServingModule(tf.Module):
         feed = tf.cond(tf.size(ids) > 0, lambda: ids, lambda: tf.constant([self.start_id], tf.int32))
         generated = _run_loop(self.model, feed, tf.maximum(n, 0),
                               lambda logits, i: _sample(logits, i, temperature, seed))
-        # Prime and continuation decode separately, as sample.py prints them: the text always
-        # starts with the (normalized) prime even when a jamo model extends its last syllable.
-        return {"text": self._decode(ids) + self._decode(generated)}
+        # Prime and continuation decode together, as sample.py prints them: a jamo model may add a
+        # final consonant to the prime's last syllable (prime 하, text 한다).
+        return {"text": self._decode(tf.concat([ids, generated], axis=0))}
 
     def _generate(self, prime, n, temperature):
         # A fresh seed per request: two requests with the same prime get different text.

@@ -164,13 +164,14 @@ def prime_ids(vocab: "utils.Vocab", prime: str, unknown: str) -> list[int]:
     return ids
 
 
-def stream_texts(vocab: "utils.Vocab", id_chunks: Iterator) -> Iterator[list[str]]:
-    """Decode chunks of ids [rows, k] into each row's next piece of text. Trailing jamo, and the
-    escape that marks an original jamo (jamo units), are held back until the next chunk, so a
-    Hangul syllable split across chunks is recomposed whole."""
+def stream_texts(vocab: "utils.Vocab", id_chunks: Iterator, prefix: list[int] = ()) -> Iterator[list[str]]:
+    """Decode chunks of ids [rows, k] into each row's next piece of text, each row starting with
+    the prefix ids (the prime). Trailing jamo, and the escape that marks an original jamo (jamo
+    units), are held back until the next chunk, so a Hangul syllable split across chunks is
+    recomposed whole, also when the model adds a final consonant to the prime's last syllable."""
     pending: list[list[int]] | None = None
     for chunk in id_chunks:
-        pending = pending or [[] for _ in chunk]
+        pending = pending or [list(prefix) for _ in chunk]
         texts = []
         for row, ids in enumerate(chunk):
             ids = pending[row] + [int(i) for i in ids]
@@ -252,24 +253,24 @@ def sample(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "utils.
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, mode=args.sample,
                    seed=seed, space_id=vocab.symbols.index(" ") if " " in vocab.symbols else -1)
-    shown_prime = vocab.decode(prime) if args.prime else ""
+    # The prime is decoded with the text that follows it: a jamo model may finish its last syllable.
+    shown_prime = prime if args.prime else []
+    length = len(vocab.decode(shown_prime)) + args.n
     streaming = args.num_samples == 1  # several samples are one batch, each printed whole at the end
-    if streaming:
-        sys.stdout.write(shown_prime)
     written = [0] * args.num_samples
     pieces: list[list[str]] = [[] for _ in written]
-    for texts in stream_texts(vocab, generated_ids(net, prime, args.num_samples, options)):
+    for texts in stream_texts(vocab, generated_ids(net, prime, args.num_samples, options), shown_prime):
         for row, text in enumerate(texts):
-            text = text[:args.n - written[row]]
+            text = text[:length - written[row]]
             written[row] += len(text)
             pieces[row].append(text)
         if streaming:
             sys.stdout.write(pieces[0].pop())
             sys.stdout.flush()
-        if min(written) >= args.n:
+        if min(written) >= length:
             break
     if not streaming:
-        sys.stdout.write("\n---\n".join(shown_prime + "".join(row) for row in pieces))
+        sys.stdout.write("\n---\n".join("".join(row) for row in pieces))
     sys.stdout.write("\n")
 
 

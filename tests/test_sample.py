@@ -78,7 +78,7 @@ def test_num_samples_are_one_batch_of_different_texts(run_dir: Path) -> None:
 def test_streamed_jamo_decode_as_the_whole_at_any_chunk_boundary() -> None:
     """Syllables, original jamo and their escape split across chunks come out as decoding the
     whole sequence at once gives them, row by row."""
-    jamo = utils.to_jamo("\n".join(JAMO_TRICKY) + "한국어 문장")
+    jamo = utils.to_jamo("\n".join(JAMO_TRICKY) + "한국어 문장을 한다")
     symbols = sorted(set(jamo))
     vocab = utils.Vocab(symbols, [1] * len(symbols), unit="jamo")
     rows = [[symbols.index(c) for c in jamo], [symbols.index(c) for c in reversed(jamo)]]
@@ -87,6 +87,10 @@ def test_streamed_jamo_decode_as_the_whole_at_any_chunk_boundary() -> None:
         pieces = list(sample_script.stream_texts(vocab, chunks))
         for r, row in enumerate(rows):
             assert "".join(texts[r] for texts in pieces) == vocab.decode(row), (size, r)
+    # The prime decodes with what follows: a final consonant added to its last syllable joins it.
+    prime = [symbols.index(c) for c in utils.to_jamo("하")]
+    chunk = [[symbols.index(c) for c in "\u11ab" + utils.to_jamo("다")]]
+    assert "".join(texts[0] for texts in sample_script.stream_texts(vocab, [chunk], prime)) == "한다"
 
 
 def test_checkpoint_by_path_file_or_name(run_dir: Path) -> None:
