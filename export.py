@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
@@ -30,6 +31,9 @@ import utils
 # Hangul (Unicode ch. 3.12) as utils.py splits and composes it, and its escape for original jamo.
 from utils import _ESCAPE, _L_FIRST, _L_LAST, _S_FIRST, _S_LAST, _T_BASE, _T_LAST, _V_FIRST, _V_LAST
 from utils import CharRNNError
+
+if TYPE_CHECKING:
+    import model
 
 log = logging.getLogger("charrnn")
 
@@ -145,17 +149,23 @@ def _sample(logits, step, temperature, seed):
     return tf.where(temperature > 0, sampled, greedy)
 
 
-def _run_loop(net, feed_ids, n, pick):
-    """Feeds feed_ids [P >= 1] one step at a time, then generates n ids [n] with pick(logits, i).
-    Explicit tf.while_loops: the functions are traced with autograph off (as Keras 3's exporter
-    does), so nothing relies on autograph converting Python control flow."""
-    state = net.initial_state(1)
+def _feed_prime(net: "model.CharRNN", feed_ids: tf.Tensor) -> tf.Tensor:
+    """The state after feeding every id of feed_ids [P >= 1] but the last, which is the first
+    input of generation."""
 
     def feed(i, state):
         _, state = net.step(feed_ids[i][None], state)
         return i + 1, state
 
-    _, state = tf.while_loop(lambda i, _: i < tf.size(feed_ids) - 1, feed, (tf.constant(0), state))
+    _, state = tf.while_loop(lambda i, _: i < tf.size(feed_ids) - 1, feed, (tf.constant(0), net.initial_state(1)))
+    return state
+
+
+def _run_loop(net, feed_ids, n, pick):
+    """Feeds feed_ids [P >= 1] one step at a time, then generates n ids [n] with pick(logits, i).
+    Explicit tf.while_loops: the functions are traced with autograph off (as Keras 3's exporter
+    does), so nothing relies on autograph converting Python control flow."""
+    state = _feed_prime(net, feed_ids)
 
     def generate(i, last, state, out):
         logits, state = net.step(last, state)
@@ -173,7 +183,7 @@ class ServingModule(tf.Module):
     """What the SavedModel holds: the model's variables, the vocabulary as a lookup table (code
     point -> id) and a constant (id -> code point), and the signatures."""
 
-    def __init__(self, net, vocab: "utils.Vocab"):
+    def __init__(self, net: "model.CharRNN", vocab: "utils.Vocab"):
         super().__init__(name="charrnn_serving")
         self.model = net
         code_points = [ord(s) for s in vocab.symbols]
@@ -237,7 +247,7 @@ class ServingModule(tf.Module):
 class LiteModule(tf.Module):
     """The TFLite model's functions: ids and state only, so every op is a TFLite builtin."""
 
-    def __init__(self, net):
+    def __init__(self, net: "model.CharRNN"):
         super().__init__(name="charrnn_lite")
         self.model = net
         L, S, H = net.state_size
@@ -259,13 +269,7 @@ class LiteModule(tf.Module):
         # No TensorArray: TFLite's builtin WHILE carries plain tensors, so the ids go into a
         # preallocated buffer. prime_ids must hold at least one id.
         net = self.model
-        state = net.initial_state(1)
-
-        def feed(i, state):
-            _, state = net.step(prime_ids[i][None], state)
-            return i + 1, state
-
-        _, state = tf.while_loop(lambda i, _: i < tf.size(prime_ids) - 1, feed, (tf.constant(0), state))
+        state = _feed_prime(net, prime_ids)
 
         def generate(i, last, state, out):
             logits, state = net.step(last, state)
@@ -322,7 +326,7 @@ def _tmp_beside(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def export_saved_model(net, vocab: "utils.Vocab", directory: str | Path, flag: str = "--export") -> Path:
+def export_saved_model(net: "model.CharRNN", vocab: "utils.Vocab", directory: str | Path, flag: str = "--export") -> Path:
     """Write a SavedModel of net to directory (new or empty). Returns the directory."""
     directory = Path(directory)
     _check_target_dir(directory, flag)
@@ -356,7 +360,7 @@ def tflite_vocab_path(path: str | Path) -> Path:
     return path.with_name(path.stem + ".vocab.json")
 
 
-def export_tflite(net, vocab: "utils.Vocab", path: str | Path, flag: str = "--export_tflite") -> tuple[Path, Path]:
+def export_tflite(net: "model.CharRNN", vocab: "utils.Vocab", path: str | Path, flag: str = "--export_tflite") -> tuple[Path, Path]:
     """Write a builtin-ops-only TFLite model of net to path and its vocabulary beside it.
     Returns (model path, vocabulary path)."""
     path = Path(path)
@@ -404,7 +408,7 @@ def usage_hints(saved_model: Path | None, tflite: Path | None) -> list[str]:
     return hints
 
 
-def export(net, vocab: "utils.Vocab", saved_model: str | None, tflite: str | None) -> None:
+def export(net: "model.CharRNN", vocab: "utils.Vocab", saved_model: str | None, tflite: str | None) -> None:
     """sample.py's --export / --export_tflite: write what was asked for and say how to use it."""
     # Check both targets before the slow part, so a bad second flag fails fast.
     if saved_model:

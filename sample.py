@@ -18,10 +18,13 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import utils
 from utils import CharRNNError
+
+if TYPE_CHECKING:  # for annotations only: --help must not wait for TensorFlow
+    import model
 
 log = logging.getLogger("charrnn")
 
@@ -211,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def load_model(args: argparse.Namespace, run_dir: Path, config: dict):
+def load_model(args: argparse.Namespace, run_dir: Path, config: dict) -> "model.CharRNN":
     """The run's model with the chosen checkpoint's weights (an older one if that is damaged)."""
     tf = utils.import_tensorflow(quiet=not args.verbose)
     import model as model_lib
@@ -230,7 +233,7 @@ def export_run(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "ut
     export.export(net, vocab, args.export, args.export_tflite)
 
 
-def generated_ids(net, prime: list[int], num_samples: int, options: dict) -> Iterator:
+def generated_ids(net: "model.CharRNN", prime: list[int], num_samples: int, options: dict) -> Iterator:
     """Endless chunks of generated ids [num_samples, k], each compiled call continuing the last
     one's state and random stream (so a longer -n extends a shorter one with the same seed)."""
     import tensorflow as tf

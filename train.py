@@ -23,9 +23,15 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import utils
 from utils import CharRNNError, np  # numpy, run on first use: --help does not wait for it
+
+if TYPE_CHECKING:  # for annotations only: --help must not wait for TensorFlow
+    import tensorflow as tf
+
+    import model
 
 log = logging.getLogger("charrnn")
 
@@ -384,7 +390,7 @@ def cluster_from_env(strategy: str) -> Cluster:
     return Cluster(worker_index=index, num_workers=len(chiefs) + len(workers))
 
 
-def make_strategy(tf, name: str):
+def make_strategy(tf, name: str) -> "tf.distribute.Strategy":
     """tf.distribute does the distributing: one device, several GPUs, or several workers."""
     gpus = tf.config.list_physical_devices("GPU")
     if name == "multiworker":
@@ -589,7 +595,7 @@ class Trainer:
                         self.epoch, self.batch, run.loader.num_batches)
             self.epoch, self.batch, self.state = self.epoch + 1, 0, self.initial_state()
 
-    def save(self, manager) -> None:
+    def save(self, manager: "tf.train.CheckpointManager") -> None:
         """Checkpoint into a CheckpointManager (the run's, or best/), with the loop's position."""
         tf = self.tf
         for name in ("step", "epoch", "batch"):
@@ -651,7 +657,7 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def initial_state(self):
+    def initial_state(self) -> "tf.Tensor | tf.distribute.DistributedValues":
         """Zeros for the hidden state, one block per replica."""
         if not self.distributed:
             return self.net.initial_state(self.args.batch_size)
@@ -790,7 +796,7 @@ def train_run(run: Run, tf) -> None:
             signal.signal(sig, handler)
 
 
-def identical_replica_updates(next_creator, **kwargs):
+def identical_replica_updates(next_creator: Callable, **kwargs) -> "tf.Variable":
     """Every replica applies the same all-reduced update, so a variable takes the first
     replica's value instead of needing a merge (a no-op on one device)."""
     import tensorflow as tf
@@ -798,7 +804,7 @@ def identical_replica_updates(next_creator, **kwargs):
     return next_creator(**kwargs)
 
 
-def make_agreement(strategy):
+def make_agreement(strategy: "tf.distribute.Strategy") -> Callable[[float, bool], tuple[float, bool]]:
     """(progress, stop) -> the chief's progress and whether any worker was asked to stop, on
     every worker: one tiny all-reduce per step, so that clocks that differ between machines
     never give workers different schedules or stopping steps."""
@@ -840,8 +846,9 @@ def batch_groups(tf, requested: int, batch_size: int, xla: bool) -> int:
     return 2 if on_cpu and xla and batch_size >= 2 and (os.cpu_count() or 1) >= 2 else 1
 
 
-def make_train_step(net, optimizer: "Adam", batch_size: int, seq_length: int, grad_clip: float, seed: int,
-                    xla: bool = True, strategy=None, loss_scale: "LossScale | None" = None, groups: int = 1):
+def make_train_step(net: "model.CharRNN", optimizer: "Adam", batch_size: int, seq_length: int, grad_clip: float,
+                    seed: int, xla: bool = True, strategy: "tf.distribute.Strategy | None" = None,
+                    loss_scale: "LossScale | None" = None, groups: int = 1) -> Callable:
     """The training step: (x, y, state, lr, step) -> (loss, grad_norm, new state).
 
     batch_size is this worker's share. With a tf.distribute strategy of several replicas, the
@@ -957,7 +964,7 @@ class LossScale:
         self.slots.good_steps = tf.Variable(0, dtype=tf.int64, name="good_steps")
 
     @property
-    def scale(self):
+    def scale(self) -> "tf.Variable":
         return self.slots.scale
 
     def update(self, finite) -> None:

@@ -34,7 +34,11 @@ import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Callable, Iterator
+
+if TYPE_CHECKING:  # for annotations only: importing utils must not import TensorFlow
+    import tensorflow as tf
 
 
 def _lazy_import(name: str):
@@ -422,7 +426,7 @@ class Vocab:
             ids = ids[found]
         return ids.astype(np.int32)
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: "np.ndarray | list[int]") -> str:
         text = _text(self._cps[np.asarray(ids, dtype=np.int64)])
         return from_jamo(text) if self.unit == "jamo" else text
 
@@ -809,7 +813,7 @@ class BatchLoader:
         self.num_batches = length // seq_length - 1  # leaves room for any epoch offset and y's shift
         if self.num_batches < 1:
             raise CharRNNError(
-                f"not enough text: the training part has {len(ids):,} characters (jamo with --unit jamo), but "
+                f"not enough text: the training part has {len(ids):,} symbols (characters; jamo under --unit jamo), but "
                 f"--batch_size {batch_size} --seq_length {seq_length} needs at least {2 * batch_size * seq_length:,} "
                 "(2 x batch_size x seq_length) after --val_frac holds out validation. Lower --batch_size or "
                 "--seq_length, lower --val_frac, or use more text.")
@@ -949,7 +953,7 @@ def _lock_file(handle) -> None:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
-def save_checkpoint(manager, step: int) -> str:
+def save_checkpoint(manager: "tf.train.CheckpointManager", step: int) -> str:
     """Save through a tf.train.CheckpointManager. TensorFlow writes the data under a temporary
     name and updates the `checkpoint` pointer last, so a failed or killed save leaves the
     previous checkpoint as the latest."""
@@ -968,7 +972,7 @@ def tf_error_reason(error: BaseException) -> str:
     return re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]( name: ?)?", "", text)
 
 
-def read_checkpoint_list(tf, directory: Path, set_aside: bool = False) -> list[str] | None:
+def read_checkpoint_list(tf: ModuleType, directory: Path, set_aside: bool = False) -> list[str] | None:
     """The checkpoints that directory's `checkpoint` file lists, oldest first; None when there is
     no such file. A damaged one (empty, not UTF-8, unparsable) gives [] with a warning; with
     set_aside it is renamed checkpoint.damaged, since TensorFlow's CheckpointManager refuses to
@@ -1033,7 +1037,7 @@ def checkpoints_on_disk(directory: Path) -> list[str]:
     return [prefix for _, prefix in sorted(found)]
 
 
-def restore_checkpoint(checkpoint, candidates: list[str], partial: bool = False) -> str:
+def restore_checkpoint(checkpoint: "tf.train.Checkpoint", candidates: list[str], partial: bool = False) -> str:
     """Restore the newest loadable checkpoint among candidates (oldest first), falling back to
     older ones when the newest is truncated or corrupt, and say so."""
     failures = []
@@ -1066,7 +1070,7 @@ def pool_cpu_memory() -> None:
     os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 
-def import_tensorflow(quiet: bool = True):
+def import_tensorflow(quiet: bool = True) -> ModuleType:
     """Import TensorFlow, hiding the C++ start-up chatter (oneDNN, CUDA probing) that it writes
     to stderr before its own logging is set up, and its Python warnings: users should see our
     messages, not those.
