@@ -384,8 +384,8 @@ def export_tflite(net: "model.CharRNN", vocab: "utils.Vocab", path: str | Path, 
             f.write(flatbuffer)
             f.flush()
             os.fsync(f.fileno())
-        # Between the model's write and its rename: a failure in either leaves an older pair as it was,
-        # and the model file never exists without its vocabulary.
+        # Between the model's write and its rename: a failed write of either leaves an older pair as it
+        # was, and the model file never exists without its vocabulary.
         vocab.save(vocab_path)
         os.replace(tmp, path)
     except OSError as error:

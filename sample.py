@@ -90,6 +90,9 @@ def check_args(args: argparse.Namespace) -> None:
                            f"batch held in memory, at most 100,000,000 characters in all; lower -n or --num_samples")
     if args.top_k > 2**31 - 1:
         raise CharRNNError(f"--top_k {args.top_k}: must be at most the vocabulary size (0: all)")
+    for flag in ("export", "export_tflite"):
+        if getattr(args, flag) is not None:
+            utils.check_utf8_path(getattr(args, flag), f"--{flag}")
     if args.seed is not None and not -2**63 <= args.seed < 2**63:
         raise CharRNNError(f"--seed {args.seed}: must fit in 64 bits, e.g. --seed 42")
 
@@ -127,7 +130,8 @@ def checkpoint_prefix(run_dir: Path, which: str) -> str:
     """--checkpoint PATH as TensorFlow's checkpoint prefix: ckpt-N, its file names (ckpt-N.index,
     ckpt-N.data-...), as a path or a name in the run directory."""
     prefix = re.sub(r"\.(index|data-\d+-of-\d+)$", "", which)
-    for candidate in (Path(prefix), run_dir / prefix):
+    bare = Path(prefix).parent == Path(".")  # a name: the run's own checkpoint first
+    for candidate in ((run_dir / prefix, Path(prefix)) if bare else (Path(prefix),)):
         if Path(f"{candidate}.index").is_file():
             return str(candidate)
     names = ", ".join(Path(p).name for p in utils.checkpoints_on_disk(run_dir)[-5:]) or "none"

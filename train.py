@@ -38,10 +38,10 @@ log = logging.getLogger("charrnn")
 # Flags that change the shape or meaning of the weights: they cannot change on resume.
 ARCHITECTURE_FLAGS = ("model", "num_layers", "rnn_size", "embedding_size", "unit", "normalize",
                       "encoding", "max_vocab", "min_char_count")
-# Flags that lay out the training text in batches: the saved data position and carried hidden
-# state mean nothing under others, so they cannot change on resume either (char-rnn-tensorflow
-# refused a changed seq_length too).
-DATA_LAYOUT_FLAGS = ("batch_size", "seq_length", "val_frac")
+# Flags that lay out the training text in batches (the seed picks each epoch's offset): the saved
+# data position and carried hidden state mean nothing under others, so they cannot change on
+# resume either (char-rnn-tensorflow refused a changed seq_length too).
+DATA_LAYOUT_FLAGS = ("batch_size", "seq_length", "val_frac", "seed")
 # How long to train. Typing any of them on resume sets the run's length afresh, without the saved
 # others: `--max_steps 50000` must train on after a run that a `--time_budget` ended.
 LENGTH_FLAGS = ("num_epochs", "max_steps", "time_budget")
@@ -316,14 +316,19 @@ def learning_rate(args: argparse.Namespace, step: int, epoch: int, progress: flo
     return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def length_used(args: argparse.Namespace, step: int, seconds: float, steps_per_epoch: int) -> dict[str, float]:
+    """How much of each length limit the run has used, by the flag that sets it ("--max_steps 500")."""
+    used = {f"--num_epochs {args.num_epochs}": step / (args.num_epochs * steps_per_epoch)}
+    if args.max_steps:
+        used[f"--max_steps {args.max_steps}"] = step / args.max_steps
+    if args.time_budget_s:
+        used[f"--time_budget {args.time_budget}"] = seconds / args.time_budget_s
+    return used
+
+
 def training_progress(args: argparse.Namespace, step: int, seconds: float, steps_per_epoch: int) -> float:
     """Fraction of the run done, by whichever limit is nearest to ending it."""
-    fractions = [step / (args.num_epochs * steps_per_epoch)]
-    if args.max_steps:
-        fractions.append(step / args.max_steps)
-    if args.time_budget_s:
-        fractions.append(seconds / args.time_budget_s)
-    return max(fractions)
+    return max(length_used(args, step, seconds, steps_per_epoch).values())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,9 +429,13 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     resume_dir = utils.resolve_run_dir(args.init_from, "--init_from") if args.init_from else None
     fork_dir = None  # where a resumed run goes on when it is not its own directory
     if resume_dir is not None:
-        if "save_dir" in typed and Path(args.save_dir).resolve() != resume_dir.parent.resolve():
-            # char-rnn-tensorflow's meaning: --init_from is the run to start from, --save_dir where to save.
-            fork_dir = Path(args.save_dir) / (args.run_name or resume_dir.name)
+        # char-rnn-tensorflow's meaning: --init_from is the run to start from, --save_dir where to save
+        # (the run itself, or the directory that holds it, is where it already is).
+        elsewhere = ("save_dir" in typed
+                     and Path(args.save_dir).resolve() not in (resume_dir.resolve(), resume_dir.parent.resolve()))
+        renamed = "run_name" in typed and args.run_name != resume_dir.name
+        if elsewhere or renamed:
+            fork_dir = Path(args.save_dir if elsewhere else resume_dir.parent) / (args.run_name or resume_dir.name)
         merge_resume_config(args, typed, resume_dir)
         check_args(args)
     cluster = cluster_from_env(args.strategy)
@@ -456,6 +465,15 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         check_same_vocab(resume_dir, corpus.vocab)
     run_dir = fork_dir or resume_dir or Path(args.save_dir) / (args.run_name or default_run_name(args))
     args.run_name, args.save_dir = run_dir.name, str(run_dir.parent)
+    # TensorBoard's name for the run (saved, so a resume writes on where the run wrote): its own name,
+    # except for a copy that would write into its source's run there.
+    source_log_name = getattr(args, "log_name", None) or (resume_dir.name if resume_dir else None)
+    if resume_dir is not None and fork_dir is None:
+        args.log_name = source_log_name
+    else:
+        args.log_name = run_dir.name
+        if fork_dir is not None and "log_dir" not in typed and args.log_name == source_log_name:
+            args.log_name = f"{run_dir.name}@{run_dir.parent.name}"
     if cluster.is_chief:
         lock = utils.RunLock(run_dir)  # a second trainer on the same run refuses here
         try:
@@ -464,10 +482,11 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
                                    f"pick another --run_name, or delete it to start over")
             if fork_dir is not None:
                 utils.copy_run(resume_dir, fork_dir)
-                log.info("%s goes on in %s (--save_dir); %s itself stays as it is", resume_dir, fork_dir, resume_dir)
+                log.info("%s goes on in %s, a copy (TensorBoard run %s); %s itself stays as it is", resume_dir,
+                         fork_dir, args.log_name, resume_dir)
                 resume_dir = fork_dir
             utils.remove_unfinished_saves(run_dir)
-            write_dir, log_dir = run_dir, Path(args.log_dir) / args.run_name
+            write_dir, log_dir = run_dir, Path(args.log_dir) / args.log_name
             utils.ensure_writable(log_dir, "--log_dir")
         except CharRNNError:
             lock.release()
@@ -633,8 +652,9 @@ class Trainer:
             chars += int(self.vocab.char_starts[y].sum())
         return nats / symbols, bits_per_char(nats / symbols, chars / symbols)
 
-    def run_eval(self) -> None:
-        """Validate, show it (console, TensorBoard, a text sample) and keep the best checkpoint."""
+    def run_eval(self) -> bool:
+        """Validate, show it (console, TensorBoard, a text sample) and keep the best checkpoint;
+        returns whether this was the best validation loss so far."""
         tf = self.tf
         val_loss, val_bpc = self.evaluate()
         val_perplexity = 2.0 ** val_bpc  # per original character, as bits per character are
@@ -654,6 +674,7 @@ class Trainer:
         if improved:
             self.best_val.assign(val_loss)
             self.save(self.best_manager)
+        return improved
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -738,26 +759,29 @@ class Trainer:
     def finish(self, ended_by: str) -> None:
         """The final evaluation and checkpoint, and how to go on."""
         run_dir = self.run.run_dir
-        if self.step == self.start_step and ended_by == LENGTH_LIMIT and self.start_step > 0:
+        at_limit = ended_by == LENGTH_LIMIT
+        if at_limit:  # named: the flag of the limit reached
+            used = length_used(self.args, self.step, self.seconds_so_far(), self.run.loader.num_batches)
+            ended_by = max(used, key=used.get)
+        if self.step == self.start_step > 0 and at_limit:
             self.writer.close()
             if self.run.cluster.is_chief:
-                log.info(f"{run_dir} had already reached its length limit at step {self.step}; nothing trained. "
-                         f"To train longer, resume with a larger --num_epochs, --max_steps or --time_budget")
+                log.info(f"{run_dir} had already reached {ended_by} at step {self.step}; nothing trained. To train "
+                         f"longer, resume with a larger {ended_by.split()[0]} (a length flag typed on resume "
+                         f"replaces the saved limits: the others take their defaults)")
             return
         # A time budget can run out during an evaluation the loop just made: not again, same weights.
-        evaluate = ended_by == LENGTH_LIMIT and self.last_val_step != self.step
-        if evaluate:
-            self.run_eval()
+        improved = at_limit and self.last_val_step != self.step and self.run_eval()
         # Unless the evaluation changed best_val, a save the loop made at this step holds all there is;
         # writing the same checkpoint again would put it at risk for nothing.
-        if evaluate or not (self.manager.latest_checkpoint or "").endswith(f"ckpt-{self.step}"):
+        if improved or not (self.manager.latest_checkpoint or "").endswith(f"ckpt-{self.step}"):
             self.save(self.manager)
         self.writer.close()
         if self.run.cluster.is_chief:
             best_val = float(self.best_val)
             best = f"best val loss {best_val:.4f}" if math.isfinite(best_val) else "no validation yet"
             log.info(f"stopped at step {self.step} by {ended_by}; {best}. Sample with:  python sample.py --save_dir {run_dir}")
-            if ended_by != LENGTH_LIMIT:
+            if not at_limit:
                 log.info(f"resume with:  python train.py --init_from {run_dir}")
 
 

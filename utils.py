@@ -813,7 +813,7 @@ class BatchLoader:
         self.num_batches = length // seq_length - 1  # leaves room for any epoch offset and y's shift
         if self.num_batches < 1:
             raise CharRNNError(
-                f"not enough text: the training part has {len(ids):,} symbols (characters; jamo under --unit jamo), but "
+                f"not enough text: the training part has {len(ids):,} characters (jamo with --unit jamo), but "
                 f"--batch_size {batch_size} --seq_length {seq_length} needs at least {2 * batch_size * seq_length:,} "
                 "(2 x batch_size x seq_length) after --val_frac holds out validation. Lower --batch_size or "
                 "--seq_length, lower --val_frac, or use more text.")
@@ -939,8 +939,13 @@ class RunLock:
         is removed while still locked, so that it does not linger as a run that never was."""
         run_dir = self.path.parent
         if not any(p.is_file() for p in run_dir.rglob("*") if p != self.path):
-            self.path.unlink(missing_ok=True)
-            shutil.rmtree(run_dir, ignore_errors=True)
+            try:  # empty folders first, the lock last; rmdir leaves anything another process wrote since
+                for folder in sorted((p for p in run_dir.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                    folder.rmdir()
+                self.path.unlink()
+                run_dir.rmdir()
+            except OSError:
+                pass
         self.file.close()
 
 
@@ -997,7 +1002,8 @@ def copy_run(source: Path, target: Path) -> None:
     """Copy a run's files (config, vocabulary, checkpoints, best/) into target, a new run that goes
     on from them. config.json last: a copy cut short is no run. Files that a trainer of source
     removes meanwhile are skipped (a `checkpoint` list that names one falls back to an older)."""
-    files = [p for p in sorted(source.rglob("*")) if p.is_file() and p.name != ".lock" and "_temp" not in str(p)]
+    files = [p for p in sorted(source.rglob("*")) if p.is_file() and p.name != ".lock"
+             and not any(part.endswith("_temp") for part in p.relative_to(source).parts)]  # saves in progress
     copied = []
     try:
         for path in sorted(files, key=lambda p: p.name == "config.json"):
@@ -1008,6 +1014,8 @@ def copy_run(source: Path, target: Path) -> None:
             except FileNotFoundError:
                 continue
             copied.append(destination)
+        if not (target / "config.json").is_file():
+            raise FileNotFoundError(f"{source / 'config.json'} vanished")
     except OSError as error:
         for path in copied:
             path.unlink(missing_ok=True)

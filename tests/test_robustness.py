@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import utils
 from test_train import only_run, read_scalars
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,6 +133,9 @@ def run_copy(trained, tmp_path: Path) -> Path:
     """A private copy of the trained run (its corpus path stays valid: it is absolute)."""
     copy = tmp_path / "save" / "run"
     shutil.copytree(trained["run"], copy)
+    config = json.loads((copy / "config.json").read_text(encoding="utf-8"))
+    config["args"]["log_dir"] = str(tmp_path / "logs")  # saved absolute: private TensorBoard logs too
+    (copy / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     return copy
 
 
@@ -236,8 +240,8 @@ def test_unwritable_output_directory(tmp_path: Path, flag: str) -> None:
     (tmp_path / "afile").write_text("")
     result = run("train.py", "--input", str(corpus), *TINY, flag, str(tmp_path / "afile" / "out"), cwd=tmp_path)
     assert_refused(result, flag, "afile", "cannot write there")
-    # The run directory made (and locked) before --log_dir failed is gone again: no run that never was.
-    assert not list(tmp_path.glob("save/*"))
+    if flag == "--log_dir":  # the run directory made (and locked) before it failed is gone: no run that never was
+        assert (tmp_path / "save").is_dir() and not list(tmp_path.glob("save/*"))
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes read-only directories")
@@ -288,8 +292,9 @@ def test_resume_with_another_architecture_or_vocabulary(trained, run_copy: Path)
     result = run("train.py", "--init_from", str(run_copy), "--rnn_size", "64", "--model", "gru", cwd=cwd)
     assert_refused(result, "other model or batch flags", "--rnn_size: saved 32, given 64", "--model")
     # The saved data position and hidden state are for the saved batch layout.
-    result = run("train.py", "--init_from", str(run_copy), "--seq_length", "32", "--batch_size", "8", cwd=cwd)
-    assert_refused(result, "--seq_length: saved 16, given 32", "--batch_size: saved 4, given 8")
+    result = run("train.py", "--init_from", str(run_copy), "--seq_length", "32", "--batch_size", "8", "--seed", "7",
+                 cwd=cwd)
+    assert_refused(result, "--seq_length: saved 16, given 32", "--batch_size: saved 4, given 8", "--seed: saved 1234")
     # The same flags on a text with other characters: the saved ids would mean other characters.
     other = cwd / "other.txt"
     other.write_text(tiny_text(1, "zebra quick brown fox jumps over lazy dog"), encoding="utf-8")
@@ -302,7 +307,7 @@ def test_resume_at_the_length_limit_trains_nothing_and_rewrites_nothing(run_copy
     before = checkpoint_hashes(run_copy)
     result = run("train.py", "--init_from", str(run_copy), cwd=run_copy.parents[1])
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
-    assert "had already reached its length limit at step 6" in result.stderr, result.stderr
+    assert "had already reached --max_steps 6 at step 6" in result.stderr, result.stderr
     assert checkpoint_hashes(run_copy) == before
 
 
@@ -350,9 +355,30 @@ def test_resume_into_another_save_dir_leaves_the_run_as_it_is(run_copy: Path) ->
     fork = cwd / "elsewhere" / "run"
     assert pointer_step(fork) == 8 and (fork / "best" / "checkpoint").exists()
     assert (cwd / "elsewhere" / "latest").read_text().strip() == "run"
+    # Its TensorBoard run is its own, not the source's (same name, same --log_dir).
+    assert [step for step, _ in read_scalars(cwd / "logs" / "run@elsewhere")["train/loss"]] == [7, 8]
+    assert not (cwd / "logs" / "run").exists()
     # Again: the fork is a run now, and a second one is refused rather than trained over.
     again = run("train.py", "--init_from", str(run_copy), "--save_dir", "elsewhere", "--max_steps", "9", cwd=cwd)
     assert_refused(again, "already holds a run")
+    # A new --run_name forks beside the source; --save_dir naming the run itself resumes it in place.
+    branch = run("train.py", "--init_from", str(run_copy), "--run_name", "branch", "--max_steps", "7", cwd=cwd)
+    assert branch.returncode == 0, branch.stderr
+    assert pointer_step(run_copy.parent / "branch") == 7 and file_hashes(run_copy) == before
+    in_place = run("train.py", "--init_from", str(run_copy), "--save_dir", str(run_copy), "--max_steps", "7", cwd=cwd)
+    assert in_place.returncode == 0, in_place.stderr
+    assert pointer_step(run_copy) == 7 and not (run_copy / "run").exists()
+
+
+def test_copy_run_skips_only_saves_in_progress(tmp_path: Path) -> None:
+    source = tmp_path / "my_temp_runs" / "notes_temp-lstm"  # "_temp" in the path itself
+    for name in ("config.json", "vocab.json", "checkpoint", "ckpt-1.index", "best/ckpt-1.index",
+                 "ckpt-2_temp/part-00000-of-00001.index", ".lock"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text(name)
+    utils.copy_run(source, tmp_path / "copy")
+    copied = sorted(str(p.relative_to(tmp_path / "copy")) for p in (tmp_path / "copy").rglob("*") if p.is_file())
+    assert copied == ["best/ckpt-1.index", "checkpoint", "ckpt-1.index", "config.json", "vocab.json"]
 
 
 def test_resume_from_another_working_directory(tmp_path: Path) -> None:
