@@ -176,6 +176,7 @@ def stream_texts(vocab: "utils.Vocab", id_chunks: Iterator, prefix: list[int] = 
     the prefix ids (the prime). Trailing jamo, and the escape that marks an original jamo (jamo
     units), are held back until the next chunk, so a Hangul syllable split across chunks is
     recomposed whole, also when the model adds a final consonant to the prime's last syllable."""
+    held = {i for i, s in enumerate(vocab.symbols) if "\u1100" <= s <= "\u11ff" or ord(s) == utils._ESCAPE}
     pending: list[list[int]] | None = None
     for chunk in id_chunks:
         pending = pending or [list(prefix) for _ in chunk]
@@ -183,8 +184,7 @@ def stream_texts(vocab: "utils.Vocab", id_chunks: Iterator, prefix: list[int] = 
         for row, ids in enumerate(chunk):
             ids = pending[row] + [int(i) for i in ids]
             cut = len(ids)
-            while cut > 0 and ("\u1100" <= vocab.symbols[ids[cut - 1]] <= "\u11ff"
-                               or vocab.symbols[ids[cut - 1]] == "\ufdd0"):
+            while cut > 0 and ids[cut - 1] in held:
                 cut -= 1
             texts.append(vocab.decode(ids[:cut]))
             pending[row] = ids[cut:]

@@ -317,12 +317,12 @@ def learning_rate(args: argparse.Namespace, step: int, epoch: int, progress: flo
 
 
 def length_used(args: argparse.Namespace, step: int, seconds: float, steps_per_epoch: int) -> dict[str, float]:
-    """How much of each length limit the run has used, by the flag that sets it ("--max_steps 500")."""
-    used = {f"--num_epochs {args.num_epochs}": step / (args.num_epochs * steps_per_epoch)}
+    """How much of each length limit the run has used, by the flag that sets it ("max_steps")."""
+    used = {"num_epochs": step / (args.num_epochs * steps_per_epoch)}
     if args.max_steps:
-        used[f"--max_steps {args.max_steps}"] = step / args.max_steps
+        used["max_steps"] = step / args.max_steps
     if args.time_budget_s:
-        used[f"--time_budget {args.time_budget}"] = seconds / args.time_budget_s
+        used["time_budget"] = seconds / args.time_budget_s
     return used
 
 
@@ -762,12 +762,13 @@ class Trainer:
         at_limit = ended_by == LENGTH_LIMIT
         if at_limit:  # named: the flag of the limit reached
             used = length_used(self.args, self.step, self.seconds_so_far(), self.run.loader.num_batches)
-            ended_by = max(used, key=used.get)
+            flag = max(used, key=used.get)
+            ended_by = f"--{flag} {getattr(self.args, flag)}"
         if self.step == self.start_step > 0 and at_limit:
             self.writer.close()
             if self.run.cluster.is_chief:
                 log.info(f"{run_dir} had already reached {ended_by} at step {self.step}; nothing trained. To train "
-                         f"longer, resume with a larger {ended_by.split()[0]} (a length flag typed on resume "
+                         f"longer, resume with a larger --{flag} (a length flag typed on resume "
                          f"replaces the saved limits: the others take their defaults)")
             return
         # A time budget can run out during an evaluation the loop just made: not again, same weights.

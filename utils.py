@@ -372,6 +372,10 @@ def describe_chars(chars: list[str], limit: int) -> str:
     return ", ".join(f"{c!r} (U+{ord(c):04X})" for c in chars[:limit]) + (", ..." if len(chars) > limit else "")
 
 
+def _distinct_chars(code_points: np.ndarray) -> list[str]:
+    return list(dict.fromkeys(chr(c) for c in code_points))
+
+
 class Vocab:
     """Symbols (characters, or jamo for unit='jamo') sorted by frequency; id = index in symbols."""
 
@@ -412,14 +416,14 @@ class Vocab:
         The unknown symbol does not represent them: a user should hear about characters the
         model never saw."""
         _, found, cp = self._lookup(text)
-        return list(dict.fromkeys(chr(c) for c in cp[~found]))
+        return _distinct_chars(cp[~found])
 
     def encode(self, text: str, unknown: str = "error") -> np.ndarray:
         """Text -> int32 ids. Characters outside the vocabulary raise (unknown='error') or are
         dropped with a warning (unknown='skip')."""
         ids, found, cp = self._lookup(text)
         if not found.all():
-            shown = describe_chars(list(dict.fromkeys(chr(c) for c in cp[~found])), 10)
+            shown = describe_chars(_distinct_chars(cp[~found]), 10)
             if unknown == "error":
                 raise CharRNNError(f"characters the model never saw: {shown}; remove them from the text")
             logger.warning("skipping characters the model never saw: %s", shown)
@@ -1002,11 +1006,12 @@ def copy_run(source: Path, target: Path) -> None:
     """Copy a run's files (config, vocabulary, checkpoints, best/) into target, a new run that goes
     on from them. config.json last: a copy cut short is no run. Files that a trainer of source
     removes meanwhile are skipped (a `checkpoint` list that names one falls back to an older)."""
-    files = [p for p in sorted(source.rglob("*")) if p.is_file() and p.name != ".lock"
-             and not any(part.endswith("_temp") for part in p.relative_to(source).parts)]  # saves in progress
+    files = sorted((p for p in source.rglob("*") if p.is_file() and p.name != ".lock"
+                    and not any(part.endswith("_temp") for part in p.relative_to(source).parts)),  # saves in progress
+                   key=lambda p: (p.name == "config.json", p))
     copied = []
     try:
-        for path in sorted(files, key=lambda p: p.name == "config.json"):
+        for path in files:
             destination = target / path.relative_to(source)
             destination.parent.mkdir(parents=True, exist_ok=True)
             try:
