@@ -158,16 +158,14 @@ def checkpoint_candidates(run_dir: Path, which: str) -> list[str]:
 
 
 def prime_ids(vocab: "utils.Vocab", prime: str, unknown: str) -> list[int]:
-    """The prime as ids; an empty prime starts from a line break, as a new document would."""
+    """The prime as ids (printed before the sample), without the characters --unknown skip drops."""
     missing = vocab.missing(prime)
     if missing and unknown == "error":
         raise CharRNNError(f"--prime has characters the model never saw: {utils.describe_chars(missing, 20)}. "
                            f"Remove them, or pass --unknown skip to drop them.")
     ids = list(vocab.encode(prime, unknown="skip")) if prime else []
-    if not ids:
-        ids = [vocab.start_id]
-        if prime:
-            log.warning("no character of --prime is in the vocabulary; starting from the start of a line")
+    if prime and not ids:
+        log.warning("no character of --prime is in the vocabulary; starting from the start of a line")
     return ids
 
 
@@ -261,12 +259,13 @@ def sample(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "utils.
     options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, mode=args.sample,
                    seed=seed, space_id=vocab.symbols.index(" ") if " " in vocab.symbols else -1)
     # The prime is decoded with the text that follows it: a jamo model may finish its last syllable.
-    shown_prime = prime if args.prime else []
-    length = len(vocab.decode(shown_prime)) + args.n
+    length = len(vocab.decode(prime)) + args.n
     streaming = args.num_samples == 1  # several samples are one batch, each printed whole at the end
     written = [0] * args.num_samples
     pieces: list[list[str]] = [[] for _ in written]
-    for texts in stream_texts(vocab, generated_ids(net, prime, args.num_samples, options), shown_prime):
+    # No prime (or none the model knows): start from a line break, as a new document would, unprinted.
+    feed = prime or [vocab.start_id]
+    for texts in stream_texts(vocab, generated_ids(net, feed, args.num_samples, options), prime):
         for row, text in enumerate(texts):
             text = text[:length - written[row]]
             written[row] += len(text)

@@ -159,11 +159,15 @@ def check_args(args: argparse.Namespace) -> None:
     """Refuse values that cannot work, naming the flag and a sensible range."""
     def need(ok: bool, flag: str, why: str) -> None:
         if not ok:
-            raise CharRNNError(f"--{flag} {getattr(args, flag)!s}: {why}")
+            value = getattr(args, flag)
+            shown = repr(value) if isinstance(value, str) and not value.isprintable() else value  # a line break, say
+            raise CharRNNError(f"--{flag} {shown!s}: {why}")
 
     if args.run_name is not None:
-        need(args.run_name not in ("", ".", "..") and not re.search(r"[/\\]", args.run_name), "run_name",
-             "must be a plain directory name (no / or \\), e.g. shakespeare-small")
+        # "latest" is the save directory's pointer to its newest run, a file beside the runs.
+        need(args.run_name not in ("", ".", "..", "latest") and args.run_name.isprintable()
+             and not re.search(r"[/\\]", args.run_name), "run_name",
+             "must be a plain directory name (no / or \\, no control characters, not 'latest'), e.g. shakespeare-small")
     for flag in ("save_dir", "log_dir", "run_name"):
         if getattr(args, flag) is not None:
             utils.check_utf8_path(getattr(args, flag), f"--{flag}")
@@ -421,7 +425,10 @@ class Run:
     write_dir: Path          # where this process writes checkpoints: run_dir, or scratch space
     log_dir: Path
     resume_dir: Path | None
+    forked_from: Path | None  # the run that run_dir is a copy of, going on from it
     lock: "utils.RunLock | None"
+    log_dir_created: Path | None  # the outermost directory of log_dir that this session made
+    kept: bool = False       # the session trained a step or finished: what it created stays
 
 
 def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
@@ -464,6 +471,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     if resume_dir is not None:
         check_same_vocab(resume_dir, corpus.vocab)
     run_dir = fork_dir or resume_dir or Path(args.save_dir) / (args.run_name or default_run_name(args))
+    forked_from = resume_dir if fork_dir is not None else None
     args.run_name, args.save_dir = run_dir.name, str(run_dir.parent)
     # TensorBoard's name for the run (saved, so a resume writes on where the run wrote): its own name,
     # except for a copy that would write into its source's run there.
@@ -487,17 +495,18 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
                 resume_dir = fork_dir
             utils.remove_unfinished_saves(run_dir)
             write_dir, log_dir = run_dir, Path(args.log_dir) / args.log_name
-            utils.ensure_writable(log_dir, "--log_dir")
+            log_dir_created = utils.ensure_writable(log_dir, "--log_dir")
         except CharRNNError:
-            lock.release()
+            lock.release(discard=True)
             raise
     else:  # only the chief keeps what it writes; the others write to scratch space
         lock = None
         write_dir = Path(tempfile.mkdtemp(prefix=f"charrnn-worker{cluster.worker_index}-"))
-        log_dir = write_dir / "logs"
+        log_dir, log_dir_created = write_dir / "logs", None
     return Run(args=args, cluster=cluster, corpus=corpus, train_ids=train_ids, val_ids=val_ids, loader=loader,
                eval_batch=max(1, min(args.batch_size, (len(val_ids) - 1) // args.seq_length)),
-               run_dir=run_dir, write_dir=write_dir, log_dir=log_dir, resume_dir=resume_dir, lock=lock)
+               run_dir=run_dir, write_dir=write_dir, log_dir=log_dir, resume_dir=resume_dir,
+               forked_from=forked_from, lock=lock, log_dir_created=log_dir_created)
 
 
 class Trainer:
@@ -535,9 +544,15 @@ class Trainer:
             self.loss_scale = LossScale()
         if args.mixed_precision and not tf.config.list_physical_devices("GPU"):
             log.warning("--mixed_precision on a CPU: float16 runs slower than float32 here; it is meant for GPUs")
+        self.config = config
         self.restore_or_start()
+        self.latest_written = False  # the save dir's `latest` names this run from its first save on
+
+    def start(self) -> None:
+        """Write the run files, compile the step and open TensorBoard: the run is under way."""
+        tf, run, args = self.tf, self.run, self.args
         if run.cluster.is_chief:
-            write_run_files(args, run.run_dir, corpus, config, self.chars_per_symbol)
+            write_run_files(args, run.run_dir, run.corpus, self.config, self.chars_per_symbol)
         groups = 1 if self.distributed else batch_groups(tf, args.batch_groups, args.batch_size, args.xla == "on")
         if groups > 1:
             log.info("train step: the batch's %d streams in %d groups, run side by side (--batch_groups)",
@@ -627,12 +642,16 @@ class Trainer:
         if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in self.net.trainable_variables):
             raise self.diverged(f"the weights became NaN or infinite by step {self.step}")
         utils.save_checkpoint(manager, self.step)
+        if self.run.cluster.is_chief and not self.latest_written:  # now there is something to sample
+            utils.point_latest(self.run.run_dir)
+            self.latest_written = True
 
     def diverged(self, what: str) -> CharRNNError:
         run_dir = self.run.run_dir
-        return CharRNNError(f"{what}; nothing was saved from it, so the last good checkpoint in {run_dir} is "
-                            f"intact. Lower --learning_rate (now {self.args.learning_rate}) or --grad_clip and "
-                            f"resume with --init_from {run_dir}")
+        kept = (f"so the last good checkpoint in {run_dir} is intact" if self.manager.latest_checkpoint
+                else f"and {run_dir} holds no checkpoint yet (resuming it starts from step 0)")
+        return CharRNNError(f"{what}; nothing was saved from it, {kept}. Lower --learning_rate (now "
+                            f"{self.args.learning_rate}) or --grad_clip and resume with --init_from {run_dir}")
 
     # -- evaluation ----------------------------------------------------------------------------
 
@@ -718,6 +737,7 @@ class Trainer:
             start = time.monotonic()
             loss, grad_norm, self.state = self.train_step(x, y, self.state, lr, self.step)
             loss, grad_norm = float(loss), float(grad_norm)
+            self.run.kept = True  # a step was trained: the run stays, whatever happens next
             # Under mixed precision a non-finite gradient is a float16 overflow: the step was skipped
             # and the loss scale halved. Only a scale driven below 1 means the gradients are broken.
             overflow_skipped = args.mixed_precision and float(self.loss_scale.scale) >= 1.0
@@ -756,21 +776,33 @@ class Trainer:
                                              f"loss {loss:.4f} val {val} lr {lr:.2e} {self.rate:,.0f} chars/s "
                                              f"ETA {format_eta(remaining)}")
 
+    def limit_flag(self, seconds: float) -> str:
+        """The length flag whose limit the run has reached (the one most used up)."""
+        used = length_used(self.args, self.step, seconds, self.run.loader.num_batches)
+        return max(used, key=used.get)
+
+    def nothing_to_train(self) -> bool:
+        """Whether the resumed run had already reached its length limit when saved; says so. Decided
+        from the checkpoint alone, so every worker agrees, before anything is written."""
+        args, run = self.args, self.run
+        if self.step == 0 or training_progress(args, self.step, self.seconds_before, run.loader.num_batches) < 1.0:
+            return False
+        if run.cluster.is_chief:
+            flag = self.limit_flag(self.seconds_before)
+            copy = f", and no copy is kept in {run.run_dir}" if run.forked_from else ""
+            log.info(f"{run.forked_from or run.run_dir} had already reached --{flag} {getattr(args, flag)} at step "
+                     f"{self.step}; nothing trained{copy}. To train longer, resume with a larger --{flag} (a length "
+                     f"flag typed on resume replaces the saved limits: the others take their defaults)")
+        return True
+
     def finish(self, ended_by: str) -> None:
         """The final evaluation and checkpoint, and how to go on."""
+        self.run.kept = True
         run_dir = self.run.run_dir
         at_limit = ended_by == LENGTH_LIMIT
         if at_limit:  # named: the flag of the limit reached
-            used = length_used(self.args, self.step, self.seconds_so_far(), self.run.loader.num_batches)
-            flag = max(used, key=used.get)
+            flag = self.limit_flag(self.seconds_so_far())
             ended_by = f"--{flag} {getattr(self.args, flag)}"
-        if self.step == self.start_step > 0 and at_limit:
-            self.writer.close()
-            if self.run.cluster.is_chief:
-                log.info(f"{run_dir} had already reached {ended_by} at step {self.step}; nothing trained. To train "
-                         f"longer, resume with a larger --{flag} (a length flag typed on resume "
-                         f"replaces the saved limits: the others take their defaults)")
-            return
         # A time budget can run out during an evaluation the loop just made: not again, same weights.
         improved = at_limit and self.last_val_step != self.step and self.run_eval()
         # Unless the evaluation changed best_val, a save the loop made at this step holds all there is;
@@ -795,7 +827,11 @@ def train(args: argparse.Namespace, typed: set[str]) -> int:
         if not run.cluster.is_chief:
             shutil.rmtree(run.write_dir, ignore_errors=True)
         if run.lock is not None:
-            run.lock.release()
+            # A session that trained nothing (it failed first, or the run was at its limit) leaves
+            # no new directories behind: the same command can be run again.
+            run.lock.release(discard=not run.kept)
+            if not run.kept:
+                utils.remove_created(run.log_dir, run.log_dir_created)  # only empty: events already written stay
     return 0
 
 
@@ -806,6 +842,9 @@ def train_run(run: Run, tf) -> None:
                 for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         trainer = Trainer(run, tf)
+        if trainer.nothing_to_train():
+            return
+        trainer.start()
         trainer.finish(trainer.fit(signalled))
     except tf.errors.ResourceExhaustedError as error:  # a full disk under --log_dir, or out of memory
         raise CharRNNError(f"{utils.tf_error_reason(error)}. The checkpoints in {run.run_dir} are intact; free "
@@ -1026,12 +1065,13 @@ class Adam:
 
 def write_run_files(args: argparse.Namespace, run_dir: Path, corpus: "utils.Corpus", config: "model.ModelConfig",
                     chars_per_symbol: dict) -> None:
-    """config.json and vocab.json, each written whole or not at all, plus the save dir's `latest`."""
+    """config.json and vocab.json, each written whole or not at all."""
     import tensorflow as tf
     saved_args = {k: v for k, v in vars(args).items() if k not in SESSION_FLAGS}
-    # Absolute, so that a resume from another working directory finds the text and continues the logs.
+    # Absolute, so that a resume from another working directory finds the text and continues the logs;
+    # but a log_dir that is UTF-8 only as typed (under a cp949-named working directory) stays relative.
     for key in ("data_dir", "input", "log_dir"):
-        if saved_args[key] is not None:
+        if saved_args[key] is not None and (key != "log_dir" or utils.is_utf8_path(os.path.abspath(saved_args[key]))):
             saved_args[key] = os.path.abspath(saved_args[key])
     record = {"args": saved_args, "model": config.to_dict(), "vocab_file": "vocab.json",
               "chars_per_symbol": chars_per_symbol,
@@ -1041,7 +1081,6 @@ def write_run_files(args: argparse.Namespace, run_dir: Path, corpus: "utils.Corp
     try:
         corpus.vocab.save(run_dir / "vocab.json")
         utils.atomic_write_text(run_dir / "config.json", json.dumps(record, indent=2, ensure_ascii=False))
-        utils.atomic_write_text(run_dir.parent / "latest", run_dir.name + "\n")
     except OSError as error:  # each file is replaced whole or not at all: the old one is still there
         raise CharRNNError(f"could not write the run files in {run_dir} ({error.strerror or error}); the "
                            f"checkpoints there are intact. Free disk space or fix the directory and run again") from None

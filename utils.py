@@ -859,12 +859,18 @@ def eval_batches(ids: np.ndarray, batch_size: int, seq_length: int) -> Iterator[
 # passed in, so importing this module stays free of TensorFlow)
 
 
-def check_utf8_path(path: str, flag: str) -> None:
+def is_utf8_path(path: str) -> bool:
     """TensorFlow reads and writes checkpoints and logs only under UTF-8 paths; Python hands a
     name in another encoding (cp949 bytes, say) over as lone surrogates, which it cannot take."""
     try:
         str(path).encode("utf-8")
     except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_utf8_path(path: str, flag: str) -> None:
+    if not is_utf8_path(path):
         raise CharRNNError(f"{flag} {path}: the path is not valid UTF-8 (a name in another encoding?); "
                            f"TensorFlow needs UTF-8 paths: rename it or choose another") from None
 
@@ -881,14 +887,15 @@ def resolve_run_dir(path: str, flag: str) -> Path:
     latest = run / "latest"
     if latest.is_file():
         try:
-            named = run / latest.read_text(encoding="utf-8").strip()
+            name = latest.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as error:
             raise CharRNNError(f"{flag} {path}: its 'latest' file is unreadable ({error}); pass the run "
                                f"directory itself, e.g. {run}/<run name>") from None
-        if (named / "config.json").is_file():
-            return named
+        if name and (run / name / "config.json").is_file():
+            return run / name
         runs = sorted((d for d in run.iterdir() if (d / "config.json").is_file()), key=lambda d: -d.stat().st_mtime)
-        raise CharRNNError(f"{flag} {path}: its 'latest' file names {named.name!r}, which is no run (deleted?). "
+        what = f"names {name!r}, which is no run (deleted?)" if name else "is empty"
+        raise CharRNNError(f"{flag} {path}: its 'latest' file {what}. "
                            + (f"Pass one of its runs, newest first: {', '.join(str(d) for d in runs[:5])}"
                               if runs else "It holds no other run: train one first."))
     if (run / "config.pkl").is_file() or (run / "chars_vocab.pkl").is_file():
@@ -901,8 +908,11 @@ def resolve_run_dir(path: str, flag: str) -> Path:
                        f"a run). Pass a directory written by train.py, e.g. save/<run name>.")
 
 
-def ensure_writable(directory: Path, flag: str) -> None:
-    """Create the directory or explain why it cannot be written, before hours of training."""
+def ensure_writable(directory: Path, flag: str) -> Path | None:
+    """Create the directory or explain why it cannot be written, before hours of training.
+    Returns the outermost directory it had to create (None: the directory existed)."""
+    directory = Path(directory)
+    created = next((p for p in reversed([directory, *directory.parents]) if not p.exists()), None)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         probe = directory / f".write-test-{os.getpid()}"
@@ -911,6 +921,20 @@ def ensure_writable(directory: Path, flag: str) -> None:
     except OSError as error:
         raise CharRNNError(f"{flag} {directory}: cannot write there ({error.strerror}). "
                            f"Choose a directory you can write, or fix its permissions.") from None
+    return created
+
+
+def remove_created(directory: Path, outermost: Path | None) -> None:
+    """Remove the empty directories from directory up to outermost, which ensure_writable created."""
+    if outermost is None:
+        return
+    for folder in [Path(directory), *Path(directory).parents]:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: someone wrote there meanwhile
+            return
+        if folder == outermost:
+            return
 
 
 class RunLock:
@@ -919,7 +943,7 @@ class RunLock:
     killed trainer is simply taken over."""
 
     def __init__(self, run_dir: Path):
-        ensure_writable(run_dir, "--save_dir")
+        self.created = ensure_writable(run_dir, "--save_dir")  # only what this lock made goes with it
         self.path = run_dir / ".lock"
         self.file = open(self.path, "a+", encoding="utf-8")
         try:
@@ -938,19 +962,35 @@ class RunLock:
         except OSError:  # a full disk: the save that follows will say so
             pass
 
-    def release(self) -> None:
-        """Unlock. A run directory that holds nothing else (training stopped before its first file)
-        is removed while still locked, so that it does not linger as a run that never was."""
+    def release(self, discard: bool = False) -> None:
+        """Unlock. With discard (the session trained nothing), a run directory that this lock
+        created, a new run or a copy to go on in, is removed while still locked, so that it does
+        not linger as a run that never was and the same command can simply be run again."""
         run_dir = self.path.parent
-        if not any(p.is_file() for p in run_dir.rglob("*") if p != self.path):
-            try:  # empty folders first, the lock last; rmdir leaves anything another process wrote since
-                for folder in sorted((p for p in run_dir.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                    folder.rmdir()
+        if discard and self.created:
+            try:  # the lock last: no other trainer can take the run while it goes
+                for path in run_dir.iterdir():
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    elif path != self.path:
+                        path.unlink()
+                if os.name == "nt":  # Windows cannot delete an open file
+                    self.file.close()
                 self.path.unlink()
-                run_dir.rmdir()
-            except OSError:
-                pass
+                remove_created(run_dir, self.created)
+            except OSError as error:
+                logger.warning("could not remove %s (%s), which holds no training", run_dir, error.strerror or error)
         self.file.close()
+
+
+def point_latest(run_dir: Path) -> None:
+    """Make the save directory's `latest` file name this run (written whole or not at all)."""
+    try:
+        atomic_write_text(run_dir.parent / "latest", run_dir.name + "\n")
+    except OSError as error:
+        raise CharRNNError(f"could not write {run_dir.parent / 'latest'} ({error.strerror or error}); the "
+                           f"checkpoints in {run_dir} are intact. Free disk space, then resume with "
+                           f"--init_from {run_dir}") from None
 
 
 def _lock_file(handle) -> None:

@@ -197,6 +197,8 @@ def test_bad_corpus_is_refused(tmp_path: Path, kind: str) -> None:
     (["--sample_length", str(10**9)], "--sample_length"),
     (["--batch_groups", "5"], "--batch_groups 5"),  # more groups than TINY's 4 streams
     (["--run_name", "../elsewhere"], "--run_name ../elsewhere: must be a plain directory name"),
+    (["--run_name", "latest"], "--run_name latest: must be a plain directory name"),  # the save dir's pointer
+    (["--run_name", "two\nlines"], "--run_name 'two\\nlines': must be"),
     (["--save_dir", b"saves-\xc7\xd1"], "not valid UTF-8"),  # cp949 bytes under a UTF-8 locale
     # each size is allowed alone, together they need far more memory than any machine has
     (["--rnn_size", "16384", "--num_layers", "64"], "GiB of memory"),
@@ -222,6 +224,15 @@ def test_corpus_under_a_name_that_is_not_utf8(tmp_path: Path) -> None:
     resumed = run("train.py", "--init_from", "save", "--max_steps", "3", cwd=tmp_path)
     assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr
     assert pointer_step(run_dir) == 3
+    # Trained from inside that folder: the relative save and log dirs are UTF-8 as typed, and the run
+    # resumes there (its log_dir is saved relative: absolute, TensorFlow could not take it).
+    inside = run("train.py", "--input", "input.txt", *TINY, "--max_steps", "2", "--run_name", "here", cwd=folder)
+    assert inside.returncode == 0 and "Traceback" not in inside.stderr, inside.stderr
+    again = run("train.py", "--init_from", "save/here", "--max_steps", "3", cwd=folder)
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
+    assert pointer_step(Path(os.fsdecode(folder)) / "save" / "here") == 3
+    shutil.copytree(Path(os.fsdecode(folder)) / "logs" / "here", tmp_path / "logs-here")  # a path TF can read
+    assert sorted(step for step, _ in read_scalars(tmp_path / "logs-here")["train/loss"]) == [1, 2, 3]
 
 
 @pytest.mark.parametrize("flags", [["--model", "xyz"], ["--rnn_size", "big"], ["--no_such_flag", "1"]])
@@ -241,7 +252,7 @@ def test_unwritable_output_directory(tmp_path: Path, flag: str) -> None:
     result = run("train.py", "--input", str(corpus), *TINY, flag, str(tmp_path / "afile" / "out"), cwd=tmp_path)
     assert_refused(result, flag, "afile", "cannot write there")
     if flag == "--log_dir":  # the run directory made (and locked) before it failed is gone: no run that never was
-        assert (tmp_path / "save").is_dir() and not list(tmp_path.glob("save/*"))
+        assert not (tmp_path / "save").exists()  # nor the save directory made for it
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes read-only directories")
@@ -267,6 +278,9 @@ def test_init_from_missing_or_not_a_run(tmp_path: Path) -> None:
     (tmp_path / "saves" / "kept-run" / "config.json").write_text("{}")
     assert_refused(run("sample.py", "--save_dir", str(tmp_path / "saves"), cwd=tmp_path),
                    "'deleted-run', which is no run", str(tmp_path / "saves" / "kept-run"))
+    (tmp_path / "saves" / "latest").write_text("\n")
+    assert_refused(run("sample.py", "--save_dir", str(tmp_path / "saves"), cwd=tmp_path),
+                   "'latest' file is empty", str(tmp_path / "saves" / "kept-run"))
     # char-rnn-tensorflow's own save directory: say what it is and what to do.
     (tmp_path / "tf1").mkdir()
     for name in ("config.pkl", "chars_vocab.pkl", "checkpoint", "model.ckpt-1000.index"):
@@ -304,11 +318,57 @@ def test_resume_with_another_architecture_or_vocabulary(trained, run_copy: Path)
 
 
 def test_resume_at_the_length_limit_trains_nothing_and_rewrites_nothing(run_copy: Path) -> None:
-    before = checkpoint_hashes(run_copy)
-    result = run("train.py", "--init_from", str(run_copy), cwd=run_copy.parents[1])
+    cwd = run_copy.parents[1]
+    (run_copy.parent / "latest").write_text("another-run\n")
+    before = file_hashes(cwd)
+    result = run("train.py", "--init_from", str(run_copy), cwd=cwd)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert "had already reached --max_steps 6 at step 6" in result.stderr, result.stderr
-    assert checkpoint_hashes(run_copy) == before
+    # Not even config.json, `latest` or a TensorBoard events file.
+    assert file_hashes(cwd) == before and not (cwd / "logs").exists()
+    # Going on in a copy from there trains nothing either, and leaves no copy.
+    fork = run("train.py", "--init_from", str(run_copy), "--run_name", "branch", cwd=cwd)
+    assert fork.returncode == 0 and "Traceback" not in fork.stderr, fork.stderr
+    assert f"nothing trained, and no copy is kept in {run_copy.parent / 'branch'}" in fork.stderr, fork.stderr
+    assert file_hashes(cwd) == before and not (cwd / "logs").exists()
+
+
+def test_a_session_that_trains_nothing_leaves_nothing_new(run_copy: Path) -> None:
+    """A copy to go on in, whose checkpoints then fail to load: refused, and the copy goes with
+    it, so that the same command works once the run is repaired."""
+    cwd = run_copy.parents[1]
+    saved = {}
+    for data in run_copy.glob("ckpt-*.data-*"):
+        saved[data] = data.read_bytes()
+        data.write_bytes(saved[data][:1000])
+    before = file_hashes(cwd)
+    command = ["--init_from", str(run_copy), "--run_name", "branch", "--max_steps", "7"]
+    assert_refused(run("train.py", *command, cwd=cwd), "cannot be loaded")
+    assert file_hashes(cwd) == before and not (run_copy.parent / "branch").exists() and not (cwd / "logs").exists()
+    for data, content in saved.items():
+        data.write_bytes(content)
+    again = run("train.py", *command, cwd=cwd)
+    assert again.returncode == 0, again.stderr
+    assert pointer_step(run_copy.parent / "branch") == 7
+    assert (run_copy.parent / "latest").read_text().strip() == "branch"
+
+
+def test_discarding_removes_only_a_run_directory_the_lock_created(tmp_path: Path) -> None:
+    new = tmp_path / "new"
+    lock = utils.RunLock(new)
+    for name in ("config.json", "best/ckpt-1.index"):
+        (new / name).parent.mkdir(exist_ok=True)
+        (new / name).write_text("{}")
+    lock.release(discard=True)
+    assert not new.exists()
+    mine = tmp_path / "mine"  # made by the user, then named by --run_name
+    (mine / "notes").mkdir(parents=True)
+    lock = utils.RunLock(mine)
+    lock.release(discard=True)
+    assert (mine / "notes").is_dir()
+    kept = utils.RunLock(tmp_path / "kept")
+    kept.release()
+    assert (tmp_path / "kept" / ".lock").is_file()
 
 
 def test_resume_flags_replace_the_saved_ones(trained, run_copy: Path) -> None:

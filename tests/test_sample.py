@@ -110,6 +110,11 @@ def test_prime_outside_the_vocabulary(run_dir: Path) -> None:
     assert "'猫' (U+732B)" in message and "--unknown skip" in message and "Traceback" not in message
     skipped = sample(run_dir, "--prime", "the 猫", "--unknown", "skip", "-n", "20", "--seed", "1")
     assert text(skipped).startswith("the ") and "猫" in skipped.stderr.decode("utf-8")
+    # Nothing left of the prime: the sample is the one an empty prime gives, -n characters long.
+    nothing_known = sample(run_dir, "--prime", "猫🙂", "--unknown", "skip", "-n", "20", "--seed", "1")
+    assert "no character of --prime" in nothing_known.stderr.decode("utf-8")
+    assert text(nothing_known) == text(sample(run_dir, "-n", "20", "--seed", "1"))
+    assert len(text(nothing_known)) == 21  # and its closing line break
 
 
 def test_korean_prime_and_output_under_a_c_locale(run_dir: Path) -> None:
