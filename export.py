@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
+import runs
 import utils
 # Hangul (Unicode ch. 3.12) as utils.py splits and composes it, and its escape for original jamo.
 from utils import _ESCAPE, _L_FIRST, _L_LAST, _S_FIRST, _S_LAST, _T_BASE, _T_LAST, _V_FIRST, _V_LAST
@@ -313,13 +314,13 @@ def _check_target_dir(directory: Path, flag: str) -> None:
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise CharRNNError(f"{flag} {directory}: already exists and is not an empty directory; "
                            f"choose a new directory or remove this one")
-    utils.ensure_writable(directory.parent, flag)
+    runs.ensure_writable(directory.parent, flag)
 
 
 def _check_target_file(path: Path, flag: str) -> None:
     if path.is_dir():
         raise CharRNNError(f"{flag} {path}: is a directory; give a file name such as {path / 'charrnn.tflite'}")
-    utils.ensure_writable(path.parent, flag)
+    runs.ensure_writable(path.parent, flag)
 
 
 def _tmp_beside(path: Path) -> Path:

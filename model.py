@@ -13,9 +13,9 @@ import math
 import weakref
 from dataclasses import dataclass
 
-import utils
+import runs
 
-utils.pool_cpu_memory()  # before TensorFlow makes its first tensor
+runs.pool_cpu_memory()  # before TensorFlow makes its first tensor
 import tensorflow as tf  # noqa: E402
 
 MODEL_TYPES = ("lstm", "gru", "rnn")

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+import runs
 import utils
 from utils import CharRNNError
 
@@ -92,14 +93,14 @@ def check_args(args: argparse.Namespace) -> None:
         raise CharRNNError(f"--top_k {args.top_k}: must be at most the vocabulary size (0: all)")
     for flag in ("export", "export_tflite"):
         if getattr(args, flag) is not None:
-            utils.check_utf8_path(getattr(args, flag), f"--{flag}")
+            runs.check_utf8_path(getattr(args, flag), f"--{flag}")
     if args.seed is not None and not -2**63 <= args.seed < 2**63:
         raise CharRNNError(f"--seed {args.seed}: must fit in 64 bits, e.g. --seed 42")
 
 
 def load_run(save_dir: str) -> tuple[Path, dict, "utils.Vocab"]:
     """The run directory, its config and its vocabulary; clear errors when any is missing."""
-    run_dir = utils.resolve_run_dir(save_dir, "--save_dir")
+    run_dir = runs.resolve_run_dir(save_dir, "--save_dir")
     try:
         config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
         config["model"]
@@ -134,7 +135,7 @@ def checkpoint_prefix(run_dir: Path, which: str) -> str:
     for candidate in ((run_dir / prefix, Path(prefix)) if bare else (Path(prefix),)):
         if Path(f"{candidate}.index").is_file():
             return str(candidate)
-    names = ", ".join(Path(p).name for p in utils.checkpoints_on_disk(run_dir)[-5:]) or "none"
+    names = ", ".join(Path(p).name for p in runs.checkpoints_on_disk(run_dir)[-5:]) or "none"
     raise CharRNNError(f"--checkpoint {which}: no such checkpoint (no {prefix}.index, nor in {run_dir}). Use "
                        f"latest, best, or a checkpoint of the run ({names})")
 
@@ -145,11 +146,11 @@ def checkpoint_candidates(run_dir: Path, which: str) -> list[str]:
     if which not in ("latest", "best"):
         return [checkpoint_prefix(run_dir, which)]
     directory = run_dir / "best" if which == "best" else run_dir
-    listed = utils.read_checkpoint_list(tf, directory)
+    listed = runs.read_checkpoint_list(tf, directory)
     if listed:
         return listed
     # No readable `checkpoint` list (missing or damaged): try the checkpoint files themselves.
-    found = utils.checkpoints_on_disk(directory)
+    found = runs.checkpoints_on_disk(directory)
     if not found:
         raise CharRNNError(f"no checkpoint in {directory}" + (": no validation has finished yet; use "
                            "--checkpoint latest" if which == "best" else ": has training saved one yet?"))
@@ -218,11 +219,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def load_model(args: argparse.Namespace, run_dir: Path, config: dict) -> "model.CharRNN":
     """The run's model with the chosen checkpoint's weights (an older one if that is damaged)."""
-    tf = utils.import_tensorflow(quiet=not args.verbose)
+    tf = runs.import_tensorflow(quiet=not args.verbose)
     import model as model_lib
 
     net = model_lib.CharRNN(model_lib.ModelConfig.from_dict(config["model"]))
-    restored = utils.restore_checkpoint(tf.train.Checkpoint(model=net), checkpoint_candidates(run_dir, args.checkpoint),
+    restored = runs.restore_checkpoint(tf.train.Checkpoint(model=net), checkpoint_candidates(run_dir, args.checkpoint),
                                         partial=True)
     log.debug("loaded %s", restored)
     return net

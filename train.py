@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+import runs
 import utils
 from utils import CharRNNError, np  # numpy, run on first use: --help does not wait for it
 
@@ -170,7 +171,7 @@ def check_args(args: argparse.Namespace) -> None:
              "must be a plain directory name (no / or \\, no control characters, not 'latest'), e.g. shakespeare-small")
     for flag in ("save_dir", "log_dir", "run_name"):
         if getattr(args, flag) is not None:
-            utils.check_utf8_path(getattr(args, flag), f"--{flag}")
+            runs.check_utf8_path(getattr(args, flag), f"--{flag}")
     for flag, top in (("rnn_size", 16384), ("num_layers", 64), ("embedding_size", 16384),
                       ("batch_size", 65536), ("seq_length", 100000)):
         value = getattr(args, flag)
@@ -426,14 +427,14 @@ class Run:
     log_dir: Path
     resume_dir: Path | None
     forked_from: Path | None  # the run that run_dir is a copy of, going on from it
-    lock: "utils.RunLock | None"
+    lock: "runs.RunLock | None"
     log_dir_created: Path | None  # the outermost directory of log_dir that this session made
     kept: bool = False       # the session trained a step or finished: what it created stays
 
 
 def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     """Resolve the run, read the corpus and check everything that can fail cheaply."""
-    resume_dir = utils.resolve_run_dir(args.init_from, "--init_from") if args.init_from else None
+    resume_dir = runs.resolve_run_dir(args.init_from, "--init_from") if args.init_from else None
     fork_dir = None  # where a resumed run goes on when it is not its own directory
     if resume_dir is not None:
         # char-rnn-tensorflow's meaning: --init_from is the run to start from, --save_dir where to save
@@ -483,19 +484,19 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         if fork_dir is not None and "log_dir" not in typed and args.log_name == source_log_name:
             args.log_name = f"{run_dir.name}@{run_dir.parent.name}"
     if cluster.is_chief:
-        lock = utils.RunLock(run_dir)  # a second trainer on the same run refuses here
+        lock = runs.RunLock(run_dir)  # a second trainer on the same run refuses here
         try:
             if run_dir != resume_dir and (run_dir / "config.json").exists():  # never train over a saved run
                 raise CharRNNError(f"{run_dir} already holds a run: continue it with --init_from {run_dir}, "
                                    f"pick another --run_name, or delete it to start over")
             if fork_dir is not None:
-                utils.copy_run(resume_dir, fork_dir)
+                runs.copy_run(resume_dir, fork_dir)
                 log.info("%s goes on in %s, a copy (TensorBoard run %s); %s itself stays as it is", resume_dir,
                          fork_dir, args.log_name, resume_dir)
                 resume_dir = fork_dir
-            utils.remove_unfinished_saves(run_dir)
+            runs.remove_unfinished_saves(run_dir)
             write_dir, log_dir = run_dir, Path(args.log_dir) / args.log_name
-            log_dir_created = utils.ensure_writable(log_dir, "--log_dir")
+            log_dir_created = runs.ensure_writable(log_dir, "--log_dir")
         except CharRNNError:
             lock.release(discard=True)
             raise
@@ -570,7 +571,7 @@ class Trainer:
                 write_hparams(args)
         except tf.errors.OpError as error:  # e.g. a full disk
             raise CharRNNError(f"--log_dir {run.log_dir}: cannot write TensorBoard events "
-                               f"({utils.tf_error_reason(error)}); free disk space or choose another --log_dir") from None
+                               f"({runs.tf_error_reason(error)}); free disk space or choose another --log_dir") from None
         if run.cluster.is_chief:
             log.info("run %s: checkpoints in %s; watch it with:  tensorboard --logdir %s",
                      args.run_name, run.run_dir, args.log_dir)
@@ -594,8 +595,8 @@ class Trainer:
                                          train_seconds=self.train_seconds, best_val=self.best_val,
                                          carried_state=self.carried, **self.counters)
         # Read (and set aside when damaged) the `checkpoint` lists first: CheckpointManager fails on a damaged one.
-        listed = utils.read_checkpoint_list(tf, run.write_dir, set_aside=True)
-        utils.read_checkpoint_list(tf, run.write_dir / "best", set_aside=True)
+        listed = runs.read_checkpoint_list(tf, run.write_dir, set_aside=True)
+        runs.read_checkpoint_list(tf, run.write_dir / "best", set_aside=True)
         self.manager = tf.train.CheckpointManager(checkpoint, run.write_dir, max_to_keep=self.args.keep,
                                                   checkpoint_name="ckpt")
         self.best_manager = tf.train.CheckpointManager(checkpoint, run.write_dir / "best", max_to_keep=1,
@@ -604,9 +605,9 @@ class Trainer:
         if run.resume_dir is not None:
             # Nothing listed: the `checkpoint` file is damaged (try the files on disk), or missing because
             # training stopped before its first save completed (TensorFlow writes that file last).
-            candidates = listed or utils.checkpoints_on_disk(run.resume_dir)
+            candidates = listed or runs.checkpoints_on_disk(run.resume_dir)
             try:
-                restored = utils.restore_checkpoint(checkpoint, candidates) if candidates else None
+                restored = runs.restore_checkpoint(checkpoint, candidates) if candidates else None
             except CharRNNError:
                 if listed is not None:
                     raise
@@ -641,9 +642,9 @@ class Trainer:
         # prove that the update it led to was finite.
         if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in self.net.trainable_variables):
             raise self.diverged(f"the weights became NaN or infinite by step {self.step}")
-        utils.save_checkpoint(manager, self.step)
+        runs.save_checkpoint(manager, self.step)
         if self.run.cluster.is_chief and not self.latest_written:  # now there is something to sample
-            utils.point_latest(self.run.run_dir)
+            runs.point_latest(self.run.run_dir)
             self.latest_written = True
 
     def diverged(self, what: str) -> CharRNNError:
@@ -822,7 +823,7 @@ def train(args: argparse.Namespace, typed: set[str]) -> int:
     run = plan_run(args, typed)
     try:
         # Import TensorFlow only now: everything above can fail fast and cheaply.
-        train_run(run, utils.import_tensorflow(quiet=not args.verbose))
+        train_run(run, runs.import_tensorflow(quiet=not args.verbose))
     finally:
         if not run.cluster.is_chief:
             shutil.rmtree(run.write_dir, ignore_errors=True)
@@ -831,7 +832,7 @@ def train(args: argparse.Namespace, typed: set[str]) -> int:
             # no new directories behind: the same command can be run again.
             run.lock.release(discard=not run.kept)
             if not run.kept:
-                utils.remove_created(run.log_dir, run.log_dir_created)  # only empty: events already written stay
+                runs.remove_created(run.log_dir, run.log_dir_created)  # only empty: events already written stay
     return 0
 
 
@@ -847,7 +848,7 @@ def train_run(run: Run, tf) -> None:
         trainer.start()
         trainer.finish(trainer.fit(signalled))
     except tf.errors.ResourceExhaustedError as error:  # a full disk under --log_dir, or out of memory
-        raise CharRNNError(f"{utils.tf_error_reason(error)}. The checkpoints in {run.run_dir} are intact; free "
+        raise CharRNNError(f"{runs.tf_error_reason(error)}. The checkpoints in {run.run_dir} are intact; free "
                            f"disk space (or memory: lower --batch_size or --rnn_size), then resume with "
                            f"--init_from {run.run_dir}") from None
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
@@ -1071,7 +1072,7 @@ def write_run_files(args: argparse.Namespace, run_dir: Path, corpus: "utils.Corp
     # Absolute, so that a resume from another working directory finds the text and continues the logs;
     # but a log_dir that is UTF-8 only as typed (under a cp949-named working directory) stays relative.
     for key in ("data_dir", "input", "log_dir"):
-        if saved_args[key] is not None and (key != "log_dir" or utils.is_utf8_path(os.path.abspath(saved_args[key]))):
+        if saved_args[key] is not None and (key != "log_dir" or runs.is_utf8_path(os.path.abspath(saved_args[key]))):
             saved_args[key] = os.path.abspath(saved_args[key])
     record = {"args": saved_args, "model": config.to_dict(), "vocab_file": "vocab.json",
               "chars_per_symbol": chars_per_symbol,

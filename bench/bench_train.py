@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-import utils  # noqa: E402
+import runs  # noqa: E402
 
-utils.pool_cpu_memory()  # as train.py runs: before any TensorFlow tensor, the matmul probes' too
+runs.pool_cpu_memory()  # as train.py runs: before any TensorFlow tensor, the matmul probes' too
 
 THREADS = 2
 EMBEDDING = 64
@@ -82,8 +82,8 @@ def framework_matmul_gflops(m: int, k: int, n: int) -> dict[str, float]:
     xla_matmul = tf.function(lambda x, y: tf.matmul(x, y), jit_compile=True)
     tf_a, tf_b = tf.constant(a), tf.constant(b)
     torch_a, torch_b = torch.from_numpy(a), torch.from_numpy(b)
-    runs = {"XLA": lambda: xla_matmul(tf_a, tf_b).numpy(), "PyTorch": lambda: torch.matmul(torch_a, torch_b)}
-    return {name: _best_gflops(fn, 2 * m * k * n, repeats=10) for name, fn in runs.items()}
+    matmuls = {"XLA": lambda: xla_matmul(tf_a, tf_b).numpy(), "PyTorch": lambda: torch.matmul(torch_a, torch_b)}
+    return {name: _best_gflops(fn, 2 * m * k * n, repeats=10) for name, fn in matmuls.items()}
 
 
 def _best_gflops(fn, flops: float, repeats: int) -> float:

@@ -124,8 +124,8 @@ def pointer_step(run_dir: Path) -> int | None:
 
 def read_checkpoint(prefix: Path) -> dict[str, np.ndarray]:
     """Every tensor of a checkpoint (TensorFlow verifies each one's checksum while reading)."""
-    import utils
-    tf = utils.import_tensorflow()  # without TensorFlow's start-up chatter
+    import runs
+    tf = runs.import_tensorflow()  # without TensorFlow's start-up chatter
     reader = tf.train.load_checkpoint(str(prefix))
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import utils
+import runs
 from test_train import only_run, read_scalars
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -355,7 +355,7 @@ def test_a_session_that_trains_nothing_leaves_nothing_new(run_copy: Path) -> Non
 
 def test_discarding_removes_only_a_run_directory_the_lock_created(tmp_path: Path) -> None:
     new = tmp_path / "new"
-    lock = utils.RunLock(new)
+    lock = runs.RunLock(new)
     for name in ("config.json", "best/ckpt-1.index"):
         (new / name).parent.mkdir(exist_ok=True)
         (new / name).write_text("{}")
@@ -363,10 +363,10 @@ def test_discarding_removes_only_a_run_directory_the_lock_created(tmp_path: Path
     assert not new.exists()
     mine = tmp_path / "mine"  # made by the user, then named by --run_name
     (mine / "notes").mkdir(parents=True)
-    lock = utils.RunLock(mine)
+    lock = runs.RunLock(mine)
     lock.release(discard=True)
     assert (mine / "notes").is_dir()
-    kept = utils.RunLock(tmp_path / "kept")
+    kept = runs.RunLock(tmp_path / "kept")
     kept.release()
     assert (tmp_path / "kept" / ".lock").is_file()
 
@@ -436,7 +436,7 @@ def test_copy_run_skips_only_saves_in_progress(tmp_path: Path) -> None:
                  "ckpt-2_temp/part-00000-of-00001.index", ".lock"):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         (source / name).write_text(name)
-    utils.copy_run(source, tmp_path / "copy")
+    runs.copy_run(source, tmp_path / "copy")
     copied = sorted(str(p.relative_to(tmp_path / "copy")) for p in (tmp_path / "copy").rglob("*") if p.is_file())
     assert copied == ["best/ckpt-1.index", "checkpoint", "ckpt-1.index", "config.json", "vocab.json"]
 
@@ -651,9 +651,9 @@ POISON = '''
 """Test wrapper: run train.py, but poison the state right after a resume restores it."""
 import runpy, sys
 sys.path.insert(0, {root!r})
-import utils
+import runs
 
-restore = utils.restore_checkpoint
+restore = runs.restore_checkpoint
 
 def restore_then_poison(checkpoint, candidates, partial=False):
     path = restore(checkpoint, candidates, partial)
@@ -666,7 +666,7 @@ def restore_then_poison(checkpoint, candidates, partial=False):
             v.assign(-tf.ones_like(v))
     return path
 
-utils.restore_checkpoint = restore_then_poison
+runs.restore_checkpoint = restore_then_poison
 sys.argv = [{train!r}] + sys.argv[1:]
 runpy.run_path({train!r}, run_name="__main__")
 '''
@@ -711,8 +711,8 @@ def test_second_trainer_on_the_same_run_refuses(trained, run_copy: Path) -> None
 
 
 def test_stale_lock_of_a_killed_trainer_is_taken_over(run_copy: Path) -> None:
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; import utils; "
-                               f"lock = utils.RunLock(Path({str(run_copy)!r})); print('locked', flush=True); "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; import runs; "
+                               f"lock = runs.RunLock(Path({str(run_copy)!r})); print('locked', flush=True); "
                                "time.sleep(600)"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     holder.send_signal(signal.SIGKILL)

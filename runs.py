@@ -1,0 +1,316 @@
+"""Run directories and checkpoints, shared by train.py and sample.py: where a run lives on disk
+(save/<run>/ and the save directory's `latest`), the lock that keeps two trainers off one run,
+saving checkpoints and restoring the newest one that loads, and TensorFlow's quiet start-up.
+
+TensorFlow objects are passed in, so importing this module stays free of TensorFlow: train.py
+checks everything it can before paying for that import.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from utils import CharRNNError, atomic_write_text
+
+if TYPE_CHECKING:  # for annotations only
+    import tensorflow as tf
+
+logger = logging.getLogger("charrnn")
+
+
+def is_utf8_path(path: str) -> bool:
+    """TensorFlow reads and writes checkpoints and logs only under UTF-8 paths; Python hands a
+    name in another encoding (cp949 bytes, say) over as lone surrogates, which it cannot take."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_utf8_path(path: str, flag: str) -> None:
+    if not is_utf8_path(path):
+        raise CharRNNError(f"{flag} {path}: the path is not valid UTF-8 (a name in another encoding?); "
+                           f"TensorFlow needs UTF-8 paths: rename it or choose another") from None
+
+
+def resolve_run_dir(path: str, flag: str) -> Path:
+    """A run directory, or a save directory whose `latest` file names its newest run."""
+    check_utf8_path(path, flag)
+    run = Path(path)
+    if not run.is_dir():
+        raise CharRNNError(f"{flag} {path}: no such directory. Pass a run directory such as "
+                           f"save/<run name>, or the save directory itself for its newest run.")
+    if (run / "config.json").is_file():
+        return run
+    latest = run / "latest"
+    if latest.is_file():
+        try:
+            name = latest.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise CharRNNError(f"{flag} {path}: its 'latest' file is unreadable ({error}); pass the run "
+                               f"directory itself, e.g. {run}/<run name>") from None
+        if name and (run / name / "config.json").is_file():
+            return run / name
+        runs = sorted((d for d in run.iterdir() if (d / "config.json").is_file()), key=lambda d: -d.stat().st_mtime)
+        what = f"names {name!r}, which is no run (deleted?)" if name else "is empty"
+        raise CharRNNError(f"{flag} {path}: its 'latest' file {what}. "
+                           + (f"Pass one of its runs, newest first: {', '.join(str(d) for d in runs[:5])}"
+                              if runs else "It holds no other run: train one first."))
+    if (run / "config.pkl").is_file() or (run / "chars_vocab.pkl").is_file():
+        raise CharRNNError(f"{flag} {path}: a save directory of char-rnn-tensorflow (TF1): its pickled config and "
+                           f"TF1 checkpoints cannot be loaded here. Train again with train.py: the same flags work.")
+    if (run / ".lock").is_file():  # RunLock made it, then training stopped before writing config.json
+        raise CharRNNError(f"{flag} {path}: no config.json: a run that stopped before it saved anything "
+                           f"(start it again with the command that created it), or not a training run.")
+    raise CharRNNError(f"{flag} {path}: not a training run (no config.json, and no 'latest' file naming "
+                       f"a run). Pass a directory written by train.py, e.g. save/<run name>.")
+
+
+def ensure_writable(directory: Path, flag: str) -> Path | None:
+    """Create the directory or explain why it cannot be written, before hours of training.
+    Returns the outermost directory it had to create (None: the directory existed)."""
+    directory = Path(directory)
+    created = next((p for p in reversed([directory, *directory.parents]) if not p.exists()), None)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise CharRNNError(f"{flag} {directory}: cannot write there ({error.strerror}). "
+                           f"Choose a directory you can write, or fix its permissions.") from None
+    return created
+
+
+def remove_created(directory: Path, outermost: Path | None) -> None:
+    """Remove the empty directories from directory up to outermost, which ensure_writable created."""
+    if outermost is None:
+        return
+    for folder in [Path(directory), *Path(directory).parents]:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: someone wrote there meanwhile
+            return
+        if folder == outermost:
+            return
+
+
+class RunLock:
+    """An exclusive lock on a run directory so that two trainers never write the same run.
+    The operating system drops the lock when its process dies, so a stale lock file left by a
+    killed trainer is simply taken over."""
+
+    def __init__(self, run_dir: Path):
+        self.created = ensure_writable(run_dir, "--save_dir")  # only what this lock made goes with it
+        self.path = run_dir / ".lock"
+        self.file = open(self.path, "a+", encoding="utf-8")
+        try:
+            _lock_file(self.file)
+        except OSError:
+            self.file.seek(0)
+            owner = self.file.read().strip() or "another process"
+            self.file.close()
+            raise CharRNNError(f"{run_dir} is being trained by {owner}; wait for it to finish, stop it, "
+                               f"or train into another run (--run_name).") from None
+        try:  # who holds it, for the message above; the lock itself does not depend on this text
+            self.file.seek(0)
+            self.file.truncate()
+            self.file.write(f"pid {os.getpid()}\n")
+            self.file.flush()
+        except OSError:  # a full disk: the save that follows will say so
+            pass
+
+    def release(self, discard: bool = False) -> None:
+        """Unlock. With discard (the session trained nothing), a run directory that this lock
+        created, a new run or a copy to go on in, is removed while still locked, so that it does
+        not linger as a run that never was and the same command can simply be run again."""
+        run_dir = self.path.parent
+        if discard and self.created:
+            try:  # the lock last: no other trainer can take the run while it goes
+                for path in run_dir.iterdir():
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    elif path != self.path:
+                        path.unlink()
+                if os.name == "nt":  # Windows cannot delete an open file
+                    self.file.close()
+                self.path.unlink()
+                remove_created(run_dir, self.created)
+            except OSError as error:
+                logger.warning("could not remove %s (%s), which holds no training", run_dir, error.strerror or error)
+        self.file.close()
+
+
+def point_latest(run_dir: Path) -> None:
+    """Make the save directory's `latest` file name this run (written whole or not at all)."""
+    try:
+        atomic_write_text(run_dir.parent / "latest", run_dir.name + "\n")
+    except OSError as error:
+        raise CharRNNError(f"could not write {run_dir.parent / 'latest'} ({error.strerror or error}); the "
+                           f"checkpoints in {run_dir} are intact. Free disk space, then resume with "
+                           f"--init_from {run_dir}") from None
+
+
+def _lock_file(handle) -> None:
+    if os.name == "nt":
+        import msvcrt
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def save_checkpoint(manager: "tf.train.CheckpointManager", step: int) -> str:
+    """Save through a tf.train.CheckpointManager. TensorFlow writes the data under a temporary
+    name and updates the `checkpoint` pointer last, so a failed or killed save leaves the
+    previous checkpoint as the latest."""
+    try:
+        return manager.save(checkpoint_number=step)
+    except Exception as error:  # OSError or tf.errors.OpError: disk full, permissions, ...
+        raise CharRNNError(f"could not save a checkpoint in {manager.directory} ({error.__class__.__name__}: "
+                           f"{tf_error_reason(error)}). The previous checkpoint is intact; free disk space or "
+                           f"fix the directory, then resume with --init_from.") from None
+
+
+def tf_error_reason(error: BaseException) -> str:
+    """The first line of an error, without the op details TensorFlow wraps around the OS message
+    ({{function_node ...}} ... [Op:SaveV2])."""
+    text = str(error).splitlines()[0] if str(error) else error.__class__.__name__
+    return re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]( name: ?)?", "", text)
+
+
+def read_checkpoint_list(tf: ModuleType, directory: Path, set_aside: bool = False) -> list[str] | None:
+    """The checkpoints that directory's `checkpoint` file lists, oldest first; None when there is
+    no such file. A damaged one (empty, not UTF-8, unparsable) gives [] with a warning; with
+    set_aside it is renamed checkpoint.damaged, since TensorFlow's CheckpointManager refuses to
+    start on it (the checkpoint files themselves are then found by checkpoints_on_disk)."""
+    pointer = Path(directory) / "checkpoint"
+    if not pointer.exists():
+        return None
+    try:
+        state = tf.train.get_checkpoint_state(str(directory))
+        if state is not None:
+            return list(state.all_model_checkpoint_paths) or [state.model_checkpoint_path]
+    except (ValueError, UnicodeDecodeError, tf.errors.OpError):
+        pass
+    if set_aside:
+        os.replace(pointer, pointer.with_name("checkpoint.damaged"))
+    logger.warning("%s is damaged%s; looking for the checkpoint files themselves", pointer,
+                   " (kept as checkpoint.damaged)" if set_aside else "")
+    return []
+
+
+def copy_run(source: Path, target: Path) -> None:
+    """Copy a run's files (config, vocabulary, checkpoints, best/) into target, a new run that goes
+    on from them. config.json last: a copy cut short is no run. Files that a trainer of source
+    removes meanwhile are skipped (a `checkpoint` list that names one falls back to an older)."""
+    files = sorted((p for p in source.rglob("*") if p.is_file() and p.name != ".lock"
+                    and not any(part.endswith("_temp") for part in p.relative_to(source).parts)),  # saves in progress
+                   key=lambda p: (p.name == "config.json", p))
+    copied = []
+    try:
+        for path in files:
+            destination = target / path.relative_to(source)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.copy2(path, destination)
+            except FileNotFoundError:
+                continue
+            copied.append(destination)
+        if not (target / "config.json").is_file():
+            raise FileNotFoundError(f"{source / 'config.json'} vanished")
+    except OSError as error:
+        for path in copied:
+            path.unlink(missing_ok=True)
+        raise CharRNNError(f"could not copy {source} into {target} ({error.strerror or error}); {source} is "
+                           f"unchanged. Free disk space or choose another --save_dir") from None
+
+
+def remove_unfinished_saves(run_dir: Path) -> None:
+    """Delete the ckpt-N_temp directories of saves killed mid-write: TensorFlow never lists them,
+    and each can hold a partial copy of the weights. Only call it while holding the RunLock."""
+    for directory in (Path(run_dir), Path(run_dir) / "best"):
+        for temp in directory.glob("ckpt-*_temp"):
+            if temp.is_dir():
+                logger.info("removing %s, left by a save that was interrupted", temp)
+                shutil.rmtree(temp, ignore_errors=True)
+
+
+def checkpoints_on_disk(directory: Path) -> list[str]:
+    """The ckpt-N prefixes in directory that have an index file, oldest first. This is what to
+    try when the `checkpoint` file that lists them is missing or damaged: restore_checkpoint
+    skips any that do not load (e.g. one whose save was killed before it was listed)."""
+    found = []
+    for index in Path(directory).glob("ckpt-*.index"):
+        number = re.fullmatch(r"ckpt-(\d+)\.index", index.name)
+        if number:
+            found.append((int(number.group(1)), str(index)[:-len(".index")]))
+    return [prefix for _, prefix in sorted(found)]
+
+
+def restore_checkpoint(checkpoint: "tf.train.Checkpoint", candidates: list[str], partial: bool = False) -> str:
+    """Restore the newest loadable checkpoint among candidates (oldest first), falling back to
+    older ones when the newest is truncated or corrupt, and say so."""
+    failures = []
+    for older, path in reversed(list(enumerate(candidates))):
+        try:
+            status = checkpoint.restore(path)
+            status.assert_existing_objects_matched()  # every weight was in the file (not just no error)
+            if partial:
+                status.expect_partial()
+        except Exception as error:  # tf.errors.OpError (truncated, checksum), ValueError (shapes)
+            failures.append(f"{path}: {str(error).splitlines()[0] if str(error) else error.__class__.__name__}")
+            if older:
+                logger.warning("checkpoint %s cannot be loaded (%s); trying an older one", path, failures[-1])
+            continue
+        if failures:
+            logger.warning("loaded %s, the newest checkpoint that loads", path)
+        return path
+    raise CharRNNError("no checkpoint loads: " + ("; ".join(failures) if failures else "none found") +
+                       ". A checkpoint of another model (other sizes or vocabulary) cannot; the run's own "
+                       "are damaged: train again, or point at a run directory that has checkpoints.")
+
+
+def pool_cpu_memory() -> None:
+    """Have TensorFlow keep freed CPU buffers in its own pool (its BFC allocator) instead of
+    handing each large one back to malloc. XLA asks for its scratch buffers afresh at every
+    train step, and malloc serves big requests from new mmap'd pages that the kernel must fault
+    in: 37 MiB (2x128) to 360 MiB (2x512, V=2,500) of page faults per step, and a train step
+    5-16% slower (measured, EPYC Milan). TensorFlow reads the setting when it makes its first
+    tensor, so this runs before any is made; a user's own TF_CPU_ALLOCATOR_USE_BFC wins."""
+    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+
+def import_tensorflow(quiet: bool = True) -> ModuleType:
+    """Import TensorFlow, hiding the C++ start-up chatter (oneDNN, CUDA probing) that it writes
+    to stderr before its own logging is set up, and its Python warnings: users should see our
+    messages, not those.
+    Python errors still surface normally once stderr is restored."""
+    pool_cpu_memory()
+    if not quiet:
+        import tensorflow as tf
+        return tf
+    # 3 hides C++ ERROR lines too: after the import, oneDNN logs one for any integer transpose
+    # outside XLA ("oneDNN supports DT_INT32 only on platforms with AVX-512", also on AVX-512
+    # machines), which is no error. A failing op still raises a Python exception; --verbose
+    # (quiet=False) shows every line.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+        tf.config.list_physical_devices()  # the CUDA probe logs here, still silenced
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    # TensorFlow's Python warnings too: a checkpoint of another model, refused with our one message,
+    # would be followed at exit by a warning per unmatched value (25 lines for a tiny model).
+    tf.get_logger().setLevel(logging.ERROR)
+    return tf
