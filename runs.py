@@ -7,6 +7,7 @@ checks everything it can before paying for that import.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -33,15 +34,26 @@ def is_utf8_path(path: str) -> bool:
     return True
 
 
-def check_utf8_path(path: str, flag: str) -> None:
+# TensorFlow reads a checkpoint path with one of these as a glob pattern: a run named "r?" would
+# restore, and CheckpointManager delete, the checkpoints of run "ry" beside it.
+GLOB_CHARS = "*?[]" + ("" if os.name == "nt" else "\\")
+
+
+def check_tf_path(path: str, flag: str) -> None:
+    """Refuse a path that TensorFlow cannot take as it is: empty, not UTF-8, or with glob characters."""
+    if not str(path):
+        raise CharRNNError(f"{flag} '': an empty path; name a directory, e.g. {flag} .")
     if not is_utf8_path(path):
         raise CharRNNError(f"{flag} {path}: the path is not valid UTF-8 (a name in another encoding?); "
                            f"TensorFlow needs UTF-8 paths: rename it or choose another") from None
+    if any(c in GLOB_CHARS for c in str(path)):
+        raise CharRNNError(f"{flag} {path}: TensorFlow reads {' '.join(GLOB_CHARS)} in a checkpoint path as a "
+                           f"pattern that can match other runs' files; choose a path without them")
 
 
 def resolve_run_dir(path: str, flag: str) -> Path:
     """A run directory, or a save directory whose `latest` file names its newest run."""
-    check_utf8_path(path, flag)
+    check_tf_path(path, flag)
     run = Path(path)
     if not run.is_dir():
         raise CharRNNError(f"{flag} {path}: no such directory. Pass a run directory such as "
@@ -83,22 +95,42 @@ def ensure_writable(directory: Path, flag: str) -> Path | None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
+        remove_created(directory, created)  # what it made before the failure
         raise CharRNNError(f"{flag} {directory}: cannot write there ({error.strerror}). "
                            f"Choose a directory you can write, or fix its permissions.") from None
     return created
 
 
-def remove_created(directory: Path, outermost: Path | None) -> None:
-    """Remove the empty directories from directory up to outermost, which ensure_writable created."""
+def remove_created(directory: Path, outermost: Path | None, whole: bool = False) -> None:
+    """Remove the directories from directory up to outermost, which ensure_writable created: each
+    only while empty (someone may have written there meanwhile), except directory itself with
+    whole, which goes with all it holds."""
     if outermost is None:
         return
+    if whole:
+        shutil.rmtree(directory, ignore_errors=True)
     for folder in [Path(directory), *Path(directory).parents]:
         try:
             folder.rmdir()
-        except OSError:  # not empty: someone wrote there meanwhile
+        except FileNotFoundError:  # never made, or gone already
+            pass
+        except OSError:  # not empty
             return
         if folder == outermost:
             return
+
+
+def shell_path(path: str | Path) -> str:
+    """A path as it must be typed in a shell command that a message suggests (spaces, quotes)."""
+    if os.name == "nt":
+        import subprocess
+        return subprocess.list2cmdline([str(path)])
+    import shlex
+    return shlex.quote(str(path))
+
+
+# What train.py writes in a run directory (TensorFlow's saves in progress are ckpt-N_temp/).
+RUN_FILES = ("config.json", "vocab.json", "checkpoint", "checkpoint.damaged", "ckpt-*", "best")
 
 
 class RunLock:
@@ -106,8 +138,8 @@ class RunLock:
     The operating system drops the lock when its process dies, so a stale lock file left by a
     killed trainer is simply taken over."""
 
-    def __init__(self, run_dir: Path):
-        self.created = ensure_writable(run_dir, "--save_dir")  # only what this lock made goes with it
+    def __init__(self, run_dir: Path, flag: str):
+        self.created = ensure_writable(run_dir, flag)  # the outermost directory made for the run
         self.path = run_dir / ".lock"
         self.file = open(self.path, "a+", encoding="utf-8")
         try:
@@ -125,18 +157,22 @@ class RunLock:
             self.file.flush()
         except OSError:  # a full disk: the save that follows will say so
             pass
+        self.held_run = (run_dir / "config.json").exists()  # read under the lock: no trainer is writing it
 
     def release(self, discard: bool = False) -> None:
-        """Unlock. With discard (the session trained nothing), a run directory that this lock
-        created, a new run or a copy to go on in, is removed while still locked, so that it does
-        not linger as a run that never was and the same command can simply be run again."""
+        """Unlock. With discard (the session saved nothing), a directory that held no run before,
+        a new run or a copy to go on in, loses what the session put there (all of it, and the
+        directory, where the lock created it), so that no run that never was lingers and the same
+        command can simply be run again. A run that was there stays as it was."""
         run_dir = self.path.parent
-        if discard and self.created:
+        if discard and not self.held_run:
             try:  # the lock last: no other trainer can take the run while it goes
                 for path in run_dir.iterdir():
+                    if path == self.path or not (self.created or any(path.match(p) for p in RUN_FILES)):
+                        continue
                     if path.is_dir() and not path.is_symlink():
                         shutil.rmtree(path)
-                    elif path != self.path:
+                    else:
                         path.unlink()
                 if os.name == "nt":  # Windows cannot delete an open file
                     self.file.close()
@@ -153,8 +189,8 @@ def point_latest(run_dir: Path) -> None:
         atomic_write_text(run_dir.parent / "latest", run_dir.name + "\n")
     except OSError as error:
         raise CharRNNError(f"could not write {run_dir.parent / 'latest'} ({error.strerror or error}); the "
-                           f"checkpoints in {run_dir} are intact. Free disk space, then resume with "
-                           f"--init_from {run_dir}") from None
+                           f"checkpoints in {run_dir} are intact. Fix that (free disk space, say), then resume with "
+                           f"--init_from {shell_path(run_dir)}") from None
 
 
 def _lock_file(handle) -> None:
@@ -206,13 +242,13 @@ def read_checkpoint_list(tf: ModuleType, directory: Path, set_aside: bool = Fals
     return []
 
 
-def copy_run(source: Path, target: Path) -> None:
-    """Copy a run's files (config, vocabulary, checkpoints, best/) into target, a new run that goes
-    on from them. config.json last: a copy cut short is no run. Files that a trainer of source
-    removes meanwhile are skipped (a `checkpoint` list that names one falls back to an older)."""
-    files = sorted((p for p in source.rglob("*") if p.is_file() and p.name != ".lock"
-                    and not any(part.endswith("_temp") for part in p.relative_to(source).parts)),  # saves in progress
-                   key=lambda p: (p.name == "config.json", p))
+def copy_run(source: Path, target: Path, own_args: dict) -> None:
+    """Copy a run's files (vocabulary, checkpoints, best/) into target, a new run that goes on from
+    them, and its config.json last with own_args (the copy's names) in place of the source's: a
+    copy cut short is no run, and a whole one never names its source. Files that a trainer of
+    source removes meanwhile are skipped (a `checkpoint` list that names one falls back to an older)."""
+    files = sorted(p for p in source.rglob("*") if p.is_file() and p.name not in (".lock", "config.json")
+                   and not any(part.endswith("_temp") for part in p.relative_to(source).parts))  # saves in progress
     copied = []
     try:
         for path in files:
@@ -223,9 +259,10 @@ def copy_run(source: Path, target: Path) -> None:
             except FileNotFoundError:
                 continue
             copied.append(destination)
-        if not (target / "config.json").is_file():
-            raise FileNotFoundError(f"{source / 'config.json'} vanished")
-    except OSError as error:
+        config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+        config["args"].update(own_args)
+        atomic_write_text(target / "config.json", json.dumps(config, indent=2, ensure_ascii=False))
+    except OSError as error:  # the config itself was checked when the resume read it
         for path in copied:
             path.unlink(missing_ok=True)
         raise CharRNNError(f"could not copy {source} into {target} ({error.strerror or error}); {source} is "

@@ -93,7 +93,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise CharRNNError(f"--top_k {args.top_k}: must be at most the vocabulary size (0: all)")
     for flag in ("export", "export_tflite"):
         if getattr(args, flag) is not None:
-            runs.check_utf8_path(getattr(args, flag), f"--{flag}")
+            runs.check_tf_path(getattr(args, flag), f"--{flag}")
     if args.seed is not None and not -2**63 <= args.seed < 2**63:
         raise CharRNNError(f"--seed {args.seed}: must fit in 64 bits, e.g. --seed 42")
 

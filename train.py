@@ -11,6 +11,7 @@ state carried from batch to batch, evaluation, TensorBoard, checkpoints and exac
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import math
@@ -169,9 +170,10 @@ def check_args(args: argparse.Namespace) -> None:
         need(args.run_name not in ("", ".", "..", "latest") and args.run_name.isprintable()
              and not re.search(r"[/\\]", args.run_name), "run_name",
              "must be a plain directory name (no / or \\, no control characters, not 'latest'), e.g. shakespeare-small")
+        need(len(os.fsencode(args.run_name)) <= 200, "run_name", "is too long for a directory name: at most 200 bytes")
     for flag in ("save_dir", "log_dir", "run_name"):
         if getattr(args, flag) is not None:
-            runs.check_utf8_path(getattr(args, flag), f"--{flag}")
+            runs.check_tf_path(getattr(args, flag), f"--{flag}")
     for flag, top in (("rnn_size", 16384), ("num_layers", 64), ("embedding_size", 16384),
                       ("batch_size", 65536), ("seq_length", 100000)):
         value = getattr(args, flag)
@@ -260,13 +262,14 @@ def default_run_name(args: argparse.Namespace) -> str:
     name = (corpus.parent.name if corpus.stem == "input" else corpus.stem) if corpus.is_file() else corpus.name
     # A name that is not UTF-8 (cp949 bytes from a Windows archive) becomes _s: TensorFlow needs UTF-8 paths.
     name = os.fsencode(name).decode("utf-8", "replace").replace("\ufffd", "_")
+    name = "".join("_" if c in runs.GLOB_CHARS else c for c in name)[:100]  # see runs.check_tf_path
     return f"{name}-{args.model}{args.num_layers}x{args.rnn_size}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path) -> None:
+def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path) -> dict:
     """Flags not typed on this command line come from the saved run; typed architecture and data
     layout flags that differ from it are refused, since the saved weights, data position and
-    hidden state depend on them."""
+    hidden state depend on them. Returns the saved flags."""
     actions = {a.dest: a for a in build_parser()._actions if a.option_strings}
     not_inherited = set(typed) | set(SESSION_FLAGS)
     for group in (LENGTH_FLAGS, CORPUS_FLAGS):
@@ -303,6 +306,7 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
                            "or start a new run without --init_from.")
     for key, value in inherited.items():
         setattr(args, key, value)
+    return saved
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,13 +433,14 @@ class Run:
     forked_from: Path | None  # the run that run_dir is a copy of, going on from it
     lock: "runs.RunLock | None"
     log_dir_created: Path | None  # the outermost directory of log_dir that this session made
-    kept: bool = False       # the session trained a step or finished: what it created stays
+    kept: bool = False       # the session saved a checkpoint: what it made stays
 
 
 def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     """Resolve the run, read the corpus and check everything that can fail cheaply."""
     resume_dir = runs.resolve_run_dir(args.init_from, "--init_from") if args.init_from else None
     fork_dir = None  # where a resumed run goes on when it is not its own directory
+    source_logs = None  # the resumed run's TensorBoard run
     if resume_dir is not None:
         # char-rnn-tensorflow's meaning: --init_from is the run to start from, --save_dir where to save
         # (the run itself, or the directory that holds it, is where it already is).
@@ -444,7 +449,8 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         renamed = "run_name" in typed and args.run_name != resume_dir.name
         if elsewhere or renamed:
             fork_dir = Path(args.save_dir if elsewhere else resume_dir.parent) / (args.run_name or resume_dir.name)
-        merge_resume_config(args, typed, resume_dir)
+        saved = merge_resume_config(args, typed, resume_dir)
+        source_logs = Path(saved.get("log_dir") or "logs") / (saved.get("log_name") or resume_dir.name)
         check_args(args)
     cluster = cluster_from_env(args.strategy)
     if args.batch_size % cluster.num_workers:
@@ -474,30 +480,37 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     run_dir = fork_dir or resume_dir or Path(args.save_dir) / (args.run_name or default_run_name(args))
     forked_from = resume_dir if fork_dir is not None else None
     args.run_name, args.save_dir = run_dir.name, str(run_dir.parent)
-    # TensorBoard's name for the run (saved, so a resume writes on where the run wrote): its own name,
-    # except for a copy that would write into its source's run there.
-    source_log_name = getattr(args, "log_name", None) or (resume_dir.name if resume_dir else None)
+    # TensorBoard's name for the run (saved, so a resume writes on where the run wrote). A new run or
+    # a copy never writes into another run's curves: its own name, else name@save_dir, name@save_dir-2...
     if resume_dir is not None and fork_dir is None:
-        args.log_name = source_log_name
+        args.log_name = getattr(args, "log_name", None) or resume_dir.name
     else:
-        args.log_name = run_dir.name
-        if fork_dir is not None and "log_dir" not in typed and args.log_name == source_log_name:
-            args.log_name = f"{run_dir.name}@{run_dir.parent.name}"
+        base = f"{run_dir.name}@{run_dir.parent.resolve().name}"
+        names = itertools.chain((run_dir.name, base), (f"{base}-{i}" for i in itertools.count(2)))
+        args.log_name = next(name for name in names
+                             if not (Path(args.log_dir) / name).exists() and not
+                             (source_logs and (Path(args.log_dir) / name).resolve() == source_logs.resolve()))
     if cluster.is_chief:
-        lock = runs.RunLock(run_dir)  # a second trainer on the same run refuses here
+        # a second trainer on the same run refuses here
+        lock = runs.RunLock(run_dir, "--init_from" if run_dir == resume_dir else "--save_dir")
         try:
             if run_dir != resume_dir and (run_dir / "config.json").exists():  # never train over a saved run
-                raise CharRNNError(f"{run_dir} already holds a run: continue it with --init_from {run_dir}, "
+                raise CharRNNError(f"{run_dir} already holds a run: continue it with --init_from {runs.shell_path(run_dir)}, "
                                    f"pick another --run_name, or delete it to start over")
+            latest = run_dir.parent / "latest"
+            if latest.exists() and not latest.is_file():  # found now, not at the first save
+                raise CharRNNError(f"{latest} is not a file: the save directory keeps the name of its newest run "
+                                   f"there. Move it away, or choose another --save_dir")
             if fork_dir is not None:
-                runs.copy_run(resume_dir, fork_dir)
+                runs.copy_run(resume_dir, fork_dir, {"run_name": args.run_name, "save_dir": args.save_dir,
+                                                     "log_name": args.log_name})
                 log.info("%s goes on in %s, a copy (TensorBoard run %s); %s itself stays as it is", resume_dir,
                          fork_dir, args.log_name, resume_dir)
                 resume_dir = fork_dir
             runs.remove_unfinished_saves(run_dir)
             write_dir, log_dir = run_dir, Path(args.log_dir) / args.log_name
             log_dir_created = runs.ensure_writable(log_dir, "--log_dir")
-        except CharRNNError:
+        except BaseException:  # a refusal, or a signal during the copy
             lock.release(discard=True)
             raise
     else:  # only the chief keeps what it writes; the others write to scratch space
@@ -547,13 +560,12 @@ class Trainer:
             log.warning("--mixed_precision on a CPU: float16 runs slower than float32 here; it is meant for GPUs")
         self.config = config
         self.restore_or_start()
-        self.latest_written = False  # the save dir's `latest` names this run from its first save on
+        self.saved = False  # this session has saved a checkpoint (and so the run files)
+        self.writer = None
 
     def start(self) -> None:
-        """Write the run files, compile the step and open TensorBoard: the run is under way."""
+        """Compile the step and open TensorBoard: the run is under way."""
         tf, run, args = self.tf, self.run, self.args
-        if run.cluster.is_chief:
-            write_run_files(args, run.run_dir, run.corpus, self.config, self.chars_per_symbol)
         groups = 1 if self.distributed else batch_groups(tf, args.batch_groups, args.batch_size, args.xla == "on")
         if groups > 1:
             log.info("train step: the batch's %d streams in %d groups, run side by side (--batch_groups)",
@@ -574,7 +586,7 @@ class Trainer:
                                f"({runs.tf_error_reason(error)}); free disk space or choose another --log_dir") from None
         if run.cluster.is_chief:
             log.info("run %s: checkpoints in %s; watch it with:  tensorboard --logdir %s",
-                     args.run_name, run.run_dir, args.log_dir)
+                     args.run_name, run.run_dir, runs.shell_path(args.log_dir))
         self.progress_line = Progress(args.print_every if run.cluster.is_chief else 10 ** 9)
         self.sample_prime = self.vocab.start_id
         self.session_start = time.monotonic()
@@ -642,17 +654,17 @@ class Trainer:
         # prove that the update it led to was finite.
         if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in self.net.trainable_variables):
             raise self.diverged(f"the weights became NaN or infinite by step {self.step}")
+        chief = self.run.cluster.is_chief
+        if chief and not self.saved:  # config.json before the first checkpoint: never one without the other
+            write_run_files(self.args, self.run.run_dir, self.run.corpus, self.config, self.chars_per_symbol)
         runs.save_checkpoint(manager, self.step)
-        if self.run.cluster.is_chief and not self.latest_written:  # now there is something to sample
+        if chief:  # `latest` names the run that saved last: the one sample.py --save_dir save picks
             runs.point_latest(self.run.run_dir)
-            self.latest_written = True
+        self.saved = self.run.kept = True
 
     def diverged(self, what: str) -> CharRNNError:
-        run_dir = self.run.run_dir
-        kept = (f"so the last good checkpoint in {run_dir} is intact" if self.manager.latest_checkpoint
-                else f"and {run_dir} holds no checkpoint yet (resuming it starts from step 0)")
-        return CharRNNError(f"{what}; nothing was saved from it, {kept}. Lower --learning_rate (now "
-                            f"{self.args.learning_rate}) or --grad_clip and resume with --init_from {run_dir}")
+        return CharRNNError(f"{what}; nothing was saved from it. Lower --learning_rate (now {self.args.learning_rate}) "
+                            f"or --grad_clip; {how_to_go_on(self.run)}")
 
     # -- evaluation ----------------------------------------------------------------------------
 
@@ -738,7 +750,6 @@ class Trainer:
             start = time.monotonic()
             loss, grad_norm, self.state = self.train_step(x, y, self.state, lr, self.step)
             loss, grad_norm = float(loss), float(grad_norm)
-            self.run.kept = True  # a step was trained: the run stays, whatever happens next
             # Under mixed precision a non-finite gradient is a float16 overflow: the step was skipped
             # and the loss scale halved. Only a scale driven below 1 means the gradients are broken.
             overflow_skipped = args.mixed_precision and float(self.loss_scale.scale) >= 1.0
@@ -798,25 +809,31 @@ class Trainer:
 
     def finish(self, ended_by: str) -> None:
         """The final evaluation and checkpoint, and how to go on."""
-        self.run.kept = True
-        run_dir = self.run.run_dir
+        run = self.run
         at_limit = ended_by == LENGTH_LIMIT
         if at_limit:  # named: the flag of the limit reached
             flag = self.limit_flag(self.seconds_so_far())
             ended_by = f"--{flag} {getattr(self.args, flag)}"
+        elif self.step == self.start_step:  # a signal or --stop_at_step before the first step
+            if run.cluster.is_chief:
+                made = (f"; no copy is kept in {run.run_dir}" if run.forked_from
+                        else "" if run.resume_dir else f"; {run.run_dir} is not kept")
+                log.info(f"stopped by {ended_by} at step {self.step}, before training: nothing saved{made}")
+            return
         # A time budget can run out during an evaluation the loop just made: not again, same weights.
         improved = at_limit and self.last_val_step != self.step and self.run_eval()
         # Unless the evaluation changed best_val, a save the loop made at this step holds all there is;
         # writing the same checkpoint again would put it at risk for nothing.
         if improved or not (self.manager.latest_checkpoint or "").endswith(f"ckpt-{self.step}"):
             self.save(self.manager)
-        self.writer.close()
-        if self.run.cluster.is_chief:
+        run_dir = run.run_dir
+        if run.cluster.is_chief:
             best_val = float(self.best_val)
             best = f"best val loss {best_val:.4f}" if math.isfinite(best_val) else "no validation yet"
-            log.info(f"stopped at step {self.step} by {ended_by}; {best}. Sample with:  python sample.py --save_dir {run_dir}")
+            log.info(f"stopped at step {self.step} by {ended_by}; {best}. Sample with:  python sample.py "
+                     f"--save_dir {runs.shell_path(run_dir)}")
             if not at_limit:
-                log.info(f"resume with:  python train.py --init_from {run_dir}")
+                log.info(f"resume with:  python train.py --init_from {runs.shell_path(run_dir)}")
 
 
 def train(args: argparse.Namespace, typed: set[str]) -> int:
@@ -828,11 +845,11 @@ def train(args: argparse.Namespace, typed: set[str]) -> int:
         if not run.cluster.is_chief:
             shutil.rmtree(run.write_dir, ignore_errors=True)
         if run.lock is not None:
-            # A session that trained nothing (it failed first, or the run was at its limit) leaves
-            # no new directories behind: the same command can be run again.
+            # A session that saved nothing (it failed or was stopped first, or the run was at its
+            # limit) leaves nothing new behind: the same command can be run again.
             run.lock.release(discard=not run.kept)
-            if not run.kept:
-                runs.remove_created(run.log_dir, run.log_dir_created)  # only empty: events already written stay
+            if not run.kept:  # its TensorBoard run too, where the session made it
+                runs.remove_created(run.log_dir, run.log_dir_created, whole=True)
     return 0
 
 
@@ -841,6 +858,7 @@ def train_run(run: Run, tf) -> None:
     signalled: list[int] = []
     previous = {s: signal.signal(s, lambda signum, _frame: signalled.append(signum))
                 for s in (signal.SIGINT, signal.SIGTERM)}
+    trainer = None
     try:
         trainer = Trainer(run, tf)
         if trainer.nothing_to_train():
@@ -848,17 +866,25 @@ def train_run(run: Run, tf) -> None:
         trainer.start()
         trainer.finish(trainer.fit(signalled))
     except tf.errors.ResourceExhaustedError as error:  # a full disk under --log_dir, or out of memory
-        raise CharRNNError(f"{runs.tf_error_reason(error)}. The checkpoints in {run.run_dir} are intact; free "
-                           f"disk space (or memory: lower --batch_size or --rnn_size), then resume with "
-                           f"--init_from {run.run_dir}") from None
+        raise CharRNNError(f"{runs.tf_error_reason(error)}. Free disk space (or memory: lower --batch_size or "
+                           f"--rnn_size); {how_to_go_on(run)}") from None
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
         lost = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", str(error)))) or ["a peer"]
         raise CharRNNError(f"lost contact with {', '.join(lost)} (it stopped, or did not answer within "
-                           f"{COLLECTIVE_TIMEOUT_S} s); checkpoints already in {run.run_dir} are intact: restart "
-                           f"every worker with --init_from {run.run_dir}") from None
+                           f"{COLLECTIVE_TIMEOUT_S} s); on every worker, {how_to_go_on(run)}") from None
     finally:
+        if trainer is not None and trainer.writer is not None:
+            trainer.writer.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def how_to_go_on(run: Run) -> str:
+    """After a failure: resume the run where it stays, else run the command again (what the
+    session made is removed when it saved nothing)."""
+    if run.kept or (run.resume_dir is not None and run.forked_from is None):
+        return f"the checkpoints in {run.run_dir} are intact: resume with --init_from {runs.shell_path(run.run_dir)}"
+    return "nothing was saved: run the same command again"
 
 
 def identical_replica_updates(next_creator: Callable, **kwargs) -> "tf.Variable":
@@ -1099,6 +1125,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     utils.setup_logging(args.verbose)
+    # Until the training loop takes over SIGTERM (a checkpoint, then exit), it stops start-up as
+    # Ctrl-C does: with a message, and nothing of the session left behind.
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         typed = explicit_flags(parser, argv)
         check_args(args)
@@ -1109,6 +1138,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # before training started (data preparation, TensorFlow start-up)
         log.error("interrupted before training started; nothing was saved")
         return 130
+
+
+def interrupt(signum: int, _frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 if __name__ == "__main__":

@@ -199,6 +199,10 @@ def test_bad_corpus_is_refused(tmp_path: Path, kind: str) -> None:
     (["--run_name", "../elsewhere"], "--run_name ../elsewhere: must be a plain directory name"),
     (["--run_name", "latest"], "--run_name latest: must be a plain directory name"),  # the save dir's pointer
     (["--run_name", "two\nlines"], "--run_name 'two\\nlines': must be"),
+    (["--run_name", "r?"], "--run_name r?: TensorFlow reads"),  # a pattern: it would match run "ry" too
+    (["--save_dir", "runs[1]"], "--save_dir runs[1]: TensorFlow reads"),
+    (["--save_dir", ""], "--save_dir '': an empty path"),
+    (["--run_name", "x" * 300], "at most 200 bytes"),
     (["--save_dir", b"saves-\xc7\xd1"], "not valid UTF-8"),  # cp949 bytes under a UTF-8 locale
     # each size is allowed alone, together they need far more memory than any machine has
     (["--rnn_size", "16384", "--num_layers", "64"], "GiB of memory"),
@@ -347,15 +351,33 @@ def test_a_session_that_trains_nothing_leaves_nothing_new(run_copy: Path) -> Non
     assert file_hashes(cwd) == before and not (run_copy.parent / "branch").exists() and not (cwd / "logs").exists()
     for data, content in saved.items():
         data.write_bytes(content)
+    # Stopped before its first step (--stop_at_step already passed): nothing saved, here or in place.
+    before = file_hashes(cwd)
+    for fork in (["--run_name", "branch"], []):
+        stopped = run("train.py", "--init_from", str(run_copy), *fork, "--max_steps", "20", "--stop_at_step", "4",
+                      cwd=cwd)
+        assert stopped.returncode == 0 and "before training: nothing saved" in stopped.stderr, stopped.stderr
+        assert file_hashes(cwd) == before and not (run_copy.parent / "branch").exists(), fork
     again = run("train.py", *command, cwd=cwd)
     assert again.returncode == 0, again.stderr
     assert pointer_step(run_copy.parent / "branch") == 7
     assert (run_copy.parent / "latest").read_text().strip() == "branch"
+    assert json.loads((run_copy.parent / "branch" / "config.json").read_text())["args"]["run_name"] == "branch"
 
 
-def test_discarding_removes_only_a_run_directory_the_lock_created(tmp_path: Path) -> None:
+def test_sigterm_while_starting_leaves_nothing(tmp_path: Path) -> None:
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    trainer = Trainer("--input", "tiny.txt", *TINY, "--max_steps", "50", "--run_name", "gone", cwd=tmp_path)
+    trainer.wait_for(r"prepared")  # data ready; TensorFlow starting, or the first step compiling
+    trainer.proc.send_signal(signal.SIGTERM)
+    assert trainer.finish() in (0, 130), trainer.text()  # 130: before the loop took over the signal
+    assert "nothing saved" in trainer.text() or "nothing was saved" in trainer.text(), trainer.text()
+    assert "Traceback" not in trainer.text() and not (tmp_path / "save").exists() and not (tmp_path / "logs").exists()
+
+
+def test_discarding_removes_only_what_the_session_put_there(tmp_path: Path) -> None:
     new = tmp_path / "new"
-    lock = runs.RunLock(new)
+    lock = runs.RunLock(new, "--save_dir")
     for name in ("config.json", "best/ckpt-1.index"):
         (new / name).parent.mkdir(exist_ok=True)
         (new / name).write_text("{}")
@@ -363,12 +385,16 @@ def test_discarding_removes_only_a_run_directory_the_lock_created(tmp_path: Path
     assert not new.exists()
     mine = tmp_path / "mine"  # made by the user, then named by --run_name
     (mine / "notes").mkdir(parents=True)
-    lock = runs.RunLock(mine)
+    lock = runs.RunLock(mine, "--save_dir")
+    (mine / "config.json").write_text("{}")
     lock.release(discard=True)
-    assert (mine / "notes").is_dir()
-    kept = runs.RunLock(tmp_path / "kept")
+    assert sorted(p.name for p in mine.iterdir()) == ["notes"]  # the run's files go, the user's stay
+    kept = runs.RunLock(tmp_path / "kept", "--save_dir")
     kept.release()
     assert (tmp_path / "kept" / ".lock").is_file()
+    (tmp_path / "kept" / "config.json").write_text("{}")  # a run: discarding a session on it changes nothing
+    runs.RunLock(tmp_path / "kept", "--init_from").release(discard=True)
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == [".lock", "config.json"]
 
 
 def test_resume_flags_replace_the_saved_ones(trained, run_copy: Path) -> None:
@@ -430,15 +456,19 @@ def test_resume_into_another_save_dir_leaves_the_run_as_it_is(run_copy: Path) ->
     assert pointer_step(run_copy) == 7 and not (run_copy / "run").exists()
 
 
-def test_copy_run_skips_only_saves_in_progress(tmp_path: Path) -> None:
+def test_copy_run_skips_only_saves_in_progress_and_names_the_copy(tmp_path: Path) -> None:
     source = tmp_path / "my_temp_runs" / "notes_temp-lstm"  # "_temp" in the path itself
-    for name in ("config.json", "vocab.json", "checkpoint", "ckpt-1.index", "best/ckpt-1.index",
+    for name in ("vocab.json", "checkpoint", "ckpt-1.index", "best/ckpt-1.index",
                  "ckpt-2_temp/part-00000-of-00001.index", ".lock"):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         (source / name).write_text(name)
-    runs.copy_run(source, tmp_path / "copy")
+    (source / "config.json").write_text(json.dumps({"args": {"run_name": "notes_temp-lstm", "log_name": "a",
+                                                             "seed": 3}}))
+    runs.copy_run(source, tmp_path / "copy", {"run_name": "copy", "log_name": "copy@x"})
     copied = sorted(str(p.relative_to(tmp_path / "copy")) for p in (tmp_path / "copy").rglob("*") if p.is_file())
     assert copied == ["best/ckpt-1.index", "checkpoint", "ckpt-1.index", "config.json", "vocab.json"]
+    saved = json.loads((tmp_path / "copy" / "config.json").read_text(encoding="utf-8"))
+    assert saved["args"] == {"run_name": "copy", "log_name": "copy@x", "seed": 3}
 
 
 def test_resume_from_another_working_directory(tmp_path: Path) -> None:
@@ -712,7 +742,7 @@ def test_second_trainer_on_the_same_run_refuses(trained, run_copy: Path) -> None
 
 def test_stale_lock_of_a_killed_trainer_is_taken_over(run_copy: Path) -> None:
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; import runs; "
-                               f"lock = runs.RunLock(Path({str(run_copy)!r})); print('locked', flush=True); "
+                               f"lock = runs.RunLock(Path({str(run_copy)!r}), '--init_from'); print('locked', flush=True); "
                                "time.sleep(600)"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     holder.send_signal(signal.SIGKILL)
