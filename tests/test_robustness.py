@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -810,3 +811,9 @@ def test_disk_full_while_saving(trained, tmp_path: Path) -> None:
     finally:
         if mounted:
             subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX shell quoting")
+def test_printed_commands_paste_into_a_shell() -> None:
+    for path in ("save/sp ace", "save/it's", "save/$HOME", "save/plain"):
+        assert shlex.split(f"python train.py --init_from {runs.shell_path(path)}")[-1] == path
