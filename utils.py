@@ -740,6 +740,10 @@ def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | N
                                    f"directory's permissions or free disk space, then run again") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        try:  # an interrupted first preparation leaves no empty .prepared/ behind
+            root.rmdir()
+        except OSError:  # not empty: other prepared data, or this one
+            pass
     corpus = _load_prepared(final, identity, files, options)
     if corpus is None:  # only if another process removed or changed it meanwhile
         raise CharRNNError(f"the prepared data in {final} changed while it was being loaded (another process "

@@ -514,3 +514,12 @@ def test_eval_batches_cover_the_split() -> None:
     length = (len(ids) - 1) // 4
     assert x.shape == (4, length) and batches[-1][0].shape == (4, length % 64)
     assert np.array_equal(x.ravel(), ids[:4 * length]) and np.array_equal(y, x + 1)
+
+
+def test_interrupted_preparation_leaves_no_cache_folder(tmp_path: Path, monkeypatch) -> None:
+    def interrupted(*args) -> None:
+        raise KeyboardInterrupt
+    monkeypatch.setattr(utils, "_build", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(write(tmp_path / "in.txt", "hello world\n" * 100), tmp_path)
+    assert not (tmp_path / "cache").exists()
