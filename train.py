@@ -560,7 +560,6 @@ class Trainer:
             log.warning("--mixed_precision on a CPU: float16 runs slower than float32 here; it is meant for GPUs")
         self.config = config
         self.restore_or_start()
-        self.saved = False  # this session has saved a checkpoint (and so the run files)
         self.writer = None
 
     def start(self) -> None:
@@ -655,12 +654,12 @@ class Trainer:
         if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in self.net.trainable_variables):
             raise self.diverged(f"the weights became NaN or infinite by step {self.step}")
         chief = self.run.cluster.is_chief
-        if chief and not self.saved:  # config.json before the first checkpoint: never one without the other
+        if chief and not self.run.kept:  # config.json before the first checkpoint: never one without the other
             write_run_files(self.args, self.run.run_dir, self.run.corpus, self.config, self.chars_per_symbol)
         runs.save_checkpoint(manager, self.step)
         if chief:  # `latest` names the run that saved last: the one sample.py --save_dir save picks
             runs.point_latest(self.run.run_dir)
-        self.saved = self.run.kept = True
+        self.run.kept = True
 
     def diverged(self, what: str) -> CharRNNError:
         return CharRNNError(f"{what}; nothing was saved from it. Lower --learning_rate (now {self.args.learning_rate}) "
