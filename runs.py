@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from utils import CharRNNError, atomic_write_text
+from utils import CharRNNError, atomic_write_text, check_path
 
 if TYPE_CHECKING:  # for annotations only
     import tensorflow as tf
@@ -39,14 +39,14 @@ def is_utf8_path(path: str) -> bool:
 GLOB_CHARS = "*?[]" + ("" if os.name == "nt" else "\\")
 
 
-def check_tf_path(path: str, flag: str) -> None:
-    """Refuse a path that TensorFlow cannot take as it is: empty, not UTF-8, or with glob characters."""
-    if not str(path):
-        raise CharRNNError(f"{flag} '': an empty path; name a directory, e.g. {flag} .")
+def check_tf_path(path: str, flag: str, globbed: bool = True) -> None:
+    """Refuse a path that TensorFlow cannot take as it is: empty or too long (utils.check_path),
+    not UTF-8, or with glob characters where TensorFlow globs it (checkpoints; summary writers do not)."""
+    check_path(path, flag)
     if not is_utf8_path(path):
         raise CharRNNError(f"{flag} {path}: the path is not valid UTF-8 (a name in another encoding?); "
                            f"TensorFlow needs UTF-8 paths: rename it or choose another") from None
-    if any(c in GLOB_CHARS for c in str(path)):
+    if globbed and any(c in GLOB_CHARS for c in str(path)):
         raise CharRNNError(f"{flag} {path}: TensorFlow reads {' '.join(GLOB_CHARS)} in a checkpoint path as a "
                            f"pattern that can match other runs' files; choose a path without them")
 
@@ -55,6 +55,8 @@ def resolve_run_dir(path: str, flag: str) -> Path:
     """A run directory, or a save directory whose `latest` file names its newest run."""
     check_tf_path(path, flag)
     run = Path(path)
+    if run.name in ("", ".."):  # "." or "..": the run's name, and where `latest` goes, need the real one.
+        run = run / ".." / Path(os.path.realpath(run)).name  # still relative: an absolute path may hold [ ] * ?
     if not run.is_dir():
         raise CharRNNError(f"{flag} {path}: no such directory. Pass a run directory such as "
                            f"save/<run name>, or the save directory itself for its newest run.")
@@ -77,9 +79,9 @@ def resolve_run_dir(path: str, flag: str) -> Path:
     if (run / "config.pkl").is_file() or (run / "chars_vocab.pkl").is_file():
         raise CharRNNError(f"{flag} {path}: a save directory of char-rnn-tensorflow (TF1): its pickled config and "
                            f"TF1 checkpoints cannot be loaded here. Train again with train.py: the same flags work.")
-    if (run / ".lock").is_file():  # RunLock made it, then training stopped before writing config.json
-        raise CharRNNError(f"{flag} {path}: no config.json: a run that stopped before it saved anything "
-                           f"(start it again with the command that created it), or not a training run.")
+    if (run / ".lock").is_file():  # RunLock made it: training still before its first save, or killed then
+        raise CharRNNError(f"{flag} {path}: no config.json: a run still before its first save, or one killed "
+                           f"then (start it again with the command that created it), or not a training run.")
     raise CharRNNError(f"{flag} {path}: not a training run (no config.json, and no 'latest' file naming "
                        f"a run). Pass a directory written by train.py, e.g. save/<run name>.")
 
@@ -122,6 +124,8 @@ def remove_created(directory: Path, outermost: Path | None, whole: bool = False)
 
 def shell_path(path: str | Path) -> str:
     """A path as it must be typed in a shell command that a message suggests (spaces, quotes)."""
+    if str(path).startswith("-"):  # else the command line reads it as a flag
+        path = os.path.join(".", path)
     if os.name == "nt":
         import subprocess
         return subprocess.list2cmdline([str(path)])
@@ -245,10 +249,15 @@ def read_checkpoint_list(tf: ModuleType, directory: Path, set_aside: bool = Fals
 def copy_run(source: Path, target: Path, own_args: dict) -> None:
     """Copy a run's files (vocabulary, checkpoints, best/) into target, a new run that goes on from
     them, and its config.json last with own_args (the copy's names) in place of the source's: a
-    copy cut short is no run, and a whole one never names its source. Files that a trainer of
-    source removes meanwhile are skipped (a `checkpoint` list that names one falls back to an older)."""
-    files = sorted(p for p in source.rglob("*") if p.is_file() and p.name not in (".lock", "config.json")
-                   and not any(part.endswith("_temp") for part in p.relative_to(source).parts))  # saves in progress
+    copy cut short is no run, and a whole one never names its source. Only RUN_FILES: what else the
+    user keeps beside a run is not the run's, and a discarded copy is all RUN_FILES. Files that a
+    trainer of source removes meanwhile are skipped (a `checkpoint` list that names one falls back
+    to an older)."""
+    def is_run_file(path: Path) -> bool:
+        parts = path.relative_to(source).parts
+        return (path.is_file() and parts != ("config.json",) and any(Path(parts[0]).match(p) for p in RUN_FILES)
+                and not any(part.endswith("_temp") for part in parts))  # saves in progress
+    files = sorted(filter(is_run_file, source.rglob("*")))
     copied = []
     try:
         for path in files:

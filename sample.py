@@ -91,8 +91,8 @@ def check_args(args: argparse.Namespace) -> None:
                            f"batch held in memory, at most 100,000,000 characters in all; lower -n or --num_samples")
     if args.top_k > 2**31 - 1:
         raise CharRNNError(f"--top_k {args.top_k}: must be at most the vocabulary size (0: all)")
-    for flag in ("export", "export_tflite"):
-        if getattr(args, flag) is not None:
+    for flag in ("export", "export_tflite", "checkpoint"):
+        if getattr(args, flag) not in (None, "latest", "best"):
             runs.check_tf_path(getattr(args, flag), f"--{flag}")
     if args.seed is not None and not -2**63 <= args.seed < 2**63:
         raise CharRNNError(f"--seed {args.seed}: must fit in 64 bits, e.g. --seed 42")

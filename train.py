@@ -171,9 +171,12 @@ def check_args(args: argparse.Namespace) -> None:
              and not re.search(r"[/\\]", args.run_name), "run_name",
              "must be a plain directory name (no / or \\, no control characters, not 'latest'), e.g. shakespeare-small")
         need(len(os.fsencode(args.run_name)) <= 200, "run_name", "is too long for a directory name: at most 200 bytes")
-    for flag in ("save_dir", "log_dir", "run_name"):
+    for flag in ("save_dir", "log_dir", "run_name"):  # TensorBoard's writer takes any name TensorFlow can
         if getattr(args, flag) is not None:
-            runs.check_tf_path(getattr(args, flag), f"--{flag}")
+            runs.check_tf_path(getattr(args, flag), f"--{flag}", globbed=flag != "log_dir")
+    for flag in ("init_from", "input", "data_dir"):  # init_from's other checks come when it is read
+        if getattr(args, flag) is not None:
+            utils.check_path(getattr(args, flag), f"--{flag}")
     for flag, top in (("rnn_size", 16384), ("num_layers", 64), ("embedding_size", 16384),
                       ("batch_size", 65536), ("seq_length", 100000)):
         value = getattr(args, flag)
@@ -262,7 +265,7 @@ def default_run_name(args: argparse.Namespace) -> str:
     name = (corpus.parent.name if corpus.stem == "input" else corpus.stem) if corpus.is_file() else corpus.name
     # A name that is not UTF-8 (cp949 bytes from a Windows archive) becomes _s: TensorFlow needs UTF-8 paths.
     name = os.fsencode(name).decode("utf-8", "replace").replace("\ufffd", "_")
-    name = "".join("_" if c in runs.GLOB_CHARS else c for c in name)[:100]  # see runs.check_tf_path
+    name = utils.clip_name("".join("_" if c in runs.GLOB_CHARS else c for c in name), 100)  # see runs.check_tf_path
     return f"{name}-{args.model}{args.num_layers}x{args.rnn_size}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -485,7 +488,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     if resume_dir is not None and fork_dir is None:
         args.log_name = getattr(args, "log_name", None) or resume_dir.name
     else:
-        base = f"{run_dir.name}@{run_dir.parent.resolve().name}"
+        base = utils.clip_name(f"{run_dir.name}@{run_dir.parent.resolve().name}", utils.NAME_MAX_BYTES - 8)  # -N
         names = itertools.chain((run_dir.name, base), (f"{base}-{i}" for i in itertools.count(2)))
         args.log_name = next(name for name in names
                              if not (Path(args.log_dir) / name).exists() and not
@@ -845,10 +848,11 @@ def train(args: argparse.Namespace, typed: set[str]) -> int:
             shutil.rmtree(run.write_dir, ignore_errors=True)
         if run.lock is not None:
             # A session that saved nothing (it failed or was stopped first, or the run was at its
-            # limit) leaves nothing new behind: the same command can be run again.
-            run.lock.release(discard=not run.kept)
-            if not run.kept:  # its TensorBoard run too, where the session made it
+            # limit) leaves nothing new behind: the same command can be run again. Its TensorBoard
+            # run goes first, where the session made it: a new folder above both then goes too.
+            if not run.kept:
                 runs.remove_created(run.log_dir, run.log_dir_created, whole=True)
+            run.lock.release(discard=not run.kept)
     return 0
 
 

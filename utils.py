@@ -90,6 +90,36 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if "(default:" in (action.help or "") else super()._get_help_string(action)
 
 
+# What file systems allow: ext4, NTFS and APFS all stop a name at 255 bytes (or UTF-16 units).
+NAME_MAX_BYTES = 255
+PATH_MAX_BYTES = 4095
+
+
+def check_path(path: str, flag: str) -> None:
+    """Refuse a path that no file system takes: empty, a name in it too long, or too long in all.
+    Checked up front, since the operating system's own refusal comes as a traceback mid-run."""
+    if not str(path):
+        raise CharRNNError(f"{flag} '': an empty path; name a file or directory, or leave the flag out")
+    try:
+        size = len(os.fsencode(path))
+        longest = max(len(os.fsencode(part)) for part in Path(path).parts) if Path(path).parts else 0
+    except UnicodeEncodeError:  # not representable here at all: the call that opens it says so
+        return
+    if longest > NAME_MAX_BYTES or size > PATH_MAX_BYTES:
+        what = (f"a name in it is {longest} bytes long" if longest > NAME_MAX_BYTES else f"it is {size} bytes long")
+        limit = f"{NAME_MAX_BYTES} bytes per name" if longest > NAME_MAX_BYTES else f"{PATH_MAX_BYTES} bytes in all"
+        raise CharRNNError(f"{flag} {clip_name(str(path), 60)}...: {what}; file systems allow at most {limit}. "
+                           f"Choose a shorter path")
+
+
+def clip_name(name: str, max_bytes: int) -> str:
+    """name cut to at most max_bytes of UTF-8 (or of the file system's encoding), never mid-character."""
+    name = name[:max_bytes]  # no character is shorter than a byte
+    while len(os.fsencode(name)) > max_bytes:
+        name = name[:-1]
+    return name
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write UTF-8 text so that a reader sees the old file or the new one, never a torn one.
     A file name that is not UTF-8 (a cp949 name from a Windows archive) reaches the JSON files

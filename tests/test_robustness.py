@@ -204,6 +204,11 @@ def test_bad_corpus_is_refused(tmp_path: Path, kind: str) -> None:
     (["--save_dir", "runs[1]"], "--save_dir runs[1]: TensorFlow reads"),
     (["--save_dir", ""], "--save_dir '': an empty path"),
     (["--run_name", "x" * 300], "at most 200 bytes"),
+    (["--init_from", ""], "--init_from '': an empty path"),  # not silently a new run
+    (["--input", ""], "--input '': an empty path"),  # not silently --data_dir's default
+    (["--log_dir", "logs/" + "x" * 300], "a name in it is 300 bytes long"),  # not an OSError traceback
+    (["--init_from", "save/" + "한" * 100], "a name in it is 300 bytes long"),
+    (["--save_dir", "s/" * 2100], "it is 4200 bytes long"),
     (["--save_dir", b"saves-\xc7\xd1"], "not valid UTF-8"),  # cp949 bytes under a UTF-8 locale
     # each size is allowed alone, together they need far more memory than any machine has
     (["--rnn_size", "16384", "--num_layers", "64"], "GiB of memory"),
@@ -354,11 +359,12 @@ def test_a_session_that_trains_nothing_leaves_nothing_new(run_copy: Path) -> Non
         data.write_bytes(content)
     # Stopped before its first step (--stop_at_step already passed): nothing saved, here or in place.
     before = file_hashes(cwd)
-    for fork in (["--run_name", "branch"], []):
+    for fork in (["--run_name", "branch"], [], ["--save_dir", "new/save", "--log_dir", "new/logs"]):
         stopped = run("train.py", "--init_from", str(run_copy), *fork, "--max_steps", "20", "--stop_at_step", "4",
                       cwd=cwd)
         assert stopped.returncode == 0 and "before training: nothing saved" in stopped.stderr, stopped.stderr
         assert file_hashes(cwd) == before and not (run_copy.parent / "branch").exists(), fork
+        assert not (cwd / "new").exists(), fork  # made for both the copy and its logs: gone with them
     again = run("train.py", *command, cwd=cwd)
     assert again.returncode == 0, again.stderr
     assert pointer_step(run_copy.parent / "branch") == 7
@@ -457,10 +463,10 @@ def test_resume_into_another_save_dir_leaves_the_run_as_it_is(run_copy: Path) ->
     assert pointer_step(run_copy) == 7 and not (run_copy / "run").exists()
 
 
-def test_copy_run_skips_only_saves_in_progress_and_names_the_copy(tmp_path: Path) -> None:
+def test_copy_run_copies_the_run_files_and_names_the_copy(tmp_path: Path) -> None:
     source = tmp_path / "my_temp_runs" / "notes_temp-lstm"  # "_temp" in the path itself
     for name in ("vocab.json", "checkpoint", "ckpt-1.index", "best/ckpt-1.index",
-                 "ckpt-2_temp/part-00000-of-00001.index", ".lock"):
+                 "ckpt-2_temp/part-00000-of-00001.index", ".lock", "notes.txt", "drafts/ckpt-9.index"):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         (source / name).write_text(name)
     (source / "config.json").write_text(json.dumps({"args": {"run_name": "notes_temp-lstm", "log_name": "a",
@@ -486,6 +492,23 @@ def test_resume_from_another_working_directory(tmp_path: Path) -> None:
     (tmp_path / "tiny.txt").rename(tmp_path / "moved.txt")
     assert_refused(run("train.py", "--init_from", str(tmp_path / "save" / "run"), "--max_steps", "4", cwd=elsewhere),
                    "tiny.txt: no such file", "saved in", "pass --data_dir or --input")
+
+
+def test_resume_from_inside_the_run_under_a_folder_with_pattern_characters(tmp_path: Path) -> None:
+    """--init_from . names the run by its real name (and its save directory's `latest` beside
+    it); the absolute log_dir saved under a folder named like a pattern is no checkpoint path."""
+    folder = tmp_path / "runs[1]"
+    folder.mkdir()
+    (folder / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    first = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "2", "--run_name", "run", cwd=folder)
+    assert first.returncode == 0, first.stderr
+    run_dir = folder / "save" / "run"
+    resumed = run("train.py", "--init_from", ".", "--max_steps", "3", cwd=run_dir)
+    assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr
+    assert pointer_step(run_dir) == 3 and not (run_dir / "latest").exists()
+    assert (folder / "save" / "latest").read_text().strip() == "run"
+    assert json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["args"]["run_name"] == "run"
+    assert sorted(step for step, _ in read_scalars(folder / "logs" / "run")["train/loss"]) == [1, 2, 3]
 
 
 def test_new_run_never_overwrites_a_saved_run(trained, run_copy: Path) -> None:
@@ -541,6 +564,9 @@ def test_resume_without_any_complete_checkpoint_starts_over(trained, run_copy: P
     (["-n", str(2**40)], ["-n"]),
     (["--prime", "Zq€"], ["--prime", "'Z'", "U+20AC", "--unknown skip"]),
     (["--prime", "문".encode("euc-kr")], ["--prime", "not valid UTF-8", "EUC-KR"]),  # from an EUC-KR terminal
+    (["--checkpoint", "ckpt-" + "9" * 300], ["--checkpoint", "305 bytes long"]),
+    (["--checkpoint", "ckpt-[0-9]"], ["--checkpoint", "TensorFlow reads"]),  # a pattern, not one checkpoint
+    (["--save_dir", "x" * 300], ["--save_dir", "300 bytes long"]),
 ])
 def test_bad_sampling_flags(trained, flags: list[str], needles: list[str]) -> None:
     result = run("sample.py", "--save_dir", str(trained["run"]), *flags, cwd=trained["root"])
@@ -636,7 +662,7 @@ def test_kill9_anywhere_then_resume(tmp_path: Path) -> None:
         """After a kill: the files that exist are whole; the restart resumes from the listed checkpoint."""
         if not (run_dir / "config.json").exists():  # killed before the run wrote anything but its lock
             refused = run("train.py", *resume, cwd=tmp_path)
-            assert_refused(refused, "no config.json", "stopped before it saved anything", "start it again")
+            assert_refused(refused, "no config.json", "before its first save, or one killed then", "start it again")
             trainer = Trainer(*first, cwd=tmp_path)  # ... so the same command starts it again
             trainer.wait_for(r"run k: checkpoints in")
             return trainer
@@ -817,3 +843,4 @@ def test_disk_full_while_saving(trained, tmp_path: Path) -> None:
 def test_printed_commands_paste_into_a_shell() -> None:
     for path in ("save/sp ace", "save/it's", "save/$HOME", "save/plain"):
         assert shlex.split(f"python train.py --init_from {runs.shell_path(path)}")[-1] == path
+    assert shlex.split(f"python train.py --init_from {runs.shell_path('-s/run')}")[-1] == "./-s/run"  # not a flag
