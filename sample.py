@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     utils.setup_logging(args.verbose)
     # UTF-8 out whatever the locale (LC_ALL=C, a cp949 console): never a UnicodeEncodeError.
     sys.stdout.reconfigure(encoding="utf-8", errors="replace")
+    signals = utils.interrupt_on_signals()
     try:
         check_args(args)
         run_dir, config, vocab = load_run(args.save_dir)
@@ -211,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader stopped early (sample.py | head): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
         return 0
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ImportError) as error:
+        if isinstance(error, ImportError) and not signals:  # see utils.interrupt_on_signals
+            raise
         log.error("interrupted")
         return 130
     return 0

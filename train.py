@@ -817,6 +817,8 @@ class Trainer:
             flag = self.limit_flag(self.seconds_so_far())
             ended_by = f"--{flag} {getattr(self.args, flag)}"
         elif self.step == self.start_step:  # a signal or --stop_at_step before the first step
+            if not ended_by.startswith("--stop_at_step"):  # a signal: as one during start-up
+                raise KeyboardInterrupt(ended_by)
             if run.cluster.is_chief:
                 made = (f"; no copy is kept in {run.run_dir}" if run.forked_from
                         else "" if run.resume_dir else f"; {run.run_dir} is not kept")
@@ -1128,9 +1130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     utils.setup_logging(args.verbose)
-    # Until the training loop takes over SIGTERM (a checkpoint, then exit), it stops start-up as
-    # Ctrl-C does: with a message, and nothing of the session left behind.
-    signal.signal(signal.SIGTERM, interrupt)
+    # Until the training loop takes them over (a checkpoint, then exit), SIGINT and SIGTERM stop
+    # start-up: with a message, and nothing of the session left behind.
+    signals = utils.interrupt_on_signals()
     try:
         typed = explicit_flags(parser, argv)
         check_args(args)
@@ -1138,13 +1140,11 @@ def main(argv: list[str] | None = None) -> int:
     except CharRNNError as error:
         log.error("error: %s", error)
         return 2
-    except KeyboardInterrupt:  # before training started (data preparation, TensorFlow start-up)
+    except (KeyboardInterrupt, ImportError) as error:  # before training started (data, TensorFlow start-up)
+        if isinstance(error, ImportError) and not signals:  # not a signal's: a broken install, with its traceback
+            raise
         log.error("interrupted before training started; nothing was saved")
         return 130
-
-
-def interrupt(signum: int, _frame) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -65,6 +66,22 @@ logger = logging.getLogger("charrnn")
 class CharRNNError(Exception):
     """A problem the user can fix (a bad flag, an unreadable corpus, too little text). The message
     names the file or flag, what is wrong and how to fix it; entry points log it and exit with 2."""
+
+
+def interrupt_on_signals() -> list[int]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt, so that an entry point stops with a message and
+    its cleanup runs. Returns the list of signals received: one that lands during an import reaches
+    the entry point as that import's ImportError (numpy and TensorFlow wrap what their C extensions
+    raise), which the list then tells from a broken install."""
+    received: list[int] = []
+
+    def interrupt(signum: int, _frame) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupt)
+    return received
 
 
 _DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}

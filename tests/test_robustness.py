@@ -375,11 +375,48 @@ def test_a_session_that_trains_nothing_leaves_nothing_new(run_copy: Path) -> Non
 def test_sigterm_while_starting_leaves_nothing(tmp_path: Path) -> None:
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
     trainer = Trainer("--input", "tiny.txt", *TINY, "--max_steps", "50", "--run_name", "gone", cwd=tmp_path)
-    trainer.wait_for(r"prepared")  # data ready; TensorFlow starting, or the first step compiling
+    trainer.wait_for(r"corpus: ")  # data ready; TensorFlow starting, or the first step compiling
     trainer.proc.send_signal(signal.SIGTERM)
     assert trainer.finish() in (0, 130), trainer.text()  # 130: before the loop took over the signal
     assert "nothing saved" in trainer.text() or "nothing was saved" in trainer.text(), trainer.text()
     assert "Traceback" not in trainer.text() and not (tmp_path / "save").exists() and not (tmp_path / "logs").exists()
+
+
+SIGNAL_IN_IMPORT = '''
+"""Test wrapper: run train.py, but make TensorFlow's import fail: broken, or cut short by a
+signal that the import wraps into its own ImportError (as numpy's C extension does)."""
+import os, runpy, signal, sys, time
+sys.path.insert(0, {root!r})
+import runs
+
+def import_tensorflow(quiet=True):
+    if {signalled!r}:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)
+        except KeyboardInterrupt as error:
+            raise ImportError("PyCapsule_Import could not import module 'datetime'") from error
+    raise ImportError("libtensorflow_framework.so.2: cannot open shared object file")
+
+runs.import_tensorflow = import_tensorflow
+sys.argv = [{train!r}] + sys.argv[1:]
+runpy.run_path({train!r}, run_name="__main__")
+'''
+
+
+@pytest.mark.parametrize("signalled", [True, False])
+def test_a_signal_inside_an_import_stops_start_up(tmp_path: Path, signalled: bool) -> None:
+    """A signal inside an import is an interruption; a broken install keeps its traceback."""
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(SIGNAL_IN_IMPORT.format(root=str(ROOT), signalled=signalled, train=str(ROOT / "train.py")))
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    result = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "5", cwd=tmp_path, wrapper=wrapper)
+    if signalled:
+        assert result.returncode == 130 and "Traceback" not in result.stderr, result.stderr
+        assert "interrupted before training started; nothing was saved" in result.stderr
+    else:
+        assert result.returncode == 1 and "cannot open shared object file" in result.stderr, result.stderr
+    assert not (tmp_path / "save").exists() and not (tmp_path / "logs").exists()
 
 
 def test_discarding_removes_only_what_the_session_put_there(tmp_path: Path) -> None:
