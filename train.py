@@ -512,6 +512,9 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
                 resume_dir = fork_dir
             runs.remove_unfinished_saves(run_dir)
             write_dir, log_dir = run_dir, Path(args.log_dir) / args.log_name
+            if resume_dir is not None and "log_dir" not in typed and not Path(args.log_dir).is_dir():
+                log.warning(f"the run's --log_dir {args.log_dir} is gone (deleted, or the project moved?); its TensorBoard "
+                            f"events go there anew. Pass --log_dir to write them elsewhere")
             log_dir_created = runs.ensure_writable(log_dir, "--log_dir")
         except BaseException:  # a refusal, or a signal during the copy
             lock.release(discard=True)

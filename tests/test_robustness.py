@@ -526,8 +526,12 @@ def test_resume_from_another_working_directory(tmp_path: Path) -> None:
     assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr
     steps = sorted(step for step, _ in read_scalars(tmp_path / "logs" / "run")["train/loss"])
     assert steps == [1, 2, 3] and not (elsewhere / "logs").exists()
+    (tmp_path / "logs").rename(tmp_path / "logs-moved")  # its TensorBoard folder moved away: said, then made anew
+    again = run("train.py", "--init_from", str(tmp_path / "save" / "run"), "--max_steps", "4", cwd=elsewhere)
+    assert again.returncode == 0 and f"--log_dir {tmp_path / 'logs'} is gone" in again.stderr, again.stderr
+    assert sorted(step for step, _ in read_scalars(tmp_path / "logs" / "run")["train/loss"]) == [4]
     (tmp_path / "tiny.txt").rename(tmp_path / "moved.txt")
-    assert_refused(run("train.py", "--init_from", str(tmp_path / "save" / "run"), "--max_steps", "4", cwd=elsewhere),
+    assert_refused(run("train.py", "--init_from", str(tmp_path / "save" / "run"), "--max_steps", "5", cwd=elsewhere),
                    "tiny.txt: no such file", "saved in", "pass --data_dir or --input")
 
 
