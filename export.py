@@ -310,17 +310,42 @@ def _quiet_stderr():
         os.close(devnull)
 
 
-def _check_target_dir(directory: Path, flag: str) -> None:
+def _check_target_dir(directory: Path, flag: str) -> Path | None:
+    """Refuse a directory that holds anything. Returns the outermost folder it had to create."""
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise CharRNNError(f"{flag} {directory}: already exists and is not an empty directory; "
                            f"choose a new directory or remove this one")
-    runs.ensure_writable(directory.parent, flag)
+    return runs.ensure_writable(directory.parent, flag)
 
 
-def _check_target_file(path: Path, flag: str) -> None:
+def _check_target_file(path: Path, flag: str) -> Path | None:
+    """Refuse to replace anything but an earlier export (a TFLite model and its vocabulary): the
+    path could name a checkpoint, a run's config.json, or a device. Returns the outermost folder
+    it had to create."""
     if path.is_dir():
         raise CharRNNError(f"{flag} {path}: is a directory; give a file name such as {path / 'charrnn.tflite'}")
-    runs.ensure_writable(path.parent, flag)
+    for target, ours in ((path, _is_tflite_model), (tflite_vocab_path(path), _is_vocab)):
+        if (target.exists() or target.is_symlink()) and not (target.is_file() and not target.is_symlink()
+                                                             and ours(target)):
+            raise CharRNNError(f"{flag} {path}: {target} exists and is not " + ("a TFLite model" if target == path
+                               else "the vocabulary of one") + " written here; choose another file name, or remove it")
+    return runs.ensure_writable(path.parent, flag)
+
+
+def _is_tflite_model(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8)[4:] == b"TFL3"  # the flatbuffer's file identifier
+    except OSError:
+        return False
+
+
+def _is_vocab(path: Path) -> bool:
+    try:
+        utils.Vocab.load(path)
+    except CharRNNError:
+        return False
+    return True
 
 
 def _tmp_beside(path: Path) -> Path:
@@ -411,19 +436,25 @@ def usage_hints(saved_model: Path | None, tflite: Path | None) -> list[str]:
 
 def export(net: "model.CharRNN", vocab: "utils.Vocab", saved_model: str | None, tflite: str | None) -> None:
     """sample.py's --export / --export_tflite: write what was asked for and say how to use it."""
-    # Check both targets before the slow part, so a bad second flag fails fast.
-    if saved_model:
-        _check_target_dir(Path(saved_model), "--export")
-    if tflite:
-        _check_target_file(Path(tflite), "--export_tflite")
-    written_dir = written_file = None
-    if saved_model:
-        written_dir = export_saved_model(net, vocab, saved_model)
-        log.info("wrote SavedModel %s (signatures: generate = serving_default, generate_seeded, step)", written_dir)
-    if tflite:
-        written_file, vocab_path = export_tflite(net, vocab, tflite)
-        log.info("wrote TFLite model %s (%s bytes; signatures: step, generate_greedy) and its vocabulary %s",
-                 written_file, f"{written_file.stat().st_size:,}", vocab_path)
+    created = []  # (folder, the outermost one made for it): removed again if the export fails
+    try:
+        # Check both targets before the slow part, so a bad second flag fails fast.
+        if saved_model:
+            created.append((Path(saved_model).parent, _check_target_dir(Path(saved_model), "--export")))
+        if tflite:
+            created.append((Path(tflite).parent, _check_target_file(Path(tflite), "--export_tflite")))
+        written_dir = written_file = None
+        if saved_model:
+            written_dir = export_saved_model(net, vocab, saved_model)
+            log.info("wrote SavedModel %s (signatures: generate = serving_default, generate_seeded, step)", written_dir)
+        if tflite:
+            written_file, vocab_path = export_tflite(net, vocab, tflite)
+            log.info("wrote TFLite model %s (%s bytes; signatures: step, generate_greedy) and its vocabulary %s",
+                     written_file, f"{written_file.stat().st_size:,}", vocab_path)
+    except BaseException:
+        for folder, outermost in created:
+            runs.remove_created(folder, outermost)
+        raise
     for hint in usage_hints(written_dir, written_file):
         log.info("%s", hint)
 

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import unicodedata
@@ -233,3 +234,21 @@ def test_export_refuses_a_non_empty_directory(tmp_path: Path) -> None:
         export.export_saved_model(net, vocab, target)
     assert [p.name for p in tmp_path.iterdir()] == ["exported"]
     assert (target / "keep.txt").read_text(encoding="utf-8") == "mine"
+
+
+def test_export_replaces_only_an_earlier_export(work: Path, tmp_path: Path) -> None:
+    """An export replaces its own earlier files and nothing else (not a checkpoint, a run's
+    config.json, a device); a refused export leaves no folder that it made behind."""
+    run_dir = work / "save" / "lstm"
+    sample = [str(ROOT / "sample.py"), "--save_dir", str(run_dir)]
+    for suffix in (".tflite", ".vocab.json"):  # an earlier export
+        shutil.copy(work / "out" / f"lstm{suffix}", tmp_path / f"m{suffix}")
+    run(tmp_path, *sample, "--export_tflite", "m.tflite")
+    assert (tmp_path / "m.tflite").read_bytes() == (work / "out" / "lstm.tflite").read_bytes()
+    config = (run_dir / "config.json").read_bytes()
+    refused = subprocess.run([sys.executable, *sample, "--export", "new/deep/exp", "--export_tflite",
+                              str(run_dir / "config.json")], cwd=tmp_path, capture_output=True, text=True,
+                             encoding="utf-8", timeout=240)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert f"{run_dir / 'config.json'} exists and is not a TFLite model written here" in refused.stderr
+    assert (run_dir / "config.json").read_bytes() == config and not (tmp_path / "new").exists()
