@@ -48,7 +48,7 @@ def check_tf_path(path: str, flag: str, globbed: bool = True) -> None:
                            f"TensorFlow needs UTF-8 paths: rename it or choose another") from None
     if globbed and any(c in GLOB_CHARS for c in str(path)):
         raise CharRNNError(f"{flag} {path}: TensorFlow reads {' '.join(GLOB_CHARS)} in a checkpoint path as a "
-                           f"pattern that can match other runs' files; choose a path without them")
+                           f"pattern that can match other runs' files; choose a path without them (rename the folder)")
 
 
 def resolve_run_dir(path: str, flag: str) -> Path:
@@ -61,6 +61,7 @@ def resolve_run_dir(path: str, flag: str) -> Path:
         raise CharRNNError(f"{flag} {path}: no such directory. Pass a run directory such as "
                            f"save/<run name>, or the save directory itself for its newest run.")
     if (run / "config.json").is_file():
+        check_tf_path(str(run), flag)  # "." may stand for a run named r[1]
         return run
     latest = run / "latest"
     if latest.is_file():
@@ -70,6 +71,7 @@ def resolve_run_dir(path: str, flag: str) -> Path:
             raise CharRNNError(f"{flag} {path}: its 'latest' file is unreadable ({error}); pass the run "
                                f"directory itself, e.g. {run}/<run name>") from None
         if name and (run / name / "config.json").is_file():
+            check_tf_path(str(run / name), flag)
             return run / name
         runs = sorted((d for d in run.iterdir() if (d / "config.json").is_file()), key=lambda d: -d.stat().st_mtime)
         what = f"names {name!r}, which is no run (deleted?)" if name else "is empty"
@@ -98,6 +100,10 @@ def ensure_writable(directory: Path, flag: str) -> Path | None:
         probe.unlink()
     except OSError as error:
         remove_created(directory, created)  # what it made before the failure
+        in_the_way = next((p for p in [directory, *directory.parents] if p.exists() and not p.is_dir()), None)
+        if in_the_way is not None:
+            raise CharRNNError(f"{flag} {directory}: cannot create it, {in_the_way} is a file, not a folder. "
+                               f"Choose another path, or move that file away.") from None
         raise CharRNNError(f"{flag} {directory}: cannot write there ({error.strerror}). "
                            f"Choose a directory you can write, or fix its permissions.") from None
     return created
@@ -137,6 +143,11 @@ def shell_path(path: str | Path) -> str:
 RUN_FILES = ("config.json", "vocab.json", "checkpoint", "checkpoint.damaged", "ckpt-*", "best")
 
 
+def is_run_file(name: Path) -> bool:
+    """Whether an entry of a directory, by its name, is one that train.py writes in a run."""
+    return any(Path(name).match(pattern) for pattern in RUN_FILES)
+
+
 class RunLock:
     """An exclusive lock on a run directory so that two trainers never write the same run.
     The operating system drops the lock when its process dies, so a stale lock file left by a
@@ -145,7 +156,13 @@ class RunLock:
     def __init__(self, run_dir: Path, flag: str):
         self.created = ensure_writable(run_dir, flag)  # the outermost directory made for the run
         self.path = run_dir / ".lock"
-        self.file = open(self.path, "a+", encoding="utf-8")
+        try:
+            self.file = open(self.path, "a+", encoding="utf-8")
+        except OSError as error:  # someone else's, read-only, or not a file
+            remove_created(run_dir, self.created)
+            raise CharRNNError(f"{self.path}: cannot open the run's lock file ({error.strerror}). If no trainer "
+                               f"is running on {run_dir}, remove it (it holds only a process id) or fix its "
+                               f"permissions") from None
         try:
             _lock_file(self.file)
         except OSError:
@@ -161,7 +178,9 @@ class RunLock:
             self.file.flush()
         except OSError:  # a full disk: the save that follows will say so
             pass
-        self.held_run = (run_dir / "config.json").exists()  # read under the lock: no trainer is writing it
+        # Read under the lock (no trainer is writing): a run, or what is left of one (checkpoints
+        # without config.json), which no session may discard.
+        self.held_run = any(is_run_file(Path(entry.name)) for entry in os.scandir(run_dir))
 
     def release(self, discard: bool = False) -> None:
         """Unlock. With discard (the session saved nothing), a directory that held no run before,
@@ -172,7 +191,7 @@ class RunLock:
         if discard and not self.held_run:
             try:  # the lock last: no other trainer can take the run while it goes
                 for path in run_dir.iterdir():
-                    if path == self.path or not (self.created or any(path.match(p) for p in RUN_FILES)):
+                    if path == self.path or not (self.created or is_run_file(path)):
                         continue
                     if path.is_dir() and not path.is_symlink():
                         shutil.rmtree(path)
@@ -206,16 +225,15 @@ def _lock_file(handle) -> None:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
-def save_checkpoint(manager: "tf.train.CheckpointManager", step: int) -> str:
+def save_checkpoint(manager: "tf.train.CheckpointManager", step: int, how_to_go_on: str) -> str:
     """Save through a tf.train.CheckpointManager. TensorFlow writes the data under a temporary
     name and updates the `checkpoint` pointer last, so a failed or killed save leaves the
-    previous checkpoint as the latest."""
+    previous checkpoint, if any, as the latest. how_to_go_on ends the message of a failure."""
     try:
         return manager.save(checkpoint_number=step)
     except Exception as error:  # OSError or tf.errors.OpError: disk full, permissions, ...
         raise CharRNNError(f"could not save a checkpoint in {manager.directory} ({error.__class__.__name__}: "
-                           f"{tf_error_reason(error)}). The previous checkpoint is intact; free disk space or "
-                           f"fix the directory, then resume with --init_from.") from None
+                           f"{tf_error_reason(error)}). Free disk space or fix the directory; {how_to_go_on}") from None
 
 
 def tf_error_reason(error: BaseException) -> str:
@@ -253,11 +271,11 @@ def copy_run(source: Path, target: Path, own_args: dict) -> None:
     user keeps beside a run is not the run's, and a discarded copy is all RUN_FILES. Files that a
     trainer of source removes meanwhile are skipped (a `checkpoint` list that names one falls back
     to an older)."""
-    def is_run_file(path: Path) -> bool:
+    def to_copy(path: Path) -> bool:
         parts = path.relative_to(source).parts
-        return (path.is_file() and parts != ("config.json",) and any(Path(parts[0]).match(p) for p in RUN_FILES)
+        return (path.is_file() and parts != ("config.json",) and is_run_file(Path(parts[0]))
                 and not any(part.endswith("_temp") for part in parts))  # saves in progress
-    files = sorted(filter(is_run_file, source.rglob("*")))
+    files = sorted(filter(to_copy, source.rglob("*")))
     copied = []
     try:
         for path in files:

@@ -275,13 +275,24 @@ def sample(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "utils.
             written[row] += len(text)
             pieces[row].append(text)
         if streaming:
-            sys.stdout.write(pieces[0].pop())
-            sys.stdout.flush()
+            write_out(pieces[0].pop())
         if min(written) >= length:
             break
-    if not streaming:
-        sys.stdout.write("\n---\n".join("".join(row) for row in pieces))
-    sys.stdout.write("\n")
+    write_out(("" if streaming else "\n---\n".join("".join(row) for row in pieces)) + "\n")
+
+
+def write_out(text: str) -> None:
+    """Text to standard output, now. A write that fails (a full disk under `> file`) is refused
+    like bad input; a reader that stopped early (`| head`) is main's BrokenPipeError."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        raise CharRNNError(f"could not write the sample to standard output ({error.strerror}); "
+                           f"free space where it goes, or send it elsewhere") from None
 
 
 if __name__ == "__main__":

@@ -58,6 +58,9 @@ COLLECTIVE_TIMEOUT_S = 60
 # The old keep probabilities are read as the dropout rates, which are saved and inherited.
 SESSION_FLAGS = ("init_from", "stop_at_step", "verbose", "time_budget_s", "mixed_precision",
                  "output_keep_prob", "input_keep_prob")
+# Where a run lives comes from its directory as it is now (renamed or moved since, say), never
+# from its config.json; typed on resume, they name a copy to go on in.
+RUN_PLACE_FLAGS = ("save_dir", "run_name")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -274,7 +277,7 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
     layout flags that differ from it are refused, since the saved weights, data position and
     hidden state depend on them. Returns the saved flags."""
     actions = {a.dest: a for a in build_parser()._actions if a.option_strings}
-    not_inherited = set(typed) | set(SESSION_FLAGS)
+    not_inherited = set(typed) | set(SESSION_FLAGS) | set(RUN_PLACE_FLAGS)
     for group in (LENGTH_FLAGS, CORPUS_FLAGS):
         if not_inherited & set(group):
             not_inherited |= set(group)
@@ -493,11 +496,18 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         args.log_name = next(name for name in names
                              if not (Path(args.log_dir) / name).exists() and not
                              (source_logs and (Path(args.log_dir) / name).resolve() == source_logs.resolve()))
+    # TensorFlow's longest names below them, e.g. best/ckpt-N_temp/part-00000-of-00001.data-00000-of-00001
+    place_flag = "--init_from" if run_dir == resume_dir else "--save_dir"
+    utils.check_path(str(run_dir), place_flag, room=80)
+    utils.check_path(str(Path(args.log_dir) / args.log_name), "--log_dir", room=80)
     if cluster.is_chief:
         # a second trainer on the same run refuses here
-        lock = runs.RunLock(run_dir, "--init_from" if run_dir == resume_dir else "--save_dir")
+        lock = runs.RunLock(run_dir, place_flag)
         try:
-            if run_dir != resume_dir and (run_dir / "config.json").exists():  # never train over a saved run
+            if run_dir != resume_dir and lock.held_run:  # never train over a saved run, or its remains
+                if not (run_dir / "config.json").exists():
+                    raise CharRNNError(f"{run_dir} holds files of a run (checkpoints, vocab.json) but no config.json, "
+                                       f"what is left of one: pick another --run_name, or move them away to start over")
                 raise CharRNNError(f"{run_dir} already holds a run: continue it with --init_from {runs.shell_path(run_dir)}, "
                                    f"pick another --run_name, or delete it to start over")
             latest = run_dir.parent / "latest"
@@ -621,8 +631,10 @@ class Trainer:
         restored = None
         if run.resume_dir is not None:
             # Nothing listed: the `checkpoint` file is damaged (try the files on disk), or missing because
-            # training stopped before its first save completed (TensorFlow writes that file last).
-            candidates = listed or runs.checkpoints_on_disk(run.resume_dir)
+            # training stopped before its first save completed (TensorFlow writes that file last), or
+            # after its first best/ checkpoint, which holds the whole state as well.
+            candidates = (listed or runs.checkpoints_on_disk(run.resume_dir)
+                          or runs.checkpoints_on_disk(run.resume_dir / "best"))
             try:
                 restored = runs.restore_checkpoint(checkpoint, candidates) if candidates else None
             except CharRNNError:
@@ -662,10 +674,10 @@ class Trainer:
         chief = self.run.cluster.is_chief
         if chief and not self.run.kept:  # config.json before the first checkpoint: never one without the other
             write_run_files(self.args, self.run.run_dir, self.run.corpus, self.config, self.chars_per_symbol)
-        runs.save_checkpoint(manager, self.step)
+        runs.save_checkpoint(manager, self.step, how_to_go_on(self.run))
+        self.run.kept = True  # before `latest`, which can fail and then says the checkpoint is there
         if chief:  # `latest` names the run that saved last: the one sample.py --save_dir save picks
             runs.point_latest(self.run.run_dir)
-        self.run.kept = True
 
     def diverged(self, what: str) -> CharRNNError:
         return CharRNNError(f"{what}; nothing was saved from it. Lower --learning_rate (now {self.args.learning_rate}) "
@@ -862,10 +874,12 @@ def train(args: argparse.Namespace, typed: set[str]) -> int:
 
 
 def train_run(run: Run, tf) -> None:
-    """Train the planned run; SIGINT and SIGTERM end it with a checkpoint."""
+    """Train the planned run; SIGINT and SIGTERM end it with a checkpoint. From here on they only
+    ask the loop to stop: a second Ctrl-C while the final checkpoint is written, or the session's
+    files are cleaned up, must not break that off."""
     signalled: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, _frame: signalled.append(signum))
-                for s in (signal.SIGINT, signal.SIGTERM)}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: signalled.append(signum))
     trainer = None
     try:
         trainer = Trainer(run, tf)
@@ -883,8 +897,6 @@ def train_run(run: Run, tf) -> None:
     finally:
         if trainer is not None and trainer.writer is not None:
             trainer.writer.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def how_to_go_on(run: Run) -> str:
@@ -1151,4 +1163,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    # The interpreter's shutdown (TensorFlow's threads) can take a second, and it restores the default
+    # handlers: a late second Ctrl-C would turn a run that saved and exited 0 into a death by signal.
+    for late in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(late, signal.SIG_IGN)
+    sys.exit(status)

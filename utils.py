@@ -112,9 +112,10 @@ NAME_MAX_BYTES = 255
 PATH_MAX_BYTES = 4095
 
 
-def check_path(path: str, flag: str) -> None:
-    """Refuse a path that no file system takes: empty, a name in it too long, or too long in all.
-    Checked up front, since the operating system's own refusal comes as a traceback mid-run."""
+def check_path(path: str, flag: str, room: int = 0) -> None:
+    """Refuse a path that no file system takes: empty, a name in it too long, or too long in all
+    with room bytes more for what is written below it. Checked up front, since the operating
+    system's own refusal comes as a traceback, or mid-run."""
     if not str(path):
         raise CharRNNError(f"{flag} '': an empty path; name a file or directory, or leave the flag out")
     try:
@@ -122,8 +123,9 @@ def check_path(path: str, flag: str) -> None:
         longest = max(len(os.fsencode(part)) for part in Path(path).parts) if Path(path).parts else 0
     except UnicodeEncodeError:  # not representable here at all: the call that opens it says so
         return
-    if longest > NAME_MAX_BYTES or size > PATH_MAX_BYTES:
-        what = (f"a name in it is {longest} bytes long" if longest > NAME_MAX_BYTES else f"it is {size} bytes long")
+    if longest > NAME_MAX_BYTES or size + room > PATH_MAX_BYTES:
+        what = (f"a name in it is {longest} bytes long" if longest > NAME_MAX_BYTES else f"it is {size} bytes long"
+                + (f", and the files written in it add up to {room}" if room else ""))
         limit = f"{NAME_MAX_BYTES} bytes per name" if longest > NAME_MAX_BYTES else f"{PATH_MAX_BYTES} bytes in all"
         raise CharRNNError(f"{flag} {clip_name(str(path), 60)}...: {what}; file systems allow at most {limit}. "
                            f"Choose a shorter path")
@@ -497,7 +499,8 @@ class Vocab:
         except FileNotFoundError:
             raise CharRNNError(f"{path}: vocabulary file not found") from None
         except (ValueError, KeyError, TypeError) as e:
-            raise CharRNNError(f"{path}: not a valid vocab.json ({e}); prepare the data again") from None
+            raise CharRNNError(f"{path}: not a valid vocab.json ({e}); train.py wrote it: restore it from a "
+                               f"backup, or train again") from None
 
 
 def _ids_dtype(vocab_size: int) -> np.dtype:

@@ -209,6 +209,7 @@ def test_bad_corpus_is_refused(tmp_path: Path, kind: str) -> None:
     (["--log_dir", "logs/" + "x" * 300], "a name in it is 300 bytes long"),  # not an OSError traceback
     (["--init_from", "save/" + "한" * 100], "a name in it is 300 bytes long"),
     (["--save_dir", "s/" * 2100], "it is 4200 bytes long"),
+    (["--save_dir", "/".join(["x" * 200] * 20)], "and the files written in it add up to 80"),  # fails at no save
     (["--save_dir", b"saves-\xc7\xd1"], "not valid UTF-8"),  # cp949 bytes under a UTF-8 locale
     # each size is allowed alone, together they need far more memory than any machine has
     (["--rnn_size", "16384", "--num_layers", "64"], "GiB of memory"),
@@ -260,7 +261,7 @@ def test_unwritable_output_directory(tmp_path: Path, flag: str) -> None:
     corpus.write_text(tiny_text(), encoding="utf-8")
     (tmp_path / "afile").write_text("")
     result = run("train.py", "--input", str(corpus), *TINY, flag, str(tmp_path / "afile" / "out"), cwd=tmp_path)
-    assert_refused(result, flag, "afile", "cannot write there")
+    assert_refused(result, flag, "afile is a file, not a folder")
     if flag == "--log_dir":  # the run directory made (and locked) before it failed is gone: no run that never was
         assert not (tmp_path / "save").exists()  # nor the save directory made for it
 
@@ -272,6 +273,39 @@ def test_read_only_save_directory(tmp_path: Path) -> None:
     (tmp_path / "ro").mkdir(mode=0o555)
     result = run("train.py", "--input", str(corpus), *TINY, "--save_dir", str(tmp_path / "ro"), cwd=tmp_path)
     assert_refused(result, "--save_dir", "ro", "cannot write there")
+
+
+def test_run_directories_as_found_on_disk(trained, run_copy: Path) -> None:
+    """What a user's copying and renaming leaves: each is refused up front, touching nothing, or
+    works; no session deletes files of a run that it did not make."""
+    save = run_copy.parent
+    shutil.copytree(run_copy, save / "q[1]")  # a pattern that matches run "q1" beside it
+    shutil.copytree(run_copy, save / "q1")
+    before = file_hashes(save)
+    assert_refused(run("train.py", "--init_from", ".", "--max_steps", "8", cwd=save / "q[1]"),
+                   "--init_from ../q[1]: TensorFlow reads", "rename the folder")
+    (save / "latest").write_text("q[1]\n")
+    assert_refused(run("sample.py", "--save_dir", str(save), cwd=save), "q[1]: TensorFlow reads")
+    # Checkpoints without config.json: no new run goes there (it would mix with them, or discard them).
+    (save / "q1" / "config.json").unlink()
+    before = file_hashes(save)
+    assert_refused(run("train.py", "--input", str(trained["corpus"]), *TINY, "--run_name", "q1",
+                       cwd=save.parent), "holds files of a run", "no config.json")
+    # A lock file that cannot be opened (another user's, say).
+    (save / "run" / ".lock").unlink(missing_ok=True)
+    (save / "run" / ".lock").mkdir()
+    assert_refused(run("train.py", "--init_from", str(run_copy), cwd=save.parent), ".lock: cannot open the run's lock")
+    assert file_hashes(save) == before
+    (save / "run" / ".lock").rmdir()
+    # A name of 201-255 bytes (renamed by hand, or saved by an earlier resume) resumes, again and again.
+    long_name = save / ("n" * 240)
+    run_copy.rename(long_name)
+    config = json.loads((long_name / "config.json").read_text(encoding="utf-8"))
+    config["args"]["run_name"] = long_name.name
+    (long_name / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    resumed = run("train.py", "--init_from", str(long_name), "--max_steps", "7", cwd=save.parent)
+    assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr
+    assert pointer_step(long_name) == 7
 
 
 def test_init_from_missing_or_not_a_run(tmp_path: Path) -> None:
@@ -417,6 +451,40 @@ def test_a_signal_inside_an_import_stops_start_up(tmp_path: Path, signalled: boo
     else:
         assert result.returncode == 1 and "cannot open shared object file" in result.stderr, result.stderr
     assert not (tmp_path / "save").exists() and not (tmp_path / "logs").exists()
+
+
+LATEST_UNWRITABLE = '''
+"""Test wrapper: run train.py, but the save directory's `latest` file cannot be written."""
+import errno, os, runpy, sys
+sys.path.insert(0, {root!r})
+import runs
+
+write = runs.atomic_write_text
+
+def refuse_latest(path, text):
+    if os.path.basename(path) == "latest":
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+    write(path, text)
+
+runs.atomic_write_text = refuse_latest
+sys.argv = [{train!r}] + sys.argv[1:]
+runpy.run_path({train!r}, run_name="__main__")
+'''
+
+
+def test_a_latest_that_cannot_be_written_keeps_the_first_checkpoint(tmp_path: Path) -> None:
+    """The message says the checkpoint is intact: the new run must not be discarded after all."""
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(LATEST_UNWRITABLE.format(root=str(ROOT), train=str(ROOT / "train.py")))
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    result = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "3", "--run_name", "new", cwd=tmp_path,
+                 wrapper=wrapper)
+    assert_refused(result, "could not write save/latest (Operation not permitted)", "checkpoints in save/new are intact")
+    assert pointer_step(tmp_path / "save" / "new" / "best") == 3  # the first save (the run's own comes after it)
+    resumed = run("train.py", "--init_from", "save/new", "--max_steps", "4", cwd=tmp_path)
+    assert resumed.returncode == 0 and "best/ckpt-3 at step 3" in resumed.stderr, resumed.stderr
+    assert pointer_step(tmp_path / "save" / "new") == 4
+    assert (tmp_path / "save" / "latest").read_text().strip() == "new"
 
 
 def test_discarding_removes_only_what_the_session_put_there(tmp_path: Path) -> None:
@@ -687,6 +755,14 @@ def test_sampling_into_a_closed_pipe(trained) -> None:
     assert proc.wait(timeout=TIMEOUT) == 0 and "Traceback" not in err, err
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_sampling_onto_a_full_disk(trained) -> None:
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, str(ROOT / "sample.py"), "--save_dir", str(trained["run"]), "-n", "50"],
+                                cwd=trained["root"], stdout=full, stderr=subprocess.PIPE, text=True, timeout=TIMEOUT)
+    assert_refused(result, "could not write the sample to standard output (No space left on device)")
+
+
 # ---------------------------------------------------------------------------------------------
 # Must 2: kill -9 at any moment, including in the middle of a checkpoint write
 
@@ -859,7 +935,7 @@ def test_disk_full_while_saving(trained, tmp_path: Path) -> None:
         result = run("train.py", "--init_from", str(run_dir), "--max_steps", "10", "--save_every", "1",
                      "--eval_every", "100", *logs, cwd=tmp_path, **popen)
         reason = "No space left on device" if mounted else "File too large"
-        assert_refused(result, "could not save a checkpoint", reason, "previous checkpoint is intact")
+        assert_refused(result, "could not save a checkpoint", reason, f"checkpoints in {run_dir} are intact: resume with")
         assert pointer_step(run_dir) == 6
         after = checkpoint_hashes(run_dir)
         assert {k: v for k, v in after.items() if k in before} == before  # (a failed save may leave ckpt-7_temp/)
