@@ -35,7 +35,7 @@ import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 
 def _lazy_import(name: str):
@@ -234,18 +234,33 @@ def _normalize(text: str, normalize: str) -> str:
 
 def _safe_cut(text: str) -> int:
     """Where to cut decoded text so that normalizing both parts separately equals normalizing the
-    whole: after the last line break, else before the last ASCII character or Hangul syllable (no
-    canonical composition takes either as its second part, so nothing straddles the cut; a CR
-    can't end the first part while its LF starts the second, because there is no LF). 0 means
-    there is no safe place yet: read more."""
+    whole: after the last line break, else before the last starter (combining class 0) that no
+    canonical composition takes as its second part, such as an ASCII letter, a Hangul syllable or
+    a CJK ideograph: nothing reorders or composes across it (and a CR can't end the first part
+    while its LF starts the second, because there is no LF). 0 means there is no safe place yet:
+    read more."""
     cut = text.rfind("\n") + 1
     if cut:
         return cut
     for i in range(len(text) - 1, 0, -1):
-        c = ord(text[i])
-        if c < 0x80 or 0xAC00 <= c <= 0xD7A3:
+        c = text[i]
+        if c < "\x80" or "\uac00" <= c <= "\ud7a3" or (
+                not unicodedata.combining(c) and c not in _composition_second_parts()):
             return i
     return 0
+
+
+@functools.lru_cache(maxsize=None)
+def _composition_second_parts() -> frozenset[str]:
+    """The characters that canonical composition joins to the one before them: the second half of
+    every two-part canonical decomposition, and the Hangul vowel and final jamo. Built on first
+    use (a pass over all code points, ~0.5 s): only text without line breaks needs it."""
+    parts = {chr(c) for c in [*range(0x1161, 0x1176), *range(0x11A8, 0x11C3)]}
+    for cp in range(0x110000):
+        decomposition = unicodedata.decomposition(chr(cp)).split()
+        if len(decomposition) == 2 and not decomposition[0].startswith("<"):
+            parts.add(chr(int(decomposition[1], 16)))
+    return frozenset(parts)
 
 
 def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]) -> Iterator[str]:
@@ -285,6 +300,13 @@ def _check_looks_like_text(path: Path, head: bytes, encoding: str) -> None:
         raise CharRNNError(f"{path}: starts with a UTF-16 byte-order mark: pass --encoding utf-16 "
                            "(or convert the file to UTF-8)")
     if b"\x00" in head:
+        # UTF-16 without a byte-order mark: the high byte of every ASCII character (spaces, line
+        # breaks) is NUL, the low bytes hardly ever are; a binary file has NULs on both sides.
+        nuls = [head[side::2].count(0) / max(1, len(head[side::2])) for side in (0, 1)]
+        if max(nuls) >= 0.05 and min(nuls) <= max(nuls) / 8:
+            order = "le" if nuls[1] > nuls[0] else "be"
+            raise CharRNNError(f"{path}: looks like UTF-16 text without a byte-order mark; pass --encoding "
+                               f"utf-16-{order} (or convert the file to UTF-8)")
         raise CharRNNError(f"{path}: looks like a binary file, not text (NUL byte at offset "
                            f"{head.index(0):,}); pass a text file")
 
@@ -495,6 +517,10 @@ class Vocab:
             symbols, counts = zip(*d["symbols"])
             if not all(isinstance(s, str) and len(s) == 1 for s in symbols):
                 raise ValueError("a symbol is not one character")
+            if d["unit"] not in ("char", "jamo") or d["normalize"] not in ("nfc", "none"):
+                raise ValueError(f"unit {d['unit']!r}, normalize {d['normalize']!r}")
+            if d["unk_id"] is not None and not (type(d["unk_id"]) is int and 0 <= d["unk_id"] < len(symbols)):
+                raise ValueError(f"unk_id {d['unk_id']!r} is no symbol's id")
             return cls(list(symbols), list(counts), d["unk_id"], d["unit"], d["normalize"])
         except FileNotFoundError:
             raise CharRNNError(f"{path}: vocabulary file not found") from None
@@ -591,6 +617,12 @@ def _load_prepared(directory: Path, identity: dict, files: list[Path], options: 
         if ids.shape != (meta["num_symbols"],):
             raise ValueError(f"ids.npy has shape {ids.shape}, meta.json says {meta['num_symbols']}")
         vocab = Vocab.load(directory / "vocab.json")
+        if ids.dtype != _ids_dtype(vocab.size):
+            raise ValueError(f"ids.npy holds {ids.dtype}, not {_ids_dtype(vocab.size)}")
+        # Every id exactly up to 16M symbols; beyond, the blocks that the start-up baseline reads anyway.
+        for start in _sample_blocks(len(ids)):
+            if len(ids[start:start + _BLOCK]) and int(ids[start:start + _BLOCK].max()) >= vocab.size:
+                raise ValueError(f"ids.npy holds ids beyond the vocabulary's {vocab.size} from position {start}")
         num_chars = int(meta["num_chars"])
     except FileNotFoundError:
         return None
@@ -749,10 +781,11 @@ def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | N
     <corpus dir>/.prepared, or ~/.cache/char-rnn-tf2 when that is not writable). The key covers
     the files' paths, sizes and mtimes and every option; a build goes to a temp dir that is
     renamed into place when complete, so an interrupted one never looks valid."""
-    files = [Path(p).resolve() for p in files]
+    # The folder the user named, not where symbolic links in it lead (which may be far apart).
+    corpus_dir = Path(os.path.commonpath([Path(os.path.abspath(p)).parent for p in files]))
+    files = list(dict.fromkeys(Path(p).resolve() for p in files))  # a file linked twice is read once
     identity = _identity(files, options)
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    corpus_dir = Path(os.path.commonpath([p.parent for p in files]))
     roots = [Path(cache_root)] if cache_root else [corpus_dir / ".prepared", _user_cache_root()]
     for root in roots:
         corpus = _load_prepared(root / key, identity, files, options)
@@ -823,6 +856,13 @@ def _original_chars(vocab: Vocab, ids: np.ndarray, n: int) -> np.ndarray:
 
 
 _ENTROPY_EXACT = 1 << 24  # symbols; beyond this the baseline is estimated from a sample
+_BLOCK = 1 << 18
+
+
+def _sample_blocks(n: int) -> Iterable[int]:
+    """Where the blocks of _BLOCK ids start that stand for n ids: all of them up to
+    _ENTROPY_EXACT, else 64 evenly spaced, so that a check at every start stays cheap."""
+    return range(0, n, _BLOCK) if n <= _ENTROPY_EXACT else np.linspace(0, n - _BLOCK, 64).astype(np.int64)
 
 
 def unigram_entropy_bits(vocab: Vocab, ids: np.ndarray) -> float:
@@ -830,10 +870,9 @@ def unigram_entropy_bits(vocab: Vocab, ids: np.ndarray) -> float:
     model that learned only those frequencies scores. Under jamo, counted over whole syllables.
     Exact up to 16M symbols; beyond that estimated from 64 evenly spaced blocks of 256K, so the
     cost at every training start does not grow with the corpus."""
-    n, block = len(ids), 1 << 18
-    starts = range(0, n, block) if n <= _ENTROPY_EXACT else np.linspace(0, n - block, 64).astype(np.int64)
+    n, block = len(ids), _BLOCK
     counts = np.zeros(vocab.size if vocab.unit == "char" else 0x110000, dtype=np.int64)
-    for a in starts:
+    for a in _sample_blocks(n):
         if vocab.unit == "char":
             counts += np.bincount(ids[a:a + block], minlength=vocab.size)
         else:

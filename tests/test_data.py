@@ -86,6 +86,8 @@ ROUND_TRIPS = {
     "nfd": NFD_KOREAN + "e\u0301 a\u0308\n",
     "no final newline": "ends without one: 끝",
     "long lines without newlines": ("가나다라" * 300 + "abc " * 50 + NFD_KOREAN.strip()) * 3,
+    # no line break, ASCII letter or Hangul syllable to cut before; marks and jamo that compose
+    "one line of ideographs and marks": ("日本語の文字か\u3099\u1100\u1161\u11a8\u0b47\u0b3e" + "中文" * 200) * 3,
 }
 
 
@@ -102,6 +104,14 @@ def test_round_trip(tmp_path: Path, monkeypatch, name: str, read_bytes: int) -> 
     assert dict(zip(corpus.vocab.symbols, corpus.vocab.counts)) == counts
     assert corpus.vocab.counts == sorted(corpus.vocab.counts, reverse=True)
     assert corpus.ids.dtype == np.uint16 and isinstance(corpus.ids, np.memmap)
+
+
+def test_text_without_line_breaks_is_cut_near_each_read_end() -> None:
+    """So that a one-line corpus of ideographs keeps one read's worth of text in memory (the
+    round trips above show that the cuts never change the normalized text)."""
+    assert utils._safe_cut("中" * 1_000_000) == 999_999
+    assert utils._safe_cut("中文e\u0301") == 2  # before the e, whose accent joins it
+    assert utils._safe_cut("\u0301\u0301\u0301") == 0  # marks only: read more
 
 
 def test_nfd_hangul_gives_the_same_vocabulary_as_nfc(tmp_path: Path) -> None:
@@ -128,6 +138,21 @@ def test_files_of_a_directory_are_joined_by_line_breaks(tmp_path: Path) -> None:
     assert corpus.vocab.decode(corpus.ids) == "one\n둘\nthree"
     assert corpus.cache_dir.parent == tmp_path / "corpus" / ".prepared"
     assert utils.resolve_corpus(str(tmp_path / "corpus"), None) == files  # the cache is not corpus
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symbolic links need privileges on Windows")
+def test_linked_files_are_read_once_and_cached_in_the_named_folder(tmp_path: Path) -> None:
+    for folder in ("x", "y", "corpus"):
+        (tmp_path / folder).mkdir()
+    write(tmp_path / "x" / "a.txt", "one\n")
+    write(tmp_path / "y" / "b.txt", "two\n")
+    corpus_dir = tmp_path / "corpus"
+    (corpus_dir / "a.txt").symlink_to(tmp_path / "x" / "a.txt")
+    (corpus_dir / "b.txt").symlink_to(tmp_path / "y" / "b.txt")
+    (corpus_dir / "c.txt").symlink_to(tmp_path / "x" / "a.txt")  # the same file again
+    corpus = utils.prepare_corpus(utils.resolve_corpus(str(corpus_dir), None), DataOptions())
+    assert corpus.vocab.decode(corpus.ids) == "one\ntwo\n"
+    assert corpus.cache_dir.parent == corpus_dir / ".prepared"  # not tmp_path, where the links lead
 
 
 # ---- jamo ------------------------------------------------------------------------------------------
@@ -337,7 +362,8 @@ def test_killed_preparation_leaves_no_valid_looking_cache(tmp_path: Path, stage:
     assert [d.name for d in cache.iterdir()] == [corpus.cache_dir.name]  # the dead build was cleaned up
 
 
-@pytest.mark.parametrize("damage", ["no num_chars", "num_chars not a number", "not JSON", "ids.npy cut short"])
+@pytest.mark.parametrize("damage", ["no num_chars", "num_chars not a number", "not JSON", "ids.npy cut short",
+                                    "an id beyond the vocabulary", "ids.npy as floats", "unk_id beyond"])
 def test_damaged_prepared_data_is_prepared_again(tmp_path: Path, caplog, damage: str) -> None:
     path = write(tmp_path / "in.txt", "some text\n" * 50)
     first = prepare(path, tmp_path)
@@ -351,6 +377,14 @@ def test_damaged_prepared_data_is_prepared_again(tmp_path: Path, caplog, damage:
     if damage == "ids.npy cut short":
         ids = first.cache_dir / "ids.npy"
         ids.write_bytes(ids.read_bytes()[:-10])
+    elif damage in ("an id beyond the vocabulary", "ids.npy as floats"):
+        ids = np.load(first.cache_dir / "ids.npy")
+        ids[100] = 60000
+        np.save(first.cache_dir / "ids.npy", ids if damage == "an id beyond the vocabulary" else ids.astype(np.float64))
+    elif damage == "unk_id beyond":
+        vocab = json.loads((first.cache_dir / "vocab.json").read_text(encoding="utf-8"))
+        vocab["unk_id"] = 999
+        (first.cache_dir / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
     del first
     again = prepare(path, tmp_path)
     assert "ignoring damaged prepared data" in caplog.text
