@@ -498,6 +498,17 @@ def _filter_logits(logits: tf.Tensor, top_k: tf.Tensor, top_p: tf.Tensor) -> tf.
     return tf.where(logits < threshold, -math.inf, logits)
 
 
+def rng_seed(seed, k) -> tf.Tensor:
+    """The [2] seed of a stateless random op for draw k under a 64-bit seed. Under XLA those ops
+    read only the low 32 bits of each element, so [seed, k] would give seeds 1 and 2**32 + 1 the
+    same numbers: the seed's two halves seed a 32-bit draw that stands for all of it."""
+    seed = tf.cast(seed, tf.int64)
+    halves = tf.stack([tf.bitwise.bitwise_and(seed, 0xFFFFFFFF),
+                       tf.bitwise.bitwise_and(tf.bitwise.right_shift(seed, 32), 0xFFFFFFFF)])
+    mixed = tf.random.stateless_uniform([], halves, minval=None, maxval=None, dtype=tf.uint32)
+    return tf.stack([tf.cast(mixed, tf.int64), tf.cast(k, tf.int64)])
+
+
 def _pick(logits, last_ids, step, temperature, top_k, top_p, mode, seed, space_id) -> tf.Tensor:
     """Next ids [N] from logits [N, V]; the random draw depends only on (seed, step)."""
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
@@ -511,7 +522,7 @@ def _pick(logits, last_ids, step, temperature, top_k, top_p, mode, seed, space_i
         # One log per symbol where Gumbel-max needs two (measured: sampling 45% cheaper under
         # XLA); stateless_categorical is no option, XLA does not compile it with 64-bit seeds.
         u = tf.random.stateless_uniform(
-            tf.shape(scaled), tf.stack([seed, tf.cast(step, tf.int64)]), minval=1e-20, maxval=1.0
+            tf.shape(scaled), rng_seed(seed, step), minval=1e-20, maxval=1.0
         )
         p = tf.exp(scaled - tf.reduce_max(scaled, axis=-1, keepdims=True))
         return tf.argmax(p / -tf.math.log(u), axis=-1, output_type=tf.int32)

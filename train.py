@@ -202,7 +202,8 @@ def check_args(args: argparse.Namespace) -> None:
         need(0.0 < args.decay_rate <= 1.0, "decay_rate", "must be in (0, 1], e.g. 0.97")
     for flag in ("output_keep_prob", "input_keep_prob"):
         if getattr(args, flag) is not None:
-            need(0.0 < getattr(args, flag) <= 1.0, flag, "must be in (0, 1]")
+            need(1e-6 <= getattr(args, flag) <= 1.0, flag,  # 1 - 1e-17 is a dropout of 1.0, which drops all
+                 "must be from 0.000001 to 1 (the probability to keep a unit; dropout is 1 minus it), e.g. 0.8")
     if args.time_budget is not None:
         args.time_budget_s = utils.parse_duration(args.time_budget)
         need(0 < args.time_budget_s < math.inf, "time_budget", "must be a positive time, e.g. 90s, 15m, 2h")
@@ -396,6 +397,8 @@ def cluster_from_env(strategy: str) -> Cluster:
         return Cluster()
     example = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
                '"task": {"type": "worker", "index": 0}}\'')
+    if "TF_CONFIG" not in os.environ:
+        raise CharRNNError(f"--strategy multiworker needs TF_CONFIG set on each worker, e.g. {example}")
     try:
         spec = json.loads(os.environ["TF_CONFIG"])
         task, cluster = spec["task"], spec["cluster"]
@@ -405,7 +408,7 @@ def cluster_from_env(strategy: str) -> Cluster:
             raise ValueError(f"task {task} is not in the cluster")
     except KeyError as missing:
         raise CharRNNError(f"--strategy multiworker needs TF_CONFIG with {missing} set, e.g. {example}") from None
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, AttributeError) as error:  # AttributeError: a list where an object belongs
         raise CharRNNError(f"--strategy multiworker: TF_CONFIG is not valid ({error}); e.g. {example}") from None
     return Cluster(worker_index=index, num_workers=len(chiefs) + len(workers))
 
@@ -471,15 +474,17 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
                            f"to say where the text is now") from None
     corpus = utils.prepare_corpus(files, data_options(args))
     train_ids, val_ids = corpus.split(args.val_frac)
+    val_split = len(val_ids)
     if args.eval_symbols:
         val_ids = val_ids[:args.eval_symbols + 1]  # + 1: the last input's target
     # Each worker reads only its own streams of the memory-mapped ids.
     loader = utils.BatchLoader(train_ids, args.batch_size, args.seq_length, seed=args.seed,
                                shard_index=cluster.worker_index, num_shards=cluster.num_workers)
     if len(val_ids) <= args.seq_length:
-        raise CharRNNError(f"the validation text ({len(val_ids)} symbols, --val_frac {args.val_frac}, --eval_symbols "
-                           f"{args.eval_symbols}) is shorter than one window of --seq_length {args.seq_length}: raise "
-                           f"--val_frac or --eval_symbols, or lower --seq_length")
+        capped = f", of which --eval_symbols {args.eval_symbols} scores {len(val_ids) - 1:,}" if val_split > len(val_ids) else ""
+        raise CharRNNError(f"the validation text (--val_frac {args.val_frac}: {val_split:,} symbols{capped}) is shorter "
+                           f"than one window of --seq_length {args.seq_length}: raise --val_frac or --eval_symbols, or "
+                           f"lower --seq_length")
     check_memory(args, corpus.vocab.size)
     if resume_dir is not None:
         check_same_vocab(resume_dir, corpus.vocab)
@@ -971,10 +976,11 @@ def make_train_step(net: "model.CharRNN", optimizer: "Adam", batch_size: int, se
     and returns an infinite norm.
     """
     import tensorflow as tf
+    from model import rng_seed
     compute_dtype = tf.float16 if loss_scale is not None else tf.float32
 
     def loss_and_grads(x, y, state, step, part=None):
-        dropout_seed = tf.stack([tf.constant(seed, tf.int64), step])
+        dropout_seed = rng_seed(seed, step)
         if part is not None:  # a replica's or a group's own masks
             dropout_seed = tf.random.experimental.stateless_fold_in(dropout_seed, part)
         with tf.GradientTape() as tape:

@@ -156,6 +156,9 @@ def corpus_case(tmp_path: Path, kind: str) -> tuple[list[str], list[str]]:
     if kind == "binary file":
         (tmp_path / "model.bin").write_bytes(bytes(range(256)) * 64)
         return ["--input", str(tmp_path / "model.bin")], ["model.bin", "binary"]
+    if kind == "utf-16 without a byte-order mark":
+        (tmp_path / "ko16.txt").write_bytes("한국어 문장입니다\n".encode("utf-16-le") * 200)
+        return ["--input", str(tmp_path / "ko16.txt")], ["ko16.txt", "UTF-16", "--encoding utf-16-le"]
     if kind == "not utf-8":
         (tmp_path / "latin.txt").write_bytes("café au lait, s'il vous plaît\n".encode("latin-1") * 200)
         return ["--input", str(tmp_path / "latin.txt")], ["latin.txt", "not valid utf-8", "--encoding"]
@@ -175,7 +178,8 @@ def corpus_case(tmp_path: Path, kind: str) -> tuple[list[str], list[str]]:
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["missing file", "missing directory", "empty file", "binary file", "not utf-8",
+@pytest.mark.parametrize("kind", ["missing file", "missing directory", "empty file", "binary file",
+                                  "utf-16 without a byte-order mark", "not utf-8",
                                   "no .txt in directory", "shorter than one batch", "utf-8 read as utf-16",
                                   "not a text encoding"])
 def test_bad_corpus_is_refused(tmp_path: Path, kind: str) -> None:
@@ -205,6 +209,7 @@ def test_bad_corpus_is_refused(tmp_path: Path, kind: str) -> None:
     (["--save_dir", ""], "--save_dir '': an empty path"),
     (["--run_name", "x" * 300], "at most 200 bytes"),
     (["--init_from", ""], "--init_from '': an empty path"),  # not silently a new run
+    (["--output_keep_prob", "1e-17"], "--output_keep_prob 1e-17: must be from 0.000001"),  # 1 - p rounds to 1
     (["--input", ""], "--input '': an empty path"),  # not silently --data_dir's default
     (["--log_dir", "logs/" + "x" * 300], "a name in it is 300 bytes long"),  # not an OSError traceback
     (["--init_from", "save/" + "한" * 100], "a name in it is 300 bytes long"),
@@ -219,6 +224,16 @@ def test_bad_sizes_are_refused(tmp_path: Path, flags: list[str], needle: str) ->
     corpus.write_text(tiny_text(), encoding="utf-8")
     result = run("train.py", "--input", str(corpus), *TINY, *flags, cwd=tmp_path)
     assert_refused(result, needle)
+
+
+@pytest.mark.parametrize("tf_config, needle", [(None, "needs TF_CONFIG set on each worker"),
+                                               ('{"cluster": [], "task": {"type": "worker", "index": 0}}',
+                                                "TF_CONFIG is not valid")])
+def test_multiworker_without_a_valid_tf_config(tmp_path: Path, tf_config: str | None, needle: str) -> None:
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"} | ({"TF_CONFIG": tf_config} if tf_config else {})
+    result = run("train.py", "--input", "tiny.txt", *TINY, "--strategy", "multiworker", cwd=tmp_path, env=env)
+    assert_refused(result, "--strategy multiworker", needle)
 
 
 def test_corpus_under_a_name_that_is_not_utf8(tmp_path: Path) -> None:

@@ -46,6 +46,7 @@ def text(result: subprocess.CompletedProcess) -> str:
 def test_same_seed_same_text_and_streaming_continues_one_stream(run_dir: Path) -> None:
     first = text(sample(run_dir, "-n", "700", "--seed", "5"))
     assert first != text(sample(run_dir, "-n", "700", "--seed", "6"))
+    assert first != text(sample(run_dir, "-n", "700", "--seed", str(5 + 2**32)))  # all 64 bits count
     # A second process with the same seed repeats the text: 600 characters, streamed in chunks, are
     # the start of the 700.
     assert first.startswith(text(sample(run_dir, "-n", "600", "--seed", "5")).rstrip("\n"))
