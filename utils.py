@@ -234,9 +234,9 @@ def _normalize(text: str, normalize: str) -> str:
 
 def _safe_cut(text: str) -> int:
     """Where to cut decoded text so that normalizing both parts separately equals normalizing the
-    whole: after the last line break, else before the last starter (combining class 0) that no
-    canonical composition takes as its second part, such as an ASCII letter, a Hangul syllable or
-    a CJK ideograph: nothing reorders or composes across it (and a CR can't end the first part
+    whole: after the last line break, else before the last starter (combining class 0) that
+    normalization never ties to what precedes it (see _no_cut_before), such as an ASCII letter, a
+    Hangul syllable or a CJK ideograph: nothing reorders or composes across it (and a CR can't end the first part
     while its LF starts the second, because there is no LF). 0 means there is no safe place yet:
     read more."""
     cut = text.rfind("\n") + 1
@@ -245,22 +245,29 @@ def _safe_cut(text: str) -> int:
     for i in range(len(text) - 1, 0, -1):
         c = text[i]
         if c < "\x80" or "\uac00" <= c <= "\ud7a3" or (
-                not unicodedata.combining(c) and c not in _composition_second_parts()):
+                not unicodedata.combining(c) and c not in _no_cut_before()):
             return i
     return 0
 
 
 @functools.lru_cache(maxsize=None)
-def _composition_second_parts() -> frozenset[str]:
-    """The characters that canonical composition joins to the one before them: the second half of
-    every two-part canonical decomposition, and the Hangul vowel and final jamo. Built on first
-    use (a pass over all code points, ~0.5 s): only text without line breaks needs it."""
-    parts = {chr(c) for c in [*range(0x1161, 0x1176), *range(0x11A8, 0x11C3)]}
-    for cp in range(0x110000):
-        decomposition = unicodedata.decomposition(chr(cp)).split()
-        if len(decomposition) == 2 and not decomposition[0].startswith("<"):
-            parts.add(chr(int(decomposition[1], 16)))
-    return frozenset(parts)
+def _no_cut_before() -> frozenset[str]:
+    """Starters that normalization can still tie to the text before them: the second half of every
+    two-part canonical decomposition and the Hangul vowel and final jamo (composition joins them
+    backwards), and those whose decomposition begins with a mark (U+0F73: the mark is reordered
+    with the marks before it). Built on first use (a pass over all code points, ~0.3 s): only
+    text without line breaks needs it."""
+    chars = {chr(c) for c in [*range(0x1161, 0x1176), *range(0x11A8, 0x11C3)]}
+    decomposable = [chr(cp) for cp in range(0x110000) if unicodedata.decomposition(chr(cp))[:1] not in ("", "<")]
+    for c in decomposable:
+        decomposition = unicodedata.decomposition(c).split()
+        if len(decomposition) == 2:
+            chars.add(chr(int(decomposition[1], 16)))
+    for c in decomposable:  # a decomposition that begins with a mark, or with a second half itself
+        first = unicodedata.normalize("NFD", c)[0]
+        if unicodedata.combining(first) or first in chars:
+            chars.add(c)
+    return frozenset(chars)
 
 
 def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]) -> Iterator[str]:
@@ -303,12 +310,20 @@ def _check_looks_like_text(path: Path, head: bytes, encoding: str) -> None:
         # UTF-16 without a byte-order mark: the high byte of every ASCII character (spaces, line
         # breaks) is NUL, the low bytes hardly ever are; a binary file has NULs on both sides.
         nuls = [head[side::2].count(0) / max(1, len(head[side::2])) for side in (0, 1)]
-        if max(nuls) >= 0.05 and min(nuls) <= max(nuls) / 8:
-            order = "le" if nuls[1] > nuls[0] else "be"
+        order = "le" if nuls[1] > nuls[0] else "be"
+        if max(nuls) >= 0.05 and min(nuls) <= max(nuls) / 8 and _reads_as_text(head, f"utf-16-{order}"):
             raise CharRNNError(f"{path}: looks like UTF-16 text without a byte-order mark; pass --encoding "
                                f"utf-16-{order} (or convert the file to UTF-8)")
         raise CharRNNError(f"{path}: looks like a binary file, not text (NUL byte at offset "
                            f"{head.index(0):,}); pass a text file")
+
+
+def _reads_as_text(head: bytes, encoding: str) -> bool:
+    """Whether bytes decode to text with hardly any control characters (an array of small 16-bit
+    numbers has as many NULs as UTF-16 text, but decodes to controls)."""
+    text = head[:len(head) // 2 * 2].decode(encoding, errors="replace")
+    odd = sum(1 for c in text if c == "\ufffd" or (unicodedata.category(c) == "Cc" and c not in "\n\r\t"))
+    return bool(text) and odd <= len(text) / 100
 
 
 def _decode_error(path: Path, encoding: str, bad: int) -> CharRNNError:

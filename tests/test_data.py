@@ -87,7 +87,8 @@ ROUND_TRIPS = {
     "no final newline": "ends without one: 끝",
     "long lines without newlines": ("가나다라" * 300 + "abc " * 50 + NFD_KOREAN.strip()) * 3,
     # no line break, ASCII letter or Hangul syllable to cut before; marks and jamo that compose
-    "one line of ideographs and marks": ("日本語の文字か\u3099\u1100\u1161\u11a8\u0b47\u0b3e" + "中文" * 200) * 3,
+    "one line of ideographs and marks": ("日本語の文字か\u3099\u1100\u1161\u11a8\u0b47\u0b3e\u0f40\u0f72\u0f73"
+                                         + "中文" * 200) * 3,  # U+0F73 = U+0F71 U+0F72: its mark moves back
 }
 
 
@@ -104,6 +105,14 @@ def test_round_trip(tmp_path: Path, monkeypatch, name: str, read_bytes: int) -> 
     assert dict(zip(corpus.vocab.symbols, corpus.vocab.counts)) == counts
     assert corpus.vocab.counts == sorted(corpus.vocab.counts, reverse=True)
     assert corpus.ids.dtype == np.uint16 and isinstance(corpus.ids, np.memmap)
+
+
+def test_utf16_without_a_bom_is_told_from_binary_numbers(tmp_path: Path) -> None:
+    for name, data, needle in [("ko16.txt", "한국어 문장입니다\n".encode("utf-16-le") * 50, "--encoding utf-16-le"),
+                               ("en16.txt", "plain text\n".encode("utf-16-be") * 50, "--encoding utf-16-be"),
+                               ("small.bin", (np.arange(1000, dtype=np.int16) % 200).tobytes(), "binary file")]:
+        with pytest.raises(utils.CharRNNError, match=needle):
+            utils._check_looks_like_text(tmp_path / name, data, "utf-8")
 
 
 def test_text_without_line_breaks_is_cut_near_each_read_end() -> None:
