@@ -324,11 +324,11 @@ def _check_target_file(path: Path, flag: str) -> Path | None:
     it had to create."""
     if path.is_dir():
         raise CharRNNError(f"{flag} {path}: is a directory; give a file name such as {path / 'charrnn.tflite'}")
-    for target, ours in ((path, _is_tflite_model), (tflite_vocab_path(path), _is_vocab)):
-        if (target.exists() or target.is_symlink()) and not (target.is_file() and not target.is_symlink()
-                                                             and ours(target)):
-            raise CharRNNError(f"{flag} {path}: {target} exists and is not " + ("a TFLite model" if target == path
-                               else "the vocabulary of one") + " written here; choose another file name, or remove it")
+    for target, ours, what in ((path, _is_tflite_model, "a TFLite model"),
+                               (tflite_vocab_path(path), _is_vocab, "the vocabulary of one")):
+        if os.path.lexists(target) and (target.is_symlink() or not target.is_file() or not ours(target)):
+            raise CharRNNError(f"{flag} {path}: {target} exists and is not {what} written here; choose another "
+                               f"file name, or remove it")
     return runs.ensure_writable(path.parent, flag)
 
 

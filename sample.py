@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("error: %s", error)
         return 2
     except BrokenPipeError:  # the reader stopped early (sample.py | head): not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        discard_stdout()
         return 0
     except (KeyboardInterrupt, ImportError) as error:
         if isinstance(error, ImportError) and not signals:  # see utils.interrupt_on_signals
@@ -290,9 +290,15 @@ def write_out(text: str) -> None:
     except BrokenPipeError:
         raise
     except OSError as error:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        discard_stdout()
         raise CharRNNError(f"could not write the sample to standard output ({error.strerror}); "
                            f"free space where it goes, or send it elsewhere") from None
+
+
+def discard_stdout() -> None:
+    """Standard output can take no more: send what is still buffered to nowhere, so that the flush
+    at exit fails with no second error."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -636,7 +636,7 @@ def _load_prepared(directory: Path, identity: dict, files: list[Path], options: 
             raise ValueError(f"ids.npy holds {ids.dtype}, not {_ids_dtype(vocab.size)}")
         # Every id exactly up to 16M symbols; beyond, the blocks that the start-up baseline reads anyway.
         for start in _sample_blocks(len(ids)):
-            if len(ids[start:start + _BLOCK]) and int(ids[start:start + _BLOCK].max()) >= vocab.size:
+            if int(ids[start:start + _BLOCK].max()) >= vocab.size:
                 raise ValueError(f"ids.npy holds ids beyond the vocabulary's {vocab.size} from position {start}")
         num_chars = int(meta["num_chars"])
     except FileNotFoundError:
@@ -885,13 +885,13 @@ def unigram_entropy_bits(vocab: Vocab, ids: np.ndarray) -> float:
     model that learned only those frequencies scores. Under jamo, counted over whole syllables.
     Exact up to 16M symbols; beyond that estimated from 64 evenly spaced blocks of 256K, so the
     cost at every training start does not grow with the corpus."""
-    n, block = len(ids), _BLOCK
+    n = len(ids)
     counts = np.zeros(vocab.size if vocab.unit == "char" else 0x110000, dtype=np.int64)
     for a in _sample_blocks(n):
         if vocab.unit == "char":
-            counts += np.bincount(ids[a:a + block], minlength=vocab.size)
+            counts += np.bincount(ids[a:a + _BLOCK], minlength=vocab.size)
         else:
-            chars = np.bincount(_original_chars(vocab, ids[a:a + block + 2], min(block, n - a)))
+            chars = np.bincount(_original_chars(vocab, ids[a:a + _BLOCK + 2], min(_BLOCK, n - a)))
             counts[:len(chars)] += chars
     p = counts[counts > 0] / max(1, counts.sum())
     return float(-(p * np.log2(p)).sum())

@@ -52,6 +52,15 @@ def assert_refused(result: subprocess.CompletedProcess, *needles: str) -> None:
         assert needle in err, (needle, err)
 
 
+def fault_wrapper(path: Path, fault: str, **values) -> Path:
+    """A test wrapper at path that runs train.py as __main__ after fault (Python that patches the
+    runs module, formatted with values) injected its fault."""
+    train = str(ROOT / "train.py")
+    path.write_text(f"import runpy, sys\nsys.path.insert(0, {str(ROOT)!r})\nimport runs\n{fault.format(**values)}\n"
+                    f"sys.argv = [{train!r}] + sys.argv[1:]\nrunpy.run_path({train!r}, run_name='__main__')\n")
+    return path
+
+
 def file_hashes(directory: Path) -> dict[str, str]:
     return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(directory.rglob("*")) if p.is_file() and p.name != ".lock"}
@@ -432,11 +441,9 @@ def test_sigterm_while_starting_leaves_nothing(tmp_path: Path) -> None:
 
 
 SIGNAL_IN_IMPORT = '''
-"""Test wrapper: run train.py, but make TensorFlow's import fail: broken, or cut short by a
-signal that the import wraps into its own ImportError (as numpy's C extension does)."""
-import os, runpy, signal, sys, time
-sys.path.insert(0, {root!r})
-import runs
+# TensorFlow's import fails: broken, or cut short by a signal that the import wraps into its own
+# ImportError (as numpy's C extension does).
+import os, signal, time
 
 def import_tensorflow(quiet=True):
     if {signalled!r}:
@@ -448,16 +455,13 @@ def import_tensorflow(quiet=True):
     raise ImportError("libtensorflow_framework.so.2: cannot open shared object file")
 
 runs.import_tensorflow = import_tensorflow
-sys.argv = [{train!r}] + sys.argv[1:]
-runpy.run_path({train!r}, run_name="__main__")
 '''
 
 
 @pytest.mark.parametrize("signalled", [True, False])
 def test_a_signal_inside_an_import_stops_start_up(tmp_path: Path, signalled: bool) -> None:
     """A signal inside an import is an interruption; a broken install keeps its traceback."""
-    wrapper = tmp_path / "wrapper.py"
-    wrapper.write_text(SIGNAL_IN_IMPORT.format(root=str(ROOT), signalled=signalled, train=str(ROOT / "train.py")))
+    wrapper = fault_wrapper(tmp_path / "wrapper.py", SIGNAL_IN_IMPORT, signalled=signalled)
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
     result = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "5", cwd=tmp_path, wrapper=wrapper)
     if signalled:
@@ -469,10 +473,8 @@ def test_a_signal_inside_an_import_stops_start_up(tmp_path: Path, signalled: boo
 
 
 LATEST_UNWRITABLE = '''
-"""Test wrapper: run train.py, but the save directory's `latest` file cannot be written."""
-import errno, os, runpy, sys
-sys.path.insert(0, {root!r})
-import runs
+# The save directory's `latest` file cannot be written.
+import errno, os
 
 write = runs.atomic_write_text
 
@@ -482,15 +484,12 @@ def refuse_latest(path, text):
     write(path, text)
 
 runs.atomic_write_text = refuse_latest
-sys.argv = [{train!r}] + sys.argv[1:]
-runpy.run_path({train!r}, run_name="__main__")
 '''
 
 
 def test_a_latest_that_cannot_be_written_keeps_the_first_checkpoint(tmp_path: Path) -> None:
     """The message says the checkpoint is intact: the new run must not be discarded after all."""
-    wrapper = tmp_path / "wrapper.py"
-    wrapper.write_text(LATEST_UNWRITABLE.format(root=str(ROOT), train=str(ROOT / "train.py")))
+    wrapper = fault_wrapper(tmp_path / "wrapper.py", LATEST_UNWRITABLE)
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
     result = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "3", "--run_name", "new", cwd=tmp_path,
                  wrapper=wrapper)
@@ -837,10 +836,7 @@ def test_kill9_anywhere_then_resume(tmp_path: Path) -> None:
 # Must 3: NaN or Inf never reaches a checkpoint, least of all best/
 
 POISON = '''
-"""Test wrapper: run train.py, but poison the state right after a resume restores it."""
-import runpy, sys
-sys.path.insert(0, {root!r})
-import runs
+# The state is poisoned right after a resume restores it.
 
 restore = runs.restore_checkpoint
 
@@ -856,15 +852,12 @@ def restore_then_poison(checkpoint, candidates, partial=False):
     return path
 
 runs.restore_checkpoint = restore_then_poison
-sys.argv = [{train!r}] + sys.argv[1:]
-runpy.run_path({train!r}, run_name="__main__")
 '''
 
 
 @pytest.mark.parametrize("what", ["weights", "optimizer"])
 def test_nan_stops_training_and_keeps_good_checkpoints(run_copy: Path, tmp_path: Path, what: str) -> None:
-    wrapper = tmp_path / "poison.py"
-    wrapper.write_text(POISON.format(root=str(ROOT), what=what, train=str(ROOT / "train.py")))
+    wrapper = fault_wrapper(tmp_path / "poison.py", POISON, what=what)
     before = checkpoint_hashes(run_copy)
     # Evaluate and save after every step: the first chance to write NaN anywhere is taken.
     result = run("train.py", "--init_from", str(run_copy), "--max_steps", "20", "--save_every", "1",
