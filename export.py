@@ -23,18 +23,15 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
+import model
 import runs
 import utils
 # Hangul (Unicode ch. 3.12) as utils.py splits and composes it, and its escape for original jamo.
 from utils import _ESCAPE, _L_FIRST, _L_LAST, _S_FIRST, _S_LAST, _T_BASE, _T_LAST, _V_FIRST, _V_LAST
 from utils import CharRNNError
-
-if TYPE_CHECKING:
-    import model
 
 log = logging.getLogger("charrnn")
 
@@ -164,8 +161,8 @@ def _feed_prime(net: "model.CharRNN", feed_ids: tf.Tensor) -> tf.Tensor:
 
 def _run_loop(net, feed_ids, n, pick):
     """Feeds feed_ids [P >= 1] one step at a time, then generates n ids [n] with pick(logits, i).
-    Explicit tf.while_loops: the functions are traced with autograph off (as Keras 3's exporter
-    does), so nothing relies on autograph converting Python control flow."""
+    Explicit tf.while_loops: the functions are traced with autograph off (graph_function, as
+    Keras 3's exporter does), so nothing relies on autograph converting Python control flow."""
     state = _feed_prime(net, feed_ids)
 
     def generate(i, last, state, out):
@@ -203,10 +200,9 @@ class ServingModule(tf.Module):
         n = tf.TensorSpec([], tf.int32, name="n")
         temperature = tf.TensorSpec([], tf.float32, name="temperature")
         seed = tf.TensorSpec([], tf.int64, name="seed")
-        self.generate = tf.function(self._generate, input_signature=[text, n, temperature], autograph=False)
-        self.generate_seeded = tf.function(self._generate_seeded, input_signature=[text, n, temperature, seed],
-                                           autograph=False)
-        self.step = tf.function(self._step, autograph=False, input_signature=[
+        self.generate = model.graph_function(self._generate, input_signature=[text, n, temperature])
+        self.generate_seeded = model.graph_function(self._generate_seeded, input_signature=[text, n, temperature, seed])
+        self.step = model.graph_function(self._step, input_signature=[
             tf.TensorSpec([None], tf.int32, name="ids"), tf.TensorSpec([L, S, None, H], tf.float32, name="state")])
 
     def _encode(self, prime):
@@ -261,9 +257,9 @@ class LiteModule(tf.Module):
         def generate_greedy(prime_ids, n):
             return self._generate_greedy(prime_ids, n)
 
-        self.step = tf.function(step, autograph=False, input_signature=[
+        self.step = model.graph_function(step, input_signature=[
             tf.TensorSpec([1], tf.int32, name="ids"), tf.TensorSpec([L, S, 1, H], tf.float32, name="state")])
-        self.generate_greedy = tf.function(generate_greedy, autograph=False, input_signature=[
+        self.generate_greedy = model.graph_function(generate_greedy, input_signature=[
             tf.TensorSpec([None], tf.int32, name="prime_ids"), tf.TensorSpec([], tf.int32, name="n")])
 
     def _generate_greedy(self, prime_ids, n):

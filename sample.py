@@ -247,7 +247,7 @@ def generated_ids(net: "model.CharRNN", prime: list[int], num_samples: int, opti
 
     state = net.initial_state(num_samples)
     if len(prime) > 1:  # compiled: eagerly, the recurrent loop would run one Python step per symbol
-        state = tf.function(lambda ids, state: net(ids, state)[1])(
+        state = model_lib.graph_function(lambda ids, state: net(ids, state)[1])(
             tf.constant([prime[:-1]] * num_samples, tf.int32), state)
     last, done = tf.constant(prime[-1:] * num_samples, tf.int32), 0
     while True:

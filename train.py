@@ -595,7 +595,7 @@ class Trainer:
                                           strategy=self.strategy if self.distributed else None,
                                           loss_scale=self.loss_scale if args.mixed_precision else None,
                                           groups=groups)
-        self.eval_step = tf.function(self._eval_step, jit_compile=args.xla == "on")
+        self.eval_step = self.model_lib.graph_function(self._eval_step, jit_compile=args.xla == "on")
         self.agree = make_agreement(self.strategy) if self.distributed else None
         try:
             self.writer = tf.summary.create_file_writer(str(run.log_dir))
@@ -925,8 +925,9 @@ def make_agreement(strategy: "tf.distribute.Strategy") -> Callable[[float, bool]
     every worker: one tiny all-reduce per step, so that clocks that differ between machines
     never give workers different schedules or stopping steps."""
     import tensorflow as tf
+    from model import graph_function
 
-    @tf.function
+    @graph_function
     def chief_values(values):
         def replica(values):
             ctx = tf.distribute.get_replica_context()
@@ -976,7 +977,7 @@ def make_train_step(net: "model.CharRNN", optimizer: "Adam", batch_size: int, se
     and returns an infinite norm.
     """
     import tensorflow as tf
-    from model import rng_seed
+    from model import graph_function, rng_seed
     compute_dtype = tf.float16 if loss_scale is not None else tf.float32
 
     def loss_and_grads(x, y, state, step, part=None):
@@ -1025,13 +1026,13 @@ def make_train_step(net: "model.CharRNN", optimizer: "Adam", batch_size: int, se
             grads = [tf.add_n([w * g for w, g in zip(weights, parts)]) for parts in zip(*group_grads)]
             return loss, apply(grads, lr)
 
-        group_loss_and_grads = tf.function(loss_and_grads, jit_compile=xla) if grouped else loss_and_grads
-        group_combine_and_apply = tf.function(combine_and_apply, jit_compile=xla) if grouped else combine_and_apply
+        group_loss_and_grads = graph_function(loss_and_grads, jit_compile=xla) if grouped else loss_and_grads
+        group_combine_and_apply = graph_function(combine_and_apply, jit_compile=xla) if grouped else combine_and_apply
         batch_spec = tf.TensorSpec([batch_size, seq_length], tf.int32)
 
-        @tf.function(jit_compile=xla and not grouped,
-                     input_signature=[batch_spec, batch_spec, tf.TensorSpec(net.initial_state(batch_size).shape),
-                                      tf.TensorSpec([]), tf.TensorSpec([], tf.int64)])
+        @graph_function(jit_compile=xla and not grouped,
+                        input_signature=[batch_spec, batch_spec, tf.TensorSpec(net.initial_state(batch_size).shape),
+                                         tf.TensorSpec([]), tf.TensorSpec([], tf.int64)])
         def train_step(x, y, state, lr, step):
             results = [group_loss_and_grads(*part, step, tf.constant(g, tf.int64) if grouped else None)
                        for g, part in enumerate(zip(tf.split(x, sizes), tf.split(y, sizes),
@@ -1042,7 +1043,7 @@ def make_train_step(net: "model.CharRNN", optimizer: "Adam", batch_size: int, se
         return train_step
 
     # Collectives stay outside XLA; the forward and backward pass inside it.
-    compiled_loss_and_grads = tf.function(loss_and_grads, jit_compile=xla)
+    compiled_loss_and_grads = graph_function(loss_and_grads, jit_compile=xla)
     local_replicas = len(strategy.extended.worker_devices)
     per_replica = batch_size // local_replicas
 
@@ -1052,7 +1053,7 @@ def make_train_step(net: "model.CharRNN", optimizer: "Adam", batch_size: int, se
         loss, grads = ctx.all_reduce("MEAN", loss), ctx.all_reduce("MEAN", grads)
         return loss, apply(grads, lr), state
 
-    run = tf.function(lambda *args: strategy.run(replica_step, args=args))
+    run = graph_function(lambda *args: strategy.run(replica_step, args=args))
 
     def split(batch):
         return strategy.experimental_distribute_values_from_function(
