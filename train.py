@@ -1094,8 +1094,10 @@ class LossScale:
 
 
 class Adam:
-    """Adam on plain tf.Variables (the same update as PyTorch's), XLA-friendly. Its variables
-    live in `slots`, a tf.Module, so a checkpoint holds the moments and the step count."""
+    """Adam on plain tf.Variables, XLA-friendly: PyTorch's update, epsilon added to the
+    bias-corrected sqrt(v) (Keras adds it before the correction, which weighs it 1/sqrt(1 - beta2^t)
+    times more early on). Its variables live in `slots`, a tf.Module, so a checkpoint holds the
+    moments and the step count."""
 
     def __init__(self, variables, beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8):
         import tensorflow as tf
@@ -1110,11 +1112,12 @@ class Adam:
         slots = self.slots
         slots.iterations.assign_add(1)
         t = tf.cast(slots.iterations, tf.float32)
-        step_size = lr * tf.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
+        step_size = lr / (1.0 - self.beta1 ** t)
+        v_correction = tf.math.rsqrt(1.0 - self.beta2 ** t)
         for g, var, m, v in zip(grads, variables, slots.m, slots.v):
             m.assign(self.beta1 * m + (1.0 - self.beta1) * g)
             v.assign(self.beta2 * v + (1.0 - self.beta2) * tf.square(g))
-            var.assign_sub(step_size * m / (tf.sqrt(v) + self.epsilon))
+            var.assign_sub(step_size * m / (tf.sqrt(v) * v_correction + self.epsilon))
 
 
 def write_run_files(args: argparse.Namespace, run_dir: Path, corpus: "utils.Corpus", config: "model.ModelConfig",

@@ -261,6 +261,28 @@ def test_loss_scale_skips_overflowing_steps_and_grows_back() -> None:
     assert float(scale.scale) == 2 * fitted
 
 
+def test_adam_is_pytorchs_update() -> None:
+    """torch.optim.Adam's documented update, in numpy, step by step with a changing learning rate.
+    Gradients near epsilon make its place count: added after the bias correction of sqrt(v), as
+    PyTorch does, not before it (Keras), which differs 30x at the first step."""
+    import tensorflow as tf
+
+    from train import Adam
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(3, 4)).astype(np.float32)
+    var = tf.Variable(start)
+    adam = Adam([var])
+    want, m, v = start.astype(np.float64), 0.0, 0.0
+    for t in range(1, 6):
+        g = (rng.normal(size=(3, 4)) * 1e-8).astype(np.float32)
+        lr = 0.01 / t
+        adam.apply([tf.constant(g)], [var], tf.constant(lr))
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g.astype(np.float64) ** 2
+        want -= lr * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+        np.testing.assert_allclose(var.numpy() - start, want - start, rtol=1e-4, atol=1e-9)
+
+
 def test_batch_groups_train_like_one_group() -> None:
     """Split into groups (here 2 + 2 + 1 streams, XLA computations run side by side), a batch
     trains as it does whole: the same losses, norms (clipped), carried state and weights."""
