@@ -13,8 +13,8 @@ temperature <= 0 picks the most likely character each step (sample.py --sample 0
 lives only inside one call (or is passed in and out by step): requests never share state.
 
 TFLite: ids in, ids/logits out, builtin ops only (no Flex ops: strings stay outside the model).
-Signatures step (one symbol, explicit state) and generate_greedy (the whole argmax loop as one
-WHILE). The vocabulary is written beside it: id i is vocab["symbols"][i][0].
+Signatures step (one symbol, explicit state) and generate_greedy (the prime, then the argmax
+loop, each one WHILE). The vocabulary is written beside it: id i is vocab["symbols"][i][0].
 """
 from __future__ import annotations
 

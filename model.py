@@ -67,10 +67,10 @@ class ModelConfig:
 #       xw = x_t @ W_x + b and hw = h_{t-1} @ W_h, both [B, G*H]; state: a tuple of [B, H];
 #       saved: a tuple of saved_parts [B, H], what the backward pass needs besides the states,
 #       each part on a tape of its own (a concat per step, split after the loop, costs copies).
-#   prepare(saved, prev, new) -> factors
+#   prepare(saved, prev) -> factors
 #       Everything else of the backward pass that does not depend on the incoming gradients,
-#       computed for all T steps at once outside the loop ([T, ...] tensors; prev/new are
-#       tuples of [T, B, H] states before/after each step).
+#       computed for all T steps at once outside the loop ([T, ...] tensors; prev is the
+#       tuple of [T, B, H] states before each step).
 #   step(factors_t, dnew) -> (dhw, dprev, record)
 #       One reverse step: dnew = gradients w.r.t. the new state; dhw = gradient w.r.t. hw;
 #       dprev = gradients w.r.t. the previous state EXCEPT through hw (the driver adds
@@ -115,7 +115,7 @@ class _LSTM:
         return (o * tanh_c, c), factors
 
     @staticmethod
-    def prepare(saved, prev, new):
+    def prepare(saved, prev):
         return saved
 
     @staticmethod
@@ -148,7 +148,7 @@ class _GRU:
         return ((1.0 - z) * n + z * h,), (z, r, n, hn)
 
     @staticmethod
-    def prepare(saved, prev, new):
+    def prepare(saved, prev):
         z, r, n, hn = saved
         # Every gate gradient is dh times a factor: d/dz, d/dr (through n) and d/dn; the
         # gradient w.r.t. hn is d/dn times r.
@@ -185,7 +185,7 @@ class _RNN:
         return (h,), (h,)
 
     @staticmethod
-    def prepare(saved, prev, new):
+    def prepare(saved, prev):
         return (1.0 - saved[0] * saved[0],)
 
     @staticmethod
@@ -285,7 +285,7 @@ def _recurrent_layer(cell, xw: tf.Tensor, w_h: tf.Tensor, state0: tf.Tensor):
             prev_states = tuple(
                 tf.concat([s0[None], s[:-1]], axis=0) for s0, s in zip(tf.unstack(state0, parts), states)
             )
-            factors = cell.prepare(saved, prev_states, states)
+            factors = cell.prepare(saved, prev_states)
             # Transposed once, not per step (measured: a per-step transpose_b is ~5% slower); as
             # the transposes of w_h's row halves, which XLA:CPU copies 2.3x faster than column
             # slices of w_h^T (measured, [512, 2048] on Zen 4).

@@ -4,9 +4,9 @@
     python sample.py --prime "문" -n 2000 --temperature 0.7
     python sample.py --save_dir save/<run> --checkpoint best --num_samples 4
 
-Needs only the run directory (config.json, vocab.json, checkpoints), never the corpus. The
-whole generation loop runs as one compiled graph; a single sample streams to stdout as it is
-generated. Text is written as UTF-8 whatever the terminal's locale.
+Needs only the run directory (config.json, vocab.json, checkpoints), never the corpus. Text is
+generated in chunks, each one XLA-compiled loop over its symbols; a single sample streams to
+stdout chunk by chunk. Text is written as UTF-8 whatever the terminal's locale.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import runs
 import utils
@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # for annotations only: --help must not wait for TensorFlow
 
 log = logging.getLogger("charrnn")
 
-STREAM_CHUNK = 256  # symbols generated per compiled call while streaming one sample
+STREAM_CHUNK = 256  # symbols per compiled call; a single sample is written out after each
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,7 +170,7 @@ def prime_ids(vocab: "utils.Vocab", prime: str, unknown: str) -> list[int]:
     return ids
 
 
-def stream_texts(vocab: "utils.Vocab", id_chunks: Iterator, prefix: list[int] = ()) -> Iterator[list[str]]:
+def stream_texts(vocab: "utils.Vocab", id_chunks: Iterator, prefix: Sequence[int] = ()) -> Iterator[list[str]]:
     """Decode chunks of ids [rows, k] into each row's next piece of text, each row starting with
     the prefix ids (the prime). Trailing jamo, and the escape that marks an original jamo (jamo
     units), are held back until the next chunk, so a Hangul syllable split across chunks is

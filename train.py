@@ -367,7 +367,7 @@ class Progress:
                 sys.stderr.flush()
                 self.last_draw = now
         elif step % self.print_every == 0:
-            log.info(text)  # on a terminal, a log line first clears the live line (utils.setup_logging)
+            log.info(text)
 
 
 def format_eta(seconds: float) -> str:
@@ -560,8 +560,9 @@ class Trainer:
                                "with several replicas leave it at 0")
         self.chars_per_symbol = {name: utils.count_chars(corpus.vocab, ids) / len(ids)
                                  for name, ids in (("train", run.train_ids), ("val", run.val_ids))}
-        log.info("corpus: %s symbols (%s unit, vocabulary %d), %d train steps per epoch, validation %s symbols",
-                 f"{len(corpus.ids):,}", corpus.vocab.unit, corpus.vocab.size, run.loader.num_batches,
+        chars = f" for {corpus.num_chars:,} characters" if corpus.num_chars != len(corpus.ids) else ""
+        log.info("corpus: %s symbols%s (%s unit, vocabulary %d), %d train steps per epoch, validation %s symbols",
+                 f"{len(corpus.ids):,}", chars, corpus.vocab.unit, corpus.vocab.size, run.loader.num_batches,
                  f"{len(run.val_ids):,}")
         log.info("baseline: a model that learned only character frequencies scores %.3f bits/char "
                  "(unigram entropy); anything near it has learned nothing",

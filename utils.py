@@ -597,7 +597,6 @@ class Corpus:
     vocab: Vocab
     num_chars: int           # original characters (== len(ids) unless unit == 'jamo')
     files: list[Path]
-    options: DataOptions
     cache_dir: Path
 
     def split(self, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
@@ -622,7 +621,7 @@ def _identity(files: list[Path], options: DataOptions) -> dict:
     return {"format": _PREPARE_FORMAT, "files": rows, "options": dataclasses.asdict(options)}
 
 
-def _load_prepared(directory: Path, identity: dict, files: list[Path], options: DataOptions) -> Corpus | None:
+def _load_prepared(directory: Path, identity: dict, files: list[Path]) -> Corpus | None:
     """The cached corpus if directory holds a complete preparation of exactly this identity."""
     try:
         meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
@@ -644,7 +643,7 @@ def _load_prepared(directory: Path, identity: dict, files: list[Path], options: 
     except (OSError, ValueError, KeyError, TypeError, CharRNNError) as e:
         logger.warning("ignoring damaged prepared data in %s (%s)", directory, e)
         return None
-    return Corpus(ids, vocab, num_chars, files, options, directory)
+    return Corpus(ids, vocab, num_chars, files, directory)
 
 
 def _user_cache_root() -> Path:
@@ -803,7 +802,7 @@ def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | N
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     roots = [Path(cache_root)] if cache_root else [corpus_dir / ".prepared", _user_cache_root()]
     for root in roots:
-        corpus = _load_prepared(root / key, identity, files, options)
+        corpus = _load_prepared(root / key, identity, files)
         if corpus is not None:
             logger.info("using prepared data %s (%s symbols, vocabulary %s)", corpus.cache_dir,
                         f"{len(corpus.ids):,}", f"{corpus.vocab.size:,}")
@@ -828,12 +827,12 @@ def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | N
             raise CharRNNError(f"preparing the corpus failed: {e.filename or root}: {e.strerror or e}. "
                                f"Free disk space in {root} or fix the file, then run again") from None
         final = root / key
-        if final.exists() and _load_prepared(final, identity, files, options) is None:
+        if final.exists() and _load_prepared(final, identity, files) is None:
             shutil.rmtree(final)  # damaged
         try:
             os.replace(tmp, final)
         except OSError as e:  # another process finished the same preparation first: use theirs
-            if _load_prepared(final, identity, files, options) is None:
+            if _load_prepared(final, identity, files) is None:
                 raise CharRNNError(f"cannot move the prepared data into {final} ({e.strerror or e}); fix the "
                                    f"directory's permissions or free disk space, then run again") from None
     finally:
@@ -842,7 +841,7 @@ def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | N
             root.rmdir()
         except OSError:  # not empty: other prepared data, or this one
             pass
-    corpus = _load_prepared(final, identity, files, options)
+    corpus = _load_prepared(final, identity, files)
     if corpus is None:  # only if another process removed or changed it meanwhile
         raise CharRNNError(f"the prepared data in {final} changed while it was being loaded (another process "
                            f"preparing the same corpus?); run again")
@@ -916,7 +915,7 @@ class BatchLoader:
             raise CharRNNError(f"--batch_size {batch_size} --seq_length {seq_length}: both must be at least 1")
         if not (1 <= num_shards <= batch_size and 0 <= shard_index < num_shards):
             raise CharRNNError(f"shard {shard_index} of {num_shards}: needs 0 <= shard < shards <= --batch_size {batch_size}")
-        self.batch_size, self.seq_length, self.seed = batch_size, seq_length, seed
+        self.seq_length, self.seed = seq_length, seed
         length = len(ids) // batch_size
         self.num_batches = length // seq_length - 1  # leaves room for any epoch offset and y's shift
         if self.num_batches < 1:

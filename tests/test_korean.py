@@ -38,6 +38,7 @@ def test_jamo_training_learns_and_samples_valid_hangul(tmp_path: Path) -> None:
                  "--eval_every", "60", "--learning_rate", "0.01", "--run_name", "ko", *TINY)
     assert result.returncode == 0, result.stderr
     assert "jamo unit" in result.stderr and "bits/char" in result.stderr
+    assert f"symbols for {len(KOREAN):,} characters (jamo unit" in result.stderr  # NFC text: a character each
     run_dir = tmp_path / "save" / "ko"
     assert json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["args"]["unit"] == "jamo"
 
