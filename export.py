@@ -289,21 +289,10 @@ def _cpu_scope():
     return tf.device("/CPU:0") if tf.config.list_physical_devices("GPU") else contextlib.nullcontext()
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
+def _quiet_stderr() -> contextlib.AbstractContextManager:
     """The TFLite converter's C++ code writes harmless notices (even at error level) straight to
     stderr; hide them unless --verbose. Its real failures still arrive as Python exceptions."""
-    if log.isEnabledFor(logging.DEBUG):
-        yield
-        return
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    return contextlib.nullcontext() if log.isEnabledFor(logging.DEBUG) else runs.stderr_silenced()
 
 
 def _check_target_dir(directory: Path, flag: str) -> Path | None:

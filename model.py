@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import runs
+from utils import MODEL_TYPES
 
 runs.pool_cpu_memory()  # before TensorFlow makes its first tensor
 import tensorflow as tf  # noqa: E402
-
-MODEL_TYPES = ("lstm", "gru", "rnn")
 
 
 def graph_function(fn: Callable | None = None, **options) -> Callable:
@@ -507,7 +506,7 @@ def _filter_logits(logits: tf.Tensor, top_k: tf.Tensor, top_p: tf.Tensor) -> tf.
     return tf.where(logits < threshold, -math.inf, logits)
 
 
-def rng_seed(seed, k) -> tf.Tensor:
+def rng_seed(seed: int | tf.Tensor, k: int | tf.Tensor) -> tf.Tensor:
     """The [2] seed of a stateless random op for draw k under a 64-bit seed. Under XLA those ops
     read only the low 32 bits of each element, so [seed, k] would give seeds 1 and 2**32 + 1 the
     same numbers: the seed's two halves seed a 32-bit draw that stands for all of it."""

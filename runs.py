@@ -7,6 +7,7 @@ checks everything it can before paying for that import.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ import re
 import shutil
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from utils import CharRNNError, atomic_write_text, check_path
 
@@ -329,7 +330,7 @@ def restore_checkpoint(checkpoint: "tf.train.Checkpoint", candidates: list[str],
             if partial:
                 status.expect_partial()
         except Exception as error:  # tf.errors.OpError (truncated, checksum), ValueError (shapes)
-            failures.append(f"{path}: {str(error).splitlines()[0] if str(error) else error.__class__.__name__}")
+            failures.append(f"{path}: {tf_error_reason(error)}")
             if older:
                 logger.warning("checkpoint %s cannot be loaded (%s); trying an older one", path, failures[-1])
             continue
@@ -351,6 +352,20 @@ def pool_cpu_memory() -> None:
     os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 
+@contextlib.contextmanager
+def stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 to /dev/null for a while: TensorFlow's C++ code writes to it directly,
+    past Python's sys.stderr."""
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def import_tensorflow(quiet: bool = True) -> ModuleType:
     """Import TensorFlow, hiding the C++ start-up chatter (oneDNN, CUDA probing) that it writes
     to stderr before its own logging is set up, and its Python warnings: users should see our
@@ -365,15 +380,9 @@ def import_tensorflow(quiet: bool = True) -> ModuleType:
     # machines), which is no error. A failing op still raises a Python exception; --verbose
     # (quiet=False) shows every line.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
+    with stderr_silenced():
         import tensorflow as tf
         tf.config.list_physical_devices()  # the CUDA probe logs here, still silenced
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
     # TensorFlow's Python warnings too: a checkpoint of another model, refused with our one message,
     # would be followed at exit by a warning per unmatched value (25 lines for a tiny model).
     tf.get_logger().setLevel(logging.ERROR)

@@ -108,8 +108,8 @@ def load_run(save_dir: str) -> tuple[Path, dict, "utils.Vocab"]:
         raise CharRNNError(f"{run_dir / 'config.json'} is unreadable or damaged ({error}); "
                            f"it is written by train.py: retrain, or pick another run with --save_dir") from None
     model = config["model"]
-    limits = {"vocab_size": 2**21, "num_layers": 64, "rnn_size": 16384, "embedding_size": 16384}
-    if not (isinstance(model, dict) and model.get("model") in ("lstm", "gru", "rnn")
+    limits = {"vocab_size": 2**21, **utils.MODEL_SIZE_LIMITS}
+    if not (isinstance(model, dict) and model.get("model") in utils.MODEL_TYPES
             and all(type(model.get(k)) is int and 1 <= model[k] <= top for k, top in limits.items())
             and all(type(model.get(k, 0.0)) in (int, float) and 0 <= model.get(k, 0.0) < 1
                     for k in ("dropout", "input_dropout"))):

@@ -24,6 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Callable
 
 import runs
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     # chars/s with 1.25x the steps and reached 1.425 against B32's 1.448 (B16: 1.75x the steps,
     # 1.425 at best but 1.434 at the end).
     model = p.add_argument_group("model")
-    model.add_argument("--model", default="lstm", choices=["lstm", "gru", "rnn"], help="recurrent cell")
+    model.add_argument("--model", default="lstm", choices=utils.MODEL_TYPES, help="recurrent cell")
     model.add_argument("--num_layers", type=int, default=2, help="number of recurrent layers")
     model.add_argument("--rnn_size", type=int, default=384, help="size of each layer's hidden state")
     model.add_argument("--embedding_size", type=int, default=64, help="size of the character embedding")
@@ -180,8 +181,7 @@ def check_args(args: argparse.Namespace) -> None:
     for flag in ("init_from", "input", "data_dir"):  # init_from's other checks come when it is read
         if getattr(args, flag) is not None:
             utils.check_path(getattr(args, flag), f"--{flag}")
-    for flag, top in (("rnn_size", 16384), ("num_layers", 64), ("embedding_size", 16384),
-                      ("batch_size", 65536), ("seq_length", 100000)):
+    for flag, top in (*utils.MODEL_SIZE_LIMITS.items(), ("batch_size", 65536), ("seq_length", 100000)):
         value = getattr(args, flag)
         need(0 < value <= top, flag, f"must be a whole number from 1 to {top}")
     for flag in ("num_epochs", "save_every", "eval_every", "keep", "print_every", "sample_length"):
@@ -219,7 +219,7 @@ def check_memory(args: argparse.Namespace, vocab_size: int) -> None:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
         return  # no cheap way to know here (Windows)
-    gates = {"lstm": 4, "gru": 3, "rnn": 1}[args.model]
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[args.model]  # weight blocks per layer (model.py's cells)
     H, E, L, V = args.rnn_size, args.embedding_size, args.num_layers, vocab_size
     params = V * E + gates * H * (E + H + 1) + (L - 1) * gates * H * (2 * H + 1) + (H + 1) * V
     need = 4 * (4 * params + args.batch_size * args.seq_length * (L * H * (2 * gates + 4) + 3 * V))
@@ -413,7 +413,7 @@ def cluster_from_env(strategy: str) -> Cluster:
     return Cluster(worker_index=index, num_workers=len(chiefs) + len(workers))
 
 
-def make_strategy(tf, name: str) -> "tf.distribute.Strategy":
+def make_strategy(tf: ModuleType, name: str) -> "tf.distribute.Strategy":
     """tf.distribute does the distributing: one device, several GPUs, or several workers."""
     gpus = tf.config.list_physical_devices("GPU")
     if name == "multiworker":
@@ -548,7 +548,7 @@ class Trainer:
     """The TensorFlow side of a run: model, optimizer, checkpoints, TensorBoard and the loop.
     The loop's position (step, epoch, batch, hidden state) lives here and in every checkpoint."""
 
-    def __init__(self, run: Run, tf):
+    def __init__(self, run: Run, tf: ModuleType):
         import model as model_lib
         self.run, self.tf, self.model_lib = run, tf, model_lib
         args, corpus = run.args, run.corpus
@@ -879,7 +879,7 @@ def train(args: argparse.Namespace, typed: set[str]) -> int:
     return 0
 
 
-def train_run(run: Run, tf) -> None:
+def train_run(run: Run, tf: ModuleType) -> None:
     """Train the planned run; SIGINT and SIGTERM end it with a checkpoint. From here on they only
     ask the loop to stop: a second Ctrl-C while the final checkpoint is written, or the session's
     files are cleaned up, must not break that off."""
@@ -955,7 +955,7 @@ def data_options(args: argparse.Namespace) -> "utils.DataOptions":
                              max_vocab=args.max_vocab, min_char_count=args.min_char_count)
 
 
-def batch_groups(tf, requested: int, batch_size: int, xla: bool) -> int:
+def batch_groups(tf: ModuleType, requested: int, batch_size: int, xla: bool) -> int:
     """How many groups the train step splits a batch into: as requested, or by default 2 on a
     CPU of 2+ cores under XLA (measured faster there, bench/RESULTS.md), else 1."""
     if requested:
@@ -1086,7 +1086,7 @@ class LossScale:
     def scale(self) -> "tf.Variable":
         return self.slots.scale
 
-    def update(self, finite) -> None:
+    def update(self, finite: "tf.Tensor") -> None:
         import tensorflow as tf
         good = tf.where(finite, self.slots.good_steps + 1, tf.zeros_like(self.slots.good_steps))
         grow = good >= self.growth_steps
@@ -1100,7 +1100,7 @@ class Adam:
     times more early on). Its variables live in `slots`, a tf.Module, so a checkpoint holds the
     moments and the step count."""
 
-    def __init__(self, variables, beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8):
+    def __init__(self, variables: list["tf.Variable"], beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8):
         import tensorflow as tf
         self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
         self.slots = tf.Module(name="adam")
@@ -1108,7 +1108,7 @@ class Adam:
         self.slots.m = [tf.Variable(tf.zeros_like(v), name="m") for v in variables]
         self.slots.v = [tf.Variable(tf.zeros_like(v), name="v") for v in variables]
 
-    def apply(self, grads, variables, lr) -> None:
+    def apply(self, grads: list["tf.Tensor"], variables: list["tf.Variable"], lr: "tf.Tensor") -> None:
         import tensorflow as tf
         slots = self.slots
         slots.iterations.assign_add(1)

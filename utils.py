@@ -62,6 +62,11 @@ logger = logging.getLogger("charrnn")
 # ----------------------------------------------------------------------------------------------
 # Errors and small utilities
 
+# The model's kinds and size limits: here, free of TensorFlow, so that train.py checks its flags
+# and sample.py a saved config.json before either imports model.py.
+MODEL_TYPES = ("lstm", "gru", "rnn")
+MODEL_SIZE_LIMITS = {"num_layers": 64, "rnn_size": 16384, "embedding_size": 16384}
+
 
 class CharRNNError(Exception):
     """A problem the user can fix (a bad flag, an unreadable corpus, too little text). The message
