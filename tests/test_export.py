@@ -199,11 +199,12 @@ def test_jamo_helpers_match_utils() -> None:
     """The in-graph text helpers against utils.py on random soup of the tricky code points."""
     import tensorflow as tf
     import export
+    import model
     import utils
 
     spec = [tf.TensorSpec([None], tf.int32)]
     from_jamo, to_jamo, compose, line_ends = (
-        tf.function(f, input_signature=spec, autograph=False)
+        model.graph_function(f, input_signature=spec)
         for f in (export._from_jamo, export._to_jamo, export._compose_hangul, export._normalize_line_ends))
     alphabet = ["\u1100", "\u1112", "\u1161", "\u1175", "\u11a7", "\u11a8", "\u11c2", "\ufdd0", "\ufdd0",
                 "가", "각", "a", "\r", "\n"]

@@ -110,9 +110,9 @@ def test_fast_path_under_xla_matches_autodiff(cell):
     state_weights = tf.constant(rng.normal(0, 1, (L, S, 4, H)), tf.float32)
     seed = tf.constant([1, 2], tf.int64)
     # Both under XLA: its stateless RNG draws other dropout masks than TF's own kernels.
-    want_loss, want = tf.function(lambda *a: loss_and_grads(reference_forward, m, *a), jit_compile=True)(
+    want_loss, want = M.graph_function(lambda *a: loss_and_grads(reference_forward, m, *a), jit_compile=True)(
         ids, state, state_weights, seed)
-    got_loss, got = tf.function(lambda *a: loss_and_grads(fast_forward, m, *a), jit_compile=True)(
+    got_loss, got = M.graph_function(lambda *a: loss_and_grads(fast_forward, m, *a), jit_compile=True)(
         ids, state, state_weights, seed)
     np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
     for g, w in zip(got, want):
@@ -124,7 +124,7 @@ def test_xla_traces_take_the_in_place_update():
     # an upgrade moves them, instead of the step silently falling back to the slower copy.
     taken = []
     for jit in (True, False):
-        tf.function(lambda: taken.append(M._xla_update_slice() is not None) or tf.constant(0), jit_compile=jit)()
+        M.graph_function(lambda: taken.append(M._xla_update_slice() is not None) or tf.constant(0), jit_compile=jit)()
     assert taken == [True, False]
 
 
@@ -208,7 +208,7 @@ def test_loss_falls_with_adam_on_repeated_text(cell):
     optimizer = tf.keras.optimizers.Adam(0.02)
     B, T = 8, 24
 
-    @tf.function(jit_compile=True)
+    @M.graph_function(jit_compile=True)
     def train_step(x, y, state, step):
         with tf.GradientTape() as tape:
             logits, state = m(x, state, training=True, dropout_seed=tf.stack([tf.constant(0, tf.int64), step]))
@@ -316,7 +316,7 @@ import tensorflow as tf
 m = model.CharRNN(model.ModelConfig("lstm", 65, 2, 128, 64), seed=0)
 ids, state = tf.zeros([50, 50], tf.int32), m.initial_state(50)
 
-@tf.function(jit_compile=True)
+@model.graph_function(jit_compile=True)
 def step(ids, state):
     with tf.GradientTape() as tape:
         logits, state = m(ids, state)
