@@ -48,6 +48,9 @@ DATA_LAYOUT_FLAGS = ("batch_size", "seq_length", "val_frac", "seed")
 # How long to train. Typing any of them on resume sets the run's length afresh, without the saved
 # others: `--max_steps 50000` must train on after a run that a `--time_budget` ended.
 LENGTH_FLAGS = ("num_epochs", "max_steps", "time_budget")
+# How long a run is when no length flag is typed (char-rnn-tensorflow's default). With another
+# length flag typed, that flag alone says how long: `--max_steps 50000` trains 50,000 steps.
+DEFAULT_EPOCHS = 50
 # Where the text comes from: typing one on resume drops the saved other (--input wins over --data_dir).
 CORPUS_FLAGS = ("data_dir", "input")
 # What ends a run that trained as long as it was told (the others: --stop_at_step, a signal).
@@ -113,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     length = p.add_argument_group("how long (the first limit reached ends training; on resume, typing one of "
                                   "these replaces all three saved limits)")
-    length.add_argument("--num_epochs", type=int, default=50, help="passes over the training text")
+    length.add_argument("--num_epochs", type=int, default=None,
+                        help=f"passes over the training text, 0: no epoch limit (default: {DEFAULT_EPOCHS}, "
+                             "or 0 when --max_steps or --time_budget says how long)")
     length.add_argument("--max_steps", type=int, default=0, help="training steps (0: no step limit)")
     length.add_argument("--time_budget", default=None, help="training time, e.g. 90s, 15m, 2h")
     length.add_argument("--stop_at_step", type=int, default=0,
@@ -184,7 +189,12 @@ def check_args(args: argparse.Namespace) -> None:
     for flag, top in (*utils.MODEL_SIZE_LIMITS.items(), ("batch_size", 65536), ("seq_length", 100000)):
         value = getattr(args, flag)
         need(0 < value <= top, flag, f"must be a whole number from 1 to {top}")
-    for flag in ("num_epochs", "save_every", "eval_every", "keep", "print_every", "sample_length"):
+    if args.num_epochs is None:
+        args.num_epochs = 0 if args.max_steps or args.time_budget is not None else DEFAULT_EPOCHS
+    need(args.num_epochs >= 0, "num_epochs", "must be 0 (no epoch limit) or positive")
+    need(args.num_epochs or args.max_steps or args.time_budget is not None, "num_epochs",
+         "0 leaves the run without a length limit: give --max_steps or --time_budget too")
+    for flag in ("save_every", "eval_every", "keep", "print_every", "sample_length"):
         need(getattr(args, flag) > 0, flag, "must be positive")
     need(args.sample_length <= 100000, "sample_length", "must be at most 100000 (characters of each TensorBoard sample)")
     need(-2**63 <= args.seed < 2**63, "seed", "must fit in 64 bits, e.g. 1234")  # TensorFlow's seeds are int64
@@ -334,7 +344,9 @@ def learning_rate(args: argparse.Namespace, step: int, epoch: int, progress: flo
 
 def length_used(args: argparse.Namespace, step: int, seconds: float, steps_per_epoch: int) -> dict[str, float]:
     """How much of each length limit the run has used, by the flag that sets it ("max_steps")."""
-    used = {"num_epochs": step / (args.num_epochs * steps_per_epoch)}
+    used = {}
+    if args.num_epochs:
+        used["num_epochs"] = step / (args.num_epochs * steps_per_epoch)
     if args.max_steps:
         used["max_steps"] = step / args.max_steps
     if args.time_budget_s:
@@ -827,7 +839,7 @@ class Trainer:
             copy = f", and no copy is kept in {run.run_dir}" if run.forked_from else ""
             log.info(f"{run.forked_from or run.run_dir} had already reached --{flag} {getattr(args, flag)} at step "
                      f"{self.step}; nothing trained{copy}. To train longer, resume with a larger --{flag} (a length "
-                     f"flag typed on resume replaces the saved limits: the others take their defaults)")
+                     f"flag typed on resume replaces all the saved limits)")
         return True
 
     def finish(self, ended_by: str) -> None:

@@ -261,6 +261,33 @@ def test_loss_scale_skips_overflowing_steps_and_grows_back() -> None:
     assert float(scale.scale) == 2 * fitted
 
 
+def test_a_typed_length_flag_alone_says_how_long(tmp_path: Path) -> None:
+    """50 epochs when no length flag is typed (char-rnn-tensorflow's default); otherwise the typed
+    limits alone, so --max_steps is not cut short by the default's 50 epochs."""
+    import train as T
+    from utils import CharRNNError
+
+    def resolved(*argv: str):
+        args = T.build_parser().parse_args(list(argv))
+        T.check_args(args)
+        return args
+
+    assert resolved().num_epochs == T.DEFAULT_EPOCHS == 50
+    for flag, value in (("max_steps", "50000"), ("time_budget", "15m")):
+        args = resolved(f"--{flag}", value)
+        assert args.num_epochs == 0 and list(T.length_used(args, 30000, 60.0, steps_per_epoch=100)) == [flag]
+    assert T.training_progress(resolved("--max_steps", "50000"), 25000, 0.0, steps_per_epoch=100) == 0.5
+    assert resolved("--num_epochs", "3", "--max_steps", "10").num_epochs == 3
+    with pytest.raises(CharRNNError, match="--num_epochs 0: 0 leaves the run without a length limit"):
+        resolved("--num_epochs", "0")
+    # End to end, on a text of one training step per epoch: step 60 is the 60th epoch.
+    (tmp_path / "short.txt").write_text("the cat sat on the mat and the dog ran to the red barn, fast\n", encoding="utf-8")
+    result = train(tmp_path, "--input", "short.txt", "--batch_size", "2", "--seq_length", "8", "--val_frac", "0.3",
+                   "--rnn_size", "16", "--num_layers", "1", "--max_steps", "60")
+    assert "stopped at step 60 by --max_steps 60" in result.stderr, result.stderr
+    assert "1 train steps per epoch" in result.stderr
+
+
 def test_adam_is_pytorchs_update() -> None:
     """torch.optim.Adam's documented update, in numpy, step by step with a changing learning rate.
     Gradients near epsilon make its place count: added after the bias correction of sqrt(v), as
