@@ -58,9 +58,13 @@ def resolve_run_dir(path: str, flag: str) -> Path:
     run = Path(path)
     if run.name in ("", ".."):  # "." or "..": the run's name, and where `latest` goes, need the real one.
         run = run / ".." / Path(os.path.realpath(run)).name  # still relative: an absolute path may hold [ ] * ?
+    if run.exists() and not run.is_dir():
+        raise CharRNNError(f"{flag} {path}: is a file, not a run directory. Pass the directory that holds a "
+                           f"run's config.json and checkpoints (save/<run name>), or the save directory itself.")
     if not run.is_dir():
-        raise CharRNNError(f"{flag} {path}: no such directory. Pass a run directory such as "
-                           f"save/<run name>, or the save directory itself for its newest run.")
+        raise CharRNNError(f"{flag} {path}: no such directory. Pass a run directory such as save/<run name>, or "
+                           f"the save directory itself for its newest run; no run yet? Train one first: "
+                           f"python train.py --data_dir data/tinyshakespeare")
     if (run / "config.json").is_file():
         check_tf_path(str(run), flag)  # "." may stand for a run named r[1]
         return run
@@ -86,7 +90,7 @@ def resolve_run_dir(path: str, flag: str) -> Path:
         raise CharRNNError(f"{flag} {path}: no config.json: a run still before its first save, or one killed "
                            f"then (start it again with the command that created it), or not a training run.")
     raise CharRNNError(f"{flag} {path}: not a training run (no config.json, and no 'latest' file naming "
-                       f"a run). Pass a directory written by train.py, e.g. save/<run name>.")
+                       f"a run). Pass a directory written by train.py, e.g. save/<run name>, or train one first.")
 
 
 def ensure_writable(directory: Path, flag: str) -> Path | None:

@@ -215,7 +215,7 @@ def check_args(args: argparse.Namespace) -> None:
             need(1e-6 <= getattr(args, flag) <= 1.0, flag,  # 1 - 1e-17 is a dropout of 1.0, which drops all
                  "must be from 0.000001 to 1 (the probability to keep a unit; dropout is 1 minus it), e.g. 0.8")
     if args.time_budget is not None:
-        args.time_budget_s = utils.parse_duration(args.time_budget)
+        args.time_budget_s = utils.parse_duration(args.time_budget, "--time_budget")
         need(0 < args.time_budget_s < math.inf, "time_budget", "must be a positive time, e.g. 90s, 15m, 2h")
     else:
         args.time_budget_s = 0.0
@@ -261,6 +261,9 @@ def apply_old_flag_names(args: argparse.Namespace, typed: set[str]) -> set[str]:
     the rates they set, which a resumed run then takes over its saved ones."""
     typed = set(typed)
     if args.output_keep_prob is not None:
+        if "dropout" in typed:
+            raise CharRNNError(f"--dropout {args.dropout} and --output_keep_prob {args.output_keep_prob} both set the "
+                               f"dropout (it is 1 minus the keep probability): give one of them")
         args.dropout = 1.0 - args.output_keep_prob
         typed.add("dropout")
     args.input_dropout = 1.0 - args.input_keep_prob if args.input_keep_prob is not None else 0.0

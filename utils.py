@@ -92,8 +92,8 @@ def interrupt_on_signals() -> list[int]:
 _DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
-def parse_duration(text: str) -> float:
-    """'90s', '15m', '1h30m', '2h', '1.5h' or plain seconds ('600') -> seconds."""
+def parse_duration(text: str, flag: str) -> float:
+    """'90s', '15m', '1h30m', '2h', '1.5h' or plain seconds ('600') -> seconds; flag names it in errors."""
     s = text.strip().lower()
     if re.fullmatch(r"\d+(\.\d*)?", s):
         return float(s)
@@ -101,7 +101,7 @@ def parse_duration(text: str) -> float:
     units = [unit for _, unit in parts]
     if (not parts or "".join(n + u for n, u in parts) != s
             or units != sorted(set(units), key="dhms".index)):  # each unit once, largest first
-        raise CharRNNError(f"invalid duration {text!r}: use seconds (600) or units, e.g. 90s, 15m, 1h30m, 2h")
+        raise CharRNNError(f"{flag} {text!r}: invalid duration: use seconds (600) or units, e.g. 90s, 15m, 1h30m, 2h")
     return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
 
 
@@ -215,6 +215,11 @@ def resolve_corpus(data_dir: str | None, input_path: str | None) -> list[Path]:
                                                   else "no such file or directory"))
     elif flag == "--data_dir" and (root / "input.txt").is_file():
         files = [root / "input.txt"]
+        others = sum(1 for p in root.glob("*.txt") if p.name != "input.txt")
+        if others:  # a user who added text files beside it may expect them read too
+            logger.warning("--data_dir %s: reading input.txt only, as char-rnn-tensorflow did; the %d other .txt "
+                           "file(s) beside it are left out (pass --input %s to read every .txt file)",
+                           where, others, where)
     else:
         files = sorted(p for p in root.rglob("*.txt")
                        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))

@@ -224,7 +224,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its event reader's chatter
     budget = "1m" if args.quick else args.budget
-    budget_s = utils.parse_duration(budget)
+    budget_s = utils.parse_duration(budget, "--budget")
     extra = shlex.split(args.train_args) + (["--eval_every", "25"] if args.quick else [])
     data_dir = (ROOT / args.data_dir).resolve()
 

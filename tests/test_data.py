@@ -49,13 +49,13 @@ def run_python(code: str, *args: str, env: dict | None = None, **kwargs) -> subp
 @pytest.mark.parametrize("text, seconds", [("600", 600), ("90s", 90), ("15m", 900), ("1h30m", 5400),
                                            ("2h", 7200), ("1.5h", 5400), (" 1d ", 86400), ("0", 0)])
 def test_parse_duration(text: str, seconds: float) -> None:
-    assert utils.parse_duration(text) == seconds
+    assert utils.parse_duration(text, "--time_budget") == seconds
 
 
 @pytest.mark.parametrize("text", ["", "abc", "15x", "30m1h", "1h1h", "-5m", "1h 30m"])
 def test_parse_duration_rejects(text: str) -> None:
-    with pytest.raises(CharRNNError, match="duration"):
-        utils.parse_duration(text)
+    with pytest.raises(CharRNNError, match="^--time_budget .*: invalid duration"):
+        utils.parse_duration(text, "--time_budget")
 
 
 def test_atomic_write_text(tmp_path: Path) -> None:
@@ -275,10 +275,11 @@ def test_unknown_encoding_and_bad_options() -> None:
     assert DataOptions(encoding="UTF8") == DataOptions()  # one cache key per codec
 
 
-def test_resolve_corpus(tmp_path: Path) -> None:
+def test_resolve_corpus(tmp_path: Path, caplog) -> None:
     write(tmp_path / "input.txt", "x")
     write(tmp_path / "other.txt", "y")
     assert utils.resolve_corpus(str(tmp_path), None) == [tmp_path / "input.txt"]
+    assert "reading input.txt only" in caplog.text and "1 other .txt file(s)" in caplog.text  # never silently
     assert utils.resolve_corpus(None, str(tmp_path)) == [tmp_path / "input.txt", tmp_path / "other.txt"]
     assert utils.resolve_corpus(None, str(tmp_path / "other.txt")) == [tmp_path / "other.txt"]
     (tmp_path / "none").mkdir()

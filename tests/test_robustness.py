@@ -206,7 +206,7 @@ def test_bad_corpus_is_refused(tmp_path: Path, kind: str) -> None:
     (["--learning_rate", "nan"], "--learning_rate nan"),
     (["--dropout", "inf"], "--dropout inf"),
     (["--time_budget", "0"], "--time_budget 0"),
-    (["--time_budget", "soon"], "invalid duration 'soon'"),
+    (["--time_budget", "soon"], "--time_budget 'soon': invalid duration"),
     (["--seed", str(2**70)], "--seed"),
     (["--sample_length", str(10**9)], "--sample_length"),
     (["--batch_groups", "5"], "--batch_groups 5"),  # more groups than TINY's 4 streams
@@ -219,6 +219,7 @@ def test_bad_corpus_is_refused(tmp_path: Path, kind: str) -> None:
     (["--run_name", "x" * 300], "at most 200 bytes"),
     (["--init_from", ""], "--init_from '': an empty path"),  # not silently a new run
     (["--output_keep_prob", "1e-17"], "--output_keep_prob 1e-17: must be from 0.000001"),  # 1 - p rounds to 1
+    (["--dropout", "0.3", "--output_keep_prob", "0.8"], "--dropout 0.3 and --output_keep_prob 0.8 both set"),
     (["--input", ""], "--input '': an empty path"),  # not silently --data_dir's default
     (["--log_dir", "logs/" + "x" * 300], "a name in it is 300 bytes long"),  # not an OSError traceback
     (["--init_from", "save/" + "한" * 100], "a name in it is 300 bytes long"),
@@ -334,6 +335,11 @@ def test_run_directories_as_found_on_disk(trained, run_copy: Path) -> None:
 
 def test_init_from_missing_or_not_a_run(tmp_path: Path) -> None:
     assert_refused(run("train.py", "--init_from", str(tmp_path / "gone"), cwd=tmp_path), "gone", "no such directory")
+    # sample.py before any training, as a new user types it: what to do first.
+    assert_refused(run("sample.py", cwd=tmp_path), "--save_dir save", "no such directory", "Train one first")
+    (tmp_path / "config.json").write_text("{}")
+    assert_refused(run("train.py", "--init_from", str(tmp_path / "config.json"), cwd=tmp_path),
+                   "config.json", "is a file, not a run directory")
     (tmp_path / "empty_dir").mkdir()
     assert_refused(run("train.py", "--init_from", str(tmp_path / "empty_dir"), cwd=tmp_path),
                    "empty_dir", "not a training run")
