@@ -299,6 +299,29 @@ def test_top_k_and_top_p_restrict_the_choices(sampler):
     assert all(set(firsts[i]) <= set(top2[i]) for i in range(2))
 
 
+def test_filter_logits_keeps_the_nucleus_of_the_top_k() -> None:
+    """Against a plain numpy reading of the flags: the top_k symbols, then of their renormalized
+    distribution the fewest whose mass reaches top_p (a symbol stays while the mass ranked above
+    it is below top_p)."""
+    rng = np.random.default_rng(0)
+    logits = (3.0 * rng.standard_normal((200, 20))).astype(np.float32)
+    for top_k in (0, 1, 3, 8):
+        for top_p in (0.3, 0.7, 0.95, 1.0):
+            kept = np.isfinite(M._filter_logits(tf.constant(logits), tf.constant(top_k), tf.constant(top_p)).numpy())
+            ranked = np.argsort(-logits, axis=-1)[:, :top_k or None]
+            probs = np.exp(np.take_along_axis(logits, ranked, -1).astype(np.float64))
+            probs /= probs.sum(-1, keepdims=True)
+            mass_before = np.cumsum(probs, -1) - probs
+            want = np.zeros_like(kept)
+            for row, (order, before) in enumerate(zip(ranked, mass_before)):
+                want[row, order[before < top_p]] = True
+            np.testing.assert_array_equal(kept, want, err_msg=f"top_k={top_k} top_p={top_p}")
+    # The edges of top_p: just above a cumulative mass keeps one more symbol than just below it.
+    three = tf.constant(np.log([[0.5, 0.3, 0.2]]), tf.float32)
+    for top_p, count in ((0.5 - 1e-4, 1), (0.5 + 1e-4, 2), (0.8 + 1e-4, 3)):
+        assert np.isfinite(M._filter_logits(three, tf.constant(0), tf.constant(top_p)).numpy()).sum() == count
+
+
 def test_generate_chunk_streams_like_one_call(sampler):
     whole = M.generate(sampler, PRIME, 50, seed=9)
     _, state = sampler(PRIME[:, :-1], sampler.initial_state(2))
