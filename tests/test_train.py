@@ -57,11 +57,11 @@ def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return found
 
 
-def checkpoint_weights(path: str) -> dict[str, np.ndarray]:
+def checkpoint_weights(path: str, prefix: str = "model/") -> dict[str, np.ndarray]:
     import tensorflow as tf
     reader = tf.train.load_checkpoint(path)
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if name.startswith("model/")}
+            if name.startswith(prefix)}
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -102,6 +102,15 @@ def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Pa
                 "val/loss", "val/bpc", "val/perplexity", "sample", "_hparams_/session_start_info"):
         assert tag in scalars, (tag, sorted(scalars))
     assert [step for step, _ in scalars["val/loss"]] == [10, 20]
+    # The learning rate each step trained at (TINY: peak 3e-3, 5 warmup steps; cosine to 10% by step 20).
+    lrs = [float(v) for _, v in scalars["train/learning_rate"]]
+    want = [3e-3 * (s / 5 if s <= 5 else 0.1 + 0.45 * (1 + np.cos(np.pi * (s - 1) / 20))) for s in range(1, 21)]
+    np.testing.assert_allclose(lrs, want, rtol=1e-5)
+    # The best validation loss is reported, and best/ holds the checkpoint of the step that made it.
+    val = {step: float(v) for step, v in scalars["val/loss"]}
+    best_step = min(val, key=val.get)
+    assert f"best val loss {val[best_step]:.4f}" in result.stderr, result.stderr
+    assert [p.name for p in (tmp_path / "save" / run / "best").glob("ckpt-*.index")] == [f"ckpt-{best_step}.index"]
     sample = scalars["sample"][0][1]
     assert sample.item().decode("utf-8").strip("`\n")  # real generated text
 
@@ -132,8 +141,9 @@ def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Pa
 
 
 def test_resume_reaches_the_same_weights(tmp_path: Path, corpus: Path) -> None:
+    # Flags off their defaults, so that any of them lost on resume changes the weights (the clip binds).
     common = ["--input", str(corpus), "--max_steps", "24", "--eval_every", "8", "--save_every", "8",
-              "--dropout", "0.2", *TINY]
+              "--dropout", "0.2", "--grad_clip", "0.35", "--min_lr_frac", "0.2", *TINY]
     # The uninterrupted run goes side by side with the first half of the split one (a core each).
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         running = pool.submit(train, tmp_path, *common, "--run_name", "whole")
@@ -151,10 +161,18 @@ def test_resume_reaches_the_same_weights(tmp_path: Path, corpus: Path) -> None:
     assert a.keys() == b.keys() and a
     for name in a:
         np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    # The hidden state carried from batch to batch (mid-epoch here, so not zeros) resumes as well.
+    carried = [checkpoint_weights(str(tmp_path / "save" / run / "ckpt-24"), "carried_state/")
+               for run in ("whole", "split")]
+    (state_a,), (state_b,) = (c.values() for c in carried)
+    assert np.abs(state_a).max() > 0.01
+    np.testing.assert_allclose(state_a, state_b, rtol=1e-5, atol=1e-6)
 
     # The TensorBoard curve of the split run continues where it stopped: steps 1..24, once each.
-    steps = [s for s, _ in read_scalars(tmp_path / "logs" / "split")["train/loss"]]
+    scalars = read_scalars(tmp_path / "logs" / "split")
+    steps = [s for s, _ in scalars["train/loss"]]
     assert sorted(steps) == list(range(1, 25))
+    assert max(float(v) for _, v in scalars["train/grad_norm"][12:]) > 0.35  # the clip bound after resume
 
 
 def test_resume_refuses_a_different_architecture(tmp_path: Path, corpus: Path) -> None:
@@ -308,6 +326,48 @@ def test_adam_is_pytorchs_update() -> None:
         v = 0.999 * v + 0.001 * g.astype(np.float64) ** 2
         want -= lr * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
         np.testing.assert_allclose(var.numpy() - start, want - start, rtol=1e-4, atol=1e-9)
+
+
+def test_learning_rate_warms_up_then_follows_a_cosine_or_the_old_decay_rate() -> None:
+    import argparse
+
+    from train import learning_rate
+    args = argparse.Namespace(learning_rate=2.0, warmup_steps=10, min_lr_frac=0.1, decay_rate=None)
+    # Step k of the warmup (counted from 0) trains at (k + 1) / warmup of the peak: never at 0.
+    assert [learning_rate(args, k, 0, 0.0) for k in (0, 4, 9)] == pytest.approx([0.2, 1.0, 2.0])
+    # Then a cosine over the run's progress, from the peak down to min_lr_frac of it, and no lower.
+    cosine = [learning_rate(args, 50, 0, p) for p in (0.0, 0.25, 0.5, 1.0, 1.5)]
+    assert cosine == pytest.approx([2.0, 0.2 + 1.8 * (1 + 0.5 ** 0.5) / 2, 1.1, 0.2, 0.2])
+    # char-rnn-tensorflow's --decay_rate: the peak times decay_rate per epoch, whatever the progress.
+    args.decay_rate = 0.5
+    assert [learning_rate(args, 50, epoch, 0.9) for epoch in (0, 3)] == pytest.approx([2.0, 0.25])
+    assert learning_rate(args, 3, 3, 0.9) == pytest.approx(0.8)  # the warmup comes first
+
+
+def test_gradients_are_clipped_to_grad_clip_global_norm() -> None:
+    """With plain gradient descent at learning rate 1 the weights move by the gradients the
+    optimizer received: their global norm is grad_clip when the gradient's norm (returned) is
+    larger, and the gradient's own norm when it is not."""
+    import tensorflow as tf
+
+    import model as M
+    from train import make_train_step
+
+    class GradientDescent:
+        def apply(self, grads, variables, lr):
+            for g, v in zip(grads, variables):
+                v.assign_sub(lr * g)
+
+    rng = np.random.default_rng(0)
+    x, y = (tf.constant(rng.integers(0, 11, (4, 6)), tf.int32) for _ in range(2))
+    for grad_clip in (1e-3, 1e9):
+        net = M.CharRNN(M.ModelConfig("lstm", 11, 2, 8, 4), seed=0)
+        before = [v.numpy() for v in net.trainable_variables]
+        step = make_train_step(net, GradientDescent(), 4, 6, grad_clip, seed=0)
+        _, grad_norm, _ = step(x, y, net.initial_state(4), tf.constant(1.0), tf.constant(0, tf.int64))
+        moved = np.sqrt(sum(np.sum((v.numpy() - w) ** 2) for v, w in zip(net.trainable_variables, before)))
+        assert float(grad_norm) > 0.01  # the norm before clipping
+        assert moved == pytest.approx(min(grad_clip, float(grad_norm)), rel=1e-4)
 
 
 def test_batch_groups_train_like_one_group() -> None:
