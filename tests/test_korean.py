@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 import unicodedata
@@ -42,12 +43,25 @@ def test_jamo_training_learns_and_samples_valid_hangul(tmp_path: Path) -> None:
     run_dir = tmp_path / "save" / "ko"
     assert json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["args"]["unit"] == "jamo"
 
+    # Bits per original character: a syllable is 2-3 jamo, so fewer characters than symbols.
+    chars_per_symbol = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["chars_per_symbol"]
+    assert 0.3 < chars_per_symbol["train"] < 0.6 and 0.3 < chars_per_symbol["val"] < 0.6, chars_per_symbol
+    val = re.findall(r"val loss (\d\.\d{4}) nats/symbol, (\d+\.\d{4}) bits/char", result.stderr)
+    assert len(val) == 2, result.stderr
+    for nats, bpc in val:  # evaluation counts the characters of the batches it reads: nearly all the split
+        assert float(bpc) == pytest.approx(float(nats) / chars_per_symbol["val"] / math.log(2), rel=5e-3)
+
     import tensorflow as tf
-    losses = []
+    scalars: dict[str, list[float]] = {"train/loss": [], "train/bpc": []}
     for events in sorted((tmp_path / "logs" / "ko").glob("events.out.tfevents.*")):
         for event in tf.compat.v1.train.summary_iterator(str(events)):
-            losses += [float(tf.make_ndarray(v.tensor)) for v in event.summary.value if v.tag == "train/bpc"]
+            for v in event.summary.value:
+                if v.tag in scalars:
+                    scalars[v.tag].append(float(tf.make_ndarray(v.tensor)))
+    losses = scalars["train/bpc"]
     assert len(losses) == 120
+    np.testing.assert_allclose(losses, np.array(scalars["train/loss"]) / chars_per_symbol["train"] / math.log(2),
+                               rtol=1e-5)
     assert np.mean(losses[-10:]) < np.mean(losses[:5]) - 1.0, losses  # bits per original character fell
 
     sampled = run("sample.py", tmp_path, "--save_dir", str(run_dir), "--prime", "문", "-n", "300",
