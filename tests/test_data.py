@@ -58,10 +58,20 @@ def test_parse_duration_rejects(text: str) -> None:
         utils.parse_duration(text, "--time_budget")
 
 
-def test_atomic_write_text(tmp_path: Path) -> None:
+def test_atomic_write_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "a.json"
     utils.atomic_write_text(path, "한국어\n")
     utils.atomic_write_text(path, "second\r\n")
+    assert path.read_bytes() == b"second\r\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    # A write that fails midway leaves the old file whole, and no temporary file beside it.
+    monkeypatch.setattr(utils.os, "fsync", disk_full)
+    with pytest.raises(OSError):
+        utils.atomic_write_text(path, "third, never complete\n")
     assert path.read_bytes() == b"second\r\n"
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
