@@ -59,6 +59,16 @@ def test_top_k_1_and_cold_temperature_equal_argmax(run_dir: Path) -> None:
     assert text(sample(run_dir, "-n", "200", "--temperature", "0.0001", "--seed", "9", "--prime", "the ")) == greedy
 
 
+def test_sample_2_samples_only_at_word_starts(run_dir: Path) -> None:
+    """char-rnn's --sample 2: the most likely character, except right after a space."""
+    greedy = text(sample(run_dir, "-n", "200", "--sample", "0", "--prime", "the"))
+    at_words = text(sample(run_dir, "-n", "200", "--sample", "2", "--temperature", "5", "--seed", "1",
+                           "--prime", "the"))
+    first_space = greedy.index(" ", len("the"))
+    assert at_words[:first_space + 1] == greedy[:first_space + 1]  # no sampling before the first space
+    assert at_words != greedy  # at this temperature a word start differs somewhere
+
+
 def test_no_tensorflow_log_lines_unless_verbose(run_dir: Path) -> None:
     # TensorFlow's oneDNN kernels log an ERROR line for any integer transpose outside XLA
     # (the prime's ids here), even on the AVX-512 machines they claim to need; it is not an error.
