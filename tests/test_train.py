@@ -304,6 +304,9 @@ def test_a_typed_length_flag_alone_says_how_long(tmp_path: Path) -> None:
                    "--rnn_size", "16", "--num_layers", "1", "--max_steps", "60")
     assert "stopped at step 60 by --max_steps 60" in result.stderr, result.stderr
     assert "1 train steps per epoch" in result.stderr
+    # Each epoch reads the text from a new offset, so its streams start from a zero state.
+    (carried,) = checkpoint_weights(str(only_run(tmp_path / "save") / "ckpt-60"), "carried_state/").values()
+    assert carried.shape == (1, 2, 2, 16) and not carried.any()
 
 
 def test_adam_is_pytorchs_update() -> None:
