@@ -375,10 +375,16 @@ class Progress:
         self.last_draw = 0.0
 
     def update(self, step: int, text: str) -> None:
+        """text: most important first, as the live line loses its end to a narrow terminal."""
         if self.live:
             now = time.monotonic()
             if now - self.last_draw > 0.2:
-                sys.stderr.write("\r" + text[:200] + "\x1b[K")
+                # A line as wide as the terminal wraps, and each redraw would then scroll a new one.
+                try:
+                    width = os.get_terminal_size(sys.stderr.fileno()).columns - 1
+                except OSError:
+                    width = 79
+                sys.stderr.write("\r" + text[:width] + "\x1b[K")
                 sys.stderr.flush()
                 self.last_draw = now
         elif step % self.print_every == 0:
@@ -823,8 +829,8 @@ class Trainer:
         val = "-" if self.last_val is None else f"{self.last_val:.4f}"
         self.progress_line.update(self.step, f"step {self.step} epoch {self.epoch}."
                                              f"{self.batch * 100 // self.run.loader.num_batches:02d} "
-                                             f"loss {loss:.4f} val {val} lr {lr:.2e} {self.rate:,.0f} chars/s "
-                                             f"ETA {format_eta(remaining)}")
+                                             f"loss {loss:.4f} val {val} ETA {format_eta(remaining)} "
+                                             f"{self.rate:,.0f} chars/s lr {lr:.2e}")
 
     def limit_flag(self, seconds: float) -> str:
         """The length flag whose limit the run has reached (the one most used up)."""

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -88,7 +90,7 @@ def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Pa
     # Not a terminal here, so the progress line comes as plain lines every --print_every steps:
     # train loss, the newest validation loss once there is one, chars/s and the time left.
     progress = {int(m[1]): m[0] for m in re.finditer(r"step (\d+) epoch \d+\.\d\d loss \d\.\d{4} val (\S+) "
-                                                      r"lr \S+ [\d,]+ chars/s ETA \d\d:\d\d:\d\d", result.stderr)}
+                                                      r"ETA \d\d:\d\d:\d\d [\d,]+ chars/s lr \S+", result.stderr)}
     assert sorted(progress) == [5, 10, 15, 20], result.stderr
     evaluation = re.search(r"step 10 epoch \d+: val loss (\d\.\d{4}) nats/symbol, (\d\.\d{4}) bits/char, "
                            r"perplexity (\d+\.\d{3}) per char", result.stderr)
@@ -138,6 +140,33 @@ def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Pa
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_live_line_fits_a_narrow_terminal(tmp_path: Path, corpus: Path) -> None:
+    """On a terminal the progress line is redrawn in place: wider than the terminal, it would wrap
+    and every redraw would scroll a new line. The end goes first (the learning rate)."""
+    fcntl, pty, termios = (pytest.importorskip(name) for name in ("fcntl", "pty", "termios"))
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 60, 0, 0))  # 24 rows, 60 columns
+    with subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--input", str(corpus), "--max_steps", "300",
+                           "--eval_every", "1000", *TINY], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                          stderr=follower) as process:
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert process.wait(timeout=180) == 0, shown.decode("utf-8", "replace")
+    os.close(leader)
+    drawn = [part.removesuffix("\x1b[K") for part in re.split(r"[\r\n]", shown.decode("utf-8"))
+             if part.startswith("step ") and part.endswith("\x1b[K")]
+    assert drawn and all(len(line) <= 59 for line in drawn), drawn
+    assert all(re.match(r"step \d+ epoch \d+\.\d\d loss \d\.\d{4} val - ETA", line) for line in drawn), drawn
 
 
 def test_resume_reaches_the_same_weights(tmp_path: Path, corpus: Path) -> None:
