@@ -494,7 +494,13 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         raise CharRNNError(f"{error} (the path saved in {resume_dir / 'config.json'}): pass --data_dir or --input "
                            f"to say where the text is now") from None
     corpus = utils.prepare_corpus(files, data_options(args))
-    train_ids, val_ids = corpus.split(args.val_frac)
+    # Validation is the last val_frac of the characters. Runs saved before cut it by symbols, and
+    # keep that cut: their data position and best validation loss are for it.
+    args.val_split = getattr(args, "val_split", None) or ("symbols" if resume_dir is not None else "chars")
+    if args.val_split not in ("chars", "symbols"):
+        raise CharRNNError(f"{resume_dir / 'config.json'} is damaged (val_split is {args.val_split!r}): train.py "
+                           f"wrote it when the run started; restore it from a backup, or start a new run")
+    train_ids, val_ids = corpus.split(args.val_frac, by=args.val_split)
     val_split = len(val_ids)
     if args.eval_symbols:
         val_ids = val_ids[:args.eval_symbols + 1]  # + 1: the last input's target

@@ -609,14 +609,20 @@ class Corpus:
     files: list[Path]
     cache_dir: Path
 
-    def split(self, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
-        """(train, validation): the last val_frac of the text, contiguous, is validation."""
+    def split(self, val_frac: float, by: str = "chars") -> tuple[np.ndarray, np.ndarray]:
+        """(train, validation): the last val_frac of the text, contiguous, is validation. Counted
+        in original characters (by="chars"), so that --unit char and --unit jamo hold out the same
+        text and their validation bits per character compare. by="symbols" is the cut of runs
+        saved before (a jamo run then held out val_frac of its symbols: more characters)."""
         if not 0 <= val_frac < 1:
             raise CharRNNError(f"--val_frac {val_frac}: use a fraction in [0, 1), e.g. 0.05")
         n = len(self.ids)
-        cut = n - int(round(n * val_frac))
-        while 0 < cut < n and not self.vocab.char_starts[self.ids[cut]]:
-            cut += 1  # under jamo, start validation on a whole syllable
+        if by == "chars":
+            cut = _last_chars_start(self.vocab, self.ids, int(round(self.num_chars * val_frac)))
+        else:
+            cut = n - int(round(n * val_frac))
+            while 0 < cut < n and not self.vocab.char_starts[self.ids[cut]]:
+                cut += 1  # under jamo, start validation on a whole syllable
         return self.ids[:cut], self.ids[cut:]
 
 
@@ -864,6 +870,20 @@ def count_chars(vocab: Vocab, ids: np.ndarray) -> int:
         return len(ids)
     step = 1 << 22
     return sum(int(np.count_nonzero(vocab.char_starts[ids[a:a + step]])) for a in range(0, len(ids), step))
+
+
+def _last_chars_start(vocab: Vocab, ids: np.ndarray, k: int) -> int:
+    """Where in ids the last k original characters start, read backwards a block at a time."""
+    if vocab.char_starts.all():
+        return len(ids) - k
+    end, step = len(ids), 1 << 22
+    while k > 0 and end > 0:
+        start = max(0, end - step)
+        starts = np.flatnonzero(vocab.char_starts[ids[start:end]])
+        if len(starts) >= k:
+            return start + int(starts[len(starts) - k])
+        k, end = k - len(starts), start
+    return end
 
 
 def _original_chars(vocab: Vocab, ids: np.ndarray, n: int) -> np.ndarray:

@@ -219,9 +219,22 @@ def test_jamo_unit_round_trips_and_counts_original_characters(tmp_path: Path, mo
 def test_jamo_validation_split_starts_on_a_whole_syllable(tmp_path: Path) -> None:
     corpus = prepare(write(tmp_path / "in.txt", "한국어" * 500), tmp_path, unit="jamo")
     for frac in (0.05, 0.1, 0.33):
-        train, val = corpus.split(frac)
-        assert corpus.vocab.decode(train) + corpus.vocab.decode(val) == "한국어" * 500
-        assert corpus.vocab.char_starts[val[0]]
+        for by in ("chars", "symbols"):
+            train, val = corpus.split(frac, by=by)
+            assert corpus.vocab.decode(train) + corpus.vocab.decode(val) == "한국어" * 500
+            assert corpus.vocab.char_starts[val[0]]
+
+
+def test_both_units_hold_out_the_same_characters(tmp_path: Path) -> None:
+    """Validation is the last val_frac of the characters in either unit, so validation bits per
+    character of a syllable and a jamo run score the same text (by symbols they differed)."""
+    path = write(tmp_path / "in.txt", KOREAN)
+    char, jamo = (prepare(path, tmp_path / unit, unit=unit) for unit in ("char", "jamo"))
+    for frac in (0.05, 0.2):
+        (_, char_val), (_, jamo_val) = char.split(frac), jamo.split(frac)
+        assert len(char_val) == round(len(KOREAN) * frac)
+        assert jamo.vocab.decode(jamo_val) == char.vocab.decode(char_val) == KOREAN[-len(char_val):]
+        assert len(jamo.vocab.decode(jamo.split(frac, by="symbols")[1])) != len(char_val)
 
 
 # ---- locale and encodings --------------------------------------------------------------------------

@@ -100,6 +100,26 @@ def test_bits_per_character_mean_the_same_in_both_units(tmp_path: Path) -> None:
         assert utils.count_chars(corpus.vocab, corpus.ids[1:1001]) == starts
 
 
+def test_a_jamo_run_saved_before_the_character_split_keeps_its_validation(tmp_path: Path) -> None:
+    """Validation is cut by characters now; a run whose config.json predates that (no val_split)
+    resumes with its old cut by symbols, which its data position and best loss are for."""
+    corpus = write(tmp_path / "ko.txt", KOREAN)
+    prepared = utils.prepare_corpus([corpus], utils.DataOptions(unit="jamo"), cache_root=tmp_path / "cache")
+    held_out = {by: len(prepared.split(0.05, by=by)[1]) for by in ("chars", "symbols")}
+    assert held_out["chars"] != held_out["symbols"]
+    first = run("train.py", tmp_path, "--input", str(corpus), "--unit", "jamo", "--max_steps", "4",
+                "--eval_every", "4", "--run_name", "ko", *TINY)
+    assert f"validation {held_out['chars']:,} symbols" in first.stderr, first.stderr
+    config_path = tmp_path / "save" / "ko" / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    assert config["args"].pop("val_split") == "chars"
+    config_path.write_text(json.dumps(config), encoding="utf-8")  # as a run saved before the change
+    resumed = run("train.py", tmp_path, "--init_from", str(config_path.parent), "--max_steps", "8")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"validation {held_out['symbols']:,} symbols" in resumed.stderr, resumed.stderr
+    assert json.loads(config_path.read_text(encoding="utf-8"))["args"]["val_split"] == "symbols"
+
+
 def test_korean_trains_as_syllables_by_default_and_a_cp949_file_without_encoding(tmp_path: Path) -> None:
     corpus = write(tmp_path / "ko.txt", KOREAN)
     result = run("train.py", tmp_path, "--input", str(corpus), "--max_steps", "2", "--eval_every", "2",
