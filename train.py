@@ -463,6 +463,7 @@ class Run:
     forked_from: Path | None  # the run that run_dir is a copy of, going on from it
     lock: "runs.RunLock | None"
     log_dir_created: Path | None  # the outermost directory of log_dir that this session made
+    saved_length: argparse.Namespace | None = None  # the resumed run's flags under its saved limits, when typed anew
     kept: bool = False       # the session saved a checkpoint: what it made stays
 
 
@@ -471,6 +472,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     resume_dir = runs.resolve_run_dir(args.init_from, "--init_from") if args.init_from else None
     fork_dir = None  # where a resumed run goes on when it is not its own directory
     source_logs = None  # the resumed run's TensorBoard run
+    saved_length = None
     if resume_dir is not None:
         # char-rnn-tensorflow's meaning: --init_from is the run to start from, --save_dir where to save
         # (the run itself, or the directory that holds it, is where it already is).
@@ -482,6 +484,9 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         saved = merge_resume_config(args, typed, resume_dir)
         source_logs = Path(saved.get("log_dir") or "logs") / (saved.get("log_name") or resume_dir.name)
         check_args(args)
+        if typed & set(LENGTH_FLAGS):
+            saved_length = argparse.Namespace(**{**vars(args), **{k: saved.get(k) for k in LENGTH_FLAGS}})
+            check_args(saved_length)  # derives its time_budget_s
     cluster = cluster_from_env(args.strategy)
     if args.batch_size % cluster.num_workers:
         raise CharRNNError(f"--batch_size {args.batch_size} must be a multiple of the number of workers "
@@ -568,7 +573,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     return Run(args=args, cluster=cluster, corpus=corpus, train_ids=train_ids, val_ids=val_ids, loader=loader,
                eval_batch=max(1, min(args.batch_size, (len(val_ids) - 1) // args.seq_length)),
                run_dir=run_dir, write_dir=write_dir, log_dir=log_dir, resume_dir=resume_dir,
-               forked_from=forked_from, lock=lock, log_dir_created=log_dir_created)
+               forked_from=forked_from, lock=lock, log_dir_created=log_dir_created, saved_length=saved_length)
 
 
 class Trainer:
@@ -635,12 +640,27 @@ class Trainer:
         if run.cluster.is_chief:
             log.info("run %s: checkpoints in %s; watch it with:  tensorboard --logdir %s",
                      args.run_name, run.run_dir, runs.shell_path(args.log_dir))
+            self.say_schedule_change()
         self.progress_line = Progress(args.print_every if run.cluster.is_chief else 10 ** 9)
         self.sample_prime = self.vocab.start_id
         self.session_start = time.monotonic()
         self.rate = 0.0
         self.last_val: float | None = None  # this session's newest validation loss, for the progress line
         self.last_val_step = -1  # the step it was computed at
+
+    def say_schedule_change(self) -> None:
+        """A length typed on resume spreads the warmup and cosine over the new length of the whole
+        run, so the learning rate can jump where the run goes on: say so, with both rates."""
+        before, args = self.run.saved_length, self.args
+        if before is None or self.step == 0:
+            return
+        rates = [learning_rate(a, self.step, self.epoch,
+                               training_progress(a, self.step, self.seconds_before, self.run.loader.num_batches))
+                 for a in (before, args)]
+        if not math.isclose(*rates, rel_tol=0.01):
+            limits = " ".join(f"--{flag} {getattr(args, flag)}" for flag in LENGTH_FLAGS if getattr(args, flag))
+            log.info("the new length (%s) reshapes the learning-rate schedule over the whole run: step %d "
+                     "trains at %.2e, where the saved length had %.2e", limits, self.step + 1, *reversed(rates))
 
     # -- checkpoints ---------------------------------------------------------------------------
 

@@ -540,6 +540,9 @@ def test_resume_flags_replace_the_saved_ones(trained, run_copy: Path) -> None:
                  "--data_dir", str(data_dir), "--output_keep_prob", "0.75", "--input_keep_prob", "0.5", cwd=cwd)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert pointer_step(run_copy) == 8
+    # Ended at its floor by --max_steps 6, the run's learning rate goes back near the peak: said.
+    assert ("the new length (--num_epochs 9) reshapes the learning-rate schedule over the whole run: step 7 "
+            "trains at 3.00e-03, where the saved length had 3.00e-04") in result.stderr, result.stderr
     saved = json.loads((run_copy / "config.json").read_text(encoding="utf-8"))
     assert (saved["args"]["num_epochs"], saved["args"]["max_steps"]) == (9, 0)
     assert (saved["args"]["data_dir"], saved["args"]["input"]) == (str(data_dir), None)
