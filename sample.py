@@ -96,6 +96,11 @@ def check_args(args: argparse.Namespace) -> None:
             runs.check_tf_path(getattr(args, flag), f"--{flag}")
     if args.seed is not None and not -2**63 <= args.seed < 2**63:
         raise CharRNNError(f"--seed {args.seed}: must fit in 64 bits, e.g. --seed 42")
+    unused = [f"--{flag}" for flag, off in (("temperature", 1.0), ("top_k", 0), ("top_p", 1.0), ("seed", None))
+              if getattr(args, flag) != off]
+    if args.sample == 0 and unused and not (args.export or args.export_tflite):
+        log.warning("%s: no effect under --sample 0, which writes the most likely character every step; "
+                    "--sample 1 samples", ", ".join(unused))
 
 
 def load_run(save_dir: str) -> tuple[Path, dict, "utils.Vocab"]:

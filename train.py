@@ -283,7 +283,8 @@ def default_run_name(args: argparse.Namespace) -> str:
     # A name that is not UTF-8 (cp949 bytes from a Windows archive) becomes _s: TensorFlow needs UTF-8 paths.
     name = os.fsencode(name).decode("utf-8", "replace").replace("\ufffd", "_")
     name = utils.clip_name("".join("_" if c in runs.GLOB_CHARS else c for c in name), 100)  # see runs.check_tf_path
-    return f"{name}-{args.model}{args.num_layers}x{args.rnn_size}-{time.strftime('%Y%m%d-%H%M%S')}"
+    unit = "-jamo" if args.unit == "jamo" else ""
+    return f"{name}-{args.model}{args.num_layers}x{args.rnn_size}{unit}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path) -> dict:
@@ -633,7 +634,7 @@ class Trainer:
         try:
             self.writer = tf.summary.create_file_writer(str(run.log_dir))
             with self.writer.as_default():
-                write_hparams(args)
+                write_run_summaries(args, self.vocab.size)
         except tf.errors.OpError as error:  # e.g. a full disk
             raise CharRNNError(f"--log_dir {run.log_dir}: cannot write TensorBoard events "
                                f"({runs.tf_error_reason(error)}); free disk space or choose another --log_dir") from None
@@ -763,13 +764,18 @@ class Trainer:
         self.last_val, self.last_val_step = val_loss, self.step
         improved = val_loss < float(self.best_val)
         if self.run.cluster.is_chief:
-            sample = self.model_lib.generate(self.net, tf.constant([[self.sample_prime]], tf.int32),
-                                             self.args.sample_length, temperature=0.8, seed=self.step)
+            # --sample_length counts characters: a jamo model writes ~2 symbols each, so it writes
+            # more symbols than needed and the text is cut, whole syllables up to its end.
+            chars = self.args.sample_length
+            per_symbol = self.chars_per_symbol["train"]
+            symbols = chars if per_symbol == 1.0 else math.ceil(chars / per_symbol * 1.3) + 3
+            sample = self.model_lib.generate(self.net, tf.constant([[self.sample_prime]], tf.int32), symbols,
+                                             temperature=0.8, seed=self.step)
             with self.writer.as_default(step=self.step):
                 tf.summary.scalar("val/loss", val_loss)
                 tf.summary.scalar("val/bpc", val_bpc)
                 tf.summary.scalar("val/perplexity", val_perplexity)
-                tf.summary.text("sample", "```\n" + self.vocab.decode(sample.numpy()[0]) + "\n```")
+                tf.summary.text("sample", "```\n" + self.vocab.decode(sample.numpy()[0])[:chars] + "\n```")
             self.writer.flush()
         log.info(f"step {self.step} epoch {self.epoch}: val loss {val_loss:.4f} nats/symbol, {val_bpc:.4f} "
                  f"bits/char, perplexity {val_perplexity:.3f} per char{'  (best)' if improved else ''}")
@@ -1191,11 +1197,27 @@ def write_run_files(args: argparse.Namespace, run_dir: Path, corpus: "utils.Corp
                            f"checkpoints there are intact. Free disk space or fix the directory and run again") from None
 
 
-def write_hparams(args: argparse.Namespace) -> None:
+def write_run_summaries(args: argparse.Namespace, vocab_size: int) -> None:
+    """What TensorBoard shows of a run beside its curves: its hyperparameters (the hparams
+    dashboard; the corpus too, so runs on different texts tell apart), and a custom-scalars
+    layout that draws train and validation on one chart (the scalars dashboard keeps the
+    train/ and val/ groups apart, each on its own axes)."""
+    import tensorflow as tf
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    from tensorboard.plugins.custom_scalar import summary as custom_scalar
     from tensorboard.plugins.hparams import api as hp
     keys = ("model", "num_layers", "rnn_size", "embedding_size", "dropout", "batch_size", "seq_length",
-            "learning_rate", "unit", "seed")
-    hp.hparams({k: getattr(args, k) for k in keys}, trial_id=args.run_name)
+            "learning_rate", "warmup_steps", "min_lr_frac", "decay_rate", "grad_clip", "unit", "max_vocab",
+            "num_epochs", "max_steps", "time_budget", "seed")
+    hparams = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}  # decay_rate: None when unused
+    hp.hparams({"corpus": str(args.input or args.data_dir), "vocab_size": vocab_size, **hparams},
+               trial_id=args.run_name)
+    charts = [layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(
+                  tag=[f"^train/{tag}$", f"^val/{tag}$"]))
+              for title, tag in (("loss, nats per symbol (a jamo under --unit jamo)", "loss"),
+                                 ("bits per character (the same measure in either unit)", "bpc"))]
+    layout = layout_pb2.Layout(category=[layout_pb2.Category(title="train and validation", chart=charts)])
+    tf.summary.experimental.write_raw_pb(custom_scalar.pb(layout).SerializeToString(), step=0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,11 +53,16 @@ def test_jamo_training_learns_and_samples_valid_hangul(tmp_path: Path) -> None:
 
     import tensorflow as tf
     scalars: dict[str, list[float]] = {"train/loss": [], "train/bpc": []}
+    samples = []
     for events in sorted((tmp_path / "logs" / "ko").glob("events.out.tfevents.*")):
         for event in tf.compat.v1.train.summary_iterator(str(events)):
             for v in event.summary.value:
                 if v.tag in scalars:
                     scalars[v.tag].append(float(tf.make_ndarray(v.tensor)))
+                elif v.tag == "sample":
+                    samples.append(tf.make_ndarray(v.tensor).item().decode("utf-8").removeprefix("```\n"))
+    # TensorBoard's samples are --sample_length (40) characters, not symbols (they were ~18).
+    assert [len(text.removesuffix("\n```")) for text in samples] == [40, 40], samples
     losses = scalars["train/bpc"]
     assert len(losses) == 120
     np.testing.assert_allclose(losses, np.array(scalars["train/loss"]) / chars_per_symbol["train"] / math.log(2),

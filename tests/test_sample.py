@@ -61,9 +61,11 @@ def test_top_k_1_and_cold_temperature_equal_argmax(run_dir: Path) -> None:
 
 def test_sample_2_samples_only_at_word_starts(run_dir: Path) -> None:
     """char-rnn's --sample 2: the most likely character, except right after a space."""
-    greedy = text(sample(run_dir, "-n", "200", "--sample", "0", "--prime", "the"))
-    at_words = text(sample(run_dir, "-n", "200", "--sample", "2", "--temperature", "5", "--seed", "1",
-                           "--prime", "the"))
+    sampled = ["--temperature", "5", "--seed", "1"]
+    argmax = sample(run_dir, "-n", "200", "--sample", "0", *sampled, "--prime", "the")
+    greedy = text(argmax)
+    assert b"--temperature, --seed: no effect under --sample 0" in argmax.stderr, argmax.stderr
+    at_words = text(sample(run_dir, "-n", "200", "--sample", "2", *sampled, "--prime", "the"))
     first_space = greedy.index(" ", len("the"))
     assert at_words[:first_space + 1] == greedy[:first_space + 1]  # no sampling before the first space
     assert at_words != greedy  # at this temperature a word start differs somewhere

@@ -59,6 +59,19 @@ def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return found
 
 
+def hparams_of(log_dir: Path) -> dict:
+    """The hyperparameters of a run's TensorBoard session, as the hparams dashboard reads them."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    for events in sorted(log_dir.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            for value in event.summary.value:
+                if value.tag == "_hparams_/session_start_info":
+                    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                    return {k: getattr(v, v.WhichOneof("kind")) for k, v in data.session_start_info.hparams.items()}
+    raise AssertionError(f"no hparams in {log_dir}")
+
+
 def checkpoint_weights(path: str, prefix: str = "model/") -> dict[str, np.ndarray]:
     import tensorflow as tf
     reader = tf.train.load_checkpoint(path)
@@ -101,8 +114,13 @@ def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Pa
     run = only_run(tmp_path / "save").name
     scalars = read_scalars(tmp_path / "logs" / run)
     for tag in ("train/loss", "train/bpc", "train/learning_rate", "train/grad_norm", "train/chars_per_sec",
-                "val/loss", "val/bpc", "val/perplexity", "sample", "_hparams_/session_start_info"):
+                "val/loss", "val/bpc", "val/perplexity", "sample", "_hparams_/session_start_info",
+                "custom_scalars__config__"):
         assert tag in scalars, (tag, sorted(scalars))
+    hparams = hparams_of(tmp_path / "logs" / run)
+    assert (hparams["corpus"], hparams["vocab_size"], hparams["model"], hparams["rnn_size"]) == (
+        str(corpus), len(set(tiny_text())), "lstm", 32)
+    assert hparams["max_steps"] == 20 and hparams["grad_clip"] == 5 and "decay_rate" not in hparams
     assert [step for step, _ in scalars["val/loss"]] == [10, 20]
     # The learning rate each step trained at (TINY: peak 3e-3, 5 warmup steps; cosine to 10% by step 20).
     lrs = [float(v) for _, v in scalars["train/learning_rate"]]
@@ -137,6 +155,11 @@ def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Pa
             assert time.monotonic() < deadline, "tensorboard did not serve val/loss"
             time.sleep(1)
         assert [p[1] for p in points] == [10, 20]
+        # The custom-scalars layout draws train and validation on one chart each.
+        layout = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/custom_scalars/layout",
+                                                   timeout=5).read())
+        charts = [chart["multiline"]["tag"] for chart in layout["category"][0]["chart"]]
+        assert charts == [["^train/loss$", "^val/loss$"], ["^train/bpc$", "^val/bpc$"]], layout
     finally:
         server.terminate()
         server.wait(timeout=30)
