@@ -463,6 +463,8 @@ def test_max_vocab_and_min_char_count_map_rare_characters_to_unknown(tmp_path: P
     assert rare.vocab.decode(rare.vocab.encode("ae😀a", unknown="skip")) == "aa"
     full = prepare(path, tmp_path)
     assert full.vocab.unk_id is None and full.vocab.decode(full.ids) == raw
+    exactly = prepare(path, tmp_path, max_vocab=full.vocab.size)  # room for every character: no unknown
+    assert exactly.vocab.unk_id is None and exactly.vocab.decode(exactly.ids) == raw
 
 
 def test_jamo_keeps_its_jamo_under_max_vocab(tmp_path: Path) -> None:
@@ -573,8 +575,9 @@ def test_too_small_corpus_says_what_is_needed() -> None:
         next(utils.eval_batches(np.zeros(3, np.uint16), batch_size=4, seq_length=8))
 
 
-def test_eval_batches_cover_the_split() -> None:
-    ids = np.arange(1003, dtype=np.uint16)
+@pytest.mark.parametrize("n", [1003, 1000])  # 1000: no id left over for the last target
+def test_eval_batches_cover_the_split(n: int) -> None:
+    ids = np.arange(n, dtype=np.uint16)
     batches = list(utils.eval_batches(ids, batch_size=4, seq_length=64))
     x = np.concatenate([b[0] for b in batches], axis=1)
     y = np.concatenate([b[1] for b in batches], axis=1)

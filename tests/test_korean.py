@@ -73,7 +73,7 @@ def test_jamo_training_learns_and_samples_valid_hangul(tmp_path: Path) -> None:
                   "--seed", "1", "--temperature", "0.5")
     assert sampled.returncode == 0, sampled.stderr
     text = sampled.stdout
-    assert text.startswith("문")
+    assert text.startswith("문") and len(text) == 1 + 300 + 1  # -n counts characters, not jamo; a line break
     assert unicodedata.is_normalized("NFC", text), ascii(text)
     assert not [c for c in text if "\u1100" <= c <= "\u11ff"], text  # every jamo recomposed into a syllable
     assert sum("\uac00" <= c <= "\ud7a3" for c in text) >= 50, text

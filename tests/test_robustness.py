@@ -352,6 +352,10 @@ def test_init_from_missing_or_not_a_run(tmp_path: Path) -> None:
     (tmp_path / "saves" / "kept-run" / "config.json").write_text("{}")
     assert_refused(run("sample.py", "--save_dir", str(tmp_path / "saves"), cwd=tmp_path),
                    "'deleted-run', which is no run", str(tmp_path / "saves" / "kept-run"))
+    (tmp_path / "saves" / "half").mkdir()  # a directory, but no run: no config.json
+    (tmp_path / "saves" / "latest").write_text("half\n")
+    assert_refused(run("train.py", "--init_from", str(tmp_path / "saves"), cwd=tmp_path),
+                   "'half', which is no run", str(tmp_path / "saves" / "kept-run"))
     (tmp_path / "saves" / "latest").write_text("\n")
     assert_refused(run("sample.py", "--save_dir", str(tmp_path / "saves"), cwd=tmp_path),
                    "'latest' file is empty", str(tmp_path / "saves" / "kept-run"))
@@ -381,8 +385,9 @@ def test_resume_with_another_architecture_or_vocabulary(trained, run_copy: Path)
     assert_refused(result, "other model or batch flags", "--rnn_size: saved 32, given 64", "--model")
     # The saved data position and hidden state are for the saved batch layout.
     result = run("train.py", "--init_from", str(run_copy), "--seq_length", "32", "--batch_size", "8", "--seed", "7",
-                 cwd=cwd)
-    assert_refused(result, "--seq_length: saved 16, given 32", "--batch_size: saved 4, given 8", "--seed: saved 1234")
+                 "--val_frac", "0.2", cwd=cwd)
+    assert_refused(result, "--seq_length: saved 16, given 32", "--batch_size: saved 4, given 8", "--seed: saved 1234",
+                   "--val_frac: saved 0.05, given 0.2")
     # The same flags on a text with other characters: the saved ids would mean other characters.
     other = cwd / "other.txt"
     other.write_text(tiny_text(1, "zebra quick brown fox jumps over lazy dog"), encoding="utf-8")
@@ -604,6 +609,38 @@ def test_copy_run_copies_the_run_files_and_names_the_copy(tmp_path: Path) -> Non
     assert copied == ["best/ckpt-1.index", "checkpoint", "ckpt-1.index", "config.json", "vocab.json"]
     saved = json.loads((tmp_path / "copy" / "config.json").read_text(encoding="utf-8"))
     assert saved["args"] == {"run_name": "copy", "log_name": "copy@x", "seed": 3}
+
+
+def test_copy_cut_short_leaves_no_copied_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "run"
+    for name in ("vocab.json", "checkpoint", "ckpt-1.index", "ckpt-1.data-00000-of-00001", "best/ckpt-1.index"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text(name)
+    (source / "config.json").write_text(json.dumps({"args": {"run_name": "run"}}))
+    copy2, calls = shutil.copy2, []
+
+    def disk_full_at_the_third(src, dst):
+        calls.append(src)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return copy2(src, dst)
+
+    monkeypatch.setattr(runs.shutil, "copy2", disk_full_at_the_third)
+    with pytest.raises(runs.CharRNNError, match=r"could not copy .* \(No space left on device\)"):
+        runs.copy_run(source, tmp_path / "copy", {"run_name": "copy"})
+    assert not [p for p in (tmp_path / "copy").rglob("*") if p.is_file()]
+    assert len([p for p in source.rglob("*") if p.is_file()]) == 6  # the source as it was
+
+
+def test_unfinished_saves_are_removed(tmp_path: Path) -> None:
+    """ckpt-N_temp directories are what a save killed mid-write leaves (in the run and in best/)."""
+    for name in ("ckpt-9_temp/part-00000-of-00001.index", "best/ckpt-9_temp/part-00000-of-00001.index",
+                 "ckpt-8.index", "best/ckpt-8.index", "notes_temp.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    runs.remove_unfinished_saves(tmp_path)
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert left == ["best/ckpt-8.index", "ckpt-8.index", "notes_temp.txt"]
 
 
 def test_resume_from_another_working_directory(tmp_path: Path) -> None:
@@ -856,7 +893,8 @@ def restore_then_poison(checkpoint, candidates, partial=False):
         w = checkpoint.model.trainable_variables[0]
         w.assign(tf.fill(w.shape, float("nan")))
     else:                       # the loss is still finite, but the update makes the weights NaN
-        for v in checkpoint.optimizer.v:
+        slots = checkpoint.optimizer.v if {what!r} == "optimizer" else checkpoint.optimizer.v[-1:]  # one variable
+        for v in slots:
             v.assign(-tf.ones_like(v))
     return path
 
@@ -864,14 +902,14 @@ runs.restore_checkpoint = restore_then_poison
 '''
 
 
-@pytest.mark.parametrize("what", ["weights", "optimizer"])
+@pytest.mark.parametrize("what", ["weights", "optimizer", "one variable"])
 def test_nan_stops_training_and_keeps_good_checkpoints(run_copy: Path, tmp_path: Path, what: str) -> None:
     wrapper = fault_wrapper(tmp_path / "poison.py", POISON, what=what)
     before = checkpoint_hashes(run_copy)
     # Evaluate and save after every step: the first chance to write NaN anywhere is taken.
     result = run("train.py", "--init_from", str(run_copy), "--max_steps", "20", "--save_every", "1",
                  "--eval_every", "1", cwd=run_copy.parents[1], wrapper=wrapper)
-    assert_refused(result, "NaN" if what == "optimizer" else "loss became nan", "step 7",
+    assert_refused(result, "loss became nan" if what == "weights" else "NaN", "step 7",
                    "--learning_rate", "intact", str(run_copy))
     assert checkpoint_hashes(run_copy) == before  # no checkpoint, no best/, no pointer was touched
     assert pointer_step(run_copy) == 6
