@@ -594,6 +594,11 @@ def test_resume_into_another_save_dir_leaves_the_run_as_it_is(run_copy: Path) ->
     in_place = run("train.py", "--init_from", str(run_copy), "--save_dir", str(run_copy), "--max_steps", "7", cwd=cwd)
     assert in_place.returncode == 0, in_place.stderr
     assert pointer_step(run_copy) == 7 and not (run_copy / "run").exists()
+    # char-rnn-tensorflow's habit: --init_from save --save_dir save goes on with the newest run, in place.
+    save_dir = str(run_copy.parent)
+    habit = run("train.py", "--init_from", save_dir, "--save_dir", save_dir, "--max_steps", "8", cwd=cwd)
+    assert habit.returncode == 0, habit.stderr
+    assert pointer_step(run_copy) == 8 and "a copy" not in habit.stderr, habit.stderr
 
 
 def test_copy_run_copies_the_run_files_and_names_the_copy(tmp_path: Path) -> None:
@@ -774,6 +779,23 @@ def test_sampling_a_damaged_run(run_copy: Path, damage: str) -> None:
         vocab.write_text(json.dumps(record), encoding="utf-8")
         needles = ["vocab.json", "has 5 symbols", "another run"]
     assert_refused(run("sample.py", "--save_dir", str(run_copy), "-n", "20", cwd=run_copy.parents[1]), *needles)
+
+
+def test_sampling_falls_back_from_a_listed_checkpoint_that_is_corrupt(run_copy: Path) -> None:
+    """The `checkpoint` list is intact, but the newest checkpoint it names is cut short (a copy that
+    ran out of space, say): the next older one is used, and we are told."""
+    cwd = run_copy.parents[1]
+    data = next(run_copy.glob("ckpt-6.data-*"))
+    data.write_bytes(data.read_bytes()[:500])
+    result = run("sample.py", "--save_dir", str(run_copy), "-n", "20", "--seed", "1", cwd=cwd)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "ckpt-6 cannot be loaded" in result.stderr and "ckpt-4, the newest checkpoint that loads" in result.stderr
+    # Every checkpoint of the run cut short: --checkpoint best still samples from best/.
+    for data in run_copy.glob("ckpt-*.data-*"):
+        data.write_bytes(data.read_bytes()[:500])
+    assert_refused(run("sample.py", "--save_dir", str(run_copy), "-n", "20", cwd=cwd), "no checkpoint loads")
+    best = run("sample.py", "--save_dir", str(run_copy), "--checkpoint", "best", "-n", "20", cwd=cwd)
+    assert best.returncode == 0 and len(best.stdout.strip("\n")) >= 20, best.stderr
 
 
 def test_sampling_falls_back_from_corrupt_checkpoints(run_copy: Path) -> None:
