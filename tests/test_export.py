@@ -31,6 +31,9 @@ RUNS = {
     "gru_jamo": ("ko.txt", "한국어 ", ["--model", "gru", "--unit", "jamo"]),
 }
 N = 50
+# More greedy primes for the LSTM, each checked against sample.py: none (the start of a line) and
+# two characters (sample.py feeds all but the last before generating; the export on its own).
+EXTRA_PRIMES = ["", "th"]
 
 
 def corpus_texts() -> dict[str, str]:
@@ -80,17 +83,19 @@ def work(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def greedy(work: Path) -> dict[str, str]:
-    """sample.py's own greedy text for each run: the reference the exports must reproduce."""
+def greedy(work: Path) -> dict[str, dict[str, str]]:
+    """sample.py's own greedy text for each run and prime: the reference the exports must reproduce."""
 
-    def greedy_text(name: str) -> str:
-        prime = RUNS[name][1]
-        out = run(work, str(ROOT / "sample.py"), "--save_dir", f"save/{name}", "--sample", "0",
-                  "-n", str(N), "--prime", prime).stdout
-        assert out.endswith("\n") and out.startswith(prime)
-        return out[:-1]
+    def greedy_texts(name: str) -> dict[str, str]:
+        texts = {}
+        for prime in [RUNS[name][1], *(EXTRA_PRIMES if name == "lstm" else [])]:
+            out = run(work, str(ROOT / "sample.py"), "--save_dir", f"save/{name}", "--sample", "0",
+                      "-n", str(N), "--prime", prime).stdout
+            assert out.endswith("\n") and out.startswith(prime)
+            texts[prime] = out[:-1]
+        return texts
 
-    return side_by_side(greedy_text)
+    return side_by_side(greedy_texts)
 
 
 # The whole user program: no project code on the path, run from outside the repository. It also
@@ -100,9 +105,10 @@ USER_PROGRAM = r"""
 import json, sys
 import tensorflow as tf
 out = {}
-for directory, prime, n in json.loads(sys.argv[1]):
+for directory, prime, n, extra_primes in json.loads(sys.argv[1]):
     m = tf.saved_model.load(directory)
     greedy = m.generate(prime=prime, n=n, temperature=0.0)["text"].numpy().decode()
+    extra = {p: m.generate(prime=p, n=n, temperature=0.0)["text"].numpy().decode() for p in extra_primes}
     sampled = m.signatures["serving_default"](prime=tf.constant(prime), n=tf.constant(n),
                                               temperature=tf.constant(0.8))["text"].numpy().decode()
     seeded = [m.generate_seeded(prime=prime, n=n, temperature=1.0, seed=tf.constant(7, tf.int64))["text"]
@@ -112,13 +118,14 @@ for directory, prime, n in json.loads(sys.argv[1]):
         sig = tf.compat.v1.saved_model.load(sess, ["serve"], directory).signature_def["serving_default"]
         feed = {sig.inputs["prime"].name: prime, sig.inputs["n"].name: n, sig.inputs["temperature"].name: 0.0}
         session = sess.run(sig.outputs["text"].name, feed).decode()
-    out[directory] = dict(greedy=greedy, sampled=sampled, seeded=seeded, empty=empty, session=session)
+    out[directory] = dict(greedy=greedy, extra=extra, sampled=sampled, seeded=seeded, empty=empty, session=session)
 print(json.dumps(out))
 """
 
 
 def test_saved_model_runs_with_tensorflow_alone(work: Path, greedy: dict[str, str], tmp_path: Path) -> None:
-    jobs = [[str(work / "out" / name), prime, N] for name, (_, prime, _) in RUNS.items()]
+    jobs = [[str(work / "out" / name), prime, N, EXTRA_PRIMES if name == "lstm" else []]
+            for name, (_, prime, _) in RUNS.items()]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run([sys.executable, "-c", USER_PROGRAM, json.dumps(jobs)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, encoding="utf-8", timeout=240)
@@ -127,8 +134,10 @@ def test_saved_model_runs_with_tensorflow_alone(work: Path, greedy: dict[str, st
     for name, (_, prime, _) in RUNS.items():
         got = texts[str(work / "out" / name)]
         # Greedy text from the graph equals sample.py's, through the in-graph encoding and decoding.
-        assert got["greedy"] == greedy[name]
-        assert got["session"] == greedy[name]
+        assert got["greedy"] == greedy[name][prime]
+        assert got["session"] == greedy[name][prime]
+        for extra_prime, text in got["extra"].items():
+            assert text == greedy[name][extra_prime], extra_prime
         assert got["sampled"].startswith(prime) and len(got["sampled"]) > len(prime)
         assert got["seeded"][0] == got["seeded"][1]
         assert got["empty"] and not got["empty"].startswith(prime)
@@ -180,7 +189,7 @@ def test_tflite_greedy_equals_sample_py(work: Path, greedy: dict[str, str], name
     assert set(lite.get_signature_list()) == {"step", "generate_greedy"}
     prime_ids = vocab.encode(prime)
     ids = lite.get_signature_runner("generate_greedy")(prime_ids=prime_ids, n=np.array(N, np.int32))["ids"]
-    assert vocab.decode(np.concatenate([prime_ids, ids])) == greedy[name]
+    assert vocab.decode(np.concatenate([prime_ids, ids])) == greedy[name][prime]
 
     # The same with the one-step signature and the state kept by the caller, as an app would.
     step = lite.get_signature_runner("step")
@@ -253,3 +262,10 @@ def test_export_replaces_only_an_earlier_export(work: Path, tmp_path: Path) -> N
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
     assert f"{run_dir / 'config.json'} exists and is not a TFLite model written here" in refused.stderr
     assert (run_dir / "config.json").read_bytes() == config and not (tmp_path / "new").exists()
+    # The vocabulary file the TFLite model goes with is checked too: a user's x.vocab.json stays.
+    (tmp_path / "x.vocab.json").write_text('{"mine": true}', encoding="utf-8")
+    refused = subprocess.run([sys.executable, *sample, "--export_tflite", "x.tflite"], cwd=tmp_path,
+                             capture_output=True, text=True, encoding="utf-8", timeout=240)
+    assert refused.returncode == 2 and "x.vocab.json exists and is not the vocabulary of one" in refused.stderr
+    assert (tmp_path / "x.vocab.json").read_text(encoding="utf-8") == '{"mine": true}'
+    assert not (tmp_path / "x.tflite").exists()
