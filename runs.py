@@ -315,12 +315,17 @@ def checkpoints_on_disk(directory: Path) -> list[str]:
     """The ckpt-N prefixes in directory that have an index file, oldest first. This is what to
     try when the `checkpoint` file that lists them is missing or damaged: restore_checkpoint
     skips any that do not load (e.g. one whose save was killed before it was listed)."""
-    found = []
-    for index in Path(directory).glob("ckpt-*.index"):
-        number = re.fullmatch(r"ckpt-(\d+)\.index", index.name)
-        if number:
-            found.append((int(number.group(1)), str(index)[:-len(".index")]))
-    return [prefix for _, prefix in sorted(found)]
+    return by_step([str(index)[:-len(".index")] for index in Path(directory).glob("ckpt-*.index")
+                    if re.fullmatch(r"ckpt-\d+\.index", index.name)])
+
+
+def by_step(prefixes: list[str]) -> list[str]:
+    """Checkpoint prefixes (ckpt-N), from one directory or several, lowest N first; a name
+    without a number (a hand-edited `checkpoint` list) first of all."""
+    def step(prefix: str) -> int:
+        number = re.search(r"-(\d+)$", prefix)
+        return int(number.group(1)) if number else -1
+    return sorted(prefixes, key=step)
 
 
 def restore_checkpoint(checkpoint: "tf.train.Checkpoint", candidates: list[str], partial: bool = False) -> str:

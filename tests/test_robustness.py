@@ -694,10 +694,10 @@ def test_new_run_never_overwrites_a_saved_run(trained, run_copy: Path) -> None:
 
 
 def test_resume_falls_back_from_truncated_checkpoints(run_copy: Path) -> None:
-    """The two newest checkpoints are truncated: resume says so and continues from ckpt-2. The
-    `checkpoint` lists are damaged too (not UTF-8, empty): the files on disk are found anyway."""
-    for n in (4, 6):
-        data = next(run_copy.glob(f"ckpt-{n}.data-*"))
+    """The two newest checkpoints (and best/'s) are truncated: resume says so and continues from
+    ckpt-2. The `checkpoint` lists are damaged too (not UTF-8, empty): the files on disk are found
+    anyway."""
+    for data in [*run_copy.glob("ckpt-[46].data-*"), *run_copy.glob("best/ckpt-*.data-*")]:
         data.write_bytes(data.read_bytes()[:1000])
     (run_copy / "checkpoint").write_bytes(b'model_checkpoint_path: "\xff\xfe"\n')
     (run_copy / "best" / "checkpoint").write_bytes(b"")
@@ -712,8 +712,10 @@ def test_resume_falls_back_from_truncated_checkpoints(run_copy: Path) -> None:
 
 
 def test_resume_without_any_complete_checkpoint_starts_over(trained, run_copy: Path) -> None:
-    """Killed before the first save completed: no `checkpoint` file, maybe a half-written index."""
+    """Killed before the first save completed: no `checkpoint` file, maybe a half-written index,
+    and no best/ yet."""
     (run_copy / "checkpoint").unlink()
+    shutil.rmtree(run_copy / "best")
     for path in run_copy.glob("ckpt-[46].*"):
         path.unlink()
     index = run_copy / "ckpt-2.index"
@@ -723,6 +725,22 @@ def test_resume_without_any_complete_checkpoint_starts_over(trained, run_copy: P
     assert "no complete checkpoint" in result.stderr and "from step 0" in result.stderr
     assert pointer_step(run_copy) == 2
     finite_checkpoint(run_copy / "ckpt-2")
+
+
+def test_resume_falls_back_to_best_when_no_other_checkpoint_loads(run_copy: Path) -> None:
+    """Killed while its first listed save was written (no `checkpoint` list, the files cut short)
+    after an evaluation had saved best/: the run goes on from best/, which holds the whole state,
+    instead of starting over (and later replacing best/ with a worse model's)."""
+    (run_copy / "checkpoint").unlink()
+    for data in run_copy.glob("ckpt-*.data-*"):
+        data.write_bytes(data.read_bytes()[:500])
+    (best,) = (run_copy / "best").glob("ckpt-*.index")
+    best_step = int(best.name.removesuffix(".index").split("-")[1])
+    result = run("train.py", "--init_from", str(run_copy), "--max_steps", "8", cwd=run_copy.parents[1])
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert f"best/ckpt-{best_step}, the newest checkpoint that loads" in result.stderr, result.stderr
+    assert f"at step {best_step}" in result.stderr and "from step 0" not in result.stderr
+    assert pointer_step(run_copy) == 8
 
 
 # --- sampling
