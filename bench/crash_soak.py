@@ -12,8 +12,9 @@ each kill the soak checks what a user would rely on:
 
   * config.json and vocab.json, when present, parse whole (they are written atomically);
   * the checkpoint that the `checkpoint` file names reads back whole (checksums) with finite weights;
-  * the restart resumes exactly from it ("resumed ... at step N", N = that checkpoint's step),
-    never falls back to an older one, and no process prints a traceback.
+  * the restart resumes exactly from the newest listed checkpoint, the run's or best/'s (both hold
+    the whole state): "resumed ... at step N", never falling back to an older one, and no process
+    prints a traceback.
 
 At the end the run continues to --final_step, and its weights are compared with a run that was
 never interrupted: a resume is exact, so killing must not change the result. Every process runs
@@ -122,6 +123,12 @@ def pointer_step(run_dir: Path) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def newest_listed_step(run_dir: Path) -> int | None:
+    """Where a resume must go on: the newest checkpoint listed in the run or in its best/."""
+    steps = [step for step in (pointer_step(run_dir), pointer_step(run_dir / "best")) if step is not None]
+    return max(steps, default=None)
+
+
 def read_checkpoint(prefix: Path) -> dict[str, np.ndarray]:
     """Every tensor of a checkpoint (TensorFlow verifies each one's checksum while reading)."""
     import runs
@@ -185,9 +192,9 @@ def main() -> int:
     pending: list[dict] = []   # kills whose restart has not yet shown where it resumed
 
     def launch() -> tuple[Trainer, str]:
-        """The restart a user would type, and what it must print: the step of the listed checkpoint."""
+        """The restart a user would type, and what it must print: the step of the newest listed checkpoint."""
         if (run_dir / "config.json").exists():
-            listed = pointer_step(run_dir)
+            listed = newest_listed_step(run_dir)
             return Trainer(resume, work), f"step {listed if listed is not None else 0}"
         return Trainer(first, work), "new run"  # killed before the run wrote config.json: start it again
 
@@ -239,7 +246,7 @@ def main() -> int:
         if trainer.seen("Traceback"):
             row["problems"].append("traceback before the kill")
         row["problems"] += check_files(run_dir)
-        listed = pointer_step(run_dir)
+        listed = newest_listed_step(run_dir)
         row["listed"] = f"ckpt-{listed}" if listed is not None else "-"
         furthest = max([furthest, listed or 0] + [int(s) for s in re.findall(r" step (\d+) epoch ", trainer.text())])
         rows.append(row)

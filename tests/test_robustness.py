@@ -413,11 +413,11 @@ def test_resume_at_the_length_limit_trains_nothing_and_rewrites_nothing(run_copy
 
 
 def test_a_session_that_trains_nothing_leaves_nothing_new(run_copy: Path) -> None:
-    """A copy to go on in, whose checkpoints then fail to load: refused, and the copy goes with
-    it, so that the same command works once the run is repaired."""
+    """A copy to go on in, whose checkpoints (best/'s too) then fail to load: refused, and the copy
+    goes with it, so that the same command works once the run is repaired."""
     cwd = run_copy.parents[1]
     saved = {}
-    for data in run_copy.glob("ckpt-*.data-*"):
+    for data in run_copy.rglob("ckpt-*.data-*"):
         saved[data] = data.read_bytes()
         data.write_bytes(saved[data][:1000])
     before = file_hashes(cwd)
