@@ -813,7 +813,7 @@ def test_sampling_falls_back_from_a_listed_checkpoint_that_is_corrupt(run_copy: 
         data.write_bytes(data.read_bytes()[:500])
     assert_refused(run("sample.py", "--save_dir", str(run_copy), "-n", "20", cwd=cwd), "no checkpoint loads")
     best = run("sample.py", "--save_dir", str(run_copy), "--checkpoint", "best", "-n", "20", cwd=cwd)
-    assert best.returncode == 0 and len(best.stdout.strip("\n")) >= 20, best.stderr
+    assert best.returncode == 0 and len(best.stdout) == 20 + 1, best.stderr  # the text may hold line breaks
 
 
 def test_sampling_falls_back_from_corrupt_checkpoints(run_copy: Path) -> None:
