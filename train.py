@@ -770,7 +770,7 @@ class Trainer:
             # more symbols than needed and the text is cut, whole syllables up to its end.
             chars = self.args.sample_length
             per_symbol = self.chars_per_symbol["train"]
-            symbols = chars if per_symbol == 1.0 else math.ceil(chars / per_symbol * 1.3) + 3
+            symbols = chars if per_symbol == 1.0 else math.ceil(chars / per_symbol * 1.5) + 3
             sample = self.model_lib.generate(self.net, tf.constant([[self.sample_prime]], tf.int32), symbols,
                                              temperature=0.8, seed=self.step)
             with self.writer.as_default(step=self.step):
