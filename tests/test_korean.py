@@ -16,6 +16,7 @@ import pytest
 
 import train
 import utils
+from test_train import read_scalars
 
 ROOT = Path(__file__).resolve().parents[1]
 KOREAN = (ROOT / "data" / "korean" / "constitution.txt").read_text(encoding="utf-8")
@@ -41,32 +42,24 @@ def test_jamo_training_learns_and_samples_valid_hangul(tmp_path: Path) -> None:
     assert "jamo unit" in result.stderr and "bits/char" in result.stderr
     assert f"symbols for {len(KOREAN):,} characters (jamo unit" in result.stderr  # NFC text: a character each
     run_dir = tmp_path / "save" / "ko"
-    assert json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["args"]["unit"] == "jamo"
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    assert config["args"]["unit"] == "jamo"
 
     # Bits per original character: a syllable is 2-3 jamo, so fewer characters than symbols.
-    chars_per_symbol = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["chars_per_symbol"]
+    chars_per_symbol = config["chars_per_symbol"]
     assert 0.3 < chars_per_symbol["train"] < 0.6 and 0.3 < chars_per_symbol["val"] < 0.6, chars_per_symbol
     val = re.findall(r"val loss (\d\.\d{4}) nats/symbol, (\d+\.\d{4}) bits/char", result.stderr)
     assert len(val) == 2, result.stderr
     for nats, bpc in val:  # evaluation counts the characters of the batches it reads: nearly all the split
         assert float(bpc) == pytest.approx(float(nats) / chars_per_symbol["val"] / math.log(2), rel=5e-3)
 
-    import tensorflow as tf
-    scalars: dict[str, list[float]] = {"train/loss": [], "train/bpc": []}
-    samples = []
-    for events in sorted((tmp_path / "logs" / "ko").glob("events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(str(events)):
-            for v in event.summary.value:
-                if v.tag in scalars:
-                    scalars[v.tag].append(float(tf.make_ndarray(v.tensor)))
-                elif v.tag == "sample":
-                    samples.append(tf.make_ndarray(v.tensor).item().decode("utf-8").removeprefix("```\n"))
+    scalars = read_scalars(tmp_path / "logs" / "ko")
+    samples = [text.item().decode("utf-8").removeprefix("```\n") for _, text in scalars["sample"]]
     # TensorBoard's samples are --sample_length (40) characters, not symbols (they were ~18).
     assert [len(text.removesuffix("\n```")) for text in samples] == [40, 40], samples
-    losses = scalars["train/bpc"]
+    losses, train_loss = ([float(v) for _, v in scalars[tag]] for tag in ("train/bpc", "train/loss"))
     assert len(losses) == 120
-    np.testing.assert_allclose(losses, np.array(scalars["train/loss"]) / chars_per_symbol["train"] / math.log(2),
-                               rtol=1e-5)
+    np.testing.assert_allclose(losses, np.array(train_loss) / chars_per_symbol["train"] / math.log(2), rtol=1e-5)
     assert np.mean(losses[-10:]) < np.mean(losses[:5]) - 1.0, losses  # bits per original character fell
 
     sampled = run("sample.py", tmp_path, "--save_dir", str(run_dir), "--prime", "문", "-n", "300",

@@ -14,9 +14,13 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--num_layers", "1", "--rnn_size", "32", "--embedding_size", "16", "--batch_size", "4",
@@ -47,28 +51,32 @@ def only_run(save_dir: Path) -> Path:
     return runs[0]
 
 
-def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar and text tag in a run's TensorBoard event files, read back from disk."""
+def summary_values(log_dir: Path) -> Iterator[tuple[int, "tf.compat.v1.Summary.Value"]]:
+    """(step, value) of every summary in a run's TensorBoard event files, read back from disk."""
     import tensorflow as tf
-    found: dict[str, list] = {}
     for events in sorted(log_dir.glob("events.out.tfevents.*")):
         for event in tf.compat.v1.train.summary_iterator(str(events)):
             for value in event.summary.value:
-                tensor = tf.make_ndarray(value.tensor) if value.HasField("tensor") else None
-                found.setdefault(value.tag, []).append((event.step, tensor))
+                yield event.step, value
+
+
+def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar and text tag of a run: tag -> [(step, value as an array)]."""
+    import tensorflow as tf
+    found: dict[str, list] = {}
+    for step, value in summary_values(log_dir):
+        tensor = tf.make_ndarray(value.tensor) if value.HasField("tensor") else None
+        found.setdefault(value.tag, []).append((step, tensor))
     return found
 
 
 def hparams_of(log_dir: Path) -> dict:
     """The hyperparameters of a run's TensorBoard session, as the hparams dashboard reads them."""
-    import tensorflow as tf
     from tensorboard.plugins.hparams import plugin_data_pb2
-    for events in sorted(log_dir.glob("events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(str(events)):
-            for value in event.summary.value:
-                if value.tag == "_hparams_/session_start_info":
-                    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
-                    return {k: getattr(v, v.WhichOneof("kind")) for k, v in data.session_start_info.hparams.items()}
+    for _, value in summary_values(log_dir):
+        if value.tag == "_hparams_/session_start_info":
+            data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+            return {k: getattr(v, v.WhichOneof("kind")) for k, v in data.session_start_info.hparams.items()}
     raise AssertionError(f"no hparams in {log_dir}")
 
 
