@@ -701,8 +701,10 @@ class Trainer:
                 log.warning("%s has no complete checkpoint (training stopped before its first save): training "
                             "it from step 0", run.resume_dir)
             else:
-                log.info("resumed %s at step %d (epoch %d, batch %d)", restored, int(self.counters["step"]),
-                         int(self.counters["epoch"]), int(self.counters["batch"]))
+                best = float(self.best_val)  # the progress line shows "val -" until this session validates
+                log.info("resumed %s at step %d (epoch %d, batch %d)%s", restored, int(self.counters["step"]),
+                         int(self.counters["epoch"]), int(self.counters["batch"]),
+                         f", best val loss so far {best:.4f}" if math.isfinite(best) else "")
         self.step, self.epoch, self.batch = (int(self.counters[k]) for k in ("step", "epoch", "batch"))
         self.start_step = self.step
         self.seconds_before = float(self.train_seconds)

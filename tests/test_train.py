@@ -215,6 +215,8 @@ def test_resume_reaches_the_same_weights(tmp_path: Path, corpus: Path) -> None:
     second = train(tmp_path, "--init_from", str(tmp_path / "save" / "split"))
     assert second.returncode == 0, second.stderr
     assert "resumed" in second.stderr and "at step 12" in second.stderr
+    best_before = re.findall(r"val loss (\d\.\d{4}) nats/symbol.*\(best\)", first.stderr)[-1]
+    assert f"best val loss so far {best_before}" in second.stderr  # until the resumed run validates anew
     assert "reshapes the learning-rate schedule" not in second.stderr  # the same length, the same schedule
 
     a = checkpoint_weights(str(tmp_path / "save" / "whole" / "ckpt-24"))
