@@ -67,6 +67,14 @@ SESSION_FLAGS = ("init_from", "stop_at_step", "verbose", "time_budget_s", "mixed
 RUN_PLACE_FLAGS = ("save_dir", "run_name")
 
 
+def model_type(name: str) -> str:
+    """--model's value; char-rnn-tensorflow's nas says why it is gone rather than just 'invalid choice'."""
+    if name == "nas":
+        raise argparse.ArgumentTypeError("nas (NASCell) came from TensorFlow 1's tf.contrib, which TensorFlow 2 "
+                                         f"dropped; choose one of {', '.join(utils.MODEL_TYPES)}")
+    return name
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=utils.HelpFormatter)
@@ -79,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--unit", default="char", choices=["char", "jamo"],
                       help="symbols the model sees: char, or jamo (Hangul syllables split into their 2-3 jamo). "
                            "On large Korean corpora char trains more characters per second; on the small bundled one "
-                           "jamo scored better in the latest runs (bench/RESULTS.md, Korean)")
+                           "the two tie (bench/RESULTS.md, Korean)")
     data.add_argument("--max_vocab", type=int, default=0, help="keep the N most frequent characters (0: all)")
     data.add_argument("--min_char_count", type=int, default=1, help="rarer characters become the unknown symbol")
     data.add_argument("--val_frac", type=float, default=0.05, help="last fraction of the text kept for validation")
@@ -94,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     # chars/s with 1.25x the steps and reached 1.425 against B32's 1.448 (B16: 1.75x the steps,
     # 1.425 at best but 1.434 at the end).
     model = p.add_argument_group("model")
-    model.add_argument("--model", default="lstm", choices=utils.MODEL_TYPES, help="recurrent cell")
+    model.add_argument("--model", default="lstm", type=model_type, choices=utils.MODEL_TYPES, help="recurrent cell")
     model.add_argument("--num_layers", type=int, default=2, help="number of recurrent layers")
     model.add_argument("--rnn_size", type=int, default=384, help="size of each layer's hidden state")
     model.add_argument("--embedding_size", type=int, default=64, help="size of the character embedding")
@@ -108,10 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--batch_size", type=int, default=24, help="parallel text streams per step")
     opt.add_argument("--seq_length", type=int, default=100, help="characters per stream per step (BPTT length)")
     opt.add_argument("--learning_rate", type=float, default=3e-3, help="peak Adam learning rate")
-    opt.add_argument("--warmup_steps", type=int, default=100, help="linear learning-rate warmup")
+    opt.add_argument("--warmup_steps", type=int, default=100,
+                     help="linear learning-rate warmup (with --decay_rate typed, none unless this is typed too)")
     opt.add_argument("--min_lr_frac", type=float, default=0.1, help="cosine schedule ends at this fraction of the peak")
     opt.add_argument("--decay_rate", type=float, default=None,
-                     help="old flag: multiply the learning rate by this every epoch instead of the cosine schedule")
+                     help="old flag: multiply the learning rate by this every epoch instead of the cosine schedule, "
+                          "from the first step at --learning_rate as char-rnn-tensorflow did")
     opt.add_argument("--grad_clip", type=float, default=5.0, help="clip gradients to this global norm")
 
     length = p.add_argument_group("how long (the first limit reached ends training; on resume, typing one of "
@@ -257,18 +267,23 @@ def check_same_vocab(run_dir: Path, vocab: "utils.Vocab") -> None:
 
 
 def apply_old_flag_names(args: argparse.Namespace, typed: set[str]) -> set[str]:
-    """char-rnn-tensorflow's keep probabilities become dropout rates. Returns the typed flags with
-    the rates they set, which a resumed run then takes over its saved ones."""
+    """char-rnn-tensorflow's keep probabilities become dropout rates, and its --decay_rate its whole
+    schedule. Returns the typed flags with the rates they set, which a resumed run then takes over
+    its saved ones."""
     typed = set(typed)
+    # Rounded: 1 - 0.8 is 0.19999999999999996, which config.json and the hparams would show.
     if args.output_keep_prob is not None:
         if "dropout" in typed:
             raise CharRNNError(f"--dropout {args.dropout} and --output_keep_prob {args.output_keep_prob} both set the "
                                f"dropout (it is 1 minus the keep probability): give one of them")
-        args.dropout = 1.0 - args.output_keep_prob
+        args.dropout = round(1.0 - args.output_keep_prob, 12)
         typed.add("dropout")
-    args.input_dropout = 1.0 - args.input_keep_prob if args.input_keep_prob is not None else 0.0
+    args.input_dropout = round(1.0 - args.input_keep_prob, 12) if args.input_keep_prob is not None else 0.0
     if args.input_keep_prob is not None:
         typed.add("input_dropout")
+    # The old schedule started at --learning_rate. Not typed, so a resumed run keeps its saved warmup.
+    if args.decay_rate is not None and "warmup_steps" not in typed:
+        args.warmup_steps = 0
     return typed
 
 

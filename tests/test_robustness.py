@@ -210,6 +210,7 @@ def test_bad_corpus_is_refused(tmp_path: Path, kind: str) -> None:
     (["--seed", str(2**70)], "--seed"),
     (["--sample_length", str(10**9)], "--sample_length"),
     (["--batch_groups", "5"], "--batch_groups 5"),  # more groups than TINY's 4 streams
+    (["--model", "nas"], "--model: nas (NASCell) came from TensorFlow 1's tf.contrib"),  # char-rnn-tensorflow's
     (["--run_name", "../elsewhere"], "--run_name ../elsewhere: must be a plain directory name"),
     (["--run_name", "latest"], "--run_name latest: must be a plain directory name"),  # the save dir's pointer
     (["--run_name", "two\nlines"], "--run_name 'two\\nlines': must be"),

@@ -395,6 +395,23 @@ def test_adam_is_pytorchs_update() -> None:
         np.testing.assert_allclose(var.numpy() - start, want - start, rtol=1e-4, atol=1e-9)
 
 
+def test_old_flags_keep_their_meaning(tmp_path: Path) -> None:
+    """A char-rnn-tensorflow command line: --decay_rate is its whole schedule, from the first step
+    at --learning_rate (no warmup), and a keep probability is saved as the dropout it means."""
+    short = tmp_path / "short.txt"
+    short.write_text("\n".join(tiny_text().splitlines()[:30]) + "\n", encoding="utf-8")
+    no_warmup = TINY[:TINY.index("--warmup_steps")]
+    result = train(tmp_path, "--input", str(short), "--num_epochs", "2", "--learning_rate", "0.01",
+                   "--decay_rate", "0.5", "--output_keep_prob", "0.8", *no_warmup)
+    assert result.returncode == 0, result.stderr
+    run = only_run(tmp_path / "save")
+    lrs = [float(v) for _, v in read_scalars(tmp_path / "logs" / run.name)["train/learning_rate"]]
+    per_epoch = len(lrs) // 2
+    assert per_epoch > 3 and lrs == pytest.approx([0.01] * per_epoch + [0.005] * per_epoch), lrs
+    saved = json.loads((run / "config.json").read_text(encoding="utf-8"))["args"]
+    assert (saved["dropout"], saved["warmup_steps"]) == (0.2, 0)  # not 0.19999999999999996
+
+
 def test_learning_rate_warms_up_then_follows_a_cosine_or_the_old_decay_rate() -> None:
     import argparse
 
