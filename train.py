@@ -819,11 +819,16 @@ class Trainer:
     def progress(self) -> float:
         return training_progress(self.args, self.step, self.seconds_so_far(), self.run.loader.num_batches)
 
-    def stop_reason(self, progress: float, signalled: list[int]) -> str | None:
-        """Why training ends before this step, if it does; every worker reaches the same answer."""
-        stopping = bool(signalled)
-        if self.agree is not None:  # every worker must take the same learning rate and stop together
-            progress, stopping = self.agree(progress, stopping)
+    def agreed_progress(self, stopping: bool = False) -> tuple[float, bool]:
+        """The run's progress, and whether a worker was asked to stop, the same on every worker:
+        their clocks differ, and each must train at the same learning rate, and evaluate, save
+        (a collective under multiworker) and stop at the same steps. The chief's clock counts."""
+        if self.agree is None:
+            return self.progress(), stopping
+        return self.agree(self.progress(), stopping)
+
+    def stop_reason(self, progress: float, stopping: bool, signalled: list[int]) -> str | None:
+        """Why training ends before this step, if it does (from agreed values: the same on every worker)."""
         if progress >= 1.0:
             return LENGTH_LIMIT
         if self.args.stop_at_step and self.step >= self.args.stop_at_step:
@@ -836,8 +841,8 @@ class Trainer:
         """Train until a length limit, --stop_at_step or a signal; returns what ended it."""
         args, loader = self.args, self.run.loader
         while True:
-            progress = self.progress()
-            ended_by = self.stop_reason(progress, signalled)
+            progress, stopping = self.agreed_progress(bool(signalled))
+            ended_by = self.stop_reason(progress, stopping, signalled)
             if ended_by is not None:
                 return ended_by
             x, y = loader.batch(self.epoch, self.batch)
@@ -857,10 +862,12 @@ class Trainer:
                 self.state = self.initial_state()  # the streams restart at a new offset
             self.log_step(loss, grad_norm, lr, time.monotonic() - start)
             # At the length limit, finish() evaluates and saves once.
-            if self.step % args.eval_every == 0 and self.progress() < 1.0:
-                self.run_eval()
-            if self.step % args.save_every == 0 and self.progress() < 1.0:
-                self.save(self.manager)
+            due_eval, due_save = self.step % args.eval_every == 0, self.step % args.save_every == 0
+            if (due_eval or due_save) and self.agreed_progress()[0] < 1.0:
+                if due_eval:
+                    self.run_eval()
+                if due_save:
+                    self.save(self.manager)
 
     def log_step(self, loss: float, grad_norm: float, lr: float, seconds: float) -> None:
         tf, args = self.tf, self.args
