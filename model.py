@@ -578,34 +578,40 @@ def _chunks(chunk_fn, state, last_ids, n, offset, opts):
 
 
 class _Generator:
-    """The tf.functions of one model, built once so repeated calls never retrace."""
+    """The tf.functions of one model, built once so repeated calls never retrace. They reach the
+    model through a weak reference: the cache entry must not keep its own key alive."""
 
     def __init__(self, model: CharRNN):
         L, S, H = model.state_size
+        model_ref = weakref.ref(model)  # called while tracing, when the caller holds the model
         scalar = lambda dtype: tf.TensorSpec([], dtype)
         opts = (scalar(tf.float32), scalar(tf.int32), scalar(tf.float32), scalar(tf.int32),
                 scalar(tf.int64), scalar(tf.int32))  # temperature, top_k, top_p, mode, seed, space_id
         state = tf.TensorSpec([L, S, None, H], tf.float32)
         ids = tf.TensorSpec([None], tf.int32)
-        chunk = graph_function(lambda *a: _compiled_chunk(model, *a), jit_compile=True)
+        primes = tf.TensorSpec([None, None], tf.int32)
+        chunk = graph_function(lambda *a: _compiled_chunk(model_ref(), *a), jit_compile=True)
 
         def from_state(state, last_ids, n, offset, opts):
             return _chunks(chunk, state, last_ids, n, offset, opts)
 
-        def from_prime(prime_ids, n, opts):
+        def prime_state(prime_ids):
             # The prime goes through __call__ in one shot, except its last symbol: the first
             # generated step consumes it, so the chunk loop only needs (state, last id).
+            model = model_ref()
             state = model.initial_state(tf.shape(prime_ids)[0])
             # A one-symbol prime has nothing to feed before its last symbol (an empty loop).
             state = tf.cond(tf.shape(prime_ids)[1] > 1, lambda: model(prime_ids[:, :-1], state)[1], lambda: state)
-            return _chunks(chunk, state, prime_ids[:, -1], n, 0, opts)[0]
+            return state, prime_ids[:, -1]
+
+        def from_prime(prime_ids, n, opts):
+            return _chunks(chunk, *prime_state(prime_ids), n, 0, opts)[0]
 
         self.from_state = graph_function(
             from_state, input_signature=(state, ids, scalar(tf.int32), scalar(tf.int32), opts)
         )
-        self.from_prime = graph_function(
-            from_prime, input_signature=(tf.TensorSpec([None, None], tf.int32), scalar(tf.int32), opts)
-        )
+        self.prime_state = graph_function(prime_state, input_signature=(primes,))
+        self.from_prime = graph_function(from_prime, input_signature=(primes, scalar(tf.int32), opts))
 
 
 _GENERATORS: "weakref.WeakKeyDictionary[CharRNN, _Generator]" = weakref.WeakKeyDictionary()
@@ -615,6 +621,13 @@ def _generator(model: CharRNN) -> _Generator:
     if model not in _GENERATORS:
         _GENERATORS[model] = _Generator(model)
     return _GENERATORS[model]
+
+
+def _prime_tensor(prime_ids) -> tf.Tensor:
+    prime_ids = tf.convert_to_tensor(prime_ids, tf.int32)
+    if prime_ids.shape.rank != 2 or prime_ids.shape[1] == 0:
+        raise ValueError(f"prime_ids must be [N, P] with P >= 1, got shape {prime_ids.shape}")
+    return prime_ids
 
 
 def _options(n, temperature, top_k, top_p, mode, seed, space_id) -> tuple:
@@ -646,11 +659,14 @@ def generate(
     temperature divides the logits; top_k (0 = off) and top_p (1.0 = off) filter them.
     The same seed gives the same ids.
     """
-    prime_ids = tf.convert_to_tensor(prime_ids, tf.int32)
-    if prime_ids.shape.rank != 2 or prime_ids.shape[1] == 0:
-        raise ValueError(f"prime_ids must be [N, P] with P >= 1, got shape {prime_ids.shape}")
     n, opts = _options(n, temperature, top_k, top_p, mode, seed, space_id)
-    return _generator(model).from_prime(prime_ids, n, opts)
+    return _generator(model).from_prime(_prime_tensor(prime_ids), n, opts)
+
+
+def prime_state(model: CharRNN, prime_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Feeds prime_ids [N, P] (P >= 1) but their last symbol: returns (state, last_ids [N]), where
+    generate_chunk() goes on exactly as generate() would from the same prime."""
+    return _generator(model).prime_state(_prime_tensor(prime_ids))
 
 
 def generate_chunk(

@@ -250,11 +250,8 @@ def generated_ids(net: "model.CharRNN", prime: list[int], num_samples: int, opti
     import tensorflow as tf
     import model as model_lib
 
-    state = net.initial_state(num_samples)
-    if len(prime) > 1:  # compiled: eagerly, the recurrent loop would run one Python step per symbol
-        state = model_lib.graph_function(lambda ids, state: net(ids, state)[1])(
-            tf.constant([prime[:-1]] * num_samples, tf.int32), state)
-    last, done = tf.constant(prime[-1:] * num_samples, tf.int32), 0
+    state, last = model_lib.prime_state(net, tf.constant([prime] * num_samples, tf.int32))
+    done = 0
     while True:
         ids, state = model_lib.generate_chunk(net, state, last, STREAM_CHUNK, offset=done, **options)
         last, done = ids[:, -1], done + STREAM_CHUNK

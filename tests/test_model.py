@@ -324,10 +324,24 @@ def test_filter_logits_keeps_the_nucleus_of_the_top_k() -> None:
 
 def test_generate_chunk_streams_like_one_call(sampler):
     whole = M.generate(sampler, PRIME, 50, seed=9)
-    _, state = sampler(PRIME[:, :-1], sampler.initial_state(2))
-    first, state = M.generate_chunk(sampler, state, PRIME[:, -1], 20, seed=9)
+    state, last = M.prime_state(sampler, PRIME)
+    np.testing.assert_allclose(state, sampler(PRIME[:, :-1], sampler.initial_state(2))[1], atol=1e-6)
+    first, state = M.generate_chunk(sampler, state, last, 20, seed=9)
     second, _ = M.generate_chunk(sampler, state, first[:, -1], 30, seed=9, offset=20)
     np.testing.assert_array_equal(tf.concat([first, second], 1), whole)
+
+
+def test_a_model_that_generated_is_freed() -> None:
+    """The compiled generators are cached per model, but must not keep it (and its graphs) alive."""
+    import gc
+    import weakref
+
+    net = M.CharRNN(M.ModelConfig("gru", 11, 1, 8, 4), seed=0)
+    M.generate(net, [[1, 2]], 3)
+    gone = weakref.ref(net)
+    del net
+    gc.collect()
+    assert gone() is None
 
 
 _FAULTS_PER_STEP = """
