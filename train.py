@@ -428,6 +428,15 @@ class Cluster:
         return self.worker_index == 0
 
 
+def check_batch_shares(batch_size: int, parts: int, what: str) -> None:
+    """Each worker or replica trains an equal share of the streams: a remainder would never be
+    trained, and a share of none would make the loss NaN."""
+    if batch_size % parts:
+        fits = parts * max(1, round(batch_size / parts))
+        raise CharRNNError(f"--batch_size {batch_size} must be a multiple of the number of {what} ({parts}): "
+                           f"each trains an equal share of the streams. Try --batch_size {fits}")
+
+
 def cluster_from_env(strategy: str) -> Cluster:
     """Read TF_CONFIG (without TensorFlow) so that a bad cluster spec fails before any work."""
     if strategy != "multiworker":
@@ -504,9 +513,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
             saved_length = argparse.Namespace(**{**vars(args), **{k: saved.get(k) for k in LENGTH_FLAGS}})
             check_args(saved_length)  # derives its time_budget_s
     cluster = cluster_from_env(args.strategy)
-    if args.batch_size % cluster.num_workers:
-        raise CharRNNError(f"--batch_size {args.batch_size} must be a multiple of the number of workers "
-                           f"({cluster.num_workers}): each worker trains an equal share of the streams")
+    check_batch_shares(args.batch_size, cluster.num_workers, "workers")
     try:
         files = utils.resolve_corpus(None if args.input else args.data_dir, args.input)
     except CharRNNError as error:
@@ -606,6 +613,7 @@ class Trainer:
         if self.distributed and args.batch_groups > 1:  # refused before anything is written
             raise CharRNNError(f"--batch_groups {args.batch_groups}: batch groups are for training on one device; "
                                "with several replicas leave it at 0")
+        check_batch_shares(args.batch_size, self.strategy.num_replicas_in_sync, "replicas (devices) in sync")
         self.chars_per_symbol = {name: utils.count_chars(corpus.vocab, ids) / len(ids)
                                  for name, ids in (("train", run.train_ids), ("val", run.val_ids))}
         chars = f" for {corpus.num_chars:,} characters" if corpus.num_chars != len(corpus.ids) else ""

@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 
 import runs
+import train
+import utils
 from test_train import only_run, read_scalars
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,6 +247,19 @@ def test_multiworker_without_a_valid_tf_config(tmp_path: Path, tf_config: str | 
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"} | ({"TF_CONFIG": tf_config} if tf_config else {})
     result = run("train.py", "--input", "tiny.txt", *TINY, "--strategy", "multiworker", cwd=tmp_path, env=env)
     assert_refused(result, "--strategy multiworker", needle)
+
+
+def test_a_batch_that_does_not_share_out_evenly_is_refused(tmp_path: Path) -> None:
+    """Streams left over would never train, and a worker or GPU with none would make the loss NaN."""
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    workers = json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}})
+    result = run("train.py", "--input", "tiny.txt", *TINY, "--strategy", "multiworker", "--batch_size", "5",
+                 cwd=tmp_path, env=os.environ | {"TF_CONFIG": workers})
+    assert_refused(result, "--batch_size 5 must be a multiple of the number of workers (2)", "Try --batch_size 4")
+    # The replicas of one machine's GPUs, which this test cannot have, go through the same check.
+    with pytest.raises(utils.CharRNNError, match=r"--batch_size 2 must be a multiple of the number of replicas "
+                                                 r"\(devices\) in sync \(4\): .* Try --batch_size 4"):
+        train.check_batch_shares(2, 4, "replicas (devices) in sync")
 
 
 def test_corpus_under_a_name_that_is_not_utf8(tmp_path: Path) -> None:
