@@ -357,8 +357,8 @@ def export_saved_model(net: "model.CharRNN", vocab: "utils.Vocab", directory: st
         if directory.exists():
             directory.rmdir()  # checked empty above
         os.replace(tmp, directory)
-    except OSError as error:
-        raise CharRNNError(f"{flag} {directory}: could not write the SavedModel ({error}); "
+    except (OSError, tf.errors.OpError) as error:  # TensorFlow's own writes raise OpError
+        raise CharRNNError(f"{flag} {directory}: could not write the SavedModel ({runs.tf_error_reason(error)}); "
                            f"check free space and permissions") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

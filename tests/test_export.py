@@ -244,6 +244,13 @@ def test_export_refuses_a_non_empty_directory(tmp_path: Path) -> None:
         export.export_saved_model(net, vocab, target)
     assert [p.name for p in tmp_path.iterdir()] == ["exported"]
     assert (target / "keep.txt").read_text(encoding="utf-8") == "mine"
+    # A write that TensorFlow itself fails (as on a full disk; here its scratch name is taken by a
+    # file) is a message, not a traceback, and no export appears.
+    fresh = tmp_path / "fresh"
+    export._tmp_beside(fresh).write_text("in the way", encoding="utf-8")
+    with pytest.raises(utils.CharRNNError, match="--export .*fresh: could not write the SavedModel"):
+        export.export_saved_model(net, vocab, fresh)
+    assert not fresh.exists()
 
 
 def test_export_replaces_only_an_earlier_export(work: Path, tmp_path: Path) -> None:
