@@ -754,7 +754,11 @@ class Trainer:
             raise self.diverged(f"the weights became NaN or infinite by step {self.step}")
         chief = self.run.cluster.is_chief
         if chief and not self.run.kept:  # config.json before the first checkpoint: never one without the other
-            write_run_files(self.args, self.run.run_dir, self.run.corpus, self.config, self.chars_per_symbol)
+            try:
+                write_run_files(self.args, self.run.run_dir, self.run.corpus, self.config, self.chars_per_symbol)
+            except OSError as error:
+                raise CharRNNError(f"could not write the run files in {self.run.run_dir} ({error.strerror or error}): "
+                                   f"free disk space or fix the directory; {how_to_go_on(self.run)}") from None
         runs.save_checkpoint(manager, self.step, how_to_go_on(self.run))
         self.run.kept = True  # before `latest`, which can fail and then says the checkpoint is there
         if chief:  # `latest` names the run that saved last: the one sample.py --save_dir save picks
@@ -1210,7 +1214,7 @@ class Adam:
 
 def write_run_files(args: argparse.Namespace, run_dir: Path, corpus: "utils.Corpus", config: "model.ModelConfig",
                     chars_per_symbol: dict) -> None:
-    """config.json and vocab.json, each written whole or not at all."""
+    """config.json and vocab.json, each written whole or not at all (an OSError leaves the old one)."""
     import tensorflow as tf
     saved_args = {k: v for k, v in vars(args).items() if k not in SESSION_FLAGS}
     # Absolute, so that a resume from another working directory finds the text and continues the logs;
@@ -1223,12 +1227,8 @@ def write_run_files(args: argparse.Namespace, run_dir: Path, corpus: "utils.Corp
               "corpus_files": [str(f) for f in corpus.files],
               "versions": {"python": sys.version.split()[0], "tensorflow": tf.__version__,
                            "numpy": np.__version__}}
-    try:
-        corpus.vocab.save(run_dir / "vocab.json")
-        utils.atomic_write_text(run_dir / "config.json", json.dumps(record, indent=2, ensure_ascii=False))
-    except OSError as error:  # each file is replaced whole or not at all: the old one is still there
-        raise CharRNNError(f"could not write the run files in {run_dir} ({error.strerror or error}); the "
-                           f"checkpoints there are intact. Free disk space or fix the directory and run again") from None
+    corpus.vocab.save(run_dir / "vocab.json")
+    utils.atomic_write_text(run_dir / "config.json", json.dumps(record, indent=2, ensure_ascii=False))
 
 
 def write_run_summaries(args: argparse.Namespace, vocab_size: int) -> None:

@@ -528,6 +528,39 @@ def test_a_latest_that_cannot_be_written_keeps_the_first_checkpoint(tmp_path: Pa
     assert (tmp_path / "save" / "latest").read_text().strip() == "new"
 
 
+CONFIG_UNWRITABLE = '''
+# config.json cannot be written (a full disk).
+import errno, os
+import utils
+
+write = utils.atomic_write_text
+
+def refuse_config(path, text):
+    if os.path.basename(path) == "config.json":
+        raise OSError(errno.ENOSPC, "No space left on device")
+    write(path, text)
+
+utils.atomic_write_text = refuse_config
+'''
+
+
+def test_run_files_that_cannot_be_written_say_what_is_left(tmp_path: Path) -> None:
+    """A new run that cannot write config.json saved nothing and says so; a resumed one keeps its
+    checkpoints and says how to go on."""
+    wrapper = fault_wrapper(tmp_path / "wrapper.py", CONFIG_UNWRITABLE)
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    flags = ["--input", "tiny.txt", *TINY, "--max_steps", "3", "--run_name", "r"]
+    result = run("train.py", *flags, cwd=tmp_path, wrapper=wrapper)
+    assert_refused(result, "could not write the run files in save/r (No space left on device)",
+                   "nothing was saved: run the same command again")
+    assert not (tmp_path / "save" / "r").exists()
+    assert run("train.py", *flags, cwd=tmp_path).returncode == 0
+    before = checkpoint_hashes(tmp_path / "save" / "r")
+    result = run("train.py", "--init_from", "save/r", "--max_steps", "6", cwd=tmp_path, wrapper=wrapper)
+    assert_refused(result, "could not write the run files", "checkpoints in save/r are intact: resume with")
+    assert checkpoint_hashes(tmp_path / "save" / "r") == before
+
+
 def test_discarding_removes_only_what_the_session_put_there(tmp_path: Path) -> None:
     new = tmp_path / "new"
     lock = runs.RunLock(new, "--save_dir")
