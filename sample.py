@@ -90,7 +90,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise CharRNNError(f"--num_samples {args.num_samples} x -n {args.n}: several samples are generated as one "
                            f"batch held in memory, at most 100,000,000 characters in all; lower -n or --num_samples")
     if args.top_k > 2**31 - 1:
-        raise CharRNNError(f"--top_k {args.top_k}: must be at most the vocabulary size (0: all)")
+        raise CharRNNError(f"--top_k {args.top_k}: must be at most {2**31 - 1:,} (past the vocabulary size, or 0, "
+                           f"it keeps every symbol)")
     for flag in ("export", "export_tflite", "checkpoint"):
         if getattr(args, flag) not in (None, "latest", "best"):
             runs.check_tf_path(getattr(args, flag), f"--{flag}")

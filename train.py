@@ -239,7 +239,7 @@ def check_memory(args: argparse.Namespace, vocab_size: int) -> None:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
         return  # no cheap way to know here (Windows)
-    gates = {"lstm": 4, "gru": 3, "rnn": 1}[args.model]  # weight blocks per layer (model.py's cells)
+    gates = utils.GATES_PER_CELL[args.model]
     H, E, L, V = args.rnn_size, args.embedding_size, args.num_layers, vocab_size
     params = V * E + gates * H * (E + H + 1) + (L - 1) * gates * H * (2 * H + 1) + (H + 1) * V
     need = 4 * (4 * params + args.batch_size * args.seq_length * (L * H * (2 * gates + 4) + 3 * V))
@@ -529,15 +529,15 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         raise CharRNNError(f"{resume_dir / 'config.json'} is damaged (val_split is {args.val_split!r}): train.py "
                            f"wrote it when the run started; restore it from a backup, or start a new run")
     train_ids, val_ids = corpus.split(args.val_frac, by=args.val_split)
-    val_split = len(val_ids)
+    val_symbols = len(val_ids)
     if args.eval_symbols:
         val_ids = val_ids[:args.eval_symbols + 1]  # + 1: the last input's target
     # Each worker reads only its own streams of the memory-mapped ids.
     loader = utils.BatchLoader(train_ids, args.batch_size, args.seq_length, seed=args.seed,
                                shard_index=cluster.worker_index, num_shards=cluster.num_workers)
     if len(val_ids) <= args.seq_length:
-        capped = f", of which --eval_symbols {args.eval_symbols} scores {len(val_ids) - 1:,}" if val_split > len(val_ids) else ""
-        raise CharRNNError(f"the validation text (--val_frac {args.val_frac}: {val_split:,} symbols{capped}) is shorter "
+        capped = f", of which --eval_symbols {args.eval_symbols} scores {len(val_ids) - 1:,}" if val_symbols > len(val_ids) else ""
+        raise CharRNNError(f"the validation text (--val_frac {args.val_frac}: {val_symbols:,} symbols{capped}) is shorter "
                            f"than one window of --seq_length {args.seq_length}: raise --val_frac or --eval_symbols, or "
                            f"lower --seq_length")
     check_memory(args, corpus.vocab.size)

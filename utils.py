@@ -62,9 +62,11 @@ logger = logging.getLogger("charrnn")
 # ----------------------------------------------------------------------------------------------
 # Errors and small utilities
 
-# The model's kinds and size limits: here, free of TensorFlow, so that train.py checks its flags
-# and sample.py a saved config.json before either imports model.py.
-MODEL_TYPES = ("lstm", "gru", "rnn")
+# The model's kinds (with the weight blocks per layer of each cell) and size limits: here, free of
+# TensorFlow, so that train.py checks its flags and sample.py a saved config.json before either
+# imports model.py.
+GATES_PER_CELL = {"lstm": 4, "gru": 3, "rnn": 1}
+MODEL_TYPES = tuple(GATES_PER_CELL)
 MODEL_SIZE_LIMITS = {"num_layers": 64, "rnn_size": 16384, "embedding_size": 16384}
 
 

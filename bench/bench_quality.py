@@ -48,14 +48,6 @@ TORCH = dict(layers=2, hidden=256, batch=64, seq_length=100, lr=3e-3, warmup_ste
 TORCH_EVAL_EVERY_S = 30.0
 
 
-def cosine_lr(step: int, progress: float, peak: float, warmup: int, floor_frac: float) -> float:
-    """train.py's schedule: linear warmup, then cosine from the peak to floor_frac of it."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    floor = peak * floor_frac
-    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-
 # ---------------------------------------------------------------------------------------------
 # Ours: train.py as a subprocess, its curve read back from TensorBoard
 
@@ -141,10 +133,13 @@ def run_torch(data_dir: Path, budget_s: float, eval_streams: int) -> dict:
 
     curve, step, epoch, batch, step_s, eval_s = [], 0, 0, 0, 0.0, 0.0
     state = zeros(s["batch"])
+    # train.py's schedule: linear warmup, then a cosine from the peak to min_lr_frac of it.
+    schedule = argparse.Namespace(learning_rate=s["lr"], warmup_steps=s["warmup_steps"],
+                                  min_lr_frac=s["min_lr_frac"], decay_rate=None)
     start = time.monotonic()
     next_eval = TORCH_EVAL_EVERY_S
     while (elapsed := time.monotonic() - start) < budget_s:
-        lr = cosine_lr(step, elapsed / budget_s, s["lr"], s["warmup_steps"], s["min_lr_frac"])
+        lr = train.learning_rate(schedule, step, epoch, elapsed / budget_s)
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = (torch.from_numpy(a).long() for a in loader.batch(epoch, batch))

@@ -155,6 +155,11 @@ def test_float16_compute_tracks_float32(cell):
 # Model behaviour
 
 
+def test_the_gate_counts_known_before_tensorflow_are_the_cells():
+    import utils
+    assert {name: cell.gates for name, cell in M._CELLS.items()} == utils.GATES_PER_CELL
+
+
 def test_config_round_trip_and_validation():
     config = M.ModelConfig("gru", 65, 2, 128, 64, dropout=0.1)
     assert M.ModelConfig.from_dict({**config.to_dict(), "unrelated": 1}) == config
