@@ -23,17 +23,12 @@ import pytest
 import runs
 import train
 import utils
-from test_train import only_run, read_scalars
+from test_train import only_run, read_scalars, tiny_text
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--num_layers", "1", "--rnn_size", "32", "--embedding_size", "16", "--batch_size", "4",
         "--seq_length", "16", "--sample_length", "20", "--warmup_steps", "2", "--xla", "off"]  # no compile wait
 TIMEOUT = 300  # generous: the machine is shared
-
-
-def tiny_text(seed: int = 0, words: str = "the cat sat on a mat and the dog ran to the red barn while birds sang") -> str:
-    rng = np.random.default_rng(seed)
-    return "\n".join(" ".join(rng.choice(words.split(), 9)) for _ in range(300)) + "\n"
 
 
 def run(script: str, *args: str, cwd: Path, timeout: int = TIMEOUT, wrapper: Path | None = None,

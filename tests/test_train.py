@@ -27,10 +27,10 @@ TINY = ["--num_layers", "1", "--rnn_size", "32", "--embedding_size", "16", "--ba
         "--seq_length", "16", "--print_every", "5", "--sample_length", "40", "--warmup_steps", "5"]
 
 
-def tiny_text() -> str:
-    rng = np.random.default_rng(0)
-    words = "the cat sat on a mat and the dog ran to the red barn while birds sang".split()
-    return "\n".join(" ".join(rng.choice(words, 9)) for _ in range(300)) + "\n"
+def tiny_text(seed: int = 0, words: str = "the cat sat on a mat and the dog ran to the red barn while birds sang") -> str:
+    """300 lines of 9 random words: about 11,000 characters that a tiny model learns in a few steps."""
+    rng = np.random.default_rng(seed)
+    return "\n".join(" ".join(rng.choice(words.split(), 9)) for _ in range(300)) + "\n"
 
 
 @pytest.fixture()
