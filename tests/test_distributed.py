@@ -70,11 +70,12 @@ def test_two_workers_train_resume_and_sample(tmp_path: Path) -> None:
 
     # On by time: the workers' clocks differ, yet they train at the chief's learning rates (the
     # same weights, so the same validation losses) and stop at the same step.
-    chief, worker = finish(start_workers(tmp_path, "--init_from", "save/mw", "--time_budget", "12s",
-                                         "--eval_every", "50"))
+    # (The budget counts the whole run: what is left of it depends on the machine's load.)
+    chief, worker = finish(start_workers(tmp_path, "--init_from", "save/mw", "--time_budget", "16s",
+                                         "--eval_every", "20"))
     assert "resumed" in chief and "at step 40" in chief and "at step 40" in worker
-    assert val(chief) == val(worker) and len(val(chief)) >= 3, (chief, worker)
-    last = int(re.search(r"stopped at step (\d+) by --time_budget 12s", chief)[1])
+    last = int(re.search(r"stopped at step (\d+) by --time_budget 16s", chief)[1])
+    assert last > 40 and val(chief) == val(worker) and val(chief), (chief, worker)
     assert f"step {last} epoch" in worker and f"step {last + 1} " not in worker
     steps = [s for s, _ in read_scalars(tmp_path / "logs" / "mw")["train/loss"]]
     assert sorted(steps) == list(range(1, last + 1))
