@@ -86,16 +86,17 @@ def _compose_hangul(cp):
     return tf.boolean_mask(out, ~consumed)
 
 
-def _to_jamo(cp):
-    """utils.to_jamo: each syllable -> L V [T]; a V, T or escape already in the text -> escape + it."""
+def _jamo_slots(cp):
+    """utils.to_jamo per character: [chars, 3], each syllable's L V [T], a V, T or escape already
+    in the text as escape + it, anything else as itself; -1 fills the unused slots."""
     s = cp - _S_FIRST
     is_syllable = _between(cp, _S_FIRST, _S_LAST)
     escaped = _is_vowel(cp) | _is_final(cp) | tf.equal(cp, _ESCAPE)
     first = tf.where(is_syllable, _L_FIRST + s // 588, tf.where(escaped, _ESCAPE, cp))
     second = tf.where(is_syllable, _V_FIRST + s % 588 // 28, tf.where(escaped, cp, -1))
     third = tf.where(is_syllable & (s % 28 > 0), _T_BASE + s % 28, -1)
-    slots = tf.reshape(tf.stack([first, second, third], axis=1), [-1])
-    return tf.boolean_mask(slots, slots >= 0)
+    return tf.stack([first, second, third], axis=1)
+
 
 
 def _from_jamo(cp):
@@ -206,14 +207,16 @@ class ServingModule(tf.Module):
             tf.TensorSpec([None], tf.int32, name="ids"), tf.TensorSpec([L, S, None, H], tf.float32, name="state")])
 
     def _encode(self, prime):
-        """UTF-8 prime -> ids, as utils.Vocab.encode(unknown='skip') does (unknown characters dropped)."""
+        """UTF-8 prime -> ids, as utils.Vocab.encode(unknown='skip') does (unknown characters dropped
+        whole: under jamo, a syllable with one jamo the corpus never had goes with all of them)."""
         cp = tf.strings.unicode_decode(prime, "UTF-8", errors="replace")
         cp = _normalize_line_ends(cp)
         if self.nfc:
             cp = _compose_hangul(cp)
-        if self.jamo:
-            cp = _to_jamo(cp)
-        ids = tf.cast(self.table.lookup(tf.cast(cp, tf.int64)), tf.int32)
+        slots = _jamo_slots(cp) if self.jamo else cp[:, tf.newaxis]  # [chars, symbols of each]
+        ids = tf.cast(self.table.lookup(tf.cast(slots, tf.int64)), tf.int32)  # -1: unknown, or no symbol
+        known = tf.reduce_all((ids >= 0) | (slots < 0), axis=1)
+        ids = tf.reshape(tf.boolean_mask(ids, known), [-1])
         return tf.boolean_mask(ids, ids >= 0)
 
     def _decode(self, ids):

@@ -508,21 +508,26 @@ class Vocab:
     def missing(self, text: str) -> list[str]:
         """The distinct characters of text that the vocabulary cannot represent, in text order.
         The unknown symbol does not represent them: a user should hear about characters the
-        model never saw."""
+        model never saw. Whole characters under jamo too (a syllable with a final jamo the
+        corpus never had, not the jamo)."""
         _, found, cp = self._lookup(text)
+        if self.unit == "jamo" and not found.all():
+            return [c for c in _distinct_chars(_code_points(_normalize(text, self.normalize)))
+                    if not self._lookup(c)[1].all()]
         return _distinct_chars(cp[~found])
 
     def encode(self, text: str, unknown: str = "error") -> np.ndarray:
         """Text -> int32 ids. Characters outside the vocabulary raise (unknown='error') or are
-        dropped with a warning (unknown='skip')."""
-        ids, found, cp = self._lookup(text)
-        if not found.all():
-            shown = describe_chars(_distinct_chars(cp[~found]), 10)
+        dropped whole with a warning (unknown='skip')."""
+        unseen = self.missing(text)
+        if unseen:
+            shown = describe_chars(unseen, 10)
             if unknown == "error":
                 raise CharRNNError(f"characters the model never saw: {shown}; remove them from the text")
             logger.warning("skipping characters the model never saw: %s", shown)
-            ids = ids[found]
-        return ids.astype(np.int32)
+            dropped = set(unseen)
+            text = "".join(c for c in _normalize(text, self.normalize) if c not in dropped)
+        return self._lookup(text)[0].astype(np.int32)
 
     def decode(self, ids: "np.ndarray | list[int]") -> str:
         text = _text(self._cps[np.asarray(ids, dtype=np.int64)])
@@ -551,6 +556,8 @@ class Vocab:
             return cls(list(symbols), list(counts), d["unk_id"], d["unit"], d["normalize"])
         except FileNotFoundError:
             raise CharRNNError(f"{path}: vocabulary file not found") from None
+        except OSError as e:  # a directory, no permission
+            raise CharRNNError(f"{path}: cannot read the vocabulary ({e.strerror or e})") from None
         except (ValueError, KeyError, TypeError) as e:
             raise CharRNNError(f"{path}: not a valid vocab.json ({e}); train.py wrote it: restore it from a "
                                f"backup, or train again") from None
@@ -566,9 +573,10 @@ def _make_vocab(counts: np.ndarray, options: DataOptions) -> tuple[Vocab, np.nda
     freq = counts[present]
     order = np.lexsort((present, -freq))  # most frequent first; ties by code point: deterministic
     present, freq = present[order], freq[order]
-    # Under jamo the conjoining jamo always stay, so the unknown symbol replaces whole characters.
+    # Under jamo the conjoining jamo, and the escape that marks a jamo of the original text, always
+    # stay, so the unknown symbol replaces whole characters.
     protected = (_is_vowel_or_final(present) | ((present >= _L_FIRST) & (present <= _L_LAST))
-                 if options.unit == "jamo" else np.zeros(len(present), dtype=bool))
+                 | (present == _ESCAPE) if options.unit == "jamo" else np.zeros(len(present), dtype=bool))
     keep = protected | (freq >= options.min_char_count)
     max_vocab = options.max_vocab
     needs_unknown = not keep.all() or (max_vocab and keep.sum() > max_vocab)

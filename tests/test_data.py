@@ -476,6 +476,23 @@ def test_jamo_keeps_its_jamo_under_max_vocab(tmp_path: Path) -> None:
         prepare(path, tmp_path, unit="jamo", max_vocab=10)
 
 
+def test_jamo_unknowns_are_whole_characters(tmp_path: Path) -> None:
+    """Under jamo the unknown symbol, the missing list and --unknown skip deal in the characters
+    the user typed, never in a lone jamo or the escape that marks one."""
+    # A jamo of the original text (U+1161) once: its escape must stay in the vocabulary, not become
+    # the unknown symbol with x and y, or U+1161 would come back as two characters.
+    corpus = prepare(write(tmp_path / "esc.txt", "가나다라 " * 50 + "x\u1161y\n"), tmp_path, unit="jamo",
+                     min_char_count=2)
+    assert "\ufdd0" in corpus.vocab.symbols and corpus.vocab.missing("\u1161") == []
+    assert corpus.vocab.decode(corpus.ids)[-4:-1] == "\ufffd\u1161\ufffd"  # x and y (once each) unknown
+    # 핳 ends in a final ㅎ that this corpus never had: the character is missing, and skipped whole.
+    vocab = prepare(write(tmp_path / "ko.txt", "가나다하\n" * 5), tmp_path, unit="jamo").vocab
+    assert vocab.missing("하핳") == ["핳"]
+    assert vocab.decode(vocab.encode("가핳하", unknown="skip")) == "가하"
+    with pytest.raises(CharRNNError, match="'핳'"):
+        vocab.encode("핳")
+
+
 def test_vocab_save_load(tmp_path: Path) -> None:
     corpus = prepare(write(tmp_path / "in.txt", "한국어 text\n\ttab"), tmp_path)
     saved = (corpus.cache_dir / "vocab.json").read_text(encoding="utf-8")
@@ -485,6 +502,9 @@ def test_vocab_save_load(tmp_path: Path) -> None:
     write(tmp_path / "broken.json", "{")
     with pytest.raises(CharRNNError, match="not a valid vocab.json"):
         utils.Vocab.load(tmp_path / "broken.json")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(CharRNNError, match="folder: cannot read the vocabulary"):
+        utils.Vocab.load(tmp_path / "folder")
 
 
 def test_more_than_65535_symbols_are_stored_as_uint32(tmp_path: Path) -> None:

@@ -211,10 +211,14 @@ def test_jamo_helpers_match_utils() -> None:
     import model
     import utils
 
+    def to_jamo(cp):
+        slots = tf.reshape(export._jamo_slots(cp), [-1])
+        return tf.boolean_mask(slots, slots >= 0)
+
     spec = [tf.TensorSpec([None], tf.int32)]
     from_jamo, to_jamo, compose, line_ends = (
         model.graph_function(f, input_signature=spec)
-        for f in (export._from_jamo, export._to_jamo, export._compose_hangul, export._normalize_line_ends))
+        for f in (export._from_jamo, to_jamo, export._compose_hangul, export._normalize_line_ends))
     alphabet = ["\u1100", "\u1112", "\u1161", "\u1175", "\u11a7", "\u11a8", "\u11c2", "\ufdd0", "\ufdd0",
                 "가", "각", "a", "\r", "\n"]
     rng = random.Random(0)
@@ -228,6 +232,23 @@ def test_jamo_helpers_match_utils() -> None:
         assert apply(to_jamo, text) == utils.to_jamo(text), repr(text)
         plain = text.replace("\ufdd0", "")
         assert apply(compose, apply(line_ends, plain)) == utils._normalize(plain, "nfc"), repr(plain)
+
+
+def test_saved_model_drops_unknown_characters_whole(tmp_path: Path) -> None:
+    """The SavedModel's prime skips what sample.py --unknown skip skips: under jamo a syllable
+    whose final jamo the corpus never had goes whole, not as a stray initial and vowel."""
+    import tensorflow as tf
+    import export
+    import model
+    import utils
+
+    (tmp_path / "ko.txt").write_text("가나다하\n" * 5, encoding="utf-8")
+    vocab = utils.prepare_corpus([tmp_path / "ko.txt"], utils.DataOptions(unit="jamo"),
+                                 cache_root=tmp_path / "cache").vocab
+    module = export.ServingModule(model.CharRNN(model.ModelConfig("gru", vocab.size, 1, 8, 4)), vocab)
+    for prime in ("가핳하", "핳", "하\u11c2a", "나다"):
+        assert module._encode(tf.constant(prime)).numpy().tolist() == vocab.encode(prime, unknown="skip").tolist()
+    assert vocab.decode(module._encode(tf.constant("가핳하")).numpy()) == "가하"
 
 
 def test_export_refuses_a_non_empty_directory(tmp_path: Path) -> None:
