@@ -153,29 +153,38 @@ def is_run_file(name: Path) -> bool:
     return any(Path(name).match(pattern) for pattern in RUN_FILES)
 
 
+_WINDOWS_LOCK_BYTE = 1 << 20
+
+
 class RunLock:
     """An exclusive lock on a run directory so that two trainers never write the same run.
     The operating system drops the lock when its process dies, so a stale lock file left by a
     killed trainer is simply taken over."""
 
     def __init__(self, run_dir: Path, flag: str):
-        self.created = ensure_writable(run_dir, flag)  # the outermost directory made for the run
         self.path = run_dir / ".lock"
-        try:
-            self.file = open(self.path, "a+", encoding="utf-8")
-        except OSError as error:  # someone else's, read-only, or not a file
-            remove_created(run_dir, self.created)
-            raise CharRNNError(f"{self.path}: cannot open the run's lock file ({error.strerror}). If no trainer "
-                               f"is running on {run_dir}, remove it (it holds only a process id) or fix its "
-                               f"permissions") from None
-        try:
-            _lock_file(self.file)
-        except OSError:
-            self.file.seek(0)
-            owner = self.file.read().strip() or "another process"
+        while True:
+            self.created = ensure_writable(run_dir, flag)  # the outermost directory made for the run
+            try:
+                self.file = open(self.path, "a+", encoding="utf-8")
+            except OSError as error:  # someone else's, read-only, or not a file
+                remove_created(run_dir, self.created)
+                raise CharRNNError(f"{self.path}: cannot open the run's lock file ({error.strerror}). If no "
+                                   f"trainer is running on {run_dir}, remove it (it holds only a process id) or "
+                                   f"fix its permissions") from None
+            try:
+                _lock_file(self.file)
+            except OSError:
+                self.file.seek(0)
+                owner = self.file.read().strip() or "another process"
+                self.file.close()
+                raise CharRNNError(f"{run_dir} is being trained by {owner}; wait for it to finish, stop it, "
+                                   f"or train into another run (--run_name).") from None
+            # A trainer that discarded its session removes the lock file (and maybe the directory)
+            # under its lock: one opened just before locks nothing once it is gone. Start again.
+            if _still_named(self.file, self.path):
+                break
             self.file.close()
-            raise CharRNNError(f"{run_dir} is being trained by {owner}; wait for it to finish, stop it, "
-                               f"or train into another run (--run_name).") from None
         try:  # who holds it, for the message above; the lock itself does not depend on this text
             self.file.seek(0)
             self.file.truncate()
@@ -221,9 +230,21 @@ def point_latest(run_dir: Path) -> None:
                            f"--init_from {shell_path(run_dir)}") from None
 
 
+def _still_named(handle, path: Path) -> bool:
+    """Whether the open file is still the one at path (not removed, nor replaced, since it was opened)."""
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except OSError:
+        return False
+
+
 def _lock_file(handle) -> None:
     if os.name == "nt":
         import msvcrt
+        # msvcrt locks from the file position, which "a+" leaves at the end: after a process id is
+        # written, another process would lock another byte and succeed. One fixed byte for all,
+        # beyond the text, so that reading who holds the lock is not blocked.
+        os.lseek(handle.fileno(), _WINDOWS_LOCK_BYTE, os.SEEK_SET)
         msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
     else:
         import fcntl

@@ -556,6 +556,27 @@ def test_run_files_that_cannot_be_written_say_what_is_left(tmp_path: Path) -> No
     assert checkpoint_hashes(tmp_path / "save" / "r") == before
 
 
+def test_a_lock_file_removed_before_it_was_locked_is_not_held(tmp_path: Path, monkeypatch) -> None:
+    """A trainer opens the lock file just as another, discarding its session, removes it with the
+    directory: locking that open file would lock nothing. It locks the directory anew instead."""
+    run_dir = tmp_path / "new"
+    first = runs.RunLock(run_dir, "--save_dir")
+    lock_file = runs._lock_file
+
+    def first_discards_then_lock(handle) -> None:
+        if not first.file.closed:  # between the second trainer's open and lock
+            first.release(discard=True)
+        lock_file(handle)
+
+    monkeypatch.setattr(runs, "_lock_file", first_discards_then_lock)
+    second = runs.RunLock(run_dir, "--save_dir")
+    assert os.path.samestat(os.fstat(second.file.fileno()), os.stat(run_dir / ".lock"))
+    with pytest.raises(utils.CharRNNError, match="is being trained by pid"):
+        runs.RunLock(run_dir, "--save_dir")
+    second.release(discard=True)
+    assert not run_dir.exists()
+
+
 def test_discarding_removes_only_what_the_session_put_there(tmp_path: Path) -> None:
     new = tmp_path / "new"
     lock = runs.RunLock(new, "--save_dir")
