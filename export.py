@@ -30,7 +30,7 @@ import model
 import runs
 import utils
 # Hangul (Unicode ch. 3.12) as utils.py splits and composes it, and its escape for original jamo.
-from utils import _ESCAPE, _L_FIRST, _L_LAST, _S_FIRST, _S_LAST, _T_BASE, _T_LAST, _V_FIRST, _V_LAST
+from utils import _ESCAPE, _L_FIRST, _L_LAST, _S_FIRST, _S_LAST, _T_BASE, _T_LAST, _V_FIRST, _V_LAST, _syllable
 from utils import CharRNNError
 
 log = logging.getLogger("charrnn")
@@ -80,7 +80,7 @@ def _compose_hangul(cp):
     lv = _between(cp, _L_FIRST, _L_LAST) & _is_vowel(nxt)
     lvt = lv & _is_final(nxt2)
     syllable_t = _between(cp, _S_FIRST, _S_LAST) & tf.equal((cp - _S_FIRST) % 28, 0) & _is_final(nxt)
-    composed = _S_FIRST + ((cp - _L_FIRST) * 21 + (nxt - _V_FIRST)) * 28 + tf.where(lvt, nxt2 - _T_BASE, 0)
+    composed = _syllable(cp, nxt, tf.where(lvt, nxt2 - _T_BASE, 0))
     out = tf.where(lv, composed, tf.where(syllable_t, cp + nxt - _T_BASE, cp))
     consumed = _prev(lv | syllable_t, 1, False) | _prev(lvt, 2, False)
     return tf.boolean_mask(out, ~consumed)
@@ -113,7 +113,7 @@ def _from_jamo(cp):
     nxt, nxt2 = _next(cp, 1, 0), _next(cp, 2, 0)
     lv = _between(cp, _L_FIRST, _L_LAST) & _is_vowel(nxt)  # an L is never escaped, nor a V after it
     lvt = lv & _is_final(nxt2)
-    composed = _S_FIRST + ((cp - _L_FIRST) * 21 + (nxt - _V_FIRST)) * 28 + tf.where(lvt, nxt2 - _T_BASE, 0)
+    composed = _syllable(cp, nxt, tf.where(lvt, nxt2 - _T_BASE, 0))
     out = tf.where(lv, composed, cp)
     dropped = escaper | _prev(lv, 1, False) | _prev(lvt, 2, False)
     # A V or T that no syllable takes and no escape keeps came from the model: like utils.from_jamo,
@@ -399,7 +399,8 @@ def export_tflite(net: "model.CharRNN", vocab: "utils.Vocab", path: str | Path, 
             f.flush()
             os.fsync(f.fileno())
         # Between the model's write and its rename: a failed write of either leaves an older pair as it
-        # was, and the model file never exists without its vocabulary.
+        # was, and the model file never exists without its vocabulary. (Two files cannot change at
+        # once: a crash between the two renames leaves the new vocabulary beside the old model.)
         vocab.save(vocab_path)
         os.replace(tmp, path)
     except OSError as error:

@@ -391,6 +391,13 @@ _S_FIRST, _S_LAST = 0xAC00, 0xD7A3
 _L_FIRST, _L_LAST = 0x1100, 0x1112
 _V_FIRST, _V_LAST = 0x1161, 0x1175
 _T_BASE, _T_LAST = 0x11A7, 0x11C2
+
+
+def _syllable(initial, vowel, t):
+    """S from the code points of L and V, and t (0: no final): on ints, numpy and TensorFlow arrays."""
+    return _S_FIRST + ((initial - _L_FIRST) * 21 + vowel - _V_FIRST) * 28 + t
+
+
 # Escape for conjoining jamo that were already in the text. Without it, from_jamo could not tell
 # an original L,V pair (possible with --normalize none, e.g. NFD text) from a decomposed syllable.
 # Every original vowel or final jamo, and the escape itself, gets the escape in front; so the
@@ -445,8 +452,8 @@ def _compose(m: re.Match) -> str:
         return STANDALONE_LETTERS[m.group(5)]
     if m.group(2) is None:
         return m.group(1)  # an escaped jamo stays as it is; a stray escape (model output) vanishes
-    l, v, t = ord(m.group(2)) - _L_FIRST, ord(m.group(3)) - _V_FIRST, m.group(4)
-    return chr(_S_FIRST + (l * 21 + v) * 28 + (ord(t) - _T_BASE if t else 0))
+    t = m.group(4)
+    return chr(_syllable(ord(m.group(2)), ord(m.group(3)), ord(t) - _T_BASE if t else 0))
 
 
 def from_jamo(text: str) -> str:
@@ -709,10 +716,11 @@ def _remove_leftovers(root: Path, identity: dict, key: str) -> None:
             continue
         try:
             old = json.loads((d / "meta.json").read_text(encoding="utf-8"))["identity"]
-        except (OSError, ValueError, KeyError):
+            outdated = (old.get("options") == identity["options"]
+                        and [f[0] for f in old.get("files", [])] == [f[0] for f in identity["files"]])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not a meta.json of ours: left alone
             continue
-        if (old.get("options") == identity["options"]
-                and [f[0] for f in old.get("files", [])] == [f[0] for f in identity["files"]]):
+        if outdated:
             logger.info("removing outdated prepared data %s", d)
             shutil.rmtree(d, ignore_errors=True)
 
@@ -904,7 +912,7 @@ def _original_chars(vocab: Vocab, ids: np.ndarray, n: int) -> np.ndarray:
     first, second, third = cp[start], cp[start + 1], cp[start + 2]
     syllable = (first >= _L_FIRST) & (first <= _L_LAST) & (second >= _V_FIRST) & (second <= _V_LAST)
     final = np.where((third > _T_BASE) & (third <= _T_LAST), third - _T_BASE, 0)
-    composed = _S_FIRST + ((first - _L_FIRST) * 21 + second - _V_FIRST) * 28 + final
+    composed = _syllable(first, second, final)
     escaped = (first == _ESCAPE) & _is_vowel_or_final(second)
     return np.where(syllable, composed, np.where(escaped, second, first))
 
@@ -999,8 +1007,10 @@ def eval_batches(ids: np.ndarray, batch_size: int, seq_length: int) -> Iterator[
 
 def setup_logging(verbose: bool) -> None:
     """Our messages on stderr with a time stamp; other libraries' INFO chatter stays hidden.
-    stderr speaks UTF-8 whatever the locale, so Korean in a message stays readable."""
-    sys.stderr.reconfigure(encoding="utf-8", errors="backslashreplace")
+    stderr speaks UTF-8 whatever the locale, so Korean in a message stays readable (a stream
+    that is no file, as in a notebook or under redirect_stderr, takes text as it is)."""
+    if hasattr(sys.stderr, "reconfigure"):
+        sys.stderr.reconfigure(encoding="utf-8", errors="backslashreplace")
     for old in logger.handlers[:]:  # a second main() in one process (tests, notebooks) logs each line once
         logger.removeHandler(old)
     handler = logging.StreamHandler()

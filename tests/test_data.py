@@ -339,9 +339,27 @@ def test_cache_is_reused_and_invalidated(tmp_path: Path, caplog) -> None:
 
     other = prepare(path, tmp_path, normalize="none")  # another option: its own cache, both kept
     assert other.cache_dir != changed.cache_dir and changed.cache_dir.exists()
+    # A folder whose meta.json is not one of ours is left alone, and preparing goes on.
+    stranger = tmp_path / "cache" / "stranger"
+    stranger.mkdir()
+    write(stranger / "meta.json", "[1]")
+    write(path, KOREAN + "또 바뀐 글\n")
+    assert prepare(path, tmp_path).vocab.symbols and (stranger / "meta.json").read_text() == "[1]"
     caplog.clear()
     prepare(path, tmp_path)
     assert "using prepared data" in caplog.text
+
+
+def test_logging_to_a_stream_that_is_no_file(monkeypatch) -> None:
+    """A notebook's stderr (or redirect_stderr's) has no reconfigure: messages still come."""
+    import io
+    monkeypatch.setattr(utils.logger, "handlers", [])
+    monkeypatch.setattr(utils.logger, "propagate", True)
+    monkeypatch.setattr(utils.logger, "level", utils.logger.level)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    utils.setup_logging(verbose=False)
+    utils.logger.info("한국어 message")
+    assert sys.stderr.getvalue().endswith(" 한국어 message\n")
 
 
 def test_unwritable_corpus_dir_falls_back_to_the_user_cache(tmp_path: Path, monkeypatch) -> None:
