@@ -753,13 +753,24 @@ class Trainer:
         if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in self.net.trainable_variables):
             raise self.diverged(f"the weights became NaN or infinite by step {self.step}")
         chief = self.run.cluster.is_chief
+        config_path, config_before = self.run.run_dir / "config.json", None
         if chief and not self.run.kept:  # config.json before the first checkpoint: never one without the other
             try:
+                if config_path.is_file():  # a resumed run's: put back should this first save fail
+                    config_before = config_path.read_text(encoding="utf-8")
                 write_run_files(self.args, self.run.run_dir, self.run.corpus, self.config, self.chars_per_symbol)
             except OSError as error:
                 raise CharRNNError(f"could not write the run files in {self.run.run_dir} ({error.strerror or error}): "
                                    f"free disk space or fix the directory; {how_to_go_on(self.run)}") from None
-        runs.save_checkpoint(manager, self.step, how_to_go_on(self.run))
+        try:
+            runs.save_checkpoint(manager, self.step, how_to_go_on(self.run))
+        except BaseException:  # a session that saved nothing leaves the run's config.json as it was
+            if config_before is not None:
+                try:
+                    utils.atomic_write_text(config_path, config_before)
+                except OSError as error:
+                    log.warning("could not put back %s (%s)", config_path, error.strerror or error)
+            raise
         self.run.kept = True  # before `latest`, which can fail and then says the checkpoint is there
         if chief:  # `latest` names the run that saved last: the one sample.py --save_dir save picks
             runs.point_latest(self.run.run_dir)
@@ -939,8 +950,12 @@ class Trainer:
         # A time budget can run out during an evaluation the loop just made: not again, same weights.
         improved = at_limit and self.last_val_step != self.step and self.run_eval()
         # Unless the evaluation changed best_val, a save the loop made at this step holds all there is;
-        # writing the same checkpoint again would put it at risk for nothing.
-        if improved or not (self.manager.latest_checkpoint or "").endswith(f"ckpt-{self.step}"):
+        # writing the same checkpoint again would put it at risk for nothing. But a time budget that
+        # ran out while that save was written left it short of the limit: a resume would train on.
+        saved_here = (self.manager.latest_checkpoint or "").endswith(f"ckpt-{self.step}")
+        saved_short = at_limit and training_progress(self.args, self.step, float(self.train_seconds),
+                                                     self.run.loader.num_batches) < 1.0
+        if improved or saved_short or not saved_here:
             self.save(self.manager)
         run_dir = run.run_dir
         if run.cluster.is_chief:

@@ -556,6 +556,47 @@ def test_run_files_that_cannot_be_written_say_what_is_left(tmp_path: Path) -> No
     assert checkpoint_hashes(tmp_path / "save" / "r") == before
 
 
+def test_a_resumed_session_whose_save_fails_leaves_config_json_as_it_was(run_copy: Path) -> None:
+    """The flags typed in a session that saved nothing are not the run's: config.json is put back."""
+    before = (run_copy / "config.json").read_bytes()
+    # The final evaluation improves, and best/'s save (the session's first) fails.
+    (run_copy / "best" / "ckpt-9_temp").write_text("in the way of TensorFlow's scratch folder", encoding="utf-8")
+    result = run("train.py", "--init_from", str(run_copy), "--max_steps", "9", "--save_every", "9",
+                 "--eval_every", "100", cwd=run_copy.parents[1])
+    assert_refused(result, "could not save a checkpoint", "are intact")
+    assert (run_copy / "config.json").read_bytes() == before and pointer_step(run_copy) == 6
+
+
+SLOW_SECOND_SAVE = '''
+# The second checkpoint takes {seconds} s to write (a slow disk): the time budget runs out meanwhile.
+import time
+
+save = runs.save_checkpoint
+calls = []
+
+def slow_save(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+        time.sleep({seconds})
+    return save(*args, **kwargs)
+
+runs.save_checkpoint = slow_save
+'''
+
+
+def test_a_budget_that_runs_out_during_a_save_is_saved_as_reached(tmp_path: Path) -> None:
+    """The checkpoint written when the time ran out must say so, or a resume trains on. At step 5
+    best/ saves (the evaluation), then the run's own checkpoint, slowly."""
+    wrapper = fault_wrapper(tmp_path / "wrapper.py", SLOW_SECOND_SAVE, seconds=7)
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    result = run("train.py", "--input", "tiny.txt", *TINY, "--time_budget", "6s", "--save_every", "5",
+                 "--eval_every", "5", "--xla", "off", "--run_name", "r", cwd=tmp_path, wrapper=wrapper)
+    assert result.returncode == 0 and "stopped at step 5 by --time_budget 6s" in result.stderr, result.stderr
+    resumed = run("train.py", "--init_from", "save/r", cwd=tmp_path)
+    assert resumed.returncode == 0 and "had already reached --time_budget 6s at step 5" in resumed.stderr, \
+        resumed.stderr
+
+
 def test_a_lock_file_removed_before_it_was_locked_is_not_held(tmp_path: Path, monkeypatch) -> None:
     """A trainer opens the lock file just as another, discarding its session, removes it with the
     directory: locking that open file would lock nothing. It locks the directory anew instead."""
