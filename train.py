@@ -62,6 +62,8 @@ COLLECTIVE_TIMEOUT_S = 60
 # The old keep probabilities are read as the dropout rates, which are saved and inherited.
 SESSION_FLAGS = ("init_from", "stop_at_step", "verbose", "time_budget_s", "mixed_precision",
                  "output_keep_prob", "input_keep_prob")
+# Values train.py derives from the flags and saves beside them in config.json, with their types.
+SAVED_DERIVED = {"input_dropout": float, "val_split": str, "log_name": str}
 # Where a run lives comes from its directory as it is now (renamed or moved since, say), never
 # from its config.json; typed on resume, they name a copy to go on in.
 RUN_PLACE_FLAGS = ("save_dir", "run_name")
@@ -316,9 +318,9 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
         inherited = {key: value for key, value in saved.items() if key not in not_inherited}
         for key, value in inherited.items():  # a hand-edited or damaged value must not reach the checks
             action = actions.get(key)
-            if action is None:  # a derived value (input_dropout): the type it has now
-                current = getattr(args, key, None)
-                ok = current is None or type(value) is type(current) or (type(current) is float and type(value) is int)
+            if action is None:  # a value train.py derived and saved (one of a later version: as it is)
+                want = SAVED_DERIVED.get(key)
+                ok = want is None or type(value) is want or (want is float and type(value) is int)
             elif value is None:
                 ok = action.default is None
             elif action.choices:
@@ -1279,7 +1281,8 @@ def main(argv: list[str] | None = None) -> int:
     signals = utils.interrupt_on_signals()
     try:
         typed = explicit_flags(parser, argv)
-        check_args(args)
+        if not args.init_from:  # a resumed run's flags are checked once merged with its saved ones
+            check_args(args)
         return train(args, apply_old_flag_names(args, typed))
     except CharRNNError as error:
         log.error("error: %s", error)

@@ -378,15 +378,30 @@ def test_init_from_missing_or_not_a_run(tmp_path: Path) -> None:
                    "char-rnn-tensorflow (TF1)", "Train again")
 
 
-@pytest.mark.parametrize("damage", ["truncated", "not an object", "wrong type", "null"])
+@pytest.mark.parametrize("damage", ["truncated", "not an object", "wrong type", "null", "derived value"])
 def test_resume_with_damaged_config(run_copy: Path, damage: str) -> None:
     config = run_copy / "config.json"
     text = config.read_text(encoding="utf-8")
     config.write_text({"truncated": text[:len(text) // 2], "not an object": "[1, 2]",
                        "wrong type": text.replace('"rnn_size": 32', '"rnn_size": "32"'),
-                       "null": re.sub(r'"print_every": \d+', '"print_every": null', text)}[damage], encoding="utf-8")
+                       "null": re.sub(r'"print_every": \d+', '"print_every": null', text),
+                       "derived value": text.replace('"log_name": "run"', '"log_name": 5')}[damage], encoding="utf-8")
+    assert config.read_text(encoding="utf-8") != text
     result = run("train.py", "--init_from", str(run_copy), cwd=run_copy.parents[1])
     assert_refused(result, "config.json", "damaged")
+
+
+def test_flags_typed_on_resume_are_checked_against_the_run_s_own(tmp_path: Path) -> None:
+    """--batch_groups up to the run's --batch_size (32), not the default's (24)."""
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    flags = ["--num_layers", "1", "--rnn_size", "8", "--embedding_size", "4", "--seq_length", "8", "--xla", "off"]
+    first = run("train.py", "--input", "tiny.txt", *flags, "--batch_size", "32", "--max_steps", "1",
+                "--run_name", "b32", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = run("train.py", "--init_from", "save/b32", "--batch_groups", "30", cwd=tmp_path)
+    assert again.returncode == 0 and "had already reached --max_steps 1" in again.stderr, again.stderr
+    assert_refused(run("train.py", "--init_from", "save/b32", "--batch_groups", "33", cwd=tmp_path),
+                   "--batch_groups 33: must be from 0 (auto) to --batch_size")
 
 
 def test_resume_with_another_architecture_or_vocabulary(trained, run_copy: Path) -> None:
