@@ -719,9 +719,10 @@ class Trainer:
             try:
                 restored = runs.restore_checkpoint(checkpoint, candidates) if candidates else None
             except CharRNNError:
-                if listed is not None:
+                # Nothing listed and one checkpoint that does not load: a first save that never
+                # completed. More are a run's saves, damaged: never trained over from step 0.
+                if listed is not None or len(candidates) > 1:
                     raise
-                # only a first save that never completed (it fails on opening, before any restore)
             if restored is None:
                 log.warning("%s has no complete checkpoint (training stopped before its first save): training "
                             "it from step 0", run.resume_dir)

@@ -864,6 +864,19 @@ def test_resume_falls_back_to_best_when_no_other_checkpoint_loads(run_copy: Path
     assert pointer_step(run_copy) == 8
 
 
+def test_resume_refuses_when_no_list_and_no_checkpoint_loads(run_copy: Path) -> None:
+    """Several checkpoints on disk, none listed (the lists deleted) and none that loads are a run's
+    saves, damaged, not a first save cut short: refused, never trained over from step 0."""
+    for listed in (run_copy / "checkpoint", run_copy / "best" / "checkpoint"):
+        listed.unlink()
+    for data in run_copy.rglob("ckpt-*.data-*"):
+        data.write_bytes(data.read_bytes()[:100])
+    before = checkpoint_hashes(run_copy)
+    result = run("train.py", "--init_from", str(run_copy), "--max_steps", "20", cwd=run_copy.parents[1])
+    assert_refused(result, "no checkpoint loads")
+    assert checkpoint_hashes(run_copy) == before
+
+
 # --- sampling
 
 
