@@ -252,7 +252,7 @@ def _recurrent_layer(cell, xw: tf.Tensor, w_h: tf.Tensor, state0: tf.Tensor):
         # under XLA the loop writes in place step by step: transposing all T*B rows after the
         # loop is a slow copy (measured, 2x512 LSTM on Zen 4: 10.7 ms of copies per step and
         # batch group become 3.3 ms of writes). Without XLA every write would copy the buffer.
-        update_slice = _xla_update_slice() if isinstance(T, int) else None
+        update_slice = _xla_update_slice() if isinstance(T, int) and B is not None else None
         h_prev_t_slot = (tf.zeros([H, T * B], xw.dtype),) if update_slice else ()  # a loop variable, or none
 
         def fwd(t, state, tapes, *h_prev_t_slot):
@@ -636,6 +636,8 @@ def _options(n, temperature, top_k, top_p, mode, seed, space_id) -> tuple:
         raise ValueError(f"n must be >= 0, got {n}")
     if mode not in (0, 1, 2):
         raise ValueError(f"mode must be 0 (argmax), 1 (sample) or 2 (sample after space), got {mode}")
+    if top_k < 0 or not 0.0 < top_p <= 1.0:  # top_p 0 keeps nothing: every draw would be NaN
+        raise ValueError(f"top_k must be >= 0 and top_p in (0, 1], got {top_k} and {top_p}")
     return tf.constant(n, tf.int32), (
         tf.constant(temperature, tf.float32), tf.constant(top_k, tf.int32), tf.constant(top_p, tf.float32),
         tf.constant(mode, tf.int32), tf.constant(seed, tf.int64), tf.constant(space_id, tf.int32),

@@ -137,8 +137,8 @@ def checkpoint_prefix(run_dir: Path, which: str) -> str:
     """--checkpoint PATH as TensorFlow's checkpoint prefix: ckpt-N, its file names (ckpt-N.index,
     ckpt-N.data-...), as a path or a name in the run directory."""
     prefix = re.sub(r"\.(index|data-\d+-of-\d+)$", "", which)
-    bare = Path(prefix).parent == Path(".")  # a name: the run's own checkpoint first
-    for candidate in ((run_dir / prefix, Path(prefix)) if bare else (Path(prefix),)):
+    inside = not Path(prefix).is_absolute()  # ckpt-N or best/ckpt-N: the run's own checkpoint first
+    for candidate in ((run_dir / prefix, Path(prefix)) if inside else (Path(prefix),)):
         if Path(f"{candidate}.index").is_file():
             return str(candidate)
     names = ", ".join(Path(p).name for p in runs.checkpoints_on_disk(run_dir)[-5:]) or "none"
@@ -201,8 +201,12 @@ def stream_texts(vocab: "utils.Vocab", id_chunks: Iterator, prefix: Sequence[int
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     utils.setup_logging(args.verbose)
+    if sys.stdout is None:  # closed (>&-), or pythonw: nowhere to write the text
+        log.error("error: standard output is closed: there is nowhere to write the sample")
+        return 2
     # UTF-8 out whatever the locale (LC_ALL=C, a cp949 console): never a UnicodeEncodeError.
-    sys.stdout.reconfigure(encoding="utf-8", errors="replace")
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(encoding="utf-8", errors="replace")
     signals = utils.interrupt_on_signals()
     try:
         check_args(args)
@@ -263,6 +267,9 @@ def sample(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "utils.
     """-n characters of text (characters, not symbols: under --unit jamo a syllable is 2-3 symbols)."""
     net = load_model(args, run_dir, config)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
+    if args.sample == 2 and " " not in vocab.symbols:
+        log.warning("--sample 2 samples only after a space, and this model's text has none: every character "
+                    "will be the most likely one; --sample 1 samples")
     options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, mode=args.sample,
                    seed=seed, space_id=vocab.symbols.index(" ") if " " in vocab.symbols else -1)
     # The prime is decoded with the text that follows it: a jamo model may finish its last syllable.

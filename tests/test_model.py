@@ -336,6 +336,23 @@ def test_generate_chunk_streams_like_one_call(sampler):
     np.testing.assert_array_equal(tf.concat([first, second], 1), whole)
 
 
+def test_generate_refuses_filters_that_keep_nothing(sampler) -> None:
+    for bad in (dict(top_p=0.0), dict(top_p=1.5), dict(top_k=-1)):
+        with pytest.raises(ValueError, match="top_k must be >= 0 and top_p in"):
+            M.generate(sampler, PRIME, 5, **bad)
+
+
+def test_a_batch_of_any_size_compiles_under_xla() -> None:
+    """A caller's own compiled function may leave the batch open ([None, T] ids)."""
+    net = M.CharRNN(M.ModelConfig("lstm", 11, 2, 8, 4), seed=0)
+    step = tf.function(lambda ids, state: net(ids, state), jit_compile=True, input_signature=[
+        tf.TensorSpec([None, 5], tf.int32), tf.TensorSpec([2, 2, None, 8], tf.float32)])
+    for batch in (1, 3):
+        logits, _ = step(tf.zeros([batch, 5], tf.int32), net.initial_state(batch))
+        np.testing.assert_allclose(logits, net(tf.zeros([batch, 5], tf.int32), net.initial_state(batch))[0],
+                                   atol=1e-5)
+
+
 def test_a_model_that_generated_is_freed() -> None:
     """The compiled generators are cached per model, but must not keep it (and its graphs) alive."""
     import gc

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -111,9 +112,25 @@ def test_checkpoint_by_path_file_or_name(run_dir: Path) -> None:
     for which in ("ckpt-40", str(run_dir / "ckpt-40"), str(run_dir / "ckpt-40.index"),
                   str(run_dir / "ckpt-40.data-00000-of-00001")):
         assert text(sample(run_dir, "-n", "50", "--seed", "4", "--checkpoint", which)) == latest, which
+    (best,) = (run_dir / "best").glob("ckpt-*.index")  # a path inside the run, from anywhere
+    assert (text(sample(run_dir, "-n", "50", "--seed", "4", "--checkpoint", f"best/{best.stem}"))
+            == text(sample(run_dir, "-n", "50", "--seed", "4", "--checkpoint", "best")))
     missing = sample(run_dir, "-n", "50", "--checkpoint", "ckpt-41")
     message = missing.stderr.decode("utf-8")
     assert missing.returncode == 2 and "--checkpoint ckpt-41: no such checkpoint" in message and "(ckpt-40)" in message
+
+
+def test_stdout_closed_or_without_spaces_for_sample_2(run_dir: Path, tmp_path: Path) -> None:
+    closed = subprocess.run(["bash", "-c", '"$0" "$1" --save_dir "$2" -n 5 >&-', sys.executable,
+                             str(ROOT / "sample.py"), str(run_dir)], capture_output=True, timeout=120)
+    assert closed.returncode == 2 and b"standard output is closed" in closed.stderr and b"Traceback" not in closed.stderr
+    # --sample 2 samples after a space: a vocabulary without one (the space renamed here) is told.
+    spaceless = tmp_path / "spaceless"
+    shutil.copytree(run_dir, spaceless)
+    vocab = spaceless / "vocab.json"
+    vocab.write_text(vocab.read_text(encoding="utf-8").replace('[" ",', '["_",'), encoding="utf-8")
+    result = sample(spaceless, "-n", "20", "--sample", "2")
+    assert "--sample 2 samples only after a space" in result.stderr.decode("utf-8") and len(text(result)) == 21
 
 
 def test_prime_outside_the_vocabulary(run_dir: Path) -> None:
