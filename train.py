@@ -492,6 +492,7 @@ class Run:
     log_dir_created: Path | None  # the outermost directory of log_dir that this session made
     saved_length: argparse.Namespace | None = None  # the resumed run's flags under its saved limits, when typed anew
     kept: bool = False       # the session saved a checkpoint: what it made stays
+    log_files_before: set[str] | None = None  # log_dir's files before this session's TensorBoard writer
 
 
 def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
@@ -657,6 +658,7 @@ class Trainer:
         self.eval_step = self.model_lib.graph_function(self._eval_step, jit_compile=args.xla == "on")
         self.agree = make_agreement(self.strategy) if self.distributed else None
         try:
+            run.log_files_before = set(os.listdir(run.log_dir))
             self.writer = tf.summary.create_file_writer(str(run.log_dir))
             with self.writer.as_default():
                 write_run_summaries(args, self.vocab.size)
@@ -983,6 +985,13 @@ def train(args: argparse.Namespace, typed: set[str]) -> int:
             # limit) leaves nothing new behind: the same command can be run again. Its TensorBoard
             # run goes first, where the session made it: a new folder above both then goes too.
             if not run.kept:
+                if run.log_files_before is not None and run.log_dir_created is None:  # a run's own: its events stay
+                    try:
+                        for name in set(os.listdir(run.log_dir)) - run.log_files_before:
+                            (run.log_dir / name).unlink(missing_ok=True)
+                    except OSError as error:
+                        log.warning("could not remove this session's TensorBoard events from %s (%s)", run.log_dir,
+                                    error.strerror or error)
                 runs.remove_created(run.log_dir, run.log_dir_created, whole=True)
             run.lock.release(discard=not run.kept)
     return 0

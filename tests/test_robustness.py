@@ -452,7 +452,10 @@ def test_a_session_that_trains_nothing_leaves_nothing_new(run_copy: Path) -> Non
     assert file_hashes(cwd) == before and not (run_copy.parent / "branch").exists() and not (cwd / "logs").exists()
     for data, content in saved.items():
         data.write_bytes(content)
-    # Stopped before its first step (--stop_at_step already passed): nothing saved, here or in place.
+    # Stopped before its first step (--stop_at_step already passed): nothing saved, here or in place,
+    # and no events file beside the run's own curves so far.
+    (cwd / "logs" / "run").mkdir(parents=True)
+    (cwd / "logs" / "run" / "events.out.tfevents.1.earlier").write_bytes(b"")
     before = file_hashes(cwd)
     for fork in (["--run_name", "branch"], [], ["--save_dir", "new/save", "--log_dir", "new/logs"]):
         stopped = run("train.py", "--init_from", str(run_copy), *fork, "--max_steps", "20", "--stop_at_step", "4",
