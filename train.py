@@ -912,6 +912,9 @@ class Trainer:
                 tf.summary.scalar("train/loss_scale", self.loss_scale.scale)
         done = self.progress()
         remaining = self.seconds_so_far() * (1 - done) / max(done, 1e-9)
+        if args.stop_at_step:  # the session stops there, when that comes first, at this session's pace
+            per_step = (time.monotonic() - self.session_start) / max(self.step - self.start_step, 1)
+            remaining = min(remaining, max(args.stop_at_step - self.step, 0) * per_step)
         val = "-" if self.last_val is None else f"{self.last_val:.4f}"
         self.progress_line.update(self.step, f"step {self.step} epoch {self.epoch}."
                                              f"{self.batch * 100 // self.run.loader.num_batches:02d} "

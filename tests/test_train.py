@@ -200,6 +200,15 @@ def test_live_line_fits_a_narrow_terminal(tmp_path: Path, corpus: Path) -> None:
     assert all(re.match(r"step \d+ epoch \d+\.\d\d loss \d\.\d{4} val - ETA", line) for line in drawn), drawn
 
 
+def test_eta_counts_to_stop_at_step(tmp_path: Path, corpus: Path) -> None:
+    """A pause at --stop_at_step 20 of a 100,000-step run: the time left is to step 20."""
+    result = train(tmp_path, "--input", str(corpus), "--max_steps", "100000", "--stop_at_step", "20",
+                   "--xla", "off", *TINY)
+    assert result.returncode == 0, result.stderr
+    h, m, s = map(int, re.search(r"step 15 epoch \S+ loss \S+ val \S+ ETA (\d+):(\d\d):(\d\d)", result.stderr).groups())
+    assert h * 3600 + m * 60 + s < 60, result.stderr
+
+
 def test_resume_reaches_the_same_weights(tmp_path: Path, corpus: Path) -> None:
     # Flags off their defaults, so that any of them lost on resume changes the weights (the clip binds).
     common = ["--input", str(corpus), "--max_steps", "24", "--eval_every", "8", "--save_every", "8",
