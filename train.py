@@ -63,7 +63,7 @@ COLLECTIVE_TIMEOUT_S = 60
 SESSION_FLAGS = ("init_from", "stop_at_step", "verbose", "time_budget_s", "mixed_precision",
                  "output_keep_prob", "input_keep_prob")
 # Values train.py derives from the flags and saves beside them in config.json, with their types.
-SAVED_DERIVED = {"input_dropout": float, "val_split": str, "log_name": str}
+SAVED_DERIVED = {"input_dropout": float, "val_split": str, "log_name": str, "run_dir": str}
 # Where a run lives comes from its directory as it is now (renamed or moved since, say), never
 # from its config.json; typed on resume, they name a copy to go on in.
 RUN_PLACE_FLAGS = ("save_dir", "run_name")
@@ -495,11 +495,24 @@ class Run:
     log_files_before: set[str] | None = None  # log_dir's files before this session's TensorBoard writer
 
 
+def copied_by_hand_from(saved: dict, run_dir: Path) -> Path | None:
+    """The run that run_dir is a copy of (cp -r): the directory its config.json was written in, when
+    that is another run, still there. A run renamed or moved (with the project) has no such twin."""
+    home = saved.get("run_dir")
+    if not home or not (Path(home) / "config.json").is_file():
+        return None
+    try:
+        return None if os.path.samefile(home, run_dir) else Path(home)
+    except OSError:
+        return None
+
+
 def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     """Resolve the run, read the corpus and check everything that can fail cheaply."""
     resume_dir = runs.resolve_run_dir(args.init_from, "--init_from") if args.init_from else None
     fork_dir = None  # where a resumed run goes on when it is not its own directory
     source_logs = None  # the resumed run's TensorBoard run
+    copied_from = None  # the run that the resumed one is a copy of, made by hand (cp -r)
     saved_length = None
     if resume_dir is not None:
         # char-rnn-tensorflow's meaning: --init_from is the run to start from, --save_dir where to save
@@ -511,6 +524,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
             fork_dir = Path(args.save_dir if elsewhere else resume_dir.parent) / (args.run_name or resume_dir.name)
         saved = merge_resume_config(args, typed, resume_dir)
         source_logs = Path(saved.get("log_dir") or "logs") / (saved.get("log_name") or resume_dir.name)
+        copied_from = copied_by_hand_from(saved, resume_dir)
         check_args(args)
         if typed & set(LENGTH_FLAGS):
             saved_length = argparse.Namespace(**{**vars(args), **{k: saved.get(k) for k in LENGTH_FLAGS}})
@@ -549,9 +563,10 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     run_dir = fork_dir or resume_dir or Path(args.save_dir) / (args.run_name or default_run_name(args))
     forked_from = resume_dir if fork_dir is not None else None
     args.run_name, args.save_dir = run_dir.name, str(run_dir.parent)
+    args.run_dir = str(run_dir.resolve()) if runs.is_utf8_path(str(run_dir.resolve())) else ""  # "": not known
     # TensorBoard's name for the run (saved, so a resume writes on where the run wrote). A new run or
     # a copy never writes into another run's curves: its own name, else name@save_dir, name@save_dir-2...
-    if resume_dir is not None and fork_dir is None:
+    if resume_dir is not None and fork_dir is None and copied_from is None:
         args.log_name = getattr(args, "log_name", None) or resume_dir.name
     else:
         base = utils.clip_name(f"{run_dir.name}@{run_dir.parent.resolve().name}", utils.NAME_MAX_BYTES - 8)  # -N
@@ -559,6 +574,9 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         args.log_name = next(name for name in names
                              if not (Path(args.log_dir) / name).exists() and not
                              (source_logs and (Path(args.log_dir) / name).resolve() == source_logs.resolve()))
+        if copied_from is not None:
+            log.info("%s is a copy of %s (its config.json was written there): its TensorBoard run is %s, apart "
+                     "from that run's", resume_dir, copied_from, args.log_name)
     # TensorFlow's longest names below them, e.g. best/ckpt-N_temp/part-00000-of-00001.data-00000-of-00001
     place_flag = "--init_from" if run_dir == resume_dir else "--save_dir"
     utils.check_path(str(run_dir), place_flag, room=80)
@@ -579,7 +597,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
                                    f"there. Move it away, or choose another --save_dir")
             if fork_dir is not None:
                 runs.copy_run(resume_dir, fork_dir, {"run_name": args.run_name, "save_dir": args.save_dir,
-                                                     "log_name": args.log_name})
+                                                     "log_name": args.log_name, "run_dir": args.run_dir})
                 log.info("%s goes on in %s, a copy (TensorBoard run %s); %s itself stays as it is", resume_dir,
                          fork_dir, args.log_name, resume_dir)
                 resume_dir = fork_dir

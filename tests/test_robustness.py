@@ -404,6 +404,25 @@ def test_flags_typed_on_resume_are_checked_against_the_run_s_own(tmp_path: Path)
                    "--batch_groups 33: must be from 0 (auto) to --batch_size")
 
 
+def test_a_run_copied_by_hand_keeps_its_own_tensorboard_run(tmp_path: Path) -> None:
+    """cp -r save/a save/b, then resume b: b's curves go to a TensorBoard run of their own, not into
+    a's; a itself (and a renamed run) goes on writing where it wrote."""
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    first = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "2", "--xla", "off", "--run_name", "a",
+                cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    shutil.copytree(tmp_path / "save" / "a", tmp_path / "save" / "b")
+    a_logs = file_hashes(tmp_path / "logs" / "a")
+    copy = run("train.py", "--init_from", "save/b", "--max_steps", "3", cwd=tmp_path)
+    assert copy.returncode == 0 and "save/b is a copy of" in copy.stderr, copy.stderr
+    assert file_hashes(tmp_path / "logs" / "a") == a_logs
+    assert sorted(s for s, _ in read_scalars(tmp_path / "logs" / "b")["train/loss"]) == [3]
+    (tmp_path / "save" / "a").rename(tmp_path / "save" / "renamed")
+    renamed = run("train.py", "--init_from", "save/renamed", "--max_steps", "4", cwd=tmp_path)
+    assert renamed.returncode == 0 and "a copy of" not in renamed.stderr, renamed.stderr
+    assert sorted(s for s, _ in read_scalars(tmp_path / "logs" / "a")["train/loss"]) == [1, 2, 3, 4]
+
+
 def test_resume_with_another_architecture_or_vocabulary(trained, run_copy: Path) -> None:
     cwd = run_copy.parents[1]
     before = file_hashes(run_copy)
