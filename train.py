@@ -676,7 +676,7 @@ class Trainer:
         self.eval_step = self.model_lib.graph_function(self._eval_step, jit_compile=args.xla == "on")
         self.agree = make_agreement(self.strategy) if self.distributed else None
         try:
-            run.log_files_before = set(os.listdir(run.log_dir))
+            run.log_files_before = set(os.listdir(run.log_dir)) if run.log_dir.is_dir() else set()
             self.writer = tf.summary.create_file_writer(str(run.log_dir))
             with self.writer.as_default():
                 write_run_summaries(args, self.vocab.size)
