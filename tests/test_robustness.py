@@ -531,24 +531,25 @@ def test_a_signal_inside_an_import_stops_start_up(tmp_path: Path, signalled: boo
     assert not (tmp_path / "save").exists() and not (tmp_path / "logs").exists()
 
 
-LATEST_UNWRITABLE = '''
-# The save directory's `latest` file cannot be written.
+UNWRITABLE = '''
+# {module}.atomic_write_text cannot write files named {name} (errno {code}: a full disk, permissions).
 import errno, os
+import {module}
 
-write = runs.atomic_write_text
+write = {module}.atomic_write_text
 
-def refuse_latest(path, text):
-    if os.path.basename(path) == "latest":
-        raise PermissionError(errno.EPERM, "Operation not permitted")
+def refuse(path, text):
+    if os.path.basename(path) == "{name}":
+        raise OSError(errno.{code}, os.strerror(errno.{code}))
     write(path, text)
 
-runs.atomic_write_text = refuse_latest
+{module}.atomic_write_text = refuse
 '''
 
 
 def test_a_latest_that_cannot_be_written_keeps_the_first_checkpoint(tmp_path: Path) -> None:
     """The message says the checkpoint is intact: the new run must not be discarded after all."""
-    wrapper = fault_wrapper(tmp_path / "wrapper.py", LATEST_UNWRITABLE)
+    wrapper = fault_wrapper(tmp_path / "wrapper.py", UNWRITABLE, module="runs", name="latest", code="EPERM")
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
     result = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "3", "--run_name", "new", cwd=tmp_path,
                  wrapper=wrapper)
@@ -560,26 +561,10 @@ def test_a_latest_that_cannot_be_written_keeps_the_first_checkpoint(tmp_path: Pa
     assert (tmp_path / "save" / "latest").read_text().strip() == "new"
 
 
-CONFIG_UNWRITABLE = '''
-# config.json cannot be written (a full disk).
-import errno, os
-import utils
-
-write = utils.atomic_write_text
-
-def refuse_config(path, text):
-    if os.path.basename(path) == "config.json":
-        raise OSError(errno.ENOSPC, "No space left on device")
-    write(path, text)
-
-utils.atomic_write_text = refuse_config
-'''
-
-
 def test_run_files_that_cannot_be_written_say_what_is_left(tmp_path: Path) -> None:
     """A new run that cannot write config.json saved nothing and says so; a resumed one keeps its
     checkpoints and says how to go on."""
-    wrapper = fault_wrapper(tmp_path / "wrapper.py", CONFIG_UNWRITABLE)
+    wrapper = fault_wrapper(tmp_path / "wrapper.py", UNWRITABLE, module="utils", name="config.json", code="ENOSPC")
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
     flags = ["--input", "tiny.txt", *TINY, "--max_steps", "3", "--run_name", "r"]
     result = run("train.py", *flags, cwd=tmp_path, wrapper=wrapper)
