@@ -225,7 +225,7 @@ def main() -> int:
         if kind == "startup":  # from launch: data, TensorFlow import, restore, compilation, first steps
             time.sleep(max(0.0, trainer.launched + rng.uniform(0.2, 8.0) - time.monotonic()))
         else:  # after this process's first evaluation (which compiles the sampler): full-speed training
-            trainer.wait_for(r"val loss", timeout=300)
+            trainer.wait_for(r"val loss \S+ nats/symbol", timeout=300)  # not the resume line's best
             if kind == "training":
                 time.sleep(rng.uniform(0.0, 3.0))
             else:  # poll for TensorFlow's temporary directory of a save in progress
