@@ -493,6 +493,7 @@ class Run:
     saved_length: argparse.Namespace | None = None  # the resumed run's flags under its saved limits, when typed anew
     kept: bool = False       # the session saved a checkpoint: what it made stays
     log_files_before: set[str] | None = None  # log_dir's files before this session's TensorBoard writer
+    config_before: str | None = None  # a resumed run's config.json before this session's first save rewrote it
 
 
 def copied_by_hand_from(saved: dict, run_dir: Path) -> Path | None:
@@ -775,26 +776,17 @@ class Trainer:
         # prove that the update it led to was finite.
         if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in self.net.trainable_variables):
             raise self.diverged(f"the weights became NaN or infinite by step {self.step}")
-        chief = self.run.cluster.is_chief
-        config_path, config_before = self.run.run_dir / "config.json", None
-        if chief and not self.run.kept:  # config.json before the first checkpoint: never one without the other
+        chief, run = self.run.cluster.is_chief, self.run
+        if chief and not run.kept:  # config.json before the first checkpoint: never one without the other
+            config = run.run_dir / "config.json"
             try:
-                if config_path.is_file():  # a resumed run's: put back should this first save fail
-                    config_before = config_path.read_text(encoding="utf-8")
-                write_run_files(self.args, self.run.run_dir, self.run.corpus, self.config, self.chars_per_symbol)
+                run.config_before = config.read_text(encoding="utf-8") if config.is_file() else None
+                write_run_files(self.args, run.run_dir, run.corpus, self.config, self.chars_per_symbol)
             except OSError as error:
-                raise CharRNNError(f"could not write the run files in {self.run.run_dir} ({error.strerror or error}): "
-                                   f"free disk space or fix the directory; {how_to_go_on(self.run)}") from None
-        try:
-            runs.save_checkpoint(manager, self.step, how_to_go_on(self.run))
-        except BaseException:  # a session that saved nothing leaves the run's config.json as it was
-            if config_before is not None:
-                try:
-                    utils.atomic_write_text(config_path, config_before)
-                except OSError as error:
-                    log.warning("could not put back %s (%s)", config_path, error.strerror or error)
-            raise
-        self.run.kept = True  # before `latest`, which can fail and then says the checkpoint is there
+                raise CharRNNError(f"could not write the run files in {run.run_dir} ({error.strerror or error}): "
+                                   f"free disk space or fix the directory; {how_to_go_on(run)}") from None
+        runs.save_checkpoint(manager, self.step, how_to_go_on(run))
+        run.kept = True  # before `latest`, which can fail and then says the checkpoint is there
         if chief:  # `latest` names the run that saved last: the one sample.py --save_dir save picks
             runs.point_latest(self.run.run_dir)
 
@@ -1006,16 +998,25 @@ def train(args: argparse.Namespace, typed: set[str]) -> int:
             # limit) leaves nothing new behind: the same command can be run again. Its TensorBoard
             # run goes first, where the session made it: a new folder above both then goes too.
             if not run.kept:
-                if run.log_files_before is not None and run.log_dir_created is None:  # a run's own: its events stay
-                    try:
-                        for name in set(os.listdir(run.log_dir)) - run.log_files_before:
-                            (run.log_dir / name).unlink(missing_ok=True)
-                    except OSError as error:
-                        log.warning("could not remove this session's TensorBoard events from %s (%s)", run.log_dir,
-                                    error.strerror or error)
-                runs.remove_created(run.log_dir, run.log_dir_created, whole=True)
+                undo_session(run)
             run.lock.release(discard=not run.kept)
     return 0
+
+
+def undo_session(run: Run) -> None:
+    """What a session that saved nothing wrote outside the run's directory goes (the lock's release
+    sees to that directory): its TensorBoard events, with the folder where the session made it,
+    and a resumed run's config.json goes back to what it was before a first save that failed."""
+    try:
+        if run.log_dir_created is not None:
+            runs.remove_created(run.log_dir, run.log_dir_created, whole=True)
+        elif run.log_files_before is not None:  # the run's own folder: its earlier events stay
+            for name in set(os.listdir(run.log_dir)) - run.log_files_before:
+                (run.log_dir / name).unlink(missing_ok=True)
+        if run.config_before is not None:
+            utils.atomic_write_text(run.run_dir / "config.json", run.config_before)
+    except OSError as error:
+        log.warning("could not remove all that this session wrote (%s): %s", error.filename, error.strerror or error)
 
 
 def train_run(run: Run, tf: ModuleType) -> None:

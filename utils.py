@@ -526,15 +526,16 @@ class Vocab:
     def encode(self, text: str, unknown: str = "error") -> np.ndarray:
         """Text -> int32 ids. Characters outside the vocabulary raise (unknown='error') or are
         dropped whole with a warning (unknown='skip')."""
+        ids, found, _ = self._lookup(text)
+        if found.all():
+            return ids.astype(np.int32)
         unseen = self.missing(text)
-        if unseen:
-            shown = describe_chars(unseen, 10)
-            if unknown == "error":
-                raise CharRNNError(f"characters the model never saw: {shown}; remove them from the text")
-            logger.warning("skipping characters the model never saw: %s", shown)
-            dropped = set(unseen)
-            text = "".join(c for c in _normalize(text, self.normalize) if c not in dropped)
-        return self._lookup(text)[0].astype(np.int32)
+        shown = describe_chars(unseen, 10)
+        if unknown == "error":
+            raise CharRNNError(f"characters the model never saw: {shown}; remove them from the text")
+        logger.warning("skipping characters the model never saw: %s", shown)
+        dropped = set(unseen)
+        return self._lookup("".join(c for c in _normalize(text, self.normalize) if c not in dropped))[0].astype(np.int32)
 
     def decode(self, ids: "np.ndarray | list[int]") -> str:
         text = _text(self._cps[np.asarray(ids, dtype=np.int64)])
