@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import plan  # noqa: E402
 import train  # noqa: E402
 import utils  # noqa: E402
 
@@ -229,7 +230,7 @@ def main() -> int:
         if args.only in (None, "ours"):
             results["ours"] = run_ours(data_dir, budget, work, extra)
         if args.only in (None, "torch"):
-            results["torch"] = run_torch(data_dir, budget_s, train.build_parser().parse_args(extra).batch_size)
+            results["torch"] = run_torch(data_dir, budget_s, plan.build_parser().parse_args(extra).batch_size)
     finally:
         if args.keep:
             log.info("ours' run is kept in %s", work / "save" / "ours")

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from crash_soak import snapshot  # noqa: E402  (the same code snapshot as the soak)
 import sample  # noqa: E402  (the parsers only: neither module imports TensorFlow at import time)
-import train  # noqa: E402
+import plan  # noqa: E402
 
 TINY = ["--num_layers", "1", "--rnn_size", "16", "--embedding_size", "8", "--batch_size", "4",
         "--seq_length", "16", "--sample_length", "10", "--warmup_steps", "2", "--xla", "off"]
@@ -241,7 +241,7 @@ def make_case(i: int, seed: int, files: dict[str, Path], work: Path) -> dict:
                   "--time_budget", "60s", "--eval_every", "1000", "--save_every", "1000"]
     prep = ""
     if family == "train-flags":
-        script, args = "train.py", mutate(rng, base_train, train.build_parser(), files, rng.randint(1, 3))
+        script, args = "train.py", mutate(rng, base_train, plan.build_parser(), files, rng.randint(1, 3))
     elif family == "train-corpus":
         key = rng.choice([k for k in files if k not in ("good", "run")])
         args = [rng.choice(["--input", "--data_dir"]), str(files[key]), *base_train[2:]]
@@ -269,7 +269,7 @@ def make_case(i: int, seed: int, files: dict[str, Path], work: Path) -> dict:
             if family == "resume-flags":
                 arch = ("--model", "--num_layers", "--rnn_size", "--embedding_size", "--unit", "--encoding",
                         "--max_vocab", "--min_char_count", "--batch_size", "--seq_length", "--init_from")
-                args = mutate(rng, args, train.build_parser(), files, rng.randint(1, 2),
+                args = mutate(rng, args, plan.build_parser(), files, rng.randint(1, 2),
                               only=arch if rng.random() < 0.6 else ())
     return {"id": i, "family": family, "script": script, "args": args, "cwd": cwd, "prep": prep,
             "rng_state": f"{seed}-{i}-prep"}

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import plan
 import runs
-import train
 import utils
 from test_train import only_run, read_scalars, tiny_text
 
@@ -254,7 +254,7 @@ def test_a_batch_that_does_not_share_out_evenly_is_refused(tmp_path: Path) -> No
     # The replicas of one machine's GPUs, which this test cannot have, go through the same check.
     with pytest.raises(utils.CharRNNError, match=r"--batch_size 2 must be a multiple of the number of replicas "
                                                  r"\(devices\) in sync \(4\): .* Try --batch_size 4"):
-        train.check_batch_shares(2, 4, "replicas (devices) in sync")
+        plan.check_batch_shares(2, 4, "replicas (devices) in sync")
 
 
 def test_corpus_under_a_name_that_is_not_utf8(tmp_path: Path) -> None:

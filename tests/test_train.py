@@ -355,15 +355,16 @@ def test_loss_scale_skips_overflowing_steps_and_grows_back() -> None:
 def test_a_typed_length_flag_alone_says_how_long(tmp_path: Path) -> None:
     """50 epochs when no length flag is typed (char-rnn-tensorflow's default); otherwise the typed
     limits alone, so --max_steps is not cut short by the default's 50 epochs."""
+    import plan
     import train as T
     from utils import CharRNNError
 
     def resolved(*argv: str):
-        args = T.build_parser().parse_args(list(argv))
-        T.check_args(args)
+        args = plan.build_parser().parse_args(list(argv))
+        plan.check_args(args)
         return args
 
-    assert resolved().num_epochs == T.DEFAULT_EPOCHS == 50
+    assert resolved().num_epochs == plan.DEFAULT_EPOCHS == 50
     for flag, value in (("max_steps", "50000"), ("time_budget", "15m")):
         args = resolved(f"--{flag}", value)
         assert args.num_epochs == 0 and list(T.length_used(args, 30000, 60.0, steps_per_epoch=100)) == [flag]

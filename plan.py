@@ -1,0 +1,533 @@
+"""What a training run is, settled before TensorFlow is imported: train.py's flags (their
+defaults, their checks, char-rnn-tensorflow's old names, and a resumed run's saved values), the
+corpus with its validation split and batches, and the run's directories and lock.
+
+Nothing here imports TensorFlow: train.py pays for that import (seconds) only once plan_run has
+returned a Run, so that --help, a bad flag, a missing corpus or a run already in use answer at once.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import runs
+import utils
+from utils import CharRNNError, np  # numpy, run on first use: --help does not wait for it
+
+log = logging.getLogger("charrnn")
+
+# Flags that change the shape or meaning of the weights: they cannot change on resume.
+ARCHITECTURE_FLAGS = ("model", "num_layers", "rnn_size", "embedding_size", "unit", "normalize",
+                      "encoding", "max_vocab", "min_char_count")
+# Flags that lay out the training text in batches (the seed picks each epoch's offset): the saved
+# data position and carried hidden state mean nothing under others, so they cannot change on
+# resume either (char-rnn-tensorflow refused a changed seq_length too).
+DATA_LAYOUT_FLAGS = ("batch_size", "seq_length", "val_frac", "seed")
+# How long to train. Typing any of them on resume sets the run's length afresh, without the saved
+# others: `--max_steps 50000` must train on after a run that a `--time_budget` ended.
+LENGTH_FLAGS = ("num_epochs", "max_steps", "time_budget")
+# How long a run is when no length flag is typed (char-rnn-tensorflow's default). With another
+# length flag typed, that flag alone says how long: `--max_steps 50000` trains 50,000 steps.
+DEFAULT_EPOCHS = 50
+# Where the text comes from: typing one on resume drops the saved other (--input wins over --data_dir).
+CORPUS_FLAGS = ("data_dir", "input")
+# Flags that steer one invocation only: a resumed run does not inherit them.
+# mixed_precision too: it suits the hardware of one session (a GPU run may go on on a CPU).
+# The old keep probabilities are read as the dropout rates, which are saved and inherited.
+SESSION_FLAGS = ("init_from", "stop_at_step", "verbose", "time_budget_s", "mixed_precision",
+                 "output_keep_prob", "input_keep_prob")
+# Values train.py derives from the flags and saves beside them in config.json, with their types.
+SAVED_DERIVED = {"input_dropout": float, "val_split": str, "log_name": str, "run_dir": str}
+# Where a run lives comes from its directory as it is now (renamed or moved since, say), never
+# from its config.json; typed on resume, they name a copy to go on in.
+RUN_PLACE_FLAGS = ("save_dir", "run_name")
+
+
+# ---------------------------------------------------------------------------------------------
+# Flags
+
+
+def model_type(name: str) -> str:
+    """--model's value; char-rnn-tensorflow's nas says why it is gone rather than just 'invalid choice'."""
+    if name == "nas":
+        raise argparse.ArgumentTypeError("nas (NASCell) came from TensorFlow 1's tf.contrib, which TensorFlow 2 "
+                                         f"dropped; choose one of {', '.join(utils.MODEL_TYPES)}")
+    return name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train a character-level LSTM/GRU/RNN language model.",
+                                formatter_class=utils.HelpFormatter)
+    data = p.add_argument_group("data")
+    data.add_argument("--data_dir", default="data/tinyshakespeare",
+                      help="directory with input.txt, or with any number of .txt files")
+    data.add_argument("--input", default=None, help="a .txt file or directory; overrides --data_dir")
+    data.add_argument("--encoding", default="utf-8", help="encoding of the corpus files (cp949, euc-kr, ...)")
+    data.add_argument("--normalize", default="nfc", choices=["nfc", "none"], help="Unicode normalization")
+    data.add_argument("--unit", default="char", choices=["char", "jamo"],
+                      help="symbols the model sees: char, or jamo (Hangul syllables split into their 2-3 jamo). "
+                           "On large Korean corpora char trains more characters per second; on the small bundled one "
+                           "the two tie (bench/RESULTS.md, Korean)")
+    data.add_argument("--max_vocab", type=int, default=0, help="keep the N most frequent characters (0: all)")
+    data.add_argument("--min_char_count", type=int, default=1, help="rarer characters become the unknown symbol")
+    data.add_argument("--val_frac", type=float, default=0.05, help="last fraction of the text kept for validation")
+    data.add_argument("--eval_symbols", type=int, default=200_000,
+                      help="validate on at most the first N symbols of that text (0: all of it), so that an "
+                           "evaluation takes seconds, not hours, on a multi-GB corpus")
+
+    # Size, batch, learning rate and dropout defaults: the best tiny shakespeare model measured in
+    # 15 minutes on 2 CPU cores (bench/bench_quality.py). 2x384 sees 8-11 epochs in that time and
+    # overfits: dropout 0.25 reached 1.451 nats/char where 0.1 reached 1.493 (same machine, day).
+    # In minutes the model is short of updates, not of characters: B24 trains at ~95% of B32's
+    # chars/s with 1.25x the steps and reached 1.425 against B32's 1.448 (B16: 1.75x the steps,
+    # 1.425 at best but 1.434 at the end).
+    model = p.add_argument_group("model")
+    model.add_argument("--model", default="lstm", type=model_type, choices=utils.MODEL_TYPES, help="recurrent cell")
+    model.add_argument("--num_layers", type=int, default=2, help="number of recurrent layers")
+    model.add_argument("--rnn_size", type=int, default=384, help="size of each layer's hidden state")
+    model.add_argument("--embedding_size", type=int, default=64, help="size of the character embedding")
+    model.add_argument("--dropout", type=float, default=0.25, help="dropout between layers and before the output")
+    model.add_argument("--output_keep_prob", type=float, default=None,
+                       help="old name: keep probability before the output (sets --dropout to 1-p)")
+    model.add_argument("--input_keep_prob", type=float, default=None,
+                       help="old name: keep probability of the embedded input")
+
+    opt = p.add_argument_group("optimization")
+    opt.add_argument("--batch_size", type=int, default=24, help="parallel text streams per step")
+    opt.add_argument("--seq_length", type=int, default=100, help="characters per stream per step (BPTT length)")
+    opt.add_argument("--learning_rate", type=float, default=3e-3, help="peak Adam learning rate")
+    opt.add_argument("--warmup_steps", type=int, default=100,
+                     help="linear learning-rate warmup (with --decay_rate typed, none unless this is typed too)")
+    opt.add_argument("--min_lr_frac", type=float, default=0.1, help="cosine schedule ends at this fraction of the peak")
+    opt.add_argument("--decay_rate", type=float, default=None,
+                     help="old flag: multiply the learning rate by this every epoch instead of the cosine schedule, "
+                          "from the first step at --learning_rate as char-rnn-tensorflow did")
+    opt.add_argument("--grad_clip", type=float, default=5.0, help="clip gradients to this global norm")
+
+    length = p.add_argument_group("how long (the first limit reached ends training; on resume, typing one of "
+                                  "these replaces all three saved limits)")
+    length.add_argument("--num_epochs", type=int, default=None,
+                        help=f"passes over the training text, 0: no epoch limit (default: {DEFAULT_EPOCHS}, "
+                             "or 0 when --max_steps or --time_budget says how long)")
+    length.add_argument("--max_steps", type=int, default=0, help="training steps (0: no step limit)")
+    length.add_argument("--time_budget", default=None, help="training time, e.g. 90s, 15m, 2h")
+    length.add_argument("--stop_at_step", type=int, default=0,
+                        help="save and stop at this step without changing the schedule (0: off)")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--save_dir", default="save", help="runs are saved in SAVE_DIR/<run name>/")
+    out.add_argument("--log_dir", default="logs", help="TensorBoard events go to LOG_DIR/<run name>/")
+    out.add_argument("--run_name", default=None, help="name of the run (default: corpus-model-size-time)")
+    out.add_argument("--init_from", default=None,
+                     help="resume this run directory (or a save directory: its newest run); with --save_dir "
+                          "typed, go on in a copy there")
+    out.add_argument("--save_every", type=int, default=1000, help="checkpoint every N steps")
+    out.add_argument("--eval_every", type=int, default=250, help="validate every N steps")
+    out.add_argument("--keep", type=int, default=5, help="checkpoints to keep (the best is kept apart)")
+    out.add_argument("--print_every", type=int, default=50, help="progress line every N steps when not on a terminal")
+    out.add_argument("--sample_length", type=int, default=300, help="characters of the TensorBoard sample")
+
+    misc = p.add_argument_group("misc")
+    misc.add_argument("--seed", type=int, default=1234, help="seed for weights, data order and dropout")
+    misc.add_argument("--xla", default="on", choices=["on", "off"], help="compile the step with XLA")
+    misc.add_argument("--batch_groups", type=int, default=0,
+                      help="split each batch into N groups whose forward and backward passes run side by side, "
+                           "one XLA computation each (0: auto, 2 on a CPU with 2+ cores under XLA, else 1). "
+                           "The same training up to float rounding; dropout draws other masks per group")
+    misc.add_argument("--mixed_precision", action="store_true",
+                      help="float16 compute with float32 weights and dynamic loss scaling; for GPUs "
+                           "(on a CPU float16 is slower than float32)")
+    misc.add_argument("--strategy", default="auto", choices=["auto", "one", "mirrored", "multiworker"],
+                      help="tf.distribute strategy: auto = all GPUs of this machine if more than one, "
+                           "else one device; multiworker reads the cluster from TF_CONFIG")
+    misc.add_argument("--verbose", action="store_true", help="debug logging, and TensorFlow's own start-up and C++ log lines")
+    return p
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """Names of the flags the user typed (as opposed to defaults): resume keeps the saved rest."""
+    shadow = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            if action.nargs == 0:
+                shadow.add_argument(*action.option_strings, dest=action.dest, action="store_true")
+            else:
+                shadow.add_argument(*action.option_strings, dest=action.dest)
+    return set(vars(shadow.parse_known_args(argv)[0]))
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse values that cannot work, naming the flag and a sensible range."""
+    def need(ok: bool, flag: str, why: str) -> None:
+        if not ok:
+            value = getattr(args, flag)
+            shown = repr(value) if isinstance(value, str) and not value.isprintable() else value  # a line break, say
+            raise CharRNNError(f"--{flag} {shown!s}: {why}")
+
+    if args.run_name is not None:
+        # "latest" is the save directory's pointer to its newest run, a file beside the runs.
+        need(args.run_name not in ("", ".", "..", "latest") and args.run_name.isprintable()
+             and not re.search(r"[/\\]", args.run_name), "run_name",
+             "must be a plain directory name (no / or \\, no control characters, not 'latest'), e.g. shakespeare-small")
+        need(len(os.fsencode(args.run_name)) <= 200, "run_name", "is too long for a directory name: at most 200 bytes")
+    for flag in ("save_dir", "log_dir", "run_name"):  # TensorBoard's writer takes any name TensorFlow can
+        if getattr(args, flag) is not None:
+            runs.check_tf_path(getattr(args, flag), f"--{flag}", globbed=flag != "log_dir")
+    for flag in ("init_from", "input", "data_dir"):  # init_from's other checks come when it is read
+        if getattr(args, flag) is not None:
+            utils.check_path(getattr(args, flag), f"--{flag}")
+    for flag, top in (*utils.MODEL_SIZE_LIMITS.items(), ("batch_size", 65536), ("seq_length", 100000)):
+        value = getattr(args, flag)
+        need(0 < value <= top, flag, f"must be a whole number from 1 to {top}")
+    if args.num_epochs is None:
+        args.num_epochs = 0 if args.max_steps or args.time_budget is not None else DEFAULT_EPOCHS
+    need(args.num_epochs >= 0, "num_epochs", "must be 0 (no epoch limit) or positive")
+    need(args.num_epochs or args.max_steps or args.time_budget is not None, "num_epochs",
+         "0 leaves the run without a length limit: give --max_steps or --time_budget too")
+    for flag in ("save_every", "eval_every", "keep", "print_every", "sample_length"):
+        need(getattr(args, flag) > 0, flag, "must be positive")
+    need(args.sample_length <= 100000, "sample_length", "must be at most 100000 (characters of each TensorBoard sample)")
+    need(-2**63 <= args.seed < 2**63, "seed", "must fit in 64 bits, e.g. 1234")  # TensorFlow's seeds are int64
+    for flag in ("max_steps", "stop_at_step", "warmup_steps", "max_vocab", "eval_symbols"):
+        need(getattr(args, flag) >= 0, flag, "must be 0 or positive")
+    need(args.min_char_count >= 1, "min_char_count", "must be at least 1")
+    need(0 <= args.batch_groups <= args.batch_size, "batch_groups", "must be from 0 (auto) to --batch_size")
+    need(0.0 < args.val_frac < 0.5, "val_frac", "must be between 0 and 0.5, e.g. 0.05")
+    need(0.0 <= args.dropout < 1.0, "dropout", "must be in [0, 1)")
+    need(0.0 < args.learning_rate < 1.0 and math.isfinite(args.learning_rate), "learning_rate",
+         "must be between 0 and 1, e.g. 0.002")
+    need(0.0 <= args.min_lr_frac <= 1.0, "min_lr_frac", "must be in [0, 1]")
+    need(args.grad_clip > 0 and math.isfinite(args.grad_clip), "grad_clip", "must be positive")
+    if args.decay_rate is not None:
+        need(0.0 < args.decay_rate <= 1.0, "decay_rate", "must be in (0, 1], e.g. 0.97")
+    for flag in ("output_keep_prob", "input_keep_prob"):
+        if getattr(args, flag) is not None:
+            need(1e-6 <= getattr(args, flag) <= 1.0, flag,  # 1 - 1e-17 is a dropout of 1.0, which drops all
+                 "must be from 0.000001 to 1 (the probability to keep a unit; dropout is 1 minus it), e.g. 0.8")
+    if args.time_budget is not None:
+        args.time_budget_s = utils.parse_duration(args.time_budget, "--time_budget")
+        need(0 < args.time_budget_s < math.inf, "time_budget", "must be a positive time, e.g. 90s, 15m, 2h")
+    else:
+        args.time_budget_s = 0.0
+
+
+def apply_old_flag_names(args: argparse.Namespace, typed: set[str]) -> set[str]:
+    """char-rnn-tensorflow's keep probabilities become dropout rates, and its --decay_rate its whole
+    schedule. Returns the typed flags with the rates they set, which a resumed run then takes over
+    its saved ones."""
+    typed = set(typed)
+    # Rounded: 1 - 0.8 is 0.19999999999999996, which config.json and the hparams would show.
+    if args.output_keep_prob is not None:
+        if "dropout" in typed:
+            raise CharRNNError(f"--dropout {args.dropout} and --output_keep_prob {args.output_keep_prob} both set the "
+                               f"dropout (it is 1 minus the keep probability): give one of them")
+        args.dropout = round(1.0 - args.output_keep_prob, 12)
+        typed.add("dropout")
+    args.input_dropout = round(1.0 - args.input_keep_prob, 12) if args.input_keep_prob is not None else 0.0
+    if args.input_keep_prob is not None:
+        typed.add("input_dropout")
+    # The old schedule started at --learning_rate. Not typed, so a resumed run keeps its saved warmup.
+    if args.decay_rate is not None and "warmup_steps" not in typed:
+        args.warmup_steps = 0
+    return typed
+
+
+def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path) -> dict:
+    """Flags not typed on this command line come from the saved run; typed architecture and data
+    layout flags that differ from it are refused, since the saved weights, data position and
+    hidden state depend on them. Returns the saved flags."""
+    actions = {a.dest: a for a in build_parser()._actions if a.option_strings}
+    not_inherited = set(typed) | set(SESSION_FLAGS) | set(RUN_PLACE_FLAGS)
+    for group in (LENGTH_FLAGS, CORPUS_FLAGS):
+        if not_inherited & set(group):
+            not_inherited |= set(group)
+    try:
+        saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["args"]
+        inherited = {key: value for key, value in saved.items() if key not in not_inherited}
+        for key, value in inherited.items():  # a hand-edited or damaged value must not reach the checks
+            action = actions.get(key)
+            if action is None:  # a value train.py derived and saved (one of a later version: as it is)
+                want = SAVED_DERIVED.get(key)
+                ok = want is None or type(value) is want or (want is float and type(value) is int)
+            elif value is None:
+                ok = action.default is None
+            elif action.choices:
+                ok = value in action.choices
+            elif action.nargs == 0:
+                ok = type(value) is bool
+            else:
+                want = action.type or str
+                ok = type(value) is want or (want is float and type(value) is int)
+            if not ok:
+                raise ValueError(f"{key} is {value!r}")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CharRNNError(f"{run_dir / 'config.json'} is unreadable or damaged ({error}); train.py wrote it "
+                           f"when the run started: restore it from a backup, or start a new run") from None
+    differ = [f"--{k}: saved {saved[k]!r}, given {getattr(args, k)!r}" for k in ARCHITECTURE_FLAGS + DATA_LAYOUT_FLAGS
+              if k in typed and k in saved and saved[k] != getattr(args, k)]
+    if differ:
+        raise CharRNNError(f"cannot resume {run_dir} with other model or batch flags ("
+                           + "; ".join(differ) + "): its weights, data position and hidden state are "
+                           "for the saved ones. Drop these flags to continue the run, "
+                           "or start a new run without --init_from.")
+    for key, value in inherited.items():
+        setattr(args, key, value)
+    return saved
+
+
+
+
+# ---------------------------------------------------------------------------------------------
+# The run: its corpus, directories and lock
+
+
+def default_run_name(args: argparse.Namespace) -> str:
+    corpus = Path(args.input or args.data_dir).resolve()
+    # data/tinyshakespeare/input.txt is "tinyshakespeare", as char-rnn-tensorflow users know it
+    name = (corpus.parent.name if corpus.stem == "input" else corpus.stem) if corpus.is_file() else corpus.name
+    # A name that is not UTF-8 (cp949 bytes from a Windows archive) becomes _s: TensorFlow needs UTF-8 paths.
+    name = os.fsencode(name).decode("utf-8", "replace").replace("\ufffd", "_")
+    name = utils.clip_name("".join("_" if c in runs.GLOB_CHARS else c for c in name), 100)  # see runs.check_tf_path
+    unit = "-jamo" if args.unit == "jamo" else ""
+    return f"{name}-{args.model}{args.num_layers}x{args.rnn_size}{unit}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where this process stands among the training workers (TF_CONFIG for multiworker)."""
+    worker_index: int = 0
+    num_workers: int = 1
+
+    @property
+    def is_chief(self) -> bool:
+        return self.worker_index == 0
+
+
+def check_batch_shares(batch_size: int, parts: int, what: str) -> None:
+    """Each worker or replica trains an equal share of the streams: a remainder would never be
+    trained, and a share of none would make the loss NaN."""
+    if batch_size % parts:
+        fits = parts * max(1, round(batch_size / parts))
+        raise CharRNNError(f"--batch_size {batch_size} must be a multiple of the number of {what} ({parts}): "
+                           f"each trains an equal share of the streams. Try --batch_size {fits}")
+
+
+def cluster_from_env(strategy: str) -> Cluster:
+    """Read TF_CONFIG (without TensorFlow) so that a bad cluster spec fails before any work."""
+    if strategy != "multiworker":
+        return Cluster()
+    example = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+               '"task": {"type": "worker", "index": 0}}\'')
+    if "TF_CONFIG" not in os.environ:
+        raise CharRNNError(f"--strategy multiworker needs TF_CONFIG set on each worker, e.g. {example}")
+    try:
+        spec = json.loads(os.environ["TF_CONFIG"])
+        task, cluster = spec["task"], spec["cluster"]
+        chiefs, workers = list(cluster.get("chief", [])), list(cluster.get("worker", []))
+        index = 0 if task["type"] == "chief" else len(chiefs) + int(task["index"])
+        if task["type"] not in ("chief", "worker") or not 0 <= index < len(chiefs) + len(workers):
+            raise ValueError(f"task {task} is not in the cluster")
+    except KeyError as missing:
+        raise CharRNNError(f"--strategy multiworker needs TF_CONFIG with {missing} set, e.g. {example}") from None
+    except (ValueError, TypeError, AttributeError) as error:  # AttributeError: a list where an object belongs
+        raise CharRNNError(f"--strategy multiworker: TF_CONFIG is not valid ({error}); e.g. {example}") from None
+    return Cluster(worker_index=index, num_workers=len(chiefs) + len(workers))
+
+
+
+def data_options(args: argparse.Namespace) -> "utils.DataOptions":
+    """The data options of the flags."""
+    return utils.DataOptions(encoding=args.encoding, normalize=args.normalize, unit=args.unit,
+                             max_vocab=args.max_vocab, min_char_count=args.min_char_count)
+
+
+def check_memory(args: argparse.Namespace, vocab_size: int) -> None:
+    """Refuse sizes whose training cannot fit in this machine's memory, before TensorFlow tries
+    and the system swaps or kills the process. A rough lower bound: weights, gradients and
+    Adam's two moments, plus the activations that the backward pass keeps."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return  # no cheap way to know here (Windows)
+    gates = utils.GATES_PER_CELL[args.model]
+    H, E, L, V = args.rnn_size, args.embedding_size, args.num_layers, vocab_size
+    params = V * E + gates * H * (E + H + 1) + (L - 1) * gates * H * (2 * H + 1) + (H + 1) * V
+    need = 4 * (4 * params + args.batch_size * args.seq_length * (L * H * (2 * gates + 4) + 3 * V))
+    if need > total:
+        raise CharRNNError(f"--num_layers {L} --rnn_size {H} --embedding_size {E} --batch_size {args.batch_size} "
+                           f"--seq_length {args.seq_length}: training needs at least {need / 2**30:,.1f} GiB of "
+                           f"memory, this machine has {total / 2**30:,.1f} GiB. Lower some of these flags.")
+
+
+def check_same_vocab(run_dir: Path, vocab: "utils.Vocab") -> None:
+    """The saved weights give each id the character it had when the run started: resuming on a
+    corpus whose vocabulary differs (other characters, or another frequency order) would
+    silently give them other characters."""
+    try:
+        saved = utils.Vocab.load(run_dir / "vocab.json")
+    except CharRNNError as error:
+        log.warning("%s; writing it again from the corpus", error)
+        return
+    if saved.symbols != vocab.symbols:
+        new = sorted(set(vocab.symbols) - set(saved.symbols))
+        raise CharRNNError(f"the corpus's characters differ from {run_dir / 'vocab.json'} ({saved.size} symbols "
+                           f"saved, {vocab.size} now" + (f", new: {''.join(new[:20])!r}" if new else "") +
+                           "): the text changed since the run started. Resume with the original text, "
+                           "or start a new run on this one.")
+
+
+@dataclass
+class Run:
+    """Everything about a run that is settled before TensorFlow is imported."""
+    args: argparse.Namespace
+    cluster: Cluster
+    corpus: "utils.Corpus"
+    train_ids: np.ndarray
+    val_ids: np.ndarray
+    loader: "utils.BatchLoader"
+    eval_batch: int
+    run_dir: Path            # the run's directory (the chief's)
+    write_dir: Path          # where this process writes checkpoints: run_dir, or scratch space
+    log_dir: Path
+    resume_dir: Path | None
+    forked_from: Path | None  # the run that run_dir is a copy of, going on from it
+    lock: "runs.RunLock | None"
+    log_dir_created: Path | None  # the outermost directory of log_dir that this session made
+    saved_length: argparse.Namespace | None = None  # the resumed run's flags under its saved limits, when typed anew
+    kept: bool = False       # the session saved a checkpoint: what it made stays
+    log_files_before: set[str] | None = None  # log_dir's files before this session's TensorBoard writer
+    config_before: str | None = None  # a resumed run's config.json before this session's first save rewrote it
+
+
+def copied_by_hand_from(saved: dict, run_dir: Path) -> Path | None:
+    """The run that run_dir is a copy of (cp -r): the directory its config.json was written in, when
+    that is another run, still there. A run renamed or moved (with the project) has no such twin."""
+    home = saved.get("run_dir")
+    if not home or not (Path(home) / "config.json").is_file():
+        return None
+    try:
+        return None if os.path.samefile(home, run_dir) else Path(home)
+    except OSError:
+        return None
+
+
+def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
+    """Resolve the run, read the corpus and check everything that can fail cheaply."""
+    resume_dir = runs.resolve_run_dir(args.init_from, "--init_from") if args.init_from else None
+    fork_dir = None  # where a resumed run goes on when it is not its own directory
+    source_logs = None  # the resumed run's TensorBoard run
+    copied_from = None  # the run that the resumed one is a copy of, made by hand (cp -r)
+    saved_length = None
+    if resume_dir is not None:
+        # char-rnn-tensorflow's meaning: --init_from is the run to start from, --save_dir where to save
+        # (the run itself, or the directory that holds it, is where it already is).
+        elsewhere = ("save_dir" in typed
+                     and Path(args.save_dir).resolve() not in (resume_dir.resolve(), resume_dir.parent.resolve()))
+        renamed = "run_name" in typed and args.run_name != resume_dir.name
+        if elsewhere or renamed:
+            fork_dir = Path(args.save_dir if elsewhere else resume_dir.parent) / (args.run_name or resume_dir.name)
+        saved = merge_resume_config(args, typed, resume_dir)
+        source_logs = Path(saved.get("log_dir") or "logs") / (saved.get("log_name") or resume_dir.name)
+        copied_from = copied_by_hand_from(saved, resume_dir)
+        check_args(args)
+        if typed & set(LENGTH_FLAGS):
+            saved_length = argparse.Namespace(**{**vars(args), **{k: saved.get(k) for k in LENGTH_FLAGS}})
+            check_args(saved_length)  # derives its time_budget_s
+    cluster = cluster_from_env(args.strategy)
+    check_batch_shares(args.batch_size, cluster.num_workers, "workers")
+    try:
+        files = utils.resolve_corpus(None if args.input else args.data_dir, args.input)
+    except CharRNNError as error:
+        if resume_dir is None or typed & set(CORPUS_FLAGS):
+            raise
+        raise CharRNNError(f"{error} (the path saved in {resume_dir / 'config.json'}): pass --data_dir or --input "
+                           f"to say where the text is now") from None
+    corpus = utils.prepare_corpus(files, data_options(args))
+    # Validation is the last val_frac of the characters. Runs saved before cut it by symbols, and
+    # keep that cut: their data position and best validation loss are for it.
+    args.val_split = getattr(args, "val_split", None) or ("symbols" if resume_dir is not None else "chars")
+    if args.val_split not in ("chars", "symbols"):
+        raise CharRNNError(f"{resume_dir / 'config.json'} is damaged (val_split is {args.val_split!r}): train.py "
+                           f"wrote it when the run started; restore it from a backup, or start a new run")
+    train_ids, val_ids = corpus.split(args.val_frac, by=args.val_split)
+    val_symbols = len(val_ids)
+    if args.eval_symbols:
+        val_ids = val_ids[:args.eval_symbols + 1]  # + 1: the last input's target
+    # Each worker reads only its own streams of the memory-mapped ids.
+    loader = utils.BatchLoader(train_ids, args.batch_size, args.seq_length, seed=args.seed,
+                               shard_index=cluster.worker_index, num_shards=cluster.num_workers)
+    if len(val_ids) <= args.seq_length:
+        capped = f", of which --eval_symbols {args.eval_symbols} scores {len(val_ids) - 1:,}" if val_symbols > len(val_ids) else ""
+        raise CharRNNError(f"the validation text (--val_frac {args.val_frac}: {val_symbols:,} symbols{capped}) is shorter "
+                           f"than one window of --seq_length {args.seq_length}: raise --val_frac or --eval_symbols, or "
+                           f"lower --seq_length")
+    check_memory(args, corpus.vocab.size)
+    if resume_dir is not None:
+        check_same_vocab(resume_dir, corpus.vocab)
+    run_dir = fork_dir or resume_dir or Path(args.save_dir) / (args.run_name or default_run_name(args))
+    forked_from = resume_dir if fork_dir is not None else None
+    args.run_name, args.save_dir = run_dir.name, str(run_dir.parent)
+    args.run_dir = str(run_dir.resolve()) if runs.is_utf8_path(str(run_dir.resolve())) else ""  # "": not known
+    # TensorBoard's name for the run (saved, so a resume writes on where the run wrote). A new run or
+    # a copy never writes into another run's curves: its own name, else name@save_dir, name@save_dir-2...
+    if resume_dir is not None and fork_dir is None and copied_from is None:
+        args.log_name = getattr(args, "log_name", None) or resume_dir.name
+    else:
+        base = utils.clip_name(f"{run_dir.name}@{run_dir.parent.resolve().name}", utils.NAME_MAX_BYTES - 8)  # -N
+        names = itertools.chain((run_dir.name, base), (f"{base}-{i}" for i in itertools.count(2)))
+        args.log_name = next(name for name in names
+                             if not (Path(args.log_dir) / name).exists() and not
+                             (source_logs and (Path(args.log_dir) / name).resolve() == source_logs.resolve()))
+        if copied_from is not None:
+            log.info("%s is a copy of %s (its config.json was written there): its TensorBoard run is %s, apart "
+                     "from that run's", resume_dir, copied_from, args.log_name)
+    # TensorFlow's longest names below them, e.g. best/ckpt-N_temp/part-00000-of-00001.data-00000-of-00001
+    place_flag = "--init_from" if run_dir == resume_dir else "--save_dir"
+    utils.check_path(str(run_dir), place_flag, room=80)
+    utils.check_path(str(Path(args.log_dir) / args.log_name), "--log_dir", room=80)
+    if cluster.is_chief:
+        # a second trainer on the same run refuses here
+        lock = runs.RunLock(run_dir, place_flag)
+        try:
+            if run_dir != resume_dir and lock.held_run:  # never train over a saved run, or its remains
+                if not (run_dir / "config.json").exists():
+                    raise CharRNNError(f"{run_dir} holds files of a run (checkpoints, vocab.json) but no config.json, "
+                                       f"what is left of one: pick another --run_name, or move them away to start over")
+                raise CharRNNError(f"{run_dir} already holds a run: continue it with --init_from {runs.shell_path(run_dir)}, "
+                                   f"pick another --run_name, or delete it to start over")
+            latest = run_dir.parent / "latest"
+            if latest.exists() and not latest.is_file():  # found now, not at the first save
+                raise CharRNNError(f"{latest} is not a file: the save directory keeps the name of its newest run "
+                                   f"there. Move it away, or choose another --save_dir")
+            if fork_dir is not None:
+                runs.copy_run(resume_dir, fork_dir, {"run_name": args.run_name, "save_dir": args.save_dir,
+                                                     "log_name": args.log_name, "run_dir": args.run_dir})
+                log.info("%s goes on in %s, a copy (TensorBoard run %s); %s itself stays as it is", resume_dir,
+                         fork_dir, args.log_name, resume_dir)
+                resume_dir = fork_dir
+            runs.remove_unfinished_saves(run_dir)
+            write_dir, log_dir = run_dir, Path(args.log_dir) / args.log_name
+            if resume_dir is not None and "log_dir" not in typed and not Path(args.log_dir).is_dir():
+                log.warning(f"the run's --log_dir {args.log_dir} is gone (deleted, or the project moved?); its TensorBoard "
+                            f"events go there anew. Pass --log_dir to write them elsewhere")
+            log_dir_created = runs.ensure_writable(log_dir, "--log_dir")
+        except BaseException:  # a refusal, or a signal during the copy
+            lock.release(discard=True)
+            raise
+    else:  # only the chief keeps what it writes; the others write to scratch space
+        lock = None
+        write_dir = Path(tempfile.mkdtemp(prefix=f"charrnn-worker{cluster.worker_index}-"))
+        log_dir, log_dir_created = write_dir / "logs", None
+    return Run(args=args, cluster=cluster, corpus=corpus, train_ids=train_ids, val_ids=val_ids, loader=loader,
+               eval_batch=max(1, min(args.batch_size, (len(val_ids) - 1) // args.seq_length)),
+               run_dir=run_dir, write_dir=write_dir, log_dir=log_dir, resume_dir=resume_dir,
+               forked_from=forked_from, lock=lock, log_dir_created=log_dir_created, saved_length=saved_length)
