@@ -25,6 +25,10 @@ from utils import CharRNNError, np  # numpy, run on first use: --help does not w
 
 log = logging.getLogger("charrnn")
 
+
+# ---------------------------------------------------------------------------------------------
+# Flags
+
 # Flags that change the shape or meaning of the weights: they cannot change on resume.
 ARCHITECTURE_FLAGS = ("model", "num_layers", "rnn_size", "embedding_size", "unit", "normalize",
                       "encoding", "max_vocab", "min_char_count")
@@ -45,15 +49,12 @@ CORPUS_FLAGS = ("data_dir", "input")
 # The old keep probabilities are read as the dropout rates, which are saved and inherited.
 SESSION_FLAGS = ("init_from", "stop_at_step", "verbose", "time_budget_s", "mixed_precision",
                  "output_keep_prob", "input_keep_prob")
-# Values train.py derives from the flags and saves beside them in config.json, with their types.
+# Values derived from the flags here (apply_old_flag_names, plan_run), saved beside them in
+# config.json, with their types.
 SAVED_DERIVED = {"input_dropout": float, "val_split": str, "log_name": str, "run_dir": str}
 # Where a run lives comes from its directory as it is now (renamed or moved since, say), never
 # from its config.json; typed on resume, they name a copy to go on in.
 RUN_PLACE_FLAGS = ("save_dir", "run_name")
-
-
-# ---------------------------------------------------------------------------------------------
-# Flags
 
 
 def model_type(name: str) -> str:
@@ -64,8 +65,9 @@ def model_type(name: str) -> str:
     return name
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train a character-level LSTM/GRU/RNN language model.",
+def build_parser(description: str | None = None) -> argparse.ArgumentParser:
+    """train.py's flags (description: what --help says first, train.py's docstring)."""
+    p = argparse.ArgumentParser(description=description,
                                 formatter_class=utils.HelpFormatter)
     data = p.add_argument_group("data")
     data.add_argument("--data_dir", default="data/tinyshakespeare",
@@ -284,6 +286,16 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
     return saved
 
 
+def saved_flags(args: argparse.Namespace) -> dict:
+    """The flags as config.json keeps them, what merge_resume_config reads back: all but the
+    session's own. Paths are absolute, so that a resume from another working directory finds the
+    text and continues the logs; but a log_dir that is UTF-8 only as typed (under a cp949-named
+    working directory) stays relative."""
+    saved = {key: value for key, value in vars(args).items() if key not in SESSION_FLAGS}
+    for key in ("data_dir", "input", "log_dir"):
+        if saved[key] is not None and (key != "log_dir" or runs.is_utf8_path(os.path.abspath(saved[key]))):
+            saved[key] = os.path.abspath(saved[key])
+    return saved
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,7 +355,6 @@ def cluster_from_env(strategy: str) -> Cluster:
     return Cluster(worker_index=index, num_workers=len(chiefs) + len(workers))
 
 
-
 def data_options(args: argparse.Namespace) -> "utils.DataOptions":
     """The data options of the flags."""
     return utils.DataOptions(encoding=args.encoding, normalize=args.normalize, unit=args.unit,
@@ -387,7 +398,8 @@ def check_same_vocab(run_dir: Path, vocab: "utils.Vocab") -> None:
 
 @dataclass
 class Run:
-    """Everything about a run that is settled before TensorFlow is imported."""
+    """Everything about a run that is settled before TensorFlow is imported; the last three fields
+    record what the session has written since, for train.py's undo_session."""
     args: argparse.Namespace
     cluster: Cluster
     corpus: "utils.Corpus"

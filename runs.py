@@ -1,9 +1,9 @@
-"""Run directories and checkpoints, shared by train.py and sample.py: where a run lives on disk
+"""Run directories and checkpoints, shared by train.py, plan.py and sample.py: where a run lives on disk
 (save/<run>/ and the save directory's `latest`), the lock that keeps two trainers off one run,
 saving checkpoints and restoring the newest one that loads, and TensorFlow's quiet start-up.
 
-TensorFlow objects are passed in, so importing this module stays free of TensorFlow: train.py
-checks everything it can before paying for that import.
+TensorFlow objects are passed in, so importing this module stays free of TensorFlow: plan.py
+checks everything it can before train.py pays for that import.
 """
 from __future__ import annotations
 

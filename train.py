@@ -114,16 +114,11 @@ def format_eta(seconds: float) -> str:
 # ---------------------------------------------------------------------------------------------
 # Training
 
-def make_strategy(tf: ModuleType, name: str) -> "tf.distribute.Strategy":
-    """tf.distribute does the distributing: one device, several GPUs, or several workers."""
-    gpus = tf.config.list_physical_devices("GPU")
-    if name == "multiworker":
-        # A peer that dies makes collectives fail within this bound instead of hanging.
-        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_S)
-        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+
+def bits_per_char(nats_per_symbol: float, chars_per_symbol: float) -> float:
+    """A loss in nats per symbol as bits per original character (the same figure in both units:
+    chars_per_symbol counts characters with utils.count_chars, < 1 under jamo)."""
+    return nats_per_symbol / chars_per_symbol / math.log(2)
 
 
 class Trainer:
@@ -558,6 +553,22 @@ def how_to_go_on(run: plan.Run) -> str:
     return "nothing was saved: run the same command again"
 
 
+# ---------------------------------------------------------------------------------------------
+# Devices and workers (tf.distribute)
+
+
+def make_strategy(tf: ModuleType, name: str) -> "tf.distribute.Strategy":
+    """tf.distribute does the distributing: one device, several GPUs, or several workers."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if name == "multiworker":
+        # A peer that dies makes collectives fail within this bound instead of hanging.
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT_S)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+
+
 def identical_replica_updates(next_creator: Callable, **kwargs) -> "tf.Variable":
     """Every replica applies the same all-reduced update, so a variable takes the first
     replica's value instead of needing a merge (a no-op on one device)."""
@@ -588,11 +599,8 @@ def make_agreement(strategy: "tf.distribute.Strategy") -> Callable[[float, bool]
     return agree
 
 
-def bits_per_char(nats_per_symbol: float, chars_per_symbol: float) -> float:
-    """A loss in nats per symbol as bits per original character (the same figure in both units:
-    chars_per_symbol counts characters with utils.count_chars, < 1 under jamo)."""
-    return nats_per_symbol / chars_per_symbol / math.log(2)
-
+# ---------------------------------------------------------------------------------------------
+# The train step and the optimizer
 
 
 def batch_groups(tf: ModuleType, requested: int, batch_size: int, xla: bool) -> int:
@@ -761,17 +769,15 @@ class Adam:
             var.assign_sub(step_size * m / (tf.sqrt(v) * v_correction + self.epsilon))
 
 
+# ---------------------------------------------------------------------------------------------
+# Run files and TensorBoard summaries
+
+
 def write_run_files(args: argparse.Namespace, run_dir: Path, corpus: "utils.Corpus", config: "model.ModelConfig",
                     chars_per_symbol: dict) -> None:
     """config.json and vocab.json, each written whole or not at all (an OSError leaves the old one)."""
     import tensorflow as tf
-    saved_args = {k: v for k, v in vars(args).items() if k not in plan.SESSION_FLAGS}
-    # Absolute, so that a resume from another working directory finds the text and continues the logs;
-    # but a log_dir that is UTF-8 only as typed (under a cp949-named working directory) stays relative.
-    for key in ("data_dir", "input", "log_dir"):
-        if saved_args[key] is not None and (key != "log_dir" or runs.is_utf8_path(os.path.abspath(saved_args[key]))):
-            saved_args[key] = os.path.abspath(saved_args[key])
-    record = {"args": saved_args, "model": config.to_dict(), "vocab_file": "vocab.json",
+    record = {"args": plan.saved_flags(args), "model": config.to_dict(), "vocab_file": "vocab.json",
               "chars_per_symbol": chars_per_symbol,
               "corpus_files": [str(f) for f in corpus.files],
               "versions": {"python": sys.version.split()[0], "tensorflow": tf.__version__,
@@ -803,9 +809,13 @@ def write_run_summaries(args: argparse.Namespace, vocab_size: int) -> None:
     tf.summary.experimental.write_raw_pb(custom_scalar.pb(layout).SerializeToString(), step=0)
 
 
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = plan.build_parser()
+    parser = plan.build_parser(description=__doc__.split("\n\n")[0])
     args = parser.parse_args(argv)
     utils.setup_logging(args.verbose)
     # Until the training loop takes them over (a checkpoint, then exit), SIGINT and SIGTERM stop

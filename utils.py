@@ -10,7 +10,7 @@ Memory stays at a few chunks whatever the corpus size, and the text is decoded o
 is cached next to the corpus (<dir>/.prepared/<key>/), keyed by the files' identity and every option
 that changes the ids. Training opens ids.npy with np.memmap.
 
-This module must not import TensorFlow: train.py checks the data before paying for that import.
+This module must not import TensorFlow: plan.py checks the data before train.py pays for that import.
 Nor does importing it run numpy's import (see _lazy_import): train.py and sample.py import it at
 their top, and their --help should cost the standard library only.
 """
@@ -63,8 +63,8 @@ logger = logging.getLogger("charrnn")
 # Errors and small utilities
 
 # The model's kinds (with the weight blocks per layer of each cell) and size limits: here, free of
-# TensorFlow, so that train.py checks its flags and sample.py a saved config.json before either
-# imports model.py.
+# TensorFlow, so that plan.py checks train.py's flags and sample.py a saved config.json before
+# either imports model.py.
 GATES_PER_CELL = {"lstm": 4, "gru": 3, "rnn": 1}
 MODEL_TYPES = tuple(GATES_PER_CELL)
 MODEL_SIZE_LIMITS = {"num_layers": 64, "rnn_size": 16384, "embedding_size": 16384}
