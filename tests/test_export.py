@@ -111,8 +111,8 @@ for directory, prime, n, extra_primes in json.loads(sys.argv[1]):
     extra = {p: m.generate(prime=p, n=n, temperature=0.0)["text"].numpy().decode() for p in extra_primes}
     sampled = m.signatures["serving_default"](prime=tf.constant(prime), n=tf.constant(n),
                                               temperature=tf.constant(0.8))["text"].numpy().decode()
-    seeded = [m.generate_seeded(prime=prime, n=n, temperature=1.0, seed=tf.constant(7, tf.int64))["text"]
-              .numpy().decode() for _ in range(2)]
+    seeded = [m.generate_seeded(prime=prime, n=n, temperature=1.0, seed=tf.constant(seed, tf.int64))["text"]
+              .numpy().decode() for seed in (7, 7, 8)]
     empty = m.generate(prime="", n=5, temperature=1.0)["text"].numpy().decode()
     with tf.compat.v1.Session(graph=tf.Graph()) as sess:
         sig = tf.compat.v1.saved_model.load(sess, ["serve"], directory).signature_def["serving_default"]
@@ -139,7 +139,7 @@ def test_saved_model_runs_with_tensorflow_alone(work: Path, greedy: dict[str, st
         for extra_prime, text in got["extra"].items():
             assert text == greedy[name][extra_prime], extra_prime
         assert got["sampled"].startswith(prime) and len(got["sampled"]) > len(prime)
-        assert got["seeded"][0] == got["seeded"][1]
+        assert got["seeded"][0] == got["seeded"][1] != got["seeded"][2]  # the same seed, the same text; another, not
         assert got["empty"] and not got["empty"].startswith(prime)
     jamo, prime = texts[str(work / "out" / "gru_jamo")], RUNS["gru_jamo"][1]
     for text in (jamo["greedy"], jamo["sampled"], jamo["seeded"][0]):
@@ -279,10 +279,11 @@ def test_export_replaces_only_an_earlier_export(work: Path, tmp_path: Path) -> N
     config.json, a device); a refused export leaves no folder that it made behind."""
     run_dir = work / "save" / "lstm"
     sample = [str(ROOT / "sample.py"), "--save_dir", str(run_dir)]
-    for suffix in (".tflite", ".vocab.json"):  # an earlier export
-        shutil.copy(work / "out" / f"lstm{suffix}", tmp_path / f"m{suffix}")
+    for suffix in (".tflite", ".vocab.json"):  # an earlier export, of another run
+        shutil.copy(work / "out" / f"gru_jamo{suffix}", tmp_path / f"m{suffix}")
     run(tmp_path, *sample, "--export_tflite", "m.tflite")
-    assert (tmp_path / "m.tflite").read_bytes() == (work / "out" / "lstm.tflite").read_bytes()
+    for suffix in (".tflite", ".vocab.json"):
+        assert (tmp_path / f"m{suffix}").read_bytes() == (work / "out" / f"lstm{suffix}").read_bytes(), suffix
     config = (run_dir / "config.json").read_bytes()
     refused = subprocess.run([sys.executable, *sample, "--export", "new/deep/exp", "--export_tflite",
                               str(run_dir / "config.json")], cwd=tmp_path, capture_output=True, text=True,

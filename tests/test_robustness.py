@@ -4,6 +4,7 @@ inputs are refused before TensorFlow is imported, so those cases take about a se
 The slow cases share one tiny trained run (module fixture) and copy it before damaging it."""
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
@@ -302,13 +303,39 @@ def test_unwritable_output_directory(tmp_path: Path, flag: str) -> None:
         assert not (tmp_path / "save").exists()  # nor the save directory made for it
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes read-only directories")
+def _drop_permission_overrides() -> None:
+    """In a child before exec: drop the capabilities by which root ignores permission bits
+    (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH) from its bounding set, so the program it runs obeys them."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def obeying_permission_bits(read_only: Path) -> dict:
+    """subprocess options under which a process cannot write into read_only (a 0o555 folder): none
+    for a user; for root (as in CI containers), its permission overrides dropped, where it may."""
+    if os.geteuid() != 0:
+        return {}
+    probe = [sys.executable, "-c", f"open({str(read_only / 'probe')!r}, 'w')"]
+    try:
+        refused = subprocess.run(probe, preexec_fn=_drop_permission_overrides, capture_output=True).returncode != 0
+    except subprocess.SubprocessError:
+        refused = False
+    if not refused:
+        pytest.skip("running as root, which may not drop the capabilities that ignore permission bits")
+    return {"preexec_fn": _drop_permission_overrides}
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="permission bits as on Linux and macOS")
 def test_read_only_save_directory(tmp_path: Path) -> None:
     corpus = tmp_path / "tiny.txt"
     corpus.write_text(tiny_text(), encoding="utf-8")
     (tmp_path / "ro").mkdir(mode=0o555)
-    result = run("train.py", "--input", str(corpus), *TINY, "--save_dir", str(tmp_path / "ro"), cwd=tmp_path)
+    result = run("train.py", "--input", str(corpus), *TINY, "--save_dir", str(tmp_path / "ro"), cwd=tmp_path,
+                 **obeying_permission_bits(tmp_path / "ro"))
     assert_refused(result, "--save_dir", "ro", "cannot write there")
+    assert not any((tmp_path / "ro").iterdir())
 
 
 def test_run_directories_as_found_on_disk(trained, run_copy: Path) -> None:
@@ -676,8 +703,12 @@ def test_resume_flags_replace_the_saved_ones(trained, run_copy: Path) -> None:
     # Ended at its floor by --max_steps 6, the run's learning rate goes back near the peak: said.
     assert ("the new length (--num_epochs 9) reshapes the learning-rate schedule over the whole run: step 7 "
             "trains at 3.00e-03, where the saved length had 3.00e-04") in result.stderr, result.stderr
+    # and trains at it (the rate TensorBoard logged for the step), not only says so.
+    logged = read_scalars(cwd / "logs" / "run@save")["train/learning_rate"]  # a copy's own TensorBoard run
+    rates = {step: float(rate) for step, rate in logged}
+    assert sorted(rates) == [7, 8] and rates[7] == pytest.approx(3.0e-3, rel=0.005), rates
     saved = json.loads((run_copy / "config.json").read_text(encoding="utf-8"))
-    assert (saved["args"]["num_epochs"], saved["args"]["max_steps"]) == (9, 0)
+    assert (saved["args"]["num_epochs"], saved["args"]["max_steps"], saved["args"]["time_budget"]) == (9, 0, None)
     assert (saved["args"]["data_dir"], saved["args"]["input"]) == (str(data_dir), None)
     assert (saved["args"]["dropout"], saved["args"]["input_dropout"]) == (0.25, 0.5)
     assert (saved["model"]["dropout"], saved["model"]["input_dropout"]) == (0.25, 0.5)

@@ -297,9 +297,37 @@ def test_sigint_saves_and_exits_cleanly(tmp_path: Path, corpus: Path, sig: signa
             break
     rest = "".join(lines) + proc.communicate(timeout=120)[1]
     assert proc.returncode == 0, rest
-    assert "stopped at step" in rest and f"by {sig.name}" in rest
+    step = int(re.search(rf"stopped at step (\d+) by {sig.name}", rest).group(1))
     assert "python train.py --init_from" in rest
-    assert list((tmp_path / "save" / "interrupted").glob("ckpt-*.index"))
+    # The checkpoint is of the step it stopped at, and the run goes on from there.
+    listed = (tmp_path / "save" / "interrupted" / "checkpoint").read_text(encoding="utf-8")
+    assert f'model_checkpoint_path: "ckpt-{step}"' in listed, listed
+    resumed = train(tmp_path, "--init_from", "save", "--max_steps", str(step + 2))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"ckpt-{step} at step {step} " in resumed.stderr and f"stopped at step {step + 2} " in resumed.stderr
+
+
+def test_keep_prunes_old_checkpoints_and_the_run_that_saved_last_is_used(tmp_path: Path, corpus: Path) -> None:
+    """--keep N leaves the newest N checkpoints, best/ apart; `--init_from save` and `sample.py
+    --save_dir save` take the run that saved last (save/latest), not the last by name."""
+    kept = train(tmp_path, "--input", str(corpus), "--max_steps", "8", "--save_every", "2", "--eval_every", "2",
+                 "--keep", "2", "--run_name", "b", *TINY)
+    assert kept.returncode == 0, kept.stderr
+    run_b = tmp_path / "save" / "b"
+    assert sorted(p.name for p in run_b.glob("ckpt-*.index")) == ["ckpt-6.index", "ckpt-8.index"]
+    listed = re.findall(r'all_model_checkpoint_paths: "([^"]+)"', (run_b / "checkpoint").read_text(encoding="utf-8"))
+    assert listed == ["ckpt-6", "ckpt-8"]
+    assert len(list((run_b / "best").glob("ckpt-*.index"))) == 1
+    newer = train(tmp_path, "--input", str(corpus), "--max_steps", "4", "--eval_every", "4", "--run_name", "a", *TINY)
+    assert newer.returncode == 0, newer.stderr
+    assert (tmp_path / "save" / "latest").read_text(encoding="utf-8") == "a\n"
+    sampled = subprocess.run([sys.executable, str(ROOT / "sample.py"), "--save_dir", "save", "-n", "5", "--verbose"],
+                             cwd=tmp_path, capture_output=True, text=True, encoding="utf-8", timeout=180)
+    assert sampled.returncode == 0, sampled.stderr
+    assert re.search(r"loaded \S*save/a/ckpt-4\b", sampled.stderr), sampled.stderr[-2000:]
+    resumed = train(tmp_path, "--init_from", "save", "--max_steps", "5")
+    assert resumed.returncode == 0, resumed.stderr
+    assert re.search(r"resumed \S*save/a/ckpt-4 at step 4 ", resumed.stderr), resumed.stderr
 
 
 def test_mixed_precision_trains_resumes_and_samples_in_float32(tmp_path: Path, corpus: Path) -> None:
@@ -381,6 +409,21 @@ def test_a_typed_length_flag_alone_says_how_long(tmp_path: Path) -> None:
     # Each epoch reads the text from a new offset, so its streams start from a zero state.
     (carried,) = checkpoint_weights(str(only_run(tmp_path / "save") / "ckpt-60"), "carried_state/").values()
     assert carried.shape == (1, 2, 2, 16) and not carried.any()
+
+
+def test_a_time_budget_counts_the_whole_run(tmp_path: Path, corpus: Path) -> None:
+    """--time_budget on resume is the run's time in all, not more time: a budget below the time
+    already trained trains nothing, and says so."""
+    first = train(tmp_path, "--input", str(corpus), "--time_budget", "10m", "--stop_at_step", "3", "--run_name", "t",
+                  *TINY)
+    assert first.returncode == 0, first.stderr
+    (spent,) = checkpoint_weights(str(tmp_path / "save" / "t" / "ckpt-3"), "train_seconds/").values()
+    assert 0 < spent < 600
+    again = train(tmp_path, "--init_from", "save/t", "--time_budget", f"{spent * 0.9:.3f}s")
+    assert again.returncode == 0, again.stderr
+    assert f"had already reached --time_budget {spent * 0.9:.3f}s at step 3; nothing trained" in again.stderr
+    assert re.findall(r'all_model_checkpoint_paths: "([^"]+)"',
+                      (tmp_path / "save" / "t" / "checkpoint").read_text(encoding="utf-8")) == ["ckpt-3"]
 
 
 def test_adam_is_pytorchs_update() -> None:
@@ -516,3 +559,8 @@ def test_validation_loss_is_the_first_eval_symbols_of_the_split(tmp_path: Path, 
         count += y.size
     logged = float(read_scalars(tmp_path / "logs" / "ev")["val/loss"][-1][1])
     np.testing.assert_allclose(logged, nats / count, rtol=1e-4)
+    # --eval_symbols 0 scores the whole split.
+    whole = train(tmp_path, "--input", str(corpus), "--max_steps", "1", "--eval_symbols", "0", "--run_name", "all",
+                  *TINY)
+    assert whole.returncode == 0, whole.stderr
+    assert f"validation {len(val):,} symbols" in whole.stderr, whole.stderr
