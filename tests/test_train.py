@@ -338,7 +338,11 @@ def test_mixed_precision_trains_resumes_and_samples_in_float32(tmp_path: Path, c
     scalars = read_scalars(tmp_path / "logs" / "mp")
     losses = [float(v) for _, v in scalars["train/loss"]]
     assert np.mean(losses[-10:]) < np.mean(losses[:5]) - 0.5, losses
-    assert float(scalars["train/loss_scale"][-1][1]) >= 1.0
+    # One scale per step: 2^15 at first, halved by each overflow, never grown (that takes 2,000 finite steps).
+    scales = [(step, float(v)) for step, v in scalars["train/loss_scale"]]
+    assert [step for step, _ in scales] == list(range(1, 61))
+    assert all(1.0 <= s <= 2.0 ** 15 and np.log2(s).is_integer() for _, s in scales), scales
+    assert all(later <= earlier for (_, earlier), (_, later) in zip(scales, scales[1:])), scales
     run = tmp_path / "save" / "mp"
     weights = checkpoint_weights(str(run / "ckpt-60"))
     assert weights and all(w.dtype == np.float32 for w in weights.values())  # float32 master weights
