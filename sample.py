@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=utils.HelpFormatter)
     p.add_argument("--save_dir", default="save", help="a run directory, or a save directory (its newest run)")
     p.add_argument("--checkpoint", default="latest", help="latest, best, or the path of a checkpoint (ckpt-N)")
-    p.add_argument("-n", type=int, default=500, help="number of characters to generate")
+    p.add_argument("-n", type=int, default=500, help="number of characters to generate (0: the prime alone)")
     p.add_argument("--prime", default="", help="text to start from (empty: start of a line)")
     p.add_argument("--sample", type=int, default=1, choices=[0, 1, 2],
                    help="0: most likely character each step; 1: sample; 2: sample only after spaces")
@@ -72,8 +72,8 @@ def check_args(args: argparse.Namespace) -> None:
     except UnicodeEncodeError:  # bytes in another encoding, kept by Python as lone surrogates
         raise CharRNNError(f"--prime {args.prime!a}: not valid UTF-8 (a terminal set to EUC-KR or cp949?); "
                            f"set the terminal to UTF-8, or pass the prime as UTF-8 bytes") from None
-    if args.n < 1:
-        raise CharRNNError(f"-n {args.n}: the number of characters to generate must be at least 1")
+    if args.n < 0:  # -n 0 writes the prime alone, as char-rnn-tensorflow did
+        raise CharRNNError(f"-n {args.n}: the number of characters to generate must be 0 or more")
     if not (args.temperature > 0 and math.isfinite(args.temperature)):
         raise CharRNNError(f"--temperature {args.temperature}: must be positive (e.g. 0.7); "
                            f"for the single most likely text use --sample 0")

@@ -55,7 +55,8 @@ def test_same_seed_same_text_and_streaming_continues_one_stream(run_dir: Path) -
 
 def test_top_k_1_and_cold_temperature_equal_argmax(run_dir: Path) -> None:
     greedy = text(sample(run_dir, "-n", "200", "--sample", "0", "--prime", "the "))
-    assert greedy.startswith("the ")
+    assert greedy.startswith("the ") and len(greedy) == len("the ") + 200 + 1  # and a line break
+    assert text(sample(run_dir, "-n", "0", "--prime", "the ")) == "the \n"  # the prime alone, as the old tool
     assert text(sample(run_dir, "-n", "200", "--top_k", "1", "--seed", "3", "--prime", "the ")) == greedy
     assert text(sample(run_dir, "-n", "200", "--temperature", "0.0001", "--seed", "9", "--prime", "the ")) == greedy
 
