@@ -200,10 +200,26 @@ class DataOptions:
             raise CharRNNError(f"--min_char_count {self.min_char_count}: use 1 (keep all) or more")
 
 
+def _text_files(root: Path) -> list[Path]:
+    """Every .txt file below root (.TXT too, as Windows names them), in sorted order: linked folders
+    are followed (each real folder read once, so a link loop ends), hidden folders such as the
+    .prepared cache skipped."""
+    files, seen = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        files += [Path(folder) / name for name in names
+                  if name.lower().endswith(".txt") and not name.startswith(".") and (Path(folder) / name).is_file()]
+    return sorted(files, key=lambda path: path.relative_to(root).parts)
+
+
 def resolve_corpus(data_dir: str | None, input_path: str | None) -> list[Path]:
     """The corpus files: --input FILE or DIR, or --data_dir DIR (DIR/input.txt if it exists, as in
-    char-rnn-tensorflow, else every .txt below DIR). Directories are searched recursively in sorted
-    order, skipping hidden directories such as the .prepared cache."""
+    char-rnn-tensorflow, else every .txt below DIR, see _text_files)."""
     if data_dir and input_path:
         raise CharRNNError("pass either --data_dir or --input, not both")
     if not data_dir and not input_path:
@@ -217,19 +233,20 @@ def resolve_corpus(data_dir: str | None, input_path: str | None) -> list[Path]:
                                                   else "no such file or directory"))
     elif flag == "--data_dir" and (root / "input.txt").is_file():
         files = [root / "input.txt"]
-        others = sum(1 for p in root.glob("*.txt") if p.name != "input.txt")
+        others = len(_text_files(root)) - 1
         if others:  # a user who added text files beside it may expect them read too
             logger.warning("--data_dir %s: reading input.txt only, as char-rnn-tensorflow did; the %d other .txt "
-                           "file(s) beside it are left out (pass --input %s to read every .txt file)",
+                           "file(s) in and below it are left out (pass --input %s to read every .txt file)",
                            where, others, where)
     else:
-        files = sorted(p for p in root.rglob("*.txt")
-                       if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+        files = _text_files(root)
         if not files:
             raise CharRNNError(f"{flag} {where}: no .txt files in this directory "
                                f"(put the text in {root / 'input.txt'} or pass --input FILE)")
     if all(p.stat().st_size == 0 for p in files):
-        raise CharRNNError(f"{files[0] if len(files) == 1 else where}: empty; a corpus needs some text")
+        raise CharRNNError(f"{flag} {files[0] if len(files) == 1 else where}: "
+                           f"{'empty' if len(files) == 1 else f'all {len(files)} .txt files are empty'}; "
+                           f"a corpus needs some text")
     return files
 
 
@@ -302,6 +319,7 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
                                    f"--encoding, or convert it to UTF-8") from None
             if at_start and text:
                 text, at_start = text.removeprefix("\ufeff"), False  # a BOM marks the encoding, it is not text
+                _check_decoded_text(path, text, options.encoding)
             offset += len(data)
             progress(len(data))
             del data  # only one chunk's worth of text is alive at a time
@@ -315,9 +333,10 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
 def _check_looks_like_text(path: Path, head: bytes, encoding: str) -> None:
     if "\n".encode(encoding) != b"\n":
         return  # UTF-16/32 text is full of NUL bytes; let the decoder judge it
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise CharRNNError(f"{path}: starts with a UTF-16 byte-order mark: pass --encoding utf-16 "
-                           "(or convert the file to UTF-8)")
+    for width, marks in ((32, (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")), (16, (b"\xff\xfe", b"\xfe\xff"))):
+        if head.startswith(marks):  # UTF-32's first: FF FE 00 00 begins with UTF-16's FF FE
+            raise CharRNNError(f"{path}: starts with a UTF-{width} byte-order mark: pass --encoding utf-{width} "
+                               "(or convert the file to UTF-8)")
     if b"\x00" in head:
         # UTF-16 without a byte-order mark: the high byte of every ASCII character (spaces, line
         # breaks) is NUL, the low bytes hardly ever are; a binary file has NULs on both sides.
@@ -328,6 +347,21 @@ def _check_looks_like_text(path: Path, head: bytes, encoding: str) -> None:
                                f"utf-16-{order} (or convert the file to UTF-8)")
         raise CharRNNError(f"{path}: looks like a binary file, not text (NUL byte at offset "
                            f"{head.index(0):,}); pass a text file")
+
+
+def _check_decoded_text(path: Path, text: str, encoding: str) -> None:
+    """The first decoded chunk, judged for a wrong --encoding that decoded without an error: UTF-32
+    read as UTF-16 is every other character NUL; cp1252 (Windows) read as latin-1 turns its curly
+    quotes and dashes into C1 control characters, which no text uses."""
+    if text.count("\x00") > len(text) // 20:
+        raise CharRNNError(f"{path}: under --encoding {encoding} the text is {text.count(chr(0)) / len(text):.0%} "
+                           f"NUL characters: the file has another encoding (UTF-32?); pass it with --encoding, "
+                           f"or convert the file to UTF-8")
+    c1 = sum(1 for c in text if "\x80" <= c <= "\x9f")
+    if c1 and codecs.lookup(encoding).name in ("iso8859-1", "latin-1"):
+        logger.warning("%s: under --encoding %s the text has %d C1 control characters (U+0080-U+009F), which "
+                       "cp1252 reads as curly quotes, dashes and the euro sign: if the file comes from Windows, "
+                       "pass --encoding cp1252", path, encoding, c1)
 
 
 def _reads_as_text(head: bytes, encoding: str) -> bool:
@@ -373,8 +407,19 @@ def _decode_error(path: Path, encoding: str, bad: int) -> CharRNNError:
         others = [c for c in text if ord(c) >= 0x80]
         if candidate == "utf-8" or sum("\uac00" <= c <= "\ud7a3" for c in others) > len(others) // 2:
             return CharRNNError(f"{where}; this looks like {candidate}: pass --encoding {candidate}")
+    # Bytes 0x80-0x9F are control characters in latin-1 but curly quotes, dashes and the euro in
+    # cp1252, Windows' Western encoding: there, latin-1 would decode without an error, wrongly.
+    windows = any(0x80 <= b <= 0x9F for b in sample) and _decodes(sample, "cp1252")
     return CharRNNError(f"{where}; it is not {' or '.join(tried)} either: pass --encoding with the file's "
-                        "encoding (e.g. --encoding latin-1) or convert it to UTF-8")
+                        f"encoding (e.g. --encoding {'cp1252' if windows else 'latin-1'}) or convert it to UTF-8")
+
+
+def _decodes(data: bytes, encoding: str) -> bool:
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _code_points(text: str) -> np.ndarray:
@@ -523,6 +568,14 @@ class Vocab:
                     if not self._lookup(c)[1].all()]
         return _distinct_chars(cp[~found])
 
+    @property
+    def missing_what(self) -> str:
+        """What missing() finds, in words: with an unknown symbol, characters may have been in the
+        corpus and still be outside the vocabulary, too rare for --max_vocab or --min_char_count."""
+        if self.unk_id is None:
+            return "characters the model never saw"
+        return "characters outside the model's vocabulary (its run kept only the most frequent ones)"
+
     def encode(self, text: str, unknown: str = "error") -> np.ndarray:
         """Text -> int32 ids. Characters outside the vocabulary raise (unknown='error') or are
         dropped whole with a warning (unknown='skip')."""
@@ -532,8 +585,8 @@ class Vocab:
         unseen = self.missing(text)
         shown = describe_chars(unseen, 10)
         if unknown == "error":
-            raise CharRNNError(f"characters the model never saw: {shown}; remove them from the text")
-        logger.warning("skipping characters the model never saw: %s", shown)
+            raise CharRNNError(f"{self.missing_what}: {shown}; remove them from the text")
+        logger.warning("skipping %s: %s", self.missing_what, shown)
         dropped = set(unseen)
         return self._lookup("".join(c for c in _normalize(text, self.normalize) if c not in dropped))[0].astype(np.int32)
 
@@ -597,6 +650,10 @@ def _make_vocab(counts: np.ndarray, options: DataOptions) -> tuple[Vocab, np.nda
                                    f"{int(protected.sum()) + 1}")
             keep[np.flatnonzero(keep & ~protected)[room:]] = False
         keep[present == ord(_UNKNOWN)] = False
+    if not keep.any():
+        raise CharRNNError(f"--min_char_count {options.min_char_count}: every character of the text is rarer than "
+                           f"that (the most frequent appears {int(freq[0]):,} times), so the vocabulary would be the "
+                           f"unknown symbol alone; use at most {int(freq[0]):,}")
     cps, freq_kept = list(present[keep]), list(freq[keep])
     if needs_unknown:
         dropped = freq[~keep]
@@ -942,7 +999,7 @@ def unigram_entropy_bits(vocab: Vocab, ids: np.ndarray) -> float:
             chars = np.bincount(_original_chars(vocab, ids[a:a + _BLOCK + 2], min(_BLOCK, n - a)))
             counts[:len(chars)] += chars
     p = counts[counts > 0] / max(1, counts.sum())
-    return float(-(p * np.log2(p)).sum())
+    return max(0.0, float(-(p * np.log2(p)).sum()))  # not -0.0 for a text of one character
 
 
 # ----------------------------------------------------------------------------------------------

@@ -172,6 +172,26 @@ def test_linked_files_are_read_once_and_cached_in_the_named_folder(tmp_path: Pat
     corpus = utils.prepare_corpus(utils.resolve_corpus(str(corpus_dir), None), DataOptions())
     assert corpus.vocab.decode(corpus.ids) == "one\ntwo\n"
     assert corpus.cache_dir.parent == corpus_dir / ".prepared"  # not tmp_path, where the links lead
+    # A linked folder is read too (it was skipped without a word), and a link back up ends.
+    (tmp_path / "z").mkdir()
+    write(tmp_path / "z" / "d.txt", "four\n")
+    (tmp_path / "z" / "back").symlink_to(corpus_dir)
+    (corpus_dir / "more").symlink_to(tmp_path / "z")
+    files = utils.resolve_corpus(str(corpus_dir), None)
+    assert [f.relative_to(corpus_dir).as_posix() for f in files] == ["a.txt", "b.txt", "c.txt", "more/d.txt"]
+
+
+def test_txt_files_in_any_case_and_the_ones_input_txt_leaves_out(tmp_path: Path, caplog) -> None:
+    """Windows names files BOOK.TXT: read like book.txt. With input.txt there, the warning counts
+    every .txt file left out, below it too."""
+    write(tmp_path / "BOOK.TXT", "upper\n")
+    write(tmp_path / "notes.md", "never")
+    assert utils.resolve_corpus(str(tmp_path), None) == [tmp_path / "BOOK.TXT"]
+    write(tmp_path / "input.txt", "x")
+    (tmp_path / "sub").mkdir()
+    write(tmp_path / "sub" / "more.txt", "y")
+    assert utils.resolve_corpus(str(tmp_path), None) == [tmp_path / "input.txt"]
+    assert "the 2 other .txt file(s) in and below it are left out" in caplog.text
 
 
 # ---- jamo ------------------------------------------------------------------------------------------
@@ -279,7 +299,10 @@ def test_error_offset_counts_from_the_file_start_across_chunks(tmp_path: Path, m
 @pytest.mark.parametrize("data, expected", [
     (b"\x7fELF\x02\x01\x01\x00\x00\x00binary", "looks like a binary file"),
     ("text".encode("utf-16"), "pass --encoding utf-16"),
-    (b"caf\xe9 cr\xe8me br\xfbl\xe9e\n", "not utf-8 or cp949 either"),
+    (b"caf\xe9 cr\xe8me br\xfbl\xe9e\n", "not utf-8 or cp949 either.*--encoding latin-1"),
+    # Windows' curly quotes (0x92-0x94) are control characters in latin-1: cp1252 is the advice.
+    (b"It\x92s a \x93caf\xe9\x94, \x96 fine\n", "not utf-8 or cp949 either.*--encoding cp1252"),
+    ("text\n".encode("utf-32"), "UTF-32 byte-order mark: pass --encoding utf-32"),
     (b"", "empty"),
 ])
 def test_unreadable_files_get_a_message(tmp_path: Path, data: bytes, expected: str) -> None:
@@ -287,6 +310,27 @@ def test_unreadable_files_get_a_message(tmp_path: Path, data: bytes, expected: s
     with pytest.raises(CharRNNError, match=expected) as error:
         prepare(path, tmp_path) if data else utils.resolve_corpus(None, str(path))
     assert str(path) in str(error.value)
+
+
+def test_a_wrong_encoding_that_decodes_is_caught(tmp_path: Path, caplog) -> None:
+    """UTF-32 read as UTF-16 decodes, every other character a NUL: refused. A Windows file read as
+    latin-1 decodes too, its quotes as C1 controls: warned, with cp1252 named."""
+    path = write(tmp_path / "wide.txt", ("some text\n" * 50).encode("utf-32"))
+    with pytest.raises(CharRNNError, match="under --encoding utf-16 the text is 50% NUL characters"):
+        prepare(path, tmp_path, encoding="utf-16")
+    path = write(tmp_path / "win.txt", b"It\x92s \x93here\x94\n" * 20)
+    corpus = prepare(path, tmp_path, encoding="latin-1")
+    assert "\x92" in corpus.vocab.symbols  # read as asked,
+    assert "60 C1 control characters" in caplog.text and "--encoding cp1252" in caplog.text  # and said
+
+
+def test_a_vocabulary_needs_a_real_character_and_a_baseline_is_never_negative(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.txt", "abcab\n" * 10)
+    with pytest.raises(CharRNNError, match="--min_char_count 21: every character .* appears 20 times.*at most 20"):
+        prepare(path, tmp_path, min_char_count=21)
+    assert prepare(path, tmp_path, min_char_count=20).vocab.size == 3  # a, b and the unknown symbol
+    one = prepare(write(tmp_path / "one.txt", "a" * 100), tmp_path)
+    assert f"{utils.unigram_entropy_bits(one.vocab, one.ids):.3f}" == "0.000"  # not -0.000
 
 
 def test_unknown_encoding_and_bad_options() -> None:
