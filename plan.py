@@ -79,7 +79,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                       help="symbols the model sees: char, or jamo (Hangul syllables split into their 2-3 jamo). "
                            "On large Korean corpora char trains more characters per second; on the small bundled one "
                            "the two tie (bench/RESULTS.md, Korean)")
-    data.add_argument("--max_vocab", type=int, default=0, help="keep the N most frequent characters (0: all)")
+    data.add_argument("--max_vocab", type=int, default=0, help="a vocabulary of at most N symbols: the N-1 most frequent characters and one "
+                           "unknown symbol for the rest (0: every character)")
     data.add_argument("--min_char_count", type=int, default=1, help="rarer characters become the unknown symbol")
     data.add_argument("--val_frac", type=float, default=0.05, help="last fraction of the text kept for validation")
     data.add_argument("--eval_symbols", type=int, default=200_000,
@@ -203,7 +204,7 @@ def check_args(args: argparse.Namespace) -> None:
         need(getattr(args, flag) >= 0, flag, "must be 0 or positive")
     need(args.min_char_count >= 1, "min_char_count", "must be at least 1")
     need(0 <= args.batch_groups <= args.batch_size, "batch_groups", "must be from 0 (auto) to --batch_size")
-    need(0.0 < args.val_frac < 0.5, "val_frac", "must be between 0 and 0.5, e.g. 0.05")
+    need(0.0 < args.val_frac < 0.5, "val_frac", "must be above 0 and below 0.5, e.g. 0.05")
     need(0.0 <= args.dropout < 1.0, "dropout", "must be in [0, 1)")
     need(0.0 < args.learning_rate < 1.0 and math.isfinite(args.learning_rate), "learning_rate",
          "must be between 0 and 1, e.g. 0.002")
@@ -477,11 +478,13 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     # Each worker reads only its own streams of the memory-mapped ids.
     loader = utils.BatchLoader(train_ids, args.batch_size, args.seq_length, seed=args.seed,
                                shard_index=cluster.worker_index, num_shards=cluster.num_workers)
-    if len(val_ids) <= args.seq_length:
-        capped = f", of which --eval_symbols {args.eval_symbols} scores {len(val_ids) - 1:,}" if val_symbols > len(val_ids) else ""
-        raise CharRNNError(f"the validation text (--val_frac {args.val_frac}: {val_symbols:,} symbols{capped}) is shorter "
-                           f"than one window of --seq_length {args.seq_length}: raise --val_frac or --eval_symbols, or "
-                           f"lower --seq_length")
+    if len(val_ids) <= args.seq_length:  # a window is seq_length inputs and, one symbol on, their targets
+        capped = len(val_ids) < val_symbols
+        kept = (f"--eval_symbols {args.eval_symbols} scores {len(val_ids) - 1:,} of its {val_symbols:,}" if capped
+                else f"--val_frac {args.val_frac} keeps {val_symbols:,} symbol{'s' * (val_symbols != 1)}")
+        raise CharRNNError(f"the validation text is too short for one window of --seq_length {args.seq_length} "
+                           f"({args.seq_length + 1:,} symbols): {kept}. Raise "
+                           f"{'--eval_symbols' if capped else '--val_frac'}, or lower --seq_length")
     check_memory(args, corpus.vocab.size)
     if resume_dir is not None:
         check_same_vocab(resume_dir, corpus.vocab)

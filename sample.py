@@ -99,6 +99,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise CharRNNError(f"--seed {args.seed}: must fit in 64 bits, e.g. --seed 42")
     unused = [f"--{flag}" for flag, off in (("temperature", 1.0), ("top_k", 0), ("top_p", 1.0), ("seed", None))
               if getattr(args, flag) != off]
+    if args.sample == 0 and args.num_samples > 1 and not (args.export or args.export_tflite):
+        log.warning("--num_samples %d under --sample 0: the most likely text is one text, so the samples are "
+                    "identical; --sample 1 draws different ones", args.num_samples)
     if args.sample == 0 and unused and not (args.export or args.export_tflite):
         log.warning("%s: no effect under --sample 0, which writes the most likely character every step; "
                     "--sample 1 samples", ", ".join(unused))
@@ -168,7 +171,7 @@ def prime_ids(vocab: "utils.Vocab", prime: str, unknown: str) -> list[int]:
     """The prime as ids (printed before the sample), without the characters --unknown skip drops."""
     missing = vocab.missing(prime)
     if missing and unknown == "error":
-        raise CharRNNError(f"--prime has characters the model never saw: {utils.describe_chars(missing, 20)}. "
+        raise CharRNNError(f"--prime has {vocab.missing_what}: {utils.describe_chars(missing, 20)}. "
                            f"Remove them, or pass --unknown skip to drop them.")
     ids = list(vocab.encode(prime, unknown="skip")) if prime else []
     if prime and not ids:

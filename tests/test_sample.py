@@ -134,6 +134,19 @@ def test_stdout_closed_or_without_spaces_for_sample_2(run_dir: Path, tmp_path: P
     assert "--sample 2 samples only after a space" in result.stderr.decode("utf-8") and len(text(result)) == 21
 
 
+def test_prime_outside_a_limited_vocabulary_and_identical_greedy_samples(caplog) -> None:
+    """A run cut to its most frequent characters (--max_vocab) may have seen a character it has no
+    symbol for: the message says outside its vocabulary, not never seen. Several --sample 0 samples
+    are one text: said."""
+    limited = utils.Vocab(list("ab\ufffd"), [5, 3, 1], unk_id=2)
+    with pytest.raises(utils.CharRNNError, match="characters outside the model's vocabulary .*'c'"):
+        sample_script.prime_ids(limited, "abc", "error")
+    with pytest.raises(utils.CharRNNError, match="characters the model never saw: 'c'"):
+        sample_script.prime_ids(utils.Vocab(list("ab"), [5, 3]), "abc", "error")
+    sample_script.check_args(sample_script.build_parser().parse_args(["--sample", "0", "--num_samples", "3"]))
+    assert "--num_samples 3 under --sample 0" in caplog.text and "identical" in caplog.text
+
+
 def test_prime_outside_the_vocabulary(run_dir: Path) -> None:
     refused = sample(run_dir, "--prime", "the 猫🙂")
     assert refused.returncode == 2
