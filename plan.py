@@ -79,8 +79,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                       help="symbols the model sees: char, or jamo (Hangul syllables split into their 2-3 jamo). "
                            "On large Korean corpora char trains more characters per second; on the small bundled one "
                            "the two tie (bench/RESULTS.md, Korean)")
-    data.add_argument("--max_vocab", type=int, default=0, help="a vocabulary of at most N symbols: the N-1 most frequent characters and one "
-                           "unknown symbol for the rest (0: every character)")
+    data.add_argument("--max_vocab", type=int, default=0,
+                      help="a vocabulary of at most N symbols: the N-1 most frequent characters and one unknown "
+                           "symbol for the rest (0: every character)")
     data.add_argument("--min_char_count", type=int, default=1, help="rarer characters become the unknown symbol")
     data.add_argument("--val_frac", type=float, default=0.05, help="last fraction of the text kept for validation")
     data.add_argument("--eval_symbols", type=int, default=200_000,

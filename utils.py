@@ -357,7 +357,7 @@ def _check_decoded_text(path: Path, text: str, encoding: str) -> None:
         raise CharRNNError(f"{path}: under --encoding {encoding} the text is {text.count(chr(0)) / len(text):.0%} "
                            f"NUL characters: the file has another encoding (UTF-32?); pass it with --encoding, "
                            f"or convert the file to UTF-8")
-    c1 = sum(1 for c in text if "\x80" <= c <= "\x9f")
+    c1 = len(re.findall("[\x80-\x9f]", text))
     if c1 and codecs.lookup(encoding).name in ("iso8859-1", "latin-1"):
         logger.warning("%s: under --encoding %s the text has %d C1 control characters (U+0080-U+009F), which "
                        "cp1252 reads as curly quotes, dashes and the euro sign: if the file comes from Windows, "
