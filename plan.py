@@ -480,7 +480,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     loader = utils.BatchLoader(train_ids, args.batch_size, args.seq_length, seed=args.seed,
                                shard_index=cluster.worker_index, num_shards=cluster.num_workers)
     if len(val_ids) <= args.seq_length:  # a window is seq_length inputs and, one symbol on, their targets
-        capped = len(val_ids) < val_symbols
+        capped = val_symbols > args.seq_length  # else --eval_symbols cannot help
         kept = (f"--eval_symbols {args.eval_symbols} scores {len(val_ids) - 1:,} of its {val_symbols:,}" if capped
                 else f"--val_frac {args.val_frac} keeps {val_symbols:,} symbol{'s' * (val_symbols != 1)}")
         raise CharRNNError(f"the validation text is too short for one window of --seq_length {args.seq_length} "

@@ -218,7 +218,10 @@ def main(argv: list[str] | None = None) -> int:
             export_run(args, run_dir, config, vocab)
             return 0
         prime = prime_ids(vocab, args.prime, args.unknown)
-        sample(args, run_dir, config, vocab, prime)
+        if args.n == 0:  # the prime alone, as written (a jamo model's next symbols could change its last syllable)
+            write_out("\n---\n".join([vocab.decode(prime)] * args.num_samples) + "\n")
+        else:
+            sample(args, run_dir, config, vocab, prime)
     except CharRNNError as error:
         log.error("error: %s", error)
         return 2

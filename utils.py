@@ -211,10 +211,12 @@ def _text_files(root: Path) -> list[Path]:
             subfolders[:] = []
             continue
         seen.add(real)
-        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        # Sorted, so that which of two links to one folder is walked, and so the files' order (and the
+        # validation split), is the same on every machine.
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
         files += [Path(folder) / name for name in names
                   if name.lower().endswith(".txt") and not name.startswith(".") and (Path(folder) / name).is_file()]
-    return sorted(files, key=lambda path: path.relative_to(root).parts)
+    return sorted(files, key=lambda path: path.relative_to(root))  # by the platform's rules, as before
 
 
 def resolve_corpus(data_dir: str | None, input_path: str | None) -> list[Path]:
@@ -331,7 +333,7 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
 
 
 def _check_looks_like_text(path: Path, head: bytes, encoding: str) -> None:
-    if "\n".encode(encoding) != b"\n":
+    if "\n".encode(encoding).removeprefix(codecs.BOM_UTF8) != b"\n":  # utf-8-sig writes a BOM first
         return  # UTF-16/32 text is full of NUL bytes; let the decoder judge it
     for width, marks in ((32, (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")), (16, (b"\xff\xfe", b"\xfe\xff"))):
         if head.startswith(marks):  # UTF-32's first: FF FE 00 00 begins with UTF-16's FF FE
@@ -358,10 +360,11 @@ def _check_decoded_text(path: Path, text: str, encoding: str) -> None:
                            f"NUL characters: the file has another encoding (UTF-32?); pass it with --encoding, "
                            f"or convert the file to UTF-8")
     c1 = len(re.findall("[\x80-\x9f]", text))
-    if c1 and codecs.lookup(encoding).name in ("iso8859-1", "latin-1"):
+    if c1 and codecs.lookup(encoding).name.startswith(("iso8859", "latin")):
         logger.warning("%s: under --encoding %s the text has %d C1 control characters (U+0080-U+009F), which "
-                       "cp1252 reads as curly quotes, dashes and the euro sign: if the file comes from Windows, "
-                       "pass --encoding cp1252", path, encoding, c1)
+                       "Windows' code pages read as curly quotes, dashes and the euro sign: if the file comes "
+                       "from Windows, pass its code page (--encoding cp1252 for Western European text)",
+                       path, encoding, c1)
 
 
 def _reads_as_text(head: bytes, encoding: str) -> bool:
@@ -403,9 +406,12 @@ def _decode_error(path: Path, encoding: str, bad: int) -> CharRNNError:
             text = sample.decode(candidate)
         except UnicodeDecodeError:
             continue
-        # cp949 decodes many stray Latin-1 bytes too; only suggest it for text that is mostly Hangul
+        # cp949 decodes many stray bytes of other encodings too (Windows' 0x92 apostrophe and the letter
+        # after it make a syllable of its extension): only suggest it for text that is mostly Hangul of
+        # KS X 1001, the 2,350 common syllables, both of whose bytes are 0xA1 or above.
         others = [c for c in text if ord(c) >= 0x80]
-        if candidate == "utf-8" or sum("\uac00" <= c <= "\ud7a3" for c in others) > len(others) // 2:
+        common = sum("\uac00" <= c <= "\ud7a3" and min(c.encode("cp949")) >= 0xA1 for c in others)
+        if candidate == "utf-8" or common > len(others) // 2:
             return CharRNNError(f"{where}; this looks like {candidate}: pass --encoding {candidate}")
     # Bytes 0x80-0x9F are control characters in latin-1 but curly quotes, dashes and the euro in
     # cp1252, Windows' Western encoding: there, latin-1 would decode without an error, wrongly.
@@ -651,9 +657,10 @@ def _make_vocab(counts: np.ndarray, options: DataOptions) -> tuple[Vocab, np.nda
             keep[np.flatnonzero(keep & ~protected)[room:]] = False
         keep[present == ord(_UNKNOWN)] = False
     if not keep.any():
+        top = int(freq[present != ord(_UNKNOWN)].max(initial=0))  # U+FFFD is the unknown symbol itself
         raise CharRNNError(f"--min_char_count {options.min_char_count}: every character of the text is rarer than "
-                           f"that (the most frequent appears {int(freq[0]):,} times), so the vocabulary would be the "
-                           f"unknown symbol alone; use at most {int(freq[0]):,}")
+                           f"that (the most frequent appears {top:,} times), so the vocabulary would be the "
+                           f"unknown symbol alone; use at most {top:,}")
     cps, freq_kept = list(present[keep]), list(freq[keep])
     if needs_unknown:
         dropped = freq[~keep]

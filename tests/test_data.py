@@ -179,6 +179,10 @@ def test_linked_files_are_read_once_and_cached_in_the_named_folder(tmp_path: Pat
     (corpus_dir / "more").symlink_to(tmp_path / "z")
     files = utils.resolve_corpus(str(corpus_dir), None)
     assert [f.relative_to(corpus_dir).as_posix() for f in files] == ["a.txt", "b.txt", "c.txt", "more/d.txt"]
+    # Two links to one folder: the first by name is read, whatever order the folder lists them in.
+    (corpus_dir / "another").symlink_to(tmp_path / "z")
+    files = utils.resolve_corpus(str(corpus_dir), None)
+    assert [f.relative_to(corpus_dir).as_posix() for f in files] == ["a.txt", "another/d.txt", "b.txt", "c.txt"]
 
 
 def test_txt_files_in_any_case_and_the_ones_input_txt_leaves_out(tmp_path: Path, caplog) -> None:
@@ -302,6 +306,8 @@ def test_error_offset_counts_from_the_file_start_across_chunks(tmp_path: Path, m
     (b"caf\xe9 cr\xe8me br\xfbl\xe9e\n", "not utf-8 or cp949 either.*--encoding latin-1"),
     # Windows' curly quotes (0x92-0x94) are control characters in latin-1: cp1252 is the advice.
     (b"It\x92s a \x93caf\xe9\x94, \x96 fine\n", "not utf-8 or cp949 either.*--encoding cp1252"),
+    # 0x92 and the letter after it are a cp949 extension syllable: no reason to think the file Korean.
+    (b"don\x92t stop, it\x92s fine\n" * 3, "not utf-8 or cp949 either.*--encoding cp1252"),
     ("text\n".encode("utf-32"), "UTF-32 byte-order mark: pass --encoding utf-32"),
     (b"", "empty"),
 ])
@@ -319,9 +325,14 @@ def test_a_wrong_encoding_that_decodes_is_caught(tmp_path: Path, caplog) -> None
     with pytest.raises(CharRNNError, match="under --encoding utf-16 the text is 50% NUL characters"):
         prepare(path, tmp_path, encoding="utf-16")
     path = write(tmp_path / "win.txt", b"It\x92s \x93here\x94\n" * 20)
-    corpus = prepare(path, tmp_path, encoding="latin-1")
-    assert "\x92" in corpus.vocab.symbols  # read as asked,
-    assert "60 C1 control characters" in caplog.text and "--encoding cp1252" in caplog.text  # and said
+    for encoding in ("latin-1", "iso8859-15"):
+        caplog.clear()
+        corpus = prepare(path, tmp_path, encoding=encoding)
+        assert "\x92" in corpus.vocab.symbols  # read as asked,
+        assert "60 C1 control characters" in caplog.text and "--encoding cp1252" in caplog.text  # and said
+    # utf-8-sig (UTF-8 whose BOM is dropped) gets the checks UTF-8 gets: a UTF-16 file is named.
+    with pytest.raises(CharRNNError, match="UTF-16 byte-order mark"):
+        prepare(write(tmp_path / "u16.txt", "text\n".encode("utf-16")), tmp_path, encoding="utf-8-sig")
 
 
 def test_a_vocabulary_needs_a_real_character_and_a_baseline_is_never_negative(tmp_path: Path) -> None:

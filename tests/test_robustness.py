@@ -179,14 +179,18 @@ def corpus_case(tmp_path: Path, kind: str) -> tuple[list[str], list[str]]:
     if kind == "utf-8 read as utf-16":
         (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf" + tiny_text().encode())
         return ["--input", str(tmp_path / "bom.txt"), "--encoding", "utf-16"], ["bom.txt", "not valid utf-16"]
-    if kind in ("validation shorter than a window", "validation cut shorter by --eval_symbols"):
-        (tmp_path / "ok.txt").write_text(tiny_text())  # a window of --seq_length 16 is 17 symbols
+    if kind.startswith("validation"):  # a window of --seq_length 16 is 17 symbols
+        (tmp_path / "ok.txt").write_text(tiny_text())
+        corpus = ["--input", str(tmp_path / "ok.txt")]
         if kind == "validation shorter than a window":
-            return (["--input", str(tmp_path / "ok.txt"), "--val_frac", "0.001"],
-                    ["too short for one window of --seq_length 16 (17 symbols)", "--val_frac 0.001 keeps 11 symbols",
-                     "Raise --val_frac"])
-        return (["--input", str(tmp_path / "ok.txt"), "--eval_symbols", "10"],
-                ["too short for one window", "--eval_symbols 10 scores 10 of its", "Raise --eval_symbols"])
+            return ([*corpus, "--val_frac", "0.001"], ["too short for one window of --seq_length 16 (17 symbols)",
+                                                       "--val_frac 0.001 keeps 11 symbols", "Raise --val_frac"])
+        if kind == "validation cut shorter by --eval_symbols":
+            return ([*corpus, "--eval_symbols", "10"],
+                    ["too short for one window", "--eval_symbols 10 scores 10 of its", "Raise --eval_symbols"])
+        # Too short either way: only --val_frac can help.
+        return ([*corpus, "--val_frac", "0.001", "--eval_symbols", "5"],
+                ["too short for one window", "--val_frac 0.001 keeps 11 symbols", "Raise --val_frac"])
     if kind == "not a text encoding":
         (tmp_path / "ok.txt").write_text(tiny_text())
         return ["--input", str(tmp_path / "ok.txt"), "--encoding", "rot13"], ["--encoding rot13", "not a text encoding"]
@@ -197,7 +201,7 @@ def corpus_case(tmp_path: Path, kind: str) -> tuple[list[str], list[str]]:
                                   "utf-16 without a byte-order mark", "not utf-8",
                                   "no .txt in directory", "shorter than one batch", "utf-8 read as utf-16",
                                   "not a text encoding", "validation shorter than a window",
-                                  "validation cut shorter by --eval_symbols"])
+                                  "validation cut shorter by --eval_symbols", "validation too short either way"])
 def test_bad_corpus_is_refused(tmp_path: Path, kind: str) -> None:
     flags, needles = corpus_case(tmp_path, kind)
     result = run("train.py", *flags, *TINY, cwd=tmp_path)
