@@ -466,6 +466,9 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         raise CharRNNError(f"{error} (the path saved in {resume_dir / 'config.json'}): pass --data_dir or --input "
                            f"to say where the text is now") from None
     corpus = utils.prepare_corpus(files, data_options(args))
+    if args.unit == "jamo" and corpus.vocab.char_starts.all():  # no vowel jamo: nothing was split
+        log.warning("--unit jamo: the text has no Hangul syllables to split into jamo, so the model reads "
+                    "its characters as under --unit char")
     # Validation is the last val_frac of the characters. Runs saved before cut it by symbols, and
     # keep that cut: their data position and best validation loss are for it.
     args.val_split = getattr(args, "val_split", None) or ("symbols" if resume_dir is not None else "chars")

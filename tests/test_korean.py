@@ -16,7 +16,7 @@ import pytest
 
 import train
 import utils
-from test_train import read_scalars
+from test_train import read_scalars, tiny_text
 
 ROOT = Path(__file__).resolve().parents[1]
 KOREAN = (ROOT / "data" / "korean" / "constitution.txt").read_text(encoding="utf-8")
@@ -108,6 +108,7 @@ def test_a_jamo_run_saved_before_the_character_split_keeps_its_validation(tmp_pa
     first = run("train.py", tmp_path, "--input", str(corpus), "--unit", "jamo", "--max_steps", "4",
                 "--eval_every", "4", "--run_name", "ko", *TINY)
     assert f"validation {held_out['chars']:,} symbols" in first.stderr, first.stderr
+    assert "no Hangul syllables" not in first.stderr
     config_path = tmp_path / "save" / "ko" / "config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     assert config["args"].pop("val_split") == "chars"
@@ -116,6 +117,14 @@ def test_a_jamo_run_saved_before_the_character_split_keeps_its_validation(tmp_pa
     assert resumed.returncode == 0, resumed.stderr
     assert f"validation {held_out['symbols']:,} symbols" in resumed.stderr, resumed.stderr
     assert json.loads(config_path.read_text(encoding="utf-8"))["args"]["val_split"] == "symbols"
+
+
+def test_jamo_on_text_without_hangul_says_so(tmp_path: Path) -> None:
+    corpus = write(tmp_path / "en.txt", tiny_text())
+    # A validation text too short to train on ends the run right after the corpus is read.
+    result = run("train.py", tmp_path, "--input", str(corpus), "--unit", "jamo", "--val_frac", "0.001", *TINY)
+    assert "--unit jamo: the text has no Hangul syllables to split" in result.stderr, result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
 
 
 def test_korean_trains_as_syllables_by_default_and_a_cp949_file_without_encoding(tmp_path: Path) -> None:
