@@ -98,7 +98,6 @@ def _jamo_slots(cp):
     return tf.stack([first, second, third], axis=1)
 
 
-
 def _from_jamo(cp):
     """utils.from_jamo, vectorized. The regex it mirrors reads left to right: an escape keeps the
     next escape, V or T as it is and vanishes itself; L V [T] becomes a syllable. In a run of

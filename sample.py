@@ -99,12 +99,13 @@ def check_args(args: argparse.Namespace) -> None:
         raise CharRNNError(f"--seed {args.seed}: must fit in 64 bits, e.g. --seed 42")
     unused = [f"--{flag}" for flag, off in (("temperature", 1.0), ("top_k", 0), ("top_p", 1.0), ("seed", None))
               if getattr(args, flag) != off]
-    if args.sample == 0 and args.num_samples > 1 and not (args.export or args.export_tflite):
-        log.warning("--num_samples %d under --sample 0: the most likely text is one text, so the samples are "
-                    "identical; --sample 1 draws different ones", args.num_samples)
-    if args.sample == 0 and unused and not (args.export or args.export_tflite):
-        log.warning("%s: no effect under --sample 0, which writes the most likely character every step; "
-                    "--sample 1 samples", ", ".join(unused))
+    if args.sample == 0 and not (args.export or args.export_tflite):
+        if args.num_samples > 1:
+            log.warning("--num_samples %d under --sample 0: the most likely text is one text, so the samples "
+                        "are identical; --sample 1 draws different ones", args.num_samples)
+        if unused:
+            log.warning("%s: no effect under --sample 0, which writes the most likely character every step; "
+                        "--sample 1 samples", ", ".join(unused))
 
 
 def load_run(save_dir: str) -> tuple[Path, dict, "utils.Vocab"]:
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         prime = prime_ids(vocab, args.prime, args.unknown)
         if args.n == 0:  # the prime alone, as written (a jamo model's next symbols could change its last syllable)
-            write_out("\n---\n".join([vocab.decode(prime)] * args.num_samples) + "\n")
+            write_out(joined_samples([vocab.decode(prime)] * args.num_samples))
         else:
             sample(args, run_dir, config, vocab, prime)
     except CharRNNError as error:
@@ -294,7 +295,12 @@ def sample(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "utils.
             write_out(pieces[0].pop())
         if min(written) >= length:
             break
-    write_out(("" if streaming else "\n---\n".join("".join(row) for row in pieces)) + "\n")
+    write_out("\n" if streaming else joined_samples(["".join(row) for row in pieces]))
+
+
+def joined_samples(texts: list[str]) -> str:
+    """Several samples as printed: one after another, with a --- line between them."""
+    return "\n---\n".join(texts) + "\n"
 
 
 def write_out(text: str) -> None:

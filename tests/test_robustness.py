@@ -24,7 +24,7 @@ import pytest
 import plan
 import runs
 import utils
-from test_train import only_run, read_scalars, tiny_text
+from test_train import only_run, pointer_step, read_scalars, tiny_text
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--num_layers", "1", "--rnn_size", "32", "--embedding_size", "16", "--batch_size", "4",
@@ -67,15 +67,6 @@ def file_hashes(directory: Path) -> dict[str, str]:
 def checkpoint_hashes(run_dir: Path) -> dict[str, str]:
     """Hashes of the checkpoints, best/ and the `checkpoint` lists (config.json is rewritten on resume)."""
     return {k: v for k, v in file_hashes(run_dir).items() if k.startswith(("ckpt-", "checkpoint", "best/"))}
-
-
-def pointer_step(run_dir: Path) -> int | None:
-    """The step of the checkpoint the `checkpoint` file names (None: no complete checkpoint yet)."""
-    pointer = run_dir / "checkpoint"
-    if not pointer.exists():
-        return None
-    found = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', pointer.read_text(), re.M)
-    return int(found.group(1)) if found else None
 
 
 def finite_checkpoint(prefix: Path) -> dict[str, np.ndarray]:

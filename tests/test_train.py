@@ -80,6 +80,20 @@ def hparams_of(log_dir: Path) -> dict:
     raise AssertionError(f"no hparams in {log_dir}")
 
 
+def listed_checkpoints(run_dir: Path) -> list[str]:
+    """The checkpoints a run's `checkpoint` file lists, oldest first (CheckpointManager's --keep)."""
+    return re.findall(r'all_model_checkpoint_paths: "([^"]+)"', (run_dir / "checkpoint").read_text(encoding="utf-8"))
+
+
+def pointer_step(run_dir: Path) -> int | None:
+    """The step of the checkpoint the `checkpoint` file names (None: no complete checkpoint yet)."""
+    pointer = run_dir / "checkpoint"
+    if not pointer.exists():
+        return None
+    found = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', pointer.read_text(), re.M)
+    return int(found.group(1)) if found else None
+
+
 def checkpoint_weights(path: str, prefix: str = "model/") -> dict[str, np.ndarray]:
     import tensorflow as tf
     reader = tf.train.load_checkpoint(path)
@@ -300,8 +314,7 @@ def test_sigint_saves_and_exits_cleanly(tmp_path: Path, corpus: Path, sig: signa
     step = int(re.search(rf"stopped at step (\d+) by {sig.name}", rest).group(1))
     assert "python train.py --init_from" in rest
     # The checkpoint is of the step it stopped at, and the run goes on from there.
-    listed = (tmp_path / "save" / "interrupted" / "checkpoint").read_text(encoding="utf-8")
-    assert f'model_checkpoint_path: "ckpt-{step}"' in listed, listed
+    assert pointer_step(tmp_path / "save" / "interrupted") == step
     resumed = train(tmp_path, "--init_from", "save", "--max_steps", str(step + 2))
     assert resumed.returncode == 0, resumed.stderr
     assert f"ckpt-{step} at step {step} " in resumed.stderr and f"stopped at step {step + 2} " in resumed.stderr
@@ -315,8 +328,7 @@ def test_keep_prunes_old_checkpoints_and_the_run_that_saved_last_is_used(tmp_pat
     assert kept.returncode == 0, kept.stderr
     run_b = tmp_path / "save" / "b"
     assert sorted(p.name for p in run_b.glob("ckpt-*.index")) == ["ckpt-6.index", "ckpt-8.index"]
-    listed = re.findall(r'all_model_checkpoint_paths: "([^"]+)"', (run_b / "checkpoint").read_text(encoding="utf-8"))
-    assert listed == ["ckpt-6", "ckpt-8"]
+    assert listed_checkpoints(run_b) == ["ckpt-6", "ckpt-8"]
     assert len(list((run_b / "best").glob("ckpt-*.index"))) == 1
     newer = train(tmp_path, "--input", str(corpus), "--max_steps", "4", "--eval_every", "4", "--run_name", "a", *TINY)
     assert newer.returncode == 0, newer.stderr
@@ -426,8 +438,7 @@ def test_a_time_budget_counts_the_whole_run(tmp_path: Path, corpus: Path) -> Non
     again = train(tmp_path, "--init_from", "save/t", "--time_budget", f"{spent * 0.9:.3f}s")
     assert again.returncode == 0, again.stderr
     assert f"had already reached --time_budget {spent * 0.9:.3f}s at step 3; nothing trained" in again.stderr
-    assert re.findall(r'all_model_checkpoint_paths: "([^"]+)"',
-                      (tmp_path / "save" / "t" / "checkpoint").read_text(encoding="utf-8")) == ["ckpt-3"]
+    assert listed_checkpoints(tmp_path / "save" / "t") == ["ckpt-3"]
 
 
 def test_adam_is_pytorchs_update() -> None:
