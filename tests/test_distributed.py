@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from test_train import ROOT, read_scalars, tiny_text
+from test_train import ROOT, checkpoint_weights, read_scalars, tiny_text
 
 TINY = ["--num_layers", "1", "--rnn_size", "32", "--embedding_size", "16", "--batch_size", "8",
         "--seq_length", "16", "--print_every", "10", "--warmup_steps", "5", "--learning_rate", "0.01",
@@ -69,12 +70,14 @@ def test_two_workers_train_resume_and_sample(tmp_path: Path) -> None:
     assert sample.returncode == 0 and len(sample.stdout.strip()) > 10, sample.stderr
 
     # On by time: the workers' clocks differ, yet they train at the chief's learning rates (the
-    # same weights, so the same validation losses) and stop at the same step.
-    # (The budget counts the whole run: what is left of it depends on the machine's load.)
-    chief, worker = finish(start_workers(tmp_path, "--init_from", "save/mw", "--time_budget", "16s",
+    # same weights, so the same validation losses) and stop at the same step. The budget counts
+    # the whole run, so it is 8 s more than the first session trained, however loaded the machine.
+    (spent,) = checkpoint_weights(str(tmp_path / "save" / "mw" / "ckpt-40"), "train_seconds/").values()
+    budget = f"{math.ceil(spent) + 8}s"
+    chief, worker = finish(start_workers(tmp_path, "--init_from", "save/mw", "--time_budget", budget,
                                          "--eval_every", "20"))
     assert "resumed" in chief and "at step 40" in chief and "at step 40" in worker
-    last = int(re.search(r"stopped at step (\d+) by --time_budget 16s", chief)[1])
+    last = int(re.search(rf"stopped at step (\d+) by --time_budget {budget}", chief)[1])
     assert last > 40 and val(chief) == val(worker) and val(chief), (chief, worker)
     assert f"step {last} epoch" in worker and f"step {last + 1} " not in worker
     steps = [s for s, _ in read_scalars(tmp_path / "logs" / "mw")["train/loss"]]
