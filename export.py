@@ -26,11 +26,11 @@ from pathlib import Path
 
 import tensorflow as tf
 
+import dataset
 import model
 import runs
-import utils
-# Hangul (Unicode ch. 3.12) as utils.py splits and composes it, and its escape for original jamo.
-from utils import _ESCAPE, _L_FIRST, _L_LAST, _S_FIRST, _S_LAST, _T_BASE, _T_LAST, _V_FIRST, _V_LAST, _syllable
+# Hangul (Unicode ch. 3.12) as dataset.py splits and composes it, and its escape for original jamo.
+from dataset import _ESCAPE, _L_FIRST, _L_LAST, _S_FIRST, _S_LAST, _T_BASE, _T_LAST, _V_FIRST, _V_LAST, _syllable
 from utils import CharRNNError
 
 log = logging.getLogger("charrnn")
@@ -39,7 +39,7 @@ log = logging.getLogger("charrnn")
 # ---------------------------------------------------------------------------------------------
 # In-graph text handling on int32 code point vectors. Everything is vectorized (no per-character
 # loop) and uses core TensorFlow ops only, so TF Serving runs it as is. The tests compare these
-# with utils.to_jamo / utils.from_jamo on random jamo soup.
+# with dataset.to_jamo / dataset.from_jamo on random jamo soup.
 
 
 def _next(x, k: int, fill):
@@ -87,7 +87,7 @@ def _compose_hangul(cp):
 
 
 def _jamo_slots(cp):
-    """utils.to_jamo per character: [chars, 3], each syllable's L V [T], a V, T or escape already
+    """dataset.to_jamo per character: [chars, 3], each syllable's L V [T], a V, T or escape already
     in the text as escape + it, anything else as itself; -1 fills the unused slots."""
     s = cp - _S_FIRST
     is_syllable = _between(cp, _S_FIRST, _S_LAST)
@@ -99,7 +99,7 @@ def _jamo_slots(cp):
 
 
 def _from_jamo(cp):
-    """utils.from_jamo, vectorized. The regex it mirrors reads left to right: an escape keeps the
+    """dataset.from_jamo, vectorized. The regex it mirrors reads left to right: an escape keeps the
     next escape, V or T as it is and vanishes itself; L V [T] becomes a syllable. In a run of
     escapes the 1st, 3rd, ... ones are the vanishing escapers, so the parity of an escape's place in
     its run decides (a cumulative count minus the count before the run). A V or T kept after an
@@ -115,7 +115,7 @@ def _from_jamo(cp):
     composed = _syllable(cp, nxt, tf.where(lvt, nxt2 - _T_BASE, 0))
     out = tf.where(lv, composed, cp)
     dropped = escaper | _prev(lv, 1, False) | _prev(lvt, 2, False)
-    # A V or T that no syllable takes and no escape keeps came from the model: like utils.from_jamo,
+    # A V or T that no syllable takes and no escape keeps came from the model: like dataset.from_jamo,
     # print it as the standalone letter (U+3131-U+318E).
     orphan = (_is_vowel(cp) | _is_final(cp)) & ~_prev(escaper, 1, False) & ~dropped
     standalone = tf.gather(_standalone_table(), tf.clip_by_value(cp - _V_FIRST, 0, _T_LAST - _V_FIRST))
@@ -124,9 +124,9 @@ def _from_jamo(cp):
 
 
 def _standalone_table():
-    """[cp - U+1161] -> the standalone letter of each vowel/final jamo, from utils' own table."""
+    """[cp - U+1161] -> the standalone letter of each vowel/final jamo, from dataset.py's own table."""
     table = [0] * (_T_LAST - _V_FIRST + 1)
-    for jamo, letter in utils.STANDALONE_LETTERS.items():
+    for jamo, letter in dataset.STANDALONE_LETTERS.items():
         table[ord(jamo) - _V_FIRST] = ord(letter)
     return tf.constant(table, tf.int32)
 
@@ -181,7 +181,7 @@ class ServingModule(tf.Module):
     """What the SavedModel holds: the model's variables, the vocabulary as a lookup table (code
     point -> id) and a constant (id -> code point), and the signatures."""
 
-    def __init__(self, net: "model.CharRNN", vocab: "utils.Vocab"):
+    def __init__(self, net: "model.CharRNN", vocab: "dataset.Vocab"):
         super().__init__(name="charrnn_serving")
         self.model = net
         code_points = [ord(s) for s in vocab.symbols]
@@ -206,7 +206,7 @@ class ServingModule(tf.Module):
             tf.TensorSpec([None], tf.int32, name="ids"), tf.TensorSpec([L, S, None, H], tf.float32, name="state")])
 
     def _encode(self, prime):
-        """UTF-8 prime -> ids, as utils.Vocab.encode(unknown='skip') does (unknown characters dropped
+        """UTF-8 prime -> ids, as dataset.Vocab.encode(unknown='skip') does (unknown characters dropped
         whole: under jamo, a syllable with one jamo the corpus never had goes with all of them)."""
         cp = tf.strings.unicode_decode(prime, "UTF-8", errors="replace")
         cp = _normalize_line_ends(cp)
@@ -329,7 +329,7 @@ def _is_tflite_model(path: Path) -> bool:
 
 def _is_vocab(path: Path) -> bool:
     try:
-        utils.Vocab.load(path)
+        dataset.Vocab.load(path)
     except CharRNNError:
         return False
     return True
@@ -339,7 +339,7 @@ def _tmp_beside(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def export_saved_model(net: "model.CharRNN", vocab: "utils.Vocab", directory: str | Path, flag: str = "--export") -> Path:
+def export_saved_model(net: "model.CharRNN", vocab: "dataset.Vocab", directory: str | Path, flag: str = "--export") -> Path:
     """Write a SavedModel of net to directory (new or empty). Returns the directory."""
     directory = Path(directory)
     _check_target_dir(directory, flag)
@@ -373,7 +373,7 @@ def tflite_vocab_path(path: str | Path) -> Path:
     return path.with_name(path.stem + ".vocab.json")
 
 
-def export_tflite(net: "model.CharRNN", vocab: "utils.Vocab", path: str | Path, flag: str = "--export_tflite") -> tuple[Path, Path]:
+def export_tflite(net: "model.CharRNN", vocab: "dataset.Vocab", path: str | Path, flag: str = "--export_tflite") -> tuple[Path, Path]:
     """Write a builtin-ops-only TFLite model of net to path and its vocabulary beside it.
     Returns (model path, vocabulary path)."""
     path = Path(path)
@@ -422,7 +422,7 @@ def usage_hints(saved_model: Path | None, tflite: Path | None) -> list[str]:
     return hints
 
 
-def export(net: "model.CharRNN", vocab: "utils.Vocab", saved_model: str | None, tflite: str | None) -> None:
+def export(net: "model.CharRNN", vocab: "dataset.Vocab", saved_model: str | None, tflite: str | None) -> None:
     """sample.py's --export / --export_tflite: write what was asked for and say how to use it."""
     created = []  # (folder, the outermost one made for it): removed again if the export fails
     try:

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import dataset
 import runs
 import utils
 from utils import CharRNNError, np  # numpy, run on first use: --help does not wait for it
@@ -357,9 +358,9 @@ def cluster_from_env(strategy: str) -> Cluster:
     return Cluster(worker_index=index, num_workers=len(chiefs) + len(workers))
 
 
-def data_options(args: argparse.Namespace) -> "utils.DataOptions":
+def data_options(args: argparse.Namespace) -> "dataset.DataOptions":
     """The data options of the flags."""
-    return utils.DataOptions(encoding=args.encoding, normalize=args.normalize, unit=args.unit,
+    return dataset.DataOptions(encoding=args.encoding, normalize=args.normalize, unit=args.unit,
                              max_vocab=args.max_vocab, min_char_count=args.min_char_count)
 
 
@@ -381,12 +382,12 @@ def check_memory(args: argparse.Namespace, vocab_size: int) -> None:
                            f"memory, this machine has {total / 2**30:,.1f} GiB. Lower some of these flags.")
 
 
-def check_same_vocab(run_dir: Path, vocab: "utils.Vocab") -> None:
+def check_same_vocab(run_dir: Path, vocab: "dataset.Vocab") -> None:
     """The saved weights give each id the character it had when the run started: resuming on a
     corpus whose vocabulary differs (other characters, or another frequency order) would
     silently give them other characters."""
     try:
-        saved = utils.Vocab.load(run_dir / "vocab.json")
+        saved = dataset.Vocab.load(run_dir / "vocab.json")
     except CharRNNError as error:
         log.warning("%s; writing it again from the corpus", error)
         return
@@ -404,10 +405,10 @@ class Run:
     record what the session has written since, for train.py's undo_session."""
     args: argparse.Namespace
     cluster: Cluster
-    corpus: "utils.Corpus"
+    corpus: "dataset.Corpus"
     train_ids: np.ndarray
     val_ids: np.ndarray
-    loader: "utils.BatchLoader"
+    loader: "dataset.BatchLoader"
     eval_batch: int
     run_dir: Path            # the run's directory (the chief's)
     write_dir: Path          # where this process writes checkpoints: run_dir, or scratch space
@@ -459,13 +460,13 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     cluster = cluster_from_env(args.strategy)
     check_batch_shares(args.batch_size, cluster.num_workers, "workers")
     try:
-        files = utils.resolve_corpus(None if args.input else args.data_dir, args.input)
+        files = dataset.resolve_corpus(None if args.input else args.data_dir, args.input)
     except CharRNNError as error:
         if resume_dir is None or typed & set(CORPUS_FLAGS):
             raise
         raise CharRNNError(f"{error} (the path saved in {resume_dir / 'config.json'}): pass --data_dir or --input "
                            f"to say where the text is now") from None
-    corpus = utils.prepare_corpus(files, data_options(args))
+    corpus = dataset.prepare_corpus(files, data_options(args))
     if args.unit == "jamo" and corpus.vocab.char_starts.all():  # no vowel jamo: nothing was split
         log.warning("--unit jamo: the text has no Hangul syllables to split into jamo, so the model reads "
                     "its characters as under --unit char")
@@ -480,7 +481,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     if args.eval_symbols:
         val_ids = val_ids[:args.eval_symbols + 1]  # + 1: the last input's target
     # Each worker reads only its own streams of the memory-mapped ids.
-    loader = utils.BatchLoader(train_ids, args.batch_size, args.seq_length, seed=args.seed,
+    loader = dataset.BatchLoader(train_ids, args.batch_size, args.seq_length, seed=args.seed,
                                shard_index=cluster.worker_index, num_shards=cluster.num_workers)
     if len(val_ids) <= args.seq_length:  # a window is seq_length inputs and, one symbol on, their targets
         capped = val_symbols > args.seq_length  # else --eval_symbols cannot help

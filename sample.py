@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
+import dataset
 import runs
 import utils
 from utils import CharRNNError
@@ -108,7 +109,7 @@ def check_args(args: argparse.Namespace) -> None:
                         "--sample 1 samples", ", ".join(unused))
 
 
-def load_run(save_dir: str) -> tuple[Path, dict, "utils.Vocab"]:
+def load_run(save_dir: str) -> tuple[Path, dict, "dataset.Vocab"]:
     """The run directory, its config and its vocabulary; clear errors when any is missing."""
     run_dir = runs.resolve_run_dir(save_dir, "--save_dir")
     try:
@@ -129,7 +130,7 @@ def load_run(save_dir: str) -> tuple[Path, dict, "utils.Vocab"]:
     if not vocab_path.is_file():
         raise CharRNNError(f"{vocab_path} is missing: sample.py needs the vocabulary that train.py saved "
                            f"beside the checkpoints. Copy it back or retrain.")
-    vocab = utils.Vocab.load(vocab_path)
+    vocab = dataset.Vocab.load(vocab_path)
     if vocab.size != model["vocab_size"]:
         raise CharRNNError(f"{vocab_path} has {vocab.size} symbols but the model in {run_dir} was trained on "
                            f"{model['vocab_size']}: this vocab.json belongs to another run. Copy back the "
@@ -168,11 +169,11 @@ def checkpoint_candidates(run_dir: Path, which: str) -> list[str]:
     return found
 
 
-def prime_ids(vocab: "utils.Vocab", prime: str, unknown: str) -> list[int]:
+def prime_ids(vocab: "dataset.Vocab", prime: str, unknown: str) -> list[int]:
     """The prime as ids (printed before the sample), without the characters --unknown skip drops."""
     missing = vocab.missing(prime)
     if missing and unknown == "error":
-        raise CharRNNError(f"--prime has {vocab.missing_what}: {utils.describe_chars(missing, 20)}. "
+        raise CharRNNError(f"--prime has {vocab.missing_what}: {dataset.describe_chars(missing, 20)}. "
                            f"Remove them, or pass --unknown skip to drop them.")
     ids = list(vocab.encode(prime, unknown="skip")) if prime else []
     if prime and not ids:
@@ -180,12 +181,12 @@ def prime_ids(vocab: "utils.Vocab", prime: str, unknown: str) -> list[int]:
     return ids
 
 
-def stream_texts(vocab: "utils.Vocab", id_chunks: Iterator, prefix: Sequence[int] = ()) -> Iterator[list[str]]:
+def stream_texts(vocab: "dataset.Vocab", id_chunks: Iterator, prefix: Sequence[int] = ()) -> Iterator[list[str]]:
     """Decode chunks of ids [rows, k] into each row's next piece of text, each row starting with
     the prefix ids (the prime). Trailing jamo, and the escape that marks an original jamo (jamo
     units), are held back until the next chunk, so a Hangul syllable split across chunks is
     recomposed whole, also when the model adds a final consonant to the prime's last syllable."""
-    held = {i for i, s in enumerate(vocab.symbols) if "\u1100" <= s <= "\u11ff" or ord(s) == utils._ESCAPE}
+    held = {i for i, s in enumerate(vocab.symbols) if "\u1100" <= s <= "\u11ff" or ord(s) == dataset._ESCAPE}
     pending: list[list[int]] | None = None
     for chunk in id_chunks:
         pending = pending or [list(prefix) for _ in chunk]
@@ -249,7 +250,7 @@ def load_model(args: argparse.Namespace, run_dir: Path, config: dict) -> "model.
     return net
 
 
-def export_run(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "utils.Vocab") -> None:
+def export_run(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "dataset.Vocab") -> None:
     """--export / --export_tflite: load the checkpoint as for sampling, then write files instead of text."""
     net = load_model(args, run_dir, config)
     import export
@@ -270,7 +271,7 @@ def generated_ids(net: "model.CharRNN", prime: list[int], num_samples: int, opti
         yield ids.numpy()
 
 
-def sample(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "utils.Vocab", prime: list[int]) -> None:
+def sample(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "dataset.Vocab", prime: list[int]) -> None:
     """-n characters of text (characters, not symbols: under --unit jamo a syllable is 2-3 symbols)."""
     net = load_model(args, run_dir, config)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")

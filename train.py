@@ -25,6 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Callable
 
+import dataset
 import plan
 import runs
 import utils
@@ -117,7 +118,7 @@ def format_eta(seconds: float) -> str:
 
 def bits_per_char(nats_per_symbol: float, chars_per_symbol: float) -> float:
     """A loss in nats per symbol as bits per original character (the same figure in both units:
-    chars_per_symbol counts characters with utils.count_chars, < 1 under jamo)."""
+    chars_per_symbol counts characters with dataset.count_chars, < 1 under jamo)."""
     return nats_per_symbol / chars_per_symbol / math.log(2)
 
 
@@ -136,7 +137,7 @@ class Trainer:
             raise CharRNNError(f"--batch_groups {args.batch_groups}: batch groups are for training on one device; "
                                "with several replicas leave it at 0")
         plan.check_batch_shares(args.batch_size, self.strategy.num_replicas_in_sync, "replicas (devices) in sync")
-        self.chars_per_symbol = {name: utils.count_chars(corpus.vocab, ids) / len(ids)
+        self.chars_per_symbol = {name: dataset.count_chars(corpus.vocab, ids) / len(ids)
                                  for name, ids in (("train", run.train_ids), ("val", run.val_ids))}
         chars = f" for {corpus.num_chars:,} characters" if corpus.num_chars != len(corpus.ids) else ""
         log.info("corpus: %s symbols%s (%s unit, vocabulary %d), %d train steps per epoch, validation %s symbols",
@@ -144,7 +145,7 @@ class Trainer:
                  f"{len(run.val_ids):,}")
         log.info("baseline: a model that learned only character frequencies scores %.3f bits/char "
                  "(unigram entropy); anything near it has learned nothing",
-                 utils.unigram_entropy_bits(corpus.vocab, run.train_ids))
+                 dataset.unigram_entropy_bits(corpus.vocab, run.train_ids))
         if self.distributed:
             log.info("%s: %d replicas in sync, worker %d of %d", self.strategy.__class__.__name__,
                      self.strategy.num_replicas_in_sync, run.cluster.worker_index, run.cluster.num_workers)
@@ -305,7 +306,7 @@ class Trainer:
         computes it, so all agree on whether it improved)."""
         tf, run = self.tf, self.run
         state, nats, symbols, chars = self.net.initial_state(run.eval_batch), 0.0, 0, 0
-        for x, y in utils.eval_batches(run.val_ids, run.eval_batch, self.args.seq_length):
+        for x, y in dataset.eval_batches(run.val_ids, run.eval_batch, self.args.seq_length):
             batch_nats, state = self.eval_step(tf.constant(x, tf.int32), tf.constant(y, tf.int32), state)
             nats += float(batch_nats)
             symbols += y.size
@@ -773,7 +774,7 @@ class Adam:
 # Run files and TensorBoard summaries
 
 
-def write_run_files(args: argparse.Namespace, run_dir: Path, corpus: "utils.Corpus", config: "model.ModelConfig",
+def write_run_files(args: argparse.Namespace, run_dir: Path, corpus: "dataset.Corpus", config: "model.ModelConfig",
                     chars_per_symbol: dict) -> None:
     """config.json and vocab.json, each written whole or not at all (an OSError leaves the old one)."""
     import tensorflow as tf

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Data preparation: speed and peak memory of utils.prepare_corpus vs the old tool's naive loader.
+"""Data preparation: speed and peak memory of dataset.prepare_corpus vs the old tool's naive loader.
 
 Generates its own Korean corpora (real lines of data/korean/*.txt resampled in random order, with
 rare Hangul, CJK and emoji sprinkled in so the vocabulary grows like a wiki dump's; deterministic
@@ -93,7 +93,7 @@ def child(loader: str, path: Path, cache_root: Path) -> None:
     import collections
     import numpy as np
     sys.path.insert(0, str(ROOT))
-    import utils
+    import dataset
     baseline = rss_kib("VmRSS")
     t0 = time.perf_counter()
     if loader == "naive":
@@ -108,7 +108,7 @@ def child(loader: str, path: Path, cache_root: Path) -> None:
         np.save(cache_root / "data.npy", tensor)
         symbols, vocab_size = len(tensor), len(chars)
     else:
-        corpus = utils.prepare_corpus([path], utils.DataOptions(), cache_root=cache_root)
+        corpus = dataset.prepare_corpus([path], dataset.DataOptions(), cache_root=cache_root)
         symbols, vocab_size = len(corpus.ids), corpus.vocab.size
     seconds = time.perf_counter() - t0
     print(json.dumps({"seconds": seconds, "baseline_kib": baseline, "peak_kib": rss_kib("VmHWM"),
@@ -226,7 +226,7 @@ def render(rows, command: str, started: str, load_before, load_after, runs: int)
              f"{runs} run(s) per cell, file in the page cache, each run in a fresh process.", "",
              "| corpus | loader | MB/s, median (min-max) | seconds | peak RSS above baseline | peak RSS | symbols | vocabulary |",
              "|---|---|---|---|---|---|---|---|"]
-    names = {"ours": "utils.prepare_corpus", "cached": "prepare_corpus, cached", "naive": "naive read()+Counter+list(map)"}
+    names = {"ours": "dataset.prepare_corpus", "cached": "prepare_corpus, cached", "naive": "naive read()+Counter+list(map)"}
     for mb, size, results in rows:
         for loader, r in results.items():
             if isinstance(r, str):

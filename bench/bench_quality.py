@@ -9,8 +9,8 @@ subprocess with its default flags plus --time_budget (its curve is read back fro
 TensorBoard events it writes). The reference is PyTorch's Embedding -> nn.LSTM -> Linear
 (bench_train.py's model) with the settings that did best on this machine: 2x256, no dropout,
 B64 T100, Adam 3e-3 with warmup and cosine decay over the budget, clip 5, on 2 threads. It
-reads the same ids with the same batching (utils.BatchLoader: B contiguous streams, state
-carried across batches) and is evaluated on the whole validation split (utils.eval_batches)
+reads the same ids with the same batching (dataset.BatchLoader: B contiguous streams, state
+carried across batches) and is evaluated on the whole validation split (dataset.eval_batches)
 about every 30 s of its run; evaluation counts against its budget, as it does in train.py.
 The two run one after the other, so the load average is printed for each. Prints a markdown
 table to stdout; train.py's progress goes to stderr.
@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import dataset  # noqa: E402
 import plan  # noqa: E402
 import train  # noqa: E402
 import utils  # noqa: E402
@@ -104,10 +105,10 @@ def run_torch(data_dir: Path, budget_s: float, eval_streams: int) -> dict:
 
     torch.set_num_threads(THREADS)
     load_start = os.getloadavg()
-    corpus = utils.prepare_corpus(utils.resolve_corpus(str(data_dir), None), utils.DataOptions())
+    corpus = dataset.prepare_corpus(dataset.resolve_corpus(str(data_dir), None), dataset.DataOptions())
     train_ids, val_ids = corpus.split(VAL_FRAC)
     s = TORCH
-    loader = utils.BatchLoader(train_ids, s["batch"], s["seq_length"], seed=SEED)
+    loader = dataset.BatchLoader(train_ids, s["batch"], s["seq_length"], seed=SEED)
     # Scored on as many streams as ours (train.py evaluates with --batch_size streams): each stream
     # starts from a zero state, so more streams would score more poorly predicted first characters
     # and raise its loss for no fault of its own.
@@ -123,7 +124,7 @@ def run_torch(data_dir: Path, budget_s: float, eval_streams: int) -> dict:
     def evaluate() -> float:
         net.eval()
         state, nats, count = zeros(eval_batch), 0.0, 0
-        for x, y in utils.eval_batches(val_ids, eval_batch, s["seq_length"]):
+        for x, y in dataset.eval_batches(val_ids, eval_batch, s["seq_length"]):
             logits, state = net(torch.from_numpy(x).long(), state)
             y = torch.from_numpy(y).long()
             nats += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),

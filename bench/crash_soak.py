@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # utils, for a quiet TensorFlow import
+sys.path.insert(0, str(ROOT))  # runs, for a quiet TensorFlow import
 TINY = ["--num_layers", "1", "--rnn_size", "32", "--embedding_size", "16", "--batch_size", "4",
         "--seq_length", "16", "--sample_length", "20", "--warmup_steps", "10"]
 KINDS = ("startup", "training", "checkpoint write")

@@ -1,4 +1,4 @@
-"""utils.py data layer: real files in tmp_path, real subprocesses; the whole file runs in seconds."""
+"""dataset.py (the data layer) and utils.py: real files in tmp_path, real subprocesses; runs in seconds."""
 from __future__ import annotations
 
 import collections
@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import dataset
 import utils
-from utils import CharRNNError, DataOptions
+from dataset import DataOptions
+from utils import CharRNNError
 
 ROOT = Path(__file__).resolve().parents[1]
 KOREAN = (ROOT / "data" / "korean" / "ml_blog.txt").read_text(encoding="utf-8")[:20000]
@@ -30,8 +32,8 @@ def expected_text(raw: str, normalize: str = "nfc") -> str:
     return unicodedata.normalize("NFC", text) if normalize == "nfc" else text
 
 
-def prepare(path: Path, tmp_path: Path, **options) -> utils.Corpus:
-    return utils.prepare_corpus([path], DataOptions(**options), cache_root=tmp_path / "cache")
+def prepare(path: Path, tmp_path: Path, **options) -> dataset.Corpus:
+    return dataset.prepare_corpus([path], DataOptions(**options), cache_root=tmp_path / "cache")
 
 
 def write(path: Path, data: str | bytes) -> Path:
@@ -76,8 +78,8 @@ def test_atomic_write_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 
-def test_importing_utils_does_not_import_tensorflow() -> None:
-    out = run_python("import sys, utils; print('tensorflow' in sys.modules)", text=True)
+def test_importing_the_data_layer_does_not_import_tensorflow() -> None:
+    out = run_python("import sys, dataset; print('tensorflow' in sys.modules)", text=True)
     assert out.stdout.strip() == "False", out.stderr
 
 
@@ -105,12 +107,12 @@ ROUND_TRIPS = {
 @pytest.mark.parametrize("name", ROUND_TRIPS)
 @pytest.mark.parametrize("read_bytes", [1 << 20, 7, 2])  # 7, 2: reads cut characters, BOMs, CRLFs, NFD
 def test_round_trip(tmp_path: Path, monkeypatch, name: str, read_bytes: int) -> None:
-    monkeypatch.setattr(utils, "_READ_BYTES", read_bytes)
+    monkeypatch.setattr(dataset, "_READ_BYTES", read_bytes)
     raw = ROUND_TRIPS[name]
     corpus = prepare(write(tmp_path / "in.txt", raw), tmp_path)
     want = expected_text(raw)
     assert corpus.vocab.decode(corpus.ids) == want
-    assert corpus.num_chars == len(want) == len(corpus.ids) == utils.count_chars(corpus.vocab, corpus.ids)
+    assert corpus.num_chars == len(want) == len(corpus.ids) == dataset.count_chars(corpus.vocab, corpus.ids)
     counts = collections.Counter(want)
     assert dict(zip(corpus.vocab.symbols, corpus.vocab.counts)) == counts
     assert corpus.vocab.counts == sorted(corpus.vocab.counts, reverse=True)
@@ -122,15 +124,15 @@ def test_utf16_without_a_bom_is_told_from_binary_numbers(tmp_path: Path) -> None
                                ("en16.txt", "plain text\n".encode("utf-16-be") * 50, "--encoding utf-16-be"),
                                ("small.bin", (np.arange(1000, dtype=np.int16) % 200).tobytes(), "binary file")]:
         with pytest.raises(utils.CharRNNError, match=needle):
-            utils._check_looks_like_text(tmp_path / name, data, "utf-8")
+            dataset._check_looks_like_text(tmp_path / name, data, "utf-8")
 
 
 def test_text_without_line_breaks_is_cut_near_each_read_end() -> None:
     """So that a one-line corpus of ideographs keeps one read's worth of text in memory (the
     round trips above show that the cuts never change the normalized text)."""
-    assert utils._safe_cut("中" * 1_000_000) == 999_999
-    assert utils._safe_cut("中文e\u0301") == 2  # before the e, whose accent joins it
-    assert utils._safe_cut("\u0301\u0301\u0301") == 0  # marks only: read more
+    assert dataset._safe_cut("中" * 1_000_000) == 999_999
+    assert dataset._safe_cut("中文e\u0301") == 2  # before the e, whose accent joins it
+    assert dataset._safe_cut("\u0301\u0301\u0301") == 0  # marks only: read more
 
 
 def test_nfd_hangul_gives_the_same_vocabulary_as_nfc(tmp_path: Path) -> None:
@@ -151,12 +153,12 @@ def test_files_of_a_directory_are_joined_by_line_breaks(tmp_path: Path) -> None:
     write(root / "a.txt", "one")
     write(root / "sub" / "c.txt", "\ufeffthree")
     write(root / ".hidden" / "x.txt", "never")
-    files = utils.resolve_corpus(str(tmp_path / "corpus"), None)
+    files = dataset.resolve_corpus(str(tmp_path / "corpus"), None)
     assert [f.name for f in files] == ["a.txt", "b.txt", "c.txt"]
-    corpus = utils.prepare_corpus(files, DataOptions())
+    corpus = dataset.prepare_corpus(files, DataOptions())
     assert corpus.vocab.decode(corpus.ids) == "one\n둘\nthree"
     assert corpus.cache_dir.parent == tmp_path / "corpus" / ".prepared"
-    assert utils.resolve_corpus(str(tmp_path / "corpus"), None) == files  # the cache is not corpus
+    assert dataset.resolve_corpus(str(tmp_path / "corpus"), None) == files  # the cache is not corpus
 
 
 @pytest.mark.skipif(os.name == "nt", reason="symbolic links need privileges on Windows")
@@ -169,7 +171,7 @@ def test_linked_files_are_read_once_and_cached_in_the_named_folder(tmp_path: Pat
     (corpus_dir / "a.txt").symlink_to(tmp_path / "x" / "a.txt")
     (corpus_dir / "b.txt").symlink_to(tmp_path / "y" / "b.txt")
     (corpus_dir / "c.txt").symlink_to(tmp_path / "x" / "a.txt")  # the same file again
-    corpus = utils.prepare_corpus(utils.resolve_corpus(str(corpus_dir), None), DataOptions())
+    corpus = dataset.prepare_corpus(dataset.resolve_corpus(str(corpus_dir), None), DataOptions())
     assert corpus.vocab.decode(corpus.ids) == "one\ntwo\n"
     assert corpus.cache_dir.parent == corpus_dir / ".prepared"  # not tmp_path, where the links lead
     # A linked folder is read too (it was skipped without a word), and a link back up ends.
@@ -177,11 +179,11 @@ def test_linked_files_are_read_once_and_cached_in_the_named_folder(tmp_path: Pat
     write(tmp_path / "z" / "d.txt", "four\n")
     (tmp_path / "z" / "back").symlink_to(corpus_dir)
     (corpus_dir / "more").symlink_to(tmp_path / "z")
-    files = utils.resolve_corpus(str(corpus_dir), None)
+    files = dataset.resolve_corpus(str(corpus_dir), None)
     assert [f.relative_to(corpus_dir).as_posix() for f in files] == ["a.txt", "b.txt", "c.txt", "more/d.txt"]
     # Two links to one folder: the first by name is read, whatever order the folder lists them in.
     (corpus_dir / "another").symlink_to(tmp_path / "z")
-    files = utils.resolve_corpus(str(corpus_dir), None)
+    files = dataset.resolve_corpus(str(corpus_dir), None)
     assert [f.relative_to(corpus_dir).as_posix() for f in files] == ["a.txt", "another/d.txt", "b.txt", "c.txt"]
 
 
@@ -190,11 +192,11 @@ def test_txt_files_in_any_case_and_the_ones_input_txt_leaves_out(tmp_path: Path,
     every .txt file left out, below it too."""
     write(tmp_path / "BOOK.TXT", "upper\n")
     write(tmp_path / "notes.md", "never")
-    assert utils.resolve_corpus(str(tmp_path), None) == [tmp_path / "BOOK.TXT"]
+    assert dataset.resolve_corpus(str(tmp_path), None) == [tmp_path / "BOOK.TXT"]
     write(tmp_path / "input.txt", "x")
     (tmp_path / "sub").mkdir()
     write(tmp_path / "sub" / "more.txt", "y")
-    assert utils.resolve_corpus(str(tmp_path), None) == [tmp_path / "input.txt"]
+    assert dataset.resolve_corpus(str(tmp_path), None) == [tmp_path / "input.txt"]
     assert "the 2 other .txt file(s) in and below it are left out" in caplog.text
 
 
@@ -215,29 +217,29 @@ def test_to_jamo_round_trips_any_text() -> None:
     rng = random.Random(0)
     alphabet = [(0xAC00, 0xD7A3), (0x1100, 0x11FF), (0xFDD0, 0xFDD0), (0x20, 0x7E), (0x1F300, 0x1F5FF), (0x3131, 0x318E)]
     for sample in JAMO_TRICKY + ["".join(chr(rng.randint(*rng.choice(alphabet))) for _ in range(5000))]:
-        jamo = utils.to_jamo(sample)
+        jamo = dataset.to_jamo(sample)
         assert not any(0xAC00 <= ord(c) <= 0xD7A3 for c in jamo)
-        assert utils.from_jamo(jamo) == sample
-    assert utils.to_jamo("한") == "\u1112\u1161\u11ab"
+        assert dataset.from_jamo(jamo) == sample
+    assert dataset.to_jamo("한") == "\u1112\u1161\u11ab"
 
 
 @pytest.mark.parametrize("normalize", ["nfc", "none"])
 def test_jamo_unit_round_trips_and_counts_original_characters(tmp_path: Path, monkeypatch, normalize: str) -> None:
-    monkeypatch.setattr(utils, "_READ_BYTES", 5)
+    monkeypatch.setattr(dataset, "_READ_BYTES", 5)
     raw = "\n".join(JAMO_TRICKY) + NFD_KOREAN + KOREAN[:3000]
     corpus = prepare(write(tmp_path / "in.txt", raw), tmp_path, unit="jamo", normalize=normalize)
     want = expected_text(raw, normalize)
     assert corpus.vocab.decode(corpus.ids) == want
     # Exact, except that the noncharacter U+FDD0 (the escape; absent from real text) counts twice.
-    assert corpus.num_chars == len(want) + want.count("\ufdd0") == utils.count_chars(corpus.vocab, corpus.ids)
+    assert corpus.num_chars == len(want) + want.count("\ufdd0") == dataset.count_chars(corpus.vocab, corpus.ids)
     assert len(corpus.ids) > len(want)
     assert not any(0xAC00 <= ord(s) <= 0xD7A3 for s in corpus.vocab.symbols)
     # The baseline is over original characters (syllables), not jamo.
     counts = collections.Counter(want)
     counts["\ufdd0"] *= 2
     p = np.array(list(counts.values())) / sum(counts.values())
-    assert utils.unigram_entropy_bits(corpus.vocab, corpus.ids) == pytest.approx(-(p * np.log2(p)).sum())
-    assert corpus.vocab.encode("한국어").tolist() == [corpus.vocab.symbols.index(c) for c in utils.to_jamo("한국어")]
+    assert dataset.unigram_entropy_bits(corpus.vocab, corpus.ids) == pytest.approx(-(p * np.log2(p)).sum())
+    assert corpus.vocab.encode("한국어").tolist() == [corpus.vocab.symbols.index(c) for c in dataset.to_jamo("한국어")]
 
 
 def test_jamo_validation_split_starts_on_a_whole_syllable(tmp_path: Path) -> None:
@@ -267,8 +269,8 @@ def test_korean_under_the_c_locale_without_utf8_mode(tmp_path: Path) -> None:
     path = write(tmp_path / "ko.txt", "\ufeff" + KOREAN.replace("\n", "\r\n"))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONIOENCODING", "LANGUAGE")}
     env.update(LC_ALL="C", LANG="C", PYTHONUTF8="0")
-    code = ("import locale, sys, utils; from pathlib import Path\n"
-            "c = utils.prepare_corpus([Path(sys.argv[1])], utils.DataOptions(), cache_root=Path(sys.argv[2]))\n"
+    code = ("import locale, sys, dataset; from pathlib import Path\n"
+            "c = dataset.prepare_corpus([Path(sys.argv[1])], dataset.DataOptions(), cache_root=Path(sys.argv[2]))\n"
             "Path(sys.argv[3]).write_bytes(c.vocab.decode(c.ids).encode('utf-8'))\n"
             "print(locale.getpreferredencoding(False), sys.flags.utf8_mode)")
     out = run_python(code, str(path), str(tmp_path / "cache"), str(tmp_path / "out.txt"), env=env, text=True)
@@ -293,7 +295,7 @@ def test_cp949_file_gets_one_clear_message_and_reads_with_encoding(tmp_path: Pat
 
 
 def test_error_offset_counts_from_the_file_start_across_chunks(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(utils, "_READ_BYTES", 4)
+    monkeypatch.setattr(dataset, "_READ_BYTES", 4)
     head = "가나다\n" * 10 + "ab"
     path = write(tmp_path / "bad.txt", head.encode() + b"\xff tail\n")
     with pytest.raises(CharRNNError, match=f"line 11, byte offset {len(head.encode())} "):
@@ -314,7 +316,7 @@ def test_error_offset_counts_from_the_file_start_across_chunks(tmp_path: Path, m
 def test_unreadable_files_get_a_message(tmp_path: Path, data: bytes, expected: str) -> None:
     path = write(tmp_path / "x.txt", data)
     with pytest.raises(CharRNNError, match=expected) as error:
-        prepare(path, tmp_path) if data else utils.resolve_corpus(None, str(path))
+        prepare(path, tmp_path) if data else dataset.resolve_corpus(None, str(path))
     assert str(path) in str(error.value)
 
 
@@ -341,7 +343,7 @@ def test_a_vocabulary_needs_a_real_character_and_a_baseline_is_never_negative(tm
         prepare(path, tmp_path, min_char_count=21)
     assert prepare(path, tmp_path, min_char_count=20).vocab.size == 3  # a, b and the unknown symbol
     one = prepare(write(tmp_path / "one.txt", "a" * 100), tmp_path)
-    assert f"{utils.unigram_entropy_bits(one.vocab, one.ids):.3f}" == "0.000"  # not -0.000
+    assert f"{dataset.unigram_entropy_bits(one.vocab, one.ids):.3f}" == "0.000"  # not -0.000
 
 
 def test_unknown_encoding_and_bad_options() -> None:
@@ -356,16 +358,16 @@ def test_unknown_encoding_and_bad_options() -> None:
 def test_resolve_corpus(tmp_path: Path, caplog) -> None:
     write(tmp_path / "input.txt", "x")
     write(tmp_path / "other.txt", "y")
-    assert utils.resolve_corpus(str(tmp_path), None) == [tmp_path / "input.txt"]
+    assert dataset.resolve_corpus(str(tmp_path), None) == [tmp_path / "input.txt"]
     assert "reading input.txt only" in caplog.text and "1 other .txt file(s)" in caplog.text  # never silently
-    assert utils.resolve_corpus(None, str(tmp_path)) == [tmp_path / "input.txt", tmp_path / "other.txt"]
-    assert utils.resolve_corpus(None, str(tmp_path / "other.txt")) == [tmp_path / "other.txt"]
+    assert dataset.resolve_corpus(None, str(tmp_path)) == [tmp_path / "input.txt", tmp_path / "other.txt"]
+    assert dataset.resolve_corpus(None, str(tmp_path / "other.txt")) == [tmp_path / "other.txt"]
     (tmp_path / "none").mkdir()
     cases = [((str(tmp_path / "missing"), None), "no such file"), ((str(tmp_path / "none"), None), "no .txt files"),
              ((str(tmp_path), str(tmp_path)), "not both"), ((None, None), "no corpus")]
     for args, message in cases:
         with pytest.raises(CharRNNError, match=message):
-            utils.resolve_corpus(*args)
+            dataset.resolve_corpus(*args)
 
 
 # ---- the cache --------------------------------------------------------------------------------------
@@ -421,30 +423,30 @@ def test_unwritable_corpus_dir_falls_back_to_the_user_cache(tmp_path: Path, monk
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     path = write(tmp_path / "in.txt", "hello\n")
     write(tmp_path / ".prepared", "a file where the cache directory would go")
-    corpus = utils.prepare_corpus([path], DataOptions())
+    corpus = dataset.prepare_corpus([path], DataOptions())
     assert corpus.cache_dir.parent == tmp_path / "xdg" / "char-rnn-tf2"
-    assert utils.prepare_corpus([path], DataOptions()).cache_dir == corpus.cache_dir
+    assert dataset.prepare_corpus([path], DataOptions()).cache_dir == corpus.cache_dir
 
 
 KILLABLE = """
-import os, sys, time, utils
+import os, sys, time, dataset
 from pathlib import Path
-utils._READ_BYTES = 1 << 16
+dataset._READ_BYTES = 1 << 16
 def pause():
     print("midway", flush=True)
     time.sleep(60)
 if sys.argv[3] == "reading":
-    read = utils._read_code_points
+    read = dataset._read_code_points
     def slow(*args):
         for i, chunk in enumerate(read(*args)):
             if i == 10:
                 pause()
             yield chunk
-    utils._read_code_points = slow
+    dataset._read_code_points = slow
 else:  # everything written, meta.json included, but not yet renamed into place
     replace = os.replace
     os.replace = lambda src, dst: pause() if Path(src).is_dir() else replace(src, dst)
-utils.prepare_corpus([Path(sys.argv[1])], utils.DataOptions(), cache_root=Path(sys.argv[2]))
+dataset.prepare_corpus([Path(sys.argv[1])], dataset.DataOptions(), cache_root=Path(sys.argv[2]))
 """
 
 
@@ -509,7 +511,7 @@ def test_a_dead_build_is_cleaned_up_only_on_its_own_host(tmp_path: Path) -> None
                            (f"@{socket.gethostname()}", "", "@another-host.example"))
     for build in (ours, older, theirs):
         build.mkdir()
-    corpus = utils.prepare_corpus([path], DataOptions(), cache_root=cache)
+    corpus = dataset.prepare_corpus([path], DataOptions(), cache_root=cache)
     assert sorted(d.name for d in cache.iterdir()) == sorted([corpus.cache_dir.name, theirs.name])
 
 
@@ -544,7 +546,7 @@ def test_jamo_keeps_its_jamo_under_max_vocab(tmp_path: Path) -> None:
     path = write(tmp_path / "in.txt", KOREAN)
     corpus = prepare(path, tmp_path, unit="jamo", max_vocab=120)
     assert corpus.vocab.size == 120 and corpus.vocab.unk_id is not None
-    assert corpus.num_chars == utils.count_chars(corpus.vocab, corpus.ids) == len(expected_text(KOREAN))
+    assert corpus.num_chars == dataset.count_chars(corpus.vocab, corpus.ids) == len(expected_text(KOREAN))
     with pytest.raises(CharRNNError, match="--max_vocab 10 is too small for --unit jamo"):
         prepare(path, tmp_path, unit="jamo", max_vocab=10)
 
@@ -570,14 +572,14 @@ def test_vocab_save_load(tmp_path: Path) -> None:
     corpus = prepare(write(tmp_path / "in.txt", "한국어 text\n\ttab"), tmp_path)
     saved = (corpus.cache_dir / "vocab.json").read_text(encoding="utf-8")
     assert '["한", 1]' in saved and json.loads(saved)["size"] == corpus.vocab.size  # readable UTF-8
-    loaded = utils.Vocab.load(corpus.cache_dir / "vocab.json")
+    loaded = dataset.Vocab.load(corpus.cache_dir / "vocab.json")
     assert (loaded.symbols, loaded.counts, loaded.unk_id) == (corpus.vocab.symbols, corpus.vocab.counts, None)
     write(tmp_path / "broken.json", "{")
     with pytest.raises(CharRNNError, match="not a valid vocab.json"):
-        utils.Vocab.load(tmp_path / "broken.json")
+        dataset.Vocab.load(tmp_path / "broken.json")
     (tmp_path / "folder").mkdir()
     with pytest.raises(CharRNNError, match="folder: cannot read the vocabulary"):
-        utils.Vocab.load(tmp_path / "folder")
+        dataset.Vocab.load(tmp_path / "folder")
 
 
 def test_more_than_65535_symbols_are_stored_as_uint32(tmp_path: Path) -> None:
@@ -596,7 +598,7 @@ def test_unigram_entropy_of_characters(tmp_path: Path) -> None:
     corpus = prepare(write(tmp_path / "in.txt", KOREAN), tmp_path)
     want = expected_text(KOREAN)
     p = np.array(list(collections.Counter(want).values())) / len(want)
-    assert utils.unigram_entropy_bits(corpus.vocab, corpus.ids) == pytest.approx(-(p * np.log2(p)).sum())
+    assert dataset.unigram_entropy_bits(corpus.vocab, corpus.ids) == pytest.approx(-(p * np.log2(p)).sum())
 
 
 # ---- split and batches ------------------------------------------------------------------------------
@@ -612,7 +614,7 @@ def test_split_is_contiguous_and_last(tmp_path: Path) -> None:
 
 def test_batches_are_deterministic_contiguous_and_restartable() -> None:
     ids = np.arange(10_000, dtype=np.uint16)
-    loader = utils.BatchLoader(ids, batch_size=4, seq_length=16, seed=3)
+    loader = dataset.BatchLoader(ids, batch_size=4, seq_length=16, seed=3)
     length = len(ids) // 4
     assert loader.num_batches == length // 16 - 1
     for epoch in range(6):
@@ -628,9 +630,9 @@ def test_batches_are_deterministic_contiguous_and_restartable() -> None:
                 assert np.array_equal(x[:, 0], previous_y[:, -1])  # carried state lines up
             previous_y = y
     assert len({loader.offset(epoch) for epoch in range(20)}) > 1  # epochs see different windows
-    restarted = utils.BatchLoader(ids, batch_size=4, seq_length=16, seed=3)
+    restarted = dataset.BatchLoader(ids, batch_size=4, seq_length=16, seed=3)
     assert all(np.array_equal(restarted.batch(5, i)[0], loader.batch(5, i)[0]) for i in (7, 3, 0))
-    other_seed = utils.BatchLoader(ids, batch_size=4, seq_length=16, seed=4)
+    other_seed = dataset.BatchLoader(ids, batch_size=4, seq_length=16, seed=4)
     assert [other_seed.offset(e) for e in range(20)] != [loader.offset(e) for e in range(20)]
     with pytest.raises(IndexError):
         loader.batch(0, loader.num_batches)
@@ -638,7 +640,7 @@ def test_batches_are_deterministic_contiguous_and_restartable() -> None:
 
 def test_batches_from_a_memmap_copy_only_the_batch(tmp_path: Path) -> None:
     corpus = prepare(write(tmp_path / "in.txt", KOREAN), tmp_path)
-    loader = utils.BatchLoader(corpus.split(0.05)[0], batch_size=8, seq_length=32)
+    loader = dataset.BatchLoader(corpus.split(0.05)[0], batch_size=8, seq_length=32)
     x, y = loader.batch(0, 1)
     assert not isinstance(x, np.memmap) and x.flags.c_contiguous and x.base is None
     assert isinstance(loader.streams, np.memmap)  # a view of the file, not a copy
@@ -646,32 +648,32 @@ def test_batches_from_a_memmap_copy_only_the_batch(tmp_path: Path) -> None:
 
 def test_shards_cover_the_streams_exactly() -> None:
     ids = np.arange(7_000, dtype=np.uint32) % 50_000
-    full = utils.BatchLoader(ids, batch_size=6, seq_length=10, seed=1)
+    full = dataset.BatchLoader(ids, batch_size=6, seq_length=10, seed=1)
     for shards in (2, 3, 4):
-        parts = [utils.BatchLoader(ids, 6, 10, seed=1, shard_index=i, num_shards=shards) for i in range(shards)]
+        parts = [dataset.BatchLoader(ids, 6, 10, seed=1, shard_index=i, num_shards=shards) for i in range(shards)]
         assert np.array_equal(np.concatenate([p.streams for p in parts]), full.streams)
         assert {p.num_batches for p in parts} == {full.num_batches}
         for epoch, index in ((0, 0), (2, 5)):
             assert np.array_equal(np.concatenate([p.batch(epoch, index)[0] for p in parts]), full.batch(epoch, index)[0])
     with pytest.raises(CharRNNError, match="shard"):
-        utils.BatchLoader(ids, 6, 10, shard_index=2, num_shards=2)
+        dataset.BatchLoader(ids, 6, 10, shard_index=2, num_shards=2)
 
 
 def test_too_small_corpus_says_what_is_needed() -> None:
-    utils.BatchLoader(np.zeros(5000, np.uint16), batch_size=50, seq_length=50)  # just enough
+    dataset.BatchLoader(np.zeros(5000, np.uint16), batch_size=50, seq_length=50)  # just enough
     with pytest.raises(CharRNNError) as error:
-        utils.BatchLoader(np.zeros(4999, np.uint16), batch_size=50, seq_length=50)
+        dataset.BatchLoader(np.zeros(4999, np.uint16), batch_size=50, seq_length=50)
     message = str(error.value)
     assert "4,999 characters" in message and "--batch_size 50 --seq_length 50 needs at least 5,000" in message
     assert all(flag in message for flag in ("Lower --batch_size or --seq_length", "--val_frac"))
     with pytest.raises(CharRNNError, match="validation part has 3 characters.*--val_frac"):
-        next(utils.eval_batches(np.zeros(3, np.uint16), batch_size=4, seq_length=8))
+        next(dataset.eval_batches(np.zeros(3, np.uint16), batch_size=4, seq_length=8))
 
 
 @pytest.mark.parametrize("n", [1003, 1000])  # 1000: no id left over for the last target
 def test_eval_batches_cover_the_split(n: int) -> None:
     ids = np.arange(n, dtype=np.uint16)
-    batches = list(utils.eval_batches(ids, batch_size=4, seq_length=64))
+    batches = list(dataset.eval_batches(ids, batch_size=4, seq_length=64))
     x = np.concatenate([b[0] for b in batches], axis=1)
     y = np.concatenate([b[1] for b in batches], axis=1)
     length = (len(ids) - 1) // 4
@@ -682,7 +684,7 @@ def test_eval_batches_cover_the_split(n: int) -> None:
 def test_interrupted_preparation_leaves_no_cache_folder(tmp_path: Path, monkeypatch) -> None:
     def interrupted(*args) -> None:
         raise KeyboardInterrupt
-    monkeypatch.setattr(utils, "_build", interrupted)
+    monkeypatch.setattr(dataset, "_build", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare(write(tmp_path / "in.txt", "hello world\n" * 100), tmp_path)
     assert not (tmp_path / "cache").exists()

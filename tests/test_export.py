@@ -173,12 +173,13 @@ def interpreter(path: Path):
 @pytest.mark.parametrize("name", list(RUNS))
 def test_tflite_greedy_equals_sample_py(work: Path, greedy: dict[str, str], name: str) -> None:
     import tensorflow as tf
-    import utils
+
+    import dataset
 
     _, prime, _ = RUNS[name]
     model_path = work / "out" / f"{name}.tflite"
-    vocab = utils.Vocab.load(work / "out" / f"{name}.vocab.json")
-    assert vocab.symbols == utils.Vocab.load(work / "save" / name / "vocab.json").symbols
+    vocab = dataset.Vocab.load(work / "out" / f"{name}.vocab.json")
+    assert vocab.symbols == dataset.Vocab.load(work / "save" / name / "vocab.json").symbols
     # Builtin ops only: a Flex (Select TF) op would show up by name in the model's op list.
     report = io.StringIO()
     with contextlib.redirect_stdout(report):
@@ -204,12 +205,13 @@ def test_tflite_greedy_equals_sample_py(work: Path, greedy: dict[str, str], name
     assert stepped == list(ids)
 
 
-def test_jamo_helpers_match_utils() -> None:
-    """The in-graph text helpers against utils.py on random soup of the tricky code points."""
+def test_jamo_helpers_match_dataset() -> None:
+    """The in-graph text helpers against dataset.py on random soup of the tricky code points."""
     import tensorflow as tf
+
+    import dataset
     import export
     import model
-    import utils
 
     def to_jamo(cp):
         slots = tf.reshape(export._jamo_slots(cp), [-1])
@@ -228,22 +230,23 @@ def test_jamo_helpers_match_utils() -> None:
 
     for _ in range(300):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 10)))
-        assert apply(from_jamo, text) == utils.from_jamo(text), repr(text)
-        assert apply(to_jamo, text) == utils.to_jamo(text), repr(text)
+        assert apply(from_jamo, text) == dataset.from_jamo(text), repr(text)
+        assert apply(to_jamo, text) == dataset.to_jamo(text), repr(text)
         plain = text.replace("\ufdd0", "")
-        assert apply(compose, apply(line_ends, plain)) == utils._normalize(plain, "nfc"), repr(plain)
+        assert apply(compose, apply(line_ends, plain)) == dataset._normalize(plain, "nfc"), repr(plain)
 
 
 def test_saved_model_drops_unknown_characters_whole(tmp_path: Path) -> None:
     """The SavedModel's prime skips what sample.py --unknown skip skips: under jamo a syllable
     whose final jamo the corpus never had goes whole, not as a stray initial and vowel."""
     import tensorflow as tf
+
+    import dataset
     import export
     import model
-    import utils
 
     (tmp_path / "ko.txt").write_text("가나다하\n" * 5, encoding="utf-8")
-    vocab = utils.prepare_corpus([tmp_path / "ko.txt"], utils.DataOptions(unit="jamo"),
+    vocab = dataset.prepare_corpus([tmp_path / "ko.txt"], dataset.DataOptions(unit="jamo"),
                                  cache_root=tmp_path / "cache").vocab
     module = export.ServingModule(model.CharRNN(model.ModelConfig("gru", vocab.size, 1, 8, 4)), vocab)
     for prime in ("가핳하", "핳", "하\u11c2a", "나다"):
@@ -252,11 +255,12 @@ def test_saved_model_drops_unknown_characters_whole(tmp_path: Path) -> None:
 
 
 def test_export_refuses_a_non_empty_directory(tmp_path: Path) -> None:
+    import dataset
     import export
     import model as model_lib
     import utils
 
-    vocab = utils.Vocab(list("ab\n"), [3, 2, 1])
+    vocab = dataset.Vocab(list("ab\n"), [3, 2, 1])
     net = model_lib.CharRNN(model_lib.ModelConfig("gru", vocab.size, 1, 8, 4))
     target = tmp_path / "exported"
     target.mkdir()

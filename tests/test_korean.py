@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import dataset
 import train
-import utils
 from test_train import read_scalars, tiny_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,11 +72,11 @@ def test_jamo_training_learns_and_samples_valid_hangul(tmp_path: Path) -> None:
     assert sum("\uac00" <= c <= "\ud7a3" for c in text) >= 50, text
 
 
-def bpc_of_a_uniform_model(vocab: utils.Vocab, ids: np.ndarray) -> float:
+def bpc_of_a_uniform_model(vocab: dataset.Vocab, ids: np.ndarray) -> float:
     """What train.py reports for a model uniform over the vocabulary: ln V nats for every symbol,
-    through train.py's own conversion and utils.count_chars (the same path as its val/bpc)."""
+    through train.py's own conversion and dataset.count_chars (the same path as its val/bpc)."""
     nats_per_symbol = math.log(vocab.size)
-    return train.bits_per_char(nats_per_symbol, utils.count_chars(vocab, ids) / len(ids))
+    return train.bits_per_char(nats_per_symbol, dataset.count_chars(vocab, ids) / len(ids))
 
 
 def test_bits_per_character_mean_the_same_in_both_units(tmp_path: Path) -> None:
@@ -87,7 +87,7 @@ def test_bits_per_character_mean_the_same_in_both_units(tmp_path: Path) -> None:
     assert independent["jamo"][1] > 1.5 * len(text)
     path = write(tmp_path / "ko.txt", text)
     for unit, (vocab_size, symbols) in independent.items():
-        corpus = utils.prepare_corpus([path], utils.DataOptions(unit=unit), cache_root=tmp_path / unit)
+        corpus = dataset.prepare_corpus([path], dataset.DataOptions(unit=unit), cache_root=tmp_path / unit)
         assert (corpus.vocab.size, len(corpus.ids), corpus.num_chars) == (vocab_size, symbols, len(text))
         want = math.log(vocab_size) * symbols / len(text) / math.log(2)
         assert bpc_of_a_uniform_model(corpus.vocab, corpus.ids) == pytest.approx(want, rel=1e-12), unit
@@ -95,14 +95,14 @@ def test_bits_per_character_mean_the_same_in_both_units(tmp_path: Path) -> None:
         # that start in it: what is not a vowel or final jamo.
         shown = (jamo_text if unit == "jamo" else text)[1:1001]
         starts = sum(not ("\u1161" <= c <= "\u1175" or "\u11a8" <= c <= "\u11c2") for c in shown)
-        assert utils.count_chars(corpus.vocab, corpus.ids[1:1001]) == starts
+        assert dataset.count_chars(corpus.vocab, corpus.ids[1:1001]) == starts
 
 
 def test_a_jamo_run_saved_before_the_character_split_keeps_its_validation(tmp_path: Path) -> None:
     """Validation is cut by characters now; a run whose config.json predates that (no val_split)
     resumes with its old cut by symbols, which its data position and best loss are for."""
     corpus = write(tmp_path / "ko.txt", KOREAN)
-    prepared = utils.prepare_corpus([corpus], utils.DataOptions(unit="jamo"), cache_root=tmp_path / "cache")
+    prepared = dataset.prepare_corpus([corpus], dataset.DataOptions(unit="jamo"), cache_root=tmp_path / "cache")
     held_out = {by: len(prepared.split(0.05, by=by)[1]) for by in ("chars", "symbols")}
     assert held_out["chars"] != held_out["symbols"]
     first = run("train.py", tmp_path, "--input", str(corpus), "--unit", "jamo", "--max_steps", "4",

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import sample as sample_script
+import dataset
 import utils
+import sample as sample_script
 from test_data import JAMO_TRICKY
 from test_train import ROOT, TINY, tiny_text
 
@@ -93,9 +94,9 @@ def test_num_samples_are_one_batch_of_different_texts(run_dir: Path) -> None:
 def test_streamed_jamo_decode_as_the_whole_at_any_chunk_boundary() -> None:
     """Syllables, original jamo and their escape split across chunks come out as decoding the
     whole sequence at once gives them, row by row."""
-    jamo = utils.to_jamo("\n".join(JAMO_TRICKY) + "한국어 문장을 한다")
+    jamo = dataset.to_jamo("\n".join(JAMO_TRICKY) + "한국어 문장을 한다")
     symbols = sorted(set(jamo))
-    vocab = utils.Vocab(symbols, [1] * len(symbols), unit="jamo")
+    vocab = dataset.Vocab(symbols, [1] * len(symbols), unit="jamo")
     rows = [[symbols.index(c) for c in jamo], [symbols.index(c) for c in reversed(jamo)]]
     for size in range(1, 8):
         chunks = ([row[start:start + size] for row in rows] for start in range(0, len(jamo), size))
@@ -103,8 +104,8 @@ def test_streamed_jamo_decode_as_the_whole_at_any_chunk_boundary() -> None:
         for r, row in enumerate(rows):
             assert "".join(texts[r] for texts in pieces) == vocab.decode(row), (size, r)
     # The prime decodes with what follows: a final consonant added to its last syllable joins it.
-    prime = [symbols.index(c) for c in utils.to_jamo("하")]
-    chunk = [[symbols.index(c) for c in "\u11ab" + utils.to_jamo("다")]]
+    prime = [symbols.index(c) for c in dataset.to_jamo("하")]
+    chunk = [[symbols.index(c) for c in "\u11ab" + dataset.to_jamo("다")]]
     assert "".join(texts[0] for texts in sample_script.stream_texts(vocab, [chunk], prime)) == "한다"
 
 
@@ -138,11 +139,11 @@ def test_prime_outside_a_limited_vocabulary_and_identical_greedy_samples(caplog)
     """A run cut to its most frequent characters (--max_vocab) may have seen a character it has no
     symbol for: the message says outside its vocabulary, not never seen. Several --sample 0 samples
     are one text: said."""
-    limited = utils.Vocab(list("ab\ufffd"), [5, 3, 1], unk_id=2)
+    limited = dataset.Vocab(list("ab\ufffd"), [5, 3, 1], unk_id=2)
     with pytest.raises(utils.CharRNNError, match="characters outside the model's vocabulary .*'c'"):
         sample_script.prime_ids(limited, "abc", "error")
     with pytest.raises(utils.CharRNNError, match="characters the model never saw: 'c'"):
-        sample_script.prime_ids(utils.Vocab(list("ab"), [5, 3]), "abc", "error")
+        sample_script.prime_ids(dataset.Vocab(list("ab"), [5, 3]), "abc", "error")
     sample_script.check_args(sample_script.build_parser().parse_args(["--sample", "0", "--num_samples", "3"]))
     assert "--num_samples 3 under --sample 0" in caplog.text and "identical" in caplog.text
 

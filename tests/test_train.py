@@ -555,7 +555,7 @@ def test_validation_loss_is_the_first_eval_symbols_of_the_split(tmp_path: Path, 
     import tensorflow as tf
 
     import model as M
-    import utils
+    import dataset
     result = train(tmp_path, "--input", str(corpus), "--max_steps", "6", "--eval_every", "6",
                    "--eval_symbols", "250", "--run_name", "ev", *TINY)
     assert result.returncode == 0, result.stderr
@@ -564,11 +564,11 @@ def test_validation_loss_is_the_first_eval_symbols_of_the_split(tmp_path: Path, 
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
     net = M.CharRNN(M.ModelConfig.from_dict(config["model"]))
     tf.train.Checkpoint(model=net).read(str(run / "ckpt-6")).expect_partial()
-    prepared = utils.prepare_corpus([corpus], utils.DataOptions(unit="char"))
+    prepared = dataset.prepare_corpus([corpus], dataset.DataOptions(unit="char"))
     val = prepared.split(config["args"]["val_frac"])[1]
     assert len(val) > 251
     state, nats, count = net.initial_state(4), 0.0, 0
-    for x, y in utils.eval_batches(val[:251], 4, 16):
+    for x, y in dataset.eval_batches(val[:251], 4, 16):
         logits, state = net(tf.constant(x), state)
         nats += float(tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)))
         count += y.size

@@ -1,0 +1,941 @@
+"""Data layer: any text corpus -> cached ids (.npy) + vocabulary (vocab.json) -> training batches.
+
+    files --2 MiB binary chunks--> incremental decode, cut at a safe boundary
+          --> drop BOM, CRLF/CR -> LF, NFC --> [jamo] --> uint32 code points
+    pass 1: count code points, write provisional ids (order of first appearance) to a temp file
+    vocab:  sort by frequency; --max_vocab / --min_char_count map rare characters to one unknown symbol
+    pass 2: remap provisional ids to final ids -> ids.npy (uint16; uint32 past 65,535 symbols)
+
+Memory stays at a few chunks whatever the corpus size, and the text is decoded only once. The result
+is cached next to the corpus (<dir>/.prepared/<key>/), keyed by the files' identity and every option
+that changes the ids. Training opens ids.npy with np.memmap.
+
+This module must not import TensorFlow: plan.py checks the data before train.py pays for that import.
+Nor does importing it run numpy's import (see utils._lazy_import): train.py and sample.py import it at
+their top, and their --help should cost the standard library only.
+"""
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from utils import CharRNNError, atomic_write_text, logger, np
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading and normalizing text
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Every option that changes the ids, and so part of the cache key."""
+    encoding: str = "utf-8"      # of the corpus files; the text is always handled as Unicode
+    normalize: str = "nfc"       # nfc | none (line ends and the BOM are normalized either way)
+    unit: str = "char"           # char | jamo (Hangul syllables split into conjoining jamo)
+    max_vocab: int = 0           # 0 = unlimited; else at most this many symbols, unknown symbol included
+    min_char_count: int = 1      # characters seen fewer times map to the unknown symbol
+
+    def __post_init__(self) -> None:
+        try:
+            codec = codecs.lookup(self.encoding)
+        except LookupError:
+            raise CharRNNError(f"--encoding {self.encoding}: unknown encoding "
+                               "(examples: utf-8, cp949, euc-kr, utf-16, latin-1)") from None
+        try:  # rot13, hex, zlib, 'undefined' ... are codecs but not text encodings of bytes
+            if not codec._is_text_encoding or "\n".encode(codec.name).decode(codec.name) != "\n":
+                raise LookupError
+        except (LookupError, UnicodeError):
+            raise CharRNNError(f"--encoding {self.encoding}: not a text encoding "
+                               "(examples: utf-8, cp949, euc-kr, utf-16, latin-1)") from None
+        object.__setattr__(self, "encoding", codec.name)  # 'UTF8', 'utf_8' -> 'utf-8': one cache key
+        if self.normalize not in ("nfc", "none"):
+            raise CharRNNError(f"--normalize {self.normalize}: use nfc or none")
+        if self.unit not in ("char", "jamo"):
+            raise CharRNNError(f"--unit {self.unit}: use char or jamo")
+        if self.max_vocab != 0 and self.max_vocab < 2:
+            raise CharRNNError(f"--max_vocab {self.max_vocab}: use 0 (no limit) or at least 2")
+        if self.min_char_count < 1:
+            raise CharRNNError(f"--min_char_count {self.min_char_count}: use 1 (keep all) or more")
+
+
+def _text_files(root: Path) -> list[Path]:
+    """Every .txt file below root (.TXT too, as Windows names them), in sorted order: linked folders
+    are followed (each real folder read once, so a link loop ends), hidden folders such as the
+    .prepared cache skipped."""
+    files, seen = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        # Sorted, so that which of two links to one folder is walked, and so the files' order (and the
+        # validation split), is the same on every machine.
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        files += [Path(folder) / name for name in names
+                  if name.lower().endswith(".txt") and not name.startswith(".") and (Path(folder) / name).is_file()]
+    return sorted(files, key=lambda path: path.relative_to(root))  # by the platform's rules, as before
+
+
+def resolve_corpus(data_dir: str | None, input_path: str | None) -> list[Path]:
+    """The corpus files: --input FILE or DIR, or --data_dir DIR (DIR/input.txt if it exists, as in
+    char-rnn-tensorflow, else every .txt below DIR, see _text_files)."""
+    if data_dir and input_path:
+        raise CharRNNError("pass either --data_dir or --input, not both")
+    if not data_dir and not input_path:
+        raise CharRNNError("no corpus: pass --data_dir DIR (with input.txt or .txt files) or --input FILE")
+    flag, where = ("--input", input_path) if input_path else ("--data_dir", data_dir)
+    root = Path(where).expanduser()
+    if root.is_file():
+        files = [root]
+    elif not root.is_dir():
+        raise CharRNNError(f"{flag} {where}: " + ("not a regular file or a directory" if root.exists()
+                                                  else "no such file or directory"))
+    elif flag == "--data_dir" and (root / "input.txt").is_file():
+        files = [root / "input.txt"]
+        others = len(_text_files(root)) - 1
+        if others:  # a user who added text files beside it may expect them read too
+            logger.warning("--data_dir %s: reading input.txt only, as char-rnn-tensorflow did; the %d other .txt "
+                           "file(s) in and below it are left out (pass --input %s to read every .txt file)",
+                           where, others, where)
+    else:
+        files = _text_files(root)
+        if not files:
+            raise CharRNNError(f"{flag} {where}: no .txt files in this directory "
+                               f"(put the text in {root / 'input.txt'} or pass --input FILE)")
+    if all(p.stat().st_size == 0 for p in files):
+        raise CharRNNError(f"{flag} {files[0] if len(files) == 1 else where}: "
+                           f"{'empty' if len(files) == 1 else f'all {len(files)} .txt files are empty'}; "
+                           f"a corpus needs some text")
+    return files
+
+
+_READ_BYTES = 2 << 20  # big enough that per-chunk overhead vanishes, small enough to bound memory
+_PROGRESS_SECONDS = 5.0
+
+
+def _normalize(text: str, normalize: str) -> str:
+    """CRLF and lone CR -> LF, then NFC unless normalize == 'none'."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return unicodedata.normalize("NFC", text) if normalize == "nfc" else text
+
+
+def _safe_cut(text: str) -> int:
+    """Where to cut decoded text so that normalizing both parts separately equals normalizing the
+    whole: after the last line break, else before the last starter (combining class 0) that
+    normalization never ties to what precedes it (see _no_cut_before), such as an ASCII letter, a
+    Hangul syllable or a CJK ideograph: nothing reorders or composes across it (and a CR can't end the first part
+    while its LF starts the second, because there is no LF). 0 means there is no safe place yet:
+    read more."""
+    cut = text.rfind("\n") + 1
+    if cut:
+        return cut
+    for i in range(len(text) - 1, 0, -1):
+        c = text[i]
+        if c < "\x80" or "\uac00" <= c <= "\ud7a3" or (
+                not unicodedata.combining(c) and c not in _no_cut_before()):
+            return i
+    return 0
+
+
+@functools.lru_cache(maxsize=None)
+def _no_cut_before() -> frozenset[str]:
+    """Starters that normalization can still tie to the text before them: the second half of every
+    two-part canonical decomposition and the Hangul vowel and final jamo (composition joins them
+    backwards), and those whose decomposition begins with a mark (U+0F73: the mark is reordered
+    with the marks before it). Built on first use (a pass over all code points, ~0.3 s): only
+    text without line breaks needs it."""
+    chars = {chr(c) for c in [*range(0x1161, 0x1176), *range(0x11A8, 0x11C3)]}
+    decomposable = [chr(cp) for cp in range(0x110000) if unicodedata.decomposition(chr(cp))[:1] not in ("", "<")]
+    for c in decomposable:
+        decomposition = unicodedata.decomposition(c).split()
+        if len(decomposition) == 2:
+            chars.add(chr(int(decomposition[1], 16)))
+    for c in decomposable:  # a decomposition that begins with a mark, or with a second half itself
+        first = unicodedata.normalize("NFD", c)[0]
+        if unicodedata.combining(first) or first in chars:
+            chars.add(c)
+    return frozenset(chars)
+
+
+def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]) -> Iterator[str]:
+    """Yield one file as normalized text pieces, reading a bounded chunk at a time."""
+    decoder = codecs.getincrementaldecoder(options.encoding)("strict")
+    carry, offset, at_start, at_end = "", 0, True, False
+    with open(path, "rb") as f:
+        while not at_end:
+            data = f.read(_READ_BYTES)
+            if offset == 0:
+                _check_looks_like_text(path, data, options.encoding)
+            pending = len(decoder.getstate()[0])  # bytes of a character cut by the previous read
+            at_end = not data
+            try:
+                text = decoder.decode(data, final=at_end)
+            except UnicodeDecodeError as e:
+                raise _decode_error(path, options.encoding, offset - pending + e.start) from None
+            except UnicodeError as e:  # no position, e.g. "UTF-16 stream does not start with BOM"
+                raise CharRNNError(f"{path}: not valid {options.encoding} ({e}); pass the file's encoding with "
+                                   f"--encoding, or convert it to UTF-8") from None
+            if at_start and text:
+                text, at_start = text.removeprefix("\ufeff"), False  # a BOM marks the encoding, it is not text
+                _check_decoded_text(path, text, options.encoding)
+            offset += len(data)
+            progress(len(data))
+            del data  # only one chunk's worth of text is alive at a time
+            text = carry + text
+            cut = len(text) if at_end else _safe_cut(text)
+            text, carry = text[:cut], text[cut:]
+            if text:
+                yield _normalize(text, options.normalize)
+
+
+def _check_looks_like_text(path: Path, head: bytes, encoding: str) -> None:
+    if "\n".encode(encoding).removeprefix(codecs.BOM_UTF8) != b"\n":  # utf-8-sig writes a BOM first
+        return  # UTF-16/32 text is full of NUL bytes; let the decoder judge it
+    for width, marks in ((32, (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")), (16, (b"\xff\xfe", b"\xfe\xff"))):
+        if head.startswith(marks):  # UTF-32's first: FF FE 00 00 begins with UTF-16's FF FE
+            raise CharRNNError(f"{path}: starts with a UTF-{width} byte-order mark: pass --encoding utf-{width} "
+                               "(or convert the file to UTF-8)")
+    if b"\x00" in head:
+        # UTF-16 without a byte-order mark: the high byte of every ASCII character (spaces, line
+        # breaks) is NUL, the low bytes hardly ever are; a binary file has NULs on both sides.
+        nuls = [head[side::2].count(0) / max(1, len(head[side::2])) for side in (0, 1)]
+        order = "le" if nuls[1] > nuls[0] else "be"
+        if max(nuls) >= 0.05 and min(nuls) <= max(nuls) / 8 and _reads_as_text(head, f"utf-16-{order}"):
+            raise CharRNNError(f"{path}: looks like UTF-16 text without a byte-order mark; pass --encoding "
+                               f"utf-16-{order} (or convert the file to UTF-8)")
+        raise CharRNNError(f"{path}: looks like a binary file, not text (NUL byte at offset "
+                           f"{head.index(0):,}); pass a text file")
+
+
+def _check_decoded_text(path: Path, text: str, encoding: str) -> None:
+    """The first decoded chunk, judged for a wrong --encoding that decoded without an error: UTF-32
+    read as UTF-16 is every other character NUL; cp1252 (Windows) read as latin-1 turns its curly
+    quotes and dashes into C1 control characters, which no text uses."""
+    if text.count("\x00") > len(text) // 20:
+        raise CharRNNError(f"{path}: under --encoding {encoding} the text is {text.count(chr(0)) / len(text):.0%} "
+                           f"NUL characters: the file has another encoding (UTF-32?); pass it with --encoding, "
+                           f"or convert the file to UTF-8")
+    c1 = len(re.findall("[\x80-\x9f]", text))
+    if c1 and codecs.lookup(encoding).name.startswith(("iso8859", "latin")):
+        logger.warning("%s: under --encoding %s the text has %d C1 control characters (U+0080-U+009F), which "
+                       "Windows' code pages read as curly quotes, dashes and the euro sign: if the file comes "
+                       "from Windows, pass its code page (--encoding cp1252 for Western European text)",
+                       path, encoding, c1)
+
+
+def _reads_as_text(head: bytes, encoding: str) -> bool:
+    """Whether bytes decode to text with hardly any control characters (an array of small 16-bit
+    numbers has as many NULs as UTF-16 text, but decodes to controls)."""
+    text = head[:len(head) // 2 * 2].decode(encoding, errors="replace")
+    odd = sum(1 for c in text if c == "\ufffd" or (unicodedata.category(c) == "Cc" and c not in "\n\r\t"))
+    return bool(text) and odd <= len(text) / 100
+
+
+def _decode_error(path: Path, encoding: str, bad: int) -> CharRNNError:
+    """One message for an undecodable file: where the first bad byte is, and what to do."""
+    with open(path, "rb") as f:
+        line, left = 1, bad
+        while left:  # count line breaks before the bad byte without holding the file in memory
+            block = f.read(min(left, _READ_BYTES))
+            if not block:  # the file shrank meanwhile
+                break
+            line += block.count(b"\n")
+            left -= len(block)
+        f.seek(max(0, bad - 65536))
+        window = f.read(131072)
+    at = bad - max(0, bad - 65536)
+    where = (f"{path}: not valid {encoding} at line {line:,}, byte offset {bad:,} "
+             f"(bytes {window[at:at + 4].hex(' ')})")
+    controls = sum(window.count(bytes([b])) for b in range(32) if b not in (9, 10, 13))
+    if b"\x00" in window or controls > len(window) // 20:
+        return CharRNNError(f"{where}; it looks like a binary file, not text")
+    # Judge other encodings on whole lines around the bad byte: cheap whatever the file size.
+    start = window.find(b"\n") + 1 if bad > 65536 else 0
+    end = window.rfind(b"\n") + 1 if len(window) == 131072 else len(window)
+    sample = window[start:end] or window
+    tried = [encoding]
+    for candidate in ("utf-8", "cp949"):
+        if codecs.lookup(candidate).name == encoding:
+            continue
+        tried.append(candidate)
+        try:
+            text = sample.decode(candidate)
+        except UnicodeDecodeError:
+            continue
+        # cp949 decodes many stray bytes of other encodings too (Windows' 0x92 apostrophe and the letter
+        # after it make a syllable of its extension): only suggest it for text that is mostly Hangul of
+        # KS X 1001, the 2,350 common syllables, both of whose bytes are 0xA1 or above.
+        others = [c for c in text if ord(c) >= 0x80]
+        common = sum("\uac00" <= c <= "\ud7a3" and min(c.encode("cp949")) >= 0xA1 for c in others)
+        if candidate == "utf-8" or common > len(others) // 2:
+            return CharRNNError(f"{where}; this looks like {candidate}: pass --encoding {candidate}")
+    # Bytes 0x80-0x9F are control characters in latin-1 but curly quotes, dashes and the euro in
+    # cp1252, Windows' Western encoding: there, latin-1 would decode without an error, wrongly.
+    windows = any(0x80 <= b <= 0x9F for b in sample) and _decodes(sample, "cp1252")
+    return CharRNNError(f"{where}; it is not {' or '.join(tried)} either: pass --encoding with the file's "
+                        f"encoding (e.g. --encoding {'cp1252' if windows else 'latin-1'}) or convert it to UTF-8")
+
+
+def _decodes(data: bytes, encoding: str) -> bool:
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _code_points(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+
+
+def _text(code_points: np.ndarray) -> str:
+    return np.asarray(code_points, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
+
+
+# Hangul: a precomposed syllable S = 0xAC00 + (l * 21 + v) * 28 + t is the conjoining jamo
+# L = 0x1100 + l, V = 0x1161 + v and, when t > 0, T = 0x11A7 + t (Unicode ch. 3.12).
+_S_FIRST, _S_LAST = 0xAC00, 0xD7A3
+_L_FIRST, _L_LAST = 0x1100, 0x1112
+_V_FIRST, _V_LAST = 0x1161, 0x1175
+_T_BASE, _T_LAST = 0x11A7, 0x11C2
+
+
+def _syllable(initial, vowel, t):
+    """S from the code points of L and V, and t (0: no final): on ints, numpy and TensorFlow arrays."""
+    return _S_FIRST + ((initial - _L_FIRST) * 21 + vowel - _V_FIRST) * 28 + t
+
+
+# Escape for conjoining jamo that were already in the text. Without it, from_jamo could not tell
+# an original L,V pair (possible with --normalize none, e.g. NFD text) from a decomposed syllable.
+# Every original vowel or final jamo, and the escape itself, gets the escape in front; so the
+# round trip is exact on any text, and a vowel or final is never the start of an original
+# character (what char_starts relies on). U+FDD0 is a noncharacter, reserved for internal use;
+# should a text contain it anyway, it still round-trips but counts as two characters.
+_ESCAPE = 0xFDD0
+_JAMO_RE = re.compile("\ufdd0([\ufdd0\u1161-\u1175\u11a8-\u11c2]?)|([\u1100-\u1112])([\u1161-\u1175])([\u11a8-\u11c2]?)"
+                      "|([\u1161-\u1175\u11a8-\u11c2])")
+# A vowel or final jamo that no syllable takes can only come from a model (to_jamo escapes those
+# of the text): it prints as the standalone letter (U+3131-U+318E, NFC-stable), as Korean writes it.
+STANDALONE_LETTERS = {chr(c): unicodedata.lookup(re.sub("JUNGSEONG|JONGSEONG", "LETTER", unicodedata.name(chr(c))))
+               for c in [*range(_V_FIRST, _V_LAST + 1), *range(_T_BASE + 1, _T_LAST + 1)]}
+
+
+def _is_vowel_or_final(cp: np.ndarray) -> np.ndarray:
+    return ((cp >= _V_FIRST) & (cp <= _V_LAST)) | ((cp > _T_BASE) & (cp <= _T_LAST))
+
+
+_NO_SYMBOL = 0xFFFFFFFF  # an unused slot in the jamo table below
+
+
+@functools.cache
+def _jamo_table() -> np.ndarray:
+    """[code point] -> the up to 3 symbols it becomes under to_jamo (13 MiB, built once, ~10 ms)."""
+    table = np.full((0x110000, 3), _NO_SYMBOL, dtype=np.uint32)
+    table[:, 0] = np.arange(0x110000)
+    s = np.arange(_S_LAST - _S_FIRST + 1)
+    syllables = table[_S_FIRST:_S_LAST + 1]
+    syllables[:, 0] = _L_FIRST + s // 588
+    syllables[:, 1] = _V_FIRST + s % 588 // 28
+    syllables[:, 2] = np.where(s % 28 > 0, _T_BASE + s % 28, _NO_SYMBOL)
+    escaped = np.flatnonzero(_is_vowel_or_final(table[:, 0]) | (table[:, 0] == _ESCAPE))
+    table[escaped, 0], table[escaped, 1] = _ESCAPE, escaped
+    return table
+
+
+def _decompose(cp: np.ndarray) -> np.ndarray:
+    """to_jamo on a code point array: a table lookup and a compress, the fastest numpy way found
+    (a scatter by cumulative widths was 4x slower)."""
+    symbols = np.take(_jamo_table(), cp.astype(np.intp), axis=0).ravel()
+    return np.compress(symbols != _NO_SYMBOL, symbols)
+
+
+def to_jamo(text: str) -> str:
+    """Split precomposed Hangul syllables into conjoining jamo; from_jamo undoes it exactly."""
+    return _text(_decompose(_code_points(text)))
+
+
+def _compose(m: re.Match) -> str:
+    if m.group(5) is not None:
+        return STANDALONE_LETTERS[m.group(5)]
+    if m.group(2) is None:
+        return m.group(1)  # an escaped jamo stays as it is; a stray escape (model output) vanishes
+    t = m.group(4)
+    return chr(_syllable(ord(m.group(2)), ord(m.group(3)), ord(t) - _T_BASE if t else 0))
+
+
+def from_jamo(text: str) -> str:
+    """Recompose what to_jamo split (any text: jamo sequences a model invents decode sensibly too)."""
+    return _JAMO_RE.sub(_compose, text)
+
+
+# ----------------------------------------------------------------------------------------------
+# Vocabulary
+
+_UNKNOWN = "\ufffd"  # how the unknown symbol prints; a real U+FFFD in the text merges into it
+_VOCAB_FORMAT = 1
+
+
+def describe_chars(chars: list[str], limit: int) -> str:
+    """The first `limit` characters as 'x' (U+0078), for messages about characters."""
+    return ", ".join(f"{c!r} (U+{ord(c):04X})" for c in chars[:limit]) + (", ..." if len(chars) > limit else "")
+
+
+def _distinct_chars(code_points: np.ndarray) -> list[str]:
+    return list(dict.fromkeys(chr(c) for c in code_points))
+
+
+class Vocab:
+    """Symbols (characters, or jamo for unit='jamo') sorted by frequency; id = index in symbols."""
+
+    def __init__(self, symbols: list[str], counts: list[int], unk_id: int | None = None,
+                 unit: str = "char", normalize: str = "nfc") -> None:
+        self.symbols, self.counts, self.unk_id = list(symbols), [int(c) for c in counts], unk_id
+        self.unit, self.normalize = unit, normalize
+        self._cps = np.array([ord(s) for s in self.symbols], dtype=np.uint32)
+        self._sorted = np.argsort(self._cps)
+        # True where a symbol starts an original character: bits per character must not depend
+        # on the unit, so a syllable's vowel and final jamo are not counted as characters.
+        self.char_starts = (~_is_vowel_or_final(self._cps) if unit == "jamo"
+                            else np.ones(len(self.symbols), dtype=bool))
+
+    @property
+    def size(self) -> int:
+        return len(self.symbols)
+
+    @property
+    def start_id(self) -> int:
+        """Where text starts without a prime: a line break, as at the start of a document (else id 0)."""
+        return self.symbols.index("\n") if "\n" in self.symbols else 0
+
+    def __repr__(self) -> str:
+        return f"Vocab(size={self.size}, unit={self.unit!r}, normalize={self.normalize!r}, unk_id={self.unk_id})"
+
+    def _lookup(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, found, code points) of text, transformed the way the corpus was."""
+        cp = _code_points(_normalize(text, self.normalize))
+        if self.unit == "jamo":
+            cp = _decompose(cp)
+        pos = np.searchsorted(self._cps, cp, sorter=self._sorted).clip(0, self.size - 1)
+        ids = self._sorted[pos]
+        return ids, self._cps[ids] == cp, cp
+
+    def missing(self, text: str) -> list[str]:
+        """The distinct characters of text that the vocabulary cannot represent, in text order.
+        The unknown symbol does not represent them: a user should hear about characters the
+        model never saw. Whole characters under jamo too (a syllable with a final jamo the
+        corpus never had, not the jamo)."""
+        _, found, cp = self._lookup(text)
+        if self.unit == "jamo" and not found.all():
+            return [c for c in _distinct_chars(_code_points(_normalize(text, self.normalize)))
+                    if not self._lookup(c)[1].all()]
+        return _distinct_chars(cp[~found])
+
+    @property
+    def missing_what(self) -> str:
+        """What missing() finds, in words: with an unknown symbol, characters may have been in the
+        corpus and still be outside the vocabulary, too rare for --max_vocab or --min_char_count."""
+        if self.unk_id is None:
+            return "characters the model never saw"
+        return "characters outside the model's vocabulary (its run kept only the most frequent ones)"
+
+    def encode(self, text: str, unknown: str = "error") -> np.ndarray:
+        """Text -> int32 ids. Characters outside the vocabulary raise (unknown='error') or are
+        dropped whole with a warning (unknown='skip')."""
+        ids, found, _ = self._lookup(text)
+        if found.all():
+            return ids.astype(np.int32)
+        unseen = self.missing(text)
+        shown = describe_chars(unseen, 10)
+        if unknown == "error":
+            raise CharRNNError(f"{self.missing_what}: {shown}; remove them from the text")
+        logger.warning("skipping %s: %s", self.missing_what, shown)
+        dropped = set(unseen)
+        return self._lookup("".join(c for c in _normalize(text, self.normalize) if c not in dropped))[0].astype(np.int32)
+
+    def decode(self, ids: "np.ndarray | list[int]") -> str:
+        text = _text(self._cps[np.asarray(ids, dtype=np.int64)])
+        return from_jamo(text) if self.unit == "jamo" else text
+
+    def save(self, path: Path) -> None:
+        """vocab.json: UTF-8, one [symbol, count] per line in id order, so it reads as a table."""
+        head = json.dumps({"format": _VOCAB_FORMAT, "unit": self.unit, "normalize": self.normalize,
+                           "unk_id": self.unk_id, "size": self.size})
+        rows = ",\n".join("  " + json.dumps([s, c], ensure_ascii=False) for s, c in zip(self.symbols, self.counts))
+        atomic_write_text(Path(path), f'{head[:-1]},\n "symbols": [\n{rows}\n ]\n}}\n')
+
+    @classmethod
+    def load(cls, path: Path) -> "Vocab":
+        try:
+            d = json.loads(Path(path).read_text(encoding="utf-8"))
+            if d["format"] != _VOCAB_FORMAT:
+                raise ValueError(f"format {d['format']}, expected {_VOCAB_FORMAT}")
+            symbols, counts = zip(*d["symbols"])
+            if not all(isinstance(s, str) and len(s) == 1 for s in symbols):
+                raise ValueError("a symbol is not one character")
+            if d["unit"] not in ("char", "jamo") or d["normalize"] not in ("nfc", "none"):
+                raise ValueError(f"unit {d['unit']!r}, normalize {d['normalize']!r}")
+            if d["unk_id"] is not None and not (type(d["unk_id"]) is int and 0 <= d["unk_id"] < len(symbols)):
+                raise ValueError(f"unk_id {d['unk_id']!r} is no symbol's id")
+            return cls(list(symbols), list(counts), d["unk_id"], d["unit"], d["normalize"])
+        except FileNotFoundError:
+            raise CharRNNError(f"{path}: vocabulary file not found") from None
+        except OSError as e:  # a directory, no permission
+            raise CharRNNError(f"{path}: cannot read the vocabulary ({e.strerror or e})") from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise CharRNNError(f"{path}: not a valid vocab.json ({e}); train.py wrote it: restore it from a "
+                               f"backup, or train again") from None
+
+
+def _ids_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype("<u2") if vocab_size <= 65535 else np.dtype("<u4")
+
+
+def _make_vocab(counts: np.ndarray, options: DataOptions) -> tuple[Vocab, np.ndarray]:
+    """The vocabulary from code point counts, and the code point -> id table."""
+    present = np.flatnonzero(counts)
+    freq = counts[present]
+    order = np.lexsort((present, -freq))  # most frequent first; ties by code point: deterministic
+    present, freq = present[order], freq[order]
+    # Under jamo the conjoining jamo, and the escape that marks a jamo of the original text, always
+    # stay, so the unknown symbol replaces whole characters.
+    protected = (_is_vowel_or_final(present) | ((present >= _L_FIRST) & (present <= _L_LAST))
+                 | (present == _ESCAPE) if options.unit == "jamo" else np.zeros(len(present), dtype=bool))
+    keep = protected | (freq >= options.min_char_count)
+    max_vocab = options.max_vocab
+    needs_unknown = not keep.all() or (max_vocab and keep.sum() > max_vocab)
+    if needs_unknown:
+        if max_vocab:
+            room = max_vocab - 1 - int(protected.sum())
+            if room < 0:
+                raise CharRNNError(f"--max_vocab {max_vocab} is too small for --unit jamo: the text has "
+                                   f"{int(protected.sum())} jamo, which are always kept; use at least "
+                                   f"{int(protected.sum()) + 1}")
+            keep[np.flatnonzero(keep & ~protected)[room:]] = False
+        keep[present == ord(_UNKNOWN)] = False
+    if not keep.any():
+        top = int(freq[present != ord(_UNKNOWN)].max(initial=0))  # U+FFFD is the unknown symbol itself
+        raise CharRNNError(f"--min_char_count {options.min_char_count}: every character of the text is rarer than "
+                           f"that (the most frequent appears {top:,} times), so the vocabulary would be the "
+                           f"unknown symbol alone; use at most {top:,}")
+    cps, freq_kept = list(present[keep]), list(freq[keep])
+    if needs_unknown:
+        dropped = freq[~keep]
+        cps.append(ord(_UNKNOWN))
+        freq_kept.append(int(dropped.sum()))
+        logger.info("--max_vocab/--min_char_count: %s rare characters (%.4f%% of the text) map to the "
+                    "unknown symbol %s", f"{len(dropped):,}", 100 * dropped.sum() / freq.sum(), _UNKNOWN)
+    order = np.lexsort((cps, -np.array(freq_kept)))
+    symbols = [chr(cps[i]) for i in order]
+    unk_id = symbols.index(_UNKNOWN) if needs_unknown else None
+    vocab = Vocab(symbols, [freq_kept[i] for i in order], unk_id, options.unit, options.normalize)
+    table = np.full(0x110000, unk_id or 0, dtype=_ids_dtype(vocab.size))
+    table[vocab._cps] = np.arange(vocab.size)
+    return vocab, table
+
+
+# ----------------------------------------------------------------------------------------------
+# Preparation and cache
+
+_PREPARE_FORMAT = 1  # bump when the preparation's output changes, so that old caches miss
+
+
+@dataclass
+class Corpus:
+    ids: np.ndarray          # read-only np.memmap, uint16 or uint32
+    vocab: Vocab
+    num_chars: int           # original characters (== len(ids) unless unit == 'jamo')
+    files: list[Path]
+    cache_dir: Path
+
+    def split(self, val_frac: float, by: str = "chars") -> tuple[np.ndarray, np.ndarray]:
+        """(train, validation): the last val_frac of the text, contiguous, is validation. Counted
+        in original characters (by="chars"), so that --unit char and --unit jamo hold out the same
+        text and their validation bits per character compare. by="symbols" is the cut of runs
+        saved before (a jamo run then held out val_frac of its symbols: more characters)."""
+        if not 0 <= val_frac < 1:
+            raise CharRNNError(f"--val_frac {val_frac}: use a fraction in [0, 1), e.g. 0.05")
+        n = len(self.ids)
+        if by == "chars":
+            cut = _last_chars_start(self.vocab, self.ids, int(round(self.num_chars * val_frac)))
+        else:
+            cut = n - int(round(n * val_frac))
+            while 0 < cut < n and not self.vocab.char_starts[self.ids[cut]]:
+                cut += 1  # under jamo, start validation on a whole syllable
+        return self.ids[:cut], self.ids[cut:]
+
+
+def _identity(files: list[Path], options: DataOptions) -> dict:
+    rows = []
+    for p in files:
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            raise CharRNNError(f"{p}: no such file") from None
+        rows.append([str(p), st.st_size, st.st_mtime_ns])
+    return {"format": _PREPARE_FORMAT, "files": rows, "options": dataclasses.asdict(options)}
+
+
+def _load_prepared(directory: Path, identity: dict, files: list[Path]) -> Corpus | None:
+    """The cached corpus if directory holds a complete preparation of exactly this identity."""
+    try:
+        meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+        if meta["identity"] != identity:
+            return None
+        ids = np.load(directory / "ids.npy", mmap_mode="r")
+        if ids.shape != (meta["num_symbols"],):
+            raise ValueError(f"ids.npy has shape {ids.shape}, meta.json says {meta['num_symbols']}")
+        vocab = Vocab.load(directory / "vocab.json")
+        if ids.dtype != _ids_dtype(vocab.size):
+            raise ValueError(f"ids.npy holds {ids.dtype}, not {_ids_dtype(vocab.size)}")
+        # Every id exactly up to 16M symbols; beyond, the blocks that the start-up baseline reads anyway.
+        for start in _sample_blocks(len(ids)):
+            if int(ids[start:start + _BLOCK].max()) >= vocab.size:
+                raise ValueError(f"ids.npy holds ids beyond the vocabulary's {vocab.size} from position {start}")
+        num_chars = int(meta["num_chars"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, CharRNNError) as e:
+        logger.warning("ignoring damaged prepared data in %s (%s)", directory, e)
+        return None
+    return Corpus(ids, vocab, num_chars, files, directory)
+
+
+def _user_cache_root() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "char-rnn-tf2"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _build_dir_prefix(key: str) -> str:
+    """The temp dir name of a build in progress: its process and host, so that another process,
+    on this host or (the cache on a shared file system) another, knows whether the build died."""
+    return f".tmp-{key}-{os.getpid()}@{socket.gethostname()}-"
+
+
+_BUILD_DIR = re.compile(r"\.tmp-[0-9a-f]+-(\d+)(?:@(.*))?-\w+")  # no host: an older version's, on this host
+
+
+def _remove_leftovers(root: Path, identity: dict, key: str) -> None:
+    """Remove builds that died midway, and older preparations of these same files and options
+    (the corpus changed since): a multi-GB corpus should not leave a trail of stale copies."""
+    for d in root.iterdir():
+        if d.name.startswith(".tmp-"):
+            build = _BUILD_DIR.fullmatch(d.name)
+            if (build and build.group(2) in (None, socket.gethostname())
+                    and not _pid_alive(int(build.group(1)))):
+                shutil.rmtree(d, ignore_errors=True)
+            continue
+        if d.name == key or not (d / "meta.json").is_file():
+            continue
+        try:
+            old = json.loads((d / "meta.json").read_text(encoding="utf-8"))["identity"]
+            outdated = (old.get("options") == identity["options"]
+                        and [f[0] for f in old.get("files", [])] == [f[0] for f in identity["files"]])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not a meta.json of ours: left alone
+            continue
+        if outdated:
+            logger.info("removing outdated prepared data %s", d)
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _read_code_points(files: list[Path], options: DataOptions,
+                      progress: Callable[[int], None]) -> Iterator[np.ndarray]:
+    """The whole corpus as uint32 code point arrays, chunk by chunk, normalized and (for jamo)
+    decomposed. Files are joined by a line break where one does not end with one."""
+    ends_with_newline = True
+    for path in files:
+        first = True
+        for text in _read_text(path, options, progress):
+            if not text:
+                continue
+            if first and not ends_with_newline:
+                text = "\n" + text
+            first, ends_with_newline = False, text.endswith("\n")
+            cp = _code_points(text)
+            yield _decompose(cp) if options.unit == "jamo" else cp
+
+
+def _progress_logger(what: str, total_bytes: int) -> Callable[[int], None]:
+    t0 = last = time.monotonic()
+    done = 0
+
+    def progress(nbytes: int) -> None:
+        nonlocal done, last
+        done += nbytes
+        now = time.monotonic()
+        if now - last >= _PROGRESS_SECONDS:
+            last = now
+            logger.info("%s: %.0f of %.0f MB (%.0f MB/s)", what, done / 1e6, total_bytes / 1e6,
+                        done / 1e6 / (now - t0))
+    return progress
+
+
+def _first_pass(files: list[Path], options: DataOptions, out_path: Path, dtype: np.dtype,
+                progress: Callable[[int], None]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Count code points and write each symbol's provisional id (order of first appearance) to
+    out_path. Returns (counts by code point, code point of each provisional id), or None when
+    the provisional ids outgrow dtype."""
+    counts = np.zeros(0x110000, dtype=np.int64)
+    provisional_id = np.zeros(0x110000, dtype=dtype)  # valid where counts > 0
+    seen: list[np.ndarray] = []
+    num_seen = 0
+    with open(out_path, "wb") as out:
+        for cp in _read_code_points(files, options, progress):
+            cp = cp.astype(np.intp)  # numpy counts and indexes with intp: cast once, not in each call
+            chunk_counts = np.bincount(cp)
+            present = np.flatnonzero(chunk_counts)
+            new = present[counts[present] == 0]
+            counts[:len(chunk_counts)] += chunk_counts
+            if len(new):
+                if num_seen + len(new) > np.iinfo(dtype).max + 1:
+                    return None
+                provisional_id[new] = np.arange(num_seen, num_seen + len(new))
+                num_seen += len(new)
+                seen.append(new)
+            np.take(provisional_id, cp).tofile(out)
+    return counts, np.concatenate(seen) if seen else np.zeros(0, dtype=np.intp)
+
+
+def _build(files: list[Path], options: DataOptions, identity: dict, directory: Path) -> None:
+    """Prepare the corpus into directory (a fresh temp dir); meta.json is written last."""
+    t0 = time.monotonic()
+    total_bytes = sum(size for _, size, _ in identity["files"])
+    provisional = directory / "provisional.bin"
+    # Provisional ids fit uint16 unless the text has over 65,535 distinct symbols; only such a
+    # corpus pays for a second reading, with uint32.
+    for dtype in (np.dtype("<u2"), np.dtype("<u4")):
+        result = _first_pass(files, options, provisional, dtype, _progress_logger("reading", total_bytes))
+        if result is not None:
+            break
+    counts, first_seen = result
+    if _identity(files, options) != identity:
+        raise CharRNNError(f"{', '.join(map(str, files))}: changed while being prepared; run again once it is complete")
+    num_symbols = int(counts.sum())
+    if num_symbols == 0:
+        raise CharRNNError(f"{files[0] if len(files) == 1 else files[0].parent}: contains no text")
+    vocab, table = _make_vocab(counts, options)
+    remap = table[first_seen]
+    with open(provisional, "rb") as src, open(directory / "ids.npy", "wb") as dst:
+        np.lib.format.write_array_header_1_0(dst, {"descr": np.lib.format.dtype_to_descr(remap.dtype),
+                                                   "fortran_order": False, "shape": (num_symbols,)})
+        while (chunk := np.fromfile(src, dtype=dtype, count=max(1, _READ_BYTES // dtype.itemsize))).size:
+            np.take(remap, chunk.astype(np.intp)).tofile(dst)
+        dst.flush()
+        os.fsync(dst.fileno())
+    provisional.unlink()
+    vocab.save(directory / "vocab.json")
+    num_chars = num_symbols  # every symbol is a character, except a syllable's vowel and final jamo
+    if options.unit == "jamo":
+        num_chars -= int(counts[_V_FIRST:_V_LAST + 1].sum() + counts[_T_BASE + 1:_T_LAST + 1].sum())
+    seconds = time.monotonic() - t0
+    meta = {"identity": identity, "num_symbols": num_symbols, "num_chars": num_chars,
+            "vocab_size": vocab.size, "dtype": remap.dtype.name,
+            "unknown_symbols": vocab.counts[vocab.unk_id] if vocab.unk_id is not None else 0,
+            "seconds": round(seconds, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    atomic_write_text(directory / "meta.json", json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
+    logger.info("prepared %s symbols (vocabulary %s, %s) in %.1f s (%.0f MB/s)", f"{num_symbols:,}",
+                f"{vocab.size:,}", remap.dtype.name, seconds, total_bytes / 1e6 / max(seconds, 1e-9))
+
+
+def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | None = None) -> Corpus:
+    """Ids and vocabulary of the corpus, prepared once and cached in cache_root/<key>/ (default:
+    <corpus dir>/.prepared, or ~/.cache/char-rnn-tf2 when that is not writable). The key covers
+    the files' paths, sizes and mtimes and every option; a build goes to a temp dir that is
+    renamed into place when complete, so an interrupted one never looks valid."""
+    # The folder the user named, not where symbolic links in it lead (which may be far apart).
+    corpus_dir = Path(os.path.commonpath([Path(os.path.abspath(p)).parent for p in files]))
+    files = list(dict.fromkeys(Path(p).resolve() for p in files))  # a file linked twice is read once
+    identity = _identity(files, options)
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    roots = [Path(cache_root)] if cache_root else [corpus_dir / ".prepared", _user_cache_root()]
+    for root in roots:
+        corpus = _load_prepared(root / key, identity, files)
+        if corpus is not None:
+            logger.info("using prepared data %s (%s symbols, vocabulary %s)", corpus.cache_dir,
+                        f"{len(corpus.ids):,}", f"{corpus.vocab.size:,}")
+            return corpus
+    errors = []
+    for root in roots:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=_build_dir_prefix(key), dir=root))
+            break
+        except OSError as e:
+            errors.append(f"{root}: {e.strerror or e}")
+    else:
+        raise CharRNNError(f"cannot write prepared data ({'; '.join(errors)}); make one of these writable")
+    _remove_leftovers(root, identity, key)
+    logger.info("preparing %s (%.1f MB) into %s", files[0] if len(files) == 1 else f"{len(files)} files",
+                sum(f[1] for f in identity["files"]) / 1e6, root / key)
+    try:
+        try:
+            _build(files, options, identity, tmp)
+        except OSError as e:  # disk full, a file that vanished or cannot be read
+            raise CharRNNError(f"preparing the corpus failed: {e.filename or root}: {e.strerror or e}. "
+                               f"Free disk space in {root} or fix the file, then run again") from None
+        final = root / key
+        if final.exists() and _load_prepared(final, identity, files) is None:
+            shutil.rmtree(final)  # damaged
+        try:
+            os.replace(tmp, final)
+        except OSError as e:  # another process finished the same preparation first: use theirs
+            if _load_prepared(final, identity, files) is None:
+                raise CharRNNError(f"cannot move the prepared data into {final} ({e.strerror or e}); fix the "
+                                   f"directory's permissions or free disk space, then run again") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:  # an interrupted first preparation leaves no empty .prepared/ behind
+            root.rmdir()
+        except OSError:  # not empty: other prepared data, or this one
+            pass
+    corpus = _load_prepared(final, identity, files)
+    if corpus is None:  # only if another process removed or changed it meanwhile
+        raise CharRNNError(f"the prepared data in {final} changed while it was being loaded (another process "
+                           f"preparing the same corpus?); run again")
+    return corpus
+
+
+def count_chars(vocab: Vocab, ids: np.ndarray) -> int:
+    """Original characters among these symbols (bits per character = nats / this / ln 2)."""
+    if vocab.char_starts.all():
+        return len(ids)
+    step = 1 << 22
+    return sum(int(np.count_nonzero(vocab.char_starts[ids[a:a + step]])) for a in range(0, len(ids), step))
+
+
+def _last_chars_start(vocab: Vocab, ids: np.ndarray, k: int) -> int:
+    """Where in ids the last k original characters start, read backwards a block at a time."""
+    if vocab.char_starts.all():
+        return len(ids) - k
+    end, step = len(ids), 1 << 22
+    while k > 0 and end > 0:
+        start = max(0, end - step)
+        starts = np.flatnonzero(vocab.char_starts[ids[start:end]])
+        if len(starts) >= k:
+            return start + int(starts[len(starts) - k])
+        k, end = k - len(starts), start
+    return end
+
+
+def _original_chars(vocab: Vocab, ids: np.ndarray, n: int) -> np.ndarray:
+    """Code points of the original characters starting among ids[:n] (ids may run 2 further so
+    a syllable at the end is whole): _decompose undone on ids, vectorized, for counting."""
+    cp = np.append(vocab._cps[ids].astype(np.int64), [0, 0])
+    start = np.flatnonzero(vocab.char_starts[ids[:n]])
+    first, second, third = cp[start], cp[start + 1], cp[start + 2]
+    syllable = (first >= _L_FIRST) & (first <= _L_LAST) & (second >= _V_FIRST) & (second <= _V_LAST)
+    final = np.where((third > _T_BASE) & (third <= _T_LAST), third - _T_BASE, 0)
+    composed = _syllable(first, second, final)
+    escaped = (first == _ESCAPE) & _is_vowel_or_final(second)
+    return np.where(syllable, composed, np.where(escaped, second, first))
+
+
+_ENTROPY_EXACT = 1 << 24  # symbols; beyond this the baseline is estimated from a sample
+_BLOCK = 1 << 18
+
+
+def _sample_blocks(n: int) -> Iterable[int]:
+    """Where the blocks of _BLOCK ids start that stand for n ids: all of them up to
+    _ENTROPY_EXACT, else 64 evenly spaced, so that a check at every start stays cheap."""
+    return range(0, n, _BLOCK) if n <= _ENTROPY_EXACT else np.linspace(0, n - _BLOCK, 64).astype(np.int64)
+
+
+def unigram_entropy_bits(vocab: Vocab, ids: np.ndarray) -> float:
+    """Entropy of the original-character frequencies of these ids, in bits per character: what a
+    model that learned only those frequencies scores. Under jamo, counted over whole syllables.
+    Exact up to 16M symbols; beyond that estimated from 64 evenly spaced blocks of 256K, so the
+    cost at every training start does not grow with the corpus."""
+    n = len(ids)
+    counts = np.zeros(vocab.size if vocab.unit == "char" else 0x110000, dtype=np.int64)
+    for a in _sample_blocks(n):
+        if vocab.unit == "char":
+            counts += np.bincount(ids[a:a + _BLOCK], minlength=vocab.size)
+        else:
+            chars = np.bincount(_original_chars(vocab, ids[a:a + _BLOCK + 2], min(_BLOCK, n - a)))
+            counts[:len(chars)] += chars
+    p = counts[counts > 0] / max(1, counts.sum())
+    return max(0.0, float(-(p * np.log2(p)).sum()))  # not -0.0 for a text of one character
+
+
+# ----------------------------------------------------------------------------------------------
+# Batching
+
+
+class BatchLoader:
+    """Training batches for truncated BPTT with carried state: the text is cut into batch_size
+    contiguous streams and each batch is the next window of seq_length in every stream, so the
+    state at the end of batch i is the right start for batch i + 1. Each epoch shifts the
+    windows by a seeded offset in [0, seq_length) so they vary between epochs; the number of
+    batches is the same every epoch. batch(epoch, index) is a pure function, so training can
+    restart from any saved (epoch, index). With num_shards > 1, a worker takes a contiguous
+    share of the streams and only ever reads its part of the text."""
+
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int, seed: int = 0,
+                 shard_index: int = 0, num_shards: int = 1) -> None:
+        if batch_size < 1 or seq_length < 1:
+            raise CharRNNError(f"--batch_size {batch_size} --seq_length {seq_length}: both must be at least 1")
+        if not (1 <= num_shards <= batch_size and 0 <= shard_index < num_shards):
+            raise CharRNNError(f"shard {shard_index} of {num_shards}: needs 0 <= shard < shards <= --batch_size {batch_size}")
+        self.seq_length, self.seed = seq_length, seed
+        length = len(ids) // batch_size
+        self.num_batches = length // seq_length - 1  # leaves room for any epoch offset and y's shift
+        if self.num_batches < 1:
+            raise CharRNNError(
+                f"not enough text: the training part has {len(ids):,} characters (jamo with --unit jamo), but "
+                f"--batch_size {batch_size} --seq_length {seq_length} needs at least {2 * batch_size * seq_length:,} "
+                "(2 x batch_size x seq_length) after --val_frac holds out validation. Lower --batch_size or "
+                "--seq_length, lower --val_frac, or use more text.")
+        lo, hi = shard_index * batch_size // num_shards, (shard_index + 1) * batch_size // num_shards
+        self.streams = ids[:batch_size * length].reshape(batch_size, length)[lo:hi]  # a view, no copy
+        self._offset = (-1, 0)  # (epoch, offset) of the last epoch asked for
+
+    def offset(self, epoch: int) -> int:
+        if self._offset[0] != epoch:
+            rng = np.random.default_rng([self.seed % 2**32, epoch])
+            self._offset = (epoch, int(rng.integers(self.seq_length)))
+        return self._offset[1]
+
+    def batch(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y), int32 [streams, seq_length], y = x shifted by one symbol."""
+        if not 0 <= index < self.num_batches:
+            raise IndexError(f"batch {index} of {self.num_batches}")
+        start = self.offset(epoch) + index * self.seq_length
+        window = self.streams[:, start:start + self.seq_length + 1].astype(np.int32)  # copies this batch only
+        return np.ascontiguousarray(window[:, :-1]), np.ascontiguousarray(window[:, 1:])
+
+
+def eval_batches(ids: np.ndarray, batch_size: int, seq_length: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(x, y) batches covering the whole split as batch_size contiguous streams, in order (carry
+    the state across them). The last window is shorter when the stream length is not a multiple
+    of seq_length; at most batch_size symbols at the very end go unscored."""
+    length = (len(ids) - 1) // batch_size
+    if length < 1 or seq_length < 1:
+        raise CharRNNError(f"the validation part has {len(ids):,} characters, too few for --batch_size {batch_size} "
+                           f"(needs at least {batch_size + 1:,}): raise --val_frac or lower --batch_size")
+    x = ids[:batch_size * length].reshape(batch_size, length)
+    y = ids[1:batch_size * length + 1].reshape(batch_size, length)
+    for a in range(0, length, seq_length):
+        yield x[:, a:a + seq_length].astype(np.int32), y[:, a:a + seq_length].astype(np.int32)
