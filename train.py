@@ -160,7 +160,9 @@ class Trainer:
         if args.mixed_precision and not tf.config.list_physical_devices("GPU"):
             log.warning("--mixed_precision on a CPU: float16 runs slower than float32 here; it is meant for GPUs")
         self.config = config
+        self.gather = make_gather(self.strategy) if self.distributed else None
         self.restore_or_start()
+        self.check_same_checkpoint()
         self.writer = None
 
     def start(self) -> None:
@@ -176,7 +178,6 @@ class Trainer:
                                           loss_scale=self.loss_scale if args.mixed_precision else None,
                                           groups=groups)
         self.eval_step = self.model_lib.graph_function(self._eval_step, jit_compile=args.xla == "on")
-        self.agree = make_agreement(self.strategy) if self.distributed else None
         try:
             run.log_files_before = set(os.listdir(run.log_dir)) if run.log_dir.is_dir() else set()
             self.writer = tf.summary.create_file_writer(str(run.log_dir))
@@ -264,6 +265,20 @@ class Trainer:
                         "the text is shorter than when the run started; going on from the next epoch",
                         self.epoch, self.batch, run.loader.num_batches)
             self.epoch, self.batch, self.state = self.epoch + 1, 0, self.initial_state()
+
+    def check_same_checkpoint(self) -> None:
+        """Every worker must go on from the same checkpoint: one that read an older copy of the run
+        would train other weights in silence and disagree on when the run ends."""
+        if self.gather is None:
+            return
+        replicas = self.gather([self.step, self.seconds_before])
+        if (replicas != replicas[0]).any():
+            per_worker = self.strategy.num_replicas_in_sync // self.run.cluster.num_workers
+            found = ", ".join(f"worker {i // per_worker} at step {int(step)} ({seconds:.1f} s trained)"
+                              for i, (step, seconds) in enumerate(replicas) if i % per_worker == 0)
+            raise CharRNNError(f"the workers restored different checkpoints of {self.run.run_dir.name}: {found}. "
+                               f"Give every worker the chief's run directory at the same path (a shared file "
+                               f"system, or a fresh copy of worker 0's) and start them all again")
 
     def save(self, manager: "tf.train.CheckpointManager") -> None:
         """Checkpoint into a CheckpointManager (the run's, or best/), with the loop's position."""
@@ -362,9 +377,10 @@ class Trainer:
         """The run's progress, and whether a worker was asked to stop, the same on every worker:
         their clocks differ, and each must train at the same learning rate, and evaluate, save
         (a collective under multiworker) and stop at the same steps. The chief's clock counts."""
-        if self.agree is None:
+        if self.gather is None:
             return self.progress(), stopping
-        return self.agree(self.progress(), stopping)
+        replicas = self.gather([self.progress(), float(stopping)])
+        return float(replicas[0, 0]), bool(replicas[:, 1].any())
 
     def stop_reason(self, progress: float, stopping: bool, signalled: list[int]) -> str | None:
         """Why training ends before this step, if it does (from agreed values: the same on every worker)."""
@@ -578,26 +594,21 @@ def identical_replica_updates(next_creator: Callable, **kwargs) -> "tf.Variable"
     return next_creator(**kwargs)
 
 
-def make_agreement(strategy: "tf.distribute.Strategy") -> Callable[[float, bool], tuple[float, bool]]:
-    """(progress, stop) -> the chief's progress and whether any worker was asked to stop, on
-    every worker: one tiny all-reduce per step, so that clocks that differ between machines
-    never give workers different schedules or stopping steps."""
+def make_gather(strategy: "tf.distribute.Strategy") -> Callable[[list[float]], "np.ndarray"]:
+    """values -> every replica's values, [replicas, len(values)] (replica 0 is the chief's), on
+    every worker: one tiny all-reduce, each replica adding its values into its own row."""
     import tensorflow as tf
     from model import graph_function
 
     @graph_function
-    def chief_values(values):
+    def gather(values):
         def replica(values):
             ctx = tf.distribute.get_replica_context()
-            chief = tf.cast(ctx.replica_id_in_sync_group == 0, tf.float64)
-            return ctx.all_reduce("SUM", values * tf.stack([chief, tf.constant(1.0, tf.float64)]))
+            row = tf.one_hot(ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync, dtype=tf.float64)
+            return ctx.all_reduce("SUM", row[:, None] * values[None, :])
         return strategy.experimental_local_results(strategy.run(replica, args=(values,)))[0]
 
-    def agree(progress: float, stop: bool) -> tuple[float, bool]:
-        values = chief_values(tf.constant([progress, float(stop)], tf.float64)).numpy()
-        return float(values[0]), bool(values[1])
-
-    return agree
+    return lambda values: gather(tf.constant(values, tf.float64)).numpy()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,13 +32,15 @@ def free_ports(count: int) -> list[str]:
     return ports
 
 
-def start_workers(cwd: Path, *args: str) -> list[subprocess.Popen]:
+def start_workers(cwd: Path, *args: str, worker_cwd: Path | None = None) -> list[subprocess.Popen]:
+    """Worker 1, then the chief, in cwd (worker 1 in worker_cwd if given: another machine's disk)."""
     workers = free_ports(2)
     procs = []
     for index in (1, 0):
         env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
                                                      "task": {"type": "worker", "index": index}}))
-        procs.append(subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env,
+        procs.append(subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args],
+                                      cwd=worker_cwd if index and worker_cwd else cwd, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                       encoding="utf-8"))
     return procs[::-1]  # [chief, worker 1]
@@ -73,6 +76,9 @@ def test_two_workers_train_resume_and_sample(tmp_path: Path) -> None:
     # same weights, so the same validation losses) and stop at the same step. The budget counts
     # the whole run, so it is 8 s more than the first session trained, however loaded the machine.
     (spent,) = checkpoint_weights(str(tmp_path / "save" / "mw" / "ckpt-40"), "train_seconds/").values()
+    other_disk = tmp_path / "host2"  # a copy of the run as it is now, which the next session makes stale
+    shutil.copytree(tmp_path / "save", other_disk / "save")
+    shutil.copy(tmp_path / "tiny.txt", other_disk)
     budget = f"{math.ceil(spent) + 8}s"
     chief, worker = finish(start_workers(tmp_path, "--init_from", "save/mw", "--time_budget", budget,
                                          "--eval_every", "20"))
@@ -82,6 +88,16 @@ def test_two_workers_train_resume_and_sample(tmp_path: Path) -> None:
     assert f"step {last} epoch" in worker and f"step {last + 1} " not in worker
     steps = [s for s, _ in read_scalars(tmp_path / "logs" / "mw")["train/loss"]]
     assert sorted(steps) == list(range(1, last + 1))
+
+    # Worker 1 resuming from its stale copy would train other weights in silence: both refuse.
+    saved = sorted(p.name for p in (tmp_path / "save" / "mw").iterdir())
+    procs = start_workers(tmp_path, "--init_from", "save/mw", "--max_steps", str(last + 20), worker_cwd=other_disk)
+    for proc in procs:
+        out = proc.communicate(timeout=240)[0]
+        assert proc.returncode == 2 and "Traceback" not in out, out
+        assert f"restored different checkpoints of mw: worker 0 at step {last} " in out, out
+        assert "worker 1 at step 40 " in out and "a fresh copy of worker 0's" in out, out
+    assert sorted(p.name for p in (tmp_path / "save" / "mw").iterdir()) == saved
 
 
 def test_a_killed_worker_stops_the_other_with_a_message(tmp_path: Path) -> None:
