@@ -72,19 +72,24 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                                 formatter_class=utils.HelpFormatter)
     data = p.add_argument_group("data")
     data.add_argument("--data_dir", default="data/tinyshakespeare",
-                      help="directory with input.txt, or with any number of .txt files")
-    data.add_argument("--input", default=None, help="a .txt file or directory; overrides --data_dir")
+                      help="DIR/input.txt if there is one (as char-rnn-tensorflow read it), else every .txt file "
+                           "in and below DIR")
+    data.add_argument("--input", default=None,
+                      help="a text file, or a directory whose .txt files in and below it are all read; "
+                           "overrides --data_dir (default: --data_dir)")
     data.add_argument("--encoding", default="utf-8", help="encoding of the corpus files (cp949, euc-kr, ...)")
     data.add_argument("--normalize", default="nfc", choices=["nfc", "none"], help="Unicode normalization")
     data.add_argument("--unit", default="char", choices=["char", "jamo"],
                       help="symbols the model sees: char, or jamo (Hangul syllables split into their 2-3 jamo). "
-                           "On large Korean corpora char trains more characters per second; on the small bundled one "
-                           "the two tie (bench/RESULTS.md, Korean)")
+                           "char trained more characters per second on every Korean corpus measured, and both reached "
+                           "the same bits/char on the bundled one (bench/RESULTS.md, Korean)")
     data.add_argument("--max_vocab", type=int, default=0,
-                      help="a vocabulary of at most N symbols: the N-1 most frequent characters and one unknown "
-                           "symbol for the rest (0: every character)")
-    data.add_argument("--min_char_count", type=int, default=1, help="rarer characters become the unknown symbol")
-    data.add_argument("--val_frac", type=float, default=0.05, help="last fraction of the text kept for validation")
+                      help="a vocabulary of at most N symbols (0: no limit, else 2 or more): the N-1 most frequent "
+                           "and one unknown symbol for the rest (under --unit jamo every jamo is kept)")
+    data.add_argument("--min_char_count", type=int, default=1,
+                      help="characters seen fewer than N times become the unknown symbol")
+    data.add_argument("--val_frac", type=float, default=0.05,
+                      help="last fraction of the text kept for validation (above 0, below 0.5)")
     data.add_argument("--eval_symbols", type=int, default=200_000,
                       help="validate on at most the first N symbols of that text (0: all of it), so that an "
                            "evaluation takes seconds, not hours, on a multi-GB corpus")
@@ -99,47 +104,61 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     model.add_argument("--model", default="lstm", type=model_type, choices=utils.MODEL_TYPES, help="recurrent cell")
     model.add_argument("--num_layers", type=int, default=2, help="number of recurrent layers")
     model.add_argument("--rnn_size", type=int, default=384, help="size of each layer's hidden state")
-    model.add_argument("--embedding_size", type=int, default=64, help="size of the character embedding")
+    model.add_argument("--embedding_size", type=int, default=64, help="size of each symbol's embedding")
     model.add_argument("--dropout", type=float, default=0.25, help="dropout between layers and before the output")
     model.add_argument("--output_keep_prob", type=float, default=None,
-                       help="old name: keep probability before the output (sets --dropout to 1-p)")
+                       help="char-rnn-tensorflow's flag: keep probability between layers and before the output "
+                            "(sets --dropout to 1-p) (default: --dropout)")
     model.add_argument("--input_keep_prob", type=float, default=None,
-                       help="old name: keep probability of the embedded input")
+                       help="char-rnn-tensorflow's flag: keep probability of the embedded input (dropout 1-p on "
+                            "the embeddings only; the old tool also dropped each later layer's input) (default: 1)")
 
     opt = p.add_argument_group("optimization")
     opt.add_argument("--batch_size", type=int, default=24, help="parallel text streams per step")
-    opt.add_argument("--seq_length", type=int, default=100, help="characters per stream per step (BPTT length)")
+    opt.add_argument("--seq_length", type=int, default=100,
+                     help="symbols (characters, or jamo under --unit jamo) per stream per step: the BPTT length")
     opt.add_argument("--learning_rate", type=float, default=3e-3, help="peak Adam learning rate")
     opt.add_argument("--warmup_steps", type=int, default=100,
-                     help="linear learning-rate warmup (with --decay_rate typed, none unless this is typed too)")
+                     help="steps of linear learning-rate warmup, not shortened for a short run (with --decay_rate "
+                          "typed, none unless this is typed too)")
     opt.add_argument("--min_lr_frac", type=float, default=0.1, help="cosine schedule ends at this fraction of the peak")
     opt.add_argument("--decay_rate", type=float, default=None,
-                     help="old flag: multiply the learning rate by this every epoch instead of the cosine schedule, "
-                          "from the first step at --learning_rate as char-rnn-tensorflow did")
+                     help="char-rnn-tensorflow's flag: multiply the learning rate by this every epoch instead of the "
+                          "cosine schedule, from the first step at --learning_rate as the old tool did "
+                          "(default: the cosine schedule)")
     opt.add_argument("--grad_clip", type=float, default=5.0, help="clip gradients to this global norm")
 
-    length = p.add_argument_group("how long (the first limit reached ends training; on resume, typing one of "
-                                  "these replaces all three saved limits)")
+    length = p.add_argument_group("how long (each limit is the whole run's, earlier sessions included; the first "
+                                  "reached ends training; on resume, typing --num_epochs, --max_steps or "
+                                  "--time_budget replaces all three saved limits)")
     length.add_argument("--num_epochs", type=int, default=None,
-                        help=f"passes over the training text, 0: no epoch limit (default: {DEFAULT_EPOCHS}, "
-                             "or 0 when --max_steps or --time_budget says how long)")
-    length.add_argument("--max_steps", type=int, default=0, help="training steps (0: no step limit)")
-    length.add_argument("--time_budget", default=None, help="training time, e.g. 90s, 15m, 2h")
+                        help=f"passes over the training text, 0: no epoch limit (only beside --max_steps or "
+                             f"--time_budget) (default: {DEFAULT_EPOCHS}, or 0 when --max_steps or --time_budget "
+                             "says how long)")
+    length.add_argument("--max_steps", type=int, default=0,
+                        help="training steps of the whole run, counted from step 0 (0: no step limit)")
+    length.add_argument("--time_budget", default=None,
+                        help="the whole run's time, compilation and validation included, e.g. 90s, 15m, 2h "
+                             "(default: no time limit)")
     length.add_argument("--stop_at_step", type=int, default=0,
                         help="save and stop at this step without changing the schedule (0: off)")
 
     out = p.add_argument_group("output")
     out.add_argument("--save_dir", default="save", help="runs are saved in SAVE_DIR/<run name>/")
-    out.add_argument("--log_dir", default="logs", help="TensorBoard events go to LOG_DIR/<run name>/")
+    out.add_argument("--log_dir", default="logs",
+                     help="TensorBoard events go to LOG_DIR/<run name>/ (<run name>@<save dir's name>/ when "
+                          "another save directory's run took that name)")
     out.add_argument("--run_name", default=None, help="name of the run (default: corpus-model-size-time)")
     out.add_argument("--init_from", default=None,
-                     help="resume this run directory (or a save directory: its newest run); with --save_dir "
-                          "typed, go on in a copy there")
+                     help="resume this run directory (or a save directory: its run that saved last); with "
+                          "--save_dir or --run_name typed, go on in a copy. The model, vocabulary and batch flags "
+                          "and --seed must stay as saved (default: a new run)")
     out.add_argument("--save_every", type=int, default=1000, help="checkpoint every N steps")
     out.add_argument("--eval_every", type=int, default=250, help="validate every N steps")
     out.add_argument("--keep", type=int, default=5, help="checkpoints to keep (the best is kept apart)")
     out.add_argument("--print_every", type=int, default=50, help="progress line every N steps when not on a terminal")
-    out.add_argument("--sample_length", type=int, default=300, help="characters of the TensorBoard sample")
+    out.add_argument("--sample_length", type=int, default=300,
+                     help="characters of the TensorBoard text sample at each validation")
 
     misc = p.add_argument_group("misc")
     misc.add_argument("--seed", type=int, default=1234, help="seed for weights, data order and dropout")
@@ -526,7 +545,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
                                    f"pick another --run_name, or delete it to start over")
             latest = run_dir.parent / "latest"
             if latest.exists() and not latest.is_file():  # found now, not at the first save
-                raise CharRNNError(f"{latest} is not a file: the save directory keeps the name of its newest run "
+                raise CharRNNError(f"{latest} is not a file: the save directory keeps the name of the run that saved last "
                                    f"there. Move it away, or choose another --save_dir")
             if fork_dir is not None:
                 runs.copy_run(resume_dir, fork_dir, {"run_name": args.run_name, "save_dir": args.save_dir,

@@ -36,23 +36,28 @@ STREAM_CHUNK = 256  # symbols per compiled call; a single sample is written out 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=utils.HelpFormatter)
-    p.add_argument("--save_dir", default="save", help="a run directory, or a save directory (its newest run)")
+    p.add_argument("--save_dir", default="save",
+                   help="a run directory, or a save directory (its run that saved last)")
     p.add_argument("--checkpoint", default="latest", help="latest, best, or the path of a checkpoint (ckpt-N)")
     p.add_argument("-n", type=int, default=500, help="number of characters to generate (0: the prime alone)")
     p.add_argument("--prime", default="", help="text to start from (empty: start of a line)")
     p.add_argument("--sample", type=int, default=1, choices=[0, 1, 2],
-                   help="0: most likely character each step; 1: sample; 2: sample only after spaces")
+                   help="0: the most likely symbol each step; 1: sample; 2: sample only after spaces, else the "
+                        "most likely")
     p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer text, above 1: wilder")
-    p.add_argument("--top_k", type=int, default=0, help="sample among the k most likely characters (0: all)")
+    p.add_argument("--top_k", type=int, default=0, help="sample among the k most likely symbols (0: all)")
     p.add_argument("--top_p", type=float, default=1.0, help="sample within this probability mass (1: all)")
     p.add_argument("--seed", type=int, default=None, help="same seed, same text (default: random)")
-    p.add_argument("--num_samples", type=int, default=1, help="independent samples, generated as one batch")
+    p.add_argument("--num_samples", type=int, default=1,
+                   help="independent samples, generated as one batch and printed at the end, --- between them")
     p.add_argument("--unknown", default="error", choices=["error", "skip"],
                    help="prime characters missing from the vocabulary: stop, or drop them with a warning")
     p.add_argument("--export", default=None, metavar="DIR",
-                   help="instead of sampling, write a SavedModel (TF Serving, any TensorFlow program) to DIR")
+                   help="instead of sampling, write a SavedModel (TF Serving, any TensorFlow program) to DIR, "
+                        "a new or empty directory (default: sample)")
     p.add_argument("--export_tflite", default=None, metavar="FILE",
-                   help="instead of sampling, write a TFLite model to FILE and its vocabulary beside it")
+                   help="instead of sampling, write a TFLite model to FILE and its vocabulary beside it "
+                        "(default: sample)")
     p.add_argument("--verbose", action="store_true", help="debug logging, and TensorFlow's own start-up and C++ log lines")
     return p
 
@@ -250,8 +255,17 @@ def load_model(args: argparse.Namespace, run_dir: Path, config: dict) -> "model.
     return net
 
 
+# What shapes a sample: an export writes the model, which is given these when it is called.
+SAMPLING_FLAGS = ("n", "prime", "sample", "temperature", "top_k", "top_p", "seed", "num_samples", "unknown")
+
+
 def export_run(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "dataset.Vocab") -> None:
     """--export / --export_tflite: load the checkpoint as for sampling, then write files instead of text."""
+    defaults = build_parser()
+    ignored = [f"-{d}" if d == "n" else f"--{d}" for d in SAMPLING_FLAGS if getattr(args, d) != defaults.get_default(d)]
+    if ignored:
+        log.warning("%s: not used by an export, which writes the model; the exported model takes its prime and "
+                    "sampling settings when it is called", " ".join(ignored))
     net = load_model(args, run_dir, config)
     import export
     export.export(net, vocab, args.export, args.export_tflite)

@@ -74,6 +74,7 @@ def work(tmp_path_factory) -> Path:
         result = run(work, str(ROOT / "sample.py"), "--save_dir", f"save/{name}",
                      "--export", f"out/{name}", "--export_tflite", f"out/{name}.tflite")
         assert "wrote SavedModel" in result.stderr and "wrote TFLite model" in result.stderr, result.stderr
+        assert "not used by an export" not in result.stderr, result.stderr
 
     side_by_side(train_and_export)
     # Nothing half-written or temporary is left beside the exports.
@@ -285,7 +286,8 @@ def test_export_replaces_only_an_earlier_export(work: Path, tmp_path: Path) -> N
     sample = [str(ROOT / "sample.py"), "--save_dir", str(run_dir)]
     for suffix in (".tflite", ".vocab.json"):  # an earlier export, of another run
         shutil.copy(work / "out" / f"gru_jamo{suffix}", tmp_path / f"m{suffix}")
-    run(tmp_path, *sample, "--export_tflite", "m.tflite")
+    exported = run(tmp_path, *sample, "--export_tflite", "m.tflite", "--temperature", "0.5", "-n", "20")
+    assert "-n --temperature: not used by an export" in exported.stderr, exported.stderr
     for suffix in (".tflite", ".vocab.json"):
         assert (tmp_path / f"m{suffix}").read_bytes() == (work / "out" / f"lstm{suffix}").read_bytes(), suffix
     config = (run_dir / "config.json").read_bytes()
