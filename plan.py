@@ -71,7 +71,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=utils.HelpFormatter)
     data = p.add_argument_group("data")
-    data.add_argument("--data_dir", default="data/tinyshakespeare",
+    data.add_argument("--data_dir", default="data/tinyshakespeare", metavar="DIR",
                       help="DIR/input.txt if there is one (as char-rnn-tensorflow read it), else every .txt file "
                            "in and below DIR")
     data.add_argument("--input", default=None,
@@ -81,16 +81,16 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     data.add_argument("--normalize", default="nfc", choices=["nfc", "none"], help="Unicode normalization")
     data.add_argument("--unit", default="char", choices=["char", "jamo"],
                       help="symbols the model sees: char, or jamo (Hangul syllables split into their 2-3 jamo). "
-                           "char trained more characters per second on every Korean corpus measured, and both reached "
-                           "the same bits/char on the bundled one (bench/RESULTS.md, Korean)")
-    data.add_argument("--max_vocab", type=int, default=0,
+                           "char trained more characters per second on every Korean corpus measured, and with the "
+                           "default model both reached the same bits/char on the bundled one (bench/RESULTS.md, Korean)")
+    data.add_argument("--max_vocab", type=int, default=0, metavar="N",
                       help="a vocabulary of at most N symbols (0: no limit, else 2 or more): the N-1 most frequent "
                            "and one unknown symbol for the rest (under --unit jamo every jamo is kept)")
-    data.add_argument("--min_char_count", type=int, default=1,
+    data.add_argument("--min_char_count", type=int, default=1, metavar="N",
                       help="characters seen fewer than N times become the unknown symbol")
     data.add_argument("--val_frac", type=float, default=0.05,
                       help="last fraction of the text kept for validation (above 0, below 0.5)")
-    data.add_argument("--eval_symbols", type=int, default=200_000,
+    data.add_argument("--eval_symbols", type=int, default=200_000, metavar="N",
                       help="validate on at most the first N symbols of that text (0: all of it), so that an "
                            "evaluation takes seconds, not hours, on a multi-GB corpus")
 
@@ -138,8 +138,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     length.add_argument("--max_steps", type=int, default=0,
                         help="training steps of the whole run, counted from step 0 (0: no step limit)")
     length.add_argument("--time_budget", default=None,
-                        help="the whole run's time, compilation and validation included, e.g. 90s, 15m, 2h "
-                             "(default: no time limit)")
+                        help="training time of the whole run, all sessions, each from its first compilation on "
+                             "(validation and saves included), e.g. 90s, 15m, 2h (default: no time limit)")
     length.add_argument("--stop_at_step", type=int, default=0,
                         help="save and stop at this step without changing the schedule (0: off)")
 
@@ -147,23 +147,23 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     out.add_argument("--save_dir", default="save", help="runs are saved in SAVE_DIR/<run name>/")
     out.add_argument("--log_dir", default="logs",
                      help="TensorBoard events go to LOG_DIR/<run name>/ (<run name>@<save dir's name>/ when "
-                          "another save directory's run took that name)")
+                          "that folder is taken)")
     out.add_argument("--run_name", default=None, help="name of the run (default: corpus-model-size-time)")
     out.add_argument("--init_from", default=None,
-                     help="resume this run directory (or a save directory: its run that saved last); with "
-                          "--save_dir or --run_name typed, go on in a copy. The model, vocabulary and batch flags "
-                          "and --seed must stay as saved (default: a new run)")
-    out.add_argument("--save_every", type=int, default=1000, help="checkpoint every N steps")
-    out.add_argument("--eval_every", type=int, default=250, help="validate every N steps")
+                     help="resume this run directory (or a save directory: its run that saved last); with another "
+                          "--save_dir or --run_name typed, go on in a copy there. The model, vocabulary and batch "
+                          "flags, --val_frac and --seed must stay as saved (default: a new run)")
+    out.add_argument("--save_every", type=int, default=1000, metavar="N", help="checkpoint every N steps")
+    out.add_argument("--eval_every", type=int, default=250, metavar="N", help="validate every N steps")
     out.add_argument("--keep", type=int, default=5, help="checkpoints to keep (the best is kept apart)")
-    out.add_argument("--print_every", type=int, default=50, help="progress line every N steps when not on a terminal")
+    out.add_argument("--print_every", type=int, default=50, metavar="N", help="progress line every N steps when not on a terminal")
     out.add_argument("--sample_length", type=int, default=300,
                      help="characters of the TensorBoard text sample at each validation")
 
     misc = p.add_argument_group("misc")
     misc.add_argument("--seed", type=int, default=1234, help="seed for weights, data order and dropout")
     misc.add_argument("--xla", default="on", choices=["on", "off"], help="compile the step with XLA")
-    misc.add_argument("--batch_groups", type=int, default=0,
+    misc.add_argument("--batch_groups", type=int, default=0, metavar="N",
                       help="split each batch into N groups whose forward and backward passes run side by side, "
                            "one XLA computation each (0: auto, 2 on a CPU with 2+ cores under XLA, else 1). "
                            "The same training up to float rounding; dropout draws other masks per group")
@@ -175,18 +175,6 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                            "else one device; multiworker reads the cluster from TF_CONFIG")
     misc.add_argument("--verbose", action="store_true", help="debug logging, and TensorFlow's own start-up and C++ log lines")
     return p
-
-
-def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
-    """Names of the flags the user typed (as opposed to defaults): resume keeps the saved rest."""
-    shadow = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    for action in parser._actions:
-        if action.option_strings and action.dest != "help":
-            if action.nargs == 0:
-                shadow.add_argument(*action.option_strings, dest=action.dest, action="store_true")
-            else:
-                shadow.add_argument(*action.option_strings, dest=action.dest)
-    return set(vars(shadow.parse_known_args(argv)[0]))
 
 
 def check_args(args: argparse.Namespace) -> None:

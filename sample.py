@@ -209,7 +209,9 @@ def stream_texts(vocab: "dataset.Vocab", id_chunks: Iterator, prefix: Sequence[i
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
     utils.setup_logging(args.verbose)
     if sys.stdout is None:  # closed (>&-), or pythonw: nowhere to write the text
         log.error("error: standard output is closed: there is nowhere to write the sample")
@@ -222,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         check_args(args)
         run_dir, config, vocab = load_run(args.save_dir)
         if args.export or args.export_tflite:
-            export_run(args, run_dir, config, vocab)
+            export_run(args, run_dir, config, vocab, utils.explicit_flags(parser, argv))
             return 0
         prime = prime_ids(vocab, args.prime, args.unknown)
         if args.n == 0:  # the prime alone, as written (a jamo model's next symbols could change its last syllable)
@@ -255,17 +257,18 @@ def load_model(args: argparse.Namespace, run_dir: Path, config: dict) -> "model.
     return net
 
 
-# What shapes a sample: an export writes the model, which is given these when it is called.
+# What shapes a sample. An export writes the model, not a sample: these flags do nothing there.
 SAMPLING_FLAGS = ("n", "prime", "sample", "temperature", "top_k", "top_p", "seed", "num_samples", "unknown")
 
 
-def export_run(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "dataset.Vocab") -> None:
+def export_run(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "dataset.Vocab",
+               typed: set[str]) -> None:
     """--export / --export_tflite: load the checkpoint as for sampling, then write files instead of text."""
-    defaults = build_parser()
-    ignored = [f"-{d}" if d == "n" else f"--{d}" for d in SAMPLING_FLAGS if getattr(args, d) != defaults.get_default(d)]
+    ignored = [f"-{d}" if d == "n" else f"--{d}" for d in SAMPLING_FLAGS if d in typed]
     if ignored:
-        log.warning("%s: not used by an export, which writes the model; the exported model takes its prime and "
-                    "sampling settings when it is called", " ".join(ignored))
+        log.warning("%s: not used by an export, which writes the model, not a sample. The SavedModel's generate "
+                    "takes a prime, n, a temperature and a seed when called; the TFLite model generates the most "
+                    "likely text, or one step at a time (README, SavedModel and TFLite)", " ".join(ignored))
     net = load_model(args, run_dir, config)
     import export
     export.export(net, vocab, args.export, args.export_tflite)

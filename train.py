@@ -834,7 +834,7 @@ def main(argv: list[str] | None = None) -> int:
     # start-up: with a message, and nothing of the session left behind.
     signals = utils.interrupt_on_signals()
     try:
-        typed = plan.explicit_flags(parser, argv)
+        typed = utils.explicit_flags(parser, argv)
         if not args.init_from:  # a resumed run's flags are checked once merged with its saved ones
             plan.check_args(args)
         return train(args, plan.apply_old_flag_names(args, typed))

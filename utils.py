@@ -1,5 +1,6 @@
-"""What every entry point shares, free of TensorFlow and numpy's import: the user's errors,
-signals, durations, paths, atomic writes and logging. The data layer is dataset.py."""
+"""What every script shares, free of TensorFlow and of numpy's import (`np` here is numpy, run on
+first use): the model kinds and size limits, the user's errors, signals, durations, the flags typed,
+--help's format, path checks, atomic writes and logging. The data layer is dataset.py."""
 from __future__ import annotations
 
 import argparse
@@ -79,6 +80,19 @@ def parse_duration(text: str, flag: str) -> float:
             or units != sorted(set(units), key="dhms".index)):  # each unit once, largest first
         raise CharRNNError(f"{flag} {text!r}: invalid duration: use seconds (600) or units, e.g. 90s, 15m, 1h30m, 2h")
     return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """Names of the flags the user typed, even with their default value (a resumed run keeps its
+    saved values of the rest; an export names the sampling flags it does not use)."""
+    shadow = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            if action.nargs == 0:
+                shadow.add_argument(*action.option_strings, dest=action.dest, action="store_true")
+            else:
+                shadow.add_argument(*action.option_strings, dest=action.dest)
+    return set(vars(shadow.parse_known_args(argv)[0]))
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -78,9 +78,9 @@ def test_atomic_write_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 
-def test_importing_the_data_layer_does_not_import_tensorflow() -> None:
-    out = run_python("import sys, dataset; print('tensorflow' in sys.modules)", text=True)
-    assert out.stdout.strip() == "False", out.stderr
+def test_importing_the_data_layer_runs_neither_tensorflow_nor_numpy() -> None:
+    out = run_python("import sys, dataset; print('tensorflow' in sys.modules, 'numpy.linalg' in sys.modules)", text=True)
+    assert out.stdout.strip() == "False False", out.stderr
 
 
 # ---- reading, normalizing, round trips ---------------------------------------------------------
