@@ -224,7 +224,11 @@ class Trainer:
                                          train_seconds=self.train_seconds, best_val=self.best_val,
                                          carried_state=self.carried, **self.counters)
         # Read (and set aside when damaged) the `checkpoint` lists first: CheckpointManager fails on a damaged one.
-        listed = runs.read_checkpoint_list(tf, run.write_dir, set_aside=True)
+        # The other workers write to scratch directories: they read the run's own list, and leave it as it is,
+        # so that every worker picks its checkpoint by the same rule from the same list.
+        chief = run.cluster.is_chief
+        listed = runs.read_checkpoint_list(tf, run.write_dir if chief or run.resume_dir is None else run.resume_dir,
+                                           set_aside=chief)
         runs.read_checkpoint_list(tf, run.write_dir / "best", set_aside=True)
         self.manager = tf.train.CheckpointManager(checkpoint, run.write_dir, max_to_keep=self.args.keep,
                                                   checkpoint_name="ckpt")
@@ -268,8 +272,9 @@ class Trainer:
 
     def check_same_checkpoint(self) -> None:
         """Every worker must go on from the same checkpoint: one that read an older copy of the run
-        would train other weights in silence and disagree on when the run ends."""
-        if self.gather is None:
+        would train other weights in silence and disagree on when the run ends. (One machine's
+        replicas all take the weights its one process restored.)"""
+        if self.gather is None or self.run.cluster.num_workers == 1:
             return
         replicas = self.gather([self.step, self.seconds_before])
         if (replicas != replicas[0]).any():
@@ -277,8 +282,8 @@ class Trainer:
             found = ", ".join(f"worker {i // per_worker} at step {int(step)} ({seconds:.1f} s trained)"
                               for i, (step, seconds) in enumerate(replicas) if i % per_worker == 0)
             raise CharRNNError(f"the workers restored different checkpoints of {self.run.run_dir.name}: {found}. "
-                               f"Give every worker the chief's run directory at the same path (a shared file "
-                               f"system, or a fresh copy of worker 0's) and start them all again")
+                               f"Give every worker the run directory of worker 0 (the chief) at the same path: a "
+                               f"shared file system, or a fresh copy. Then start them all again")
 
     def save(self, manager: "tf.train.CheckpointManager") -> None:
         """Checkpoint into a CheckpointManager (the run's, or best/), with the loop's position."""
