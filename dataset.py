@@ -884,6 +884,16 @@ def unigram_entropy_bits(vocab: Vocab, ids: np.ndarray) -> float:
 # Batching
 
 
+def _what_fits(symbols: int, batch_size: int, seq_length: int) -> str:
+    """The advice for a training part too short for one batch: the sizes that fit it, if any do."""
+    fits = [f"--seq_length {symbols // (2 * batch_size)} or less" if symbols >= 2 * batch_size else "",
+            f"--batch_size {symbols // (2 * seq_length)} or less" if symbols >= 2 * seq_length else ""]
+    fits = [fit for fit in fits if fit]
+    if not fits:
+        return "Use a longer text: a model learns from thousands of characters at the least."
+    return f"Use {', or '.join(fits)}, or a longer text."
+
+
 class BatchLoader:
     """Training batches for truncated BPTT with carried state: the text is cut into batch_size
     contiguous streams and each batch is the next window of seq_length in every stream, so the
@@ -903,11 +913,9 @@ class BatchLoader:
         length = len(ids) // batch_size
         self.num_batches = length // seq_length - 1  # leaves room for any epoch offset and y's shift
         if self.num_batches < 1:
-            raise CharRNNError(
-                f"not enough text: the training part has {len(ids):,} characters (jamo with --unit jamo), but "
-                f"--batch_size {batch_size} --seq_length {seq_length} needs at least {2 * batch_size * seq_length:,} "
-                "(2 x batch_size x seq_length) after --val_frac holds out validation. Lower --batch_size or "
-                "--seq_length, lower --val_frac, or use more text.")
+            raise CharRNNError(f"not enough text: the training part has {len(ids):,} symbols, but --batch_size "
+                               f"{batch_size} --seq_length {seq_length} needs at least {2 * batch_size * seq_length:,} "
+                               f"(2 x batch_size x seq_length). {_what_fits(len(ids), batch_size, seq_length)}")
         lo, hi = shard_index * batch_size // num_shards, (shard_index + 1) * batch_size // num_shards
         self.streams = ids[:batch_size * length].reshape(batch_size, length)[lo:hi]  # a view, no copy
         self._offset = (-1, 0)  # (epoch, offset) of the last epoch asked for

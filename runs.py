@@ -368,8 +368,8 @@ def restore_checkpoint(checkpoint: "tf.train.Checkpoint", candidates: list[str],
             logger.warning("loaded %s, the newest checkpoint that loads", path)
         return path
     raise CharRNNError("no checkpoint loads: " + ("; ".join(failures) if failures else "none found") +
-                       ". Either it is another model's (other sizes or vocabulary: use the run's own checkpoints), "
-                       "or it is damaged (train again, or point at a run directory with good checkpoints).")
+                       ". The files are damaged, or another model's (other sizes or vocabulary than config.json "
+                       "says): train again, or point at a run directory with good checkpoints.")
 
 
 def pool_cpu_memory() -> None:

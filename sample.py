@@ -18,6 +18,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import dataset
@@ -38,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=utils.HelpFormatter)
     p.add_argument("--save_dir", default="save",
                    help="a run directory, or a save directory (its run that saved last)")
-    p.add_argument("--checkpoint", default="latest", help="latest, best, or the path of a checkpoint (ckpt-N)")
+    p.add_argument("--checkpoint", default="latest",
+                   help="latest (the newest that loads, best/'s included), best, or the path of a checkpoint (ckpt-N)")
     p.add_argument("-n", type=int, default=500, help="number of characters to generate (0: the prime alone)")
     p.add_argument("--prime", default="", help="text to start from (empty: start of a line)")
     p.add_argument("--sample", type=int, default=1, choices=[0, 1, 2],
@@ -157,20 +159,30 @@ def checkpoint_prefix(run_dir: Path, which: str) -> str:
 
 
 def checkpoint_candidates(run_dir: Path, which: str) -> list[str]:
-    """Checkpoint paths to try, oldest first (restore falls back from the newest)."""
+    """Checkpoint paths to try, oldest first (restore falls back from the newest). latest is the
+    newest that loads of the run's own and best/'s, as a resume picks it: best/ holds a whole
+    model too, and the only good one when the others are damaged."""
     import tensorflow as tf
     if which not in ("latest", "best"):
         return [checkpoint_prefix(run_dir, which)]
-    directory = run_dir / "best" if which == "best" else run_dir
+    own = listed_or_found(tf, run_dir) if which == "latest" else []
+    found = runs.by_step(listed_or_found(tf, run_dir / "best") + own)  # the run's own first at the same step
+    if not found:
+        raise CharRNNError(f"no checkpoint in {run_dir / 'best' if which == 'best' else run_dir}" + (
+            ": no validation has finished yet; use --checkpoint latest" if which == "best"
+            else ": has training saved one yet?"))
+    return found
+
+
+def listed_or_found(tf: ModuleType, directory: Path) -> list[str]:
+    """The checkpoints directory's `checkpoint` file lists; without a readable list (missing or
+    damaged), the checkpoint files themselves."""
     listed = runs.read_checkpoint_list(tf, directory)
     if listed:
         return listed
-    # No readable `checkpoint` list (missing or damaged): try the checkpoint files themselves.
     found = runs.checkpoints_on_disk(directory)
-    if not found:
-        raise CharRNNError(f"no checkpoint in {directory}" + (": no validation has finished yet; use "
-                           "--checkpoint latest" if which == "best" else ": has training saved one yet?"))
-    log.warning("%s lists no checkpoint; trying the checkpoint files found there", directory / "checkpoint")
+    if found:
+        log.warning("%s lists no checkpoint; trying the checkpoint files found there", directory / "checkpoint")
     return found
 
 

@@ -664,8 +664,15 @@ def test_too_small_corpus_says_what_is_needed() -> None:
     with pytest.raises(CharRNNError) as error:
         dataset.BatchLoader(np.zeros(4999, np.uint16), batch_size=50, seq_length=50)
     message = str(error.value)
-    assert "4,999 characters" in message and "--batch_size 50 --seq_length 50 needs at least 5,000" in message
-    assert all(flag in message for flag in ("Lower --batch_size or --seq_length", "--val_frac"))
+    assert "4,999 symbols" in message and "--batch_size 50 --seq_length 50 needs at least 5,000" in message
+    assert "Use --seq_length 49 or less, or --batch_size 49 or less, or a longer text." in message
+    dataset.BatchLoader(np.zeros(4999, np.uint16), batch_size=50, seq_length=49)  # as advised: it fits
+    dataset.BatchLoader(np.zeros(4999, np.uint16), batch_size=49, seq_length=50)
+    with pytest.raises(CharRNNError, match=r"--batch_size 2 --seq_length 1 needs at least 4 .*\. Use --batch_size 1 or "
+                                           "less, or a longer text"):
+        dataset.BatchLoader(np.zeros(3, np.uint16), batch_size=2, seq_length=1)  # no --seq_length fits at batch 2
+    with pytest.raises(CharRNNError, match="Use a longer text"):
+        dataset.BatchLoader(np.zeros(1, np.uint16), batch_size=1, seq_length=1)
     with pytest.raises(CharRNNError, match="validation part has 3 characters.*--val_frac"):
         next(dataset.eval_batches(np.zeros(3, np.uint16), batch_size=4, seq_length=8))
 

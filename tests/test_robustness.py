@@ -980,13 +980,18 @@ def test_sampling_falls_back_from_a_listed_checkpoint_that_is_corrupt(run_copy: 
     cwd = run_copy.parents[1]
     data = next(run_copy.glob("ckpt-6.data-*"))
     data.write_bytes(data.read_bytes()[:500])
+    (run_copy / "best").rename(run_copy / "best.aside")  # its step-6 checkpoint would come before ckpt-4
     result = run("sample.py", "--save_dir", str(run_copy), "-n", "20", "--seed", "1", cwd=cwd)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert "ckpt-6 cannot be loaded" in result.stderr and "ckpt-4, the newest checkpoint that loads" in result.stderr
-    # Every checkpoint of the run cut short: --checkpoint best still samples from best/.
+    (run_copy / "best.aside").rename(run_copy / "best")
+    # Every checkpoint of the run cut short: best/ holds a whole model too, and samples, as a resume goes on from it.
     for data in run_copy.glob("ckpt-*.data-*"):
         data.write_bytes(data.read_bytes()[:500])
-    assert_refused(run("sample.py", "--save_dir", str(run_copy), "-n", "20", cwd=cwd), "no checkpoint loads")
+    (best_index,) = (run_copy / "best").glob("ckpt-*.index")
+    result = run("sample.py", "--save_dir", str(run_copy), "-n", "20", cwd=cwd)
+    assert result.returncode == 0 and len(result.stdout) == 20 + 1, result.stderr
+    assert f"best/{best_index.stem}, the newest checkpoint that loads" in result.stderr, result.stderr
     best = run("sample.py", "--save_dir", str(run_copy), "--checkpoint", "best", "-n", "20", cwd=cwd)
     assert best.returncode == 0 and len(best.stdout) == 20 + 1, best.stderr  # the text may hold line breaks
 
@@ -994,7 +999,9 @@ def test_sampling_falls_back_from_a_listed_checkpoint_that_is_corrupt(run_copy: 
 def test_sampling_falls_back_from_corrupt_checkpoints(run_copy: Path) -> None:
     cwd = run_copy.parents[1]
     # A damaged `checkpoint` list, and the newest index overwritten with garbage: the checkpoint
-    # files on disk are found anyway, the newest fails, the next older one is used, and we are told.
+    # files on disk are found anyway, the newest fails, the next older one is used, and we are told
+    # (best/ removed: its step-6 checkpoint would come before ckpt-4).
+    shutil.rmtree(run_copy / "best")
     (run_copy / "checkpoint").write_text("garbage\n")
     (run_copy / "ckpt-6.index").write_bytes(os.urandom(1609))
     result = run("sample.py", "--save_dir", str(run_copy), "-n", "20", "--seed", "1", cwd=cwd)
