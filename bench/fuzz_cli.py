@@ -16,7 +16,7 @@ Cases are drawn deterministically from --seed, from five families:
   resume-flags  train.py --init_from the run with odd (including architecture) flags
 
 Every case runs in its own directory with a timeout. A case is "clean" when it exits 0 (the input
-was fine) or 2 with an error message (one line with "error:", or argparse's usage message) and no
+was fine) or 2 with an error message (one line with "error:") and no
 traceback. Most cases fail before TensorFlow is imported; those that train use a tiny model and
 --max_steps 2, so 240 cases take about 10 minutes on 2 busy cores. The scripts run from a copy of
 the modules taken at the start (edits to the tree during the run don't count).

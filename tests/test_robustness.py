@@ -287,11 +287,15 @@ def test_corpus_under_a_name_that_is_not_utf8(tmp_path: Path) -> None:
     assert sorted(step for step, _ in read_scalars(tmp_path / "logs-here")["train/loss"]) == [1, 2, 3]
 
 
-@pytest.mark.parametrize("flags", [["--model", "xyz"], ["--rnn_size", "big"], ["--no_such_flag", "1"]])
-def test_argparse_errors_have_usage_not_traceback(tmp_path: Path, flags: list[str]) -> None:
+@pytest.mark.parametrize("flags, hint", [(["--model", "xyz"], "invalid choice: 'xyz'"), (["--rnn_size", "big"], "'big'"),
+                                         (["--no_such_flag", "1"], "unrecognized arguments: --no_such_flag 1\n"),
+                                         (["--rnn-size", "64"], "(--rnn-size: did you mean --rnn_size?)")])
+def test_argparse_errors_are_two_lines_not_a_traceback(tmp_path: Path, flags: list[str], hint: str) -> None:
+    """The error, a typo's right flag name, and where the flags are listed: not the whole usage."""
     result = run("train.py", *flags, cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "usage:" in result.stderr and "error:" in result.stderr
+    assert len(result.stderr.splitlines()) == 2 and hint in result.stderr, result.stderr
+    assert "usage: python train.py [flags]; python train.py --help lists every flag" in result.stderr
 
 
 @pytest.mark.parametrize("flag", ["--save_dir", "--log_dir"])
