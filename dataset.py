@@ -103,7 +103,7 @@ def resolve_corpus(data_dir: str | None, input_path: str | None) -> list[Path]:
         files = [root]
     elif not root.is_dir():
         raise CharRNNError(f"{flag} {where}: " + ("not a regular file or a directory" if root.exists()
-                                                  else "no such file or directory"))
+                                                  else "no such file or directory" + _relative_to_here(root)))
     elif flag == "--data_dir" and (root / "input.txt").is_file():
         files = [root / "input.txt"]
         others = len(_text_files(root)) - 1
@@ -121,6 +121,12 @@ def resolve_corpus(data_dir: str | None, input_path: str | None) -> list[Path]:
                            f"{'empty' if len(files) == 1 else f'all {len(files)} .txt files are empty'}; "
                            f"a corpus needs some text")
     return files
+
+
+def _relative_to_here(path: Path) -> str:
+    """For a relative path not found: where it was looked for (a default such as data/tinyshakespeare
+    is there only in the project folder)."""
+    return "" if path.is_absolute() else f" in {Path.cwd()} (run from the project folder, or give the whole path)"
 
 
 _READ_BYTES = 2 << 20  # big enough that per-chunk overhead vanishes, small enough to bound memory

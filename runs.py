@@ -62,7 +62,8 @@ def resolve_run_dir(path: str, flag: str) -> Path:
         raise CharRNNError(f"{flag} {path}: is a file, not a run directory. Pass the directory that holds a "
                            f"run's config.json and checkpoints (save/<run name>), or the save directory itself.")
     if not run.is_dir():
-        raise CharRNNError(f"{flag} {path}: no such directory. Pass a run directory such as save/<run name>, or "
+        where = "" if run.is_absolute() else f" in {Path.cwd()}"
+        raise CharRNNError(f"{flag} {path}: no such directory{where}. Pass a run directory such as save/<run name>, or "
                            f"the save directory itself for the run that saved last; no run yet? Train one first: "
                            f"python train.py --data_dir data/tinyshakespeare")
     if (run / "config.json").is_file():

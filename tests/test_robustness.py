@@ -381,8 +381,12 @@ def test_run_directories_as_found_on_disk(trained, run_copy: Path) -> None:
 
 def test_init_from_missing_or_not_a_run(tmp_path: Path) -> None:
     assert_refused(run("train.py", "--init_from", str(tmp_path / "gone"), cwd=tmp_path), "gone", "no such directory")
-    # sample.py before any training, as a new user types it: what to do first.
-    assert_refused(run("sample.py", cwd=tmp_path), "--save_dir save", "no such directory", "Train one first")
+    # sample.py before any training, as a new user types it: what to do first, and where it looked.
+    assert_refused(run("sample.py", cwd=tmp_path), f"--save_dir save: no such directory in {tmp_path}.",
+                   "Train one first")
+    # train.py typed alone outside the project folder: its default corpus is not there, and it says where it looked.
+    assert_refused(run("train.py", cwd=tmp_path), f"--data_dir data/tinyshakespeare: no such file or directory in "
+                   f"{tmp_path} (run from the project folder, or give the whole path)")
     (tmp_path / "config.json").write_text("{}")
     assert_refused(run("train.py", "--init_from", str(tmp_path / "config.json"), cwd=tmp_path),
                    "config.json", "is a file, not a run directory")
