@@ -79,19 +79,32 @@ def resolve_run_dir(path: str, flag: str) -> Path:
         if name and (run / name / "config.json").is_file():
             check_tf_path(str(run / name), flag)
             return run / name
-        runs = sorted((d for d in run.iterdir() if (d / "config.json").is_file()), key=lambda d: -d.stat().st_mtime)
+        runs = _runs_newest_first(run)
         what = f"names {name!r}, which is no run (deleted?)" if name else "is empty"
         raise CharRNNError(f"{flag} {path}: its 'latest' file {what}. "
-                           + (f"Pass one of its runs, newest first: {', '.join(str(d) for d in runs[:5])}"
-                              if runs else "It holds no other run: train one first."))
+                           + (_pass_one_of(runs) if runs else "It holds no other run: train one first."))
     if (run / "config.pkl").is_file() or (run / "chars_vocab.pkl").is_file():
         raise CharRNNError(f"{flag} {path}: a save directory of char-rnn-tensorflow (TF1): its pickled config and "
                            f"TF1 checkpoints cannot be loaded here. Train again with train.py: the same flags work.")
     if (run / ".lock").is_file():  # RunLock made it: training still before its first save, or killed then
         raise CharRNNError(f"{flag} {path}: no config.json: a run still before its first save, or one killed "
                            f"then (start it again with the command that created it), or not a training run.")
+    runs = _runs_newest_first(run)
+    if runs:  # a save directory whose `latest` was removed
+        raise CharRNNError(f"{flag} {path}: a save directory without its 'latest' file. {_pass_one_of(runs)}")
+    if any(run.glob("events.out.tfevents.*")):
+        raise CharRNNError(f"{flag} {path}: TensorBoard's events of a run, not its checkpoints, which are in the "
+                           f"save directory: pass save/{run.name}, or the --save_dir it was trained with")
     raise CharRNNError(f"{flag} {path}: not a training run (no config.json, and no 'latest' file naming "
                        f"a run). Pass a directory written by train.py, e.g. save/<run name>, or train one first.")
+
+
+def _runs_newest_first(save_dir: Path) -> list[Path]:
+    return sorted((d for d in save_dir.iterdir() if (d / "config.json").is_file()), key=lambda d: -d.stat().st_mtime)
+
+
+def _pass_one_of(runs: list[Path]) -> str:
+    return f"Pass one of its runs, newest first: {', '.join(str(d) for d in runs[:5])}"
 
 
 def ensure_writable(directory: Path, flag: str) -> Path | None:

@@ -409,6 +409,14 @@ def test_init_from_missing_or_not_a_run(tmp_path: Path) -> None:
     (tmp_path / "saves" / "latest").write_text("\n")
     assert_refused(run("sample.py", "--save_dir", str(tmp_path / "saves"), cwd=tmp_path),
                    "'latest' file is empty", str(tmp_path / "saves" / "kept-run"))
+    (tmp_path / "saves" / "latest").unlink()
+    assert_refused(run("sample.py", "--save_dir", str(tmp_path / "saves"), cwd=tmp_path),
+                   "a save directory without its 'latest' file", str(tmp_path / "saves" / "kept-run"))
+    # A TensorBoard folder given for the run: where the run is.
+    (tmp_path / "logs" / "kept-run").mkdir(parents=True)
+    (tmp_path / "logs" / "kept-run" / "events.out.tfevents.1.host").write_bytes(b"")
+    assert_refused(run("sample.py", "--save_dir", str(tmp_path / "logs" / "kept-run"), cwd=tmp_path),
+                   "TensorBoard's events of a run, not its checkpoints", "pass save/kept-run")
     # char-rnn-tensorflow's own save directory: say what it is and what to do.
     (tmp_path / "tf1").mkdir()
     for name in ("config.pkl", "chars_vocab.pkl", "checkpoint", "model.ckpt-1000.index"):
