@@ -299,9 +299,12 @@ def _quiet_stderr() -> contextlib.AbstractContextManager:
 
 def _check_target_dir(directory: Path, flag: str) -> Path | None:
     """Refuse a directory that holds anything. Returns the outermost folder it had to create."""
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise CharRNNError(f"{flag} {directory}: already exists and is not an empty directory; "
-                           f"choose a new directory or remove this one")
+    if directory.exists() and not directory.is_dir():
+        raise CharRNNError(f"{flag} {directory}: is a file; {flag} writes a folder: name a new one, "
+                           f"e.g. {flag} {directory.parent / 'exported-model'}")
+    if directory.is_dir() and any(directory.iterdir()):
+        raise CharRNNError(f"{flag} {directory}: not an empty directory; {flag} writes a new or empty folder, so "
+                           f"that nothing of yours in it is replaced: name a new one")
     return runs.ensure_writable(directory.parent, flag)
 
 
@@ -314,8 +317,8 @@ def _check_target_file(path: Path, flag: str) -> Path | None:
     for target, ours, what in ((path, _is_tflite_model, "a TFLite model"),
                                (tflite_vocab_path(path), _is_vocab, "the vocabulary of one")):
         if os.path.lexists(target) and (target.is_symlink() or not target.is_file() or not ours(target)):
-            raise CharRNNError(f"{flag} {path}: {target} exists and is not {what} written here; choose another "
-                               f"file name, or remove it")
+            raise CharRNNError(f"{flag} {path}: {target} exists and is not {what} written here, so it stays; "
+                               f"choose another file name")
     return runs.ensure_writable(path.parent, flag)
 
 

@@ -122,7 +122,7 @@ def ensure_writable(directory: Path, flag: str) -> Path | None:
         in_the_way = next((p for p in [directory, *directory.parents] if p.exists() and not p.is_dir()), None)
         if in_the_way is not None:
             raise CharRNNError(f"{flag} {directory}: cannot create it, {in_the_way} is a file, not a folder. "
-                               f"Choose another path, or move that file away.") from None
+                               f"Choose another path.") from None
         raise CharRNNError(f"{flag} {directory}: cannot write there ({error.strerror}). "
                            f"Choose a directory you can write, or fix its permissions.") from None
     return created

@@ -266,8 +266,13 @@ def test_export_refuses_a_non_empty_directory(tmp_path: Path) -> None:
     target = tmp_path / "exported"
     target.mkdir()
     (target / "keep.txt").write_text("mine", encoding="utf-8")
-    with pytest.raises(utils.CharRNNError, match="not an empty directory"):
+    with pytest.raises(utils.CharRNNError, match="not an empty directory; --export writes a new or empty folder"):
         export.export_saved_model(net, vocab, target)
+    (tmp_path / "corpus.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(utils.CharRNNError, match="corpus.txt: is a file; --export writes a folder: name a new one"):
+        export.export_saved_model(net, vocab, tmp_path / "corpus.txt")
+    assert (tmp_path / "corpus.txt").read_text(encoding="utf-8") == "mine"
+    (tmp_path / "corpus.txt").unlink()
     assert [p.name for p in tmp_path.iterdir()] == ["exported"]
     assert (target / "keep.txt").read_text(encoding="utf-8") == "mine"
     # A write that TensorFlow itself fails (as on a full disk; here its scratch name is taken by a
