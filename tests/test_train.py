@@ -430,9 +430,10 @@ def test_a_typed_length_flag_alone_says_how_long(tmp_path: Path) -> None:
 def test_a_time_budget_counts_the_whole_run(tmp_path: Path, corpus: Path) -> None:
     """--time_budget on resume is the run's time in all, not more time: a budget below the time
     already trained trains nothing, and says so."""
-    first = train(tmp_path, "--input", str(corpus), "--time_budget", "10m", "--stop_at_step", "3", "--run_name", "t",
+    first = train(tmp_path, "--input", str(corpus), "--time_budget", "600", "--stop_at_step", "3", "--run_name", "t",
                   *TINY)
     assert first.returncode == 0, first.stderr
+    assert "--time_budget 600: 600 seconds (a unit says otherwise: 600m is minutes)" in first.stderr, first.stderr
     (spent,) = checkpoint_weights(str(tmp_path / "save" / "t" / "ckpt-3"), "train_seconds/").values()
     assert 0 < spent < 600
     again = train(tmp_path, "--init_from", "save/t", "--time_budget", f"{spent * 0.9:.3f}s")
