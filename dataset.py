@@ -574,7 +574,7 @@ class Corpus:
         text and their validation bits per character compare. by="symbols" is the cut of runs
         saved before (a jamo run then held out val_frac of its symbols: more characters)."""
         if not 0 <= val_frac < 1:
-            raise CharRNNError(f"--val_frac {val_frac}: use a fraction in [0, 1), e.g. 0.05")
+            raise CharRNNError(f"--val_frac {val_frac}: use a fraction from 0 to below 1, e.g. 0.05")
         n = len(self.ids)
         if by == "chars":
             cut = _last_chars_start(self.vocab, self.ids, int(round(self.num_chars * val_frac)))

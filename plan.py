@@ -103,7 +103,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     model = p.add_argument_group("model")
     model.add_argument("--model", default="lstm", type=model_type, choices=utils.MODEL_TYPES, help="recurrent cell")
     model.add_argument("--num_layers", type=int, default=2, help="number of recurrent layers")
-    model.add_argument("--rnn_size", type=int, default=384, help="size of each layer's hidden state")
+    model.add_argument("--rnn_size", type=int, default=384,
+                       help="size of each layer's hidden state (a step's time grows with its square: 2x the size, "
+                            "about 4x slower)")
     model.add_argument("--embedding_size", type=int, default=64, help="size of each symbol's embedding")
     model.add_argument("--dropout", type=float, default=0.25, help="dropout between layers and before the output")
     model.add_argument("--output_keep_prob", type=float, default=None,
@@ -214,13 +216,13 @@ def check_args(args: argparse.Namespace) -> None:
     need(args.min_char_count >= 1, "min_char_count", "must be at least 1")
     need(0 <= args.batch_groups <= args.batch_size, "batch_groups", "must be from 0 (auto) to --batch_size")
     need(0.0 < args.val_frac < 0.5, "val_frac", "must be above 0 and below 0.5, e.g. 0.05")
-    need(0.0 <= args.dropout < 1.0, "dropout", "must be in [0, 1)")
+    need(0.0 <= args.dropout < 1.0, "dropout", "must be from 0 (none) to below 1, e.g. 0.25")
     need(0.0 < args.learning_rate < 1.0 and math.isfinite(args.learning_rate), "learning_rate",
          "must be between 0 and 1, e.g. 0.002")
-    need(0.0 <= args.min_lr_frac <= 1.0, "min_lr_frac", "must be in [0, 1]")
+    need(0.0 <= args.min_lr_frac <= 1.0, "min_lr_frac", "must be from 0 to 1, e.g. 0.1")
     need(args.grad_clip > 0 and math.isfinite(args.grad_clip), "grad_clip", "must be positive")
     if args.decay_rate is not None:
-        need(0.0 < args.decay_rate <= 1.0, "decay_rate", "must be in (0, 1], e.g. 0.97")
+        need(0.0 < args.decay_rate <= 1.0, "decay_rate", "must be above 0 and at most 1, e.g. 0.97")
     for flag in ("output_keep_prob", "input_keep_prob"):
         if getattr(args, flag) is not None:
             need(1e-6 <= getattr(args, flag) <= 1.0, flag,  # 1 - 1e-17 is a dropout of 1.0, which drops all

@@ -88,7 +88,7 @@ def check_args(args: argparse.Namespace) -> None:
     if args.top_k < 0:
         raise CharRNNError(f"--top_k {args.top_k}: must be 0 (off) or positive")
     if not 0.0 < args.top_p <= 1.0:
-        raise CharRNNError(f"--top_p {args.top_p}: must be in (0, 1], e.g. 0.9")
+        raise CharRNNError(f"--top_p {args.top_p}: must be above 0 and at most 1 (1: all), e.g. 0.9")
     if not 1 <= args.num_samples <= 4096:
         raise CharRNNError(f"--num_samples {args.num_samples}: must be from 1 to 4096")
     # The compiled loop counts in int32 and draws with an int64 seed.
