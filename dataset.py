@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from utils import CharRNNError, atomic_write_text, logger, np
+from utils import CharRNNError, atomic_write_text, damage, logger, np
 
 
 # ----------------------------------------------------------------------------------------------
@@ -494,7 +494,8 @@ class Vocab:
             if not all(isinstance(s, str) and len(s) == 1 for s in symbols):
                 raise ValueError("a symbol is not one character")
             if d["unit"] not in ("char", "jamo") or d["normalize"] not in ("nfc", "none"):
-                raise ValueError(f"unit {d['unit']!r}, normalize {d['normalize']!r}")
+                raise ValueError(f"its unit is {d['unit']!r} and its normalize {d['normalize']!r}: expected "
+                                 f"'char' or 'jamo', and 'nfc' or 'none'")
             if d["unk_id"] is not None and not (type(d["unk_id"]) is int and 0 <= d["unk_id"] < len(symbols)):
                 raise ValueError(f"unk_id {d['unk_id']!r} is no symbol's id")
             return cls(list(symbols), list(counts), d["unk_id"], d["unit"], d["normalize"])
@@ -503,7 +504,7 @@ class Vocab:
         except OSError as e:  # a directory, no permission
             raise CharRNNError(f"{path}: cannot read the vocabulary ({e.strerror or e})") from None
         except (ValueError, KeyError, TypeError) as e:
-            raise CharRNNError(f"{path}: not a valid vocab.json ({e}); train.py wrote it: restore it from a "
+            raise CharRNNError(f"{path}: not a valid vocab.json ({damage(e)}); train.py wrote it: restore it from a "
                                f"backup, or train again") from None
 
 

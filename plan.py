@@ -265,7 +265,12 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
         if not_inherited & set(group):
             not_inherited |= set(group)
     try:
-        saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["args"]
+        record = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+        saved = record["args"]
+        if not isinstance(saved, dict):
+            raise ValueError(f"its 'args' entry is {saved!r}, not a table of flags")
         inherited = {key: value for key, value in saved.items() if key not in not_inherited}
         for key, value in inherited.items():  # a hand-edited or damaged value must not reach the checks
             action = actions.get(key)
@@ -284,8 +289,8 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
             if not ok:
                 raise ValueError(f"{key} is {value!r}")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise CharRNNError(f"{run_dir / 'config.json'} is unreadable or damaged ({error}); train.py wrote it "
-                           f"when the run started: restore it from a backup, or start a new run") from None
+        raise CharRNNError(f"{run_dir / 'config.json'} is unreadable or damaged ({utils.damage(error)}); train.py "
+                           f"wrote it when the run started: restore it from a backup, or start a new run") from None
     differ = [f"--{k}: saved {saved[k]!r}, given {getattr(args, k)!r}" for k in ARCHITECTURE_FLAGS + DATA_LAYOUT_FLAGS
               if k in typed and k in saved and saved[k] != getattr(args, k)]
     if differ:

@@ -123,7 +123,7 @@ def load_run(save_dir: str) -> tuple[Path, dict, "dataset.Vocab"]:
         config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
         config["model"]
     except (OSError, ValueError, KeyError) as error:
-        raise CharRNNError(f"{run_dir / 'config.json'} is unreadable or damaged ({error}); "
+        raise CharRNNError(f"{run_dir / 'config.json'} is unreadable or damaged ({utils.damage(error)}); "
                            f"it is written by train.py: retrain, or pick another run with --save_dir") from None
     model = config["model"]
     limits = {"vocab_size": 2**21, **utils.MODEL_SIZE_LIMITS}

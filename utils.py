@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -95,6 +96,19 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]
             else:
                 shadow.add_argument(*action.option_strings, dest=action.dest)
     return set(vars(shadow.parse_known_args(argv)[0]))
+
+
+def damage(error: Exception) -> str:
+    """What is wrong with a JSON file the tool wrote, in words rather than Python's."""
+    if isinstance(error, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(error, json.JSONDecodeError):
+        return f"not JSON: {error.msg} at line {error.lineno}"
+    if isinstance(error, KeyError):
+        return f"no {error.args[0]!r} entry"
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    return str(error)
 
 
 class ArgumentParser(argparse.ArgumentParser):

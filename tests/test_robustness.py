@@ -425,8 +425,10 @@ def test_init_from_missing_or_not_a_run(tmp_path: Path) -> None:
                    "char-rnn-tensorflow (TF1)", "Train again")
 
 
-@pytest.mark.parametrize("damage", ["truncated", "not an object", "wrong type", "null", "derived value"])
-def test_resume_with_damaged_config(run_copy: Path, damage: str) -> None:
+@pytest.mark.parametrize("damage, what", [("truncated", "(not JSON: "), ("not an object", "(not a JSON object)"),
+                                          ("wrong type", "(rnn_size is '32')"), ("null", "(print_every is None)"),
+                                          ("derived value", "(log_name is 5)")])
+def test_resume_with_damaged_config(run_copy: Path, damage: str, what: str) -> None:
     config = run_copy / "config.json"
     text = config.read_text(encoding="utf-8")
     config.write_text({"truncated": text[:len(text) // 2], "not an object": "[1, 2]",
@@ -435,7 +437,7 @@ def test_resume_with_damaged_config(run_copy: Path, damage: str) -> None:
                        "derived value": text.replace('"log_name": "run"', '"log_name": 5')}[damage], encoding="utf-8")
     assert config.read_text(encoding="utf-8") != text
     result = run("train.py", "--init_from", str(run_copy), cwd=run_copy.parents[1])
-    assert_refused(result, "config.json", "damaged")
+    assert_refused(result, "config.json", "damaged " + what)
 
 
 def test_flags_typed_on_resume_are_checked_against_the_run_s_own(tmp_path: Path) -> None:
@@ -968,7 +970,7 @@ def test_sampling_a_damaged_run(run_copy: Path, damage: str) -> None:
         needles = ["no config.json", "not a training run"]
     elif damage == "damaged config.json":
         config.write_text(config.read_text(encoding="utf-8")[:100], encoding="utf-8")
-        needles = ["config.json", "damaged"]
+        needles = ["config.json", "damaged (not JSON: "]
     elif damage == "damaged model entry":
         record = json.loads(config.read_text(encoding="utf-8"))
         record["model"]["rnn_size"] = "large"
@@ -981,7 +983,7 @@ def test_sampling_a_damaged_run(run_copy: Path, damage: str) -> None:
         needles = ["config.json", "damaged"]
     elif damage == "damaged vocab.json":
         vocab.write_bytes(vocab.read_bytes()[:-20])
-        needles = ["vocab.json", "not a valid vocab.json"]
+        needles = ["vocab.json", "not a valid vocab.json (not JSON: "]
     else:
         record = json.loads(vocab.read_text(encoding="utf-8"))
         record["symbols"] = record["symbols"][:5]
