@@ -68,8 +68,7 @@ def model_type(name: str) -> str:
 
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     """train.py's flags (description: what --help says first, train.py's docstring)."""
-    p = utils.ArgumentParser(description=description,
-                                formatter_class=utils.HelpFormatter)
+    p = utils.ArgumentParser(description=description, formatter_class=utils.HelpFormatter)
     data = p.add_argument_group("data")
     data.add_argument("--data_dir", default="data/tinyshakespeare", metavar="DIR",
                       help="DIR/input.txt if there is one (as char-rnn-tensorflow read it), else every .txt file "

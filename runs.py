@@ -63,9 +63,9 @@ def resolve_run_dir(path: str, flag: str) -> Path:
                            f"run's config.json and checkpoints (save/<run name>), or the save directory itself.")
     if not run.is_dir():
         where = "" if run.is_absolute() else f" in {Path.cwd()}"
-        raise CharRNNError(f"{flag} {path}: no such directory{where}. Pass a run directory such as save/<run name>, or "
-                           f"the save directory itself for the run that saved last; no run yet? Train one first: "
-                           f"python train.py --data_dir data/tinyshakespeare")
+        raise CharRNNError(f"{flag} {path}: no such directory{where}. Pass a run directory such as "
+                           f"save/<run name>, or the save directory itself for the run that saved last; no run yet? "
+                           f"Train one first: python train.py --data_dir data/tinyshakespeare")
     if (run / "config.json").is_file():
         check_tf_path(str(run), flag)  # "." may stand for a run named r[1]
         return run
