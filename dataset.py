@@ -126,7 +126,7 @@ def resolve_corpus(data_dir: str | None, input_path: str | None) -> list[Path]:
 def _relative_to_here(path: Path) -> str:
     """For a relative path not found: where it was looked for (a default such as data/tinyshakespeare
     is there only in the project folder)."""
-    return "" if path.is_absolute() else f" in {Path.cwd()} (run from the project folder, or give the whole path)"
+    return "" if path.is_absolute() else f" in {Path.cwd()}"
 
 
 _READ_BYTES = 2 << 20  # big enough that per-chunk overhead vanishes, small enough to bound memory
@@ -488,6 +488,8 @@ class Vocab:
     def load(cls, path: Path) -> "Vocab":
         try:
             d = json.loads(Path(path).read_text(encoding="utf-8"))
+            if not isinstance(d, dict):
+                raise ValueError("not a JSON object")
             if d["format"] != _VOCAB_FORMAT:
                 raise ValueError(f"format {d['format']}, expected {_VOCAB_FORMAT}")
             symbols, counts = zip(*d["symbols"])

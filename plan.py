@@ -471,7 +471,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
             saved_length = argparse.Namespace(**{**vars(args), **{k: saved.get(k) for k in LENGTH_FLAGS}})
             check_args(saved_length)  # derives its time_budget_s
     if "time_budget" in typed and re.fullmatch(r"\s*\d+(\.\d*)?\s*", args.time_budget):
-        log.info("--time_budget %s: %s seconds (a unit says otherwise: %sm is minutes)", args.time_budget,
+        log.info("--time_budget %s: %s seconds (%sm would be minutes)", args.time_budget,
                  args.time_budget.strip(), args.time_budget.strip())
     cluster = cluster_from_env(args.strategy)
     check_batch_shares(args.batch_size, cluster.num_workers, "workers")

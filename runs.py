@@ -92,15 +92,21 @@ def resolve_run_dir(path: str, flag: str) -> Path:
     runs = _runs_newest_first(run)
     if runs:  # a save directory whose `latest` was removed
         raise CharRNNError(f"{flag} {path}: a save directory without its 'latest' file. {_pass_one_of(runs)}")
-    if any(run.glob("events.out.tfevents.*")):
-        raise CharRNNError(f"{flag} {path}: TensorBoard's events of a run, not its checkpoints, which are in the "
-                           f"save directory: pass save/{run.name}, or the --save_dir it was trained with")
+    if any(run.glob("events.out.tfevents.*")):  # logs/<run>, or logs/<run>@<save dir's name>[-N] for a copy
+        name, _, save = run.name.partition("@")
+        raise CharRNNError(f"{flag} {path}: TensorBoard's events of a run, not its checkpoints, which are in its "
+                           f"save directory: pass {re.sub(r'-[0-9]+$', '', save) or 'save'}/{name}, or the run in "
+                           f"the --save_dir it was trained with")
     raise CharRNNError(f"{flag} {path}: not a training run (no config.json, and no 'latest' file naming "
                        f"a run). Pass a directory written by train.py, e.g. save/<run name>, or train one first.")
 
 
 def _runs_newest_first(save_dir: Path) -> list[Path]:
-    return sorted((d for d in save_dir.iterdir() if (d / "config.json").is_file()), key=lambda d: -d.stat().st_mtime)
+    try:
+        return sorted((d for d in save_dir.iterdir() if (d / "config.json").is_file()),
+                      key=lambda d: -d.stat().st_mtime)
+    except OSError:  # a folder that can be entered but not listed: no runs to name
+        return []
 
 
 def _pass_one_of(runs: list[Path]) -> str:

@@ -120,6 +120,8 @@ def load_run(save_dir: str) -> tuple[Path, dict, "dataset.Vocab"]:
     run_dir = runs.resolve_run_dir(save_dir, "--save_dir")
     try:
         config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise ValueError("not a JSON object")
         config["model"]
     except (OSError, ValueError, KeyError) as error:
         raise CharRNNError(f"{run_dir / 'config.json'} is unreadable or damaged ({utils.damage(error)}); "

@@ -575,7 +575,10 @@ def test_vocab_save_load(tmp_path: Path) -> None:
     loaded = dataset.Vocab.load(corpus.cache_dir / "vocab.json")
     assert (loaded.symbols, loaded.counts, loaded.unk_id) == (corpus.vocab.symbols, corpus.vocab.counts, None)
     write(tmp_path / "broken.json", "{")
-    with pytest.raises(CharRNNError, match="not a valid vocab.json"):
+    with pytest.raises(CharRNNError, match=r"not a valid vocab.json \(not JSON: .* at line 1\)"):
+        dataset.Vocab.load(tmp_path / "broken.json")
+    write(tmp_path / "broken.json", "[1]")
+    with pytest.raises(CharRNNError, match=r"not a valid vocab.json \(not a JSON object\)"):
         dataset.Vocab.load(tmp_path / "broken.json")
     (tmp_path / "folder").mkdir()
     with pytest.raises(CharRNNError, match="folder: cannot read the vocabulary"):

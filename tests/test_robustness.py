@@ -386,7 +386,7 @@ def test_init_from_missing_or_not_a_run(tmp_path: Path) -> None:
                    "Train one first")
     # train.py typed alone outside the project folder: its default corpus is not there, and it says where it looked.
     assert_refused(run("train.py", cwd=tmp_path), f"--data_dir data/tinyshakespeare: no such file or directory in "
-                   f"{tmp_path} (run from the project folder, or give the whole path)")
+                   f"{tmp_path}")
     (tmp_path / "config.json").write_text("{}")
     assert_refused(run("train.py", "--init_from", str(tmp_path / "config.json"), cwd=tmp_path),
                    "config.json", "is a file, not a run directory")
@@ -416,7 +416,14 @@ def test_init_from_missing_or_not_a_run(tmp_path: Path) -> None:
     (tmp_path / "logs" / "kept-run").mkdir(parents=True)
     (tmp_path / "logs" / "kept-run" / "events.out.tfevents.1.host").write_bytes(b"")
     assert_refused(run("sample.py", "--save_dir", str(tmp_path / "logs" / "kept-run"), cwd=tmp_path),
-                   "TensorBoard's events of a run, not its checkpoints", "pass save/kept-run")
+                   "TensorBoard's events of a run, not its checkpoints", "pass save/kept-run,")
+    (tmp_path / "logs" / "kept-run").rename(tmp_path / "logs" / "kept-run@saves-2")  # a copy's, named after its save dir
+    assert_refused(run("sample.py", "--save_dir", str(tmp_path / "logs" / "kept-run@saves-2"), cwd=tmp_path),
+                   "pass saves/kept-run,")
+    # config.json that is JSON but not the object train.py writes: a message, not a traceback.
+    (tmp_path / "saves" / "kept-run" / "config.json").write_text("[1, 2]")
+    assert_refused(run("sample.py", "--save_dir", str(tmp_path / "saves" / "kept-run"), cwd=tmp_path),
+                   "config.json is unreadable or damaged (not a JSON object)")
     # char-rnn-tensorflow's own save directory: say what it is and what to do.
     (tmp_path / "tf1").mkdir()
     for name in ("config.pkl", "chars_vocab.pkl", "checkpoint", "model.ckpt-1000.index"):
