@@ -894,7 +894,8 @@ def unigram_entropy_bits(vocab: Vocab, ids: np.ndarray) -> float:
 
 
 def _what_fits(symbols: int, batch_size: int, seq_length: int) -> str:
-    """The advice for a training part too short for one batch: the sizes that fit it, if any do."""
+    """The advice for a training part too short for one batch: the --seq_length that fits it at this
+    --batch_size, and the --batch_size at this --seq_length, where either does."""
     fits = [f"--seq_length {symbols // (2 * batch_size)} or less" if symbols >= 2 * batch_size else "",
             f"--batch_size {symbols // (2 * seq_length)} or less" if symbols >= 2 * seq_length else ""]
     fits = [fit for fit in fits if fit]
