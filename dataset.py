@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from utils import CharRNNError, atomic_write_text, damage, logger, np
+from utils import CharRNNError, atomic_write_text, damage, logger, looked_in, np, read_json_object
 
 
 # ----------------------------------------------------------------------------------------------
@@ -103,7 +103,7 @@ def resolve_corpus(data_dir: str | None, input_path: str | None) -> list[Path]:
         files = [root]
     elif not root.is_dir():
         raise CharRNNError(f"{flag} {where}: " + ("not a regular file or a directory" if root.exists()
-                                                  else "no such file or directory" + _relative_to_here(root)))
+                                                  else "no such file or directory" + looked_in(root)))
     elif flag == "--data_dir" and (root / "input.txt").is_file():
         files = [root / "input.txt"]
         others = len(_text_files(root)) - 1
@@ -121,12 +121,6 @@ def resolve_corpus(data_dir: str | None, input_path: str | None) -> list[Path]:
                            f"{'empty' if len(files) == 1 else f'all {len(files)} .txt files are empty'}; "
                            f"a corpus needs some text")
     return files
-
-
-def _relative_to_here(path: Path) -> str:
-    """For a relative path not found: where it was looked for (a default such as data/tinyshakespeare
-    is there only in the project folder)."""
-    return "" if path.is_absolute() else f" in {Path.cwd()}"
 
 
 _READ_BYTES = 2 << 20  # big enough that per-chunk overhead vanishes, small enough to bound memory
@@ -487,9 +481,7 @@ class Vocab:
     @classmethod
     def load(cls, path: Path) -> "Vocab":
         try:
-            d = json.loads(Path(path).read_text(encoding="utf-8"))
-            if not isinstance(d, dict):
-                raise ValueError("not a JSON object")
+            d = read_json_object(path)
             if d["format"] != _VOCAB_FORMAT:
                 raise ValueError(f"format {d['format']}, expected {_VOCAB_FORMAT}")
             symbols, counts = zip(*d["symbols"])

@@ -157,7 +157,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     out.add_argument("--save_every", type=int, default=1000, metavar="N", help="checkpoint every N steps")
     out.add_argument("--eval_every", type=int, default=250, metavar="N", help="validate every N steps")
     out.add_argument("--keep", type=int, default=5, help="checkpoints to keep (the best is kept apart)")
-    out.add_argument("--print_every", type=int, default=50, metavar="N", help="progress line every N steps when not on a terminal")
+    out.add_argument("--print_every", type=int, default=50, metavar="N",
+                     help="progress line every N steps when not on a terminal")
     out.add_argument("--sample_length", type=int, default=300,
                      help="characters of the TensorBoard text sample at each validation")
 
@@ -264,10 +265,7 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
         if not_inherited & set(group):
             not_inherited |= set(group)
     try:
-        record = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        if not isinstance(record, dict):
-            raise ValueError("not a JSON object")
-        saved = record["args"]
+        saved = utils.read_json_object(run_dir / "config.json")["args"]
         if not isinstance(saved, dict):
             raise ValueError(f"its 'args' entry is {saved!r}, not a table of flags")
         inherited = {key: value for key, value in saved.items() if key not in not_inherited}
@@ -542,8 +540,8 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
                                    f"pick another --run_name, or delete it to start over")
             latest = run_dir.parent / "latest"
             if latest.exists() and not latest.is_file():  # found now, not at the first save
-                raise CharRNNError(f"{latest} is not a file: the save directory keeps the name of the run that saved last "
-                                   f"there. Move it away, or choose another --save_dir")
+                raise CharRNNError(f"{latest} is not a file: the save directory keeps the name of the run that saved "
+                                   f"last there. Move it away, or choose another --save_dir")
             if fork_dir is not None:
                 runs.copy_run(resume_dir, fork_dir, {"run_name": args.run_name, "save_dir": args.save_dir,
                                                      "log_name": args.log_name, "run_dir": args.run_dir})

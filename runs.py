@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Iterator
 
-from utils import CharRNNError, atomic_write_text, check_path
+from utils import CharRNNError, atomic_write_text, check_path, looked_in
 
 if TYPE_CHECKING:  # for annotations only
     import tensorflow as tf
@@ -62,8 +62,7 @@ def resolve_run_dir(path: str, flag: str) -> Path:
         raise CharRNNError(f"{flag} {path}: is a file, not a run directory. Pass the directory that holds a "
                            f"run's config.json and checkpoints (save/<run name>), or the save directory itself.")
     if not run.is_dir():
-        where = "" if run.is_absolute() else f" in {Path.cwd()}"
-        raise CharRNNError(f"{flag} {path}: no such directory{where}. Pass a run directory such as "
+        raise CharRNNError(f"{flag} {path}: no such directory{looked_in(run)}. Pass a run directory such as "
                            f"save/<run name>, or the save directory itself for the run that saved last; no run yet? "
                            f"Train one first: python train.py --data_dir data/tinyshakespeare")
     if (run / "config.json").is_file():

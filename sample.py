@@ -11,7 +11,6 @@ stdout chunk by chunk. Text is written as UTF-8 whatever the terminal's locale.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -119,9 +118,7 @@ def load_run(save_dir: str) -> tuple[Path, dict, "dataset.Vocab"]:
     """The run directory, its config and its vocabulary; clear errors when any is missing."""
     run_dir = runs.resolve_run_dir(save_dir, "--save_dir")
     try:
-        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        if not isinstance(config, dict):
-            raise ValueError("not a JSON object")
+        config = utils.read_json_object(run_dir / "config.json")
         config["model"]
     except (OSError, ValueError, KeyError) as error:
         raise CharRNNError(f"{run_dir / 'config.json'} is unreadable or damaged ({utils.damage(error)}); "

@@ -98,6 +98,20 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]
     return set(vars(shadow.parse_known_args(argv)[0]))
 
 
+def read_json_object(path: Path) -> dict:
+    """A JSON file the tool wrote as an object (config.json, vocab.json); ValueError when it is none."""
+    record = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    return record
+
+
+def looked_in(path: Path) -> str:
+    """Where a relative path that is not there was looked for (a default such as data/tinyshakespeare
+    or save is there only in the project folder); nothing for an absolute one."""
+    return "" if Path(path).is_absolute() else f" in {Path.cwd()}"
+
+
 def damage(error: Exception) -> str:
     """What is wrong with a JSON file the tool wrote, in words rather than Python's."""
     if isinstance(error, UnicodeDecodeError):
