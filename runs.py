@@ -368,6 +368,16 @@ def by_step(prefixes: list[str]) -> list[str]:
     return sorted(prefixes, key=step)
 
 
+def resume_candidates(run_dir: Path, listed: list[str] | None) -> list[str]:
+    """The checkpoints a run goes on from, oldest first for restore_checkpoint: those run_dir's
+    `checkpoint` file lists (listed, from read_checkpoint_list), or without a readable list the
+    files themselves (a damaged list, or training stopped before its first save completed:
+    TensorFlow writes that file last); and best/'s files, which hold the whole state too, after the
+    run's own at the same step. So a kill after an evaluation but before the next --save_every, or
+    in the middle of a save, loses the least, and best/ serves when all the others are damaged."""
+    return by_step(checkpoints_on_disk(Path(run_dir) / "best") + (listed or checkpoints_on_disk(run_dir)))
+
+
 def restore_checkpoint(checkpoint: "tf.train.Checkpoint", candidates: list[str], partial: bool = False) -> str:
     """Restore the newest loadable checkpoint among candidates (oldest first), falling back to
     older ones when the newest is truncated or corrupt, and say so."""

@@ -17,7 +17,6 @@ import os
 import re
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import dataset
@@ -158,29 +157,16 @@ def checkpoint_prefix(run_dir: Path, which: str) -> str:
 
 def checkpoint_candidates(run_dir: Path, which: str) -> list[str]:
     """Checkpoint paths to try, oldest first (restore falls back from the newest). latest is the
-    newest that loads of the run's own and best/'s, as a resume picks it: best/ holds a whole
-    model too, and the only good one when the others are damaged."""
+    checkpoint a resume would go on from: the newest that loads of the run's own and best/'s."""
     import tensorflow as tf
     if which not in ("latest", "best"):
         return [checkpoint_prefix(run_dir, which)]
-    own = listed_or_found(tf, run_dir) if which == "latest" else []
-    found = runs.by_step(listed_or_found(tf, run_dir / "best") + own)  # the run's own first at the same step
+    found = (runs.checkpoints_on_disk(run_dir / "best") if which == "best"
+             else runs.resume_candidates(run_dir, runs.read_checkpoint_list(tf, run_dir)))
     if not found:
         raise CharRNNError(f"no checkpoint in {run_dir / 'best' if which == 'best' else run_dir}" + (
             ": no validation has finished yet; use --checkpoint latest" if which == "best"
             else ": has training saved one yet?"))
-    return found
-
-
-def listed_or_found(tf: ModuleType, directory: Path) -> list[str]:
-    """The checkpoints directory's `checkpoint` file lists; without a readable list (missing or
-    damaged), the checkpoint files themselves."""
-    listed = runs.read_checkpoint_list(tf, directory)
-    if listed:
-        return listed
-    found = runs.checkpoints_on_disk(directory)
-    if found:
-        log.warning("%s lists no checkpoint; trying the checkpoint files found there", directory / "checkpoint")
     return found
 
 

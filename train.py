@@ -236,13 +236,7 @@ class Trainer:
                                                        checkpoint_name="ckpt")
         restored = None
         if run.resume_dir is not None:
-            # Nothing listed: the `checkpoint` file is damaged (try the files on disk), or missing because
-            # training stopped before its first save completed (TensorFlow writes that file last). best/'s
-            # checkpoint holds the whole state too, so the newest of all that loads is where the run goes
-            # on (best/ after the run's own at the same step): a kill after an evaluation but before the
-            # next --save_every, or in the middle of a save, loses the least.
-            candidates = runs.by_step(runs.checkpoints_on_disk(run.resume_dir / "best")
-                                      + (listed or runs.checkpoints_on_disk(run.resume_dir)))
+            candidates = runs.resume_candidates(run.resume_dir, listed)
             try:
                 restored = runs.restore_checkpoint(checkpoint, candidates) if candidates else None
             except CharRNNError:
