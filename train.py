@@ -254,6 +254,9 @@ class Trainer:
                          f", best val loss so far {best:.4f}" if math.isfinite(best) else "")
         self.step, self.epoch, self.batch = (int(self.counters[k]) for k in ("step", "epoch", "batch"))
         self.start_step = self.step
+        # Where the run's own checkpoints hold this session's weights, not what the list names: a resume
+        # from an older checkpoint than a damaged listed one must save again when it reaches that step.
+        self.saved_step = self.step if restored is not None else -1
         self.seconds_before = float(self.train_seconds)
         # The carried hidden state resumes exactly on one device; across replicas it restarts at zero.
         self.state = (tf.constant(self.carried) if restored is not None and not self.distributed
@@ -301,6 +304,8 @@ class Trainer:
                 raise CharRNNError(f"could not write the run files in {run.run_dir} ({error.strerror or error}): "
                                    f"free disk space or fix the directory; {how_to_go_on(run)}") from None
         runs.save_checkpoint(manager, self.step, how_to_go_on(run))
+        if manager is self.manager:
+            self.saved_step = self.step
         run.kept = True  # before `latest`, which can fail and then says the checkpoint is there
         if chief:  # `latest` names the run that saved last: the one sample.py --save_dir save picks
             runs.point_latest(self.run.run_dir)
@@ -486,10 +491,9 @@ class Trainer:
         # Unless the evaluation changed best_val, a save the loop made at this step holds all there is;
         # writing the same checkpoint again would put it at risk for nothing. But a time budget that
         # ran out while that save was written left it short of the limit: a resume would train on.
-        saved_here = (self.manager.latest_checkpoint or "").endswith(f"ckpt-{self.step}")
         saved_short = at_limit and training_progress(self.args, self.step, float(self.train_seconds),
                                                      self.run.loader.num_batches) < 1.0
-        if improved or saved_short or not saved_here:
+        if improved or saved_short or self.saved_step != self.step:
             self.save(self.manager)
         run_dir = run.run_dir
         if run.cluster.is_chief:

@@ -899,6 +899,19 @@ def test_resume_falls_back_from_truncated_checkpoints(run_copy: Path) -> None:
     finite_checkpoint(run_copy / "ckpt-3")
 
 
+def test_a_resume_from_before_a_damaged_newest_checkpoint_saves_it_again(run_copy: Path) -> None:
+    """The listed ckpt-6 (and best/) cut short: the resume goes on from ckpt-4, and when it stops at step
+    6 it must write ckpt-6 anew, though the list already names one (it used to stop without saving,
+    and its TensorBoard events went with it)."""
+    for data in [*run_copy.glob("ckpt-6.data-*"), *run_copy.glob("best/ckpt-*.data-*")]:
+        data.write_bytes(data.read_bytes()[:1000])
+    result = run("train.py", "--init_from", str(run_copy), "--max_steps", "8", "--stop_at_step", "6",
+                 "--save_every", "100", "--eval_every", "100", cwd=run_copy.parents[1])
+    assert result.returncode == 0 and "ckpt-4, the newest checkpoint that loads" in result.stderr, result.stderr
+    finite_checkpoint(run_copy / "ckpt-6")
+    assert list((run_copy.parents[1] / "logs").rglob("events.out.tfevents.*")), "the session's events were removed"
+
+
 def test_resume_without_any_complete_checkpoint_starts_over(trained, run_copy: Path) -> None:
     """Killed before the first save completed: no `checkpoint` file, maybe a half-written index,
     and no best/ yet."""
