@@ -230,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     except CharRNNError as error:
         log.error("error: %s", error)
         return 2
+    except PermissionError as error:  # a path the checks could not even look at
+        log.error("error: %s", utils.permission_denied(error))
+        return 2
     except BrokenPipeError:  # the reader stopped early (sample.py | head): not an error
         discard_stdout()
         return 0

@@ -844,6 +844,9 @@ def main(argv: list[str] | None = None) -> int:
     except CharRNNError as error:
         log.error("error: %s", error)
         return 2
+    except PermissionError as error:  # a path the checks could not even look at
+        log.error("error: %s", utils.permission_denied(error))
+        return 2
     except (KeyboardInterrupt, ImportError) as error:  # before training started (data, TensorFlow start-up)
         if isinstance(error, ImportError) and not signals:  # not a signal's: a broken install, with its traceback
             raise

@@ -112,6 +112,13 @@ def looked_in(path: Path) -> str:
     return "" if Path(path).is_absolute() else f" in {Path.cwd()}"
 
 
+def permission_denied(error: PermissionError) -> str:
+    """The message for a path the user may not read, or under a folder they may not enter: Python
+    3.11's Path.exists() and is_file() raise this where later versions answer False."""
+    return (f"{error.filename}: permission denied; you may not read it, or enter a folder above it. Fix the "
+            f"permissions, or choose another path")
+
+
 def damage(error: Exception) -> str:
     """What is wrong with a JSON file the tool wrote, in words rather than Python's."""
     if isinstance(error, UnicodeDecodeError):

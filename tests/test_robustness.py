@@ -346,6 +346,23 @@ def test_read_only_save_directory(tmp_path: Path) -> None:
     assert not any((tmp_path / "ro").iterdir())
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="permission bits as on Linux and macOS")
+@pytest.mark.parametrize("script, flag", [("train.py", "--input"), ("train.py", "--save_dir"),
+                                          ("train.py", "--log_dir"), ("train.py", "--init_from"),
+                                          ("sample.py", "--save_dir")])
+def test_a_path_inside_a_folder_that_cannot_be_entered(tmp_path: Path, script: str, flag: str) -> None:
+    """Python 3.11's Path.exists() raises PermissionError under such a folder: a message, not a traceback."""
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(tiny_text(), encoding="utf-8")
+    (tmp_path / "locked").mkdir(mode=0o000)
+    inside = str(tmp_path / "locked" / "inside")
+    flags = [flag, inside] if script == "sample.py" or flag in ("--input", "--init_from") else [
+        "--input", str(corpus), flag, inside]
+    result = run(script, *(TINY if script == "train.py" else []), *flags, cwd=tmp_path,
+                 **obeying_permission_bits(tmp_path / "locked"))
+    assert_refused(result, inside, "permission denied", "Fix the permissions, or choose another path")
+
+
 def test_run_directories_as_found_on_disk(trained, run_copy: Path) -> None:
     """What a user's copying and renaming leaves: each is refused up front, touching nothing, or
     works; no session deletes files of a run that it did not make."""
