@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import dataset
@@ -103,6 +104,21 @@ def test_streamed_jamo_decode_as_the_whole_at_any_chunk_boundary() -> None:
         pieces = list(sample_script.stream_texts(vocab, chunks))
         for r, row in enumerate(rows):
             assert "".join(texts[r] for texts in pieces) == vocab.decode(row), (size, r)
+    # Jamo soup, as an untrained model writes it (escapes too): the same at every boundary, and the
+    # text keeps coming (holding back every trailing jamo once never ended a model that wrote only jamo).
+    soup = np.random.default_rng(0).choice([i for i, c in enumerate(symbols) if "\u1100" <= c <= "\u11ff"
+                                            or c == "\ufdd0"], size=(2, 600)).tolist()
+    for size in (1, 2, 3, 5, 8):
+        pieces = list(sample_script.stream_texts(vocab, ([row[i:i + size] for row in soup]
+                                                         for i in range(0, 600, size))))
+        for r, row in enumerate(soup):
+            assert "".join(texts[r] for texts in pieces) == vocab.decode(row), (size, r)
+            streamed = "".join(texts[r] for texts in pieces[:len(range(0, 600, size))])  # before the final flush
+            assert len(streamed) >= len(vocab.decode(row)) - 2, (size, r)
+    # Characters decode as they are: nothing waits, jamo or not (NFD text under --normalize none).
+    chars = dataset.Vocab(symbols, [1] * len(symbols), unit="char")
+    assert [t[0] for t in sample_script.stream_texts(chars, [[soup[0][:5]], [soup[0][5:9]]])] == [
+        "".join(symbols[i] for i in soup[0][:5]), "".join(symbols[i] for i in soup[0][5:9])]
     # The prime decodes with what follows: a final consonant added to its last syllable joins it.
     prime = [symbols.index(c) for c in dataset.to_jamo("하")]
     chunk = [[symbols.index(c) for c in "\u11ab" + dataset.to_jamo("다")]]
