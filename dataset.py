@@ -425,9 +425,10 @@ class Vocab:
     def __repr__(self) -> str:
         return f"Vocab(size={self.size}, unit={self.unit!r}, normalize={self.normalize!r}, unk_id={self.unk_id})"
 
-    def _lookup(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(ids, found, code points) of text, transformed the way the corpus was."""
-        cp = _code_points(_normalize(text, self.normalize))
+    def _lookup(self, text: str, normalized: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, found, code points) of text, transformed the way the corpus was (normalized: that
+        has been done to text already)."""
+        cp = _code_points(text if normalized else _normalize(text, self.normalize))
         if self.unit == "jamo":
             cp = _decompose(cp)
         pos = np.searchsorted(self._cps, cp, sorter=self._sorted).clip(0, self.size - 1)
@@ -442,7 +443,7 @@ class Vocab:
         _, found, cp = self._lookup(text)
         if self.unit == "jamo" and not found.all():
             return [c for c in _distinct_chars(_code_points(_normalize(text, self.normalize)))
-                    if not self._lookup(c)[1].all()]
+                    if not self._lookup(c, normalized=True)[1].all()]
         return _distinct_chars(cp[~found])
 
     @property
@@ -465,7 +466,12 @@ class Vocab:
             raise CharRNNError(f"{self.missing_what}: {shown}; remove them from the text")
         logger.warning("skipping %s: %s", self.missing_what, shown)
         dropped = set(unseen)
-        return self._lookup("".join(c for c in _normalize(text, self.normalize) if c not in dropped))[0].astype(np.int32)
+        # Not normalized again: the neighbours of a dropped character could compose into one the
+        # vocabulary lacks (e, U+00A7, U+0301 would become U+00E9), which would then not be found.
+        kept = "".join(c for c in _normalize(text, self.normalize) if c not in dropped)
+        ids, found, _ = self._lookup(kept, normalized=True)
+        assert found.all(), "every character the vocabulary lacks was dropped"
+        return ids.astype(np.int32)
 
     def decode(self, ids: "np.ndarray | list[int]") -> str:
         text = _text(self._cps[np.asarray(ids, dtype=np.int64)])

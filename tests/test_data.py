@@ -536,6 +536,9 @@ def test_max_vocab_and_min_char_count_map_rare_characters_to_unknown(tmp_path: P
     with pytest.raises(CharRNNError, match="'e'"):
         rare.vocab.encode("ae")
     assert rare.vocab.decode(rare.vocab.encode("ae😀a", unknown="skip")) == "aa"
+    # What a skipped character kept apart stays apart: e and U+0301 (both known) must not become U+00E9.
+    marks = dataset.Vocab(["e", "q", "\u0301", " "], [1] * 4)
+    assert marks.decode(marks.encode("e\u00a7\u0301", unknown="skip")) == "e\u0301"
     full = prepare(path, tmp_path)
     assert full.vocab.unk_id is None and full.vocab.decode(full.ids) == raw
     exactly = prepare(path, tmp_path, max_vocab=full.vocab.size)  # room for every character: no unknown
