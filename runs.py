@@ -277,8 +277,23 @@ def save_checkpoint(manager: "tf.train.CheckpointManager", step: int, how_to_go_
     try:
         return manager.save(checkpoint_number=step)
     except Exception as error:  # OSError or tf.errors.OpError: disk full, permissions, ...
+        remove_failed_save(manager, step)
         raise CharRNNError(f"could not save a checkpoint in {manager.directory} ({error.__class__.__name__}: "
                            f"{tf_error_reason(error)}). Free disk space or fix the directory; {how_to_go_on}") from None
+
+
+def remove_failed_save(manager: "tf.train.CheckpointManager", step: int) -> None:
+    """Delete what a failed save of ckpt-<step> wrote (a model's worth of space, on a disk that may
+    be full, and a warning at every resume), unless the list names an earlier save of that step:
+    its files may still be that one's, and a restore falls back past them if they are damaged."""
+    name = f"ckpt-{step}"
+    if name in {Path(path).name for path in manager.checkpoints}:
+        return
+    for path in Path(manager.directory).glob(f"{name}[._]*"):  # ckpt-N.index, .data-*, ckpt-N_temp/
+        try:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        except OSError:
+            pass  # what cannot go stays: a resume skips a checkpoint that does not load
 
 
 def tf_error_reason(error: BaseException) -> str:

@@ -1271,7 +1271,8 @@ def test_disk_full_while_saving(trained, tmp_path: Path) -> None:
         assert_refused(result, "could not save a checkpoint", reason, f"checkpoints in {run_dir} are intact: resume with")
         assert pointer_step(run_dir) == 6
         after = checkpoint_hashes(run_dir)
-        assert {k: v for k, v in after.items() if k in before} == before  # (a failed save may leave ckpt-7_temp/)
+        assert {k: v for k, v in after.items() if k in before} == before
+        assert not list(run_dir.glob("ckpt-7*")), "the failed save's files stay, taking a model's space"
         finite_checkpoint(run_dir / "ckpt-6")
         if mounted:  # full to the last byte: even the small run files cannot be written
             fill(disk, leave=0)
