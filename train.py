@@ -431,14 +431,18 @@ class Trainer:
     def log_step(self, loss: float, grad_norm: float, lr: float, seconds: float) -> None:
         tf, args = self.tf, self.args
         chars_per_s = args.batch_size * args.seq_length * self.chars_per_symbol["train"] / seconds
-        self.rate = chars_per_s if self.rate == 0.0 else 0.9 * self.rate + 0.1 * chars_per_s
+        # The session's first step also compiled the step (seconds): not a training rate to show or smooth.
+        timed = self.step > self.start_step + 1
+        if timed:
+            self.rate = chars_per_s if self.rate == 0.0 else 0.9 * self.rate + 0.1 * chars_per_s
         with self.writer.as_default(step=self.step):
             tf.summary.scalar("train/loss", loss)
             tf.summary.scalar("train/bpc", bits_per_char(loss, self.chars_per_symbol["train"]))
             tf.summary.scalar("train/learning_rate", lr)
             if math.isfinite(grad_norm):  # not on a step skipped for float16 overflow
                 tf.summary.scalar("train/grad_norm", grad_norm)
-            tf.summary.scalar("train/chars_per_sec", chars_per_s)
+            if timed:
+                tf.summary.scalar("train/chars_per_sec", chars_per_s)
             if args.mixed_precision:
                 tf.summary.scalar("train/loss_scale", self.loss_scale.scale)
         done = self.progress()
@@ -450,7 +454,7 @@ class Trainer:
         self.progress_line.update(self.step, f"step {self.step} epoch {self.epoch}."
                                              f"{self.batch * 100 // self.run.loader.num_batches:02d} "
                                              f"loss {loss:.4f} val {val} ETA {format_eta(remaining)} "
-                                             f"{self.rate:,.0f} chars/s lr {lr:.2e}")
+                                             f"{f'{self.rate:,.0f}' if timed else '-'} chars/s lr {lr:.2e}")
 
     def limit_flag(self, seconds: float) -> str:
         """The length flag whose limit the run has reached (the one most used up)."""

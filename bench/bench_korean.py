@@ -90,7 +90,7 @@ def train_run(work: Path, name: str, train_args: list[str], timeout: float) -> d
     events = read_events(work / "logs" / name)
     args = config["args"]
     per_step = args["batch_size"] * args["seq_length"]
-    speeds = [v for _, v in events["train/chars_per_sec"][1:]] or [v for _, v in events["train/chars_per_sec"]]
+    speeds = [v for _, v in events["train/chars_per_sec"]]  # from step 2: train.py leaves out the compiling step
     chars_per_symbol = config["chars_per_symbol"]["train"]
     steps = events["train/loss"][-1][0]
     val = events.get("val/bpc", [])

@@ -144,6 +144,8 @@ def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Pa
         str(corpus), len(set(tiny_text())), "lstm", 32)
     assert hparams["max_steps"] == 20 and hparams["grad_clip"] == 5 and "decay_rate" not in hparams
     assert [step for step, _ in scalars["val/loss"]] == [10, 20]
+    # Training speed from step 2 on: the first step's seconds are mostly compiling it.
+    assert [step for step, _ in scalars["train/chars_per_sec"]] == list(range(2, 21))
     # The learning rate each step trained at (TINY: peak 3e-3, 5 warmup steps; cosine to 10% by step 20).
     lrs = [float(v) for _, v in scalars["train/learning_rate"]]
     want = [3e-3 * (s / 5 if s <= 5 else 0.1 + 0.45 * (1 + np.cos(np.pi * (s - 1) / 20))) for s in range(1, 21)]
