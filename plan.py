@@ -8,6 +8,7 @@ returned a Run, so that --help, a bad flag, a missing corpus or a run already in
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import logging
@@ -52,7 +53,7 @@ SESSION_FLAGS = ("init_from", "stop_at_step", "verbose", "time_budget_s", "mixed
                  "output_keep_prob", "input_keep_prob")
 # Values derived from the flags here (apply_old_flag_names, plan_run), saved beside them in
 # config.json, with their types.
-SAVED_DERIVED = {"input_dropout": float, "val_split": str, "log_name": str, "run_dir": str}
+SAVED_DERIVED = {"input_dropout": float, "val_split": str, "val_sha256": str, "log_name": str, "run_dir": str}
 # Where a run lives comes from its directory as it is now (renamed or moved since, say), never
 # from its config.json; typed on resume, they name a copy to go on in.
 RUN_PLACE_FLAGS = ("save_dir", "run_name")
@@ -429,6 +430,7 @@ class Run:
     lock: "runs.RunLock | None"
     log_dir_created: Path | None  # the outermost directory of log_dir that this session made
     saved_length: argparse.Namespace | None = None  # the resumed run's flags under its saved limits, when typed anew
+    val_changed: bool = False  # the resumed run's validation text is not the one it saved its best loss for
     kept: bool = False       # the session saved a checkpoint: what it made stays
     log_files_before: set[str] | None = None  # log_dir's files before this session's TensorBoard writer
     config_before: str | None = None  # a resumed run's config.json before this session's first save rewrote it
@@ -494,6 +496,11 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     val_symbols = len(val_ids)
     if args.eval_symbols:
         val_ids = val_ids[:args.eval_symbols + 1]  # + 1: the last input's target
+    # The text the best validation loss so far was measured on, when it was another (--eval_symbols or
+    # the corpus changed): that loss then compares with nothing this session measures.
+    fingerprint = hashlib.sha256(memoryview(np.ascontiguousarray(val_ids))).hexdigest()
+    val_changed = getattr(args, "val_sha256", None) not in (None, fingerprint)
+    args.val_sha256 = fingerprint
     # Each worker reads only its own streams of the memory-mapped ids.
     loader = dataset.BatchLoader(train_ids, args.batch_size, args.seq_length, seed=args.seed,
                                shard_index=cluster.worker_index, num_shards=cluster.num_workers)
@@ -564,4 +571,5 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     return Run(args=args, cluster=cluster, corpus=corpus, train_ids=train_ids, val_ids=val_ids, loader=loader,
                eval_batch=max(1, min(args.batch_size, (len(val_ids) - 1) // args.seq_length)),
                run_dir=run_dir, write_dir=write_dir, log_dir=log_dir, resume_dir=resume_dir,
-               forked_from=forked_from, lock=lock, log_dir_created=log_dir_created, saved_length=saved_length)
+               forked_from=forked_from, lock=lock, log_dir_created=log_dir_created, saved_length=saved_length,
+               val_changed=val_changed)

@@ -252,6 +252,12 @@ class Trainer:
                 log.info("resumed %s at step %d (epoch %d, batch %d)%s", restored, int(self.counters["step"]),
                          int(self.counters["epoch"]), int(self.counters["batch"]),
                          f", best val loss so far {best:.4f}" if math.isfinite(best) else "")
+                if run.val_changed and math.isfinite(best):
+                    if run.cluster.is_chief:
+                        log.warning("the validation text is not the one the best val loss %.4f was measured on "
+                                    "(--eval_symbols or the corpus changed): the losses do not compare, so best/ "
+                                    "goes to this session's first evaluation and follows the new text", best)
+                    self.best_val.assign(float("inf"))
         self.step, self.epoch, self.batch = (int(self.counters[k]) for k in ("step", "epoch", "batch"))
         self.start_step = self.step
         # Where the run's own checkpoints hold this session's weights, not what the list names: a resume

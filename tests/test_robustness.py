@@ -760,6 +760,21 @@ def test_resume_flags_replace_the_saved_ones(trained, run_copy: Path) -> None:
     assert (saved["model"]["dropout"], saved["model"]["input_dropout"]) == (0.25, 0.5)
 
 
+def test_a_resume_on_another_validation_text_starts_best_anew(run_copy: Path) -> None:
+    """The best validation loss was measured on the saved validation text: under another one (here
+    --eval_symbols, as well a grown corpus) it compares with nothing, and best/ follows the new text."""
+    cwd = run_copy.parents[1]
+    first = run("train.py", "--init_from", str(run_copy), "--max_steps", "7", cwd=cwd)  # a run saved before the
+    assert first.returncode == 0 and "validation text" not in first.stderr, first.stderr  # fingerprint: none
+    assert json.loads((run_copy / "config.json").read_text(encoding="utf-8"))["args"]["val_sha256"]
+    changed = run("train.py", "--init_from", str(run_copy), "--max_steps", "8", "--eval_symbols", "40", cwd=cwd)
+    assert changed.returncode == 0, changed.stderr
+    assert "the validation text is not the one the best val loss" in changed.stderr, changed.stderr
+    assert [p.name for p in (run_copy / "best").glob("ckpt-*.index")] == ["ckpt-8.index"]
+    same = run("train.py", "--init_from", str(run_copy), "--max_steps", "9", cwd=cwd)  # --eval_symbols 40 saved
+    assert same.returncode == 0 and "validation text" not in same.stderr, same.stderr
+
+
 def test_resume_on_a_shorter_text_goes_on_from_the_next_epoch(tmp_path: Path) -> None:
     """The same characters in the same frequency order, but fewer batches per epoch than the
     saved position: the run goes on from the next epoch instead of failing on a missing batch."""
