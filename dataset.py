@@ -172,8 +172,10 @@ def _no_cut_before() -> frozenset[str]:
     return frozenset(chars)
 
 
-def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]) -> Iterator[str]:
-    """Yield one file as normalized text pieces, reading a bounded chunk at a time."""
+def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None],
+               other_files: int = 0) -> Iterator[str]:
+    """Yield one file as normalized text pieces, reading a bounded chunk at a time (other_files: how
+    many more the corpus has, for the advice on a file in another encoding)."""
     decoder = codecs.getincrementaldecoder(options.encoding)("strict")
     carry, offset, at_start, at_end = "", 0, True, False
     with open(path, "rb") as f:
@@ -186,7 +188,7 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
             try:
                 text = decoder.decode(data, final=at_end)
             except UnicodeDecodeError as e:
-                raise _decode_error(path, options.encoding, offset - pending + e.start) from None
+                raise _decode_error(path, options.encoding, offset - pending + e.start, other_files) from None
             except UnicodeError as e:  # no position, e.g. "UTF-16 stream does not start with BOM"
                 raise CharRNNError(f"{path}: not valid {options.encoding} ({e}); pass the file's encoding with "
                                    f"--encoding, or convert it to UTF-8") from None
@@ -246,8 +248,9 @@ def _reads_as_text(head: bytes, encoding: str) -> bool:
     return bool(text) and odd <= len(text) / 100
 
 
-def _decode_error(path: Path, encoding: str, bad: int) -> CharRNNError:
-    """One message for an undecodable file: where the first bad byte is, and what to do."""
+def _decode_error(path: Path, encoding: str, bad: int, other_files: int = 0) -> CharRNNError:
+    """One message for an undecodable file: where the first bad byte is, and what to do (--encoding
+    is for every file: among others, converting this one may be the way)."""
     with open(path, "rb") as f:
         line, left = 1, bad
         while left:  # count line breaks before the bad byte without holding the file in memory
@@ -283,7 +286,14 @@ def _decode_error(path: Path, encoding: str, bad: int) -> CharRNNError:
         others = [c for c in text if ord(c) >= 0x80]
         common = sum("\uac00" <= c <= "\ud7a3" and min(c.encode("cp949")) >= 0xA1 for c in others)
         if candidate == "utf-8" or common > len(others) // 2:
-            return CharRNNError(f"{where}; this looks like {candidate}: pass --encoding {candidate}")
+            if not other_files:
+                return CharRNNError(f"{where}; this looks like {candidate}: pass --encoding {candidate}")
+            every = f"--encoding {encoding} applies to all {other_files + 1} files, and this one looks like {candidate}"
+            if candidate == "utf-8":
+                return CharRNNError(f"{where}; {every}: convert the {encoding} ones to UTF-8 (iconv -f {encoding} "
+                                    f"-t utf-8 FILE > NEW) and drop --encoding")
+            return CharRNNError(f"{where}; {every}: convert it (iconv -f {candidate} -t {encoding} FILE > NEW), "
+                                f"or pass --encoding {candidate} if every file is {candidate}")
     # Bytes 0x80-0x9F are control characters in latin-1 but curly quotes, dashes and the euro in
     # cp1252, Windows' Western encoding: there, latin-1 would decode without an error, wrongly.
     windows = any(0x80 <= b <= 0x9F for b in sample) and _decodes(sample, "cp1252")
@@ -675,7 +685,7 @@ def _read_code_points(files: list[Path], options: DataOptions,
     ends_with_newline = True
     for path in files:
         first = True
-        for text in _read_text(path, options, progress):
+        for text in _read_text(path, options, progress, other_files=len(files) - 1):
             if not text:
                 continue
             if first and not ends_with_newline:

@@ -294,6 +294,20 @@ def test_cp949_file_gets_one_clear_message_and_reads_with_encoding(tmp_path: Pat
     assert prepare(path, tmp_path, encoding="EUC-KR").vocab.decode(corpus.ids) == text
 
 
+def test_a_file_in_another_encoding_than_the_others_is_told_to_be_converted(tmp_path: Path) -> None:
+    """--encoding is for every file: with UTF-8 and cp949 files side by side, passing the other encoding
+    only moves the error to the other file, so the message says to convert."""
+    text = "셋째 줄은 한국어\n" * 20
+    files = [write(tmp_path / "a.txt", text), write(tmp_path / "b.txt", text.encode("cp949"))]
+    cases = [("utf-8", "b.txt", "this one looks like cp949: convert it (iconv -f cp949 -t utf-8 FILE > NEW)"),
+             ("cp949", "a.txt", "this one looks like utf-8: convert the cp949 ones to UTF-8")]
+    for encoding, bad, advice in cases:
+        with pytest.raises(CharRNNError) as error:
+            dataset.prepare_corpus(files, DataOptions(encoding=encoding), cache_root=tmp_path / "cache")
+        message = str(error.value)
+        assert str(tmp_path / bad) in message and "applies to all 2 files" in message and advice in message, message
+
+
 def test_error_offset_counts_from_the_file_start_across_chunks(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(dataset, "_READ_BYTES", 4)
     head = "가나다\n" * 10 + "ab"
