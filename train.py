@@ -865,6 +865,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    utils.run_in_utf8_mode()
     status = main()
     # The interpreter's shutdown (TensorFlow's threads) can take a second, and it restores the default
     # handlers: a late second Ctrl-C would turn a run that saved and exited 0 into a death by signal.

@@ -4,6 +4,7 @@ first use): the model kinds and size limits, the user's errors, signals, duratio
 from __future__ import annotations
 
 import argparse
+import codecs
 import difflib
 import importlib.util
 import json
@@ -51,6 +52,16 @@ MODEL_SIZE_LIMITS = {"num_layers": 64, "rnn_size": 16384, "embedding_size": 1638
 class CharRNNError(Exception):
     """A problem the user can fix (a bad flag, an unreadable corpus, too little text). The message
     names the file or flag, what is wrong and how to fix it; entry points log it and exit with 2."""
+
+
+def run_in_utf8_mode() -> None:
+    """Start this script again in Python's UTF-8 mode where the locale's encoding is another
+    (LC_ALL=C with PYTHONUTF8=0, a ko_KR.EUC-KR system): file names are then UTF-8, as TensorFlow
+    takes them, and a Hangul path gives no ascii error nor surrogate escapes in the messages. Only
+    POSIX: Windows' file names are Unicode whatever the locale."""
+    if (os.name == "posix" and not sys.flags.utf8_mode
+            and codecs.lookup(sys.getfilesystemencoding()).name != "utf-8"):
+        os.execv(sys.executable, [sys.executable, "-X", "utf8", *sys.orig_argv[1:]])
 
 
 def interrupt_on_signals() -> list[int]:

@@ -287,6 +287,20 @@ def test_corpus_under_a_name_that_is_not_utf8(tmp_path: Path) -> None:
     assert sorted(step for step, _ in read_scalars(tmp_path / "logs-here")["train/loss"]) == [1, 2, 3]
 
 
+@pytest.mark.skipif(os.name != "posix", reason="a POSIX locale")
+def test_hangul_paths_under_a_locale_that_is_not_utf8(tmp_path: Path) -> None:
+    """LC_ALL=C with UTF-8 mode turned off, as on a system whose locale is not UTF-8: the scripts
+    start again in UTF-8 mode, so a Hangul folder trains and samples (its name was an ascii error)."""
+    (tmp_path / "한글").mkdir()
+    (tmp_path / "한글" / "input.txt").write_text(tiny_text(), encoding="utf-8")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"}
+    trained = run("train.py", "--data_dir", "한글", *TINY, "--max_steps", "2", cwd=tmp_path, env=env)
+    assert trained.returncode == 0 and "Traceback" not in trained.stderr, trained.stderr
+    assert only_run(tmp_path / "save").name.startswith("한글-lstm1x32-") and "checkpoints in save/한글-" in trained.stderr
+    sampled = run("sample.py", "-n", "20", cwd=tmp_path, env=env)
+    assert sampled.returncode == 0 and len(sampled.stdout) == 20 + 1, sampled.stderr
+
+
 @pytest.mark.parametrize("flags, hint", [(["--model", "xyz"], "invalid choice: 'xyz'"), (["--rnn_size", "big"], "'big'"),
                                          (["--no_such_flag", "1"], "unrecognized arguments: --no_such_flag 1\n"),
                                          (["--rnn-size", "64"], "(--rnn-size: did you mean --rnn_size?)")])
