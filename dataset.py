@@ -565,6 +565,22 @@ def _make_vocab(counts: np.ndarray, options: DataOptions) -> tuple[Vocab, np.nda
     return vocab, table
 
 
+def _on_vocab(vocab: Vocab, counts: np.ndarray) -> tuple[Vocab, np.ndarray]:
+    """A given vocabulary with this text's counts, and the code point -> id table: a character it
+    lacks becomes its unknown symbol, or is refused when it has none."""
+    table = np.full(0x110000, vocab.unk_id or 0, dtype=_ids_dtype(vocab.size))
+    table[vocab._cps] = np.arange(vocab.size)
+    present = np.flatnonzero(counts)
+    lacking = present[~np.isin(present, vocab._cps)]
+    if len(lacking) and vocab.unk_id is None:
+        raise CharRNNError(f"the text has characters the vocabulary lacks: {describe_chars([chr(c) for c in lacking], 10)}")
+    if len(lacking):
+        logger.info("%s characters the vocabulary lacks (%.4f%% of the text) map to its unknown symbol %s",
+                    f"{len(lacking):,}", 100 * counts[lacking].sum() / counts.sum(), _UNKNOWN)
+    new_counts = np.bincount(table[present], weights=counts[present], minlength=vocab.size)
+    return Vocab(vocab.symbols, new_counts.astype(np.int64).tolist(), vocab.unk_id, vocab.unit, vocab.normalize), table
+
+
 # ----------------------------------------------------------------------------------------------
 # Preparation and cache
 
@@ -596,7 +612,7 @@ class Corpus:
         return self.ids[:cut], self.ids[cut:]
 
 
-def _identity(files: list[Path], options: DataOptions) -> dict:
+def _identity(files: list[Path], options: DataOptions, vocab: "Vocab | None" = None) -> dict:
     rows = []
     for p in files:
         try:
@@ -604,7 +620,10 @@ def _identity(files: list[Path], options: DataOptions) -> dict:
         except FileNotFoundError:
             raise CharRNNError(f"{p}: no such file") from None
         rows.append([str(p), st.st_size, st.st_mtime_ns])
-    return {"format": _PREPARE_FORMAT, "files": rows, "options": dataclasses.asdict(options)}
+    identity = {"format": _PREPARE_FORMAT, "files": rows, "options": dataclasses.asdict(options)}
+    if vocab is not None:  # prepared on a given vocabulary: which one (its symbols, in their order)
+        identity["vocab"] = hashlib.sha256(json.dumps([vocab.symbols, vocab.unk_id]).encode()).hexdigest()[:16]
+    return identity
 
 
 def _load_prepared(directory: Path, identity: dict, files: list[Path]) -> Corpus | None:
@@ -669,7 +688,7 @@ def _remove_leftovers(root: Path, identity: dict, key: str) -> None:
             continue
         try:
             old = json.loads((d / "meta.json").read_text(encoding="utf-8"))["identity"]
-            outdated = (old.get("options") == identity["options"]
+            outdated = (old.get("options") == identity["options"] and old.get("vocab") == identity.get("vocab")
                         and [f[0] for f in old.get("files", [])] == [f[0] for f in identity["files"]])
         except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not a meta.json of ours: left alone
             continue
@@ -736,8 +755,9 @@ def _first_pass(files: list[Path], options: DataOptions, out_path: Path, dtype: 
     return counts, np.concatenate(seen) if seen else np.zeros(0, dtype=np.intp)
 
 
-def _build(files: list[Path], options: DataOptions, identity: dict, directory: Path) -> None:
-    """Prepare the corpus into directory (a fresh temp dir); meta.json is written last."""
+def _build(files: list[Path], options: DataOptions, identity: dict, directory: Path, vocab: "Vocab | None") -> None:
+    """Prepare the corpus into directory (a fresh temp dir), on vocab when given, else on its own;
+    meta.json is written last."""
     t0 = time.monotonic()
     total_bytes = sum(size for _, size, _ in identity["files"])
     provisional = directory / "provisional.bin"
@@ -748,12 +768,12 @@ def _build(files: list[Path], options: DataOptions, identity: dict, directory: P
         if result is not None:
             break
     counts, first_seen = result
-    if _identity(files, options) != identity:
+    if _identity(files, options, vocab) != identity:
         raise CharRNNError(f"{', '.join(map(str, files))}: changed while being prepared; run again once it is complete")
     num_symbols = int(counts.sum())
     if num_symbols == 0:
         raise CharRNNError(f"{files[0] if len(files) == 1 else files[0].parent}: contains no text")
-    vocab, table = _make_vocab(counts, options)
+    vocab, table = _make_vocab(counts, options) if vocab is None else _on_vocab(vocab, counts)
     remap = table[first_seen]
     with open(provisional, "rb") as src, open(directory / "ids.npy", "wb") as dst:
         np.lib.format.write_array_header_1_0(dst, {"descr": np.lib.format.dtype_to_descr(remap.dtype),
@@ -777,15 +797,17 @@ def _build(files: list[Path], options: DataOptions, identity: dict, directory: P
                 f"{vocab.size:,}", remap.dtype.name, seconds, total_bytes / 1e6 / max(seconds, 1e-9))
 
 
-def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | None = None) -> Corpus:
+def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | None = None,
+                   vocab: Vocab | None = None) -> Corpus:
     """Ids and vocabulary of the corpus, prepared once and cached in cache_root/<key>/ (default:
     <corpus dir>/.prepared, or ~/.cache/char-rnn-tf2 when that is not writable). The key covers
     the files' paths, sizes and mtimes and every option; a build goes to a temp dir that is
-    renamed into place when complete, so an interrupted one never looks valid."""
+    renamed into place when complete, so an interrupted one never looks valid. vocab: prepare on
+    this vocabulary (a resumed run's), not on one made from the text's own frequencies."""
     # The folder the user named, not where symbolic links in it lead (which may be far apart).
     corpus_dir = Path(os.path.commonpath([Path(os.path.abspath(p)).parent for p in files]))
     files = list(dict.fromkeys(Path(p).resolve() for p in files))  # a file linked twice is read once
-    identity = _identity(files, options)
+    identity = _identity(files, options, vocab)
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     roots = [Path(cache_root)] if cache_root else [corpus_dir / ".prepared", _user_cache_root()]
     for root in roots:
@@ -809,7 +831,7 @@ def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | N
                 sum(f[1] for f in identity["files"]) / 1e6, root / key)
     try:
         try:
-            _build(files, options, identity, tmp)
+            _build(files, options, identity, tmp, vocab)
         except OSError as e:  # disk full, a file that vanished or cannot be read
             raise CharRNNError(f"preparing the corpus failed: {e.filename or root}: {e.strerror or e}. "
                                f"Free disk space in {root} or fix the file, then run again") from None

@@ -394,21 +394,27 @@ def check_memory(args: argparse.Namespace, vocab_size: int) -> None:
                            f"memory, this machine has {total / 2**30:,.1f} GiB. Lower some of these flags.")
 
 
-def check_same_vocab(run_dir: Path, vocab: "dataset.Vocab") -> None:
-    """The saved weights give each id the character it had when the run started: resuming on a
-    corpus whose vocabulary differs (other characters, or another frequency order) would
-    silently give them other characters."""
+def on_the_run_s_vocabulary(run_dir: Path, corpus: "dataset.Corpus", files: list[Path],
+                            options: "dataset.DataOptions") -> "dataset.Corpus":
+    """The saved weights give each id the character it had when the run started. A text whose own
+    vocabulary differs (its characters in another frequency order: the corpus grew or was edited,
+    or it is another text to fine-tune on) is prepared again on the run's, which must have all its
+    characters, or an unknown symbol for those it lacks."""
     try:
         saved = dataset.Vocab.load(run_dir / "vocab.json")
     except CharRNNError as error:
         log.warning("%s; writing it again from the corpus", error)
-        return
-    if saved.symbols != vocab.symbols:
-        new = sorted(set(vocab.symbols) - set(saved.symbols))
-        raise CharRNNError(f"the corpus's characters differ from {run_dir / 'vocab.json'} ({saved.size} symbols "
-                           f"saved, {vocab.size} now" + (f", new: {''.join(new[:20])!r}" if new else "") +
-                           "): the text changed since the run started. Resume with the original text, "
-                           "or start a new run on this one.")
+        return corpus
+    if saved.symbols == corpus.vocab.symbols:
+        return corpus
+    new = sorted(set(corpus.vocab.symbols) - set(saved.symbols))
+    if new and saved.unk_id is None:
+        raise CharRNNError(f"the corpus has characters that {run_dir / 'vocab.json'} lacks ({len(new):,}: "
+                           f"{dataset.describe_chars(new, 10)}): the run's model has no ids for them. Resume on a "
+                           f"text without them, or start a new run on this one")
+    log.info("the corpus's characters come in another order of frequency than %s's (the text grew or changed): "
+             "preparing it on the run's vocabulary", run_dir.name)
+    return dataset.prepare_corpus(files, options, vocab=saved)
 
 
 @dataclass
@@ -483,6 +489,8 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         raise CharRNNError(f"{error} (the path saved in {resume_dir / 'config.json'}): pass --data_dir or --input "
                            f"to say where the text is now") from None
     corpus = dataset.prepare_corpus(files, data_options(args))
+    if resume_dir is not None:
+        corpus = on_the_run_s_vocabulary(resume_dir, corpus, files, data_options(args))
     if args.unit == "jamo" and corpus.vocab.char_starts.all():  # no vowel jamo: nothing was split
         log.warning("--unit jamo: the text has no Hangul syllables to split into jamo, so the model reads "
                     "its characters as under --unit char")
@@ -512,8 +520,6 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
                            f"({args.seq_length + 1:,} symbols): {kept}. Raise "
                            f"{'--eval_symbols' if capped else '--val_frac'}, or lower --seq_length")
     check_memory(args, corpus.vocab.size)
-    if resume_dir is not None:
-        check_same_vocab(resume_dir, corpus.vocab)
     run_dir = fork_dir or resume_dir or Path(args.save_dir) / (args.run_name or default_run_name(args))
     forked_from = resume_dir if fork_dir is not None else None
     args.run_name, args.save_dir = run_dir.name, str(run_dir.parent)

@@ -308,6 +308,28 @@ def test_a_file_in_another_encoding_than_the_others_is_told_to_be_converted(tmp_
         assert str(tmp_path / bad) in message and "applies to all 2 files" in message and advice in message, message
 
 
+def test_prepared_on_a_given_vocabulary(tmp_path: Path) -> None:
+    """A resumed run's text is prepared on the run's vocabulary: the run's ids for its characters,
+    its own counts, cached beside the text's own preparation."""
+    cache = tmp_path / "cache"
+    first = prepare(write(tmp_path / "a.txt", "aaaabbbc\n" * 50), tmp_path)
+    other = write(tmp_path / "b.txt", "cccbba\n" * 50)  # the same characters, in another order of frequency
+    own = prepare(other, tmp_path)
+    assert own.vocab.symbols != first.vocab.symbols
+    on = dataset.prepare_corpus([other], DataOptions(), cache_root=cache, vocab=first.vocab)
+    assert on.vocab.symbols == first.vocab.symbols and on.vocab.decode(on.ids) == "cccbba\n" * 50
+    assert dict(zip(on.vocab.symbols, on.vocab.counts)) == {"a": 50, "b": 100, "c": 150, "\n": 50}
+    assert (own.cache_dir / "meta.json").is_file() and on.cache_dir != own.cache_dir  # neither outdates the other
+    assert dataset.prepare_corpus([other], DataOptions(), cache_root=cache, vocab=first.vocab).cache_dir == on.cache_dir
+    # A character the vocabulary lacks: refused, or its unknown symbol where it has one.
+    new = write(tmp_path / "c.txt", "abcz\n" * 50)
+    with pytest.raises(CharRNNError, match="the vocabulary lacks: 'z'"):
+        dataset.prepare_corpus([new], DataOptions(), cache_root=cache, vocab=first.vocab)
+    with_unknown = dataset.Vocab([*first.vocab.symbols, "\ufffd"], [1] * 5, unk_id=4)
+    mapped = dataset.prepare_corpus([new], DataOptions(), cache_root=cache, vocab=with_unknown)
+    assert mapped.vocab.decode(mapped.ids) == "abc\ufffd\n" * 50
+
+
 def test_error_offset_counts_from_the_file_start_across_chunks(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(dataset, "_READ_BYTES", 4)
     head = "가나다\n" * 10 + "ab"

@@ -520,11 +520,11 @@ def test_resume_with_another_architecture_or_vocabulary(trained, run_copy: Path)
                  "--val_frac", "0.2", cwd=cwd)
     assert_refused(result, "--seq_length: saved 16, given 32", "--batch_size: saved 4, given 8", "--seed: saved 1234",
                    "--val_frac: saved 0.05, given 0.2")
-    # The same flags on a text with other characters: the saved ids would mean other characters.
+    # A text with characters the run's vocabulary lacks: the model has no ids for them.
     other = cwd / "other.txt"
     other.write_text(tiny_text(1, "zebra quick brown fox jumps over lazy dog"), encoding="utf-8")
     result = run("train.py", "--init_from", str(run_copy), "--input", str(other), cwd=cwd)
-    assert_refused(result, "vocab.json", "the text changed")
+    assert_refused(result, "the corpus has characters that", "vocab.json lacks", "'z'", "start a new run on this one")
     assert file_hashes(run_copy) == before
 
 
@@ -787,6 +787,22 @@ def test_a_resume_on_another_validation_text_starts_best_anew(run_copy: Path) ->
     assert [p.name for p in (run_copy / "best").glob("ckpt-*.index")] == ["ckpt-8.index"]
     same = run("train.py", "--init_from", str(run_copy), "--max_steps", "9", cwd=cwd)  # --eval_symbols 40 saved
     assert same.returncode == 0 and "validation text" not in same.stderr, same.stderr
+
+
+def test_resume_on_a_text_whose_characters_come_in_another_order(run_copy: Path) -> None:
+    """A grown or edited corpus, or another text to fine-tune on: its own vocabulary would order the
+    same characters otherwise (by frequency), so it is prepared on the run's, and the run goes on."""
+    cwd = run_copy.parents[1]
+    symbols = json.loads((run_copy / "vocab.json").read_text(encoding="utf-8"))["symbols"]
+    (cwd / "subset.txt").write_text(tiny_text(1, "red barn birds sang"), encoding="utf-8")
+    result = run("train.py", "--init_from", str(run_copy), "--input", str(cwd / "subset.txt"), "--max_steps", "8",
+                 cwd=cwd)
+    assert result.returncode == 0 and "preparing it on the run's vocabulary" in result.stderr, result.stderr
+    assert pointer_step(run_copy) == 8
+    saved = json.loads((run_copy / "vocab.json").read_text(encoding="utf-8"))["symbols"]
+    assert [s for s, _ in saved] == [s for s, _ in symbols]  # the same ids, this text's counts
+    sampled = run("sample.py", "--save_dir", str(run_copy), "-n", "20", cwd=cwd)
+    assert sampled.returncode == 0 and len(sampled.stdout) == 20 + 1, sampled.stderr
 
 
 def test_resume_on_a_shorter_text_goes_on_from_the_next_epoch(tmp_path: Path) -> None:
