@@ -772,7 +772,9 @@ def _build(files: list[Path], options: DataOptions, identity: dict, directory: P
         raise CharRNNError(f"{', '.join(map(str, files))}: changed while being prepared; run again once it is complete")
     num_symbols = int(counts.sum())
     if num_symbols == 0:
-        raise CharRNNError(f"{files[0] if len(files) == 1 else files[0].parent}: contains no text")
+        # Empty files are refused before reading: these hold nothing but a byte-order mark.
+        raise CharRNNError(f"{files[0] if len(files) == 1 else files[0].parent}: contains no text, only a byte-order "
+                           f"mark; put the text to train on there, or pass --data_dir or --input where it is")
     vocab, table = _make_vocab(counts, options) if vocab is None else _on_vocab(vocab, counts)
     remap = table[first_seen]
     with open(provisional, "rb") as src, open(directory / "ids.npy", "wb") as dst:

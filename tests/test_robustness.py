@@ -151,6 +151,9 @@ def corpus_case(tmp_path: Path, kind: str) -> tuple[list[str], list[str]]:
     if kind == "empty file":
         (tmp_path / "empty.txt").write_bytes(b"")
         return ["--input", str(tmp_path / "empty.txt")], ["empty.txt", "empty"]
+    if kind == "only a byte-order mark":
+        (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf")
+        return ["--input", str(tmp_path / "bom.txt")], ["bom.txt", "only a byte-order mark", "put the text"]
     if kind == "binary file":
         (tmp_path / "model.bin").write_bytes(bytes(range(256)) * 64)
         return ["--input", str(tmp_path / "model.bin")], ["model.bin", "binary"]
@@ -188,8 +191,8 @@ def corpus_case(tmp_path: Path, kind: str) -> tuple[list[str], list[str]]:
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["missing file", "missing directory", "empty file", "binary file",
-                                  "utf-16 without a byte-order mark", "not utf-8",
+@pytest.mark.parametrize("kind", ["missing file", "missing directory", "empty file", "only a byte-order mark",
+                                  "binary file", "utf-16 without a byte-order mark", "not utf-8",
                                   "no .txt in directory", "shorter than one batch", "utf-8 read as utf-16",
                                   "not a text encoding", "validation shorter than a window",
                                   "validation cut shorter by --eval_symbols", "validation too short either way"])
