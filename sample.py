@@ -61,21 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def argv_text(value: str) -> str:
-    """Under a C/POSIX locale without UTF-8 mode, Python decodes argv as ASCII and keeps the other
-    bytes as surrogate escapes: turn them back into the UTF-8 text the user typed."""
-    try:
-        return os.fsencode(value).decode("utf-8")
-    except UnicodeDecodeError:
-        return value
-
-
 def check_args(args: argparse.Namespace) -> None:
-    args.prime = argv_text(args.prime)
     try:
         args.prime.encode("utf-8")
     except UnicodeEncodeError:  # bytes in another encoding, kept by Python as lone surrogates
-        raise CharRNNError(f"--prime {args.prime!a}: not valid UTF-8 (a terminal set to EUC-KR or cp949?); "
+        typed = os.fsencode(args.prime)
+        raise CharRNNError(f"--prime: not valid UTF-8 (bytes {typed[:12].hex(' ')}{' ...' * (len(typed) > 12)}, which "
+                           f"read {typed.decode('cp949', 'replace')!r} as cp949: a terminal set to EUC-KR or cp949?); "
                            f"set the terminal to UTF-8, or pass the prime as UTF-8 bytes") from None
     if args.n < 0:  # -n 0 writes the prime alone, as char-rnn-tensorflow did
         raise CharRNNError(f"-n {args.n}: the number of characters to generate must be 0 or more")

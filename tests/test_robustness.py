@@ -1033,7 +1033,8 @@ def test_resume_refuses_when_no_list_and_no_checkpoint_loads(run_copy: Path) -> 
     (["--seed", str(2**64)], ["--seed"]),
     (["-n", str(2**40)], ["-n"]),
     (["--prime", "Zq€"], ["--prime", "'Z'", "U+20AC", "--unknown skip"]),
-    (["--prime", "문".encode("euc-kr")], ["--prime", "not valid UTF-8", "EUC-KR"]),  # from an EUC-KR terminal
+    (["--prime", "문".encode("euc-kr")], ["--prime", "not valid UTF-8 (bytes b9 ae, which read '문' as cp949",
+                                          "EUC-KR"]),  # from an EUC-KR terminal
     (["--checkpoint", "ckpt-" + "9" * 300], ["--checkpoint", "305 bytes long"]),
     (["--checkpoint", "ckpt-[0-9]"], ["--checkpoint", "TensorFlow reads"]),  # a pattern, not one checkpoint
     (["--save_dir", "x" * 300], ["--save_dir", "300 bytes long"]),
