@@ -349,6 +349,11 @@ def _is_vowel_or_final(cp: np.ndarray) -> np.ndarray:
     return ((cp >= _V_FIRST) & (cp <= _V_LAST)) | ((cp > _T_BASE) & (cp <= _T_LAST))
 
 
+def _is_jamo_symbol(cp: np.ndarray) -> np.ndarray:
+    """The symbols that only --unit jamo makes: conjoining jamo, and the escape for original ones."""
+    return _is_vowel_or_final(cp) | ((cp >= _L_FIRST) & (cp <= _L_LAST)) | (cp == _ESCAPE)
+
+
 _NO_SYMBOL = 0xFFFFFFFF  # an unused slot in the jamo table below
 
 
@@ -530,8 +535,7 @@ def _make_vocab(counts: np.ndarray, options: DataOptions) -> tuple[Vocab, np.nda
     present, freq = present[order], freq[order]
     # Under jamo the conjoining jamo, and the escape that marks a jamo of the original text, always
     # stay, so the unknown symbol replaces whole characters.
-    protected = (_is_vowel_or_final(present) | ((present >= _L_FIRST) & (present <= _L_LAST))
-                 | (present == _ESCAPE) if options.unit == "jamo" else np.zeros(len(present), dtype=bool))
+    protected = _is_jamo_symbol(present) if options.unit == "jamo" else np.zeros(len(present), dtype=bool)
     keep = protected | (freq >= options.min_char_count)
     max_vocab = options.max_vocab
     needs_unknown = not keep.all() or (max_vocab and keep.sum() > max_vocab)
@@ -565,15 +569,29 @@ def _make_vocab(counts: np.ndarray, options: DataOptions) -> tuple[Vocab, np.nda
     return vocab, table
 
 
+class LackingCharacters(CharRNNError):
+    """A text prepared on a given vocabulary has characters it has no symbol for (chars: them)."""
+
+    def __init__(self, chars: list[str]) -> None:
+        super().__init__(f"the text has characters the vocabulary lacks: {describe_chars(chars, 10)}")
+        self.chars = chars
+
+
 def _on_vocab(vocab: Vocab, counts: np.ndarray) -> tuple[Vocab, np.ndarray]:
     """A given vocabulary with this text's counts, and the code point -> id table: a character it
-    lacks becomes its unknown symbol, or is refused when it has none."""
+    lacks becomes its unknown symbol, or is refused when it has none. Under jamo a jamo (or the
+    escape) it lacks is refused too: the unknown symbol stands for whole characters, and one jamo
+    of a syllable turned into it would split the syllable."""
     table = np.full(0x110000, vocab.unk_id or 0, dtype=_ids_dtype(vocab.size))
     table[vocab._cps] = np.arange(vocab.size)
     present = np.flatnonzero(counts)
     lacking = present[~np.isin(present, vocab._cps)]
-    if len(lacking) and vocab.unk_id is None:
-        raise CharRNNError(f"the text has characters the vocabulary lacks: {describe_chars([chr(c) for c in lacking], 10)}")
+    if vocab.unk_id is None:
+        unknowable = lacking
+    else:
+        unknowable = lacking[_is_jamo_symbol(lacking)] if vocab.unit == "jamo" else lacking[:0]
+    if len(unknowable):
+        raise LackingCharacters([chr(c) for c in unknowable])
     if len(lacking):
         logger.info("%s characters the vocabulary lacks (%.4f%% of the text) map to its unknown symbol %s",
                     f"{len(lacking):,}", 100 * counts[lacking].sum() / counts.sum(), _UNKNOWN)

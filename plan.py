@@ -407,14 +407,14 @@ def on_the_run_s_vocabulary(run_dir: Path, corpus: "dataset.Corpus", files: list
         return corpus
     if saved.symbols == corpus.vocab.symbols:
         return corpus
-    new = sorted(set(corpus.vocab.symbols) - set(saved.symbols))
-    if new and saved.unk_id is None:
-        raise CharRNNError(f"the corpus has characters that {run_dir / 'vocab.json'} lacks ({len(new):,}: "
-                           f"{dataset.describe_chars(new, 10)}): the run's model has no ids for them. Resume on a "
-                           f"text without them, or start a new run on this one")
     log.info("the corpus's characters come in another order of frequency than %s's (the text grew or changed): "
              "preparing it on the run's vocabulary", run_dir.name)
-    return dataset.prepare_corpus(files, options, vocab=saved)
+    try:
+        return dataset.prepare_corpus(files, options, vocab=saved)
+    except dataset.LackingCharacters as error:
+        raise CharRNNError(f"the corpus has characters that {run_dir / 'vocab.json'} lacks ({len(error.chars):,}: "
+                           f"{dataset.describe_chars(error.chars, 10)}): the run's model has no ids for them. "
+                           f"Resume on a text without them, or start a new run on this one") from None
 
 
 @dataclass

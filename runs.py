@@ -273,27 +273,21 @@ def _lock_file(handle) -> None:
 def save_checkpoint(manager: "tf.train.CheckpointManager", step: int, how_to_go_on: str) -> str:
     """Save through a tf.train.CheckpointManager. TensorFlow writes the data under a temporary
     name and updates the `checkpoint` pointer last, so a failed or killed save leaves the
-    previous checkpoint, if any, as the latest. how_to_go_on ends the message of a failure."""
+    previous checkpoint, if any, as the latest. A failed save's own files go (a model's worth of
+    space, on a disk that may be full, and a warning at every resume); files of that step that
+    were there before stay, since they may be a good checkpoint. how_to_go_on ends the message."""
+    prefix = Path(manager.directory) / f"ckpt-{step}"
+    before = set(prefix.parent.glob(f"{prefix.name}[._]*"))  # ckpt-N.index, .data-*, ckpt-N_temp/
     try:
         return manager.save(checkpoint_number=step)
     except Exception as error:  # OSError or tf.errors.OpError: disk full, permissions, ...
-        remove_failed_save(manager, step)
+        for path in set(prefix.parent.glob(f"{prefix.name}[._]*")) - before:
+            try:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            except OSError:
+                pass  # what cannot go stays: a resume skips a checkpoint that does not load
         raise CharRNNError(f"could not save a checkpoint in {manager.directory} ({error.__class__.__name__}: "
                            f"{tf_error_reason(error)}). Free disk space or fix the directory; {how_to_go_on}") from None
-
-
-def remove_failed_save(manager: "tf.train.CheckpointManager", step: int) -> None:
-    """Delete what a failed save of ckpt-<step> wrote (a model's worth of space, on a disk that may
-    be full, and a warning at every resume), unless the list names an earlier save of that step:
-    its files may still be that one's, and a restore falls back past them if they are damaged."""
-    name = f"ckpt-{step}"
-    if name in {Path(path).name for path in manager.checkpoints}:
-        return
-    for path in Path(manager.directory).glob(f"{name}[._]*"):  # ckpt-N.index, .data-*, ckpt-N_temp/
-        try:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        except OSError:
-            pass  # what cannot go stays: a resume skips a checkpoint that does not load
 
 
 def tf_error_reason(error: BaseException) -> str:

@@ -126,8 +126,8 @@ def looked_in(path: Path) -> str:
 def permission_denied(error: PermissionError) -> str:
     """The message for a path the user may not read, or under a folder they may not enter: Python
     3.11's Path.exists() and is_file() raise this where later versions answer False."""
-    return (f"{error.filename}: permission denied; you may not read it, or enter a folder above it. Fix the "
-            f"permissions, or choose another path")
+    return (f"{error.filename or 'a file or folder'}: permission denied; you may not read it, or enter a folder "
+            f"above it. Fix the permissions, or choose another path")
 
 
 def damage(error: Exception) -> str:

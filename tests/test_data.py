@@ -328,6 +328,13 @@ def test_prepared_on_a_given_vocabulary(tmp_path: Path) -> None:
     with_unknown = dataset.Vocab([*first.vocab.symbols, "\ufffd"], [1] * 5, unk_id=4)
     mapped = dataset.prepare_corpus([new], DataOptions(), cache_root=cache, vocab=with_unknown)
     assert mapped.vocab.decode(mapped.ids) == "abc\ufffd\n" * 50
+    # Under jamo the unknown symbol stands for whole characters: a jamo the vocabulary lacks is refused,
+    # not turned into it alone (각 would become 가 and U+FFFD, two characters).
+    jamo = prepare(write(tmp_path / "ko.txt", "가나다\n" * 50 + "😀"), tmp_path, unit="jamo", max_vocab=5)
+    assert jamo.vocab.unk_id is not None and "\u11a8" not in jamo.vocab.symbols
+    with pytest.raises(dataset.LackingCharacters, match="U\\+11A8"):
+        dataset.prepare_corpus([write(tmp_path / "ko2.txt", "각나다\n" * 50)], DataOptions(unit="jamo", max_vocab=5),
+                               cache_root=cache, vocab=jamo.vocab)
 
 
 def test_error_offset_counts_from_the_file_start_across_chunks(tmp_path: Path, monkeypatch) -> None:
