@@ -3,6 +3,7 @@
     python bench/bench_quality.py                 # 15 minutes each, ~31 minutes in all
     python bench/bench_quality.py --quick         # smoke run, 1 minute each
     python bench/bench_quality.py --only ours --budget 5m
+    python bench/bench_quality.py --only torch --torch hidden=384 batch=24 dropout=0.25
 
 Tiny shakespeare, the last 10% held out for validation. Ours is `python train.py` run as a real
 subprocess with its default flags plus --time_budget (its curve is read back from the
@@ -46,7 +47,8 @@ THREADS = 2
 SEED = 1234
 # The PyTorch reference's best settings on this machine (issue 9): 2x256 beat 2x512 + dropout
 # 0.2 in 15 minutes (1.50 against 1.52 nats/char); more width cannot be trained in the time.
-TORCH = dict(layers=2, hidden=256, batch=64, seq_length=100, lr=3e-3, warmup_steps=100, min_lr_frac=0.1, clip=5.0)
+TORCH = dict(layers=2, hidden=256, batch=64, seq_length=100, lr=3e-3, warmup_steps=100, min_lr_frac=0.1, clip=5.0,
+             dropout=0.0)
 TORCH_EVAL_EVERY_S = 30.0
 
 
@@ -98,7 +100,7 @@ def read_events(log_dir: Path) -> dict:
 # The PyTorch reference
 
 
-def run_torch(data_dir: Path, budget_s: float, eval_streams: int) -> dict:
+def run_torch(data_dir: Path, budget_s: float, eval_streams: int, settings: dict) -> dict:
     import torch
 
     from bench_train import Torch
@@ -107,14 +109,14 @@ def run_torch(data_dir: Path, budget_s: float, eval_streams: int) -> dict:
     load_start = os.getloadavg()
     corpus = dataset.prepare_corpus(dataset.resolve_corpus(str(data_dir), None), dataset.DataOptions())
     train_ids, val_ids = corpus.split(VAL_FRAC)
-    s = TORCH
+    s = settings
     loader = dataset.BatchLoader(train_ids, s["batch"], s["seq_length"], seed=SEED)
     # Scored on as many streams as ours (train.py evaluates with --batch_size streams): each stream
     # starts from a zero state, so more streams would score more poorly predicted first characters
     # and raise its loss for no fault of its own.
     eval_batch = max(1, min(eval_streams, (len(val_ids) - 1) // s["seq_length"]))
     # bench_train's reference model (Embedding -> nn.LSTM -> Linear), seeded there
-    net = Torch(corpus.vocab.size, s["layers"], s["hidden"], [loader.batch(0, 0)]).net
+    net = Torch(corpus.vocab.size, s["layers"], s["hidden"], [loader.batch(0, 0)], s["dropout"]).net
     optimizer = torch.optim.Adam(net.parameters(), lr=s["lr"])
 
     def zeros(batch: int):
@@ -167,7 +169,7 @@ def run_torch(data_dir: Path, budget_s: float, eval_streams: int) -> dict:
     curve.append(((t - start) / 60, step, evaluate()))  # the end of the budget, as train.py does
     command = (f"PyTorch {torch.__version__} {s['layers']}x{s['hidden']} LSTM, B{s['batch']} T{s['seq_length']}, "
                f"Adam {s['lr']:g}, {s['warmup_steps']}-step warmup, cosine to {s['min_lr_frac']:g}x over the "
-               f"budget, clip {s['clip']:g}, no dropout, {THREADS} threads")
+               f"budget, clip {s['clip']:g}, dropout {s['dropout']:g}, {THREADS} threads")
     return dict(curve=curve, chars_per_s=step * s["batch"] * s["seq_length"] / step_s, steps=step,
                 train_min=(t - start) / 60, command=command, load_start=load_start, load_end=os.getloadavg(),
                 process_min=(time.monotonic() - start) / 60)
@@ -217,7 +219,15 @@ def main() -> int:
     parser.add_argument("--data_dir", default="data/tinyshakespeare", help="corpus, relative to the repository")
     parser.add_argument("--keep", action="store_true", help="keep ours' run directory (to sample from it)")
     parser.add_argument("--train_args", default="", help="extra train.py flags, e.g. '--rnn_size 384'")
+    parser.add_argument("--torch", nargs="*", default=[], metavar="KEY=VALUE",
+                        help=f"the reference's settings instead of its defaults {TORCH}, e.g. hidden=384 dropout=0.25")
     args = parser.parse_args()
+    settings = dict(TORCH)
+    for item in args.torch:
+        key, _, value = item.partition("=")
+        if key not in TORCH or not value:
+            parser.error(f"--torch {item}: use KEY=VALUE with KEY one of {', '.join(TORCH)}")
+        settings[key] = type(TORCH[key])(value)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its event reader's chatter
     budget = "1m" if args.quick else args.budget
@@ -231,7 +241,7 @@ def main() -> int:
         if args.only in (None, "ours"):
             results["ours"] = run_ours(data_dir, budget, work, extra)
         if args.only in (None, "torch"):
-            results["torch"] = run_torch(data_dir, budget_s, plan.build_parser().parse_args(extra).batch_size)
+            results["torch"] = run_torch(data_dir, budget_s, plan.build_parser().parse_args(extra).batch_size, settings)
     finally:
         if args.keep:
             log.info("ours' run is kept in %s", work / "save" / "ours")

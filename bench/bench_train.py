@@ -133,21 +133,23 @@ class Ours:
 
 
 class Torch:
-    """The PyTorch reference: Embedding -> nn.LSTM -> Linear, Adam, clip 5, carried state."""
+    """The PyTorch reference: Embedding -> nn.LSTM -> Linear, Adam, clip 5, carried state; with
+    dropout (bench_quality), between the layers and before the output layer, as train.py's."""
 
-    def __init__(self, vocab: int, layers: int, hidden: int, batches):
+    def __init__(self, vocab: int, layers: int, hidden: int, batches, dropout: float = 0.0):
         import torch
 
         class LM(torch.nn.Module):
             def __init__(self):
                 super().__init__()
                 self.embedding = torch.nn.Embedding(vocab, EMBEDDING)
-                self.lstm = torch.nn.LSTM(EMBEDDING, hidden, layers, batch_first=True)
+                self.lstm = torch.nn.LSTM(EMBEDDING, hidden, layers, batch_first=True, dropout=dropout)
+                self.drop = torch.nn.Dropout(dropout) if dropout else torch.nn.Identity()
                 self.out = torch.nn.Linear(hidden, vocab)
 
             def forward(self, x, state):
                 h, state = self.lstm(self.embedding(x), state)
-                return self.out(h), state
+                return self.out(self.drop(h)), state
 
         torch.manual_seed(0)
         self.torch, self.net = torch, LM()
