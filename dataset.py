@@ -492,6 +492,33 @@ class Vocab:
         text = _text(self._cps[np.asarray(ids, dtype=np.int64)])
         return from_jamo(text) if self.unit == "jamo" else text
 
+    @functools.cached_property
+    def _jamo_kinds(self) -> dict[int, str]:
+        """id -> "initial", "vowel", "final" or "escape" for the symbols from_jamo composes."""
+        kinds = {"initial": (_L_FIRST, _L_LAST), "vowel": (_V_FIRST, _V_LAST), "final": (_T_BASE + 1, _T_LAST),
+                 "escape": (_ESCAPE, _ESCAPE)}
+        return {i: kind for i, cp in enumerate(self._cps.tolist()) for kind, (first, last) in kinds.items()
+                if first <= cp <= last}
+
+    def undecided(self, ids: list[int]) -> int:
+        """How many trailing ids may still decode otherwise once more follow (0 under --unit char,
+        where decoding is the identity): an initial alone or with its vowel (a vowel, then a final,
+        may join them), or an escape still waiting for the jamo it marks. At most two, whatever a
+        model writes, so streamed text keeps flowing (holding back every trailing jamo never ended
+        a model that wrote only jamo)."""
+        if self.unit != "jamo":
+            return 0
+        kinds = self._jamo_kinds
+        escapes = 0
+        while escapes < len(ids) and kinds.get(ids[-1 - escapes]) == "escape":
+            escapes += 1
+        if escapes:  # escapes pair up from the run's start (escape + escape is one original U+FDD0)
+            return escapes % 2
+        last = kinds.get(ids[-1]) if ids else None
+        if last == "initial":
+            return 1
+        return 2 if last == "vowel" and len(ids) > 1 and kinds.get(ids[-2]) == "initial" else 0
+
     def save(self, path: Path) -> None:
         """vocab.json: UTF-8, one [symbol, count] per line in id order, so it reads as a table."""
         head = json.dumps({"format": _VOCAB_FORMAT, "unit": self.unit, "normalize": self.normalize,

@@ -488,9 +488,10 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
             raise
         raise CharRNNError(f"{error} (the path saved in {resume_dir / 'config.json'}): pass --data_dir or --input "
                            f"to say where the text is now") from None
-    corpus = dataset.prepare_corpus(files, data_options(args))
+    options = data_options(args)
+    corpus = dataset.prepare_corpus(files, options)
     if resume_dir is not None:
-        corpus = on_the_run_s_vocabulary(resume_dir, corpus, files, data_options(args))
+        corpus = on_the_run_s_vocabulary(resume_dir, corpus, files, options)
     if args.unit == "jamo" and corpus.vocab.char_starts.all():  # no vowel jamo: nothing was split
         log.warning("--unit jamo: the text has no Hangul syllables to split into jamo, so the model reads "
                     "its characters as under --unit char")

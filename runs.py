@@ -276,12 +276,14 @@ def save_checkpoint(manager: "tf.train.CheckpointManager", step: int, how_to_go_
     previous checkpoint, if any, as the latest. A failed save's own files go (a model's worth of
     space, on a disk that may be full, and a warning at every resume); files of that step that
     were there before stay, since they may be a good checkpoint. how_to_go_on ends the message."""
-    prefix = Path(manager.directory) / f"ckpt-{step}"
-    before = set(prefix.parent.glob(f"{prefix.name}[._]*"))  # ckpt-N.index, .data-*, ckpt-N_temp/
+    def files_of_step() -> set[Path]:  # ckpt-N.index, ckpt-N.data-*, ckpt-N_temp/
+        return set(Path(manager.directory).glob(f"ckpt-{step}[._]*"))
+
+    before = files_of_step()
     try:
         return manager.save(checkpoint_number=step)
     except Exception as error:  # OSError or tf.errors.OpError: disk full, permissions, ...
-        for path in set(prefix.parent.glob(f"{prefix.name}[._]*")) - before:
+        for path in files_of_step() - before:
             try:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
             except OSError:

@@ -177,48 +177,20 @@ def prime_ids(vocab: "dataset.Vocab", prime: str, unknown: str) -> list[int]:
 def stream_texts(vocab: "dataset.Vocab", id_chunks: Iterator, prefix: Sequence[int] = ()) -> Iterator[list[str]]:
     """Decode chunks of ids [rows, k] into each row's next piece of text, each row starting with
     the prefix ids (the prime). Under --unit jamo the few trailing symbols that the next ones can
-    still change (see unfinished) wait for the next chunk, so a Hangul syllable split across chunks
+    still change (Vocab.undecided) wait for the next chunk, so a Hangul syllable split across chunks
     is recomposed whole, also when the model adds a final consonant to the prime's last syllable."""
-    kinds = jamo_kinds(vocab)
     pending: list[list[int]] | None = None
     for chunk in id_chunks:
         pending = pending or [list(prefix) for _ in chunk]
         texts = []
         for row, ids in enumerate(chunk):
             ids = pending[row] + [int(i) for i in ids]
-            cut = len(ids) - unfinished(ids, kinds)
+            cut = len(ids) - vocab.undecided(ids)
             texts.append(vocab.decode(ids[:cut]))
             pending[row] = ids[cut:]
         yield texts
     if pending and any(pending):
         yield [vocab.decode(ids) for ids in pending]
-
-
-def jamo_kinds(vocab: "dataset.Vocab") -> dict[int, str]:
-    """id -> "initial", "vowel", "final" or "escape" for the symbols from_jamo composes (none
-    unless the vocabulary's unit is jamo: decoding characters is the identity)."""
-    if vocab.unit != "jamo":
-        return {}
-    ranges = {"initial": (dataset._L_FIRST, dataset._L_LAST), "vowel": (dataset._V_FIRST, dataset._V_LAST),
-              "final": (dataset._T_BASE + 1, dataset._T_LAST), "escape": (dataset._ESCAPE, dataset._ESCAPE)}
-    return {i: kind for i, symbol in enumerate(vocab.symbols) if len(symbol) == 1
-            for kind, (first, last) in ranges.items() if first <= ord(symbol) <= last}
-
-
-def unfinished(ids: list[int], kinds: dict[int, str]) -> int:
-    """How many trailing ids may still decode otherwise once more follow: an initial alone or with
-    its vowel (a vowel, then a final, may join them), or an escape still waiting for the jamo it
-    marks. At most two, whatever the model writes, so the text keeps flowing (holding back every
-    trailing jamo never ended a model that wrote only jamo)."""
-    escapes = 0
-    while escapes < len(ids) and kinds.get(ids[-1 - escapes]) == "escape":
-        escapes += 1
-    if escapes:  # escapes pair up from the run's start (escape + escape is one original U+FDD0)
-        return escapes % 2
-    last = kinds.get(ids[-1]) if ids else None
-    if last == "initial":
-        return 1
-    return 2 if last == "vowel" and len(ids) > 1 and kinds.get(ids[-2]) == "initial" else 0
 
 
 def main(argv: list[str] | None = None) -> int:
