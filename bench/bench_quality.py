@@ -4,6 +4,7 @@
     python bench/bench_quality.py --quick         # smoke run, 1 minute each
     python bench/bench_quality.py --only ours --budget 5m
     python bench/bench_quality.py --only torch --torch hidden=384 batch=24 dropout=0.25
+    python bench/bench_quality.py --steps 1500    # learning per step, whatever each side's speed
 
 Tiny shakespeare, the last 10% held out for validation. Ours is `python train.py` run as a real
 subprocess with its default flags plus --time_budget (its curve is read back from the
@@ -14,7 +15,9 @@ reads the same ids with the same batching (dataset.BatchLoader: B contiguous str
 carried across batches) and is evaluated on the whole validation split (dataset.eval_batches)
 about every 30 s of its run; evaluation counts against its budget, as it does in train.py.
 The two run one after the other, so the load average is printed for each. Prints a markdown
-table to stdout; train.py's progress goes to stderr.
+table to stdout; train.py's progress goes to stderr. With --steps each side trains that many steps
+instead (train.py --max_steps; the cosine runs over the steps), both evaluated every --eval_every
+steps, so the curves compare what each learns per step apart from how fast it steps.
 """
 from __future__ import annotations
 
@@ -56,9 +59,10 @@ TORCH_EVAL_EVERY_S = 30.0
 # Ours: train.py as a subprocess, its curve read back from TensorBoard
 
 
-def run_ours(data_dir: Path, budget: str, work: Path, extra: list[str]) -> dict:
+def run_ours(data_dir: Path, length: list[str], work: Path, extra: list[str]) -> dict:
+    """length: train.py's flag that ends the run, e.g. ["--time_budget", "15m"]."""
     command = [sys.executable, "train.py", "--data_dir", str(data_dir), "--val_frac", str(VAL_FRAC),
-               "--time_budget", budget, "--save_dir", str(work / "save"), "--log_dir", str(work / "logs"),
+               *length, "--save_dir", str(work / "save"), "--log_dir", str(work / "logs"),
                "--run_name", "ours", *extra]
     shown = "python " + " ".join(shlex.quote(c) for c in command[1:])
     log.info("ours: %s", shown)
@@ -100,7 +104,10 @@ def read_events(log_dir: Path) -> dict:
 # The PyTorch reference
 
 
-def run_torch(data_dir: Path, budget_s: float, eval_streams: int, settings: dict) -> dict:
+def run_torch(data_dir: Path, budget_s: float | None, steps: int | None, evaluation: argparse.Namespace,
+              settings: dict) -> dict:
+    """Trains for budget_s seconds (evaluating every TORCH_EVAL_EVERY_S) or for `steps` steps
+    (evaluating every evaluation.eval_every); evaluation.batch_size streams score the validation text."""
     import torch
 
     from bench_train import Torch
@@ -114,7 +121,7 @@ def run_torch(data_dir: Path, budget_s: float, eval_streams: int, settings: dict
     # Scored on as many streams as ours (train.py evaluates with --batch_size streams): each stream
     # starts from a zero state, so more streams would score more poorly predicted first characters
     # and raise its loss for no fault of its own.
-    eval_batch = max(1, min(eval_streams, (len(val_ids) - 1) // s["seq_length"]))
+    eval_batch = max(1, min(evaluation.batch_size, (len(val_ids) - 1) // s["seq_length"]))
     # bench_train's reference model (Embedding -> nn.LSTM -> Linear), seeded there
     net = Torch(corpus.vocab.size, s["layers"], s["hidden"], [loader.batch(0, 0)], s["dropout"]).net
     optimizer = torch.optim.Adam(net.parameters(), lr=s["lr"])
@@ -142,8 +149,8 @@ def run_torch(data_dir: Path, budget_s: float, eval_streams: int, settings: dict
                                   min_lr_frac=s["min_lr_frac"], decay_rate=None)
     start = time.monotonic()
     next_eval = TORCH_EVAL_EVERY_S
-    while (elapsed := time.monotonic() - start) < budget_s:
-        lr = train.learning_rate(schedule, step, epoch, elapsed / budget_s)
+    while (progress := step / steps if steps else (time.monotonic() - start) / budget_s) < 1.0:
+        lr = train.learning_rate(schedule, step, epoch, progress)
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = (torch.from_numpy(a).long() for a in loader.batch(epoch, batch))
@@ -159,17 +166,18 @@ def run_torch(data_dir: Path, budget_s: float, eval_streams: int, settings: dict
         step, batch = step + 1, batch + 1
         if batch == loader.num_batches:  # a new epoch starts the streams at a new offset, as ours
             epoch, batch, state = epoch + 1, 0, zeros(s["batch"])
-        if time.monotonic() - start - eval_s >= next_eval:
+        if (step % evaluation.eval_every == 0) if steps else (time.monotonic() - start - eval_s >= next_eval):
             t = time.monotonic()
             curve.append(((t - start) / 60, step, evaluate()))
             eval_s += time.monotonic() - t
             next_eval += TORCH_EVAL_EVERY_S
             log.info("torch step %d: val loss %.4f", step, curve[-1][2])
     t = time.monotonic()
-    curve.append(((t - start) / 60, step, evaluate()))  # the end of the budget, as train.py does
+    if not curve or curve[-1][1] != step:  # the end of the run, as train.py does (not the same weights twice)
+        curve.append(((t - start) / 60, step, evaluate()))
     command = (f"PyTorch {torch.__version__} {s['layers']}x{s['hidden']} LSTM, B{s['batch']} T{s['seq_length']}, "
                f"Adam {s['lr']:g}, {s['warmup_steps']}-step warmup, cosine to {s['min_lr_frac']:g}x over the "
-               f"budget, clip {s['clip']:g}, dropout {s['dropout']:g}, {THREADS} threads")
+               f"{'steps' if steps else 'budget'}, clip {s['clip']:g}, dropout {s['dropout']:g}, {THREADS} threads")
     return dict(curve=curve, chars_per_s=step * s["batch"] * s["seq_length"] / step_s, steps=step,
                 train_min=(t - start) / 60, command=command, load_start=load_start, load_end=os.getloadavg(),
                 process_min=(time.monotonic() - start) / 60)
@@ -179,15 +187,16 @@ def run_torch(data_dir: Path, budget_s: float, eval_streams: int, settings: dict
 # Report
 
 
-def value_at(curve: list[tuple[float, int, float]], minute: float) -> float | None:
-    """The last validation loss measured by this time."""
-    seen = [value for when, _, value in curve if when <= minute + 1e-9]
+def value_at(curve: list[tuple[float, int, float]], mark: float, by_step: bool) -> float | None:
+    """The last validation loss measured by this minute (or step)."""
+    seen = [value for when, step, value in curve if (step if by_step else when) <= mark + 1e-9]
     return seen[-1] if seen else None
 
 
-def report(results: dict, budget: str, budget_s: float, argv: list[str]) -> None:
+def report(results: dict, budget: str, budget_s: float, steps: int | None, eval_every: int, argv: list[str]) -> None:
     load = lambda xs: "/".join(f"{x:.2f}" for x in xs)  # noqa: E731
-    print(f"## Quality in {budget} of training each: tiny shakespeare, last {VAL_FRAC:.0%} as validation\n")
+    length = f"{steps:,} steps" if steps else budget
+    print(f"## Quality in {length} of training each: tiny shakespeare, last {VAL_FRAC:.0%} as validation\n")
     print(f"Bench: `python bench/{Path(__file__).name} {' '.join(shlex.quote(a) for a in argv)}`, "
           f"{os.cpu_count()} CPUs.\n")
     print("| model | best val loss (nats/char) | at minute | final val loss | steps | chars/s | "
@@ -200,20 +209,24 @@ def report(results: dict, budget: str, budget_s: float, argv: list[str]) -> None
     print()
     for name, r in results.items():
         print(f"- {name}: `{r['command']}`" if name == "ours" else f"- {name}: {r['command']}")
-    # a point per minute; a finer grid for short budgets (--quick)
-    every = 60.0 if budget_s >= 300 else budget_s / 6
-    marks = [every * (i + 1) / 60 for i in range(int(budget_s / every + 1e-9))]
-    print("\n| minute | " + " | ".join(f"{name} val loss" for name in results) + " |")
+    if steps:  # a point per evaluation
+        marks = list(range(eval_every, steps + 1, eval_every))
+    else:  # a point per minute; a finer grid for short budgets (--quick)
+        every = 60.0 if budget_s >= 300 else budget_s / 6
+        marks = [every * (i + 1) / 60 for i in range(int(budget_s / every + 1e-9))]
+    print(f"\n| {'step' if steps else 'minute'} | " + " | ".join(f"{name} val loss" for name in results) + " |")
     print("|---:|" + "---:|" * len(results))
-    for minute in marks + [math.inf]:
-        cells = [value_at(r["curve"], minute) for r in results.values()]
-        label = "end" if minute == math.inf else f"{minute:.2f}".rstrip("0").rstrip(".")
+    ends_on_a_mark = steps and marks and marks[-1] == steps
+    for mark in marks + ([] if ends_on_a_mark else [math.inf]):
+        cells = [value_at(r["curve"], mark, bool(steps)) for r in results.values()]
+        label = "end" if mark == math.inf else f"{mark:,}" if steps else f"{mark:.2f}".rstrip("0").rstrip(".")
         print(f"| {label} | " + " | ".join("-" if c is None else f"{c:.4f}" for c in cells) + " |")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", default="15m", help="training time for each model, e.g. 15m, 90s")
+    parser.add_argument("--steps", type=int, help="train each side this many steps instead of --budget")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 minute each, frequent evaluation")
     parser.add_argument("--only", choices=["ours", "torch"], help="run one side only")
     parser.add_argument("--data_dir", default="data/tinyshakespeare", help="corpus, relative to the repository")
@@ -232,22 +245,26 @@ def main() -> int:
     logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its event reader's chatter
     budget = "1m" if args.quick else args.budget
     budget_s = utils.parse_duration(budget, "--budget")
+    if args.steps is not None and args.steps < 1:
+        parser.error(f"--steps {args.steps}: must be at least 1")
     extra = shlex.split(args.train_args) + (["--eval_every", "25"] if args.quick else [])
+    length = ["--max_steps", str(args.steps)] if args.steps else ["--time_budget", budget]
+    evaluation = plan.build_parser().parse_args(extra)  # ours' --batch_size and --eval_every
     data_dir = (ROOT / args.data_dir).resolve()
 
     results = {}
     work = Path(tempfile.mkdtemp(prefix="bench-quality-"))
     try:
         if args.only in (None, "ours"):
-            results["ours"] = run_ours(data_dir, budget, work, extra)
+            results["ours"] = run_ours(data_dir, length, work, extra)
         if args.only in (None, "torch"):
-            results["torch"] = run_torch(data_dir, budget_s, plan.build_parser().parse_args(extra).batch_size, settings)
+            results["torch"] = run_torch(data_dir, None if args.steps else budget_s, args.steps, evaluation, settings)
     finally:
         if args.keep:
             log.info("ours' run is kept in %s", work / "save" / "ours")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    report(results, budget, budget_s, sys.argv[1:])
+    report(results, budget, budget_s, args.steps, evaluation.eval_every, sys.argv[1:])
     return 0
 
 
