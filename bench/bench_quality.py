@@ -104,10 +104,10 @@ def read_events(log_dir: Path) -> dict:
 # The PyTorch reference
 
 
-def run_torch(data_dir: Path, budget_s: float | None, steps: int | None, evaluation: argparse.Namespace,
-              settings: dict) -> dict:
-    """Trains for budget_s seconds (evaluating every TORCH_EVAL_EVERY_S) or for `steps` steps
-    (evaluating every evaluation.eval_every); evaluation.batch_size streams score the validation text."""
+def run_torch(data_dir: Path, ours: argparse.Namespace, settings: dict) -> dict:
+    """Trains as long as ours' flags say, by train.py's rule: for --max_steps steps, evaluating every
+    --eval_every, or for --time_budget, evaluating every TORCH_EVAL_EVERY_S; --batch_size streams
+    score the validation text."""
     import torch
 
     from bench_train import Torch
@@ -121,7 +121,7 @@ def run_torch(data_dir: Path, budget_s: float | None, steps: int | None, evaluat
     # Scored on as many streams as ours (train.py evaluates with --batch_size streams): each stream
     # starts from a zero state, so more streams would score more poorly predicted first characters
     # and raise its loss for no fault of its own.
-    eval_batch = max(1, min(evaluation.batch_size, (len(val_ids) - 1) // s["seq_length"]))
+    eval_batch = max(1, min(ours.batch_size, (len(val_ids) - 1) // s["seq_length"]))
     # bench_train's reference model (Embedding -> nn.LSTM -> Linear), seeded there
     net = Torch(corpus.vocab.size, s["layers"], s["hidden"], [loader.batch(0, 0)], s["dropout"]).net
     optimizer = torch.optim.Adam(net.parameters(), lr=s["lr"])
@@ -149,7 +149,7 @@ def run_torch(data_dir: Path, budget_s: float | None, steps: int | None, evaluat
                                   min_lr_frac=s["min_lr_frac"], decay_rate=None)
     start = time.monotonic()
     next_eval = TORCH_EVAL_EVERY_S
-    while (progress := step / steps if steps else (time.monotonic() - start) / budget_s) < 1.0:
+    while (progress := train.training_progress(ours, step, time.monotonic() - start, loader.num_batches)) < 1.0:
         lr = train.learning_rate(schedule, step, epoch, progress)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -166,7 +166,8 @@ def run_torch(data_dir: Path, budget_s: float | None, steps: int | None, evaluat
         step, batch = step + 1, batch + 1
         if batch == loader.num_batches:  # a new epoch starts the streams at a new offset, as ours
             epoch, batch, state = epoch + 1, 0, zeros(s["batch"])
-        if (step % evaluation.eval_every == 0) if steps else (time.monotonic() - start - eval_s >= next_eval):
+        due = step % ours.eval_every == 0 if ours.max_steps else time.monotonic() - start - eval_s >= next_eval
+        if due:
             t = time.monotonic()
             curve.append(((t - start) / 60, step, evaluate()))
             eval_s += time.monotonic() - t
@@ -177,7 +178,7 @@ def run_torch(data_dir: Path, budget_s: float | None, steps: int | None, evaluat
         curve.append(((t - start) / 60, step, evaluate()))
     command = (f"PyTorch {torch.__version__} {s['layers']}x{s['hidden']} LSTM, B{s['batch']} T{s['seq_length']}, "
                f"Adam {s['lr']:g}, {s['warmup_steps']}-step warmup, cosine to {s['min_lr_frac']:g}x over the "
-               f"{'steps' if steps else 'budget'}, clip {s['clip']:g}, dropout {s['dropout']:g}, {THREADS} threads")
+               f"{'steps' if ours.max_steps else 'budget'}, clip {s['clip']:g}, dropout {s['dropout']:g}, {THREADS} threads")
     return dict(curve=curve, chars_per_s=step * s["batch"] * s["seq_length"] / step_s, steps=step,
                 train_min=(t - start) / 60, command=command, load_start=load_start, load_end=os.getloadavg(),
                 process_min=(time.monotonic() - start) / 60)
@@ -249,7 +250,8 @@ def main() -> int:
         parser.error(f"--steps {args.steps}: must be at least 1")
     extra = shlex.split(args.train_args) + (["--eval_every", "25"] if args.quick else [])
     length = ["--max_steps", str(args.steps)] if args.steps else ["--time_budget", budget]
-    evaluation = plan.build_parser().parse_args(extra)  # ours' --batch_size and --eval_every
+    ours = plan.build_parser().parse_args(extra + length)  # the flags train.py gets, and its derived lengths
+    plan.check_args(ours)
     data_dir = (ROOT / args.data_dir).resolve()
 
     results = {}
@@ -258,13 +260,13 @@ def main() -> int:
         if args.only in (None, "ours"):
             results["ours"] = run_ours(data_dir, length, work, extra)
         if args.only in (None, "torch"):
-            results["torch"] = run_torch(data_dir, None if args.steps else budget_s, args.steps, evaluation, settings)
+            results["torch"] = run_torch(data_dir, ours, settings)
     finally:
         if args.keep:
             log.info("ours' run is kept in %s", work / "save" / "ours")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    report(results, budget, budget_s, args.steps, evaluation.eval_every, sys.argv[1:])
+    report(results, budget, budget_s, args.steps, ours.eval_every, sys.argv[1:])
     return 0
 
 
