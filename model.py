@@ -502,7 +502,8 @@ def _filter_logits(logits: tf.Tensor, top_k: tf.Tensor, top_p: tf.Tensor) -> tf.
     # Keep a symbol while the probability mass ranked above it is below top_p; the first is always
     # kept. top_p 1 keeps all: in float32 the mass above the least likely symbols can round to 1.
     mass_before = tf.cumsum(tf.nn.softmax(ranked), axis=-1, exclusive=True)
-    keep = in_k & ((mass_before < top_p) | (top_p >= 1.0))
+    # (A top_p too small for float32 arrives as 0: the first still has to be kept.)
+    keep = in_k & ((mass_before < top_p) | (top_p >= 1.0) | (tf.range(V) == 0))
     threshold = tf.reduce_min(tf.where(keep, ranked, math.inf), axis=-1, keepdims=True)
     return tf.where(logits < threshold, -math.inf, logits)
 

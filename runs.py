@@ -58,6 +58,8 @@ def resolve_run_dir(path: str, flag: str) -> Path:
     run = Path(path)
     if run.name in ("", ".."):  # "." or "..": the run's name, and where `latest` goes, need the real one.
         run = run / ".." / Path(os.path.realpath(run)).name  # still relative: an absolute path may hold [ ] * ?
+    if run.name == "latest" and run.is_file():  # the pointer file itself: the save directory it names a run of
+        run = run.parent
     if run.exists() and not run.is_dir():
         raise CharRNNError(f"{flag} {path}: is a file, not a run directory. Pass the directory that holds a "
                            f"run's config.json and checkpoints (save/<run name>), or the save directory itself.")
@@ -85,6 +87,9 @@ def resolve_run_dir(path: str, flag: str) -> Path:
     if (run / "config.pkl").is_file() or (run / "chars_vocab.pkl").is_file():
         raise CharRNNError(f"{flag} {path}: a save directory of char-rnn-tensorflow (TF1): its pickled config and "
                            f"TF1 checkpoints cannot be loaded here. Train again with train.py: the same flags work.")
+    if run.name == "best" and (run.parent / "config.json").is_file():
+        raise CharRNNError(f"{flag} {path}: the best-by-validation checkpoints of a run: pass the run directory, "
+                           f"{flag} {run.parent}" + (" --checkpoint best" if flag == "--save_dir" else ""))
     if (run / ".lock").is_file():  # RunLock made it: training still before its first save, or killed then
         raise CharRNNError(f"{flag} {path}: no config.json: a run still before its first save, or one killed "
                            f"then (start it again with the command that created it), or not a training run.")

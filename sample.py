@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a run directory, or a save directory (its run that saved last)")
     p.add_argument("--checkpoint", default="latest",
                    help="latest (the newest that loads, best/'s included), best, or the path of a checkpoint (ckpt-N)")
-    p.add_argument("-n", type=int, default=500, help="number of characters to generate (0: the prime alone)")
+    # --n too: argparse would otherwise read it as an abbreviation of --num_samples.
+    p.add_argument("-n", "--n", type=int, default=500, help="number of characters to generate (0: the prime alone)")
     p.add_argument("--prime", default="", help="text to start from (empty: start of a line)")
     p.add_argument("--sample", type=int, default=1, choices=[0, 1, 2],
                    help="0: the most likely symbol each step; 1: sample; 2: sample only after spaces, else the "

@@ -111,7 +111,8 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]
 
 def read_json_object(path: Path) -> dict:
     """A JSON file the tool wrote as an object (config.json, vocab.json); ValueError when it is none."""
-    record = json.loads(Path(path).read_text(encoding="utf-8"))
+    # utf-8-sig: a file saved again by an editor that writes a byte-order mark (Windows Notepad) still reads.
+    record = json.loads(Path(path).read_text(encoding="utf-8-sig"))
     if not isinstance(record, dict):
         raise ValueError("not a JSON object")
     return record
@@ -217,10 +218,28 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def fill_closed_std_streams() -> None:
+    """Started with stdout or stderr closed (>&-, 2>&-), a process would hand that descriptor to
+    the next file it opens, and TensorFlow's C++ log lines, written to descriptor 2, would land in
+    a checkpoint. Put the null device there instead; with stderr closed the messages go nowhere
+    (sys.stdout stays None: sample.py refuses to write a sample nowhere)."""
+    for fd in (1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+
+
 def setup_logging(verbose: bool) -> None:
     """Our messages on stderr with a time stamp; other libraries' INFO chatter stays hidden.
     stderr speaks UTF-8 whatever the locale, so Korean in a message stays readable (a stream
     that is no file, as in a notebook or under redirect_stderr, takes text as it is)."""
+    fill_closed_std_streams()
     if hasattr(sys.stderr, "reconfigure"):
         sys.stderr.reconfigure(encoding="utf-8", errors="backslashreplace")
     for old in logger.handlers[:]:  # a second main() in one process (tests, notebooks) logs each line once

@@ -263,6 +263,7 @@ def test_generate_argmax_limits(sampler):
     np.testing.assert_array_equal(greedy, M.generate(sampler, PRIME, 30, temperature=1e-7, seed=3))
     np.testing.assert_array_equal(greedy, M.generate(sampler, PRIME, 30, top_k=1, seed=3))
     np.testing.assert_array_equal(greedy, M.generate(sampler, PRIME, 30, top_p=1e-6, seed=3))
+    np.testing.assert_array_equal(greedy, M.generate(sampler, PRIME, 30, top_p=1e-46, seed=3))  # 0 in float32
 
 
 def test_generate_matches_step_by_step_greedy(sampler):

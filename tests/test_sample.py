@@ -151,6 +151,27 @@ def test_stdout_closed_or_without_spaces_for_sample_2(run_dir: Path, tmp_path: P
     assert "--sample 2 samples only after a space" in result.stderr.decode("utf-8") and len(text(result)) == 21
 
 
+def test_stderr_closed_and_the_long_spelling_of_n(run_dir: Path) -> None:
+    """With stderr closed the sample is still written (not a hidden traceback), and --n is -n,
+    not an abbreviation of --num_samples."""
+    closed = subprocess.run(["bash", "-c", '"$0" "$1" --save_dir "$2" --n 7 --seed 3 2>&-', sys.executable,
+                             str(ROOT / "sample.py"), str(run_dir)], capture_output=True, timeout=120)
+    assert text(closed) == text(sample(run_dir, "-n", "7", "--seed", "3")) and len(text(closed)) == 8
+
+
+def test_save_dir_as_its_latest_file_its_best_folder_or_with_byte_order_marks(run_dir: Path, tmp_path: Path) -> None:
+    want = text(sample(run_dir, "-n", "30", "--seed", "2"))
+    assert text(sample(run_dir.parent / "latest", "-n", "30", "--seed", "2")) == want
+    best = sample(run_dir / "best", "-n", "30")
+    assert best.returncode == 2 and f"--save_dir {run_dir} --checkpoint best" in best.stderr.decode("utf-8")
+    # config.json and vocab.json saved again by an editor that writes a UTF-8 byte-order mark
+    marked = tmp_path / "marked"
+    shutil.copytree(run_dir, marked)
+    for name in ("config.json", "vocab.json"):
+        (marked / name).write_text((marked / name).read_text(encoding="utf-8"), encoding="utf-8-sig")
+    assert text(sample(marked, "-n", "30", "--seed", "2")) == want
+
+
 def test_prime_outside_a_limited_vocabulary_and_identical_greedy_samples(caplog) -> None:
     """A run cut to its most frequent characters (--max_vocab) may have seen a character it has no
     symbol for: the message says outside its vocabulary, not never seen. Several --sample 0 samples
