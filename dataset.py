@@ -113,6 +113,12 @@ def resolve_corpus(data_dir: str | None, input_path: str | None) -> list[Path]:
                            where, others, where)
     else:
         files = _text_files(root)
+        named = root / "input.txt"
+        if not files and os.path.lexists(named):
+            what = ("a link to nothing (its target is gone)" if named.is_symlink() and not named.exists()
+                    else "a directory" if named.is_dir() else "not a regular file (a pipe or a device?)")
+            raise CharRNNError(f"{flag} {where}: its input.txt is {what}; put the text in a regular file "
+                               f"{named}, or pass --input FILE")
         if not files:
             raise CharRNNError(f"{flag} {where}: no .txt files in this directory "
                                f"(put the text in {root / 'input.txt'} or pass --input FILE)")
@@ -970,11 +976,18 @@ def unigram_entropy_bits(vocab: Vocab, ids: np.ndarray) -> float:
 # Batching
 
 
-def _what_fits(symbols: int, batch_size: int, seq_length: int) -> str:
+def _what_fits(symbols: int, batch_size: int, seq_length: int, longest_window: int | None) -> str:
     """The advice for a training part too short for one batch: the --seq_length that fits it at this
-    --batch_size, and the --batch_size at this --seq_length, where either does."""
-    fits = [f"--seq_length {symbols // (2 * batch_size)} or less" if symbols >= 2 * batch_size else "",
-            f"--batch_size {symbols // (2 * seq_length)} or less" if symbols >= 2 * seq_length else ""]
+    --batch_size, and the --batch_size at this --seq_length, where either does (and the validation
+    part has a window of that --seq_length: longest_window)."""
+    def at_most(flag: str, value: int) -> str:
+        return f"--{flag} {value}" + " or less" * (value > 1)
+
+    longest = seq_length if longest_window is None else longest_window
+    seq_fit = min(symbols // (2 * batch_size), longest)
+    fits = [at_most("seq_length", seq_fit) if seq_fit >= 1 else "",
+            at_most("batch_size", symbols // (2 * seq_length)) if symbols >= 2 * seq_length and seq_length <= longest
+            else ""]
     fits = [fit for fit in fits if fit]
     if not fits:
         return "Use a longer text: a model learns from thousands of characters at the least."
@@ -991,7 +1004,9 @@ class BatchLoader:
     share of the streams and only ever reads its part of the text."""
 
     def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int, seed: int = 0,
-                 shard_index: int = 0, num_shards: int = 1) -> None:
+                 shard_index: int = 0, num_shards: int = 1, longest_window: int | None = None) -> None:
+        """longest_window: the longest --seq_length the validation part holds, for the advice when
+        the text is too short (None: not known)."""
         if batch_size < 1 or seq_length < 1:
             raise CharRNNError(f"--batch_size {batch_size} --seq_length {seq_length}: both must be at least 1")
         if not (1 <= num_shards <= batch_size and 0 <= shard_index < num_shards):
@@ -1002,7 +1017,8 @@ class BatchLoader:
         if self.num_batches < 1:
             raise CharRNNError(f"not enough text: the training part has {len(ids):,} symbols, but --batch_size "
                                f"{batch_size} --seq_length {seq_length} needs at least {2 * batch_size * seq_length:,} "
-                               f"(2 x batch_size x seq_length). {_what_fits(len(ids), batch_size, seq_length)}")
+                               f"(2 x batch_size x seq_length). "
+                               f"{_what_fits(len(ids), batch_size, seq_length, longest_window)}")
         lo, hi = shard_index * batch_size // num_shards, (shard_index + 1) * batch_size // num_shards
         self.streams = ids[:batch_size * length].reshape(batch_size, length)[lo:hi]  # a view, no copy
         self._offset = (-1, 0)  # (epoch, offset) of the last epoch asked for

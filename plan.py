@@ -41,6 +41,8 @@ DATA_LAYOUT_FLAGS = ("batch_size", "seq_length", "val_frac", "seed")
 # How long to train. Typing any of them on resume sets the run's length afresh, without the saved
 # others: `--max_steps 50000` must train on after a run that a `--time_budget` ended.
 LENGTH_FLAGS = ("num_epochs", "max_steps", "time_budget")
+# What sets the learning rate at a step: typed on resume, any of them can move it where the run goes on.
+SCHEDULE_FLAGS = (*LENGTH_FLAGS, "learning_rate", "warmup_steps", "min_lr_frac", "decay_rate")
 # How long a run is when no length flag is typed (char-rnn-tensorflow's default). With another
 # length flag typed, that flag alone says how long: `--max_steps 50000` trains 50,000 steps.
 DEFAULT_EPOCHS = 50
@@ -435,7 +437,7 @@ class Run:
     forked_from: Path | None  # the run that run_dir is a copy of, going on from it
     lock: "runs.RunLock | None"
     log_dir_created: Path | None  # the outermost directory of log_dir that this session made
-    saved_length: argparse.Namespace | None = None  # the resumed run's flags under its saved limits, when typed anew
+    saved_schedule: argparse.Namespace | None = None  # the flags with the resumed run's saved schedule, when typed anew
     val_changed: bool = False  # the resumed run's validation text is not the one it saved its best loss for
     kept: bool = False       # the session saved a checkpoint: what it made stays
     log_files_before: set[str] | None = None  # log_dir's files before this session's TensorBoard writer
@@ -454,13 +456,25 @@ def copied_by_hand_from(saved: dict, run_dir: Path) -> Path | None:
         return None
 
 
+def saved_schedule_of(args: argparse.Namespace, saved: dict) -> argparse.Namespace | None:
+    """The flags with the resumed run's saved schedule (a length flag replaces all three saved
+    limits); None when those values fail the checks (a hand-edited config.json: no comparison)."""
+    before = argparse.Namespace(**{**vars(args), **{k: saved.get(k) for k in LENGTH_FLAGS},
+                                   **{k: saved[k] for k in SCHEDULE_FLAGS if k in saved and k not in LENGTH_FLAGS}})
+    try:
+        check_args(before)  # derives its time_budget_s
+    except (CharRNNError, TypeError, ValueError):
+        return None
+    return before
+
+
 def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     """Resolve the run, read the corpus and check everything that can fail cheaply."""
     resume_dir = runs.resolve_run_dir(args.init_from, "--init_from") if args.init_from else None
     fork_dir = None  # where a resumed run goes on when it is not its own directory
     source_logs = None  # the resumed run's TensorBoard run
     copied_from = None  # the run that the resumed one is a copy of, made by hand (cp -r)
-    saved_length = None
+    saved_schedule = None
     if resume_dir is not None:
         # char-rnn-tensorflow's meaning: --init_from is the run to start from, --save_dir where to save
         # (the run itself, or the directory that holds it, is where it already is).
@@ -473,9 +487,8 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         source_logs = Path(saved.get("log_dir") or "logs") / (saved.get("log_name") or resume_dir.name)
         copied_from = copied_by_hand_from(saved, resume_dir)
         check_args(args)
-        if typed & set(LENGTH_FLAGS):
-            saved_length = argparse.Namespace(**{**vars(args), **{k: saved.get(k) for k in LENGTH_FLAGS}})
-            check_args(saved_length)  # derives its time_budget_s
+        if typed & set(SCHEDULE_FLAGS):
+            saved_schedule = saved_schedule_of(args, saved)
     if "time_budget" in typed and re.fullmatch(r"\s*\d+(\.\d*)?\s*", args.time_budget):
         log.info("--time_budget %s: %s seconds (%sm would be minutes)", args.time_budget,
                  args.time_budget.strip(), args.time_budget.strip())
@@ -512,7 +525,8 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     args.val_sha256 = fingerprint
     # Each worker reads only its own streams of the memory-mapped ids.
     loader = dataset.BatchLoader(train_ids, args.batch_size, args.seq_length, seed=args.seed,
-                               shard_index=cluster.worker_index, num_shards=cluster.num_workers)
+                                 shard_index=cluster.worker_index, num_shards=cluster.num_workers,
+                                 longest_window=len(val_ids) - 1)
     if len(val_ids) <= args.seq_length:  # a window is seq_length inputs and, one symbol on, their targets
         capped = val_symbols > args.seq_length  # else --eval_symbols cannot help
         kept = (f"--eval_symbols {args.eval_symbols} scores {len(val_ids) - 1:,} of its {val_symbols:,}" if capped
@@ -538,6 +552,10 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         if copied_from is not None:
             log.info("%s is a copy of %s (its config.json was written there): its TensorBoard run is %s, apart "
                      "from that run's", resume_dir, copied_from, args.log_name)
+        elif fork_dir is None and args.log_name != run_dir.name:  # a copy says where its events go
+            log.info("%s holds earlier events (a deleted run's, or a session's killed before its first save): "
+                     "this run's TensorBoard run is %s. Delete that folder first to use the run's own name",
+                     Path(args.log_dir) / run_dir.name, args.log_name)
     # TensorFlow's longest names below them, e.g. best/ckpt-N_temp/part-00000-of-00001.data-00000-of-00001
     place_flag = "--init_from" if run_dir == resume_dir else "--save_dir"
     utils.check_path(str(run_dir), place_flag, room=80)
@@ -578,5 +596,5 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     return Run(args=args, cluster=cluster, corpus=corpus, train_ids=train_ids, val_ids=val_ids, loader=loader,
                eval_batch=max(1, min(args.batch_size, (len(val_ids) - 1) // args.seq_length)),
                run_dir=run_dir, write_dir=write_dir, log_dir=log_dir, resume_dir=resume_dir,
-               forked_from=forked_from, lock=lock, log_dir_created=log_dir_created, saved_length=saved_length,
+               forked_from=forked_from, lock=lock, log_dir_created=log_dir_created, saved_schedule=saved_schedule,
                val_changed=val_changed)

@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(error, ImportError) and not signals:  # see utils.interrupt_on_signals
             raise
         log.error("interrupted")
-        return 130
+        return utils.interrupted_status(error, signals)
     return 0
 
 

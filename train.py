@@ -198,18 +198,21 @@ class Trainer:
         self.last_val_step = -1  # the step it was computed at
 
     def say_schedule_change(self) -> None:
-        """A length typed on resume spreads the warmup and cosine over the new length of the whole
-        run, so the learning rate can jump where the run goes on: say so, with both rates."""
-        before, args = self.run.saved_length, self.args
+        """A length or learning-rate flag typed on resume reshapes the schedule (a new length spreads
+        the warmup and cosine over the whole run), so the rate can jump where the run goes on: say
+        so, with both rates."""
+        before, args = self.run.saved_schedule, self.args
         if before is None or self.step == 0:
             return
         rates = [learning_rate(a, self.step, self.epoch,
                                training_progress(a, self.step, self.seconds_before, self.run.loader.num_batches))
                  for a in (before, args)]
         if not math.isclose(*rates, rel_tol=0.01):
-            limits = " ".join(f"--{flag} {getattr(args, flag)}" for flag in plan.LENGTH_FLAGS if getattr(args, flag))
-            log.info("the new length (%s) reshapes the learning-rate schedule over the whole run: step %d "
-                     "trains at %.2e, where the saved length had %.2e", limits, self.step + 1, *reversed(rates))
+            changed = " ".join(f"--{flag} {getattr(args, flag)}" for flag in plan.SCHEDULE_FLAGS  # not the limits it unset
+                               if getattr(args, flag) != getattr(before, flag)
+                               and (getattr(args, flag) or flag not in plan.LENGTH_FLAGS))
+            log.info("the new schedule (%s) reshapes the learning rate over the whole run: step %d trains at "
+                     "%.2e, where the saved schedule had %.2e", changed, self.step + 1, *reversed(rates))
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -550,11 +553,11 @@ def undo_session(run: plan.Run) -> None:
 
 
 def train_run(run: plan.Run, tf: ModuleType) -> None:
-    """Train the planned run; SIGINT and SIGTERM end it with a checkpoint. From here on they only
+    """Train the planned run; SIGINT, SIGTERM and SIGHUP end it with a checkpoint. From here on they only
     ask the loop to stop: a second Ctrl-C while the final checkpoint is written, or the session's
     files are cleaned up, must not break that off."""
     signalled: list[int] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in utils.STOP_SIGNALS:
         signal.signal(sig, lambda signum, _frame: signalled.append(signum))
     trainer = None
     try:
@@ -563,9 +566,13 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
             return
         trainer.start()
         trainer.finish(trainer.fit(signalled))
-    except tf.errors.ResourceExhaustedError as error:  # a full disk under --log_dir, or out of memory
-        raise CharRNNError(f"{runs.tf_error_reason(error)}. Free disk space (or memory: lower --batch_size or "
-                           f"--rnn_size); {how_to_go_on(run)}") from None
+    except tf.errors.ResourceExhaustedError as error:  # out of memory, or a full disk under --log_dir
+        reason = runs.tf_error_reason(error)
+        if re.search(r"\bOOM\b|alloc", reason):
+            raise CharRNNError(f"out of memory ({reason}). A smaller --batch_size, --rnn_size or --num_layers needs "
+                               f"less (a resumed run keeps its saved ones); {how_to_go_on(run, 'it with smaller ones')}"
+                               ) from None
+        raise CharRNNError(f"{reason}. Free disk space; {how_to_go_on(run)}") from None
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
         lost = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", str(error)))) or ["a peer"]
         raise CharRNNError(f"lost contact with {', '.join(lost)} (it stopped, or did not answer within "
@@ -575,12 +582,12 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
             trainer.writer.close()
 
 
-def how_to_go_on(run: plan.Run) -> str:
+def how_to_go_on(run: plan.Run, again: str = "the same command") -> str:
     """After a failure: resume the run where it stays, else run the command again (what the
     session made is removed when it saved nothing)."""
     if run.kept or (run.resume_dir is not None and run.forked_from is None):
         return f"the checkpoints in {run.run_dir} are intact: resume with --init_from {runs.shell_path(run.run_dir)}"
-    return "nothing was saved: run the same command again"
+    return f"nothing was saved: run {again} again"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -843,7 +850,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = plan.build_parser(description=__doc__.split("\n\n")[0])
     args = parser.parse_args(argv)
     utils.setup_logging(args.verbose)
-    # Until the training loop takes them over (a checkpoint, then exit), SIGINT and SIGTERM stop
+    # Until the training loop takes them over (a checkpoint, then exit), the stop signals end
     # start-up: with a message, and nothing of the session left behind.
     signals = utils.interrupt_on_signals()
     try:
@@ -861,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(error, ImportError) and not signals:  # not a signal's: a broken install, with its traceback
             raise
         log.error("interrupted before training started; nothing was saved")
-        return 130
+        return utils.interrupted_status(error, signals)
 
 
 if __name__ == "__main__":
@@ -869,6 +876,6 @@ if __name__ == "__main__":
     status = main()
     # The interpreter's shutdown (TensorFlow's threads) can take a second, and it restores the default
     # handlers: a late second Ctrl-C would turn a run that saved and exited 0 into a death by signal.
-    for late in (signal.SIGINT, signal.SIGTERM):
+    for late in utils.STOP_SIGNALS:
         signal.signal(late, signal.SIG_IGN)
     sys.exit(status)

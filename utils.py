@@ -64,8 +64,13 @@ def run_in_utf8_mode() -> None:
         os.execv(sys.executable, [sys.executable, "-X", "utf8", *sys.orig_argv[1:]])
 
 
+# What stops a run (train.py saves first): Ctrl-C, SIGTERM (kill, a job scheduler), and SIGHUP (the
+# terminal or SSH session closed under a run started without nohup). Windows has no SIGHUP.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 def interrupt_on_signals() -> list[int]:
-    """SIGINT and SIGTERM raise KeyboardInterrupt, so that an entry point stops with a message and
+    """STOP_SIGNALS raise KeyboardInterrupt, so that an entry point stops with a message and
     its cleanup runs. Returns the list of signals received: one that lands during an import reaches
     the entry point as that import's ImportError (numpy and TensorFlow wrap what their C extensions
     raise), which the list then tells from a broken install."""
@@ -75,9 +80,19 @@ def interrupt_on_signals() -> list[int]:
         received.append(signum)
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, interrupt)
     return received
+
+
+def interrupted_status(error: BaseException, received: list[int]) -> int:
+    """The shell's exit status for death by the signal that stopped start-up, 128 + its number (130:
+    Ctrl-C): named by the KeyboardInterrupt (interrupt_on_signals', or train.py's loop's before
+    its first step), else the first one received (one wrapped into an ImportError)."""
+    name = str(error)
+    if name in signal.Signals.__members__:
+        return 128 + signal.Signals[name]
+    return 128 + received[0] if received else 130
 
 
 _DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -157,6 +172,9 @@ class ArgumentParser(argparse.ArgumentParser):
             close = {word: difflib.get_close_matches(word.split("=")[0].replace("-", "_").replace("__", "--", 1),
                                                      flags, n=1, cutoff=0.75) for word in typed}
             hint = "".join(f" ({word}: did you mean {found[0]}?)" for word, found in close.items() if found)
+        elif message.endswith(": expected one argument"):  # also a value that looks like a flag: --time_budget -5m
+            flag = message.split(":")[0].split()[-1]
+            hint = f" (a value that starts with '-' goes after '=': {flag}=-...)"
         self.exit(2, f"{self.prog}: error: {message}{hint}\nusage: python {self.prog} [flags]; "
                      f"python {self.prog} --help lists every flag with its default\n")
 

@@ -717,9 +717,13 @@ def test_too_small_corpus_says_what_is_needed() -> None:
     assert "Use --seq_length 49 or less, or --batch_size 49 or less, or a longer text." in message
     dataset.BatchLoader(np.zeros(4999, np.uint16), batch_size=50, seq_length=49)  # as advised: it fits
     dataset.BatchLoader(np.zeros(4999, np.uint16), batch_size=49, seq_length=50)
-    with pytest.raises(CharRNNError, match=r"--batch_size 2 --seq_length 1 needs at least 4 .*\. Use --batch_size 1 or "
-                                           "less, or a longer text"):
+    with pytest.raises(CharRNNError, match=r"--batch_size 2 --seq_length 1 needs at least 4 .*\. Use --batch_size 1, "
+                                           "or a longer text"):
         dataset.BatchLoader(np.zeros(3, np.uint16), batch_size=2, seq_length=1)  # no --seq_length fits at batch 2
+    # A validation part without a window of --seq_length 50 (its 20 symbols hold one of 19): the
+    # advice is what fits both, not a --batch_size that the validation part then refuses.
+    with pytest.raises(CharRNNError, match=r"Use --seq_length 19 or less, or a longer text\.$"):
+        dataset.BatchLoader(np.zeros(4999, np.uint16), batch_size=50, seq_length=50, longest_window=19)
     with pytest.raises(CharRNNError, match="Use a longer text"):
         dataset.BatchLoader(np.zeros(1, np.uint16), batch_size=1, seq_length=1)
     with pytest.raises(CharRNNError, match="validation part has 3 characters.*--val_frac"):

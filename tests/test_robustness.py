@@ -167,6 +167,10 @@ def corpus_case(tmp_path: Path, kind: str) -> tuple[list[str], list[str]]:
         (tmp_path / "notes").mkdir()
         (tmp_path / "notes" / "readme.md").write_text("hello\n")
         return ["--data_dir", str(tmp_path / "notes")], ["notes", "no .txt files"]
+    if kind == "input.txt a link to nothing":
+        (tmp_path / "moved").mkdir()
+        (tmp_path / "moved" / "input.txt").symlink_to(tmp_path / "gone.txt")
+        return ["--data_dir", str(tmp_path / "moved")], ["moved: its input.txt is a link to nothing", "--input"]
     if kind == "shorter than one batch":
         (tmp_path / "short.txt").write_text("hello world\n" * 5)
         return ["--input", str(tmp_path / "short.txt")], ["not enough text", "--batch_size", "--seq_length"]
@@ -193,7 +197,7 @@ def corpus_case(tmp_path: Path, kind: str) -> tuple[list[str], list[str]]:
 
 @pytest.mark.parametrize("kind", ["missing file", "missing directory", "empty file", "only a byte-order mark",
                                   "binary file", "utf-16 without a byte-order mark", "not utf-8",
-                                  "no .txt in directory", "shorter than one batch", "utf-8 read as utf-16",
+                                  "no .txt in directory", "input.txt a link to nothing", "shorter than one batch", "utf-8 read as utf-16",
                                   "not a text encoding", "validation shorter than a window",
                                   "validation cut shorter by --eval_symbols", "validation too short either way"])
 def test_bad_corpus_is_refused(tmp_path: Path, kind: str) -> None:
@@ -306,7 +310,9 @@ def test_hangul_paths_under_a_locale_that_is_not_utf8(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("flags, hint", [(["--model", "xyz"], "invalid choice: 'xyz'"), (["--rnn_size", "big"], "'big'"),
                                          (["--no_such_flag", "1"], "unrecognized arguments: --no_such_flag 1\n"),
-                                         (["--rnn-size", "64"], "(--rnn-size: did you mean --rnn_size?)")])
+                                         (["--rnn-size", "64"], "(--rnn-size: did you mean --rnn_size?)"),
+                                         (["--time_budget", "-5m"], "(a value that starts with '-' goes after '=': "
+                                                                    "--time_budget=-...)")])
 def test_argparse_errors_are_two_lines_not_a_traceback(tmp_path: Path, flags: list[str], hint: str) -> None:
     """The error, a typo's right flag name, and where the flags are listed: not the whole usage."""
     result = run("train.py", *flags, cwd=tmp_path)
@@ -584,9 +590,23 @@ def test_sigterm_while_starting_leaves_nothing(tmp_path: Path) -> None:
     trainer = Trainer("--input", "tiny.txt", *TINY, "--max_steps", "50", "--run_name", "gone", cwd=tmp_path)
     trainer.wait_for(r"corpus: ")  # data ready; TensorFlow starting, or the first step compiling
     trainer.proc.send_signal(signal.SIGTERM)
-    assert trainer.finish() in (0, 130), trainer.text()  # 130: before the loop took over the signal
+    assert trainer.finish() in (0, 143), trainer.text()  # 128 + SIGTERM: before the loop took over the signal
     assert "nothing saved" in trainer.text() or "nothing was saved" in trainer.text(), trainer.text()
     assert "Traceback" not in trainer.text() and not (tmp_path / "save").exists() and not (tmp_path / "logs").exists()
+
+
+def test_a_new_run_whose_tensorboard_name_is_taken_says_where_its_events_go(tmp_path: Path) -> None:
+    """logs/<run> left by a deleted run, or by a session killed (kill -9) before its first save: the
+    new run's events go beside it, never into it, and the user is told where."""
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    stale = tmp_path / "logs" / "fresh"
+    stale.mkdir(parents=True)
+    (stale / "events.out.tfevents.1.host").write_bytes(b"")
+    result = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "2", "--run_name", "fresh", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (f"{Path('logs') / 'fresh'} holds earlier events" in result.stderr
+            and "this run's TensorBoard run is fresh@save." in result.stderr), result.stderr
+    assert os.listdir(stale) == ["events.out.tfevents.1.host"] and read_scalars(tmp_path / "logs" / "fresh@save")
 
 
 SIGNAL_IN_IMPORT = '''
@@ -614,7 +634,7 @@ def test_a_signal_inside_an_import_stops_start_up(tmp_path: Path, signalled: boo
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
     result = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "5", cwd=tmp_path, wrapper=wrapper)
     if signalled:
-        assert result.returncode == 130 and "Traceback" not in result.stderr, result.stderr
+        assert result.returncode == 128 + signal.SIGTERM and "Traceback" not in result.stderr, result.stderr
         assert "interrupted before training started; nothing was saved" in result.stderr
     else:
         assert result.returncode == 1 and "cannot open shared object file" in result.stderr, result.stderr
@@ -760,16 +780,17 @@ def test_resume_flags_replace_the_saved_ones(trained, run_copy: Path) -> None:
     data_dir.mkdir()
     shutil.copy(trained["corpus"], data_dir / "input.txt")
     result = run("train.py", "--init_from", str(run_copy), "--num_epochs", "9", "--stop_at_step", "8",
-                 "--data_dir", str(data_dir), "--output_keep_prob", "0.75", "--input_keep_prob", "0.5", cwd=cwd)
+                 "--learning_rate", "0.002", "--data_dir", str(data_dir), "--output_keep_prob", "0.75",
+                 "--input_keep_prob", "0.5", cwd=cwd)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert pointer_step(run_copy) == 8
-    # Ended at its floor by --max_steps 6, the run's learning rate goes back near the peak: said.
-    assert ("the new length (--num_epochs 9) reshapes the learning-rate schedule over the whole run: step 7 "
-            "trains at 3.00e-03, where the saved length had 3.00e-04") in result.stderr, result.stderr
+    # Ended at its floor by --max_steps 6, the run's learning rate goes back near the new peak: said.
+    assert ("the new schedule (--num_epochs 9 --learning_rate 0.002) reshapes the learning rate over the whole "
+            "run: step 7 trains at 2.00e-03, where the saved schedule had 3.00e-04") in result.stderr, result.stderr
     # and trains at it (the rate TensorBoard logged for the step), not only says so.
     logged = read_scalars(cwd / "logs" / "run@save")["train/learning_rate"]  # a copy's own TensorBoard run
     rates = {step: float(rate) for step, rate in logged}
-    assert sorted(rates) == [7, 8] and rates[7] == pytest.approx(3.0e-3, rel=0.005), rates
+    assert sorted(rates) == [7, 8] and rates[7] == pytest.approx(2.0e-3, rel=0.005), rates
     saved = json.loads((run_copy / "config.json").read_text(encoding="utf-8"))
     assert (saved["args"]["num_epochs"], saved["args"]["max_steps"], saved["args"]["time_budget"]) == (9, 0, None)
     assert (saved["args"]["data_dir"], saved["args"]["input"]) == (str(data_dir), None)
