@@ -17,6 +17,7 @@ their top, and their --help should cost the standard library only.
 from __future__ import annotations
 
 import codecs
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -541,6 +542,9 @@ class Vocab:
             symbols, counts = zip(*d["symbols"])
             if not all(isinstance(s, str) and len(s) == 1 for s in symbols):
                 raise ValueError("a symbol is not one character")
+            twice = [s for s, n in collections.Counter(symbols).items() if n > 1]
+            if twice:  # which id would a prime's character get?
+                raise ValueError(f"the symbol {twice[0]!r} (U+{ord(twice[0]):04X}) is listed twice")
             if d["unit"] not in ("char", "jamo") or d["normalize"] not in ("nfc", "none"):
                 raise ValueError(f"its unit is {d['unit']!r} and its normalize {d['normalize']!r}: expected "
                                  f"'char' or 'jamo', and 'nfc' or 'none'")

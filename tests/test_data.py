@@ -626,6 +626,9 @@ def test_vocab_save_load(tmp_path: Path) -> None:
     write(tmp_path / "broken.json", "[1]")
     with pytest.raises(CharRNNError, match=r"not a valid vocab.json \(not a JSON object\)"):
         dataset.Vocab.load(tmp_path / "broken.json")
+    write(tmp_path / "twice.json", saved.replace('["한", 1]', '["국", 1]'))  # hand-edited: two ids for one symbol
+    with pytest.raises(CharRNNError, match=r"not a valid vocab.json \(the symbol '국' \(U\+AD6D\) is listed twice\)"):
+        dataset.Vocab.load(tmp_path / "twice.json")
     (tmp_path / "folder").mkdir()
     with pytest.raises(CharRNNError, match="folder: cannot read the vocabulary"):
         dataset.Vocab.load(tmp_path / "folder")

@@ -1081,13 +1081,18 @@ def test_bad_sampling_flags(trained, flags: list[str], needles: list[str]) -> No
     assert_refused(result, *needles)
 
 
-@pytest.mark.parametrize("damage", ["no vocab.json", "no config.json", "damaged config.json", "damaged model entry",
+@pytest.mark.parametrize("damage", ["no vocab.json", "vocab.json a folder", "no config.json", "damaged config.json",
+                                    "damaged model entry",
                                     "damaged dropout", "damaged vocab.json", "vocab.json of another run"])
 def test_sampling_a_damaged_run(run_copy: Path, damage: str) -> None:
     config, vocab = run_copy / "config.json", run_copy / "vocab.json"
     if damage == "no vocab.json":
         vocab.unlink()
         needles = ["vocab.json", "missing"]
+    elif damage == "vocab.json a folder":
+        vocab.unlink()
+        vocab.mkdir()
+        needles = ["vocab.json is not a file"]
     elif damage == "no config.json":
         config.unlink()
         needles = ["no config.json", "not a training run"]
