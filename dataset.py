@@ -274,6 +274,22 @@ def _decode_error(path: Path, encoding: str, bad: int, other_files: int = 0) -> 
     controls = sum(window.count(bytes([b])) for b in range(32) if b not in (9, 10, 13))
     if b"\x00" in window or controls > len(window) // 20:
         return CharRNNError(f"{where}; it looks like a binary file, not text")
+    if codecs.lookup(encoding).name == "utf-8" and max(window[:at], default=0) >= 0x80:
+        # Everything before decoded, non-ASCII characters included: a UTF-8 file, damaged here
+        # (another --encoding would "work" and turn the whole text into mojibake).
+        tail = window[at:]
+        lead = tail[0] if tail else 0
+        needs = 2 if 0xC2 <= lead <= 0xDF else 3 if 0xE0 <= lead <= 0xEF else 4 if 0xF0 <= lead <= 0xF4 else 0
+        if len(tail) < needs and all(0x80 <= b <= 0xBF for b in tail[1:]) and path.stat().st_size == bad + len(tail):
+            return CharRNNError(f"{where}; the file is UTF-8 but ends in the middle of a character (cut short?): "
+                                f"drop its last {len(tail)} byte(s), e.g. truncate -s {bad} {path}")
+        line_end = tail.find(b"\n")
+        if _mostly_common_hangul((tail if line_end < 0 else tail[:line_end]).decode("cp949", "replace")):
+            return CharRNNError(f"{where}; the text before it is UTF-8 and from here it looks like cp949: a part "
+                                f"pasted in another encoding. Convert that part to UTF-8 (iconv -f cp949 -t utf-8)")
+        return CharRNNError(f"{where}; the text before it is UTF-8, so these are damaged bytes, not another "
+                            f"encoding: fix or remove them (iconv -c -f utf-8 -t utf-8 FILE > FIXED drops every "
+                            f"invalid byte)")
     # Judge other encodings on whole lines around the bad byte: cheap whatever the file size.
     start = window.find(b"\n") + 1 if bad > 65536 else 0
     end = window.rfind(b"\n") + 1 if len(window) == 131072 else len(window)
@@ -287,12 +303,7 @@ def _decode_error(path: Path, encoding: str, bad: int, other_files: int = 0) -> 
             text = sample.decode(candidate)
         except UnicodeDecodeError:
             continue
-        # cp949 decodes many stray bytes of other encodings too (Windows' 0x92 apostrophe and the letter
-        # after it make a syllable of its extension): only suggest it for text that is mostly Hangul of
-        # KS X 1001, the 2,350 common syllables, both of whose bytes are 0xA1 or above.
-        others = [c for c in text if ord(c) >= 0x80]
-        common = sum("\uac00" <= c <= "\ud7a3" and min(c.encode("cp949")) >= 0xA1 for c in others)
-        if candidate == "utf-8" or common > len(others) // 2:
+        if candidate == "utf-8" or _mostly_common_hangul(text):
             if not other_files:
                 return CharRNNError(f"{where}; this looks like {candidate}: pass --encoding {candidate}")
             every = f"--encoding {encoding} applies to all {other_files + 1} files, and this one looks like {candidate}"
@@ -306,6 +317,15 @@ def _decode_error(path: Path, encoding: str, bad: int, other_files: int = 0) -> 
     windows = any(0x80 <= b <= 0x9F for b in sample) and _decodes(sample, "cp1252")
     return CharRNNError(f"{where}; it is not {' or '.join(tried)} either: pass --encoding with the file's "
                         f"encoding (e.g. --encoding {'cp1252' if windows else 'latin-1'}) or convert it to UTF-8")
+
+
+def _mostly_common_hangul(text: str) -> bool:
+    """cp949 decodes many stray bytes of other encodings too (Windows' 0x92 apostrophe and the letter
+    after it make a syllable of its extension): cp949 only for text that is mostly Hangul of KS X
+    1001, the 2,350 common syllables, both of whose bytes are 0xA1 or above."""
+    others = [c for c in text if ord(c) >= 0x80]
+    common = sum("\uac00" <= c <= "\ud7a3" and min(c.encode("cp949")) >= 0xA1 for c in others)
+    return bool(others) and common > len(others) // 2
 
 
 def _decodes(data: bytes, encoding: str) -> bool:
@@ -987,6 +1007,9 @@ def _what_fits(symbols: int, batch_size: int, seq_length: int, longest_window: i
     def at_most(flag: str, value: int) -> str:
         return f"--{flag} {value}" + " or less" * (value > 1)
 
+    if longest_window == 0:
+        return "Use a longer text: a resumed run keeps its --batch_size and --seq_length."
+
     longest = seq_length if longest_window is None else longest_window
     seq_fit = min(symbols // (2 * batch_size), longest)
     fits = [at_most("seq_length", seq_fit) if seq_fit >= 1 else "",
@@ -1010,7 +1033,8 @@ class BatchLoader:
     def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int, seed: int = 0,
                  shard_index: int = 0, num_shards: int = 1, longest_window: int | None = None) -> None:
         """longest_window: the longest --seq_length the validation part holds, for the advice when
-        the text is too short (None: not known)."""
+        the text is too short (None: not known; 0: --seq_length and --batch_size cannot change, as
+        on resume, so only a longer text helps)."""
         if batch_size < 1 or seq_length < 1:
             raise CharRNNError(f"--batch_size {batch_size} --seq_length {seq_length}: both must be at least 1")
         if not (1 <= num_shards <= batch_size and 0 <= shard_index < num_shards):

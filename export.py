@@ -297,6 +297,12 @@ def _quiet_stderr() -> contextlib.AbstractContextManager:
     return contextlib.nullcontext() if log.isEnabledFor(logging.DEBUG) else runs.stderr_silenced()
 
 
+def _link_followed(path: Path) -> Path:
+    """A symlink named as --export's folder stands for its target: the SavedModel is written
+    there (it is put in place by renaming, which would replace the link itself)."""
+    return path.resolve() if path.is_symlink() else path
+
+
 def _check_target_dir(directory: Path, flag: str) -> Path | None:
     """Refuse a directory that holds anything. Returns the outermost folder it had to create."""
     if directory.exists() and not directory.is_dir():
@@ -344,7 +350,7 @@ def _tmp_beside(path: Path) -> Path:
 
 def export_saved_model(net: "model.CharRNN", vocab: "dataset.Vocab", directory: str | Path, flag: str = "--export") -> Path:
     """Write a SavedModel of net to directory (new or empty). Returns the directory."""
-    directory = Path(directory)
+    directory = _link_followed(Path(directory))
     _check_target_dir(directory, flag)
     tmp = _tmp_beside(directory)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -431,7 +437,11 @@ def export(net: "model.CharRNN", vocab: "dataset.Vocab", saved_model: str | None
     try:
         # Check both targets before the slow part, so a bad second flag fails fast.
         if saved_model:
-            created.append((Path(saved_model).parent, _check_target_dir(Path(saved_model), "--export")))
+            folder = _link_followed(Path(saved_model))
+            created.append((folder.parent, _check_target_dir(folder, "--export")))
+            if tflite and folder.resolve() in (Path(tflite).resolve(), *Path(tflite).resolve().parents):
+                raise CharRNNError(f"--export_tflite {tflite}: inside --export's folder {saved_model}, which the "
+                                   f"SavedModel takes whole: name a file outside it")
         if tflite:
             created.append((Path(tflite).parent, _check_target_file(Path(tflite), "--export_tflite")))
         written_dir = written_file = None

@@ -463,7 +463,7 @@ def saved_schedule_of(args: argparse.Namespace, saved: dict) -> argparse.Namespa
                                    **{k: saved[k] for k in SCHEDULE_FLAGS if k in saved and k not in LENGTH_FLAGS}})
     try:
         check_args(before)  # derives its time_budget_s
-    except (CharRNNError, TypeError, ValueError):
+    except (CharRNNError, TypeError, ValueError, AttributeError):
         return None
     return before
 
@@ -526,7 +526,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     # Each worker reads only its own streams of the memory-mapped ids.
     loader = dataset.BatchLoader(train_ids, args.batch_size, args.seq_length, seed=args.seed,
                                  shard_index=cluster.worker_index, num_shards=cluster.num_workers,
-                                 longest_window=len(val_ids) - 1)
+                                 longest_window=len(val_ids) - 1 if resume_dir is None else 0)  # resumed: shape kept
     if len(val_ids) <= args.seq_length:  # a window is seq_length inputs and, one symbol on, their targets
         capped = val_symbols > args.seq_length  # else --eval_symbols cannot help
         kept = (f"--eval_symbols {args.eval_symbols} scores {len(val_ids) - 1:,} of its {val_symbols:,}" if capped
@@ -553,8 +553,8 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
             log.info("%s is a copy of %s (its config.json was written there): its TensorBoard run is %s, apart "
                      "from that run's", resume_dir, copied_from, args.log_name)
         elif fork_dir is None and args.log_name != run_dir.name:  # a copy says where its events go
-            log.info("%s holds earlier events (a deleted run's, or a session's killed before its first save): "
-                     "this run's TensorBoard run is %s. Delete that folder first to use the run's own name",
+            log.info("%s is taken (by a run of that name in another save directory, a deleted run, or a "
+                     "session killed before its first save): this run's TensorBoard run is %s",
                      Path(args.log_dir) / run_dir.name, args.log_name)
     # TensorFlow's longest names below them, e.g. best/ckpt-N_temp/part-00000-of-00001.data-00000-of-00001
     place_flag = "--init_from" if run_dir == resume_dir else "--save_dir"

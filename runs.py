@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Iterator
 
-from utils import CharRNNError, atomic_write_text, check_path, looked_in
+from utils import CharRNNError, atomic_write_text, check_path, looked_in, read_json_object
 
 if TYPE_CHECKING:  # for annotations only
     import tensorflow as tf
@@ -73,7 +73,7 @@ def resolve_run_dir(path: str, flag: str) -> Path:
     latest = run / "latest"
     if latest.is_file():
         try:
-            name = latest.read_text(encoding="utf-8").strip()
+            name = latest.read_text(encoding="utf-8-sig").strip()
         except (OSError, UnicodeDecodeError) as error:
             raise CharRNNError(f"{flag} {path}: its 'latest' file is unreadable ({error}); pass the run "
                                f"directory itself, e.g. {run}/<run name>") from None
@@ -347,7 +347,7 @@ def copy_run(source: Path, target: Path, own_args: dict) -> None:
             except FileNotFoundError:
                 continue
             copied.append(destination)
-        config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+        config = read_json_object(source / "config.json")
         config["args"].update(own_args)
         atomic_write_text(target / "config.json", json.dumps(config, indent=2, ensure_ascii=False))
     except OSError as error:  # the config itself was checked when the resume read it

@@ -137,8 +137,12 @@ class Trainer:
             raise CharRNNError(f"--batch_groups {args.batch_groups}: batch groups are for training on one device; "
                                "with several replicas leave it at 0")
         plan.check_batch_shares(args.batch_size, self.strategy.num_replicas_in_sync, "replicas (devices) in sync")
-        self.chars_per_symbol = {name: dataset.count_chars(corpus.vocab, ids) / len(ids)
-                                 for name, ids in (("train", run.train_ids), ("val", run.val_ids))}
+        # The training part is the text before the validation part, so its characters are the rest:
+        # counting them would read every id of a multi-GB jamo corpus at each start.
+        held_out = corpus.ids[len(run.train_ids):]
+        train_chars = corpus.num_chars - dataset.count_chars(corpus.vocab, held_out)
+        self.chars_per_symbol = {"train": train_chars / len(run.train_ids),
+                                 "val": dataset.count_chars(corpus.vocab, run.val_ids) / len(run.val_ids)}
         chars = f" for {corpus.num_chars:,} characters" if corpus.num_chars != len(corpus.ids) else ""
         log.info("corpus: %s symbols%s (%s unit, vocabulary %d), %d train steps per epoch, validation %s symbols",
                  f"{len(corpus.ids):,}", chars, corpus.vocab.unit, corpus.vocab.size, run.loader.num_batches,
@@ -208,11 +212,12 @@ class Trainer:
                                training_progress(a, self.step, self.seconds_before, self.run.loader.num_batches))
                  for a in (before, args)]
         if not math.isclose(*rates, rel_tol=0.01):
-            changed = " ".join(f"--{flag} {getattr(args, flag)}" for flag in plan.SCHEDULE_FLAGS  # not the limits it unset
-                               if getattr(args, flag) != getattr(before, flag)
-                               and (getattr(args, flag) or flag not in plan.LENGTH_FLAGS))
+            differ = [flag for flag in plan.SCHEDULE_FLAGS if getattr(args, flag) != getattr(before, flag)]
+            unset = [f"--{f} {getattr(before, f)}" for f in differ if f in plan.LENGTH_FLAGS and not getattr(args, f)]
+            changed = [f"--{f} {getattr(args, f)}" for f in differ if f not in plan.LENGTH_FLAGS or getattr(args, f)]
+            what = ", ".join([" ".join(changed)] * bool(changed) + [f"without the saved {' '.join(unset)}"] * bool(unset))
             log.info("the new schedule (%s) reshapes the learning rate over the whole run: step %d trains at "
-                     "%.2e, where the saved schedule had %.2e", changed, self.step + 1, *reversed(rates))
+                     "%.2e, where the saved schedule had %.2e", what, self.step + 1, *reversed(rates))
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -557,7 +562,7 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
     ask the loop to stop: a second Ctrl-C while the final checkpoint is written, or the session's
     files are cleaned up, must not break that off."""
     signalled: list[int] = []
-    for sig in utils.STOP_SIGNALS:
+    for sig in utils.stop_signals():  # those of interrupt_on_signals: a nohup's ignored SIGHUP stays so
         signal.signal(sig, lambda signum, _frame: signalled.append(signum))
     trainer = None
     try:
@@ -570,8 +575,8 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
         reason = runs.tf_error_reason(error)
         if re.search(r"\bOOM\b|alloc", reason):
             raise CharRNNError(f"out of memory ({reason}). A smaller --batch_size, --rnn_size or --num_layers needs "
-                               f"less (a resumed run keeps its saved ones); {how_to_go_on(run, 'it with smaller ones')}"
-                               ) from None
+                               f"less, and a resumed run keeps its saved ones: free memory first, or start a new run "
+                               f"with smaller ones; {how_to_go_on(run, 'it with smaller ones')}") from None
         raise CharRNNError(f"{reason}. Free disk space; {how_to_go_on(run)}") from None
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
         lost = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", str(error)))) or ["a peer"]
@@ -876,6 +881,6 @@ if __name__ == "__main__":
     status = main()
     # The interpreter's shutdown (TensorFlow's threads) can take a second, and it restores the default
     # handlers: a late second Ctrl-C would turn a run that saved and exited 0 into a death by signal.
-    for late in utils.STOP_SIGNALS:
+    for late in utils.stop_signals():
         signal.signal(late, signal.SIG_IGN)
     sys.exit(status)

@@ -64,13 +64,17 @@ def run_in_utf8_mode() -> None:
         os.execv(sys.executable, [sys.executable, "-X", "utf8", *sys.orig_argv[1:]])
 
 
-# What stops a run (train.py saves first): Ctrl-C, SIGTERM (kill, a job scheduler), and SIGHUP (the
-# terminal or SSH session closed under a run started without nohup). Windows has no SIGHUP.
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+def stop_signals() -> tuple[int, ...]:
+    """What stops a run (train.py saves first): Ctrl-C, SIGTERM (kill, a job scheduler), and SIGHUP
+    (the terminal or SSH session closed), unless ignored as nohup does, so that the run outlives
+    its terminal. Windows has no SIGHUP."""
+    hangup = getattr(signal, "SIGHUP", None)
+    ignored = hangup is None or signal.getsignal(hangup) == signal.SIG_IGN
+    return (signal.SIGINT, signal.SIGTERM) + (() if ignored else (hangup,))
 
 
 def interrupt_on_signals() -> list[int]:
-    """STOP_SIGNALS raise KeyboardInterrupt, so that an entry point stops with a message and
+    """The stop_signals() raise KeyboardInterrupt, so that an entry point stops with a message and
     its cleanup runs. Returns the list of signals received: one that lands during an import reaches
     the entry point as that import's ImportError (numpy and TensorFlow wrap what their C extensions
     raise), which the list then tells from a broken install."""
@@ -80,7 +84,7 @@ def interrupt_on_signals() -> list[int]:
         received.append(signum)
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    for signum in STOP_SIGNALS:
+    for signum in stop_signals():
         signal.signal(signum, interrupt)
     return received
 
@@ -164,6 +168,10 @@ class ArgumentParser(argparse.ArgumentParser):
     a typo (--rnn-size: --rnn_size), and where every flag is listed, not argparse's whole usage
     (22 lines for train.py) with the error after it."""
 
+    def parse_known_args(self, args=None, namespace=None):
+        self.words = list(sys.argv[1:] if args is None else args)  # for error's hints
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
         hint = ""
         if message.startswith("unrecognized arguments:"):
@@ -172,9 +180,12 @@ class ArgumentParser(argparse.ArgumentParser):
             close = {word: difflib.get_close_matches(word.split("=")[0].replace("-", "_").replace("__", "--", 1),
                                                      flags, n=1, cutoff=0.75) for word in typed}
             hint = "".join(f" ({word}: did you mean {found[0]}?)" for word, found in close.items() if found)
-        elif message.endswith(": expected one argument"):  # also a value that looks like a flag: --time_budget -5m
-            flag = message.split(":")[0].split()[-1]
-            hint = f" (a value that starts with '-' goes after '=': {flag}=-...)"
+        elif message.endswith(": expected one argument"):  # also for a value that looks like a flag: --time_budget -5m
+            names = message.split(":")[0].split()[-1].split("/")  # "-n/--n"
+            words, flags = getattr(self, "words", []), {f for action in self._actions for f in action.option_strings}
+            if any(w in names and i + 1 < len(words) and words[i + 1].startswith("-")
+                   and words[i + 1].split("=")[0] not in flags for i, w in enumerate(words)):
+                hint = f" (a value that starts with '-' goes after '=': {names[-1]}=-...)"
         self.exit(2, f"{self.prog}: error: {message}{hint}\nusage: python {self.prog} [flags]; "
                      f"python {self.prog} --help lists every flag with its default\n")
 

@@ -354,6 +354,14 @@ def test_error_offset_counts_from_the_file_start_across_chunks(tmp_path: Path, m
     # 0x92 and the letter after it are a cp949 extension syllable: no reason to think the file Korean.
     (b"don\x92t stop, it\x92s fine\n" * 3, "not utf-8 or cp949 either.*--encoding cp1252"),
     ("text\n".encode("utf-32"), "UTF-32 byte-order mark: pass --encoding utf-32"),
+    # UTF-8 with Hangul before the error: damage, a pasted cp949 part, or a cut-off end, never
+    # "another encoding" for the whole file (latin-1 would read it all as mojibake).
+    ("한국어 문장\n".encode() * 9 + b"\xed\xa0\x80 \xff\n" + "끝\n".encode(), "byte offset 153 .*the text before "
+     "it is UTF-8, so these are damaged bytes.*iconv -c -f utf-8 -t utf-8"),
+    ("한국어 문장\n".encode() * 9 + "셋째 줄은 한국어\n".encode("cp949"), "the text before it is UTF-8 and from "
+     "here it looks like cp949.*iconv -f cp949 -t utf-8"),
+    (("한국어 문장\n".encode() * 9)[:-2], "byte offset 149 .*ends in the middle of a character.*drop its last "
+     "2 byte.*truncate -s 149 "),
     (b"", "empty"),
 ])
 def test_unreadable_files_get_a_message(tmp_path: Path, data: bytes, expected: str) -> None:
@@ -727,6 +735,8 @@ def test_too_small_corpus_says_what_is_needed() -> None:
     # advice is what fits both, not a --batch_size that the validation part then refuses.
     with pytest.raises(CharRNNError, match=r"Use --seq_length 19 or less, or a longer text\.$"):
         dataset.BatchLoader(np.zeros(4999, np.uint16), batch_size=50, seq_length=50, longest_window=19)
+    with pytest.raises(CharRNNError, match=r"Use a longer text: a resumed run keeps its --batch_size and --seq_length"):
+        dataset.BatchLoader(np.zeros(4999, np.uint16), batch_size=50, seq_length=50, longest_window=0)
     with pytest.raises(CharRNNError, match="Use a longer text"):
         dataset.BatchLoader(np.zeros(1, np.uint16), batch_size=1, seq_length=1)
     with pytest.raises(CharRNNError, match="validation part has 3 characters.*--val_frac"):

@@ -282,6 +282,16 @@ def test_export_refuses_a_non_empty_directory(tmp_path: Path) -> None:
     with pytest.raises(utils.CharRNNError, match="--export .*fresh: could not write the SavedModel"):
         export.export_saved_model(net, vocab, fresh)
     assert not fresh.exists()
+    # Both targets at once: a TFLite file inside the SavedModel's folder is refused before either is written.
+    for tflite in ("same", "same/m.tflite"):
+        with pytest.raises(utils.CharRNNError, match=f"--export_tflite .*{tflite}: inside --export's folder"):
+            export.export(net, vocab, str(tmp_path / "same"), str(tmp_path / tflite))
+        assert not (tmp_path / "same").exists()
+    # A symlink named as the folder: the SavedModel goes into its (empty) target, the link stays.
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real", target_is_directory=True)
+    export.export_saved_model(net, vocab, tmp_path / "link")
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "real" / "saved_model.pb").is_file()
 
 
 def test_export_replaces_only_an_earlier_export(work: Path, tmp_path: Path) -> None:

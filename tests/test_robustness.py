@@ -312,7 +312,9 @@ def test_hangul_paths_under_a_locale_that_is_not_utf8(tmp_path: Path) -> None:
                                          (["--no_such_flag", "1"], "unrecognized arguments: --no_such_flag 1\n"),
                                          (["--rnn-size", "64"], "(--rnn-size: did you mean --rnn_size?)"),
                                          (["--time_budget", "-5m"], "(a value that starts with '-' goes after '=': "
-                                                                    "--time_budget=-...)")])
+                                                                    "--time_budget=-...)"),
+                                         (["--time_budget"], "--time_budget: expected one argument\n"),
+                                         (["--time_budget", "--max_steps", "5"], "expected one argument\n")])
 def test_argparse_errors_are_two_lines_not_a_traceback(tmp_path: Path, flags: list[str], hint: str) -> None:
     """The error, a typo's right flag name, and where the flags are listed: not the whole usage."""
     result = run("train.py", *flags, cwd=tmp_path)
@@ -604,8 +606,8 @@ def test_a_new_run_whose_tensorboard_name_is_taken_says_where_its_events_go(tmp_
     (stale / "events.out.tfevents.1.host").write_bytes(b"")
     result = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "2", "--run_name", "fresh", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert (f"{Path('logs') / 'fresh'} holds earlier events" in result.stderr
-            and "this run's TensorBoard run is fresh@save." in result.stderr), result.stderr
+    assert (f"{Path('logs') / 'fresh'} is taken" in result.stderr
+            and "this run's TensorBoard run is fresh@save\n" in result.stderr), result.stderr
     assert os.listdir(stale) == ["events.out.tfevents.1.host"] and read_scalars(tmp_path / "logs" / "fresh@save")
 
 
@@ -785,8 +787,9 @@ def test_resume_flags_replace_the_saved_ones(trained, run_copy: Path) -> None:
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert pointer_step(run_copy) == 8
     # Ended at its floor by --max_steps 6, the run's learning rate goes back near the new peak: said.
-    assert ("the new schedule (--num_epochs 9 --learning_rate 0.002) reshapes the learning rate over the whole "
-            "run: step 7 trains at 2.00e-03, where the saved schedule had 3.00e-04") in result.stderr, result.stderr
+    assert ("the new schedule (--num_epochs 9 --learning_rate 0.002, without the saved --max_steps 6) reshapes the "
+            "learning rate over the whole run: step 7 trains at 2.00e-03, where the saved schedule had 3.00e-04"
+            ) in result.stderr, result.stderr
     # and trains at it (the rate TensorBoard logged for the step), not only says so.
     logged = read_scalars(cwd / "logs" / "run@save")["train/learning_rate"]  # a copy's own TensorBoard run
     rates = {step: float(rate) for step, rate in logged}
@@ -796,6 +799,20 @@ def test_resume_flags_replace_the_saved_ones(trained, run_copy: Path) -> None:
     assert (saved["args"]["data_dir"], saved["args"]["input"]) == (str(data_dir), None)
     assert (saved["args"]["dropout"], saved["args"]["input_dropout"]) == (0.25, 0.5)
     assert (saved["model"]["dropout"], saved["model"]["input_dropout"]) == (0.25, 0.5)
+
+
+def test_a_copy_from_files_saved_again_with_a_byte_order_mark(run_copy: Path) -> None:
+    """config.json and `latest` saved again by an editor that writes a UTF-8 BOM (Windows Notepad),
+    with a hand-edited saved length beside: the copy goes on, with no schedule notice to give."""
+    config = run_copy / "config.json"
+    record = json.loads(config.read_text(encoding="utf-8"))
+    record["args"]["time_budget"] = 600  # a number, not the "10m" train.py saves
+    config.write_text(json.dumps(record), encoding="utf-8-sig")
+    (run_copy.parent / "latest").write_text("run\n", encoding="utf-8-sig")
+    result = run("train.py", "--init_from", str(run_copy.parent), "--save_dir", "other", "--max_steps", "7",
+                 cwd=run_copy.parents[1])
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert pointer_step(run_copy.parents[1] / "other" / "run") == 7 and "reshapes" not in result.stderr
 
 
 def test_a_resume_on_another_validation_text_starts_best_anew(run_copy: Path) -> None:

@@ -322,6 +322,24 @@ def test_sigint_saves_and_exits_cleanly(tmp_path: Path, corpus: Path, sig: signa
     assert f"ckpt-{step} at step {step} " in resumed.stderr and f"stopped at step {step + 2} " in resumed.stderr
 
 
+def test_sighup_ignored_as_under_nohup_stays_ignored(tmp_path: Path, corpus: Path) -> None:
+    """nohup ignores SIGHUP so that a run outlives its terminal: train.py must not take it back."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--input", str(corpus), "--max_steps",
+                             "100000", "--eval_every", "100000", "--run_name", "nohup", *TINY],
+                            cwd=tmp_path, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if line.split()[1:2] == ["step"]:
+            break
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(1.5)  # steps go on
+    proc.send_signal(signal.SIGINT)
+    rest = "".join(lines) + proc.communicate(timeout=120)[1]
+    assert proc.returncode == 0 and "by SIGINT" in rest and "SIGHUP" not in rest, rest
+
+
 def test_keep_prunes_old_checkpoints_and_the_run_that_saved_last_is_used(tmp_path: Path, corpus: Path) -> None:
     """--keep N leaves the newest N checkpoints, best/ apart; `--init_from save` and `sample.py
     --save_dir save` take the run that saved last (save/latest), not the last by name."""
