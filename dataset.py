@@ -750,8 +750,9 @@ _BUILD_DIR = re.compile(r"\.tmp-[0-9a-f]+-(\d+)(?:@(.*))?-\w+")  # no host: an o
 
 
 def _remove_leftovers(root: Path, identity: dict, key: str) -> None:
-    """Remove builds that died midway, and older preparations of these same files and options
-    (the corpus changed since): a multi-GB corpus should not leave a trail of stale copies."""
+    """Remove builds that died midway, and older preparations of these same files: of the files as
+    they no longer are (under any options: none can use them again), or by another format under
+    these options. A multi-GB corpus should not leave a trail of stale copies."""
     for d in root.iterdir():
         if d.name.startswith(".tmp-"):
             build = _BUILD_DIR.fullmatch(d.name)
@@ -763,8 +764,9 @@ def _remove_leftovers(root: Path, identity: dict, key: str) -> None:
             continue
         try:
             old = json.loads((d / "meta.json").read_text(encoding="utf-8"))["identity"]
-            outdated = (old.get("options") == identity["options"] and old.get("vocab") == identity.get("vocab")
-                        and [f[0] for f in old.get("files", [])] == [f[0] for f in identity["files"]])
+            same_files = [f[0] for f in old.get("files", [])] == [f[0] for f in identity["files"]]
+            outdated = same_files and (old["files"] != identity["files"] or (
+                old.get("options") == identity["options"] and old.get("vocab") == identity.get("vocab")))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not a meta.json of ours: left alone
             continue
         if outdated:

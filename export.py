@@ -423,7 +423,7 @@ def usage_hints(saved_model: Path | None, tflite: Path | None) -> list[str]:
     """One-line reminders of how to use what was written (logged by sample.py)."""
     hints = []
     if saved_model is not None:
-        hints.append(f"use it: tf.saved_model.load({str(saved_model)!r}).generate(prime=tf.constant('The '), "
+        hints.append(f"use it: tf.saved_model.load({str(saved_model)!r}).generate(prime=tf.constant(''), "
                      f"n=tf.constant(200), temperature=tf.constant(0.8))['text']")
     if tflite is not None:
         hints.append(f"use it: tf.lite.Interpreter({str(tflite)!r}).get_signature_runner('generate_greedy')"

@@ -437,9 +437,10 @@ def test_cache_is_reused_and_invalidated(tmp_path: Path, caplog) -> None:
     assert "using prepared data" in caplog.text and "preparing" not in caplog.text
     assert np.array_equal(again.ids, first.ids) and again.vocab.symbols == first.vocab.symbols
 
-    os.utime(path, ns=(stamp + 10**9, stamp + 10**9))  # touched: rebuilt, the stale copy removed
-    touched = prepare(path, tmp_path)
-    assert touched.cache_dir != first.cache_dir and not first.cache_dir.exists()
+    jamo = prepare(path, tmp_path, unit="jamo")
+    os.utime(path, ns=(stamp + 10**9, stamp + 10**9))  # touched: rebuilt, the stale copies removed,
+    touched = prepare(path, tmp_path)  # the one under other options too (none can use it again)
+    assert touched.cache_dir != first.cache_dir and not first.cache_dir.exists() and not jamo.cache_dir.exists()
 
     write(path, KOREAN + "새 글자: 龍\n")  # changed content
     changed = prepare(path, tmp_path)
