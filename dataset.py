@@ -185,6 +185,7 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
     many more the corpus has, for the advice on a file in another encoding)."""
     decoder = codecs.getincrementaldecoder(options.encoding)("strict")
     carry, offset, at_start, at_end = "", 0, True, False
+    extra_bytes = 0  # bytes the characters so far took beyond one each: under UTF-8, its non-ASCII text
     with open(path, "rb") as f:
         while not at_end:
             data = f.read(_READ_BYTES)
@@ -195,10 +196,14 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
             try:
                 text = decoder.decode(data, final=at_end)
             except UnicodeDecodeError as e:
-                raise _decode_error(path, options.encoding, offset - pending + e.start, other_files) from None
+                good = data[:e.start]
+                extra_bytes += len(good) - len(good.decode(options.encoding, "ignore"))
+                raise _decode_error(path, options.encoding, offset - pending + e.start, other_files,
+                                    extra_bytes) from None
             except UnicodeError as e:  # no position, e.g. "UTF-16 stream does not start with BOM"
                 raise CharRNNError(f"{path}: not valid {options.encoding} ({e}); pass the file's encoding with "
                                    f"--encoding, or convert it to UTF-8") from None
+            extra_bytes += len(data) - len(text)
             if at_start and text:
                 text, at_start = text.removeprefix("\ufeff"), False  # a BOM marks the encoding, it is not text
                 _check_decoded_text(path, text, options.encoding)
@@ -255,9 +260,10 @@ def _reads_as_text(head: bytes, encoding: str) -> bool:
     return bool(text) and odd <= len(text) / 100
 
 
-def _decode_error(path: Path, encoding: str, bad: int, other_files: int = 0) -> CharRNNError:
+def _decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, extra_bytes: int = 0) -> CharRNNError:
     """One message for an undecodable file: where the first bad byte is, and what to do (--encoding
-    is for every file: among others, converting this one may be the way)."""
+    is for every file: among others, converting this one may be the way). extra_bytes: how many bytes
+    the characters before it took beyond one each (under UTF-8: how much non-ASCII text decoded)."""
     with open(path, "rb") as f:
         line, left = 1, bad
         while left:  # count line breaks before the bad byte without holding the file in memory
@@ -274,22 +280,8 @@ def _decode_error(path: Path, encoding: str, bad: int, other_files: int = 0) -> 
     controls = sum(window.count(bytes([b])) for b in range(32) if b not in (9, 10, 13))
     if b"\x00" in window or controls > len(window) // 20:
         return CharRNNError(f"{where}; it looks like a binary file, not text")
-    if codecs.lookup(encoding).name == "utf-8" and max(window[:at], default=0) >= 0x80:
-        # Everything before decoded, non-ASCII characters included: a UTF-8 file, damaged here
-        # (another --encoding would "work" and turn the whole text into mojibake).
-        tail = window[at:]
-        lead = tail[0] if tail else 0
-        needs = 2 if 0xC2 <= lead <= 0xDF else 3 if 0xE0 <= lead <= 0xEF else 4 if 0xF0 <= lead <= 0xF4 else 0
-        if len(tail) < needs and all(0x80 <= b <= 0xBF for b in tail[1:]) and path.stat().st_size == bad + len(tail):
-            return CharRNNError(f"{where}; the file is UTF-8 but ends in the middle of a character (cut short?): "
-                                f"drop its last {len(tail)} byte(s), e.g. truncate -s {bad} {path}")
-        line_end = tail.find(b"\n")
-        if _mostly_common_hangul((tail if line_end < 0 else tail[:line_end]).decode("cp949", "replace")):
-            return CharRNNError(f"{where}; the text before it is UTF-8 and from here it looks like cp949: a part "
-                                f"pasted in another encoding. Convert that part to UTF-8 (iconv -f cp949 -t utf-8)")
-        return CharRNNError(f"{where}; the text before it is UTF-8, so these are damaged bytes, not another "
-                            f"encoding: fix or remove them (iconv -c -f utf-8 -t utf-8 FILE > FIXED drops every "
-                            f"invalid byte)")
+    if codecs.lookup(encoding).name == "utf-8" and extra_bytes >= 16:  # 8 Hangul or more: not by chance
+        return _utf8_file_error(path, where, bad, window[at:])
     # Judge other encodings on whole lines around the bad byte: cheap whatever the file size.
     start = window.find(b"\n") + 1 if bad > 65536 else 0
     end = window.rfind(b"\n") + 1 if len(window) == 131072 else len(window)
@@ -317,6 +309,32 @@ def _decode_error(path: Path, encoding: str, bad: int, other_files: int = 0) -> 
     windows = any(0x80 <= b <= 0x9F for b in sample) and _decodes(sample, "cp1252")
     return CharRNNError(f"{where}; it is not {' or '.join(tried)} either: pass --encoding with the file's "
                         f"encoding (e.g. --encoding {'cp1252' if windows else 'latin-1'}) or convert it to UTF-8")
+
+
+def _utf8_file_error(path: Path, where: str, bad: int, after: bytes) -> CharRNNError:
+    """The advice for a UTF-8 file (non-ASCII text decoded before the bad byte, which another
+    --encoding would turn into mojibake) that is cut short, holds a part in cp949 or another
+    encoding, or is damaged here."""
+    lead = after[0] if after else 0
+    needs = 2 if 0xC2 <= lead <= 0xDF else 3 if 0xE0 <= lead <= 0xEF else 4 if 0xF0 <= lead <= 0xF4 else 0
+    if len(after) < needs and all(0x80 <= b <= 0xBF for b in after[1:]) and path.stat().st_size == bad + len(after):
+        return CharRNNError(f"{where}; the file is UTF-8 but ends in the middle of a character (cut short?): "
+                            f"drop its last {len(after)} byte(s), e.g. truncate -s {bad} {path}")
+    line_end = after.find(b"\n")
+    if _mostly_common_hangul((after if line_end < 0 else after[:line_end]).decode("cp949", "replace")):
+        return CharRNNError(f"{where}; the text before it is UTF-8 and from here it looks like cp949: a part "
+                            f"pasted in another encoding. Convert that part to UTF-8 (iconv -f cp949 -t utf-8)")
+    # Damage is a bad run or two, or a few among good non-ASCII text; another encoding fails at
+    # nearly every non-ASCII character.
+    text = after[:4096].decode("utf-8", "replace")
+    bad_runs = len(re.findall("\ufffd+", text))
+    good_non_ascii = sum(c > "\x7f" for c in text) - text.count("\ufffd")
+    if bad_runs <= 2 or good_non_ascii >= 4 * bad_runs:
+        return CharRNNError(f"{where}; the text before it is UTF-8, so these are damaged bytes, not another "
+                            f"encoding: fix or remove them (iconv -c -f utf-8 -t utf-8 FILE > FIXED drops every "
+                            f"invalid byte)")
+    return CharRNNError(f"{where}; the text before it is UTF-8 and from here it is not: a part in another "
+                        f"encoding (latin-1 or cp1252?) to convert to UTF-8, or damage to fix")
 
 
 def _mostly_common_hangul(text: str) -> bool:

@@ -531,9 +531,12 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         capped = val_symbols > args.seq_length  # else --eval_symbols cannot help
         kept = (f"--eval_symbols {args.eval_symbols} scores {len(val_ids) - 1:,} of its {val_symbols:,}" if capped
                 else f"--val_frac {args.val_frac} keeps {val_symbols:,} symbol{'s' * (val_symbols != 1)}")
+        if resume_dir is None:
+            fix = f"Raise {'--eval_symbols' if capped else '--val_frac'}, or lower --seq_length"
+        else:  # the resumed run's --val_frac and --seq_length stay
+            fix = "Raise --eval_symbols" if capped else "Pass a longer text: a resumed run keeps its --val_frac and --seq_length"
         raise CharRNNError(f"the validation text is too short for one window of --seq_length {args.seq_length} "
-                           f"({args.seq_length + 1:,} symbols): {kept}. Raise "
-                           f"{'--eval_symbols' if capped else '--val_frac'}, or lower --seq_length")
+                           f"({args.seq_length + 1:,} symbols): {kept}. {fix}")
     check_memory(args, corpus.vocab.size)
     run_dir = fork_dir or resume_dir or Path(args.save_dir) / (args.run_name or default_run_name(args))
     forked_from = resume_dir if fork_dir is not None else None

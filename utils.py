@@ -66,11 +66,12 @@ def run_in_utf8_mode() -> None:
 
 def stop_signals() -> tuple[int, ...]:
     """What stops a run (train.py saves first): Ctrl-C, SIGTERM (kill, a job scheduler), and SIGHUP
-    (the terminal or SSH session closed), unless ignored as nohup does, so that the run outlives
-    its terminal. Windows has no SIGHUP."""
-    hangup = getattr(signal, "SIGHUP", None)
-    ignored = hangup is None or signal.getsignal(hangup) == signal.SIG_IGN
-    return (signal.SIGINT, signal.SIGTERM) + (() if ignored else (hangup,))
+    (the terminal or SSH session closed); each unless the process started with it ignored, as
+    nohup does with SIGHUP (the run outlives its terminal) and a shell with a background job's
+    SIGINT. Windows has no SIGHUP."""
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    return tuple(getattr(signal, n) for n in names
+                 if hasattr(signal, n) and signal.getsignal(getattr(signal, n)) != signal.SIG_IGN)
 
 
 def interrupt_on_signals() -> list[int]:
@@ -183,8 +184,9 @@ class ArgumentParser(argparse.ArgumentParser):
         elif message.endswith(": expected one argument"):  # also for a value that looks like a flag: --time_budget -5m
             names = message.split(":")[0].split()[-1].split("/")  # "-n/--n"
             words, flags = getattr(self, "words", []), {f for action in self._actions for f in action.option_strings}
-            if any(w in names and i + 1 < len(words) and words[i + 1].startswith("-")
-                   and words[i + 1].split("=")[0] not in flags for i, w in enumerate(words)):
+            typed_as = [w for w in words if w in names or (w.startswith("--") and any(n.startswith(w) for n in names))]
+            if any(words[i + 1].startswith("-") and words[i + 1].split("=")[0] not in flags
+                   for i, w in enumerate(words[:-1]) if w in typed_as):
                 hint = f" (a value that starts with '-' goes after '=': {names[-1]}=-...)"
         self.exit(2, f"{self.prog}: error: {message}{hint}\nusage: python {self.prog} [flags]; "
                      f"python {self.prog} --help lists every flag with its default\n")

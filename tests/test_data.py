@@ -341,7 +341,8 @@ def test_error_offset_counts_from_the_file_start_across_chunks(tmp_path: Path, m
     monkeypatch.setattr(dataset, "_READ_BYTES", 4)
     head = "가나다\n" * 10 + "ab"
     path = write(tmp_path / "bad.txt", head.encode() + b"\xff tail\n")
-    with pytest.raises(CharRNNError, match=f"line 11, byte offset {len(head.encode())} "):
+    # ... and the Hangul read in 4-byte chunks before it still says the file is UTF-8.
+    with pytest.raises(CharRNNError, match=f"line 11, byte offset {len(head.encode())} .*these are damaged bytes"):
         prepare(path, tmp_path)
 
 
@@ -362,6 +363,12 @@ def test_error_offset_counts_from_the_file_start_across_chunks(tmp_path: Path, m
      "here it looks like cp949.*iconv -f cp949 -t utf-8"),
     (("한국어 문장\n".encode() * 9)[:-2], "byte offset 149 .*ends in the middle of a character.*drop its last "
      "2 byte.*truncate -s 149 "),
+    ("한국어 문장\n".encode() * 9 + "crème brûlée à la française\n".encode("latin-1") * 5, "the text before it "
+     "is UTF-8 and from here it is not: a part in another encoding"),
+    # A few characters that happen to be valid UTF-8 (처 is C3 B3 in cp949, É' is C9 92 in cp1252)
+    # are no evidence: the whole file's encoding is the advice.
+    ("처음 시작하는 한국어 문장입니다.\n".encode("cp949") * 3, "looks like cp949: pass --encoding cp949"),
+    ("CAFÉ’S MENU\ncafé au lait\n".encode("cp1252"), "not utf-8 or cp949 either.*--encoding cp1252"),
     (b"", "empty"),
 ])
 def test_unreadable_files_get_a_message(tmp_path: Path, data: bytes, expected: str) -> None:

@@ -314,6 +314,7 @@ def test_hangul_paths_under_a_locale_that_is_not_utf8(tmp_path: Path) -> None:
                                          (["--time_budget", "-5m"], "(a value that starts with '-' goes after '=': "
                                                                     "--time_budget=-...)"),
                                          (["--time_budget"], "--time_budget: expected one argument\n"),
+                                         (["--time_bud", "-5m"], "goes after '=': --time_budget=-...)"),
                                          (["--time_budget", "--max_steps", "5"], "expected one argument\n")])
 def test_argparse_errors_are_two_lines_not_a_traceback(tmp_path: Path, flags: list[str], hint: str) -> None:
     """The error, a typo's right flag name, and where the flags are listed: not the whole usage."""
@@ -799,6 +800,18 @@ def test_resume_flags_replace_the_saved_ones(trained, run_copy: Path) -> None:
     assert (saved["args"]["data_dir"], saved["args"]["input"]) == (str(data_dir), None)
     assert (saved["args"]["dropout"], saved["args"]["input_dropout"]) == (0.25, 0.5)
     assert (saved["model"]["dropout"], saved["model"]["input_dropout"]) == (0.25, 0.5)
+
+
+def test_a_resume_on_too_short_a_text_is_told_what_it_can_change(run_copy: Path) -> None:
+    """A resumed run keeps --seq_length, --batch_size and --val_frac: the advice is a longer text."""
+    cwd = run_copy.parents[1]
+    (cwd / "short.txt").write_text(tiny_text()[:300], encoding="utf-8")  # training part fits, validation not
+    assert_refused(run("train.py", "--init_from", str(run_copy), "--input", "short.txt", "--max_steps", "8", cwd=cwd),
+                   "validation text is too short", "Pass a longer text: a resumed run keeps its --val_frac and "
+                   "--seq_length")
+    (cwd / "short.txt").write_text(tiny_text()[:100], encoding="utf-8")
+    assert_refused(run("train.py", "--init_from", str(run_copy), "--input", "short.txt", "--max_steps", "8", cwd=cwd),
+                   "not enough text", "Use a longer text: a resumed run keeps its --batch_size and --seq_length")
 
 
 def test_a_copy_from_files_saved_again_with_a_byte_order_mark(run_copy: Path) -> None:
