@@ -836,8 +836,10 @@ def write_run_summaries(args: argparse.Namespace, vocab_size: int) -> None:
             "learning_rate", "warmup_steps", "min_lr_frac", "decay_rate", "grad_clip", "unit", "max_vocab",
             "num_epochs", "max_steps", "time_budget", "seed")
     hparams = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}  # decay_rate: None when unused
-    corpus = os.fsencode(args.input or args.data_dir).decode("utf-8", "replace")  # a cp949 folder name, say
-    hp.hparams({"corpus": corpus, "vocab_size": vocab_size, **hparams}, trial_id=args.run_name)
+    # Absolute, as config.json has it: one corpus is one value whatever the folder it was typed from.
+    corpus = os.fsencode(os.path.abspath(args.input or args.data_dir)).decode("utf-8", "replace")  # cp949 names too
+    # Grouped by the TensorBoard run: a copy of a run (its own log folder) is not merged into the original's row.
+    hp.hparams({"corpus": corpus, "vocab_size": vocab_size, **hparams}, trial_id=args.log_name)
     charts = [layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(
                   tag=[f"^train/{tag}$", f"^val/{tag}$"]))
               for title, tag in (("loss, nats per symbol (a jamo under --unit jamo)", "loss"),

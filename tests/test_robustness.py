@@ -24,7 +24,7 @@ import pytest
 import plan
 import runs
 import utils
-from test_train import only_run, pointer_step, read_scalars, tiny_text
+from test_train import hparams_of, only_run, pointer_step, read_scalars, tiny_text
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--num_layers", "1", "--rnn_size", "32", "--embedding_size", "16", "--batch_size", "4",
@@ -610,6 +610,9 @@ def test_a_new_run_whose_tensorboard_name_is_taken_says_where_its_events_go(tmp_
     assert (f"{Path('logs') / 'fresh'} is taken" in result.stderr
             and "this run's TensorBoard run is fresh@save\n" in result.stderr), result.stderr
     assert os.listdir(stale) == ["events.out.tfevents.1.host"] and read_scalars(tmp_path / "logs" / "fresh@save")
+    # Its hparams row is its own too (not merged with the stale run's), and the corpus typed relative is absolute.
+    hparams = hparams_of(tmp_path / "logs" / "fresh@save")
+    assert (hparams["group"], hparams["corpus"]) == ("fresh@save", str(tmp_path / "tiny.txt"))
 
 
 SIGNAL_IN_IMPORT = '''

@@ -71,12 +71,13 @@ def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def hparams_of(log_dir: Path) -> dict:
-    """The hyperparameters of a run's TensorBoard session, as the hparams dashboard reads them."""
+    """The hyperparameters of a run's TensorBoard session, as the hparams dashboard reads them, and
+    under "group" the row they go in."""
     from tensorboard.plugins.hparams import plugin_data_pb2
     for _, value in summary_values(log_dir):
         if value.tag == "_hparams_/session_start_info":
-            data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
-            return {k: getattr(v, v.WhichOneof("kind")) for k, v in data.session_start_info.hparams.items()}
+            info = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content).session_start_info
+            return {"group": info.group_name, **{k: getattr(v, v.WhichOneof("kind")) for k, v in info.hparams.items()}}
     raise AssertionError(f"no hparams in {log_dir}")
 
 
@@ -140,8 +141,8 @@ def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Pa
                 "custom_scalars__config__"):
         assert tag in scalars, (tag, sorted(scalars))
     hparams = hparams_of(tmp_path / "logs" / run)
-    assert (hparams["corpus"], hparams["vocab_size"], hparams["model"], hparams["rnn_size"]) == (
-        str(corpus), len(set(tiny_text())), "lstm", 32)
+    assert (hparams["group"], hparams["corpus"], hparams["vocab_size"], hparams["model"], hparams["rnn_size"]) == (
+        run, str(corpus), len(set(tiny_text())), "lstm", 32)
     assert hparams["max_steps"] == 20 and hparams["grad_clip"] == 5 and "decay_rate" not in hparams
     assert [step for step, _ in scalars["val/loss"]] == [10, 20]
     # Training speed from step 2 on: the first step's seconds are mostly compiling it.
