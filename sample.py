@@ -125,7 +125,8 @@ def load_run(save_dir: str) -> tuple[Path, dict, "dataset.Vocab"]:
                            f"it is written by train.py: retrain, or pick another run with --save_dir")
     vocab_path = run_dir / str(config.get("vocab_file", "vocab.json"))
     if not vocab_path.is_file():
-        raise CharRNNError(f"{vocab_path} is {'not a file' if vocab_path.exists() else 'missing'}: sample.py needs the vocabulary that train.py saved "
+        what = "not a file" if vocab_path.exists() else "missing"
+        raise CharRNNError(f"{vocab_path} is {what}: sample.py needs the vocabulary that train.py saved "
                            f"beside the checkpoints. Copy it back or retrain.")
     vocab = dataset.Vocab.load(vocab_path)
     if vocab.size != model["vocab_size"]:

@@ -215,9 +215,11 @@ class Trainer:
             differ = [flag for flag in plan.SCHEDULE_FLAGS if getattr(args, flag) != getattr(before, flag)]
             unset = [f"--{f} {getattr(before, f)}" for f in differ if f in plan.LENGTH_FLAGS and not getattr(args, f)]
             changed = [f"--{f} {getattr(args, f)}" for f in differ if f not in plan.LENGTH_FLAGS or getattr(args, f)]
-            what = ", ".join([" ".join(changed)] * bool(changed) + [f"without the saved {' '.join(unset)}"] * bool(unset))
+            parts = [" ".join(changed)] if changed else []
+            if unset:
+                parts.append(f"without the saved {' '.join(unset)}")
             log.info("the new schedule (%s) reshapes the learning rate over the whole run: step %d trains at "
-                     "%.2e, where the saved schedule had %.2e", what, self.step + 1, *reversed(rates))
+                     "%.2e, where the saved schedule had %.2e", ", ".join(parts), self.step + 1, *reversed(rates))
 
     # -- checkpoints ---------------------------------------------------------------------------
 

@@ -184,9 +184,12 @@ class ArgumentParser(argparse.ArgumentParser):
         elif message.endswith(": expected one argument"):  # also for a value that looks like a flag: --time_budget -5m
             names = message.split(":")[0].split()[-1].split("/")  # "-n/--n"
             words, flags = getattr(self, "words", []), {f for action in self._actions for f in action.option_strings}
-            typed_as = [w for w in words if w in names or (w.startswith("--") and any(n.startswith(w) for n in names))]
-            if any(words[i + 1].startswith("-") and words[i + 1].split("=")[0] not in flags
-                   for i, w in enumerate(words[:-1]) if w in typed_as):
+
+            def names_it(word: str) -> bool:  # as typed: maybe abbreviated (--time_bud)
+                return word in names or (word.startswith("--") and any(n.startswith(word) for n in names))
+
+            if any(names_it(word) and value.startswith("-") and value.split("=")[0] not in flags
+                   for word, value in zip(words, words[1:])):
                 hint = f" (a value that starts with '-' goes after '=': {names[-1]}=-...)"
         self.exit(2, f"{self.prog}: error: {message}{hint}\nusage: python {self.prog} [flags]; "
                      f"python {self.prog} --help lists every flag with its default\n")

@@ -197,7 +197,8 @@ def corpus_case(tmp_path: Path, kind: str) -> tuple[list[str], list[str]]:
 
 @pytest.mark.parametrize("kind", ["missing file", "missing directory", "empty file", "only a byte-order mark",
                                   "binary file", "utf-16 without a byte-order mark", "not utf-8",
-                                  "no .txt in directory", "input.txt a link to nothing", "shorter than one batch", "utf-8 read as utf-16",
+                                  "no .txt in directory", "input.txt a link to nothing", "shorter than one batch",
+                                  "utf-8 read as utf-16",
                                   "not a text encoding", "validation shorter than a window",
                                   "validation cut shorter by --eval_symbols", "validation too short either way"])
 def test_bad_corpus_is_refused(tmp_path: Path, kind: str) -> None:

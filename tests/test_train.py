@@ -295,16 +295,24 @@ def test_help_runs_neither_tensorflow_nor_numpy(script: str) -> None:
     assert result.stdout.splitlines()[-1] == "loaded: []", result.stdout[-500:]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_sigint_saves_and_exits_cleanly(tmp_path: Path, corpus: Path, sig: signal.Signals) -> None:
+def training_until_its_first_step(tmp_path: Path, corpus: Path, run_name: str,
+                                  **popen) -> tuple[subprocess.Popen, list[str]]:
+    """A train.py run too long to end by itself, started and waited for until training really
+    runs; and its stderr lines so far."""
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--input", str(corpus), "--max_steps",
-                             "100000", "--eval_every", "100000", "--run_name", "interrupted", *TINY],
-                            cwd=tmp_path, stderr=subprocess.PIPE, text=True, encoding="utf-8")
+                             "100000", "--eval_every", "100000", "--run_name", run_name, *TINY],
+                            cwd=tmp_path, stderr=subprocess.PIPE, text=True, encoding="utf-8", **popen)
     lines = []
-    for line in proc.stderr:  # wait until training really runs
+    for line in proc.stderr:
         lines.append(line)
         if line.split()[1:2] == ["step"]:
             break
+    return proc, lines
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_sigint_saves_and_exits_cleanly(tmp_path: Path, corpus: Path, sig: signal.Signals) -> None:
+    proc, lines = training_until_its_first_step(tmp_path, corpus, "interrupted")
     proc.send_signal(sig)
     for line in proc.stderr:  # an impatient second signal as the process shuts down changes nothing
         lines.append(line)
@@ -325,15 +333,8 @@ def test_sigint_saves_and_exits_cleanly(tmp_path: Path, corpus: Path, sig: signa
 
 def test_sighup_ignored_as_under_nohup_stays_ignored(tmp_path: Path, corpus: Path) -> None:
     """nohup ignores SIGHUP so that a run outlives its terminal: train.py must not take it back."""
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--input", str(corpus), "--max_steps",
-                             "100000", "--eval_every", "100000", "--run_name", "nohup", *TINY],
-                            cwd=tmp_path, stderr=subprocess.PIPE, text=True, encoding="utf-8",
-                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
-    lines = []
-    for line in proc.stderr:
-        lines.append(line)
-        if line.split()[1:2] == ["step"]:
-            break
+    proc, lines = training_until_its_first_step(tmp_path, corpus, "nohup",
+                                                preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
     proc.send_signal(signal.SIGHUP)
     time.sleep(1.5)  # steps go on
     proc.send_signal(signal.SIGINT)
