@@ -49,15 +49,30 @@ COLLECTIVE_TIMEOUT_S = 60
 
 
 def learning_rate(args: argparse.Namespace, step: int, epoch: int, progress: float) -> float:
-    """Linear warmup, then cosine decay to min_lr_frac over the run's progress in [0, 1]
-    (or char-rnn-tensorflow's per-epoch decay_rate when given)."""
+    """Linear warmup, then cosine decay to min_lr_frac over the rest of the run (or
+    char-rnn-tensorflow's per-epoch decay_rate when given). progress: the run's, in [0, 1]."""
     peak = args.learning_rate
     if step < args.warmup_steps:
         return peak * (step + 1) / args.warmup_steps
     if args.decay_rate is not None:
         return peak * args.decay_rate ** epoch
     floor = peak * args.min_lr_frac
-    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    cosine = 0.5 * (1.0 + math.cos(math.pi * decay_progress(step, progress, args.warmup_steps)))
+    return floor + (peak - floor) * cosine
+
+
+def decay_progress(step: int, progress: float, warmup_steps: int) -> float:
+    """How far the cosine has come, from 0 where the warmup ended to 1 at the run's end. A cosine
+    over the whole run would start below the peak, and the rate would drop where the warmup ends
+    (by 45% when the warmup is half the run). The warmup's share of the run is taken at the
+    average pace so far (progress / step per step): exactly (step - warmup) / (steps - warmup) in
+    a run measured in steps or epochs, and under a time budget, with nothing more to save for a
+    resume, a rate that starts at the peak and falls as steps and seconds go by."""
+    progress = min(progress, 1.0)
+    if progress >= 1.0 or step == 0:
+        return progress
+    warmup_share = progress * warmup_steps / step
+    return (progress - warmup_share) / (1.0 - warmup_share)
 
 
 def length_used(args: argparse.Namespace, step: int, seconds: float, steps_per_epoch: int) -> dict[str, float]:

@@ -147,9 +147,10 @@ def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Pa
     assert [step for step, _ in scalars["val/loss"]] == [10, 20]
     # Training speed from step 2 on: the first step's seconds are mostly compiling it.
     assert [step for step, _ in scalars["train/chars_per_sec"]] == list(range(2, 21))
-    # The learning rate each step trained at (TINY: peak 3e-3, 5 warmup steps; cosine to 10% by step 20).
+    # The learning rate each step trained at (TINY: peak 3e-3, 5 warmup steps, then a cosine from the
+    # peak to 10% over the other 15 steps).
     lrs = [float(v) for _, v in scalars["train/learning_rate"]]
-    want = [3e-3 * (s / 5 if s <= 5 else 0.1 + 0.45 * (1 + np.cos(np.pi * (s - 1) / 20))) for s in range(1, 21)]
+    want = [3e-3 * (s / 5 if s <= 5 else 0.1 + 0.45 * (1 + np.cos(np.pi * (s - 6) / 15))) for s in range(1, 21)]
     np.testing.assert_allclose(lrs, want, rtol=1e-5)
     # The best validation loss is reported, and best/ holds the checkpoint of the step that made it.
     val = {step: float(v) for step, v in scalars["val/loss"]}
@@ -510,9 +511,15 @@ def test_learning_rate_warms_up_then_follows_a_cosine_or_the_old_decay_rate() ->
     args = argparse.Namespace(learning_rate=2.0, warmup_steps=10, min_lr_frac=0.1, decay_rate=None)
     # Step k of the warmup (counted from 0) trains at (k + 1) / warmup of the peak: never at 0.
     assert [learning_rate(args, k, 0, 0.0) for k in (0, 4, 9)] == pytest.approx([0.2, 1.0, 2.0])
-    # Then a cosine over the run's progress, from the peak down to min_lr_frac of it, and no lower.
-    cosine = [learning_rate(args, 50, 0, p) for p in (0.0, 0.25, 0.5, 1.0, 1.5)]
+    # Then a cosine over the rest of the run, from the peak (no drop where the warmup ends) down to
+    # min_lr_frac of it, and no lower: in a run of 90 steps, step k at (k - 10) / 80 of the cosine.
+    cosine = [learning_rate(args, k, 0, k / 90) for k in (10, 30, 50, 90, 135)]
     assert cosine == pytest.approx([2.0, 0.2 + 1.8 * (1 + 0.5 ** 0.5) / 2, 1.1, 0.2, 0.2])
+    # Under a time budget the pace changes (the first steps compile): the rate starts at the peak
+    # and falls with every step and second, whatever share of the budget the warmup took.
+    assert learning_rate(args, 10, 0, 0.3) == pytest.approx(2.0)
+    rates = [learning_rate(args, k, 0, p) for k, p in ((10, 0.3), (11, 0.3), (11, 0.31), (40, 0.5), (40, 0.99))]
+    assert all(a > b for a, b in zip(rates, rates[1:])) and rates[-1] > 0.2, rates
     # char-rnn-tensorflow's --decay_rate: the peak times decay_rate per epoch, whatever the progress.
     args.decay_rate = 0.5
     assert [learning_rate(args, 50, epoch, 0.9) for epoch in (0, 3)] == pytest.approx([2.0, 0.25])
