@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import socket
-import tempfile
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -758,10 +757,24 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _build_dir_prefix(key: str) -> str:
-    """The temp dir name of a build in progress: its process and host, so that another process,
-    on this host or (the cache on a shared file system) another, knows whether the build died."""
-    return f".tmp-{key}-{os.getpid()}@{socket.gethostname()}-"
+def _make_build_dir(root: Path, key: str) -> Path:
+    """The temp dir of a build in progress, named by its process and host, so that another process,
+    on this host or (the cache on a shared file system) another, knows whether the build died. Made
+    with the umask's permissions, not mkdtemp's owner-only ones: renamed into place, it is the
+    prepared data, and the other users of a shared corpus folder must read it."""
+    tmp = root / f".tmp-{key}-{os.getpid()}@{socket.gethostname()}-{os.urandom(4).hex()}"
+    tmp.mkdir()
+    return tmp
+
+
+def _unreadable(directory: Path) -> bool:
+    """A preparation this user may not read: another user's, which an older version made private.
+    It is neither loaded nor replaced (the attempt would fail midway): the build goes elsewhere."""
+    if directory.exists() and not os.access(directory, os.R_OK | os.X_OK):
+        logger.warning("cannot read the prepared data in %s (another user's?): preparing the corpus elsewhere",
+                       directory)
+        return True
+    return False
 
 
 _BUILD_DIR = re.compile(r"\.tmp-[0-9a-f]+-(\d+)(?:@(.*))?-\w+")  # no host: an older version's, on this host
@@ -907,17 +920,19 @@ def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | N
     identity = _identity(files, options, vocab)
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     roots = [Path(cache_root)] if cache_root else [corpus_dir / ".prepared", _user_cache_root()]
+    unreadable = [root for root in roots if _unreadable(root / key)]
+    roots = [root for root in roots if root not in unreadable]
     for root in roots:
         corpus = _load_prepared(root / key, identity, files)
         if corpus is not None:
             logger.info("using prepared data %s (%s symbols, vocabulary %s)", corpus.cache_dir,
                         f"{len(corpus.ids):,}", f"{corpus.vocab.size:,}")
             return corpus
-    errors = []
+    errors = [f"{root / key}: not readable by this user" for root in unreadable]
     for root in roots:
         try:
             root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=_build_dir_prefix(key), dir=root))
+            tmp = _make_build_dir(root, key)
             break
         except OSError as e:
             errors.append(f"{root}: {e.strerror or e}")

@@ -6,10 +6,13 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 import unicodedata
 from pathlib import Path
@@ -485,6 +488,53 @@ def test_unwritable_corpus_dir_falls_back_to_the_user_cache(tmp_path: Path, monk
     corpus = dataset.prepare_corpus([path], DataOptions())
     assert corpus.cache_dir.parent == tmp_path / "xdg" / "char-rnn-tf2"
     assert dataset.prepare_corpus([path], DataOptions()).cache_dir == corpus.cache_dir
+
+
+def test_a_shared_corpus_folder_serves_other_users_and_keeps_their_private_data(tmp_path: Path) -> None:
+    """A team's corpus folder: the prepared data follows the umask, as any folder would, so that
+    the other users read it; a private one (another user's under umask 077, or made by an older
+    version) is neither read nor deleted: this user's copy goes to its own cache."""
+    root = os.geteuid() == 0
+    # Root reads anything: the other user is then nobody, in a forked child (tmp_path's parents are
+    # root's alone). Otherwise the folder is made unreadable to its owner, as another's is to them.
+    work = Path(tempfile.mkdtemp(dir="/tmp")) if root else tmp_path
+    try:
+        work.chmod(0o777)
+        (work / "corpus").mkdir()
+        path = write(work / "corpus" / "in.txt", "hello shared world\n")
+        old_umask = os.umask(0o022)
+        try:
+            corpus = dataset.prepare_corpus([path], DataOptions())
+        finally:
+            os.umask(old_umask)
+        assert stat.S_IMODE(corpus.cache_dir.stat().st_mode) == 0o755, oct(corpus.cache_dir.stat().st_mode)
+        (work / "corpus" / ".prepared").chmod(0o777)  # the team may write there
+        corpus.cache_dir.chmod(0o700 if root else 0)
+        reader, writer = os.pipe()
+        child = os.fork()
+        if child == 0:  # the other user: report where its copy went and what it was told, then exit
+            with os.fdopen(writer, "w") as report:
+                try:
+                    if root:
+                        os.setgid(65534)
+                        os.setuid(65534)
+                    os.environ["XDG_CACHE_HOME"] = str(work / "other-cache")
+                    utils.logger.handlers = [logging.StreamHandler(report)]
+                    print(dataset.prepare_corpus([path], DataOptions()).cache_dir, file=report)
+                except BaseException as error:
+                    print(f"failed: {error!r}", file=report)
+            os._exit(0)
+        os.close(writer)
+        with os.fdopen(reader) as report:
+            told = report.read()
+        os.waitpid(child, 0)
+        assert "cannot read the prepared data" in told and "failed" not in told, told
+        assert Path(told.splitlines()[-1]).parent == work / "other-cache" / "char-rnn-tf2", told
+        corpus.cache_dir.chmod(0o755)
+        assert (corpus.cache_dir / "ids.npy").is_file()  # the owner's data is still there
+    finally:
+        if root:
+            shutil.rmtree(work)
 
 
 KILLABLE = """
