@@ -614,6 +614,7 @@ def _make_vocab(counts: np.ndarray, options: DataOptions) -> tuple[Vocab, np.nda
     max_vocab = options.max_vocab
     needs_unknown = not keep.all() or (max_vocab and keep.sum() > max_vocab)
     if needs_unknown:
+        keep[present == ord(_UNKNOWN)] = False  # a U+FFFD of the text is the unknown symbol: no place of its own
         if max_vocab:
             room = max_vocab - 1 - int(protected.sum())
             if room < 0:
@@ -621,7 +622,6 @@ def _make_vocab(counts: np.ndarray, options: DataOptions) -> tuple[Vocab, np.nda
                                    f"{int(protected.sum())} jamo, which are always kept; use at least "
                                    f"{int(protected.sum()) + 1}")
             keep[np.flatnonzero(keep & ~protected)[room:]] = False
-        keep[present == ord(_UNKNOWN)] = False
     if not keep.any():
         top = int(freq[present != ord(_UNKNOWN)].max(initial=0))  # U+FFFD is the unknown symbol itself
         raise CharRNNError(f"--min_char_count {options.min_char_count}: every character of the text is rarer than "

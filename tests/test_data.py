@@ -637,6 +637,9 @@ def test_max_vocab_and_min_char_count_map_rare_characters_to_unknown(tmp_path: P
     kept = set(vocab.symbols) - {"\ufffd"}
     assert limited.vocab.decode(limited.ids) == "".join(c if c in kept else "\ufffd" for c in raw)
     assert "map to the unknown symbol" in caplog.text and "% of the text" in caplog.text
+    # A frequent U+FFFD of the text is the unknown symbol itself: it takes none of the other places.
+    frequent = prepare(write(tmp_path / "fffd.txt", "\ufffd" * 9 + raw), tmp_path, max_vocab=5)
+    assert frequent.vocab.symbols == ["\ufffd", " ", "a", "b", "c"]
     rare = prepare(path, tmp_path, min_char_count=3)
     assert set(rare.vocab.symbols) == {"a", "b", "c", "d", " ", "\n", "龍", "\ufffd"}  # e (once) -> unknown
     assert rare.vocab.counts[rare.vocab.unk_id] == 3 + 1  # the real U+FFFDs and the e
