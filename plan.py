@@ -341,6 +341,21 @@ def default_run_name(args: argparse.Namespace) -> str:
     return f"{name}-{args.model}{args.num_layers}x{args.rnn_size}{unit}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def lock_new_run(run_dir: Path) -> tuple[Path, runs.RunLock]:
+    """A new run's directory under its default name, locked: or name-2, name-3 ... where another
+    trainer or a saved run has it. Runs launched together (a sweep) are named in the same second,
+    and each must train a run of its own."""
+    names = itertools.chain([run_dir.name], (f"{run_dir.name}-{i}" for i in itertools.count(2)))
+    for candidate in (run_dir.parent / name for name in names):
+        try:
+            lock = runs.RunLock(candidate, "--save_dir")
+        except runs.RunBusy:
+            continue
+        if not lock.held_run:
+            return candidate, lock
+        lock.release()
+
+
 @dataclass(frozen=True)
 class Cluster:
     """Where this process stands among the training workers (TF_CONFIG for multiworker)."""
@@ -550,34 +565,36 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
                            f"({args.seq_length + 1:,} symbols): {kept}. {fix}")
     check_memory(args, corpus.vocab.size)
     run_dir = fork_dir or resume_dir or Path(args.save_dir) / (args.run_name or default_run_name(args))
-    forked_from = resume_dir if fork_dir is not None else None
-    args.run_name, args.save_dir = run_dir.name, str(run_dir.parent)
-    args.run_dir = str(run_dir.resolve()) if runs.is_utf8_path(str(run_dir.resolve())) else ""  # "": not known
-    # TensorBoard's name for the run (saved, so a resume writes on where the run wrote). A new run or
-    # a copy never writes into another run's curves: its own name, else name@save_dir, name@save_dir-2...
-    if resume_dir is not None and fork_dir is None and copied_from is None:
-        args.log_name = getattr(args, "log_name", None) or resume_dir.name
-    else:
-        base = utils.clip_name(f"{run_dir.name}@{run_dir.parent.resolve().name}", utils.NAME_MAX_BYTES - 8)  # -N
-        names = itertools.chain((run_dir.name, base), (f"{base}-{i}" for i in itertools.count(2)))
-        args.log_name = next(name for name in names
-                             if not (Path(args.log_dir) / name).exists() and not
-                             (source_logs and (Path(args.log_dir) / name).resolve() == source_logs.resolve()))
-        if copied_from is not None:
-            log.info("%s is a copy of %s (its config.json was written there): its TensorBoard run is %s, apart "
-                     "from that run's", resume_dir, copied_from, args.log_name)
-        elif fork_dir is None and args.log_name != run_dir.name:  # a copy says where its events go
-            log.info("%s is taken (by a run of that name in another save directory, a deleted run, or a "
-                     "session killed before its first save): this run's TensorBoard run is %s",
-                     Path(args.log_dir) / run_dir.name, args.log_name)
     # TensorFlow's longest names below them, e.g. best/ckpt-N_temp/part-00000-of-00001.data-00000-of-00001
     place_flag = "--init_from" if run_dir == resume_dir else "--save_dir"
     utils.check_path(str(run_dir), place_flag, room=80)
-    utils.check_path(str(Path(args.log_dir) / args.log_name), "--log_dir", room=80)
-    if cluster.is_chief:
-        # a second trainer on the same run refuses here
-        lock = runs.RunLock(run_dir, place_flag)
-        try:
+    lock = None  # only the chief keeps what it writes; the others write to scratch space
+    if cluster.is_chief:  # a second trainer on the same run refuses here
+        default_named = run_dir not in (fork_dir, resume_dir) and args.run_name is None
+        run_dir, lock = lock_new_run(run_dir) if default_named else (run_dir, runs.RunLock(run_dir, place_flag))
+    try:
+        forked_from = resume_dir if fork_dir is not None else None
+        args.run_name, args.save_dir = run_dir.name, str(run_dir.parent)
+        args.run_dir = str(run_dir.resolve()) if runs.is_utf8_path(str(run_dir.resolve())) else ""  # "": not known
+        # TensorBoard's name for the run (saved, so a resume writes on where the run wrote). A new run or
+        # a copy never writes into another run's curves: its own name, else name@save_dir, name@save_dir-2...
+        if resume_dir is not None and fork_dir is None and copied_from is None:
+            args.log_name = getattr(args, "log_name", None) or resume_dir.name
+        else:
+            base = utils.clip_name(f"{run_dir.name}@{run_dir.parent.resolve().name}", utils.NAME_MAX_BYTES - 8)  # -N
+            names = itertools.chain((run_dir.name, base), (f"{base}-{i}" for i in itertools.count(2)))
+            args.log_name = next(name for name in names
+                                 if not (Path(args.log_dir) / name).exists() and not
+                                 (source_logs and (Path(args.log_dir) / name).resolve() == source_logs.resolve()))
+            if copied_from is not None:
+                log.info("%s is a copy of %s (its config.json was written there): its TensorBoard run is %s, apart "
+                         "from that run's", resume_dir, copied_from, args.log_name)
+            elif fork_dir is None and args.log_name != run_dir.name:  # a copy says where its events go
+                log.info("%s is taken (by a run of that name in another save directory, a deleted run, or a "
+                         "session killed before its first save): this run's TensorBoard run is %s",
+                         Path(args.log_dir) / run_dir.name, args.log_name)
+        utils.check_path(str(Path(args.log_dir) / args.log_name), "--log_dir", room=80)
+        if lock is not None:
             if run_dir != resume_dir and lock.held_run:  # never train over a saved run, or its remains
                 if not (run_dir / "config.json").exists():
                     raise CharRNNError(f"{run_dir} holds files of a run (checkpoints, vocab.json) but no config.json, "
@@ -600,13 +617,13 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
                 log.warning(f"the run's --log_dir {args.log_dir} is gone (deleted, or the project moved?); its TensorBoard "
                             f"events go there anew. Pass --log_dir to write them elsewhere")
             log_dir_created = runs.ensure_writable(log_dir, "--log_dir")
-        except BaseException:  # a refusal, or a signal during the copy
+        else:
+            write_dir = Path(tempfile.mkdtemp(prefix=f"charrnn-worker{cluster.worker_index}-"))
+            log_dir, log_dir_created = write_dir / "logs", None
+    except BaseException:  # a refusal, or a signal during the copy
+        if lock is not None:
             lock.release(discard=True)
-            raise
-    else:  # only the chief keeps what it writes; the others write to scratch space
-        lock = None
-        write_dir = Path(tempfile.mkdtemp(prefix=f"charrnn-worker{cluster.worker_index}-"))
-        log_dir, log_dir_created = write_dir / "logs", None
+        raise
     return Run(args=args, cluster=cluster, corpus=corpus, train_ids=train_ids, val_ids=val_ids, loader=loader,
                eval_batch=max(1, min(args.batch_size, (len(val_ids) - 1) // args.seq_length)),
                run_dir=run_dir, write_dir=write_dir, log_dir=log_dir, resume_dir=resume_dir,

@@ -180,6 +180,10 @@ def is_run_file(name: Path) -> bool:
 _WINDOWS_LOCK_BYTE = 1 << 20
 
 
+class RunBusy(CharRNNError):
+    """The run is locked by another trainer."""
+
+
 class RunLock:
     """An exclusive lock on a run directory so that two trainers never write the same run.
     The operating system drops the lock when its process dies, so a stale lock file left by a
@@ -202,7 +206,7 @@ class RunLock:
                 self.file.seek(0)
                 owner = self.file.read().strip() or "another process"
                 self.file.close()
-                raise CharRNNError(f"{run_dir} is being trained by {owner}; wait for it to finish, stop it, "
+                raise RunBusy(f"{run_dir} is being trained by {owner}; wait for it to finish, stop it, "
                                    f"or train into another run (--run_name).") from None
             # A trainer that discarded its session removes the lock file (and maybe the directory)
             # under its lock: one opened just before locks nothing once it is gone. Start again.

@@ -757,6 +757,24 @@ def test_a_lock_file_removed_before_it_was_locked_is_not_held(tmp_path: Path, mo
     assert not run_dir.exists()
 
 
+def test_runs_launched_together_get_default_names_of_their_own(tmp_path: Path) -> None:
+    """A sweep started in parallel names its runs by the same second of the clock: where another
+    trainer holds the name, or a saved run has it, a new run takes the next free name-N instead of
+    failing (or training into that run), and leaves the saved run as it was."""
+    import plan
+    other_trainer = runs.RunLock(tmp_path / "run", "--save_dir")
+    (tmp_path / "run-2").mkdir()
+    (tmp_path / "run-2" / "config.json").write_text("{}")
+    run_dir, lock = plan.lock_new_run(tmp_path / "run")
+    assert run_dir == tmp_path / "run-3" and (run_dir / ".lock").is_file()
+    with pytest.raises(runs.RunBusy):
+        runs.RunLock(run_dir, "--save_dir")
+    assert (tmp_path / "run-2" / "config.json").read_text() == "{}"
+    lock.release(discard=True)
+    other_trainer.release(discard=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-2"]
+
+
 def test_discarding_removes_only_what_the_session_put_there(tmp_path: Path) -> None:
     new = tmp_path / "new"
     lock = runs.RunLock(new, "--save_dir")
