@@ -8,7 +8,6 @@ returned a Run, so that --help, a bad flag, a missing corpus or a run already in
 from __future__ import annotations
 
 import argparse
-import codecs
 import hashlib
 import itertools
 import json
@@ -33,8 +32,9 @@ log = logging.getLogger("charrnn")
 # Flags
 
 # Flags that change the shape or meaning of the weights: they cannot change on resume.
+# (Not --encoding: it says how the files are stored, and the text is prepared on the run's vocabulary.)
 ARCHITECTURE_FLAGS = ("model", "num_layers", "rnn_size", "embedding_size", "unit", "normalize",
-                      "encoding", "max_vocab", "min_char_count")
+                      "max_vocab", "min_char_count")
 # Flags that lay out the training text in batches (the seed picks each epoch's offset): the saved
 # data position and carried hidden state mean nothing under others, so they cannot change on
 # resume either (char-rnn-tensorflow refused a changed seq_length too).
@@ -293,7 +293,7 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
         raise CharRNNError(f"{run_dir / 'config.json'} is unreadable or damaged ({utils.damage(error)}); train.py "
                            f"wrote it when the run started: restore it from a backup, or start a new run") from None
     differ = [f"--{k}: saved {saved[k]!r}, given {getattr(args, k)!r}" for k in ARCHITECTURE_FLAGS + DATA_LAYOUT_FLAGS
-              if k in typed and k in saved and as_it_acts(k, saved[k]) != as_it_acts(k, getattr(args, k))]
+              if k in typed and k in saved and saved[k] != getattr(args, k)]
     if differ:
         raise CharRNNError(f"cannot resume {run_dir} with other model or batch flags ("
                            + "; ".join(differ) + "): its weights, data position and hidden state are "
@@ -302,16 +302,6 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
     for key, value in inherited.items():
         setattr(args, key, value)
     return saved
-
-
-def as_it_acts(flag: str, value: object) -> object:
-    """A flag's value by what it does: an encoding by its codec's name ('UTF8', 'utf_8': 'utf-8')."""
-    if flag == "encoding" and isinstance(value, str):
-        try:
-            return codecs.lookup(value).name
-        except LookupError:  # refused by the data options, with their own message
-            pass
-    return value
 
 
 def saved_flags(args: argparse.Namespace) -> dict:

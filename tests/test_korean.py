@@ -142,3 +142,10 @@ def test_korean_trains_as_syllables_by_default_and_a_cp949_file_without_encoding
     refused = run("train.py", tmp_path, "--input", str(legacy), "--max_steps", "2", *TINY)
     assert refused.returncode == 2
     assert "--encoding cp949" in refused.stderr and "Traceback" not in refused.stderr
+    # --encoding belongs to the files: a run trained on them as cp949 goes on once they are UTF-8.
+    trained = run("train.py", tmp_path, "--input", str(legacy), "--encoding", "cp949", "--max_steps", "2",
+                  "--run_name", "legacy", *TINY)
+    assert trained.returncode == 0, trained.stderr
+    write(legacy, KOREAN)
+    resumed = run("train.py", tmp_path, "--init_from", "save/legacy", "--encoding", "utf-8", "--max_steps", "3")
+    assert resumed.returncode == 0 and "resumed" in resumed.stderr, resumed.stderr
