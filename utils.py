@@ -61,7 +61,24 @@ def run_in_utf8_mode() -> None:
     POSIX: Windows' file names are Unicode whatever the locale."""
     if (os.name == "posix" and not sys.flags.utf8_mode
             and codecs.lookup(sys.getfilesystemencoding()).name != "utf-8"):
-        os.execv(sys.executable, [sys.executable, "-X", "utf8", *sys.orig_argv[1:]])
+        os.execv(sys.executable, [sys.executable, "-X", "utf8", *_argv_as_typed()[1:]])
+
+
+def _argv_as_typed() -> list[bytes]:
+    """The command line's bytes. Not sys.orig_argv encoded back: the locale's codec does not give
+    every byte back (euc_kr reads the UTF-8 of 한 as '\udced\x95\x9c', and cannot write '\x95')."""
+    try:
+        with open("/proc/self/cmdline", "rb") as cmdline:  # Linux
+            typed = cmdline.read().split(b"\0")[:-1]
+        if len(typed) == len(sys.orig_argv):
+            return typed
+    except OSError:
+        pass
+    try:
+        return [os.fsencode(arg) for arg in sys.orig_argv]
+    except UnicodeEncodeError:
+        sys.exit(f"error: the command line does not read back in the locale's encoding, "
+                 f"{sys.getfilesystemencoding()}; set a UTF-8 locale (e.g. LC_ALL=C.UTF-8) and run it again")
 
 
 def stop_signals() -> tuple[int, ...]:

@@ -199,6 +199,20 @@ def test_prime_outside_the_vocabulary(run_dir: Path) -> None:
     assert len(text(nothing_known)) == 21  # and its closing line break
 
 
+def test_a_korean_path_under_an_euc_kr_locale(run_dir: Path, tmp_path: Path) -> None:
+    """The scripts start again in UTF-8 mode with the command line's own bytes: the UTF-8 of 한 does
+    not survive a round trip through the euc_kr codec, and the restart died with a traceback."""
+    if shutil.which("localedef") is None or not Path("/usr/share/i18n/locales/ko_KR").is_file():
+        pytest.skip("no localedef or ko_KR locale source to build an EUC-KR locale from")
+    built = subprocess.run(["localedef", "-i", "ko_KR", "-f", "EUC-KR", str(tmp_path / "ko_KR.EUC-KR")],
+                           capture_output=True, text=True)
+    assert (tmp_path / "ko_KR.EUC-KR").is_dir(), built.stderr
+    shutil.copytree(run_dir, tmp_path / "한국어 런")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG", "PYTHON"))}
+    env.update(LOCPATH=str(tmp_path), LC_ALL="ko_KR.EUC-KR")
+    assert text(sample(tmp_path / "한국어 런", "--prime", "문", "-n", "20", env=env)).startswith("문")
+
+
 def test_korean_prime_and_output_under_a_c_locale(run_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG", "PYTHONIOENCODING"))}
     env.update(LC_ALL="C", PYTHONUTF8="0")
