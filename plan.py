@@ -421,7 +421,11 @@ def on_the_run_s_vocabulary(run_dir: Path, corpus: "dataset.Corpus", files: list
     try:
         saved = dataset.Vocab.load(run_dir / "vocab.json")
     except CharRNNError as error:
-        log.warning("%s; writing it again from the corpus", error)
+        if runs.checkpoints_on_disk(run_dir) or runs.checkpoints_on_disk(run_dir / "best"):
+            raise CharRNNError(f"{error}. The run's checkpoints give each id the character that file named, and a "
+                               f"vocabulary made again from the text could give it another: copy vocab.json back "
+                               f"from a backup, or start a new run without --init_from") from None
+        log.warning("%s; writing it again from the corpus (the run has no checkpoint yet)", error)
         return corpus
     if saved.symbols == corpus.vocab.symbols:
         return corpus

@@ -1173,6 +1173,21 @@ def test_sampling_a_damaged_run(run_copy: Path, damage: str) -> None:
     assert_refused(run("sample.py", "--save_dir", str(run_copy), "-n", "20", cwd=run_copy.parents[1]), *needles)
 
 
+@pytest.mark.parametrize("damage", ["missing", "damaged"])
+def test_resuming_a_run_without_its_vocabulary_is_refused(run_copy: Path, damage: str) -> None:
+    """The checkpoints give each id the character vocab.json names: one made again from the text
+    (grown, or another) could read the ids as other characters. A run that never saved starts over."""
+    vocab = run_copy / "vocab.json"
+    if damage == "missing":
+        vocab.unlink()
+    else:
+        vocab.write_bytes(vocab.read_bytes()[:-20])
+    before = file_hashes(run_copy)
+    assert_refused(run("train.py", "--init_from", str(run_copy), "--max_steps", "9", cwd=run_copy.parents[1]),
+                   "vocab.json", "The run's checkpoints give each id the character", "copy vocab.json back")
+    assert file_hashes(run_copy) == before
+
+
 def test_sampling_falls_back_from_a_listed_checkpoint_that_is_corrupt(run_copy: Path) -> None:
     """The `checkpoint` list is intact, but the newest checkpoint it names is cut short (a copy that
     ran out of space, say): the next older one is used, and we are told."""
