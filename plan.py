@@ -112,11 +112,12 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     model.add_argument("--embedding_size", type=int, default=64, help="size of each symbol's embedding")
     model.add_argument("--dropout", type=float, default=0.25, help="dropout between layers and before the output")
     model.add_argument("--output_keep_prob", type=float, default=None,
-                       help="char-rnn-tensorflow's flag: keep probability between layers and before the output "
-                            "(sets --dropout to 1-p) (default: --dropout)")
+                       help="char-rnn-tensorflow's flag: keep probability between layers, before the output "
+                            "(sets --dropout to 1-p) and, as the old tool had it, of the embedded input "
+                            "(default: --dropout)")
     model.add_argument("--input_keep_prob", type=float, default=None,
-                       help="char-rnn-tensorflow's flag: keep probability of the embedded input (dropout 1-p on "
-                            "the embeddings only; the old tool also dropped each later layer's input) (default: 1)")
+                       help="char-rnn-tensorflow's flag: keep probability of the embedded input, times "
+                            "--output_keep_prob's (the old tool also dropped each later layer's input) (default: 1)")
 
     opt = p.add_argument_group("optimization")
     opt.add_argument("--batch_size", type=int, default=24, help="parallel text streams per step")
@@ -250,8 +251,13 @@ def apply_old_flag_names(args: argparse.Namespace, typed: set[str]) -> set[str]:
                                f"dropout (it is 1 minus the keep probability): give one of them")
         args.dropout = round(1.0 - args.output_keep_prob, 12)
         typed.add("dropout")
-    args.input_dropout = round(1.0 - args.input_keep_prob, 12) if args.input_keep_prob is not None else 0.0
-    if args.input_keep_prob is not None:
+    # The old tool dropped the embedded input by both: output_keep_prob's own dropout of the embeddings,
+    # then the first layer's input_keep_prob.
+    args.input_dropout = 0.0
+    if args.output_keep_prob is not None or args.input_keep_prob is not None:
+        keep = (1.0 if args.output_keep_prob is None else args.output_keep_prob) * (
+            1.0 if args.input_keep_prob is None else args.input_keep_prob)
+        args.input_dropout = round(1.0 - keep, 12)
         typed.add("input_dropout")
     # The old schedule started at --learning_rate. Not typed, so a resumed run keeps its saved warmup.
     if args.decay_rate is not None and "warmup_steps" not in typed:

@@ -820,8 +820,9 @@ def test_resume_flags_replace_the_saved_ones(trained, run_copy: Path) -> None:
     saved = json.loads((run_copy / "config.json").read_text(encoding="utf-8"))
     assert (saved["args"]["num_epochs"], saved["args"]["max_steps"], saved["args"]["time_budget"]) == (9, 0, None)
     assert (saved["args"]["data_dir"], saved["args"]["input"]) == (str(data_dir), None)
-    assert (saved["args"]["dropout"], saved["args"]["input_dropout"]) == (0.25, 0.5)
-    assert (saved["model"]["dropout"], saved["model"]["input_dropout"]) == (0.25, 0.5)
+    # The embedded input kept with probability 0.75 * 0.5, as the old tool's two dropouts of it did.
+    assert (saved["args"]["dropout"], saved["args"]["input_dropout"]) == (0.25, 0.625)
+    assert (saved["model"]["dropout"], saved["model"]["input_dropout"]) == (0.25, 0.625)
 
 
 def test_a_resume_on_too_short_a_text_is_told_what_it_can_change(run_copy: Path) -> None:

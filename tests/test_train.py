@@ -502,6 +502,7 @@ def test_old_flags_keep_their_meaning(tmp_path: Path) -> None:
     assert per_epoch > 3 and lrs == pytest.approx([0.01] * per_epoch + [0.005] * per_epoch), lrs
     saved = json.loads((run / "config.json").read_text(encoding="utf-8"))["args"]
     assert (saved["dropout"], saved["warmup_steps"]) == (0.2, 0)  # not 0.19999999999999996
+    assert saved["input_dropout"] == 0.2  # the old tool dropped the embedded input by output_keep_prob too
 
 
 def test_learning_rate_warms_up_then_follows_a_cosine_or_the_old_decay_rate() -> None:
