@@ -54,10 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prime characters missing from the vocabulary: stop, or drop them with a warning")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="instead of sampling, write a SavedModel (TF Serving, any TensorFlow program) to DIR, "
-                        "a new or empty directory (default: sample)")
+                        "a new or empty directory (default: none, sample text)")
     p.add_argument("--export_tflite", default=None, metavar="FILE",
                    help="instead of sampling, write a TFLite model to FILE and its vocabulary beside it "
-                        "(default: sample)")
+                        "(default: none, sample text)")
     p.add_argument("--verbose", action="store_true", help="debug logging, and TensorFlow's own start-up and C++ log lines")
     return p
 

@@ -385,7 +385,7 @@ class Trainer:
                 tf.summary.scalar("val/perplexity", val_perplexity)
                 tf.summary.text("sample", "```\n" + self.vocab.decode(sample.numpy()[0])[:chars] + "\n```")
             self.writer.flush()
-        log.info(f"step {self.step} epoch {self.epoch}: val loss {val_loss:.4f} nats/symbol, {val_bpc:.4f} "
+        log.info(f"step {self.step} epoch {self.epoch_position()}: val loss {val_loss:.4f} nats/symbol, {val_bpc:.4f} "
                  f"bits/char, perplexity {val_perplexity:.3f} per char{'  (best)' if improved else ''}")
         if improved:
             self.best_val.assign(val_loss)
@@ -458,6 +458,8 @@ class Trainer:
                     self.run_eval()
                 if due_save:
                     self.save(self.manager)
+                    if self.run.cluster.is_chief:  # as char-rnn-tensorflow said "model saved to ..."
+                        log.info(f"step {self.step}: checkpoint saved in {self.run.run_dir}")
 
     def log_step(self, loss: float, grad_norm: float, lr: float, seconds: float) -> None:
         tf, args = self.tf, self.args
@@ -482,10 +484,13 @@ class Trainer:
             per_step = (time.monotonic() - self.session_start) / max(self.step - self.start_step, 1)
             remaining = min(remaining, max(args.stop_at_step - self.step, 0) * per_step)
         val = "-" if self.last_val is None else f"{self.last_val:.4f}"
-        self.progress_line.update(self.step, f"step {self.step} epoch {self.epoch}."
-                                             f"{self.batch * 100 // self.run.loader.num_batches:02d} "
+        self.progress_line.update(self.step, f"step {self.step} epoch {self.epoch_position()} "
                                              f"loss {loss:.4f} val {val} ETA {format_eta(remaining)} "
                                              f"{f'{self.rate:,.0f}' if timed else '-'} chars/s lr {lr:.2e}")
+
+    def epoch_position(self) -> str:
+        """The epoch and the hundredths of it done: 1.06, or 2.00 at the end of epoch 1 (not 1)."""
+        return f"{self.epoch}.{self.batch * 100 // self.run.loader.num_batches:02d}"
 
     def limit_flag(self, seconds: float) -> str:
         """The length flag whose limit the run has reached (the one most used up)."""

@@ -128,7 +128,7 @@ def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Pa
     progress = {int(m[1]): m[0] for m in re.finditer(r"step (\d+) epoch \d+\.\d\d loss \d\.\d{4} val (\S+) "
                                                       r"ETA \d\d:\d\d:\d\d [\d,]+ chars/s lr \S+", result.stderr)}
     assert sorted(progress) == [5, 10, 15, 20], result.stderr
-    evaluation = re.search(r"step 10 epoch \d+: val loss (\d\.\d{4}) nats/symbol, (\d\.\d{4}) bits/char, "
+    evaluation = re.search(r"step 10 epoch \d+\.\d\d: val loss (\d\.\d{4}) nats/symbol, (\d\.\d{4}) bits/char, "
                            r"perplexity (\d+\.\d{3}) per char", result.stderr)
     first_val, bpc, perplexity = evaluation[1], float(evaluation[2]), float(evaluation[3])
     assert abs(perplexity - 2 ** bpc) < 2e-3 and abs(bpc - float(first_val) / np.log(2)) < 1e-3
@@ -352,6 +352,8 @@ def test_keep_prunes_old_checkpoints_and_the_run_that_saved_last_is_used(tmp_pat
     run_b = tmp_path / "save" / "b"
     assert sorted(p.name for p in run_b.glob("ckpt-*.index")) == ["ckpt-6.index", "ckpt-8.index"]
     assert listed_checkpoints(run_b) == ["ckpt-6", "ckpt-8"]
+    # Each --save_every checkpoint is told, as char-rnn-tensorflow did; the final one by "stopped at step 8".
+    assert re.findall(r"step (\d+): checkpoint saved in \S*save/b\n", kept.stderr) == ["2", "4", "6"], kept.stderr
     assert len(list((run_b / "best").glob("ckpt-*.index"))) == 1
     newer = train(tmp_path, "--input", str(corpus), "--max_steps", "4", "--eval_every", "4", "--run_name", "a", *TINY)
     assert newer.returncode == 0, newer.stderr
