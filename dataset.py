@@ -303,6 +303,10 @@ def _decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, ext
                                     f"-t utf-8 FILE > NEW) and drop --encoding")
             return CharRNNError(f"{where}; {every}: convert it (iconv -f {candidate} -t {encoding} FILE > NEW), "
                                 f"or pass --encoding {candidate} if every file is {candidate}")
+    if _mixes_utf8_and_cp949(sample):  # no --encoding reads it: latin-1 would train on mojibake
+        return CharRNNError(f"{where}; its lines are partly cp949 and partly UTF-8 (texts pasted together), which "
+                            f"no --encoding reads: convert the cp949 part to UTF-8 (split the file where the "
+                            f"encoding changes, iconv -f cp949 -t utf-8 that part, and join them again)")
     # Bytes 0x80-0x9F are control characters in latin-1 but curly quotes, dashes and the euro in
     # cp1252, Windows' Western encoding: there, latin-1 would decode without an error, wrongly.
     windows = any(0x80 <= b <= 0x9F for b in sample) and _decodes(sample, "cp1252")
@@ -343,6 +347,21 @@ def _mostly_common_hangul(text: str) -> bool:
     others = [c for c in text if ord(c) >= 0x80]
     common = sum("\uac00" <= c <= "\ud7a3" and min(c.encode("cp949")) >= 0xA1 for c in others)
     return bool(others) and common > len(others) // 2
+
+
+def _mixes_utf8_and_cp949(sample: bytes) -> bool:
+    """Whether each line that is not ASCII is UTF-8 or Korean in cp949, and both kinds are there."""
+    kinds = set()
+    for line in sample.splitlines():
+        if line.isascii():
+            continue
+        if _decodes(line, "utf-8"):
+            kinds.add("utf-8")
+        elif _decodes(line, "cp949") and _mostly_common_hangul(line.decode("cp949")):
+            kinds.add("cp949")
+        else:
+            return False
+    return kinds == {"utf-8", "cp949"}
 
 
 def _decodes(data: bytes, encoding: str) -> bool:

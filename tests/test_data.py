@@ -297,6 +297,17 @@ def test_cp949_file_gets_one_clear_message_and_reads_with_encoding(tmp_path: Pat
     assert prepare(path, tmp_path, encoding="EUC-KR").vocab.decode(corpus.ids) == text
 
 
+def test_a_file_of_cp949_lines_then_utf8_lines_is_told_so_under_either_encoding(tmp_path: Path) -> None:
+    """Old cp949 notes with new UTF-8 ones appended: no --encoding reads that, and the latin-1 that
+    the last resort advice names would train on mojibake."""
+    old, new = "옛날 메모는 한국어로 적었다\n" * 3, "새 메모도 한국어로 적는다\n" * 3
+    path = write(tmp_path / "notes.txt", old.encode("cp949") + new.encode("utf-8"))
+    for encoding in ("utf-8", "cp949"):
+        with pytest.raises(CharRNNError, match="partly cp949 and partly UTF-8") as error:
+            prepare(path, tmp_path, encoding=encoding)
+        assert "latin-1" not in str(error.value)
+
+
 def test_a_file_in_another_encoding_than_the_others_is_told_to_be_converted(tmp_path: Path) -> None:
     """--encoding is for every file: with UTF-8 and cp949 files side by side, passing the other encoding
     only moves the error to the other file, so the message says to convert."""
