@@ -189,7 +189,7 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
         while not at_end:
             data = f.read(_READ_BYTES)
             if offset == 0:
-                _check_looks_like_text(path, data, options.encoding)
+                _check_looks_like_text(path, data, options.encoding, other_files)
             pending = len(decoder.getstate()[0])  # bytes of a character cut by the previous read
             at_end = not data
             try:
@@ -199,9 +199,8 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
                 extra_bytes += len(good) - len(good.decode(options.encoding, "ignore"))
                 raise _decode_error(path, options.encoding, offset - pending + e.start, other_files,
                                     extra_bytes) from None
-            except UnicodeError as e:  # no position, e.g. "UTF-16 stream does not start with BOM"
-                raise CharRNNError(f"{path}: not valid {options.encoding} ({e}); pass the file's encoding with "
-                                   f"--encoding, or convert it to UTF-8") from None
+            except UnicodeError:  # no position: "UTF-16 stream does not start with BOM", at the start
+                raise _decode_error(path, options.encoding, offset - pending, other_files, extra_bytes) from None
             extra_bytes += len(data) - len(text)
             if at_start and text:
                 text, at_start = text.removeprefix("\ufeff"), False  # a BOM marks the encoding, it is not text
@@ -216,23 +215,31 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
                 yield _normalize(text, options.normalize)
 
 
-def _check_looks_like_text(path: Path, head: bytes, encoding: str) -> None:
+def _check_looks_like_text(path: Path, head: bytes, encoding: str, other_files: int) -> None:
     if "\n".encode(encoding).removeprefix(codecs.BOM_UTF8) != b"\n":  # utf-8-sig writes a BOM first
         return  # UTF-16/32 text is full of NUL bytes; let the decoder judge it
     for width, marks in ((32, (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")), (16, (b"\xff\xfe", b"\xfe\xff"))):
         if head.startswith(marks):  # UTF-32's first: FF FE 00 00 begins with UTF-16's FF FE
-            raise CharRNNError(f"{path}: starts with a UTF-{width} byte-order mark: pass --encoding utf-{width} "
-                               "(or convert the file to UTF-8)")
+            raise CharRNNError(f"{path}: starts with a UTF-{width} byte-order mark: "
+                               f"{_pass_or_convert(f'utf-{width}', encoding, other_files)}")
     if b"\x00" in head:
         # UTF-16 without a byte-order mark: the high byte of every ASCII character (spaces, line
         # breaks) is NUL, the low bytes hardly ever are; a binary file has NULs on both sides.
         nuls = [head[side::2].count(0) / max(1, len(head[side::2])) for side in (0, 1)]
         order = "le" if nuls[1] > nuls[0] else "be"
         if max(nuls) >= 0.05 and min(nuls) <= max(nuls) / 8 and _reads_as_text(head, f"utf-16-{order}"):
-            raise CharRNNError(f"{path}: looks like UTF-16 text without a byte-order mark; pass --encoding "
-                               f"utf-16-{order} (or convert the file to UTF-8)")
+            raise CharRNNError(f"{path}: looks like UTF-16 text without a byte-order mark; "
+                               f"{_pass_or_convert(f'utf-16-{order}', encoding, other_files)}")
         raise CharRNNError(f"{path}: looks like a binary file, not text (NUL byte at offset "
                            f"{head.index(0):,}); pass a text file")
+
+
+def _pass_or_convert(found: str, encoding: str, other_files: int) -> str:
+    """The advice for a file in the encoding found: --encoding reads every file of the corpus."""
+    if not other_files:
+        return f"pass --encoding {found} (or convert the file to UTF-8)"
+    return (f"--encoding {encoding} applies to all {other_files + 1} files: convert this one to UTF-8 (iconv -f "
+            f"{found} -t utf-8 FILE > NEW), or pass --encoding {found} if every file is {found}")
 
 
 def _check_decoded_text(path: Path, text: str, encoding: str) -> None:

@@ -127,7 +127,7 @@ def test_utf16_without_a_bom_is_told_from_binary_numbers(tmp_path: Path) -> None
                                ("en16.txt", "plain text\n".encode("utf-16-be") * 50, "--encoding utf-16-be"),
                                ("small.bin", (np.arange(1000, dtype=np.int16) % 200).tobytes(), "binary file")]:
         with pytest.raises(utils.CharRNNError, match=needle):
-            dataset._check_looks_like_text(tmp_path / name, data, "utf-8")
+            dataset._check_looks_like_text(tmp_path / name, data, "utf-8", 0)
 
 
 def test_text_without_line_breaks_is_cut_near_each_read_end() -> None:
@@ -320,6 +320,16 @@ def test_a_file_in_another_encoding_than_the_others_is_told_to_be_converted(tmp_
             dataset.prepare_corpus(files, DataOptions(encoding=encoding), cache_root=tmp_path / "cache")
         message = str(error.value)
         assert str(tmp_path / bad) in message and "applies to all 2 files" in message and advice in message, message
+    # The same with a UTF-16 file: its byte-order mark under utf-8, the UTF-8 file under utf-16.
+    files[1] = write(tmp_path / "b.txt", text.encode("utf-16"))
+    cases = [("utf-8", "b.txt", "UTF-16 byte-order mark: --encoding utf-8 applies to all 2 files: convert this one "
+                                "to UTF-8 (iconv -f utf-16 -t utf-8 FILE > NEW)"),
+             ("utf-16", "a.txt", "this one looks like utf-8: convert the utf-16 ones to UTF-8")]
+    for encoding, bad, advice in cases:
+        with pytest.raises(CharRNNError) as error:
+            dataset.prepare_corpus(files, DataOptions(encoding=encoding), cache_root=tmp_path / "cache")
+        message = str(error.value)
+        assert str(tmp_path / bad) in message and advice in message, message
 
 
 def test_prepared_on_a_given_vocabulary(tmp_path: Path) -> None:
