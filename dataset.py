@@ -199,7 +199,11 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
                 extra_bytes += len(good) - len(good.decode(options.encoding, "ignore"))
                 raise _decode_error(path, options.encoding, offset - pending + e.start, other_files,
                                     extra_bytes) from None
-            except UnicodeError:  # no position: "UTF-16 stream does not start with BOM", at the start
+            except UnicodeError as e:  # no position: "UTF-16 stream does not start with BOM", at the start
+                if b"\x00" in data:  # UTF-16 or UTF-32 text, without the mark that gives its byte order
+                    order = "le" if data[1::2].count(0) > data[0::2].count(0) else "be"
+                    raise CharRNNError(f"{path}: not valid {options.encoding} ({e}): pass --encoding "
+                                       f"{options.encoding}-{order}, which needs no byte-order mark") from None
                 raise _decode_error(path, options.encoding, offset - pending, other_files, extra_bytes) from None
             extra_bytes += len(data) - len(text)
             if at_start and text:
@@ -794,13 +798,13 @@ def _make_build_dir(root: Path, key: str) -> Path:
 
 
 def _unreadable(directory: Path) -> bool:
-    """A preparation this user may not read: another user's, which an older version made private.
-    It is neither loaded nor replaced (the attempt would fail midway): the build goes elsewhere."""
-    if directory.exists() and not os.access(directory, os.R_OK | os.X_OK):
-        logger.warning("cannot read the prepared data in %s (another user's?): preparing the corpus elsewhere",
-                       directory)
-        return True
-    return False
+    """A preparation this user may not read: another user's, private (an older version made them
+    so). It is neither loaded nor replaced (the attempt would fail midway): the build goes elsewhere."""
+    if not directory.exists():
+        return False
+    files = [directory / name for name in ("meta.json", "ids.npy", "vocab.json")]
+    return not (os.access(directory, os.R_OK | os.X_OK)
+                and all(os.access(path, os.R_OK) for path in files if path.exists()))
 
 
 _BUILD_DIR = re.compile(r"\.tmp-[0-9a-f]+-(\d+)(?:@(.*))?-\w+")  # no host: an older version's, on this host
@@ -954,6 +958,9 @@ def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | N
             logger.info("using prepared data %s (%s symbols, vocabulary %s)", corpus.cache_dir,
                         f"{len(corpus.ids):,}", f"{corpus.vocab.size:,}")
             return corpus
+    for root in unreadable:
+        logger.warning("cannot read the prepared data in %s (another user's?): preparing the corpus elsewhere",
+                       root / key)
     errors = [f"{root / key}: not readable by this user" for root in unreadable]
     for root in roots:
         try:
@@ -963,7 +970,8 @@ def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | N
         except OSError as e:
             errors.append(f"{root}: {e.strerror or e}")
     else:
-        raise CharRNNError(f"cannot write prepared data ({'; '.join(errors)}); make one of these writable")
+        raise CharRNNError(f"cannot write prepared data ({'; '.join(errors)}); make one of these readable "
+                           f"and writable")
     _remove_leftovers(root, identity, key)
     logger.info("preparing %s (%.1f MB) into %s", files[0] if len(files) == 1 else f"{len(files)} files",
                 sum(f[1] for f in identity["files"]) / 1e6, root / key)
@@ -975,7 +983,11 @@ def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | N
                                f"Free disk space in {root} or fix the file, then run again") from None
         final = root / key
         if final.exists() and _load_prepared(final, identity, files) is None:
-            shutil.rmtree(final)  # damaged
+            try:
+                shutil.rmtree(final)  # damaged
+            except OSError as e:  # another user's
+                raise CharRNNError(f"the prepared data in {final} is damaged and cannot be replaced ({e.strerror or e}"
+                                   f"): remove that folder (its owner can), then run again") from None
         try:
             os.replace(tmp, final)
         except OSError as e:  # another process finished the same preparation first: use theirs

@@ -128,6 +128,11 @@ def test_utf16_without_a_bom_is_told_from_binary_numbers(tmp_path: Path) -> None
                                ("small.bin", (np.arange(1000, dtype=np.int16) % 200).tobytes(), "binary file")]:
         with pytest.raises(utils.CharRNNError, match=needle):
             dataset._check_looks_like_text(tmp_path / name, data, "utf-8", 0)
+    # Under --encoding utf-16 (or utf-32), which needs the mark, the byte order to pass instead.
+    for encoding, order in (("utf-16", "le"), ("utf-16", "be"), ("utf-32", "le")):
+        path = write(tmp_path / f"{encoding}-{order}.txt", "plain text\n".encode(f"{encoding}-{order}") * 50)
+        with pytest.raises(utils.CharRNNError, match=f"pass --encoding {encoding}-{order}, which needs no"):
+            prepare(path, tmp_path, encoding=encoding)
 
 
 def test_text_without_line_breaks_is_cut_near_each_read_end() -> None:
@@ -511,10 +516,34 @@ def test_unwritable_corpus_dir_falls_back_to_the_user_cache(tmp_path: Path, monk
     assert dataset.prepare_corpus([path], DataOptions()).cache_dir == corpus.cache_dir
 
 
+def prepared_by_another_user(path: Path, work: Path, root: bool) -> str:
+    """What prepare_corpus tells another user (nobody, when run as root), and where its data went."""
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:
+        with os.fdopen(writer, "w") as report:
+            try:
+                if root:
+                    os.setgid(65534)
+                    os.setuid(65534)
+                os.environ["XDG_CACHE_HOME"] = str(work / "other-cache")
+                utils.logger.handlers = [logging.StreamHandler(report)]
+                print(dataset.prepare_corpus([path], DataOptions()).cache_dir, file=report)
+            except BaseException as error:
+                print(f"failed: {error!r}", file=report)
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as report:
+        told = report.read()
+    os.waitpid(child, 0)
+    return told
+
+
 def test_a_shared_corpus_folder_serves_other_users_and_keeps_their_private_data(tmp_path: Path) -> None:
     """A team's corpus folder: the prepared data follows the umask, as any folder would, so that
     the other users read it; a private one (another user's under umask 077, or made by an older
-    version) is neither read nor deleted: this user's copy goes to its own cache."""
+    version), or a private file in it, is neither read nor deleted: this user's copy goes to its own
+    cache. Another user's damaged one is told, not a traceback."""
     root = os.geteuid() == 0
     # Root reads anything: the other user is then nobody, in a forked child (tmp_path's parents are
     # root's alone). Otherwise the folder is made unreadable to its owner, as another's is to them.
@@ -528,31 +557,25 @@ def test_a_shared_corpus_folder_serves_other_users_and_keeps_their_private_data(
             corpus = dataset.prepare_corpus([path], DataOptions())
         finally:
             os.umask(old_umask)
-        assert stat.S_IMODE(corpus.cache_dir.stat().st_mode) == 0o755, oct(corpus.cache_dir.stat().st_mode)
+        mine = corpus.cache_dir
+        assert stat.S_IMODE(mine.stat().st_mode) == 0o755, oct(mine.stat().st_mode)
         (work / "corpus" / ".prepared").chmod(0o777)  # the team may write there
-        corpus.cache_dir.chmod(0o700 if root else 0)
-        reader, writer = os.pipe()
-        child = os.fork()
-        if child == 0:  # the other user: report where its copy went and what it was told, then exit
-            with os.fdopen(writer, "w") as report:
-                try:
-                    if root:
-                        os.setgid(65534)
-                        os.setuid(65534)
-                    os.environ["XDG_CACHE_HOME"] = str(work / "other-cache")
-                    utils.logger.handlers = [logging.StreamHandler(report)]
-                    print(dataset.prepare_corpus([path], DataOptions()).cache_dir, file=report)
-                except BaseException as error:
-                    print(f"failed: {error!r}", file=report)
-            os._exit(0)
-        os.close(writer)
-        with os.fdopen(reader) as report:
-            told = report.read()
-        os.waitpid(child, 0)
-        assert "cannot read the prepared data" in told and "failed" not in told, told
-        assert Path(told.splitlines()[-1]).parent == work / "other-cache" / "char-rnn-tf2", told
-        corpus.cache_dir.chmod(0o755)
-        assert (corpus.cache_dir / "ids.npy").is_file()  # the owner's data is still there
+        for private, readable in ((mine, 0o755), (mine / "ids.npy", 0o644)):
+            private.chmod((0o700 if private == mine else 0o600) if root else 0)
+            told = prepared_by_another_user(path, work, root)
+            assert "cannot read the prepared data" in told and "failed" not in told, told
+            assert Path(told.splitlines()[-1]).parent == work / "other-cache" / "char-rnn-tf2", told
+            private.chmod(readable)
+            assert (mine / "ids.npy").is_file()  # the owner's data is still there
+            shutil.rmtree(work / "other-cache")
+        meta = (mine / "meta.json").read_text(encoding="utf-8")
+        (mine / "meta.json").write_text(meta[:20], encoding="utf-8")  # damaged, and not theirs to remove
+        if not root:
+            mine.chmod(0o555)
+        told = prepared_by_another_user(path, work, root)
+        assert "CharRNNError" in told and "is damaged and cannot be replaced" in told, told
+        mine.chmod(0o755)
+        assert (mine / "ids.npy").is_file()
     finally:
         if root:
             shutil.rmtree(work)
