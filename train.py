@@ -104,8 +104,9 @@ class Progress:
         self.print_every = print_every
         self.last_draw = 0.0
 
-    def update(self, step: int, text: str) -> None:
-        """text: most important first, as the live line loses its end to a narrow terminal."""
+    def update(self, step: int, fields: list[str]) -> None:
+        """fields: most important first, as the live line drops the last ones that a narrow
+        terminal has no room for (whole: half a number would read as another)."""
         if self.live:
             now = time.monotonic()
             if now - self.last_draw > 0.2:
@@ -113,12 +114,18 @@ class Progress:
                 try:
                     width = os.get_terminal_size(sys.stderr.fileno()).columns - 1
                 except OSError:
-                    width = 79
-                sys.stderr.write("\r" + text[:width] + "\x1b[K")
+                    width = 0
+                width = width if width > 0 else 79  # some pseudo-terminals say 0 columns
+                shown = fields[:1]
+                for field in fields[1:]:
+                    if len(" ".join(shown + [field])) > width:
+                        break
+                    shown.append(field)
+                sys.stderr.write("\r" + " ".join(shown)[:width] + "\x1b[K")
                 sys.stderr.flush()
                 self.last_draw = now
         elif step % self.print_every == 0:
-            log.info(text)
+            log.info(" ".join(fields))
 
 
 def format_eta(seconds: float) -> str:
@@ -484,9 +491,9 @@ class Trainer:
             per_step = (time.monotonic() - self.session_start) / max(self.step - self.start_step, 1)
             remaining = min(remaining, max(args.stop_at_step - self.step, 0) * per_step)
         val = "-" if self.last_val is None else f"{self.last_val:.4f}"
-        self.progress_line.update(self.step, f"step {self.step} epoch {self.epoch_position()} "
-                                             f"loss {loss:.4f} val {val} ETA {format_eta(remaining)} "
-                                             f"{f'{self.rate:,.0f}' if timed else '-'} chars/s lr {lr:.2e}")
+        self.progress_line.update(self.step, [f"step {self.step}", f"epoch {self.epoch_position()}",
+                                              f"loss {loss:.4f}", f"val {val}", f"ETA {format_eta(remaining)}",
+                                              f"{f'{self.rate:,.0f}' if timed else '-'} chars/s", f"lr {lr:.2e}"])
 
     def epoch_position(self) -> str:
         """The epoch and the hundredths of it done: 1.06, or 2.00 at the end of epoch 1 (not 1)."""

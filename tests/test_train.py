@@ -507,6 +507,27 @@ def test_old_flags_keep_their_meaning(tmp_path: Path) -> None:
     assert saved["input_dropout"] == 0.2  # the old tool dropped the embedded input by output_keep_prob too
 
 
+def test_the_live_line_drops_whole_fields_that_the_terminal_has_no_room_for(monkeypatch) -> None:
+    """At 80 columns the line lost the end of its learning rate ('lr 1.14' for 1.14e-03, a thousand
+    times more); a terminal that says it has 0 columns lost the last character of every line."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    from train import Progress
+    fields = ["step 1000", "epoch 4.23", "loss 1.2345", "val 1.3456", "ETA 00:00:12", "82,081 chars/s", "lr 1.14e-03"]
+    master, terminal = pty.openpty()
+    for columns, shown in ((80, fields[:6]), (41, fields[:3]), (0, fields[:6]), (120, fields)):
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+        with os.fdopen(os.dup(terminal), "w") as stderr:
+            monkeypatch.setattr(sys, "stderr", stderr)
+            Progress(print_every=10).update(1000, fields)
+        assert os.read(master, 4096).decode() == "\r" + " ".join(shown) + "\x1b[K", columns
+    os.close(master)
+    os.close(terminal)
+
+
 def test_learning_rate_warms_up_then_follows_a_cosine_or_the_old_decay_rate() -> None:
     import argparse
 
