@@ -117,7 +117,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                             "(default: --dropout)")
     model.add_argument("--input_keep_prob", type=float, default=None,
                        help="char-rnn-tensorflow's flag: keep probability of the embedded input, times "
-                            "--output_keep_prob's (the old tool also dropped each later layer's input) (default: 1)")
+                            "--output_keep_prob's when that is typed (the old tool also dropped each later layer's "
+                            "input) (default: 1)")
 
     opt = p.add_argument_group("optimization")
     opt.add_argument("--batch_size", type=int, default=24, help="parallel text streams per step")
@@ -154,7 +155,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     out.add_argument("--log_dir", default="logs",
                      help="TensorBoard events go to LOG_DIR/<run name>/ (<run name>@<save dir's name>/ when "
                           "that folder is taken)")
-    out.add_argument("--run_name", default=None, help="name of the run (default: corpus-model-size-time)")
+    out.add_argument("--run_name", default=None,
+                     help="name of the run (default: corpus-model-size-time, and -2, -3 ... where a run launched "
+                          "in the same second has it)")
     out.add_argument("--init_from", default=None,
                      help="resume this run directory (or a save directory: its run that saved last); with another "
                           "--save_dir or --run_name typed, go on in a copy there. The model, vocabulary and batch "

@@ -858,8 +858,7 @@ def test_a_resume_on_another_validation_text_starts_best_anew(run_copy: Path) ->
     config = json.loads((run_copy / "config.json").read_text(encoding="utf-8"))
     del config["args"]["val_sha256"]  # as saved before the fingerprint: nothing to compare, no warning
     (run_copy / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    # --encoding UTF8: the saved utf-8 spelled otherwise, not another encoding to refuse.
-    first = run("train.py", "--init_from", str(run_copy), "--max_steps", "7", "--encoding", "UTF8", cwd=cwd)
+    first = run("train.py", "--init_from", str(run_copy), "--max_steps", "7", cwd=cwd)
     assert first.returncode == 0 and "validation text" not in first.stderr, first.stderr
     assert json.loads((run_copy / "config.json").read_text(encoding="utf-8"))["args"]["val_sha256"]
     changed = run("train.py", "--init_from", str(run_copy), "--max_steps", "8", "--eval_symbols", "40", cwd=cwd)
