@@ -311,7 +311,13 @@ def _check_target_dir(directory: Path, flag: str) -> Path | None:
     if directory.is_dir() and any(directory.iterdir()):
         raise CharRNNError(f"{flag} {directory}: not an empty directory; {flag} writes a new or empty folder, so "
                            f"that nothing of yours in it is replaced: name a new one")
-    return runs.ensure_writable(directory.parent, flag)
+    return runs.ensure_writable(directory if _mounted(directory) else directory.parent, flag)
+
+
+def _mounted(directory: Path) -> bool:
+    """An empty folder that is a mount point (a volume mounted for TF Serving, /models/charrnn/1)
+    cannot be replaced by a rename: the export is written inside it, and moved up."""
+    return directory.is_dir() and os.path.ismount(directory)
 
 
 def _check_target_file(path: Path, flag: str) -> Path | None:
@@ -352,7 +358,8 @@ def export_saved_model(net: "model.CharRNN", vocab: "dataset.Vocab", directory: 
     """Write a SavedModel of net to directory (new or empty). Returns the directory."""
     directory = _link_followed(Path(directory))
     _check_target_dir(directory, flag)
-    tmp = _tmp_beside(directory)
+    in_place = _mounted(directory)
+    tmp = directory / f".tmp-{os.getpid()}" if in_place else _tmp_beside(directory)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         module = ServingModule(net, vocab)
@@ -365,10 +372,17 @@ def export_saved_model(net: "model.CharRNN", vocab: "dataset.Vocab", directory: 
         # assets.extra/ is where TF Serving expects files for people and other tools.
         (tmp / "assets.extra").mkdir(exist_ok=True)
         vocab.save(tmp / "assets.extra" / "vocab.json")
-        if directory.exists():
-            directory.rmdir()  # checked empty above
-        os.replace(tmp, directory)
+        if in_place:  # saved_model.pb last: a server that waits for it finds the rest in place
+            for entry in sorted(tmp.iterdir(), key=lambda entry: entry.name == "saved_model.pb"):
+                os.replace(entry, directory / entry.name)
+        else:
+            if directory.exists():
+                directory.rmdir()  # checked empty above
+            os.replace(tmp, directory)
     except (OSError, tf.errors.OpError) as error:  # TensorFlow's own writes raise OpError
+        if in_place:  # what was moved up before the failure: the folder was empty
+            for entry in directory.iterdir():
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
         raise CharRNNError(f"{flag} {directory}: could not write the SavedModel ({runs.tf_error_reason(error)}); "
                            f"check free space and permissions") from None
     finally:

@@ -294,6 +294,35 @@ def test_export_refuses_a_non_empty_directory(tmp_path: Path) -> None:
     assert (tmp_path / "link").is_symlink() and (tmp_path / "real" / "saved_model.pb").is_file()
 
 
+def test_export_into_an_empty_mount_point(tmp_path: Path, monkeypatch) -> None:
+    """A volume mounted for TF Serving (/models/charrnn/1) cannot be replaced by a rename, which
+    failed with 'Device or resource busy': the SavedModel is written inside it. Where this process
+    may not mount a tmpfs, the folder is taken for a mount point."""
+    import dataset
+    import export
+    import model as model_lib
+    import tensorflow as tf
+
+    vocab = dataset.Vocab(list("ab\n"), [3, 2, 1])
+    net = model_lib.CharRNN(model_lib.ModelConfig("gru", vocab.size, 1, 8, 4))
+    volume = tmp_path / "1"
+    volume.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(volume)], capture_output=True).returncode == 0
+    if not mounted:
+        ismount = os.path.ismount
+        monkeypatch.setattr(os.path, "ismount", lambda path: Path(path) == volume or ismount(path))
+    try:
+        export.export_saved_model(net, vocab, volume)
+        names = {p.name for p in volume.iterdir()}
+        assert {"saved_model.pb", "variables", "assets.extra"} <= names, names
+        assert not [name for name in names if name.startswith(".")], names
+        served = tf.saved_model.load(str(volume))
+        assert served.generate(prime="ab", n=3, temperature=0.0)["text"].numpy().decode().startswith("ab")
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(volume)], check=True)
+
+
 def test_export_replaces_only_an_earlier_export(work: Path, tmp_path: Path) -> None:
     """An export replaces its own earlier files and nothing else (not a checkpoint, a run's
     config.json, a device); a refused export leaves no folder that it made behind."""
