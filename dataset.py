@@ -201,9 +201,9 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
                                     extra_bytes) from None
             except UnicodeError as e:  # no position: "UTF-16 stream does not start with BOM", at the start
                 if b"\x00" in data:  # UTF-16 or UTF-32 text, without the mark that gives its byte order
-                    order = "le" if data[1::2].count(0) > data[0::2].count(0) else "be"
                     raise CharRNNError(f"{path}: not valid {options.encoding} ({e}): pass --encoding "
-                                       f"{options.encoding}-{order}, which needs no byte-order mark") from None
+                                       f"{options.encoding}-{_nul_sides(data)[0]}, which needs no byte-order "
+                                       f"mark") from None
                 raise _decode_error(path, options.encoding, offset - pending, other_files, extra_bytes) from None
             extra_bytes += len(data) - len(text)
             if at_start and text:
@@ -229,13 +229,19 @@ def _check_looks_like_text(path: Path, head: bytes, encoding: str, other_files: 
     if b"\x00" in head:
         # UTF-16 without a byte-order mark: the high byte of every ASCII character (spaces, line
         # breaks) is NUL, the low bytes hardly ever are; a binary file has NULs on both sides.
-        nuls = [head[side::2].count(0) / max(1, len(head[side::2])) for side in (0, 1)]
-        order = "le" if nuls[1] > nuls[0] else "be"
-        if max(nuls) >= 0.05 and min(nuls) <= max(nuls) / 8 and _reads_as_text(head, f"utf-16-{order}"):
+        order, most, least = _nul_sides(head)
+        if most >= 0.05 and least <= most / 8 and _reads_as_text(head, f"utf-16-{order}"):
             raise CharRNNError(f"{path}: looks like UTF-16 text without a byte-order mark; "
                                f"{_pass_or_convert(f'utf-16-{order}', encoding, other_files)}")
         raise CharRNNError(f"{path}: looks like a binary file, not text (NUL byte at offset "
                            f"{head.index(0):,}); pass a text file")
+
+
+def _nul_sides(head: bytes) -> tuple[str, float, float]:
+    """The byte order that puts the NULs of UTF-16/32 text in the high bytes ("le": at odd
+    offsets), and the shares of NUL bytes on the side with more of them and on the other."""
+    nuls = [head[side::2].count(0) / max(1, len(head[side::2])) for side in (0, 1)]
+    return "le" if nuls[1] > nuls[0] else "be", max(nuls), min(nuls)
 
 
 def _pass_or_convert(found: str, encoding: str, other_files: int) -> str:

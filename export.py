@@ -382,7 +382,10 @@ def export_saved_model(net: "model.CharRNN", vocab: "dataset.Vocab", directory: 
     except (OSError, tf.errors.OpError) as error:  # TensorFlow's own writes raise OpError
         if in_place:  # what was moved up before the failure: the folder was empty
             for entry in directory.iterdir():
-                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
         raise CharRNNError(f"{flag} {directory}: could not write the SavedModel ({runs.tf_error_reason(error)}); "
                            f"check free space and permissions") from None
     finally:
