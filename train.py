@@ -121,8 +121,11 @@ class Progress:
                     if len(" ".join(shown + [field])) > width:
                         break
                     shown.append(field)
-                sys.stderr.write("\r" + " ".join(shown)[:width] + "\x1b[K")
-                sys.stderr.flush()
+                try:
+                    sys.stderr.write("\r" + " ".join(shown)[:width] + "\x1b[K")
+                    sys.stderr.flush()
+                except OSError:  # the terminal is gone (a closed SSH session): train on, undrawn
+                    self.live = False
                 self.last_draw = now
         elif step % self.print_every == 0:
             log.info(" ".join(fields))

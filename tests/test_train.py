@@ -218,6 +218,23 @@ def test_live_line_fits_a_narrow_terminal(tmp_path: Path, corpus: Path) -> None:
     assert all(re.match(r"step \d+ epoch \d+\.\d\d loss \d\.\d{4} val - ETA", line) for line in drawn), drawn
 
 
+def test_a_closed_terminal_does_not_end_the_run(tmp_path: Path, corpus: Path) -> None:
+    """When the terminal goes away (an SSH session closed), writing the live line fails with EIO:
+    that write's traceback ended the run and deleted a new run unsaved."""
+    pty = pytest.importorskip("pty")
+    leader, follower = pty.openpty()
+    with subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--input", str(corpus), "--max_steps", "300",
+                           "--eval_every", "1000", "--run_name", "away", *TINY], cwd=tmp_path,
+                          stdout=subprocess.DEVNULL, stderr=follower) as process:
+        os.close(follower)
+        shown = b""
+        while b"\rstep " not in shown:
+            shown += os.read(leader, 65536)
+        os.close(leader)  # later writes to the terminal fail with EIO
+        assert process.wait(timeout=180) == 0
+    assert (tmp_path / "save" / "away" / "checkpoint").exists()
+
+
 def test_eta_counts_to_stop_at_step(tmp_path: Path, corpus: Path) -> None:
     """A pause at --stop_at_step 20 of a 100,000-step run: the time left is to step 20."""
     result = train(tmp_path, "--input", str(corpus), "--max_steps", "100000", "--stop_at_step", "20",
