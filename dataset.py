@@ -324,11 +324,81 @@ def _decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, ext
         return CharRNNError(f"{where}; its lines are partly cp949 and partly UTF-8 (texts pasted together), which "
                             f"no --encoding reads: convert the cp949 part to UTF-8 (split the file where the "
                             f"encoding changes, iconv -f cp949 -t utf-8 that part, and join them again)")
-    # Bytes 0x80-0x9F are control characters in latin-1 but curly quotes, dashes and the euro in
-    # cp1252, Windows' Western encoding: there, latin-1 would decode without an error, wrongly.
-    windows = any(0x80 <= b <= 0x9F for b in sample) and _decodes(sample, "cp1252")
-    return CharRNNError(f"{where}; it is not {' or '.join(tried)} either: pass --encoding with the file's "
-                        f"encoding (e.g. --encoding {'cp1252' if windows else 'latin-1'}) or convert it to UTF-8")
+    not_these = f"{where}; it is not {' or '.join(tried)} either"
+    found = _legacy_encoding(sample)
+    if found:
+        codec, looks_like = found
+        return CharRNNError(f"{not_these}, and looks like {looks_like}: {_pass_or_convert(codec, encoding, other_files)}")
+    return CharRNNError(f"{not_these}: pass --encoding with the file's encoding or convert it to UTF-8 (from "
+                        f"Windows: cp1252 Western European, cp1250 Central European, cp1251 Cyrillic, cp1253 "
+                        f"Greek, cp1254 Turkish, cp1255 Hebrew, cp1256 Arabic, cp874 Thai, cp932 Japanese, gb18030 "
+                        f"or big5 Chinese; from elsewhere often latin-1, euc-jp or koi8-r)")
+
+
+def _common_letters(common: str, least_share: float) -> Callable[[str], bool]:
+    """Whether at least least_share of the text's non-ASCII letters are among common."""
+    def test(text: str) -> bool:
+        letters = [c for c in text.lower() if c >= "\x80" and c.isalpha()]
+        return sum(c in common for c in letters) >= least_share * len(letters)
+    return test
+
+
+def _own_words_share(text: str) -> float:
+    """The share of the words with non-ASCII letters that have no ASCII ones: in Greek, Hebrew or
+    Russian text nearly all (English among them aside), in European text few (café, Größe, à)."""
+    words = [w for w in re.findall(r"[^\W\d_]+", text) if not w.isascii()]
+    return sum(not any(c.isascii() for c in w) for w in words) / max(1, len(words))
+
+
+def _alphabet(common: str) -> Callable[[str], bool]:
+    """Text in an alphabet of its own: words of its letters only, and the language's common letters."""
+    has_common = _common_letters(common, 0.4)
+    return lambda text: _own_words_share(text) >= 0.8 and has_common(text)
+
+
+_CJK = lambda c: "\u4e00" <= c <= "\u9fff" or "\u3000" <= c <= "\u303f" or "\uff01" <= c <= "\uff5e"
+_LOWER_CYRILLIC = lambda c: "\u0430" <= c <= "\u045f"
+_LATIN = lambda c: c.isalpha() or c in "‘’‚“”„–—…€•«»¿¡°·§©®™\xa0"
+# (codec, what its text looks like, the test most of its non-ASCII characters pass, the test of
+# the whole text), in the order tried. A byte string decodes in many codecs: Hebrew in cp1251 is
+# lowercase Cyrillic, Thai in gb18030 Chinese characters, Greek in cp1252 accented letters. What
+# the wrong readings lack is the language's most common letters, or its words: all of one
+# alphabet, or in European text mostly ASCII letters.
+_LEGACY_ENCODINGS: list[tuple[str, str, Callable[[str], bool], Callable[[str], bool]]] = [
+    # Chinese or Korean in cp932 (Shift-JIS) is half-width katakana, which Japanese text hardly uses.
+    ("cp932", "Japanese in cp932 (Shift-JIS)", lambda c: _CJK(c) or "\u3040" <= c <= "\u30ff",
+     _common_letters("のにはをたがでてとしれさいかな", 0.1)),
+    ("gb18030", "Chinese in gb18030 (GBK)", _CJK,
+     _common_letters("的一是不了在人有我他这个们中来上大为和国地到以说时要就出会可也你对生能而子那得于着下自之年过发后作里", 0.1)),
+    ("big5", "Chinese in big5", _CJK,
+     _common_letters("的一是不了在人有我他這個們中來上大為和國地到以說時要就出會可也你對生能而子那得於著下自之年過發後作裡", 0.1)),
+    # Greek in cp1256 is French letters among the Arabic ones, and in cp1255 undecodable (ό).
+    ("cp1256", "Arabic in cp1256", lambda c: "\u0600" <= c <= "\u06ff", _alphabet("اليمونهرتبةعف")),
+    ("cp1255", "Hebrew in cp1255", lambda c: "\u0590" <= c <= "\u05ff", _alphabet("יוהמלאתרבנשכ")),
+    ("cp1253", "Greek in cp1253", lambda c: "\u0370" <= c <= "\u03ff", _alphabet("αοειτσνηυρςκάέίόήύώ")),
+    # Polish in cp1252 has ³ and ¹ for ł and ą, which are not letters: cp1250 gets it. Czech,
+    # Hungarian or Turkish mostly read as other accented letters there: hence the other code pages.
+    ("cp1252", "Western European text in cp1252 (Central European text: cp1250, Turkish: cp1254)", _LATIN,
+     lambda text: _own_words_share(text) < 0.5),
+    ("cp1250", "Central European text in cp1250", _LATIN, lambda text: _own_words_share(text) < 0.5),
+    # KOI8-R has the lowercase letters where cp1251 has the capitals: most letters are lowercase.
+    ("cp1251", "Cyrillic in cp1251", _LOWER_CYRILLIC, _alphabet("оеаинтсрвлі")),
+    ("koi8-r", "Cyrillic in koi8-r", _LOWER_CYRILLIC, _alphabet("оеаинтсрвлі")),
+]
+
+
+def _legacy_encoding(sample: bytes) -> tuple[str, str] | None:
+    """(codec, what the text looks like) of a legacy encoding that reads sample (whole lines) as
+    plausible text."""
+    for codec, looks_like, in_script, plausible in _LEGACY_ENCODINGS:
+        try:
+            text = sample.decode(codec)
+        except UnicodeDecodeError:
+            continue
+        others = [c for c in text if c >= "\x80"]
+        if others and sum(map(in_script, others)) >= 0.9 * len(others) and plausible(text):
+            return codec, looks_like
+    return None
 
 
 def _utf8_file_error(path: Path, where: str, bad: int, after: bytes) -> CharRNNError:
@@ -353,8 +423,13 @@ def _utf8_file_error(path: Path, where: str, bad: int, after: bytes) -> CharRNNE
         return CharRNNError(f"{where}; the text before it is UTF-8, so these are damaged bytes, not another "
                             f"encoding: fix or remove them (iconv -c -f utf-8 -t utf-8 FILE > FIXED drops every "
                             f"invalid byte)")
+    found = _legacy_encoding(after[:after.rfind(b"\n") + 1] or after)
+    if found:
+        codec, looks_like = found
+        return CharRNNError(f"{where}; the text before it is UTF-8 and from here it looks like {looks_like}: a "
+                            f"part pasted in another encoding. Convert that part to UTF-8 (iconv -f {codec} -t utf-8)")
     return CharRNNError(f"{where}; the text before it is UTF-8 and from here it is not: a part in another "
-                        f"encoding (latin-1 or cp1252?) to convert to UTF-8, or damage to fix")
+                        f"encoding to convert to UTF-8, or damage to fix")
 
 
 def _mostly_common_hangul(text: str) -> bool:

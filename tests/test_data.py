@@ -378,7 +378,27 @@ def test_error_offset_counts_from_the_file_start_across_chunks(tmp_path: Path, m
 @pytest.mark.parametrize("data, expected", [
     (b"\x7fELF\x02\x01\x01\x00\x00\x00binary", "looks like a binary file"),
     ("text".encode("utf-16"), "pass --encoding utf-16"),
-    (b"caf\xe9 cr\xe8me br\xfbl\xe9e\n", "not utf-8 or cp949 either.*--encoding latin-1"),
+    # latin-1 and cp1252 read these bytes alike; Windows' cp1252 reads its quotes too.
+    (b"caf\xe9 cr\xe8me br\xfbl\xe9e\n", r"not utf-8 or cp949 either, and looks like Western European text in "
+     r"cp1252 \(Central European text: cp1250, Turkish: cp1254\): pass --encoding cp1252"),
+    # Other legacy encodings are named where the text reads as that language; Shift-JIS was told
+    # "e.g. --encoding cp1252", which trains on mojibake.
+    ("ROMEO: Is the day so young?\n吾輩は猫である。名前はまだ無い。\n".encode("cp932") * 3,
+     r"looks like Japanese in cp932 \(Shift-JIS\): pass --encoding cp932"),
+    ("中华人民共和国是工人阶级领导的人民民主专政的社会主义国家。\n".encode("gbk") * 3, "looks like Chinese in gb18030"),
+    ("中華民國基於三民主義，為民有民治民享之民主共和國。\n".encode("big5") * 3, "looks like Chinese in big5"),
+    ("Мой дядя самых честных правил, когда не в шутку занемог.\n".encode("cp1251") * 3, "looks like Cyrillic in cp1251"),
+    ("Мой дядя самых честных правил, когда не в шутку занемог.\n".encode("koi8-r") * 3, "looks like Cyrillic in koi8-r"),
+    ("Litwo! Ojczyzno moja! ty jesteś jak zdrowie. Ile cię trzeba cenić, ten tylko się dowie, kto cię stracił.\n"
+     .encode("cp1250") * 3,
+     "looks like Central European text in cp1250"),
+    # Greek in cp1251 is lowercase Cyrillic and in cp1252 accented Latin: cp1253 is named.
+    ("ROMEO: Is the day so young?\nΆνδρα μοι έννεπε, Μούσα, πολύτροπον.\n".encode("cp1253") * 3,
+     "looks like Greek in cp1253: pass --encoding cp1253"),
+    # Thai is not recognized (in gb18030 it reads as rare Chinese characters): the list instead.
+    ("ROMEO: Is the day so young?\nภาษาไทยเป็นภาษาที่สวยงาม\n".encode("cp874") * 3,
+     r"not utf-8 or cp949 either: pass --encoding with the file's encoding or convert it to UTF-8 \(from Windows: "
+     "cp1252 Western European.*cp874 Thai"),
     # Windows' curly quotes (0x92-0x94) are control characters in latin-1: cp1252 is the advice.
     (b"It\x92s a \x93caf\xe9\x94, \x96 fine\n", "not utf-8 or cp949 either.*--encoding cp1252"),
     # 0x92 and the letter after it are a cp949 extension syllable: no reason to think the file Korean.
@@ -393,7 +413,9 @@ def test_error_offset_counts_from_the_file_start_across_chunks(tmp_path: Path, m
     (("한국어 문장\n".encode() * 9)[:-2], "byte offset 149 .*ends in the middle of a character.*drop its last "
      "2 byte.*truncate -s 149 "),
     ("한국어 문장\n".encode() * 9 + "crème brûlée à la française\n".encode("latin-1") * 5, "the text before it "
-     "is UTF-8 and from here it is not: a part in another encoding"),
+     "is UTF-8 and from here it looks like Western European text in cp1252.*iconv -f cp1252 -t utf-8"),
+    ("한국어 문장\n".encode() * 9 + "\xff\xfe\xfd\xfc\n".encode("latin-1") * 5, "the text before it "
+     "is UTF-8 and from here it is not: a part in another encoding to convert to UTF-8, or damage"),
     # A few characters that happen to be valid UTF-8 (처 is C3 B3 in cp949, É' is C9 92 in cp1252)
     # are no evidence: the whole file's encoding is the advice.
     ("처음 시작하는 한국어 문장입니다.\n".encode("cp949") * 3, "looks like cp949: pass --encoding cp949"),
