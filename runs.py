@@ -169,7 +169,10 @@ def shell_path(path: str | Path) -> str:
 
 
 # What train.py writes in a run directory (TensorFlow's saves in progress are ckpt-N_temp/).
-RUN_FILES = ("config.json", "vocab.json", "checkpoint", "checkpoint.damaged", "ckpt-*", "best")
+# Where a copy to go on in (--init_from with --run_name or --save_dir) has not saved yet: its files
+# are the source's, which a session killed then leaves behind; the same command makes it again.
+UNSAVED_COPY = ".unsaved-copy"
+RUN_FILES = ("config.json", "vocab.json", "checkpoint", "checkpoint.damaged", "ckpt-*", "best", UNSAVED_COPY)
 
 
 def is_run_file(name: Path) -> bool:
@@ -232,13 +235,7 @@ class RunLock:
         run_dir = self.path.parent
         if discard and not self.held_run:
             try:  # the lock last: no other trainer can take the run while it goes
-                for path in run_dir.iterdir():
-                    if path == self.path or not (self.created or is_run_file(path)):
-                        continue
-                    if path.is_dir() and not path.is_symlink():
-                        shutil.rmtree(path)
-                    else:
-                        path.unlink()
+                remove_run_files(run_dir, keep=self.path, everything=bool(self.created))
                 if os.name == "nt":  # Windows cannot delete an open file
                     self.file.close()
                 self.path.unlink()
@@ -246,6 +243,17 @@ class RunLock:
             except OSError as error:
                 logger.warning("could not remove %s (%s), which holds no training", run_dir, error.strerror or error)
         self.file.close()
+
+
+def remove_run_files(run_dir: Path, keep: Path, everything: bool = False) -> None:
+    """Delete the RUN_FILES in run_dir (every entry, with everything), but keep."""
+    for path in run_dir.iterdir():
+        if path == keep or not (everything or is_run_file(path)):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def point_latest(run_dir: Path) -> None:
@@ -335,14 +343,15 @@ def copy_run(source: Path, target: Path, own_args: dict) -> None:
     copy cut short is no run, and a whole one never names its source. Only RUN_FILES: what else the
     user keeps beside a run is not the run's, and a discarded copy is all RUN_FILES. Files that a
     trainer of source removes meanwhile are skipped (a `checkpoint` list that names one falls back
-    to an older)."""
+    to an older). UNSAVED_COPY marks it until its first save."""
     def to_copy(path: Path) -> bool:
         parts = path.relative_to(source).parts
         return (path.is_file() and parts != ("config.json",) and is_run_file(Path(parts[0]))
                 and not any(part.endswith("_temp") for part in parts))  # saves in progress
     files = sorted(filter(to_copy, source.rglob("*")))
-    copied = []
+    copied = [target / UNSAVED_COPY]
     try:
+        copied[0].touch()
         for path in files:
             destination = target / path.relative_to(source)
             destination.parent.mkdir(parents=True, exist_ok=True)

@@ -347,6 +347,8 @@ class Trainer:
         runs.save_checkpoint(manager, self.step, how_to_go_on(run))
         if manager is self.manager:
             self.saved_step = self.step
+        if chief and not run.kept:  # a copy's own checkpoint: it is a run now, never made again
+            (run.run_dir / runs.UNSAVED_COPY).unlink(missing_ok=True)
         run.kept = True  # before `latest`, which can fail and then says the checkpoint is there
         if chief:  # `latest` names the run that saved last: the one sample.py --save_dir save picks
             runs.point_latest(self.run.run_dir)

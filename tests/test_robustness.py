@@ -589,6 +589,24 @@ def test_a_session_that_trains_nothing_leaves_nothing_new(run_copy: Path) -> Non
     assert json.loads((run_copy.parent / "branch" / "config.json").read_text())["args"]["run_name"] == "branch"
 
 
+def test_a_copy_killed_before_its_first_save_is_made_again_by_the_same_command(run_copy: Path) -> None:
+    """kill -9 leaves a copy to go on in whole, the source's checkpoints under the copy's
+    config.json: the same command refused it as a run, though no session had trained it."""
+    cwd = run_copy.parents[1]
+    command = ["--init_from", str(run_copy), "--run_name", "branch", "--max_steps", "9"]
+    trainer = Trainer(*command, "--max_steps", "100000", "--save_every", "100000", cwd=cwd)
+    trainer.wait_for(r"goes on in .*branch, a copy")
+    trainer.kill9()
+    branch = run_copy.parent / "branch"
+    assert (branch / "config.json").exists() and (branch / runs.UNSAVED_COPY).exists()
+    again = run("train.py", *command, cwd=cwd)
+    assert again.returncode == 0, again.stderr
+    assert "a copy that a session stopped before its first save left behind: copying it again" in again.stderr
+    assert pointer_step(branch) == 9 and not (branch / runs.UNSAVED_COPY).exists()
+    # Saved once, it is a run: the same command is refused now.
+    assert_refused(run("train.py", *command, cwd=cwd), f"{branch} already holds a run")
+
+
 def test_sigterm_while_starting_leaves_nothing(tmp_path: Path) -> None:
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
     trainer = Trainer("--input", "tiny.txt", *TINY, "--max_steps", "50", "--run_name", "gone", cwd=tmp_path)
