@@ -325,79 +325,101 @@ def _decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, ext
                             f"no --encoding reads: convert the cp949 part to UTF-8 (split the file where the "
                             f"encoding changes, iconv -f cp949 -t utf-8 that part, and join them again)")
     not_these = f"{where}; it is not {' or '.join(tried)} either"
-    found = _legacy_encoding(sample)
+    found = _legacy_encoding(sample, encoding)
     if found:
-        codec, looks_like = found
-        return CharRNNError(f"{not_these}, and looks like {looks_like}: {_pass_or_convert(codec, encoding, other_files)}")
+        codec, looks_like, also = found
+        return CharRNNError(f"{not_these}, and looks like {looks_like}: {_pass_or_convert(codec, encoding, other_files)}"
+                            f"{also}")
     return CharRNNError(f"{not_these}: pass --encoding with the file's encoding or convert it to UTF-8 (from "
                         f"Windows: cp1252 Western European, cp1250 Central European, cp1251 Cyrillic, cp1253 "
                         f"Greek, cp1254 Turkish, cp1255 Hebrew, cp1256 Arabic, cp874 Thai, cp932 Japanese, gb18030 "
                         f"or big5 Chinese; from elsewhere often latin-1, euc-jp or koi8-r)")
 
 
-def _common_letters(common: str, least_share: float) -> Callable[[str], bool]:
-    """Whether at least least_share of the text's non-ASCII letters are among common."""
+def _common_letters(common: str, least_share: float, enough: int = 20) -> Callable[[str], bool]:
+    """Whether the text has enough non-ASCII letters to tell, and least_share of them are in common."""
     def test(text: str) -> bool:
         letters = [c for c in text.lower() if c >= "\x80" and c.isalpha()]
-        return sum(c in common for c in letters) >= least_share * len(letters)
+        return len(letters) >= enough and sum(c in common for c in letters) >= least_share * len(letters)
     return test
 
 
-def _own_words_share(text: str) -> float:
-    """The share of the words with non-ASCII letters that have no ASCII ones: in Greek, Hebrew or
-    Russian text nearly all (English among them aside), in European text few (café, Größe, à)."""
-    words = [w for w in re.findall(r"[^\W\d_]+", text) if not w.isascii()]
-    return sum(not any(c.isascii() for c in w) for w in words) / max(1, len(words))
+def _own_words(text: str) -> tuple[int, int]:
+    """(words of two or more letters with non-ASCII ones, those of them with no ASCII letter): in
+    Greek, Hebrew or Russian text nearly all (English among them aside), in European text few
+    (café, Größe). One letter alone says nothing: à is Hebrew's alef in cp1255."""
+    words = [w for w in re.findall(r"[^\W\d_]{2,}", text) if not w.isascii()]
+    return len(words), sum(not any(c.isascii() for c in w) for w in words)
 
 
-def _alphabet(common: str) -> Callable[[str], bool]:
-    """Text in an alphabet of its own: words of its letters only, and the language's common letters."""
+def _alphabet(common: str, lowercase: bool = False, finals: str = "") -> Callable[[str], bool]:
+    """Text in an alphabet of its own: five or more words of its letters only, and the language's
+    common letters; with lowercase, most of its letters lowercase; its final forms (Greek's ς,
+    Hebrew's ם) where words end. Russian read as Hebrew has common letters (о, а, р, е as מ, א, נ,
+    ו), and ם for н inside words."""
     has_common = _common_letters(common, 0.4)
-    return lambda text: _own_words_share(text) >= 0.8 and has_common(text)
+
+    def test(text: str) -> bool:
+        words, own = _own_words(text)
+        letters = [c for c in text if c >= "\x80" and c.isalpha()]
+        inside_words = len(re.findall(f"[{finals}](?=[^\\W\\d_])", text)) if finals else 0
+        return (own >= 5 and own >= 0.8 * words and has_common(text)
+                and (not lowercase or sum(map(str.islower, letters)) > len(letters) / 2)
+                and inside_words <= 0.1 * sum(map(finals.count, letters)))
+    return test
 
 
+def _european(text: str) -> bool:
+    """Most words with non-ASCII letters have ASCII ones too (café, Größe, piękna)."""
+    words, own = _own_words(text)
+    return own < 0.5 * words or not words
+
+
+_PUNCTUATION = "‘’‚“”„–—…€•«»¿¡°·§©®™№\xa0"
 _CJK = lambda c: "\u4e00" <= c <= "\u9fff" or "\u3000" <= c <= "\u303f" or "\uff01" <= c <= "\uff5e"
-_LOWER_CYRILLIC = lambda c: "\u0430" <= c <= "\u045f"
-_LATIN = lambda c: c.isalpha() or c in "‘’‚“”„–—…€•«»¿¡°·§©®™\xa0"
+_in_block = lambda first, last: lambda c: first <= c <= last or c in _PUNCTUATION
 # (codec, what its text looks like, the test most of its non-ASCII characters pass, the test of
-# the whole text), in the order tried. A byte string decodes in many codecs: Hebrew in cp1251 is
-# lowercase Cyrillic, Thai in gb18030 Chinese characters, Greek in cp1252 accented letters. What
-# the wrong readings lack is the language's most common letters, or its words: all of one
-# alphabet, or in European text mostly ASCII letters.
-_LEGACY_ENCODINGS: list[tuple[str, str, Callable[[str], bool], Callable[[str], bool]]] = [
+# the whole text, what else to say), in the order tried. A byte string decodes in many codecs:
+# Hebrew in cp1251 is lowercase Cyrillic, Thai in gb18030 Chinese characters, Greek in cp1252
+# accented letters. What the wrong readings lack is the language's most common letters, or its
+# words: all of one alphabet, or in European text mostly ASCII letters.
+_LEGACY_ENCODINGS: list[tuple[str, str, Callable[[str], bool], Callable[[str], bool], str]] = [
     # Chinese or Korean in cp932 (Shift-JIS) is half-width katakana, which Japanese text hardly uses.
     ("cp932", "Japanese in cp932 (Shift-JIS)", lambda c: _CJK(c) or "\u3040" <= c <= "\u30ff",
-     _common_letters("のにはをたがでてとしれさいかな", 0.1)),
+     _common_letters("のにはをたがでてとしれさいかな", 0.1, enough=12), ""),
     ("gb18030", "Chinese in gb18030 (GBK)", _CJK,
-     _common_letters("的一是不了在人有我他这个们中来上大为和国地到以说时要就出会可也你对生能而子那得于着下自之年过发后作里", 0.1)),
+     _common_letters("的一是不了在人有我他这个们中来上大为和国地到以说时要就出会可也你对生能而子那得于着下自之年过发后作里", 0.1, enough=12), ""),
     ("big5", "Chinese in big5", _CJK,
-     _common_letters("的一是不了在人有我他這個們中來上大為和國地到以說時要就出會可也你對生能而子那得於著下自之年過發後作裡", 0.1)),
+     _common_letters("的一是不了在人有我他這個們中來上大為和國地到以說時要就出會可也你對生能而子那得於著下自之年過發後作裡", 0.1, enough=12), ""),
     # Greek in cp1256 is French letters among the Arabic ones, and in cp1255 undecodable (ό).
-    ("cp1256", "Arabic in cp1256", lambda c: "\u0600" <= c <= "\u06ff", _alphabet("اليمونهرتبةعف")),
-    ("cp1255", "Hebrew in cp1255", lambda c: "\u0590" <= c <= "\u05ff", _alphabet("יוהמלאתרבנשכ")),
-    ("cp1253", "Greek in cp1253", lambda c: "\u0370" <= c <= "\u03ff", _alphabet("αοειτσνηυρςκάέίόήύώ")),
+    ("cp1256", "Arabic in cp1256", _in_block("\u0600", "\u06ff"), _alphabet("اليمونهرتبةعف"), ""),
+    ("cp1255", "Hebrew in cp1255", _in_block("\u0590", "\u05ff"), _alphabet("יוהמלאתרבנשכ", finals="ךםןףץ"), ""),
+    ("cp1253", "Greek in cp1253", _in_block("\u0370", "\u03ff"), _alphabet("αοειτσνηυρςκάέίόήύώ", finals="ς"), ""),
     # Polish in cp1252 has ³ and ¹ for ł and ą, which are not letters: cp1250 gets it. Czech,
-    # Hungarian or Turkish mostly read as other accented letters there: hence the other code pages.
-    ("cp1252", "Western European text in cp1252 (Central European text: cp1250, Turkish: cp1254)", _LATIN,
-     lambda text: _own_words_share(text) < 0.5),
-    ("cp1250", "Central European text in cp1250", _LATIN, lambda text: _own_words_share(text) < 0.5),
+    # Hungarian or Turkish read as other accented letters there (ř as ø, ő as õ, ş as þ).
+    ("cp1252", "European text in cp1252", lambda c: c.isalpha() or c in _PUNCTUATION, _european,
+     "; cp1252 is for Western European languages: Czech, Hungarian or other Central European text is cp1250, "
+     "Turkish cp1254"),
+    ("cp1250", "Central European text in cp1250", lambda c: c.isalpha() or c in _PUNCTUATION, _european, ""),
     # KOI8-R has the lowercase letters where cp1251 has the capitals: most letters are lowercase.
-    ("cp1251", "Cyrillic in cp1251", _LOWER_CYRILLIC, _alphabet("оеаинтсрвлі")),
-    ("koi8-r", "Cyrillic in koi8-r", _LOWER_CYRILLIC, _alphabet("оеаинтсрвлі")),
+    ("cp1251", "Cyrillic in cp1251", _in_block("\u0400", "\u04ff"), _alphabet("оеаинтсрвлі", lowercase=True), ""),
+    ("koi8-r", "Cyrillic in koi8-r", _in_block("\u0400", "\u04ff"), _alphabet("оеаинтсрвлі", lowercase=True), ""),
 ]
 
 
-def _legacy_encoding(sample: bytes) -> tuple[str, str] | None:
-    """(codec, what the text looks like) of a legacy encoding that reads sample (whole lines) as
-    plausible text."""
-    for codec, looks_like, in_script, plausible in _LEGACY_ENCODINGS:
+def _legacy_encoding(sample: bytes, tried: str) -> tuple[str, str, str] | None:
+    """(codec, what the text looks like, what else to say) of a legacy encoding other than tried
+    that reads sample (whole lines) as plausible text."""
+    for codec, looks_like, in_script, plausible, also in _LEGACY_ENCODINGS:
+        if codecs.lookup(codec).name == codecs.lookup(tried).name:
+            continue
         try:
             text = sample.decode(codec)
         except UnicodeDecodeError:
             continue
         others = [c for c in text if c >= "\x80"]
         if others and sum(map(in_script, others)) >= 0.9 * len(others) and plausible(text):
-            return codec, looks_like
+            return codec, looks_like, also
     return None
 
 
@@ -423,11 +445,12 @@ def _utf8_file_error(path: Path, where: str, bad: int, after: bytes) -> CharRNNE
         return CharRNNError(f"{where}; the text before it is UTF-8, so these are damaged bytes, not another "
                             f"encoding: fix or remove them (iconv -c -f utf-8 -t utf-8 FILE > FIXED drops every "
                             f"invalid byte)")
-    found = _legacy_encoding(after[:after.rfind(b"\n") + 1] or after)
+    found = _legacy_encoding(after[:after.rfind(b"\n") + 1] or after, "utf-8")
     if found:
-        codec, looks_like = found
+        codec, looks_like, also = found
         return CharRNNError(f"{where}; the text before it is UTF-8 and from here it looks like {looks_like}: a "
-                            f"part pasted in another encoding. Convert that part to UTF-8 (iconv -f {codec} -t utf-8)")
+                            f"part pasted in another encoding. Convert that part to UTF-8 (iconv -f {codec} -t "
+                            f"utf-8){also}")
     return CharRNNError(f"{where}; the text before it is UTF-8 and from here it is not: a part in another "
                         f"encoding to convert to UTF-8, or damage to fix")
 

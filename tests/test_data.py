@@ -379,8 +379,11 @@ def test_error_offset_counts_from_the_file_start_across_chunks(tmp_path: Path, m
     (b"\x7fELF\x02\x01\x01\x00\x00\x00binary", "looks like a binary file"),
     ("text".encode("utf-16"), "pass --encoding utf-16"),
     # latin-1 and cp1252 read these bytes alike; Windows' cp1252 reads its quotes too.
-    (b"caf\xe9 cr\xe8me br\xfbl\xe9e\n", r"not utf-8 or cp949 either, and looks like Western European text in "
-     r"cp1252 \(Central European text: cp1250, Turkish: cp1254\): pass --encoding cp1252"),
+    (b"caf\xe9 cr\xe8me br\xfbl\xe9e\n", r"not utf-8 or cp949 either, and looks like European text in cp1252: "
+     r"pass --encoding cp1252 \(or convert the file to UTF-8\); cp1252 is for Western European languages: Czech, "
+     "Hungarian or other Central European text is cp1250, Turkish cp1254"),
+    # A lone à is Hebrew's alef in cp1255: one letter is no evidence of an alphabet.
+    (b"We ordered \xe0 la carte.\nThen a chat vis-\xe0-vis.\n", "looks like European text in cp1252"),
     # Other legacy encodings are named where the text reads as that language; Shift-JIS was told
     # "e.g. --encoding cp1252", which trains on mojibake.
     ("ROMEO: Is the day so young?\n吾輩は猫である。名前はまだ無い。\n".encode("cp932") * 3,
@@ -388,6 +391,11 @@ def test_error_offset_counts_from_the_file_start_across_chunks(tmp_path: Path, m
     ("中华人民共和国是工人阶级领导的人民民主专政的社会主义国家。\n".encode("gbk") * 3, "looks like Chinese in gb18030"),
     ("中華民國基於三民主義，為民有民治民享之民主共和國。\n".encode("big5") * 3, "looks like Chinese in big5"),
     ("Мой дядя самых честных правил, когда не в шутку занемог.\n".encode("cp1251") * 3, "looks like Cyrillic in cp1251"),
+    # Capitals, dashes and quotes are Cyrillic text too; Ukrainian in cp1255 has Hebrew's common
+    # letters, but ם (for н) inside words.
+    ("— Нет, я вам вперед говорю, — сказал он. «Вот» как…\n— Да, № 5, ДА!\n".encode("cp1251") * 3,
+     "looks like Cyrillic in cp1251"),
+    ("Реве та стогне Дніпр широкий.\n".encode("cp1251"), "looks like Cyrillic in cp1251"),
     ("Мой дядя самых честных правил, когда не в шутку занемог.\n".encode("koi8-r") * 3, "looks like Cyrillic in koi8-r"),
     ("Litwo! Ojczyzno moja! ty jesteś jak zdrowie. Ile cię trzeba cenić, ten tylko się dowie, kto cię stracił.\n"
      .encode("cp1250") * 3,
@@ -413,7 +421,7 @@ def test_error_offset_counts_from_the_file_start_across_chunks(tmp_path: Path, m
     (("한국어 문장\n".encode() * 9)[:-2], "byte offset 149 .*ends in the middle of a character.*drop its last "
      "2 byte.*truncate -s 149 "),
     ("한국어 문장\n".encode() * 9 + "crème brûlée à la française\n".encode("latin-1") * 5, "the text before it "
-     "is UTF-8 and from here it looks like Western European text in cp1252.*iconv -f cp1252 -t utf-8"),
+     r"is UTF-8 and from here it looks like European text in cp1252.*iconv -f cp1252 -t utf-8\); cp1252 is for Western"),
     ("한국어 문장\n".encode() * 9 + "\xff\xfe\xfd\xfc\n".encode("latin-1") * 5, "the text before it "
      "is UTF-8 and from here it is not: a part in another encoding to convert to UTF-8, or damage"),
     # A few characters that happen to be valid UTF-8 (처 is C3 B3 in cp949, É' is C9 92 in cp1252)
