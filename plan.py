@@ -599,8 +599,8 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         utils.check_path(str(Path(args.log_dir) / args.log_name), "--log_dir", room=80)
         if lock is not None:
             if run_dir == fork_dir and lock.held_run and (run_dir / runs.UNSAVED_COPY).exists():
-                log.info("%s is a copy that a session stopped before its first save left behind: copying it again",
-                         run_dir)
+                log.info("%s holds a copy that a session stopped before its first save left behind: a new copy "
+                         "replaces it", run_dir)
                 try:
                     runs.remove_run_files(run_dir, keep=lock.path)
                 except OSError as error:

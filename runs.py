@@ -351,6 +351,7 @@ def copy_run(source: Path, target: Path, own_args: dict) -> None:
     files = sorted(filter(to_copy, source.rglob("*")))
     copied = [target / UNSAVED_COPY]
     try:
+        target.mkdir(parents=True, exist_ok=True)
         copied[0].touch()
         for path in files:
             destination = target / path.relative_to(source)

@@ -341,14 +341,15 @@ class Trainer:
             try:
                 run.config_before = config.read_text(encoding="utf-8") if config.is_file() else None
                 write_run_files(self.args, run.run_dir, run.corpus, self.config, self.chars_per_symbol)
+                # A copy to go on in is a run from here: killed before its checkpoint is written, it
+                # is refused as one (its files are the source's), not made again over a new checkpoint.
+                (run.run_dir / runs.UNSAVED_COPY).unlink(missing_ok=True)
             except OSError as error:
                 raise CharRNNError(f"could not write the run files in {run.run_dir} ({error.strerror or error}): "
                                    f"free disk space or fix the directory; {how_to_go_on(run)}") from None
         runs.save_checkpoint(manager, self.step, how_to_go_on(run))
         if manager is self.manager:
             self.saved_step = self.step
-        if chief and not run.kept:  # a copy's own checkpoint: it is a run now, never made again
-            (run.run_dir / runs.UNSAVED_COPY).unlink(missing_ok=True)
         run.kept = True  # before `latest`, which can fail and then says the checkpoint is there
         if chief:  # `latest` names the run that saved last: the one sample.py --save_dir save picks
             runs.point_latest(self.run.run_dir)

@@ -601,7 +601,7 @@ def test_a_copy_killed_before_its_first_save_is_made_again_by_the_same_command(r
     assert (branch / "config.json").exists() and (branch / runs.UNSAVED_COPY).exists()
     again = run("train.py", *command, cwd=cwd)
     assert again.returncode == 0, again.stderr
-    assert "a copy that a session stopped before its first save left behind: copying it again" in again.stderr
+    assert "a copy that a session stopped before its first save left behind: a new copy replaces it" in again.stderr
     assert pointer_step(branch) == 9 and not (branch / runs.UNSAVED_COPY).exists()
     # Saved once, it is a run: the same command is refused now.
     assert_refused(run("train.py", *command, cwd=cwd), f"{branch} already holds a run")
@@ -972,7 +972,7 @@ def test_copy_run_copies_the_run_files_and_names_the_copy(tmp_path: Path) -> Non
                                                              "seed": 3}}))
     runs.copy_run(source, tmp_path / "copy", {"run_name": "copy", "log_name": "copy@x"})
     copied = sorted(str(p.relative_to(tmp_path / "copy")) for p in (tmp_path / "copy").rglob("*") if p.is_file())
-    assert copied == ["best/ckpt-1.index", "checkpoint", "ckpt-1.index", "config.json", "vocab.json"]
+    assert copied == [".unsaved-copy", "best/ckpt-1.index", "checkpoint", "ckpt-1.index", "config.json", "vocab.json"]
     saved = json.loads((tmp_path / "copy" / "config.json").read_text(encoding="utf-8"))
     assert saved["args"] == {"run_name": "copy", "log_name": "copy@x", "seed": 3}
 
