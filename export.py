@@ -306,12 +306,14 @@ def _link_followed(path: Path) -> Path:
 def _check_target_dir(directory: Path, flag: str) -> Path | None:
     """Refuse a directory that holds anything. Returns the outermost folder it had to create."""
     if directory.exists() and not directory.is_dir():
+        # Beside a file of the user's; beside a device (/dev/null), in the working directory.
+        example = directory.parent / "exported-model" if directory.is_file() else Path("exported-model")
         raise CharRNNError(f"{flag} {directory}: is a file; {flag} writes a folder: name a new one, "
-                           f"e.g. {flag} {directory.parent / 'exported-model'}")
+                           f"e.g. {flag} {example}")
     if directory.is_dir() and any(directory.iterdir()):
         raise CharRNNError(f"{flag} {directory}: not an empty directory; {flag} writes a new or empty folder, so "
                            f"that nothing of yours in it is replaced: name a new one")
-    return runs.ensure_writable(directory if _mounted(directory) else directory.parent, flag)
+    return runs.ensure_writable(directory if _mounted(directory) else directory.parent, flag, named=directory)
 
 
 def _mounted(directory: Path) -> bool:

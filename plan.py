@@ -218,7 +218,8 @@ def check_args(args: argparse.Namespace) -> None:
     for flag in ("save_every", "eval_every", "keep", "print_every", "sample_length"):
         need(getattr(args, flag) > 0, flag, "must be positive")
     need(args.sample_length <= 100000, "sample_length", "must be at most 100000 (characters of each TensorBoard sample)")
-    need(-2**63 <= args.seed < 2**63, "seed", "must fit in 64 bits, e.g. 1234")  # TensorFlow's seeds are int64
+    need(-2**63 <= args.seed < 2**63, "seed",  # TensorFlow's seeds are int64
+         f"must be from {-2**63} to {2**63 - 1} (a signed 64-bit number), e.g. 1234")
     for flag in ("max_steps", "stop_at_step", "warmup_steps", "max_vocab", "eval_symbols"):
         need(getattr(args, flag) >= 0, flag, "must be 0 or positive")
     need(args.min_char_count >= 1, "min_char_count", "must be at least 1")
@@ -228,7 +229,7 @@ def check_args(args: argparse.Namespace) -> None:
     need(0.0 < args.learning_rate < 1.0 and math.isfinite(args.learning_rate), "learning_rate",
          "must be between 0 and 1, e.g. 0.002")
     need(0.0 <= args.min_lr_frac <= 1.0, "min_lr_frac", "must be from 0 to 1, e.g. 0.1")
-    need(args.grad_clip > 0 and math.isfinite(args.grad_clip), "grad_clip", "must be positive")
+    need(args.grad_clip > 0 and math.isfinite(args.grad_clip), "grad_clip", "must be a positive finite number")
     if args.decay_rate is not None:
         need(0.0 < args.decay_rate <= 1.0, "decay_rate", "must be above 0 and at most 1, e.g. 0.97")
     for flag in ("output_keep_prob", "input_keep_prob"):

@@ -117,9 +117,10 @@ def _pass_one_of(runs: list[Path]) -> str:
     return f"Pass one of its runs, newest first: {', '.join(str(d) for d in runs[:5])}"
 
 
-def ensure_writable(directory: Path, flag: str) -> Path | None:
+def ensure_writable(directory: Path, flag: str, named: Path | None = None) -> Path | None:
     """Create the directory or explain why it cannot be written, before hours of training.
-    Returns the outermost directory it had to create (None: the directory existed)."""
+    Returns the outermost directory it had to create (None: the directory existed). named: the
+    path the flag gave, when directory is the folder it goes in."""
     directory = Path(directory)
     created = next((p for p in reversed([directory, *directory.parents]) if not p.exists()), None)
     try:
@@ -130,11 +131,12 @@ def ensure_writable(directory: Path, flag: str) -> Path | None:
     except OSError as error:
         remove_created(directory, created)  # what it made before the failure
         in_the_way = next((p for p in [directory, *directory.parents] if p.exists() and not p.is_dir()), None)
+        typed = f"{flag} {named or directory}"
         if in_the_way is not None:
-            raise CharRNNError(f"{flag} {directory}: cannot create it, {in_the_way} is a file, not a folder. "
-                               f"Choose another path.") from None
-        raise CharRNNError(f"{flag} {directory}: cannot write there ({error.strerror}). "
-                           f"Choose a directory you can write, or fix its permissions.") from None
+            raise CharRNNError(f"{typed}: cannot create {'it' if named is None else directory}, {in_the_way} is a "
+                               f"file, not a folder. Choose another path.") from None
+        raise CharRNNError(f"{typed}: cannot write {'there' if named is None else f'in {directory}'} "
+                           f"({error.strerror}). Choose a directory you can write, or fix its permissions.") from None
     return created
 
 

@@ -67,13 +67,16 @@ def check_args(args: argparse.Namespace) -> None:
         args.prime.encode("utf-8")
     except UnicodeEncodeError:  # bytes in another encoding, kept by Python as lone surrogates
         typed = os.fsencode(args.prime)
-        raise CharRNNError(f"--prime: not valid UTF-8 (bytes {typed[:12].hex(' ')}{' ...' * (len(typed) > 12)}, which "
-                           f"read {typed.decode('cp949', 'replace')!r} as cp949: a terminal set to EUC-KR or cp949?); "
+        try:  # a guess only where cp949 reads them: bytes that are nothing in it say nothing of the terminal
+            korean = f", which read {typed.decode('cp949')!r} as cp949: a terminal set to EUC-KR or cp949?"
+        except UnicodeDecodeError:
+            korean = ""
+        raise CharRNNError(f"--prime: not valid UTF-8 (bytes {typed[:12].hex(' ')}{' ...' * (len(typed) > 12)}{korean}); "
                            f"set the terminal to UTF-8, or pass the prime as UTF-8 bytes") from None
     if args.n < 0:  # -n 0 writes the prime alone, as char-rnn-tensorflow did
         raise CharRNNError(f"-n {args.n}: the number of characters to generate must be 0 or more")
     if not (args.temperature > 0 and math.isfinite(args.temperature)):
-        raise CharRNNError(f"--temperature {args.temperature}: must be positive (e.g. 0.7); "
+        raise CharRNNError(f"--temperature {args.temperature}: must be a positive finite number (e.g. 0.7); "
                            f"for the single most likely text use --sample 0")
     if args.top_k < 0:
         raise CharRNNError(f"--top_k {args.top_k}: must be 0 (off) or positive")
@@ -94,7 +97,8 @@ def check_args(args: argparse.Namespace) -> None:
         if getattr(args, flag) not in (None, "latest", "best"):
             runs.check_tf_path(getattr(args, flag), f"--{flag}")
     if args.seed is not None and not -2**63 <= args.seed < 2**63:
-        raise CharRNNError(f"--seed {args.seed}: must fit in 64 bits, e.g. --seed 42")
+        raise CharRNNError(f"--seed {args.seed}: must be from {-2**63} to {2**63 - 1} (a signed 64-bit number), "
+                           f"e.g. --seed 42")
     unused = [f"--{flag}" for flag, off in (("temperature", 1.0), ("top_k", 0), ("top_p", 1.0), ("seed", None))
               if getattr(args, flag) != off]
     if args.sample == 0 and not (args.export or args.export_tflite):

@@ -195,9 +195,11 @@ class ArgumentParser(argparse.ArgumentParser):
         if message.startswith("unrecognized arguments:"):
             flags = [action_flag for action in self._actions for action_flag in action.option_strings]
             typed = [word for word in message.split(":", 1)[1].split() if re.match(r"--?[A-Za-z]", word)]
-            close = {word: difflib.get_close_matches(word.split("=")[0].replace("-", "_").replace("__", "--", 1),
-                                                     flags, n=1, cutoff=0.75) for word in typed}
-            hint = "".join(f" ({word}: did you mean {found[0]}?)" for word, found in close.items() if found)
+            # Compared by their letters alone: --rnn-size is --rnn_size, --nsamples --num_samples (not --sample).
+            letters = lambda flag: flag.split("=")[0].replace("-", "").replace("_", "")
+            by_letters = {letters(flag): flag for flag in flags}
+            close = {word: difflib.get_close_matches(letters(word), by_letters, n=1, cutoff=0.75) for word in typed}
+            hint = "".join(f" ({word}: did you mean {by_letters[found[0]]}?)" for word, found in close.items() if found)
         elif message.endswith(": expected one argument"):  # also for a value that looks like a flag: --time_budget -5m
             names = message.split(":")[0].split()[-1].split("/")  # "-n/--n"
             words, flags = getattr(self, "words", []), {f for action in self._actions for f in action.option_strings}

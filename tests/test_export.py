@@ -294,6 +294,19 @@ def test_export_refuses_a_non_empty_directory(tmp_path: Path) -> None:
     assert (tmp_path / "link").is_symlink() and (tmp_path / "real" / "saved_model.pb").is_file()
 
 
+def test_an_export_path_that_cannot_be_a_folder_is_named_as_typed(tmp_path: Path) -> None:
+    """/dev/null was told 'e.g. --export /dev/exported-model'; a path under a file named its parent
+    as if that had been typed."""
+    import export
+    import utils
+    with pytest.raises(utils.CharRNNError, match=r"--export /dev/null: is a file; .* e\.g\. --export exported-model$"):
+        export._check_target_dir(Path("/dev/null"), "--export")
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(utils.CharRNNError, match=f"--export {tmp_path / 'afile' / 'model'}: cannot create "
+                                                 f"{tmp_path / 'afile'}, {tmp_path / 'afile'} is a file"):
+        export._check_target_dir(tmp_path / "afile" / "model", "--export")
+
+
 def test_export_into_an_empty_mount_point(tmp_path: Path, monkeypatch) -> None:
     """A volume mounted for TF Serving (/models/charrnn/1) cannot be replaced by a rename, which
     failed with 'Device or resource busy': the SavedModel is written inside it. Where this process

@@ -185,6 +185,25 @@ def test_prime_outside_a_limited_vocabulary_and_identical_greedy_samples(caplog)
     assert "--num_samples 3 under --sample 0" in caplog.text and "identical" in caplog.text
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--seed", str(2**64 - 1)], "must be from -9223372036854775808 to 9223372036854775807"),  # not "64 bits"
+    (["--temperature", "inf"], "--temperature inf: must be a positive finite number"),  # not "positive"
+    # Bytes that cp949 reads are a Korean terminal's, maybe; bytes that it does not say nothing.
+    (["--prime", os.fsdecode("한".encode("cp949"))], "which read '한' as cp949: a terminal set to EUC-KR"),
+    (["--prime", os.fsdecode(b"\xff\xfeA")], r"not valid UTF-8 \(bytes ff fe 41\); set the terminal to UTF-8"),
+])
+def test_bad_sampling_flags_are_told_what_is_wrong(flags: list[str], message: str) -> None:
+    with pytest.raises(utils.CharRNNError, match=message):
+        sample_script.check_args(sample_script.build_parser().parse_args(flags))
+
+
+def test_a_mistyped_flag_is_matched_by_its_letters(capsys) -> None:
+    """--nsamples was taken for --sample (closer by difflib with the underscore counted)."""
+    with pytest.raises(SystemExit):
+        sample_script.build_parser().parse_args(["--nsamples", "2"])
+    assert "(--nsamples: did you mean --num_samples?)" in capsys.readouterr().err
+
+
 def test_prime_outside_the_vocabulary(run_dir: Path) -> None:
     refused = sample(run_dir, "--prime", "the 猫🙂")
     assert refused.returncode == 2
