@@ -313,13 +313,14 @@ def _check_target_dir(directory: Path, flag: str) -> Path | None:
     if directory.is_dir() and any(directory.iterdir()):
         raise CharRNNError(f"{flag} {directory}: not an empty directory; {flag} writes a new or empty folder, so "
                            f"that nothing of yours in it is replaced: name a new one")
-    return runs.ensure_writable(directory if _mounted(directory) else directory.parent, flag, named=directory)
+    return runs.ensure_writable(directory if _in_place(directory) else directory.parent, flag, named=directory)
 
 
-def _mounted(directory: Path) -> bool:
+def _in_place(directory: Path) -> bool:
     """An empty folder that is a mount point (a volume mounted for TF Serving, /models/charrnn/1)
-    cannot be replaced by a rename: the export is written inside it, and moved up."""
-    return directory.is_dir() and os.path.ismount(directory)
+    cannot be replaced by a rename, and the working directory (--export .) should not be: the
+    shell would be left in a deleted folder. The export is written inside it, and moved up."""
+    return directory.is_dir() and (os.path.ismount(directory) or os.path.samefile(directory, os.getcwd()))
 
 
 def _check_target_file(path: Path, flag: str) -> Path | None:
@@ -358,9 +359,9 @@ def _tmp_beside(path: Path) -> Path:
 
 def export_saved_model(net: "model.CharRNN", vocab: "dataset.Vocab", directory: str | Path, flag: str = "--export") -> Path:
     """Write a SavedModel of net to directory (new or empty). Returns the directory."""
-    directory = _link_followed(Path(directory))
+    directory = _link_followed(Path(os.path.abspath(directory)))  # "." has no name to put a temp one beside
     _check_target_dir(directory, flag)
-    in_place = _mounted(directory)
+    in_place = _in_place(directory)
     tmp = directory / f".tmp-{os.getpid()}" if in_place else _tmp_beside(directory)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -381,15 +382,17 @@ def export_saved_model(net: "model.CharRNN", vocab: "dataset.Vocab", directory: 
             if directory.exists():
                 directory.rmdir()  # checked empty above
             os.replace(tmp, directory)
-    except (OSError, tf.errors.OpError) as error:  # TensorFlow's own writes raise OpError
-        if in_place:  # what was moved up before the failure: the folder was empty
+    except BaseException as error:  # a failed write, or Ctrl-C between two moves
+        if in_place:  # what was moved up before it stopped: the folder was empty
             for entry in directory.iterdir():
                 if entry.is_dir():
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
                     entry.unlink(missing_ok=True)
-        raise CharRNNError(f"{flag} {directory}: could not write the SavedModel ({runs.tf_error_reason(error)}); "
-                           f"check free space and permissions") from None
+        if isinstance(error, (OSError, tf.errors.OpError)):  # TensorFlow's own writes raise OpError
+            raise CharRNNError(f"{flag} {directory}: could not write the SavedModel ({runs.tf_error_reason(error)}); "
+                               f"check free space and permissions") from None
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return directory

@@ -336,6 +336,41 @@ def test_export_into_an_empty_mount_point(tmp_path: Path, monkeypatch) -> None:
             subprocess.run(["umount", str(volume)], check=True)
 
 
+def test_export_into_the_working_directory(tmp_path: Path, monkeypatch) -> None:
+    """--export . (an empty working directory) was a ValueError traceback: '.' has no name to put a
+    temporary one beside. It is written in place, and the shell's folder stays the same folder.
+    Interrupted between two moves, it leaves the folder empty, so that the same command works."""
+    import dataset
+    import export
+    import model as model_lib
+    import tensorflow as tf
+
+    vocab = dataset.Vocab(list("ab\n"), [3, 2, 1])
+    net = model_lib.CharRNN(model_lib.ModelConfig("gru", vocab.size, 1, 8, 4))
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    replace, moves = os.replace, []
+
+    def interrupted_at_the_second(source, target):
+        if Path(target).parent == here:  # a move up into the folder (not vocab.json's own atomic write)
+            moves.append(target)
+            if len(moves) == 2:
+                raise KeyboardInterrupt
+        return replace(source, target)
+
+    monkeypatch.setattr(export.os, "replace", interrupted_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_saved_model(net, vocab, ".")
+    assert len(moves) == 2 and not list(here.iterdir())
+    monkeypatch.setattr(export.os, "replace", replace)
+    inode = here.stat().st_ino
+    export.export_saved_model(net, vocab, ".")
+    assert here.stat().st_ino == inode and (here / "saved_model.pb").exists()
+    served = tf.saved_model.load(str(here))
+    assert served.generate(prime="ab", n=3, temperature=0.0)["text"].numpy().decode().startswith("ab")
+
+
 def test_export_replaces_only_an_earlier_export(work: Path, tmp_path: Path) -> None:
     """An export replaces its own earlier files and nothing else (not a checkpoint, a run's
     config.json, a device); a refused export leaves no folder that it made behind."""
