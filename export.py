@@ -320,7 +320,10 @@ def _in_place(directory: Path) -> bool:
     """An empty folder that is a mount point (a volume mounted for TF Serving, /models/charrnn/1)
     cannot be replaced by a rename, and the working directory (--export .) should not be: the
     shell would be left in a deleted folder. The export is written inside it, and moved up."""
-    return directory.is_dir() and (os.path.ismount(directory) or os.path.samefile(directory, os.getcwd()))
+    try:  # "." itself: a deleted working directory has no name that getcwd could give
+        return directory.is_dir() and (os.path.ismount(directory) or os.path.samefile(directory, "."))
+    except OSError:
+        return False
 
 
 def _check_target_file(path: Path, flag: str) -> Path | None:
@@ -334,7 +337,7 @@ def _check_target_file(path: Path, flag: str) -> Path | None:
         if os.path.lexists(target) and (target.is_symlink() or not target.is_file() or not ours(target)):
             raise CharRNNError(f"{flag} {path}: {target} exists and is not {what} written here, so it stays; "
                                f"choose another file name")
-    return runs.ensure_writable(path.parent, flag)
+    return runs.ensure_writable(path.parent, flag, named=path)
 
 
 def _is_tflite_model(path: Path) -> bool:
@@ -359,11 +362,14 @@ def _tmp_beside(path: Path) -> Path:
 
 def export_saved_model(net: "model.CharRNN", vocab: "dataset.Vocab", directory: str | Path, flag: str = "--export") -> Path:
     """Write a SavedModel of net to directory (new or empty). Returns the directory."""
-    directory = _link_followed(Path(os.path.abspath(directory)))  # "." has no name to put a temp one beside
+    directory = _link_followed(Path(directory))
+    if directory.name in ("", ".."):  # "." and ".." have no name to put a temporary folder beside
+        directory = directory.resolve()
     _check_target_dir(directory, flag)
     in_place = _in_place(directory)
     tmp = directory / f".tmp-{os.getpid()}" if in_place else _tmp_beside(directory)
     shutil.rmtree(tmp, ignore_errors=True)
+    moved: list[Path] = []
     try:
         module = ServingModule(net, vocab)
         with _cpu_scope():
@@ -377,18 +383,18 @@ def export_saved_model(net: "model.CharRNN", vocab: "dataset.Vocab", directory: 
         vocab.save(tmp / "assets.extra" / "vocab.json")
         if in_place:  # saved_model.pb last: a server that waits for it finds the rest in place
             for entry in sorted(tmp.iterdir(), key=lambda entry: entry.name == "saved_model.pb"):
-                os.replace(entry, directory / entry.name)
+                moved.append(directory / entry.name)
+                os.replace(entry, moved[-1])
         else:
             if directory.exists():
                 directory.rmdir()  # checked empty above
             os.replace(tmp, directory)
     except BaseException as error:  # a failed write, or Ctrl-C between two moves
-        if in_place:  # what was moved up before it stopped: the folder was empty
-            for entry in directory.iterdir():
-                if entry.is_dir():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink(missing_ok=True)
+        for entry in moved:  # what was moved up before it stopped (only ours: others may write there meanwhile)
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
         if isinstance(error, (OSError, tf.errors.OpError)):  # TensorFlow's own writes raise OpError
             raise CharRNNError(f"{flag} {directory}: could not write the SavedModel ({runs.tf_error_reason(error)}); "
                                f"check free space and permissions") from None

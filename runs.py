@@ -133,8 +133,8 @@ def ensure_writable(directory: Path, flag: str, named: Path | None = None) -> Pa
         in_the_way = next((p for p in [directory, *directory.parents] if p.exists() and not p.is_dir()), None)
         typed = f"{flag} {named or directory}"
         if in_the_way is not None:
-            raise CharRNNError(f"{typed}: cannot create {'it' if named is None else directory}, {in_the_way} is a "
-                               f"file, not a folder. Choose another path.") from None
+            raise CharRNNError(f"{typed}: {'cannot create it, ' if named is None else ''}{in_the_way} is a file, not "
+                               f"a folder. Choose another path.") from None
         raise CharRNNError(f"{typed}: cannot write {'there' if named is None else f'in {directory}'} "
                            f"({error.strerror}). Choose a directory you can write, or fix its permissions.") from None
     return created

@@ -302,9 +302,12 @@ def test_an_export_path_that_cannot_be_a_folder_is_named_as_typed(tmp_path: Path
     with pytest.raises(utils.CharRNNError, match=r"--export /dev/null: is a file; .* e\.g\. --export exported-model$"):
         export._check_target_dir(Path("/dev/null"), "--export")
     (tmp_path / "afile").write_text("")
-    with pytest.raises(utils.CharRNNError, match=f"--export {tmp_path / 'afile' / 'model'}: cannot create "
-                                                 f"{tmp_path / 'afile'}, {tmp_path / 'afile'} is a file"):
+    with pytest.raises(utils.CharRNNError, match=f"--export {tmp_path / 'afile' / 'model'}: {tmp_path / 'afile'} "
+                                                 f"is a file, not a folder"):
         export._check_target_dir(tmp_path / "afile" / "model", "--export")
+    with pytest.raises(utils.CharRNNError, match=f"--export_tflite {tmp_path / 'afile' / 'm.tflite'}: "
+                                                 f"{tmp_path / 'afile'} is a file, not a folder"):
+        export._check_target_file(tmp_path / "afile" / "m.tflite", "--export_tflite")
 
 
 def test_export_into_an_empty_mount_point(tmp_path: Path, monkeypatch) -> None:
@@ -355,6 +358,8 @@ def test_export_into_the_working_directory(tmp_path: Path, monkeypatch) -> None:
     def interrupted_at_the_second(source, target):
         if Path(target).parent == here:  # a move up into the folder (not vocab.json's own atomic write)
             moves.append(target)
+            if len(moves) == 1:  # meanwhile another program writes there: not the export's to remove
+                (here / "notes.txt").write_text("mine")
             if len(moves) == 2:
                 raise KeyboardInterrupt
         return replace(source, target)
@@ -362,13 +367,21 @@ def test_export_into_the_working_directory(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(export.os, "replace", interrupted_at_the_second)
     with pytest.raises(KeyboardInterrupt):
         export.export_saved_model(net, vocab, ".")
-    assert len(moves) == 2 and not list(here.iterdir())
+    assert len(moves) == 2 and [p.name for p in here.iterdir()] == ["notes.txt"]
+    (here / "notes.txt").unlink()
     monkeypatch.setattr(export.os, "replace", replace)
     inode = here.stat().st_ino
     export.export_saved_model(net, vocab, ".")
     assert here.stat().st_ino == inode and (here / "saved_model.pb").exists()
     served = tf.saved_model.load(str(here))
     assert served.generate(prime="ab", n=3, temperature=0.0)["text"].numpy().decode().startswith("ab")
+    # A working directory deleted meanwhile has no path for getcwd: an export elsewhere still works.
+    (tmp_path / "elsewhere").mkdir()
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    assert not export._in_place(tmp_path / "elsewhere")
 
 
 def test_export_replaces_only_an_earlier_export(work: Path, tmp_path: Path) -> None:
