@@ -365,7 +365,7 @@ def _alphabet(common: str, lowercase: bool = False, finals: str = "") -> Callabl
         inside_words = len(re.findall(f"[{finals}](?=[^\\W\\d_])", text)) if finals else 0
         return (own >= 5 and own >= 0.8 * words and has_common(text)
                 and (not lowercase or sum(map(str.islower, letters)) > len(letters) / 2)
-                and inside_words <= 0.1 * sum(map(finals.count, letters)))
+                and inside_words <= 0.1 * sum(c in finals for c in letters))
     return test
 
 
@@ -378,6 +378,8 @@ def _european(text: str) -> bool:
 _PUNCTUATION = "‘’‚“”„–—…€•«»¿¡°·§©®™№\xa0"
 _CJK = lambda c: "\u4e00" <= c <= "\u9fff" or "\u3000" <= c <= "\u303f" or "\uff01" <= c <= "\uff5e"
 _in_block = lambda first, last: lambda c: first <= c <= last or c in _PUNCTUATION
+_LETTER_OR_PUNCTUATION = lambda c: c.isalpha() or c in _PUNCTUATION
+_CYRILLIC = (_in_block("\u0400", "\u04ff"), _alphabet("оеаинтсрвлі", lowercase=True))
 # (codec, what its text looks like, the test most of its non-ASCII characters pass, the test of
 # the whole text, what else to say), in the order tried. A byte string decodes in many codecs:
 # Hebrew in cp1251 is lowercase Cyrillic, Thai in gb18030 Chinese characters, Greek in cp1252
@@ -397,13 +399,13 @@ _LEGACY_ENCODINGS: list[tuple[str, str, Callable[[str], bool], Callable[[str], b
     ("cp1253", "Greek in cp1253", _in_block("\u0370", "\u03ff"), _alphabet("αοειτσνηυρςκάέίόήύώ", finals="ς"), ""),
     # Polish in cp1252 has ³ and ¹ for ł and ą, which are not letters: cp1250 gets it. Czech,
     # Hungarian or Turkish read as other accented letters there (ř as ø, ő as õ, ş as þ).
-    ("cp1252", "European text in cp1252", lambda c: c.isalpha() or c in _PUNCTUATION, _european,
+    ("cp1252", "European text in cp1252", _LETTER_OR_PUNCTUATION, _european,
      "; cp1252 is for Western European languages: Czech, Hungarian or other Central European text is cp1250, "
      "Turkish cp1254"),
-    ("cp1250", "Central European text in cp1250", lambda c: c.isalpha() or c in _PUNCTUATION, _european, ""),
+    ("cp1250", "Central European text in cp1250", _LETTER_OR_PUNCTUATION, _european, ""),
     # KOI8-R has the lowercase letters where cp1251 has the capitals: most letters are lowercase.
-    ("cp1251", "Cyrillic in cp1251", _in_block("\u0400", "\u04ff"), _alphabet("оеаинтсрвлі", lowercase=True), ""),
-    ("koi8-r", "Cyrillic in koi8-r", _in_block("\u0400", "\u04ff"), _alphabet("оеаинтсрвлі", lowercase=True), ""),
+    ("cp1251", "Cyrillic in cp1251", *_CYRILLIC, ""),
+    ("koi8-r", "Cyrillic in koi8-r", *_CYRILLIC, ""),
 ]
 
 

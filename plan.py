@@ -599,15 +599,14 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
                          Path(args.log_dir) / run_dir.name, args.log_name)
         utils.check_path(str(Path(args.log_dir) / args.log_name), "--log_dir", room=80)
         if lock is not None:
-            if run_dir == fork_dir and lock.held_run and (run_dir / runs.UNSAVED_COPY).exists():
-                log.info("%s holds a copy that a session stopped before its first save left behind: a new copy "
-                         "replaces it", run_dir)
+            if run_dir == fork_dir:
                 try:
-                    runs.remove_run_files(run_dir, keep=lock.path)
+                    if lock.take_over_unsaved_copy():
+                        log.info("%s held a copy that a session stopped before its first save left behind: a new "
+                                 "copy replaces it", run_dir)
                 except OSError as error:
                     raise CharRNNError(f"could not remove the unsaved copy in {run_dir} ({error.strerror or error}): "
                                        f"delete that folder, then run again") from None
-                lock.held_run = False
             if run_dir != resume_dir and lock.held_run:  # never train over a saved run, or its remains
                 if not (run_dir / "config.json").exists():
                     raise CharRNNError(f"{run_dir} holds files of a run (checkpoints, vocab.json) but no config.json, "

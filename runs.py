@@ -229,6 +229,17 @@ class RunLock:
         # without config.json), which no session may discard.
         self.held_run = any(is_run_file(Path(entry.name)) for entry in os.scandir(run_dir))
 
+    def take_over_unsaved_copy(self) -> bool:
+        """Remove what a copy to go on in left when its session was stopped before its first save
+        (UNSAVED_COPY marks it: its files are its source's, no session trained them), so that a
+        new copy goes there. Returns whether there was one."""
+        run_dir = self.path.parent
+        if not (self.held_run and (run_dir / UNSAVED_COPY).exists()):
+            return False
+        _remove_run_files(run_dir, keep=self.path)
+        self.held_run = False
+        return True
+
     def release(self, discard: bool = False) -> None:
         """Unlock. With discard (the session saved nothing), a directory that held no run before,
         a new run or a copy to go on in, loses what the session put there (all of it, and the
@@ -237,7 +248,7 @@ class RunLock:
         run_dir = self.path.parent
         if discard and not self.held_run:
             try:  # the lock last: no other trainer can take the run while it goes
-                remove_run_files(run_dir, keep=self.path, everything=bool(self.created))
+                _remove_run_files(run_dir, keep=self.path, everything=bool(self.created))
                 if os.name == "nt":  # Windows cannot delete an open file
                     self.file.close()
                 self.path.unlink()
@@ -247,7 +258,7 @@ class RunLock:
         self.file.close()
 
 
-def remove_run_files(run_dir: Path, keep: Path, everything: bool = False) -> None:
+def _remove_run_files(run_dir: Path, keep: Path, everything: bool = False) -> None:
     """Delete the RUN_FILES in run_dir (every entry, with everything), but keep."""
     for path in run_dir.iterdir():
         if path == keep or not (everything or is_run_file(path)):

@@ -310,17 +310,23 @@ def test_an_export_path_that_cannot_be_a_folder_is_named_as_typed(tmp_path: Path
         export._check_target_file(tmp_path / "afile" / "m.tflite", "--export_tflite")
 
 
+def tiny_gru():
+    """An untrained one-layer GRU on a three-symbol vocabulary, and the vocabulary: (net, vocab)."""
+    import dataset
+    import model as model_lib
+
+    vocab = dataset.Vocab(list("ab\n"), [3, 2, 1])
+    return model_lib.CharRNN(model_lib.ModelConfig("gru", vocab.size, 1, 8, 4)), vocab
+
+
 def test_export_into_an_empty_mount_point(tmp_path: Path, monkeypatch) -> None:
     """A volume mounted for TF Serving (/models/charrnn/1) cannot be replaced by a rename, which
     failed with 'Device or resource busy': the SavedModel is written inside it. Where this process
     may not mount a tmpfs, the folder is taken for a mount point."""
-    import dataset
     import export
-    import model as model_lib
     import tensorflow as tf
 
-    vocab = dataset.Vocab(list("ab\n"), [3, 2, 1])
-    net = model_lib.CharRNN(model_lib.ModelConfig("gru", vocab.size, 1, 8, 4))
+    net, vocab = tiny_gru()
     volume = tmp_path / "1"
     volume.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(volume)], capture_output=True).returncode == 0
@@ -343,13 +349,10 @@ def test_export_into_the_working_directory(tmp_path: Path, monkeypatch) -> None:
     """--export . (an empty working directory) was a ValueError traceback: '.' has no name to put a
     temporary one beside. It is written in place, and the shell's folder stays the same folder.
     Interrupted between two moves, it leaves the folder empty, so that the same command works."""
-    import dataset
     import export
-    import model as model_lib
     import tensorflow as tf
 
-    vocab = dataset.Vocab(list("ab\n"), [3, 2, 1])
-    net = model_lib.CharRNN(model_lib.ModelConfig("gru", vocab.size, 1, 8, 4))
+    net, vocab = tiny_gru()
     here = tmp_path / "here"
     here.mkdir()
     monkeypatch.chdir(here)
