@@ -71,12 +71,18 @@ class DataOptions:
             raise CharRNNError(f"--min_char_count {self.min_char_count}: use 1 (keep all) or more")
 
 
-def _text_files(root: Path) -> list[Path]:
+def _text_files(root: Path) -> tuple[list[Path], list[str]]:
     """Every .txt file below root (.TXT too, as Windows names them), in sorted order: linked folders
     are followed (each real folder read once, so a link loop ends), hidden folders such as the
-    .prepared cache skipped."""
-    files, seen = [], set()
-    for folder, subfolders, names in os.walk(root, followlinks=True):
+    .prepared cache skipped. And what would leave text out unseen: a folder that cannot be read, a
+    .txt name that is a link to nothing or not a regular file."""
+    files, seen, broken = [], set(), []
+
+    def unreadable(error: OSError) -> None:
+        broken.append(f"cannot read the folder {error.filename} ({error.strerror or error}), so its text would be "
+                      f"left out; make it readable, or move it out of {root}")
+
+    for folder, subfolders, names in os.walk(root, onerror=unreadable, followlinks=True):
         real = os.path.realpath(folder)
         if real in seen:
             subfolders[:] = []
@@ -85,9 +91,22 @@ def _text_files(root: Path) -> list[Path]:
         # Sorted, so that which of two links to one folder is walked, and so the files' order (and the
         # validation split), is the same on every machine.
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-        files += [Path(folder) / name for name in names
-                  if name.lower().endswith(".txt") and not name.startswith(".") and (Path(folder) / name).is_file()]
-    return sorted(files, key=lambda path: path.relative_to(root))  # by the platform's rules, as before
+        for name in names:
+            path = Path(folder) / name
+            if not name.lower().endswith(".txt") or name.startswith("."):
+                continue
+            if path.is_file():
+                files.append(path)
+            else:
+                broken.append(f"{path} is {_not_a_file(path)}; put the text in a regular file, or remove it")
+    return sorted(files, key=lambda path: path.relative_to(root)), broken  # by the platform's rules, as before
+
+
+def _not_a_file(path: Path) -> str:
+    """What a path that is there but is no regular file is."""
+    if path.is_symlink() and not path.exists():
+        return "a link to nothing (its target is gone)"
+    return "a directory" if path.is_dir() else "not a regular file (a pipe or a device?)"
 
 
 def resolve_corpus(data_dir: str | None, input_path: str | None) -> list[Path]:
@@ -99,29 +118,29 @@ def resolve_corpus(data_dir: str | None, input_path: str | None) -> list[Path]:
         raise CharRNNError("no corpus: pass --data_dir DIR (with input.txt or .txt files) or --input FILE")
     flag, where = ("--input", input_path) if input_path else ("--data_dir", data_dir)
     root = Path(where).expanduser()
+    named = root / "input.txt"
     if root.is_file():
         files = [root]
     elif not root.is_dir():
         raise CharRNNError(f"{flag} {where}: " + ("not a regular file or a directory" if root.exists()
                                                   else "no such file or directory" + looked_in(root)))
-    elif flag == "--data_dir" and (root / "input.txt").is_file():
-        files = [root / "input.txt"]
-        others = len(_text_files(root)) - 1
+    elif flag == "--data_dir" and os.path.lexists(named):
+        if not named.is_file():  # never the other .txt files instead, unseen
+            raise CharRNNError(f"{flag} {where}: its input.txt is {_not_a_file(named)}; put the text in a regular "
+                               f"file {named}, or pass --input FILE")
+        files = [named]
+        others = len(_text_files(root)[0]) - 1
         if others:  # a user who added text files beside it may expect them read too
             logger.warning("--data_dir %s: reading input.txt only, as char-rnn-tensorflow did; the %d other .txt "
                            "file(s) in and below it are left out (pass --input %s to read every .txt file)",
                            where, others, where)
     else:
-        files = _text_files(root)
-        named = root / "input.txt"
-        if not files and os.path.lexists(named):
-            what = ("a link to nothing (its target is gone)" if named.is_symlink() and not named.exists()
-                    else "a directory" if named.is_dir() else "not a regular file (a pipe or a device?)")
-            raise CharRNNError(f"{flag} {where}: its input.txt is {what}; put the text in a regular file "
-                               f"{named}, or pass --input FILE")
+        files, broken = _text_files(root)
+        if broken:
+            raise CharRNNError(f"{flag} {where}: {broken[0]}")
         if not files:
             raise CharRNNError(f"{flag} {where}: no .txt files in this directory "
-                               f"(put the text in {root / 'input.txt'} or pass --input FILE)")
+                               f"(put the text in {named} or pass --input FILE)")
     if all(p.stat().st_size == 0 for p in files):
         raise CharRNNError(f"{flag} {files[0] if len(files) == 1 else where}: "
                            f"{'empty' if len(files) == 1 else f'all {len(files)} .txt files are empty'}; "

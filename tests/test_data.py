@@ -16,6 +16,7 @@ import tempfile
 import time
 import unicodedata
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -206,6 +207,44 @@ def test_txt_files_in_any_case_and_the_ones_input_txt_leaves_out(tmp_path: Path,
     write(tmp_path / "sub" / "more.txt", "y")
     assert dataset.resolve_corpus(str(tmp_path), None) == [tmp_path / "input.txt"]
     assert "the 2 other .txt file(s) in and below it are left out" in caplog.text
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symbolic links need privileges on Windows")
+def test_a_txt_name_that_holds_no_text_is_refused(tmp_path: Path) -> None:
+    """A .txt name that is a link to nothing or a pipe was left out without a word, and --data_dir's
+    input.txt gone had the other .txt files beside it read instead: each is refused, named."""
+    write(tmp_path / "a.txt", "kept\n")
+    (tmp_path / "gone.txt").symlink_to(tmp_path / "moved.txt")
+    with pytest.raises(CharRNNError, match=r"--input .*: .*gone\.txt is a link to nothing \(its target is gone\)"):
+        dataset.resolve_corpus(None, str(tmp_path))
+    (tmp_path / "gone.txt").unlink()
+    os.mkfifo(tmp_path / "pipe.txt")
+    with pytest.raises(CharRNNError, match=r"pipe\.txt is not a regular file \(a pipe or a device\?\)"):
+        dataset.resolve_corpus(None, str(tmp_path))
+    (tmp_path / "pipe.txt").unlink()
+    (tmp_path / "input.txt").symlink_to(tmp_path / "moved.txt")
+    with pytest.raises(CharRNNError, match="--data_dir .*: its input.txt is a link to nothing"):
+        dataset.resolve_corpus(str(tmp_path), None)
+    assert dataset.resolve_corpus(None, str(tmp_path / "a.txt")) == [tmp_path / "a.txt"]
+
+
+def test_a_folder_that_cannot_be_read_is_refused(tmp_path: Path) -> None:
+    """Its .txt files were left out without a word: half the corpus trained as if it were all."""
+    root = os.geteuid() == 0
+    work = Path(tempfile.mkdtemp(dir="/tmp")) if root else tmp_path  # tmp_path's parents are root's alone
+    try:
+        work.chmod(0o777)
+        (work / "private").mkdir()
+        write(work / "public.txt", "one\n")
+        write(work / "private" / "more.txt", "two\n")
+        assert len(dataset.resolve_corpus(None, str(work))) == 2
+        (work / "private").chmod(0o700 if root else 0)
+        told = told_another_user(lambda: dataset.resolve_corpus(None, str(work)), root)
+        assert "CharRNNError" in told and f"cannot read the folder {work / 'private'} (Permission denied)" in told, told
+    finally:
+        (work / "private").chmod(0o700)
+        if root:
+            shutil.rmtree(work)
 
 
 # ---- jamo ------------------------------------------------------------------------------------------
@@ -546,8 +585,9 @@ def test_unwritable_corpus_dir_falls_back_to_the_user_cache(tmp_path: Path, monk
     assert dataset.prepare_corpus([path], DataOptions()).cache_dir == corpus.cache_dir
 
 
-def prepared_by_another_user(path: Path, work: Path, root: bool) -> str:
-    """What prepare_corpus tells another user (nobody, when run as root), and where its data went."""
+def told_another_user(action: Callable[[], object], root: bool) -> str:
+    """What action logs and returns (or raises) for another user: nobody, in a forked child, when run
+    as root (root reads anything); this user otherwise."""
     reader, writer = os.pipe()
     child = os.fork()
     if child == 0:
@@ -556,9 +596,8 @@ def prepared_by_another_user(path: Path, work: Path, root: bool) -> str:
                 if root:
                     os.setgid(65534)
                     os.setuid(65534)
-                os.environ["XDG_CACHE_HOME"] = str(work / "other-cache")
                 utils.logger.handlers = [logging.StreamHandler(report)]
-                print(dataset.prepare_corpus([path], DataOptions()).cache_dir, file=report)
+                print(action(), file=report)
             except BaseException as error:
                 print(f"failed: {error!r}", file=report)
         os._exit(0)
@@ -567,6 +606,14 @@ def prepared_by_another_user(path: Path, work: Path, root: bool) -> str:
         told = report.read()
     os.waitpid(child, 0)
     return told
+
+
+def prepared_by_another_user(path: Path, work: Path, root: bool) -> str:
+    """What prepare_corpus tells another user, and where its data went."""
+    def action() -> Path:
+        os.environ["XDG_CACHE_HOME"] = str(work / "other-cache")
+        return dataset.prepare_corpus([path], DataOptions()).cache_dir
+    return told_another_user(action, root)
 
 
 def test_a_shared_corpus_folder_serves_other_users_and_keeps_their_private_data(tmp_path: Path) -> None:
