@@ -217,7 +217,7 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
                 good = data[:e.start]
                 extra_bytes += len(good) - len(good.decode(options.encoding, "ignore"))
                 raise _decode_error(path, options.encoding, offset - pending + e.start, other_files,
-                                    extra_bytes) from None
+                                    extra_bytes, truncated=at_end) from None
             except UnicodeError as e:  # no position: "UTF-16 stream does not start with BOM", at the start
                 if b"\x00" in data:  # UTF-16 or UTF-32 text, without the mark that gives its byte order
                     raise CharRNNError(f"{path}: not valid {options.encoding} ({e}): pass --encoding "
@@ -238,8 +238,13 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
                 yield _normalize(text, options.normalize)
 
 
+def _wide(encoding: str) -> bool:
+    """UTF-16 or UTF-32: every character two or four bytes, ASCII's with NULs."""
+    return "\n".encode(encoding).removeprefix(codecs.BOM_UTF8) != b"\n"  # utf-8-sig writes a BOM first
+
+
 def _check_looks_like_text(path: Path, head: bytes, encoding: str, other_files: int) -> None:
-    if "\n".encode(encoding).removeprefix(codecs.BOM_UTF8) != b"\n":  # utf-8-sig writes a BOM first
+    if _wide(encoding):
         return  # UTF-16/32 text is full of NUL bytes; let the decoder judge it
     for width, marks in ((32, (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")), (16, (b"\xff\xfe", b"\xfe\xff"))):
         if head.startswith(marks):  # UTF-32's first: FF FE 00 00 begins with UTF-16's FF FE
@@ -295,17 +300,22 @@ def _reads_as_text(head: bytes, encoding: str) -> bool:
     return bool(text) and odd <= len(text) / 100
 
 
-def _decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, extra_bytes: int = 0) -> CharRNNError:
+def _decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, extra_bytes: int = 0,
+                  truncated: bool = False) -> CharRNNError:
     """One message for an undecodable file: where the first bad byte is, and what to do (--encoding
     is for every file: among others, converting this one may be the way). extra_bytes: how many bytes
-    the characters before it took beyond one each (under UTF-8: how much non-ASCII text decoded)."""
+    the characters before it took beyond one each (under UTF-8: how much non-ASCII text decoded);
+    truncated: whether the file ends inside the character that begins there."""
+    wide = _wide(encoding)
+    # UTF-16/32 line breaks are counted as characters: their bytes 0A are also parts of others.
+    decoder = codecs.getincrementaldecoder(encoding)("replace") if wide else None
     with open(path, "rb") as f:
         line, left = 1, bad
         while left:  # count line breaks before the bad byte without holding the file in memory
             block = f.read(min(left, _READ_BYTES))
             if not block:  # the file shrank meanwhile
                 break
-            line += block.count(b"\n")
+            line += decoder.decode(block).count("\n") if decoder else block.count(b"\n")
             left -= len(block)
         f.seek(max(0, bad - 65536))
         window = f.read(131072)
@@ -313,14 +323,23 @@ def _decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, ext
     where = (f"{path}: not valid {encoding} at line {line:,}, byte offset {bad:,} "
              f"(bytes {window[at:at + 4].hex(' ')})")
     controls = sum(window.count(bytes([b])) for b in range(32) if b not in (9, 10, 13))
-    if b"\x00" in window or controls > len(window) // 20:
+    if not wide and (b"\x00" in window or controls > len(window) // 20):
         return CharRNNError(f"{where}; it looks like a binary file, not text")
-    if codecs.lookup(encoding).name == "utf-8" and extra_bytes >= 16:  # 8 Hangul or more: not by chance
-        return _utf8_file_error(path, where, bad, window[at:])
     # Judge other encodings on whole lines around the bad byte: cheap whatever the file size.
     start = window.find(b"\n") + 1 if bad > 65536 else 0
     end = window.rfind(b"\n") + 1 if len(window) == 131072 else len(window)
     sample = window[start:end] or window
+    # Many multi-byte characters decoded before it (8 Hangul or more: not by chance), or under UTF-8
+    # around it: the encoding is right, and another would turn them into mojibake.
+    context = "before it" if extra_bytes >= 16 else "around it"
+    if encoding == "utf-8" and (extra_bytes >= 16 or _utf8_around(sample)):
+        return _damage_error(path, where, encoding, bad, window[at:], truncated, context)
+    if _mixes_utf8_and_cp949(sample):  # no --encoding reads it: latin-1 would train on mojibake
+        return CharRNNError(f"{where}; its lines are partly cp949 and partly UTF-8 (texts pasted together), which "
+                            f"no --encoding reads: convert the cp949 part to UTF-8 (split the file where the "
+                            f"encoding changes, iconv -f cp949 -t utf-8 that part, and join them again)")
+    if extra_bytes >= 16 and (wide or not _decodes(sample, "utf-8")):  # not a UTF-8 file read for a while
+        return _damage_error(path, where, encoding, bad, window[at:], truncated, context)
     tried = [encoding]
     for candidate in ("utf-8", "cp949"):
         if codecs.lookup(candidate).name == encoding:
@@ -335,14 +354,10 @@ def _decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, ext
                 return CharRNNError(f"{where}; this looks like {candidate}: pass --encoding {candidate}")
             every = f"--encoding {encoding} applies to all {other_files + 1} files, and this one looks like {candidate}"
             if candidate == "utf-8":
-                return CharRNNError(f"{where}; {every}: convert the {encoding} ones to UTF-8 (iconv -f {encoding} "
+                return CharRNNError(f"{where}; {every}: convert the {encoding} ones to UTF-8 (iconv -f {_iconv(encoding)} "
                                     f"-t utf-8 FILE > NEW) and drop --encoding")
-            return CharRNNError(f"{where}; {every}: convert it (iconv -f {candidate} -t {encoding} FILE > NEW), "
+            return CharRNNError(f"{where}; {every}: convert it (iconv -f {candidate} -t {_iconv(encoding)} FILE > NEW), "
                                 f"or pass --encoding {candidate} if every file is {candidate}")
-    if _mixes_utf8_and_cp949(sample):  # no --encoding reads it: latin-1 would train on mojibake
-        return CharRNNError(f"{where}; its lines are partly cp949 and partly UTF-8 (texts pasted together), which "
-                            f"no --encoding reads: convert the cp949 part to UTF-8 (split the file where the "
-                            f"encoding changes, iconv -f cp949 -t utf-8 that part, and join them again)")
     not_these = f"{where}; it is not {' or '.join(tried)} either"
     found = _legacy_encoding(sample, encoding)
     if found:
@@ -444,36 +459,59 @@ def _legacy_encoding(sample: bytes, tried: str) -> tuple[str, str, str] | None:
     return None
 
 
-def _utf8_file_error(path: Path, where: str, bad: int, after: bytes) -> CharRNNError:
-    """The advice for a UTF-8 file (non-ASCII text decoded before the bad byte, which another
-    --encoding would turn into mojibake) that is cut short, holds a part in cp949 or another
-    encoding, or is damaged here."""
-    lead = after[0] if after else 0
-    needs = 2 if 0xC2 <= lead <= 0xDF else 3 if 0xE0 <= lead <= 0xEF else 4 if 0xF0 <= lead <= 0xF4 else 0
-    if len(after) < needs and all(0x80 <= b <= 0xBF for b in after[1:]) and path.stat().st_size == bad + len(after):
-        return CharRNNError(f"{where}; the file is UTF-8 but ends in the middle of a character (cut short?): "
+def _iconv(encoding: str) -> str:
+    """A Python codec's name as iconv spells it: euc_kr is euc-kr, utf-16-le utf-16le."""
+    return re.sub(r"^(utf-(?:16|32))-", r"\1", encoding.replace("_", "-"))
+
+
+def _utf8_around(sample: bytes) -> bool:
+    """Whether text that was ASCII up to a bad byte is UTF-8 all the same: plenty of UTF-8
+    characters around it, and few bad runs among them (another encoding read as UTF-8 fails at
+    nearly every non-ASCII character)."""
+    good, bad_runs = _good_and_bad(sample.decode("utf-8", "replace"))
+    return good >= 8 and good >= 4 * bad_runs
+
+
+def _good_and_bad(text: str) -> tuple[int, int]:
+    """Text decoded with errors="replace": its non-ASCII characters, and its runs of bad bytes."""
+    bad_runs = len(re.findall("\ufffd+", text))
+    return sum(c > "\x7f" for c in text) - text.count("\ufffd"), bad_runs
+
+
+def _damage_error(path: Path, where: str, encoding: str, bad: int, after: bytes, truncated: bool,
+                  context: str) -> CharRNNError:
+    """The advice for a file that is in its encoding (its text before or around the bad byte, the
+    context, says so): cut short, a part pasted in another encoding, or damaged here."""
+    named = "UTF-8" if encoding == "utf-8" else encoding
+    if truncated:
+        return CharRNNError(f"{where}; the file is {named} but ends in the middle of a character (cut short?): "
                             f"drop its last {len(after)} byte(s), e.g. truncate -s {bad} {path}")
-    line_end = after.find(b"\n")
-    if _mostly_common_hangul((after if line_end < 0 else after[:line_end]).decode("cp949", "replace")):
-        return CharRNNError(f"{where}; the text before it is UTF-8 and from here it looks like cp949: a part "
-                            f"pasted in another encoding. Convert that part to UTF-8 (iconv -f cp949 -t utf-8)")
+    fix = f"iconv -c -f {_iconv(encoding)} -t utf-8 FILE > FIXED converts it to UTF-8 and drops every invalid byte"
+    damaged = (f"{where}; the text {context} is {named}, so these are damaged bytes, not another encoding: fix "
+               f"or remove them ({fix if encoding != 'utf-8' else fix.replace(' converts it to UTF-8 and', '')})")
+    if _wide(encoding):
+        return CharRNNError(damaged)
+    line = after[:after.find(b"\n")] if b"\n" in after else after
+    own_good, own_bad_runs = _good_and_bad(line.decode(encoding, "replace"))
+    for other in ("utf-8", "cp949"):  # a line mostly in the file's encoding is no other's (cp949 reads UTF-8's é)
+        if other != encoding and own_good < 4 * own_bad_runs and (
+                _mostly_common_hangul(line.decode(other, "replace")) if other == "cp949" else _decodes(line, other)):
+            return CharRNNError(f"{where}; the text {context} is {named} and from here it looks like {other}: a "
+                                f"part pasted in another encoding. Convert that part to {named} (iconv -f {other} "
+                                f"-t {_iconv(encoding)})")
     # Damage is a bad run or two, or a few among good non-ASCII text; another encoding fails at
     # nearly every non-ASCII character.
-    text = after[:4096].decode("utf-8", "replace")
-    bad_runs = len(re.findall("\ufffd+", text))
-    good_non_ascii = sum(c > "\x7f" for c in text) - text.count("\ufffd")
-    if bad_runs <= 2 or good_non_ascii >= 4 * bad_runs:
-        return CharRNNError(f"{where}; the text before it is UTF-8, so these are damaged bytes, not another "
-                            f"encoding: fix or remove them (iconv -c -f utf-8 -t utf-8 FILE > FIXED drops every "
-                            f"invalid byte)")
-    found = _legacy_encoding(after[:after.rfind(b"\n") + 1] or after, "utf-8")
+    good, bad_runs = _good_and_bad(after[:4096].decode(encoding, "replace"))
+    if bad_runs <= 2 or good >= 4 * bad_runs:
+        return CharRNNError(damaged)
+    found = _legacy_encoding(after[:after.rfind(b"\n") + 1] or after, encoding)
     if found:
         codec, looks_like, also = found
-        return CharRNNError(f"{where}; the text before it is UTF-8 and from here it looks like {looks_like}: a "
-                            f"part pasted in another encoding. Convert that part to UTF-8 (iconv -f {codec} -t "
-                            f"utf-8){also}")
-    return CharRNNError(f"{where}; the text before it is UTF-8 and from here it is not: a part in another "
-                        f"encoding to convert to UTF-8, or damage to fix")
+        return CharRNNError(f"{where}; the text {context} is {named} and from here it looks like {looks_like}: a "
+                            f"part pasted in another encoding. Convert that part to {named} (iconv -f {codec} -t "
+                            f"{_iconv(encoding)}){also}")
+    return CharRNNError(f"{where}; the text {context} is {named} and from here it is not: a part in another "
+                        f"encoding to convert to {named}, or damage to fix")
 
 
 def _mostly_common_hangul(text: str) -> bool:

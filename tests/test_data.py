@@ -476,6 +476,34 @@ def test_unreadable_files_get_a_message(tmp_path: Path, data: bytes, expected: s
     assert str(path) in str(error.value)
 
 
+LAW = "대한민국 헌법 제1조 대한민국은 민주공화국이다.\n" * 300
+ENGLISH = "It\u2019s true \u2014 \u201cna\u00efve caf\u00e9\u201d. Don\u2019t you agree?\n" * 40
+
+
+@pytest.mark.parametrize("encoding, data, expected", [
+    # One Windows apostrophe where only ASCII came before: the UTF-8 after it says what the file is
+    # (it was named cp1250, which then trained on mojibake).
+    ("utf-8", b"Preface: the author\x92s note\n" + ENGLISH.encode(), "line 1, byte offset 19 .*the text around it is "
+     "UTF-8, so these are damaged bytes.*iconv -c -f utf-8 -t utf-8"),
+    # A legacy file that is damaged, or cut short, is told so as UTF-8 is (it was "not cp949 either").
+    ("cp949", LAW.encode("cp949")[:3000] + b"\xff" + LAW.encode("cp949")[3000:], "line 64, byte offset 3,000 .*the text "
+     "before it is cp949, so these are damaged bytes.*iconv -c -f cp949 -t utf-8 FILE > FIXED converts it to UTF-8"),
+    ("euc_kr", LAW.encode("cp949")[:-2] + b"\xb4", "byte offset 14,098 .*the file is euc_kr but ends in the middle of "
+     "a character.*truncate -s 14098 "),
+    # UTF-16 is full of NULs: cut short or damaged, it was called a binary file, its lines counted
+    # by the bytes 0A that its Hangul hold too.
+    ("utf-16", ("한국어 텍스트\r\n" * 300).encode("utf-16")[:-1], "line 300, byte offset 5,400 .*the file is utf-16 "
+     "but ends in the middle of a character"),
+    ("utf-16-be", "갊\n".encode("utf-16-be") * 40 + b"\xdc\x00" + "abc\n".encode("utf-16-be"), "line 41, byte offset 160 "
+     ".*the text before it is utf-16-be, so these are damaged bytes.*iconv -c -f utf-16be -t utf-8"),
+])
+def test_a_file_in_its_encoding_is_told_where_it_is_damaged(tmp_path: Path, encoding: str, data: bytes,
+                                                             expected: str) -> None:
+    path = write(tmp_path / "x.txt", data)
+    with pytest.raises(CharRNNError, match=expected):
+        prepare(path, tmp_path, encoding=encoding)
+
+
 def test_a_wrong_encoding_that_decodes_is_caught(tmp_path: Path, caplog) -> None:
     """UTF-32 read as UTF-16 decodes, every other character a NUL: refused. A Windows file read as
     latin-1 decodes too, its quotes as C1 controls: warned, with cp1252 named."""
