@@ -1056,6 +1056,21 @@ def _first_pass(files: list[Path], options: DataOptions, out_path: Path, dtype: 
     return counts, np.concatenate(seen) if seen else np.zeros(0, dtype=np.intp)
 
 
+def _refuse_surrogates(files: list[Path], options: DataOptions) -> None:
+    """A text decoded to a lone UTF-16 surrogate (utf-7 or unicode_escape can: "\\ud800"), which is
+    no character: TensorFlow and the console refuse it when the model writes it. Names the first."""
+    for path in files:
+        line = 1
+        for text in _read_text(path, options, progress=lambda nbytes: None):
+            found = re.search("[\ud800-\udfff]", text)
+            if found:
+                line += text.count("\n", 0, found.start())
+                raise CharRNNError(f"{path}: under --encoding {options.encoding} line {line:,} holds "
+                                   f"U+{ord(found.group()):04X}, half of a UTF-16 surrogate pair, which is no "
+                                   f"character; pass the file's real encoding (most text is utf-8), or fix that line")
+            line += text.count("\n")
+
+
 def _build(files: list[Path], options: DataOptions, identity: dict, directory: Path, vocab: "Vocab | None") -> None:
     """Prepare the corpus into directory (a fresh temp dir), on vocab when given, else on its own;
     meta.json is written last."""
@@ -1069,6 +1084,8 @@ def _build(files: list[Path], options: DataOptions, identity: dict, directory: P
         if result is not None:
             break
     counts, first_seen = result
+    if counts[0xD800:0xE000].any():
+        _refuse_surrogates(files, options)
     if _identity(files, options, vocab) != identity:
         raise CharRNNError(f"{', '.join(map(str, files))}: changed while being prepared; run again once it is complete")
     num_symbols = int(counts.sum())

@@ -521,6 +521,19 @@ def test_a_wrong_encoding_that_decodes_is_caught(tmp_path: Path, caplog) -> None
         prepare(write(tmp_path / "u16.txt", "text\n".encode("utf-16")), tmp_path, encoding="utf-8-sig")
 
 
+def test_a_lone_surrogate_is_refused_with_its_line(tmp_path: Path) -> None:
+    """utf-7 and unicode_escape decode to halves of surrogate pairs, which TensorBoard's text sample
+    (a traceback at the first evaluation, the run lost) and the console refuse: named at once."""
+    path = write(tmp_path / "x.txt", b"hello world\n" * 2 + b"a +2AA- b\n" + b"more text\n" * 5)
+    with pytest.raises(CharRNNError, match=r"x\.txt: under --encoding utf-7 line 3 holds U\+D800, half of a UTF-16 "
+                                           r"surrogate pair"):
+        prepare(path, tmp_path, encoding="utf-7")
+    path = write(tmp_path / "y.txt", b"fine\n" + b"\\udfff\n")
+    with pytest.raises(CharRNNError, match="line 2 holds U\\+DFFF"):
+        prepare(path, tmp_path, encoding="unicode_escape")
+    assert prepare(path, tmp_path).vocab.decode(prepare(path, tmp_path).ids) == "fine\n\\udfff\n"  # as UTF-8: text
+
+
 def test_a_vocabulary_needs_a_real_character_and_a_baseline_is_never_negative(tmp_path: Path) -> None:
     path = write(tmp_path / "x.txt", "abcab\n" * 10)
     with pytest.raises(CharRNNError, match="--min_char_count 21: every character .* appears 20 times.*at most 20"):
