@@ -1253,14 +1253,14 @@ def unigram_entropy_bits(vocab: Vocab, ids: np.ndarray) -> float:
 # Batching
 
 
-def _what_fits(symbols: int, batch_size: int, seq_length: int, longest_window: int | None) -> str:
+def _what_fits(symbols: int, batch_size: int, seq_length: int, longest_window: int | None, resumed: bool) -> str:
     """The advice for a training part too short for one batch: the --seq_length that fits it at this
     --batch_size, and the --batch_size at this --seq_length, where either does (and the validation
-    part has a window of that --seq_length: longest_window)."""
+    part has a window of that --seq_length: longest_window). A resumed run keeps both."""
     def at_most(flag: str, value: int) -> str:
         return f"--{flag} {value}" + " or less" * (value > 1)
 
-    if longest_window == 0:
+    if resumed:
         return "Use a longer text: a resumed run keeps its --batch_size and --seq_length."
 
     longest = seq_length if longest_window is None else longest_window
@@ -1284,10 +1284,11 @@ class BatchLoader:
     share of the streams and only ever reads its part of the text."""
 
     def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int, seed: int = 0,
-                 shard_index: int = 0, num_shards: int = 1, longest_window: int | None = None) -> None:
+                 shard_index: int = 0, num_shards: int = 1, longest_window: int | None = None,
+                 resumed: bool = False) -> None:
         """longest_window: the longest --seq_length the validation part holds, for the advice when
-        the text is too short (None: not known; 0: --seq_length and --batch_size cannot change, as
-        on resume, so only a longer text helps)."""
+        the text is too short (None: not known); resumed: --seq_length and --batch_size cannot
+        change, so only a longer text helps."""
         if batch_size < 1 or seq_length < 1:
             raise CharRNNError(f"--batch_size {batch_size} --seq_length {seq_length}: both must be at least 1")
         if not (1 <= num_shards <= batch_size and 0 <= shard_index < num_shards):
@@ -1299,7 +1300,7 @@ class BatchLoader:
             raise CharRNNError(f"not enough text: the training part has {len(ids):,} symbols, but --batch_size "
                                f"{batch_size} --seq_length {seq_length} needs at least {2 * batch_size * seq_length:,} "
                                f"(2 x batch_size x seq_length). "
-                               f"{_what_fits(len(ids), batch_size, seq_length, longest_window)}")
+                               f"{_what_fits(len(ids), batch_size, seq_length, longest_window, resumed)}")
         lo, hi = shard_index * batch_size // num_shards, (shard_index + 1) * batch_size // num_shards
         self.streams = ids[:batch_size * length].reshape(batch_size, length)[lo:hi]  # a view, no copy
         self._offset = (-1, 0)  # (epoch, offset) of the last epoch asked for

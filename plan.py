@@ -556,7 +556,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     # Each worker reads only its own streams of the memory-mapped ids.
     loader = dataset.BatchLoader(train_ids, args.batch_size, args.seq_length, seed=args.seed,
                                  shard_index=cluster.worker_index, num_shards=cluster.num_workers,
-                                 longest_window=len(val_ids) - 1 if resume_dir is None else 0)  # resumed: shape kept
+                                 longest_window=len(val_ids) - 1, resumed=resume_dir is not None)
     if len(val_ids) <= args.seq_length:  # a window is seq_length inputs and, one symbol on, their targets
         capped = val_symbols > args.seq_length  # else --eval_symbols cannot help
         kept = (f"--eval_symbols {args.eval_symbols} scores {len(val_ids) - 1:,} of its {val_symbols:,}" if capped

@@ -959,6 +959,9 @@ def test_too_small_corpus_says_what_is_needed() -> None:
     with pytest.raises(CharRNNError, match=r"Use --seq_length 19 or less, or a longer text\.$"):
         dataset.BatchLoader(np.zeros(4999, np.uint16), batch_size=50, seq_length=50, longest_window=19)
     with pytest.raises(CharRNNError, match=r"Use a longer text: a resumed run keeps its --batch_size and --seq_length"):
+        dataset.BatchLoader(np.zeros(4999, np.uint16), batch_size=50, seq_length=50, longest_window=49, resumed=True)
+    # A new run whose validation part holds no window at all is no resumed run (it was told it was).
+    with pytest.raises(CharRNNError, match=r"Use a longer text: a model learns from thousands of characters"):
         dataset.BatchLoader(np.zeros(4999, np.uint16), batch_size=50, seq_length=50, longest_window=0)
     with pytest.raises(CharRNNError, match="Use a longer text"):
         dataset.BatchLoader(np.zeros(1, np.uint16), batch_size=1, seq_length=1)
