@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import collections
 import dataclasses
+import errno
 import functools
 import hashlib
 import json
@@ -1052,7 +1053,7 @@ def _first_pass(files: list[Path], options: DataOptions, out_path: Path, dtype: 
                 provisional_id[new] = np.arange(num_seen, num_seen + len(new))
                 num_seen += len(new)
                 seen.append(new)
-            np.take(provisional_id, cp).tofile(out)
+            out.write(np.take(provisional_id, cp))  # not tofile: its short write has no errno, no reason
     return counts, np.concatenate(seen) if seen else np.zeros(0, dtype=np.intp)
 
 
@@ -1099,7 +1100,7 @@ def _build(files: list[Path], options: DataOptions, identity: dict, directory: P
         np.lib.format.write_array_header_1_0(dst, {"descr": np.lib.format.dtype_to_descr(remap.dtype),
                                                    "fortran_order": False, "shape": (num_symbols,)})
         while (chunk := np.fromfile(src, dtype=dtype, count=max(1, _READ_BYTES // dtype.itemsize))).size:
-            np.take(remap, chunk.astype(np.intp)).tofile(dst)
+            dst.write(np.take(remap, chunk.astype(np.intp)))
         dst.flush()
         os.fsync(dst.fileno())
     provisional.unlink()
@@ -1159,8 +1160,7 @@ def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | N
         try:
             _build(files, options, identity, tmp, vocab)
         except OSError as e:  # disk full, a file that vanished or cannot be read
-            raise CharRNNError(f"preparing the corpus failed: {e.filename or root}: {e.strerror or e}. "
-                               f"Free disk space in {root} or fix the file, then run again") from None
+            raise CharRNNError(_failed_preparation(e, root, files)) from None
         final = root / key
         if final.exists() and _load_prepared(final, identity, files) is None:
             try:
@@ -1185,6 +1185,18 @@ def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | N
         raise CharRNNError(f"the prepared data in {final} changed while it was being loaded (another process "
                            f"preparing the same corpus?); run again")
     return corpus
+
+
+def _failed_preparation(error: OSError, root: Path, files: list[Path]) -> str:
+    """What stopped a preparation: a corpus file it could not read, or no room to write."""
+    reason = error.strerror or str(error)
+    if error.filename is not None and Path(error.filename) in files:
+        return f"cannot read {error.filename} ({reason}): make it readable, or take it out of the corpus"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        limit = " or a file-size limit (ulimit -f)" if error.errno == errno.EFBIG else ""
+        return (f"no room to write the prepared data in {root} ({reason}): free disk space there{limit}, "
+                f"then run again")
+    return f"preparing the corpus failed: {error.filename or root}: {reason}. Fix that, then run again"
 
 
 def count_chars(vocab: Vocab, ids: np.ndarray) -> int:

@@ -699,6 +699,30 @@ def test_a_shared_corpus_folder_serves_other_users_and_keeps_their_private_data(
             shutil.rmtree(work)
 
 
+def test_a_corpus_file_that_cannot_be_read_or_a_full_disk_is_told_what_it_is(tmp_path: Path) -> None:
+    """An unreadable file was told "Free disk space in <cache> or fix the file"; a file-size limit
+    or a full disk gave numpy's "815745 requested and 450873 written", with no reason."""
+    root = os.geteuid() == 0
+    work = Path(tempfile.mkdtemp(dir="/tmp")) if root else tmp_path  # tmp_path's parents are root's alone
+    try:
+        work.chmod(0o777)
+        path = write(work / "secret.txt", "private words\n")
+        path.chmod(0o600 if root else 0)
+        told = told_another_user(lambda: dataset.prepare_corpus([path], DataOptions(), cache_root=work / "c"), root)
+        assert f"cannot read {path} (Permission denied): make it readable, or take it out of the corpus" in told, told
+    finally:
+        shutil.rmtree(work)
+    path = write(tmp_path / "big.txt", "abcdefgh\n" * 20000)
+    code = ("import resource, sys, dataset; from pathlib import Path\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (50000, 50000))\n"
+            "try:\n    dataset.prepare_corpus([Path(sys.argv[1])], dataset.DataOptions(), cache_root=Path(sys.argv[2]))\n"
+            "except dataset.CharRNNError as error:\n    print(error)")
+    out = run_python(code, str(path), str(tmp_path / "cache"), text=True)
+    assert (f"no room to write the prepared data in {tmp_path / 'cache'} (File too large): free disk space there "
+            f"or a file-size limit (ulimit -f)") in out.stdout, out
+    assert not (tmp_path / "cache").exists()  # nor the build's temp folder, nor the folder it made
+
+
 KILLABLE = """
 import os, sys, time, dataset
 from pathlib import Path
