@@ -905,7 +905,9 @@ def _identity(files: list[Path], options: DataOptions, vocab: "Vocab | None" = N
             st = p.stat()
         except FileNotFoundError:
             raise CharRNNError(f"{p}: no such file") from None
-        rows.append([str(p), st.st_size, st.st_mtime_ns])
+        # ctime too: cp -p, rsync -a, tar and touch -r put back an mtime (and a size) over new text,
+        # and no tool can set a ctime.
+        rows.append([str(p), st.st_size, st.st_mtime_ns, st.st_ctime_ns])
     identity = {"format": _PREPARE_FORMAT, "files": rows, "options": dataclasses.asdict(options)}
     if vocab is not None:  # prepared on a given vocabulary: which one (its symbols, in their order)
         identity["vocab"] = hashlib.sha256(json.dumps([vocab.symbols, vocab.unk_id]).encode()).hexdigest()[:16]
@@ -1076,7 +1078,7 @@ def _build(files: list[Path], options: DataOptions, identity: dict, directory: P
     """Prepare the corpus into directory (a fresh temp dir), on vocab when given, else on its own;
     meta.json is written last."""
     t0 = time.monotonic()
-    total_bytes = sum(size for _, size, _ in identity["files"])
+    total_bytes = sum(row[1] for row in identity["files"])
     provisional = directory / "provisional.bin"
     # Provisional ids fit uint16 unless the text has over 65,535 distinct symbols; only such a
     # corpus pays for a second reading, with uint32.
@@ -1122,7 +1124,7 @@ def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | N
                    vocab: Vocab | None = None) -> Corpus:
     """Ids and vocabulary of the corpus, prepared once and cached in cache_root/<key>/ (default:
     <corpus dir>/.prepared, or ~/.cache/char-rnn-tf2 when that is not writable). The key covers
-    the files' paths, sizes and mtimes and every option; a build goes to a temp dir that is
+    the files' paths, sizes, mtimes and ctimes and every option; a build goes to a temp dir that is
     renamed into place when complete, so an interrupted one never looks valid. vocab: prepare on
     this vocabulary (a resumed run's), not on one made from the text's own frequencies."""
     # The folder the user named, not where symbolic links in it lead (which may be far apart).

@@ -591,6 +591,12 @@ def test_cache_is_reused_and_invalidated(tmp_path: Path, caplog) -> None:
     write(path, KOREAN + "새 글자: 龍\n")  # changed content
     changed = prepare(path, tmp_path)
     assert "龍" in changed.vocab.symbols and changed.cache_dir != touched.cache_dir
+    # New text of the same size under the old mtime (cp -p, rsync -a, touch -r): prepared again.
+    stamp = path.stat().st_mtime_ns
+    write(path, KOREAN + "새 글자: 鳳\n")
+    os.utime(path, ns=(stamp, stamp))
+    changed = prepare(path, tmp_path)
+    assert "鳳" in changed.vocab.symbols
 
     other = prepare(path, tmp_path, normalize="none")  # another option: its own cache, both kept
     assert other.cache_dir != changed.cache_dir and changed.cache_dir.exists()
