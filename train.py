@@ -396,7 +396,7 @@ class Trainer:
                 tf.summary.scalar("val/loss", val_loss)
                 tf.summary.scalar("val/bpc", val_bpc)
                 tf.summary.scalar("val/perplexity", val_perplexity)
-                tf.summary.text("sample", "```\n" + self.vocab.decode(sample.numpy()[0])[:chars] + "\n```")
+                tf.summary.text("sample", markdown_verbatim(self.vocab.decode(sample.numpy()[0])[:chars]))
             self.writer.flush()
         log.info(f"step {self.step} epoch {self.epoch_position()}: val loss {val_loss:.4f} nats/symbol, {val_bpc:.4f} "
                  f"bits/char, perplexity {val_perplexity:.3f} per char{'  (best)' if improved else ''}")
@@ -856,6 +856,15 @@ def write_run_files(args: argparse.Namespace, run_dir: Path, corpus: "dataset.Co
                            "numpy": np.__version__}}
     corpus.vocab.save(run_dir / "vocab.json")
     utils.atomic_write_text(run_dir / "config.json", json.dumps(record, indent=2, ensure_ascii=False))
+
+
+def markdown_verbatim(text: str) -> str:
+    """text as a fenced code block, which TensorBoard's Markdown shows as written. A line of just the
+    fence would end the block (a README corpus writes ``` lines, and the rest became headings and
+    lists), so the fence is longer than any run of backticks in the text."""
+    longest = max(map(len, re.findall("`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}\n{text}\n{fence}"
 
 
 def write_run_summaries(args: argparse.Namespace, vocab_size: int) -> None:

@@ -545,6 +545,20 @@ def test_the_live_line_drops_whole_fields_that_the_terminal_has_no_room_for(monk
     os.close(terminal)
 
 
+@pytest.mark.parametrize("text", ["# Title *x*\n```\n  indented <b>bold</b>\n* item _u_\n````\nend",
+                                  "```", "a `b` c\n\n\n   spaced", "한국어 ~~~\n~~~\n|a|b|\n|-|-|"])
+def test_a_text_sample_shows_in_tensorboard_as_written(text: str) -> None:
+    """A sample of a README corpus writes ``` lines, which ended the code block: what followed
+    became headings, emphasis and lists, its leading spaces lost. Rendered by TensorBoard itself."""
+    import html
+
+    from tensorboard.plugins.text.text_plugin import text_array_to_html
+
+    from train import markdown_verbatim
+    shown = text_array_to_html(np.array(markdown_verbatim(text).encode()), True)
+    assert shown == f"<pre><code>{html.escape(text, quote=False)}\n</code></pre>", shown
+
+
 def test_learning_rate_warms_up_then_follows_a_cosine_or_the_old_decay_rate() -> None:
     import argparse
 
