@@ -444,13 +444,13 @@ class Trainer:
         """Train until a length limit, --stop_at_step or a signal; returns what ended it."""
         args, loader = self.args, self.run.loader
         while True:
+            started = time.monotonic()  # a step's time: all of it but the evaluations and saves
             progress, stopping = self.agreed_progress(bool(signalled))
             ended_by = self.stop_reason(progress, stopping, signalled)
             if ended_by is not None:
                 return ended_by
             x, y = loader.batch(self.epoch, self.batch)
             lr = learning_rate(args, self.step, self.epoch, progress)
-            start = time.monotonic()
             loss, grad_norm, self.state = self.train_step(x, y, self.state, lr, self.step)
             loss, grad_norm = float(loss), float(grad_norm)
             # Under mixed precision a non-finite gradient is a float16 overflow: the step was skipped
@@ -463,7 +463,7 @@ class Trainer:
             if self.batch == loader.num_batches:
                 self.epoch, self.batch = self.epoch + 1, 0
                 self.state = self.initial_state()  # the streams restart at a new offset
-            self.log_step(loss, grad_norm, lr, time.monotonic() - start)
+            self.log_step(loss, grad_norm, lr, started)
             # At the length limit, finish() evaluates and saves once.
             due_eval, due_save = self.step % args.eval_every == 0, self.step % args.save_every == 0
             if (due_eval or due_save) and self.agreed_progress()[0] < 1.0:
@@ -474,23 +474,25 @@ class Trainer:
                     if self.run.cluster.is_chief:  # as char-rnn-tensorflow said "model saved to ..."
                         log.info(f"step {self.step}: checkpoint saved in {self.run.run_dir}")
 
-    def log_step(self, loss: float, grad_norm: float, lr: float, seconds: float) -> None:
+    def log_step(self, loss: float, grad_norm: float, lr: float, started: float) -> None:
+        """The step's scalars and the progress line; the rate counts the step from its start on (the
+        train step alone was measured up to 1.8x faster than a tiny model trained)."""
         tf, args = self.tf, self.args
-        chars_per_s = args.batch_size * args.seq_length * self.chars_per_symbol["train"] / seconds
-        # The session's first step also compiled the step (seconds): not a training rate to show or smooth.
-        timed = self.step > self.start_step + 1
-        if timed:
-            self.rate = chars_per_s if self.rate == 0.0 else 0.9 * self.rate + 0.1 * chars_per_s
         with self.writer.as_default(step=self.step):
             tf.summary.scalar("train/loss", loss)
             tf.summary.scalar("train/bpc", bits_per_char(loss, self.chars_per_symbol["train"]))
             tf.summary.scalar("train/learning_rate", lr)
             if math.isfinite(grad_norm):  # not on a step skipped for float16 overflow
                 tf.summary.scalar("train/grad_norm", grad_norm)
-            if timed:
-                tf.summary.scalar("train/chars_per_sec", chars_per_s)
             if args.mixed_precision:
                 tf.summary.scalar("train/loss_scale", self.loss_scale.scale)
+            chars = args.batch_size * args.seq_length * self.chars_per_symbol["train"]
+            chars_per_s = chars / (time.monotonic() - started)
+            # The session's first step also compiled the step: not a training rate to show or smooth.
+            timed = self.step > self.start_step + 1
+            if timed:
+                self.rate = chars_per_s if self.rate == 0.0 else 0.9 * self.rate + 0.1 * chars_per_s
+                tf.summary.scalar("train/chars_per_sec", chars_per_s)
         done = self.progress()
         remaining = self.seconds_so_far() * (1 - done) / max(done, 1e-9)
         if args.stop_at_step:  # the session stops there, when that comes first, at this session's pace

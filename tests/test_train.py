@@ -51,13 +51,20 @@ def only_run(save_dir: Path) -> Path:
     return runs[0]
 
 
-def summary_values(log_dir: Path) -> Iterator[tuple[int, "tf.compat.v1.Summary.Value"]]:
-    """(step, value) of every summary in a run's TensorBoard event files, read back from disk."""
+def summary_events(log_dir: Path) -> Iterator[tuple[int, "tf.compat.v1.Event"]]:
+    """(step, event) of every summary event in a run's TensorBoard event files, read back from disk."""
     import tensorflow as tf
     for events in sorted(log_dir.glob("events.out.tfevents.*")):
         for event in tf.compat.v1.train.summary_iterator(str(events)):
-            for value in event.summary.value:
-                yield event.step, value
+            if event.summary.value:
+                yield event.step, event
+
+
+def summary_values(log_dir: Path) -> Iterator[tuple[int, "tf.compat.v1.Summary.Value"]]:
+    """(step, value) of every summary in a run's TensorBoard event files."""
+    for step, event in summary_events(log_dir):
+        for value in event.summary.value:
+            yield step, value
 
 
 def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -147,6 +154,14 @@ def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Pa
     assert [step for step, _ in scalars["val/loss"]] == [10, 20]
     # Training speed from step 2 on: the first step's seconds are mostly compiling it.
     assert [step for step, _ in scalars["train/chars_per_sec"]] == list(range(2, 21))
+    # It is the rate the run trains at: a step's characters over the time from the step before (its
+    # train/loss written) to this one, the median over the steps. The train step alone was timed, and
+    # this tiny model trained at 0.54x the rate shown.
+    written = {step: event.wall_time for step, event in summary_events(tmp_path / "logs" / run)
+               if event.summary.value[0].tag == "train/loss"}
+    shown = [4 * 16 / (written[step] - written[step - 1]) / float(rate) for step, rate in scalars["train/chars_per_sec"]
+             if step - 1 != 10]  # not across the evaluation
+    assert 0.75 < np.median(shown) < 1.1, shown
     # The learning rate each step trained at (TINY: peak 3e-3, 5 warmup steps, then a cosine from the
     # peak to 10% over the other 15 steps).
     lrs = [float(v) for _, v in scalars["train/learning_rate"]]
