@@ -237,6 +237,9 @@ def test_bad_corpus_is_refused(tmp_path: Path, kind: str) -> None:
     (["--save_dir", "s/" * 2100], "it is 4200 bytes long"),
     (["--save_dir", "/".join(["x" * 200] * 20)], "and the files written in it add up to 80"),  # fails at no save
     (["--save_dir", b"saves-\xc7\xd1"], "not valid UTF-8"),  # cp949 bytes under a UTF-8 locale
+    # A local folder gs:/bucket/x was written, while the printed tensorboard command named the bucket.
+    (["--log_dir", "gs://bucket/x"], "--log_dir gs://bucket/x: a URL; this tool reads and writes files on this machine"),
+    (["--init_from", "s3://bucket/save/run"], "--init_from s3://bucket/save/run: a URL"),
     # each size is allowed alone, together they need far more memory than any machine has
     (["--rnn_size", "16384", "--num_layers", "64"], "GiB of memory"),
 ])
@@ -632,6 +635,14 @@ def test_a_new_run_whose_tensorboard_name_is_taken_says_where_its_events_go(tmp_
     # Its hparams row is its own too (not merged with the stale run's), and the corpus typed relative is absolute.
     hparams = hparams_of(tmp_path / "logs" / "fresh@save")
     assert (hparams["group"], hparams["corpus"]) == ("fresh@save", str(tmp_path / "tiny.txt"))
+    # --log_dir the same folder as --save_dir: the name is taken by the run's own checkpoints, and
+    # the message said a run in another save directory, a deleted one or a killed one had it.
+    result = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "2", "--run_name", "R", "--save_dir", "out",
+                 "--log_dir", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (f"{Path('out') / 'R'} is taken (this run's checkpoint folder (--log_dir is its --save_dir)): this run's "
+            f"TensorBoard run is R@out\n") in result.stderr, result.stderr
+    assert read_scalars(tmp_path / "out" / "R@out")
 
 
 SIGNAL_IN_IMPORT = '''
