@@ -354,6 +354,19 @@ class Trainer:
         if chief:  # `latest` names the run that saved last: the one sample.py --save_dir save picks
             runs.point_latest(self.run.run_dir)
 
+    def save_after_log_failure(self) -> bool:
+        """After TensorBoard's events could not be written: a checkpoint of the steps trained since
+        the last one, where its own disk takes it; returns whether one was saved. (Not under
+        multiworker: a save is a collective, which the other workers, training on, would not join.)"""
+        if self.writer is None or self.step in (self.start_step, self.saved_step) or self.run.cluster.num_workers > 1:
+            return False
+        try:
+            self.save(self.manager)
+        except (CharRNNError, self.tf.errors.OpError, OSError) as error:
+            log.warning("could not save step %d either: %s", self.step, error)
+            return False
+        return True
+
     def diverged(self, what: str) -> CharRNNError:
         return CharRNNError(f"{what}; nothing was saved from it. Lower --learning_rate (now {self.args.learning_rate}) "
                             f"or --grad_clip; {how_to_go_on(self.run)}")
@@ -614,7 +627,11 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
             raise CharRNNError(f"out of memory ({reason}). A smaller --batch_size, --rnn_size or --num_layers needs "
                                f"less, and a resumed run keeps its saved ones: free memory first, or start a new run "
                                f"with smaller ones; {how_to_go_on(run, 'it with smaller ones')}") from None
-        raise CharRNNError(f"{reason}. Free disk space; {how_to_go_on(run)}") from None
+        # A full disk under --log_dir: the steps since the last checkpoint are kept where the
+        # checkpoints' own disk has room, as a signal keeps them.
+        saved = trainer is not None and trainer.save_after_log_failure()
+        kept = f" (step {trainer.step} was saved first)" if saved else ""
+        raise CharRNNError(f"{reason}{kept}. Free disk space; {how_to_go_on(run)}") from None
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
         lost = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", str(error)))) or ["a peer"]
         raise CharRNNError(f"lost contact with {', '.join(lost)} (it stopped, or did not answer within "

@@ -1478,6 +1478,24 @@ def test_disk_full_while_saving(trained, tmp_path: Path) -> None:
             subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
+def test_a_full_log_disk_keeps_the_steps_trained(tmp_path: Path) -> None:
+    """TensorBoard's events fill their disk mid-run: the run stops with the reason, as before, but
+    first saves the steps since its last checkpoint on the checkpoints' own disk (they were lost)."""
+    logs = tmp_path / "logs"
+    if not small_filesystem(logs, size="64k"):
+        pytest.skip("needs a small tmpfs for --log_dir, which only root may mount")
+    try:
+        (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+        result = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "3000", "--eval_every", "100",
+                     "--print_every", "1000", "--run_name", "r", "--log_dir", str(logs), cwd=tmp_path)
+        found = re.search(r"No space left on device \(step (\d+) was saved first\)\. Free disk space; the checkpoints "
+                          r"in save/r are intact", result.stderr)
+        assert result.returncode == 2 and found and "Traceback" not in result.stderr, result.stderr
+        assert pointer_step(tmp_path / "save" / "r") == int(found[1]) > 100  # past the last evaluation's best/
+    finally:
+        subprocess.run(["umount", "-l", str(logs)], check=False)
+
+
 @pytest.mark.skipif(os.name == "nt", reason="POSIX shell quoting")
 def test_printed_commands_paste_into_a_shell() -> None:
     for path in ("save/sp ace", "save/it's", "save/$HOME", "save/plain"):
