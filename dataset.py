@@ -79,9 +79,9 @@ def _text_files(root: Path) -> tuple[list[Path], list[str]]:
     .txt name that is a link to nothing or not a regular file."""
     files, seen, broken = [], set(), []
 
-    def unreadable(error: OSError) -> None:
-        broken.append(f"cannot read the folder {error.filename} ({error.strerror or error}), so its text would be "
-                      f"left out; make it readable, or move it out of {root}")
+    def unreadable(error: OSError, folder: str | None = None) -> None:
+        broken.append(f"cannot read the folder {folder or error.filename} ({error.strerror or error}), so its text "
+                      f"would be left out; make it readable, or move it out of {root}")
 
     for folder, subfolders, names in os.walk(root, onerror=unreadable, followlinks=True):
         real = os.path.realpath(folder)
@@ -96,7 +96,12 @@ def _text_files(root: Path) -> tuple[list[Path], list[str]]:
             path = Path(folder) / name
             if not name.lower().endswith(".txt") or name.startswith("."):
                 continue
-            if path.is_file():
+            try:
+                regular = path.is_file()
+            except PermissionError as error:  # a folder that may be listed but not entered (mode 744)
+                unreadable(error, folder)
+                break
+            if regular:
                 files.append(path)
             else:
                 broken.append(f"{path} is {_not_a_file(path)}; put the text in a regular file, or remove it")
@@ -241,7 +246,11 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
 
 def _wide(encoding: str) -> bool:
     """UTF-16 or UTF-32: every character two or four bytes, ASCII's with NULs."""
-    return "\n".encode(encoding).removeprefix(codecs.BOM_UTF8) != b"\n"  # utf-8-sig writes a BOM first
+    return codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+
+
+def _unit_bytes(encoding: str) -> int:
+    return 4 if "32" in encoding else 2 if _wide(encoding) else 1
 
 
 def _check_looks_like_text(path: Path, head: bytes, encoding: str, other_files: int) -> None:
@@ -279,12 +288,17 @@ def _pass_or_convert(found: str, encoding: str, other_files: int) -> str:
 
 def _check_decoded_text(path: Path, text: str, encoding: str) -> None:
     """The first decoded chunk, judged for a wrong --encoding that decoded without an error: UTF-32
-    read as UTF-16 is every other character NUL; cp1252 (Windows) read as latin-1 turns its curly
+    read as UTF-16 is every other character NUL, UTF-16 in the other byte order has U+2000 for its
+    spaces and U+0A00 for its line breaks; cp1252 (Windows) read as latin-1 turns its curly
     quotes and dashes into C1 control characters, which no text uses."""
     if text.count("\x00") > len(text) // 20:
         raise CharRNNError(f"{path}: under --encoding {encoding} the text is {text.count(chr(0)) / len(text):.0%} "
                            f"NUL characters: the file has another encoding (UTF-32?); pass it with --encoding, "
                            f"or convert the file to UTF-8")
+    swapped = _swapped(encoding)
+    if swapped and text.count("\u2000") + text.count("\u0a00") > 2 * (text.count(" ") + text.count("\n")) + 2:
+        raise CharRNNError(f"{path}: under --encoding {encoding} its spaces and line breaks read as U+2000 and "
+                           f"U+0A00: the file is in the other byte order; pass --encoding {swapped}")
     c1 = len(re.findall("[\x80-\x9f]", text))
     if c1 and codecs.lookup(encoding).name.startswith(("iso8859", "latin")):
         logger.warning("%s: under --encoding %s the text has %d C1 control characters (U+0080-U+009F), which "
@@ -293,12 +307,13 @@ def _check_decoded_text(path: Path, text: str, encoding: str) -> None:
                        path, encoding, c1)
 
 
-def _reads_as_text(head: bytes, encoding: str) -> bool:
+def _reads_as_text(head: bytes, encoding: str, allowed: int = 0) -> bool:
     """Whether bytes decode to text with hardly any control characters (an array of small 16-bit
-    numbers has as many NULs as UTF-16 text, but decodes to controls)."""
-    text = head[:len(head) // 2 * 2].decode(encoding, errors="replace")
+    numbers has as many NULs as UTF-16 text, but decodes to controls); allowed: how many odd ones
+    a short text may have all the same."""
+    text = head[:len(head) // _unit_bytes(encoding) * _unit_bytes(encoding)].decode(encoding, errors="replace")
     odd = sum(1 for c in text if c == "\ufffd" or (unicodedata.category(c) == "Cc" and c not in "\n\r\t"))
-    return bool(text) and odd <= len(text) / 100
+    return bool(text) and odd <= max(allowed, len(text) / 100)
 
 
 def _decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, extra_bytes: int = 0,
@@ -309,7 +324,7 @@ def _decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, ext
     truncated: whether the file ends inside the character that begins there."""
     wide = _wide(encoding)
     # UTF-16/32 line breaks are counted as characters: their bytes 0A are also parts of others.
-    decoder = codecs.getincrementaldecoder(encoding)("replace") if wide else None
+    decoder = codecs.getincrementaldecoder(_ordered(path, encoding))("replace") if wide else None
     with open(path, "rb") as f:
         line, left = 1, bad
         while left:  # count line breaks before the bad byte without holding the file in memory
@@ -323,24 +338,26 @@ def _decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, ext
     at = bad - max(0, bad - 65536)
     where = (f"{path}: not valid {encoding} at line {line:,}, byte offset {bad:,} "
              f"(bytes {window[at:at + 4].hex(' ')})")
+    if wide and b"\x00" in window:  # UTF-16/32 text (its spaces and line breaks hold NULs); else another's bytes
+        return _wide_error(path, where, encoding, bad, window, at, truncated)
     controls = sum(window.count(bytes([b])) for b in range(32) if b not in (9, 10, 13))
-    if not wide and (b"\x00" in window or controls > len(window) // 20):
+    if b"\x00" in window or controls > len(window) // 20:
         return CharRNNError(f"{where}; it looks like a binary file, not text")
     # Judge other encodings on whole lines around the bad byte: cheap whatever the file size.
     start = window.find(b"\n") + 1 if bad > 65536 else 0
     end = window.rfind(b"\n") + 1 if len(window) == 131072 else len(window)
     sample = window[start:end] or window
     # Many multi-byte characters decoded before it (8 Hangul or more: not by chance), or under UTF-8
-    # around it: the encoding is right, and another would turn them into mojibake.
+    # around it: the encoding is right, and another would turn them into mojibake. Under another
+    # encoding that many say less: a wider one of the same script (cp949 for euc-kr, cp932 for
+    # shift_jis) reads them too, so the file is called damaged only when no other encoding reads it.
     context = "before it" if extra_bytes >= 16 else "around it"
-    if encoding == "utf-8" and (extra_bytes >= 16 or _utf8_around(sample)):
+    if _is_utf8(encoding) and (extra_bytes >= 16 or _utf8_around(sample)) or truncated and extra_bytes >= 16:
         return _damage_error(path, where, encoding, bad, window[at:], truncated, context)
     if _mixes_utf8_and_cp949(sample):  # no --encoding reads it: latin-1 would train on mojibake
         return CharRNNError(f"{where}; its lines are partly cp949 and partly UTF-8 (texts pasted together), which "
                             f"no --encoding reads: convert the cp949 part to UTF-8 (split the file where the "
                             f"encoding changes, iconv -f cp949 -t utf-8 that part, and join them again)")
-    if extra_bytes >= 16 and (wide or not _decodes(sample, "utf-8")):  # not a UTF-8 file read for a while
-        return _damage_error(path, where, encoding, bad, window[at:], truncated, context)
     tried = [encoding]
     for candidate in ("utf-8", "cp949"):
         if codecs.lookup(candidate).name == encoding:
@@ -365,6 +382,8 @@ def _decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, ext
         codec, looks_like, also = found
         return CharRNNError(f"{not_these}, and looks like {looks_like}: {_pass_or_convert(codec, encoding, other_files)}"
                             f"{also}")
+    if extra_bytes >= 16:
+        return _damage_error(path, where, encoding, bad, window[at:], truncated, context)
     return CharRNNError(f"{not_these}: pass --encoding with the file's encoding or convert it to UTF-8 (from "
                         f"Windows: cp1252 Western European, cp1250 Central European, cp1251 Cyrillic, cp1253 "
                         f"Greek, cp1254 Turkish, cp1255 Hebrew, cp1256 Arabic, cp874 Thai, cp932 Japanese, gb18030 "
@@ -460,9 +479,56 @@ def _legacy_encoding(sample: bytes, tried: str) -> tuple[str, str, str] | None:
     return None
 
 
+def _is_utf8(encoding: str) -> bool:
+    return codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
+
+
+_ICONV_NAMES = {"utf-8-sig": "utf-8", "mac-roman": "macintosh", "iso2022-jp": "iso-2022-jp",
+                "euc-jis-2004": "euc-jisx0213", "shift-jis-2004": "shift_jisx0213"}
+
+
 def _iconv(encoding: str) -> str:
     """A Python codec's name as iconv spells it: euc_kr is euc-kr, utf-16-le utf-16le."""
-    return re.sub(r"^(utf-(?:16|32))-", r"\1", encoding.replace("_", "-"))
+    name = re.sub(r"^(utf-(?:16|32))-", r"\1", encoding.replace("_", "-"))
+    return _ICONV_NAMES.get(name, name)
+
+
+def _ordered(path: Path, encoding: str) -> str:
+    """A UTF-16/32 codec with its byte order: utf-16 as the file's byte-order mark names it (little
+    endian without one), to read the file from anywhere, with errors="replace" too."""
+    if encoding not in ("utf-16", "utf-32"):
+        return encoding
+    with open(path, "rb") as f:
+        marked_be = f.read(4).startswith(b"\xfe\xff" if encoding == "utf-16" else b"\x00\x00\xfe\xff")
+    return f"{encoding}-{'be' if marked_be else 'le'}"
+
+
+def _swapped(encoding: str) -> str | None:
+    """utf-16-be for utf-16-le and so on; None where a byte-order mark decides."""
+    if encoding.endswith(("-le", "-be")) and _wide(encoding):
+        return encoding[:-2] + ("be" if encoding.endswith("le") else "le")
+    return None
+
+
+def _wide_error(path: Path, where: str, encoding: str, bad: int, window: bytes, at: int,
+                truncated: bool) -> CharRNNError:
+    """The advice for a UTF-16/32 file (window: the bytes around the bad one, at its offset there):
+    read in the other byte order, not text at all, cut short, or damaged. Its NULs say nothing."""
+    ordered, swapped = _ordered(path, encoding), _swapped(encoding)
+    width = _unit_bytes(encoding)
+    window = window[at % width:]  # whole units from the bad one's alignment
+
+    def spaces_and_breaks(codec: str) -> int:
+        text = window[:len(window) // width * width].decode(codec, "replace")
+        return text.count(" ") + text.count("\n")
+
+    if truncated:  # whatever the byte order
+        return _damage_error(path, where, encoding, bad, window[at - at % width:], True, "before it")
+    if swapped and spaces_and_breaks(swapped) > 2 * spaces_and_breaks(ordered) + 2:
+        return CharRNNError(f"{where}; this looks like {swapped} (the other byte order): pass --encoding {swapped}")
+    if not _reads_as_text(window, ordered, allowed=2):  # the bad unit, and a surrogate it leaves alone
+        return CharRNNError(f"{where}; it looks like a binary file, not text")
+    return _damage_error(path, where, encoding, bad, window[at - at % width:], False, "before it")
 
 
 def _utf8_around(sample: bytes) -> bool:
@@ -483,19 +549,19 @@ def _damage_error(path: Path, where: str, encoding: str, bad: int, after: bytes,
                   context: str) -> CharRNNError:
     """The advice for a file that is in its encoding (its text before or around the bad byte, the
     context, says so): cut short, a part pasted in another encoding, or damaged here."""
-    named = "UTF-8" if encoding == "utf-8" else encoding
+    named = "UTF-8" if _is_utf8(encoding) else encoding
     if truncated:
         return CharRNNError(f"{where}; the file is {named} but ends in the middle of a character (cut short?): "
                             f"drop its last {len(after)} byte(s), e.g. truncate -s {bad} {path}")
     fix = f"iconv -c -f {_iconv(encoding)} -t utf-8 FILE > FIXED converts it to UTF-8 and drops every invalid byte"
     damaged = (f"{where}; the text {context} is {named}, so these are damaged bytes, not another encoding: fix "
-               f"or remove them ({fix if encoding != 'utf-8' else fix.replace(' converts it to UTF-8 and', '')})")
+               f"or remove them ({fix.replace(' converts it to UTF-8 and', '') if _is_utf8(encoding) else fix})")
     if _wide(encoding):
         return CharRNNError(damaged)
     line = after[:after.find(b"\n")] if b"\n" in after else after
     own_good, own_bad_runs = _good_and_bad(line.decode(encoding, "replace"))
     for other in ("utf-8", "cp949"):  # a line mostly in the file's encoding is no other's (cp949 reads UTF-8's é)
-        if other != encoding and own_good < 4 * own_bad_runs and (
+        if other != named.lower() and own_good < 4 * own_bad_runs and (
                 _mostly_common_hangul(line.decode(other, "replace")) if other == "cp949" else _decodes(line, other)):
             return CharRNNError(f"{where}; the text {context} is {named} and from here it looks like {other}: a "
                                 f"part pasted in another encoding. Convert that part to {named} (iconv -f {other} "

@@ -595,9 +595,9 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
                          "from that run's", resume_dir, copied_from, args.log_name)
             elif fork_dir is None and args.log_name != run_dir.name:  # a copy says where its events go
                 taken = Path(args.log_dir) / run_dir.name
-                why = ("this run's checkpoint folder (--log_dir is its --save_dir)" if taken.resolve() == run_dir.resolve()
-                       else "by a run of that name in another save directory, a deleted run, or a session killed "
-                            "before its first save")
+                why = ("by this run's own checkpoint folder, since --log_dir is its --save_dir"
+                       if taken.resolve() == run_dir.resolve() else "by a run of that name in another save "
+                       "directory, a deleted run, or a session killed before its first save")
                 log.info("%s is taken (%s): this run's TensorBoard run is %s", taken, why, args.log_name)
         utils.check_path(str(Path(args.log_dir) / args.log_name), "--log_dir", room=80)
         if lock is not None:

@@ -234,7 +234,7 @@ def check_path(path: str, flag: str, room: int = 0) -> None:
         raise CharRNNError(f"{flag} '': an empty path; name a file or directory, or leave the flag out")
     if re.match(r"[A-Za-z][\w+.-]+://", str(path)):  # pathlib folds gs://b/x into a local folder gs:/b/x
         raise CharRNNError(f"{flag} {path}: a URL; this tool reads and writes files on this machine: use a local "
-                           f"folder (or a bucket mounted as one, e.g. with gcsfuse), and copy it there with the "
+                           f"path (or a bucket mounted as a folder, e.g. with gcsfuse), and copy it there with the "
                            f"bucket's own tool (gsutil rsync, aws s3 sync)")
     try:
         size = len(os.fsencode(path))

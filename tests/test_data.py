@@ -238,9 +238,10 @@ def test_a_folder_that_cannot_be_read_is_refused(tmp_path: Path) -> None:
         write(work / "public.txt", "one\n")
         write(work / "private" / "more.txt", "two\n")
         assert len(dataset.resolve_corpus(None, str(work))) == 2
-        (work / "private").chmod(0o700 if root else 0)
-        told = told_another_user(lambda: dataset.resolve_corpus(None, str(work)), root)
-        assert "CharRNNError" in told and f"cannot read the folder {work / 'private'} (Permission denied)" in told, told
+        for mode in (0o700, 0o744):  # nothing for the others; listed but not entered
+            (work / "private").chmod(mode if root else mode & 0o700 - 0o100)
+            told = told_another_user(lambda: dataset.resolve_corpus(None, str(work)), root)
+            assert "CharRNNError" in told and f"cannot read the folder {work / 'private'} (Permission denied)" in told, told
     finally:
         (work / "private").chmod(0o700)
         if root:
@@ -519,6 +520,26 @@ def test_a_wrong_encoding_that_decodes_is_caught(tmp_path: Path, caplog) -> None
     # utf-8-sig (UTF-8 whose BOM is dropped) gets the checks UTF-8 gets: a UTF-16 file is named.
     with pytest.raises(CharRNNError, match="UTF-16 byte-order mark"):
         prepare(write(tmp_path / "u16.txt", "text\n".encode("utf-16")), tmp_path, encoding="utf-8-sig")
+
+
+@pytest.mark.parametrize("encoding, data, expected", [
+    # Under a narrower encoding of the same script, the file's text before the bad byte decodes too:
+    # its encoding is named, not "damaged bytes", whose advice (iconv -c) would delete its characters.
+    ("euc_kr", (LAW + "똠방각하 햏햏 뷁\n" + LAW).encode("cp949"), "this looks like cp949: pass --encoding cp949"),
+    ("shift_jis", ("日本語のテキストです。\n" * 9 + "①② 髙﨑\n").encode("cp932"), "looks like Japanese in cp932"),
+    ("gb2312", ("中华人民共和国是工人阶级领导的国家。\n" * 9 + "镕堃\n").encode("gbk"), "looks like Chinese in gb18030"),
+    # UTF-16 in the other byte order decodes without an error: its spaces and line breaks tell.
+    ("utf-16-be", LAW.encode("utf-16-le"), "spaces and line breaks read as U\\+2000 and U\\+0A00: the file is in the "
+     "other byte order; pass --encoding utf-16-le"),
+    ("utf-16-le", random.Random(4).randbytes(4000), "looks like a binary file"),
+    ("utf-16", LAW.encode("utf-8"), "this looks like utf-8: pass --encoding utf-8"),
+])
+def test_a_file_in_another_encoding_is_not_called_damaged(tmp_path: Path, encoding: str, data: bytes,
+                                                          expected: str) -> None:
+    path = write(tmp_path / "x.txt", data)
+    with pytest.raises(CharRNNError, match=expected) as error:
+        prepare(path, tmp_path, encoding=encoding)
+    assert "damaged" not in str(error.value)
 
 
 def test_a_lone_surrogate_is_refused_with_its_line(tmp_path: Path) -> None:

@@ -640,7 +640,7 @@ def test_a_new_run_whose_tensorboard_name_is_taken_says_where_its_events_go(tmp_
     result = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "2", "--run_name", "R", "--save_dir", "out",
                  "--log_dir", "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert (f"{Path('out') / 'R'} is taken (this run's checkpoint folder (--log_dir is its --save_dir)): this run's "
+    assert (f"{Path('out') / 'R'} is taken (by this run's own checkpoint folder, since --log_dir is its --save_dir): this run's "
             f"TensorBoard run is R@out\n") in result.stderr, result.stderr
     assert read_scalars(tmp_path / "out" / "R@out")
 
