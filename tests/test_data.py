@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import dataset
+import decoding
 import utils
 from dataset import DataOptions
 from utils import CharRNNError
@@ -128,7 +129,7 @@ def test_utf16_without_a_bom_is_told_from_binary_numbers(tmp_path: Path) -> None
                                ("en16.txt", "plain text\n".encode("utf-16-be") * 50, "--encoding utf-16-be"),
                                ("small.bin", (np.arange(1000, dtype=np.int16) % 200).tobytes(), "binary file")]:
         with pytest.raises(utils.CharRNNError, match=needle):
-            dataset._check_looks_like_text(tmp_path / name, data, "utf-8", 0)
+            decoding.check_looks_like_text(tmp_path / name, data, "utf-8", 0)
     # Under --encoding utf-16 (or utf-32), which needs the mark, the byte order to pass instead.
     for encoding, order in (("utf-16", "le"), ("utf-16", "be"), ("utf-32", "le")):
         path = write(tmp_path / f"{encoding}-{order}.txt", "plain text\n".encode(f"{encoding}-{order}") * 50)

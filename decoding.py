@@ -1,0 +1,397 @@
+"""Why a corpus file does not decode, and what to do: the messages for a file in another encoding
+than --encoding (which one it looks like), one damaged or cut short in its own, UTF-16 without its
+byte-order mark or in the other byte order, and a binary file. dataset.py reads the text; this
+module only judges bytes that failed, and the first chunk that decoded.
+
+Like dataset.py it imports neither TensorFlow nor numpy.
+"""
+from __future__ import annotations
+
+import codecs
+import re
+import unicodedata
+from pathlib import Path
+from typing import Callable
+
+from utils import CharRNNError, logger
+
+_COUNT_BYTES = 2 << 20  # the line of a bad byte is counted a block at a time, whatever the file size
+
+
+def _wide(encoding: str) -> bool:
+    """UTF-16 or UTF-32: every character two or four bytes, ASCII's with NULs."""
+    return codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+
+
+def _unit_bytes(encoding: str) -> int:
+    return 4 if "32" in encoding else 2 if _wide(encoding) else 1
+
+
+def check_looks_like_text(path: Path, head: bytes, encoding: str, other_files: int) -> None:
+    if _wide(encoding):
+        return  # UTF-16/32 text is full of NUL bytes; let the decoder judge it
+    for width, marks in ((32, (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")), (16, (b"\xff\xfe", b"\xfe\xff"))):
+        if head.startswith(marks):  # UTF-32's first: FF FE 00 00 begins with UTF-16's FF FE
+            raise CharRNNError(f"{path}: starts with a UTF-{width} byte-order mark: "
+                               f"{_pass_or_convert(f'utf-{width}', encoding, other_files)}")
+    if b"\x00" in head:
+        # UTF-16 without a byte-order mark: the high byte of every ASCII character (spaces, line
+        # breaks) is NUL, the low bytes hardly ever are; a binary file has NULs on both sides.
+        order, most, least = _nul_sides(head)
+        if most >= 0.05 and least <= most / 8 and _reads_as_text(head, f"utf-16-{order}"):
+            raise CharRNNError(f"{path}: looks like UTF-16 text without a byte-order mark; "
+                               f"{_pass_or_convert(f'utf-16-{order}', encoding, other_files)}")
+        raise CharRNNError(f"{path}: looks like a binary file, not text (NUL byte at offset "
+                           f"{head.index(0):,}); pass a text file")
+
+
+def _nul_sides(head: bytes) -> tuple[str, float, float]:
+    """The byte order that puts the NULs of UTF-16/32 text in the high bytes ("le": at odd
+    offsets), and the shares of NUL bytes on the side with more of them and on the other."""
+    nuls = [head[side::2].count(0) / max(1, len(head[side::2])) for side in (0, 1)]
+    return "le" if nuls[1] > nuls[0] else "be", max(nuls), min(nuls)
+
+
+def _pass_or_convert(found: str, encoding: str, other_files: int) -> str:
+    """The advice for a file in the encoding found: --encoding reads every file of the corpus."""
+    if not other_files:
+        return f"pass --encoding {found} (or convert the file to UTF-8)"
+    return (f"--encoding {encoding} applies to all {other_files + 1} files: convert this one to UTF-8 (iconv -f "
+            f"{found} -t utf-8 FILE > NEW), or pass --encoding {found} if every file is {found}")
+
+
+def check_decoded_text(path: Path, text: str, encoding: str) -> None:
+    """The first decoded chunk, judged for a wrong --encoding that decoded without an error: UTF-32
+    read as UTF-16 is every other character NUL, UTF-16 in the other byte order has U+2000 for its
+    spaces and U+0A00 for its line breaks; cp1252 (Windows) read as latin-1 turns its curly
+    quotes and dashes into C1 control characters, which no text uses."""
+    if text.count("\x00") > len(text) // 20:
+        raise CharRNNError(f"{path}: under --encoding {encoding} the text is {text.count(chr(0)) / len(text):.0%} "
+                           f"NUL characters: the file has another encoding (UTF-32?); pass it with --encoding, "
+                           f"or convert the file to UTF-8")
+    swapped = _swapped(encoding)
+    if swapped and text.count("\u2000") + text.count("\u0a00") > 2 * (text.count(" ") + text.count("\n")) + 2:
+        raise CharRNNError(f"{path}: under --encoding {encoding} its spaces and line breaks read as U+2000 and "
+                           f"U+0A00: the file is in the other byte order; pass --encoding {swapped}")
+    c1 = len(re.findall("[\x80-\x9f]", text))
+    if c1 and codecs.lookup(encoding).name.startswith(("iso8859", "latin")):
+        logger.warning("%s: under --encoding %s the text has %d C1 control characters (U+0080-U+009F), which "
+                       "Windows' code pages read as curly quotes, dashes and the euro sign: if the file comes "
+                       "from Windows, pass its code page (--encoding cp1252 for Western European text)",
+                       path, encoding, c1)
+
+
+def _reads_as_text(head: bytes, encoding: str, allowed: int = 0) -> bool:
+    """Whether bytes decode to text with hardly any control characters (an array of small 16-bit
+    numbers has as many NULs as UTF-16 text, but decodes to controls); allowed: how many odd ones
+    a short text may have all the same."""
+    text = head[:len(head) // _unit_bytes(encoding) * _unit_bytes(encoding)].decode(encoding, errors="replace")
+    odd = sum(1 for c in text if c == "\ufffd" or (unicodedata.category(c) == "Cc" and c not in "\n\r\t"))
+    return bool(text) and odd <= max(allowed, len(text) / 100)
+
+
+def unmarked_error(path: Path, encoding: str, error: UnicodeError, data: bytes, bad: int, other_files: int,
+                   extra_bytes: int) -> CharRNNError:
+    """A decoding error without a position: UTF-16 or UTF-32 without the byte-order mark its codec
+    needs to tell the byte order (NULs in the text), or another encoding's bytes."""
+    if b"\x00" in data:
+        return CharRNNError(f"{path}: not valid {encoding} ({error}): pass --encoding {encoding}-{_nul_sides(data)[0]}, "
+                            f"which needs no byte-order mark")
+    return decode_error(path, encoding, bad, other_files, extra_bytes)
+
+
+def decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, extra_bytes: int = 0,
+                  truncated: bool = False) -> CharRNNError:
+    """One message for an undecodable file: where the first bad byte is, and what to do (--encoding
+    is for every file: among others, converting this one may be the way). extra_bytes: how many bytes
+    the characters before it took beyond one each (under UTF-8: how much non-ASCII text decoded);
+    truncated: whether the file ends inside the character that begins there."""
+    wide = _wide(encoding)
+    # UTF-16/32 line breaks are counted as characters: their bytes 0A are also parts of others.
+    decoder = codecs.getincrementaldecoder(_ordered(path, encoding))("replace") if wide else None
+    with open(path, "rb") as f:
+        line, left = 1, bad
+        while left:  # count line breaks before the bad byte without holding the file in memory
+            block = f.read(min(left, _COUNT_BYTES))
+            if not block:  # the file shrank meanwhile
+                break
+            line += decoder.decode(block).count("\n") if decoder else block.count(b"\n")
+            left -= len(block)
+        f.seek(max(0, bad - 65536))
+        window = f.read(131072)
+    at = bad - max(0, bad - 65536)
+    where = (f"{path}: not valid {encoding} at line {line:,}, byte offset {bad:,} "
+             f"(bytes {window[at:at + 4].hex(' ')})")
+    if wide and b"\x00" in window:  # UTF-16/32 text (its spaces and line breaks hold NULs); else another's bytes
+        return _wide_error(path, where, encoding, bad, window, at, truncated)
+    controls = sum(window.count(bytes([b])) for b in range(32) if b not in (9, 10, 13))
+    if b"\x00" in window or controls > len(window) // 20:
+        return CharRNNError(f"{where}; it looks like a binary file, not text")
+    # Judge other encodings on whole lines around the bad byte: cheap whatever the file size.
+    start = window.find(b"\n") + 1 if bad > 65536 else 0
+    end = window.rfind(b"\n") + 1 if len(window) == 131072 else len(window)
+    sample = window[start:end] or window
+    # Many multi-byte characters decoded before it (8 Hangul or more: not by chance), or under UTF-8
+    # around it: the encoding is right, and another would turn them into mojibake. Under another
+    # encoding that many say less: a wider one of the same script (cp949 for euc-kr, cp932 for
+    # shift_jis) reads them too, so the file is called damaged only when no other encoding reads it.
+    context = "before it" if extra_bytes >= 16 else "around it"
+    if _is_utf8(encoding) and (extra_bytes >= 16 or _utf8_around(sample)) or truncated and extra_bytes >= 16:
+        return _damage_error(path, where, encoding, bad, window[at:], truncated, context)
+    if _mixes_utf8_and_cp949(sample):  # no --encoding reads it: latin-1 would train on mojibake
+        return CharRNNError(f"{where}; its lines are partly cp949 and partly UTF-8 (texts pasted together), which "
+                            f"no --encoding reads: convert the cp949 part to UTF-8 (split the file where the "
+                            f"encoding changes, iconv -f cp949 -t utf-8 that part, and join them again)")
+    tried = [encoding]
+    for candidate in ("utf-8", "cp949"):
+        if codecs.lookup(candidate).name == encoding:
+            continue
+        tried.append(candidate)
+        try:
+            text = sample.decode(candidate)
+        except UnicodeDecodeError:
+            continue
+        if candidate == "utf-8" or _mostly_common_hangul(text):
+            if not other_files:
+                return CharRNNError(f"{where}; this looks like {candidate}: pass --encoding {candidate}")
+            every = f"--encoding {encoding} applies to all {other_files + 1} files, and this one looks like {candidate}"
+            if candidate == "utf-8":
+                return CharRNNError(f"{where}; {every}: convert the {encoding} ones to UTF-8 (iconv -f {_iconv(encoding)} "
+                                    f"-t utf-8 FILE > NEW) and drop --encoding")
+            return CharRNNError(f"{where}; {every}: convert it (iconv -f {candidate} -t {_iconv(encoding)} FILE > NEW), "
+                                f"or pass --encoding {candidate} if every file is {candidate}")
+    not_these = f"{where}; it is not {' or '.join(tried)} either"
+    found = _legacy_encoding(sample, encoding)
+    if found:
+        codec, looks_like, also = found
+        return CharRNNError(f"{not_these}, and looks like {looks_like}: {_pass_or_convert(codec, encoding, other_files)}"
+                            f"{also}")
+    if extra_bytes >= 16:
+        return _damage_error(path, where, encoding, bad, window[at:], truncated, context)
+    return CharRNNError(f"{not_these}: pass --encoding with the file's encoding or convert it to UTF-8 (from "
+                        f"Windows: cp1252 Western European, cp1250 Central European, cp1251 Cyrillic, cp1253 "
+                        f"Greek, cp1254 Turkish, cp1255 Hebrew, cp1256 Arabic, cp874 Thai, cp932 Japanese, gb18030 "
+                        f"or big5 Chinese; from elsewhere often latin-1, euc-jp or koi8-r)")
+
+
+def _common_letters(common: str, least_share: float, enough: int = 20) -> Callable[[str], bool]:
+    """Whether the text has enough non-ASCII letters to tell, and least_share of them are in common."""
+    def test(text: str) -> bool:
+        letters = [c for c in text.lower() if c >= "\x80" and c.isalpha()]
+        return len(letters) >= enough and sum(c in common for c in letters) >= least_share * len(letters)
+    return test
+
+
+def _own_words(text: str) -> tuple[int, int]:
+    """(words of two or more letters with non-ASCII ones, those of them with no ASCII letter): in
+    Greek, Hebrew or Russian text nearly all (English among them aside), in European text few
+    (café, Größe). One letter alone says nothing: à is Hebrew's alef in cp1255."""
+    words = [w for w in re.findall(r"[^\W\d_]{2,}", text) if not w.isascii()]
+    return len(words), sum(not any(c.isascii() for c in w) for w in words)
+
+
+def _alphabet(common: str, lowercase: bool = False, finals: str = "") -> Callable[[str], bool]:
+    """Text in an alphabet of its own: five or more words of its letters only, and the language's
+    common letters; with lowercase, most of its letters lowercase; its final forms (Greek's ς,
+    Hebrew's ם) where words end. Russian read as Hebrew has common letters (о, а, р, е as מ, א, נ,
+    ו), and ם for н inside words."""
+    has_common = _common_letters(common, 0.4)
+
+    def test(text: str) -> bool:
+        words, own = _own_words(text)
+        letters = [c for c in text if c >= "\x80" and c.isalpha()]
+        inside_words = len(re.findall(f"[{finals}](?=[^\\W\\d_])", text)) if finals else 0
+        return (own >= 5 and own >= 0.8 * words and has_common(text)
+                and (not lowercase or sum(map(str.islower, letters)) > len(letters) / 2)
+                and inside_words <= 0.1 * sum(c in finals for c in letters))
+    return test
+
+
+def _european(text: str) -> bool:
+    """Most words with non-ASCII letters have ASCII ones too (café, Größe, piękna)."""
+    words, own = _own_words(text)
+    return own < 0.5 * words or not words
+
+
+_PUNCTUATION = "‘’‚“”„–—…€•«»¿¡°·§©®™№\xa0"
+_CJK = lambda c: "\u4e00" <= c <= "\u9fff" or "\u3000" <= c <= "\u303f" or "\uff01" <= c <= "\uff5e"
+_in_block = lambda first, last: lambda c: first <= c <= last or c in _PUNCTUATION
+_LETTER_OR_PUNCTUATION = lambda c: c.isalpha() or c in _PUNCTUATION
+_CYRILLIC = (_in_block("\u0400", "\u04ff"), _alphabet("оеаинтсрвлі", lowercase=True))
+# (codec, what its text looks like, the test most of its non-ASCII characters pass, the test of
+# the whole text, what else to say), in the order tried. A byte string decodes in many codecs:
+# Hebrew in cp1251 is lowercase Cyrillic, Thai in gb18030 Chinese characters, Greek in cp1252
+# accented letters. What the wrong readings lack is the language's most common letters, or its
+# words: all of one alphabet, or in European text mostly ASCII letters.
+_LEGACY_ENCODINGS: list[tuple[str, str, Callable[[str], bool], Callable[[str], bool], str]] = [
+    # Chinese or Korean in cp932 (Shift-JIS) is half-width katakana, which Japanese text hardly uses.
+    ("cp932", "Japanese in cp932 (Shift-JIS)", lambda c: _CJK(c) or "\u3040" <= c <= "\u30ff",
+     _common_letters("のにはをたがでてとしれさいかな", 0.1, enough=12), ""),
+    ("gb18030", "Chinese in gb18030 (GBK)", _CJK,
+     _common_letters("的一是不了在人有我他这个们中来上大为和国地到以说时要就出会可也你对生能而子那得于着下自之年过发后作里", 0.1, enough=12), ""),
+    ("big5", "Chinese in big5", _CJK,
+     _common_letters("的一是不了在人有我他這個們中來上大為和國地到以說時要就出會可也你對生能而子那得於著下自之年過發後作裡", 0.1, enough=12), ""),
+    # Greek in cp1256 is French letters among the Arabic ones, and in cp1255 undecodable (ό).
+    ("cp1256", "Arabic in cp1256", _in_block("\u0600", "\u06ff"), _alphabet("اليمونهرتبةعف"), ""),
+    ("cp1255", "Hebrew in cp1255", _in_block("\u0590", "\u05ff"), _alphabet("יוהמלאתרבנשכ", finals="ךםןףץ"), ""),
+    ("cp1253", "Greek in cp1253", _in_block("\u0370", "\u03ff"), _alphabet("αοειτσνηυρςκάέίόήύώ", finals="ς"), ""),
+    # Polish in cp1252 has ³ and ¹ for ł and ą, which are not letters: cp1250 gets it. Czech,
+    # Hungarian or Turkish read as other accented letters there (ř as ø, ő as õ, ş as þ).
+    ("cp1252", "European text in cp1252", _LETTER_OR_PUNCTUATION, _european,
+     "; cp1252 is for Western European languages: Czech, Hungarian or other Central European text is cp1250, "
+     "Turkish cp1254"),
+    ("cp1250", "Central European text in cp1250", _LETTER_OR_PUNCTUATION, _european, ""),
+    # KOI8-R has the lowercase letters where cp1251 has the capitals: most letters are lowercase.
+    ("cp1251", "Cyrillic in cp1251", *_CYRILLIC, ""),
+    ("koi8-r", "Cyrillic in koi8-r", *_CYRILLIC, ""),
+]
+
+
+def _legacy_encoding(sample: bytes, tried: str) -> tuple[str, str, str] | None:
+    """(codec, what the text looks like, what else to say) of a legacy encoding other than tried
+    that reads sample (whole lines) as plausible text."""
+    for codec, looks_like, in_script, plausible, also in _LEGACY_ENCODINGS:
+        if codecs.lookup(codec).name == codecs.lookup(tried).name:
+            continue
+        try:
+            text = sample.decode(codec)
+        except UnicodeDecodeError:
+            continue
+        others = [c for c in text if c >= "\x80"]
+        if others and sum(map(in_script, others)) >= 0.9 * len(others) and plausible(text):
+            return codec, looks_like, also
+    return None
+
+
+def _is_utf8(encoding: str) -> bool:
+    return codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
+
+
+_ICONV_NAMES = {"utf-8-sig": "utf-8", "mac-roman": "macintosh", "iso2022-jp": "iso-2022-jp",
+                "euc-jis-2004": "euc-jisx0213", "shift-jis-2004": "shift_jisx0213"}
+
+
+def _iconv(encoding: str) -> str:
+    """A Python codec's name as iconv spells it: euc_kr is euc-kr, utf-16-le utf-16le."""
+    name = re.sub(r"^(utf-(?:16|32))-", r"\1", encoding.replace("_", "-"))
+    return _ICONV_NAMES.get(name, name)
+
+
+def _ordered(path: Path, encoding: str) -> str:
+    """A UTF-16/32 codec with its byte order: utf-16 as the file's byte-order mark names it (little
+    endian without one), to read the file from anywhere, with errors="replace" too."""
+    if encoding not in ("utf-16", "utf-32"):
+        return encoding
+    with open(path, "rb") as f:
+        marked_be = f.read(4).startswith(b"\xfe\xff" if encoding == "utf-16" else b"\x00\x00\xfe\xff")
+    return f"{encoding}-{'be' if marked_be else 'le'}"
+
+
+def _swapped(encoding: str) -> str | None:
+    """utf-16-be for utf-16-le and so on; None where a byte-order mark decides."""
+    if encoding.endswith(("-le", "-be")) and _wide(encoding):
+        return encoding[:-2] + ("be" if encoding.endswith("le") else "le")
+    return None
+
+
+def _wide_error(path: Path, where: str, encoding: str, bad: int, window: bytes, at: int,
+                truncated: bool) -> CharRNNError:
+    """The advice for a UTF-16/32 file (window: the bytes around the bad one, at its offset there):
+    read in the other byte order, not text at all, cut short, or damaged. Its NULs say nothing."""
+    ordered, swapped = _ordered(path, encoding), _swapped(encoding)
+    width = _unit_bytes(encoding)
+    window = window[at % width:]  # whole units from the bad one's alignment
+
+    def spaces_and_breaks(codec: str) -> int:
+        text = window[:len(window) // width * width].decode(codec, "replace")
+        return text.count(" ") + text.count("\n")
+
+    if truncated:  # whatever the byte order
+        return _damage_error(path, where, encoding, bad, window[at - at % width:], True, "before it")
+    if swapped and spaces_and_breaks(swapped) > 2 * spaces_and_breaks(ordered) + 2:
+        return CharRNNError(f"{where}; this looks like {swapped} (the other byte order): pass --encoding {swapped}")
+    if not _reads_as_text(window, ordered, allowed=2):  # the bad unit, and a surrogate it leaves alone
+        return CharRNNError(f"{where}; it looks like a binary file, not text")
+    return _damage_error(path, where, encoding, bad, window[at - at % width:], False, "before it")
+
+
+def _utf8_around(sample: bytes) -> bool:
+    """Whether text that was ASCII up to a bad byte is UTF-8 all the same: plenty of UTF-8
+    characters around it, and few bad runs among them (another encoding read as UTF-8 fails at
+    nearly every non-ASCII character)."""
+    good, bad_runs = _good_and_bad(sample.decode("utf-8", "replace"))
+    return good >= 8 and good >= 4 * bad_runs
+
+
+def _good_and_bad(text: str) -> tuple[int, int]:
+    """Text decoded with errors="replace": its non-ASCII characters, and its runs of bad bytes."""
+    bad_runs = len(re.findall("\ufffd+", text))
+    return sum(c > "\x7f" for c in text) - text.count("\ufffd"), bad_runs
+
+
+def _damage_error(path: Path, where: str, encoding: str, bad: int, after: bytes, truncated: bool,
+                  context: str) -> CharRNNError:
+    """The advice for a file that is in its encoding (its text before or around the bad byte, the
+    context, says so): cut short, a part pasted in another encoding, or damaged here."""
+    named = "UTF-8" if _is_utf8(encoding) else encoding
+    if truncated:
+        return CharRNNError(f"{where}; the file is {named} but ends in the middle of a character (cut short?): "
+                            f"drop its last {len(after)} byte(s), e.g. truncate -s {bad} {path}")
+    fix = f"iconv -c -f {_iconv(encoding)} -t utf-8 FILE > FIXED converts it to UTF-8 and drops every invalid byte"
+    damaged = (f"{where}; the text {context} is {named}, so these are damaged bytes, not another encoding: fix "
+               f"or remove them ({fix.replace(' converts it to UTF-8 and', '') if _is_utf8(encoding) else fix})")
+    if _wide(encoding):
+        return CharRNNError(damaged)
+    line = after[:after.find(b"\n")] if b"\n" in after else after
+    own_good, own_bad_runs = _good_and_bad(line.decode(encoding, "replace"))
+    for other in ("utf-8", "cp949"):  # a line mostly in the file's encoding is no other's (cp949 reads UTF-8's é)
+        if other != named.lower() and own_good < 4 * own_bad_runs and (
+                _mostly_common_hangul(line.decode(other, "replace")) if other == "cp949" else _decodes(line, other)):
+            return CharRNNError(f"{where}; the text {context} is {named} and from here it looks like {other}: a "
+                                f"part pasted in another encoding. Convert that part to {named} (iconv -f {other} "
+                                f"-t {_iconv(encoding)})")
+    # Damage is a bad run or two, or a few among good non-ASCII text; another encoding fails at
+    # nearly every non-ASCII character.
+    good, bad_runs = _good_and_bad(after[:4096].decode(encoding, "replace"))
+    if bad_runs <= 2 or good >= 4 * bad_runs:
+        return CharRNNError(damaged)
+    found = _legacy_encoding(after[:after.rfind(b"\n") + 1] or after, encoding)
+    if found:
+        codec, looks_like, also = found
+        return CharRNNError(f"{where}; the text {context} is {named} and from here it looks like {looks_like}: a "
+                            f"part pasted in another encoding. Convert that part to {named} (iconv -f {codec} -t "
+                            f"{_iconv(encoding)}){also}")
+    return CharRNNError(f"{where}; the text {context} is {named} and from here it is not: a part in another "
+                        f"encoding to convert to {named}, or damage to fix")
+
+
+def _mostly_common_hangul(text: str) -> bool:
+    """cp949 decodes many stray bytes of other encodings too (Windows' 0x92 apostrophe and the letter
+    after it make a syllable of its extension): cp949 only for text that is mostly Hangul of KS X
+    1001, the 2,350 common syllables, both of whose bytes are 0xA1 or above."""
+    others = [c for c in text if ord(c) >= 0x80]
+    common = sum("\uac00" <= c <= "\ud7a3" and min(c.encode("cp949")) >= 0xA1 for c in others)
+    return bool(others) and common > len(others) // 2
+
+
+def _mixes_utf8_and_cp949(sample: bytes) -> bool:
+    """Whether each line that is not ASCII is UTF-8 or Korean in cp949, and both kinds are there."""
+    kinds = set()
+    for line in sample.splitlines():
+        if line.isascii():
+            continue
+        if _decodes(line, "utf-8"):
+            kinds.add("utf-8")
+        elif _decodes(line, "cp949") and _mostly_common_hangul(line.decode("cp949")):
+            kinds.add("cp949")
+        else:
+            return False
+    return kinds == {"utf-8", "cp949"}
+
+
+def _decodes(data: bytes, encoding: str) -> bool:
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
