@@ -274,8 +274,17 @@ _JAMO_RE = re.compile("\ufdd0([\ufdd0\u1161-\u1175\u11a8-\u11c2]?)|([\u1100-\u11
                       "|([\u1161-\u1175\u11a8-\u11c2])")
 # A vowel or final jamo that no syllable takes can only come from a model (to_jamo escapes those
 # of the text): it prints as the standalone letter (U+3131-U+318E, NFC-stable), as Korean writes it.
-STANDALONE_LETTERS = {chr(c): unicodedata.lookup(re.sub("JUNGSEONG|JONGSEONG", "LETTER", unicodedata.name(chr(c))))
-               for c in [*range(_V_FIRST, _V_LAST + 1), *range(_T_BASE + 1, _T_LAST + 1)]}
+def _letter(jamo: int) -> str:
+    """The standalone letter (U+3131-U+318E) of a conjoining jamo: ㄱ for the initial or final ᄀ/ᆨ."""
+    return unicodedata.lookup(re.sub("CHOSEONG|JUNGSEONG|JONGSEONG", "LETTER", unicodedata.name(chr(jamo))))
+
+
+_VOWELS_AND_FINALS = [*range(_V_FIRST, _V_LAST + 1), *range(_T_BASE + 1, _T_LAST + 1)]
+STANDALONE_LETTERS = {chr(c): _letter(c) for c in _VOWELS_AND_FINALS}
+# The other way, for a prime under jamo: a letter the vocabulary lacks reads as the jamo that prints
+# as it, so that a model's own text can be fed back (its letters were vowels and finals), and as an
+# initial for the three consonants that no final has (ㄸ, ㅃ, ㅉ).
+_LETTER_JAMO = {ord(_letter(c)): c for c in [*range(_L_FIRST, _L_LAST + 1), *_VOWELS_AND_FINALS]}
 
 
 def _is_vowel_or_final(cp: np.ndarray) -> np.ndarray:
@@ -379,9 +388,16 @@ class Vocab:
         cp = _code_points(text if normalized else _normalize(text, self.normalize))
         if self.unit == "jamo":
             cp = _decompose(cp)
-        pos = np.searchsorted(self._cps, cp, sorter=self._sorted).clip(0, self.size - 1)
-        ids = self._sorted[pos]
-        return ids, self._cps[ids] == cp, cp
+        ids, found = self._find(cp)
+        if self.unit == "jamo" and not found.all():  # letters the vocabulary lacks, as the jamo they print
+            cp = np.where(found, cp, [_LETTER_JAMO.get(int(c), int(c)) for c in cp])
+            ids, found = self._find(cp)
+        return ids, found, cp
+
+    def _find(self, cp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, found) of code points: the symbol's id where found."""
+        ids = self._sorted[np.searchsorted(self._cps, cp, sorter=self._sorted).clip(0, self.size - 1)]
+        return ids, self._cps[ids] == cp
 
     def missing(self, text: str) -> list[str]:
         """The distinct characters of text that the vocabulary cannot represent, in text order.

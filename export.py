@@ -123,6 +123,14 @@ def _from_jamo(cp):
     return tf.boolean_mask(out, ~dropped)
 
 
+def _letters_as_jamo(cp):
+    """Each standalone letter (U+3131-U+318E) as the jamo that prints as it (dataset._LETTER_JAMO);
+    other code points as they are."""
+    first, last = 0x3131, 0x318E
+    table = tf.constant([dataset._LETTER_JAMO.get(c, c) for c in range(first, last + 1)], tf.int32)
+    return tf.where(_between(cp, first, last), tf.gather(table, tf.clip_by_value(cp - first, 0, last - first)), cp)
+
+
 def _standalone_table():
     """[cp - U+1161] -> the standalone letter of each vowel/final jamo, from dataset.py's own table."""
     table = [0] * (_T_LAST - _V_FIRST + 1)
@@ -214,6 +222,9 @@ class ServingModule(tf.Module):
             cp = _compose_hangul(cp)
         slots = _jamo_slots(cp) if self.jamo else cp[:, tf.newaxis]  # [chars, symbols of each]
         ids = tf.cast(self.table.lookup(tf.cast(slots, tf.int64)), tf.int32)  # -1: unknown, or no symbol
+        if self.jamo:  # a letter the vocabulary lacks reads as the jamo that prints as it, as in dataset.Vocab
+            as_jamo = tf.cast(self.table.lookup(tf.cast(_letters_as_jamo(slots), tf.int64)), tf.int32)
+            ids = tf.where(ids < 0, as_jamo, ids)
         known = tf.reduce_all((ids >= 0) | (slots < 0), axis=1)
         ids = tf.reshape(tf.boolean_mask(ids, known), [-1])
         return tf.boolean_mask(ids, ids >= 0)

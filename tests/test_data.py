@@ -272,6 +272,21 @@ def test_to_jamo_round_trips_any_text() -> None:
     assert dataset.to_jamo("한") == "\u1112\u1161\u11ab"
 
 
+def test_the_letters_a_jamo_model_writes_read_back_as_its_jamo() -> None:
+    """A vowel or final that no syllable takes prints as its letter (ㅏ): fed back as a prime, it was
+    refused ("characters the model never saw: 'ㅏ'"), and typed on a Korean keyboard too."""
+    jamo = dataset.to_jamo("한글 가방 닭 땀\n")
+    symbols = sorted(set(jamo))
+    vocab = dataset.Vocab(symbols, [1] * len(symbols), unit="jamo")
+    written = [symbols.index(c) for c in "\u1161\u11ab" + dataset.to_jamo("한 ")]
+    assert vocab.decode(written) == "ㅏㄴ한 "
+    assert vocab.missing("ㅏㄴ한 ") == [] and vocab.encode("ㅏㄴ한 ").tolist() == written
+    assert vocab.encode("ㄸ").tolist() == [symbols.index("\u1104")]  # no final has it: the initial
+    assert vocab.missing("ㅛ") == ["ㅛ"]  # the vocabulary has no ᅭ either
+    chars = dataset.Vocab(symbols, [1] * len(symbols), unit="char")  # letters stay letters under char
+    assert chars.missing("ㅏ") == ["ㅏ"]
+
+
 @pytest.mark.parametrize("normalize", ["nfc", "none"])
 def test_jamo_unit_round_trips_and_counts_original_characters(tmp_path: Path, monkeypatch, normalize: str) -> None:
     monkeypatch.setattr(dataset, "_READ_BYTES", 5)

@@ -250,7 +250,7 @@ def test_saved_model_drops_unknown_characters_whole(tmp_path: Path) -> None:
     vocab = dataset.prepare_corpus([tmp_path / "ko.txt"], dataset.DataOptions(unit="jamo"),
                                  cache_root=tmp_path / "cache").vocab
     module = export.ServingModule(model.CharRNN(model.ModelConfig("gru", vocab.size, 1, 8, 4)), vocab)
-    for prime in ("가핳하", "핳", "하\u11c2a", "나다"):
+    for prime in ("가핳하", "핳", "하\u11c2a", "나다", "ㅏㄴ하", "ㄱ", "ㄸ가", "ㅛ"):  # a model's letters read back
         assert module._encode(tf.constant(prime)).numpy().tolist() == vocab.encode(prime, unknown="skip").tolist()
     assert vocab.decode(module._encode(tf.constant("가핳하")).numpy()) == "가하"
 
