@@ -175,6 +175,12 @@ class Trainer:
         log.info("baseline: a model that learned only character frequencies scores %.3f bits/char "
                  "(unigram entropy); anything near it has learned nothing",
                  dataset.unigram_entropy_bits(corpus.vocab, run.train_ids))
+        vocab = corpus.vocab
+        if vocab.unk_id is not None and vocab.counts[vocab.unk_id]:  # --max_vocab made a real cut
+            log.info("the unknown symbol %s stands for the rare characters (%.2f%% of the text): the losses and "
+                     "bits/char count it as one character, so they compare only with runs that cut the same "
+                     "vocabulary (--max_vocab, --min_char_count)", vocab.symbols[vocab.unk_id],
+                     100 * vocab.counts[vocab.unk_id] / sum(vocab.counts))
         if self.distributed:
             log.info("%s: %d replicas in sync, worker %d of %d", self.strategy.__class__.__name__,
                      self.strategy.num_replicas_in_sync, run.cluster.worker_index, run.cluster.num_workers)

@@ -1,6 +1,7 @@
 """train.py end to end: real subprocess runs on tiny text, real checkpoints and event files."""
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import json
 import os
@@ -126,10 +127,23 @@ def test_each_cell_trains_and_loss_falls(tmp_path: Path, corpus: Path, cell: str
     assert sampled.returncode == 0 and sampled.stdout.startswith("the ") and len(sampled.stdout) > 80, sampled.stderr
 
 
+def test_a_cut_vocabulary_says_its_losses_compare_only_with_the_same_cut(tmp_path: Path, corpus: Path) -> None:
+    """The rarest characters as one unknown symbol make the loss lower (bits/char 4.42 against 6.48
+    on Korean), which read as the same measure as a full vocabulary's."""
+    result = train(tmp_path, "--input", str(corpus), "--max_steps", "1", "--max_vocab", "10", *TINY)
+    assert result.returncode == 0, result.stderr
+    share = re.search(r"the unknown symbol \ufffd stands for the rare characters \((\d+\.\d\d)% of the text\): the "
+                      r"losses and bits/char count it as one character, so they compare only with runs", result.stderr)
+    text = tiny_text()
+    rare = sum(n for _, n in collections.Counter(text).most_common()[9:])  # all but the 9 most frequent
+    assert share and float(share[1]) == pytest.approx(100 * rare / len(text), abs=0.01), result.stderr
+
+
 def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Path) -> None:
     result = train(tmp_path, "--input", str(corpus), "--max_steps", "20", "--eval_every", "10", *TINY)
     assert result.returncode == 0, result.stderr
     assert "tensorboard --logdir logs" in result.stderr
+    assert "unknown symbol" not in result.stderr  # the whole vocabulary: nothing to compare apart
     # Not a terminal here, so the progress line comes as plain lines every --print_every steps:
     # train loss, the newest validation loss once there is one, chars/s and the time left.
     progress = {int(m[1]): m[0] for m in re.finditer(r"step (\d+) epoch \d+\.\d\d loss \d\.\d{4} val (\S+) "
