@@ -228,6 +228,9 @@ class Trainer:
         self.progress_line = Progress(args.print_every if run.cluster.is_chief else 10 ** 9)
         self.sample_prime = self.vocab.start_id
         self.session_start = time.monotonic()
+        # (time, progress, step) that the ETA's pace is measured from: the end of the session's first
+        # step, which compiled it, and again after its first evaluation, which compiled that.
+        self.pace_from: tuple[float, float, int] | None = None
         self.rate = 0.0
         self.last_val: float | None = None  # this session's newest validation loss, for the progress line
         self.last_val_step = -1  # the step it was computed at
@@ -487,7 +490,10 @@ class Trainer:
             due_eval, due_save = self.step % args.eval_every == 0, self.step % args.save_every == 0
             if (due_eval or due_save) and self.agreed_progress()[0] < 1.0:
                 if due_eval:
+                    first_eval = self.last_val is None
                     self.run_eval()
+                    if first_eval:
+                        self.pace_from = (time.monotonic(), self.progress(), self.step)
                 if due_save:
                     self.save(self.manager)
                     if self.run.cluster.is_chief:  # as char-rnn-tensorflow said "model saved to ..."
@@ -512,11 +518,16 @@ class Trainer:
             if timed:
                 self.rate = chars_per_s if self.rate == 0.0 else 0.9 * self.rate + 0.1 * chars_per_s
                 tf.summary.scalar("train/chars_per_sec", chars_per_s)
-        done = self.progress()
-        remaining = self.seconds_so_far() * (1 - done) / max(done, 1e-9)
-        if args.stop_at_step:  # the session stops there, when that comes first, at this session's pace
-            per_step = (time.monotonic() - self.session_start) / max(self.step - self.start_step, 1)
-            remaining = min(remaining, max(args.stop_at_step - self.step, 0) * per_step)
+        done, now = self.progress(), time.monotonic()
+        remaining = math.nan  # "?" until there is a pace that no compiling is in
+        if self.pace_from is None:
+            self.pace_from = (now, done, self.step)
+        elif self.step > self.pace_from[2]:
+            since, done_then, step_then = self.pace_from
+            remaining = (now - since) * (1 - done) / max(done - done_then, 1e-9)
+            if args.stop_at_step:  # the session stops there, when that comes first
+                per_step = (now - since) / (self.step - step_then)
+                remaining = min(remaining, max(args.stop_at_step - self.step, 0) * per_step)
         val = "-" if self.last_val is None else f"{self.last_val:.4f}"
         self.progress_line.update(self.step, [f"step {self.step}", f"epoch {self.epoch_position()}",
                                               f"loss {loss:.4f}", f"val {val}", f"ETA {format_eta(remaining)}",

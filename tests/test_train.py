@@ -154,6 +154,10 @@ def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Pa
     first_val, bpc, perplexity = evaluation[1], float(evaluation[2]), float(evaluation[3])
     assert abs(perplexity - 2 ** bpc) < 2e-3 and abs(bpc - float(first_val) / np.log(2)) < 1e-3
     assert " val - " in progress[5] and " val - " in progress[10]  # logged before step 10's evaluation
+    # The time left is at the pace since the first step, which compiled the step: 15 tiny steps are
+    # well under a second (the compiling, counted as training, made it 5 s).
+    h, m, s = map(int, re.search(r"ETA (\d\d):(\d\d):(\d\d)", progress[5]).groups())
+    assert 3600 * h + 60 * m + s < 3, progress[5]
     assert f" val {first_val} " in progress[15], (progress[15], first_val)
     run = only_run(tmp_path / "save").name
     scalars = read_scalars(tmp_path / "logs" / run)
