@@ -188,7 +188,18 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         self.words = list(sys.argv[1:] if args is None else args)  # for error's hints
-        return super().parse_known_args(args, namespace)
+        parsed, extras = super().parse_known_args(args, namespace)
+        # Python 3.11's argparse drops the value of --prime=-- as the end of the flags, which leaves
+        # an empty list (a traceback further on): the value is "--", as typed.
+        for action in self._actions:
+            if action.option_strings and action.nargs is None and getattr(parsed, action.dest, None) == []:
+                try:
+                    value = self._get_value(action, "--")  # its type's check, and its choices'
+                    self._check_value(action, value)
+                except argparse.ArgumentError as error:
+                    self.error(str(error))
+                setattr(parsed, action.dest, value)
+        return parsed, extras
 
     def error(self, message: str) -> NoReturn:
         hint = ""
