@@ -271,20 +271,24 @@ def _syllable(initial, vowel, t):
 # should a text contain it anyway, it still round-trips but counts as two characters.
 _ESCAPE = 0xFDD0
 _JAMO_RE = re.compile("\ufdd0([\ufdd0\u1161-\u1175\u11a8-\u11c2]?)|([\u1100-\u1112])([\u1161-\u1175])([\u11a8-\u11c2]?)"
-                      "|([\u1161-\u1175\u11a8-\u11c2])")
+                      "|([\u1161-\u1175\u11a8-\u11c2]|[\u1100-\u1112](?![\u1160-\u11ff\ufdd0]))")
 # A vowel or final jamo that no syllable takes can only come from a model (to_jamo escapes those
 # of the text): it prints as the standalone letter (U+3131-U+318E, NFC-stable), as Korean writes it.
+# So does an initial that no jamo follows: to_jamo keeps the text's own initials as they are, but
+# text hardly has one alone (NFC composes it with its vowel; old Hangul's vowels and an escaped
+# vowel, after --normalize none, follow it and keep it), and drawn beside a syllable it makes one
+# broken block with it (ᄋ로), as a model writes it.
 def _letter(jamo: int) -> str:
     """The standalone letter (U+3131-U+318E) of a conjoining jamo: ㄱ for the initial or final ᄀ/ᆨ."""
     return unicodedata.lookup(re.sub("CHOSEONG|JUNGSEONG|JONGSEONG", "LETTER", unicodedata.name(chr(jamo))))
 
 
-_VOWELS_AND_FINALS = [*range(_V_FIRST, _V_LAST + 1), *range(_T_BASE + 1, _T_LAST + 1)]
-STANDALONE_LETTERS = {chr(c): _letter(c) for c in _VOWELS_AND_FINALS}
+STANDALONE_LETTERS = {chr(c): _letter(c) for c in [*range(_L_FIRST, _L_LAST + 1), *range(_V_FIRST, _V_LAST + 1),
+                                                      *range(_T_BASE + 1, _T_LAST + 1)]}
 # The other way, for a prime under jamo: a letter the vocabulary lacks reads as the jamo that prints
-# as it, so that a model's own text can be fed back (its letters were vowels and finals), and as an
-# initial for the three consonants that no final has (ㄸ, ㅃ, ㅉ).
-_LETTER_JAMO = {ord(_letter(c)): c for c in [*range(_L_FIRST, _L_LAST + 1), *_VOWELS_AND_FINALS]}
+# as it, so that a model's own text can be fed back: a vowel, a final, and an initial only for the
+# three consonants that no final has (ㄸ, ㅃ, ㅉ): after a letter a final is what a model wrote.
+_LETTER_JAMO = {ord(letter): ord(jamo) for jamo, letter in STANDALONE_LETTERS.items()}
 
 
 def _is_vowel_or_final(cp: np.ndarray) -> np.ndarray:
@@ -322,7 +326,7 @@ def _decompose(cp: np.ndarray) -> np.ndarray:
 
 
 def to_jamo(text: str) -> str:
-    """Split precomposed Hangul syllables into conjoining jamo; from_jamo undoes it exactly."""
+    """Split precomposed Hangul syllables into conjoining jamo; from_jamo undoes it (see there)."""
     return _text(_decompose(_code_points(text)))
 
 
@@ -336,7 +340,8 @@ def _compose(m: re.Match) -> str:
 
 
 def from_jamo(text: str) -> str:
-    """Recompose what to_jamo split (any text: jamo sequences a model invents decode sensibly too)."""
+    """Recompose what to_jamo split, exactly but for an initial that no jamo follows (which prints as
+    its letter: see _JAMO_RE); jamo sequences a model invents decode sensibly too."""
     return _JAMO_RE.sub(_compose, text)
 
 
@@ -452,7 +457,8 @@ class Vocab:
     def undecided(self, ids: list[int]) -> int:
         """How many trailing ids may still decode otherwise once more follow (0 under --unit char,
         where decoding is the identity): an initial alone or with its vowel (a vowel, then a final,
-        may join them), or an escape still waiting for the jamo it marks. At most two, whatever a
+        may join them; a lone initial prints as a letter unless a jamo follows), or an escape still
+        waiting for the jamo it marks, with an initial before it. At most two, whatever a
         model writes, so streamed text keeps flowing (holding back every trailing jamo never ended
         a model that wrote only jamo)."""
         if self.unit != "jamo":
@@ -462,7 +468,9 @@ class Vocab:
         while escapes < len(ids) and kinds.get(ids[-1 - escapes]) == "escape":
             escapes += 1
         if escapes:  # escapes pair up from the run's start (escape + escape is one original U+FDD0)
-            return escapes % 2
+            # An initial just before a waiting escape waits too: what follows it decides its print.
+            waiting = escapes % 2
+            return waiting + (waiting == escapes < len(ids) and kinds.get(ids[-1 - escapes]) == "initial")
         last = kinds.get(ids[-1]) if ids else None
         if last == "initial":
             return 1

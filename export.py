@@ -115,10 +115,11 @@ def _from_jamo(cp):
     composed = _syllable(cp, nxt, tf.where(lvt, nxt2 - _T_BASE, 0))
     out = tf.where(lv, composed, cp)
     dropped = escaper | _prev(lv, 1, False) | _prev(lvt, 2, False)
-    # A V or T that no syllable takes and no escape keeps came from the model: like dataset.from_jamo,
-    # print it as the standalone letter (U+3131-U+318E).
-    orphan = (_is_vowel(cp) | _is_final(cp)) & ~_prev(escaper, 1, False) & ~dropped
-    standalone = tf.gather(_standalone_table(), tf.clip_by_value(cp - _V_FIRST, 0, _T_LAST - _V_FIRST))
+    # A V or T that no syllable takes and no escape keeps came from the model, and so did an L that no
+    # jamo (or escape) follows: like dataset.from_jamo, print it as the standalone letter (U+3131-U+318E).
+    lone_l = _between(cp, _L_FIRST, _L_LAST) & ~lv & ~(_between(nxt, 0x1160, 0x11FF) | tf.equal(nxt, _ESCAPE))
+    orphan = ((_is_vowel(cp) | _is_final(cp)) & ~_prev(escaper, 1, False) & ~dropped) | lone_l
+    standalone = tf.gather(_standalone_table(), tf.clip_by_value(cp - _L_FIRST, 0, _T_LAST - _L_FIRST))
     out = tf.where(orphan, standalone, out)
     return tf.boolean_mask(out, ~dropped)
 
@@ -132,10 +133,11 @@ def _letters_as_jamo(cp):
 
 
 def _standalone_table():
-    """[cp - U+1161] -> the standalone letter of each vowel/final jamo, from dataset.py's own table."""
-    table = [0] * (_T_LAST - _V_FIRST + 1)
+    """[cp - U+1100] -> the standalone letter of each initial, vowel and final jamo, from dataset.py's
+    own table."""
+    table = [0] * (_T_LAST - _L_FIRST + 1)
     for jamo, letter in dataset.STANDALONE_LETTERS.items():
-        table[ord(jamo) - _V_FIRST] = ord(letter)
+        table[ord(jamo) - _L_FIRST] = ord(letter)
     return tf.constant(table, tf.int32)
 
 

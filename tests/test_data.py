@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -262,14 +263,23 @@ JAMO_TRICKY = [
 ]
 
 
+def as_printed(text: str) -> str:
+    """text as from_jamo(to_jamo(text)) prints it: a modern initial that no jamo or escape follows
+    as its letter (a model's, drawn beside a syllable, made one broken block with it: ᄋ로)."""
+    return re.sub("[\u1100-\u1112](?![\u1160-\u11ff\ufdd0])", lambda m: dataset.STANDALONE_LETTERS[m[0]], text)
+
+
 def test_to_jamo_round_trips_any_text() -> None:
     rng = random.Random(0)
     alphabet = [(0xAC00, 0xD7A3), (0x1100, 0x11FF), (0xFDD0, 0xFDD0), (0x20, 0x7E), (0x1F300, 0x1F5FF), (0x3131, 0x318E)]
     for sample in JAMO_TRICKY + ["".join(chr(rng.randint(*rng.choice(alphabet))) for _ in range(5000))]:
         jamo = dataset.to_jamo(sample)
         assert not any(0xAC00 <= ord(c) <= 0xD7A3 for c in jamo)
-        assert dataset.from_jamo(jamo) == sample
+        assert dataset.from_jamo(jamo) == as_printed(sample)
     assert dataset.to_jamo("한") == "\u1112\u1161\u11ab"
+    # Exact but for those: an NFD pair (an escaped vowel follows), old Hangul, a model's lone initial.
+    assert [dataset.from_jamo(dataset.to_jamo(t)) for t in ("\u1100\u1161", "\u1112\u119e\u11ab", "\u110b로")] == [
+        "\u1100\u1161", "\u1112\u119e\u11ab", "ㅇ로"]
 
 
 def test_the_letters_a_jamo_model_writes_read_back_as_its_jamo() -> None:
@@ -293,7 +303,7 @@ def test_jamo_unit_round_trips_and_counts_original_characters(tmp_path: Path, mo
     raw = "\n".join(JAMO_TRICKY) + NFD_KOREAN + KOREAN[:3000]
     corpus = prepare(write(tmp_path / "in.txt", raw), tmp_path, unit="jamo", normalize=normalize)
     want = expected_text(raw, normalize)
-    assert corpus.vocab.decode(corpus.ids) == want
+    assert corpus.vocab.decode(corpus.ids) == as_printed(want)
     # Exact, except that the noncharacter U+FDD0 (the escape; absent from real text) counts twice.
     assert corpus.num_chars == len(want) + want.count("\ufdd0") == dataset.count_chars(corpus.vocab, corpus.ids)
     assert len(corpus.ids) > len(want)

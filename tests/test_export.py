@@ -9,6 +9,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -192,6 +193,11 @@ def test_tflite_greedy_equals_sample_py(work: Path, greedy: dict[str, str], name
     prime_ids = vocab.encode(prime)
     ids = lite.get_signature_runner("generate_greedy")(prime_ids=prime_ids, n=np.array(N, np.int32))["ids"]
     assert vocab.decode(np.concatenate([prime_ids, ids])) == greedy[name][prime]
+    if vocab.unit == "jamo":  # the README's recipe for an app without this repository: the same text
+        readme = (ROOT / "README.md").read_text(encoding="utf-8")
+        recipe = {}
+        exec(re.search(r"```python\n(import re, unicodedata\ndef hangul.*?)```", readme, re.S)[1], recipe)
+        assert recipe["hangul"]("".join(vocab.symbols[i] for i in [*prime_ids, *ids])) == greedy[name][prime]
 
     # The same with the one-step signature and the state kept by the caller, as an app would.
     step = lite.get_signature_runner("step")
@@ -222,8 +228,8 @@ def test_jamo_helpers_match_dataset() -> None:
     from_jamo, to_jamo, compose, line_ends = (
         model.graph_function(f, input_signature=spec)
         for f in (export._from_jamo, to_jamo, export._compose_hangul, export._normalize_line_ends))
-    alphabet = ["\u1100", "\u1112", "\u1161", "\u1175", "\u11a7", "\u11a8", "\u11c2", "\ufdd0", "\ufdd0",
-                "가", "각", "a", "\r", "\n"]
+    alphabet = ["\u1100", "\u1112", "\u1113", "\u115f", "\u1160", "\u1161", "\u1175", "\u119e", "\u11a7", "\u11a8",
+                "\u11c2", "\u11ff", "\ufdd0", "\ufdd0", "가", "각", "a", "\r", "\n"]
     rng = random.Random(0)
 
     def apply(f, text: str) -> str:
