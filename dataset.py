@@ -454,6 +454,10 @@ class Vocab:
         return {i: kind for i, cp in enumerate(self._cps.tolist()) for kind, (first, last) in kinds.items()
                 if first <= cp <= last}
 
+    def ids_of(self, kind: str) -> list[int]:
+        """The ids of one kind of jamo ("initial", "vowel", "final", "escape"); none under --unit char."""
+        return [i for i, found in self._jamo_kinds.items() if found == kind] if self.unit == "jamo" else []
+
     def undecided(self, ids: list[int]) -> int:
         """How many trailing ids may still decode otherwise once more follow (0 under --unit char,
         where decoding is the identity): an initial alone or with its vowel (a vowel, then a final,

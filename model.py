@@ -12,7 +12,7 @@ import itertools
 import math
 import weakref
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import runs
 from utils import MODEL_TYPES
@@ -519,8 +519,10 @@ def rng_seed(seed: int | tf.Tensor, k: int | tf.Tensor) -> tf.Tensor:
     return tf.stack([tf.cast(mixed, tf.int64), tf.cast(k, tf.int64)])
 
 
-def _pick(logits, last_ids, step, temperature, top_k, top_p, mode, seed, space_id) -> tf.Tensor:
-    """Next ids [N] from logits [N, V]; the random draw depends only on (seed, step)."""
+def _pick(logits, last_ids, in_word_start, step, temperature, top_k, top_p, mode, seed, space_id, initial_ids,
+          vowel_ids) -> tuple[tf.Tensor, tf.Tensor]:
+    """Next ids [N] from logits [N, V], and whether they are inside the first character after a
+    space, but not its end (mode 2 samples there); the random draw depends only on (seed, step)."""
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
 
     def sample():
@@ -538,44 +540,54 @@ def _pick(logits, last_ids, step, temperature, top_k, top_p, mode, seed, space_i
         return tf.argmax(p / -tf.math.log(u), axis=-1, output_type=tf.int32)
 
     sampled = tf.cond(mode == 0, lambda: greedy, sample)
-    # Mode 2 (char-rnn's --sample 2): sample only at word starts, i.e. right after a space.
-    use_sample = (mode == 1) | ((mode == 2) & (last_ids == space_id))
-    return tf.where(use_sample, sampled, greedy)
+    # Mode 2 (char-rnn's --sample 2): sample only at word starts, i.e. right after a space: the
+    # whole first character, which under --unit jamo is an initial, its vowel and a final.
+    after_space = last_ids == space_id
+    use_sample = (mode == 1) | ((mode == 2) & (after_space | in_word_start))
+    nxt = tf.where(use_sample, sampled, greedy)
+    is_in = lambda ids, group: tf.reduce_any(tf.equal(ids[:, None], group[None, :]), axis=1)
+    # An initial drawn after the space, and a vowel after it: the character may go on.
+    goes_on = (mode == 2) & ((after_space & is_in(nxt, initial_ids)) |
+                             (in_word_start & is_in(last_ids, initial_ids) & is_in(nxt, vowel_ids)))
+    return nxt, goes_on
 
 
-def _compiled_chunk(model: CharRNN, state, last_ids, n, offset, opts):
-    """Up to _CHUNK steps (n at run time): ids [N, _CHUNK] (first n valid), state, last ids."""
+def _compiled_chunk(model: CharRNN, state, last_ids, in_word_start, n, offset, opts):
+    """Up to _CHUNK steps (n at run time): ids [N, _CHUNK] (first n valid), state, last ids, and
+    whether they are inside a word's first character (see _pick)."""
 
-    def body(i, state, last, ids):
+    def body(i, state, last, in_word_start, ids):
         logits, state = model.step(last, state)
-        nxt = _pick(logits, last, offset + i, *opts)
-        return i + 1, state, nxt, ids.write(i, nxt)
+        nxt, in_word_start = _pick(logits, last, in_word_start, offset + i, *opts)
+        return i + 1, state, nxt, in_word_start, ids.write(i, nxt)
 
-    _, state, last, ids = tf.while_loop(
+    _, state, last, in_word_start, ids = tf.while_loop(
         lambda i, *_: i < n,
         body,
-        (0, state, last_ids, tf.TensorArray(tf.int32, size=_CHUNK, element_shape=last_ids.shape)),
+        (0, state, last_ids, in_word_start, tf.TensorArray(tf.int32, size=_CHUNK, element_shape=last_ids.shape)),
         maximum_iterations=_CHUNK,
     )
-    return tf.transpose(ids.stack()), state, last
+    return tf.transpose(ids.stack()), state, last, in_word_start
 
 
-def _chunks(chunk_fn, state, last_ids, n, offset, opts):
-    """The outer loop: ceil(n / _CHUNK) compiled chunks, concatenated to ids [N, n]."""
+def _chunks(chunk_fn, state, last_ids, in_word_start, n, offset, opts):
+    """The outer loop: ceil(n / _CHUNK) compiled chunks, concatenated to ids [N, n]; also the state
+    and in_word_start after them."""
     num_chunks = tf.maximum((n + _CHUNK - 1) // _CHUNK, 1)  # n = 0: one empty chunk gives the stack a shape
 
-    def body(j, state, last, out):
-        ids, state, last = chunk_fn(state, last, tf.minimum(n - j * _CHUNK, _CHUNK), offset + j * _CHUNK, opts)
-        return j + 1, state, last, out.write(j, ids)
+    def body(j, state, last, in_word_start, out):
+        ids, state, last, in_word_start = chunk_fn(state, last, in_word_start, tf.minimum(n - j * _CHUNK, _CHUNK),
+                                                   offset + j * _CHUNK, opts)
+        return j + 1, state, last, in_word_start, out.write(j, ids)
 
-    _, state, last, out = tf.while_loop(
+    _, state, last, in_word_start, out = tf.while_loop(
         lambda j, *_: j < num_chunks,
         body,
-        (0, state, last_ids, tf.TensorArray(tf.int32, size=num_chunks, element_shape=[None, _CHUNK])),
+        (0, state, last_ids, in_word_start, tf.TensorArray(tf.int32, size=num_chunks, element_shape=[None, _CHUNK])),
     )
     N = tf.shape(last_ids)[0]
     ids = tf.reshape(tf.transpose(out.stack(), [1, 0, 2]), [N, num_chunks * _CHUNK])[:, :n]
-    return ids, state
+    return ids, state, in_word_start
 
 
 class _Generator:
@@ -586,15 +598,17 @@ class _Generator:
         L, S, H = model.state_size
         model_ref = weakref.ref(model)  # called while tracing, when the caller holds the model
         scalar = lambda dtype: tf.TensorSpec([], dtype)
-        opts = (scalar(tf.float32), scalar(tf.int32), scalar(tf.float32), scalar(tf.int32),
-                scalar(tf.int64), scalar(tf.int32))  # temperature, top_k, top_p, mode, seed, space_id
-        state = tf.TensorSpec([L, S, None, H], tf.float32)
         ids = tf.TensorSpec([None], tf.int32)
+        # temperature, top_k, top_p, mode, seed, space_id, initial_ids, vowel_ids
+        opts = (scalar(tf.float32), scalar(tf.int32), scalar(tf.float32), scalar(tf.int32),
+                scalar(tf.int64), scalar(tf.int32), ids, ids)
+        state = tf.TensorSpec([L, S, None, H], tf.float32)
+        flags = tf.TensorSpec([None], tf.bool)
         primes = tf.TensorSpec([None, None], tf.int32)
         chunk = graph_function(lambda *a: _compiled_chunk(model_ref(), *a), jit_compile=True)
 
-        def from_state(state, last_ids, n, offset, opts):
-            return _chunks(chunk, state, last_ids, n, offset, opts)
+        def from_state(state, last_ids, in_word_start, n, offset, opts):
+            return _chunks(chunk, state, last_ids, in_word_start, n, offset, opts)
 
         def prime_state(prime_ids):
             # The prime goes through __call__ in one shot, except its last symbol: the first
@@ -606,10 +620,11 @@ class _Generator:
             return state, prime_ids[:, -1]
 
         def from_prime(prime_ids, n, opts):
-            return _chunks(chunk, *prime_state(prime_ids), n, 0, opts)[0]
+            state, last = prime_state(prime_ids)
+            return _chunks(chunk, state, last, tf.zeros_like(last, tf.bool), n, 0, opts)[0]
 
         self.from_state = graph_function(
-            from_state, input_signature=(state, ids, scalar(tf.int32), scalar(tf.int32), opts)
+            from_state, input_signature=(state, ids, flags, scalar(tf.int32), scalar(tf.int32), opts)
         )
         self.prime_state = graph_function(prime_state, input_signature=(primes,))
         self.from_prime = graph_function(from_prime, input_signature=(primes, scalar(tf.int32), opts))
@@ -631,7 +646,7 @@ def _prime_tensor(prime_ids) -> tf.Tensor:
     return prime_ids
 
 
-def _options(n, temperature, top_k, top_p, mode, seed, space_id) -> tuple:
+def _options(n, temperature, top_k, top_p, mode, seed, space_id, initial_ids, vowel_ids) -> tuple:
     """Checks the arguments and makes them tensors, so new values never retrace."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -642,6 +657,7 @@ def _options(n, temperature, top_k, top_p, mode, seed, space_id) -> tuple:
     return tf.constant(n, tf.int32), (
         tf.constant(temperature, tf.float32), tf.constant(top_k, tf.int32), tf.constant(top_p, tf.float32),
         tf.constant(mode, tf.int32), tf.constant(seed, tf.int64), tf.constant(space_id, tf.int32),
+        tf.constant(initial_ids, tf.int32, shape=[len(initial_ids)]), tf.constant(vowel_ids, tf.int32, shape=[len(vowel_ids)]),
     )
 
 
@@ -655,14 +671,18 @@ def generate(
     mode: int = 1,
     seed: int = 0,
     space_id: int = -1,
+    initial_ids: Sequence[int] = (),
+    vowel_ids: Sequence[int] = (),
 ) -> tf.Tensor:
     """Feeds prime_ids [N, P] (P >= 1) and returns the next n ids [N, n] int32.
 
-    mode: 0 argmax, 1 sample, 2 sample only right after space_id (argmax elsewhere).
+    mode: 0 argmax, 1 sample, 2 sample only right after space_id (argmax elsewhere): the whole
+    first character, which under --unit jamo is the initial of initial_ids, the vowel of
+    vowel_ids after it, and what follows that vowel.
     temperature divides the logits; top_k (0 = off) and top_p (1.0 = off) filter them.
     The same seed gives the same ids.
     """
-    n, opts = _options(n, temperature, top_k, top_p, mode, seed, space_id)
+    n, opts = _options(n, temperature, top_k, top_p, mode, seed, space_id, initial_ids, vowel_ids)
     return _generator(model).from_prime(_prime_tensor(prime_ids), n, opts)
 
 
@@ -683,16 +703,21 @@ def generate_chunk(
     mode: int = 1,
     seed: int = 0,
     space_id: int = -1,
+    initial_ids: Sequence[int] = (),
+    vowel_ids: Sequence[int] = (),
+    in_word_start: tf.Tensor | None = None,
     offset: int = 0,
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Continues generation from (state [L, S, N, H], last_ids [N]): returns (ids [N, n], state).
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Continues generation from (state [L, S, N, H], last_ids [N]): returns (ids [N, n], state,
+    in_word_start [N]).
 
-    To stream: pass ids[:, -1] and the returned state to the next call, and offset = the
-    number of symbols generated so far, so the random stream continues exactly as in one
-    generate() call with the same seed.
+    To stream: pass ids[:, -1], the returned state and in_word_start to the next call, and
+    offset = the number of symbols generated so far, so the random stream (and mode 2's place
+    in a word) continues exactly as in one generate() call with the same seed.
     """
-    n, opts = _options(n, temperature, top_k, top_p, mode, seed, space_id)
+    n, opts = _options(n, temperature, top_k, top_p, mode, seed, space_id, initial_ids, vowel_ids)
+    last_ids = tf.convert_to_tensor(last_ids, tf.int32)
+    in_word_start = tf.zeros_like(last_ids, tf.bool) if in_word_start is None else in_word_start
     return _generator(model).from_state(
-        tf.convert_to_tensor(state, tf.float32), tf.convert_to_tensor(last_ids, tf.int32),
-        n, tf.constant(offset, tf.int32), opts,
+        tf.convert_to_tensor(state, tf.float32), last_ids, in_word_start, n, tf.constant(offset, tf.int32), opts,
     )

@@ -275,9 +275,10 @@ def generated_ids(net: "model.CharRNN", prime: list[int], num_samples: int, opti
     import model as model_lib
 
     state, last = model_lib.prime_state(net, tf.constant([prime] * num_samples, tf.int32))
-    done = 0
+    done, in_word_start = 0, None
     while True:
-        ids, state = model_lib.generate_chunk(net, state, last, STREAM_CHUNK, offset=done, **options)
+        ids, state, in_word_start = model_lib.generate_chunk(net, state, last, STREAM_CHUNK, offset=done,
+                                                             in_word_start=in_word_start, **options)
         last, done = ids[:, -1], done + STREAM_CHUNK
         yield ids.numpy()
 
@@ -290,7 +291,8 @@ def sample(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "datase
         log.warning("--sample 2 samples only after a space, and this model's text has none: every character "
                     "will be the most likely one; --sample 1 samples")
     options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, mode=args.sample,
-                   seed=seed, space_id=vocab.symbols.index(" ") if " " in vocab.symbols else -1)
+                   seed=seed, space_id=vocab.symbols.index(" ") if " " in vocab.symbols else -1,
+                   initial_ids=vocab.ids_of("initial"), vowel_ids=vocab.ids_of("vowel"))
     # The prime is decoded with the text that follows it: a jamo model may finish its last syllable.
     length = len(vocab.decode(prime)) + args.n
     streaming = args.num_samples == 1  # several samples are one batch, each printed whole at the end

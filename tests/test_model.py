@@ -293,6 +293,30 @@ def test_generate_mode_2_samples_only_after_space(sampler):
     np.testing.assert_array_equal(M.generate(sampler, PRIME, 60, mode=2, space_id=-1, seed=4), greedy)
 
 
+def test_generate_mode_2_samples_the_whole_first_jamo_syllable(sampler):
+    """Under --unit jamo a word's first character is an initial, a vowel and maybe a final: mode 2
+    sampled only the initial, and the vowel and final were always the most likely ones."""
+    greedy = M.generate(sampler, PRIME, 80, mode=0).numpy()
+    space = int(np.bincount(greedy.ravel()).argmax())
+    initials = [i for i in range(0, sampler.config.vocab_size, 2) if i != space]  # disjoint kinds, as jamo are
+    vowels = [i for i in range(1, sampler.config.vocab_size, 2) if i != space]
+    out = M.generate(sampler, PRIME, 80, mode=2, space_id=space, initial_ids=initials, vowel_ids=vowels,
+                     temperature=5.0, seed=4).numpy()
+    _, state = sampler(PRIME[:, :-1], sampler.initial_state(2))
+    last, in_word, sampled_inside = PRIME[:, -1].numpy(), np.zeros(2, bool), 0
+    for t in range(80):
+        logits, state = sampler.step(tf.constant(last), state)
+        argmax = np.argmax(logits.numpy(), -1)
+        after_space = last == space
+        greedy_here = ~(after_space | in_word)
+        np.testing.assert_array_equal(out[greedy_here, t], argmax[greedy_here])
+        sampled_inside += int((in_word & (out[:, t] != argmax)).sum())
+        nxt = out[:, t]
+        in_word = (after_space & np.isin(nxt, initials)) | (in_word & np.isin(last, initials) & np.isin(nxt, vowels))
+        last = nxt
+    assert sampled_inside > 0  # a vowel (or what followed it) was drawn, not taken as the most likely
+
+
 def test_top_k_and_top_p_restrict_the_choices(sampler):
     _, state = sampler(PRIME[:, :-1], sampler.initial_state(2))
     logits, _ = sampler.step(PRIME[:, -1], state)
@@ -332,9 +356,21 @@ def test_generate_chunk_streams_like_one_call(sampler):
     whole = M.generate(sampler, PRIME, 50, seed=9)
     state, last = M.prime_state(sampler, PRIME)
     np.testing.assert_allclose(state, sampler(PRIME[:, :-1], sampler.initial_state(2))[1], atol=1e-6)
-    first, state = M.generate_chunk(sampler, state, last, 20, seed=9)
-    second, _ = M.generate_chunk(sampler, state, first[:, -1], 30, seed=9, offset=20)
+    first, state, in_word_start = M.generate_chunk(sampler, state, last, 20, seed=9)
+    second, _, _ = M.generate_chunk(sampler, state, first[:, -1], 30, seed=9, offset=20, in_word_start=in_word_start)
     np.testing.assert_array_equal(tf.concat([first, second], 1), whole)
+    # Mode 2's place inside a word's first character goes on across the calls too, at every cut.
+    greedy = M.generate(sampler, PRIME, 50, mode=0).numpy()
+    kinds = range(sampler.config.vocab_size)
+    words = dict(mode=2, space_id=int(np.bincount(greedy.ravel()).argmax()), initial_ids=list(kinds[::2]),
+                 vowel_ids=list(kinds[1::2]), temperature=5.0, seed=9)
+    whole = M.generate(sampler, PRIME, 50, **words)
+    for cut in range(1, 50, 7):
+        state, last = M.prime_state(sampler, PRIME)
+        first, state, in_word_start = M.generate_chunk(sampler, state, last, cut, **words)
+        second, _, _ = M.generate_chunk(sampler, state, first[:, -1], 50 - cut, offset=cut, in_word_start=in_word_start,
+                                        **words)
+        np.testing.assert_array_equal(tf.concat([first, second], 1), whole, err_msg=f"cut {cut}")
 
 
 def test_generate_refuses_filters_that_keep_nothing(sampler) -> None:
