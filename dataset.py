@@ -270,14 +270,16 @@ def _syllable(initial, vowel, t):
 # character (what char_starts relies on). U+FDD0 is a noncharacter, reserved for internal use;
 # should a text contain it anyway, it still round-trips but counts as two characters.
 _ESCAPE = 0xFDD0
+# What follows an initial of the text under to_jamo, where a jamo does: old Hangul's vowels and finals
+# (here and in Hangul Jamo Extended-B), or an escaped jamo or escape (NFD text, --normalize none).
+_KEEPS_INITIAL = "[\u1160\u1176-\u11a7\u11c3-\u11ff\ud7b0-\ud7ff]|\ufdd0[\ufdd0\u1161-\u1175\u11a8-\u11c2]"
 _JAMO_RE = re.compile("\ufdd0([\ufdd0\u1161-\u1175\u11a8-\u11c2]?)|([\u1100-\u1112])([\u1161-\u1175])([\u11a8-\u11c2]?)"
-                      "|([\u1161-\u1175\u11a8-\u11c2]|[\u1100-\u1112](?![\u1160-\u11ff\ufdd0]))")
+                      f"|([\u1161-\u1175\u11a8-\u11c2]|[\u1100-\u1112](?!{_KEEPS_INITIAL}))")
 # A vowel or final jamo that no syllable takes can only come from a model (to_jamo escapes those
 # of the text): it prints as the standalone letter (U+3131-U+318E, NFC-stable), as Korean writes it.
-# So does an initial that no jamo follows: to_jamo keeps the text's own initials as they are, but
-# text hardly has one alone (NFC composes it with its vowel; old Hangul's vowels and an escaped
-# vowel, after --normalize none, follow it and keep it), and drawn beside a syllable it makes one
-# broken block with it (ᄋ로), as a model writes it.
+# So does an initial that none of _KEEPS_INITIAL follows: to_jamo keeps the text's own initials as
+# they are, but text hardly has one alone (NFC composes it with its vowel), and drawn beside a
+# syllable it makes one broken block with it (ᄋ로), as a model writes it.
 def _letter(jamo: int) -> str:
     """The standalone letter (U+3131-U+318E) of a conjoining jamo: ㄱ for the initial or final ᄀ/ᆨ."""
     return unicodedata.lookup(re.sub("CHOSEONG|JUNGSEONG|JONGSEONG", "LETTER", unicodedata.name(chr(jamo))))
@@ -285,10 +287,12 @@ def _letter(jamo: int) -> str:
 
 STANDALONE_LETTERS = {chr(c): _letter(c) for c in [*range(_L_FIRST, _L_LAST + 1), *range(_V_FIRST, _V_LAST + 1),
                                                       *range(_T_BASE + 1, _T_LAST + 1)]}
-# The other way, for a prime under jamo: a letter the vocabulary lacks reads as the jamo that prints
-# as it, so that a model's own text can be fed back: a vowel, a final, and an initial only for the
-# three consonants that no final has (ㄸ, ㅃ, ㅉ): after a letter a final is what a model wrote.
-_LETTER_JAMO = {ord(letter): ord(jamo) for jamo, letter in STANDALONE_LETTERS.items()}
+# The other way, for a prime under jamo: a letter the vocabulary lacks reads as a jamo that prints
+# as it, so that a model's own text can be fed back. A consonant letter is a final or an initial:
+# the final first (ㅏㄴ, a vowel and a final, is the commoner), the initial where the vocabulary
+# has no such final (ㄸ, ㅃ and ㅉ have none).
+_LETTER_JAMO = [{ord(letter): ord(jamo) for jamo, letter in STANDALONE_LETTERS.items() if not _L_FIRST <= ord(jamo) <= _L_LAST},
+                {ord(letter): ord(jamo) for jamo, letter in STANDALONE_LETTERS.items() if _L_FIRST <= ord(jamo) <= _L_LAST}]
 
 
 def _is_vowel_or_final(cp: np.ndarray) -> np.ndarray:
@@ -394,8 +398,11 @@ class Vocab:
         if self.unit == "jamo":
             cp = _decompose(cp)
         ids, found = self._find(cp)
-        if self.unit == "jamo" and not found.all():  # letters the vocabulary lacks, as the jamo they print
-            cp = np.where(found, cp, [_LETTER_JAMO.get(int(c), int(c)) for c in cp])
+        typed = cp
+        for as_jamo in _LETTER_JAMO if self.unit == "jamo" else ():  # letters the vocabulary lacks
+            if found.all():
+                break
+            cp = np.where(found, cp, [as_jamo.get(int(c), int(c)) for c in typed])
             ids, found = self._find(cp)
         return ids, found, cp
 

@@ -117,18 +117,21 @@ def _from_jamo(cp):
     dropped = escaper | _prev(lv, 1, False) | _prev(lvt, 2, False)
     # A V or T that no syllable takes and no escape keeps came from the model, and so did an L that no
     # jamo (or escape) follows: like dataset.from_jamo, print it as the standalone letter (U+3131-U+318E).
-    lone_l = _between(cp, _L_FIRST, _L_LAST) & ~lv & ~(_between(nxt, 0x1160, 0x11FF) | tf.equal(nxt, _ESCAPE))
+    # (dataset._KEEPS_INITIAL: old Hangul's jamo, or an escape that keeps what follows it.)
+    keeps = (tf.equal(nxt, 0x1160) | _between(nxt, 0x1176, 0x11A7) | _between(nxt, 0x11C3, 0x11FF) | _between(nxt, 0xD7B0, 0xD7FF)
+             | tf.equal(nxt, _ESCAPE) & (tf.equal(nxt2, _ESCAPE) | _is_vowel(nxt2) | _is_final(nxt2)))
+    lone_l = _between(cp, _L_FIRST, _L_LAST) & ~lv & ~keeps
     orphan = ((_is_vowel(cp) | _is_final(cp)) & ~_prev(escaper, 1, False) & ~dropped) | lone_l
     standalone = tf.gather(_standalone_table(), tf.clip_by_value(cp - _L_FIRST, 0, _T_LAST - _L_FIRST))
     out = tf.where(orphan, standalone, out)
     return tf.boolean_mask(out, ~dropped)
 
 
-def _letters_as_jamo(cp):
-    """Each standalone letter (U+3131-U+318E) as the jamo that prints as it (dataset._LETTER_JAMO);
-    other code points as they are."""
+def _letters_as_jamo(cp, as_jamo: dict[int, int]):
+    """Each standalone letter (U+3131-U+318E) as the jamo that as_jamo (one of dataset._LETTER_JAMO)
+    names; other code points as they are."""
     first, last = 0x3131, 0x318E
-    table = tf.constant([dataset._LETTER_JAMO.get(c, c) for c in range(first, last + 1)], tf.int32)
+    table = tf.constant([as_jamo.get(c, c) for c in range(first, last + 1)], tf.int32)
     return tf.where(_between(cp, first, last), tf.gather(table, tf.clip_by_value(cp - first, 0, last - first)), cp)
 
 
@@ -224,9 +227,9 @@ class ServingModule(tf.Module):
             cp = _compose_hangul(cp)
         slots = _jamo_slots(cp) if self.jamo else cp[:, tf.newaxis]  # [chars, symbols of each]
         ids = tf.cast(self.table.lookup(tf.cast(slots, tf.int64)), tf.int32)  # -1: unknown, or no symbol
-        if self.jamo:  # a letter the vocabulary lacks reads as the jamo that prints as it, as in dataset.Vocab
-            as_jamo = tf.cast(self.table.lookup(tf.cast(_letters_as_jamo(slots), tf.int64)), tf.int32)
-            ids = tf.where(ids < 0, as_jamo, ids)
+        for as_jamo in dataset._LETTER_JAMO if self.jamo else ():  # a letter the vocabulary lacks, as dataset.Vocab
+            ids = tf.where(ids < 0, tf.cast(self.table.lookup(tf.cast(_letters_as_jamo(slots, as_jamo), tf.int64)),
+                                            tf.int32), ids)
         known = tf.reduce_all((ids >= 0) | (slots < 0), axis=1)
         ids = tf.reshape(tf.boolean_mask(ids, known), [-1])
         return tf.boolean_mask(ids, ids >= 0)

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import random
-import re
 import shutil
 import signal
 import socket
@@ -241,7 +240,7 @@ def test_a_folder_that_cannot_be_read_is_refused(tmp_path: Path) -> None:
         write(work / "private" / "more.txt", "two\n")
         assert len(dataset.resolve_corpus(None, str(work))) == 2
         for mode in (0o700, 0o744):  # nothing for the others; listed but not entered
-            (work / "private").chmod(mode if root else mode & 0o700 - 0o100)
+            (work / "private").chmod(mode if root else {0o700: 0, 0o744: 0o600}[mode])
             told = told_another_user(lambda: dataset.resolve_corpus(None, str(work)), root)
             assert "CharRNNError" in told and f"cannot read the folder {work / 'private'} (Permission denied)" in told, told
     finally:
@@ -264,33 +263,40 @@ JAMO_TRICKY = [
 
 
 def as_printed(text: str) -> str:
-    """text as from_jamo(to_jamo(text)) prints it: a modern initial that no jamo or escape follows
-    as its letter (a model's, drawn beside a syllable, made one broken block with it: ᄋ로)."""
-    return re.sub("[\u1100-\u1112](?![\u1160-\u11ff\ufdd0])", lambda m: dataset.STANDALONE_LETTERS[m[0]], text)
+    """text as from_jamo(to_jamo(text)) prints it: a modern initial that no jamo (U+1160-U+11FF, old
+    Hangul's U+D7B0-U+D7FF) or U+FDD0 follows in the text, as its letter."""
+    keeps = lambda c: "\u1160" <= c <= "\u11ff" or "\ud7b0" <= c <= "\ud7ff" or c == "\ufdd0"
+    return "".join(dataset.STANDALONE_LETTERS[c] if "\u1100" <= c <= "\u1112" and not keeps(after) else c
+                   for c, after in zip(text, text[1:] + " "))
 
 
 def test_to_jamo_round_trips_any_text() -> None:
     rng = random.Random(0)
-    alphabet = [(0xAC00, 0xD7A3), (0x1100, 0x11FF), (0xFDD0, 0xFDD0), (0x20, 0x7E), (0x1F300, 0x1F5FF), (0x3131, 0x318E)]
+    alphabet = [(0xAC00, 0xD7A3), (0x1100, 0x11FF), (0xFDD0, 0xFDD0), (0x20, 0x7E), (0x1F300, 0x1F5FF), (0x3131, 0x318E),
+                (0xD7B0, 0xD7FF)]
     for sample in JAMO_TRICKY + ["".join(chr(rng.randint(*rng.choice(alphabet))) for _ in range(5000))]:
         jamo = dataset.to_jamo(sample)
         assert not any(0xAC00 <= ord(c) <= 0xD7A3 for c in jamo)
         assert dataset.from_jamo(jamo) == as_printed(sample)
     assert dataset.to_jamo("한") == "\u1112\u1161\u11ab"
-    # Exact but for those: an NFD pair (an escaped vowel follows), old Hangul, a model's lone initial.
-    assert [dataset.from_jamo(dataset.to_jamo(t)) for t in ("\u1100\u1161", "\u1112\u119e\u11ab", "\u110b로")] == [
-        "\u1100\u1161", "\u1112\u119e\u11ab", "ㅇ로"]
+    # Exact but for those: an NFD pair (an escaped vowel follows), old Hangul, a lone initial.
+    assert [dataset.from_jamo(dataset.to_jamo(t)) for t in ("\u1100\u1161", "\u1112\u119e\u11ab", "\u1100\ud7b0",
+                                                            "\u110b로")] == ["\u1100\u1161", "\u1112\u119e\u11ab",
+                                                                            "\u1100\ud7b0", "ㅇ로"]
+    # What a model writes: an initial before a final, or before an escape that keeps nothing, is lone.
+    assert [dataset.from_jamo(t) for t in ("\u110c\u11ad", "\u1105\ufdd0\u1108", "\u1100\ufdd0\u1161")] == [
+        "ㅈㄶ", "ㄹㅃ", "\u1100\u1161"]
 
 
 def test_the_letters_a_jamo_model_writes_read_back_as_its_jamo() -> None:
     """A vowel or final that no syllable takes prints as its letter (ㅏ): fed back as a prime, it was
     refused ("characters the model never saw: 'ㅏ'"), and typed on a Korean keyboard too."""
-    jamo = dataset.to_jamo("한글 가방 닭 땀\n")
+    jamo = dataset.to_jamo("한글 가방 닭 땀 까치\n")
     symbols = sorted(set(jamo))
     vocab = dataset.Vocab(symbols, [1] * len(symbols), unit="jamo")
-    written = [symbols.index(c) for c in "\u1161\u11ab" + dataset.to_jamo("한 ")]
-    assert vocab.decode(written) == "ㅏㄴ한 "
-    assert vocab.missing("ㅏㄴ한 ") == [] and vocab.encode("ㅏㄴ한 ").tolist() == written
+    written = [symbols.index(c) for c in "\u1161\u11ab" + dataset.to_jamo("한 ") + "\u1101"]
+    assert vocab.decode(written) == "ㅏㄴ한 ㄲ"  # a lone initial too
+    assert vocab.missing("ㅏㄴ한 ㄲ") == [] and vocab.encode("ㅏㄴ한 ㄲ").tolist() == written
     assert vocab.encode("ㄸ").tolist() == [symbols.index("\u1104")]  # no final has it: the initial
     assert vocab.missing("ㅛ") == ["ㅛ"]  # the vocabulary has no ᅭ either
     chars = dataset.Vocab(symbols, [1] * len(symbols), unit="char")  # letters stay letters under char

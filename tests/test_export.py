@@ -229,7 +229,7 @@ def test_jamo_helpers_match_dataset() -> None:
         model.graph_function(f, input_signature=spec)
         for f in (export._from_jamo, to_jamo, export._compose_hangul, export._normalize_line_ends))
     alphabet = ["\u1100", "\u1112", "\u1113", "\u115f", "\u1160", "\u1161", "\u1175", "\u119e", "\u11a7", "\u11a8",
-                "\u11c2", "\u11ff", "\ufdd0", "\ufdd0", "가", "각", "a", "\r", "\n"]
+                "\u11c2", "\u11c3", "\u11ff", "\ud7b0", "\ud7ff", "\ufdd0", "\ufdd0", "가", "각", "a", "\r", "\n"]
     rng = random.Random(0)
 
     def apply(f, text: str) -> str:
@@ -256,7 +256,7 @@ def test_saved_model_drops_unknown_characters_whole(tmp_path: Path) -> None:
     vocab = dataset.prepare_corpus([tmp_path / "ko.txt"], dataset.DataOptions(unit="jamo"),
                                  cache_root=tmp_path / "cache").vocab
     module = export.ServingModule(model.CharRNN(model.ModelConfig("gru", vocab.size, 1, 8, 4)), vocab)
-    for prime in ("가핳하", "핳", "하\u11c2a", "나다", "ㅏㄴ하", "ㄱ", "ㄸ가", "ㅛ"):  # a model's letters read back
+    for prime in ("가핳하", "핳", "하\u11c2a", "나다", "ㅏㄴ하", "ㄱ", "ㄸ가", "ㄴ", "ㅛ"):  # a model's letters read back
         assert module._encode(tf.constant(prime)).numpy().tolist() == vocab.encode(prime, unknown="skip").tolist()
     assert vocab.decode(module._encode(tf.constant("가핳하")).numpy()) == "가하"
 
