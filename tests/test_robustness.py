@@ -852,6 +852,12 @@ def test_resume_flags_replace_the_saved_ones(trained, run_copy: Path) -> None:
     # The embedded input kept with probability 0.75 * 0.5, as the old tool's two dropouts of it did.
     assert (saved["args"]["dropout"], saved["args"]["input_dropout"]) == (0.25, 0.625)
     assert (saved["model"]["dropout"], saved["model"]["input_dropout"]) == (0.25, 0.625)
+    # --dropout alone then means what it means in a new run: none of the embedded input (the old flags'
+    # 0.625 stayed, and only --input_keep_prob 1 could clear it).
+    result = run("train.py", "--init_from", str(run_copy), "--stop_at_step", "9", "--dropout", "0.1", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((run_copy / "config.json").read_text(encoding="utf-8"))
+    assert (saved["model"]["dropout"], saved["model"]["input_dropout"]) == (0.1, 0.0)
 
 
 def test_a_resume_on_too_short_a_text_is_told_what_it_can_change(run_copy: Path) -> None:
