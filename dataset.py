@@ -270,9 +270,11 @@ def _syllable(initial, vowel, t):
 # character (what char_starts relies on). U+FDD0 is a noncharacter, reserved for internal use;
 # should a text contain it anyway, it still round-trips but counts as two characters.
 _ESCAPE = 0xFDD0
-# What follows an initial of the text under to_jamo, where a jamo does: old Hangul's vowels and finals
-# (here and in Hangul Jamo Extended-B), or an escaped jamo or escape (NFD text, --normalize none).
-_KEEPS_INITIAL = "[\u1160\u1176-\u11a7\u11c3-\u11ff\ud7b0-\ud7ff]|\ufdd0[\ufdd0\u1161-\u1175\u11a8-\u11c2]"
+# What follows an initial of the text under to_jamo, where a jamo does: old Hangul's vowels, finals
+# and initials (here and in Hangul Jamo Extended-A and -B), or an escaped jamo or escape (NFD text,
+# --normalize none). A modern initial before a modern one cannot be told from a model's lone one.
+_KEEPS_INITIAL = ("[\u1160\u1176-\u11a7\u11c3-\u11ff\ua960-\ua97f\ud7b0-\ud7ff]"
+                  "|\ufdd0[\ufdd0\u1161-\u1175\u11a8-\u11c2]")
 _JAMO_RE = re.compile("\ufdd0([\ufdd0\u1161-\u1175\u11a8-\u11c2]?)|([\u1100-\u1112])([\u1161-\u1175])([\u11a8-\u11c2]?)"
                       f"|([\u1161-\u1175\u11a8-\u11c2]|[\u1100-\u1112](?!{_KEEPS_INITIAL}))")
 # A vowel or final jamo that no syllable takes can only come from a model (to_jamo escapes those
@@ -344,8 +346,8 @@ def _compose(m: re.Match) -> str:
 
 
 def from_jamo(text: str) -> str:
-    """Recompose what to_jamo split, exactly but for an initial that no jamo follows (which prints as
-    its letter: see _JAMO_RE); jamo sequences a model invents decode sensibly too."""
+    """Recompose what to_jamo split, exactly but for a modern initial that none of _KEEPS_INITIAL
+    follows (which prints as its letter); jamo sequences a model invents decode sensibly too."""
     return _JAMO_RE.sub(_compose, text)
 
 
@@ -468,7 +470,7 @@ class Vocab:
     def undecided(self, ids: list[int]) -> int:
         """How many trailing ids may still decode otherwise once more follow (0 under --unit char,
         where decoding is the identity): an initial alone or with its vowel (a vowel, then a final,
-        may join them; a lone initial prints as a letter unless a jamo follows), or an escape still
+        may join them; a lone initial prints as a letter unless _KEEPS_INITIAL follows), or an escape still
         waiting for the jamo it marks, with an initial before it. At most two, whatever a
         model writes, so streamed text keeps flowing (holding back every trailing jamo never ended
         a model that wrote only jamo)."""

@@ -115,10 +115,11 @@ def _from_jamo(cp):
     composed = _syllable(cp, nxt, tf.where(lvt, nxt2 - _T_BASE, 0))
     out = tf.where(lv, composed, cp)
     dropped = escaper | _prev(lv, 1, False) | _prev(lvt, 2, False)
-    # A V or T that no syllable takes and no escape keeps came from the model, and so did an L that no
-    # jamo (or escape) follows: like dataset.from_jamo, print it as the standalone letter (U+3131-U+318E).
-    # (dataset._KEEPS_INITIAL: old Hangul's jamo, or an escape that keeps what follows it.)
-    keeps = (tf.equal(nxt, 0x1160) | _between(nxt, 0x1176, 0x11A7) | _between(nxt, 0x11C3, 0x11FF) | _between(nxt, 0xD7B0, 0xD7FF)
+    # A V or T that no syllable takes and no escape keeps came from the model, and so did an L that
+    # none of dataset._KEEPS_INITIAL follows (old Hangul's jamo, or an escape that keeps what follows
+    # it): like dataset.from_jamo, print it as the standalone letter (U+3131-U+318E).
+    keeps = (tf.equal(nxt, 0x1160) | _between(nxt, 0x1176, 0x11A7) | _between(nxt, 0x11C3, 0x11FF)
+             | _between(nxt, 0xA960, 0xA97F) | _between(nxt, 0xD7B0, 0xD7FF)
              | tf.equal(nxt, _ESCAPE) & (tf.equal(nxt2, _ESCAPE) | _is_vowel(nxt2) | _is_final(nxt2)))
     lone_l = _between(cp, _L_FIRST, _L_LAST) & ~lv & ~keeps
     orphan = ((_is_vowel(cp) | _is_final(cp)) & ~_prev(escaper, 1, False) & ~dropped) | lone_l

@@ -542,14 +542,24 @@ def _pick(logits, last_ids, in_word_start, step, temperature, top_k, top_p, mode
     sampled = tf.cond(mode == 0, lambda: greedy, sample)
     # Mode 2 (char-rnn's --sample 2): sample only at word starts, i.e. right after a space: the
     # whole first character, which under --unit jamo is an initial, its vowel and a final.
-    after_space = last_ids == space_id
-    use_sample = (mode == 1) | ((mode == 2) & (after_space | in_word_start))
+    use_sample = (mode == 1) | ((mode == 2) & ((last_ids == space_id) | in_word_start))
     nxt = tf.where(use_sample, sampled, greedy)
-    is_in = lambda ids, group: tf.reduce_any(tf.equal(ids[:, None], group[None, :]), axis=1)
-    # An initial drawn after the space, and a vowel after it: the character may go on.
-    goes_on = (mode == 2) & ((after_space & is_in(nxt, initial_ids)) |
-                             (in_word_start & is_in(last_ids, initial_ids) & is_in(nxt, vowel_ids)))
-    return nxt, goes_on
+    return nxt, _in_word_start(tf.stack([last_ids, nxt], 1), mode, space_id, initial_ids, vowel_ids, in_word_start)
+
+
+def _is_in(ids, group):
+    return tf.reduce_any(tf.equal(ids[:, None], group[None, :]), axis=1)
+
+
+def _in_word_start(ids, mode, space_id, initial_ids, vowel_ids, before=None) -> tf.Tensor:
+    """Whether text that ends in ids [N, k] (k >= 2) is inside a word's first character but not at
+    its end, which mode 2 samples whole: an initial after a space, and a vowel after that initial
+    (a final may follow). before: whether it was so one symbol earlier, when ids hold two."""
+    ids = tf.pad(ids, [[0, 0], [1, 0]], constant_values=-1)  # a third symbol from the end, or none
+    third, second, last = ids[:, -3], ids[:, -2], ids[:, -1]
+    started = (second == space_id) & _is_in(last, initial_ids)
+    was_started = (third == space_id) & _is_in(second, initial_ids) if before is None else before
+    return (mode == 2) & (started | (was_started & _is_in(second, initial_ids) & _is_in(last, vowel_ids)))
 
 
 def _compiled_chunk(model: CharRNN, state, last_ids, in_word_start, n, offset, opts):
@@ -621,7 +631,7 @@ class _Generator:
 
         def from_prime(prime_ids, n, opts):
             state, last = prime_state(prime_ids)
-            return _chunks(chunk, state, last, tf.zeros_like(last, tf.bool), n, 0, opts)[0]
+            return _chunks(chunk, state, last, prime_word_start(prime_ids, *opts[3:4], *opts[5:]), n, 0, opts)[0]
 
         self.from_state = graph_function(
             from_state, input_signature=(state, ids, flags, scalar(tf.int32), scalar(tf.int32), opts)
@@ -684,6 +694,15 @@ def generate(
     """
     n, opts = _options(n, temperature, top_k, top_p, mode, seed, space_id, initial_ids, vowel_ids)
     return _generator(model).from_prime(_prime_tensor(prime_ids), n, opts)
+
+
+def prime_word_start(prime_ids: tf.Tensor, mode, space_id, initial_ids, vowel_ids) -> tf.Tensor:
+    """Whether each prime [N, P] ends inside a word's first character (a space, an initial and
+    maybe its vowel), for mode 2's first step (generate_chunk's in_word_start)."""
+    padded = tf.pad(tf.convert_to_tensor(prime_ids, tf.int32), [[0, 0], [1, 0]], constant_values=-1)  # >= 2 symbols
+    as_ids = lambda x: tf.reshape(tf.convert_to_tensor(x, tf.int32), [-1])  # a list (maybe empty) or a tensor
+    return _in_word_start(padded, tf.convert_to_tensor(mode, tf.int32), tf.convert_to_tensor(space_id, tf.int32),
+                          as_ids(initial_ids), as_ids(vowel_ids))
 
 
 def prime_state(model: CharRNN, prime_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

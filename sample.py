@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--n", type=int, default=500, help="number of characters to generate (0: the prime alone)")
     p.add_argument("--prime", default="", help="text to start from (empty: start of a line)")
     p.add_argument("--sample", type=int, default=1, choices=[0, 1, 2],
-                   help="0: the most likely symbol each step; 1: sample; 2: sample only after spaces, else the "
-                        "most likely")
+                   help="0: the most likely symbol each step; 1: sample; 2: sample each word's first character "
+                        "(after a space; under --unit jamo its initial, vowel and final), else the most likely")
     p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer text, above 1: wilder")
     p.add_argument("--top_k", type=int, default=0, help="sample among the k most likely symbols (0: all)")
     p.add_argument("--top_p", type=float, default=1.0, help="sample within this probability mass (1: all)")
@@ -274,8 +274,11 @@ def generated_ids(net: "model.CharRNN", prime: list[int], num_samples: int, opti
     import tensorflow as tf
     import model as model_lib
 
-    state, last = model_lib.prime_state(net, tf.constant([prime] * num_samples, tf.int32))
-    done, in_word_start = 0, None
+    primes = tf.constant([prime] * num_samples, tf.int32)
+    state, last = model_lib.prime_state(net, primes)
+    done = 0
+    in_word_start = model_lib.prime_word_start(primes, *(options[k] for k in ("mode", "space_id", "initial_ids",
+                                                                             "vowel_ids")))
     while True:
         ids, state, in_word_start = model_lib.generate_chunk(net, state, last, STREAM_CHUNK, offset=done,
                                                              in_word_start=in_word_start, **options)

@@ -263,9 +263,9 @@ JAMO_TRICKY = [
 
 
 def as_printed(text: str) -> str:
-    """text as from_jamo(to_jamo(text)) prints it: a modern initial that no jamo (U+1160-U+11FF, old
-    Hangul's U+D7B0-U+D7FF) or U+FDD0 follows in the text, as its letter."""
-    keeps = lambda c: "\u1160" <= c <= "\u11ff" or "\ud7b0" <= c <= "\ud7ff" or c == "\ufdd0"
+    """text as from_jamo(to_jamo(text)) prints it: a modern initial that no vowel or final jamo
+    (U+1160-U+11FF), old Hangul jamo (U+A960-U+A97F, U+D7B0-U+D7FF) or U+FDD0 follows, as its letter."""
+    keeps = lambda c: "\u1160" <= c <= "\u11ff" or "\ua960" <= c <= "\ua97f" or "\ud7b0" <= c <= "\ud7ff" or c == "\ufdd0"
     return "".join(dataset.STANDALONE_LETTERS[c] if "\u1100" <= c <= "\u1112" and not keeps(after) else c
                    for c, after in zip(text, text[1:] + " "))
 
@@ -273,7 +273,7 @@ def as_printed(text: str) -> str:
 def test_to_jamo_round_trips_any_text() -> None:
     rng = random.Random(0)
     alphabet = [(0xAC00, 0xD7A3), (0x1100, 0x11FF), (0xFDD0, 0xFDD0), (0x20, 0x7E), (0x1F300, 0x1F5FF), (0x3131, 0x318E),
-                (0xD7B0, 0xD7FF)]
+                (0xD7B0, 0xD7FF), (0xA960, 0xA97F)]
     for sample in JAMO_TRICKY + ["".join(chr(rng.randint(*rng.choice(alphabet))) for _ in range(5000))]:
         jamo = dataset.to_jamo(sample)
         assert not any(0xAC00 <= ord(c) <= 0xD7A3 for c in jamo)

@@ -229,7 +229,7 @@ def test_jamo_helpers_match_dataset() -> None:
         model.graph_function(f, input_signature=spec)
         for f in (export._from_jamo, to_jamo, export._compose_hangul, export._normalize_line_ends))
     alphabet = ["\u1100", "\u1112", "\u1113", "\u115f", "\u1160", "\u1161", "\u1175", "\u119e", "\u11a7", "\u11a8",
-                "\u11c2", "\u11c3", "\u11ff", "\ud7b0", "\ud7ff", "\ufdd0", "\ufdd0", "가", "각", "a", "\r", "\n"]
+                "\u11c2", "\u11c3", "\u11ff", "\ua960", "\ud7b0", "\ud7ff", "\ufdd0", "\ufdd0", "가", "각", "a", "\r", "\n"]
     rng = random.Random(0)
 
     def apply(f, text: str) -> str:

@@ -303,7 +303,9 @@ def test_generate_mode_2_samples_the_whole_first_jamo_syllable(sampler):
     out = M.generate(sampler, PRIME, 80, mode=2, space_id=space, initial_ids=initials, vowel_ids=vowels,
                      temperature=5.0, seed=4).numpy()
     _, state = sampler(PRIME[:, :-1], sampler.initial_state(2))
-    last, in_word, sampled_inside = PRIME[:, -1].numpy(), np.zeros(2, bool), 0
+    prime = PRIME.numpy()  # a prime that ends in a space and an initial is inside a word's first character
+    last, sampled_inside = prime[:, -1], 0
+    in_word = (prime[:, -2] == space) & np.isin(last, initials)
     for t in range(80):
         logits, state = sampler.step(tf.constant(last), state)
         argmax = np.argmax(logits.numpy(), -1)
@@ -315,6 +317,11 @@ def test_generate_mode_2_samples_the_whole_first_jamo_syllable(sampler):
         in_word = (after_space & np.isin(nxt, initials)) | (in_word & np.isin(last, initials) & np.isin(nxt, vowels))
         last = nxt
     assert sampled_inside > 0  # a vowel (or what followed it) was drawn, not taken as the most likely
+    # A prime that ends in a space and an initial (ㄸ typed after a word): its vowel is drawn too.
+    prime = tf.constant([[7, space, initials[0]]], tf.int32)
+    firsts = {int(M.generate(sampler, prime, 1, mode=2, space_id=space, initial_ids=initials, vowel_ids=vowels,
+                             temperature=5.0, seed=seed)[0, 0]) for seed in range(30)}
+    assert len(firsts) > 1, firsts
 
 
 def test_top_k_and_top_p_restrict_the_choices(sampler):
