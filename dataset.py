@@ -277,24 +277,27 @@ _KEEPS_INITIAL = ("[\u1160\u1176-\u11a7\u11c3-\u11ff\ua960-\ua97f\ud7b0-\ud7ff]"
                   "|\ufdd0[\ufdd0\u1161-\u1175\u11a8-\u11c2]")
 _JAMO_RE = re.compile("\ufdd0([\ufdd0\u1161-\u1175\u11a8-\u11c2]?)|([\u1100-\u1112])([\u1161-\u1175])([\u11a8-\u11c2]?)"
                       f"|([\u1161-\u1175\u11a8-\u11c2]|[\u1100-\u1112](?!{_KEEPS_INITIAL}))")
-# A vowel or final jamo that no syllable takes can only come from a model (to_jamo escapes those
-# of the text): it prints as the standalone letter (U+3131-U+318E, NFC-stable), as Korean writes it.
-# So does an initial that none of _KEEPS_INITIAL follows: to_jamo keeps the text's own initials as
-# they are, but text hardly has one alone (NFC composes it with its vowel), and drawn beside a
-# syllable it makes one broken block with it (ᄋ로), as a model writes it.
+
+
 def _letter(jamo: int) -> str:
     """The standalone letter (U+3131-U+318E) of a conjoining jamo: ㄱ for the initial or final ᄀ/ᆨ."""
     return unicodedata.lookup(re.sub("CHOSEONG|JUNGSEONG|JONGSEONG", "LETTER", unicodedata.name(chr(jamo))))
 
 
-STANDALONE_LETTERS = {chr(c): _letter(c) for c in [*range(_L_FIRST, _L_LAST + 1), *range(_V_FIRST, _V_LAST + 1),
+# A vowel or final jamo that no syllable takes can only come from a model (to_jamo escapes those
+# of the text): it prints as the standalone letter (U+3131-U+318E, NFC-stable), as Korean writes it.
+# So does an initial that none of _KEEPS_INITIAL follows: to_jamo keeps the text's own initials as
+# they are, but text hardly has one alone (NFC composes it with its vowel), and drawn beside a
+# syllable it makes one broken block with it (ᄋ로), as a model writes it.
+_INITIALS = range(_L_FIRST, _L_LAST + 1)
+STANDALONE_LETTERS = {chr(c): _letter(c) for c in [*_INITIALS, *range(_V_FIRST, _V_LAST + 1),
                                                       *range(_T_BASE + 1, _T_LAST + 1)]}
 # The other way, for a prime under jamo: a letter the vocabulary lacks reads as a jamo that prints
 # as it, so that a model's own text can be fed back. A consonant letter is a final or an initial:
 # the final first (ㅏㄴ, a vowel and a final, is the commoner), the initial where the vocabulary
-# has no such final (ㄸ, ㅃ and ㅉ have none).
-_LETTER_JAMO = [{ord(letter): ord(jamo) for jamo, letter in STANDALONE_LETTERS.items() if not _L_FIRST <= ord(jamo) <= _L_LAST},
-                {ord(letter): ord(jamo) for jamo, letter in STANDALONE_LETTERS.items() if _L_FIRST <= ord(jamo) <= _L_LAST}]
+# has no such final (ㄸ, ㅃ and ㅉ have none). [vowels and finals, initials]: letter -> jamo.
+LETTER_AS_JAMO = [{ord(letter): ord(jamo) for jamo, letter in STANDALONE_LETTERS.items()
+                   if (ord(jamo) in _INITIALS) == initials} for initials in (False, True)]
 
 
 def _is_vowel_or_final(cp: np.ndarray) -> np.ndarray:
@@ -395,13 +398,14 @@ class Vocab:
 
     def _lookup(self, text: str, normalized: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, found, code points) of text, transformed the way the corpus was (normalized: that
-        has been done to text already)."""
+        has been done to text already); under --unit jamo a letter the vocabulary lacks is the jamo
+        that prints as it (LETTER_AS_JAMO)."""
         cp = _code_points(text if normalized else _normalize(text, self.normalize))
         if self.unit == "jamo":
             cp = _decompose(cp)
         ids, found = self._find(cp)
         typed = cp
-        for as_jamo in _LETTER_JAMO if self.unit == "jamo" else ():  # letters the vocabulary lacks
+        for as_jamo in LETTER_AS_JAMO if self.unit == "jamo" else ():  # letters the vocabulary lacks
             if found.all():
                 break
             cp = np.where(found, cp, [as_jamo.get(int(c), int(c)) for c in typed])
@@ -481,9 +485,8 @@ class Vocab:
         while escapes < len(ids) and kinds.get(ids[-1 - escapes]) == "escape":
             escapes += 1
         if escapes:  # escapes pair up from the run's start (escape + escape is one original U+FDD0)
-            # An initial just before a waiting escape waits too: what follows it decides its print.
-            waiting = escapes % 2
-            return waiting + (waiting == escapes < len(ids) and kinds.get(ids[-1 - escapes]) == "initial")
+            # An initial just before a lone waiting escape waits too: what follows it decides its print.
+            return escapes % 2 + (escapes == 1 and len(ids) > 1 and kinds.get(ids[-2]) == "initial")
         last = kinds.get(ids[-1]) if ids else None
         if last == "initial":
             return 1
@@ -810,7 +813,7 @@ def _build(files: list[Path], options: DataOptions, identity: dict, directory: P
     """Prepare the corpus into directory (a fresh temp dir), on vocab when given, else on its own;
     meta.json is written last."""
     t0 = time.monotonic()
-    total_bytes = sum(row[1] for row in identity["files"])
+    total_bytes = sum(size for _, size, *_ in identity["files"])
     provisional = directory / "provisional.bin"
     # Provisional ids fit uint16 unless the text has over 65,535 distinct symbols; only such a
     # corpus pays for a second reading, with uint32.

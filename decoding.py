@@ -24,10 +24,12 @@ def _wide(encoding: str) -> bool:
 
 
 def _unit_bytes(encoding: str) -> int:
-    return 4 if "32" in encoding else 2 if _wide(encoding) else 1
+    return 4 if codecs.lookup(encoding).name.startswith("utf-32") else 2 if _wide(encoding) else 1
 
 
 def check_looks_like_text(path: Path, head: bytes, encoding: str, other_files: int) -> None:
+    """The first chunk of a file, before decoding: refused when it starts with a UTF-16/32 byte-order
+    mark under another --encoding, is UTF-16 without one, or is binary (NUL bytes)."""
     if _wide(encoding):
         return  # UTF-16/32 text is full of NUL bytes; let the decoder judge it
     for width, marks in ((32, (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")), (16, (b"\xff\xfe", b"\xfe\xff"))):
@@ -95,8 +97,8 @@ def unmarked_error(path: Path, encoding: str, error: UnicodeError, data: bytes, 
     """A decoding error without a position: UTF-16 or UTF-32 without the byte-order mark its codec
     needs to tell the byte order (NULs in the text), or another encoding's bytes."""
     if b"\x00" in data:
-        return CharRNNError(f"{path}: not valid {encoding} ({error}): pass --encoding {encoding}-{_nul_sides(data)[0]}, "
-                            f"which needs no byte-order mark")
+        return CharRNNError(f"{path}: not valid {encoding} ({error}): pass --encoding "
+                            f"{encoding}-{_nul_sides(data)[0]}, which needs no byte-order mark")
     return decode_error(path, encoding, bad, other_files, extra_bytes)
 
 
@@ -156,10 +158,10 @@ def decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, extr
                 return CharRNNError(f"{where}; this looks like {candidate}: pass --encoding {candidate}")
             every = f"--encoding {encoding} applies to all {other_files + 1} files, and this one looks like {candidate}"
             if candidate == "utf-8":
-                return CharRNNError(f"{where}; {every}: convert the {encoding} ones to UTF-8 (iconv -f {_iconv(encoding)} "
-                                    f"-t utf-8 FILE > NEW) and drop --encoding")
-            return CharRNNError(f"{where}; {every}: convert it (iconv -f {candidate} -t {_iconv(encoding)} FILE > NEW), "
-                                f"or pass --encoding {candidate} if every file is {candidate}")
+                return CharRNNError(f"{where}; {every}: convert the {encoding} ones to UTF-8 (iconv -f "
+                                    f"{_iconv(encoding)} -t utf-8 FILE > NEW) and drop --encoding")
+            return CharRNNError(f"{where}; {every}: convert it (iconv -f {candidate} -t {_iconv(encoding)} FILE > "
+                                f"NEW), or pass --encoding {candidate} if every file is {candidate}")
     not_these = f"{where}; it is not {' or '.join(tried)} either"
     found = _legacy_encoding(sample, encoding)
     if found:

@@ -129,7 +129,7 @@ def _from_jamo(cp):
 
 
 def _letters_as_jamo(cp, as_jamo: dict[int, int]):
-    """Each standalone letter (U+3131-U+318E) as the jamo that as_jamo (one of dataset._LETTER_JAMO)
+    """Each standalone letter (U+3131-U+318E) as the jamo that as_jamo (one of dataset.LETTER_AS_JAMO)
     names; other code points as they are."""
     first, last = 0x3131, 0x318E
     table = tf.constant([as_jamo.get(c, c) for c in range(first, last + 1)], tf.int32)
@@ -228,7 +228,7 @@ class ServingModule(tf.Module):
             cp = _compose_hangul(cp)
         slots = _jamo_slots(cp) if self.jamo else cp[:, tf.newaxis]  # [chars, symbols of each]
         ids = tf.cast(self.table.lookup(tf.cast(slots, tf.int64)), tf.int32)  # -1: unknown, or no symbol
-        for as_jamo in dataset._LETTER_JAMO if self.jamo else ():  # a letter the vocabulary lacks, as dataset.Vocab
+        for as_jamo in dataset.LETTER_AS_JAMO if self.jamo else ():  # a letter the vocabulary lacks, as dataset.Vocab
             ids = tf.where(ids < 0, tf.cast(self.table.lookup(tf.cast(_letters_as_jamo(slots, as_jamo), tf.int64)),
                                             tf.int32), ids)
         known = tf.reduce_all((ids >= 0) | (slots < 0), axis=1)

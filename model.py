@@ -631,7 +631,9 @@ class _Generator:
 
         def from_prime(prime_ids, n, opts):
             state, last = prime_state(prime_ids)
-            return _chunks(chunk, state, last, prime_word_start(prime_ids, *opts[3:4], *opts[5:]), n, 0, opts)[0]
+            _, _, _, mode, _, space_id, initial_ids, vowel_ids = opts
+            in_word_start = prime_word_start(prime_ids, mode, space_id, initial_ids, vowel_ids)
+            return _chunks(chunk, state, last, in_word_start, n, 0, opts)[0]
 
         self.from_state = graph_function(
             from_state, input_signature=(state, ids, flags, scalar(tf.int32), scalar(tf.int32), opts)
@@ -667,7 +669,8 @@ def _options(n, temperature, top_k, top_p, mode, seed, space_id, initial_ids, vo
     return tf.constant(n, tf.int32), (
         tf.constant(temperature, tf.float32), tf.constant(top_k, tf.int32), tf.constant(top_p, tf.float32),
         tf.constant(mode, tf.int32), tf.constant(seed, tf.int64), tf.constant(space_id, tf.int32),
-        tf.constant(initial_ids, tf.int32, shape=[len(initial_ids)]), tf.constant(vowel_ids, tf.int32, shape=[len(vowel_ids)]),
+        tf.constant(initial_ids, tf.int32, shape=[len(initial_ids)]),
+        tf.constant(vowel_ids, tf.int32, shape=[len(vowel_ids)]),
     )
 
 
@@ -696,7 +699,9 @@ def generate(
     return _generator(model).from_prime(_prime_tensor(prime_ids), n, opts)
 
 
-def prime_word_start(prime_ids: tf.Tensor, mode, space_id, initial_ids, vowel_ids) -> tf.Tensor:
+def prime_word_start(prime_ids: "tf.Tensor | Sequence[Sequence[int]]", mode: "int | tf.Tensor",
+                     space_id: "int | tf.Tensor", initial_ids: "Sequence[int] | tf.Tensor",
+                     vowel_ids: "Sequence[int] | tf.Tensor") -> tf.Tensor:
     """Whether each prime [N, P] ends inside a word's first character (a space, an initial and
     maybe its vowel), for mode 2's first step (generate_chunk's in_word_start)."""
     padded = tf.pad(tf.convert_to_tensor(prime_ids, tf.int32), [[0, 0], [1, 0]], constant_values=-1)  # >= 2 symbols
@@ -707,7 +712,8 @@ def prime_word_start(prime_ids: tf.Tensor, mode, space_id, initial_ids, vowel_id
 
 def prime_state(model: CharRNN, prime_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Feeds prime_ids [N, P] (P >= 1) but their last symbol: returns (state, last_ids [N]), where
-    generate_chunk() goes on exactly as generate() would from the same prime."""
+    generate_chunk() goes on exactly as generate() would from the same prime (under mode 2, given
+    in_word_start=prime_word_start(prime_ids, ...))."""
     return _generator(model).prime_state(_prime_tensor(prime_ids))
 
 
@@ -730,8 +736,9 @@ def generate_chunk(
     """Continues generation from (state [L, S, N, H], last_ids [N]): returns (ids [N, n], state,
     in_word_start [N]).
 
-    To stream: pass ids[:, -1], the returned state and in_word_start to the next call, and
-    offset = the number of symbols generated so far, so the random stream (and mode 2's place
+    To stream: start from prime_state() with in_word_start=prime_word_start() of the prime (None:
+    outside a word), then pass ids[:, -1], the returned state and in_word_start to the next call,
+    and offset = the number of symbols generated so far, so the random stream (and mode 2's place
     in a word) continues exactly as in one generate() call with the same seed.
     """
     n, opts = _options(n, temperature, top_k, top_p, mode, seed, space_id, initial_ids, vowel_ids)

@@ -263,7 +263,7 @@ def apply_old_flag_names(args: argparse.Namespace, typed: set[str]) -> set[str]:
             1.0 if args.input_keep_prob is None else args.input_keep_prob)
         args.input_dropout = round(1.0 - keep, 12)
         typed.add("input_dropout")
-    elif "dropout" in typed:  # the new flag alone drops no embedded input, on resume too (the old flags' goes)
+    elif "dropout" in typed:  # the new flag alone drops no embedded input; on resume it clears one the old flags set
         typed.add("input_dropout")
     # The old schedule started at --learning_rate. Not typed, so a resumed run keeps its saved warmup.
     if args.decay_rate is not None and "warmup_steps" not in typed:

@@ -277,8 +277,8 @@ def generated_ids(net: "model.CharRNN", prime: list[int], num_samples: int, opti
     primes = tf.constant([prime] * num_samples, tf.int32)
     state, last = model_lib.prime_state(net, primes)
     done = 0
-    in_word_start = model_lib.prime_word_start(primes, *(options[k] for k in ("mode", "space_id", "initial_ids",
-                                                                             "vowel_ids")))
+    in_word_start = model_lib.prime_word_start(primes, mode=options["mode"], space_id=options["space_id"],
+                                               initial_ids=options["initial_ids"], vowel_ids=options["vowel_ids"])
     while True:
         ids, state, in_word_start = model_lib.generate_chunk(net, state, last, STREAM_CHUNK, offset=done,
                                                              in_word_start=in_word_start, **options)

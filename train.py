@@ -176,8 +176,8 @@ class Trainer:
                  "(unigram entropy); anything near it has learned nothing",
                  dataset.unigram_entropy_bits(corpus.vocab, run.train_ids))
         vocab = corpus.vocab
-        if vocab.unk_id is not None and vocab.counts[vocab.unk_id]:  # --max_vocab made a real cut
-            log.info("the unknown symbol %s stands for the rare characters (%.2f%% of the text): the losses and "
+        if vocab.unk_id is not None and vocab.counts[vocab.unk_id]:  # --max_vocab or --min_char_count cut some
+            log.info("the unknown symbol %s stands for the rare characters (%.2f%% of the symbols): the losses and "
                      "bits/char count it as one character, so they compare only with runs that cut the same "
                      "vocabulary (--max_vocab, --min_char_count)", vocab.symbols[vocab.unk_id],
                      100 * vocab.counts[vocab.unk_id] / sum(vocab.counts))

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -268,6 +269,24 @@ def as_printed(text: str) -> str:
     keeps = lambda c: "\u1160" <= c <= "\u11ff" or "\ua960" <= c <= "\ua97f" or "\ud7b0" <= c <= "\ud7ff" or c == "\ufdd0"
     return "".join(dataset.STANDALONE_LETTERS[c] if "\u1100" <= c <= "\u1112" and not keeps(after) else c
                    for c, after in zip(text, text[1:] + " "))
+
+
+def readme_hangul() -> Callable[[str], str]:
+    """The README's recipe for an app that reads a jamo model's TFLite ids, as the README gives it."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    recipe: dict = {}
+    exec(re.search(r"```python\n(import re, unicodedata\ndef hangul.*?)```", readme, re.S)[1], recipe)
+    return recipe["hangul"]
+
+
+def test_the_readme_recipe_prints_jamo_as_sample_py_does() -> None:
+    """Its lone-jamo rule is a copy of from_jamo's, for apps without this repository: on what a
+    model without the corpus's own jamo writes (no U+FDD0), modern and old Hangul, the same text."""
+    hangul, rng = readme_hangul(), random.Random(0)
+    alphabet = [chr(c) for c in [*range(0x1100, 0x1200), *range(0xA960, 0xA980), *range(0xD7B0, 0xD800)]] + list("a \n")
+    for _ in range(3000):
+        soup = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
+        assert hangul(soup) == dataset.from_jamo(soup), repr(soup)
 
 
 def test_to_jamo_round_trips_any_text() -> None:

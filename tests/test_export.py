@@ -9,7 +9,6 @@ import io
 import json
 import os
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from test_data import readme_hangul
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -194,10 +195,7 @@ def test_tflite_greedy_equals_sample_py(work: Path, greedy: dict[str, str], name
     ids = lite.get_signature_runner("generate_greedy")(prime_ids=prime_ids, n=np.array(N, np.int32))["ids"]
     assert vocab.decode(np.concatenate([prime_ids, ids])) == greedy[name][prime]
     if vocab.unit == "jamo":  # the README's recipe for an app without this repository: the same text
-        readme = (ROOT / "README.md").read_text(encoding="utf-8")
-        recipe = {}
-        exec(re.search(r"```python\n(import re, unicodedata\ndef hangul.*?)```", readme, re.S)[1], recipe)
-        assert recipe["hangul"]("".join(vocab.symbols[i] for i in [*prime_ids, *ids])) == greedy[name][prime]
+        assert readme_hangul()("".join(vocab.symbols[i] for i in [*prime_ids, *ids])) == greedy[name][prime]
 
     # The same with the one-step signature and the state kept by the caller, as an app would.
     step = lite.get_signature_runner("step")

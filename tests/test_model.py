@@ -366,18 +366,24 @@ def test_generate_chunk_streams_like_one_call(sampler):
     first, state, in_word_start = M.generate_chunk(sampler, state, last, 20, seed=9)
     second, _, _ = M.generate_chunk(sampler, state, first[:, -1], 30, seed=9, offset=20, in_word_start=in_word_start)
     np.testing.assert_array_equal(tf.concat([first, second], 1), whole)
-    # Mode 2's place inside a word's first character goes on across the calls too, at every cut.
+    # Mode 2's place inside a word's first character goes on across the calls too (cuts 1, 8, 15, ...),
+    # and from a prime that ends inside one (a space and an initial), given prime_word_start.
     greedy = M.generate(sampler, PRIME, 50, mode=0).numpy()
     kinds = range(sampler.config.vocab_size)
     words = dict(mode=2, space_id=int(np.bincount(greedy.ravel()).argmax()), initial_ids=list(kinds[::2]),
                  vowel_ids=list(kinds[1::2]), temperature=5.0, seed=9)
-    whole = M.generate(sampler, PRIME, 50, **words)
-    for cut in range(1, 50, 7):
-        state, last = M.prime_state(sampler, PRIME)
-        first, state, in_word_start = M.generate_chunk(sampler, state, last, cut, **words)
-        second, _, _ = M.generate_chunk(sampler, state, first[:, -1], 50 - cut, offset=cut, in_word_start=in_word_start,
-                                        **words)
-        np.testing.assert_array_equal(tf.concat([first, second], 1), whole, err_msg=f"cut {cut}")
+    in_word = tf.constant([[7, words["space_id"], 0], [4, 5, 6]], tf.int32)  # row 0: inside a word's first character
+    for prime in (PRIME, in_word):
+        whole = M.generate(sampler, prime, 50, **words)
+        starts = M.prime_word_start(prime, *(words[k] for k in ("mode", "space_id", "initial_ids", "vowel_ids")))
+        for cut in range(1, 50, 7):
+            state, last = M.prime_state(sampler, prime)
+            first, state, in_word_start = M.generate_chunk(sampler, state, last, cut, in_word_start=starts, **words)
+            second, _, _ = M.generate_chunk(sampler, state, first[:, -1], 50 - cut, offset=cut,
+                                            in_word_start=in_word_start, **words)
+            np.testing.assert_array_equal(tf.concat([first, second], 1), whole, err_msg=f"cut {cut}")
+    assert M.prime_word_start(in_word, *(words[k] for k in ("mode", "space_id", "initial_ids", "vowel_ids"))
+                              ).numpy().tolist()[0]
 
 
 def test_generate_refuses_filters_that_keep_nothing(sampler) -> None:

@@ -132,7 +132,7 @@ def test_a_cut_vocabulary_says_its_losses_compare_only_with_the_same_cut(tmp_pat
     on Korean), which read as the same measure as a full vocabulary's."""
     result = train(tmp_path, "--input", str(corpus), "--max_steps", "1", "--max_vocab", "10", *TINY)
     assert result.returncode == 0, result.stderr
-    share = re.search(r"the unknown symbol \ufffd stands for the rare characters \((\d+\.\d\d)% of the text\): the "
+    share = re.search(r"the unknown symbol \ufffd stands for the rare characters \((\d+\.\d\d)% of the symbols\): the "
                       r"losses and bits/char count it as one character, so they compare only with runs", result.stderr)
     text = tiny_text()
     rare = sum(n for _, n in collections.Counter(text).most_common()[9:])  # all but the 9 most frequent
