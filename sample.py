@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--n", type=int, default=500, help="number of characters to generate (0: the prime alone)")
     p.add_argument("--prime", default="", help="text to start from (empty: start of a line)")
     p.add_argument("--sample", type=int, default=1, choices=[0, 1, 2],
-                   help="0: the most likely symbol each step; 1: sample; 2: sample each word's first character "
-                        "(after a space; under --unit jamo its initial, vowel and final), else the most likely")
+                   help="0: the most likely symbol each step; 1: sample; 2: sample the character after each space "
+                        "(under --unit jamo its initial, vowel and final), else the most likely")
     p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer text, above 1: wilder")
     p.add_argument("--top_k", type=int, default=0, help="sample among the k most likely symbols (0: all)")
     p.add_argument("--top_p", type=float, default=1.0, help="sample within this probability mass (1: all)")
