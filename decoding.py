@@ -109,8 +109,9 @@ def decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, extr
     the characters before it took beyond one each (under UTF-8: how much non-ASCII text decoded);
     truncated: whether the file ends inside the character that begins there."""
     wide = _wide(encoding)
+    ordered = _ordered(path, encoding) if wide else encoding
     # UTF-16/32 line breaks are counted as characters: their bytes 0A are also parts of others.
-    decoder = codecs.getincrementaldecoder(_ordered(path, encoding))("replace") if wide else None
+    decoder = codecs.getincrementaldecoder(ordered)("replace") if wide else None
     with open(path, "rb") as f:
         line, left = 1, bad
         while left:  # count line breaks before the bad byte without holding the file in memory
@@ -125,7 +126,7 @@ def decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, extr
     where = (f"{path}: not valid {encoding} at line {line:,}, byte offset {bad:,} "
              f"(bytes {window[at:at + 4].hex(' ')})")
     if wide and b"\x00" in window:  # UTF-16/32 text (its spaces and line breaks hold NULs); else another's bytes
-        return _wide_error(path, where, encoding, bad, window, at, truncated)
+        return _wide_error(path, where, encoding, ordered, bad, window, at, truncated)
     controls = sum(window.count(bytes([b])) for b in range(32) if b not in (9, 10, 13))
     if b"\x00" in window or controls > len(window) // 20:
         return CharRNNError(f"{where}; it looks like a binary file, not text")
@@ -296,11 +297,12 @@ def _swapped(encoding: str) -> str | None:
     return None
 
 
-def _wide_error(path: Path, where: str, encoding: str, bad: int, window: bytes, at: int,
+def _wide_error(path: Path, where: str, encoding: str, ordered: str, bad: int, window: bytes, at: int,
                 truncated: bool) -> CharRNNError:
-    """The advice for a UTF-16/32 file (window: the bytes around the bad one, at its offset there):
-    read in the other byte order, not text at all, cut short, or damaged. Its NULs say nothing."""
-    ordered, swapped = _ordered(path, encoding), _swapped(encoding)
+    """The advice for a UTF-16/32 file (window: the bytes around the bad one, at its offset there;
+    ordered: the codec with the file's byte order, see _ordered): read in the other byte order, not
+    text at all, cut short, or damaged. Its NULs say nothing."""
+    swapped = _swapped(encoding)
     width = _unit_bytes(encoding)
     window = window[at % width:]  # whole units from the bad one's alignment
 

@@ -175,7 +175,7 @@ class Trainer:
         log.info("baseline: a model that learned only character frequencies scores %.3f bits/char "
                  "(unigram entropy); anything near it has learned nothing",
                  dataset.unigram_entropy_bits(corpus.vocab, run.train_ids))
-        vocab = corpus.vocab
+        vocab = self.vocab
         if vocab.unk_id is not None and vocab.counts[vocab.unk_id]:  # --max_vocab or --min_char_count cut some
             log.info("the unknown symbol %s stands for the rare characters (%.2f%% of the symbols): the losses and "
                      "bits/char count it as one character, so they compare only with runs that cut the same "
