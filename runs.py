@@ -73,7 +73,8 @@ def resolve_run_dir(path: str, flag: str) -> Path:
     latest = run / "latest"
     if latest.is_file():
         try:
-            name = latest.read_text(encoding="utf-8-sig").strip()
+            # Only the line end goes: a name may begin or end with a space (" notes.txt" gives " notes-...").
+            name = latest.read_text(encoding="utf-8-sig").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as error:
             raise CharRNNError(f"{flag} {path}: its 'latest' file is unreadable ({error}); pass the run "
                                f"directory itself, e.g. {run}/<run name>") from None

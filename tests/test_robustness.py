@@ -804,6 +804,17 @@ def test_runs_launched_together_get_default_names_of_their_own(tmp_path: Path) -
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run-2"]
 
 
+def test_latest_names_a_run_whose_name_begins_or_ends_with_a_space(tmp_path: Path) -> None:
+    """A corpus ' notes.txt' gives a run ' notes-...': the pointer's spaces are the name's, and a
+    run without them beside it is not the one resumed or sampled."""
+    for name in ("a", "a ", " b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+    for name in ("a ", " b"):
+        (tmp_path / "latest").write_text(name + "\n", encoding="utf-8")
+        assert runs.resolve_run_dir(str(tmp_path), "--init_from") == tmp_path / name
+
+
 def test_discarding_removes_only_what_the_session_put_there(tmp_path: Path) -> None:
     new = tmp_path / "new"
     lock = runs.RunLock(new, "--save_dir")
