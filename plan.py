@@ -575,6 +575,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     place_flag = "--init_from" if run_dir == resume_dir else "--save_dir"
     utils.check_path(str(run_dir), place_flag, room=80)
     lock = None  # only the chief keeps what it writes; the others write to scratch space
+    log_dir_created = None  # the outermost directory of the TensorBoard run that this session made
     if cluster.is_chief:  # a second trainer on the same run refuses here
         default_named = run_dir not in (fork_dir, resume_dir) and args.run_name is None
         run_dir, lock = lock_new_run(run_dir) if default_named else (run_dir, runs.RunLock(run_dir, place_flag))
@@ -588,10 +589,13 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
             args.log_name = getattr(args, "log_name", None) or resume_dir.name
         else:
             base = utils.clip_name(f"{run_dir.name}@{run_dir.parent.resolve().name}", utils.NAME_MAX_BYTES - 8)  # -N
-            names = itertools.chain((run_dir.name, base), (f"{base}-{i}" for i in itertools.count(2)))
-            args.log_name = next(name for name in names
-                                 if not (Path(args.log_dir) / name).exists() and not
-                                 (source_logs and (Path(args.log_dir) / name).resolve() == source_logs.resolve()))
+            names = (name for name in itertools.chain((run_dir.name, base), (f"{base}-{i}" for i in itertools.count(2)))
+                     if not (source_logs and (Path(args.log_dir) / name).resolve() == source_logs.resolve()))
+            if lock is not None:  # made now: two runs of one name in two save directories, started together
+                claimed, log_dir_created = runs.claim_new_dir(Path(args.log_dir), names, "--log_dir")
+                args.log_name = claimed.name
+            else:  # a worker's logs go to scratch space; the name is the chief's
+                args.log_name = next(name for name in names if not (Path(args.log_dir) / name).exists())
             if copied_from is not None:
                 log.info("%s is a copy of %s (its config.json was written there): its TensorBoard run is %s, apart "
                          "from that run's", resume_dir, copied_from, args.log_name)
@@ -632,13 +636,16 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
             if resume_dir is not None and "log_dir" not in typed and not Path(args.log_dir).is_dir():
                 log.warning(f"the run's --log_dir {args.log_dir} is gone (deleted, or the project moved?); its TensorBoard "
                             f"events go there anew. Pass --log_dir to write them elsewhere")
-            log_dir_created = runs.ensure_writable(log_dir, "--log_dir")
+            if log_dir_created is None:  # not claimed above: the resumed run's own
+                log_dir_created = runs.ensure_writable(log_dir, "--log_dir")
         else:
             write_dir = Path(tempfile.mkdtemp(prefix=f"charrnn-worker{cluster.worker_index}-"))
             log_dir, log_dir_created = write_dir / "logs", None
     except BaseException:  # a refusal, or a signal during the copy
         if lock is not None:
             lock.release(discard=True)
+        if log_dir_created is not None:
+            runs.remove_created(Path(args.log_dir) / args.log_name, log_dir_created)
         raise
     return Run(args=args, cluster=cluster, corpus=corpus, train_ids=train_ids, val_ids=val_ids, loader=loader,
                eval_batch=max(1, min(args.batch_size, (len(val_ids) - 1) // args.seq_length)),

@@ -15,7 +15,7 @@ import re
 import shutil
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from utils import CharRNNError, atomic_write_text, check_path, looked_in, read_json_object
 
@@ -158,6 +158,24 @@ def remove_created(directory: Path, outermost: Path | None, whole: bool = False)
             return
         if folder == outermost:
             return
+
+
+def claim_new_dir(parent: Path, names: Iterable[str], flag: str) -> tuple[Path, Path]:
+    """Create the first of names that parent does not hold yet. A plain mkdir, which one process
+    alone wins, so that runs started together (a sweep) never share a directory. Returns it and
+    the outermost directory made, for remove_created."""
+    outermost = ensure_writable(parent, flag)
+    for name in names:
+        try:
+            (parent / name).mkdir()
+        except FileExistsError:  # taken, maybe a moment ago by a trainer started beside this one
+            continue
+        except OSError as error:
+            remove_created(parent, outermost)
+            raise CharRNNError(f"{flag} {parent}: cannot create {name} there ({error.strerror}). Choose a "
+                               f"directory you can write, or fix its permissions.") from None
+        return parent / name, outermost or parent / name
+    raise ValueError("names ran out")  # callers pass an endless name-2, name-3, ...
 
 
 def shell_path(path: str | Path) -> str:

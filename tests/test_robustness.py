@@ -804,6 +804,26 @@ def test_runs_launched_together_get_default_names_of_their_own(tmp_path: Path) -
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run-2"]
 
 
+def test_runs_started_together_get_tensorboard_runs_of_their_own(tmp_path: Path) -> None:
+    """Two runs named exp in two save directories, launched together, both found logs/exp free: each
+    must write its own curves (and an undone session must not delete the other's)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+
+    def names_as_another_trainer_takes_the_first():
+        (logs / "exp").mkdir()  # between this trainer's look and its claim
+        yield from ("exp", "exp@save_b", "exp@save_b-2")
+
+    claimed, created = runs.claim_new_dir(logs, names_as_another_trainer_takes_the_first(), "--log_dir")
+    assert claimed == logs / "exp@save_b" and created == claimed and claimed.is_dir()
+    runs.remove_created(claimed, created, whole=True)
+    assert sorted(p.name for p in logs.iterdir()) == ["exp"]
+    claimed, created = runs.claim_new_dir(tmp_path / "new" / "logs", iter(["exp"]), "--log_dir")
+    assert created == tmp_path / "new" and claimed.is_dir()  # made with its folders: all of them undone
+    runs.remove_created(claimed, created, whole=True)
+    assert not created.exists()
+
+
 def test_latest_names_a_run_whose_name_begins_or_ends_with_a_space(tmp_path: Path) -> None:
     """A corpus ' notes.txt' gives a run ' notes-...': the pointer's spaces are the name's, and a
     run without them beside it is not the one resumed or sampled."""
