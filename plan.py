@@ -127,7 +127,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     opt.add_argument("--learning_rate", type=float, default=3e-3, help="peak Adam learning rate")
     opt.add_argument("--warmup_steps", type=int, default=100,
                      help="steps of linear learning-rate warmup, not shortened for a short run (with --decay_rate "
-                          "typed, none unless this is typed too)")
+                          "typed, none unless this is typed too; a resumed run keeps its own)")
     opt.add_argument("--min_lr_frac", type=float, default=0.1, help="cosine schedule ends at this fraction of the peak")
     opt.add_argument("--decay_rate", type=float, default=None,
                      help="char-rnn-tensorflow's flag: multiply the learning rate by this every epoch instead of the "
@@ -524,7 +524,13 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     if "time_budget" in typed and re.fullmatch(r"\s*\d+(\.\d*)?\s*", args.time_budget):
         log.info("--time_budget %s: %s seconds (%sm would be minutes)", args.time_budget,
                  args.time_budget.strip(), args.time_budget.strip())
-    cluster = cluster_from_env(args.strategy)
+    try:
+        cluster = cluster_from_env(args.strategy)
+    except CharRNNError as error:
+        if resume_dir is None or "strategy" in typed:
+            raise
+        raise CharRNNError(f"{error}. The resumed run was trained so (--strategy multiworker in its config.json): "
+                           f"on one machine pass --strategy auto") from None
     check_batch_shares(args.batch_size, cluster.num_workers, "workers")
     try:
         files = dataset.resolve_corpus(None if args.input else args.data_dir, args.input)

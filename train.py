@@ -160,7 +160,8 @@ class Trainer:
         self.distributed = self.strategy.num_replicas_in_sync > 1 or run.cluster.num_workers > 1
         if self.distributed and args.batch_groups > 1:  # refused before anything is written
             raise CharRNNError(f"--batch_groups {args.batch_groups}: batch groups are for training on one device; "
-                               "with several replicas leave it at 0")
+                               "with several replicas pass --batch_groups 0 (a resumed run keeps its saved value "
+                               "unless one is typed)")
         plan.check_batch_shares(args.batch_size, self.strategy.num_replicas_in_sync, "replicas (devices) in sync")
         # The training part is the text before the validation part, so its characters are the rest:
         # counting them would read every id of a multi-GB jamo corpus at each start.

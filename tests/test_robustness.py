@@ -857,6 +857,18 @@ def test_discarding_removes_only_what_the_session_put_there(tmp_path: Path) -> N
     assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == [".lock", "config.json"]
 
 
+def test_a_multiworker_run_resumed_on_one_machine_is_told_the_flag_came_from_its_config(run_copy: Path) -> None:
+    config = json.loads((run_copy / "config.json").read_text(encoding="utf-8"))
+    config["args"]["strategy"] = "multiworker"
+    (run_copy / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    before = {p.name: p.read_bytes() for p in run_copy.iterdir() if p.is_file()}
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    result = run("train.py", "--init_from", str(run_copy), "--max_steps", "8", cwd=run_copy.parents[1], env=env)
+    assert_refused(result, "--strategy multiworker needs TF_CONFIG", "--strategy multiworker in its config.json",
+                   "pass --strategy auto")
+    assert {p.name: p.read_bytes() for p in run_copy.iterdir() if p.is_file()} == before
+
+
 def test_resume_flags_replace_the_saved_ones(trained, run_copy: Path) -> None:
     """A length flag replaces all three saved limits (the run ended by --max_steps 6 trains on
     under --num_epochs), a corpus flag the saved other one, an old keep probability the saved rate."""
