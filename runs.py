@@ -1,6 +1,7 @@
-"""Run directories and checkpoints, shared by train.py, plan.py and sample.py: where a run lives on disk
-(save/<run>/ and the save directory's `latest`), the lock that keeps two trainers off one run,
-saving checkpoints and restoring the newest one that loads, and TensorFlow's quiet start-up.
+"""Run directories and checkpoints, shared by train.py, plan.py, sample.py and export.py: where a
+run lives on disk (save/<run>/ and the save directory's `latest`), the lock that keeps two trainers
+off one run, saving checkpoints and restoring the newest one that loads, and TensorFlow's quiet
+start-up.
 
 TensorFlow objects are passed in, so importing this module stays free of TensorFlow: plan.py
 checks everything it can before train.py pays for that import.
@@ -444,7 +445,7 @@ def restore_checkpoint(checkpoint: "tf.train.Checkpoint", candidates: list[str],
     """Restore the newest loadable checkpoint among candidates (oldest first), falling back to
     older ones when the newest is truncated or corrupt, and say so."""
     failures = []
-    for older, path in reversed(list(enumerate(candidates))):
+    for index, path in reversed(list(enumerate(candidates))):
         try:
             status = checkpoint.restore(path)
             status.assert_existing_objects_matched()  # every weight was in the file (not just no error)
@@ -452,7 +453,7 @@ def restore_checkpoint(checkpoint: "tf.train.Checkpoint", candidates: list[str],
                 status.expect_partial()
         except Exception as error:  # tf.errors.OpError (truncated, checksum), ValueError (shapes)
             failures.append(f"{path}: {tf_error_reason(error)}")
-            if older:
+            if index > 0:  # an older one is left to try
                 logger.warning("checkpoint %s cannot be loaded (%s); trying an older one", path, failures[-1])
             continue
         if failures:
