@@ -468,7 +468,8 @@ def usage_hints(saved_model: Path | None, tflite: Path | None) -> list[str]:
     """One-line reminders of how to use what was written (logged by sample.py)."""
     hints = []
     if saved_model is not None:
-        hints.append(f"use it: tf.saved_model.load({str(saved_model)!r}).generate(prime=tf.constant(''), "
+        # Held in a name: a loaded model used in the same expression is freed before its call runs.
+        hints.append(f"use it: m = tf.saved_model.load({str(saved_model)!r}); m.generate(prime=tf.constant(''), "
                      f"n=tf.constant(200), temperature=tf.constant(0.8))['text']")
     if tflite is not None:
         hints.append(f"use it: tf.lite.Interpreter({str(tflite)!r}).get_signature_runner('generate_greedy')"
@@ -487,6 +488,9 @@ def export(net: "model.CharRNN", vocab: "dataset.Vocab", saved_model: str | None
             if tflite and folder.resolve() in (Path(tflite).resolve(), *Path(tflite).resolve().parents):
                 raise CharRNNError(f"--export_tflite {tflite}: inside --export's folder {saved_model}, which the "
                                    f"SavedModel takes whole: name a file outside it")
+            if tflite and folder.resolve() == tflite_vocab_path(tflite).resolve():
+                raise CharRNNError(f"--export {saved_model}: the name of the vocabulary that --export_tflite {tflite} "
+                                   f"writes beside it: name the folder or the TFLite file otherwise")
         if tflite:
             created.append((Path(tflite).parent, _check_target_file(Path(tflite), "--export_tflite")))
         written_dir = written_file = None

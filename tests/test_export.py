@@ -9,6 +9,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -77,6 +78,7 @@ def work(tmp_path_factory) -> Path:
                      "--export", f"out/{name}", "--export_tflite", f"out/{name}.tflite")
         assert "wrote SavedModel" in result.stderr and "wrote TFLite model" in result.stderr, result.stderr
         assert "not used by an export" not in result.stderr, result.stderr
+        (work / f"{name}.export.log").write_text(result.stderr, encoding="utf-8")
 
     side_by_side(train_and_export)
     # Nothing half-written or temporary is left beside the exports.
@@ -150,6 +152,14 @@ def test_saved_model_runs_with_tensorflow_alone(work: Path, greedy: dict[str, st
         assert "\ufdd0" not in text
     # Sampling (unlike this tiny model's greedy text) makes whole syllables out of jamo.
     assert any("\uac00" <= c <= "\ud7a3" for c in jamo["seeded"][0][len(prime):]), jamo["seeded"][0]
+
+
+def test_the_logged_usage_line_runs_as_pasted(work: Path) -> None:
+    logged = (work / "lstm.export.log").read_text(encoding="utf-8")
+    line = re.search(r"use it: (.*saved_model.*)", logged).group(1)
+    # As pasted at Python's prompt: the value of its last expression is shown.
+    result = run(work, "-c", "import sys, tensorflow as tf; exec(compile(sys.argv[1], 'pasted', 'single'))", line)
+    assert re.fullmatch(r"<tf\.Tensor: shape=\(\), dtype=string, numpy=b.{200,}>\n", result.stdout, re.S), result.stdout
 
 
 def test_saved_model_cli_lists_signatures(work: Path) -> None:
@@ -291,6 +301,10 @@ def test_export_refuses_a_non_empty_directory(tmp_path: Path) -> None:
         with pytest.raises(utils.CharRNNError, match=f"--export_tflite .*{tflite}: inside --export's folder"):
             export.export(net, vocab, str(tmp_path / "same"), str(tmp_path / tflite))
         assert not (tmp_path / "same").exists()
+    with pytest.raises(utils.CharRNNError, match=r"--export .*x\.vocab\.json: the name of the vocabulary that "
+                                                 r"--export_tflite .*x\.tflite writes"):
+        export.export(net, vocab, str(tmp_path / "x.vocab.json"), str(tmp_path / "x.tflite"))
+    assert not (tmp_path / "x.vocab.json").exists()
     # A symlink named as the folder: the SavedModel goes into its (empty) target, the link stays.
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real", target_is_directory=True)
