@@ -267,6 +267,14 @@ def test_saved_model_drops_unknown_characters_whole(tmp_path: Path) -> None:
     for prime in ("가핳하", "핳", "하\u11c2a", "나다", "ㅏㄴ하", "ㄱ", "ㄸ가", "ㄴ", "ㅛ"):  # a model's letters read back
         assert module._encode(tf.constant(prime)).numpy().tolist() == vocab.encode(prime, unknown="skip").tolist()
     assert vocab.decode(module._encode(tf.constant("가핳하")).numpy()) == "가하"
+    # Bytes that are not UTF-8 are no character at all: dropped, not read as a cut vocabulary's unknown
+    # symbol U+FFFD (which a typed U+FFFD is).
+    (tmp_path / "en.txt").write_text("aaaabbbcx", encoding="utf-8")
+    limited = dataset.prepare_corpus([tmp_path / "en.txt"], dataset.DataOptions(max_vocab=3),
+                                     cache_root=tmp_path / "cache").vocab
+    module = export.ServingModule(model.CharRNN(model.ModelConfig("gru", limited.size, 1, 8, 4)), limited)
+    assert limited.decode(module._encode(tf.constant(b"a\xff\xfeb")).numpy()) == "ab"
+    assert module._encode(tf.constant("a\ufffdx")).numpy().tolist() == limited.encode("a\ufffdx", unknown="skip").tolist()
 
 
 def test_export_refuses_a_non_empty_directory(tmp_path: Path) -> None:
