@@ -239,15 +239,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def load_model(args: argparse.Namespace, run_dir: Path, config: dict) -> "model.CharRNN":
-    """The run's model with the chosen checkpoint's weights (an older one if that is damaged)."""
+def load_model(args: argparse.Namespace, run_dir: Path, config: dict,
+               log_level: int = logging.DEBUG) -> "model.CharRNN":
+    """The run's model with the chosen checkpoint's weights (an older one if that is damaged),
+    logging which at log_level."""
     tf = runs.import_tensorflow(quiet=not args.verbose)
     import model as model_lib
 
     net = model_lib.CharRNN(model_lib.ModelConfig.from_dict(config["model"]))
     restored = runs.restore_checkpoint(tf.train.Checkpoint(model=net), checkpoint_candidates(run_dir, args.checkpoint),
                                         partial=True)
-    log.debug("loaded %s", restored)
+    log.log(log_level, "loaded %s", restored)
     return net
 
 
@@ -263,7 +265,7 @@ def export_run(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "da
         log.warning("%s: not used by an export, which writes the model, not a sample. The SavedModel's generate "
                     "takes a prime, n, a temperature and a seed when called; the TFLite model generates the most "
                     "likely text, or one step at a time (README, SavedModel and TFLite)", " ".join(ignored))
-    net = load_model(args, run_dir, config)
+    net = load_model(args, run_dir, config, log_level=logging.INFO)  # which weights a served model has
     import export
     export.export(net, vocab, args.export, args.export_tflite)
 
