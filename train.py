@@ -346,7 +346,13 @@ class Trainer:
         if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in self.net.trainable_variables):
             raise self.diverged(f"the weights became NaN or infinite by step {self.step}")
         chief, run = self.run.cluster.is_chief, self.run
-        if chief and not run.kept:  # config.json before the first checkpoint: never one without the other
+        gone = chief and run.kept and not (run.run_dir / "config.json").is_file()
+        if gone:  # rm -rf save, or a moved folder: the checkpoint holds the whole state, so write the run anew
+            log.warning("%s was deleted or moved during training: the run is written there anew from this step "
+                        "(its earlier checkpoints went with it)", run.run_dir)
+            run.lock.release()
+            run.lock = runs.RunLock(run.run_dir, "--save_dir")  # refused if another trainer took the place
+        if chief and (not run.kept or gone):  # config.json before the first checkpoint: never one without the other
             config = run.run_dir / "config.json"
             try:
                 run.config_before = config.read_text(encoding="utf-8") if config.is_file() else None
@@ -663,6 +669,9 @@ def how_to_go_on(run: plan.Run, again: str = "the same command") -> str:
     """After a failure: resume the run where it stays, else run the command again (what the
     session made is removed when it saved nothing)."""
     if run.kept or (run.resume_dir is not None and run.forked_from is None):
+        if not (run.run_dir / "config.json").is_file():
+            return (f"{run.run_dir} is gone, and its checkpoints with it (deleted or moved during training?): "
+                    f"run {again} again to start anew")
         return f"the checkpoints in {run.run_dir} are intact: resume with --init_from {runs.shell_path(run.run_dir)}"
     return f"nothing was saved: run {again} again"
 

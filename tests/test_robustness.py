@@ -735,6 +735,54 @@ def test_a_resumed_session_whose_save_fails_leaves_config_json_as_it_was(run_cop
     assert (run_copy / "config.json").read_bytes() == before and pointer_step(run_copy) == 6
 
 
+RUN_DELETED_BEFORE_THE_SECOND_SAVE = '''
+# The user deletes the save directory while the run trains.
+import shutil
+
+save = runs.save_checkpoint
+calls = []
+
+def save_after_the_first(manager, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+        shutil.rmtree({save_dir!r})
+    return save(manager, *args, **kwargs)
+
+runs.save_checkpoint = save_after_the_first
+'''
+
+
+def test_a_run_deleted_while_training_is_written_anew(tmp_path: Path) -> None:
+    """Checkpoints saved on into a recreated folder without config.json would be a run that
+    nothing can load, under a message saying 'Sample with'. The run is written there anew."""
+    wrapper = fault_wrapper(tmp_path / "wrapper.py", RUN_DELETED_BEFORE_THE_SECOND_SAVE, save_dir=str(tmp_path / "gone"))
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    result = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "6", "--save_every", "2",
+                 "--eval_every", "100", "--save_dir", "gone", "--run_name", "r", cwd=tmp_path, wrapper=wrapper)
+    assert result.returncode == 0, result.stderr
+    assert "gone/r was deleted or moved during training: the run is written there anew from this step" in result.stderr
+    assert pointer_step(tmp_path / "gone" / "r") == 6 and (tmp_path / "gone" / "latest").read_text() == "r\n"
+    sampled = run("sample.py", "--save_dir", "gone", "-n", "10", cwd=tmp_path)
+    assert sampled.returncode == 0 and len(sampled.stdout) == 11, sampled.stderr
+    resumed = run("train.py", "--init_from", "gone", "--max_steps", "7", cwd=tmp_path)
+    assert resumed.returncode == 0 and pointer_step(tmp_path / "gone" / "r") == 7, resumed.stderr
+
+
+def test_advice_after_a_failure_does_not_resume_a_run_that_is_gone(tmp_path: Path) -> None:
+    """A save broken off by the folder's deletion (rm -rf during the write) must not be told its
+    checkpoints are intact."""
+    import types
+
+    import train
+    run_dir = tmp_path / "save" / "r"
+    kept = types.SimpleNamespace(kept=True, resume_dir=None, forked_from=None, run_dir=run_dir)
+    assert train.how_to_go_on(kept) == (f"{run_dir} is gone, and its checkpoints with it (deleted or moved during "
+                                        "training?): run the same command again to start anew")
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text("{}")
+    assert train.how_to_go_on(kept).startswith(f"the checkpoints in {run_dir} are intact: resume with --init_from")
+
+
 SLOW_SECOND_SAVE = '''
 # The second checkpoint takes {seconds} s to write (a slow disk): the time budget runs out meanwhile.
 import time
