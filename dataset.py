@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from decoding import check_decoded_text, check_looks_like_text, decode_error, unmarked_error
-from utils import CharRNNError, atomic_write_text, damage, logger, looked_in, np, read_json_object
+from utils import CharRNNError, atomic_write_text, damage, logger, looked_in, np, pid_alive, read_json_object
 
 
 # ----------------------------------------------------------------------------------------------
@@ -678,16 +678,6 @@ def _user_cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "char-rnn-tf2"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
 def _make_build_dir(root: Path, key: str) -> Path:
     """The temp dir of a build in progress, named by its process and host, so that another process,
     on this host or (the cache on a shared file system) another, knows whether the build died. Made
@@ -719,7 +709,7 @@ def _remove_leftovers(root: Path, identity: dict, key: str) -> None:
         if d.name.startswith(".tmp-"):
             build = _BUILD_DIR.fullmatch(d.name)
             if (build and build.group(2) in (None, socket.gethostname())
-                    and not _pid_alive(int(build.group(1)))):
+                    and not pid_alive(int(build.group(1)))):
                 shutil.rmtree(d, ignore_errors=True)
             continue
         if d.name == key or not (d / "meta.json").is_file():

@@ -14,11 +14,12 @@ import logging
 import os
 import re
 import shutil
+import socket
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Iterable, Iterator
 
-from utils import CharRNNError, atomic_write_text, check_path, looked_in, read_json_object
+from utils import CharRNNError, atomic_write_text, check_path, looked_in, pid_alive, read_json_object
 
 if TYPE_CHECKING:  # for annotations only
     import tensorflow as tf
@@ -404,9 +405,21 @@ def copy_run(source: Path, target: Path, own_args: dict) -> None:
                            f"unchanged. Free disk space or choose another --save_dir") from None
 
 
+# atomic_write_text's temporary file, named by its process and host (no host: an older version's, on
+# this host): one of this host whose process is gone was killed before its rename.
+_STRANDED_WRITE = re.compile(r"\.(?P<name>config|vocab|latest)(?:\.json)?\.(?P<pid>\d+)(?:@(?P<host>.*))?\.tmp")
+
+
 def remove_unfinished_saves(run_dir: Path) -> None:
     """Delete the ckpt-N_temp directories of saves killed mid-write: TensorFlow never lists them,
-    and each can hold a partial copy of the weights. Only call it while holding the RunLock."""
+    and each can hold a partial copy of the weights; and the temporary copies of config.json and
+    `latest` that such a kill left. Only call it while holding the RunLock."""
+    for directory, names in ((Path(run_dir), "config|vocab"), (Path(run_dir).parent, "latest")):
+        for tmp in directory.glob(".*.tmp"):
+            written = _STRANDED_WRITE.fullmatch(tmp.name)
+            if (written and written["name"] in names.split("|") and written["host"] in (None, socket.gethostname())
+                    and not pid_alive(int(written["pid"]))):
+                tmp.unlink(missing_ok=True)
     for directory in (Path(run_dir), Path(run_dir) / "best"):
         for temp in directory.glob("ckpt-*_temp"):
             if temp.is_dir():

@@ -12,6 +12,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -870,6 +871,30 @@ def test_runs_started_together_get_tensorboard_runs_of_their_own(tmp_path: Path)
     assert created == tmp_path / "new" and claimed.is_dir()  # made with its folders: all of them undone
     runs.remove_created(claimed, created, whole=True)
     assert not created.exists()
+
+
+def test_temporary_files_of_a_killed_write_go_at_the_next_start(tmp_path: Path, monkeypatch) -> None:
+    """kill -9 between atomic_write_text's write and its rename strands .latest.<pid>@<host>.tmp
+    for good; the next trainer on the run removes such files, and only such (its own process's
+    name for them is the one it looks for)."""
+    run_dir, host = tmp_path / "save" / "r", socket.gethostname()
+    run_dir.mkdir(parents=True)
+    written, replace = [], os.replace
+    monkeypatch.setattr(utils.os, "replace", lambda src, dst: written.append(Path(src).name) or replace(src, dst))
+    utils.atomic_write_text(run_dir / "config.json", "{}")
+    assert written == [f".config.json.{os.getpid()}@{host}.tmp"]
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    dead = finished.pid
+    stranded = [run_dir / f".config.json.{dead}@{host}.tmp", run_dir / f".vocab.json.{dead}@{host}.tmp",
+                run_dir.parent / f".latest.{dead}@{host}.tmp", run_dir.parent / f".latest.{dead}.tmp"]
+    others = [run_dir / f".config.json.{os.getpid()}@{host}.tmp",  # a writer still at work
+              run_dir.parent / f".latest.{dead}@another-host.tmp",  # a shared file system's other host
+              run_dir / f".notes.{dead}.tmp", run_dir.parent / f".config.json.{dead}@{host}.tmp"]  # not ours
+    for path in stranded + others:
+        path.write_text("sk")
+    runs.remove_unfinished_saves(run_dir)
+    assert [path.exists() for path in stranded + others] == [False] * len(stranded) + [True] * len(others)
 
 
 def test_latest_names_a_run_whose_name_begins_or_ends_with_a_space(tmp_path: Path) -> None:
