@@ -17,7 +17,7 @@ import shutil
 import socket
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from utils import CharRNNError, atomic_write_text, check_path, looked_in, pid_alive, read_json_object
 
@@ -454,18 +454,21 @@ def resume_candidates(run_dir: Path, listed: list[str] | None) -> list[str]:
     return by_step(checkpoints_on_disk(Path(run_dir) / "best") + (listed or checkpoints_on_disk(run_dir)))
 
 
-def restore_checkpoint(checkpoint: "tf.train.Checkpoint", candidates: list[str], partial: bool = False) -> str:
+def restore_checkpoint(make_checkpoint: Callable[[], "tf.train.Checkpoint"], candidates: list[str],
+                       partial: bool = False) -> str:
     """Restore the newest loadable checkpoint among candidates (oldest first), falling back to
-    older ones when the newest is truncated or corrupt, and say so."""
+    older ones when the newest is truncated or corrupt, and say so. Each try has a checkpoint of
+    its own: one whose restore failed went on reading the failed files in the next try."""
     failures = []
     for index, path in reversed(list(enumerate(candidates))):
         try:
-            status = checkpoint.restore(path)
+            status = make_checkpoint().restore(path)
             status.assert_existing_objects_matched()  # every weight was in the file (not just no error)
             if partial:
                 status.expect_partial()
         except Exception as error:  # tf.errors.OpError (truncated, checksum), ValueError (shapes)
-            failures.append(f"{path}: {tf_error_reason(error)}")
+            gone = not Path(f"{path}.index").exists()  # a run still training removed it since it was listed
+            failures.append(f"{path}: {'its files are gone' if gone else tf_error_reason(error)}")
             if index > 0:  # an older one is left to try
                 logger.warning("checkpoint %s cannot be loaded (%s); trying an older one", path, failures[-1])
             continue

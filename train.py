@@ -265,9 +265,11 @@ class Trainer:
         self.train_seconds = tf.Variable(0.0, dtype=tf.float64)
         self.best_val = tf.Variable(float("inf"), dtype=tf.float64)
         self.carried = tf.Variable(self.net.initial_state(self.args.batch_size))
-        checkpoint = tf.train.Checkpoint(model=self.net, optimizer=self.optimizer.slots, loss_scale=self.loss_scale.slots,
-                                         train_seconds=self.train_seconds, best_val=self.best_val,
-                                         carried_state=self.carried, **self.counters)
+        def make_checkpoint() -> "tf.train.Checkpoint":
+            return tf.train.Checkpoint(model=self.net, optimizer=self.optimizer.slots, loss_scale=self.loss_scale.slots,
+                                       train_seconds=self.train_seconds, best_val=self.best_val,
+                                       carried_state=self.carried, **self.counters)
+        checkpoint = make_checkpoint()
         # Read (and set aside when damaged) the `checkpoint` lists first: CheckpointManager fails on a damaged one.
         # The other workers write to scratch directories: they read the run's own list, and leave it as it is,
         # so that every worker picks its checkpoint by the same rule from the same list.
@@ -283,7 +285,7 @@ class Trainer:
         if run.resume_dir is not None:
             candidates = runs.resume_candidates(run.resume_dir, listed)
             try:
-                restored = runs.restore_checkpoint(checkpoint, candidates) if candidates else None
+                restored = runs.restore_checkpoint(make_checkpoint, candidates) if candidates else None
             except CharRNNError:
                 # Nothing listed and one checkpoint that does not load: a first save that never
                 # completed. More are a run's saves, damaged: never trained over from step 0.

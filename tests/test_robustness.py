@@ -1474,8 +1474,9 @@ POISON = '''
 
 restore = runs.restore_checkpoint
 
-def restore_then_poison(checkpoint, candidates, partial=False):
-    path = restore(checkpoint, candidates, partial)
+def restore_then_poison(make_checkpoint, candidates, partial=False):
+    path = restore(make_checkpoint, candidates, partial)
+    checkpoint = make_checkpoint()  # the same variables
     import tensorflow as tf
     if {what!r} == "weights":   # the next step's loss is NaN
         w = checkpoint.model.trainable_variables[0]

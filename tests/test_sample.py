@@ -250,3 +250,40 @@ def test_korean_prime_and_output_under_a_c_locale(run_dir: Path) -> None:
     env.update(LC_ALL="C", PYTHONUTF8="0")
     out = text(sample(run_dir, "--prime", "문", "-n", "100", "--seed", "2", env=env))
     assert out.startswith("문")
+
+
+@pytest.mark.parametrize("removed", ["the newest", "every listed one"])
+def test_checkpoints_removed_while_they_load(run_dir: Path, tmp_path: Path, monkeypatch, caplog, removed: str) -> None:
+    """A run still training (a save each step, --keep 1) removes a listed checkpoint between the read
+    of its object graph and of its weights. The next listed one must then load on its own (one
+    tf.train.Checkpoint for every try went on reading the removed files: sampling a live run failed
+    a third of the time with 'no checkpoint loads ... damaged'); with all of them gone, the newer
+    ones saved meanwhile are listed and loaded."""
+    import logging
+
+    from tensorflow.python.checkpoint import checkpoint as tf_checkpoint
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    *older, newest = sample_script.checkpoint_candidates(copy, "latest")
+    assert older and Path(older[-1]).parent.name == "best", older  # best/ckpt-40 beside ckpt-40
+    open_reader = tf_checkpoint.py_checkpoint_reader.NewCheckpointReader
+
+    def read_then_rotated_away(prefix: str):
+        reader = open_reader(prefix)
+        if prefix == newest:  # the trainer's next save deletes it, its index first
+            for path in Path(prefix).parent.glob(f"{Path(prefix).name}.*"):
+                shutil.copy(path, path.with_name(path.name.replace("ckpt-40", "ckpt-41")))
+            (copy / "checkpoint").write_text('model_checkpoint_path: "ckpt-41"\n'
+                                             'all_model_checkpoint_paths: "ckpt-41"\n', encoding="utf-8")
+        if prefix == newest or (removed == "every listed one" and prefix in older):
+            os.remove(f"{prefix}.index")
+        return reader
+
+    monkeypatch.setattr(tf_checkpoint.py_checkpoint_reader, "NewCheckpointReader", read_then_rotated_away)
+    caplog.set_level(logging.DEBUG, logger="charrnn")
+    args = sample_script.build_parser().parse_args(["--save_dir", str(copy)])
+    sample_script.load_model(args, copy, utils.read_json_object(copy / "config.json"))
+    assert f"{newest}: its files are gone" in caplog.text, caplog.text
+    loaded = older[-1] if removed == "the newest" else str(copy / "ckpt-41")
+    assert f"loaded {loaded}\n" in caplog.text, caplog.text
+    assert ("saved newer checkpoints while these loaded" in caplog.text) == (removed == "every listed one")
