@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="latest (the newest that loads, best/'s included), best, or the path of a checkpoint (ckpt-N)")
     # --n too: argparse would otherwise read it as an abbreviation of --num_samples.
     p.add_argument("-n", "--n", type=int, default=500, help="number of characters to generate (0: the prime alone)")
-    p.add_argument("--prime", default="", help="text to start from (empty: start of a line)")
+    p.add_argument("--prime", default="", help="text to start from (default: empty, the start of a line)")
     p.add_argument("--sample", type=int, default=1, choices=[0, 1, 2],
                    help="0: the most likely symbol each step; 1: sample; 2: sample the character after each space "
                         "(under --unit jamo its initial, vowel and final), else the most likely")

@@ -343,6 +343,7 @@ def test_help_runs_neither_tensorflow_nor_numpy(script: str) -> None:
     assert result.returncode == 0, result.stderr
     assert "(default:" in result.stdout  # and once per flag: not "(default: random) (default: None)"
     assert not re.search(r"\(default: [^)]*\) \(default:", " ".join(result.stdout.split())), result.stdout
+    assert "(default: )" not in " ".join(result.stdout.split()), result.stdout  # an empty string, said in words
     assert result.stdout.splitlines()[-1] == "loaded: []", result.stdout[-500:]
 
 
