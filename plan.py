@@ -70,9 +70,16 @@ def model_type(name: str) -> str:
     return name
 
 
+def sample_parser() -> argparse.ArgumentParser:
+    """sample.py's flags, to name one typed to train.py as sample.py's."""
+    import sample
+    return sample.build_parser()
+
+
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     """train.py's flags (description: what --help says first, train.py's docstring)."""
-    p = utils.ArgumentParser(description=description, formatter_class=utils.HelpFormatter)
+    p = utils.ArgumentParser(description=description, formatter_class=utils.HelpFormatter,
+                             sibling=("sample.py", sample_parser))
     data = p.add_argument_group("data")
     data.add_argument("--data_dir", default="data/tinyshakespeare", metavar="DIR",
                       help="DIR/input.txt if there is one (as char-rnn-tensorflow read it), else every .txt file "

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import dataset
+import plan
 import runs
 import utils
 from utils import CharRNNError
@@ -33,7 +34,8 @@ STREAM_CHUNK = 256  # symbols per compiled call; a single sample is written out 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = utils.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=utils.HelpFormatter)
+    p = utils.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=utils.HelpFormatter,
+                             sibling=("train.py", plan.build_parser))
     p.add_argument("--save_dir", default="save",
                    help="a run directory, or a save directory (its run that saved last)")
     p.add_argument("--checkpoint", default="latest",

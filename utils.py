@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Callable, NoReturn
 
 
 def _lazy_import(name: str):
@@ -187,6 +187,12 @@ class ArgumentParser(argparse.ArgumentParser):
     a typo (--rnn-size: --rnn_size), and where every flag is listed, not argparse's whole usage
     (22 lines for train.py) with the error after it."""
 
+    def __init__(self, *args, sibling: tuple[str, Callable[[], argparse.ArgumentParser]] | None = None, **kwargs):
+        """sibling: the other script and its parser, whose flags typed here are named as its own
+        (--init_from given to sample.py is train.py's)."""
+        super().__init__(*args, **kwargs)
+        self.sibling = sibling
+
     def parse_known_args(self, args=None, namespace=None):
         self.words = list(sys.argv[1:] if args is None else args)  # for error's hints
         parsed, extras = super().parse_known_args(args, namespace)
@@ -212,6 +218,11 @@ class ArgumentParser(argparse.ArgumentParser):
             by_letters = {letters(flag): flag for flag in flags}
             close = {word: difflib.get_close_matches(letters(word), by_letters, n=1, cutoff=0.75) for word in typed}
             hint = "".join(f" ({word}: did you mean {by_letters[found[0]]}?)" for word, found in close.items() if found)
+            if self.sibling is not None:
+                script, parser = self.sibling
+                theirs = {flag for action in parser()._actions for flag in action.option_strings}
+                hint += "".join(f" ({word.split('=')[0]} is a flag of {script}, not of {self.prog})"
+                                for word, found in close.items() if not found and word.split("=")[0] in theirs)
         elif message.endswith(": expected one argument"):  # also for a value that looks like a flag: --time_budget -5m
             names = message.split(":")[0].split()[-1].split("/")  # "-n/--n"
             words, flags = getattr(self, "words", []), {f for action in self._actions for f in action.option_strings}

@@ -316,6 +316,7 @@ def test_hangul_paths_under_a_locale_that_is_not_utf8(tmp_path: Path) -> None:
 @pytest.mark.parametrize("flags, hint", [(["--model", "xyz"], "invalid choice: 'xyz'"), (["--rnn_size", "big"], "'big'"),
                                          (["--no_such_flag", "1"], "unrecognized arguments: --no_such_flag 1\n"),
                                          (["--rnn-size", "64"], "(--rnn-size: did you mean --rnn_size?)"),
+                                         (["--prime=a"], "(--prime is a flag of sample.py, not of train.py)"),
                                          (["--time_budget", "-5m"], "(a value that starts with '-' goes after '=': "
                                                                     "--time_budget=-...)"),
                                          (["--time_budget"], "--time_budget: expected one argument\n"),

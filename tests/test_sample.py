@@ -203,6 +203,9 @@ def test_a_mistyped_flag_is_matched_by_its_letters(capsys) -> None:
     with pytest.raises(SystemExit):
         sample_script.build_parser().parse_args(["--nsamples", "2"])
     assert "(--nsamples: did you mean --num_samples?)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # from char-rnn-tensorflow's train.py: sample.py takes the run as --save_dir
+        sample_script.build_parser().parse_args(["--init_from", "save/r"])
+    assert "(--init_from is a flag of train.py, not of " in capsys.readouterr().err  # prog: pytest's here
 
 
 def test_a_value_of_two_dashes_is_that_value(capsys) -> None:
