@@ -321,12 +321,13 @@ def _lock_file(handle) -> None:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
-def save_checkpoint(manager: "tf.train.CheckpointManager", step: int, how_to_go_on: str) -> str:
+def save_checkpoint(manager: "tf.train.CheckpointManager", step: int, how_to_go_on: Callable[[], str]) -> str:
     """Save through a tf.train.CheckpointManager. TensorFlow writes the data under a temporary
     name and updates the `checkpoint` pointer last, so a failed or killed save leaves the
     previous checkpoint, if any, as the latest. A failed save's own files go (a model's worth of
     space, on a disk that may be full, and a warning at every resume); files of that step that
-    were there before stay, since they may be a good checkpoint. how_to_go_on ends the message."""
+    were there before stay, since they may be a good checkpoint. how_to_go_on() ends the message (asked
+    after the failure: the save may have failed because the run's folder went)."""
     def files_of_step() -> set[Path]:  # ckpt-N.index, ckpt-N.data-*, ckpt-N_temp/
         return set(Path(manager.directory).glob(f"ckpt-{step}[._]*"))
 
@@ -340,7 +341,7 @@ def save_checkpoint(manager: "tf.train.CheckpointManager", step: int, how_to_go_
             except OSError:
                 pass  # what cannot go stays: a resume skips a checkpoint that does not load
         raise CharRNNError(f"could not save a checkpoint in {manager.directory} ({error.__class__.__name__}: "
-                           f"{tf_error_reason(error)}). Free disk space or fix the directory; {how_to_go_on}") from None
+                           f"{tf_error_reason(error)}). Free disk space or fix the directory; {how_to_go_on()}") from None
 
 
 def tf_error_reason(error: BaseException) -> str:

@@ -265,10 +265,12 @@ class Trainer:
         self.train_seconds = tf.Variable(0.0, dtype=tf.float64)
         self.best_val = tf.Variable(float("inf"), dtype=tf.float64)
         self.carried = tf.Variable(self.net.initial_state(self.args.batch_size))
+
         def make_checkpoint() -> "tf.train.Checkpoint":
             return tf.train.Checkpoint(model=self.net, optimizer=self.optimizer.slots, loss_scale=self.loss_scale.slots,
                                        train_seconds=self.train_seconds, best_val=self.best_val,
                                        carried_state=self.carried, **self.counters)
+
         checkpoint = make_checkpoint()
         # Read (and set aside when damaged) the `checkpoint` lists first: CheckpointManager fails on a damaged one.
         # The other workers write to scratch directories: they read the run's own list, and leave it as it is,
@@ -353,7 +355,8 @@ class Trainer:
             log.warning("%s was deleted or moved during training: the run is written there anew from this step "
                         "(its earlier checkpoints went with it)", run.run_dir)
             run.lock.release()
-            run.lock = runs.RunLock(run.run_dir, "--save_dir")  # refused if another trainer took the place
+            run.lock = runs.RunLock(run.run_dir, "--init_from" if run.run_dir == run.resume_dir else "--save_dir")
+            self.best_val.assign(math.inf)  # best/ went too: the next evaluation writes it again
         if chief and (not run.kept or gone):  # config.json before the first checkpoint: never one without the other
             config = run.run_dir / "config.json"
             try:
@@ -365,7 +368,7 @@ class Trainer:
             except OSError as error:
                 raise CharRNNError(f"could not write the run files in {run.run_dir} ({error.strerror or error}): "
                                    f"free disk space or fix the directory; {how_to_go_on(run)}") from None
-        runs.save_checkpoint(manager, self.step, how_to_go_on(run))
+        runs.save_checkpoint(manager, self.step, lambda: how_to_go_on(run))
         if manager is self.manager:
             self.saved_step = self.step
         run.kept = True  # before `latest`, which can fail and then says the checkpoint is there
@@ -671,7 +674,7 @@ def how_to_go_on(run: plan.Run, again: str = "the same command") -> str:
     """After a failure: resume the run where it stays, else run the command again (what the
     session made is removed when it saved nothing)."""
     if run.kept or (run.resume_dir is not None and run.forked_from is None):
-        if not (run.run_dir / "config.json").is_file():
+        if run.cluster.is_chief and not (run.run_dir / "config.json").is_file():  # the others: not on their disk
             return (f"{run.run_dir} is gone, and its checkpoints with it (deleted or moved during training?): "
                     f"run {again} again to start anew")
         return f"the checkpoints in {run.run_dir} are intact: resume with --init_from {runs.shell_path(run.run_dir)}"

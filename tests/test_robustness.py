@@ -737,8 +737,8 @@ def test_a_resumed_session_whose_save_fails_leaves_config_json_as_it_was(run_cop
     assert (run_copy / "config.json").read_bytes() == before and pointer_step(run_copy) == 6
 
 
-RUN_DELETED_BEFORE_THE_SECOND_SAVE = '''
-# The user deletes the save directory while the run trains.
+RUN_DELETED_AT_THE_SECOND_SAVE = '''
+# The user deletes the save directory while the run trains: before the second save, or as it writes.
 import shutil
 
 save = runs.save_checkpoint
@@ -746,7 +746,16 @@ calls = []
 
 def save_after_the_first(manager, *args, **kwargs):
     calls.append(1)
-    if len(calls) == 2:
+    if len(calls) == 2 and {as_it_writes!r}:
+        write = manager.save
+
+        def deleted_as_it_writes(*args, **kwargs):
+            shutil.rmtree({save_dir!r})
+            open({save_dir!r}, "w").close()  # in the way: TensorFlow cannot make the folder again
+            return write(*args, **kwargs)
+
+        manager.save = deleted_as_it_writes
+    elif len(calls) == 2:
         shutil.rmtree({save_dir!r})
     return save(manager, *args, **kwargs)
 
@@ -754,35 +763,39 @@ runs.save_checkpoint = save_after_the_first
 '''
 
 
-def test_a_run_deleted_while_training_is_written_anew(tmp_path: Path) -> None:
+@pytest.mark.parametrize("as_it_writes", [False, True])
+def test_a_run_deleted_while_training(tmp_path: Path, as_it_writes: bool) -> None:
     """Checkpoints saved on into a recreated folder without config.json would be a run that
-    nothing can load, under a message saying 'Sample with'. The run is written there anew."""
-    wrapper = fault_wrapper(tmp_path / "wrapper.py", RUN_DELETED_BEFORE_THE_SECOND_SAVE, save_dir=str(tmp_path / "gone"))
+    nothing can load, under a message saying 'Sample with': the run is written there anew. A save
+    that the deletion breaks off is not told its checkpoints are intact."""
+    wrapper = fault_wrapper(tmp_path / "wrapper.py", RUN_DELETED_AT_THE_SECOND_SAVE, save_dir=str(tmp_path / "gone"),
+                            as_it_writes=as_it_writes)
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
     result = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "6", "--save_every", "2",
-                 "--eval_every", "100", "--save_dir", "gone", "--run_name", "r", cwd=tmp_path, wrapper=wrapper)
+                 "--eval_every", "2", "--save_dir", "gone", "--run_name", "r", cwd=tmp_path, wrapper=wrapper)
+    if as_it_writes:
+        assert_refused(result, "could not save a checkpoint in gone/r", "gone/r is gone, and its checkpoints with it "
+                       "(deleted or moved during training?): run the same command again to start anew")
+        return
     assert result.returncode == 0, result.stderr
     assert "gone/r was deleted or moved during training: the run is written there anew from this step" in result.stderr
     assert pointer_step(tmp_path / "gone" / "r") == 6 and (tmp_path / "gone" / "latest").read_text() == "r\n"
-    sampled = run("sample.py", "--save_dir", "gone", "-n", "10", cwd=tmp_path)
-    assert sampled.returncode == 0 and len(sampled.stdout) == 11, sampled.stderr
+    sampled = run("sample.py", "--save_dir", "gone", "-n", "10", "--checkpoint", "best", cwd=tmp_path)
+    assert sampled.returncode == 0 and len(sampled.stdout) == 11, sampled.stderr  # best/ is written anew too
     resumed = run("train.py", "--init_from", "gone", "--max_steps", "7", cwd=tmp_path)
     assert resumed.returncode == 0 and pointer_step(tmp_path / "gone" / "r") == 7, resumed.stderr
 
 
-def test_advice_after_a_failure_does_not_resume_a_run_that_is_gone(tmp_path: Path) -> None:
-    """A save broken off by the folder's deletion (rm -rf during the write) must not be told its
-    checkpoints are intact."""
+def test_advice_after_a_failure_on_a_worker_without_the_run_on_its_disk(tmp_path: Path) -> None:
+    """A worker other than the chief keeps no run files of its own (no shared file system): told to
+    go on from the chief's checkpoints, not that the run is gone."""
     import types
 
     import train
     run_dir = tmp_path / "save" / "r"
-    kept = types.SimpleNamespace(kept=True, resume_dir=None, forked_from=None, run_dir=run_dir)
-    assert train.how_to_go_on(kept) == (f"{run_dir} is gone, and its checkpoints with it (deleted or moved during "
-                                        "training?): run the same command again to start anew")
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text("{}")
-    assert train.how_to_go_on(kept).startswith(f"the checkpoints in {run_dir} are intact: resume with --init_from")
+    worker = types.SimpleNamespace(kept=True, resume_dir=None, forked_from=None, run_dir=run_dir,
+                                   cluster=plan.Cluster(worker_index=1, num_workers=2))
+    assert train.how_to_go_on(worker).startswith(f"the checkpoints in {run_dir} are intact: resume with --init_from")
 
 
 SLOW_SECOND_SAVE = '''
