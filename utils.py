@@ -300,6 +300,18 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def pid_alive(pid: int) -> bool:
     """Whether a process of this host has that id (another user's counts)."""
+    if os.name == "nt":  # where os.kill(pid, 0) would terminate the process
+        import ctypes
+        kernel32 = ctypes.windll.kernel32
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return ctypes.GetLastError() == 5  # ERROR_ACCESS_DENIED: there, but another user's
+        try:
+            exit_code = ctypes.c_ulong()
+            kernel32.GetExitCodeProcess(handle, ctypes.byref(exit_code))
+            return exit_code.value == 259  # STILL_ACTIVE
+        finally:
+            kernel32.CloseHandle(handle)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
