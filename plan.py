@@ -600,15 +600,15 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         # a copy never writes into another run's curves: its own name, else name@save_dir, name@save_dir-2...
         if resume_dir is not None and fork_dir is None and copied_from is None:
             args.log_name = getattr(args, "log_name", None) or resume_dir.name
+        elif lock is None:  # a worker's events go to its scratch space
+            args.log_name = run_dir.name
         else:
             base = utils.clip_name(f"{run_dir.name}@{run_dir.parent.resolve().name}", utils.NAME_MAX_BYTES - 8)  # -N
             names = (name for name in itertools.chain((run_dir.name, base), (f"{base}-{i}" for i in itertools.count(2)))
                      if not (source_logs and (Path(args.log_dir) / name).resolve() == source_logs.resolve()))
-            if lock is not None:  # made now: two runs of one name in two save directories, started together
-                claimed, log_dir_created = runs.claim_new_dir(Path(args.log_dir), names, "--log_dir")
-                args.log_name = claimed.name
-            else:  # a worker's logs go to scratch space; the name is the chief's
-                args.log_name = next(name for name in names if not (Path(args.log_dir) / name).exists())
+            # Made now: two runs of one name in two save directories, started together, get one each.
+            claimed, log_dir_created = runs.claim_new_dir(Path(args.log_dir), names, "--log_dir")
+            args.log_name = claimed.name
             if copied_from is not None:
                 log.info("%s is a copy of %s (its config.json was written there): its TensorBoard run is %s, apart "
                          "from that run's", resume_dir, copied_from, args.log_name)

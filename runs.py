@@ -174,7 +174,7 @@ def claim_new_dir(parent: Path, names: Iterable[str], flag: str) -> tuple[Path, 
             continue
         except OSError as error:
             remove_created(parent, outermost)
-            raise CharRNNError(f"{flag} {parent}: cannot create {name} there ({error.strerror}). Choose a "
+            raise CharRNNError(f"{flag} {parent}: cannot create {name} there ({error.strerror or error}). Choose a "
                                f"directory you can write, or fix its permissions.") from None
         return parent / name, outermost or parent / name
     raise ValueError("names ran out")  # callers pass an endless name-2, name-3, ...
