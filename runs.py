@@ -80,9 +80,10 @@ def resolve_run_dir(path: str, flag: str) -> Path:
         except (OSError, UnicodeDecodeError) as error:
             raise CharRNNError(f"{flag} {path}: its 'latest' file is unreadable ({error}); pass the run "
                                f"directory itself, e.g. {run}/<run name>") from None
-        if name and (run / name / "config.json").is_file():
-            check_tf_path(str(run / name), flag)
-            return run / name
+        for named in (name, name.strip()):  # the name as written, else as a hand edit with stray spaces meant it
+            if named and (run / named / "config.json").is_file():
+                check_tf_path(str(run / named), flag)
+                return run / named
         runs = _runs_newest_first(run)
         what = f"names {name!r}, which is no run (deleted?)" if name else "is empty"
         raise CharRNNError(f"{flag} {path}: its 'latest' file {what}. "
@@ -462,12 +463,15 @@ def restore_checkpoint(make_checkpoint: Callable[[], "tf.train.Checkpoint"], can
     its own: one whose restore failed went on reading the failed files in the next try."""
     failures = []
     for index, path in reversed(list(enumerate(candidates))):
+        status = None
         try:
             status = make_checkpoint().restore(path)
             status.assert_existing_objects_matched()  # every weight was in the file (not just no error)
             if partial:
                 status.expect_partial()
         except Exception as error:  # tf.errors.OpError (truncated, checksum), ValueError (shapes)
+            if status is not None:  # else TensorFlow warns of its unrestored values when it is freed
+                status.expect_partial()
             gone = not Path(f"{path}.index").exists()  # a run still training removed it since it was listed
             failures.append(f"{path}: {'its files are gone' if gone else tf_error_reason(error)}")
             if index > 0:  # an older one is left to try

@@ -249,17 +249,19 @@ def load_model(args: argparse.Namespace, run_dir: Path, config: dict,
     import model as model_lib
 
     net = model_lib.CharRNN(model_lib.ModelConfig.from_dict(config["model"]))
+    candidates = checkpoint_candidates(run_dir, args.checkpoint)
     for tries_left in reversed(range(3)):
-        candidates = checkpoint_candidates(run_dir, args.checkpoint)
         try:
             restored = runs.restore_checkpoint(lambda: tf.train.Checkpoint(model=net), candidates, partial=True)
             break
         except CharRNNError:
             # A run still training removes older checkpoints as it saves: those listed may be gone by the
             # time they load. Newer ones listed since: try those.
-            if not tries_left or checkpoint_candidates(run_dir, args.checkpoint) == candidates:
+            listed_now = checkpoint_candidates(run_dir, args.checkpoint)
+            if not tries_left or not set(listed_now) - set(candidates):
                 raise
             log.info("the run saved newer checkpoints while these loaded (it is training): loading those")
+            candidates = listed_now
     log.log(log_level, "loaded %s", restored)
     return net
 

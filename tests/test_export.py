@@ -77,7 +77,7 @@ def work(tmp_path_factory) -> Path:
         result = run(work, str(ROOT / "sample.py"), "--save_dir", f"save/{name}",
                      "--export", f"out/{name}", "--export_tflite", f"out/{name}.tflite")
         assert "wrote SavedModel" in result.stderr and "wrote TFLite model" in result.stderr, result.stderr
-        assert re.search(rf"loaded \S*{name}/ckpt-\d+\n", result.stderr), result.stderr  # which weights it holds
+        assert re.search(rf"loaded \S*{name}[/\\]ckpt-\d+\n", result.stderr), result.stderr  # which weights it holds
         assert "not used by an export" not in result.stderr, result.stderr
         (work / f"{name}.export.log").write_text(result.stderr, encoding="utf-8")
 

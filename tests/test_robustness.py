@@ -913,13 +913,15 @@ def test_temporary_files_of_a_killed_write_go_at_the_next_start(tmp_path: Path, 
 
 def test_latest_names_a_run_whose_name_begins_or_ends_with_a_space(tmp_path: Path) -> None:
     """A corpus ' notes.txt' gives a run ' notes-...': the pointer's spaces are the name's, and a
-    run without them beside it is not the one resumed or sampled."""
+    run without them beside it is not the one resumed or sampled; spaces no run has are a hand edit's."""
     for name in ("a", "a ", " b"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text("{}")
     for name in ("a ", " b"):
         (tmp_path / "latest").write_text(name + "\n", encoding="utf-8")
         assert runs.resolve_run_dir(str(tmp_path), "--init_from") == tmp_path / name
+    (tmp_path / "latest").write_text("a  \r\n", encoding="utf-8")  # edited by hand: no run has that name
+    assert runs.resolve_run_dir(str(tmp_path), "--init_from") == tmp_path / "a"
 
 
 def test_discarding_removes_only_what_the_session_put_there(tmp_path: Path) -> None:
