@@ -155,6 +155,10 @@ class Trainer:
         args, corpus = run.args, run.corpus
         self.args, self.vocab = args, corpus.vocab
         self.strategy = make_strategy(tf, args.strategy)
+        # MultiWorkerMirroredStrategy's coordination agent takes SIGTERM over below Python (its preemption
+        # notifier), and a job scheduler's stop trained on: put train_run's handlers back.
+        for sig in utils.stop_signals():
+            signal.signal(sig, signal.getsignal(sig))
         self.distributed = self.strategy.num_replicas_in_sync > 1 or run.cluster.num_workers > 1
         if self.distributed and args.batch_groups > 1:  # refused before anything is written
             raise CharRNNError(f"--batch_groups {args.batch_groups}: batch groups are for training on one device; "

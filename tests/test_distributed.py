@@ -123,3 +123,23 @@ def test_a_killed_worker_stops_the_other_with_a_message(tmp_path: Path) -> None:
     assert time.monotonic() - killed_at < 120
     assert "lost contact with /job:worker/replica:0/task:1" in out
     assert "Traceback" not in out
+
+
+def test_sigterm_to_the_chief_stops_both_with_a_checkpoint(tmp_path: Path) -> None:
+    """A job scheduler stops a run with SIGTERM: the strategy's coordination agent had taken that
+    signal over (below Python), and the run trained on."""
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    chief, worker = start_workers(tmp_path, "--input", "tiny.txt", "--max_steps", "1000000",
+                                  "--eval_every", "1000000", *TINY)
+    for line in chief.stdout:  # training has started on both
+        if " step 10 " in line:
+            break
+    chief.send_signal(signal.SIGTERM)
+    try:
+        outputs = finish([chief, worker], timeout=60)
+    finally:
+        for proc in (chief, worker):
+            proc.kill()
+    step = int(re.search(r"stopped at step (\d+) by SIGTERM", outputs[0])[1])
+    assert "resume with:  python train.py --init_from save/mw" in outputs[0], outputs[0]
+    assert (tmp_path / "save" / "mw" / f"ckpt-{step}.index").is_file()
