@@ -395,10 +395,18 @@ def cluster_from_env(strategy: str) -> Cluster:
         raise CharRNNError(f"--strategy multiworker needs TF_CONFIG set on each worker, e.g. {example}")
     try:
         spec = json.loads(os.environ["TF_CONFIG"])
+        if not isinstance(spec, dict):
+            raise ValueError("not a JSON object")
         task, cluster = spec["task"], spec["cluster"]
         chiefs, workers = list(cluster.get("chief", [])), list(cluster.get("worker", []))
-        index = 0 if task["type"] == "chief" else len(chiefs) + int(task["index"])
-        if task["type"] not in ("chief", "worker") or not 0 <= index < len(chiefs) + len(workers):
+        for address in chiefs + workers:  # TensorFlow's own parse of it is a traceback
+            if not (isinstance(address, str) and re.fullmatch(r".+:\d{1,5}", address)):
+                raise ValueError(f"{address!r} is not host:port")
+        if not isinstance(task.get("index", 0), int):  # TensorFlow waits for ever on "1"
+            raise ValueError(f"the task's index {task['index']!r} is not a number")
+        index = 0 if task["type"] == "chief" else len(chiefs) + task["index"]
+        if (task["type"] not in ("chief", "worker") or not 0 <= index < len(chiefs) + len(workers)
+                or (task["type"] == "chief" and not chiefs)):
             raise ValueError(f"task {task} is not in the cluster")
     except KeyError as missing:
         raise CharRNNError(f"--strategy multiworker needs TF_CONFIG with {missing} set, e.g. {example}") from None

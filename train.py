@@ -694,7 +694,12 @@ def make_strategy(tf: ModuleType, name: str) -> "tf.distribute.Strategy":
         # No timeout per collective: TensorFlow starts a watchdog thread for each one that sleeps the whole
         # timeout (tensorflow#62466), and a tiny model's 2,600 steps a minute died of 16,000 threads. A peer
         # that dies or hangs is found by the strategy's own health check instead (in about 10 s here).
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        except tf.errors.OpError as error:  # "Could not start gRPC server"
+            raise CharRNNError(f"--strategy multiworker: this worker's server did not start ({runs.tf_error_reason(error)}): "
+                               f"its host:port in TF_CONFIG is taken by another process, or not an address of this "
+                               f"machine") from None
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
         return tf.distribute.MirroredStrategy()
     return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")

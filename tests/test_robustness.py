@@ -251,14 +251,37 @@ def test_bad_sizes_are_refused(tmp_path: Path, flags: list[str], needle: str) ->
     assert_refused(result, needle)
 
 
-@pytest.mark.parametrize("tf_config, needle", [(None, "needs TF_CONFIG set on each worker"),
-                                               ('{"cluster": [], "task": {"type": "worker", "index": 0}}',
-                                                "TF_CONFIG is not valid")])
+TWO_WORKERS = '{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": '
+
+
+@pytest.mark.parametrize("tf_config, needle", [
+    (None, "needs TF_CONFIG set on each worker"),
+    ('{"cluster": [], "task": {"type": "worker", "index": 0}}', "TF_CONFIG is not valid"),
+    ("[1, 2]", "TF_CONFIG is not valid (not a JSON object)"),  # not "list indices must be integers"
+    # Each was a TensorFlow traceback, or a wait for ever:
+    (TWO_WORKERS + '{"type": "chief", "index": 0}}', "is not in the cluster"),
+    ('{"cluster": {"worker": ["127.0.0.1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}',
+     "'127.0.0.1' is not host:port"),
+    (TWO_WORKERS + '{"type": "worker", "index": "1"}}', "the task's index '1' is not a number"),
+])
 def test_multiworker_without_a_valid_tf_config(tmp_path: Path, tf_config: str | None, needle: str) -> None:
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"} | ({"TF_CONFIG": tf_config} if tf_config else {})
     result = run("train.py", "--input", "tiny.txt", *TINY, "--strategy", "multiworker", cwd=tmp_path, env=env)
     assert_refused(result, "--strategy multiworker", needle)
+
+
+def test_a_worker_whose_port_is_taken_is_told_so(tmp_path: Path) -> None:
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        workers = json.dumps({"cluster": {"worker": [f"127.0.0.1:{taken.getsockname()[1]}", "127.0.0.1:2"]},
+                              "task": {"type": "worker", "index": 0}})
+        result = run("train.py", "--input", "tiny.txt", *TINY, "--strategy", "multiworker", "--batch_size", "8",
+                     cwd=tmp_path, env=os.environ | {"TF_CONFIG": workers})
+    assert_refused(result, "--strategy multiworker: this worker's server did not start", "is taken by another process")
+    assert not (tmp_path / "save").exists()
 
 
 def test_a_batch_that_does_not_share_out_evenly_is_refused(tmp_path: Path) -> None:
