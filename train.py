@@ -12,6 +12,7 @@ to batch, evaluation, TensorBoard, checkpoints and exact resume.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -38,6 +39,10 @@ if TYPE_CHECKING:  # for annotations only: --help must not wait for TensorFlow
 
 log = logging.getLogger("charrnn")
 
+# What may differ between the workers of one run: where each keeps its files and finds its text
+# (the text itself must be the same), and what it prints.
+PER_WORKER_FLAGS = ("init_from", "save_dir", "log_dir", "run_name", "data_dir", "input", "verbose", "print_every",
+                    "keep")
 # What ends a run that trained as long as it was told (the others: --stop_at_step, a signal).
 LENGTH_LIMIT = "its length limit"
 
@@ -165,6 +170,8 @@ class Trainer:
                                "with several replicas pass --batch_groups 0 (a resumed run keeps its saved value "
                                "unless one is typed)")
         plan.check_batch_shares(args.batch_size, self.strategy.num_replicas_in_sync, "replicas (devices) in sync")
+        self.gather = make_gather(self.strategy) if self.distributed else None
+        self.check_same_flags()
         # The training part is the text before the validation part, so its characters are the rest:
         # counting them would read every id of a multi-GB jamo corpus at each start.
         held_out = corpus.ids[len(run.train_ids):]
@@ -198,7 +205,6 @@ class Trainer:
         if args.mixed_precision and not tf.config.list_physical_devices("GPU"):
             log.warning("--mixed_precision on a CPU: float16 runs slower than float32 here; it is meant for GPUs")
         self.config = config
-        self.gather = make_gather(self.strategy) if self.distributed else None
         self.restore_or_start()
         self.check_same_checkpoint()
         self.writer = None
@@ -323,6 +329,25 @@ class Trainer:
                         "the text is shorter than when the run started; going on from the next epoch",
                         self.epoch, self.batch, run.loader.num_batches)
             self.epoch, self.batch, self.state = self.epoch + 1, 0, self.initial_state()
+
+    def check_same_flags(self) -> None:
+        """Refuse workers started with other flags or other text than the chief, before the model is
+        made: the strategy gives every worker the chief's initial weights (other sizes failed with a
+        TensorFlow traceback), and averages their updates in silence (another learning rate or batch)."""
+        if self.gather is None or self.run.cluster.num_workers == 1:
+            return
+        args, corpus = self.args, self.run.corpus
+        shared = {f"--{flag}": value for flag, value in sorted(vars(args).items())
+                  if flag not in PER_WORKER_FLAGS and flag not in plan.SAVED_DERIVED}
+        shared["the text"] = (len(corpus.ids), corpus.vocab.symbols, args.val_sha256, args.val_split)
+        # 48 bits of each value's hash: exact in the float64s that the gather all-reduces.
+        replicas = self.gather([int.from_bytes(hashlib.sha256(repr(value).encode()).digest()[:6], "big")
+                                for value in shared.values()])
+        differ = [name for name, column in zip(shared, replicas.T) if (column != column[0]).any()]
+        if differ:
+            here = ", ".join(name if name == "the text" else f"{name} ({shared[name]} here)" for name in differ)
+            raise CharRNNError(f"the workers were started with other flags or text than worker 0 (the chief): {here}. "
+                               f"Start every worker with the same flags (paths may differ) and the same text")
 
     def check_same_checkpoint(self) -> None:
         """Every worker must go on from the same checkpoint: one that read an older copy of the run

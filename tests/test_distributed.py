@@ -32,14 +32,16 @@ def free_ports(count: int) -> list[str]:
     return ports
 
 
-def start_workers(cwd: Path, *args: str, worker_cwd: Path | None = None) -> list[subprocess.Popen]:
-    """Worker 1, then the chief, in cwd (worker 1 in worker_cwd if given: another machine's disk)."""
+def start_workers(cwd: Path, *args: str, worker_cwd: Path | None = None,
+                  worker_flags: tuple[str, ...] = ()) -> list[subprocess.Popen]:
+    """Worker 1, then the chief, in cwd (worker 1 in worker_cwd if given: another machine's disk;
+    with worker_flags after the others)."""
     workers = free_ports(2)
     procs = []
     for index in (1, 0):
         env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
                                                      "task": {"type": "worker", "index": index}}))
-        procs.append(subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args],
+        procs.append(subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, *(worker_flags if index else ())],
                                       cwd=worker_cwd if index and worker_cwd else cwd, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                       encoding="utf-8"))
@@ -143,3 +145,18 @@ def test_sigterm_to_the_chief_stops_both_with_a_checkpoint(tmp_path: Path) -> No
     step = int(re.search(r"stopped at step (\d+) by SIGTERM", outputs[0])[1])
     assert "resume with:  python train.py --init_from save/mw" in outputs[0], outputs[0]
     assert (tmp_path / "save" / "mw" / f"ckpt-{step}.index").is_file()
+
+
+def test_workers_started_with_other_flags_or_text_are_refused(tmp_path: Path) -> None:
+    """Another --rnn_size was a TensorFlow traceback (the chief's initial weights have other shapes);
+    another --learning_rate or text trained in silence, each worker's update averaged with the others'."""
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    (tmp_path / "other.txt").write_text(tiny_text()[::-1], encoding="utf-8")
+    procs = start_workers(tmp_path, "--input", "tiny.txt", "--max_steps", "5", *TINY,
+                          worker_flags=("--rnn_size", "48", "--learning_rate", "0.03", "--input", "other.txt"))
+    for proc, here in zip(procs, ("--learning_rate (0.01 here), --rnn_size (32 here)",
+                                  "--learning_rate (0.03 here), --rnn_size (48 here)")):
+        out = proc.communicate(timeout=180)[0]
+        assert proc.returncode == 2 and "Traceback" not in out, out
+        assert f"the workers were started with other flags or text than worker 0 (the chief): {here}, the text." in out
+    assert not (tmp_path / "save").exists()
