@@ -159,6 +159,9 @@ class Trainer:
         self.run, self.tf, self.model_lib = run, tf, model_lib
         args, corpus = run.args, run.corpus
         self.args, self.vocab = args, corpus.vocab
+        if run.cluster.num_workers > 1:  # else a worker whose peers never start waits in silence
+            log.info("worker %d of %d: waiting for all the workers of TF_CONFIG's cluster to start; until they do, "
+                     "Ctrl-C waits too, kill stops this one", run.cluster.worker_index, run.cluster.num_workers)
         self.strategy = make_strategy(tf, args.strategy)
         # MultiWorkerMirroredStrategy's coordination agent takes SIGTERM over below Python (its preemption
         # notifier), and a job scheduler's stop trained on: put train_run's handlers back.

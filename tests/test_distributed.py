@@ -60,6 +60,7 @@ def test_two_workers_train_resume_and_sample(tmp_path: Path) -> None:
     chief, worker = finish(start_workers(tmp_path, "--input", "tiny.txt", "--max_steps", "40",
                                          "--eval_every", "20", *TINY))
     assert "2 replicas in sync, worker 0 of 2" in chief and "worker 1 of 2" in worker
+    assert "worker 0 of 2: waiting for all the workers of TF_CONFIG's cluster to start" in chief  # not in silence
     # Both replicas computed the same validation loss: they hold the same weights.
     val = lambda out: [line.split("val loss")[1] for line in out.splitlines() if "nats/symbol" in line]
     assert val(chief) == val(worker) and len(val(chief)) == 2
