@@ -39,10 +39,10 @@ if TYPE_CHECKING:  # for annotations only: --help must not wait for TensorFlow
 
 log = logging.getLogger("charrnn")
 
-# What may differ between the workers of one run: where each keeps its files and finds its text
-# (the text itself must be the same), and what it prints.
-PER_WORKER_FLAGS = ("init_from", "save_dir", "log_dir", "run_name", "data_dir", "input", "verbose", "print_every",
-                    "keep")
+# What may differ between the workers of one run: where each keeps its files and finds its text, and
+# how that is stored (the text itself must be the same); what it prints; how many checkpoints it keeps.
+PER_WORKER_FLAGS = ("init_from", "save_dir", "log_dir", "run_name", "data_dir", "input", "encoding", "verbose",
+                    "print_every", "keep")
 # What ends a run that trained as long as it was told (the others: --stop_at_step, a signal).
 LENGTH_LIMIT = "its length limit"
 
@@ -168,13 +168,13 @@ class Trainer:
         for sig in utils.stop_signals():
             signal.signal(sig, signal.getsignal(sig))
         self.distributed = self.strategy.num_replicas_in_sync > 1 or run.cluster.num_workers > 1
+        self.gather = make_gather(self.strategy) if self.distributed else None
+        self.check_same_flags()  # first: a worker that stops alone leaves the others waiting for it
         if self.distributed and args.batch_groups > 1:  # refused before anything is written
             raise CharRNNError(f"--batch_groups {args.batch_groups}: batch groups are for training on one device; "
                                "with several replicas pass --batch_groups 0 (a resumed run keeps its saved value "
                                "unless one is typed)")
         plan.check_batch_shares(args.batch_size, self.strategy.num_replicas_in_sync, "replicas (devices) in sync")
-        self.gather = make_gather(self.strategy) if self.distributed else None
-        self.check_same_flags()
         # The training part is the text before the validation part, so its characters are the rest:
         # counting them would read every id of a multi-GB jamo corpus at each start.
         held_out = corpus.ids[len(run.train_ids):]
@@ -340,15 +340,20 @@ class Trainer:
         if self.gather is None or self.run.cluster.num_workers == 1:
             return
         args, corpus = self.args, self.run.corpus
-        shared = {f"--{flag}": value for flag, value in sorted(vars(args).items())
-                  if flag not in PER_WORKER_FLAGS and flag not in plan.SAVED_DERIVED}
-        shared["the text"] = (len(corpus.ids), corpus.vocab.symbols, args.val_sha256, args.val_split)
+        # Every flag train.py has (the same list on every worker of one version), as this session resolved it.
+        flags = sorted(action.dest for action in plan.build_parser()._actions if action.dest != "help")
+        shared = {f"--{flag}": getattr(args, flag) for flag in flags if flag not in PER_WORKER_FLAGS}
+        shared["--time_budget"] = args.time_budget_s  # 15m and 900s are one budget
+        shared["the embedded input's dropout"] = args.input_dropout  # the old keep probabilities', or saved
+        stride = max(1, len(corpus.ids) // 4096)  # a sample of the ids: reading them all is minutes at GB scale
+        shared["the text"] = (len(corpus.ids), corpus.vocab.symbols, args.val_sha256, args.val_split,
+                              hashlib.sha256(np.ascontiguousarray(corpus.ids[::stride])).hexdigest())
         # 48 bits of each value's hash: exact in the float64s that the gather all-reduces.
         replicas = self.gather([int.from_bytes(hashlib.sha256(repr(value).encode()).digest()[:6], "big")
                                 for value in shared.values()])
         differ = [name for name, column in zip(shared, replicas.T) if (column != column[0]).any()]
         if differ:
-            here = ", ".join(name if name == "the text" else f"{name} ({shared[name]} here)" for name in differ)
+            here = ", ".join(f"{name} ({shared[name]} here)" if name.startswith("--") else name for name in differ)
             raise CharRNNError(f"the workers were started with other flags or text than worker 0 (the chief): {here}. "
                                f"Start every worker with the same flags (paths may differ) and the same text")
 
@@ -721,13 +726,18 @@ def make_strategy(tf: ModuleType, name: str) -> "tf.distribute.Strategy":
     if name == "multiworker":
         # No timeout per collective: TensorFlow starts a watchdog thread for each one that sleeps the whole
         # timeout (tensorflow#62466), and a tiny model's 2,600 steps a minute died of 16,000 threads. A peer
-        # that dies or hangs is found by the strategy's own health check instead (in about 10 s here).
+        # that dies or is stopped misses the heartbeats of TensorFlow's coordination service instead (found
+        # in about 10 s here); one whose process lives on but hangs is not found.
         try:
             return tf.distribute.MultiWorkerMirroredStrategy()
-        except tf.errors.OpError as error:  # "Could not start gRPC server"
-            raise CharRNNError(f"--strategy multiworker: this worker's server did not start ({runs.tf_error_reason(error)}): "
-                               f"its host:port in TF_CONFIG is taken by another process, or not an address of this "
-                               f"machine") from None
+        except tf.errors.OpError as error:
+            reason = runs.tf_error_reason(error)
+            if "Could not start gRPC server" in reason:
+                raise CharRNNError(f"--strategy multiworker: this worker's server did not start ({reason}): its "
+                                   f"host:port in TF_CONFIG is taken by another process, or not an address of this "
+                                   f"machine") from None
+            raise CharRNNError(f"--strategy multiworker: the workers of TF_CONFIG's cluster did not all connect "
+                               f"({reason}); start every worker, and check their addresses") from None
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
         return tf.distribute.MirroredStrategy()
     return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")

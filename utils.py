@@ -302,10 +302,12 @@ def pid_alive(pid: int) -> bool:
     """Whether a process of this host has that id (another user's counts)."""
     if os.name == "nt":  # where os.kill(pid, 0) would terminate the process
         import ctypes
-        kernel32 = ctypes.windll.kernel32
+        from ctypes import wintypes
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # the error as of the call, not a later one
+        kernel32.OpenProcess.restype = wintypes.HANDLE
         handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
         if not handle:
-            return ctypes.GetLastError() == 5  # ERROR_ACCESS_DENIED: there, but another user's
+            return ctypes.get_last_error() == 5  # ERROR_ACCESS_DENIED: there, but another user's
         try:
             exit_code = ctypes.c_ulong()
             kernel32.GetExitCodeProcess(handle, ctypes.byref(exit_code))

@@ -153,8 +153,10 @@ def test_workers_started_with_other_flags_or_text_are_refused(tmp_path: Path) ->
     another --learning_rate or text trained in silence, each worker's update averaged with the others'."""
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
     (tmp_path / "other.txt").write_text(tiny_text()[::-1], encoding="utf-8")
-    procs = start_workers(tmp_path, "--input", "tiny.txt", "--max_steps", "5", *TINY,
-                          worker_flags=("--rnn_size", "48", "--learning_rate", "0.03", "--input", "other.txt"))
+    # 15m and 900s are one budget: not told as a difference.
+    procs = start_workers(tmp_path, "--input", "tiny.txt", "--max_steps", "5", "--time_budget", "15m", *TINY,
+                          worker_flags=("--rnn_size", "48", "--learning_rate", "0.03", "--input", "other.txt",
+                                        "--time_budget", "900s"))
     for proc, here in zip(procs, ("--learning_rate (0.01 here), --rnn_size (32 here)",
                                   "--learning_rate (0.03 here), --rnn_size (48 here)")):
         out = proc.communicate(timeout=180)[0]
