@@ -19,6 +19,7 @@ loop, each one WHILE). The vocabulary is written beside it: id i is vocab["symbo
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import shutil
@@ -31,7 +32,7 @@ import model
 import runs
 # Hangul (Unicode ch. 3.12) as dataset.py splits and composes it, and its escape for original jamo.
 from dataset import _ESCAPE, _L_FIRST, _L_LAST, _S_FIRST, _S_LAST, _T_BASE, _T_LAST, _V_FIRST, _V_LAST, _syllable
-from utils import CharRNNError
+from utils import CharRNNError, pid_alive
 
 log = logging.getLogger("charrnn")
 
@@ -374,7 +375,19 @@ def _is_vocab(path: Path) -> bool:
 
 
 def _tmp_beside(path: Path) -> Path:
+    """The name an export to path is written under before its rename (what killed exports left
+    under such names goes first)."""
+    _remove_stranded_exports(path)
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _remove_stranded_exports(path: Path) -> None:
+    """An export killed (kill -9) between its write and its rename leaves its temporary copy, a
+    model's worth of space: remove those whose process is gone."""
+    for stranded in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+        pid = stranded.name.rpartition(".tmp-")[2]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(stranded, ignore_errors=True) if stranded.is_dir() else stranded.unlink(missing_ok=True)
 
 
 def export_saved_model(net: "model.CharRNN", vocab: "dataset.Vocab", directory: str | Path, flag: str = "--export") -> Path:

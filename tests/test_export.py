@@ -439,3 +439,26 @@ def test_export_replaces_only_an_earlier_export(work: Path, tmp_path: Path) -> N
     assert refused.returncode == 2 and "x.vocab.json exists and is not the vocabulary of one" in refused.stderr
     assert (tmp_path / "x.vocab.json").read_text(encoding="utf-8") == '{"mine": true}'
     assert not (tmp_path / "x.tflite").exists()
+
+
+def test_an_export_removes_what_killed_exports_left(tmp_path: Path) -> None:
+    """kill -9 between an export's write and its rename leaves .NAME.tmp-PID, a model's worth of
+    space: the next export to that path removes those whose process is gone, and no other."""
+    import dataset
+    import export
+    import model as model_lib
+
+    vocab = dataset.Vocab(list("ab\n"), [3, 2, 1])
+    net = model_lib.CharRNN(model_lib.ModelConfig("gru", vocab.size, 1, 8, 4))
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    stranded = [tmp_path / f".exported.tmp-{finished.pid}", tmp_path / f".m.tflite.tmp-{finished.pid}"]
+    stranded[0].mkdir()
+    (stranded[0] / "saved_model.pb").write_bytes(b"half")
+    stranded[1].write_bytes(b"half")
+    others = [tmp_path / ".exported.tmp-1", tmp_path / ".other.tmp-12"]  # a live process's; another path's
+    for path in others:
+        path.write_bytes(b"")
+    export.export(net, vocab, str(tmp_path / "exported"), str(tmp_path / "m.tflite"))
+    assert [p.exists() for p in stranded + others] == [False, False, True, True]
+    assert (tmp_path / "exported" / "saved_model.pb").is_file() and (tmp_path / "m.tflite").is_file()
