@@ -400,7 +400,8 @@ def cluster_from_env(strategy: str) -> Cluster:
         task, cluster = spec["task"], spec["cluster"]
         chiefs, workers = list(cluster.get("chief", [])), list(cluster.get("worker", []))
         for address in chiefs + workers:  # TensorFlow's own parse of it is a traceback
-            if not (isinstance(address, str) and re.fullmatch(r".+:\d{1,5}", address)):
+            if not (isinstance(address, str) and re.fullmatch(r".+:\d{1,5}", address)
+                    and 0 < int(address.rpartition(":")[2]) < 65536):
                 raise ValueError(f"{address!r} is not host:port")
         if not isinstance(task.get("index", 0), int):  # TensorFlow waits for ever on "1"
             raise ValueError(f"the task's index {task['index']!r} is not a number")

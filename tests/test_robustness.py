@@ -263,6 +263,8 @@ TWO_WORKERS = '{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": '
     ('{"cluster": {"worker": ["127.0.0.1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}',
      "'127.0.0.1' is not host:port"),
     (TWO_WORKERS + '{"type": "worker", "index": "1"}}', "the task's index '1' is not a number"),
+    ('{"cluster": {"worker": ["127.0.0.1:70000", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}',
+     "'127.0.0.1:70000' is not host:port"),
 ])
 def test_multiworker_without_a_valid_tf_config(tmp_path: Path, tf_config: str | None, needle: str) -> None:
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
