@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from decoding import check_decoded_text, check_looks_like_text, decode_error, unmarked_error
-from utils import CharRNNError, atomic_write_text, damage, logger, looked_in, np, pid_alive, read_json_object
+from utils import CharRNNError, atomic_write_text, damage, left_by_gone_process, logger, looked_in, np, read_json_object
 
 
 # ----------------------------------------------------------------------------------------------
@@ -708,8 +708,7 @@ def _remove_leftovers(root: Path, identity: dict, key: str) -> None:
     for d in root.iterdir():
         if d.name.startswith(".tmp-"):
             build = _BUILD_DIR.fullmatch(d.name)
-            if (build and build.group(2) in (None, socket.gethostname())
-                    and not pid_alive(int(build.group(1)))):
+            if build and left_by_gone_process(build.group(1), build.group(2)):
                 shutil.rmtree(d, ignore_errors=True)
             continue
         if d.name == key or not (d / "meta.json").is_file():

@@ -32,7 +32,7 @@ import model
 import runs
 # Hangul (Unicode ch. 3.12) as dataset.py splits and composes it, and its escape for original jamo.
 from dataset import _ESCAPE, _L_FIRST, _L_LAST, _S_FIRST, _S_LAST, _T_BASE, _T_LAST, _V_FIRST, _V_LAST, _syllable
-from utils import CharRNNError, pid_alive
+from utils import CharRNNError, left_by_gone_process
 
 log = logging.getLogger("charrnn")
 
@@ -386,7 +386,7 @@ def _remove_stranded_exports(path: Path) -> None:
     model's worth of space: remove those whose process is gone."""
     for stranded in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
         pid = stranded.name.rpartition(".tmp-")[2]
-        if pid.isdigit() and not pid_alive(int(pid)):
+        if pid.isdigit() and left_by_gone_process(pid):
             shutil.rmtree(stranded, ignore_errors=True) if stranded.is_dir() else stranded.unlink(missing_ok=True)
 
 

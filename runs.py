@@ -14,12 +14,11 @@ import logging
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
-from utils import CharRNNError, atomic_write_text, check_path, looked_in, pid_alive, read_json_object
+from utils import CharRNNError, atomic_write_text, check_path, left_by_gone_process, looked_in, read_json_object
 
 if TYPE_CHECKING:  # for annotations only
     import tensorflow as tf
@@ -416,11 +415,10 @@ def remove_unfinished_saves(run_dir: Path) -> None:
     """Delete the ckpt-N_temp directories of saves killed mid-write: TensorFlow never lists them,
     and each can hold a partial copy of the weights; and the temporary copies of config.json and
     `latest` that such a kill left. Only call it while holding the RunLock."""
-    for directory, names in ((Path(run_dir), "config|vocab"), (Path(run_dir).parent, "latest")):
+    for directory, names in ((Path(run_dir), ("config", "vocab")), (Path(run_dir).parent, ("latest",))):
         for tmp in directory.glob(".*.tmp"):
             written = _STRANDED_WRITE.fullmatch(tmp.name)
-            if (written and written["name"] in names.split("|") and written["host"] in (None, socket.gethostname())
-                    and not pid_alive(int(written["pid"]))):
+            if written and written["name"] in names and left_by_gone_process(written["pid"], written["host"]):
                 tmp.unlink(missing_ok=True)
     for directory in (Path(run_dir), Path(run_dir) / "best"):
         for temp in directory.glob("ckpt-*_temp"):

@@ -298,6 +298,13 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def left_by_gone_process(pid: str, host: str | None = None) -> bool:
+    """Whether a temporary file or folder named by the process (and host) that made it was left by a
+    process of this host that is gone: a build or write killed midway. No host: this host's, as older
+    versions named them. (Another host's, on a shared file system, is never taken for gone.)"""
+    return host in (None, socket.gethostname()) and not pid_alive(int(pid))
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process of this host has that id (another user's counts)."""
     if os.name == "nt":  # where os.kill(pid, 0) would terminate the process
