@@ -53,7 +53,7 @@ CORPUS_FLAGS = ("data_dir", "input")
 # mixed_precision too: it suits the hardware of one session (a GPU run may go on on a CPU).
 # The old keep probabilities are read as the dropout rates, which are saved and inherited.
 SESSION_FLAGS = ("init_from", "stop_at_step", "verbose", "time_budget_s", "mixed_precision",
-                 "output_keep_prob", "input_keep_prob")
+                 "output_keep_prob", "input_keep_prob", "peer_timeout", "peer_timeout_s")
 # Values derived from the flags here (apply_old_flag_names, plan_run), saved beside them in
 # config.json, with their types.
 SAVED_DERIVED = {"input_dropout": float, "val_split": str, "val_sha256": str, "log_name": str, "run_dir": str}
@@ -190,6 +190,10 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     misc.add_argument("--strategy", default="auto", choices=["auto", "one", "mirrored", "multiworker"],
                       help="tf.distribute strategy: auto = all GPUs of this machine if more than one, "
                            "else one device; multiworker reads the cluster from TF_CONFIG")
+    misc.add_argument("--peer_timeout", default="10m",
+                      help="--strategy multiworker: stop when a step or save has waited this long for the "
+                           "other workers, e.g. 90s, 30m (one hangs; one that dies or is stopped is found in "
+                           "seconds); 0: wait for ever")
     misc.add_argument("--verbose", action="store_true", help="debug logging, and TensorFlow's own start-up and C++ log lines")
     return p
 
@@ -248,6 +252,8 @@ def check_args(args: argparse.Namespace) -> None:
         need(0 < args.time_budget_s < math.inf, "time_budget", "must be a positive time, e.g. 90s, 15m, 2h")
     else:
         args.time_budget_s = 0.0
+    args.peer_timeout_s = utils.parse_duration(args.peer_timeout, "--peer_timeout")
+    need(args.peer_timeout_s < math.inf, "peer_timeout", "must be a time, e.g. 90s, 30m, or 0 to wait for ever")
 
 
 def apply_old_flag_names(args: argparse.Namespace, typed: set[str]) -> set[str]:

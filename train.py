@@ -12,6 +12,7 @@ to batch, evaluation, TensorBoard, checkpoints and exact resume.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -21,6 +22,7 @@ import re
 import shutil
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from types import ModuleType
@@ -42,7 +44,7 @@ log = logging.getLogger("charrnn")
 # What may differ between the workers of one run: where each keeps its files and finds its text, and
 # how that is stored (the text itself must be the same); what it prints; how many checkpoints it keeps.
 PER_WORKER_FLAGS = ("init_from", "save_dir", "log_dir", "run_name", "data_dir", "input", "encoding", "verbose",
-                    "print_every", "keep")
+                    "print_every", "keep", "peer_timeout")
 # What ends a run that trained as long as it was told (the others: --stop_at_step, a signal).
 LENGTH_LIMIT = "its length limit"
 
@@ -159,6 +161,7 @@ class Trainer:
         self.run, self.tf, self.model_lib = run, tf, model_lib
         args, corpus = run.args, run.corpus
         self.args, self.vocab = args, corpus.vocab
+        self.hang_watch = HangWatch(args.peer_timeout_s if run.cluster.num_workers > 1 else 0.0)
         if run.cluster.num_workers > 1:  # else a worker whose peers never start waits in silence
             log.info("worker %d of %d: waiting for all the workers of TF_CONFIG's cluster to start; until they do, "
                      "Ctrl-C waits too, kill stops this one", run.cluster.worker_index, run.cluster.num_workers)
@@ -168,7 +171,7 @@ class Trainer:
         for sig in utils.stop_signals():
             signal.signal(sig, signal.getsignal(sig))
         self.distributed = self.strategy.num_replicas_in_sync > 1 or run.cluster.num_workers > 1
-        self.gather = make_gather(self.strategy) if self.distributed else None
+        self.gather = self.hang_watch.watched(make_gather(self.strategy)) if self.distributed else None
         self.check_same_flags()  # first: a worker that stops alone leaves the others waiting for it
         if self.distributed and args.batch_groups > 1:  # refused before anything is written
             raise CharRNNError(f"--batch_groups {args.batch_groups}: batch groups are for training on one device; "
@@ -219,11 +222,11 @@ class Trainer:
         if groups > 1:
             log.info("train step: the batch's %d streams in %d groups, run side by side (--batch_groups)",
                      args.batch_size, groups)
-        self.train_step = make_train_step(self.net, self.optimizer, args.batch_size // run.cluster.num_workers,
-                                          args.seq_length, args.grad_clip, args.seed, xla=args.xla == "on",
-                                          strategy=self.strategy if self.distributed else None,
-                                          loss_scale=self.loss_scale if args.mixed_precision else None,
-                                          groups=groups)
+        train_step = make_train_step(self.net, self.optimizer, args.batch_size // run.cluster.num_workers,
+                                     args.seq_length, args.grad_clip, args.seed, xla=args.xla == "on",
+                                     strategy=self.strategy if self.distributed else None,
+                                     loss_scale=self.loss_scale if args.mixed_precision else None, groups=groups)
+        self.train_step = self.hang_watch.watched(train_step)
         self.eval_step = self.model_lib.graph_function(self._eval_step, jit_compile=args.xla == "on")
         try:
             run.log_files_before = set(os.listdir(run.log_dir)) if run.log_dir.is_dir() else set()
@@ -403,7 +406,8 @@ class Trainer:
             except OSError as error:
                 raise CharRNNError(f"could not write the run files in {run.run_dir} ({error.strerror or error}): "
                                    f"free disk space or fix the directory; {how_to_go_on(run)}") from None
-        runs.save_checkpoint(manager, self.step, lambda: how_to_go_on(run))
+        with self.hang_watch.waiting():
+            runs.save_checkpoint(manager, self.step, lambda: how_to_go_on(run))
         if manager is self.manager:
             self.saved_step = self.step
         run.kept = True  # before `latest`, which can fail and then says the checkpoint is there
@@ -697,12 +701,19 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
         kept = f" (step {trainer.step} was saved first)" if saved else ""
         raise CharRNNError(f"{reason}{kept}. Free disk space; {how_to_go_on(run)}") from None
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
+        if trainer is not None and trainer.hang_watch.fired:
+            raise CharRNNError(f"waited --peer_timeout {run.args.peer_timeout} for the other workers in one step "
+                               f"or save: one of them hangs (its process lives on, so TensorFlow did not find "
+                               f"it: a deadlock, or a stalled disk?), or is slower than that. Stop the workers "
+                               f"that still run; then, on every worker, {how_to_go_on(run)}") from None
         lost = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", str(error)))) or ["a peer"]
         raise CharRNNError(f"lost contact with {', '.join(lost)} (it stopped, or stopped answering); on every "
                            f"worker, {how_to_go_on(run)}") from None
     finally:
-        if trainer is not None and trainer.writer is not None:
-            trainer.writer.close()
+        if trainer is not None:
+            trainer.hang_watch.stop()
+            if trainer.writer is not None:
+                trainer.writer.close()
 
 
 def how_to_go_on(run: plan.Run, again: str = "the same command") -> str:
@@ -727,7 +738,7 @@ def make_strategy(tf: ModuleType, name: str) -> "tf.distribute.Strategy":
         # No timeout per collective: TensorFlow starts a watchdog thread for each one that sleeps the whole
         # timeout (tensorflow#62466), and a tiny model's 2,600 steps a minute died of 16,000 threads. A peer
         # that dies or is stopped misses the heartbeats of TensorFlow's coordination service instead (found
-        # in about 10 s here); one whose process lives on but hangs is not found.
+        # in about 10 s here); one whose process lives on but hangs, by HangWatch.
         try:
             return tf.distribute.MultiWorkerMirroredStrategy()
         except tf.errors.OpError as error:
@@ -741,6 +752,57 @@ def make_strategy(tf: ModuleType, name: str) -> "tf.distribute.Strategy":
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
         return tf.distribute.MirroredStrategy()
     return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+
+
+class HangWatch:
+    """--strategy multiworker: a worker whose process lives on but hangs (a deadlock, a stalled disk)
+    keeps the others waiting in their next exchange for ever, since TensorFlow's coordination service
+    finds only workers that die or are stopped. When an exchange with the other workers (a step's
+    all-reduce, a gather, a save) takes longer than --peer_timeout, a thread aborts this worker's
+    collectives: the wait ends in an error, which train_run names. A worker's own evaluation is not
+    watched: every worker evaluates the same text, so none waits long for another's."""
+
+    def __init__(self, timeout_s: float):
+        """timeout_s 0: nothing is watched (one worker, or --peer_timeout 0)."""
+        self.timeout_s, self.fired = timeout_s, False
+        self.waiting_since: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def waiting(self):
+        """Around an exchange with the other workers."""
+        if self.timeout_s and self._thread is None:
+            self._thread = threading.Thread(target=self._watch, name="hang-watch", daemon=True)
+            self._thread.start()
+        self.waiting_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self.waiting_since = None
+
+    def watched(self, function: Callable) -> Callable:
+        """function, each call an exchange with the other workers (unchanged when nothing is watched)."""
+        if not self.timeout_s:
+            return function
+
+        def exchange(*args, **kwargs):
+            with self.waiting():
+                return function(*args, **kwargs)
+        return exchange
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        import tensorflow as tf
+        from tensorflow.python.eager import context  # no public API aborts collectives (tf.distribute's own use)
+        while not self._stop.wait(min(10.0, self.timeout_s / 4)):
+            since = self.waiting_since
+            if since is not None and time.monotonic() - since > self.timeout_s:
+                self.fired = True
+                context.context().abort_collective_ops(tf.errors.UNAVAILABLE, "--peer_timeout: waited too long")
+                return
 
 
 def identical_replica_updates(next_creator: Callable, **kwargs) -> "tf.Variable":

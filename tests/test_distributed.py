@@ -32,16 +32,17 @@ def free_ports(count: int) -> list[str]:
     return ports
 
 
-def start_workers(cwd: Path, *args: str, worker_cwd: Path | None = None,
-                  worker_flags: tuple[str, ...] = ()) -> list[subprocess.Popen]:
+def start_workers(cwd: Path, *args: str, worker_cwd: Path | None = None, worker_flags: tuple[str, ...] = (),
+                  worker_script: Path = ROOT / "train.py") -> list[subprocess.Popen]:
     """Worker 1, then the chief, in cwd (worker 1 in worker_cwd if given: another machine's disk;
-    with worker_flags after the others)."""
+    with worker_flags after the others; running worker_script, a wrapper of train.py)."""
     workers = free_ports(2)
     procs = []
     for index in (1, 0):
         env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
                                                      "task": {"type": "worker", "index": index}}))
-        procs.append(subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, *(worker_flags if index else ())],
+        script = worker_script if index else ROOT / "train.py"
+        procs.append(subprocess.Popen([sys.executable, str(script), *args, *(worker_flags if index else ())],
                                       cwd=worker_cwd if index and worker_cwd else cwd, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                       encoding="utf-8"))
@@ -126,6 +127,38 @@ def test_a_killed_worker_stops_the_other_with_a_message(tmp_path: Path) -> None:
     assert time.monotonic() - killed_at < 120
     assert "lost contact with /job:worker/replica:0/task:1" in out
     assert "Traceback" not in out
+
+
+def test_a_hung_worker_stops_the_other_after_peer_timeout(tmp_path: Path) -> None:
+    """A worker whose process lives on but hangs (here: asleep when it reads its 20th batch) answers
+    TensorFlow's heartbeats, and the chief waited in its all-reduce for ever."""
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    hangs = tmp_path / "hangs.py"
+    hangs.write_text(f"import runpy, sys, time\nsys.path.insert(0, {str(ROOT)!r})\nimport dataset\n"
+                     f"batch, calls = dataset.BatchLoader.batch, []\n"
+                     f"def hang_at_20(self, *args):\n    calls.append(1)\n"
+                     f"    if len(calls) == 20:\n        time.sleep(3600)\n    return batch(self, *args)\n"
+                     f"dataset.BatchLoader.batch = hang_at_20\n"
+                     f"sys.argv[0] = {str(ROOT / 'train.py')!r}\nrunpy.run_path(sys.argv[0], run_name='__main__')\n")
+    chief, worker = start_workers(tmp_path, "--input", "tiny.txt", "--max_steps", "1000000", "--eval_every", "1000000",
+                                  "--save_every", "10", "--peer_timeout", "30s", *TINY, worker_script=hangs)
+    try:
+        for line in chief.stdout:  # ten steps before worker 1 hangs
+            if " step 10 " in line:
+                break
+        else:
+            raise AssertionError("no step 10")
+        hung_at = time.monotonic()
+        out = chief.communicate(timeout=180)[0]
+        assert chief.returncode == 2 and "Traceback" not in out, out
+        assert 25 <= time.monotonic() - hung_at < 120
+        assert ("waited --peer_timeout 30s for the other workers in one step or save: one of them hangs (its "
+                "process lives on, so TensorFlow did not find it" in out), out
+        assert "the checkpoints in save/mw are intact: resume with --init_from save/mw" in out
+        assert worker.poll() is None  # still asleep: the message tells the user to stop it
+    finally:
+        for proc in (chief, worker):
+            proc.kill()
 
 
 def test_sigterm_to_the_chief_stops_both_with_a_checkpoint(tmp_path: Path) -> None:

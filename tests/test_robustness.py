@@ -218,6 +218,7 @@ def test_bad_corpus_is_refused(tmp_path: Path, kind: str) -> None:
     (["--dropout", "inf"], "--dropout inf"),
     (["--time_budget", "0"], "--time_budget 0"),
     (["--time_budget", "soon"], "--time_budget 'soon': invalid duration"),
+    (["--peer_timeout", "later"], "--peer_timeout 'later': invalid duration"),
     (["--seed", str(2**70)], "--seed"),
     (["--sample_length", str(10**9)], "--sample_length"),
     (["--batch_groups", "5"], "--batch_groups 5"),  # more groups than TINY's 4 streams
