@@ -236,6 +236,11 @@ def check_args(args: argparse.Namespace) -> None:
     need(args.min_char_count >= 1, "min_char_count", "must be at least 1")
     need(0 <= args.batch_groups <= args.batch_size, "batch_groups", "must be from 0 (auto) to --batch_size")
     need(0.0 < args.val_frac < 0.5, "val_frac", "must be above 0 and below 0.5, e.g. 0.05")
+    # Before --dropout: on resume the keep probabilities were already turned into it (apply_old_flag_names).
+    for flag in ("output_keep_prob", "input_keep_prob"):
+        if getattr(args, flag) is not None:
+            need(1e-6 <= getattr(args, flag) <= 1.0, flag,  # 1 - 1e-17 is a dropout of 1.0, which drops all
+                 "must be from 0.000001 to 1 (the probability to keep a unit; dropout is 1 minus it), e.g. 0.8")
     need(0.0 <= args.dropout < 1.0, "dropout", "must be from 0 (none) to below 1, e.g. 0.25")
     need(0.0 < args.learning_rate < 1.0 and math.isfinite(args.learning_rate), "learning_rate",
          "must be between 0 and 1, e.g. 0.002")
@@ -243,10 +248,6 @@ def check_args(args: argparse.Namespace) -> None:
     need(args.grad_clip > 0 and math.isfinite(args.grad_clip), "grad_clip", "must be a positive finite number")
     if args.decay_rate is not None:
         need(0.0 < args.decay_rate <= 1.0, "decay_rate", "must be above 0 and at most 1, e.g. 0.97")
-    for flag in ("output_keep_prob", "input_keep_prob"):
-        if getattr(args, flag) is not None:
-            need(1e-6 <= getattr(args, flag) <= 1.0, flag,  # 1 - 1e-17 is a dropout of 1.0, which drops all
-                 "must be from 0.000001 to 1 (the probability to keep a unit; dropout is 1 minus it), e.g. 0.8")
     if args.time_budget is not None:
         args.time_budget_s = utils.parse_duration(args.time_budget, "--time_budget")
         need(0 < args.time_budget_s < math.inf, "time_budget", "must be a positive time, e.g. 90s, 15m, 2h")
@@ -303,6 +304,7 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
             if action is None:  # a value train.py derived and saved (one of a later version: as it is)
                 want = SAVED_DERIVED.get(key)
                 ok = want is None or type(value) is want or (want is float and type(value) is int)
+                ok = ok and (key != "input_dropout" or 0.0 <= value < 1.0)  # as check_args checks --dropout
             elif value is None:
                 ok = action.default is None
             elif action.choices:

@@ -509,14 +509,17 @@ def test_init_from_missing_or_not_a_run(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("damage, what", [("truncated", "(not JSON: "), ("not an object", "(not a JSON object)"),
                                           ("wrong type", "(rnn_size is '32')"), ("null", "(print_every is None)"),
-                                          ("derived value", "(log_name is 5)")])
+                                          ("derived value", "(log_name is 5)"),
+                                          ("derived value out of range", "(input_dropout is 1.5)")])
 def test_resume_with_damaged_config(run_copy: Path, damage: str, what: str) -> None:
     config = run_copy / "config.json"
     text = config.read_text(encoding="utf-8")
     config.write_text({"truncated": text[:len(text) // 2], "not an object": "[1, 2]",
                        "wrong type": text.replace('"rnn_size": 32', '"rnn_size": "32"'),
                        "null": re.sub(r'"print_every": \d+', '"print_every": null', text),
-                       "derived value": text.replace('"log_name": "run"', '"log_name": 5')}[damage], encoding="utf-8")
+                       "derived value": text.replace('"log_name": "run"', '"log_name": 5'),
+                       "derived value out of range": re.sub(r'"input_dropout": [\d.]+', '"input_dropout": 1.5', text),
+                       }[damage], encoding="utf-8")
     assert config.read_text(encoding="utf-8") != text
     result = run("train.py", "--init_from", str(run_copy), cwd=run_copy.parents[1])
     assert_refused(result, "config.json", "damaged " + what)
@@ -533,6 +536,9 @@ def test_flags_typed_on_resume_are_checked_against_the_run_s_own(tmp_path: Path)
     assert again.returncode == 0 and "had already reached --max_steps 1" in again.stderr, again.stderr
     assert_refused(run("train.py", "--init_from", "save/b32", "--batch_groups", "33", cwd=tmp_path),
                    "--batch_groups 33: must be from 0 (auto) to --batch_size")
+    # The old keep probability is named, not the dropout it was turned into (--dropout -4.0).
+    assert_refused(run("train.py", "--init_from", "save/b32", "--output_keep_prob", "5", cwd=tmp_path),
+                   "--output_keep_prob 5.0: must be from 0.000001 to 1")
 
 
 def test_a_run_copied_by_hand_keeps_its_own_tensorboard_run(tmp_path: Path) -> None:
