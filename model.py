@@ -551,11 +551,15 @@ def _is_in(ids, group):
     return tf.reduce_any(tf.equal(ids[:, None], group[None, :]), axis=1)
 
 
+# What pads ids before a prime's start: no symbol, and not space_id's -1 (a vocabulary without a space).
+NO_SYMBOL = -2
+
+
 def _in_word_start(ids, mode, space_id, initial_ids, vowel_ids, before=None) -> tf.Tensor:
     """Whether text that ends in ids [N, k] (k >= 2) is inside a word's first character but not at
     its end, which mode 2 samples whole: an initial after a space, and a vowel after that initial
     (a final may follow). before: whether it was so one symbol earlier, when ids hold two."""
-    ids = tf.pad(ids, [[0, 0], [1, 0]], constant_values=-1)  # a third symbol from the end, or none
+    ids = tf.pad(ids, [[0, 0], [1, 0]], constant_values=NO_SYMBOL)  # a third symbol from the end, or none
     third, second, last = ids[:, -3], ids[:, -2], ids[:, -1]
     started = (second == space_id) & _is_in(last, initial_ids)
     was_started = (third == space_id) & _is_in(second, initial_ids) if before is None else before
@@ -704,7 +708,7 @@ def prime_word_start(prime_ids: "tf.Tensor | Sequence[Sequence[int]]", mode: "in
                      vowel_ids: "Sequence[int] | tf.Tensor") -> tf.Tensor:
     """Whether each prime [N, P] ends inside a word's first character (a space, an initial and
     maybe its vowel), for mode 2's first step (generate_chunk's in_word_start)."""
-    padded = tf.pad(tf.convert_to_tensor(prime_ids, tf.int32), [[0, 0], [1, 0]], constant_values=-1)  # >= 2 symbols
+    padded = tf.pad(tf.convert_to_tensor(prime_ids, tf.int32), [[0, 0], [1, 0]], constant_values=NO_SYMBOL)  # >= 2
     as_ids = lambda x: tf.reshape(tf.convert_to_tensor(x, tf.int32), [-1])  # a list (maybe empty) or a tensor
     return _in_word_start(padded, tf.convert_to_tensor(mode, tf.int32), tf.convert_to_tensor(space_id, tf.int32),
                           as_ids(initial_ids), as_ids(vowel_ids))

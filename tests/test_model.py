@@ -384,6 +384,10 @@ def test_generate_chunk_streams_like_one_call(sampler):
             np.testing.assert_array_equal(tf.concat([first, second], 1), whole, err_msg=f"cut {cut}")
     assert M.prime_word_start(in_word, *(words[k] for k in ("mode", "space_id", "initial_ids", "vowel_ids"))
                               ).numpy().tolist()[0]
+    # A vocabulary without a space (space_id -1): a prime of an initial and its vowel, 가, was read
+    # as following a space, the padding before it, and its next symbols were sampled.
+    assert M.prime_word_start([[5, 6]], 2, -1, [5], [6]).numpy().tolist() == [False]
+    assert M.prime_word_start([[5]], 2, -1, [5], [6]).numpy().tolist() == [False]
 
 
 def test_generate_refuses_filters_that_keep_nothing(sampler) -> None:
