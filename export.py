@@ -22,7 +22,9 @@ import contextlib
 import glob
 import logging
 import os
+import re
 import shutil
+import socket
 from pathlib import Path
 
 import tensorflow as tf
@@ -264,9 +266,10 @@ class ServingModule(tf.Module):
 class LiteModule(tf.Module):
     """The TFLite model's functions: ids and state only, so every op is a TFLite builtin."""
 
-    def __init__(self, net: "model.CharRNN"):
+    def __init__(self, net: "model.CharRNN", start_id: int):
         super().__init__(name="charrnn_lite")
         self.model = net
+        self.start_id = start_id  # an empty prime starts at the start of a line, as sample.py does
         L, S, H = net.state_size
 
         # The converter names each TFLite signature after its Python function: hence these wrappers.
@@ -284,8 +287,9 @@ class LiteModule(tf.Module):
 
     def _generate_greedy(self, prime_ids, n):
         # No TensorArray: TFLite's builtin WHILE carries plain tensors, so the ids go into a
-        # preallocated buffer. prime_ids must hold at least one id.
+        # preallocated buffer. An empty prime_ids is the start id (a slice, not a cond: no IF op).
         net = self.model
+        prime_ids = tf.concat([[self.start_id], prime_ids], axis=0)[tf.minimum(tf.size(prime_ids), 1):]
         state = _feed_prime(net, prime_ids)
 
         def generate(i, last, state, out):
@@ -328,9 +332,12 @@ def _check_target_dir(directory: Path, flag: str) -> Path | None:
         example = directory.parent / "exported-model" if directory.is_file() else Path("exported-model")
         raise CharRNNError(f"{flag} {directory}: is a file; {flag} writes a folder: name a new one, "
                            f"e.g. {flag} {example}")
-    if directory.is_dir() and any(directory.iterdir()):
-        raise CharRNNError(f"{flag} {directory}: not an empty directory; {flag} writes a new or empty folder, so "
-                           f"that nothing of yours in it is replaced: name a new one")
+    if directory.is_dir():
+        _remove_stranded_exports(directory, "")  # an export written in place, killed there
+        entry = next(directory.iterdir(), None)
+        if entry is not None:
+            raise CharRNNError(f"{flag} {directory}: not an empty directory (it holds {entry.name}); {flag} writes "
+                               f"a new or empty folder, so that nothing of yours in it is replaced: name a new one")
     return runs.ensure_writable(directory if _in_place(directory) else directory.parent, flag, named=directory)
 
 
@@ -377,16 +384,25 @@ def _is_vocab(path: Path) -> bool:
 def _tmp_beside(path: Path) -> Path:
     """The name an export to path is written under before its rename (what killed exports left
     under such names goes first)."""
-    _remove_stranded_exports(path)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    _remove_stranded_exports(path.parent, f".{path.name}")
+    return path.with_name(f".{path.name}{_tmp_suffix()}")
 
 
-def _remove_stranded_exports(path: Path) -> None:
+def _tmp_suffix() -> str:
+    """The writing process, as _remove_stranded_exports reads it back (the host: on a shared file
+    system another machine's export in progress is not taken for a killed one of this machine)."""
+    return f".tmp-{os.getpid()}@{socket.gethostname()}"
+
+
+_TMP_OWNER = re.compile(r"\.tmp-(?P<pid>\d+)(?:@(?P<host>.*))?")  # no host: an older version's, of this host
+
+
+def _remove_stranded_exports(folder: Path, prefix: str) -> None:
     """An export killed (kill -9) between its write and its rename leaves its temporary copy, a
-    model's worth of space: remove those whose process is gone."""
-    for stranded in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
-        pid = stranded.name.rpartition(".tmp-")[2]
-        if pid.isdigit() and left_by_gone_process(pid):
+    model's worth of space, named prefix + _tmp_suffix() in folder: remove those whose process is gone."""
+    for stranded in folder.glob(f"{glob.escape(prefix)}.tmp-*"):
+        owner = _TMP_OWNER.fullmatch(stranded.name[len(prefix):])
+        if owner and left_by_gone_process(owner["pid"], owner["host"]):
             shutil.rmtree(stranded, ignore_errors=True) if stranded.is_dir() else stranded.unlink(missing_ok=True)
 
 
@@ -397,7 +413,7 @@ def export_saved_model(net: "model.CharRNN", vocab: "dataset.Vocab", directory: 
         directory = directory.resolve()
     _check_target_dir(directory, flag)
     in_place = _in_place(directory)
-    tmp = directory / f".tmp-{os.getpid()}" if in_place else _tmp_beside(directory)
+    tmp = directory / _tmp_suffix() if in_place else _tmp_beside(directory)
     shutil.rmtree(tmp, ignore_errors=True)
     moved: list[Path] = []
     try:
@@ -445,7 +461,7 @@ def export_tflite(net: "model.CharRNN", vocab: "dataset.Vocab", path: str | Path
     Returns (model path, vocabulary path)."""
     path = Path(path)
     _check_target_file(path, flag)
-    module = LiteModule(net)
+    module = LiteModule(net, vocab.start_id)
     with _cpu_scope():
         functions = [module.step.get_concrete_function(), module.generate_greedy.get_concrete_function()]
     converter = tf.lite.TFLiteConverter.from_concrete_functions(functions, module)

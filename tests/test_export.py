@@ -11,6 +11,7 @@ import os
 import random
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import unicodedata
@@ -205,6 +206,12 @@ def test_tflite_greedy_equals_sample_py(work: Path, greedy: dict[str, str], name
     prime_ids = vocab.encode(prime)
     ids = lite.get_signature_runner("generate_greedy")(prime_ids=prime_ids, n=np.array(N, np.int32))["ids"]
     assert vocab.decode(np.concatenate([prime_ids, ids])) == greedy[name][prime]
+    # An empty prime starts a line, as in sample.py and the SavedModel (it read past the end of the ids).
+    for _ in range(2):
+        empty = lite.get_signature_runner("generate_greedy")(prime_ids=np.zeros([0], np.int32), n=np.array(N, np.int32))
+        start = lite.get_signature_runner("generate_greedy")(prime_ids=np.array([vocab.start_id], np.int32),
+                                                            n=np.array(N, np.int32))
+        assert list(empty["ids"]) == list(start["ids"])
     if vocab.unit == "jamo":  # the README's recipe for an app without this repository: the same text
         assert readme_hangul()("".join(vocab.symbols[i] for i in [*prime_ids, *ids])) == greedy[name][prime]
 
@@ -289,7 +296,7 @@ def test_export_refuses_a_non_empty_directory(tmp_path: Path) -> None:
     target = tmp_path / "exported"
     target.mkdir()
     (target / "keep.txt").write_text("mine", encoding="utf-8")
-    with pytest.raises(utils.CharRNNError, match="not an empty directory; --export writes a new or empty folder"):
+    with pytest.raises(utils.CharRNNError, match=r"not an empty directory \(it holds keep.txt\); --export writes a new or empty folder"):
         export.export_saved_model(net, vocab, target)
     (tmp_path / "corpus.txt").write_text("mine", encoding="utf-8")
     with pytest.raises(utils.CharRNNError, match="corpus.txt: is a file; --export writes a folder: name a new one"):
@@ -442,7 +449,7 @@ def test_export_replaces_only_an_earlier_export(work: Path, tmp_path: Path) -> N
 
 
 def test_an_export_removes_what_killed_exports_left(tmp_path: Path) -> None:
-    """kill -9 between an export's write and its rename leaves .NAME.tmp-PID, a model's worth of
+    """kill -9 between an export's write and its rename leaves .NAME.tmp-PID@HOST, a model's worth of
     space: the next export to that path removes those whose process is gone, and no other."""
     import dataset
     import export
@@ -452,13 +459,21 @@ def test_an_export_removes_what_killed_exports_left(tmp_path: Path) -> None:
     net = model_lib.CharRNN(model_lib.ModelConfig("gru", vocab.size, 1, 8, 4))
     finished = subprocess.Popen(["true"])
     finished.wait()
-    stranded = [tmp_path / f".exported.tmp-{finished.pid}", tmp_path / f".m.tflite.tmp-{finished.pid}"]
+    host = socket.gethostname()
+    # An older version's names had no host; written in place (--export . or a mount point), the
+    # copy is inside the target, which the next export then refused as not empty.
+    (tmp_path / "exported").mkdir()
+    stranded = [tmp_path / f".exported.tmp-{finished.pid}@{host}", tmp_path / f".m.tflite.tmp-{finished.pid}",
+                tmp_path / "exported" / f".tmp-{finished.pid}@{host}"]
     stranded[0].mkdir()
     (stranded[0] / "saved_model.pb").write_bytes(b"half")
     stranded[1].write_bytes(b"half")
-    others = [tmp_path / ".exported.tmp-1", tmp_path / ".other.tmp-12"]  # a live process's; another path's
+    stranded[2].mkdir()
+    # A live process's; another path's; another machine's (a shared file system), in progress there.
+    others = [tmp_path / f".exported.tmp-1@{host}", tmp_path / ".other.tmp-12",
+              tmp_path / f".m.tflite.tmp-{finished.pid}@elsewhere"]
     for path in others:
         path.write_bytes(b"")
     export.export(net, vocab, str(tmp_path / "exported"), str(tmp_path / "m.tflite"))
-    assert [p.exists() for p in stranded + others] == [False, False, True, True]
+    assert [p.exists() for p in stranded + others] == [False, False, False, True, True, True]
     assert (tmp_path / "exported" / "saved_model.pb").is_file() and (tmp_path / "m.tflite").is_file()
