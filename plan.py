@@ -610,6 +610,21 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         default_named = run_dir not in (fork_dir, resume_dir) and args.run_name is None
         run_dir, lock = lock_new_run(run_dir) if default_named else (run_dir, runs.RunLock(run_dir, place_flag))
     try:
+        if lock is not None:
+            if run_dir == fork_dir:
+                try:
+                    if lock.take_over_unsaved_copy():
+                        log.info("%s held a copy that a session stopped before its first save left behind: a new "
+                                 "copy replaces it", run_dir)
+                except OSError as error:
+                    raise CharRNNError(f"could not remove the unsaved copy in {run_dir} ({error.strerror or error}): "
+                                       f"delete that folder, then run again") from None
+            if run_dir != resume_dir and lock.held_run:  # never train over a saved run, or its remains
+                if not (run_dir / "config.json").exists():
+                    raise CharRNNError(f"{run_dir} holds files of a run (checkpoints, vocab.json) but no config.json, "
+                                       f"what is left of one: pick another --run_name, or move them away to start over")
+                raise CharRNNError(f"{run_dir} already holds a run: continue it with --init_from {runs.shell_path(run_dir)}, "
+                                   f"pick another --run_name, or delete it to start over")
         forked_from = resume_dir if fork_dir is not None else None
         args.run_name, args.save_dir = run_dir.name, str(run_dir.parent)
         args.run_dir = str(run_dir.resolve()) if runs.is_utf8_path(str(run_dir.resolve())) else ""  # "": not known
@@ -637,20 +652,6 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
                 log.info("%s is taken (%s): this run's TensorBoard run is %s", taken, why, args.log_name)
         utils.check_path(str(Path(args.log_dir) / args.log_name), "--log_dir", room=80)
         if lock is not None:
-            if run_dir == fork_dir:
-                try:
-                    if lock.take_over_unsaved_copy():
-                        log.info("%s held a copy that a session stopped before its first save left behind: a new "
-                                 "copy replaces it", run_dir)
-                except OSError as error:
-                    raise CharRNNError(f"could not remove the unsaved copy in {run_dir} ({error.strerror or error}): "
-                                       f"delete that folder, then run again") from None
-            if run_dir != resume_dir and lock.held_run:  # never train over a saved run, or its remains
-                if not (run_dir / "config.json").exists():
-                    raise CharRNNError(f"{run_dir} holds files of a run (checkpoints, vocab.json) but no config.json, "
-                                       f"what is left of one: pick another --run_name, or move them away to start over")
-                raise CharRNNError(f"{run_dir} already holds a run: continue it with --init_from {runs.shell_path(run_dir)}, "
-                                   f"pick another --run_name, or delete it to start over")
             latest = run_dir.parent / "latest"
             if latest.exists() and not latest.is_file():  # found now, not at the first save
                 raise CharRNNError(f"{latest} is not a file: the save directory keeps the name of the run that saved "

@@ -1229,10 +1229,15 @@ def test_resume_from_inside_the_run_under_a_folder_with_pattern_characters(tmp_p
 
 def test_new_run_never_overwrites_a_saved_run(trained, run_copy: Path) -> None:
     before = file_hashes(run_copy)
+    logs = run_copy.parents[1] / "logs"
+    (logs / "run").mkdir(parents=True, exist_ok=True)  # the run's own TensorBoard run
     result = run("train.py", "--input", str(trained["corpus"]), *TINY, "--save_dir", str(run_copy.parent),
                  "--run_name", "run", cwd=run_copy.parents[1])
     assert_refused(result, "already holds a run", "--init_from")
     assert file_hashes(run_copy) == before
+    # Refused before a TensorBoard run was looked for: it said "logs/run is taken ...: this run's
+    # TensorBoard run is run@save" first, of a run that was never made.
+    assert "is taken" not in result.stderr and sorted(p.name for p in logs.iterdir()) == ["run"], result.stderr
 
 
 def test_resume_falls_back_from_truncated_checkpoints(run_copy: Path) -> None:
