@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -670,7 +669,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
             if log_dir_created is None:  # not claimed above: the resumed run's own
                 log_dir_created = runs.ensure_writable(log_dir, "--log_dir")
         else:
-            write_dir = Path(tempfile.mkdtemp(prefix=f"charrnn-worker{cluster.worker_index}-"))
+            write_dir = runs.new_worker_scratch_dir(cluster.worker_index)
             log_dir, log_dir_created = write_dir / "logs", None
     except BaseException:  # a refusal, or a signal during the copy
         if lock is not None:

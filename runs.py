@@ -14,6 +14,8 @@ import logging
 import os
 import re
 import shutil
+import socket
+import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
@@ -425,6 +427,21 @@ def remove_unfinished_saves(run_dir: Path) -> None:
             if temp.is_dir():
                 logger.info("removing %s, left by a save that was interrupted", temp)
                 shutil.rmtree(temp, ignore_errors=True)
+
+
+# A non-chief worker's scratch folder, named by its process and host (new_worker_scratch_dir).
+_WORKER_SCRATCH = re.compile(r"charrnn-worker\d+-(?P<pid>\d+)@(?P<host>.*)-\w+")
+
+
+def new_worker_scratch_dir(worker_index: int) -> Path:
+    """A new temporary folder for what a worker other than the chief writes (its checkpoints, which
+    nobody reads). A worker removes its own when it stops; those of workers killed first (kill -9),
+    each a model's checkpoints, go here."""
+    for stranded in Path(tempfile.gettempdir()).glob("charrnn-worker*-*@*"):
+        owner = _WORKER_SCRATCH.fullmatch(stranded.name)
+        if owner and stranded.is_dir() and left_by_gone_process(owner["pid"], owner["host"]):
+            shutil.rmtree(stranded, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"charrnn-worker{worker_index}-{os.getpid()}@{socket.gethostname()}-"))
 
 
 def checkpoints_on_disk(directory: Path) -> list[str]:

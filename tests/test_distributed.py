@@ -10,11 +10,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+import runs
 from test_train import ROOT, checkpoint_weights, read_scalars, tiny_text
 
 TINY = ["--num_layers", "1", "--rnn_size", "32", "--embedding_size", "16", "--batch_size", "8",
@@ -127,6 +129,13 @@ def test_a_killed_worker_stops_the_other_with_a_message(tmp_path: Path) -> None:
     assert time.monotonic() - killed_at < 120
     assert "lost contact with /job:worker/replica:0/task:1" in out
     assert "Traceback" not in out
+    # The killed worker could not remove its scratch folder (a model's checkpoints): the next worker
+    # started on this machine does.
+    worker.wait()
+    (left,) = Path(tempfile.gettempdir()).glob(f"charrnn-worker1-{worker.pid}@*")
+    fresh = runs.new_worker_scratch_dir(1)
+    shutil.rmtree(fresh)
+    assert not left.exists()
 
 
 def test_a_hung_worker_stops_the_other_after_peer_timeout(tmp_path: Path) -> None:
