@@ -182,6 +182,13 @@ def damage(error: Exception) -> str:
     return str(error)
 
 
+# karpathy/char-rnn's (Lua) flags whose meaning lives on under another name: the script and flag here.
+CHAR_RNN_LUA_NAMES = {"learning_rate_decay": ("train.py", "--decay_rate"), "max_epochs": ("train.py", "--num_epochs"),
+                      "eval_val_every": ("train.py", "--eval_every"), "checkpoint_dir": ("train.py", "--save_dir"),
+                      "savefile": ("train.py", "--run_name"), "primetext": ("sample.py", "--prime"),
+                      "length": ("sample.py", "-n")}
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """A refused command line gets the one line that says what is wrong, a flag's right name for
     a typo (--rnn-size: --rnn_size), and where every flag is listed, not argparse's whole usage
@@ -216,8 +223,13 @@ class ArgumentParser(argparse.ArgumentParser):
             # Compared by their letters alone: --rnn-size is --rnn_size, --nsamples --num_samples (not --sample).
             letters = lambda flag: flag.split("=")[0].replace("-", "").replace("_", "")
             by_letters = {letters(flag): flag for flag in flags}
-            close = {word: difflib.get_close_matches(letters(word), by_letters, n=1, cutoff=0.75) for word in typed}
-            hint = "".join(f" ({word}: did you mean {by_letters[found[0]]}?)" for word, found in close.items() if found)
+            lua = {word: CHAR_RNN_LUA_NAMES[word.split("=")[0].lstrip("-")] for word in typed
+                   if word.split("=")[0].lstrip("-") in CHAR_RNN_LUA_NAMES}
+            hint = "".join(f" ({word.split('=')[0]} is karpathy/char-rnn's; here: "
+                           f"{flag if script == self.prog else f'{script} {flag}'})" for word, (script, flag) in lua.items())
+            close = {word: difflib.get_close_matches(letters(word), by_letters, n=1, cutoff=0.75) for word in typed
+                     if word not in lua}
+            hint += "".join(f" ({word}: did you mean {by_letters[found[0]]}?)" for word, found in close.items() if found)
             if self.sibling is not None:
                 script, parser = self.sibling
                 theirs = {flag for action in parser()._actions for flag in action.option_strings}

@@ -343,6 +343,10 @@ def test_hangul_paths_under_a_locale_that_is_not_utf8(tmp_path: Path) -> None:
                                          (["--no_such_flag", "1"], "unrecognized arguments: --no_such_flag 1\n"),
                                          (["--rnn-size", "64"], "(--rnn-size: did you mean --rnn_size?)"),
                                          (["--prime=a"], "(--prime is a flag of sample.py, not of train.py)"),
+                                         # karpathy/char-rnn's names: --learning_rate_decay is not --learning_rate
+                                         (["-learning_rate_decay", "0.97"],
+                                          "(-learning_rate_decay is karpathy/char-rnn's; here: --decay_rate)"),
+                                         (["-primetext", "a"], "(-primetext is karpathy/char-rnn's; here: sample.py --prime)"),
                                          (["--time_budget", "-5m"], "(a value that starts with '-' goes after '=': "
                                                                     "--time_budget=-...)"),
                                          (["--time_budget"], "--time_budget: expected one argument\n"),
