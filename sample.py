@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=int, default=1, choices=[0, 1, 2],
                    help="0: the most likely symbol each step; 1: sample; 2: sample the character after each space "
                         "(under --unit jamo its initial, vowel and final), else the most likely")
-    p.add_argument("--temperature", type=float, default=1.0, help="below 1: safer text, above 1: wilder")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="below 1: safer text, above 1: wilder; 0: the most likely character (--sample 0)")
     p.add_argument("--top_k", type=int, default=0, help="sample among the k most likely symbols (0: all)")
     p.add_argument("--top_p", type=float, default=1.0, help="sample within this probability mass (1: all)")
     p.add_argument("--seed", type=int, default=None, help="same seed, same text (default: random)")
@@ -77,9 +78,11 @@ def check_args(args: argparse.Namespace) -> None:
                            f"set the terminal to UTF-8, or pass the prime as UTF-8 bytes") from None
     if args.n < 0:  # -n 0 writes the prime alone, as char-rnn-tensorflow did
         raise CharRNNError(f"-n {args.n}: the number of characters to generate must be 0 or more")
-    if not (args.temperature > 0 and math.isfinite(args.temperature)):
-        raise CharRNNError(f"--temperature {args.temperature}: must be a positive finite number (e.g. 0.7); "
-                           f"for the single most likely text use --sample 0")
+    if not (args.temperature >= 0 and math.isfinite(args.temperature)):
+        raise CharRNNError(f"--temperature {args.temperature}: must be a positive finite number (e.g. 0.7), or 0 "
+                           f"for the most likely character every step (as --sample 0)")
+    if args.temperature == 0:  # the limit of colder and colder draws, as the SavedModel's generate takes it
+        args.sample, args.temperature = 0, 1.0
     if args.top_k < 0:
         raise CharRNNError(f"--top_k {args.top_k}: must be 0 (off) or positive")
     if not 0.0 < args.top_p <= 1.0:

@@ -62,6 +62,8 @@ def test_top_k_1_and_cold_temperature_equal_argmax(run_dir: Path) -> None:
     assert text(sample(run_dir, "-n", "0", "--prime", "the ")) == "the \n"  # the prime alone, as the old tool
     assert text(sample(run_dir, "-n", "200", "--top_k", "1", "--seed", "3", "--prime", "the ")) == greedy
     assert text(sample(run_dir, "-n", "200", "--temperature", "0.0001", "--seed", "9", "--prime", "the ")) == greedy
+    # 0 is that limit, as the SavedModel's generate(temperature=0) takes it (it was refused here).
+    assert text(sample(run_dir, "-n", "200", "--temperature", "0", "--prime", "the ")) == greedy
 
 
 def test_sample_2_samples_only_at_word_starts(run_dir: Path) -> None:
