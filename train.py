@@ -1041,8 +1041,11 @@ def write_run_summaries(args: argparse.Namespace, vocab_size: int) -> None:
     hparams = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}  # decay_rate: None when unused
     # Absolute, as config.json has it: one corpus is one value whatever the folder it was typed from.
     corpus = os.fsencode(os.path.abspath(args.input or args.data_dir)).decode("utf-8", "replace")  # cp949 names too
-    # Grouped by the TensorBoard run: a copy of a run (its own log folder) is not merged into the original's row.
-    hp.hparams({"corpus": corpus, "vocab_size": vocab_size, **hparams}, trial_id=args.log_name)
+    # Grouped by the TensorBoard run, named by its folder's whole path: a copy of a run (its own log folder) is
+    # not merged into the original's row, nor a run of the same name in another --log_dir that TensorBoard
+    # shows beside it (tensorboard --logdir on their parent: the losses of both were averaged in one row).
+    log_folder = os.fsencode(os.path.abspath(os.path.join(args.log_dir, args.log_name))).decode("utf-8", "replace")
+    hp.hparams({"corpus": corpus, "vocab_size": vocab_size, **hparams}, trial_id=log_folder)
     charts = [layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(
                   tag=[f"^train/{tag}$", f"^val/{tag}$"]))
               for title, tag in (("loss, nats per symbol (a jamo under --unit jamo)", "loss"),

@@ -672,7 +672,7 @@ def test_a_new_run_whose_tensorboard_name_is_taken_says_where_its_events_go(tmp_
     assert os.listdir(stale) == ["events.out.tfevents.1.host"] and read_scalars(tmp_path / "logs" / "fresh@save")
     # Its hparams row is its own too (not merged with the stale run's), and the corpus typed relative is absolute.
     hparams = hparams_of(tmp_path / "logs" / "fresh@save")
-    assert (hparams["group"], hparams["corpus"]) == ("fresh@save", str(tmp_path / "tiny.txt"))
+    assert (hparams["group"], hparams["corpus"]) == (str(tmp_path / "logs" / "fresh@save"), str(tmp_path / "tiny.txt"))
     # --log_dir the same folder as --save_dir: the name is taken by the run's own checkpoints, and
     # the message said a run in another save directory, a deleted one or a killed one had it.
     result = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "2", "--run_name", "R", "--save_dir", "out",

@@ -167,7 +167,7 @@ def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Pa
         assert tag in scalars, (tag, sorted(scalars))
     hparams = hparams_of(tmp_path / "logs" / run)
     assert (hparams["group"], hparams["corpus"], hparams["vocab_size"], hparams["model"], hparams["rnn_size"]) == (
-        run, str(corpus), len(set(tiny_text())), "lstm", 32)
+        str(tmp_path / "logs" / run), str(corpus), len(set(tiny_text())), "lstm", 32)
     assert hparams["max_steps"] == 20 and hparams["grad_clip"] == 5 and "decay_rate" not in hparams
     assert [step for step, _ in scalars["val/loss"]] == [10, 20]
     # Training speed from step 2 on: the first step's seconds are mostly compiling it.
