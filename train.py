@@ -237,8 +237,10 @@ class Trainer:
             raise CharRNNError(f"--log_dir {run.log_dir}: cannot write TensorBoard events "
                                f"({runs.tf_error_reason(error)}); free disk space or choose another --log_dir") from None
         if run.cluster.is_chief:
-            log.info("run %s: checkpoints in %s; watch it with:  tensorboard --logdir %s",
-                     args.run_name, run.run_dir, runs.shell_path(args.log_dir))
+            # Absolute: a second terminal, where the command is pasted, opens in another folder.
+            log_dir = os.path.abspath(args.log_dir)
+            log.info("run %s: checkpoints in %s; watch it with:  tensorboard --logdir %s", args.run_name, run.run_dir,
+                     runs.shell_path(log_dir if runs.is_utf8_path(log_dir) else args.log_dir))
             self.say_schedule_change()
         self.progress_line = Progress(args.print_every if run.cluster.is_chief else 10 ** 9)
         self.sample_prime = self.vocab.start_id

@@ -142,7 +142,7 @@ def test_a_cut_vocabulary_says_its_losses_compare_only_with_the_same_cut(tmp_pat
 def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Path) -> None:
     result = train(tmp_path, "--input", str(corpus), "--max_steps", "20", "--eval_every", "10", *TINY)
     assert result.returncode == 0, result.stderr
-    assert "tensorboard --logdir logs" in result.stderr
+    assert f"tensorboard --logdir {tmp_path / 'logs'}\n" in result.stderr  # to paste in a terminal opened elsewhere
     assert "unknown symbol" not in result.stderr  # the whole vocabulary: nothing to compare apart
     # Not a terminal here, so the progress line comes as plain lines every --print_every steps:
     # train loss, the newest validation loss once there is one, chars/s and the time left.
