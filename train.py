@@ -471,6 +471,8 @@ class Trainer:
                 tf.summary.scalar("val/loss", val_loss)
                 tf.summary.scalar("val/bpc", val_bpc)
                 tf.summary.scalar("val/perplexity", val_perplexity)
+                # The HParams table shows each metric's last value: the best is what compares runs.
+                tf.summary.scalar("val/best_loss", min(val_loss, float(self.best_val)))
                 tf.summary.text("sample", markdown_verbatim(self.vocab.decode(sample.numpy()[0])[:chars]))
             self.writer.flush()
         log.info(f"step {self.step} epoch {self.epoch_position()}: val loss {val_loss:.4f} nats/symbol, {val_bpc:.4f} "

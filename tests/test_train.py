@@ -162,7 +162,7 @@ def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Pa
     run = only_run(tmp_path / "save").name
     scalars = read_scalars(tmp_path / "logs" / run)
     for tag in ("train/loss", "train/bpc", "train/learning_rate", "train/grad_norm", "train/chars_per_sec",
-                "val/loss", "val/bpc", "val/perplexity", "sample", "_hparams_/session_start_info",
+                "val/loss", "val/bpc", "val/perplexity", "val/best_loss", "sample", "_hparams_/session_start_info",
                 "custom_scalars__config__"):
         assert tag in scalars, (tag, sorted(scalars))
     hparams = hparams_of(tmp_path / "logs" / run)
@@ -170,6 +170,8 @@ def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Pa
         str(tmp_path / "logs" / run), str(corpus), len(set(tiny_text())), "lstm", 32)
     assert hparams["max_steps"] == 20 and hparams["grad_clip"] == 5 and "decay_rate" not in hparams
     assert [step for step, _ in scalars["val/loss"]] == [10, 20]
+    losses = [value for _, value in scalars["val/loss"]]
+    assert [value for _, value in scalars["val/best_loss"]] == pytest.approx([losses[0], min(losses)])
     # Training speed from step 2 on: the first step's seconds are mostly compiling it.
     assert [step for step, _ in scalars["train/chars_per_sec"]] == list(range(2, 21))
     # It is the rate the run trains at: a step's characters over the time from the step before (its
