@@ -383,13 +383,15 @@ class Cluster:
         return self.worker_index == 0
 
 
-def check_batch_shares(batch_size: int, parts: int, what: str) -> None:
+def check_batch_shares(batch_size: int, parts: int, what: str, resumed: bool, fewer: str) -> None:
     """Each worker or replica trains an equal share of the streams: a remainder would never be
-    trained, and a share of none would make the loss NaN."""
+    trained, and a share of none would make the loss NaN. fewer: how to train on fewer parts."""
     if batch_size % parts:
         fits = parts * max(1, round(batch_size / parts))
+        fix = (f"A resumed run keeps its --batch_size: go on with a number of {what} that divides it ({fewer})"
+               if resumed else f"Try --batch_size {fits}")
         raise CharRNNError(f"--batch_size {batch_size} must be a multiple of the number of {what} ({parts}): "
-                           f"each trains an equal share of the streams. Try --batch_size {fits}")
+                           f"each trains an equal share of the streams. {fix}")
 
 
 def cluster_from_env(strategy: str) -> Cluster:
@@ -554,7 +556,8 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
             raise
         raise CharRNNError(f"{error}. The resumed run was trained so (--strategy multiworker in its config.json): "
                            f"on one machine pass --strategy auto") from None
-    check_batch_shares(args.batch_size, cluster.num_workers, "workers")
+    check_batch_shares(args.batch_size, cluster.num_workers, "workers", resume_dir is not None,
+                       "fewer in TF_CONFIG's cluster")
     try:
         files = dataset.resolve_corpus(None if args.input else args.data_dir, args.input)
     except CharRNNError as error:

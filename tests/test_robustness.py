@@ -297,7 +297,11 @@ def test_a_batch_that_does_not_share_out_evenly_is_refused(tmp_path: Path) -> No
     # The replicas of one machine's GPUs, which this test cannot have, go through the same check.
     with pytest.raises(utils.CharRNNError, match=r"--batch_size 2 must be a multiple of the number of replicas "
                                                  r"\(devices\) in sync \(4\): .* Try --batch_size 4"):
-        plan.check_batch_shares(2, 4, "replicas (devices) in sync")
+        plan.check_batch_shares(2, 4, "replicas (devices) in sync", False, "--strategy one trains on one")
+    # A resumed run refuses another --batch_size: it was told to type one.
+    with pytest.raises(utils.CharRNNError, match=r"A resumed run keeps its --batch_size: go on with a number of "
+                                                 r"replicas \(devices\) in sync that divides it \(--strategy one"):
+        plan.check_batch_shares(2, 4, "replicas (devices) in sync", True, "--strategy one trains on one")
 
 
 def test_corpus_under_a_name_that_is_not_utf8(tmp_path: Path) -> None:
