@@ -316,8 +316,7 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
             if not ok:
                 raise ValueError(f"{key} is {value!r}")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise CharRNNError(f"{run_dir / 'config.json'} is unreadable or damaged ({utils.damage(error)}); train.py "
-                           f"wrote it when the run started: restore it from a backup, or start a new run") from None
+        raise damaged_config(run_dir, utils.damage(error)) from None
     differ = [f"--{k}: saved {saved[k]!r}, given {getattr(args, k)!r}" for k in ARCHITECTURE_FLAGS + DATA_LAYOUT_FLAGS
               if k in typed and k in saved and saved[k] != getattr(args, k)]
     if differ:
@@ -328,6 +327,11 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
     for key, value in inherited.items():
         setattr(args, key, value)
     return saved
+
+
+def damaged_config(run_dir: Path, what: str) -> CharRNNError:
+    return CharRNNError(f"{run_dir / 'config.json'} is unreadable or damaged ({what}); train.py wrote it when the "
+                        f"run started: restore it from a backup, or start a new run")
 
 
 def saved_flags(args: argparse.Namespace) -> dict:
@@ -546,7 +550,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         check_args(args)
         if typed & set(SCHEDULE_FLAGS):
             saved_schedule = saved_schedule_of(args, saved)
-    if "time_budget" in typed and re.fullmatch(r"\s*\d+(\.\d*)?\s*", args.time_budget):
+    if "time_budget" in typed and utils.is_plain_seconds(args.time_budget):
         log.info("--time_budget %s: %s seconds (%sm would be minutes)", args.time_budget,
                  args.time_budget.strip(), args.time_budget.strip())
     try:
@@ -576,8 +580,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     # keep that cut: their data position and best validation loss are for it.
     args.val_split = getattr(args, "val_split", None) or ("symbols" if resume_dir is not None else "chars")
     if args.val_split not in ("chars", "symbols"):
-        raise CharRNNError(f"{resume_dir / 'config.json'} is damaged (val_split is {args.val_split!r}): train.py "
-                           f"wrote it when the run started; restore it from a backup, or start a new run")
+        raise damaged_config(resume_dir, f"val_split is {args.val_split!r}")
     train_ids, val_ids = corpus.split(args.val_frac, by=args.val_split)
     val_symbols = len(val_ids)
     if args.eval_symbols:

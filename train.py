@@ -217,18 +217,20 @@ class Trainer:
         self.writer = None
 
     def start(self) -> None:
-        """Compile the step and open TensorBoard: the run is under way."""
+        """Make the step functions (compiled at their first call, in fit) and open TensorBoard: the run
+        is under way."""
         tf, run, args = self.tf, self.run, self.args
-        groups = 1 if self.distributed else batch_groups(tf, args.batch_groups, args.batch_size, args.xla == "on")
+        xla = args.xla == "on"
+        groups = 1 if self.distributed else batch_groups(tf, args.batch_groups, args.batch_size, xla)
         if groups > 1:
             log.info("train step: the batch's %d streams in %d groups, run side by side (--batch_groups)",
                      args.batch_size, groups)
         train_step = make_train_step(self.net, self.optimizer, args.batch_size // run.cluster.num_workers,
-                                     args.seq_length, args.grad_clip, args.seed, xla=args.xla == "on",
+                                     args.seq_length, args.grad_clip, args.seed, xla=xla,
                                      strategy=self.strategy if self.distributed else None,
                                      loss_scale=self.loss_scale if args.mixed_precision else None, groups=groups)
         self.train_step = self.hang_watch.watched(train_step)
-        self.eval_step = self.model_lib.graph_function(self._eval_step, jit_compile=args.xla == "on")
+        self.eval_step = self.model_lib.graph_function(self._eval_step, jit_compile=xla)
         try:
             run.log_files_before = set(os.listdir(run.log_dir)) if run.log_dir.is_dir() else set()
             self.writer = tf.summary.create_file_writer(str(run.log_dir))
@@ -244,7 +246,6 @@ class Trainer:
                      runs.shell_path(log_dir if runs.is_utf8_path(log_dir) else args.log_dir))
             self.say_schedule_change()
         self.progress_line = Progress(args.print_every if run.cluster.is_chief else 10 ** 9)
-        self.sample_prime = self.vocab.start_id
         self.session_start = time.monotonic()
         # (time, progress, step) that the ETA's pace is measured from: the end of the session's first
         # step, which compiled it, and again after its first evaluation, which compiled that.
@@ -466,7 +467,7 @@ class Trainer:
             chars = self.args.sample_length
             per_symbol = self.chars_per_symbol["train"]
             symbols = chars if per_symbol == 1.0 else math.ceil(chars / per_symbol * 1.5) + 3
-            sample = self.model_lib.generate(self.net, tf.constant([[self.sample_prime]], tf.int32), symbols,
+            sample = self.model_lib.generate(self.net, tf.constant([[self.vocab.start_id]], tf.int32), symbols,
                                              temperature=0.8, seed=self.step)
             with self.writer.as_default(step=self.step):
                 tf.summary.scalar("val/loss", val_loss)
@@ -533,8 +534,8 @@ class Trainer:
             loss, grad_norm = float(loss), float(grad_norm)
             # Under mixed precision a non-finite gradient is a float16 overflow: the step was skipped
             # and the loss scale halved. Only a scale driven below 1 means the gradients are broken.
-            overflow_skipped = args.mixed_precision and float(self.loss_scale.scale) >= 1.0
-            if not (math.isfinite(loss) and (math.isfinite(grad_norm) or overflow_skipped)):
+            overflow_tolerated = args.mixed_precision and float(self.loss_scale.scale) >= 1.0
+            if not (math.isfinite(loss) and (math.isfinite(grad_norm) or overflow_tolerated)):
                 raise self.diverged(f"the training loss became {loss} (gradient norm {grad_norm}) at step "
                                     f"{self.step + 1}")
             self.step, self.batch = self.step + 1, self.batch + 1

@@ -121,10 +121,15 @@ def interrupted_status(error: BaseException, received: list[int]) -> int:
 _DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
+def is_plain_seconds(text: str) -> bool:
+    """A duration typed as a bare number ('600'), which counts seconds."""
+    return re.fullmatch(r"\d+(\.\d*)?", text.strip()) is not None
+
+
 def parse_duration(text: str, flag: str) -> float:
     """'90s', '15m', '1h30m', '2h', '1.5h' or plain seconds ('600') -> seconds; flag names it in errors."""
     s = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d*)?", s):
+    if is_plain_seconds(s):
         return float(s)
     parts = re.findall(r"(\d+(?:\.\d*)?)([dhms])", s)
     units = [unit for _, unit in parts]
