@@ -417,6 +417,13 @@ class Vocab:
         ids = self._sorted[np.searchsorted(self._cps, cp, sorter=self._sorted).clip(0, self.size - 1)]
         return ids, self._cps[ids] == cp
 
+    def id_table(self) -> np.ndarray:
+        """Code point -> id, for every code point: one the vocabulary lacks gets the unknown symbol's
+        (or 0, where there is none: the caller refuses such characters first)."""
+        table = np.full(0x110000, self.unk_id or 0, dtype=_ids_dtype(self.size))
+        table[self._cps] = np.arange(self.size)
+        return table
+
     def missing(self, text: str) -> list[str]:
         """The distinct characters of text that the vocabulary cannot represent, in text order.
         The unknown symbol does not represent them: a user should hear about characters the
@@ -567,9 +574,7 @@ def _make_vocab(counts: np.ndarray, options: DataOptions) -> tuple[Vocab, np.nda
     symbols = [chr(cps[i]) for i in order]
     unk_id = symbols.index(_UNKNOWN) if needs_unknown else None
     vocab = Vocab(symbols, [freq_kept[i] for i in order], unk_id, options.unit, options.normalize)
-    table = np.full(0x110000, unk_id or 0, dtype=_ids_dtype(vocab.size))
-    table[vocab._cps] = np.arange(vocab.size)
-    return vocab, table
+    return vocab, vocab.id_table()
 
 
 class LackingCharacters(CharRNNError):
@@ -585,8 +590,7 @@ def _on_vocab(vocab: Vocab, counts: np.ndarray) -> tuple[Vocab, np.ndarray]:
     lacks becomes its unknown symbol, or is refused when it has none. Under jamo a jamo (or the
     escape) it lacks is refused too: the unknown symbol stands for whole characters, and one jamo
     of a syllable turned into it would split the syllable."""
-    table = np.full(0x110000, vocab.unk_id or 0, dtype=_ids_dtype(vocab.size))
-    table[vocab._cps] = np.arange(vocab.size)
+    table = vocab.id_table()
     present = np.flatnonzero(counts)
     lacking = present[~np.isin(present, vocab._cps)]
     if vocab.unk_id is None:
@@ -833,7 +837,7 @@ def _build(files: list[Path], options: DataOptions, identity: dict, directory: P
     vocab.save(directory / "vocab.json")
     num_chars = num_symbols  # every symbol is a character, except a syllable's vowel and final jamo
     if options.unit == "jamo":
-        num_chars -= int(counts[_V_FIRST:_V_LAST + 1].sum() + counts[_T_BASE + 1:_T_LAST + 1].sum())
+        num_chars -= int(counts[_is_vowel_or_final(np.arange(counts.size))].sum())
     seconds = time.monotonic() - t0
     meta = {"identity": identity, "num_symbols": num_symbols, "num_chars": num_chars,
             "vocab_size": vocab.size, "dtype": remap.dtype.name,

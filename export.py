@@ -3,9 +3,10 @@
     python sample.py --save_dir save/<run> --export exported/charrnn          # SavedModel (TF Serving, any TF program)
     python sample.py --save_dir save/<run> --export_tflite charrnn.tflite     # TFLite (phones), + charrnn.vocab.json
 
-SavedModel: one graph does everything a user of sample.py gets: UTF-8 prime -> ids (line ends, Hangul
-composition and, for --unit jamo, the jamo split done in the graph) -> the whole sampling loop
-(tf.while_loop) -> text (jamo recomposed in the graph). Signatures:
+SavedModel: one graph from text to text: UTF-8 prime -> ids (line ends, Hangul composition and, for
+--unit jamo, the jamo split done in the graph) -> the whole sampling loop (tf.while_loop) -> text (jamo
+recomposed in the graph). Its loop draws with a temperature only: no top_k, top_p or --sample 2, and a
+seed of its own (generate_seeded's text is not sample.py's with that --seed). Signatures:
     generate / serving_default (prime: string, n: int32, temperature: float32) -> {text: string}
     generate_seeded  (prime, n, temperature, seed: int64) -> {text}     same seed, same text
     step             (ids: int32 [B], state: float32 [L, S, B, H]) -> {logits, state}
