@@ -295,7 +295,8 @@ STANDALONE_LETTERS = {chr(c): _letter(c) for c in [*_INITIALS, *range(_V_FIRST, 
 # The other way, for a prime under jamo: a letter the vocabulary lacks reads as a jamo that prints
 # as it, so that a model's own text can be fed back. A consonant letter is a final or an initial:
 # the final first (ㅏㄴ, a vowel and a final, is the commoner), the initial where the vocabulary
-# has no such final (ㄸ, ㅃ and ㅉ have none). [vowels and finals, initials]: letter -> jamo.
+# has no such final (ㄸ, ㅃ and ㅉ have none) or a final would join the syllable before it (가ㄴ).
+# [vowels and finals, initials]: letter -> jamo.
 LETTER_AS_JAMO = [{ord(letter): ord(jamo) for jamo, letter in STANDALONE_LETTERS.items()
                    if (ord(jamo) in _INITIALS) == initials} for initials in (False, True)]
 
@@ -405,10 +406,15 @@ class Vocab:
             cp = _decompose(cp)
         ids, found = self._find(cp)
         typed = cp
-        for as_jamo in LETTER_AS_JAMO if self.unit == "jamo" else ():  # letters the vocabulary lacks
+        # Right after an initial and its vowel a final would join their syllable (가ㄴ read as 간): there
+        # a consonant letter is the initial first, as a model's own lone initial printed so.
+        after_open = np.zeros(len(cp), bool)
+        after_open[2:] = (cp[:-2] >= _L_FIRST) & (cp[:-2] <= _L_LAST) & (cp[1:-1] >= _V_FIRST) & (cp[1:-1] <= _V_LAST)
+        for second_try in (False, True) if self.unit == "jamo" else ():  # letters the vocabulary lacks
             if found.all():
                 break
-            cp = np.where(found, cp, [as_jamo.get(int(c), int(c)) for c in typed])
+            readings = [LETTER_AS_JAMO[bool(after) != second_try] for after in after_open]
+            cp = np.where(found, cp, [reading.get(int(c), int(c)) for reading, c in zip(readings, typed)])
             ids, found = self._find(cp)
         return ids, found, cp
 

@@ -232,9 +232,14 @@ class ServingModule(tf.Module):
             cp = _compose_hangul(cp)
         slots = _jamo_slots(cp) if self.jamo else cp[:, tf.newaxis]  # [chars, symbols of each]
         ids = tf.cast(self.table.lookup(tf.cast(slots, tf.int64)), tf.int32)  # -1: unknown, or no symbol
-        for as_jamo in dataset.LETTER_AS_JAMO if self.jamo else ():  # a letter the vocabulary lacks, as dataset.Vocab
-            ids = tf.where(ids < 0, tf.cast(self.table.lookup(tf.cast(_letters_as_jamo(slots, as_jamo), tf.int64)),
-                                            tf.int32), ids)
+        if self.jamo:  # a letter the vocabulary lacks, as dataset.Vocab reads it: right after an open
+            # syllable (L V, no final) the initial first, elsewhere the final (or vowel) first
+            open_syllable = _between(slots[:, 0], _L_FIRST, _L_LAST) & _is_vowel(slots[:, 1]) & (slots[:, 2] < 0)
+            after_open = tf.concat([[False], open_syllable[:-1]], axis=0)[:, tf.newaxis]
+            as_initials, as_others = (_letters_as_jamo(slots, as_jamo) for as_jamo in dataset.LETTER_AS_JAMO[::-1])
+            for second_try in (False, True):
+                readings = tf.where(after_open != second_try, as_initials, as_others)
+                ids = tf.where(ids < 0, tf.cast(self.table.lookup(tf.cast(readings, tf.int64)), tf.int32), ids)
         known = tf.reduce_all((ids >= 0) | (slots < 0), axis=1)
         ids = tf.reshape(tf.boolean_mask(ids, known), [-1])
         return tf.boolean_mask(ids, ids >= 0)

@@ -317,6 +317,12 @@ def test_the_letters_a_jamo_model_writes_read_back_as_its_jamo() -> None:
     assert vocab.decode(written) == "ㅏㄴ한 ㄲ"  # a lone initial too
     assert vocab.missing("ㅏㄴ한 ㄲ") == [] and vocab.encode("ㅏㄴ한 ㄲ").tolist() == written
     assert vocab.encode("ㄸ").tolist() == [symbols.index("\u1104")]  # no final has it: the initial
+    # After an open syllable a final would join it: 가ㄴ was read as 간 (-n 0 printed 간, and the
+    # model went on from it). There the letter is the initial, as a model's lone initial printed.
+    both = sorted(set(dataset.to_jamo("가나 한\n")))  # ㄴ as an initial and as a final
+    vocab_both = dataset.Vocab(both, [1] * len(both), unit="jamo")
+    assert vocab_both.decode(vocab_both.encode("가ㄴ 한ㄴ ㅏㄴ")) == "가ㄴ 한ㄴ ㅏㄴ"
+    assert vocab_both.encode("가ㄴ").tolist() == [both.index(c) for c in "\u1100\u1161\u1102"]
     assert vocab.missing("ㅛ") == ["ㅛ"]  # the vocabulary has no ᅭ either
     chars = dataset.Vocab(symbols, [1] * len(symbols), unit="char")  # letters stay letters under char
     assert chars.missing("ㅏ") == ["ㅏ"]

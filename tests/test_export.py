@@ -268,13 +268,14 @@ def test_saved_model_drops_unknown_characters_whole(tmp_path: Path) -> None:
     import export
     import model
 
-    (tmp_path / "ko.txt").write_text("가나다하\n" * 5, encoding="utf-8")
+    (tmp_path / "ko.txt").write_text("가나다하 한\n" * 5, encoding="utf-8")  # ㄴ as an initial and a final
     vocab = dataset.prepare_corpus([tmp_path / "ko.txt"], dataset.DataOptions(unit="jamo"),
                                  cache_root=tmp_path / "cache").vocab
     module = export.ServingModule(model.CharRNN(model.ModelConfig("gru", vocab.size, 1, 8, 4)), vocab)
-    for prime in ("가핳하", "핳", "하\u11c2a", "나다", "ㅏㄴ하", "ㄱ", "ㄸ가", "ㄴ", "ㅛ"):  # a model's letters read back
+    for prime in ("가핳하", "핳", "하\u11c2a", "나다", "ㅏㄴ하", "ㄱ", "ㄸ가", "ㄴ", "ㅛ", "가ㄴ", "한ㄴ", "ㄴ가ㄴㄴ"):
         assert module._encode(tf.constant(prime)).numpy().tolist() == vocab.encode(prime, unknown="skip").tolist()
     assert vocab.decode(module._encode(tf.constant("가핳하")).numpy()) == "가하"
+    assert vocab.decode(module._encode(tf.constant("가ㄴ")).numpy()) == "가ㄴ"  # not 간
     # Bytes that are not UTF-8 are no character at all: dropped, not read as a cut vocabulary's unknown
     # symbol U+FFFD (which a typed U+FFFD is).
     (tmp_path / "en.txt").write_text("aaaabbbcx", encoding="utf-8")
