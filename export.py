@@ -339,7 +339,8 @@ def _check_target_dir(directory: Path, flag: str) -> Path | None:
         raise CharRNNError(f"{flag} {directory}: is a file; {flag} writes a folder: name a new one, "
                            f"e.g. {flag} {example}")
     if directory.is_dir():
-        _remove_stranded_exports(directory, "")  # an export written in place, killed there
+        if _in_place(directory):
+            _remove_stranded_in_place(directory)
         entry = next(directory.iterdir(), None)
         if entry is not None:
             raise CharRNNError(f"{flag} {directory}: not an empty directory (it holds {entry.name}); {flag} writes "
@@ -401,6 +402,15 @@ def _tmp_suffix() -> str:
 
 
 _TMP_OWNER = re.compile(r"\.tmp-(?P<pid>\d+)(?:@(?P<host>.*))?")  # no host: an older version's, of this host
+
+
+def _remove_stranded_in_place(directory: Path) -> None:
+    """An export written in place (--export . or a mount point) and killed leaves its temporary
+    folder inside: when that is all the folder holds, it goes (anything else there is the user's,
+    and refused with the rest)."""
+    entries = list(directory.iterdir())
+    if entries and all(entry.is_dir() and _TMP_OWNER.fullmatch(entry.name) for entry in entries):
+        _remove_stranded_exports(directory, "")
 
 
 def _remove_stranded_exports(folder: Path, prefix: str) -> None:

@@ -449,32 +449,47 @@ def test_export_replaces_only_an_earlier_export(work: Path, tmp_path: Path) -> N
     assert not (tmp_path / "x.tflite").exists()
 
 
-def test_an_export_removes_what_killed_exports_left(tmp_path: Path) -> None:
+def test_an_export_removes_what_killed_exports_left(tmp_path: Path, monkeypatch) -> None:
     """kill -9 between an export's write and its rename leaves .NAME.tmp-PID@HOST, a model's worth of
     space: the next export to that path removes those whose process is gone, and no other."""
     import dataset
     import export
     import model as model_lib
+    import utils
 
     vocab = dataset.Vocab(list("ab\n"), [3, 2, 1])
     net = model_lib.CharRNN(model_lib.ModelConfig("gru", vocab.size, 1, 8, 4))
     finished = subprocess.Popen(["true"])
     finished.wait()
     host = socket.gethostname()
-    # An older version's names had no host; written in place (--export . or a mount point), the
-    # copy is inside the target, which the next export then refused as not empty.
-    (tmp_path / "exported").mkdir()
-    stranded = [tmp_path / f".exported.tmp-{finished.pid}@{host}", tmp_path / f".m.tflite.tmp-{finished.pid}",
-                tmp_path / "exported" / f".tmp-{finished.pid}@{host}"]
+    # An older version's names had no host.
+    stranded = [tmp_path / f".exported.tmp-{finished.pid}@{host}", tmp_path / f".m.tflite.tmp-{finished.pid}"]
     stranded[0].mkdir()
     (stranded[0] / "saved_model.pb").write_bytes(b"half")
     stranded[1].write_bytes(b"half")
-    stranded[2].mkdir()
     # A live process's; another path's; another machine's (a shared file system), in progress there.
     others = [tmp_path / f".exported.tmp-1@{host}", tmp_path / ".other.tmp-12",
               tmp_path / f".m.tflite.tmp-{finished.pid}@elsewhere"]
     for path in others:
         path.write_bytes(b"")
     export.export(net, vocab, str(tmp_path / "exported"), str(tmp_path / "m.tflite"))
-    assert [p.exists() for p in stranded + others] == [False, False, False, True, True, True]
+    assert [p.exists() for p in stranded + others] == [False, False, True, True, True]
     assert (tmp_path / "exported" / "saved_model.pb").is_file() and (tmp_path / "m.tflite").is_file()
+
+    # Written in place (--export .), the copy is inside the target, which every later export refused
+    # as not empty: when that is all the folder holds, it goes.
+    for name, leftovers, user_file in (("here", [f".tmp-{finished.pid}", f".tmp-{finished.pid}@{host}"], None),
+                                       ("mine", [f".tmp-{finished.pid}"], "notes.txt")):
+        folder = tmp_path / name
+        for leftover in leftovers:
+            (folder / leftover).mkdir(parents=True)
+        if user_file:
+            (folder / user_file).write_text("mine", encoding="utf-8")
+        monkeypatch.chdir(folder)
+        if user_file is None:
+            export.export_saved_model(net, vocab, ".")
+            assert (folder / "saved_model.pb").is_file() and not [p for p in folder.iterdir() if p.name.startswith(".")]
+        else:  # beside anything of the user's it is not the export's to remove: refused with the rest
+            with pytest.raises(utils.CharRNNError, match="not an empty directory"):
+                export.export_saved_model(net, vocab, ".")
+            assert (folder / leftovers[0]).is_dir()
