@@ -228,9 +228,10 @@ class ArgumentParser(argparse.ArgumentParser):
             # Compared by their letters alone: --rnn-size is --rnn_size, --nsamples --num_samples (not --sample).
             letters = lambda flag: flag.split("=")[0].replace("-", "").replace("_", "")
             by_letters = {letters(flag): flag for flag in flags}
-            lua = {word: CHAR_RNN_LUA_NAMES[word.split("=")[0].lstrip("-")] for word in typed
-                   if word.split("=")[0].lstrip("-") in CHAR_RNN_LUA_NAMES}
-            hint = "".join(f" ({word.split('=')[0]} is karpathy/char-rnn's; here: "
+            flag_of = lambda word: word.split("=")[0]  # -primetext=x: -primetext
+            lua = {word: CHAR_RNN_LUA_NAMES[flag_of(word).lstrip("-")] for word in typed
+                   if flag_of(word).lstrip("-") in CHAR_RNN_LUA_NAMES}
+            hint = "".join(f" ({flag_of(word)} is karpathy/char-rnn's; here: "
                            f"{flag if script == self.prog else f'{script} {flag}'})" for word, (script, flag) in lua.items())
             close = {word: difflib.get_close_matches(letters(word), by_letters, n=1, cutoff=0.75) for word in typed
                      if word not in lua}
@@ -238,8 +239,8 @@ class ArgumentParser(argparse.ArgumentParser):
             if self.sibling is not None:
                 script, parser = self.sibling
                 theirs = {flag for action in parser()._actions for flag in action.option_strings}
-                hint += "".join(f" ({word.split('=')[0]} is a flag of {script}, not of {self.prog})"
-                                for word, found in close.items() if not found and word.split("=")[0] in theirs)
+                hint += "".join(f" ({flag_of(word)} is a flag of {script}, not of {self.prog})"
+                                for word, found in close.items() if not found and flag_of(word) in theirs)
         elif message.endswith(": expected one argument"):  # also for a value that looks like a flag: --time_budget -5m
             names = message.split(":")[0].split()[-1].split("/")  # "-n/--n"
             words, flags = getattr(self, "words", []), {f for action in self._actions for f in action.option_strings}
