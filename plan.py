@@ -190,9 +190,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                       help="tf.distribute strategy: auto = all GPUs of this machine if more than one, "
                            "else one device; multiworker reads the cluster from TF_CONFIG")
     misc.add_argument("--peer_timeout", default="10m",
-                      help="--strategy multiworker: stop when a step or save has waited this long for the "
-                           "other workers, e.g. 90s, 30m (one hangs; one that dies or is stopped is found in "
-                           "seconds); 0: wait for ever")
+                      help="--strategy multiworker: stop when a step's exchange with the other workers has "
+                           "waited this long, at least 30s, e.g. 30m (one hangs; one that dies or is stopped is "
+                           "found in seconds); 0: wait for ever")
     misc.add_argument("--verbose", action="store_true", help="debug logging, and TensorFlow's own start-up and C++ log lines")
     return p
 
@@ -253,7 +253,8 @@ def check_args(args: argparse.Namespace) -> None:
     else:
         args.time_budget_s = 0.0
     args.peer_timeout_s = utils.parse_duration(args.peer_timeout, "--peer_timeout")
-    need(args.peer_timeout_s < math.inf, "peer_timeout", "must be a time, e.g. 90s, 30m, or 0 to wait for ever")
+    need(args.peer_timeout_s == 0 or 30 <= args.peer_timeout_s < math.inf, "peer_timeout",
+         "must be at least 30s (a shorter one stops healthy runs in a slow exchange), e.g. 10m, or 0 to wait for ever")
 
 
 def apply_old_flag_names(args: argparse.Namespace, typed: set[str]) -> set[str]:
@@ -387,12 +388,13 @@ class Cluster:
         return self.worker_index == 0
 
 
-def check_batch_shares(batch_size: int, parts: int, what: str, resumed: bool, fewer: str) -> None:
+def check_batch_shares(batch_size: int, parts: int, what: str, *, resumed: bool, how_to_use_fewer: str) -> None:
     """Each worker or replica trains an equal share of the streams: a remainder would never be
-    trained, and a share of none would make the loss NaN. fewer: how to train on fewer parts."""
+    trained, and a share of none would make the loss NaN."""
     if batch_size % parts:
         fits = parts * max(1, round(batch_size / parts))
-        fix = (f"A resumed run keeps its --batch_size: go on with a number of {what} that divides it ({fewer})"
+        fix = (f"A resumed run keeps its --batch_size: go on with a number of {what} that divides it "
+               f"({how_to_use_fewer})"
                if resumed else f"Try --batch_size {fits}")
         raise CharRNNError(f"--batch_size {batch_size} must be a multiple of the number of {what} ({parts}): "
                            f"each trains an equal share of the streams. {fix}")
@@ -560,8 +562,8 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
             raise
         raise CharRNNError(f"{error}. The resumed run was trained so (--strategy multiworker in its config.json): "
                            f"on one machine pass --strategy auto") from None
-    check_batch_shares(args.batch_size, cluster.num_workers, "workers", resume_dir is not None,
-                       "fewer in TF_CONFIG's cluster")
+    check_batch_shares(args.batch_size, cluster.num_workers, "workers", resumed=resume_dir is not None,
+                       how_to_use_fewer="fewer in TF_CONFIG's cluster")
     try:
         files = dataset.resolve_corpus(None if args.input else args.data_dir, args.input)
     except CharRNNError as error:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -26,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import dataset
 import plan
@@ -45,6 +46,8 @@ log = logging.getLogger("charrnn")
 # how that is stored (the text itself must be the same); what it prints; how many checkpoints it keeps.
 PER_WORKER_FLAGS = ("init_from", "save_dir", "log_dir", "run_name", "data_dir", "input", "encoding", "verbose",
                     "print_every", "keep", "peer_timeout")
+# How to train on fewer of this machine's GPUs.
+GPU_CHOICE = "fewer GPUs, e.g. CUDA_VISIBLE_DEVICES=0,1, or one with --strategy one"
 # What ends a run that trained as long as it was told (the others: --stop_at_step, a signal).
 LENGTH_LIMIT = "its length limit"
 
@@ -156,12 +159,12 @@ class Trainer:
     """The TensorFlow side of a run: model, optimizer, checkpoints, TensorBoard and the loop.
     The loop's position (step, epoch, batch, hidden state) lives here and in every checkpoint."""
 
-    def __init__(self, run: plan.Run, tf: ModuleType):
+    def __init__(self, run: plan.Run, tf: ModuleType, hang_watch: "HangWatch"):
         import model as model_lib
         self.run, self.tf, self.model_lib = run, tf, model_lib
         args, corpus = run.args, run.corpus
         self.args, self.vocab = args, corpus.vocab
-        self.hang_watch = HangWatch(args.peer_timeout_s if run.cluster.num_workers > 1 else 0.0)
+        self.hang_watch = hang_watch
         if run.cluster.num_workers > 1:  # else a worker whose peers never start waits in silence
             log.info("worker %d of %d: waiting for all the workers of TF_CONFIG's cluster to start; until they do, "
                      "Ctrl-C waits too, kill stops this one", run.cluster.worker_index, run.cluster.num_workers)
@@ -171,14 +174,15 @@ class Trainer:
         for sig in utils.stop_signals():
             signal.signal(sig, signal.getsignal(sig))
         self.distributed = self.strategy.num_replicas_in_sync > 1 or run.cluster.num_workers > 1
-        self.gather = self.hang_watch.watched(make_gather(self.strategy)) if self.distributed else None
+        self.meet = make_gather(self.strategy) if self.distributed else None  # unwatched: see run_eval
+        self.gather = self.hang_watch.watched(self.meet) if self.distributed else None
         self.check_same_flags()  # first: a worker that stops alone leaves the others waiting for it
         if self.distributed and args.batch_groups > 1:  # refused before anything is written
             raise CharRNNError(f"--batch_groups {args.batch_groups}: batch groups are for training on one device; "
                                "with several replicas pass --batch_groups 0 (a resumed run keeps its saved value "
                                "unless one is typed)")
         plan.check_batch_shares(args.batch_size, self.strategy.num_replicas_in_sync, "replicas (devices) in sync",
-                                run.resume_dir is not None, "--strategy one trains on one")
+                                resumed=run.resume_dir is not None, how_to_use_fewer=GPU_CHOICE)
         # The training part is the text before the validation part, so its characters are the rest:
         # counting them would read every id of a multi-GB jamo corpus at each start.
         held_out = corpus.ids[len(run.train_ids):]
@@ -229,7 +233,7 @@ class Trainer:
                                      args.seq_length, args.grad_clip, args.seed, xla=xla,
                                      strategy=self.strategy if self.distributed else None,
                                      loss_scale=self.loss_scale if args.mixed_precision else None, groups=groups)
-        self.train_step = self.hang_watch.watched(train_step)
+        self.train_step = self.hang_watch.watched(train_step, from_call=2)  # the first compiles
         self.eval_step = self.model_lib.graph_function(self._eval_step, jit_compile=xla)
         try:
             run.log_files_before = set(os.listdir(run.log_dir)) if run.log_dir.is_dir() else set()
@@ -410,8 +414,7 @@ class Trainer:
             except OSError as error:
                 raise CharRNNError(f"could not write the run files in {run.run_dir} ({error.strerror or error}): "
                                    f"free disk space or fix the directory; {how_to_go_on(run)}") from None
-        with self.hang_watch.waiting():
-            runs.save_checkpoint(manager, self.step, lambda: how_to_go_on(run))
+        runs.save_checkpoint(manager, self.step, lambda: how_to_go_on(run))
         if manager is self.manager:
             self.saved_step = self.step
         run.kept = True  # before `latest`, which can fail and then says the checkpoint is there
@@ -421,7 +424,7 @@ class Trainer:
     def save_after_log_failure(self) -> bool:
         """After TensorBoard's events could not be written: a checkpoint of the steps trained since
         the last one, where its own disk takes it; returns whether one was saved. (Not under
-        multiworker: a save is a collective, which the other workers, training on, would not join.)"""
+        multiworker, whose workers save together, at steps they agreed on.)"""
         if self.writer is None or self.step in (self.start_step, self.saved_step) or self.run.cluster.num_workers > 1:
             return False
         try:
@@ -474,9 +477,11 @@ class Trainer:
                 tf.summary.scalar("val/bpc", val_bpc)
                 tf.summary.scalar("val/perplexity", val_perplexity)
                 # The HParams table shows each metric's last value: the best is what compares runs.
-                tf.summary.scalar("val/best_loss", min(val_loss, float(self.best_val)))
+                tf.summary.scalar("val/best_loss", min(float(self.best_val), val_loss))
                 tf.summary.text("sample", markdown_verbatim(self.vocab.decode(sample.numpy()[0])[:chars]))
             self.writer.flush()
+        if self.run.cluster.num_workers > 1:  # the others wait here, unwatched, while the chief writes its sample
+            self.meet([0.0])
         log.info(f"step {self.step} epoch {self.epoch_position()}: val loss {val_loss:.4f} nats/symbol, {val_bpc:.4f} "
                  f"bits/char, perplexity {val_perplexity:.3f} per char{'  (best)' if improved else ''}")
         if improved:
@@ -503,7 +508,7 @@ class Trainer:
     def agreed_progress(self, stopping: bool = False) -> tuple[float, bool]:
         """The run's progress, and whether a worker was asked to stop, the same on every worker:
         their clocks differ, and each must train at the same learning rate, and evaluate, save
-        (a collective under multiworker) and stop at the same steps. The chief's clock counts."""
+        and stop at the same steps. The chief's clock counts."""
         if self.gather is None:
             return self.progress(), stopping
         replicas = self.gather([self.progress(), float(stopping)])
@@ -689,8 +694,9 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
     for sig in utils.stop_signals():  # those of interrupt_on_signals: a nohup's ignored SIGHUP stays so
         signal.signal(sig, lambda signum, _frame: signalled.append(signum))
     trainer = None
+    hang_watch = HangWatch(run.args.peer_timeout_s if run.cluster.num_workers > 1 else 0.0)
     try:
-        trainer = Trainer(run, tf)
+        trainer = Trainer(run, tf, hang_watch)
         if trainer.nothing_to_train():
             return
         trainer.start()
@@ -707,19 +713,18 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
         kept = f" (step {trainer.step} was saved first)" if saved else ""
         raise CharRNNError(f"{reason}{kept}. Free disk space; {how_to_go_on(run)}") from None
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
-        if trainer is not None and trainer.hang_watch.fired:
-            raise CharRNNError(f"waited --peer_timeout {run.args.peer_timeout} for the other workers in one step "
-                               f"or save: one of them hangs (its process lives on, so TensorFlow did not find "
+        if hang_watch.fired:
+            raise CharRNNError(f"waited --peer_timeout {run.args.peer_timeout} for the other workers in one "
+                               f"exchange (a step's, or at start): one of them hangs (its process lives on, so TensorFlow did not find "
                                f"it: a deadlock, or a stalled disk?), or is slower than that. Stop the workers "
                                f"that still run; then, on every worker, {how_to_go_on(run)}") from None
         lost = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", str(error)))) or ["a peer"]
         raise CharRNNError(f"lost contact with {', '.join(lost)} (it stopped, or stopped answering); on every "
                            f"worker, {how_to_go_on(run)}") from None
     finally:
-        if trainer is not None:
-            trainer.hang_watch.stop()
-            if trainer.writer is not None:
-                trainer.writer.close()
+        hang_watch.stop()
+        if trainer is not None and trainer.writer is not None:
+            trainer.writer.close()
 
 
 def how_to_go_on(run: plan.Run, again: str = "the same command") -> str:
@@ -764,9 +769,10 @@ class HangWatch:
     """--strategy multiworker: a worker whose process lives on but hangs (a deadlock, a stalled disk)
     keeps the others waiting in their next exchange for ever, since TensorFlow's coordination service
     finds only workers that die or are stopped. When an exchange with the other workers (a step's
-    all-reduce, a gather, a save) takes longer than --peer_timeout, a thread aborts this worker's
-    collectives: the wait ends in an error, which train_run names. A worker's own evaluation is not
-    watched: every worker evaluates the same text, so none waits long for another's."""
+    all-reduce, a gather) waits longer than --peer_timeout, a thread aborts this worker's collectives:
+    the wait ends in an error, which train_run names. What a worker does alone (its evaluation, its
+    save: TensorFlow's saves are not collectives) is not watched; the others wait for it in their
+    next exchange, and work that only the chief does is followed by an unwatched meeting."""
 
     def __init__(self, timeout_s: float):
         """timeout_s 0: nothing is watched (one worker, or --peer_timeout 0)."""
@@ -776,8 +782,8 @@ class HangWatch:
         self._thread: threading.Thread | None = None
 
     @contextlib.contextmanager
-    def waiting(self):
-        """Around an exchange with the other workers."""
+    def waiting(self) -> Iterator[None]:
+        """Around an exchange with the other workers (not nested: one exchange at a time)."""
         if self.timeout_s and self._thread is None:
             self._thread = threading.Thread(target=self._watch, name="hang-watch", daemon=True)
             self._thread.start()
@@ -787,22 +793,30 @@ class HangWatch:
         finally:
             self.waiting_since = None
 
-    def watched(self, function: Callable) -> Callable:
-        """function, each call an exchange with the other workers (unchanged when nothing is watched)."""
+    def watched(self, function: Callable, from_call: int = 1) -> Callable:
+        """function, each call from the from_call-th on an exchange with the other workers (a first
+        call that compiles takes as long as the slowest worker's compilation). Unchanged when nothing
+        is watched."""
         if not self.timeout_s:
             return function
+        calls = 0
 
+        @functools.wraps(function)
         def exchange(*args, **kwargs):
-            with self.waiting():
+            nonlocal calls
+            calls += 1
+            with self.waiting() if calls >= from_call else contextlib.nullcontext():
                 return function(*args, **kwargs)
         return exchange
 
     def stop(self) -> None:
+        """End the watch (the thread is a daemon: it never keeps the process alive)."""
         self._stop.set()
 
     def _watch(self) -> None:
         import tensorflow as tf
         from tensorflow.python.eager import context  # no public API aborts collectives (tf.distribute's own use)
+        # Checked a few times per timeout: it fires at most a quarter late, and costs nothing between.
         while not self._stop.wait(min(10.0, self.timeout_s / 4)):
             since = self.waiting_since
             if since is not None and time.monotonic() - since > self.timeout_s:

@@ -11,10 +11,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import runs
 from test_train import ROOT, checkpoint_weights, read_scalars, tiny_text
@@ -133,37 +135,65 @@ def test_a_killed_worker_stops_the_other_with_a_message(tmp_path: Path) -> None:
     # started on this machine does.
     worker.wait()
     (left,) = Path(tempfile.gettempdir()).glob(f"charrnn-worker1-{worker.pid}@*")
+    # Not those of a live worker, of another machine (a shared /tmp), or without a host to judge by.
+    kept = [Path(tempfile.mkdtemp(prefix=f"charrnn-worker1-{os.getpid()}@{socket.gethostname()}-")),
+            Path(tempfile.mkdtemp(prefix=f"charrnn-worker1-{worker.pid}@elsewhere-")),
+            Path(tempfile.mkdtemp(prefix=f"charrnn-worker1-{worker.pid}-"))]
     fresh = runs.new_worker_scratch_dir(1)
-    shutil.rmtree(fresh)
+    for folder in (fresh, *kept):
+        assert folder.is_dir()
+        shutil.rmtree(folder)
     assert not left.exists()
 
 
-def test_a_hung_worker_stops_the_other_after_peer_timeout(tmp_path: Path) -> None:
-    """A worker whose process lives on but hangs (here: asleep when it reads its 20th batch) answers
-    TensorFlow's heartbeats, and the chief waited in its all-reduce for ever."""
+# A wrapper of train.py whose patch makes one call sleep for an hour: a live process that hangs.
+HANGING_WORKER = textwrap.dedent("""\
+    import runpy, sys, time
+    sys.path.insert(0, {root!r})
+    import dataset, runs
+
+    def hang_at(function, call):
+        calls = []
+        def hanging(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == call:
+                time.sleep(3600)
+            return function(*args, **kwargs)
+        return hanging
+
+    {patch}
+    sys.argv[0] = {train!r}
+    runpy.run_path(sys.argv[0], run_name="__main__")
+    """)
+
+
+@pytest.mark.parametrize("patch, hung_after, kept", [
+    ("dataset.BatchLoader.batch = hang_at(dataset.BatchLoader.batch, 20)", " step 10 ", "the checkpoints in save/mw "
+     "are intact: resume with --init_from save/mw"),  # at its 20th batch, after a save at step 10
+    ("runs.read_checkpoint_list = hang_at(runs.read_checkpoint_list, 1)", "replicas in sync", "nothing was saved"),
+])
+def test_a_hung_worker_stops_the_other_after_peer_timeout(tmp_path: Path, patch: str, hung_after: str,
+                                                          kept: str) -> None:
+    """A worker whose process lives on but hangs answers TensorFlow's heartbeats, and the chief waited
+    in its all-reduce for ever: in a step, or at start, in the gather that compares checkpoints."""
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
     hangs = tmp_path / "hangs.py"
-    hangs.write_text(f"import runpy, sys, time\nsys.path.insert(0, {str(ROOT)!r})\nimport dataset\n"
-                     f"batch, calls = dataset.BatchLoader.batch, []\n"
-                     f"def hang_at_20(self, *args):\n    calls.append(1)\n"
-                     f"    if len(calls) == 20:\n        time.sleep(3600)\n    return batch(self, *args)\n"
-                     f"dataset.BatchLoader.batch = hang_at_20\n"
-                     f"sys.argv[0] = {str(ROOT / 'train.py')!r}\nrunpy.run_path(sys.argv[0], run_name='__main__')\n")
+    hangs.write_text(HANGING_WORKER.format(root=str(ROOT), patch=patch, train=str(ROOT / "train.py")), encoding="utf-8")
     chief, worker = start_workers(tmp_path, "--input", "tiny.txt", "--max_steps", "1000000", "--eval_every", "1000000",
                                   "--save_every", "10", "--peer_timeout", "30s", *TINY, worker_script=hangs)
     try:
-        for line in chief.stdout:  # ten steps before worker 1 hangs
-            if " step 10 " in line:
+        for line in chief.stdout:
+            if hung_after in line:
                 break
         else:
-            raise AssertionError("no step 10")
+            raise AssertionError(f"no {hung_after!r}")
         hung_at = time.monotonic()
         out = chief.communicate(timeout=180)[0]
         assert chief.returncode == 2 and "Traceback" not in out, out
         assert 25 <= time.monotonic() - hung_at < 120
-        assert ("waited --peer_timeout 30s for the other workers in one step or save: one of them hangs (its "
-                "process lives on, so TensorFlow did not find it" in out), out
-        assert "the checkpoints in save/mw are intact: resume with --init_from save/mw" in out
+        assert ("waited --peer_timeout 30s for the other workers in one exchange (a step's, or at start): one of "
+                "them hangs (its process lives on, so TensorFlow did not find it" in out), out
+        assert kept in out, out
         assert worker.poll() is None  # still asleep: the message tells the user to stop it
     finally:
         for proc in (chief, worker):

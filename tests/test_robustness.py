@@ -24,6 +24,7 @@ import pytest
 
 import plan
 import runs
+import train
 import utils
 from test_train import hparams_of, only_run, pointer_step, read_scalars, tiny_text
 
@@ -219,6 +220,7 @@ def test_bad_corpus_is_refused(tmp_path: Path, kind: str) -> None:
     (["--time_budget", "0"], "--time_budget 0"),
     (["--time_budget", "soon"], "--time_budget 'soon': invalid duration"),
     (["--peer_timeout", "later"], "--peer_timeout 'later': invalid duration"),
+    (["--peer_timeout", "5s"], "--peer_timeout 5s: must be at least 30s"),
     (["--seed", str(2**70)], "--seed"),
     (["--sample_length", str(10**9)], "--sample_length"),
     (["--batch_groups", "5"], "--batch_groups 5"),  # more groups than TINY's 4 streams
@@ -297,11 +299,11 @@ def test_a_batch_that_does_not_share_out_evenly_is_refused(tmp_path: Path) -> No
     # The replicas of one machine's GPUs, which this test cannot have, go through the same check.
     with pytest.raises(utils.CharRNNError, match=r"--batch_size 2 must be a multiple of the number of replicas "
                                                  r"\(devices\) in sync \(4\): .* Try --batch_size 4"):
-        plan.check_batch_shares(2, 4, "replicas (devices) in sync", False, "--strategy one trains on one")
+        plan.check_batch_shares(2, 4, "replicas (devices) in sync", resumed=False, how_to_use_fewer="fewer GPUs")
     # A resumed run refuses another --batch_size: it was told to type one.
     with pytest.raises(utils.CharRNNError, match=r"A resumed run keeps its --batch_size: go on with a number of "
-                                                 r"replicas \(devices\) in sync that divides it \(--strategy one"):
-        plan.check_batch_shares(2, 4, "replicas (devices) in sync", True, "--strategy one trains on one")
+                                                 r"replicas \(devices\) in sync that divides it \(fewer GPUs"):
+        plan.check_batch_shares(2, 4, "replicas (devices) in sync", resumed=True, how_to_use_fewer=train.GPU_CHOICE)
 
 
 def test_corpus_under_a_name_that_is_not_utf8(tmp_path: Path) -> None:
