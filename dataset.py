@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -34,7 +33,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from decoding import check_decoded_text, check_looks_like_text, decode_error, unmarked_error
-from utils import CharRNNError, atomic_write_text, damage, left_by_gone_process, logger, looked_in, np, read_json_object
+from utils import (OWNER_TAG, CharRNNError, atomic_write_text, damage, left_by_gone_owner, logger, looked_in, np,
+                   owner_tag, read_json_object)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -693,7 +693,7 @@ def _make_build_dir(root: Path, key: str) -> Path:
     on this host or (the cache on a shared file system) another, knows whether the build died. Made
     with the umask's permissions, not mkdtemp's owner-only ones: renamed into place, it is the
     prepared data, and the other users of a shared corpus folder must read it."""
-    tmp = root / f".tmp-{key}-{os.getpid()}@{socket.gethostname()}-{os.urandom(4).hex()}"
+    tmp = root / f".tmp-{key}-{owner_tag()}-{os.urandom(4).hex()}"
     tmp.mkdir()
     return tmp
 
@@ -708,7 +708,7 @@ def _unreadable(directory: Path) -> bool:
                 and all(os.access(path, os.R_OK) for path in files if path.exists()))
 
 
-_BUILD_DIR = re.compile(r"\.tmp-[0-9a-f]+-(\d+)(?:@(.*))?-\w+")  # no host: an older version's, on this host
+_BUILD_DIR = re.compile(rf"\.tmp-[0-9a-f]+-{OWNER_TAG}-\w+")
 
 
 def _remove_leftovers(root: Path, identity: dict, key: str) -> None:
@@ -717,8 +717,7 @@ def _remove_leftovers(root: Path, identity: dict, key: str) -> None:
     these options. A multi-GB corpus should not leave a trail of stale copies."""
     for d in root.iterdir():
         if d.name.startswith(".tmp-"):
-            build = _BUILD_DIR.fullmatch(d.name)
-            if build and left_by_gone_process(build.group(1), build.group(2)):
+            if left_by_gone_owner(_BUILD_DIR.fullmatch(d.name)):
                 shutil.rmtree(d, ignore_errors=True)
             continue
         if d.name == key or not (d / "meta.json").is_file():

@@ -25,7 +25,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import tensorflow as tf
@@ -35,7 +34,7 @@ import model
 import runs
 # Hangul (Unicode ch. 3.12) as dataset.py splits and composes it, and its escape for original jamo.
 from dataset import _ESCAPE, _L_FIRST, _L_LAST, _S_FIRST, _S_LAST, _T_BASE, _T_LAST, _V_FIRST, _V_LAST, _syllable
-from utils import CharRNNError, left_by_gone_process
+from utils import OWNER_TAG, CharRNNError, left_by_gone_owner, owner_tag
 
 log = logging.getLogger("charrnn")
 
@@ -398,10 +397,10 @@ def _tmp_beside(path: Path) -> Path:
 def _tmp_suffix() -> str:
     """The writing process, as _remove_stranded_exports reads it back (the host: on a shared file
     system another machine's export in progress is not taken for a killed one of this machine)."""
-    return f".tmp-{os.getpid()}@{socket.gethostname()}"
+    return f".tmp-{owner_tag()}"
 
 
-_TMP_OWNER = re.compile(r"\.tmp-(?P<pid>\d+)(?:@(?P<host>.*))?")  # no host: an older version's, of this host
+_TMP_OWNER = re.compile(rf"\.tmp-{OWNER_TAG}")
 
 
 def _remove_stranded_in_place(directory: Path) -> None:
@@ -417,8 +416,7 @@ def _remove_stranded_exports(folder: Path, prefix: str) -> None:
     """An export killed (kill -9) between its write and its rename leaves its temporary copy, a
     model's worth of space, named prefix + _tmp_suffix() in folder: remove those whose process is gone."""
     for stranded in folder.glob(f"{glob.escape(prefix)}.tmp-*"):
-        owner = _TMP_OWNER.fullmatch(stranded.name[len(prefix):])
-        if owner and left_by_gone_process(owner["pid"], owner["host"]):
+        if left_by_gone_owner(_TMP_OWNER.fullmatch(stranded.name[len(prefix):])):
             shutil.rmtree(stranded, ignore_errors=True) if stranded.is_dir() else stranded.unlink(missing_ok=True)
 
 

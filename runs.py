@@ -14,13 +14,13 @@ import logging
 import os
 import re
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
-from utils import CharRNNError, atomic_write_text, check_path, left_by_gone_process, looked_in, read_json_object
+from utils import (OWNER_TAG, CharRNNError, atomic_write_text, check_path, left_by_gone_owner, looked_in, owner_tag,
+                   read_json_object)
 
 if TYPE_CHECKING:  # for annotations only
     import tensorflow as tf
@@ -410,7 +410,7 @@ def copy_run(source: Path, target: Path, own_args: dict) -> None:
 
 # atomic_write_text's temporary file, named by its process and host (no host: an older version's, on
 # this host): one of this host whose process is gone was killed before its rename.
-_STRANDED_WRITE = re.compile(r"\.(?P<name>config|vocab|latest)(?:\.json)?\.(?P<pid>\d+)(?:@(?P<host>.*))?\.tmp")
+_STRANDED_WRITE = re.compile(rf"\.(?P<name>config|vocab|latest)(?:\.json)?\.{OWNER_TAG}\.tmp")
 
 
 def remove_unfinished_saves(run_dir: Path) -> None:
@@ -420,7 +420,7 @@ def remove_unfinished_saves(run_dir: Path) -> None:
     for directory, names in ((Path(run_dir), ("config", "vocab")), (Path(run_dir).parent, ("latest",))):
         for tmp in directory.glob(".*.tmp"):
             written = _STRANDED_WRITE.fullmatch(tmp.name)
-            if written and written["name"] in names and left_by_gone_process(written["pid"], written["host"]):
+            if written and written["name"] in names and left_by_gone_owner(written):
                 tmp.unlink(missing_ok=True)
     for directory in (Path(run_dir), Path(run_dir) / "best"):
         for temp in directory.glob("ckpt-*_temp"):
@@ -430,7 +430,7 @@ def remove_unfinished_saves(run_dir: Path) -> None:
 
 
 # A non-chief worker's scratch folder, named by its process and host (new_worker_scratch_dir).
-_WORKER_SCRATCH = re.compile(r"charrnn-worker\d+-(?P<pid>\d+)@(?P<host>.*)-\w+")
+_WORKER_SCRATCH = re.compile(rf"charrnn-worker\d+-{OWNER_TAG}-\w+")
 
 
 def new_worker_scratch_dir(worker_index: int) -> Path:
@@ -439,9 +439,9 @@ def new_worker_scratch_dir(worker_index: int) -> Path:
     each a model's checkpoints, go here."""
     for stranded in Path(tempfile.gettempdir()).glob("charrnn-worker*-*@*"):
         owner = _WORKER_SCRATCH.fullmatch(stranded.name)
-        if owner and stranded.is_dir() and left_by_gone_process(owner["pid"], owner["host"]):
+        if owner and owner["host"] and stranded.is_dir() and left_by_gone_owner(owner):  # named with a host only
             shutil.rmtree(stranded, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"charrnn-worker{worker_index}-{os.getpid()}@{socket.gethostname()}-"))
+    return Path(tempfile.mkdtemp(prefix=f"charrnn-worker{worker_index}-{owner_tag()}-"))
 
 
 def checkpoints_on_disk(directory: Path) -> list[str]:

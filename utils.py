@@ -304,7 +304,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     as lone surrogates, which backslashreplace writes as JSON's own \\udcXX escape: read back,
     the same path."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}@{socket.gethostname()}.tmp")  # see runs.remove_unfinished_saves
+    tmp = path.with_name(f".{path.name}.{owner_tag()}.tmp")  # see runs.remove_unfinished_saves
     try:
         with open(tmp, "w", encoding="utf-8", errors="backslashreplace", newline="") as f:
             f.write(text)
@@ -316,11 +316,21 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def left_by_gone_process(pid: str, host: str | None = None) -> bool:
-    """Whether a temporary file or folder named by the process (and host) that made it was left by a
-    process of this host that is gone: a build or write killed midway. No host: this host's, as older
-    versions named them. (Another host's, on a shared file system, is never taken for gone.)"""
-    return host in (None, socket.gethostname()) and not pid_alive(int(pid))
+def owner_tag() -> str:
+    """This process as the temporary files and folders it makes name it: pid@host. A killed process
+    leaves them behind, and the next one that finds them asks left_by_gone_owner."""
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+# owner_tag() within a temporary name, for its regular expression. No host: an older version's name.
+OWNER_TAG = r"(?P<pid>\d+)(?:@(?P<host>.*))?"
+
+
+def left_by_gone_owner(owner: re.Match | None) -> bool:
+    """Whether a temporary name (matched with OWNER_TAG in it) was left by a process of this host
+    that is gone: a build or write killed midway. No host: this host's, as older versions named
+    them. (Another host's, on a shared file system, is never taken for gone.)"""
+    return owner is not None and owner["host"] in (None, socket.gethostname()) and not pid_alive(int(owner["pid"]))
 
 
 def pid_alive(pid: int) -> bool:
