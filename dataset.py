@@ -296,9 +296,10 @@ STANDALONE_LETTERS = {chr(c): _letter(c) for c in [*_INITIALS, *range(_V_FIRST, 
 # as it, so that a model's own text can be fed back. A consonant letter is a final or an initial:
 # the final first (ㅏㄴ, a vowel and a final, is the commoner), the initial where the vocabulary
 # has no such final (ㄸ, ㅃ and ㅉ have none) or a final would join the syllable before it (가ㄴ).
-# [vowels and finals, initials]: letter -> jamo.
-LETTER_AS_JAMO = [{ord(letter): ord(jamo) for jamo, letter in STANDALONE_LETTERS.items()
-                   if (ord(jamo) in _INITIALS) == initials} for initials in (False, True)]
+# Each: letter -> jamo (code points).
+LETTER_AS_VOWEL_OR_FINAL = {ord(letter): ord(jamo) for jamo, letter in STANDALONE_LETTERS.items()
+                            if ord(jamo) not in _INITIALS}
+LETTER_AS_INITIAL = {ord(letter): ord(jamo) for jamo, letter in STANDALONE_LETTERS.items() if ord(jamo) in _INITIALS}
 
 
 def _is_vowel_or_final(cp: np.ndarray) -> np.ndarray:
@@ -400,7 +401,7 @@ class Vocab:
     def _lookup(self, text: str, normalized: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, found, code points) of text, transformed the way the corpus was (normalized: that
         has been done to text already); under --unit jamo a letter the vocabulary lacks is the jamo
-        that prints as it (LETTER_AS_JAMO)."""
+        that prints as it (LETTER_AS_VOWEL_OR_FINAL, LETTER_AS_INITIAL)."""
         cp = _code_points(text if normalized else _normalize(text, self.normalize))
         if self.unit == "jamo":
             cp = _decompose(cp)
@@ -413,7 +414,7 @@ class Vocab:
         for second_try in (False, True) if self.unit == "jamo" else ():  # letters the vocabulary lacks
             if found.all():
                 break
-            readings = [LETTER_AS_JAMO[bool(after) != second_try] for after in after_open]
+            readings = [LETTER_AS_INITIAL if after != second_try else LETTER_AS_VOWEL_OR_FINAL for after in after_open]
             cp = np.where(found, cp, [reading.get(int(c), int(c)) for reading, c in zip(readings, typed)])
             ids, found = self._find(cp)
         return ids, found, cp

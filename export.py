@@ -132,7 +132,7 @@ def _from_jamo(cp):
 
 
 def _letters_as_jamo(cp, as_jamo: dict[int, int]):
-    """Each standalone letter (U+3131-U+318E) as the jamo that as_jamo (one of dataset.LETTER_AS_JAMO)
+    """Each standalone letter (U+3131-U+318E) as the jamo that as_jamo (dataset.LETTER_AS_INITIAL, say)
     names; other code points as they are."""
     first, last = 0x3131, 0x318E
     table = tf.constant([as_jamo.get(c, c) for c in range(first, last + 1)], tf.int32)
@@ -235,7 +235,8 @@ class ServingModule(tf.Module):
             # syllable (L V, no final) the initial first, elsewhere the final (or vowel) first
             open_syllable = _between(slots[:, 0], _L_FIRST, _L_LAST) & _is_vowel(slots[:, 1]) & (slots[:, 2] < 0)
             after_open = tf.concat([[False], open_syllable[:-1]], axis=0)[:, tf.newaxis]
-            as_initials, as_others = (_letters_as_jamo(slots, as_jamo) for as_jamo in dataset.LETTER_AS_JAMO[::-1])
+            as_initials = _letters_as_jamo(slots, dataset.LETTER_AS_INITIAL)
+            as_others = _letters_as_jamo(slots, dataset.LETTER_AS_VOWEL_OR_FINAL)
             for second_try in (False, True):
                 readings = tf.where(after_open != second_try, as_initials, as_others)
                 ids = tf.where(ids < 0, tf.cast(self.table.lookup(tf.cast(readings, tf.int64)), tf.int32), ids)
