@@ -464,7 +464,8 @@ class Trainer:
         val_perplexity = 2.0 ** val_bpc  # per original character, as bits per character are
         self.last_val, self.last_val_step = val_loss, self.step
         improved = val_loss < float(self.best_val)
-        if self.run.cluster.is_chief:
+        chief = self.run.cluster.is_chief
+        if chief:
             # --sample_length counts characters: a jamo model writes ~2 symbols each, so it writes
             # more symbols than needed and the text is cut, whole syllables up to its end.
             chars = self.args.sample_length
@@ -472,6 +473,11 @@ class Trainer:
             symbols = chars if per_symbol == 1.0 else math.ceil(chars / per_symbol * 1.5) + 3
             sample = self.model_lib.generate(self.net, tf.constant([[self.vocab.start_id]], tf.int32), symbols,
                                              temperature=0.8, seed=self.step)
+        if self.run.cluster.num_workers > 1:
+            # The others wait here, unwatched, while the chief writes its sample (a big model's 100,000
+            # characters take minutes); the chief, which comes last, waits watched: only for a worker hung.
+            (self.gather if chief else self.meet)([0.0])
+        if chief:
             with self.writer.as_default(step=self.step):
                 tf.summary.scalar("val/loss", val_loss)
                 tf.summary.scalar("val/bpc", val_bpc)
@@ -480,8 +486,6 @@ class Trainer:
                 tf.summary.scalar("val/best_loss", min(float(self.best_val), val_loss))
                 tf.summary.text("sample", markdown_verbatim(self.vocab.decode(sample.numpy()[0])[:chars]))
             self.writer.flush()
-        if self.run.cluster.num_workers > 1:  # the others wait here, unwatched, while the chief writes its sample
-            self.meet([0.0])
         log.info(f"step {self.step} epoch {self.epoch_position()}: val loss {val_loss:.4f} nats/symbol, {val_bpc:.4f} "
                  f"bits/char, perplexity {val_perplexity:.3f} per char{'  (best)' if improved else ''}")
         if improved:
@@ -716,9 +720,10 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
         if hang_watch.fired:
             raise CharRNNError(f"waited --peer_timeout {run.args.peer_timeout} for the other workers in one "
-                               f"exchange (a step's, or at start): one of them hangs (its process lives on, so TensorFlow did not find "
-                               f"it: a deadlock, or a stalled disk?), or is slower than that. Stop the workers "
-                               f"that still run; then, on every worker, {how_to_go_on(run)}") from None
+                               f"exchange (a step's, at start, or after an evaluation): one of them hangs (its "
+                               f"process lives on, so TensorFlow did not find it: a deadlock, or a stalled disk?), "
+                               f"or is slower than that. Stop the workers that still run; then, on every worker, "
+                               f"{how_to_go_on(run)}") from None
         lost = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:\d+", str(error)))) or ["a peer"]
         raise CharRNNError(f"lost contact with {', '.join(lost)} (it stopped, or stopped answering); on every "
                            f"worker, {how_to_go_on(run)}") from None

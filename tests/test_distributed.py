@@ -171,6 +171,8 @@ HANGING_WORKER = textwrap.dedent("""\
     ("dataset.BatchLoader.batch = hang_at(dataset.BatchLoader.batch, 20)", " step 10 ", "the checkpoints in save/mw "
      "are intact: resume with --init_from save/mw"),  # at its 20th batch, after a save at step 10
     ("runs.read_checkpoint_list = hang_at(runs.read_checkpoint_list, 1)", "replicas in sync", "nothing was saved"),
+    # In its second evaluation (step 20): the chief then waits in the meeting after it.
+    ("dataset.eval_batches = hang_at(dataset.eval_batches, 2)", " step 10 ", "the checkpoints in save/mw are intact"),
 ])
 def test_a_hung_worker_stops_the_other_after_peer_timeout(tmp_path: Path, patch: str, hung_after: str,
                                                           kept: str) -> None:
@@ -179,7 +181,7 @@ def test_a_hung_worker_stops_the_other_after_peer_timeout(tmp_path: Path, patch:
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
     hangs = tmp_path / "hangs.py"
     hangs.write_text(HANGING_WORKER.format(root=str(ROOT), patch=patch, train=str(ROOT / "train.py")), encoding="utf-8")
-    chief, worker = start_workers(tmp_path, "--input", "tiny.txt", "--max_steps", "1000000", "--eval_every", "1000000",
+    chief, worker = start_workers(tmp_path, "--input", "tiny.txt", "--max_steps", "1000000", "--eval_every", "10",
                                   "--save_every", "10", "--peer_timeout", "30s", *TINY, worker_script=hangs)
     try:
         for line in chief.stdout:
@@ -191,13 +193,15 @@ def test_a_hung_worker_stops_the_other_after_peer_timeout(tmp_path: Path, patch:
         out = chief.communicate(timeout=180)[0]
         assert chief.returncode == 2 and "Traceback" not in out, out
         assert 25 <= time.monotonic() - hung_at < 120
-        assert ("waited --peer_timeout 30s for the other workers in one exchange (a step's, or at start): one of "
-                "them hangs (its process lives on, so TensorFlow did not find it" in out), out
+        assert ("waited --peer_timeout 30s for the other workers in one exchange (a step's, at start, or after an "
+                "evaluation): one of them hangs (its process lives on, so TensorFlow did not find it" in out), out
         assert kept in out, out
         assert worker.poll() is None  # still asleep: the message tells the user to stop it
     finally:
         for proc in (chief, worker):
             proc.kill()
+            proc.wait()
+        shutil.rmtree(runs.new_worker_scratch_dir(1))  # which removes the killed worker's own too
 
 
 def test_sigterm_to_the_chief_stops_both_with_a_checkpoint(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import json
 import os
 import re
@@ -392,6 +393,23 @@ def test_sighup_ignored_as_under_nohup_stays_ignored(tmp_path: Path, corpus: Pat
     proc.send_signal(signal.SIGINT)
     rest = "".join(lines) + proc.communicate(timeout=120)[1]
     assert proc.returncode == 0 and "by SIGINT" in rest and "SIGHUP" not in rest, rest
+
+
+def test_hang_watch_watches_each_function_from_its_given_call() -> None:
+    """--peer_timeout: the train step's first call compiles, which may take as long as the slowest
+    worker's compilation, so it is not watched; each wrapped function counts its own calls."""
+    from train import HangWatch
+
+    watch, watched = HangWatch(30.0), []
+
+    @contextlib.contextmanager
+    def waiting():
+        watched.append(True)
+        yield
+    watch.waiting = waiting
+    step, gather = watch.watched(lambda x: x, from_call=2), watch.watched(lambda x: x)
+    assert [step(1), gather(2), step(3)] == [1, 2, 3] and len(watched) == 2  # gather's 1st, step's 2nd
+    assert HangWatch(0.0).watched(len) is len  # one machine: nothing wrapped
 
 
 def test_val_best_loss_is_the_best_so_far(tmp_path: Path, corpus: Path) -> None:
