@@ -334,7 +334,10 @@ def left_by_gone_owner(owner: re.Match | None) -> bool:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process of this host has that id (another user's counts)."""
+    """Whether a process of this host has that id (another user's counts). An id no process can
+    have (0, or past 32 bits: os.kill raised OverflowError) is taken for alive: not ours to judge."""
+    if not 0 < pid < 2 ** 32:
+        return True
     if os.name == "nt":  # where os.kill(pid, 0) would terminate the process
         import ctypes
         from ctypes import wintypes

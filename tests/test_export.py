@@ -478,6 +478,12 @@ def test_an_export_removes_what_killed_exports_left(tmp_path: Path, monkeypatch)
 
     # Written in place (--export .), the copy is inside the target, which every later export refused
     # as not empty: when that is all the folder holds, it goes.
+    # A target that is not written in place never held such a copy: a .tmp-N there is not the export's.
+    elsewhere = tmp_path / "out"
+    (elsewhere / f".tmp-{finished.pid}@{host}").mkdir(parents=True)
+    with pytest.raises(utils.CharRNNError, match="not an empty directory"):
+        export.export_saved_model(net, vocab, elsewhere)
+    assert (elsewhere / f".tmp-{finished.pid}@{host}").is_dir()
     for name, leftovers, user_file in (("here", [f".tmp-{finished.pid}", f".tmp-{finished.pid}@{host}"], None),
                                        ("mine", [f".tmp-{finished.pid}"], "notes.txt")):
         folder = tmp_path / name

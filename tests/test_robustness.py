@@ -289,6 +289,13 @@ def test_a_worker_whose_port_is_taken_is_told_so(tmp_path: Path) -> None:
     assert not (tmp_path / "save").exists()
 
 
+def test_a_process_id_no_process_can_have_is_not_judged_gone() -> None:
+    """A temporary name with pid 99999999999999999999 (another tool's) made os.kill raise OverflowError:
+    a traceback in every clean-up of what killed processes left."""
+    assert utils.pid_alive(10 ** 20) and utils.pid_alive(0)
+    assert not utils.left_by_gone_owner(re.fullmatch(utils.OWNER_TAG, f"{10 ** 20}"))
+
+
 def test_a_batch_that_does_not_share_out_evenly_is_refused(tmp_path: Path) -> None:
     """Streams left over would never train, and a worker or GPU with none would make the loss NaN."""
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
