@@ -220,7 +220,7 @@ def test_bad_corpus_is_refused(tmp_path: Path, kind: str) -> None:
     (["--time_budget", "0"], "--time_budget 0"),
     (["--time_budget", "soon"], "--time_budget 'soon': invalid duration"),
     (["--peer_timeout", "later"], "--peer_timeout 'later': invalid duration"),
-    (["--peer_timeout", "5s"], "--peer_timeout 5s: must be at least 30s"),
+    (["--peer_timeout", "5s"], "--peer_timeout 5s: must be at least 10s"),
     (["--seed", str(2**70)], "--seed"),
     (["--sample_length", str(10**9)], "--sample_length"),
     (["--batch_groups", "5"], "--batch_groups 5"),  # more groups than TINY's 4 streams
