@@ -132,7 +132,8 @@ def main() -> int:
     import torch
 
     from bench_train import pin_threads
-    load_before = pin_threads()
+    load_before = os.getloadavg()
+    busy = pin_threads()
     compile_s = {hidden: load_and_compile_s(hidden, args.n) for hidden in args.sizes}
     # The per-character loops are 10-100x slower: a shorter run keeps the bench short.
     per_char_n = max(50, args.n // 10)
@@ -149,7 +150,7 @@ def main() -> int:
           f"{per_char_n} for the per-character loops; median (min-max) of {args.rounds} alternating rounds. "
           f"Load average before: {'/'.join(f'{x:.2f}' for x in load_before)}, "
           f"after: {'/'.join(f'{x:.2f}' for x in load_after)}."
-          + (" Machine busy: not a valid comparison." if load_before[0] > 1.0 else "") + "\n")
+          + (" Machine busy: not a valid comparison." if busy else "") + "\n")
     print("| model | streams N | implementation | chars/s (all streams) | min-max | vs torch |")
     print("|---|---:|---|---:|---:|---:|")
     for (hidden, streams), rows in results.items():
