@@ -10,7 +10,7 @@ subprocess, and reports the median MB/s (min-max) and peak RSS above the interpr
     python bench/bench_data.py --results bench/RESULTS.md   # full run: 200 MB and 2 GB, 3 runs each
     python bench/bench_data.py --quick                      # smoke test: 20 MB, 1 run
 
-The naive loader at 2 GB needs about 15 GiB; it is skipped (and says so) when the machine's
+The naive loader needs about 11x the file size (about 23 GiB at 2 GB); it is skipped (and says so) when the machine's
 available memory can't hold it, or above --skip-naive-above MB.
 """
 from __future__ import annotations
