@@ -217,6 +217,10 @@ def pin_threads() -> bool:
     import tensorflow as tf
     import torch
 
+    # And the process on THREADS cores: on a bigger host TensorFlow's inter-op pool, two batch groups
+    # side by side and numpy's BLAS for the peak would otherwise use more cores than PyTorch gets.
+    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > THREADS:
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:THREADS])
     tf.config.threading.set_intra_op_parallelism_threads(THREADS)
     tf.config.threading.set_inter_op_parallelism_threads(THREADS)
     torch.set_num_threads(THREADS)
