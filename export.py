@@ -338,14 +338,15 @@ def _check_target_dir(directory: Path, flag: str) -> Path | None:
         example = directory.parent / "exported-model" if directory.is_file() else Path("exported-model")
         raise CharRNNError(f"{flag} {directory}: is a file; {flag} writes a folder: name a new one, "
                            f"e.g. {flag} {example}")
+    in_place = _in_place(directory)
     if directory.is_dir():
-        if _in_place(directory):
+        if in_place:
             _remove_stranded_in_place(directory)
         entry = next(directory.iterdir(), None)
         if entry is not None:
             raise CharRNNError(f"{flag} {directory}: not an empty directory (it holds {entry.name}); {flag} writes "
                                f"a new or empty folder, so that nothing of yours in it is replaced: name a new one")
-    return runs.ensure_writable(directory if _in_place(directory) else directory.parent, flag, named=directory)
+    return runs.ensure_writable(directory if in_place else directory.parent, flag, named=directory)
 
 
 def _in_place(directory: Path) -> bool:

@@ -438,8 +438,7 @@ def new_worker_scratch_dir(worker_index: int) -> Path:
     nobody reads). A worker removes its own when it stops; those of workers killed first (kill -9),
     each a model's checkpoints, go here."""
     for stranded in Path(tempfile.gettempdir()).glob("charrnn-worker*-*@*"):
-        owner = _WORKER_SCRATCH.fullmatch(stranded.name)
-        if owner and owner["host"] and stranded.is_dir() and left_by_gone_owner(owner):  # "@" with no host: not ours
+        if stranded.is_dir() and left_by_gone_owner(_WORKER_SCRATCH.fullmatch(stranded.name)):
             shutil.rmtree(stranded, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"charrnn-worker{worker_index}-{owner_tag()}-"))
 

@@ -348,7 +348,7 @@ class Trainer:
         """Refuse workers started with other flags or other text than the chief, before the model is
         made: the strategy gives every worker the chief's initial weights (other sizes failed with a
         TensorFlow traceback), and averages their updates in silence (another learning rate or batch)."""
-        if self.gather is None or self.run.cluster.num_workers == 1:
+        if self.run.cluster.num_workers == 1:
             return
         args, corpus = self.args, self.run.corpus
         # Every flag train.py has (the same list on every worker of one version), as this session resolved it.

@@ -229,8 +229,8 @@ class ArgumentParser(argparse.ArgumentParser):
             letters = lambda flag: flag.split("=")[0].replace("-", "").replace("_", "")
             by_letters = {letters(flag): flag for flag in flags}
             flag_of = lambda word: word.split("=")[0]  # -primetext=x: -primetext
-            lua = {word: CHAR_RNN_LUA_NAMES[flag_of(word).lstrip("-")] for word in typed
-                   if flag_of(word).lstrip("-") in CHAR_RNN_LUA_NAMES}
+            lua = {word: CHAR_RNN_LUA_NAMES[name] for word in typed
+                   if (name := flag_of(word).lstrip("-")) in CHAR_RNN_LUA_NAMES}
             hint = "".join(f" ({flag_of(word)} is karpathy/char-rnn's; here: "
                            f"{flag if script == self.prog else f'{script} {flag}'})" for word, (script, flag) in lua.items())
             close = {word: difflib.get_close_matches(letters(word), by_letters, n=1, cutoff=0.75) for word in typed
