@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
-import json
 import logging
 import math
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 import dataset
 import runs
 import utils
+import workers
 from utils import CharRNNError, np  # numpy, run on first use: --help does not wait for it
 
 log = logging.getLogger("charrnn")
@@ -377,60 +377,6 @@ def lock_new_run(run_dir: Path) -> tuple[Path, runs.RunLock]:
         lock.release()
 
 
-@dataclass(frozen=True)
-class Cluster:
-    """Where this process stands among the training workers (TF_CONFIG for multiworker)."""
-    worker_index: int = 0
-    num_workers: int = 1
-
-    @property
-    def is_chief(self) -> bool:
-        return self.worker_index == 0
-
-
-def check_batch_shares(batch_size: int, parts: int, what: str, *, resumed: bool, how_to_use_fewer: str) -> None:
-    """Each worker or replica trains an equal share of the streams: a remainder would never be
-    trained, and a share of none would make the loss NaN."""
-    if batch_size % parts:
-        fits = parts * max(1, round(batch_size / parts))
-        fix = (f"A resumed run keeps its --batch_size: go on with a number of {what} that divides it "
-               f"({how_to_use_fewer})"
-               if resumed else f"Try --batch_size {fits}")
-        raise CharRNNError(f"--batch_size {batch_size} must be a multiple of the number of {what} ({parts}): "
-                           f"each trains an equal share of the streams. {fix}")
-
-
-def cluster_from_env(strategy: str) -> Cluster:
-    """Read TF_CONFIG (without TensorFlow) so that a bad cluster spec fails before any work."""
-    if strategy != "multiworker":
-        return Cluster()
-    example = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-               '"task": {"type": "worker", "index": 0}}\'')
-    if "TF_CONFIG" not in os.environ:
-        raise CharRNNError(f"--strategy multiworker needs TF_CONFIG set on each worker, e.g. {example}")
-    try:
-        spec = json.loads(os.environ["TF_CONFIG"])
-        if not isinstance(spec, dict):
-            raise ValueError("not a JSON object")
-        task, cluster = spec["task"], spec["cluster"]
-        chiefs, workers = list(cluster.get("chief", [])), list(cluster.get("worker", []))
-        for address in chiefs + workers:  # TensorFlow's own parse of it is a traceback
-            if not (isinstance(address, str) and re.fullmatch(r".+:\d{1,5}", address)
-                    and 0 < int(address.rpartition(":")[2]) < 65536):
-                raise ValueError(f"{address!r} is not host:port")
-        if not isinstance(task.get("index", 0), int):  # TensorFlow waits for ever on "1"
-            raise ValueError(f"the task's index {task['index']!r} is not a number")
-        index = 0 if task["type"] == "chief" else len(chiefs) + task["index"]
-        if (task["type"] not in ("chief", "worker") or not 0 <= index < len(chiefs) + len(workers)
-                or (task["type"] == "chief" and not chiefs)):
-            raise ValueError(f"task {task} is not in the cluster")
-    except KeyError as missing:
-        raise CharRNNError(f"--strategy multiworker needs TF_CONFIG with {missing} set, e.g. {example}") from None
-    except (ValueError, TypeError, AttributeError) as error:  # AttributeError: a list where an object belongs
-        raise CharRNNError(f"--strategy multiworker: TF_CONFIG is not valid ({error}); e.g. {example}") from None
-    return Cluster(worker_index=index, num_workers=len(chiefs) + len(workers))
-
-
 def data_options(args: argparse.Namespace) -> "dataset.DataOptions":
     """The data options of the flags."""
     return dataset.DataOptions(encoding=args.encoding, normalize=args.normalize, unit=args.unit,
@@ -487,7 +433,7 @@ class Run:
     """Everything about a run that is settled before TensorFlow is imported; the last three fields
     record what the session has written since, for train.py's undo_session."""
     args: argparse.Namespace
-    cluster: Cluster
+    cluster: workers.Cluster
     corpus: "dataset.Corpus"
     train_ids: np.ndarray
     val_ids: np.ndarray
@@ -556,13 +502,13 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         log.info("--time_budget %s: %s seconds (%sm would be minutes)", args.time_budget,
                  args.time_budget.strip(), args.time_budget.strip())
     try:
-        cluster = cluster_from_env(args.strategy)
+        cluster = workers.cluster_from_env(args.strategy)
     except CharRNNError as error:
         if resume_dir is None or "strategy" in typed:
             raise
         raise CharRNNError(f"{error}. The resumed run was trained so (--strategy multiworker in its config.json): "
                            f"on one machine pass --strategy auto") from None
-    check_batch_shares(args.batch_size, cluster.num_workers, "workers", resumed=resume_dir is not None,
+    workers.check_batch_shares(args.batch_size, cluster.num_workers, "workers", resumed=resume_dir is not None,
                        how_to_use_fewer="fewer in TF_CONFIG's cluster")
     try:
         files = dataset.resolve_corpus(None if args.input else args.data_dir, args.input)
@@ -677,7 +623,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
             if log_dir_created is None:  # not claimed above: the resumed run's own
                 log_dir_created = runs.ensure_writable(log_dir, "--log_dir")
         else:
-            write_dir = runs.new_worker_scratch_dir(cluster.worker_index)
+            write_dir = workers.new_worker_scratch_dir(cluster.worker_index)
             log_dir, log_dir_created = write_dir / "logs", None
     except BaseException:  # a refusal, or a signal during the copy
         if lock is not None:

@@ -14,12 +14,11 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
-from utils import (OWNER_TAG, CharRNNError, atomic_write_text, check_path, left_by_gone_owner, looked_in, owner_tag,
+from utils import (OWNER_TAG, CharRNNError, atomic_write_text, check_path, left_by_gone_owner, looked_in,
                    read_json_object)
 
 if TYPE_CHECKING:  # for annotations only
@@ -427,20 +426,6 @@ def remove_unfinished_saves(run_dir: Path) -> None:
             if temp.is_dir():
                 logger.info("removing %s, left by a save that was interrupted", temp)
                 shutil.rmtree(temp, ignore_errors=True)
-
-
-# A non-chief worker's scratch folder, named by its process and host (new_worker_scratch_dir).
-_WORKER_SCRATCH = re.compile(rf"charrnn-worker\d+-{OWNER_TAG}-\w+")
-
-
-def new_worker_scratch_dir(worker_index: int) -> Path:
-    """A new temporary folder for what a worker other than the chief writes (its checkpoints, which
-    nobody reads). A worker removes its own when it stops; those of workers killed first (kill -9),
-    each a model's checkpoints, go here."""
-    for stranded in Path(tempfile.gettempdir()).glob("charrnn-worker*-*@*"):
-        if stranded.is_dir() and left_by_gone_owner(_WORKER_SCRATCH.fullmatch(stranded.name)):
-            shutil.rmtree(stranded, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"charrnn-worker{worker_index}-{owner_tag()}-"))
 
 
 def checkpoints_on_disk(directory: Path) -> list[str]:

@@ -12,8 +12,6 @@ to batch, evaluation, TensorBoard, checkpoints and exact resume.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -23,16 +21,16 @@ import re
 import shutil
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable
 
 import dataset
 import plan
 import runs
 import utils
+import workers
 from utils import CharRNNError, np  # numpy, run on first use: --help does not wait for it
 
 if TYPE_CHECKING:  # for annotations only: --help must not wait for TensorFlow
@@ -42,12 +40,6 @@ if TYPE_CHECKING:  # for annotations only: --help must not wait for TensorFlow
 
 log = logging.getLogger("charrnn")
 
-# What may differ between the workers of one run: where each keeps its files and finds its text, and
-# how that is stored (the text itself must be the same); what it prints; how many checkpoints it keeps.
-PER_WORKER_FLAGS = ("init_from", "save_dir", "log_dir", "run_name", "data_dir", "input", "encoding", "verbose",
-                    "print_every", "keep", "peer_timeout")
-# How to train on fewer of this machine's GPUs.
-GPU_CHOICE = "fewer GPUs, e.g. CUDA_VISIBLE_DEVICES=0,1, or one with --strategy one"
 # What ends a run that trained as long as it was told (the others: --stop_at_step, a signal).
 LENGTH_LIMIT = "its length limit"
 
@@ -159,7 +151,7 @@ class Trainer:
     """The TensorFlow side of a run: model, optimizer, checkpoints, TensorBoard and the loop.
     The loop's position (step, epoch, batch, hidden state) lives here and in every checkpoint."""
 
-    def __init__(self, run: plan.Run, tf: ModuleType, hang_watch: "HangWatch"):
+    def __init__(self, run: plan.Run, tf: ModuleType, hang_watch: "workers.HangWatch"):
         import model as model_lib
         self.run, self.tf, self.model_lib = run, tf, model_lib
         args, corpus = run.args, run.corpus
@@ -168,21 +160,21 @@ class Trainer:
         if run.cluster.num_workers > 1:  # else a worker whose peers never start waits in silence
             log.info("worker %d of %d: waiting for all the workers of TF_CONFIG's cluster to start; until they do, "
                      "Ctrl-C waits too, kill stops this one", run.cluster.worker_index, run.cluster.num_workers)
-        self.strategy = make_strategy(tf, args.strategy)
+        self.strategy = workers.make_strategy(tf, args.strategy)
         # MultiWorkerMirroredStrategy's coordination agent takes SIGTERM over below Python (its preemption
         # notifier), and a job scheduler's stop trained on: put train_run's handlers back.
         for sig in utils.stop_signals():
             signal.signal(sig, signal.getsignal(sig))
         self.distributed = self.strategy.num_replicas_in_sync > 1 or run.cluster.num_workers > 1
-        self.meet = make_gather(self.strategy) if self.distributed else None  # unwatched: see run_eval
+        self.meet = workers.make_gather(self.strategy) if self.distributed else None  # unwatched: see run_eval
         self.gather = self.hang_watch.watched(self.meet) if self.distributed else None
         self.check_same_flags()  # first: a worker that stops alone leaves the others waiting for it
         if self.distributed and args.batch_groups > 1:  # refused before anything is written
             raise CharRNNError(f"--batch_groups {args.batch_groups}: batch groups are for training on one device; "
                                "with several replicas pass --batch_groups 0 (a resumed run keeps its saved value "
                                "unless one is typed)")
-        plan.check_batch_shares(args.batch_size, self.strategy.num_replicas_in_sync, "replicas (devices) in sync",
-                                resumed=run.resume_dir is not None, how_to_use_fewer=GPU_CHOICE)
+        workers.check_batch_shares(args.batch_size, self.strategy.num_replicas_in_sync, "replicas (devices) in sync",
+                                resumed=run.resume_dir is not None, how_to_use_fewer=workers.GPU_CHOICE)
         # The training part is the text before the validation part, so its characters are the rest:
         # counting them would read every id of a multi-GB jamo corpus at each start.
         held_out = corpus.ids[len(run.train_ids):]
@@ -209,7 +201,7 @@ class Trainer:
         config = model_lib.ModelConfig(model=args.model, vocab_size=corpus.vocab.size, num_layers=args.num_layers,
                                        rnn_size=args.rnn_size, embedding_size=args.embedding_size,
                                        dropout=args.dropout, input_dropout=args.input_dropout)
-        with self.strategy.scope(), tf.variable_creator_scope(identical_replica_updates):
+        with self.strategy.scope(), tf.variable_creator_scope(workers.identical_replica_updates):
             self.net = model_lib.CharRNN(config, seed=args.seed)
             self.optimizer = Adam(self.net.trainable_variables)
             self.loss_scale = LossScale()
@@ -353,7 +345,7 @@ class Trainer:
         args, corpus = self.args, self.run.corpus
         # Every flag train.py has (the same list on every worker of one version), as this session resolved it.
         flags = sorted(action.dest for action in plan.build_parser()._actions if action.dest != "help")
-        shared = {f"--{flag}": getattr(args, flag) for flag in flags if flag not in PER_WORKER_FLAGS}
+        shared = {f"--{flag}": getattr(args, flag) for flag in flags if flag not in workers.PER_WORKER_FLAGS}
         shared["--time_budget"] = args.time_budget_s  # 15m and 900s are one budget
         shared["the embedded input's dropout"] = args.input_dropout  # the old keep probabilities', or saved
         stride = max(1, len(corpus.ids) // 4096)  # a sample of the ids: reading them all is minutes at GB scale
@@ -699,7 +691,7 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
     for sig in utils.stop_signals():  # those of interrupt_on_signals: a nohup's ignored SIGHUP stays so
         signal.signal(sig, lambda signum, _frame: signalled.append(signum))
     trainer = None
-    hang_watch = HangWatch(run.args.peer_timeout_s if run.cluster.num_workers > 1 else 0.0)
+    hang_watch = workers.HangWatch(run.args.peer_timeout_s if run.cluster.num_workers > 1 else 0.0)
     try:
         trainer = Trainer(run, tf, hang_watch)
         if trainer.nothing_to_train():
@@ -742,118 +734,6 @@ def how_to_go_on(run: plan.Run, again: str = "the same command") -> str:
                     f"run {again} again to start anew")
         return f"the checkpoints in {run.run_dir} are intact: resume with --init_from {runs.shell_path(run.run_dir)}"
     return f"nothing was saved: run {again} again"
-
-
-# ---------------------------------------------------------------------------------------------
-# Devices and workers (tf.distribute)
-
-
-def make_strategy(tf: ModuleType, name: str) -> "tf.distribute.Strategy":
-    """tf.distribute does the distributing: one device, several GPUs, or several workers."""
-    gpus = tf.config.list_physical_devices("GPU")
-    if name == "multiworker":
-        # No timeout per collective: TensorFlow starts a watchdog thread for each one that sleeps the whole
-        # timeout (tensorflow#62466), and a tiny model's 2,600 steps a minute died of 16,000 threads. A peer
-        # that dies or is stopped misses the heartbeats of TensorFlow's coordination service instead (found
-        # in about 10 s here); one whose process lives on but hangs, by HangWatch.
-        try:
-            return tf.distribute.MultiWorkerMirroredStrategy()
-        except tf.errors.OpError as error:
-            reason = runs.tf_error_reason(error)
-            if "Could not start gRPC server" in reason:
-                raise CharRNNError(f"--strategy multiworker: this worker's server did not start ({reason}): its "
-                                   f"host:port in TF_CONFIG is taken by another process, or not an address of this "
-                                   f"machine") from None
-            raise CharRNNError(f"--strategy multiworker: the workers of TF_CONFIG's cluster did not all connect "
-                               f"({reason}); start every worker, and check their addresses") from None
-    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
-
-
-class HangWatch:
-    """--strategy multiworker: a worker whose process lives on but hangs (a deadlock, a stalled disk)
-    keeps the others waiting in their next exchange for ever, since TensorFlow's coordination service
-    finds only workers that die or are stopped. When an exchange with the other workers (a step's
-    all-reduce, a gather) waits longer than --peer_timeout, a thread aborts this worker's collectives:
-    the wait ends in an error, which train_run names. What a worker does alone (its evaluation, its
-    save: TensorFlow's saves are not collectives) is not watched; the others wait for it in their
-    next exchange, and work that only the chief does is followed by an unwatched meeting."""
-
-    def __init__(self, timeout_s: float):
-        """timeout_s 0: nothing is watched (one worker, or --peer_timeout 0)."""
-        self.timeout_s, self.fired = timeout_s, False
-        self.waiting_since: float | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @contextlib.contextmanager
-    def waiting(self) -> Iterator[None]:
-        """Around an exchange with the other workers (not nested: one exchange at a time)."""
-        if self.timeout_s and self._thread is None:
-            self._thread = threading.Thread(target=self._watch, name="hang-watch", daemon=True)
-            self._thread.start()
-        self.waiting_since = time.monotonic()
-        try:
-            yield
-        finally:
-            self.waiting_since = None
-
-    def watched(self, function: Callable, from_call: int = 1) -> Callable:
-        """function, each call from the from_call-th on an exchange with the other workers (a first
-        call that compiles takes as long as the slowest worker's compilation). Unchanged when nothing
-        is watched."""
-        if not self.timeout_s:
-            return function
-        calls = 0
-
-        @functools.wraps(function)
-        def exchange(*args, **kwargs):
-            nonlocal calls
-            calls += 1
-            with self.waiting() if calls >= from_call else contextlib.nullcontext():
-                return function(*args, **kwargs)
-        return exchange
-
-    def stop(self) -> None:
-        """End the watch (the thread is a daemon: it never keeps the process alive)."""
-        self._stop.set()
-
-    def _watch(self) -> None:
-        import tensorflow as tf
-        from tensorflow.python.eager import context  # no public API aborts collectives (tf.distribute's own use)
-        # Checked a few times per timeout: it fires at most a quarter late, and costs nothing between.
-        while not self._stop.wait(min(10.0, self.timeout_s / 4)):
-            since = self.waiting_since
-            if since is not None and time.monotonic() - since > self.timeout_s:
-                self.fired = True
-                context.context().abort_collective_ops(tf.errors.UNAVAILABLE, "--peer_timeout: waited too long")
-                return
-
-
-def identical_replica_updates(next_creator: Callable, **kwargs) -> "tf.Variable":
-    """Every replica applies the same all-reduced update, so a variable takes the first
-    replica's value instead of needing a merge (a no-op on one device)."""
-    import tensorflow as tf
-    kwargs["aggregation"] = tf.VariableAggregation.ONLY_FIRST_REPLICA
-    return next_creator(**kwargs)
-
-
-def make_gather(strategy: "tf.distribute.Strategy") -> Callable[[list[float]], "np.ndarray"]:
-    """values -> every replica's values, [replicas, len(values)] (replica 0 is the chief's), on
-    every worker: one tiny all-reduce, each replica adding its values into its own row."""
-    import tensorflow as tf
-    from model import graph_function
-
-    @graph_function
-    def gather(values):
-        def replica(values):
-            ctx = tf.distribute.get_replica_context()
-            row = tf.one_hot(ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync, dtype=tf.float64)
-            return ctx.all_reduce("SUM", row[:, None] * values[None, :])
-        return strategy.experimental_local_results(strategy.run(replica, args=(values,)))[0]
-
-    return lambda values: gather(tf.constant(values, tf.float64)).numpy()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import runs
+import workers
 from test_train import ROOT, checkpoint_weights, read_scalars, tiny_text
 
 TINY = ["--num_layers", "1", "--rnn_size", "32", "--embedding_size", "16", "--batch_size", "8",
@@ -40,10 +40,10 @@ def start_workers(cwd: Path, *args: str, worker_cwd: Path | None = None, worker_
                   worker_script: Path = ROOT / "train.py") -> list[subprocess.Popen]:
     """Worker 1, then the chief, in cwd (worker 1 in worker_cwd if given: another machine's disk;
     with worker_flags after the others; running worker_script, a wrapper of train.py)."""
-    workers = free_ports(2)
+    addresses = free_ports(2)
     procs = []
     for index in (1, 0):
-        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": addresses},
                                                      "task": {"type": "worker", "index": index}}))
         script = worker_script if index else ROOT / "train.py"
         procs.append(subprocess.Popen([sys.executable, str(script), *args, *(worker_flags if index else ())],
@@ -139,7 +139,7 @@ def test_a_killed_worker_stops_the_other_with_a_message(tmp_path: Path) -> None:
     kept = [Path(tempfile.mkdtemp(prefix=f"charrnn-worker1-{os.getpid()}@{socket.gethostname()}-")),
             Path(tempfile.mkdtemp(prefix=f"charrnn-worker1-{worker.pid}@elsewhere-")),
             Path(tempfile.mkdtemp(prefix=f"charrnn-worker1-{worker.pid}-"))]
-    fresh = runs.new_worker_scratch_dir(1)
+    fresh = workers.new_worker_scratch_dir(1)
     for folder in (fresh, *kept):
         assert folder.is_dir()
         shutil.rmtree(folder)
@@ -201,7 +201,7 @@ def test_a_hung_worker_stops_the_other_after_peer_timeout(tmp_path: Path, patch:
         for proc in (chief, worker):
             proc.kill()
             proc.wait()
-        shutil.rmtree(runs.new_worker_scratch_dir(1))  # which removes the killed worker's own too
+        shutil.rmtree(workers.new_worker_scratch_dir(1))  # which removes the killed worker's own too
 
 
 def test_sigterm_to_the_chief_stops_both_with_a_checkpoint(tmp_path: Path) -> None:

@@ -22,10 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import plan
 import runs
-import train
 import utils
+import workers
 from test_train import hparams_of, only_run, pointer_step, read_scalars, tiny_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -281,10 +280,10 @@ def test_a_worker_whose_port_is_taken_is_told_so(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        workers = json.dumps({"cluster": {"worker": [f"127.0.0.1:{taken.getsockname()[1]}", "127.0.0.1:2"]},
+        cluster = json.dumps({"cluster": {"worker": [f"127.0.0.1:{taken.getsockname()[1]}", "127.0.0.1:2"]},
                               "task": {"type": "worker", "index": 0}})
         result = run("train.py", "--input", "tiny.txt", *TINY, "--strategy", "multiworker", "--batch_size", "8",
-                     cwd=tmp_path, env=os.environ | {"TF_CONFIG": workers})
+                     cwd=tmp_path, env=os.environ | {"TF_CONFIG": cluster})
     assert_refused(result, "--strategy multiworker: this worker's server did not start", "is taken by another process")
     assert not (tmp_path / "save").exists()
 
@@ -299,18 +298,18 @@ def test_a_process_id_no_process_can_have_is_not_judged_gone() -> None:
 def test_a_batch_that_does_not_share_out_evenly_is_refused(tmp_path: Path) -> None:
     """Streams left over would never train, and a worker or GPU with none would make the loss NaN."""
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
-    workers = json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}})
+    cluster = json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}})
     result = run("train.py", "--input", "tiny.txt", *TINY, "--strategy", "multiworker", "--batch_size", "5",
-                 cwd=tmp_path, env=os.environ | {"TF_CONFIG": workers})
+                 cwd=tmp_path, env=os.environ | {"TF_CONFIG": cluster})
     assert_refused(result, "--batch_size 5 must be a multiple of the number of workers (2)", "Try --batch_size 4")
     # The replicas of one machine's GPUs, which this test cannot have, go through the same check.
     with pytest.raises(utils.CharRNNError, match=r"--batch_size 2 must be a multiple of the number of replicas "
                                                  r"\(devices\) in sync \(4\): .* Try --batch_size 4"):
-        plan.check_batch_shares(2, 4, "replicas (devices) in sync", resumed=False, how_to_use_fewer="fewer GPUs")
+        workers.check_batch_shares(2, 4, "replicas (devices) in sync", resumed=False, how_to_use_fewer="fewer GPUs")
     # A resumed run refuses another --batch_size: it was told to type one.
     with pytest.raises(utils.CharRNNError, match=r"A resumed run keeps its --batch_size: go on with a number of "
                                                  r"replicas \(devices\) in sync that divides it \(fewer GPUs"):
-        plan.check_batch_shares(2, 4, "replicas (devices) in sync", resumed=True, how_to_use_fewer=train.GPU_CHOICE)
+        workers.check_batch_shares(2, 4, "replicas (devices) in sync", resumed=True, how_to_use_fewer=workers.GPU_CHOICE)
 
 
 def test_corpus_under_a_name_that_is_not_utf8(tmp_path: Path) -> None:
@@ -843,7 +842,7 @@ def test_advice_after_a_failure_on_a_worker_without_the_run_on_its_disk(tmp_path
     import train
     run_dir = tmp_path / "save" / "r"
     worker = types.SimpleNamespace(kept=True, resume_dir=None, forked_from=None, run_dir=run_dir,
-                                   cluster=plan.Cluster(worker_index=1, num_workers=2))
+                                   cluster=workers.Cluster(worker_index=1, num_workers=2))
     assert train.how_to_go_on(worker).startswith(f"the checkpoints in {run_dir} are intact: resume with --init_from")
 
 

@@ -398,7 +398,7 @@ def test_sighup_ignored_as_under_nohup_stays_ignored(tmp_path: Path, corpus: Pat
 def test_hang_watch_watches_each_function_from_its_given_call() -> None:
     """--peer_timeout: the train step's first call compiles, which may take as long as the slowest
     worker's compilation, so it is not watched; each wrapped function counts its own calls."""
-    from train import HangWatch
+    from workers import HangWatch
 
     watch, watched = HangWatch(30.0), []
 
