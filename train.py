@@ -92,6 +92,12 @@ def training_progress(args: argparse.Namespace, step: int, seconds: float, steps
     return max(length_used(args, step, seconds, steps_per_epoch).values())
 
 
+def limit_reached(args: argparse.Namespace, step: int, seconds: float, steps_per_epoch: int) -> str:
+    """The length flag whose limit ends the run (the one most used up): "max_steps"."""
+    used = length_used(args, step, seconds, steps_per_epoch)
+    return max(used, key=used.get)
+
+
 # ---------------------------------------------------------------------------------------------
 # Console progress
 
@@ -129,6 +135,22 @@ class Progress:
                 self.last_draw = now
         elif step % self.print_every == 0:
             log.info(" ".join(fields))
+
+
+def time_left(pace_from: tuple[float, float, int], now: float, done: float, step: int, stop_at_step: int) -> float:
+    """Seconds until the run ends, at the pace since pace_from (its time, progress and step), or until
+    --stop_at_step where the session stops first."""
+    since, done_then, step_then = pace_from
+    remaining = (now - since) * (1 - done) / max(done - done_then, 1e-9)
+    if stop_at_step:
+        per_step = (now - since) / (step - step_then)
+        remaining = min(remaining, max(stop_at_step - step, 0) * per_step)
+    return remaining
+
+
+def epoch_position(epoch: int, batch: int, num_batches: int) -> str:
+    """The epochs done with the hundredths of the next: 1.06, or 2.00 at the end of the second (not 1)."""
+    return f"{epoch}.{batch * 100 // num_batches:02d}"
 
 
 def format_eta(seconds: float) -> str:
@@ -582,24 +604,17 @@ class Trainer:
         if self.pace_from is None:
             self.pace_from = (now, done, self.step)
         elif self.step > self.pace_from[2]:
-            since, done_then, step_then = self.pace_from
-            remaining = (now - since) * (1 - done) / max(done - done_then, 1e-9)
-            if args.stop_at_step:  # the session stops there, when that comes first
-                per_step = (now - since) / (self.step - step_then)
-                remaining = min(remaining, max(args.stop_at_step - self.step, 0) * per_step)
+            remaining = time_left(self.pace_from, now, done, self.step, args.stop_at_step)
         val = "-" if self.last_val is None else f"{self.last_val:.4f}"
         self.progress_line.update(self.step, [f"step {self.step}", f"epoch {self.epoch_position()}",
                                               f"loss {loss:.4f}", f"val {val}", f"ETA {format_eta(remaining)}",
                                               f"{f'{self.rate:,.0f}' if timed else '-'} chars/s", f"lr {lr:.2e}"])
 
     def epoch_position(self) -> str:
-        """The epoch and the hundredths of it done: 1.06, or 2.00 at the end of epoch 1 (not 1)."""
-        return f"{self.epoch}.{self.batch * 100 // self.run.loader.num_batches:02d}"
+        return epoch_position(self.epoch, self.batch, self.run.loader.num_batches)
 
     def limit_flag(self, seconds: float) -> str:
-        """The length flag whose limit the run has reached (the one most used up)."""
-        used = length_used(self.args, self.step, seconds, self.run.loader.num_batches)
-        return max(used, key=used.get)
+        return limit_reached(self.args, self.step, seconds, self.run.loader.num_batches)
 
     def nothing_to_train(self) -> bool:
         """Whether the resumed run had already reached its length limit when saved; says so. Decided

@@ -259,6 +259,20 @@ def test_jamo_helpers_match_dataset() -> None:
         assert apply(compose, apply(line_ends, plain)) == dataset._normalize(plain, "nfc"), repr(plain)
 
 
+def test_the_exported_sampler_draws_each_symbol_with_its_probability() -> None:
+    """export.py's Gumbel-max against softmax(logits / temperature), as model.py's race is tested."""
+    import tensorflow as tf
+
+    import export
+    from test_model import DRAW_PROBS, assert_draws_follow
+
+    logits = tf.constant(np.log(np.tile(DRAW_PROBS, (40_000, 1))), tf.float32)
+    for temperature in (1.0, 2.0):
+        tempered = DRAW_PROBS ** (1 / temperature)
+        ids = export._sample(logits, tf.constant(3), tf.constant(temperature), tf.constant(7, tf.int64))
+        assert_draws_follow(ids.numpy(), tempered / tempered.sum())
+
+
 def test_saved_model_drops_unknown_characters_whole(tmp_path: Path) -> None:
     """The SavedModel's prime skips what sample.py --unknown skip skips: under jamo a syllable
     whose final jamo the corpus never had goes whole, not as a stray initial and vowel."""

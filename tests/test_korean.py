@@ -16,7 +16,7 @@ import pytest
 
 import dataset
 import train
-from test_train import read_scalars, tiny_text
+from test_train import read_scalars, summary_events, tiny_text
 
 ROOT = Path(__file__).resolve().parents[1]
 KOREAN = (ROOT / "data" / "korean" / "constitution.txt").read_text(encoding="utf-8")
@@ -63,6 +63,16 @@ def test_jamo_training_learns_and_samples_valid_hangul(tmp_path: Path) -> None:
     assert len(losses) == 120
     np.testing.assert_allclose(losses, np.array(train_loss) / chars_per_symbol["train"] / math.log(2), rtol=1e-5)
     assert np.mean(losses[-10:]) < np.mean(losses[:5]) - 1.0, losses  # bits per original character fell
+    # Perplexity per original character too, and the speed in characters, not jamo, per second: a
+    # step's characters over the time from the step before (as test_train's English run checks it).
+    for (step, bpc), (_, perplexity) in zip(scalars["val/bpc"], scalars["val/perplexity"], strict=True):
+        assert float(perplexity) == pytest.approx(2 ** float(bpc), rel=1e-5), step
+    written = {step: event.wall_time for step, event in summary_events(tmp_path / "logs" / "ko")
+               if event.summary.value[0].tag == "train/loss"}
+    chars_per_step = 16 * 32 * chars_per_symbol["train"]
+    shown = [chars_per_step / (written[step] - written[step - 1]) / float(rate)
+             for step, rate in scalars["train/chars_per_sec"] if step - 1 != 60]  # not across the evaluation
+    assert 0.75 < np.median(shown) < 1.1, shown
 
     sampled = run("sample.py", tmp_path, "--save_dir", str(run_dir), "--prime", "문", "-n", "300",
                   "--seed", "1", "--temperature", "0.5")

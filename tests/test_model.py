@@ -336,6 +336,30 @@ def test_top_k_and_top_p_restrict_the_choices(sampler):
     assert all(set(firsts[i]) <= set(top2[i]) for i in range(2))
 
 
+# Draws of one symbol from a fixed distribution, many rows at once: each frequency within 5 standard
+# errors of its probability (a sampler that under-draws rare symbols 4x, or ignores the temperature, is
+# far outside that).
+DRAW_PROBS = np.array([0.5, 0.3, 0.15, 0.05])
+
+
+def assert_draws_follow(ids: np.ndarray, probs: np.ndarray) -> None:
+    freqs = np.bincount(ids, minlength=len(probs)) / len(ids)
+    tolerance = 5 * np.sqrt(probs * (1 - probs) / len(ids))
+    assert np.all(np.abs(freqs - probs) < tolerance), (freqs, probs)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 0.5])
+def test_sampling_draws_each_symbol_with_its_probability(temperature) -> None:
+    """The exponential race of generation against softmax(logits / temperature)."""
+    rows = 40_000
+    logits = tf.constant(np.log(np.tile(DRAW_PROBS, (rows, 1))), tf.float32)
+    no_ids = tf.zeros([0], tf.int32)
+    ids, _ = M._pick(logits, tf.zeros([rows], tf.int32), tf.zeros([rows], tf.bool), tf.constant(3), tf.constant(temperature),
+                     tf.constant(0), tf.constant(1.0), tf.constant(1), M.mixed_seed(7), tf.constant(-1), no_ids, no_ids)
+    tempered = DRAW_PROBS ** (1 / temperature)
+    assert_draws_follow(ids.numpy(), tempered / tempered.sum())
+
+
 def test_filter_logits_keeps_the_nucleus_of_the_top_k() -> None:
     """Against a plain numpy reading of the flags: the top_k symbols, then of their renormalized
     distribution the fewest whose mass reaches top_p (a symbol stays while the mass ranked above

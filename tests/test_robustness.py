@@ -351,6 +351,27 @@ def test_hangul_paths_under_a_locale_that_is_not_utf8(tmp_path: Path) -> None:
     assert sampled.returncode == 0 and len(sampled.stdout) == 20 + 1, sampled.stderr
 
 
+# karpathy/char-rnn's Lua flags and what they mean here (its train.lua and sample.lua).
+LUA_MEANINGS = {"learning_rate_decay": ("train.py", "--decay_rate"), "max_epochs": ("train.py", "--num_epochs"),
+                "eval_val_every": ("train.py", "--eval_every"), "checkpoint_dir": ("train.py", "--save_dir"),
+                "savefile": ("train.py", "--run_name"), "primetext": ("sample.py", "--prime"), "length": ("sample.py", "-n")}
+
+
+@pytest.mark.parametrize("script", ["train.py", "sample.py"])
+def test_every_karpathy_char_rnn_flag_is_answered_with_its_name_here(script: str, capsys) -> None:
+    import plan
+    import sample
+    parser = plan.build_parser() if script == "train.py" else sample.build_parser()
+    parser.prog = script  # as when run: not the test runner's name
+    for lua_name, (home, flag) in LUA_MEANINGS.items():
+        with pytest.raises(SystemExit):
+            parser.parse_args([f"-{lua_name}", "1"])
+        named = flag if home == script else f"{home} {flag}"
+        assert f"(-{lua_name} is karpathy/char-rnn's; here: {named})" in capsys.readouterr().err, lua_name
+        home_parser = plan.build_parser() if home == "train.py" else sample.build_parser()
+        assert flag in {f for action in home_parser._actions for f in action.option_strings}  # a real flag there
+
+
 @pytest.mark.parametrize("flags, hint", [(["--model", "xyz"], "invalid choice: 'xyz'"), (["--rnn_size", "big"], "'big'"),
                                          (["--no_such_flag", "1"], "unrecognized arguments: --no_such_flag 1\n"),
                                          (["--rnn-size", "64"], "(--rnn-size: did you mean --rnn_size?)"),

@@ -5,6 +5,7 @@ import collections
 import concurrent.futures
 import contextlib
 import json
+import math
 import os
 import re
 import signal
@@ -170,6 +171,11 @@ def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Pa
     assert (hparams["group"], hparams["corpus"], hparams["vocab_size"], hparams["model"], hparams["rnn_size"]) == (
         str(tmp_path / "logs" / run), str(corpus), len(set(tiny_text())), "lstm", 32)
     assert hparams["max_steps"] == 20 and hparams["grad_clip"] == 5 and "decay_rate" not in hparams
+    saved = json.loads((tmp_path / "save" / run / "config.json").read_text(encoding="utf-8"))["args"]
+    for flag in ("model", "num_layers", "rnn_size", "embedding_size", "dropout", "batch_size", "seq_length",
+                 "learning_rate", "warmup_steps", "min_lr_frac", "grad_clip", "unit", "max_vocab", "num_epochs",
+                 "max_steps", "seed"):  # what tells runs apart in the HParams table
+        assert hparams[flag] == (pytest.approx(saved[flag]) if isinstance(saved[flag], float) else saved[flag]), flag
     assert [step for step, _ in scalars["val/loss"]] == [10, 20]
     # Training speed from step 2 on: the first step's seconds are mostly compiling it.
     assert [step for step, _ in scalars["train/chars_per_sec"]] == list(range(2, 21))
@@ -323,6 +329,20 @@ def test_resume_refuses_a_different_architecture(tmp_path: Path, corpus: Path) -
     assert refused.returncode == 2
     assert "--rnn_size: saved 32, given 64" in refused.stderr and "--model" in refused.stderr
     assert "Traceback" not in refused.stderr
+    # Every flag the weights, the data position or the carried state depend on, typed with another
+    # value, is refused by name (before anything is written).
+    import plan
+    from utils import CharRNNError
+    run_dir = only_run(tmp_path / "save")
+    saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["args"]
+    other = {"model": "gru", "num_layers": "3", "rnn_size": "64", "embedding_size": "8", "unit": "jamo",
+             "normalize": "none", "max_vocab": "40", "min_char_count": "3", "batch_size": "6", "seq_length": "9",
+             "val_frac": "0.2", "seed": "99"}
+    for flag, value in other.items():
+        args = plan.build_parser().parse_args(["--init_from", str(run_dir), f"--{flag}", value])
+        assert getattr(args, flag) != saved[flag], flag
+        with pytest.raises(CharRNNError, match=re.escape(f"--{flag}: saved {saved[flag]!r}, given {getattr(args, flag)!r}")):
+            plan.merge_resume_config(args, {flag}, run_dir)
 
 
 HELP_PROBE = """
@@ -589,6 +609,53 @@ def test_old_flags_keep_their_meaning(tmp_path: Path) -> None:
     assert saved["input_dropout"] == 0.2  # the old tool dropped the embedded input by output_keep_prob too
 
 
+def test_apply_old_flag_names_drops_the_warmup_only_where_none_was_typed() -> None:
+    import plan
+    from utils import explicit_flags
+    for argv, warmup in ((["--decay_rate", "0.97"], 0), (["--decay_rate", "0.97", "--warmup_steps", "50"], 50),
+                         (["--warmup_steps", "50"], 50), ([], 100)):
+        parser = plan.build_parser()
+        args = parser.parse_args(argv)
+        plan.apply_old_flag_names(args, explicit_flags(parser, argv))
+        assert args.warmup_steps == warmup, argv
+
+
+def test_config_json_keeps_absolute_paths_and_no_flag_of_one_session(tmp_path: Path, monkeypatch) -> None:
+    """A run resumed from another folder finds its text; --verbose, --stop_at_step and the like
+    steer one invocation and are not inherited."""
+    import plan
+    monkeypatch.chdir(tmp_path)
+    args = plan.build_parser().parse_args(["--data_dir", "data/x", "--input", "t.txt", "--log_dir", "lg", "--verbose",
+                                           "--stop_at_step", "5", "--init_from", "save", "--mixed_precision",
+                                           "--output_keep_prob", "0.8", "--input_keep_prob", "0.9"])
+    saved = plan.saved_flags(args)
+    assert (saved["data_dir"], saved["input"], saved["log_dir"]) == (
+        str(tmp_path / "data" / "x"), str(tmp_path / "t.txt"), str(tmp_path / "lg"))
+    for flag in ("verbose", "stop_at_step", "init_from", "mixed_precision", "output_keep_prob", "input_keep_prob",
+                 "peer_timeout"):
+        assert flag not in saved, flag
+
+
+def test_the_defaults_are_those_the_readme_states() -> None:
+    """The README quotes defaults in its prose; the parser is what they must stay true to."""
+    import plan
+    import sample
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    args = plan.build_parser().parse_args([])
+    for phrase, flag, value in (("`--warmup_steps`, 100 by default", "warmup_steps", 100),
+                                ("every `--eval_every` steps too, 250 by default", "eval_every", 250),
+                                ("The default model (2x384, batch 24)", "rnn_size", 384),
+                                ("The default model (2x384, batch 24)", "num_layers", 2),
+                                ("The default model (2x384, batch 24)", "batch_size", 24),
+                                ("`--temperature` (default 1.0)", None, None),
+                                ("(default 10m, at least 10s; 0 waits for ever)", "peer_timeout", "10m")):
+        assert phrase in readme, phrase
+        if flag is not None:
+            assert getattr(args, flag) == value, flag
+    assert args.num_epochs is None and plan.DEFAULT_EPOCHS == 50 and "a run is 50 epochs" in readme
+    assert sample.build_parser().parse_args([]).temperature == 1.0
+
+
 def test_the_live_line_drops_whole_fields_that_the_terminal_has_no_room_for(monkeypatch) -> None:
     """At 80 columns the line lost the end of its learning rate ('lr 1.14' for 1.14e-03, a thousand
     times more); a terminal that says it has 0 columns lost the last character of every line."""
@@ -644,6 +711,33 @@ def test_learning_rate_warms_up_then_follows_a_cosine_or_the_old_decay_rate() ->
     args.decay_rate = 0.5
     assert [learning_rate(args, 50, epoch, 0.9) for epoch in (0, 3)] == pytest.approx([2.0, 0.25])
     assert learning_rate(args, 3, 3, 0.9) == pytest.approx(0.8)  # the warmup comes first
+
+
+def test_the_nearest_length_limit_ends_the_run_and_is_named() -> None:
+    import argparse
+
+    from train import limit_reached, training_progress
+    args = argparse.Namespace(num_epochs=3, max_steps=10, time_budget_s=0.0)  # 3 epochs of 100 steps, or 10 steps
+    assert training_progress(args, 5, 0.0, 100) == pytest.approx(0.5)
+    assert training_progress(args, 10, 0.0, 100) == 1.0 and limit_reached(args, 10, 0.0, 100) == "max_steps"
+    args.time_budget_s = 60.0
+    assert training_progress(args, 5, 45.0, 100) == 0.75 and limit_reached(args, 5, 60.0, 100) == "time_budget"
+    args.max_steps = 0
+    assert limit_reached(args, 300, 1.0, 100) == "num_epochs"
+
+
+def test_the_progress_line_s_epoch_and_time_left() -> None:
+    from train import epoch_position, format_eta, time_left
+    # Epochs done, with the hundredths of the one in progress.
+    assert [epoch_position(0, 0, 8), epoch_position(0, 2, 8), epoch_position(1, 0, 8), epoch_position(3, 7, 8)] == [
+        "0.00", "0.25", "1.00", "3.87"]
+    # 10% of the run in the 10 s since step 10: the other 80% take 80 s, or the 5 steps to
+    # --stop_at_step 25 at 1 s a step.
+    assert time_left((100.0, 0.1, 10), 110.0, 0.2, 20, 0) == pytest.approx(80.0)
+    assert time_left((100.0, 0.1, 10), 110.0, 0.2, 20, 25) == pytest.approx(5.0)
+    assert time_left((100.0, 0.1, 10), 110.0, 0.2, 20, 15) == 0.0  # the session has passed it: it stops now
+    assert [format_eta(s) for s in (0, 3661, 86399, 2 * 86400, math.nan, -1)] == [
+        "00:00:00", "01:01:01", "23:59:59", "2.0d", "?", "?"]
 
 
 def test_gradients_are_clipped_to_grad_clip_global_norm() -> None:
