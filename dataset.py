@@ -129,8 +129,12 @@ def resolve_corpus(data_dir: str | None, input_path: str | None) -> list[Path]:
     if root.is_file():
         files = [root]
     elif not root.is_dir():
-        raise CharRNNError(f"{flag} {where}: " + ("not a regular file or a directory" if root.exists()
-                                                  else "no such file or directory" + looked_in(root)))
+        if root.exists() or where == "-":  # a pipe (--input /dev/stdin, <(...), - for standard input), a device
+            what = "standard input is no corpus" if where == "-" else "not a regular file or a directory"
+            raise CharRNNError(f"{flag} {where}: {what}. The text is prepared once into "
+                               f"a cache beside it and read again each epoch, which a pipe cannot be: save it to a "
+                               f"file first (... > corpus.txt) and pass that")
+        raise CharRNNError(f"{flag} {where}: no such file or directory{looked_in(root)}")
     elif flag == "--data_dir" and os.path.lexists(named):
         if not named.is_file():  # never the other .txt files instead, unseen
             raise CharRNNError(f"{flag} {where}: its input.txt is {_not_a_file(named)}; put the text in a regular "
@@ -160,9 +164,12 @@ _PROGRESS_SECONDS = 5.0
 
 
 def _normalize(text: str, normalize: str) -> str:
-    """CRLF and lone CR -> LF, then NFC unless normalize == 'none'."""
+    """CRLF and lone CR -> LF, no byte-order mark (files that each began with one, concatenated, have
+    them inside: invisible characters a model would learn and write), then NFC unless normalize == 'none'."""
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\ufeff" in text:
+        text = text.replace("\ufeff", "")
     return unicodedata.normalize("NFC", text) if normalize == "nfc" else text
 
 

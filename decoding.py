@@ -75,12 +75,27 @@ def check_decoded_text(path: Path, text: str, encoding: str) -> None:
     if swapped and text.count("\u2000") + text.count("\u0a00") > 2 * (text.count(" ") + text.count("\n")) + 2:
         raise CharRNNError(f"{path}: under --encoding {encoding} its spaces and line breaks read as U+2000 and "
                            f"U+0A00: the file is in the other byte order; pass --encoding {swapped}")
+    if not codecs.lookup(encoding).name.startswith("utf"):  # a single-byte or East Asian code page
+        raw = text.encode(encoding, errors="ignore")
+        if re.search(rb"[\x80-\xff]", raw) and _decodes_as_utf8(raw):  # what no other encoding's text is by chance
+            garbled = re.search(r"\S*[^\x00-\x7f]\S*", text)[0][:20]
+            raise CharRNNError(f"{path}: this is UTF-8 text, which --encoding {encoding} garbles (into {garbled!r} "
+                               f"and the like): drop --encoding, whose default is utf-8")
     c1 = len(re.findall("[\x80-\x9f]", text))
     if c1 and codecs.lookup(encoding).name.startswith(("iso8859", "latin")):
         logger.warning("%s: under --encoding %s the text has %d C1 control characters (U+0080-U+009F), which "
                        "Windows' code pages read as curly quotes, dashes and the euro sign: if the file comes "
                        "from Windows, pass its code page (--encoding cp1252 for Western European text)",
                        path, encoding, c1)
+
+
+def _decodes_as_utf8(data: bytes) -> bool:
+    """Whether bytes are UTF-8, but for a character that the end of data cuts short."""
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(data, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _reads_as_text(head: bytes, encoding: str, allowed: int = 0) -> bool:

@@ -135,7 +135,11 @@ def ensure_writable(directory: Path, flag: str, named: Path | None = None) -> Pa
     except OSError as error:
         remove_created(directory, created)  # what it made before the failure
         in_the_way = next((p for p in [directory, *directory.parents] if p.exists() and not p.is_dir()), None)
+        dangling = next((p for p in [directory, *directory.parents] if p.is_symlink() and not p.exists()), None)
         typed = f"{flag} {named or directory}"
+        if dangling is not None:  # mkdir says "File exists"
+            raise CharRNNError(f"{typed}: {dangling} is a symbolic link to {os.readlink(dangling)}, which does not "
+                               f"exist. Create that folder, or point the link at one that exists.") from None
         if in_the_way is not None:
             raise CharRNNError(f"{typed}: {'cannot create it, ' if named is None else ''}{in_the_way} is a file, not "
                                f"a folder. Choose another path.") from None
@@ -190,6 +194,17 @@ def shell_path(path: str | Path) -> str:
         return subprocess.list2cmdline([str(path)])
     import shlex
     return shlex.quote(str(path))
+
+
+def script_command(script: str) -> str:
+    """How a message tells the user to run train.py or sample.py: by its name in the project folder,
+    by its path from anywhere else (python /opt/char-rnn/train.py ... started from the corpus's folder)."""
+    path = Path(__file__).resolve().parent / script
+    try:
+        here = Path(script).resolve() == path
+    except OSError:
+        here = False
+    return f"python {script if here else shell_path(path)}"
 
 
 # What train.py writes in a run directory (TensorFlow's saves in progress are ckpt-N_temp/).

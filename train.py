@@ -106,7 +106,7 @@ class Progress:
     """One live line on a terminal; plain lines every print_every steps in a log file."""
 
     def __init__(self, print_every: int):
-        self.live = sys.stderr.isatty()
+        self.live = utils.is_live_terminal(sys.stderr)
         self.print_every = print_every
         self.last_draw = 0.0
 
@@ -435,10 +435,10 @@ class Trainer:
         if chief:  # `latest` names the run that saved last: the one sample.py --save_dir save picks
             runs.point_latest(self.run.run_dir)
 
-    def save_after_log_failure(self) -> bool:
-        """After TensorBoard's events could not be written: a checkpoint of the steps trained since
-        the last one, where its own disk takes it; returns whether one was saved. (Not under
-        multiworker, whose workers save together, at steps they agreed on.)"""
+    def save_after_failure(self) -> bool:
+        """After TensorBoard's events or best/ could not be written: a checkpoint of the steps trained
+        since the last one, where the run's own folder takes it; returns whether one was saved. (Not
+        under multiworker, whose workers save together, at steps they agreed on.)"""
         if self.writer is None or self.step in (self.start_step, self.saved_step) or self.run.cluster.num_workers > 1:
             return False
         try:
@@ -503,8 +503,15 @@ class Trainer:
         log.info(f"step {self.step} epoch {self.epoch_position()}: val loss {val_loss:.4f} nats/symbol, {val_bpc:.4f} "
                  f"bits/char, perplexity {val_perplexity:.3f} per char{'  (best)' if improved else ''}")
         if improved:
+            previous_best = float(self.best_val)
             self.best_val.assign(val_loss)
-            self.save(self.best_manager)
+            try:
+                self.save(self.best_manager)
+            except CharRNNError as error:  # best/ alone unwritable (its permissions): keep the steps trained
+                self.best_val.assign(previous_best)  # best/ does not hold this one
+                if self.save_after_failure():
+                    raise CharRNNError(f"{error} (step {self.step} was saved there first)") from None
+                raise
         return improved
 
     # -- the loop ------------------------------------------------------------------------------
@@ -658,10 +665,10 @@ class Trainer:
         if run.cluster.is_chief:
             best_val = float(self.best_val)
             best = f"best val loss {best_val:.4f}" if math.isfinite(best_val) else "no validation yet"
-            log.info(f"stopped at step {self.step} by {ended_by}; {best}. Sample with:  python sample.py "
-                     f"--save_dir {runs.shell_path(run_dir)}")
+            log.info(f"stopped at step {self.step} by {ended_by}; {best}. Sample with:  "
+                     f"{runs.script_command('sample.py')} --save_dir {runs.shell_path(run_dir)}")
             if not at_limit:
-                log.info(f"resume with:  python train.py --init_from {runs.shell_path(run_dir)}")
+                log.info(f"resume with:  {runs.script_command('train.py')} --init_from {runs.shell_path(run_dir)}")
 
 
 def train(args: argparse.Namespace, typed: set[str]) -> int:
@@ -703,8 +710,18 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
     ask the loop to stop: a second Ctrl-C while the final checkpoint is written, or the session's
     files are cleaned up, must not break that off."""
     signalled: list[int] = []
+
+    def stop(signum: int, _frame) -> None:  # said at once: an evaluation in progress may take a while
+        signalled.append(signum)
+        name = signal.Signals(signum).name
+        if len(signalled) == 1:
+            log.info("%s: stopping; the step or evaluation in progress ends, then a checkpoint is saved", name)
+        else:
+            log.info("%s again: still stopping, the checkpoint is being saved (kill -9 would lose the steps since "
+                     "the last one)", name)
+
     for sig in utils.stop_signals():  # those of interrupt_on_signals: a nohup's ignored SIGHUP stays so
-        signal.signal(sig, lambda signum, _frame: signalled.append(signum))
+        signal.signal(sig, stop)
     trainer = None
     hang_watch = workers.HangWatch(run.args.peer_timeout_s if run.cluster.num_workers > 1 else 0.0)
     try:
@@ -721,7 +738,7 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
                                f"with smaller ones; {how_to_go_on(run, 'it with smaller ones')}") from None
         # A full disk under --log_dir: the steps since the last checkpoint are kept where the
         # checkpoints' own disk has room, as a signal keeps them.
-        saved = trainer is not None and trainer.save_after_log_failure()
+        saved = trainer is not None and trainer.save_after_failure()
         kept = f" (step {trainer.step} was saved first)" if saved else ""
         raise CharRNNError(f"{reason}{kept}. Free disk space; {how_to_go_on(run)}") from None
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
@@ -988,6 +1005,7 @@ def main(argv: list[str] | None = None) -> int:
     # start-up: with a message, and nothing of the session left behind.
     signals = utils.interrupt_on_signals()
     try:
+        utils.check_working_directory()
         typed = utils.explicit_flags(parser, argv)
         if not args.init_from:  # a resumed run's flags are checked once merged with its saved ones
             plan.check_args(args)

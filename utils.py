@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import IO, Callable, NoReturn
 
 
 def _lazy_import(name: str):
@@ -165,6 +165,16 @@ def looked_in(path: Path) -> str:
     """Where a relative path that is not there was looked for (a default such as data/tinyshakespeare
     or save is there only in the project folder); nothing for an absolute one."""
     return "" if Path(path).is_absolute() else f" in {Path.cwd()}"
+
+
+def check_working_directory() -> None:
+    """Relative paths, the default save/ and logs/ among them, need the working directory: one deleted
+    since the shell entered it made os.getcwd() fail in the middle of another message."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise CharRNNError("the working directory no longer exists (deleted or moved since this shell entered "
+                           "it): cd to an existing folder and run the command again") from None
 
 
 def permission_denied(error: PermissionError) -> str:
@@ -378,6 +388,12 @@ def fill_closed_std_streams() -> None:
         sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
 
 
+def is_live_terminal(stream: IO) -> bool:
+    """Whether a line can be redrawn in place on stream: a terminal that understands escape codes
+    (not TERM=dumb, as Emacs' shell and some CI consoles say, which show them raw)."""
+    return stream.isatty() and os.environ.get("TERM") != "dumb"
+
+
 def setup_logging(verbose: bool) -> None:
     """Our messages on stderr with a time stamp; other libraries' INFO chatter stays hidden.
     stderr speaks UTF-8 whatever the locale, so Korean in a message stays readable (a stream
@@ -388,7 +404,7 @@ def setup_logging(verbose: bool) -> None:
     for old in logger.handlers[:]:  # a second main() in one process (tests, notebooks) logs each line once
         logger.removeHandler(old)
     handler = logging.StreamHandler()
-    clear_line = "\r\x1b[K" if sys.stderr.isatty() else ""  # train.py's live progress line, on a terminal
+    clear_line = "\r\x1b[K" if is_live_terminal(sys.stderr) else ""  # train.py's live progress line
     handler.setFormatter(logging.Formatter(clear_line + "%(asctime)s %(message)s", datefmt="%H:%M:%S"))
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -34,7 +34,7 @@ KOREAN = (ROOT / "data" / "korean" / "ml_blog.txt").read_text(encoding="utf-8")[
 
 def expected_text(raw: str, normalize: str = "nfc") -> str:
     """What the data layer promises to produce, computed the obvious (non-streaming) way."""
-    text = raw.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    text = raw.replace("\ufeff", "").replace("\r\n", "\n").replace("\r", "\n")
     return unicodedata.normalize("NFC", text) if normalize == "nfc" else text
 
 
@@ -101,6 +101,7 @@ ROUND_TRIPS = {
     "cr": "old mac\rline endings\r한글\r",
     "crlf cut by a read": "abcdef\r\nghi\r\n" + "x" * 5 + "\r\n",  # with 7-byte reads, CR | LF
     "bom": "\ufeff첫 줄\nsecond\n",
+    "files that each began with a bom, concatenated": "\ufeff첫 파일\n\ufeffsecond file\r\n\ufeff",
     "nfd": NFD_KOREAN + "e\u0301 a\u0308\n",
     "no final newline": "ends without one: 끝",
     "long lines without newlines": ("가나다라" * 300 + "abc " * 50 + NFD_KOREAN.strip()) * 3,
@@ -564,7 +565,8 @@ def test_a_file_in_its_encoding_is_told_where_it_is_damaged(tmp_path: Path, enco
 
 def test_a_wrong_encoding_that_decodes_is_caught(tmp_path: Path, caplog) -> None:
     """UTF-32 read as UTF-16 decodes, every other character a NUL: refused. A Windows file read as
-    latin-1 decodes too, its quotes as C1 controls: warned, with cp1252 named."""
+    latin-1 decodes too, its quotes as C1 controls: warned, with cp1252 named. UTF-8 read as latin-1
+    decodes as well, into mojibake: refused."""
     path = write(tmp_path / "wide.txt", ("some text\n" * 50).encode("utf-32"))
     with pytest.raises(CharRNNError, match="under --encoding utf-16 the text is 50% NUL characters"):
         prepare(path, tmp_path, encoding="utf-16")
@@ -574,6 +576,11 @@ def test_a_wrong_encoding_that_decodes_is_caught(tmp_path: Path, caplog) -> None
         corpus = prepare(path, tmp_path, encoding=encoding)
         assert "\x92" in corpus.vocab.symbols  # read as asked,
         assert "60 C1 control characters" in caplog.text and "--encoding cp1252" in caplog.text  # and said
+    # UTF-8 read under a single-byte code page decodes to mojibake: refused, with the fix named.
+    path = write(tmp_path / "ko8.txt", KOREAN[:3000].encode("utf-8"))
+    for encoding in ("latin-1", "mac-roman", "koi8-r"):
+        with pytest.raises(CharRNNError, match=r"this is UTF-8 text, which --encoding \S+ garbles .* drop --encoding"):
+            prepare(path, tmp_path, encoding=encoding)
     # utf-8-sig (UTF-8 whose BOM is dropped) gets the checks UTF-8 gets: a UTF-16 file is named.
     with pytest.raises(CharRNNError, match="UTF-16 byte-order mark"):
         prepare(write(tmp_path / "u16.txt", "text\n".encode("utf-16")), tmp_path, encoding="utf-8-sig")

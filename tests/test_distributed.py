@@ -5,6 +5,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -220,7 +221,7 @@ def test_sigterm_to_the_chief_stops_both_with_a_checkpoint(tmp_path: Path) -> No
         for proc in (chief, worker):
             proc.kill()
     step = int(re.search(r"stopped at step (\d+) by SIGTERM", outputs[0])[1])
-    assert "resume with:  python train.py --init_from save/mw" in outputs[0], outputs[0]
+    assert f"resume with:  python {shlex.quote(str(ROOT / 'train.py'))} --init_from save/mw" in outputs[0], outputs[0]
     assert (tmp_path / "save" / "mw" / f"ckpt-{step}.index").is_file()
 
 

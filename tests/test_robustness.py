@@ -1713,3 +1713,42 @@ def test_printed_commands_paste_into_a_shell() -> None:
     for path in ("save/sp ace", "save/it's", "save/$HOME", "save/plain"):
         assert shlex.split(f"python train.py --init_from {runs.shell_path(path)}")[-1] == path
     assert shlex.split(f"python train.py --init_from {runs.shell_path('-s/run')}")[-1] == "./-s/run"  # not a flag
+
+
+def test_a_deleted_working_directory_is_named(tmp_path: Path) -> None:
+    """A shell still in a folder that was deleted: relative paths (the defaults too) cannot be read."""
+    gone = tmp_path / "gone"
+    for script in ("train.py", "sample.py"):
+        gone.mkdir()
+        result = subprocess.run(["bash", "-c", f'cd "{gone}" && rmdir "{gone}" && exec "$0" "$1" --save_dir s',
+                                 sys.executable, str(ROOT / script)], capture_output=True, text=True, timeout=TIMEOUT)
+        assert_refused(result, "the working directory no longer exists", "cd to an existing folder")
+
+
+def test_a_save_or_log_dir_that_links_to_nothing_says_so(tmp_path: Path) -> None:
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    (tmp_path / "dangling").symlink_to(tmp_path / "unmounted")
+    for flag, value in (("--save_dir", "dangling"), ("--log_dir", "dangling/logs")):
+        result = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "2", flag, value, cwd=tmp_path)
+        assert_refused(result, f"{flag} dangling", f"dangling is a symbolic link to {tmp_path / 'unmounted'}, which "
+                       "does not exist")
+    assert not (tmp_path / "unmounted").exists()
+
+
+def test_a_pipe_as_the_corpus_is_told_to_be_saved_to_a_file(tmp_path: Path) -> None:
+    for typed in ("/dev/stdin", "-"):
+        result = run("train.py", "--input", typed, *TINY, cwd=tmp_path, input=tiny_text())
+        assert_refused(result, f"--input {typed}: ", "save it to a file first")
+
+
+def test_best_that_cannot_be_written_keeps_the_steps_trained(tmp_path: Path) -> None:
+    """best/ alone unwritable: the run's own checkpoint of the step is saved before the error."""
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    flags = ["--input", "tiny.txt", *TINY, "--eval_every", "3", "--save_every", "1000", "--run_name", "r"]
+    assert run("train.py", *flags, "--max_steps", "3", cwd=tmp_path).returncode == 0
+    best = tmp_path / "save" / "r" / "best"
+    shutil.rmtree(best)
+    best.write_text("in the way")  # a permission that root ignores, as CI runs: a file where the folder was
+    result = run("train.py", "--init_from", "save/r", "--max_steps", "9", cwd=tmp_path)
+    assert_refused(result, "could not save a checkpoint in save/r/best", "(step 6 was saved there first)")
+    assert pointer_step(tmp_path / "save" / "r") == 6

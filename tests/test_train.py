@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import shlex
 import signal
 import socket
 import struct
@@ -396,7 +397,10 @@ def test_sigint_saves_and_exits_cleanly(tmp_path: Path, corpus: Path, sig: signa
     rest = "".join(lines) + proc.communicate(timeout=120)[1]
     assert proc.returncode == 0, rest
     step = int(re.search(rf"stopped at step (\d+) by {sig.name}", rest).group(1))
-    assert "python train.py --init_from" in rest
+    # Said when it comes: an evaluation in progress may take a while.
+    assert f"{sig.name}: stopping; the step or evaluation in progress ends, then a checkpoint is saved" in rest
+    # From another folder than the project's, the command names the script by its path.
+    assert f"resume with:  python {shlex.quote(str(ROOT / 'train.py'))} --init_from save/interrupted" in rest
     # The checkpoint is of the step it stopped at, and the run goes on from there.
     assert pointer_step(tmp_path / "save" / "interrupted") == step
     resumed = train(tmp_path, "--init_from", "save", "--max_steps", str(step + 2))
@@ -673,8 +677,21 @@ def test_the_live_line_drops_whole_fields_that_the_terminal_has_no_room_for(monk
             monkeypatch.setattr(sys, "stderr", stderr)
             Progress(print_every=10).update(1000, fields)
         assert os.read(master, 4096).decode() == "\r" + " ".join(shown) + "\x1b[K", columns
+    # TERM=dumb (Emacs' shell, some CI consoles) shows escape codes raw: plain lines there.
+    monkeypatch.setenv("TERM", "dumb")
+    with os.fdopen(os.dup(terminal), "w") as stderr:
+        monkeypatch.setattr(sys, "stderr", stderr)
+        assert not Progress(print_every=10).live
     os.close(master)
     os.close(terminal)
+
+
+def test_commands_in_messages_run_from_the_working_directory(tmp_path: Path, monkeypatch) -> None:
+    import runs
+    monkeypatch.chdir(ROOT)
+    assert runs.script_command("sample.py") == "python sample.py"
+    monkeypatch.chdir(tmp_path)
+    assert runs.script_command("sample.py") == f"python {shlex.quote(str(ROOT / 'sample.py'))}"
 
 
 @pytest.mark.parametrize("text", ["# Title *x*\n```\n  indented <b>bold</b>\n* item _u_\n````\nend",
