@@ -487,7 +487,10 @@ def restore_checkpoint(make_checkpoint: Callable[[], "tf.train.Checkpoint"], can
             if status is not None:  # else TensorFlow warns of its unrestored values when it is freed
                 status.expect_partial()
             gone = not Path(f"{path}.index").exists()  # a run still training removed it since it was listed
-            failures.append(f"{path}: {'its files are gone' if gone else tf_error_reason(error)}")
+            missing = re.findall(r"<tf\.Variable '([^':]+)", str(error)) if isinstance(error, AssertionError) else []
+            reason = (f"it lacks weights the model has ({', '.join(sorted(set(missing)))})" if missing
+                      else tf_error_reason(error))  # TensorFlow's own message spills each weight's values
+            failures.append(f"{path}: {'its files are gone' if gone else reason}")
             if index > 0:  # an older one is left to try
                 logger.warning("checkpoint %s cannot be loaded (%s); trying an older one", path, failures[-1])
             continue

@@ -55,7 +55,8 @@ def run_python(code: str, *args: str, env: dict | None = None, **kwargs) -> subp
 # ---- small utilities -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text, seconds", [("600", 600), ("90s", 90), ("15m", 900), ("1h30m", 5400),
-                                           ("2h", 7200), ("1.5h", 5400), (" 1d ", 86400), ("0", 0)])
+                                           ("2h", 7200), ("1.5h", 5400), (" 1d ", 86400), ("0", 0),
+                                           ("2H", 7200), ("15M", 900)])
 def test_parse_duration(text: str, seconds: float) -> None:
     assert utils.parse_duration(text, "--time_budget") == seconds
 
@@ -64,6 +65,20 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(CharRNNError, match="^--time_budget .*: invalid duration"):
         utils.parse_duration(text, "--time_budget")
+
+
+def test_clip_name_keeps_what_fits_and_whole_characters() -> None:
+    assert utils.clip_name("a" * 100, 100) == "a" * 100 and utils.clip_name("a" * 101, 100) == "a" * 100
+    assert utils.clip_name("한" * 33, 99) == "한" * 33 and utils.clip_name("한" * 34, 100) == "한" * 33  # 3 bytes each
+
+
+def test_a_process_of_another_user_is_alive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """os.kill(pid, 0) on another user's process is refused: it is there, and its files are not ours to remove."""
+    def refused(pid: int, sig: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(utils.os, "kill", refused)
+    assert utils.pid_alive(12345)
 
 
 def test_atomic_write_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -685,6 +700,12 @@ def test_cache_is_reused_and_invalidated(tmp_path: Path, caplog) -> None:
 
     other = prepare(path, tmp_path, normalize="none")  # another option: its own cache, both kept
     assert other.cache_dir != changed.cache_dir and changed.cache_dir.exists()
+    # Another file in the same cache: its own, and switching back and forth prepares neither again.
+    second = prepare(write(tmp_path / "second.txt", "another text\n" * 100), tmp_path)
+    assert second.cache_dir != changed.cache_dir and changed.cache_dir.exists()
+    caplog.clear()
+    assert prepare(path, tmp_path, normalize="none").cache_dir == other.cache_dir
+    assert "using prepared data" in caplog.text and "preparing" not in caplog.text
     # A folder whose meta.json is not one of ours is left alone, and preparing goes on.
     stranger = tmp_path / "cache" / "stranger"
     stranger.mkdir()
@@ -1010,6 +1031,19 @@ def test_split_is_contiguous_and_last(tmp_path: Path) -> None:
         corpus.split(1.0)
 
 
+def test_the_symbols_cut_of_older_runs_rounds_to_the_nearest_symbol(tmp_path: Path) -> None:
+    """by="symbols" (a jamo run saved before the cut by characters) must cut where it cut then."""
+    corpus = prepare(write(tmp_path / "in.txt", "abcdefghij" * 101 + "ab"), tmp_path)  # 1,012 symbols
+    assert len(corpus.split(0.05, by="symbols")[1]) == 51  # 50.6 symbols, rounded
+
+
+def test_count_chars_across_its_blocks(tmp_path: Path) -> None:
+    """Counted a block of 4M symbols at a time: every symbol counts once, at any length."""
+    corpus = prepare(write(tmp_path / "in.txt", KOREAN[:2000]), tmp_path, unit="jamo")
+    ids = np.resize(corpus.ids, (1 << 22) + 5)
+    assert dataset.count_chars(corpus.vocab, ids) == int(np.count_nonzero(corpus.vocab.char_starts[ids]))
+
+
 def test_batches_are_deterministic_contiguous_and_restartable() -> None:
     ids = np.arange(10_000, dtype=np.uint16)
     loader = dataset.BatchLoader(ids, batch_size=4, seq_length=16, seed=3)
@@ -1030,8 +1064,9 @@ def test_batches_are_deterministic_contiguous_and_restartable() -> None:
     assert len({loader.offset(epoch) for epoch in range(20)}) > 1  # epochs see different windows
     restarted = dataset.BatchLoader(ids, batch_size=4, seq_length=16, seed=3)
     assert all(np.array_equal(restarted.batch(5, i)[0], loader.batch(5, i)[0]) for i in (7, 3, 0))
-    other_seed = dataset.BatchLoader(ids, batch_size=4, seq_length=16, seed=4)
-    assert [other_seed.offset(e) for e in range(20)] != [loader.offset(e) for e in range(20)]
+    for seed in (4, 3 + 2**16):  # each bit of its low 32 counts (more would move saved runs' windows)
+        other_seed = dataset.BatchLoader(ids, batch_size=4, seq_length=16, seed=seed)
+        assert [other_seed.offset(e) for e in range(20)] != [loader.offset(e) for e in range(20)], seed
     with pytest.raises(IndexError):
         loader.batch(0, loader.num_batches)
 

@@ -1752,3 +1752,29 @@ def test_best_that_cannot_be_written_keeps_the_steps_trained(tmp_path: Path) -> 
     result = run("train.py", "--init_from", "save/r", "--max_steps", "9", cwd=tmp_path)
     assert_refused(result, "could not save a checkpoint in save/r/best", "(step 6 was saved there first)")
     assert pointer_step(tmp_path / "save" / "r") == 6
+
+
+def test_tf_config_places_each_task_in_the_cluster(monkeypatch) -> None:
+    """A chief listed apart comes first; the workers' indexes follow it."""
+    cluster = {"chief": ["a:1"], "worker": ["b:2", "c:3"]}
+    for task, index in (({"type": "chief", "index": 0}, 0), ({"type": "worker", "index": 0}, 1),
+                        ({"type": "worker", "index": 1}, 2)):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+        assert workers.cluster_from_env("multiworker") == workers.Cluster(worker_index=index, num_workers=3), task
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker",
+                                                                                             "index": 2}}))
+    with pytest.raises(utils.CharRNNError, match="is not in the cluster"):
+        workers.cluster_from_env("multiworker")
+
+
+def test_a_save_dir_without_latest_names_its_newest_runs_first(tmp_path: Path) -> None:
+    save = tmp_path / "save"
+    for age in range(6):  # run0 the newest
+        run_dir = save / f"run{age}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.json").write_text("{}", encoding="utf-8")
+        os.utime(run_dir, (1e9 - age * 100, 1e9 - age * 100))
+    with pytest.raises(utils.CharRNNError) as refused:
+        runs.resolve_run_dir(str(save), "--save_dir")
+    newest = ", ".join(str(save / f"run{age}") for age in range(5))
+    assert f"Pass one of its runs, newest first: {newest}" in str(refused.value) and "run5" not in str(refused.value)

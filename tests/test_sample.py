@@ -1,6 +1,7 @@
 """sample.py as users run it: real subprocesses against a tiny trained run."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -54,6 +55,7 @@ def test_same_seed_same_text_and_streaming_continues_one_stream(run_dir: Path) -
     # A second process with the same seed repeats the text: 600 characters, streamed in chunks, are
     # the start of the 700.
     assert first.startswith(text(sample(run_dir, "-n", "600", "--seed", "5")).rstrip("\n"))
+    assert text(sample(run_dir, "-n", "100", "--seed", "0")) == text(sample(run_dir, "-n", "100", "--seed", "0"))
 
 
 def test_top_k_1_and_cold_temperature_equal_argmax(run_dir: Path) -> None:
@@ -134,8 +136,9 @@ def test_checkpoint_by_path_file_or_name(run_dir: Path) -> None:
                   str(run_dir / "ckpt-40.data-00000-of-00001")):
         assert text(sample(run_dir, "-n", "50", "--seed", "4", "--checkpoint", which)) == latest, which
     (best,) = (run_dir / "best").glob("ckpt-*.index")  # a path inside the run, from anywhere
-    assert (text(sample(run_dir, "-n", "50", "--seed", "4", "--checkpoint", f"best/{best.stem}"))
-            == text(sample(run_dir, "-n", "50", "--seed", "4", "--checkpoint", "best")))
+    from_best = sample(run_dir, "-n", "50", "--seed", "4", "--checkpoint", "best", "--verbose")
+    assert f"loaded {run_dir / 'best' / best.stem}\n" in from_best.stderr.decode("utf-8")  # best/'s, not the run's
+    assert text(sample(run_dir, "-n", "50", "--seed", "4", "--checkpoint", f"best/{best.stem}")) == text(from_best)
     missing = sample(run_dir, "-n", "50", "--checkpoint", "ckpt-41")
     message = missing.stderr.decode("utf-8")
     assert missing.returncode == 2 and "--checkpoint ckpt-41: no such checkpoint" in message and "(ckpt-40)" in message
@@ -191,6 +194,7 @@ def test_prime_outside_a_limited_vocabulary_and_identical_greedy_samples(caplog)
 @pytest.mark.parametrize("flags, message", [
     (["--seed", str(2**64 - 1)], "must be from -9223372036854775808 to 9223372036854775807"),  # not "64 bits"
     (["--temperature", "inf"], "--temperature inf: must be a positive finite number"),  # not "positive"
+    (["--top_p", "0"], "--top_p 0.0: must be above 0"), (["--top_k", "-1"], "--top_k -1: must be 0 \\(off\\) or positive"),
     # Bytes that cp949 reads are a Korean terminal's, maybe; bytes that it does not say nothing.
     (["--prime", os.fsdecode("한".encode("cp949"))], "which read '한' as cp949: a terminal set to EUC-KR"),
     (["--prime", os.fsdecode(b"\xff\xfeA")], r"not valid UTF-8 \(bytes ff fe 41\); set the terminal to UTF-8"),
@@ -292,3 +296,16 @@ def test_checkpoints_removed_while_they_load(run_dir: Path, tmp_path: Path, monk
     loaded = older[-1] if removed == "the newest" else str(copy / "ckpt-41")
     assert f"loaded {loaded}\n" in caplog.text, caplog.text
     assert ("saved newer checkpoints while these loaded" in caplog.text) == (removed == "every listed one")
+
+
+def test_a_checkpoint_without_all_the_model_s_weights_does_not_load(run_dir: Path, tmp_path: Path) -> None:
+    """config.json says one layer more than the checkpoints hold: refused, not sampled with a random layer."""
+    grown = tmp_path / "grown"
+    shutil.copytree(run_dir, grown)
+    config = json.loads((grown / "config.json").read_text(encoding="utf-8"))
+    config["model"]["num_layers"] += 1
+    (grown / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    result = sample(grown, "-n", "20")
+    message = result.stderr.decode("utf-8")
+    assert result.returncode == 2 and "no checkpoint loads" in message and "Traceback" not in message, message
+    assert "it lacks weights the model has (b_1, w_h_1, w_x_1)" in message, message  # the second layer's
