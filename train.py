@@ -420,7 +420,8 @@ class Trainer:
         if chief and (not run.kept or gone):  # config.json before the first checkpoint: never one without the other
             config = run.run_dir / "config.json"
             try:
-                run.config_before = config.read_text(encoding="utf-8") if config.is_file() else None
+                if run.config_before is None and config.is_file():  # once: a retry would find the failed save's
+                    run.config_before = config.read_text(encoding="utf-8")
                 write_run_files(self.args, run.run_dir, run.corpus, self.config, self.chars_per_symbol)
                 # A copy to go on in is a run from here: killed before its checkpoint is written, it
                 # is refused as one (its files are the source's), not made again over a new checkpoint.
@@ -507,8 +508,11 @@ class Trainer:
             self.best_val.assign(val_loss)
             try:
                 self.save(self.best_manager)
-            except CharRNNError as error:  # best/ alone unwritable (its permissions): keep the steps trained
-                self.best_val.assign(previous_best)  # best/ does not hold this one
+            except CharRNNError as error:
+                if self.best_manager.latest_checkpoint == str(Path(self.best_manager.directory) / f"ckpt-{self.step}"):
+                    raise  # best/ holds it; what failed came after (`latest`)
+                # best/ alone unwritable (its permissions, say): the steps trained are kept in the run's own.
+                self.best_val.assign(previous_best)
                 if self.save_after_failure():
                     raise CharRNNError(f"{error} (step {self.step} was saved there first)") from None
                 raise

@@ -798,8 +798,10 @@ def test_run_files_that_cannot_be_written_say_what_is_left(tmp_path: Path) -> No
 def test_a_resumed_session_whose_save_fails_leaves_config_json_as_it_was(run_copy: Path) -> None:
     """The flags typed in a session that saved nothing are not the run's: config.json is put back."""
     before = (run_copy / "config.json").read_bytes()
-    # The final evaluation improves, and best/'s save (the session's first) fails.
-    (run_copy / "best" / "ckpt-9_temp").write_text("in the way of TensorFlow's scratch folder", encoding="utf-8")
+    # The final evaluation improves, and best/'s save (the session's first) fails, and so does the run's
+    # own that is tried after it.
+    for folder in (run_copy / "best", run_copy):
+        (folder / "ckpt-9_temp").write_text("in the way of TensorFlow's scratch folder", encoding="utf-8")
     result = run("train.py", "--init_from", str(run_copy), "--max_steps", "9", "--save_every", "9",
                  "--eval_every", "100", cwd=run_copy.parents[1])
     assert_refused(result, "could not save a checkpoint", "are intact")
