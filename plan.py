@@ -509,7 +509,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         raise CharRNNError(f"{error}. The resumed run was trained so (--strategy multiworker in its config.json): "
                            f"on one machine pass --strategy auto") from None
     workers.check_batch_shares(args.batch_size, cluster.num_workers, "workers", resumed=resume_dir is not None,
-                       how_to_use_fewer="fewer in TF_CONFIG's cluster")
+                               how_to_use_fewer="fewer in TF_CONFIG's cluster")
     try:
         files = dataset.resolve_corpus(None if args.input else args.data_dir, args.input)
     except CharRNNError as error:

@@ -196,7 +196,7 @@ class Trainer:
                                "with several replicas pass --batch_groups 0 (a resumed run keeps its saved value "
                                "unless one is typed)")
         workers.check_batch_shares(args.batch_size, self.strategy.num_replicas_in_sync, "replicas (devices) in sync",
-                                resumed=run.resume_dir is not None, how_to_use_fewer=workers.GPU_CHOICE)
+                                   resumed=run.resume_dir is not None, how_to_use_fewer=workers.GPU_CHOICE)
         # The training part is the text before the validation part, so its characters are the rest:
         # counting them would read every id of a multi-GB jamo corpus at each start.
         held_out = corpus.ids[len(run.train_ids):]
