@@ -457,17 +457,14 @@ class Vocab:
             return "characters the model never saw"
         return "characters outside the model's vocabulary (its run kept only the most frequent ones)"
 
-    def encode(self, text: str, unknown: str = "error") -> np.ndarray:
-        """Text -> int32 ids. Characters outside the vocabulary raise (unknown='error') or are
-        dropped whole with a warning (unknown='skip')."""
+    def encode(self, text: str) -> np.ndarray:
+        """Text -> int32 ids. Characters outside the vocabulary are dropped whole, with a warning
+        (sample.py refuses a prime with any first, unless --unknown skip)."""
         ids, found, _ = self._lookup(text)
         if found.all():
             return ids.astype(np.int32)
         unseen = self.missing(text)
-        shown = describe_chars(unseen, 10)
-        if unknown == "error":
-            raise CharRNNError(f"{self.missing_what}: {shown}; remove them from the text")
-        logger.warning("skipping %s: %s", self.missing_what, shown)
+        logger.warning("skipping %s: %s", self.missing_what, describe_chars(unseen, 10))
         dropped = set(unseen)
         # Not normalized again: the neighbours of a dropped character could compose into one the
         # vocabulary lacks (e, U+00A7, U+0301 would become U+00E9), which would then not be found.

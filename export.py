@@ -223,7 +223,7 @@ class ServingModule(tf.Module):
             tf.TensorSpec([None], tf.int32, name="ids"), tf.TensorSpec([L, S, None, H], tf.float32, name="state")])
 
     def _encode(self, prime):
-        """UTF-8 prime -> ids, as dataset.Vocab.encode(unknown='skip') does (unknown characters dropped
+        """UTF-8 prime -> ids, as dataset.Vocab.encode does (unknown characters dropped
         whole: under jamo, a syllable with one jamo the corpus never had goes with all of them)."""
         cp = tf.strings.unicode_decode(prime, "UTF-8", errors="ignore")  # bytes that are no character
         cp = _normalize_line_ends(cp)

@@ -179,7 +179,7 @@ def prime_ids(vocab: "dataset.Vocab", prime: str, unknown: str) -> list[int]:
     if missing and unknown == "error":
         raise CharRNNError(f"--prime has {vocab.missing_what}: {dataset.describe_chars(missing, 20)}. "
                            f"Remove them, or pass --unknown skip to drop them.")
-    ids = list(vocab.encode(prime, unknown="skip")) if prime else []
+    ids = list(vocab.encode(prime)) if prime else []
     if prime and not ids:
         log.warning("no character of --prime is in the vocabulary; starting from the start of a line")
     return ids

@@ -943,12 +943,10 @@ def test_max_vocab_and_min_char_count_map_rare_characters_to_unknown(tmp_path: P
     assert rare.vocab.counts[rare.vocab.unk_id] == 3 + 1  # the real U+FFFDs and the e
     # Characters outside the vocabulary are still "missing" when encoding a prime.
     assert rare.vocab.missing("ae😀a") == ["e", "😀"]
-    with pytest.raises(CharRNNError, match="'e'"):
-        rare.vocab.encode("ae")
-    assert rare.vocab.decode(rare.vocab.encode("ae😀a", unknown="skip")) == "aa"
+    assert rare.vocab.decode(rare.vocab.encode("ae😀a")) == "aa"
     # What a skipped character kept apart stays apart: e and U+0301 (both known) must not become U+00E9.
     marks = dataset.Vocab(["e", "q", "\u0301", " "], [1] * 4)
-    assert marks.decode(marks.encode("e\u00a7\u0301", unknown="skip")) == "e\u0301"
+    assert marks.decode(marks.encode("e\u00a7\u0301")) == "e\u0301"
     full = prepare(path, tmp_path)
     assert full.vocab.unk_id is None and full.vocab.decode(full.ids) == raw
     exactly = prepare(path, tmp_path, max_vocab=full.vocab.size)  # room for every character: no unknown
@@ -976,9 +974,7 @@ def test_jamo_unknowns_are_whole_characters(tmp_path: Path) -> None:
     # 핳 ends in a final ㅎ that this corpus never had: the character is missing, and skipped whole.
     vocab = prepare(write(tmp_path / "ko.txt", "가나다하\n" * 5), tmp_path, unit="jamo").vocab
     assert vocab.missing("하핳") == ["핳"]
-    assert vocab.decode(vocab.encode("가핳하", unknown="skip")) == "가하"
-    with pytest.raises(CharRNNError, match="'핳'"):
-        vocab.encode("핳")
+    assert vocab.decode(vocab.encode("가핳하")) == "가하" and vocab.encode("핳").tolist() == []
 
 
 def test_vocab_save_load(tmp_path: Path) -> None:
