@@ -416,7 +416,8 @@ class Trainer:
                         "(its earlier checkpoints went with it)", run.run_dir)
             run.lock.release()
             run.lock = runs.RunLock(run.run_dir, "--init_from" if run.run_dir == run.resume_dir else "--save_dir")
-            self.best_val.assign(math.inf)  # best/ went too: the next evaluation writes it again
+            if manager is not self.best_manager:  # best/ went too: the next evaluation writes it again
+                self.best_val.assign(math.inf)  # (this save is best/'s own: of the loss just measured, the best)
         if chief and (not run.kept or gone):  # config.json before the first checkpoint: never one without the other
             config = run.run_dir / "config.json"
             try:

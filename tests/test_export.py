@@ -116,8 +116,9 @@ for directory, prime, n, extra_primes in json.loads(sys.argv[1]):
     m = tf.saved_model.load(directory)
     greedy = m.generate(prime=prime, n=n, temperature=0.0)["text"].numpy().decode()
     extra = {p: m.generate(prime=p, n=n, temperature=0.0)["text"].numpy().decode() for p in extra_primes}
-    sampled = m.signatures["serving_default"](prime=tf.constant(prime), n=tf.constant(n),
-                                              temperature=tf.constant(0.8))["text"].numpy().decode()
+    sampled, again = (m.signatures["serving_default"](prime=tf.constant(prime), n=tf.constant(n),
+                                                      temperature=tf.constant(1.5))["text"].numpy().decode()
+                      for _ in range(2))
     seeded = [m.generate_seeded(prime=prime, n=n, temperature=1.0, seed=tf.constant(seed, tf.int64))["text"]
               .numpy().decode() for seed in (7, 7, 8)]
     empty = m.generate(prime="", n=5, temperature=1.0)["text"].numpy().decode()
@@ -125,7 +126,8 @@ for directory, prime, n, extra_primes in json.loads(sys.argv[1]):
         sig = tf.compat.v1.saved_model.load(sess, ["serve"], directory).signature_def["serving_default"]
         feed = {sig.inputs["prime"].name: prime, sig.inputs["n"].name: n, sig.inputs["temperature"].name: 0.0}
         session = sess.run(sig.outputs["text"].name, feed).decode()
-    out[directory] = dict(greedy=greedy, extra=extra, sampled=sampled, seeded=seeded, empty=empty, session=session)
+    out[directory] = dict(greedy=greedy, extra=extra, sampled=sampled, again=again, seeded=seeded, empty=empty,
+                          session=session)
 print(json.dumps(out))
 """
 
@@ -146,6 +148,7 @@ def test_saved_model_runs_with_tensorflow_alone(work: Path, greedy: dict[str, st
         for extra_prime, text in got["extra"].items():
             assert text == greedy[name][extra_prime], extra_prime
         assert got["sampled"].startswith(prime) and len(got["sampled"]) > len(prime)
+        assert got["again"] != got["sampled"]  # each request draws afresh
         assert got["seeded"][0] == got["seeded"][1] != got["seeded"][2]  # the same seed, the same text; another, not
         assert got["empty"] and not got["empty"].startswith(prime)
     jamo, prime = texts[str(work / "out" / "gru_jamo")], RUNS["gru_jamo"][1]

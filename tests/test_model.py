@@ -390,6 +390,13 @@ def test_generate_chunk_streams_like_one_call(sampler):
     first, state, in_word_start = M.generate_chunk(sampler, state, last, 20, seed=9)
     second, _, _ = M.generate_chunk(sampler, state, first[:, -1], 30, seed=9, offset=20, in_word_start=in_word_start)
     np.testing.assert_array_equal(tf.concat([first, second], 1), whole)
+    # Past generate's compiled chunk of 512 symbols: each chunk draws its own numbers, and n is whole.
+    long = M.generate(sampler, PRIME, 1100, seed=9, temperature=3.0)
+    assert long.shape == (2, 1100)
+    state, last = M.prime_state(sampler, PRIME)
+    first, state, _ = M.generate_chunk(sampler, state, last, 600, seed=9, temperature=3.0)
+    second, _, _ = M.generate_chunk(sampler, state, first[:, -1], 500, seed=9, temperature=3.0, offset=600)
+    np.testing.assert_array_equal(tf.concat([first, second], 1), long)
     # Mode 2's place inside a word's first character goes on across the calls too (cuts 1, 8, 15, ...),
     # and from a prime that ends inside one (a space and an initial), given prime_word_start.
     greedy = M.generate(sampler, PRIME, 50, mode=0).numpy()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
+import math
 import os
 import re
 import shlex
@@ -851,6 +852,11 @@ def test_a_run_deleted_while_training(tmp_path: Path, as_it_writes: bool) -> Non
     assert result.returncode == 0, result.stderr
     assert "gone/r was deleted or moved during training: the run is written there anew from this step" in result.stderr
     assert pointer_step(tmp_path / "gone" / "r") == 6 and (tmp_path / "gone" / "latest").read_text() == "r\n"
+    # The run written anew from step 4 on: the best loss it records is that of what its best/ holds
+    # (step 4's, when that evaluation was its best and wrote best/ anew), else none yet.
+    step_4 = re.search(r"step 4 epoch \S+: val loss (\d\.\d{4}) .*?(  \(best\))?$", result.stderr, re.M)
+    recorded = finite_checkpoint(tmp_path / "gone" / "r" / "ckpt-4")["best_val/.ATTRIBUTES/VARIABLE_VALUE"]
+    assert (recorded == pytest.approx(float(step_4[1]), abs=1e-4)) if step_4[2] else recorded == math.inf, recorded
     sampled = run("sample.py", "--save_dir", "gone", "-n", "10", "--checkpoint", "best", cwd=tmp_path)
     assert sampled.returncode == 0 and len(sampled.stdout) == 11, sampled.stderr  # best/ is written anew too
     resumed = run("train.py", "--init_from", "gone", "--max_steps", "7", cwd=tmp_path)
@@ -1149,6 +1155,7 @@ def test_resume_on_a_shorter_text_goes_on_from_the_next_epoch(tmp_path: Path) ->
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert "the saved position (epoch 0, batch 6) is past this corpus's" in result.stderr, result.stderr
     assert pointer_step(tmp_path / "save" / "run") == 8
+    assert finite_checkpoint(tmp_path / "save" / "run" / "ckpt-8")["epoch/.ATTRIBUTES/VARIABLE_VALUE"] == 1
 
 
 def test_resume_into_another_save_dir_leaves_the_run_as_it_is(run_copy: Path) -> None:
@@ -1754,6 +1761,10 @@ def test_best_that_cannot_be_written_keeps_the_steps_trained(tmp_path: Path) -> 
     result = run("train.py", "--init_from", "save/r", "--max_steps", "9", cwd=tmp_path)
     assert_refused(result, "could not save a checkpoint in save/r/best", "(step 6 was saved there first)")
     assert pointer_step(tmp_path / "save" / "r") == 6
+    # Its best loss is still best/'s (step 3's): a later improvement on that is saved there.
+    best_loss = "best_val/.ATTRIBUTES/VARIABLE_VALUE"
+    assert (finite_checkpoint(tmp_path / "save" / "r" / "ckpt-6")[best_loss]
+            == finite_checkpoint(tmp_path / "save" / "r" / "ckpt-3")[best_loss])
 
 
 def test_tf_config_places_each_task_in_the_cluster(monkeypatch) -> None:

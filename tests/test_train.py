@@ -279,10 +279,13 @@ def test_a_closed_terminal_does_not_end_the_run(tmp_path: Path, corpus: Path) ->
 def test_eta_counts_to_stop_at_step(tmp_path: Path, corpus: Path) -> None:
     """A pause at --stop_at_step 20 of a 100,000-step run: the time left is to step 20."""
     result = train(tmp_path, "--input", str(corpus), "--max_steps", "100000", "--stop_at_step", "20",
-                   "--xla", "off", *TINY)
+                   "--eval_every", "20", "--xla", "off", *TINY)
     assert result.returncode == 0, result.stderr
     h, m, s = map(int, re.search(r"step 15 epoch \S+ loss \S+ val \S+ ETA (\d+):(\d\d):(\d\d)", result.stderr).groups())
     assert h * 3600 + m * 60 + s < 60, result.stderr
+    # Its evaluation at step 20 saved best/: the run's own checkpoint of step 20 is saved too, to resume from.
+    run_dir = only_run(tmp_path / "save")
+    assert (run_dir / "best" / "ckpt-20.index").is_file() and pointer_step(run_dir) == 20
 
 
 def test_resume_reaches_the_same_weights(tmp_path: Path, corpus: Path) -> None:
@@ -489,6 +492,10 @@ def test_mixed_precision_trains_resumes_and_samples_in_float32(tmp_path: Path, c
     run = tmp_path / "save" / "mp"
     weights = checkpoint_weights(str(run / "ckpt-60"))
     assert weights and all(w.dtype == np.float32 for w in weights.values())  # float32 master weights
+    # The scale found so far is saved, to go on with (from 2^15 again, a resume's first steps would overflow).
+    saved = checkpoint_weights(str(run / "ckpt-60"), prefix="loss_scale/")
+    assert saved["loss_scale/scale/.ATTRIBUTES/VARIABLE_VALUE"] == scales[-1][1]
+    assert saved["loss_scale/good_steps/.ATTRIBUTES/VARIABLE_VALUE"] > 0
     # The float32 checkpoint samples with no mixed precision anywhere, and the run goes on without it.
     sampled = subprocess.run([sys.executable, str(ROOT / "sample.py"), "--save_dir", str(run), "-n", "50",
                               "--prime", "the "], capture_output=True, text=True, encoding="utf-8", timeout=120)
@@ -611,6 +618,10 @@ def test_old_flags_keep_their_meaning(tmp_path: Path) -> None:
     saved = json.loads((run / "config.json").read_text(encoding="utf-8"))["args"]
     assert (saved["dropout"], saved["warmup_steps"]) == (0.2, 0)  # not 0.19999999999999996
     assert saved["input_dropout"] == 0.2  # the old tool dropped the embedded input by output_keep_prob too
+    # An epoch's end resets the carried state (the next epoch's windows start elsewhere): the final
+    # checkpoint, at the end of epoch 2, carries zeros.
+    carried = checkpoint_weights(str(run / "ckpt-" f"{2 * per_epoch}"), prefix="carried_state/")
+    assert carried and not any(np.any(value) for value in carried.values()), carried
 
 
 def test_apply_old_flag_names_drops_the_warmup_only_where_none_was_typed() -> None:
