@@ -164,13 +164,17 @@ _PROGRESS_SECONDS = 5.0
 
 
 def _normalize(text: str, normalize: str) -> str:
-    """CRLF and lone CR -> LF, no byte-order mark (files that each began with one, concatenated, have
-    them inside: invisible characters a model would learn and write), then NFC unless normalize == 'none'."""
+    """CRLF and lone CR -> LF, no byte-order marks, then NFC unless normalize == 'none'."""
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if "\ufeff" in text:
-        text = text.replace("\ufeff", "")
+    text = _without_byte_order_marks(text)
     return unicodedata.normalize("NFC", text) if normalize == "nfc" else text
+
+
+def _without_byte_order_marks(text: str) -> str:
+    """A file's first marks its encoding; others come from files that each began with one, joined
+    (cat a.txt b.txt): invisible characters a model would learn and write."""
+    return text.replace("\ufeff", "") if "\ufeff" in text else text
 
 
 def _safe_cut(text: str) -> int:
@@ -236,9 +240,10 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
                 raise unmarked_error(path, options.encoding, e, data, offset - pending, other_files,
                                      extra_bytes) from None
             extra_bytes += len(data) - len(text)
+            text = _without_byte_order_marks(text)  # before the cut: one there would keep a mark from its letter
             if at_start and text:
-                text, at_start = text.removeprefix("\ufeff"), False  # a BOM marks the encoding, it is not text
-                check_decoded_text(path, text, options.encoding)
+                at_start = False
+                check_decoded_text(path, text, options.encoding, other_files)
             offset += len(data)
             progress(len(data))
             del data  # only one chunk's worth of text is alive at a time
@@ -620,7 +625,7 @@ def _on_vocab(vocab: Vocab, counts: np.ndarray) -> tuple[Vocab, np.ndarray]:
 # ----------------------------------------------------------------------------------------------
 # Preparation and cache
 
-_PREPARE_FORMAT = 1  # bump when the preparation's output changes, so that old caches miss
+_PREPARE_FORMAT = 2  # bump when the preparation's output changes, so that old caches miss
 
 
 @dataclass

@@ -62,11 +62,12 @@ def _pass_or_convert(found: str, encoding: str, other_files: int) -> str:
             f"{found} -t utf-8 FILE > NEW), or pass --encoding {found} if every file is {found}")
 
 
-def check_decoded_text(path: Path, text: str, encoding: str) -> None:
+def check_decoded_text(path: Path, text: str, encoding: str, other_files: int = 0) -> None:
     """The first decoded chunk, judged for a wrong --encoding that decoded without an error: UTF-32
     read as UTF-16 is every other character NUL, UTF-16 in the other byte order has U+2000 for its
-    spaces and U+0A00 for its line breaks; cp1252 (Windows) read as latin-1 turns its curly
-    quotes and dashes into C1 control characters, which no text uses."""
+    spaces and U+0A00 for its line breaks; UTF-8 read under a code page is mojibake; cp1252
+    (Windows) read as latin-1 turns its curly quotes and dashes into C1 control characters, which no
+    text uses. other_files: how many more the corpus has, which --encoding reads too."""
     if text.count("\x00") > len(text) // 20:
         raise CharRNNError(f"{path}: under --encoding {encoding} the text is {text.count(chr(0)) / len(text):.0%} "
                            f"NUL characters: the file has another encoding (UTF-32?); pass it with --encoding, "
@@ -79,8 +80,11 @@ def check_decoded_text(path: Path, text: str, encoding: str) -> None:
         raw = text.encode(encoding, errors="ignore")
         if re.search(rb"[\x80-\xff]", raw) and _decodes_as_utf8(raw):  # what no other encoding's text is by chance
             garbled = re.search(r"\S*[^\x00-\x7f]\S*", text)[0][:20]
+            fix = ("drop --encoding, whose default is utf-8" if not other_files else
+                   f"--encoding {encoding} applies to all {other_files + 1} files: convert the {encoding} ones to "
+                   f"UTF-8 (iconv -f {_iconv(encoding)} -t utf-8 FILE > NEW) and drop --encoding")
             raise CharRNNError(f"{path}: this is UTF-8 text, which --encoding {encoding} garbles (into {garbled!r} "
-                               f"and the like): drop --encoding, whose default is utf-8")
+                               f"and the like): {fix}")
     c1 = len(re.findall("[\x80-\x9f]", text))
     if c1 and codecs.lookup(encoding).name.startswith(("iso8859", "latin")):
         logger.warning("%s: under --encoding %s the text has %d C1 control characters (U+0080-U+009F), which "

@@ -227,6 +227,7 @@ class ServingModule(tf.Module):
         whole: under jamo, a syllable with one jamo the corpus never had goes with all of them)."""
         cp = tf.strings.unicode_decode(prime, "UTF-8", errors="ignore")  # bytes that are no character
         cp = _normalize_line_ends(cp)
+        cp = tf.boolean_mask(cp, tf.not_equal(cp, 0xFEFF))  # byte-order marks, as the corpus had them dropped
         if self.nfc:
             cp = _compose_hangul(cp)
         slots = _jamo_slots(cp) if self.jamo else cp[:, tf.newaxis]  # [chars, symbols of each]

@@ -341,7 +341,8 @@ def saved_flags(args: argparse.Namespace) -> dict:
     text and continues the logs; but a log_dir that is UTF-8 only as typed (under a cp949-named
     working directory) stays relative."""
     saved = {key: value for key, value in vars(args).items() if key not in SESSION_FLAGS}
-    for key in ("data_dir", "input", "log_dir"):
+    # The default data_dir under a typed --input is never read: kept as it is, it needs no working directory.
+    for key in ("input", "log_dir") if args.input else ("data_dir", "log_dir"):
         if saved[key] is not None and (key != "log_dir" or runs.is_utf8_path(os.path.abspath(saved[key]))):
             saved[key] = os.path.abspath(saved[key])
     return saved

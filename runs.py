@@ -68,7 +68,7 @@ def resolve_run_dir(path: str, flag: str) -> Path:
     if not run.is_dir():
         raise CharRNNError(f"{flag} {path}: no such directory{looked_in(run)}. Pass a run directory such as "
                            f"save/<run name>, or the save directory itself for the run that saved last; no run yet? "
-                           f"Train one first: python train.py --data_dir data/tinyshakespeare")
+                           f"Train one first: {script_command('train.py')} --data_dir data/tinyshakespeare")
     if (run / "config.json").is_file():
         check_tf_path(str(run), flag)  # "." may stand for a run named r[1]
         return run
@@ -226,6 +226,14 @@ class RunBusy(CharRNNError):
     """The run is locked by another trainer."""
 
 
+class SaveFailed(CharRNNError):
+    """A checkpoint could not be written; failure says where and why, without what to do next."""
+
+    def __init__(self, failure: str, advice: str):
+        super().__init__(f"{failure}. {advice}")
+        self.failure = failure
+
+
 class RunLock:
     """An exclusive lock on a run directory so that two trainers never write the same run.
     The operating system drops the lock when its process dies, so a stale lock file left by a
@@ -356,8 +364,8 @@ def save_checkpoint(manager: "tf.train.CheckpointManager", step: int, how_to_go_
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
             except OSError:
                 pass  # what cannot go stays: a resume skips a checkpoint that does not load
-        raise CharRNNError(f"could not save a checkpoint in {manager.directory} ({error.__class__.__name__}: "
-                           f"{tf_error_reason(error)}). Free disk space or fix the directory; {how_to_go_on()}") from None
+        raise SaveFailed(f"could not save a checkpoint in {manager.directory} ({error.__class__.__name__}: "
+                         f"{tf_error_reason(error)})", f"Free disk space or fix the directory; {how_to_go_on()}") from None
 
 
 def tf_error_reason(error: BaseException) -> str:

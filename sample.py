@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.reconfigure(encoding="utf-8", errors="replace")
     signals = utils.interrupt_on_signals()
     try:
-        utils.check_working_directory()
+        utils.check_working_directory([args.save_dir, args.export, args.export_tflite])
         check_args(args)
         run_dir, config, vocab = load_run(args.save_dir)
         if args.export or args.export_tflite:

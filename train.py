@@ -509,13 +509,11 @@ class Trainer:
             self.best_val.assign(val_loss)
             try:
                 self.save(self.best_manager)
-            except CharRNNError as error:
-                if self.best_manager.latest_checkpoint == str(Path(self.best_manager.directory) / f"ckpt-{self.step}"):
-                    raise  # best/ holds it; what failed came after (`latest`)
-                # best/ alone unwritable (its permissions, say): the steps trained are kept in the run's own.
+            except runs.SaveFailed as error:  # best/ alone unwritable (its permissions, say): keep the steps trained
                 self.best_val.assign(previous_best)
                 if self.save_after_failure():
-                    raise CharRNNError(f"{error} (step {self.step} was saved there first)") from None
+                    raise CharRNNError(f"{error.failure}; step {self.step} was saved in {self.run.run_dir} instead. "
+                                       f"Free disk space or fix best/; {how_to_go_on(self.run)}") from None
                 raise
         return improved
 
@@ -715,19 +713,23 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
     ask the loop to stop: a second Ctrl-C while the final checkpoint is written, or the session's
     files are cleaned up, must not break that off."""
     signalled: list[int] = []
+    trainer: Trainer | None = None
 
     def stop(signum: int, _frame) -> None:  # said at once: an evaluation in progress may take a while
         signalled.append(signum)
         name = signal.Signals(signum).name
-        if len(signalled) == 1:
-            log.info("%s: stopping; the step or evaluation in progress ends, then a checkpoint is saved", name)
+        if trainer is None or trainer.step == getattr(trainer, "start_step", trainer.step):
+            utils.say_from_signal_handler(f"{name}: stopping once start-up is done (nothing new is saved before "
+                                          f"the first step)")
+        elif len(signalled) == 1:
+            utils.say_from_signal_handler(f"{name}: stopping after the step or evaluation in progress, with a "
+                                          f"checkpoint")
         else:
-            log.info("%s again: still stopping, the checkpoint is being saved (kill -9 would lose the steps since "
-                     "the last one)", name)
+            utils.say_from_signal_handler(f"{name} again: still stopping (kill -9 would lose the steps since the "
+                                          f"last checkpoint)")
 
     for sig in utils.stop_signals():  # those of interrupt_on_signals: a nohup's ignored SIGHUP stays so
         signal.signal(sig, stop)
-    trainer = None
     hang_watch = workers.HangWatch(run.args.peer_timeout_s if run.cluster.num_workers > 1 else 0.0)
     try:
         trainer = Trainer(run, tf, hang_watch)
@@ -1010,7 +1012,7 @@ def main(argv: list[str] | None = None) -> int:
     # start-up: with a message, and nothing of the session left behind.
     signals = utils.interrupt_on_signals()
     try:
-        utils.check_working_directory()
+        utils.check_working_directory([args.input or args.data_dir, args.save_dir, args.log_dir, args.init_from])
         typed = utils.explicit_flags(parser, argv)
         if not args.init_from:  # a resumed run's flags are checked once merged with its saved ones
             plan.check_args(args)

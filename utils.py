@@ -14,6 +14,7 @@ import re
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import IO, Callable, NoReturn
 
@@ -167,14 +168,18 @@ def looked_in(path: Path) -> str:
     return "" if Path(path).is_absolute() else f" in {Path.cwd()}"
 
 
-def check_working_directory() -> None:
-    """Relative paths, the default save/ and logs/ among them, need the working directory: one deleted
-    since the shell entered it made os.getcwd() fail in the middle of another message."""
+def check_working_directory(paths: list[str | None]) -> None:
+    """Relative paths (the default save/ and logs/ among them) need the working directory: one
+    deleted since the shell entered it made os.getcwd() fail in the middle of another message.
+    paths: those the command uses (None: a flag not given)."""
     try:
         os.getcwd()
     except FileNotFoundError:
-        raise CharRNNError("the working directory no longer exists (deleted or moved since this shell entered "
-                           "it): cd to an existing folder and run the command again") from None
+        relative = [path for path in paths if path is not None and not os.path.isabs(path)]
+        if relative:
+            raise CharRNNError(f"the working directory no longer exists (deleted or moved since this shell entered "
+                               f"it), and {relative[0]} is relative to it: cd to an existing folder and run the "
+                               f"command again") from None
 
 
 def permission_denied(error: PermissionError) -> str:
@@ -386,6 +391,16 @@ def fill_closed_std_streams() -> None:
                 os.close(null)
     if sys.stderr is None:
         sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+
+
+def say_from_signal_handler(message: str) -> None:
+    """A line on stderr from a signal handler, which may run in the middle of a logging call on the
+    same stream: written to the file descriptor itself (re-entering the stream lost text)."""
+    clear_line = "\r\x1b[K" if is_live_terminal(sys.stderr) else ""  # over train.py's live progress line
+    try:
+        os.write(2, f"{clear_line}{time.strftime('%H:%M:%S')} {message}\n".encode("utf-8", "backslashreplace"))
+    except OSError:  # stderr closed, or a full pipe: the stop goes on unsaid
+        pass
 
 
 def is_live_terminal(stream: IO) -> bool:

@@ -117,6 +117,7 @@ ROUND_TRIPS = {
     "crlf cut by a read": "abcdef\r\nghi\r\n" + "x" * 5 + "\r\n",  # with 7-byte reads, CR | LF
     "bom": "\ufeff첫 줄\nsecond\n",
     "files that each began with a bom, concatenated": "\ufeff첫 파일\n\ufeffsecond file\r\n\ufeff",
+    "a bom between a letter and its mark": "abce\ufeff\u0301xyz 하\ufeff\u11ab",  # é and 한 either way
     "nfd": NFD_KOREAN + "e\u0301 a\u0308\n",
     "no final newline": "ends without one: 끝",
     "long lines without newlines": ("가나다라" * 300 + "abc " * 50 + NFD_KOREAN.strip()) * 3,
@@ -596,6 +597,11 @@ def test_a_wrong_encoding_that_decodes_is_caught(tmp_path: Path, caplog) -> None
     for encoding in ("latin-1", "mac-roman", "koi8-r"):
         with pytest.raises(CharRNNError, match=r"this is UTF-8 text, which --encoding \S+ garbles .* drop --encoding"):
             prepare(path, tmp_path, encoding=encoding)
+    # Beside a latin-1 file, which that --encoding reads right: the latin-1 one is to be converted.
+    files = [write(tmp_path / "a-latin1.txt", "café crème\n".encode("latin-1") * 50), path]
+    with pytest.raises(CharRNNError, match=r"ko8.txt: this is UTF-8 text, .*--encoding (\S+) applies to all 2 files: "
+                                           r"convert the \1 ones to UTF-8 \(iconv -f \S+ -t utf-8 FILE > NEW\)"):
+        dataset.prepare_corpus(files, DataOptions(encoding="latin-1"), cache_root=tmp_path / "cache")
     # utf-8-sig (UTF-8 whose BOM is dropped) gets the checks UTF-8 gets: a UTF-16 file is named.
     with pytest.raises(CharRNNError, match="UTF-16 byte-order mark"):
         prepare(write(tmp_path / "u16.txt", "text\n".encode("utf-16")), tmp_path, encoding="utf-8-sig")

@@ -289,8 +289,10 @@ def test_saved_model_drops_unknown_characters_whole(tmp_path: Path) -> None:
     vocab = dataset.prepare_corpus([tmp_path / "ko.txt"], dataset.DataOptions(unit="jamo"),
                                  cache_root=tmp_path / "cache").vocab
     module = export.ServingModule(model.CharRNN(model.ModelConfig("gru", vocab.size, 1, 8, 4)), vocab)
-    for prime in ("가핳하", "핳", "하\u11c2a", "나다", "ㅏㄴ하", "ㄱ", "ㄸ가", "ㄴ", "ㅛ", "가ㄴ", "한ㄴ", "ㄴ가ㄴㄴ"):
+    for prime in ("가핳하", "핳", "하\u11c2a", "나다", "ㅏㄴ하", "ㄱ", "ㄸ가", "ㄴ", "ㅛ", "가ㄴ", "한ㄴ", "ㄴ가ㄴㄴ",
+                  "\ufeff하\ufeff\u11ab"):  # byte-order marks go, as from the corpus: 하 and its final make 한
         assert module._encode(tf.constant(prime)).numpy().tolist() == vocab.encode(prime).tolist()
+    assert vocab.decode(module._encode(tf.constant("하\ufeff\u11ab")).numpy()) == "한"
     assert vocab.decode(module._encode(tf.constant("가핳하")).numpy()) == "가하"
     assert vocab.decode(module._encode(tf.constant("가ㄴ")).numpy()) == "가ㄴ"  # not 간
     # Bytes that are not UTF-8 are no character at all: dropped, not read as a cut vocabulary's unknown

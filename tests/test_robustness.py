@@ -735,6 +735,28 @@ runs.import_tensorflow = import_tensorflow
 '''
 
 
+SIGNAL_AS_THE_MODEL_IS_BUILT = '''
+import os, signal
+
+read = runs.read_checkpoint_list
+
+def read_after_a_signal(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return read(*args, **kwargs)
+
+runs.read_checkpoint_list = read_after_a_signal
+'''
+
+
+def test_a_signal_while_the_model_is_built_is_told_that_nothing_is_saved(tmp_path: Path) -> None:
+    """Acknowledged at once, as in training, but with what happens then: start-up ends, and no step ran."""
+    wrapper = fault_wrapper(tmp_path / "wrapper.py", SIGNAL_AS_THE_MODEL_IS_BUILT)
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    result = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "5", cwd=tmp_path, wrapper=wrapper)
+    assert result.returncode == 128 + signal.SIGTERM and "Traceback" not in result.stderr, result.stderr
+    assert "SIGTERM: stopping once start-up is done (nothing new is saved before the first step)" in result.stderr
+    assert "with a checkpoint" not in result.stderr and not (tmp_path / "save").exists()
+
 @pytest.mark.parametrize("signalled", [True, False])
 def test_a_signal_inside_an_import_stops_start_up(tmp_path: Path, signalled: bool) -> None:
     """A signal inside an import is an interruption; a broken install keeps its traceback."""
@@ -1725,13 +1747,24 @@ def test_printed_commands_paste_into_a_shell() -> None:
 
 
 def test_a_deleted_working_directory_is_named(tmp_path: Path) -> None:
-    """A shell still in a folder that was deleted: relative paths (the defaults too) cannot be read."""
+    """A shell still in a folder that was deleted: relative paths (the defaults too) cannot be read;
+    absolute ones still can."""
     gone = tmp_path / "gone"
-    for script in ("train.py", "sample.py"):
+
+    def run_in_gone(script: str, *args: str) -> subprocess.CompletedProcess:
         gone.mkdir()
-        result = subprocess.run(["bash", "-c", f'cd "{gone}" && rmdir "{gone}" && exec "$0" "$1" --save_dir s',
-                                 sys.executable, str(ROOT / script)], capture_output=True, text=True, timeout=TIMEOUT)
-        assert_refused(result, "the working directory no longer exists", "cd to an existing folder")
+        return subprocess.run(["bash", "-c", f'cd "{gone}" && rmdir "{gone}" && exec "$@"', "-", sys.executable,
+                               str(ROOT / script), *args], capture_output=True, text=True, timeout=TIMEOUT)
+
+    for script in ("train.py", "sample.py"):
+        assert_refused(run_in_gone(script, "--save_dir", "s"), "the working directory no longer exists",
+                       "is relative to it: cd to an existing folder")
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    absolute = ["--input", str(tmp_path / "tiny.txt"), "--save_dir", str(tmp_path / "save"), "--log_dir",
+                str(tmp_path / "logs"), "--run_name", "r", *TINY, "--max_steps", "2"]
+    assert run_in_gone("train.py", *absolute).returncode == 0
+    sampled = run_in_gone("sample.py", "--save_dir", str(tmp_path / "save"), "-n", "5")
+    assert sampled.returncode == 0 and len(sampled.stdout) == 6, sampled.stderr
 
 
 def test_a_save_or_log_dir_that_links_to_nothing_says_so(tmp_path: Path) -> None:
@@ -1759,7 +1792,8 @@ def test_best_that_cannot_be_written_keeps_the_steps_trained(tmp_path: Path) -> 
     shutil.rmtree(best)
     best.write_text("in the way")  # a permission that root ignores, as CI runs: a file where the folder was
     result = run("train.py", "--init_from", "save/r", "--max_steps", "9", cwd=tmp_path)
-    assert_refused(result, "could not save a checkpoint in save/r/best", "(step 6 was saved there first)")
+    assert_refused(result, "could not save a checkpoint in save/r/best", "; step 6 was saved in save/r instead. "
+                   "Free disk space or fix best/; the checkpoints in save/r are intact: resume with --init_from save/r")
     assert pointer_step(tmp_path / "save" / "r") == 6
     # Its best loss is still best/'s (step 3's): a later improvement on that is saved there.
     best_loss = "best_val/.ATTRIBUTES/VARIABLE_VALUE"

@@ -401,7 +401,7 @@ def test_sigint_saves_and_exits_cleanly(tmp_path: Path, corpus: Path, sig: signa
     assert proc.returncode == 0, rest
     step = int(re.search(rf"stopped at step (\d+) by {sig.name}", rest).group(1))
     # Said when it comes: an evaluation in progress may take a while.
-    assert f"{sig.name}: stopping; the step or evaluation in progress ends, then a checkpoint is saved" in rest
+    assert f"{sig.name}: stopping after the step or evaluation in progress, with a checkpoint" in rest
     # From another folder than the project's, the command names the script by its path.
     assert f"resume with:  python {shlex.quote(str(ROOT / 'train.py'))} --init_from save/interrupted" in rest
     # The checkpoint is of the step it stopped at, and the run goes on from there.
@@ -640,12 +640,14 @@ def test_config_json_keeps_absolute_paths_and_no_flag_of_one_session(tmp_path: P
     steer one invocation and are not inherited."""
     import plan
     monkeypatch.chdir(tmp_path)
-    args = plan.build_parser().parse_args(["--data_dir", "data/x", "--input", "t.txt", "--log_dir", "lg", "--verbose",
+    args = plan.build_parser().parse_args(["--data_dir", "data/x", "--log_dir", "lg", "--verbose",
                                            "--stop_at_step", "5", "--init_from", "save", "--mixed_precision",
                                            "--output_keep_prob", "0.8", "--input_keep_prob", "0.9"])
     saved = plan.saved_flags(args)
-    assert (saved["data_dir"], saved["input"], saved["log_dir"]) == (
-        str(tmp_path / "data" / "x"), str(tmp_path / "t.txt"), str(tmp_path / "lg"))
+    assert (saved["data_dir"], saved["log_dir"]) == (str(tmp_path / "data" / "x"), str(tmp_path / "lg"))
+    # With --input, which wins, the default data_dir is never read: kept as it is.
+    with_input = plan.saved_flags(plan.build_parser().parse_args(["--input", "t.txt"]))
+    assert (with_input["input"], with_input["data_dir"]) == (str(tmp_path / "t.txt"), "data/tinyshakespeare")
     for flag in ("verbose", "stop_at_step", "init_from", "mixed_precision", "output_keep_prob", "input_keep_prob",
                  "peer_timeout"):
         assert flag not in saved, flag
