@@ -305,10 +305,15 @@ def generated_ids(net: "model.CharRNN", prime: list[int], num_samples: int, opti
         yield ids.numpy()
 
 
+def chosen_seed(seed: int | None) -> int:
+    """--seed as given (0 too: the same text again), else a fresh one."""
+    return seed if seed is not None else int.from_bytes(os.urandom(4), "little")
+
+
 def sample(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "dataset.Vocab", prime: list[int]) -> None:
     """-n characters of text (characters, not symbols: under --unit jamo a syllable is 2-3 symbols)."""
     net = load_model(args, run_dir, config)
-    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
+    seed = chosen_seed(args.seed)
     if args.sample == 2 and " " not in vocab.symbols:
         log.warning("--sample 2 samples only after a space, and this model's text has none: every character "
                     "will be the most likely one; --sample 1 samples")
