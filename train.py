@@ -718,7 +718,7 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
     def stop(signum: int, _frame) -> None:  # said at once: an evaluation in progress may take a while
         signalled.append(signum)
         name = signal.Signals(signum).name
-        if trainer is None or trainer.step == getattr(trainer, "start_step", trainer.step):
+        if trainer is None or trainer.step == trainer.start_step:
             utils.say_from_signal_handler(f"{name}: stopping once start-up is done (nothing new is saved before "
                                           f"the first step)")
         elif len(signalled) == 1:

@@ -14,7 +14,6 @@ import re
 import signal
 import socket
 import sys
-import time
 from pathlib import Path
 from typing import IO, Callable, NoReturn
 
@@ -395,10 +394,12 @@ def fill_closed_std_streams() -> None:
 
 def say_from_signal_handler(message: str) -> None:
     """A line on stderr from a signal handler, which may run in the middle of a logging call on the
-    same stream: written to the file descriptor itself (re-entering the stream lost text)."""
-    clear_line = "\r\x1b[K" if is_live_terminal(sys.stderr) else ""  # over train.py's live progress line
+    same stream: written to the file descriptor itself (re-entering the stream lost text), formatted
+    by setup_logging's formatter (formatting takes no lock)."""
+    record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, message, None, None)
+    line = logger.handlers[0].format(record) if logger.handlers else message
     try:
-        os.write(2, f"{clear_line}{time.strftime('%H:%M:%S')} {message}\n".encode("utf-8", "backslashreplace"))
+        os.write(2, f"{line}\n".encode("utf-8", "backslashreplace"))
     except OSError:  # stderr closed, or a full pipe: the stop goes on unsaid
         pass
 
