@@ -478,30 +478,36 @@ def saved_schedule_of(args: argparse.Namespace, saved: dict) -> argparse.Namespa
     return before
 
 
-def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
-    """Resolve the run, read the corpus and check everything that can fail cheaply."""
-    resume_dir = runs.resolve_run_dir(args.init_from, "--init_from") if args.init_from else None
-    fork_dir = None  # where a resumed run goes on when it is not its own directory
-    source_logs = None  # the resumed run's TensorBoard run
-    copied_from = None  # the run that the resumed one is a copy of, made by hand (cp -r)
-    saved_schedule = None
-    if resume_dir is not None:
-        # char-rnn-tensorflow's meaning: --init_from is the run to start from, --save_dir where to save
-        # (the run itself, or the directory that holds it, is where it already is).
-        elsewhere = ("save_dir" in typed
-                     and Path(args.save_dir).resolve() not in (resume_dir.resolve(), resume_dir.parent.resolve()))
-        renamed = "run_name" in typed and args.run_name != resume_dir.name
-        if elsewhere or renamed:
-            fork_dir = Path(args.save_dir if elsewhere else resume_dir.parent) / (args.run_name or resume_dir.name)
-        saved = merge_resume_config(args, typed, resume_dir)
-        source_logs = Path(saved.get("log_dir") or "logs") / (saved.get("log_name") or resume_dir.name)
-        copied_from = copied_by_hand_from(saved, resume_dir)
-        check_args(args)
-        if typed & set(SCHEDULE_FLAGS):
-            saved_schedule = saved_schedule_of(args, saved)
-    if "time_budget" in typed and utils.is_plain_seconds(args.time_budget):
-        log.info("--time_budget %s: %s seconds (%sm would be minutes)", args.time_budget,
-                 args.time_budget.strip(), args.time_budget.strip())
+@dataclass
+class Resumed:
+    """Where a resumed run comes from (--init_from) and where it goes on."""
+    dir: Path
+    fork_dir: Path | None  # where it goes on when that is not its own directory: a copy
+    source_logs: Path  # its TensorBoard run
+    copied_from: Path | None  # the run that it is a copy of, made by hand (cp -r)
+    saved_schedule: argparse.Namespace | None  # the flags with its saved schedule, when one is typed anew
+
+
+def resumed_run(args: argparse.Namespace, typed: set[str]) -> Resumed:
+    """Read --init_from's run into args (its saved flags under the typed ones) and say where it goes on.
+    char-rnn-tensorflow's meaning: --init_from is the run to start from, --save_dir where to save (the
+    run itself, or the directory that holds it, is where it already is)."""
+    resume_dir = runs.resolve_run_dir(args.init_from, "--init_from")
+    elsewhere = ("save_dir" in typed
+                 and Path(args.save_dir).resolve() not in (resume_dir.resolve(), resume_dir.parent.resolve()))
+    renamed = "run_name" in typed and args.run_name != resume_dir.name
+    fork_dir = (Path(args.save_dir if elsewhere else resume_dir.parent) / (args.run_name or resume_dir.name)
+                if elsewhere or renamed else None)
+    saved = merge_resume_config(args, typed, resume_dir)
+    check_args(args)
+    return Resumed(dir=resume_dir, fork_dir=fork_dir,
+                   source_logs=Path(saved.get("log_dir") or "logs") / (saved.get("log_name") or resume_dir.name),
+                   copied_from=copied_by_hand_from(saved, resume_dir),
+                   saved_schedule=saved_schedule_of(args, saved) if typed & set(SCHEDULE_FLAGS) else None)
+
+
+def training_cluster(args: argparse.Namespace, typed: set[str], resume_dir: Path | None) -> workers.Cluster:
+    """The workers of TF_CONFIG's cluster, each with its share of the batch."""
     try:
         cluster = workers.cluster_from_env(args.strategy)
     except CharRNNError as error:
@@ -511,6 +517,11 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
                            f"on one machine pass --strategy auto") from None
     workers.check_batch_shares(args.batch_size, cluster.num_workers, "workers", resumed=resume_dir is not None,
                                how_to_use_fewer="fewer in TF_CONFIG's cluster")
+    return cluster
+
+
+def read_corpus(args: argparse.Namespace, typed: set[str], resume_dir: Path | None) -> "dataset.Corpus":
+    """The corpus prepared into ids: on the resumed run's vocabulary, if there is one."""
     try:
         files = dataset.resolve_corpus(None if args.input else args.data_dir, args.input)
     except CharRNNError as error:
@@ -525,39 +536,131 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     if args.unit == "jamo" and corpus.vocab.char_starts.all():  # no vowel jamo: nothing was split
         log.warning("--unit jamo: the text has no Hangul syllables to split into jamo, so the model reads "
                     "its characters as under --unit char")
-    # Validation is the last val_frac of the characters. Runs saved before cut it by symbols, and
-    # keep that cut: their data position and best validation loss are for it.
+    return corpus
+
+
+def split_validation(args: argparse.Namespace, corpus: "dataset.Corpus",
+                     resume_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
+    """(train ids, validation ids). Validation is the last val_frac of the characters. Runs saved
+    before cut it by symbols, and keep that cut: their data position and best validation loss are
+    for it. The way is recorded in args, for config.json."""
     args.val_split = getattr(args, "val_split", None) or ("symbols" if resume_dir is not None else "chars")
     if args.val_split not in ("chars", "symbols"):
         raise damaged_config(resume_dir, f"val_split is {args.val_split!r}")
-    train_ids, val_ids = corpus.split(args.val_frac, by=args.val_split)
+    return corpus.split(args.val_frac, by=args.val_split)
+
+
+def check_validation_window(args: argparse.Namespace, scored: int, val_symbols: int, resumed: bool) -> None:
+    """Refuse a validation text (of val_symbols, of which --eval_symbols leaves scored) shorter than
+    one window: seq_length inputs and, one symbol on, their targets."""
+    if scored > args.seq_length:
+        return
+    capped = val_symbols > args.seq_length  # else --eval_symbols cannot help
+    kept = (f"--eval_symbols {args.eval_symbols} scores {scored - 1:,} of its {val_symbols:,}" if capped
+            else f"--val_frac {args.val_frac} keeps {val_symbols:,} symbol{'s' * (val_symbols != 1)}")
+    if not resumed:
+        fix = f"Raise {'--eval_symbols' if capped else '--val_frac'}, or lower --seq_length"
+    else:  # the resumed run's --val_frac and --seq_length stay
+        fix = "Raise --eval_symbols" if capped else "Pass a longer text: a resumed run keeps its --val_frac and --seq_length"
+    raise CharRNNError(f"the validation text is too short for one window of --seq_length {args.seq_length} "
+                       f"({args.seq_length + 1:,} symbols): {kept}. {fix}")
+
+
+def validation_text_changed(args: argparse.Namespace, val_ids: np.ndarray) -> bool:
+    """Whether the text the best validation loss so far was measured on was another (--eval_symbols
+    or the corpus changed): that loss then compares with nothing this session measures. Records the
+    text's fingerprint in args, for config.json."""
+    fingerprint = hashlib.sha256(memoryview(np.ascontiguousarray(val_ids))).hexdigest()
+    changed = getattr(args, "val_sha256", None) not in (None, fingerprint)
+    args.val_sha256 = fingerprint
+    return changed
+
+
+def refuse_a_run_in_the_way(lock: runs.RunLock, run_dir: Path, resumed: Resumed | None) -> None:
+    """Never train over a saved run, or its remains; a copy that a session left unsaved is replaced."""
+    if resumed is not None and run_dir == resumed.fork_dir:
+        try:
+            if lock.take_over_unsaved_copy():
+                log.info("%s held a copy that a session stopped before its first save left behind: a new "
+                         "copy replaces it", run_dir)
+        except OSError as error:
+            raise CharRNNError(f"could not remove the unsaved copy in {run_dir} ({error.strerror or error}): "
+                               f"delete that folder, then run again") from None
+    if (resumed is None or run_dir != resumed.dir) and lock.held_run:
+        if not (run_dir / "config.json").exists():
+            raise CharRNNError(f"{run_dir} holds files of a run (checkpoints, vocab.json) but no config.json, "
+                               f"what is left of one: pick another --run_name, or move them away to start over")
+        raise CharRNNError(f"{run_dir} already holds a run: continue it with --init_from {runs.shell_path(run_dir)}, "
+                           f"pick another --run_name, or delete it to start over")
+
+
+def claim_log_name(args: argparse.Namespace, run_dir: Path, resumed: Resumed | None) -> Path | None:
+    """Set args.log_name, the TensorBoard run of a new run or a copy, which never writes into
+    another run's curves: its own name, else name@save_dir, name@save_dir-2... made now, so that two
+    runs of one name in two save directories, started together, get one each. Returns the outermost
+    directory it made, if any."""
+    source_logs = resumed.source_logs.resolve() if resumed is not None else None
+    base = utils.clip_name(f"{run_dir.name}@{run_dir.parent.resolve().name}", utils.NAME_MAX_BYTES - 8)  # -N
+    names = (name for name in itertools.chain((run_dir.name, base), (f"{base}-{i}" for i in itertools.count(2)))
+             if (Path(args.log_dir) / name).resolve() != source_logs)
+    claimed, created = runs.claim_new_dir(Path(args.log_dir), names, "--log_dir")
+    args.log_name = claimed.name
+    if resumed is not None and resumed.copied_from is not None:
+        log.info("%s is a copy of %s (its config.json was written there): its TensorBoard run is %s, apart "
+                 "from that run's", resumed.dir, resumed.copied_from, args.log_name)
+    elif resumed is None and args.log_name != run_dir.name:  # a copy says where its events go
+        taken = Path(args.log_dir) / run_dir.name
+        why = ("by this run's own checkpoint folder, since --log_dir is its --save_dir"
+               if taken.resolve() == run_dir.resolve() else "by a run of that name in another save "
+               "directory, a deleted run, or a session killed before its first save")
+        log.info("%s is taken (%s): this run's TensorBoard run is %s", taken, why, args.log_name)
+    return created
+
+
+def set_up_run_dir(args: argparse.Namespace, typed: set[str], run_dir: Path, resumed: Resumed | None) -> None:
+    """The chief's last checks and writes before TensorFlow starts: `latest` must be a file (found
+    now, not at the first save); a fork gets its copy of the resumed run; unfinished saves go."""
+    latest = run_dir.parent / "latest"
+    if latest.exists() and not latest.is_file():
+        raise CharRNNError(f"{latest} is not a file: the save directory keeps the name of the run that saved "
+                           f"last there. Move it away, or choose another --save_dir")
+    if resumed is not None and resumed.fork_dir is not None:
+        runs.copy_run(resumed.dir, resumed.fork_dir, {"run_name": args.run_name, "save_dir": args.save_dir,
+                                                      "log_name": args.log_name, "run_dir": args.run_dir})
+        log.info("%s goes on in %s, a copy (TensorBoard run %s); %s itself stays as it is", resumed.dir,
+                 resumed.fork_dir, args.log_name, resumed.dir)
+    runs.remove_unfinished_saves(run_dir)
+    if resumed is not None and "log_dir" not in typed and not Path(args.log_dir).is_dir():
+        log.warning(f"the run's --log_dir {args.log_dir} is gone (deleted, or the project moved?); its TensorBoard "
+                    f"events go there anew. Pass --log_dir to write them elsewhere")
+
+
+def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
+    """Resolve the run, read the corpus and check everything that can fail cheaply."""
+    resumed = resumed_run(args, typed) if args.init_from else None
+    resume_dir = resumed.dir if resumed else None
+    fork_dir = resumed.fork_dir if resumed else None
+    if "time_budget" in typed and utils.is_plain_seconds(args.time_budget):
+        log.info("--time_budget %s: %s seconds (%sm would be minutes)", args.time_budget,
+                 args.time_budget.strip(), args.time_budget.strip())
+    cluster = training_cluster(args, typed, resume_dir)
+    corpus = read_corpus(args, typed, resume_dir)
+    train_ids, val_ids = split_validation(args, corpus, resume_dir)
     val_symbols = len(val_ids)
     if args.eval_symbols:
         val_ids = val_ids[:args.eval_symbols + 1]  # + 1: the last input's target
-    # The text the best validation loss so far was measured on, when it was another (--eval_symbols or
-    # the corpus changed): that loss then compares with nothing this session measures.
-    fingerprint = hashlib.sha256(memoryview(np.ascontiguousarray(val_ids))).hexdigest()
-    val_changed = getattr(args, "val_sha256", None) not in (None, fingerprint)
-    args.val_sha256 = fingerprint
+    val_changed = validation_text_changed(args, val_ids)
     # Each worker reads only its own streams of the memory-mapped ids.
     loader = dataset.BatchLoader(train_ids, args.batch_size, args.seq_length, seed=args.seed,
                                  shard_index=cluster.worker_index, num_shards=cluster.num_workers,
                                  longest_window=len(val_ids) - 1, resumed=resume_dir is not None)
-    if len(val_ids) <= args.seq_length:  # a window is seq_length inputs and, one symbol on, their targets
-        capped = val_symbols > args.seq_length  # else --eval_symbols cannot help
-        kept = (f"--eval_symbols {args.eval_symbols} scores {len(val_ids) - 1:,} of its {val_symbols:,}" if capped
-                else f"--val_frac {args.val_frac} keeps {val_symbols:,} symbol{'s' * (val_symbols != 1)}")
-        if resume_dir is None:
-            fix = f"Raise {'--eval_symbols' if capped else '--val_frac'}, or lower --seq_length"
-        else:  # the resumed run's --val_frac and --seq_length stay
-            fix = "Raise --eval_symbols" if capped else "Pass a longer text: a resumed run keeps its --val_frac and --seq_length"
-        raise CharRNNError(f"the validation text is too short for one window of --seq_length {args.seq_length} "
-                           f"({args.seq_length + 1:,} symbols): {kept}. {fix}")
+    check_validation_window(args, len(val_ids), val_symbols, resumed=resume_dir is not None)
     check_memory(args, corpus.vocab.size)
     run_dir = fork_dir or resume_dir or Path(args.save_dir) / (args.run_name or default_run_name(args))
     # TensorFlow's longest names below them, e.g. best/ckpt-N_temp/part-00000-of-00001.data-00000-of-00001
     place_flag = "--init_from" if run_dir == resume_dir else "--save_dir"
     utils.check_path(str(run_dir), place_flag, room=80)
+    restore_dir = resume_dir  # the chief goes on from its copy, the other workers from the run they were given
     lock = None  # only the chief keeps what it writes; the others write to scratch space
     log_dir_created = None  # the outermost directory of the TensorBoard run that this session made
     if cluster.is_chief:  # a second trainer on the same run refuses here
@@ -565,62 +668,21 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         run_dir, lock = lock_new_run(run_dir) if default_named else (run_dir, runs.RunLock(run_dir, place_flag))
     try:
         if lock is not None:
-            if run_dir == fork_dir:
-                try:
-                    if lock.take_over_unsaved_copy():
-                        log.info("%s held a copy that a session stopped before its first save left behind: a new "
-                                 "copy replaces it", run_dir)
-                except OSError as error:
-                    raise CharRNNError(f"could not remove the unsaved copy in {run_dir} ({error.strerror or error}): "
-                                       f"delete that folder, then run again") from None
-            if run_dir != resume_dir and lock.held_run:  # never train over a saved run, or its remains
-                if not (run_dir / "config.json").exists():
-                    raise CharRNNError(f"{run_dir} holds files of a run (checkpoints, vocab.json) but no config.json, "
-                                       f"what is left of one: pick another --run_name, or move them away to start over")
-                raise CharRNNError(f"{run_dir} already holds a run: continue it with --init_from {runs.shell_path(run_dir)}, "
-                                   f"pick another --run_name, or delete it to start over")
-        forked_from = resume_dir if fork_dir is not None else None
+            refuse_a_run_in_the_way(lock, run_dir, resumed)
         args.run_name, args.save_dir = run_dir.name, str(run_dir.parent)
         args.run_dir = str(run_dir.resolve()) if runs.is_utf8_path(str(run_dir.resolve())) else ""  # "": not known
-        # TensorBoard's name for the run (saved, so a resume writes on where the run wrote). A new run or
-        # a copy never writes into another run's curves: its own name, else name@save_dir, name@save_dir-2...
-        if resume_dir is not None and fork_dir is None and copied_from is None:
+        # TensorBoard's name for the run, saved so that a resume writes on where the run wrote.
+        if resumed is not None and fork_dir is None and resumed.copied_from is None:
             args.log_name = getattr(args, "log_name", None) or resume_dir.name
         elif lock is None:  # a worker's events go to its scratch space
             args.log_name = run_dir.name
         else:
-            base = utils.clip_name(f"{run_dir.name}@{run_dir.parent.resolve().name}", utils.NAME_MAX_BYTES - 8)  # -N
-            names = (name for name in itertools.chain((run_dir.name, base), (f"{base}-{i}" for i in itertools.count(2)))
-                     if not (source_logs and (Path(args.log_dir) / name).resolve() == source_logs.resolve()))
-            # Made now: two runs of one name in two save directories, started together, get one each.
-            claimed, log_dir_created = runs.claim_new_dir(Path(args.log_dir), names, "--log_dir")
-            args.log_name = claimed.name
-            if copied_from is not None:
-                log.info("%s is a copy of %s (its config.json was written there): its TensorBoard run is %s, apart "
-                         "from that run's", resume_dir, copied_from, args.log_name)
-            elif fork_dir is None and args.log_name != run_dir.name:  # a copy says where its events go
-                taken = Path(args.log_dir) / run_dir.name
-                why = ("by this run's own checkpoint folder, since --log_dir is its --save_dir"
-                       if taken.resolve() == run_dir.resolve() else "by a run of that name in another save "
-                       "directory, a deleted run, or a session killed before its first save")
-                log.info("%s is taken (%s): this run's TensorBoard run is %s", taken, why, args.log_name)
+            log_dir_created = claim_log_name(args, run_dir, resumed)
         utils.check_path(str(Path(args.log_dir) / args.log_name), "--log_dir", room=80)
         if lock is not None:
-            latest = run_dir.parent / "latest"
-            if latest.exists() and not latest.is_file():  # found now, not at the first save
-                raise CharRNNError(f"{latest} is not a file: the save directory keeps the name of the run that saved "
-                                   f"last there. Move it away, or choose another --save_dir")
-            if fork_dir is not None:
-                runs.copy_run(resume_dir, fork_dir, {"run_name": args.run_name, "save_dir": args.save_dir,
-                                                     "log_name": args.log_name, "run_dir": args.run_dir})
-                log.info("%s goes on in %s, a copy (TensorBoard run %s); %s itself stays as it is", resume_dir,
-                         fork_dir, args.log_name, resume_dir)
-                resume_dir = fork_dir
-            runs.remove_unfinished_saves(run_dir)
+            set_up_run_dir(args, typed, run_dir, resumed)
+            restore_dir = fork_dir or resume_dir
             write_dir, log_dir = run_dir, Path(args.log_dir) / args.log_name
-            if resume_dir is not None and "log_dir" not in typed and not Path(args.log_dir).is_dir():
-                log.warning(f"the run's --log_dir {args.log_dir} is gone (deleted, or the project moved?); its TensorBoard "
-                            f"events go there anew. Pass --log_dir to write them elsewhere")
             if log_dir_created is None:  # not claimed above: the resumed run's own
                 log_dir_created = runs.ensure_writable(log_dir, "--log_dir")
         else:
@@ -634,6 +696,6 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         raise
     return Run(args=args, cluster=cluster, corpus=corpus, train_ids=train_ids, val_ids=val_ids, loader=loader,
                eval_batch=max(1, min(args.batch_size, (len(val_ids) - 1) // args.seq_length)),
-               run_dir=run_dir, write_dir=write_dir, log_dir=log_dir, resume_dir=resume_dir,
-               forked_from=forked_from, lock=lock, log_dir_created=log_dir_created, saved_schedule=saved_schedule,
-               val_changed=val_changed)
+               run_dir=run_dir, write_dir=write_dir, log_dir=log_dir, resume_dir=restore_dir,
+               forked_from=resume_dir if fork_dir is not None else None, lock=lock, log_dir_created=log_dir_created,
+               saved_schedule=resumed.saved_schedule if resumed else None, val_changed=val_changed)
