@@ -1039,6 +1039,22 @@ def test_the_symbols_cut_of_older_runs_rounds_to_the_nearest_symbol(tmp_path: Pa
     assert len(corpus.split(0.05, by="symbols")[1]) == 51  # 50.6 symbols, rounded
 
 
+def test_the_character_cut_rounds_to_the_nearest_character(tmp_path: Path) -> None:
+    """--val_frac holds out round(characters x val_frac) characters, not that number truncated."""
+    corpus = prepare(write(tmp_path / "in.txt", "abcdefghij" * 101 + "ab"), tmp_path)  # 1,012 characters
+    assert len(corpus.split(0.05)[1]) == 51  # 50.6 characters, rounded
+
+
+def test_the_symbols_cut_of_older_jamo_runs_moves_forward_to_a_syllable_start(tmp_path: Path) -> None:
+    """by="symbols" under jamo starts validation at the first whole syllable at or after the rounded
+    cut, where runs saved before the character cut had it: not at the syllable before."""
+    corpus = prepare(write(tmp_path / "in.txt", "한국어" * 500 + "가"), tmp_path, unit="jamo")
+    assert len(corpus.ids) == 4002  # 8 jamo per 한국어 (3 + 3 + 2), 2 for 가
+    train, val = corpus.split(0.05, by="symbols")
+    # The rounded cut, 4002 - 200, falls on the final jamo of a 한 (syllables start at 8k, 8k+3, 8k+6).
+    assert len(train) == 3803 and corpus.vocab.decode(val) == "국어" + "한국어" * 24 + "가"
+
+
 def test_count_chars_across_its_blocks(tmp_path: Path) -> None:
     """Counted a block of 4M symbols at a time: every symbol counts once, at any length."""
     corpus = prepare(write(tmp_path / "in.txt", KOREAN[:2000]), tmp_path, unit="jamo")

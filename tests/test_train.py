@@ -635,6 +635,28 @@ def test_apply_old_flag_names_drops_the_warmup_only_where_none_was_typed() -> No
         assert args.warmup_steps == warmup, argv
 
 
+def test_a_typed_keep_probability_replaces_the_saved_dropout_on_resume(tmp_path: Path) -> None:
+    """--output_keep_prob on resume is a typed --dropout: it replaces the saved rate (one other than
+    the default 0.25, which a saved default would hide), and the embedded input's as well."""
+    import plan
+    from utils import explicit_flags
+
+    def resumed_with(*argv: str) -> tuple[float, float]:
+        parser = plan.build_parser()
+        args = parser.parse_args(list(argv))
+        typed = plan.apply_old_flag_names(args, explicit_flags(parser, list(argv)))
+        plan.merge_resume_config(args, typed, tmp_path)
+        return args.dropout, args.input_dropout
+
+    parser = plan.build_parser()
+    saved = parser.parse_args(["--dropout", "0.5"])
+    plan.apply_old_flag_names(saved, {"dropout"})
+    (tmp_path / "config.json").write_text(json.dumps({"args": plan.saved_flags(saved)}), encoding="utf-8")
+    assert resumed_with("--init_from", str(tmp_path)) == (0.5, 0.0)
+    assert resumed_with("--init_from", str(tmp_path), "--output_keep_prob", "0.8") == (0.2, 0.2)
+    assert resumed_with("--init_from", str(tmp_path), "--input_keep_prob", "0.9") == (0.5, 0.1)
+
+
 def test_config_json_keeps_absolute_paths_and_no_flag_of_one_session(tmp_path: Path, monkeypatch) -> None:
     """A run resumed from another folder finds its text; --verbose, --stop_at_step and the like
     steer one invocation and are not inherited."""
@@ -665,7 +687,9 @@ def test_the_defaults_are_those_the_readme_states() -> None:
                                 ("The default model (2x384, batch 24)", "num_layers", 2),
                                 ("The default model (2x384, batch 24)", "batch_size", 24),
                                 ("`--temperature` (default 1.0)", None, None),
-                                ("(default 10m, at least 10s; 0 waits for ever)", "peer_timeout", "10m")):
+                                ("(default 10m, at least 10s; 0 waits for ever)", "peer_timeout", "10m"),
+                                ("The last `--val_frac` (5%) of the text", "val_frac", 0.05),
+                                ("with a warmup and a cosine, and dropout 0.25.", "dropout", 0.25)):
         assert phrase in readme, phrase
         if flag is not None:
             assert getattr(args, flag) == value, flag
@@ -853,3 +877,32 @@ def test_validation_loss_is_the_first_eval_symbols_of_the_split(tmp_path: Path, 
                   *TINY)
     assert whole.returncode == 0, whole.stderr
     assert f"validation {len(val):,} symbols" in whole.stderr, whole.stderr
+
+
+def test_mixed_precision_unscales_the_gradients_before_clipping_and_the_update() -> None:
+    """Under a loss scale the gradients are scaled back down before they are clipped, reported and
+    applied: a float16 step moves the weights as a float32 step does, and reports the same norm."""
+    import tensorflow as tf
+
+    import model as M
+    from train import LossScale, make_train_step
+
+    class GradientDescent:
+        def apply(self, grads, variables, lr):
+            for g, v in zip(grads, variables):
+                v.assign_sub(lr * g)
+
+    rng = np.random.default_rng(1)
+    x, y = (tf.constant(rng.integers(0, 11, (2, 5)), tf.int32) for _ in range(2))
+    net = M.CharRNN(M.ModelConfig("lstm", 11, 1, 8, 4), seed=0)
+    with tf.GradientTape() as tape:  # the float32 gradients, without a loss scale
+        logits, _ = net(x, net.initial_state(2))
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+    want = [tf.convert_to_tensor(g) for g in tape.gradient(loss, net.trainable_variables)]
+    before = [v.numpy() for v in net.trainable_variables]
+    step = make_train_step(net, GradientDescent(), 2, 5, 1e9, seed=0, xla=False, loss_scale=LossScale(2.0 ** 10))
+    _, grad_norm, _ = step(x, y, net.initial_state(2), tf.constant(1.0), tf.constant(0, tf.int64))
+    assert float(grad_norm) == pytest.approx(float(tf.linalg.global_norm(want)), rel=0.02)
+    moves = [np.concatenate([(b - v.numpy()).ravel() for v, b in zip(net.trainable_variables, before)]),
+             np.concatenate([g.numpy().ravel() for g in want])]
+    np.testing.assert_allclose(moves[0], moves[1], rtol=0.05, atol=0.02 * np.abs(moves[1]).max())
