@@ -794,6 +794,15 @@ def test_the_progress_line_s_epoch_and_time_left() -> None:
         "00:00:00", "01:01:01", "23:59:59", "2.0d", "?", "?"]
 
 
+class GradientDescent:
+    """Plain gradient descent in make_train_step's optimizer interface: at learning rate 1 the
+    weights move by exactly the gradients the optimizer received."""
+
+    def apply(self, grads, variables, lr) -> None:
+        for g, v in zip(grads, variables):
+            v.assign_sub(lr * g)
+
+
 def test_gradients_are_clipped_to_grad_clip_global_norm() -> None:
     """With plain gradient descent at learning rate 1 the weights move by the gradients the
     optimizer received: their global norm is grad_clip when the gradient's norm (returned) is
@@ -802,11 +811,6 @@ def test_gradients_are_clipped_to_grad_clip_global_norm() -> None:
 
     import model as M
     from train import make_train_step
-
-    class GradientDescent:
-        def apply(self, grads, variables, lr):
-            for g, v in zip(grads, variables):
-                v.assign_sub(lr * g)
 
     rng = np.random.default_rng(0)
     x, y = (tf.constant(rng.integers(0, 11, (4, 6)), tf.int32) for _ in range(2))
@@ -886,11 +890,6 @@ def test_mixed_precision_unscales_the_gradients_before_clipping_and_the_update()
 
     import model as M
     from train import LossScale, make_train_step
-
-    class GradientDescent:
-        def apply(self, grads, variables, lr):
-            for g, v in zip(grads, variables):
-                v.assign_sub(lr * g)
 
     rng = np.random.default_rng(1)
     x, y = (tf.constant(rng.integers(0, 11, (2, 5)), tf.int32) for _ in range(2))
