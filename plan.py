@@ -500,14 +500,18 @@ def resumed_run(args: argparse.Namespace, typed: set[str]) -> Resumed:
                 if elsewhere or renamed else None)
     saved = merge_resume_config(args, typed, resume_dir)
     check_args(args)
+    saved_log_dir = saved.get("log_dir") or "logs"  # checked by merge_resume_config only when not typed anew
+    if not isinstance(saved_log_dir, str):
+        raise damaged_config(resume_dir, f"log_dir is {saved_log_dir!r}")
     return Resumed(dir=resume_dir, fork_dir=fork_dir,
-                   source_logs=Path(saved.get("log_dir") or "logs") / (saved.get("log_name") or resume_dir.name),
+                   source_logs=Path(saved_log_dir) / (saved.get("log_name") or resume_dir.name),
                    copied_from=copied_by_hand_from(saved, resume_dir),
                    saved_schedule=saved_schedule_of(args, saved) if typed & set(SCHEDULE_FLAGS) else None)
 
 
 def training_cluster(args: argparse.Namespace, typed: set[str], resume_dir: Path | None) -> workers.Cluster:
-    """The workers of TF_CONFIG's cluster, each with its share of the batch."""
+    """The workers of TF_CONFIG's cluster under --strategy multiworker (else this process alone),
+    refused when --batch_size does not share out among them."""
     try:
         cluster = workers.cluster_from_env(args.strategy)
     except CharRNNError as error:
@@ -566,18 +570,19 @@ def check_validation_window(args: argparse.Namespace, scored: int, val_symbols: 
                        f"({args.seq_length + 1:,} symbols): {kept}. {fix}")
 
 
-def validation_text_changed(args: argparse.Namespace, val_ids: np.ndarray) -> bool:
-    """Whether the text the best validation loss so far was measured on was another (--eval_symbols
-    or the corpus changed): that loss then compares with nothing this session measures. Records the
-    text's fingerprint in args, for config.json."""
+def record_validation_text(args: argparse.Namespace, val_ids: np.ndarray) -> bool:
+    """Record the validation text's fingerprint in args, for config.json, and return whether the
+    text the best validation loss so far was measured on was another (--eval_symbols
+    or the corpus changed): that loss then compares with nothing this session measures."""
     fingerprint = hashlib.sha256(memoryview(np.ascontiguousarray(val_ids))).hexdigest()
     changed = getattr(args, "val_sha256", None) not in (None, fingerprint)
     args.val_sha256 = fingerprint
     return changed
 
 
-def refuse_a_run_in_the_way(lock: runs.RunLock, run_dir: Path, resumed: Resumed | None) -> None:
-    """Never train over a saved run, or its remains; a copy that a session left unsaved is replaced."""
+def take_run_dir(lock: runs.RunLock, run_dir: Path, resumed: Resumed | None) -> None:
+    """Take run_dir for this session: remove a copy that a session stopped before its first save
+    left there, and refuse a saved run or its remains (never train over them)."""
     if resumed is not None and run_dir == resumed.fork_dir:
         try:
             if lock.take_over_unsaved_copy():
@@ -594,32 +599,44 @@ def refuse_a_run_in_the_way(lock: runs.RunLock, run_dir: Path, resumed: Resumed 
                            f"pick another --run_name, or delete it to start over")
 
 
-def claim_log_name(args: argparse.Namespace, run_dir: Path, resumed: Resumed | None) -> Path | None:
-    """Set args.log_name, the TensorBoard run of a new run or a copy, which never writes into
-    another run's curves: its own name, else name@save_dir, name@save_dir-2... made now, so that two
-    runs of one name in two save directories, started together, get one each. Returns the outermost
-    directory it made, if any."""
+def name_tensorboard_run(args: argparse.Namespace, run_dir: Path, resumed: Resumed | None,
+                         chief: bool) -> Path | None:
+    """Set args.log_name, the run's TensorBoard run, saved so that a resume writes on where the run
+    wrote. A new run or a copy never writes into another run's curves: its own name, else
+    name@save_dir, name@save_dir-2... made now, so that two runs of one name in two save
+    directories, started together, get one each. Returns the outermost directory it made, if any."""
+    if resumed is not None and resumed.fork_dir is None and resumed.copied_from is None:
+        args.log_name = getattr(args, "log_name", None) or resumed.dir.name
+        return None
+    if not chief:  # a worker's events go to its scratch space
+        args.log_name = run_dir.name
+        return None
     source_logs = resumed.source_logs.resolve() if resumed is not None else None
     base = utils.clip_name(f"{run_dir.name}@{run_dir.parent.resolve().name}", utils.NAME_MAX_BYTES - 8)  # -N
     names = (name for name in itertools.chain((run_dir.name, base), (f"{base}-{i}" for i in itertools.count(2)))
              if (Path(args.log_dir) / name).resolve() != source_logs)
     claimed, created = runs.claim_new_dir(Path(args.log_dir), names, "--log_dir")
     args.log_name = claimed.name
+    return created
+
+
+def say_where_events_go(args: argparse.Namespace, run_dir: Path, resumed: Resumed | None) -> None:
+    """Tell why the chief's new TensorBoard run is not named as the run is."""
     if resumed is not None and resumed.copied_from is not None:
         log.info("%s is a copy of %s (its config.json was written there): its TensorBoard run is %s, apart "
                  "from that run's", resumed.dir, resumed.copied_from, args.log_name)
-    elif resumed is None and args.log_name != run_dir.name:  # a copy says where its events go
+    elif resumed is None and args.log_name != run_dir.name:
         taken = Path(args.log_dir) / run_dir.name
         why = ("by this run's own checkpoint folder, since --log_dir is its --save_dir"
                if taken.resolve() == run_dir.resolve() else "by a run of that name in another save "
                "directory, a deleted run, or a session killed before its first save")
         log.info("%s is taken (%s): this run's TensorBoard run is %s", taken, why, args.log_name)
-    return created
 
 
 def set_up_run_dir(args: argparse.Namespace, typed: set[str], run_dir: Path, resumed: Resumed | None) -> None:
-    """The chief's last checks and writes before TensorFlow starts: `latest` must be a file (found
-    now, not at the first save); a fork gets its copy of the resumed run; unfinished saves go."""
+    """The chief's checks and writes in the save directory before TensorFlow starts: `latest` must
+    be a file (found now, not at the first save); a fork gets its copy of the resumed run;
+    unfinished saves go; a resumed run whose --log_dir is gone is warned of."""
     latest = run_dir.parent / "latest"
     if latest.exists() and not latest.is_file():
         raise CharRNNError(f"{latest} is not a file: the save directory keeps the name of the run that saved "
@@ -649,7 +666,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     val_symbols = len(val_ids)
     if args.eval_symbols:
         val_ids = val_ids[:args.eval_symbols + 1]  # + 1: the last input's target
-    val_changed = validation_text_changed(args, val_ids)
+    val_changed = record_validation_text(args, val_ids)
     # Each worker reads only its own streams of the memory-mapped ids.
     loader = dataset.BatchLoader(train_ids, args.batch_size, args.seq_length, seed=args.seed,
                                  shard_index=cluster.worker_index, num_shards=cluster.num_workers,
@@ -660,7 +677,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     # TensorFlow's longest names below them, e.g. best/ckpt-N_temp/part-00000-of-00001.data-00000-of-00001
     place_flag = "--init_from" if run_dir == resume_dir else "--save_dir"
     utils.check_path(str(run_dir), place_flag, room=80)
-    restore_dir = resume_dir  # the chief goes on from its copy, the other workers from the run they were given
+    restore_from = resume_dir  # the chief goes on from its copy, the other workers from the run they were given
     lock = None  # only the chief keeps what it writes; the others write to scratch space
     log_dir_created = None  # the outermost directory of the TensorBoard run that this session made
     if cluster.is_chief:  # a second trainer on the same run refuses here
@@ -668,20 +685,15 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         run_dir, lock = lock_new_run(run_dir) if default_named else (run_dir, runs.RunLock(run_dir, place_flag))
     try:
         if lock is not None:
-            refuse_a_run_in_the_way(lock, run_dir, resumed)
+            take_run_dir(lock, run_dir, resumed)
         args.run_name, args.save_dir = run_dir.name, str(run_dir.parent)
         args.run_dir = str(run_dir.resolve()) if runs.is_utf8_path(str(run_dir.resolve())) else ""  # "": not known
-        # TensorBoard's name for the run, saved so that a resume writes on where the run wrote.
-        if resumed is not None and fork_dir is None and resumed.copied_from is None:
-            args.log_name = getattr(args, "log_name", None) or resume_dir.name
-        elif lock is None:  # a worker's events go to its scratch space
-            args.log_name = run_dir.name
-        else:
-            log_dir_created = claim_log_name(args, run_dir, resumed)
+        log_dir_created = name_tensorboard_run(args, run_dir, resumed, chief=lock is not None)
         utils.check_path(str(Path(args.log_dir) / args.log_name), "--log_dir", room=80)
         if lock is not None:
+            say_where_events_go(args, run_dir, resumed)
             set_up_run_dir(args, typed, run_dir, resumed)
-            restore_dir = fork_dir or resume_dir
+            restore_from = fork_dir or resume_dir
             write_dir, log_dir = run_dir, Path(args.log_dir) / args.log_name
             if log_dir_created is None:  # not claimed above: the resumed run's own
                 log_dir_created = runs.ensure_writable(log_dir, "--log_dir")
@@ -696,6 +708,6 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         raise
     return Run(args=args, cluster=cluster, corpus=corpus, train_ids=train_ids, val_ids=val_ids, loader=loader,
                eval_batch=max(1, min(args.batch_size, (len(val_ids) - 1) // args.seq_length)),
-               run_dir=run_dir, write_dir=write_dir, log_dir=log_dir, resume_dir=restore_dir,
+               run_dir=run_dir, write_dir=write_dir, log_dir=log_dir, resume_dir=restore_from,
                forked_from=resume_dir if fork_dir is not None else None, lock=lock, log_dir_created=log_dir_created,
                saved_schedule=resumed.saved_schedule if resumed else None, val_changed=val_changed)

@@ -548,7 +548,8 @@ def test_init_from_missing_or_not_a_run(tmp_path: Path) -> None:
 @pytest.mark.parametrize("damage, what", [("truncated", "(not JSON: "), ("not an object", "(not a JSON object)"),
                                           ("wrong type", "(rnn_size is '32')"), ("null", "(print_every is None)"),
                                           ("derived value", "(log_name is 5)"),
-                                          ("derived value out of range", "(input_dropout is 1.5)")])
+                                          ("derived value out of range", "(input_dropout is 1.5)"),
+                                          ("wrong type, typed anew", "(log_dir is 5)")])
 def test_resume_with_damaged_config(run_copy: Path, damage: str, what: str) -> None:
     config = run_copy / "config.json"
     text = config.read_text(encoding="utf-8")
@@ -557,9 +558,11 @@ def test_resume_with_damaged_config(run_copy: Path, damage: str, what: str) -> N
                        "null": re.sub(r'"print_every": \d+', '"print_every": null', text),
                        "derived value": text.replace('"log_name": "run"', '"log_name": 5'),
                        "derived value out of range": re.sub(r'"input_dropout": [\d.]+', '"input_dropout": 1.5', text),
+                       "wrong type, typed anew": re.sub(r'"log_dir": "[^"]*"', '"log_dir": 5', text),
                        }[damage], encoding="utf-8")
     assert config.read_text(encoding="utf-8") != text
-    result = run("train.py", "--init_from", str(run_copy), cwd=run_copy.parents[1])
+    typed_anew = ["--log_dir", "logs2"] if damage.endswith("typed anew") else []  # its saved value is not inherited
+    result = run("train.py", "--init_from", str(run_copy), *typed_anew, cwd=run_copy.parents[1])
     assert_refused(result, "config.json", "damaged " + what)
 
 
