@@ -14,6 +14,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -373,12 +374,21 @@ def test_help_runs_neither_tensorflow_nor_numpy(script: str) -> None:
 
 
 def training_until_its_first_step(tmp_path: Path, corpus: Path, run_name: str,
-                                  **popen) -> tuple[subprocess.Popen, list[str]]:
+                                  ignore_sighup: bool = False) -> tuple[subprocess.Popen, list[str]]:
     """A train.py run too long to end by itself, started and waited for until training really
-    runs; and its stderr lines so far."""
+    runs; and its stderr lines so far. The run starts with the stop signals at their defaults
+    (SIGHUP ignored if ignore_sighup, as under nohup), whatever this test runner inherited: under
+    nohup, or as a shell's background job (SIGINT ignored), train.py rightly leaves an ignored
+    signal ignored, and a test that sent it waited for a stop that never came (the 100,000 steps,
+    10 minutes on a loaded machine), then failed."""
+    def stop_signals_as_given() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN if ignore_sighup and sig == signal.SIGHUP else signal.SIG_DFL)
+
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--input", str(corpus), "--max_steps",
                              "100000", "--eval_every", "100000", "--run_name", run_name, *TINY],
-                            cwd=tmp_path, stderr=subprocess.PIPE, text=True, encoding="utf-8", **popen)
+                            cwd=tmp_path, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                            preexec_fn=stop_signals_as_given)
     lines = []
     for line in proc.stderr:
         lines.append(line)
@@ -391,13 +401,18 @@ def training_until_its_first_step(tmp_path: Path, corpus: Path, run_name: str,
 def test_sigint_saves_and_exits_cleanly(tmp_path: Path, corpus: Path, sig: signal.Signals) -> None:
     proc, lines = training_until_its_first_step(tmp_path, corpus, "interrupted")
     proc.send_signal(sig)
-    for line in proc.stderr:  # an impatient second signal as the process shuts down changes nothing
-        lines.append(line)
-        if "resume with" in line:
-            time.sleep(0.3)  # into the interpreter's shutdown
-            proc.send_signal(sig)
-            break
-    rest = "".join(lines) + proc.communicate(timeout=120)[1]
+    lost_signal = threading.Timer(120, proc.kill)  # a stop that never comes fails here, not at step 100,000
+    lost_signal.start()
+    try:
+        for line in proc.stderr:  # an impatient second signal as the process shuts down changes nothing
+            lines.append(line)
+            if "resume with" in line:
+                time.sleep(0.3)  # into the interpreter's shutdown
+                proc.send_signal(sig)
+                break
+        rest = "".join(lines) + proc.communicate(timeout=120)[1]
+    finally:
+        lost_signal.cancel()
     assert proc.returncode == 0, rest
     step = int(re.search(rf"stopped at step (\d+) by {sig.name}", rest).group(1))
     # Said when it comes: an evaluation in progress may take a while.
@@ -413,8 +428,7 @@ def test_sigint_saves_and_exits_cleanly(tmp_path: Path, corpus: Path, sig: signa
 
 def test_sighup_ignored_as_under_nohup_stays_ignored(tmp_path: Path, corpus: Path) -> None:
     """nohup ignores SIGHUP so that a run outlives its terminal: train.py must not take it back."""
-    proc, lines = training_until_its_first_step(tmp_path, corpus, "nohup",
-                                                preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    proc, lines = training_until_its_first_step(tmp_path, corpus, "nohup", ignore_sighup=True)
     proc.send_signal(signal.SIGHUP)
     time.sleep(1.5)  # steps go on
     proc.send_signal(signal.SIGINT)
