@@ -1155,3 +1155,15 @@ def test_interrupted_preparation_leaves_no_cache_folder(tmp_path: Path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         prepare(write(tmp_path / "in.txt", "hello world\n" * 100), tmp_path)
     assert not (tmp_path / "cache").exists()
+
+
+def test_plain_seconds_may_have_a_fraction() -> None:
+    """--time_budget 90.5 is 90.5 seconds, as 90 is 90: not refused as a duration without its unit."""
+    assert utils.parse_duration("90.5", "--time_budget") == 90.5 and utils.parse_duration("2.", "--time_budget") == 2.0
+
+
+def test_a_name_of_255_bytes_is_taken_and_one_of_256_refused() -> None:
+    """ext4, NTFS and APFS allow names of up to 255 bytes: that one is no error."""
+    utils.check_path("save/" + "x" * 255, "--save_dir")
+    with pytest.raises(CharRNNError, match="a name in it is 256 bytes long"):
+        utils.check_path("save/" + "x" * 256, "--save_dir")

@@ -929,6 +929,8 @@ def test_a_budget_that_runs_out_during_a_save_is_saved_as_reached(tmp_path: Path
     result = run("train.py", "--input", "tiny.txt", *TINY, "--time_budget", f"{budget}s", "--save_every", "5",
                  "--eval_every", "5", "--xla", "off", "--run_name", "r", cwd=tmp_path, wrapper=wrapper)
     assert result.returncode == 0 and f"stopped at step 5 by --time_budget {budget}s" in result.stderr, result.stderr
+    # The loop evaluated step 5 just before: the end does not evaluate the same weights again.
+    assert len(re.findall(r"step 5 epoch \S+: val loss", result.stderr)) == 1, result.stderr
     resumed = run("train.py", "--init_from", "save/r", cwd=tmp_path)
     assert resumed.returncode == 0 and f"had already reached --time_budget {budget}s at step 5" in resumed.stderr, \
         resumed.stderr
@@ -1835,3 +1837,15 @@ def test_a_save_dir_without_latest_names_its_newest_runs_first(tmp_path: Path) -
         runs.resolve_run_dir(str(save), "--save_dir")
     newest = ", ".join(str(save / f"run{age}") for age in range(5))
     assert f"Pass one of its runs, newest first: {newest}" in str(refused.value) and "run5" not in str(refused.value)
+
+
+def test_tf_config_ports_go_up_to_65535(monkeypatch) -> None:
+    """65535 is the last port: 65536 is refused with the others that are no port, not left to TensorFlow."""
+    for port in (1, 65535, 65536, 0):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": [f"a:{port}"]},
+                                                    "task": {"type": "worker", "index": 0}}))
+        if 0 < port < 65536:
+            assert workers.cluster_from_env("multiworker") == workers.Cluster(worker_index=0, num_workers=1)
+        else:
+            with pytest.raises(utils.CharRNNError, match=f"'a:{port}' is not host:port"):
+                workers.cluster_from_env("multiworker")

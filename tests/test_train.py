@@ -919,3 +919,91 @@ def test_mixed_precision_unscales_the_gradients_before_clipping_and_the_update()
     moves = [np.concatenate([(b - v.numpy()).ravel() for v, b in zip(net.trainable_variables, before)]),
              np.concatenate([g.numpy().ravel() for g in want])]
     np.testing.assert_allclose(moves[0], moves[1], rtol=0.05, atol=0.02 * np.abs(moves[1]).max())
+
+
+def test_without_warmup_the_cosine_starts_at_the_peak_at_step_0() -> None:
+    """--warmup_steps 0: step 0 trains at the peak (no division by the warmup's share at step 0)."""
+    import argparse
+
+    from train import learning_rate
+    args = argparse.Namespace(learning_rate=2.0, warmup_steps=0, min_lr_frac=0.1, decay_rate=None)
+    assert learning_rate(args, 0, 0, 0.0) == 2.0
+    assert learning_rate(args, 45, 0, 0.5) == pytest.approx(1.1)  # half way down the cosine
+
+
+def test_loss_scale_doubles_after_each_run_of_growth_steps_and_has_keras_defaults() -> None:
+    """The count of finite steps starts again after each doubling and each overflow, so the scale
+    doubles once per growth_steps finite steps in a row (not at every step once past them); and the
+    defaults are those of Keras' LossScaleOptimizer."""
+    import keras
+    import tensorflow as tf
+
+    from train import LossScale
+    scale, seen = LossScale(initial=8.0, growth_steps=2), []
+    for finite in (True, True, True, True, True, False, True, True):
+        scale.update(tf.constant(finite))
+        seen.append(float(scale.scale))
+    assert seen == [8, 16, 16, 32, 32, 16, 16, 32]
+    reference = keras.mixed_precision.LossScaleOptimizer(keras.optimizers.SGD())
+    default = LossScale()
+    assert (float(default.scale), default.growth_steps) == (reference.initial_scale, reference.dynamic_growth_steps)
+
+
+def test_a_batch_of_one_stream_trains_whole_by_default() -> None:
+    """The default splits a batch into two groups on a CPU under XLA; one stream cannot be split (a
+    group of none made the loss and the weights NaN): it trains as one group, to a finite loss."""
+    import tensorflow as tf
+
+    import model as M
+    from train import batch_groups, make_train_step
+    groups = batch_groups(tf, 0, 1, xla=True)
+    assert groups == 1
+    net = M.CharRNN(M.ModelConfig("lstm", 11, 1, 8, 4), seed=0)
+    step = make_train_step(net, GradientDescent(), 1, 6, 5.0, seed=0, groups=groups)
+    x, y = (tf.constant(np.random.default_rng(0).integers(0, 11, (1, 6)), tf.int32) for _ in range(2))
+    loss, grad_norm, _ = step(x, y, net.initial_state(1), tf.constant(0.1), tf.constant(0, tf.int64))
+    assert np.isfinite(float(loss)) and np.isfinite(float(grad_norm))
+    assert all(np.isfinite(v.numpy()).all() for v in net.trainable_variables)
+
+
+def test_the_first_stop_signal_names_the_stop() -> None:
+    """SIGTERM from a job scheduler, then Ctrl-C while it stops: the run was stopped by SIGTERM."""
+    import argparse
+    import types
+
+    from train import Trainer
+    trainer = types.SimpleNamespace(args=argparse.Namespace(stop_at_step=0), step=5)
+    assert Trainer.stop_reason(trainer, 0.5, True, [signal.SIGTERM, signal.SIGINT]) == "SIGTERM"
+    assert Trainer.stop_reason(trainer, 0.5, True, []) == "another worker's signal"
+
+
+def test_a_session_that_saved_nothing_removes_only_its_own_events(tmp_path: Path) -> None:
+    """Resumed in its own TensorBoard folder, a session that saved nothing removes the event file
+    it wrote, never the run's earlier ones."""
+    import types
+
+    from train import undo_session
+    log_dir = tmp_path / "logs" / "r"
+    log_dir.mkdir(parents=True)
+    (log_dir / "events.out.tfevents.1.host").write_bytes(b"earlier")
+    before = set(os.listdir(log_dir))
+    (log_dir / "events.out.tfevents.2.host").write_bytes(b"this session's")
+    run = types.SimpleNamespace(log_dir=log_dir, log_dir_created=None, log_files_before=before, config_before=None,
+                                run_dir=tmp_path / "save" / "r")
+    undo_session(run)
+    assert os.listdir(log_dir) == ["events.out.tfevents.1.host"]
+
+
+def test_a_failure_before_the_first_step_saves_nothing_after_it() -> None:
+    """save_after_failure keeps steps trained since the last checkpoint: at the session's first step
+    there are none, and a fresh run must not be kept as a checkpoint of its untrained weights."""
+    import types
+
+    import workers
+    from train import Trainer
+    saved = []
+    trainer = types.SimpleNamespace(writer=object(), step=0, start_step=0, saved_step=-1, save=saved.append,
+                                    manager="manager", run=types.SimpleNamespace(cluster=workers.Cluster()))
+    assert Trainer.save_after_failure(trainer) is False and saved == []
+    trainer.step = 3  # steps trained since: saved
+    assert Trainer.save_after_failure(trainer) is True and saved == ["manager"]
