@@ -23,9 +23,17 @@ def pytest_configure(config) -> None:
     if hasattr(config, "workerinput") or _XLA_CACHE_FLAG in os.environ.get("TF_XLA_FLAGS", ""):
         return  # an xdist worker inherits the controller's cache; a user's own flag stands
     config.xla_cache_dir = tempfile.mkdtemp(prefix="char-rnn-tests-xla-")
-    os.environ["TF_XLA_FLAGS"] = f"{os.environ.get('TF_XLA_FLAGS', '')} {_XLA_CACHE_FLAG}={config.xla_cache_dir}".strip()
+    config.tf_xla_flags_before = os.environ.get("TF_XLA_FLAGS")
+    # Quoted: TensorFlow splits TF_XLA_FLAGS at whitespace, and a temporary directory under a path with
+    # a space (TMPDIR, a Windows user name) would put the cache in the truncated path, never removed.
+    os.environ["TF_XLA_FLAGS"] = f'{config.tf_xla_flags_before or ""} {_XLA_CACHE_FLAG}="{config.xla_cache_dir}"'.strip()
 
 
 def pytest_unconfigure(config) -> None:
     if getattr(config, "xla_cache_dir", None):
         shutil.rmtree(config.xla_cache_dir, ignore_errors=True)
+        # A second session in this process (pytest.main again) makes its own cache, not this removed one.
+        if config.tf_xla_flags_before is None:
+            os.environ.pop("TF_XLA_FLAGS", None)
+        else:
+            os.environ["TF_XLA_FLAGS"] = config.tf_xla_flags_before
