@@ -554,13 +554,14 @@ def split_validation(args: argparse.Namespace, corpus: "dataset.Corpus",
     return corpus.split(args.val_frac, by=args.val_split)
 
 
-def check_validation_window(args: argparse.Namespace, scored: int, val_symbols: int, resumed: bool) -> None:
-    """Refuse a validation text (of val_symbols, of which --eval_symbols leaves scored) shorter than
-    one window: seq_length inputs and, one symbol on, their targets."""
-    if scored > args.seq_length:
+def check_validation_window(args: argparse.Namespace, val_kept: int, val_symbols: int, resumed: bool) -> None:
+    """Refuse a validation text shorter than one window: seq_length inputs and, one symbol on, their
+    targets. Of its val_symbols, --eval_symbols keeps val_kept (the symbols scored and one more, the
+    last one's target)."""
+    if val_kept > args.seq_length:
         return
     capped = val_symbols > args.seq_length  # else --eval_symbols cannot help
-    kept = (f"--eval_symbols {args.eval_symbols} scores {scored - 1:,} of its {val_symbols:,}" if capped
+    kept = (f"--eval_symbols {args.eval_symbols} scores {val_kept - 1:,} of its {val_symbols:,}" if capped
             else f"--val_frac {args.val_frac} keeps {val_symbols:,} symbol{'s' * (val_symbols != 1)}")
     if not resumed:
         fix = f"Raise {'--eval_symbols' if capped else '--val_frac'}, or lower --seq_length"
@@ -621,7 +622,8 @@ def name_tensorboard_run(args: argparse.Namespace, run_dir: Path, resumed: Resum
 
 
 def say_where_events_go(args: argparse.Namespace, run_dir: Path, resumed: Resumed | None) -> None:
-    """Tell why the chief's new TensorBoard run is not named as the run is."""
+    """Tell the chief's user why its new TensorBoard run is named as it is: a copy made by hand
+    writes apart from its source's run; a new run whose own name was taken says which it took."""
     if resumed is not None and resumed.copied_from is not None:
         log.info("%s is a copy of %s (its config.json was written there): its TensorBoard run is %s, apart "
                  "from that run's", resumed.dir, resumed.copied_from, args.log_name)
@@ -677,7 +679,6 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     # TensorFlow's longest names below them, e.g. best/ckpt-N_temp/part-00000-of-00001.data-00000-of-00001
     place_flag = "--init_from" if run_dir == resume_dir else "--save_dir"
     utils.check_path(str(run_dir), place_flag, room=80)
-    restore_from = resume_dir  # the chief goes on from its copy, the other workers from the run they were given
     lock = None  # only the chief keeps what it writes; the others write to scratch space
     log_dir_created = None  # the outermost directory of the TensorBoard run that this session made
     if cluster.is_chief:  # a second trainer on the same run refuses here
@@ -693,7 +694,6 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         if lock is not None:
             say_where_events_go(args, run_dir, resumed)
             set_up_run_dir(args, typed, run_dir, resumed)
-            restore_from = fork_dir or resume_dir
             write_dir, log_dir = run_dir, Path(args.log_dir) / args.log_name
             if log_dir_created is None:  # not claimed above: the resumed run's own
                 log_dir_created = runs.ensure_writable(log_dir, "--log_dir")
@@ -706,6 +706,8 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
         if log_dir_created is not None:
             runs.remove_created(Path(args.log_dir) / args.log_name, log_dir_created)
         raise
+    # The chief goes on from its copy of a forked run; the other workers from the run they were given.
+    restore_from = (fork_dir or resume_dir) if lock is not None else resume_dir
     return Run(args=args, cluster=cluster, corpus=corpus, train_ids=train_ids, val_ids=val_ids, loader=loader,
                eval_batch=max(1, min(args.batch_size, (len(val_ids) - 1) // args.seq_length)),
                run_dir=run_dir, write_dir=write_dir, log_dir=log_dir, resume_dir=restore_from,

@@ -56,7 +56,7 @@ def run_python(code: str, *args: str, env: dict | None = None, **kwargs) -> subp
 
 @pytest.mark.parametrize("text, seconds", [("600", 600), ("90s", 90), ("15m", 900), ("1h30m", 5400),
                                            ("2h", 7200), ("1.5h", 5400), (" 1d ", 86400), ("0", 0),
-                                           ("2H", 7200), ("15M", 900)])
+                                           ("2H", 7200), ("15M", 900), ("90.5", 90.5), ("2.", 2.0)])
 def test_parse_duration(text: str, seconds: float) -> None:
     assert utils.parse_duration(text, "--time_budget") == seconds
 
@@ -65,6 +65,13 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(CharRNNError, match="^--time_budget .*: invalid duration"):
         utils.parse_duration(text, "--time_budget")
+
+
+def test_a_name_of_255_bytes_is_taken_and_one_of_256_refused() -> None:
+    """ext4, NTFS and APFS allow names of up to 255 bytes: that one is no error."""
+    utils.check_path("save/" + "x" * 255, "--save_dir")
+    with pytest.raises(CharRNNError, match="a name in it is 256 bytes long"):
+        utils.check_path("save/" + "x" * 256, "--save_dir")
 
 
 def test_clip_name_keeps_what_fits_and_whole_characters() -> None:
@@ -1155,15 +1162,3 @@ def test_interrupted_preparation_leaves_no_cache_folder(tmp_path: Path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         prepare(write(tmp_path / "in.txt", "hello world\n" * 100), tmp_path)
     assert not (tmp_path / "cache").exists()
-
-
-def test_plain_seconds_may_have_a_fraction() -> None:
-    """--time_budget 90.5 is 90.5 seconds, as 90 is 90: not refused as a duration without its unit."""
-    assert utils.parse_duration("90.5", "--time_budget") == 90.5 and utils.parse_duration("2.", "--time_budget") == 2.0
-
-
-def test_a_name_of_255_bytes_is_taken_and_one_of_256_refused() -> None:
-    """ext4, NTFS and APFS allow names of up to 255 bytes: that one is no error."""
-    utils.check_path("save/" + "x" * 255, "--save_dir")
-    with pytest.raises(CharRNNError, match="a name in it is 256 bytes long"):
-        utils.check_path("save/" + "x" * 256, "--save_dir")
