@@ -456,6 +456,87 @@ def test_hang_watch_watches_each_function_from_its_given_call() -> None:
     assert HangWatch(0.0).watched(len) is len  # one machine: nothing wrapped
 
 
+def test_hang_watch_times_each_exchange_from_its_own_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--peer_timeout times an exchange while it waits: work a worker does alone between exchanges
+    (its evaluation, its save) never counts, however long; an exchange that waits too long aborts
+    this worker's collectives."""
+    import tensorflow as tf
+    from tensorflow.python.eager import context
+
+    from workers import HangWatch
+    aborted = []
+    monkeypatch.setattr(context.Context, "abort_collective_ops", lambda self, code, message: aborted.append(code))
+    watch = HangWatch(1.0)  # checked every 0.25 s
+    try:
+        with watch.waiting():
+            pass  # a quick exchange
+        time.sleep(2.5)  # then long work alone
+        assert not watch.fired and not aborted
+        with watch.waiting():
+            deadline = time.monotonic() + 20
+            while not watch.fired and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert watch.fired and aborted == [tf.errors.UNAVAILABLE]
+    finally:
+        watch.stop()
+
+
+def test_workers_that_restored_other_checkpoints_are_named_by_worker() -> None:
+    """check_same_checkpoint compares each replica's step and trained seconds (two copies of a run
+    may stand at the same step), and names workers, not replicas, when each has several devices."""
+    import types
+
+    import workers
+    from train import Trainer
+    from utils import CharRNNError
+    rows = {}  # each replica's row, as the gather returns them: two workers of two devices each
+
+    def gather(values):
+        rows["here"] = values
+        return np.array([values, values, rows["other"], rows["other"]], dtype=np.float64)
+
+    trainer = types.SimpleNamespace(gather=gather, step=40, seconds_before=12.5,
+                                    strategy=types.SimpleNamespace(num_replicas_in_sync=4),
+                                    run=types.SimpleNamespace(cluster=workers.Cluster(0, 2),
+                                                              run_dir=Path("save") / "mw"))
+    rows["other"] = [40, 12.5]
+    Trainer.check_same_checkpoint(trainer)  # the same checkpoint: nothing to say
+    rows["other"] = [40, 30.0]  # the same step of another copy or run
+    with pytest.raises(CharRNNError, match=r"different checkpoints of mw: worker 0 at step 40 \(12\.5 s trained\), "
+                                           r"worker 1 at step 40 \(30\.0 s trained\)\. Give"):
+        Trainer.check_same_checkpoint(trainer)
+
+
+def test_workers_training_on_other_text_of_the_same_length_are_refused() -> None:
+    """check_same_flags compares a sample of the training text's ids, not only its length, vocabulary
+    and validation part: a worker whose text differs only within its training part trained in silence."""
+    import types
+
+    import workers
+    from train import Trainer
+    from utils import CharRNNError
+
+    class Args:  # every flag the same on both workers
+        def __getattr__(self, name):
+            return 0
+
+    def trainer(ids, others=None):
+        sent = []
+
+        def gather(values):
+            sent.append(values)
+            return np.array([values] + ([others] if others else []), dtype=np.float64)
+        corpus = types.SimpleNamespace(ids=np.array(ids, dtype=np.int32), vocab=types.SimpleNamespace(symbols="abc"))
+        return types.SimpleNamespace(gather=gather, args=Args(), sent=sent,
+                                     run=types.SimpleNamespace(cluster=workers.Cluster(0, 2), corpus=corpus))
+    ids = [0, 1, 2] * 50
+    chief = trainer(ids)
+    Trainer.check_same_flags(chief)  # what the chief sends
+    Trainer.check_same_flags(trainer(ids, others=chief.sent[0]))  # the same text: nothing to say
+    with pytest.raises(CharRNNError, match=r"other flags or text than worker 0 \(the chief\): the text\. Start"):
+        Trainer.check_same_flags(trainer(ids[:70] + [2] + ids[71:], others=chief.sent[0]))
+
+
 def test_val_best_loss_is_the_best_so_far(tmp_path: Path, corpus: Path) -> None:
     """The HParams table compares runs by each metric's last value: val/best_loss holds the best, also
     after a worse evaluation (a learning rate high enough that steps 2 and 3 validate worse than 1)."""
