@@ -143,10 +143,7 @@ def test_a_cut_vocabulary_says_its_losses_compare_only_with_the_same_cut(tmp_pat
     assert share and float(share[1]) == pytest.approx(100 * rare / len(text), abs=0.01), result.stderr
 
 
-def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Path, monkeypatch) -> None:
-    # Compiled afresh, not loaded from the session's XLA cache (conftest.py): loaded, the first step
-    # is about as quick as the others, and a time left that counted it would pass below.
-    monkeypatch.delenv("TF_XLA_FLAGS", raising=False)
+def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Path) -> None:
     result = train(tmp_path, "--input", str(corpus), "--max_steps", "20", "--eval_every", "10", *TINY)
     assert result.returncode == 0, result.stderr
     assert f"tensorboard --logdir {tmp_path / 'logs'}\n" in result.stderr  # to paste in a terminal opened elsewhere
