@@ -23,8 +23,11 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import pytest
+from test_data import run_python
 
 if TYPE_CHECKING:
+    import argparse
+
     import tensorflow as tf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -474,8 +477,7 @@ def test_hang_watch_times_each_exchange_from_its_own_start() -> None:
     """--peer_timeout times an exchange while it waits: work a worker does alone between exchanges
     (its evaluation, its save) never counts, however long; an exchange that waits too long fires the
     watch, which aborts the process's collectives (in a process of its own, so none of the tests')."""
-    result = subprocess.run([sys.executable, "-c", HANG_WATCH_PROGRAM], cwd=ROOT, capture_output=True, text=True,
-                            encoding="utf-8", timeout=120)
+    result = run_python(HANG_WATCH_PROGRAM, text=True, encoding="utf-8")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["after work alone: False", "after a long exchange: True"], result.stdout
 
@@ -721,14 +723,19 @@ def test_old_flags_keep_their_meaning(tmp_path: Path) -> None:
     assert carried and not any(np.any(value) for value in carried.values()), carried
 
 
-def test_apply_old_flag_names_drops_the_warmup_only_where_none_was_typed() -> None:
+def parsed_flags(*argv: str) -> tuple["argparse.Namespace", set[str]]:
+    """train.py's flags and the names typed (old names as the new), as its main reads them."""
     import plan
     from utils import explicit_flags
+    parser = plan.build_parser()
+    args = parser.parse_args(list(argv))
+    return args, plan.apply_old_flag_names(args, explicit_flags(parser, list(argv)))
+
+
+def test_apply_old_flag_names_drops_the_warmup_only_where_none_was_typed() -> None:
     for argv, warmup in ((["--decay_rate", "0.97"], 0), (["--decay_rate", "0.97", "--warmup_steps", "50"], 50),
                          (["--warmup_steps", "50"], 50), ([], 100)):
-        parser = plan.build_parser()
-        args = parser.parse_args(argv)
-        plan.apply_old_flag_names(args, explicit_flags(parser, argv))
+        args, _ = parsed_flags(*argv)
         assert args.warmup_steps == warmup, argv
 
 
@@ -736,18 +743,13 @@ def test_a_typed_keep_probability_replaces_the_saved_dropout_on_resume(tmp_path:
     """--output_keep_prob on resume is a typed --dropout: it replaces the saved rate (one other than
     the default 0.25, which a saved default would hide), and the embedded input's as well."""
     import plan
-    from utils import explicit_flags
 
     def resumed_with(*argv: str) -> tuple[float, float]:
-        parser = plan.build_parser()
-        args = parser.parse_args(list(argv))
-        typed = plan.apply_old_flag_names(args, explicit_flags(parser, list(argv)))
+        args, typed = parsed_flags(*argv)
         plan.merge_resume_config(args, typed, tmp_path)
         return args.dropout, args.input_dropout
 
-    parser = plan.build_parser()
-    saved = parser.parse_args(["--dropout", "0.5"])
-    plan.apply_old_flag_names(saved, {"dropout"})
+    saved, _ = parsed_flags("--dropout", "0.5")
     (tmp_path / "config.json").write_text(json.dumps({"args": plan.saved_flags(saved)}), encoding="utf-8")
     assert resumed_with("--init_from", str(tmp_path)) == (0.5, 0.0)
     assert resumed_with("--init_from", str(tmp_path), "--output_keep_prob", "0.8") == (0.2, 0.2)
