@@ -174,7 +174,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     out.add_argument("--print_every", type=int, default=50, metavar="N",
                      help="progress line every N steps when not on a terminal")
     out.add_argument("--sample_length", type=int, default=300,
-                     help="characters of the TensorBoard text sample at each validation")
+                     help="characters of the TensorBoard text sample at each validation (0: no sample)")
 
     misc = p.add_argument_group("misc")
     misc.add_argument("--seed", type=int, default=1234, help="seed for weights, data order and dropout")
@@ -225,9 +225,10 @@ def check_args(args: argparse.Namespace) -> None:
     need(args.num_epochs >= 0, "num_epochs", "must be 0 (no epoch limit) or positive")
     need(args.num_epochs or args.max_steps or args.time_budget is not None, "num_epochs",
          "0 leaves the run without a length limit: give --max_steps or --time_budget too")
-    for flag in ("save_every", "eval_every", "keep", "print_every", "sample_length"):
+    for flag in ("save_every", "eval_every", "keep", "print_every"):
         need(getattr(args, flag) > 0, flag, "must be positive")
-    need(args.sample_length <= 100000, "sample_length", "must be at most 100000 (characters of each TensorBoard sample)")
+    need(0 <= args.sample_length <= 100000, "sample_length",
+         "must be from 0 (no sample) to 100000 (characters of each TensorBoard sample)")
     need(-2**63 <= args.seed < 2**63, "seed",  # TensorFlow's seeds are int64
          f"must be from {-2**63} to {2**63 - 1} (a signed 64-bit number), e.g. 1234")
     for flag in ("max_steps", "stop_at_step", "warmup_steps", "max_vocab", "eval_symbols"):

@@ -481,10 +481,10 @@ class Trainer:
         self.last_val, self.last_val_step = val_loss, self.step
         improved = val_loss < float(self.best_val)
         chief = self.run.cluster.is_chief
-        if chief:
+        chars = self.args.sample_length
+        if chief and chars:
             # --sample_length counts characters: a jamo model writes ~2 symbols each, so it writes
             # more symbols than needed and the text is cut, whole syllables up to its end.
-            chars = self.args.sample_length
             per_symbol = self.chars_per_symbol["train"]
             symbols = chars if per_symbol == 1.0 else math.ceil(chars / per_symbol * 1.5) + 3
             sample = self.model_lib.generate(self.net, tf.constant([[self.vocab.start_id]], tf.int32), symbols,
@@ -500,7 +500,8 @@ class Trainer:
                 tf.summary.scalar("val/perplexity", val_perplexity)
                 # The HParams table shows each metric's last value: the best is what compares runs.
                 tf.summary.scalar("val/best_loss", min(float(self.best_val), val_loss))
-                tf.summary.text("sample", markdown_verbatim(self.vocab.decode(sample.numpy()[0])[:chars]))
+                if chars:
+                    tf.summary.text("sample", markdown_verbatim(self.vocab.decode(sample.numpy()[0])[:chars]))
             self.writer.flush()
         log.info(f"step {self.step} epoch {self.epoch_position()}: val loss {val_loss:.4f} nats/symbol, {val_bpc:.4f} "
                  f"bits/char, perplexity {val_perplexity:.3f} per char{'  (best)' if improved else ''}")

@@ -223,6 +223,7 @@ def test_bad_corpus_is_refused(tmp_path: Path, kind: str) -> None:
     (["--peer_timeout", "5s"], "--peer_timeout 5s: must be at least 10s"),
     (["--seed", str(2**70)], "--seed"),
     (["--sample_length", str(10**9)], "--sample_length"),
+    (["--sample_length", "-1"], "--sample_length -1: must be from 0 (no sample)"),
     (["--batch_groups", "5"], "--batch_groups 5"),  # more groups than TINY's 4 streams
     (["--model", "nas"], "--model: nas (NASCell) came from TensorFlow 1's tf.contrib"),  # char-rnn-tensorflow's
     (["--run_name", "../elsewhere"], "--run_name ../elsewhere: must be a plain directory name"),

@@ -542,13 +542,15 @@ def test_val_best_loss_is_the_best_so_far(tmp_path: Path, corpus: Path) -> None:
     """The HParams table compares runs by each metric's last value: val/best_loss holds the best, also
     after a worse evaluation (a learning rate high enough that steps 2 and 3 validate worse than 1)."""
     result = train(tmp_path, "--input", str(corpus), *TINY, "--max_steps", "6", "--eval_every", "1",
-                   "--learning_rate", "0.3", "--warmup_steps", "1", "--xla", "off", "--run_name", "b")
+                   "--learning_rate", "0.3", "--warmup_steps", "1", "--xla", "off", "--sample_length", "0",
+                   "--run_name", "b")
     assert result.returncode == 0, result.stderr
     scalars = read_scalars(tmp_path / "logs" / "b")
     losses = [value for _, value in scalars["val/loss"]]
     best = [min(losses[:i + 1]) for i in range(len(losses))]
     assert best != losses, losses  # else this run shows nothing: no evaluation was worse than an earlier one
     assert [value for _, value in scalars["val/best_loss"]] == pytest.approx(best)
+    assert "sample" not in scalars  # --sample_length 0: validation without the text sample
 
 
 def test_keep_prunes_old_checkpoints_and_the_run_that_saved_last_is_used(tmp_path: Path, corpus: Path) -> None:
