@@ -24,7 +24,9 @@ from test_train import ROOT, checkpoint_weights, read_scalars, tiny_text
 
 TINY = ["--num_layers", "1", "--rnn_size", "32", "--embedding_size", "16", "--batch_size", "8",
         "--seq_length", "16", "--print_every", "10", "--warmup_steps", "5", "--learning_rate", "0.01",
-        "--strategy", "multiworker", "--run_name", "mw"]
+        "--strategy", "multiworker", "--run_name", "mw", "--xla", "off"]  # no 3 s compile per worker
+# The first test trains with the compiled step users train with (the last --xla given wins).
+COMPILED = ["--xla", "on"]
 
 
 def free_ports(count: int) -> list[str]:
@@ -64,7 +66,7 @@ def finish(procs: list[subprocess.Popen], timeout: int = 240) -> list[str]:
 def test_two_workers_train_resume_and_sample(tmp_path: Path) -> None:
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
     chief, worker = finish(start_workers(tmp_path, "--input", "tiny.txt", "--max_steps", "40",
-                                         "--eval_every", "20", *TINY))
+                                         "--eval_every", "20", *TINY, *COMPILED))
     assert "2 replicas in sync, worker 0 of 2" in chief and "worker 1 of 2" in worker
     assert "worker 0 of 2: waiting for all the workers of TF_CONFIG's cluster to start" in chief  # not in silence
     # Both replicas computed the same validation loss: they hold the same weights.

@@ -31,8 +31,13 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 ROOT = Path(__file__).resolve().parents[1]
+# Most of a tiny run's 10 s is start-up: --xla off saves the 3 s of compiling the step, and
+# --sample_length 0 the 1.5 s of the TensorBoard sample's. The tests that look at a sample give a
+# length, and those whose figures come from the compiled step users train with put COMPILED after
+# TINY (the last of a flag given wins).
 TINY = ["--num_layers", "1", "--rnn_size", "32", "--embedding_size", "16", "--batch_size", "4",
-        "--seq_length", "16", "--print_every", "5", "--sample_length", "40", "--warmup_steps", "5"]
+        "--seq_length", "16", "--print_every", "5", "--sample_length", "0", "--warmup_steps", "5", "--xla", "off"]
+COMPILED = ["--xla", "on"]
 
 
 def tiny_text(seed: int = 0, words: str = "the cat sat on a mat and the dog ran to the red barn while birds sang") -> str:
@@ -120,7 +125,7 @@ def checkpoint_weights(path: str, prefix: str = "model/") -> dict[str, np.ndarra
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_each_cell_trains_and_loss_falls(tmp_path: Path, corpus: Path, cell: str) -> None:
     result = train(tmp_path, "--input", str(corpus), "--model", cell, "--max_steps", "60",
-                   "--eval_every", "30", "--learning_rate", "0.01", *TINY)
+                   "--eval_every", "30", "--learning_rate", "0.01", *TINY, *COMPILED)
     assert result.returncode == 0, result.stderr
     run = only_run(tmp_path / "save")
     scalars = read_scalars(tmp_path / "logs" / run.name)
@@ -147,7 +152,8 @@ def test_a_cut_vocabulary_says_its_losses_compare_only_with_the_same_cut(tmp_pat
 
 
 def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Path) -> None:
-    result = train(tmp_path, "--input", str(corpus), "--max_steps", "20", "--eval_every", "10", *TINY)
+    result = train(tmp_path, "--input", str(corpus), "--max_steps", "20", "--eval_every", "10", *TINY,
+                   "--sample_length", "40")
     assert result.returncode == 0, result.stderr
     assert f"tensorboard --logdir {tmp_path / 'logs'}\n" in result.stderr  # to paste in a terminal opened elsewhere
     assert "unknown symbol" not in result.stderr  # the whole vocabulary: nothing to compare apart
@@ -283,7 +289,7 @@ def test_a_closed_terminal_does_not_end_the_run(tmp_path: Path, corpus: Path) ->
 def test_eta_counts_to_stop_at_step(tmp_path: Path, corpus: Path) -> None:
     """A pause at --stop_at_step 20 of a 100,000-step run: the time left is to step 20."""
     result = train(tmp_path, "--input", str(corpus), "--max_steps", "100000", "--stop_at_step", "20",
-                   "--eval_every", "20", "--xla", "off", *TINY)
+                   "--eval_every", "20", *TINY)
     assert result.returncode == 0, result.stderr
     h, m, s = map(int, re.search(r"step 15 epoch \S+ loss \S+ val \S+ ETA (\d+):(\d\d):(\d\d)", result.stderr).groups())
     assert h * 3600 + m * 60 + s < 60, result.stderr
@@ -295,7 +301,7 @@ def test_eta_counts_to_stop_at_step(tmp_path: Path, corpus: Path) -> None:
 def test_resume_reaches_the_same_weights(tmp_path: Path, corpus: Path) -> None:
     # Flags off their defaults, so that any of them lost on resume changes the weights (the clip binds).
     common = ["--input", str(corpus), "--max_steps", "24", "--eval_every", "8", "--save_every", "8",
-              "--dropout", "0.2", "--grad_clip", "0.35", "--min_lr_frac", "0.2", *TINY]
+              "--dropout", "0.2", "--grad_clip", "0.35", "--min_lr_frac", "0.2", *TINY, *COMPILED]
     # The uninterrupted run goes side by side with the first half of the split one (a core each).
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         running = pool.submit(train, tmp_path, *common, "--run_name", "whole")
@@ -542,8 +548,7 @@ def test_val_best_loss_is_the_best_so_far(tmp_path: Path, corpus: Path) -> None:
     """The HParams table compares runs by each metric's last value: val/best_loss holds the best, also
     after a worse evaluation (a learning rate high enough that steps 2 and 3 validate worse than 1)."""
     result = train(tmp_path, "--input", str(corpus), *TINY, "--max_steps", "6", "--eval_every", "1",
-                   "--learning_rate", "0.3", "--warmup_steps", "1", "--xla", "off", "--sample_length", "0",
-                   "--run_name", "b")
+                   "--learning_rate", "0.3", "--warmup_steps", "1", "--sample_length", "0", "--run_name", "b")
     assert result.returncode == 0, result.stderr
     scalars = read_scalars(tmp_path / "logs" / "b")
     losses = [value for _, value in scalars["val/loss"]]
@@ -578,7 +583,8 @@ def test_keep_prunes_old_checkpoints_and_the_run_that_saved_last_is_used(tmp_pat
 
 
 def test_mixed_precision_trains_resumes_and_samples_in_float32(tmp_path: Path, corpus: Path) -> None:
-    common = ["--input", str(corpus), "--eval_every", "30", "--learning_rate", "0.01", "--run_name", "mp", *TINY]
+    common = ["--input", str(corpus), "--eval_every", "30", "--learning_rate", "0.01", "--run_name", "mp",
+              *TINY, *COMPILED]
     result = train(tmp_path, *common, "--max_steps", "60", "--mixed_precision")
     assert result.returncode == 0, result.stderr
     assert "--mixed_precision on a CPU" in result.stderr  # this machine has no GPU: said, not hidden
@@ -708,7 +714,8 @@ def test_old_flags_keep_their_meaning(tmp_path: Path) -> None:
     at --learning_rate (no warmup), and a keep probability is saved as the dropout it means."""
     short = tmp_path / "short.txt"
     short.write_text("\n".join(tiny_text().splitlines()[:30]) + "\n", encoding="utf-8")
-    no_warmup = TINY[:TINY.index("--warmup_steps")]
+    at = TINY.index("--warmup_steps")
+    no_warmup = TINY[:at] + TINY[at + 2:]
     result = train(tmp_path, "--input", str(short), "--num_epochs", "2", "--learning_rate", "0.01",
                    "--decay_rate", "0.5", "--output_keep_prob", "0.8", *no_warmup)
     assert result.returncode == 0, result.stderr
