@@ -483,6 +483,13 @@ def test_run_directories_as_found_on_disk(trained, run_copy: Path) -> None:
     assert_refused(run("train.py", "--init_from", str(run_copy), cwd=save.parent), ".lock: cannot open the run's lock")
     assert file_hashes(save) == before
     (save / "run" / ".lock").rmdir()
+    # A `latest` that is a folder: told before training, not at the first save, and no run is begun.
+    (save / "latest").unlink()
+    (save / "latest").mkdir()
+    assert_refused(run("train.py", "--input", str(trained["corpus"]), *TINY, "--run_name", "q2", cwd=save.parent),
+                   "latest is not a file: the save directory keeps", "choose another --save_dir")
+    assert not (save / "q2").exists()
+    (save / "latest").rmdir()
     # A name of 201-255 bytes (renamed by hand, or saved by an earlier resume) resumes, again and again.
     long_name = save / ("n" * 240)
     run_copy.rename(long_name)
@@ -1825,6 +1832,9 @@ def test_tf_config_places_each_task_in_the_cluster(monkeypatch) -> None:
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker",
                                                                                              "index": 2}}))
     with pytest.raises(utils.CharRNNError, match="is not in the cluster"):
+        workers.cluster_from_env("multiworker")
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster}))  # the task left out: which one is this?
+    with pytest.raises(utils.CharRNNError, match="needs TF_CONFIG with 'task' set, e.g. TF_CONFIG="):
         workers.cluster_from_env("multiworker")
 
 

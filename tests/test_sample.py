@@ -195,6 +195,10 @@ def test_prime_outside_a_limited_vocabulary_and_identical_greedy_samples(caplog)
     (["--seed", str(2**64 - 1)], "must be from -9223372036854775808 to 9223372036854775807"),  # not "64 bits"
     (["--temperature", "inf"], "--temperature inf: must be a positive finite number"),  # not "positive"
     (["--top_p", "0"], "--top_p 0.0: must be above 0"), (["--top_k", "-1"], "--top_k -1: must be 0 \\(off\\) or positive"),
+    (["--top_k", str(2**31)], "--top_k 2147483648: must be at most 2,147,483,647"),  # the compiled loop's int32
+    (["--num_samples", "0"], "--num_samples 0: must be from 1 to 4096"),
+    (["--num_samples", "4097"], "--num_samples 4097: must be from 1 to 4096"),
+    (["--num_samples", "2", "-n", "50000001"], "--num_samples 2 x -n 50000001: .* at most 100,000,000 characters"),
     # Bytes that cp949 reads are a Korean terminal's, maybe; bytes that it does not say nothing.
     (["--prime", os.fsdecode("한".encode("cp949"))], "which read '한' as cp949: a terminal set to EUC-KR"),
     (["--prime", os.fsdecode(b"\xff\xfeA")], r"not valid UTF-8 \(bytes ff fe 41\); set the terminal to UTF-8"),
