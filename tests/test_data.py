@@ -149,10 +149,17 @@ def test_round_trip(tmp_path: Path, monkeypatch, name: str, read_bytes: int) -> 
     assert corpus.ids.dtype == np.uint16 and isinstance(corpus.ids, np.memmap)
 
 
+def _lost_a_byte(data: bytes, at: int) -> bytes:
+    return data[:at] + data[at + 1:]
+
+
 def test_utf16_without_a_bom_is_told_from_binary_numbers(tmp_path: Path) -> None:
     for name, data, needle in [("ko16.txt", "한국어 문장입니다\n".encode("utf-16-le") * 50, "--encoding utf-16-le"),
                                ("en16.txt", "plain text\n".encode("utf-16-be") * 50, "--encoding utf-16-be"),
-                               ("small.bin", (np.arange(1000, dtype=np.int16) % 200).tobytes(), "binary file")]:
+                               ("small.bin", (np.arange(1000, dtype=np.int16) % 200).tobytes(), "binary file"),
+                               # NULs on both sides (UTF-16 that lost a byte halfway): no byte order reads it all
+                               ("shifted.txt", _lost_a_byte(("plain text here\n" * 40).encode("utf-16-le"), 320),
+                                "binary file")]:
         with pytest.raises(utils.CharRNNError, match=needle):
             decoding.check_looks_like_text(tmp_path / name, data, "utf-8", 0)
     # Under --encoding utf-16 (or utf-32), which needs the mark, the byte order to pass instead.
@@ -578,6 +585,10 @@ ENGLISH = "It\u2019s true \u2014 \u201cna\u00efve caf\u00e9\u201d. Don\u2019t yo
      "but ends in the middle of a character"),
     ("utf-16-be", "갊\n".encode("utf-16-be") * 40 + b"\xdc\x00" + "abc\n".encode("utf-16-be"), "line 41, byte offset 160 "
      ".*the text before it is utf-16-be, so these are damaged bytes.*iconv -c -f utf-16be -t utf-8"),
+    # UTF-32 marked big-endian, damaged past the first 64 KiB: the bytes around the bad one, which
+    # hold no mark, are read in the mark's byte order (read little-endian, they were "a binary file").
+    ("utf-32", b"\x00\x00\xfe\xff" + "갊\n".encode("utf-32-be") * 10000 + b"\x00\x11\x00\x00" + "abc\n".encode("utf-32-be"),
+     "line 10,001, byte offset 80,004 .*the text before it is utf-32, so these are damaged bytes"),
 ])
 def test_a_file_in_its_encoding_is_told_where_it_is_damaged(tmp_path: Path, encoding: str, data: bytes,
                                                              expected: str) -> None:
@@ -592,6 +603,11 @@ def test_a_wrong_encoding_that_decodes_is_caught(tmp_path: Path, caplog) -> None
     decodes as well, into mojibake: refused."""
     path = write(tmp_path / "wide.txt", ("some text\n" * 50).encode("utf-32"))
     with pytest.raises(CharRNNError, match="under --encoding utf-16 the text is 50% NUL characters"):
+        prepare(path, tmp_path, encoding="utf-16")
+    # Emoji in UTF-32 read as UTF-16 are two characters, neither a NUL: fewer NULs, refused all the same.
+    path = write(tmp_path / "emoji.txt", ("I \u2764\ufe0f \U0001f600\U0001f389\U0001f388 party \U0001f973\U0001f973!\n" * 50)
+                 .encode("utf-32"))
+    with pytest.raises(CharRNNError, match="under --encoding utf-16 the text is 37% NUL characters"):
         prepare(path, tmp_path, encoding="utf-16")
     path = write(tmp_path / "win.txt", b"It\x92s \x93here\x94\n" * 20)
     for encoding in ("latin-1", "iso8859-15"):
