@@ -62,6 +62,7 @@ def test_top_k_1_and_cold_temperature_equal_argmax(run_dir: Path) -> None:
     greedy = text(sample(run_dir, "-n", "200", "--sample", "0", "--prime", "the "))
     assert greedy.startswith("the ") and len(greedy) == len("the ") + 200 + 1  # and a line break
     assert text(sample(run_dir, "-n", "0", "--prime", "the ")) == "the \n"  # the prime alone, as the old tool
+    assert text(sample(run_dir, "-n", "0", "--prime", "the ", "--num_samples", "2")) == "the \n---\nthe \n"  # each sample
     assert text(sample(run_dir, "-n", "200", "--top_k", "1", "--seed", "3", "--prime", "the ")) == greedy
     assert text(sample(run_dir, "-n", "200", "--temperature", "0.0001", "--seed", "9", "--prime", "the ")) == greedy
     # 0 is that limit, as the SavedModel's generate(temperature=0) takes it (it was refused here).
@@ -193,6 +194,8 @@ def test_prime_outside_a_limited_vocabulary_and_identical_greedy_samples(caplog)
 
 @pytest.mark.parametrize("flags, message", [
     (["--seed", str(2**64 - 1)], "must be from -9223372036854775808 to 9223372036854775807"),  # not "64 bits"
+    (["--seed", str(2**63)], "--seed 9223372036854775808: must be from"), (["--seed", str(-2**63 - 1)], "must be from"),
+    (["-n", str(2**31)], "-n 2147483648: at most 2,147,483,647 characters per run"),  # the compiled loop's int32
     (["--temperature", "inf"], "--temperature inf: must be a positive finite number"),  # not "positive"
     (["--top_p", "0"], "--top_p 0.0: must be above 0"), (["--top_k", "-1"], "--top_k -1: must be 0 \\(off\\) or positive"),
     (["--top_k", str(2**31)], "--top_k 2147483648: must be at most 2,147,483,647"),  # the compiled loop's int32
@@ -206,6 +209,33 @@ def test_prime_outside_a_limited_vocabulary_and_identical_greedy_samples(caplog)
 def test_bad_sampling_flags_are_told_what_is_wrong(flags: list[str], message: str) -> None:
     with pytest.raises(utils.CharRNNError, match=message):
         sample_script.check_args(sample_script.build_parser().parse_args(flags))
+
+
+def test_the_largest_values_are_taken_and_temperature_0_is_sample_0(caplog) -> None:
+    """Each limit is the last value taken, not the first refused; the 100,000,000 characters bound
+    only a batch of samples (one sample streams); --temperature 0 is --sample 0, warned as that is."""
+    parse = sample_script.build_parser().parse_args
+    for flags in (["--num_samples", "4096"], ["--num_samples", "2", "-n", "50000000"], ["-n", str(2**31 - 1)],
+                  ["--seed", str(2**63 - 1)], ["--seed", str(-2**63)], ["--top_k", str(2**31 - 1)]):
+        sample_script.check_args(parse(flags))
+    args = parse(["--temperature", "0", "--top_k", "5", "--num_samples", "3"])
+    sample_script.check_args(args)
+    assert (args.sample, args.temperature) == (0, 1.0)
+    assert "--num_samples 3 under --sample 0" in caplog.text and "--top_k: no effect under --sample 0" in caplog.text
+
+
+def test_a_checkpoint_name_is_the_run_s_own_before_one_in_the_working_directory(tmp_path: Path, monkeypatch) -> None:
+    """--checkpoint ckpt-40 is the run's ckpt-40, though the folder sample.py runs in has one too
+    (another run's, sampled from inside it); a path that only the working directory holds is that one."""
+    run, here = tmp_path / "run", tmp_path / "here"
+    for folder in (run, here):
+        folder.mkdir()
+        (folder / "ckpt-40.index").write_bytes(b"")
+    monkeypatch.chdir(here)
+    for which in ("ckpt-40", "ckpt-40.index"):
+        assert sample_script.checkpoint_prefix(run, which) == str(run / "ckpt-40")
+    (run / "ckpt-40.index").unlink()
+    assert sample_script.checkpoint_prefix(run, "ckpt-40") == "ckpt-40"
 
 
 def test_a_mistyped_flag_is_matched_by_its_letters(capsys) -> None:
