@@ -1044,7 +1044,7 @@ def test_latest_names_a_run_whose_name_begins_or_ends_with_a_space(tmp_path: Pat
 def test_discarding_removes_only_what_the_session_put_there(tmp_path: Path) -> None:
     new = tmp_path / "new"
     lock = runs.RunLock(new, "--save_dir")
-    for name in ("config.json", "best/ckpt-1.index"):
+    for name in ("config.json", "best/ckpt-1.index", "scratch.txt"):  # a folder the lock made: all of it goes
         (new / name).parent.mkdir(exist_ok=True)
         (new / name).write_text("{}")
     lock.release(discard=True)
@@ -1274,6 +1274,30 @@ def test_unfinished_saves_are_removed(tmp_path: Path) -> None:
     runs.remove_unfinished_saves(tmp_path)
     left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert left == ["best/ckpt-8.index", "ckpt-8.index", "notes_temp.txt"]
+
+
+def test_checkpoints_go_by_step_and_only_ckpt_n_is_one(tmp_path: Path) -> None:
+    """ckpt-9 is older than ckpt-10 (not by name); a copy beside them (ckpt-2 copy.index) is none; a
+    hand-edited list's name without a number is the oldest; best/'s goes before the run's own at one step."""
+    for name in ("ckpt-10", "ckpt-9", "ckpt-2 copy", "ckpt-x", "best/ckpt-10"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / f"{name}.index").write_bytes(b"")
+    assert runs.checkpoints_on_disk(tmp_path) == [str(tmp_path / "ckpt-9"), str(tmp_path / "ckpt-10")]
+    assert runs.resume_candidates(tmp_path, ["by-hand", str(tmp_path / "ckpt-10")]) == [
+        "by-hand", str(tmp_path / "best" / "ckpt-10"), str(tmp_path / "ckpt-10")]
+
+
+def test_a_failed_save_keeps_the_files_of_its_step_that_were_there_before(tmp_path: Path) -> None:
+    """Only the failed save's own files go: an earlier ckpt-3 (a good checkpoint, maybe) stays, and
+    so does what was in TensorFlow's way."""
+    import tensorflow as tf
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable(1.0)), str(tmp_path), max_to_keep=None)
+    before = {tmp_path / "ckpt-3.index": b"an earlier save's", tmp_path / "ckpt-3_temp": b"in TensorFlow's way"}
+    for path, data in before.items():
+        path.write_bytes(data)
+    with pytest.raises(runs.SaveFailed, match="could not save a checkpoint"):
+        runs.save_checkpoint(manager, 3, lambda: "resume")
+    assert {path: path.read_bytes() for path in before} == before
 
 
 def test_resume_from_another_working_directory(tmp_path: Path) -> None:
