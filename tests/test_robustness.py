@@ -1472,7 +1472,7 @@ def test_sampling_a_damaged_run(run_copy: Path, damage: str) -> None:
         needles = ["config.json", "damaged"]
     elif damage == "damaged dropout":
         record = json.loads(config.read_text(encoding="utf-8"))
-        record["model"]["dropout"] = 1.5
+        record["model"]["dropout"] = 1.0  # the first value refused: a rate is in [0, 1)
         config.write_text(json.dumps(record), encoding="utf-8")
         needles = ["config.json", "damaged"]
     elif damage == "damaged vocab.json":

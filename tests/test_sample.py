@@ -238,6 +238,20 @@ def test_a_checkpoint_name_is_the_run_s_own_before_one_in_the_working_directory(
     assert sample_script.checkpoint_prefix(run, "ckpt-40") == "ckpt-40"
 
 
+def test_no_checkpoint_yet_and_no_prime_are_told_apart(tmp_path: Path, caplog) -> None:
+    """--checkpoint best before any validation, and latest before any save, each get their own
+    advice; an empty prime is no prime the vocabulary lacks (no warning)."""
+    with pytest.raises(utils.CharRNNError, match=f"no checkpoint in {re.escape(str(tmp_path / 'best'))}: no "
+                                                 f"validation has finished yet; use --checkpoint latest"):
+        sample_script.checkpoint_candidates(tmp_path, "best")
+    with pytest.raises(utils.CharRNNError, match=f"no checkpoint in {re.escape(str(tmp_path))}: has training saved "
+                                                 f"one yet\\?"):
+        sample_script.checkpoint_candidates(tmp_path, "latest")
+    vocab = dataset.Vocab(list("ab\n"), [3, 2, 1])
+    assert sample_script.prime_ids(vocab, "", "error") == [] and "--prime" not in caplog.text
+    assert sample_script.prime_ids(vocab, "xy", "skip") == [] and "no character of --prime" in caplog.text
+
+
 def test_a_mistyped_flag_is_matched_by_its_letters(capsys) -> None:
     """--nsamples was taken for --sample (closer by difflib with the underscore counted)."""
     with pytest.raises(SystemExit):
