@@ -1041,6 +1041,23 @@ def test_latest_names_a_run_whose_name_begins_or_ends_with_a_space(tmp_path: Pat
     assert runs.resolve_run_dir(str(tmp_path), "--init_from") == tmp_path / "a"
 
 
+def test_a_run_as_dot_dot_has_its_name_and_a_locked_folder_is_a_run_not_saved_yet(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    """--init_from .. from inside a run's best/ is that run by its real name (its name, and where
+    `latest` goes, come from it); a folder with only RunLock's .lock is a run before its first save."""
+    run_dir = tmp_path / "save" / "r"
+    (run_dir / "best").mkdir(parents=True)
+    (run_dir / "config.json").write_text("{}")
+    monkeypatch.chdir(run_dir / "best")
+    found = runs.resolve_run_dir("..", "--init_from")
+    assert found.name == "r" and found.resolve() == run_dir and found.parent.resolve() == tmp_path / "save"
+    starting = tmp_path / "save" / "starting"
+    starting.mkdir()
+    (starting / ".lock").write_text("pid 1\n")
+    with pytest.raises(utils.CharRNNError, match="no config.json: a run still before its first save, or one killed"):
+        runs.resolve_run_dir(str(starting), "--save_dir")
+
+
 def test_discarding_removes_only_what_the_session_put_there(tmp_path: Path) -> None:
     new = tmp_path / "new"
     lock = runs.RunLock(new, "--save_dir")
