@@ -1103,13 +1103,18 @@ def test_batches_are_deterministic_contiguous_and_restartable() -> None:
                 assert np.array_equal(x[:, 0], previous_y[:, -1])  # carried state lines up
             previous_y = y
     assert len({loader.offset(epoch) for epoch in range(20)}) > 1  # epochs see different windows
+    # Every offset from 0 to seq_length - 1 comes up, and the seeded ones stay what saved runs were
+    # trained on: a checkpoint's (epoch, batch) names these windows.
+    assert {loader.offset(epoch) for epoch in range(200)} == set(range(16))
+    assert [loader.offset(epoch) for epoch in range(8)] == [12, 15, 13, 5, 0, 0, 6, 8]
     restarted = dataset.BatchLoader(ids, batch_size=4, seq_length=16, seed=3)
     assert all(np.array_equal(restarted.batch(5, i)[0], loader.batch(5, i)[0]) for i in (7, 3, 0))
     for seed in (4, 3 + 2**16):  # each bit of its low 32 counts (more would move saved runs' windows)
         other_seed = dataset.BatchLoader(ids, batch_size=4, seq_length=16, seed=seed)
         assert [other_seed.offset(e) for e in range(20)] != [loader.offset(e) for e in range(20)], seed
-    with pytest.raises(IndexError):
-        loader.batch(0, loader.num_batches)
+    for index in (loader.num_batches, -1):  # a damaged saved position: no window before the text
+        with pytest.raises(IndexError):
+            loader.batch(0, index)
 
 
 def test_batches_from_a_memmap_copy_only_the_batch(tmp_path: Path) -> None:
@@ -1131,6 +1136,8 @@ def test_shards_cover_the_streams_exactly() -> None:
             assert np.array_equal(np.concatenate([p.batch(epoch, index)[0] for p in parts]), full.batch(epoch, index)[0])
     with pytest.raises(CharRNNError, match="shard"):
         dataset.BatchLoader(ids, 6, 10, shard_index=2, num_shards=2)
+    with pytest.raises(CharRNNError, match="shard"):  # more shards than streams: some would have none
+        dataset.BatchLoader(ids, 6, 10, shard_index=0, num_shards=7)
 
 
 def test_too_small_corpus_says_what_is_needed() -> None:
@@ -1160,7 +1167,8 @@ def test_too_small_corpus_says_what_is_needed() -> None:
         next(dataset.eval_batches(np.zeros(3, np.uint16), batch_size=4, seq_length=8))
 
 
-@pytest.mark.parametrize("n", [1003, 1000])  # 1000: no id left over for the last target
+# 1000: no id left over for the last target; 261: streams of 65, a last window of one symbol
+@pytest.mark.parametrize("n", [1003, 1000, 261])
 def test_eval_batches_cover_the_split(n: int) -> None:
     ids = np.arange(n, dtype=np.uint16)
     batches = list(dataset.eval_batches(ids, batch_size=4, seq_length=64))
