@@ -765,6 +765,62 @@ def test_a_typed_keep_probability_replaces_the_saved_dropout_on_resume(tmp_path:
     assert resumed_with("--init_from", str(tmp_path), "--input_keep_prob", "0.9") == (0.5, 0.1)
 
 
+def test_typing_a_run_s_own_model_and_batch_flags_on_resume_is_no_change(tmp_path: Path) -> None:
+    """The saved values typed again (as a script that trained the run does on resume) are the same
+    flags, compared by value: --val_frac 0.05 parsed anew equals the saved 0.05."""
+    import plan
+    argv = [*TINY, "--model", "gru", "--unit", "jamo", "--normalize", "none", "--max_vocab", "40",
+            "--min_char_count", "2", "--val_frac", "0.05", "--seed", "7"]
+    saved, _ = parsed_flags(*argv)
+    (tmp_path / "config.json").write_text(json.dumps({"args": plan.saved_flags(saved)}), encoding="utf-8")
+    args, typed = parsed_flags("--init_from", str(tmp_path), *argv)
+    assert set(plan.ARCHITECTURE_FLAGS + plan.DATA_LAYOUT_FLAGS) <= typed
+    plan.merge_resume_config(args, typed, tmp_path)
+    assert (args.rnn_size, args.val_frac, args.seed) == (32, 0.05, 7)
+
+
+def test_the_validation_text_holds_one_window_at_the_least() -> None:
+    """A window of --seq_length 16 is 17 symbols (16 inputs, and one more for the last target):
+    17 kept pass, 16 are refused, and the advice names what cut them short."""
+    import argparse
+    import plan
+    from utils import CharRNNError
+    args = argparse.Namespace(seq_length=16, val_frac=0.05, eval_symbols=0)
+    plan.check_validation_window(args, 17, 17, resumed=False)
+    with pytest.raises(CharRNNError, match=r"--seq_length 16 \(17 symbols\): --val_frac 0.05 keeps 16 symbols\. "
+                                           r"Raise --val_frac, or lower --seq_length$"):
+        plan.check_validation_window(args, 16, 16, resumed=False)
+    with pytest.raises(CharRNNError, match=r"keeps 16 symbols\. Pass a longer text: a resumed run keeps"):
+        plan.check_validation_window(args, 16, 16, resumed=True)
+    args.eval_symbols = 15  # of 17 symbols, --eval_symbols keeps 16: it is what falls short
+    with pytest.raises(CharRNNError, match=r"--eval_symbols 15 scores 15 of its 17\. Raise --eval_symbols$"):
+        plan.check_validation_window(args, 16, 17, resumed=True)
+    plan.check_validation_window(args, 17, 40, resumed=True)
+
+
+def test_a_resume_goes_on_in_place_unless_another_place_is_typed(tmp_path: Path, monkeypatch) -> None:
+    """char-rnn-tensorflow's --init_from save/run --save_dir save names the run's own place: it goes
+    on in place, as with --run_name run; another --save_dir or --run_name makes a copy there."""
+    import plan
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "save" / "run"
+    run_dir.mkdir(parents=True)
+    saved, _ = parsed_flags(*TINY)
+    (run_dir / "config.json").write_text(json.dumps({"args": plan.saved_flags(saved)}), encoding="utf-8")
+
+    def fork_dir(*argv: str) -> "Path | None":
+        args, typed = parsed_flags("--init_from", "save/run", *argv)
+        return plan.resumed_run(args, typed).fork_dir
+
+    for in_place in ([], ["--save_dir", "save"], ["--save_dir", "save/run"], ["--run_name", "run"],
+                     ["--save_dir", str(tmp_path / "save"), "--run_name", "run"]):
+        assert fork_dir(*in_place) is None, in_place
+    assert fork_dir("--save_dir", "other") == Path("other") / "run"
+    assert fork_dir("--run_name", "branch") == Path("save") / "branch"
+    assert fork_dir("--save_dir", "other", "--run_name", "branch") == Path("other") / "branch"
+    assert fork_dir("--save_dir", "save", "--run_name", "branch") == Path("save") / "branch"
+
+
 def test_config_json_keeps_absolute_paths_and_no_flag_of_one_session(tmp_path: Path, monkeypatch) -> None:
     """A run resumed from another folder finds its text; --verbose, --stop_at_step and the like
     steer one invocation and are not inherited."""
