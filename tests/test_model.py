@@ -427,6 +427,42 @@ def test_generate_refuses_filters_that_keep_nothing(sampler) -> None:
             M.generate(sampler, PRIME, 5, **bad)
 
 
+def test_generate_refuses_an_unknown_mode(sampler) -> None:
+    """A mode outside 0, 1, 2 would fall through to argmax everywhere without a word."""
+    for bad in (3, -1):
+        with pytest.raises(ValueError, match="mode must be 0"):
+            M.generate(sampler, PRIME, 5, mode=bad)
+        with pytest.raises(ValueError, match="mode must be 0"):
+            M.generate_chunk(sampler, sampler.initial_state(2), PRIME[:, -1], 5, mode=bad)
+
+
+def test_each_step_draws_its_own_numbers() -> None:
+    """With the same logits at every step (a zeroed output layer), only the step in the random
+    seed makes the draws differ: one shared draw would repeat one symbol all along."""
+    net = make_model("lstm", vocab=20, hidden=8, seed=1)
+    net.w_out.assign(tf.zeros_like(net.w_out))
+    out = M.generate(net, [[1, 2, 3]], 200, seed=3).numpy()[0]
+    assert_draws_follow(out, np.full(20, 1 / 20))
+
+
+def test_all_64_bits_of_the_seed_count(sampler) -> None:
+    """Seeds that differ only above bit 31 give different text (XLA reads 32 bits of a seed element)."""
+    a = M.generate(sampler, PRIME, 40, seed=5, temperature=3.0)
+    assert not np.array_equal(a, M.generate(sampler, PRIME, 40, seed=5 + 2**32, temperature=3.0))
+    assert not np.array_equal(a, M.generate(sampler, PRIME, 40, seed=5 + 2**40, temperature=3.0))
+
+
+@pytest.mark.parametrize("prime", [[[4]], [[4, 9]]])
+def test_short_primes_feed_all_but_their_last_symbol(sampler, prime) -> None:
+    ids = tf.constant(prime, tf.int32)
+    state, last = M.prime_state(sampler, ids)
+    want = sampler(ids[:, :-1], sampler.initial_state(1))[1] if ids.shape[1] > 1 else sampler.initial_state(1)
+    np.testing.assert_allclose(state, want, atol=1e-6)
+    np.testing.assert_array_equal(last, ids[:, -1])
+    logits, _ = sampler.step(ids[:, -1], want)
+    np.testing.assert_array_equal(M.generate(sampler, ids, 1, mode=0)[:, 0], tf.argmax(logits, -1, output_type=tf.int32))
+
+
 def test_a_batch_of_any_size_compiles_under_xla() -> None:
     """A caller's own compiled function may leave the batch open ([None, T] ids)."""
     net = M.CharRNN(M.ModelConfig("lstm", 11, 2, 8, 4), seed=0)
