@@ -518,3 +518,30 @@ def test_an_export_removes_what_killed_exports_left(tmp_path: Path, monkeypatch)
             with pytest.raises(utils.CharRNNError, match="not an empty directory"):
                 export.export_saved_model(net, vocab, ".")
             assert (folder / leftovers[0]).is_dir()
+
+
+def test_the_served_loop_feeds_the_prime_and_draws_at_each_step(tmp_path: Path) -> None:
+    """ServingModule in-process against model.generate: greedy text from a prime, from an empty
+    prime (the start id), a negative n as none, and with flat logits a fresh draw at every step."""
+    import tensorflow as tf
+
+    import dataset
+    import export
+    import model
+
+    (tmp_path / "en.txt").write_text("abc defg hij\n" * 5, encoding="utf-8")
+    vocab = dataset.prepare_corpus([tmp_path / "en.txt"], dataset.DataOptions(), cache_root=tmp_path / "cache").vocab
+    net = model.CharRNN(model.ModelConfig("lstm", vocab.size, 2, 8, 4), seed=3)
+    module = export.ServingModule(net, vocab)
+
+    def served(prime, n, temperature=0.0, seed=1):
+        return module.generate_seeded(prime=tf.constant(prime), n=tf.constant(n), temperature=tf.constant(temperature),
+                                      seed=tf.constant(seed, tf.int64))["text"].numpy().decode()
+
+    for prime, ids in (("ab d", vocab.encode("ab d").tolist()), ("", [vocab.start_id])):
+        want = model.generate(net, [ids], 20, mode=0)[0].numpy()
+        assert served(prime, 20) == prime + vocab.decode(want)
+    assert served("ab d", -3, temperature=1.0) == "ab d"
+    net.w_out.assign(tf.zeros_like(net.w_out))  # the same (flat) logits at every step
+    drawn = served("ab", 200, temperature=1.0, seed=7)[2:]
+    assert len(set(drawn)) > vocab.size // 2, drawn
