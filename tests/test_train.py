@@ -742,6 +742,13 @@ def parsed_flags(*argv: str) -> tuple["argparse.Namespace", set[str]]:
     return args, plan.apply_old_flag_names(args, explicit_flags(parser, list(argv)))
 
 
+def write_saved_flags(run_dir: Path, *argv: str) -> None:
+    """A config.json in run_dir whose flags are those a run trained with argv saved (a resume reads them)."""
+    import plan
+    saved, _ = parsed_flags(*argv)
+    (run_dir / "config.json").write_text(json.dumps({"args": plan.saved_flags(saved)}), encoding="utf-8")
+
+
 def test_apply_old_flag_names_drops_the_warmup_only_where_none_was_typed() -> None:
     for argv, warmup in ((["--decay_rate", "0.97"], 0), (["--decay_rate", "0.97", "--warmup_steps", "50"], 50),
                          (["--warmup_steps", "50"], 50), ([], 100)):
@@ -759,8 +766,7 @@ def test_a_typed_keep_probability_replaces_the_saved_dropout_on_resume(tmp_path:
         plan.merge_resume_config(args, typed, tmp_path)
         return args.dropout, args.input_dropout
 
-    saved, _ = parsed_flags("--dropout", "0.5")
-    (tmp_path / "config.json").write_text(json.dumps({"args": plan.saved_flags(saved)}), encoding="utf-8")
+    write_saved_flags(tmp_path, "--dropout", "0.5")
     assert resumed_with("--init_from", str(tmp_path)) == (0.5, 0.0)
     assert resumed_with("--init_from", str(tmp_path), "--output_keep_prob", "0.8") == (0.2, 0.2)
     assert resumed_with("--init_from", str(tmp_path), "--input_keep_prob", "0.9") == (0.5, 0.1)
@@ -772,8 +778,7 @@ def test_typing_a_run_s_own_model_and_batch_flags_on_resume_is_no_change(tmp_pat
     import plan
     argv = [*TINY, "--model", "gru", "--unit", "jamo", "--normalize", "none", "--max_vocab", "40",
             "--min_char_count", "2", "--val_frac", "0.05", "--seed", "7"]
-    saved, _ = parsed_flags(*argv)
-    (tmp_path / "config.json").write_text(json.dumps({"args": plan.saved_flags(saved)}), encoding="utf-8")
+    write_saved_flags(tmp_path, *argv)
     args, typed = parsed_flags("--init_from", str(tmp_path), *argv)
     assert set(plan.ARCHITECTURE_FLAGS + plan.DATA_LAYOUT_FLAGS) <= typed
     plan.merge_resume_config(args, typed, tmp_path)
@@ -806,8 +811,7 @@ def test_a_resume_goes_on_in_place_unless_another_place_is_typed(tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "save" / "run"
     run_dir.mkdir(parents=True)
-    saved, _ = parsed_flags(*TINY)
-    (run_dir / "config.json").write_text(json.dumps({"args": plan.saved_flags(saved)}), encoding="utf-8")
+    write_saved_flags(run_dir, *TINY)
 
     def fork_dir(*argv: str) -> "Path | None":
         args, typed = parsed_flags("--init_from", "save/run", *argv)
