@@ -667,6 +667,10 @@ class Trainer:
             self.save(self.manager)
         run_dir = run.run_dir
         if run.cluster.is_chief:
+            if at_limit:
+                with self.writer.as_default():
+                    write_run_end(self.step)
+                self.writer.flush()
             best_val = float(self.best_val)
             best = f"best val loss {best_val:.4f}" if math.isfinite(best_val) else "no validation yet"
             log.info(f"stopped at step {self.step} by {ended_by}; {best}. Sample with:  "
@@ -998,6 +1002,17 @@ def write_run_summaries(args: argparse.Namespace, vocab_size: int) -> None:
                                  ("bits per character (the same measure in either unit)", "bpc"))]
     layout = layout_pb2.Layout(category=[layout_pb2.Category(title="train and validation", chart=charts)])
     tf.summary.experimental.write_raw_pb(custom_scalar.pb(layout).SerializeToString(), step=0)
+
+
+def write_run_end(step: int) -> None:
+    """The run's status in the HParams table: Success, once it reached its length limit. TensorBoard
+    keeps the first status a run writes for good, so a stop that a resume goes on from, or a failure
+    that a resume may mend, writes none: those runs show Unknown until they finish."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api_pb2
+    from tensorboard.plugins.hparams import summary as hparams_summary
+    tf.summary.experimental.write_raw_pb(hparams_summary.session_end_pb(api_pb2.STATUS_SUCCESS).SerializeToString(),
+                                         step=step)
 
 
 # ---------------------------------------------------------------------------------------------

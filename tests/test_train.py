@@ -101,6 +101,15 @@ def hparams_of(log_dir: Path) -> dict:
     raise AssertionError(f"no hparams in {log_dir}")
 
 
+def session_ends(log_dir: Path) -> list[str]:
+    """The statuses a run's TensorBoard sessions ended with, in the order written (the HParams table
+    shows the first)."""
+    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+    return [api_pb2.Status.Name(plugin_data_pb2.HParamsPluginData.FromString(
+                value.metadata.plugin_data.content).session_end_info.status)
+            for _, value in summary_values(log_dir) if value.tag == "_hparams_/session_end_info"]
+
+
 def listed_checkpoints(run_dir: Path) -> list[str]:
     """The checkpoints a run's `checkpoint` file lists, oldest first (CheckpointManager's --keep)."""
     return re.findall(r'all_model_checkpoint_paths: "([^"]+)"', (run_dir / "checkpoint").read_text(encoding="utf-8"))
@@ -238,6 +247,13 @@ def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Pa
                                                    timeout=5).read())
         charts = [chart["multiline"]["tag"] for chart in layout["category"][0]["chart"]]
         assert charts == [["^train/loss$", "^val/loss$"], ["^train/bpc$", "^val/bpc$"]], layout
+        # The HParams table has the run's row, finished at its length limit: Success.
+        request = json.dumps({"allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
+                                                  "STATUS_RUNNING"], "startIndex": 0, "sliceSize": 10})
+        groups = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/hparams/session_groups?"
+                                                   + urllib.parse.urlencode({"request": request}), timeout=5).read())
+        sessions = [(s["name"], s["status"]) for group in groups["sessionGroups"] for s in group["sessions"]]
+        assert sessions == [(run, "STATUS_SUCCESS")], groups
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -431,9 +447,12 @@ def test_sigint_saves_and_exits_cleanly(tmp_path: Path, corpus: Path, sig: signa
     assert f"resume with:  python {shlex.quote(str(ROOT / 'train.py'))} --init_from save/interrupted" in rest
     # The checkpoint is of the step it stopped at, and the run goes on from there.
     assert pointer_step(tmp_path / "save" / "interrupted") == step
+    # Stopped, it has no status in the HParams table: TensorBoard would keep it after a resume.
+    assert session_ends(tmp_path / "logs" / "interrupted") == []
     resumed = train(tmp_path, "--init_from", "save", "--max_steps", str(step + 2))
     assert resumed.returncode == 0, resumed.stderr
     assert f"ckpt-{step} at step {step} " in resumed.stderr and f"stopped at step {step + 2} " in resumed.stderr
+    assert session_ends(tmp_path / "logs" / "interrupted") == ["STATUS_SUCCESS"]
 
 
 def test_sighup_ignored_as_under_nohup_stays_ignored(tmp_path: Path, corpus: Path) -> None:
