@@ -730,7 +730,8 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
             utils.say_from_signal_handler(f"{name}: stopping after the step or evaluation in progress, with a "
                                           f"checkpoint")
         else:
-            utils.say_from_signal_handler(f"{name} again: still stopping (kill -9 would lose the steps since the "
+            again = " again" if signum in signalled[:-1] else ""
+            utils.say_from_signal_handler(f"{name}{again}: still stopping (kill -9 would lose the steps since the "
                                           f"last checkpoint)")
 
     for sig in utils.stop_signals():  # those of interrupt_on_signals: a nohup's ignored SIGHUP stays so

@@ -427,6 +427,8 @@ def training_until_its_first_step(tmp_path: Path, corpus: Path, run_name: str,
 def test_sigint_saves_and_exits_cleanly(tmp_path: Path, corpus: Path, sig: signal.Signals) -> None:
     proc, lines = training_until_its_first_step(tmp_path, corpus, "interrupted")
     proc.send_signal(sig)
+    if sig == signal.SIGHUP:  # a terminal closed, and Ctrl-C at once in another: the run stops as first asked
+        proc.send_signal(signal.SIGINT)
     lost_signal = threading.Timer(120, proc.kill)  # a stop that never comes fails here, not at step 100,000
     lost_signal.start()
     try:
@@ -443,6 +445,8 @@ def test_sigint_saves_and_exits_cleanly(tmp_path: Path, corpus: Path, sig: signa
     step = int(re.search(rf"stopped at step (\d+) by {sig.name}", rest).group(1))
     # Said when it comes: an evaluation in progress may take a while.
     assert f"{sig.name}: stopping after the step or evaluation in progress, with a checkpoint" in rest
+    if sig == signal.SIGHUP:
+        assert "SIGINT: still stopping (kill -9 would lose the steps since the last checkpoint)" in rest, rest
     # From another folder than the project's, the command names the script by its path.
     assert f"resume with:  python {shlex.quote(str(ROOT / 'train.py'))} --init_from save/interrupted" in rest
     # The checkpoint is of the step it stopped at, and the run goes on from there.
