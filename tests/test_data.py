@@ -195,6 +195,7 @@ def test_files_of_a_directory_are_joined_by_line_breaks(tmp_path: Path) -> None:
     write(root / "a.txt", "one")
     write(root / "sub" / "c.txt", "\ufeffthree")
     write(root / ".hidden" / "x.txt", "never")
+    write(root / "._a.txt", b"\x00\x05\x16\x07 macOS resource fork")  # hidden files too: AppleDouble, .notes.txt
     files = dataset.resolve_corpus(str(tmp_path / "corpus"), None)
     assert [f.name for f in files] == ["a.txt", "b.txt", "c.txt"]
     corpus = dataset.prepare_corpus(files, DataOptions())
@@ -679,6 +680,22 @@ def test_unknown_encoding_and_bad_options() -> None:
         with pytest.raises(CharRNNError, match="--" + next(iter(bad))):
             DataOptions(**bad)
     assert DataOptions(encoding="UTF8") == DataOptions()  # one cache key per codec
+    # Codecs that are no text encoding of bytes: by their flag (rot13, hex), or because they cannot
+    # even encode a line break ('undefined' raises on any text).
+    for codec in ("rot13", "hex", "undefined"):
+        with pytest.raises(CharRNNError, match=f"--encoding {codec}: not a text encoding"):
+            DataOptions(encoding=codec)
+
+
+def test_an_empty_file_beside_others_is_read_and_only_all_empty_is_refused(tmp_path: Path) -> None:
+    """One empty .txt file (a placeholder, a failed download) among others is no reason to refuse the
+    corpus; only a folder whose .txt files are all empty is, and the message counts them."""
+    write(tmp_path / "a.txt", "")
+    write(tmp_path / "b.txt", "text\n")
+    assert dataset.resolve_corpus(None, str(tmp_path)) == [tmp_path / "a.txt", tmp_path / "b.txt"]
+    write(tmp_path / "b.txt", "")
+    with pytest.raises(CharRNNError, match="all 2 .txt files are empty"):
+        dataset.resolve_corpus(None, str(tmp_path))
 
 
 def test_resolve_corpus(tmp_path: Path, caplog) -> None:
