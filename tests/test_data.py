@@ -1053,6 +1053,28 @@ def test_more_than_65535_symbols_are_stored_as_uint32(tmp_path: Path) -> None:
     assert corpus.vocab.decode(corpus.ids) == raw
     small = prepare(tmp_path / "in.txt", tmp_path, max_vocab=1000)
     assert small.ids.dtype == np.uint16 and small.vocab.size == 1000
+    # At the boundary: 65,535 symbols (ids up to 65,534) fit uint16; at 65,537 the id 65,536 must not
+    # wrap to 0 (the first symbol) in a uint16 file.
+    fits = prepare(tmp_path / "in.txt", tmp_path, max_vocab=65535)
+    assert fits.ids.dtype == np.uint16 and int(fits.ids.max()) == 65534
+    past = prepare(tmp_path / "in.txt", tmp_path, max_vocab=65537)
+    kept = set(past.vocab.symbols)
+    assert past.ids.dtype == np.uint32 and int(past.ids.max()) == 65536
+    assert past.vocab.decode(past.ids) == "".join(c if c in kept else "\ufffd" for c in raw)
+
+
+def test_provisional_ids_that_outgrow_their_dtype_are_read_again_wider(tmp_path: Path) -> None:
+    """The first pass writes provisional ids as uint16 and gives up past 65,536 distinct symbols (then
+    the text is read again as uint32). Shown with uint8: 256 symbols fit, the 257th must not wrap to 0."""
+    for distinct, fits in ((256, True), (257, False)):
+        path = write(tmp_path / f"{distinct}.txt", "".join(chr(0x4E00 + i) for i in range(distinct)) * 2)
+        result = dataset._first_pass([path], DataOptions(), tmp_path / "provisional.bin", np.dtype("u1"),
+                                     lambda nbytes: None)
+        assert (result is not None) == fits, distinct
+        if fits:
+            counts, first_seen = result
+            assert first_seen.tolist() == [0x4E00 + i for i in range(distinct)] and counts[0x4E00] == 2
+            assert np.fromfile(tmp_path / "provisional.bin", dtype="u1").tolist() == [*range(distinct)] * 2
 
 
 def test_unigram_entropy_of_characters(tmp_path: Path) -> None:
