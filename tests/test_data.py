@@ -330,6 +330,8 @@ def test_to_jamo_round_trips_any_text() -> None:
         assert not any(0xAC00 <= ord(c) <= 0xD7A3 for c in jamo)
         assert dataset.from_jamo(jamo) == as_printed(sample)
     assert dataset.to_jamo("한") == "\u1112\u1161\u11ab"
+    # U+11A7 (an old vowel, just before the first final) is no final: not escaped, so an initial before it stays.
+    assert dataset.to_jamo("\u1100\u11a7") == "\u1100\u11a7" and dataset.from_jamo("\u1100\u11a7") == "\u1100\u11a7"
     # Exact but for those: an NFD pair (an escaped vowel follows), old Hangul, a lone initial.
     assert [dataset.from_jamo(dataset.to_jamo(t)) for t in ("\u1100\u1161", "\u1112\u119e\u11ab", "\u1100\ud7b0",
                                                             "\u110b로")] == ["\u1100\u1161", "\u1112\u119e\u11ab",
@@ -493,6 +495,11 @@ def test_prepared_on_a_given_vocabulary(tmp_path: Path) -> None:
     with pytest.raises(dataset.LackingCharacters, match="U\\+11A8"):
         dataset.prepare_corpus([write(tmp_path / "ko2.txt", "각나다\n" * 50)], DataOptions(unit="jamo", max_vocab=5),
                                cache_root=cache, vocab=jamo.vocab)
+    # An initial too (라: ᄅ and a known ᅡ, which alone would print as ㅏ), and the escape of an original jamo.
+    for name, text, lacking in (("ko3.txt", "라나다\n", "U\\+1105"), ("ko4.txt", "가\u1161나다\n", "U\\+FDD0")):
+        with pytest.raises(dataset.LackingCharacters, match=lacking):
+            dataset.prepare_corpus([write(tmp_path / name, text * 50)], DataOptions(unit="jamo", max_vocab=5),
+                                   cache_root=cache, vocab=jamo.vocab)
 
 
 def test_error_offset_counts_from_the_file_start_across_chunks(tmp_path: Path, monkeypatch) -> None:
@@ -669,6 +676,10 @@ def test_a_vocabulary_needs_a_real_character_and_a_baseline_is_never_negative(tm
     with pytest.raises(CharRNNError, match="--min_char_count 21: every character .* appears 20 times.*at most 20"):
         prepare(path, tmp_path, min_char_count=21)
     assert prepare(path, tmp_path, min_char_count=20).vocab.size == 3  # a, b and the unknown symbol
+    # U+FFFD of the text is the unknown symbol itself: the advice is from the real characters' counts.
+    fffd = write(tmp_path / "fffd.txt", "\ufffd" * 50 + "abcab\n" * 10)
+    with pytest.raises(CharRNNError, match="the most frequent appears 20 times.*at most 20"):
+        prepare(fffd, tmp_path, min_char_count=21)
     one = prepare(write(tmp_path / "one.txt", "a" * 100), tmp_path)
     assert f"{dataset.unigram_entropy_bits(one.vocab, one.ids):.3f}" == "0.000"  # not -0.000
 
@@ -1038,6 +1049,14 @@ def test_vocab_save_load(tmp_path: Path) -> None:
     write(tmp_path / "twice.json", saved.replace('["한", 1]', '["국", 1]'))  # hand-edited: two ids for one symbol
     with pytest.raises(CharRNNError, match=r"not a valid vocab.json \(the symbol '국' \(U\+AD6D\) is listed twice\)"):
         dataset.Vocab.load(tmp_path / "twice.json")
+    # Another format, unit or normalization, or an unknown symbol past the last id: refused, not misread.
+    fields = json.loads(saved)
+    for change, reason in [(dict(format=2), "format 2, expected 1"), (dict(unit="word"), "its unit is 'word'"),
+                           (dict(normalize="nfkc"), "its unit is 'char' and its normalize 'nfkc'"),
+                           (dict(unk_id=corpus.vocab.size), f"unk_id {corpus.vocab.size} is no symbol's id")]:
+        write(tmp_path / "edited.json", json.dumps({**fields, **change}))
+        with pytest.raises(CharRNNError, match=rf"not a valid vocab.json \({re.escape(reason)}"):
+            dataset.Vocab.load(tmp_path / "edited.json")
     (tmp_path / "folder").mkdir()
     with pytest.raises(CharRNNError, match="folder: cannot read the vocabulary"):
         dataset.Vocab.load(tmp_path / "folder")
