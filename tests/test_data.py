@@ -774,6 +774,42 @@ def test_cache_is_reused_and_invalidated(tmp_path: Path, caplog) -> None:
     assert "using prepared data" in caplog.text
 
 
+def test_a_preparation_of_another_format_is_removed_by_the_next_build(tmp_path: Path) -> None:
+    """An older version's preparation of these files under these options (another _PREPARE_FORMAT)
+    can never be used again: the new build removes it, not just those of the files as they were."""
+    path = write(tmp_path / "in.txt", "some text\n" * 50)
+    first = prepare(path, tmp_path)
+    old = first.cache_dir.with_name("0123456789abcdef")
+    first.cache_dir.rename(old)
+    meta = json.loads((old / "meta.json").read_text(encoding="utf-8"))
+    meta["identity"]["format"] = dataset._PREPARE_FORMAT - 1
+    (old / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    prepare(path, tmp_path, normalize="none")  # other options: that old copy is not theirs to remove
+    assert old.exists()
+    again = prepare(path, tmp_path)
+    assert not old.exists() and again.cache_dir.name == first.cache_dir.name
+
+
+def test_a_file_that_changes_while_it_is_prepared_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """Text still being written (a download, a copy) is not cached as it was half-way: the files'
+    identity is taken again after reading, and a change refuses the preparation."""
+    path = write(tmp_path / "in.txt", "some text\n" * 50)
+    first_pass = dataset._first_pass
+
+    def appended_meanwhile(*args):
+        result = first_pass(*args)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("more text\n")
+        return result
+
+    monkeypatch.setattr(dataset, "_first_pass", appended_meanwhile)
+    with pytest.raises(CharRNNError, match=rf"{re.escape(str(path))}: changed while being prepared; run again"):
+        prepare(path, tmp_path)
+    assert not (tmp_path / "cache").exists()  # nothing half-way left
+    monkeypatch.undo()
+    assert prepare(path, tmp_path).vocab.decode(prepare(path, tmp_path).ids) == "some text\n" * 50 + "more text\n"
+
+
 def test_logging_to_a_stream_that_is_no_file(monkeypatch) -> None:
     """A notebook's stderr (or redirect_stderr's) has no reconfigure: messages still come."""
     import io
@@ -935,7 +971,8 @@ def test_killed_preparation_leaves_no_valid_looking_cache(tmp_path: Path, stage:
 
 
 @pytest.mark.parametrize("damage", ["no num_chars", "num_chars not a number", "not JSON", "ids.npy cut short",
-                                    "an id beyond the vocabulary", "ids.npy as floats", "unk_id beyond"])
+                                    "an id beyond the vocabulary", "an id equal to the vocabulary size",
+                                    "ids.npy as floats", "ids.npy shorter than meta.json says", "unk_id beyond"])
 def test_damaged_prepared_data_is_prepared_again(tmp_path: Path, caplog, damage: str) -> None:
     path = write(tmp_path / "in.txt", "some text\n" * 50)
     first = prepare(path, tmp_path)
@@ -949,10 +986,14 @@ def test_damaged_prepared_data_is_prepared_again(tmp_path: Path, caplog, damage:
     if damage == "ids.npy cut short":
         ids = first.cache_dir / "ids.npy"
         ids.write_bytes(ids.read_bytes()[:-10])
-    elif damage in ("an id beyond the vocabulary", "ids.npy as floats"):
+    elif damage in ("an id beyond the vocabulary", "an id equal to the vocabulary size"):
         ids = np.load(first.cache_dir / "ids.npy")
-        ids[100] = 60000
-        np.save(first.cache_dir / "ids.npy", ids if damage == "an id beyond the vocabulary" else ids.astype(np.float64))
+        ids[100] = 60000 if damage == "an id beyond the vocabulary" else first.vocab.size
+        np.save(first.cache_dir / "ids.npy", ids)
+    elif damage == "ids.npy as floats":  # every id in range: the dtype alone is wrong
+        np.save(first.cache_dir / "ids.npy", np.load(first.cache_dir / "ids.npy").astype(np.float64))
+    elif damage == "ids.npy shorter than meta.json says":  # a whole .npy file, of other text
+        np.save(first.cache_dir / "ids.npy", np.load(first.cache_dir / "ids.npy")[:-10])
     elif damage == "unk_id beyond":
         vocab = json.loads((first.cache_dir / "vocab.json").read_text(encoding="utf-8"))
         vocab["unk_id"] = 999
