@@ -1184,6 +1184,21 @@ def test_count_chars_across_its_blocks(tmp_path: Path) -> None:
     assert dataset.count_chars(corpus.vocab, ids) == int(np.count_nonzero(corpus.vocab.char_starts[ids]))
 
 
+def test_the_last_characters_are_found_across_blocks(tmp_path: Path) -> None:
+    """_last_chars_start reads back 4M symbols at a time: where exactly the last block's characters are
+    asked for and that block begins inside a syllable, the cut is that block's first character start."""
+    corpus = prepare(write(tmp_path / "in.txt", KOREAN[:2000]), tmp_path, unit="jamo")
+    block = 1 << 22
+    inside = int(np.flatnonzero(~corpus.vocab.char_starts[corpus.ids])[0])  # a vowel jamo: inside a syllable
+    n = block + inside  # so that the last block begins there
+    ids = np.resize(corpus.ids, n)
+    assert not corpus.vocab.char_starts[ids[n - block]]
+    starts = np.flatnonzero(corpus.vocab.char_starts[ids])
+    in_last_block = int(np.count_nonzero(starts >= n - block))
+    for k in (1, in_last_block - 1, in_last_block, in_last_block + 1, len(starts)):
+        assert dataset._last_chars_start(corpus.vocab, ids, k) == starts[-k], k
+
+
 def test_batches_are_deterministic_contiguous_and_restartable() -> None:
     ids = np.arange(10_000, dtype=np.uint16)
     loader = dataset.BatchLoader(ids, batch_size=4, seq_length=16, seed=3)
