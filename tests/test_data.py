@@ -174,6 +174,9 @@ def test_text_without_line_breaks_is_cut_near_each_read_end() -> None:
     round trips above show that the cuts never change the normalized text)."""
     assert dataset._safe_cut("中" * 1_000_000) == 999_999
     assert dataset._safe_cut("中文e\u0301") == 2  # before the e, whose accent joins it
+    # Never before a mark, even one no composition ends with (U+0334): NFC moves it before the
+    # U+0301 after it and composes a with that, across the mark.
+    assert dataset._safe_cut("中文a\u0334\u0301") == 2
     assert dataset._safe_cut("\u0301\u0301\u0301") == 0  # marks only: read more
 
 
@@ -481,6 +484,11 @@ def test_prepared_on_a_given_vocabulary(tmp_path: Path) -> None:
     assert dict(zip(on.vocab.symbols, on.vocab.counts)) == {"a": 50, "b": 100, "c": 150, "\n": 50}
     assert (own.cache_dir / "meta.json").is_file() and on.cache_dir != own.cache_dir  # neither outdates the other
     assert dataset.prepare_corpus([other], DataOptions(), cache_root=cache, vocab=first.vocab).cache_dir == on.cache_dir
+    # A symbol this text lacks keeps its place, with a count of 0 (vocab.json keeps every row).
+    without_c = dataset.prepare_corpus([write(tmp_path / "no_c.txt", "ab\n" * 50)], DataOptions(), cache_root=cache,
+                                       vocab=first.vocab)
+    assert first.vocab.symbols[-1] == "c" and without_c.vocab.counts == [50, 50, 50, 0]
+    assert dataset.Vocab.load(without_c.cache_dir / "vocab.json").symbols == first.vocab.symbols
     # A character the vocabulary lacks: refused, or its unknown symbol where it has one.
     new = write(tmp_path / "c.txt", "abcz\n" * 50)
     with pytest.raises(CharRNNError, match="the vocabulary lacks: 'z'"):
@@ -658,13 +666,17 @@ def test_a_file_in_another_encoding_is_not_called_damaged(tmp_path: Path, encodi
     assert "damaged" not in str(error.value)
 
 
-def test_a_lone_surrogate_is_refused_with_its_line(tmp_path: Path) -> None:
+def test_a_lone_surrogate_is_refused_with_its_line(tmp_path: Path, monkeypatch) -> None:
     """utf-7 and unicode_escape decode to halves of surrogate pairs, which TensorBoard's text sample
     (a traceback at the first evaluation, the run lost) and the console refuse: named at once."""
     path = write(tmp_path / "x.txt", b"hello world\n" * 2 + b"a +2AA- b\n" + b"more text\n" * 5)
     with pytest.raises(CharRNNError, match=r"x\.txt: under --encoding utf-7 line 3 holds U\+D800, half of a UTF-16 "
                                            r"surrogate pair"):
         prepare(path, tmp_path, encoding="utf-7")
+    monkeypatch.setattr(dataset, "_READ_BYTES", 5)  # the lines before it counted across the pieces read
+    with pytest.raises(CharRNNError, match=r"line 3 holds U\+D800"):
+        prepare(path, tmp_path, encoding="utf-7")
+    monkeypatch.undo()
     path = write(tmp_path / "y.txt", b"fine\n" + b"\\udfff\n")
     with pytest.raises(CharRNNError, match="line 2 holds U\\+DFFF"):
         prepare(path, tmp_path, encoding="unicode_escape")
@@ -719,6 +731,7 @@ def test_resolve_corpus(tmp_path: Path, caplog) -> None:
     (tmp_path / "none").mkdir()
     cases = [((str(tmp_path / "missing"), None), "no such file"), ((str(tmp_path / "none"), None), "no .txt files"),
              ((str(tmp_path), str(tmp_path)), "not both"), ((None, None), "no corpus")]
+    cases.append(((None, "-"), "--input -: standard input is no corpus.*save it to a file first"))
     for args, message in cases:
         with pytest.raises(CharRNNError, match=message):
             dataset.resolve_corpus(*args)
@@ -1042,6 +1055,8 @@ def test_max_vocab_and_min_char_count_map_rare_characters_to_unknown(tmp_path: P
     # Characters outside the vocabulary are still "missing" when encoding a prime.
     assert rare.vocab.missing("ae😀a") == ["e", "😀"]
     assert rare.vocab.decode(rare.vocab.encode("ae😀a")) == "aa"
+    # A prime is read as the corpus was: a byte-order mark (a prime from a file) is no character.
+    assert rare.vocab.missing("\ufeffab\r\n") == [] and rare.vocab.decode(rare.vocab.encode("\ufeffab")) == "ab"
     # What a skipped character kept apart stays apart: e and U+0301 (both known) must not become U+00E9.
     marks = dataset.Vocab(["e", "q", "\u0301", " "], [1] * 4)
     assert marks.decode(marks.encode("e\u00a7\u0301")) == "e\u0301"
