@@ -256,6 +256,66 @@ def test_bad_sizes_are_refused(tmp_path: Path, flags: list[str], needle: str) ->
     assert_refused(result, needle)
 
 
+# Each flag's range at both ends, in-process (check_args, before TensorFlow): the last value
+# taken and the first refused, with the message that names the flag. Values a user types on
+# purpose are among the taken: --decay_rate 1 (a constant rate), --peer_timeout 0 (wait for ever).
+RANGE_TAKEN = [["--num_epochs", "0", "--max_steps", "5"], ["--num_epochs", "0", "--time_budget", "1h"],
+               ["--num_layers", "64", "--rnn_size", "16384", "--embedding_size", "16384"],
+               ["--batch_size", "65536", "--seq_length", "100000"], ["--seed", str(-2**63)], ["--seed", str(2**63 - 1)],
+               ["--save_every", "1", "--eval_every", "1", "--keep", "1", "--print_every", "1"],
+               ["--sample_length", "0"], ["--sample_length", "100000"], ["--min_char_count", "1"],
+               ["--batch_groups", "0"], ["--batch_groups", "24"], ["--val_frac", "0.001"], ["--val_frac", "0.499"],
+               ["--dropout", "0"], ["--dropout", "0.999"], ["--learning_rate", "0.999"], ["--min_lr_frac", "0"],
+               ["--min_lr_frac", "1"], ["--grad_clip", "0.001"], ["--decay_rate", "1"], ["--decay_rate", "0.001"],
+               ["--peer_timeout", "0"], ["--peer_timeout", "10s"], ["--input_keep_prob", "1"],
+               ["--input_keep_prob", "0.000001"], ["--output_keep_prob", "1"], ["--run_name", "a.b"],
+               ["--run_name", "한" * 66]]  # 198 bytes
+RANGE_REFUSED = [
+    (["--num_epochs", "-1"], "--num_epochs -1: must be 0 (no epoch limit) or positive"),
+    *[([f"--{flag}", "65" if flag == "num_layers" else "16385"], f"--{flag} {65 if flag == 'num_layers' else 16385}: "
+       f"must be a whole number from 1 to") for flag in ("num_layers", "rnn_size", "embedding_size")],
+    (["--embedding_size", "0"], "--embedding_size 0: must be a whole number from 1"),
+    (["--batch_size", "65537"], "--batch_size 65537: must be a whole number from 1 to 65536"),
+    (["--seq_length", "100001"], "--seq_length 100001: must be a whole number from 1 to 100000"),
+    *[([f"--{flag}", "0"], f"--{flag} 0: must be positive") for flag in ("save_every", "eval_every", "keep",
+                                                                        "print_every")],
+    *[([f"--{flag}", "-1"], f"--{flag} -1: must be 0 or positive") for flag in ("max_steps", "stop_at_step",
+                                                                                "warmup_steps", "max_vocab",
+                                                                                "eval_symbols")],
+    (["--seed", str(-2**63 - 1)], f"--seed {-2**63 - 1}: must be from"), (["--seed", str(2**63)], "--seed"),
+    (["--sample_length", "100001"], "--sample_length 100001: must be from 0"),
+    (["--min_char_count", "0"], "--min_char_count 0: must be at least 1"),
+    (["--batch_groups", "-1"], "--batch_groups -1: must be from 0 (auto)"),
+    (["--batch_groups", "25"], "--batch_groups 25: must be from 0 (auto) to --batch_size"),
+    (["--val_frac", "0"], "--val_frac 0.0: must be above 0"),
+    (["--val_frac", "0.5"], "--val_frac 0.5: must be above 0"),
+    (["--dropout", "-0.1"], "--dropout -0.1: must be from 0"), (["--dropout", "1"], "--dropout 1.0: must be from 0"),
+    (["--learning_rate", "0"], "--learning_rate 0.0: must be between 0 and 1"),
+    (["--learning_rate", "1"], "--learning_rate 1.0: must be between 0 and 1"),
+    (["--min_lr_frac", "-0.1"], "--min_lr_frac -0.1: must be from 0 to 1"),
+    (["--min_lr_frac", "1.5"], "--min_lr_frac 1.5: must be from 0 to 1"),
+    (["--grad_clip", "0"], "--grad_clip 0.0: must be a positive finite number"),
+    (["--grad_clip", "inf"], "--grad_clip inf: must be a positive finite number"),
+    (["--decay_rate", "0"], "--decay_rate 0.0: must be above 0 and at most 1"),
+    (["--decay_rate", "1.01"], "--decay_rate 1.01: must be above 0 and at most 1"),
+    (["--peer_timeout", "9.9s"], "--peer_timeout 9.9s: must be at least 10s"),
+    (["--input_keep_prob", "0"], "--input_keep_prob 0.0: must be from 0.000001 to 1"),
+    (["--input_keep_prob", "1.5"], "--input_keep_prob 1.5: must be from 0.000001 to 1"),
+    *[(["--run_name", name], f"--run_name {name}: must be a plain directory name") for name in ("", ".", "..", "a\\b")],
+    (["--run_name", "한" * 67], "--run_name " + "한" * 67 + ": is too long for a directory name: at most 200 bytes"),
+]
+
+
+def test_each_flag_s_range_ends_where_its_message_says() -> None:
+    import plan
+    for flags in RANGE_TAKEN:
+        plan.check_args(plan.build_parser().parse_args(flags))
+    for flags, message in RANGE_REFUSED:
+        with pytest.raises(utils.CharRNNError) as refused:
+            plan.check_args(plan.build_parser().parse_args(flags))
+        assert str(refused.value).startswith(message), (flags, str(refused.value))
+
+
 TWO_WORKERS = '{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": '
 
 
