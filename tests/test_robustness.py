@@ -1026,6 +1026,28 @@ def test_a_lock_file_removed_before_it_was_locked_is_not_held(tmp_path: Path, mo
     assert not run_dir.exists()
 
 
+def test_a_new_run_is_named_after_its_corpus_model_and_time(tmp_path: Path) -> None:
+    """data/tinyshakespeare/input.txt names its run tinyshakespeare (as char-rnn-tensorflow users
+    know it), another file its stem, a folder its name; --unit jamo says so; TensorFlow's pattern
+    characters in the name become _ (a run q[1] would read q1's checkpoints)."""
+    import plan
+    (tmp_path / "tinyshakespeare").mkdir()
+    (tmp_path / "tinyshakespeare" / "input.txt").write_text("x", encoding="utf-8")
+    (tmp_path / "q[1]*.txt").write_text("x", encoding="utf-8")
+
+    def name(*argv: str) -> str:
+        return plan.default_run_name(plan.build_parser().parse_args(list(argv)))
+
+    when = r"-\d{8}-\d{6}"
+    corpus = tmp_path / "tinyshakespeare"
+    assert re.fullmatch("tinyshakespeare-lstm2x384" + when, name("--input", str(corpus / "input.txt")))
+    assert re.fullmatch("tinyshakespeare-gru1x32" + when,
+                        name("--data_dir", str(corpus), "--model", "gru", "--num_layers", "1", "--rnn_size", "32"))
+    assert re.fullmatch(r"q_1__-lstm2x384-jamo" + when, name("--input", str(tmp_path / "q[1]*.txt"), "--unit", "jamo"))
+    (tmp_path / ("b" * 150)).mkdir()
+    assert re.fullmatch("b{100}-lstm2x384" + when, name("--data_dir", str(tmp_path / ("b" * 150))))
+
+
 def test_runs_launched_together_get_default_names_of_their_own(tmp_path: Path) -> None:
     """A sweep started in parallel names its runs by the same second of the clock: where another
     trainer holds the name, or a saved run has it, a new run takes the next free name-N instead of
