@@ -708,6 +708,7 @@ def test_a_time_budget_counts_the_whole_run(tmp_path: Path, corpus: Path) -> Non
     again = train(tmp_path, "--init_from", "save/t", "--time_budget", f"{spent * 0.9:.3f}s")
     assert again.returncode == 0, again.stderr
     assert f"had already reached --time_budget {spent * 0.9:.3f}s at step 3; nothing trained" in again.stderr
+    assert "would be minutes" not in again.stderr  # said of bare numbers only, not of a time with its unit
     assert listed_checkpoints(tmp_path / "save" / "t") == ["ckpt-3"]
 
 
