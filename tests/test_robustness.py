@@ -1066,6 +1066,22 @@ def test_runs_launched_together_get_default_names_of_their_own(tmp_path: Path) -
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run-2"]
 
 
+def test_a_long_run_name_s_tensorboard_run_leaves_room_for_its_number(tmp_path: Path) -> None:
+    """A run name of 200 bytes in a save directory with a long name: name@save_dir is cut short
+    enough that name@save_dir-2 is still a name a file system takes (255 bytes)."""
+    import argparse
+    import plan
+    (tmp_path / "logs" / ("r" * 200)).mkdir(parents=True)  # the run's own name is taken
+    run_dir = tmp_path / ("s" * 100) / ("r" * 200)
+    claimed = []
+    for _ in range(2):
+        args = argparse.Namespace(log_dir=str(tmp_path / "logs"))
+        plan.name_tensorboard_run(args, run_dir, None, chief=True)
+        claimed.append(args.log_name)
+    assert claimed[1] == claimed[0] + "-2" and claimed[0].startswith("r" * 200 + "@sss"), claimed
+    assert len(claimed[1].encode()) <= utils.NAME_MAX_BYTES and (tmp_path / "logs" / claimed[1]).is_dir()
+
+
 def test_runs_started_together_get_tensorboard_runs_of_their_own(tmp_path: Path) -> None:
     """Two runs named exp in two save directories, launched together, both found logs/exp free: each
     must write its own curves (and an undone session must not delete the other's)."""
