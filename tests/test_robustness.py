@@ -1620,6 +1620,20 @@ def test_resuming_a_run_without_its_vocabulary_is_refused(run_copy: Path, damage
     assert file_hashes(run_copy) == before
 
 
+def test_a_vocabulary_lost_before_the_first_save_is_made_again(tmp_path: Path, caplog) -> None:
+    """Without vocab.json, a run with no checkpoint takes the text's own vocabulary (a warning);
+    one whose only checkpoints are best/'s is refused, as one with checkpoints beside it is."""
+    import plan
+    corpus = object()  # the text's, prepared: taken as it is
+    with caplog.at_level("WARNING", logger="charrnn"):
+        assert plan.on_the_run_s_vocabulary(tmp_path, corpus, [], None) is corpus
+    assert "writing it again from the corpus (the run has no checkpoint yet)" in caplog.text
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "ckpt-4.index").write_bytes(b"")
+    with pytest.raises(utils.CharRNNError, match="The run's checkpoints give each id the character"):
+        plan.on_the_run_s_vocabulary(tmp_path, corpus, [], None)
+
+
 def test_sampling_falls_back_from_a_listed_checkpoint_that_is_corrupt(run_copy: Path) -> None:
     """The `checkpoint` list is intact, but the newest checkpoint it names is cut short (a copy that
     ran out of space, say): the next older one is used, and we are told."""
