@@ -269,7 +269,8 @@ RANGE_TAKEN = [["--num_epochs", "0", "--max_steps", "5"], ["--num_epochs", "0", 
                ["--min_lr_frac", "1"], ["--grad_clip", "0.001"], ["--decay_rate", "1"], ["--decay_rate", "0.001"],
                ["--peer_timeout", "0"], ["--peer_timeout", "10s"], ["--input_keep_prob", "1"],
                ["--input_keep_prob", "0.000001"], ["--output_keep_prob", "1"], ["--run_name", "a.b"],
-               ["--run_name", "한" * 66]]  # 198 bytes
+               ["--run_name", "한" * 66],  # 198 bytes
+               ["--log_dir", "logs[1]"]]  # TensorBoard's writer does not glob its folder, as checkpoints do
 RANGE_REFUSED = [
     (["--num_epochs", "-1"], "--num_epochs -1: must be 0 (no epoch limit) or positive"),
     *[([f"--{flag}", "65" if flag == "num_layers" else "16385"], f"--{flag} {65 if flag == 'num_layers' else 16385}: "
