@@ -809,6 +809,20 @@ def test_typing_a_run_s_own_model_and_batch_flags_on_resume_is_no_change(tmp_pat
     assert (args.rnn_size, args.val_frac, args.seed) == (32, 0.05, 7)
 
 
+def test_a_saved_rate_edited_to_a_whole_number_is_read_as_that_rate(tmp_path: Path) -> None:
+    """config.json edited by hand ("dropout": 0, "min_lr_frac": 1) is read, not refused as damaged:
+    JSON's 0 is the float flag's 0.0 (the derived input_dropout's too)."""
+    import plan
+    write_saved_flags(tmp_path, *TINY)
+    config = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
+    config["args"].update(dropout=0, input_dropout=0, min_lr_frac=1)
+    (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    args, typed = parsed_flags("--init_from", str(tmp_path))
+    plan.merge_resume_config(args, typed, tmp_path)
+    assert (args.dropout, args.input_dropout, args.min_lr_frac) == (0, 0, 1)
+    plan.check_args(args)
+
+
 def test_the_validation_text_holds_one_window_at_the_least() -> None:
     """A window of --seq_length 16 is 17 symbols (16 inputs, and one more for the last target):
     17 kept pass, 16 are refused, and the advice names what cut them short."""
