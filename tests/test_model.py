@@ -1,6 +1,7 @@
 """model.py: the hand-written backward pass against plain autodiff, training, state, generate()."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -169,12 +170,34 @@ def test_config_round_trip_and_validation():
         M.ModelConfig("lstm", 65, 2, 128, 64, dropout=1.0)
 
 
+def test_config_saves_every_field_and_checks_each_range():
+    config = M.ModelConfig("lstm", 65, 2, 128, 64, dropout=0.25, input_dropout=0.5)
+    saved = config.to_dict()
+    assert saved == {"model": "lstm", "vocab_size": 65, "num_layers": 2, "rnn_size": 128, "embedding_size": 64,
+                     "dropout": 0.25, "input_dropout": 0.5}
+    assert M.ModelConfig.from_dict(saved) == config and hash(M.ModelConfig.from_dict(saved)) == hash(config)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.dropout = 0.0  # a model's config cannot change under it
+    # A config without the dropouts (sample.py reads them so) has none.
+    bare = M.ModelConfig.from_dict({k: v for k, v in saved.items() if "dropout" not in k})
+    assert (bare.dropout, bare.input_dropout) == (0.0, 0.0)
+    for name in ("vocab_size", "num_layers", "rnn_size", "embedding_size"):
+        with pytest.raises(ValueError, match=f"^{name} must"):
+            M.ModelConfig.from_dict({**saved, name: 0})
+    for name in ("dropout", "input_dropout"):
+        assert getattr(M.ModelConfig.from_dict({**saved, name: 0.0}), name) == 0.0
+        for bad in (-0.1, 1.0):
+            with pytest.raises(ValueError, match=f"^{name} must"):
+                M.ModelConfig.from_dict({**saved, name: bad})
+
+
 @pytest.mark.parametrize("cell,parts", [("lstm", 2), ("gru", 1), ("rnn", 1)])
 def test_state_shapes_and_step_equals_call(cell, parts):
     m = make_model(cell, layers=3)
     assert m.state_size == (3, parts, 8)
     state = m.initial_state(4)
-    assert state.shape == (3, parts, 4, 8)
+    assert state.shape == (3, parts, 4, 8) and state.dtype == tf.float32
+    np.testing.assert_array_equal(state, 0.0)  # a reset state is all zeros
     ids = tf.constant([[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 0, 1]], tf.int32)
     logits, state = m(ids, state)
     assert logits.shape == (4, 3, 11) and state.shape == (3, parts, 4, 8)
