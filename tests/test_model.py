@@ -129,6 +129,38 @@ def test_xla_traces_take_the_in_place_update():
     assert taken == [True, False]
 
 
+def test_the_compiled_layer_writes_h_transposed_in_place():
+    """An XLA-compiled train step takes the loop's in-place h^T update (XlaDynamicUpdateSlice), not
+    the slower copy after it, which a graph without XLA keeps."""
+    m = make_model("gru")
+
+    def grads(ids, state):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(m(ids, state)[0])
+        return tape.gradient(loss, m.trainable_variables)
+
+    specs = (tf.TensorSpec([3, 5], tf.int32), tf.TensorSpec([2, 1, 3, 8], tf.float32))
+    found = []
+    for jit in (True, False):
+        graph = M.graph_function(grads, jit_compile=jit).get_concrete_function(*specs).graph.as_graph_def()
+        ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+        found.append("XlaDynamicUpdateSlice" in ops)
+    assert found == [True, False]
+
+
+def test_graph_functions_leave_python_control_flow_to_python():
+    """Autograph is off (its conversion cost seconds of start-up): a Python `if` on a tensor
+    fails while tracing instead of turning into a tf.cond."""
+
+    def absolute(x):
+        if x > 0:
+            return x
+        return -x
+
+    with pytest.raises(TypeError):
+        M.graph_function(absolute)(tf.constant(-2.0))
+
+
 @pytest.mark.parametrize("cell", M.MODEL_TYPES)
 def test_float16_compute_tracks_float32(cell):
     """Mixed precision: the same weights computed in float16 give float32 logits, state and
