@@ -253,6 +253,48 @@ def test_same_seed_same_weights_and_checkpoint(tmp_path):
     np.testing.assert_array_equal(a.w_out, c.w_out)
 
 
+@pytest.mark.parametrize("cell", M.MODEL_TYPES)
+def test_initial_weights_glorot_orthogonal_per_gate_and_biases(cell):
+    m = make_model(cell, hidden=8, embed=5)
+    G, H = m.cell.gates, 8
+    for w in [m.embedding, *m.w_x, m.w_out]:
+        limit = np.sqrt(6.0 / sum(w.shape))
+        assert 0.8 * limit < np.max(np.abs(w.numpy())) <= limit, w.name
+    for w_h in m.w_h:
+        blocks = np.split(w_h.numpy(), G, axis=1)
+        for q in blocks:
+            np.testing.assert_allclose(q.T @ q, np.eye(H), atol=1e-5, err_msg=w_h.name)
+        for i in range(G):
+            for j in range(i):
+                assert not np.allclose(blocks[i], blocks[j]), (w_h.name, i, j)  # each gate its own draw
+    # Only the LSTM's forget gate (its second block) starts at 1.
+    want = np.zeros(G * H)
+    if cell == "lstm":
+        want[H:2 * H] = 1.0
+    for b in m.b:
+        np.testing.assert_array_equal(b, want, err_msg=b.name)
+    np.testing.assert_array_equal(m.b_out, 0.0)
+
+
+@pytest.mark.parametrize("cell", M.MODEL_TYPES)
+def test_dropout_is_off_outside_training(cell):
+    """training=False drops nothing, seed or no seed; through the folded embedding table (B*T >= V)
+    and the plain gather (B*T < V) alike."""
+    m = make_model(cell, dropout=0.5, input_dropout=0.5)
+    rng = np.random.default_rng(5)
+    seed = tf.constant([7, 3], tf.int64)
+    for batch, steps in ((3, 7), (1, 3)):
+        ids = tf.constant(rng.integers(0, m.config.vocab_size, (batch, steps)), tf.int32)
+        L, S, H = m.state_size
+        state = tf.constant(rng.normal(0, 0.5, (L, S, batch, H)), tf.float32)
+        want_logits, want_final = reference_forward(m, ids, state)
+        for dropout_seed in (None, seed):
+            logits, final = m(ids, state, dropout_seed=dropout_seed)
+            np.testing.assert_allclose(logits, want_logits, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(final, want_final, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(m(ids, state, training=True, dropout_seed=seed)[0], want_logits)
+
+
 def test_training_with_dropout_needs_a_seed():
     m = make_model("lstm", dropout=0.5)
     with pytest.raises(ValueError, match="dropout_seed"):
