@@ -2019,3 +2019,27 @@ def test_tf_config_ports_go_up_to_65535(monkeypatch) -> None:
         else:
             with pytest.raises(utils.CharRNNError, match=f"'a:{port}' is not host:port"):
                 workers.cluster_from_env("multiworker")
+
+
+def test_advice_after_a_failure_names_what_is_left(tmp_path: Path) -> None:
+    """how_to_go_on: a run resumed in place keeps its checkpoints even when this session saved none;
+    a new run or a copy to go on in that saved nothing is gone, and the same command makes it again."""
+    import types
+
+    import train
+    run_dir = tmp_path / "save" / "r"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text("{}", encoding="utf-8")
+
+    def advice(**run) -> str:
+        return train.how_to_go_on(types.SimpleNamespace(**{"kept": False, "resume_dir": None, "forked_from": None,
+                                                           "run_dir": run_dir, "cluster": workers.Cluster(), **run}))
+
+    intact = f"the checkpoints in {run_dir} are intact: resume with --init_from {run_dir}"
+    assert advice() == "nothing was saved: run the same command again"
+    assert advice(resume_dir=run_dir) == intact  # in place: this session saved nothing, the run's are there
+    fork = {"resume_dir": tmp_path / "q", "forked_from": tmp_path / "q"}
+    assert advice(**fork) == "nothing was saved: run the same command again"
+    assert advice(kept=True, **fork) == intact
+    (run_dir / "config.json").unlink()
+    assert advice(kept=True).startswith(f"{run_dir} is gone, and its checkpoints with it")
