@@ -1194,3 +1194,80 @@ def test_a_failure_before_the_first_step_saves_nothing_after_it() -> None:
     assert Trainer.save_after_failure(trainer) is False and saved == []
     trainer.step = 3  # steps trained since: saved
     assert Trainer.save_after_failure(trainer) is True and saved == ["manager"]
+
+
+def test_a_session_s_end_evaluates_saves_and_says_once(monkeypatch, caplog) -> None:
+    """finish: at the length limit a final evaluation (not again where the loop just made one), a
+    checkpoint unless the loop's holds it all, the HParams Success, and no resume command; a stop
+    short of the limit says how to resume and leaves the status open; a stop before the first step
+    saves nothing and says what is kept."""
+    import argparse
+    import contextlib
+    import functools
+    import logging
+    import types
+
+    import train
+    import workers
+    ends: list[int] = []
+    monkeypatch.setattr(train, "write_run_end", ends.append)
+
+    def trainer(step: int, saved_step: int, last_val_step: int = -1, train_seconds: float = 0.0,
+                improves: bool = False, best_val: float = 1.5, time_budget_s: float = 0.0, **run):
+        t = types.SimpleNamespace(
+            step=step, start_step=2, saved_step=saved_step, last_val_step=last_val_step, best_val=best_val,
+            train_seconds=train_seconds, seconds_so_far=lambda: train_seconds, manager="manager", saves=[], evals=[],
+            args=argparse.Namespace(num_epochs=0, max_steps=0 if time_budget_s else 8, time_budget_s=time_budget_s,
+                                    time_budget=f"{time_budget_s:g}s"),
+            writer=types.SimpleNamespace(as_default=contextlib.nullcontext, flush=lambda: None),
+            run=types.SimpleNamespace(cluster=workers.Cluster(), run_dir=Path("save/r"), loader=types.SimpleNamespace(
+                num_batches=100), **{"forked_from": None, "resume_dir": None, **run}))
+        t.save = t.saves.append
+        t.run_eval = lambda: t.evals.append(t.step) or improves
+        t.limit_flag = functools.partial(train.Trainer.limit_flag, t)
+        return t
+
+    def finish(t, ended_by: str) -> str:
+        ends.clear()
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="charrnn"):
+            train.Trainer.finish(t, ended_by)
+        return caplog.text
+
+    # At the limit: evaluated, saved once, Success, and no resume command.
+    t = trainer(8, saved_step=5)
+    said = finish(t, train.LENGTH_LIMIT)
+    assert (t.evals, t.saves, ends) == ([8], ["manager"], [8])
+    assert "stopped at step 8 by --max_steps 8; best val loss 1.5000. Sample with:" in said and "resume" not in said
+    # The loop saved this step and the final evaluation did not improve: that checkpoint is all there is.
+    t = trainer(8, saved_step=8)
+    finish(t, train.LENGTH_LIMIT)
+    assert (t.evals, t.saves, ends) == ([8], [], [8])
+    t = trainer(8, saved_step=8, improves=True)  # best_val changed: the run's own checkpoint holds it too
+    finish(t, train.LENGTH_LIMIT)
+    assert t.saves == ["manager"]
+    # A time budget that ran out in the loop's evaluation and save of this step: neither again...
+    t = trainer(8, saved_step=8, last_val_step=8, train_seconds=10.5, time_budget_s=10.0)
+    assert "by --time_budget 10s" in finish(t, train.LENGTH_LIMIT)
+    assert (t.evals, t.saves, ends) == ([], [], [8])
+    # ... unless the checkpoint was taken short of the budget: a resume from it would train on.
+    t = trainer(8, saved_step=8, last_val_step=8, train_seconds=9.5, time_budget_s=10.0)
+    t.seconds_so_far = lambda: 10.5
+    finish(t, train.LENGTH_LIMIT)
+    assert (t.evals, t.saves) == ([], ["manager"])
+    # A signal: no evaluation, the steps since the last checkpoint saved, no status, how to resume.
+    t = trainer(6, saved_step=5, best_val=math.inf)
+    said = finish(t, "SIGTERM")
+    assert (t.evals, t.saves, ends) == ([], ["manager"], [])
+    assert "stopped at step 6 by SIGTERM; no validation yet." in said and "resume with:  " in said
+    t = trainer(6, saved_step=6)  # --stop_at_step where the loop saved: not saved again
+    assert "resume with:  " in finish(t, "--stop_at_step 6") and t.saves == []
+    # Before the first step: nothing saved, and what is left of the run told.
+    for run, left in (({}, "; save/r is not kept"), ({"resume_dir": Path("save/r")}, ""),
+                      ({"resume_dir": Path("save/q"), "forked_from": Path("save/q")}, "; no copy is kept in save/r")):
+        t = trainer(2, saved_step=2, **run)
+        said = finish(t, "--stop_at_step 2")
+        assert f"stopped by --stop_at_step 2 at step 2, before training: nothing saved{left}\n" in said, (run, said)
+        assert (t.evals, t.saves, ends) == ([], [], [])
+    with pytest.raises(KeyboardInterrupt):  # a signal before the first step: as one during start-up
+        finish(trainer(2, saved_step=2), "SIGINT")
