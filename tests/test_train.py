@@ -1271,3 +1271,44 @@ def test_a_session_s_end_evaluates_saves_and_says_once(monkeypatch, caplog) -> N
         assert (t.evals, t.saves, ends) == ([], [], [])
     with pytest.raises(KeyboardInterrupt):  # a signal before the first step: as one during start-up
         finish(trainer(2, saved_step=2), "SIGINT")
+
+
+def test_a_step_s_scalars_rate_and_time_left(tmp_path: Path) -> None:
+    """log_step: the scalars of each step (no gradient norm for a step skipped by a float16 overflow),
+    characters per second in original characters (not jamo) from the session's second step, the rate
+    shown smoothed, and the time left at the pace since pace_from."""
+    import argparse
+    import types
+
+    import tensorflow as tf
+
+    import train
+    shown: list[list[str]] = []
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    t = types.SimpleNamespace(
+        tf=tf, writer=writer, step=11, start_step=10, rate=0.0, pace_from=None, last_val=None, done=0.1,
+        chars_per_symbol={"train": 0.5}, loss_scale=types.SimpleNamespace(scale=8.0),
+        args=argparse.Namespace(batch_size=40, seq_length=16, mixed_precision=False, stop_at_step=0),
+        progress_line=types.SimpleNamespace(update=lambda step, fields: shown.append(fields)),
+        epoch_position=lambda: "0.11")
+    t.progress = lambda: t.done
+    # The session's first step compiled it: no rate, no time left yet; the pace is measured from its end.
+    train.Trainer.log_step(t, 2.0, math.inf, 1e-3, time.monotonic() - 2.0)
+    assert shown[-1][3:6] == ["val -", "ETA ?", "- chars/s"] and t.pace_from[1:] == (0.1, 11) and t.rate == 0.0
+    # 320 characters (640 jamo) in 20 s; 40% of the run in the 80 s since the pace began: 100 s to go.
+    # (Whole seconds apart, so that a slow machine's milliseconds between the calls change nothing shown.)
+    t.step, t.done, t.last_val, t.pace_from = 12, 0.5, 1.25, (time.monotonic() - 80.0, 0.1, 11)
+    train.Trainer.log_step(t, 1.8, 1.5, 1e-3, time.monotonic() - 20.0)
+    assert t.rate == pytest.approx(16.0, rel=0.02)
+    assert shown[-1][3:6] == ["val 1.2500", "ETA 00:01:40", "16 chars/s"], shown[-1]
+    t.step, t.args.mixed_precision = 13, True
+    train.Trainer.log_step(t, 1.7, 1.5, 1e-3, time.monotonic() - 10.0)  # 32 chars/s, smoothed: 0.9 * 16 + 0.1 * 32
+    assert t.rate == pytest.approx(17.6, rel=0.02) and shown[-1][5] == "18 chars/s"
+    writer.flush()
+    scalars = read_scalars(tmp_path)
+    assert [step for step, _ in scalars["train/grad_norm"]] == [12, 13]  # step 11's norm was infinite
+    assert [step for step, _ in scalars["train/chars_per_sec"]] == [12, 13]
+    assert [float(v) for _, v in scalars["train/chars_per_sec"]] == pytest.approx([16.0, 32.0], rel=0.02)
+    assert [step for step, _ in scalars["train/loss_scale"]] == [13]  # under --mixed_precision only
+    np.testing.assert_allclose([float(v) for _, v in scalars["train/bpc"]],
+                               np.array([2.0, 1.8, 1.7]) / 0.5 / math.log(2), rtol=1e-6)
