@@ -997,8 +997,8 @@ def test_the_progress_line_s_epoch_and_time_left() -> None:
     assert time_left((100.0, 0.1, 10), 110.0, 0.2, 20, 0) == pytest.approx(80.0)
     assert time_left((100.0, 0.1, 10), 110.0, 0.2, 20, 25) == pytest.approx(5.0)
     assert time_left((100.0, 0.1, 10), 110.0, 0.2, 20, 15) == 0.0  # the session has passed it: it stops now
-    assert [format_eta(s) for s in (0, 3661, 86399, 2 * 86400, math.nan, -1)] == [
-        "00:00:00", "01:01:01", "23:59:59", "2.0d", "?", "?"]
+    assert [format_eta(s) for s in (0, 3661, 86399, 86400, 2 * 86400, math.nan, -1)] == [
+        "00:00:00", "01:01:01", "23:59:59", "1.0d", "2.0d", "?", "?"]  # a day is not 00:00:00
 
 
 class GradientDescent:
@@ -1194,6 +1194,10 @@ def test_a_failure_before_the_first_step_saves_nothing_after_it() -> None:
     assert Trainer.save_after_failure(trainer) is False and saved == []
     trainer.step = 3  # steps trained since: saved
     assert Trainer.save_after_failure(trainer) is True and saved == ["manager"]
+    trainer.saved_step = 3  # the loop's checkpoint of this step holds them all: not written again
+    assert Trainer.save_after_failure(trainer) is False and saved == ["manager"]
+    trainer.step, trainer.run.cluster = 4, workers.Cluster(0, 2)  # multiworker: saved together, at agreed steps
+    assert Trainer.save_after_failure(trainer) is False and saved == ["manager"]
 
 
 def test_a_session_s_end_evaluates_saves_and_says_once(monkeypatch, caplog) -> None:
@@ -1312,3 +1316,19 @@ def test_a_step_s_scalars_rate_and_time_left(tmp_path: Path) -> None:
     assert [step for step, _ in scalars["train/loss_scale"]] == [13]  # under --mixed_precision only
     np.testing.assert_allclose([float(v) for _, v in scalars["train/bpc"]],
                                np.array([2.0, 1.8, 1.7]) / 0.5 / math.log(2), rtol=1e-6)
+
+
+def test_the_length_limit_comes_before_stop_at_step_at_the_same_step() -> None:
+    """A run whose --stop_at_step is its last step reached its limit: it is finished (evaluated, Success
+    in the HParams table), not paused to be resumed into nothing."""
+    import argparse
+    import types
+
+    from train import LENGTH_LIMIT, Trainer
+    trainer = types.SimpleNamespace(args=argparse.Namespace(stop_at_step=20), step=20)
+    assert Trainer.stop_reason(trainer, 1.0, True, [signal.SIGINT]) == LENGTH_LIMIT
+    assert Trainer.stop_reason(trainer, 0.5, True, [signal.SIGINT]) == "--stop_at_step 20"
+    trainer.step = 19
+    assert Trainer.stop_reason(trainer, 0.5, False, []) is None
+    trainer.args.stop_at_step = 0
+    assert Trainer.stop_reason(trainer, 0.99, False, []) is None
