@@ -1332,3 +1332,37 @@ def test_the_length_limit_comes_before_stop_at_step_at_the_same_step() -> None:
     assert Trainer.stop_reason(trainer, 0.5, False, []) is None
     trainer.args.stop_at_step = 0
     assert Trainer.stop_reason(trainer, 0.99, False, []) is None
+
+
+def test_out_of_memory_names_the_flags_that_need_less(tmp_path: Path, monkeypatch) -> None:
+    """A ResourceExhaustedError is out of memory (the sizes to lower) or, otherwise, a full disk."""
+    import argparse
+    import types
+
+    import tensorflow as tf
+
+    import train
+    import utils
+    import workers
+    from utils import CharRNNError
+    monkeypatch.setattr(utils, "stop_signals", lambda: ())  # pytest's own handlers stay
+
+    def failing(message: str):
+        def start(run, tf, hang_watch):
+            raise tf.errors.ResourceExhaustedError(None, None, message)
+        return start
+
+    run = types.SimpleNamespace(args=argparse.Namespace(peer_timeout_s=0.0), cluster=workers.Cluster(), kept=False,
+                                resume_dir=None, forked_from=None, run_dir=tmp_path / "r")
+    for message in ("OOM when allocating tensor with shape[64,4096] and type float [Op:MatMul]",
+                    "failed to allocate memory [Op:AddV2]"):
+        monkeypatch.setattr(train, "Trainer", failing(message))
+        with pytest.raises(CharRNNError) as error:
+            train.train_run(run, tf)
+        assert str(error.value).startswith("out of memory (") and (
+            "A smaller --batch_size, --rnn_size or --num_layers needs less" in str(error.value)), error.value
+        assert str(error.value).endswith("nothing was saved: run it with smaller ones again"), error.value
+    monkeypatch.setattr(train, "Trainer", failing("No space left on device"))
+    with pytest.raises(CharRNNError, match=r"^No space left on device\. Free disk space; nothing was saved: run the "
+                                           r"same command again$"):
+        train.train_run(run, tf)
