@@ -1366,3 +1366,20 @@ def test_out_of_memory_names_the_flags_that_need_less(tmp_path: Path, monkeypatc
     with pytest.raises(CharRNNError, match=r"^No space left on device\. Free disk space; nothing was saved: run the "
                                            r"same command again$"):
         train.train_run(run, tf)
+
+
+def test_the_hparams_table_has_the_run_s_length_and_schedule(tmp_path: Path) -> None:
+    """Runs that differ by their time budget, epochs or old decay rate are told apart in the HParams table."""
+    import tensorflow as tf
+
+    import plan
+    import train
+    args = plan.build_parser().parse_args(["--input", "c.txt", "--time_budget", "15m", "--decay_rate", "0.97",
+                                           "--num_epochs", "7", "--log_dir", str(tmp_path)])
+    args.log_name = "r"
+    with tf.summary.create_file_writer(str(tmp_path / "r")).as_default():
+        train.write_run_summaries(args, 42)
+    hparams = hparams_of(tmp_path / "r")
+    assert (hparams["time_budget"], hparams["num_epochs"], hparams["decay_rate"]) == ("15m", 7, pytest.approx(0.97))
+    assert (hparams["vocab_size"], hparams["group"]) == (42, str(tmp_path / "r"))
+    assert "max_steps" in hparams and "init_from" not in hparams
