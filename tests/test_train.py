@@ -985,6 +985,9 @@ def test_the_nearest_length_limit_ends_the_run_and_is_named() -> None:
     assert training_progress(args, 5, 45.0, 100) == 0.75 and limit_reached(args, 5, 60.0, 100) == "time_budget"
     args.max_steps = 0
     assert limit_reached(args, 300, 1.0, 100) == "num_epochs"
+    # --num_epochs 3 of 100 steps each: step 150 is half the run, step 300 its end.
+    args.time_budget_s = 0.0
+    assert [training_progress(args, step, 0.0, 100) for step in (150, 299, 300)] == [0.5, 299 / 300, 1.0]
 
 
 def test_the_progress_line_s_epoch_and_time_left() -> None:
