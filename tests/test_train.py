@@ -1280,7 +1280,7 @@ def test_a_session_s_end_evaluates_saves_and_says_once(monkeypatch, caplog) -> N
         finish(trainer(2, saved_step=2), "SIGINT")
 
 
-def test_a_step_s_scalars_rate_and_time_left(tmp_path: Path) -> None:
+def test_a_step_s_scalars_rate_and_time_left(tmp_path: Path, monkeypatch) -> None:
     """log_step: the scalars of each step (no gradient norm for a step skipped by a float16 overflow),
     characters per second in original characters (not jamo) from the session's second step, the rate
     shown smoothed, and the time left at the pace since pace_from."""
@@ -1299,17 +1299,21 @@ def test_a_step_s_scalars_rate_and_time_left(tmp_path: Path) -> None:
         progress_line=types.SimpleNamespace(update=lambda step, fields: shown.append(fields)),
         epoch_position=lambda: "0.11")
     t.progress = lambda: t.done
+    # log_step's clock stands still at `now`: a loaded machine's pause between a call and its reading
+    # of the clock (0.3 s already moved the rate past 2%) changes no rate or time left.
+    now = 1000.0
+    monkeypatch.setattr(train, "time", types.SimpleNamespace(monotonic=lambda: now, strftime=time.strftime,
+                                                             gmtime=time.gmtime))
     # The session's first step compiled it: no rate, no time left yet; the pace is measured from its end.
-    train.Trainer.log_step(t, 2.0, math.inf, 1e-3, time.monotonic() - 2.0)
+    train.Trainer.log_step(t, 2.0, math.inf, 1e-3, now - 2.0)
     assert shown[-1][3:6] == ["val -", "ETA ?", "- chars/s"] and t.pace_from[1:] == (0.1, 11) and t.rate == 0.0
     # 320 characters (640 jamo) in 20 s; 40% of the run in the 80 s since the pace began: 100 s to go.
-    # (Whole seconds apart, so that a slow machine's milliseconds between the calls change nothing shown.)
-    t.step, t.done, t.last_val, t.pace_from = 12, 0.5, 1.25, (time.monotonic() - 80.0, 0.1, 11)
-    train.Trainer.log_step(t, 1.8, 1.5, 1e-3, time.monotonic() - 20.0)
+    t.step, t.done, t.last_val, t.pace_from = 12, 0.5, 1.25, (now - 80.0, 0.1, 11)
+    train.Trainer.log_step(t, 1.8, 1.5, 1e-3, now - 20.0)
     assert t.rate == pytest.approx(16.0, rel=0.02)
     assert shown[-1][3:6] == ["val 1.2500", "ETA 00:01:40", "16 chars/s"], shown[-1]
     t.step, t.args.mixed_precision = 13, True
-    train.Trainer.log_step(t, 1.7, 1.5, 1e-3, time.monotonic() - 10.0)  # 32 chars/s, smoothed: 0.9 * 16 + 0.1 * 32
+    train.Trainer.log_step(t, 1.7, 1.5, 1e-3, now - 10.0)  # 32 chars/s, smoothed: 0.9 * 16 + 0.1 * 32
     assert t.rate == pytest.approx(17.6, rel=0.02) and shown[-1][5] == "18 chars/s"
     writer.flush()
     scalars = read_scalars(tmp_path)
