@@ -1245,7 +1245,7 @@ def test_a_session_s_end_evaluates_saves_and_says_once(monkeypatch, caplog) -> N
     t = trainer(8, saved_step=5)
     said = finish(t, train.LENGTH_LIMIT)
     assert (t.evals, t.saves, ends) == ([8], ["manager"], [8])
-    assert "stopped at step 8 by --max_steps 8; best val loss 1.5000. Sample with:" in said and "resume" not in said
+    assert "stopped at step 8 by --max_steps 8; best val loss 1.5000. Sample with:" in said and "resume with" not in said
     # The loop saved this step and the final evaluation did not improve: that checkpoint is all there is.
     t = trainer(8, saved_step=8)
     finish(t, train.LENGTH_LIMIT)
