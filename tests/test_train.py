@@ -247,12 +247,20 @@ def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Pa
                                                    timeout=5).read())
         charts = [chart["multiline"]["tag"] for chart in layout["category"][0]["chart"]]
         assert charts == [["^train/loss$", "^val/loss$"], ["^train/bpc$", "^val/bpc$"]], layout
-        # The HParams table has the run's row, finished at its length limit: Success.
+        # The HParams table has the run's row, finished at its length limit: Success. The status is
+        # the events file's last record, which the server's reload (a thread, record by record) may
+        # not have reached when val/loss was first served: asked again until a status is there.
         request = json.dumps({"allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
                                                   "STATUS_RUNNING"], "startIndex": 0, "sliceSize": 10})
-        groups = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/hparams/session_groups?"
-                                                   + urllib.parse.urlencode({"request": request}), timeout=5).read())
-        sessions = [(s["name"], s["status"]) for group in groups["sessionGroups"] for s in group["sessions"]]
+        url = (f"http://127.0.0.1:{port}/data/plugin/hparams/session_groups?"
+               + urllib.parse.urlencode({"request": request}))
+        deadline = time.monotonic() + 30
+        while True:
+            groups = json.loads(urllib.request.urlopen(url, timeout=5).read())
+            sessions = [(s["name"], s["status"]) for group in groups["sessionGroups"] for s in group["sessions"]]
+            if any(status != "STATUS_UNKNOWN" for _, status in sessions) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         assert sessions == [(run, "STATUS_SUCCESS")], groups
     finally:
         server.terminate()
