@@ -2043,3 +2043,92 @@ def test_advice_after_a_failure_names_what_is_left(tmp_path: Path) -> None:
     assert advice(kept=True, **fork) == intact
     (run_dir / "config.json").unlink()
     assert advice(kept=True).startswith(f"{run_dir} is gone, and its checkpoints with it")
+
+
+def test_latest_saved_again_with_a_byte_order_mark_still_names_its_run(tmp_path: Path) -> None:
+    """An editor that writes a UTF-8 byte-order mark: the mark is no part of the run's name."""
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.json").write_text("{}")
+    (tmp_path / "latest").write_text("r\n", encoding="utf-8-sig")
+    assert runs.resolve_run_dir(str(tmp_path), "--init_from") == tmp_path / "r"
+
+
+def test_removing_what_was_created_stops_at_the_outermost_folder_made(tmp_path: Path) -> None:
+    """ensure_writable made save/a/b inside the user's own empty folder: the clean-up removes b and a,
+    not that folder, nor anything above it."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    created = runs.ensure_writable(mine / "a" / "b", "--save_dir")
+    assert created == mine / "a"
+    runs.remove_created(mine / "a" / "b", created)
+    assert mine.is_dir() and not list(mine.iterdir())
+
+
+def test_a_stale_lock_file_s_text_is_replaced_by_the_new_holder_s(tmp_path: Path) -> None:
+    """A killed trainer's pid stays in .lock: the next holder's replaces it, so a refusal names only
+    the trainer that holds the run."""
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / ".lock").write_text("pid 4242424 of a trainer killed long ago\n")
+    lock = runs.RunLock(run_dir, "--init_from")
+    try:
+        assert (run_dir / ".lock").read_text() == f"pid {os.getpid()}\n"
+        with pytest.raises(runs.RunBusy) as busy:
+            runs.RunLock(run_dir, "--init_from")
+        assert f"is being trained by pid {os.getpid()};" in str(busy.value) and "4242424" not in str(busy.value)
+    finally:
+        lock.release()
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink") or os.name == "nt", reason="symbolic links")
+def test_discarding_a_new_run_removes_a_link_in_it_not_what_it_links_to(tmp_path: Path) -> None:
+    """A new run directory the session made goes whole, a symbolic link in it as a link: the folder
+    it points to (the user's) keeps its files."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("mine")
+    new = tmp_path / "new"
+    lock = runs.RunLock(new, "--save_dir")
+    (new / "link").symlink_to(outside, target_is_directory=True)
+    lock.release(discard=True)
+    assert not new.exists() and (outside / "keep.txt").read_text() == "mine"
+
+
+def test_a_checkpoint_list_naming_only_its_newest_checkpoint(tmp_path: Path) -> None:
+    """A `checkpoint` file with model_checkpoint_path alone (written by hand, or by an older tool)
+    lists that checkpoint: it is not taken for a damaged list."""
+    import tensorflow as tf
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "ckpt-3"\n', encoding="utf-8")
+    assert runs.read_checkpoint_list(tf, tmp_path, set_aside=True) == [str(tmp_path / "ckpt-3")]
+    assert (tmp_path / "checkpoint").exists() and not (tmp_path / "checkpoint.damaged").exists()
+    (tmp_path / "checkpoint").unlink()
+    assert runs.read_checkpoint_list(tf, tmp_path) is None
+
+
+def test_tensorflow_s_op_details_are_left_out_of_an_error_s_reason() -> None:
+    wrapped = OSError("{{function_node __wrapped__SaveV2_dtypes_2_device_/job:localhost/replica:0}} "
+                      "/x/ckpt-1_temp: No space left on device [Op:SaveV2] name: \nmore lines")
+    assert runs.tf_error_reason(wrapped) == "/x/ckpt-1_temp: No space left on device"
+    assert runs.tf_error_reason(OSError()) == "OSError"
+
+
+def test_a_copy_interrupted_midway_has_no_config_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """config.json is written last: a copy killed before then (here at vocab.json, which sorts after
+    it) is no run, and never one that names its source."""
+    source = tmp_path / "run"
+    source.mkdir()
+    for name in ("checkpoint", "ckpt-1.index", "vocab.json"):
+        (source / name).write_text(name)
+    (source / "config.json").write_text(json.dumps({"args": {"run_name": "run"}}))
+    copy2 = shutil.copy2
+
+    def killed_at_vocab(src, dst):
+        if Path(src).name == "vocab.json":
+            raise KeyboardInterrupt
+        return copy2(src, dst)
+
+    monkeypatch.setattr(runs.shutil, "copy2", killed_at_vocab)
+    with pytest.raises(KeyboardInterrupt):
+        runs.copy_run(source, tmp_path / "copy", {"run_name": "copy"})
+    assert (tmp_path / "copy" / runs.UNSAVED_COPY).exists() and not (tmp_path / "copy" / "config.json").exists()
+
