@@ -2132,3 +2132,18 @@ def test_a_copy_interrupted_midway_has_no_config_json(tmp_path: Path, monkeypatc
         runs.copy_run(source, tmp_path / "copy", {"run_name": "copy"})
     assert (tmp_path / "copy" / runs.UNSAVED_COPY).exists() and not (tmp_path / "copy" / "config.json").exists()
 
+
+def test_a_batch_share_suggests_the_nearest_multiple(tmp_path: Path) -> None:
+    """--batch_size 7 on 4 workers: 8 is nearer than 4 (and 1 on 4 suggests 4, not 0)."""
+    for batch, fits in ((7, 8), (5, 4), (1, 4), (13, 12), (15, 16)):
+        with pytest.raises(utils.CharRNNError, match=f"Try --batch_size {fits}$"):
+            workers.check_batch_shares(batch, 4, "workers", resumed=False, how_to_use_fewer="")
+
+
+def test_tf_config_task_of_another_type_is_not_in_the_cluster(monkeypatch) -> None:
+    """A parameter server or evaluator task is no training worker of this cluster (not worker 0 of it)."""
+    cluster = {"chief": ["a:1"], "worker": ["b:2", "c:3"]}
+    for task in ({"type": "ps", "index": 0}, {"type": "evaluator", "index": 0}):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+        with pytest.raises(utils.CharRNNError, match="is not in the cluster"):
+            workers.cluster_from_env("multiworker")
