@@ -1398,3 +1398,24 @@ def test_the_hparams_table_has_the_run_s_length_and_schedule(tmp_path: Path) -> 
     assert (hparams["time_budget"], hparams["num_epochs"], hparams["decay_rate"]) == ("15m", 7, pytest.approx(0.97))
     assert (hparams["vocab_size"], hparams["group"]) == (42, str(tmp_path / "r"))
     assert "max_steps" in hparams and "init_from" not in hparams
+
+
+def test_the_strategy_follows_the_flag_and_the_gpus_found() -> None:
+    """auto: MirroredStrategy over two GPUs or more, one GPU or the CPU alone otherwise; mirrored
+    whatever was found. (A fake tf: this machine may have no GPU.)"""
+    import types
+
+    import workers
+
+    def strategy(name: str, gpus: int) -> tuple:
+        distribute = types.SimpleNamespace(MirroredStrategy=lambda: ("mirrored",),
+                                           OneDeviceStrategy=lambda device: ("one", device))
+        tf = types.SimpleNamespace(config=types.SimpleNamespace(list_physical_devices=lambda kind: ["gpu"] * gpus),
+                                   distribute=distribute)
+        return workers.make_strategy(tf, name)
+
+    assert strategy("auto", 0) == ("one", "/cpu:0")
+    assert strategy("auto", 1) == ("one", "/gpu:0")
+    assert strategy("auto", 2) == ("mirrored",)
+    assert strategy("mirrored", 0) == ("mirrored",)
+    assert strategy("one", 2) == ("one", "/gpu:0")
