@@ -83,10 +83,12 @@ def cluster_from_env(strategy: str) -> Cluster:
                 raise ValueError(f"{address!r} is not host:port")
         if not isinstance(task.get("index", 0), int):  # TensorFlow waits for ever on "1"
             raise ValueError(f"the task's index {task['index']!r} is not a number")
-        index = 0 if task["type"] == "chief" else len(chiefs) + task["index"]
-        if (task["type"] not in ("chief", "worker") or not 0 <= index < len(chiefs) + len(workers)
-                or (task["type"] == "chief" and not chiefs)):
+        # Within its own list: worker -1 beside a chief would be taken for the chief, chief 1 for it too.
+        own = chiefs if task["type"] == "chief" else workers
+        position = task.get("index", 0) if task["type"] == "chief" else task["index"]
+        if task["type"] not in ("chief", "worker") or not 0 <= position < len(own):
             raise ValueError(f"task {task} is not in the cluster")
+        index = 0 if task["type"] == "chief" else len(chiefs) + position
     except KeyError as missing:
         raise CharRNNError(f"--strategy multiworker needs TF_CONFIG with {missing} set, e.g. {example}") from None
     except (ValueError, TypeError, AttributeError) as error:  # AttributeError: a list where an object belongs

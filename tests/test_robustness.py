@@ -2147,3 +2147,15 @@ def test_tf_config_task_of_another_type_is_not_in_the_cluster(monkeypatch) -> No
         monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
         with pytest.raises(utils.CharRNNError, match="is not in the cluster"):
             workers.cluster_from_env("multiworker")
+
+
+def test_tf_config_task_index_counts_within_its_own_list(monkeypatch) -> None:
+    """Worker -1 beside a chief was worker_index 0, and chief 1 was the chief too: a second chief that
+    writes the run beside the real one. Each index must name an entry of its own list."""
+    cluster = {"chief": ["a:1"], "worker": ["b:2", "c:3"]}
+    for task in ({"type": "worker", "index": -1}, {"type": "chief", "index": 1}, {"type": "worker", "index": 2}):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+        with pytest.raises(utils.CharRNNError, match="is not in the cluster"):
+            workers.cluster_from_env("multiworker")
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "chief"}}))  # index left out
+    assert workers.cluster_from_env("multiworker") == workers.Cluster(worker_index=0, num_workers=3)
