@@ -2159,3 +2159,11 @@ def test_tf_config_task_index_counts_within_its_own_list(monkeypatch) -> None:
             workers.cluster_from_env("multiworker")
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "chief"}}))  # index left out
     assert workers.cluster_from_env("multiworker") == workers.Cluster(worker_index=0, num_workers=3)
+
+
+def test_a_claim_that_fails_removes_the_folders_it_made(tmp_path: Path) -> None:
+    """claim_new_dir made logs/deep for a name it then cannot create (too long for the file system):
+    the refusal leaves no empty logs/deep behind."""
+    with pytest.raises(utils.CharRNNError, match=r"--log_dir .*deep: cannot create x+ there \(File name too long\)"):
+        runs.claim_new_dir(tmp_path / "logs" / "deep", iter(["x" * 300]), "--log_dir")
+    assert not (tmp_path / "logs").exists()
