@@ -156,6 +156,8 @@ def _lost_a_byte(data: bytes, at: int) -> bytes:
 def test_utf16_without_a_bom_is_told_from_binary_numbers(tmp_path: Path) -> None:
     for name, data, needle in [("ko16.txt", "한국어 문장입니다\n".encode("utf-16-le") * 50, "--encoding utf-16-le"),
                                ("en16.txt", "plain text\n".encode("utf-16-be") * 50, "--encoding utf-16-be"),
+                               # Windows' line ends and tabs are text, not control characters of a binary file
+                               ("crlf16.txt", "a line\tof text\r\n".encode("utf-16-le") * 50, "--encoding utf-16-le"),
                                ("small.bin", (np.arange(1000, dtype=np.int16) % 200).tobytes(), "binary file"),
                                # NULs on both sides (UTF-16 that lost a byte halfway): no byte order reads it all
                                ("shifted.txt", _lost_a_byte(("plain text here\n" * 40).encode("utf-16-le"), 320),
@@ -445,6 +447,8 @@ def test_a_file_of_cp949_lines_then_utf8_lines_is_told_so_under_either_encoding(
         with pytest.raises(CharRNNError, match="partly cp949 and partly UTF-8") as error:
             prepare(path, tmp_path, encoding=encoding)
         assert "latin-1" not in str(error.value)
+    # A line that is neither (cp1252 here) makes it no mix of the two: the mix message would hide it.
+    assert not decoding._mixes_utf8_and_cp949(old.encode("cp949") + new.encode("utf-8") + b"caf\xe9 cr\xe8me\n")
 
 
 def test_a_file_in_another_encoding_than_the_others_is_told_to_be_converted(tmp_path: Path) -> None:
@@ -520,7 +524,9 @@ def test_error_offset_counts_from_the_file_start_across_chunks(tmp_path: Path, m
 
 
 @pytest.mark.parametrize("data, expected", [
-    (b"\x7fELF\x02\x01\x01\x00\x00\x00binary", "looks like a binary file"),
+    (b"\x7fELF\x02\x01\x01\x00\x00\x00binary", r"looks like a binary file, not text \(NUL byte at offset 7\)"),
+    # Control bytes but no NUL: binary too (it was named a legacy encoding to pass)
+    (bytes(range(1, 256)) * 8, "looks like a binary file"),
     ("text".encode("utf-16"), "pass --encoding utf-16"),
     # latin-1 and cp1252 read these bytes alike; Windows' cp1252 reads its quotes too.
     (b"caf\xe9 cr\xe8me br\xfbl\xe9e\n", r"not utf-8 or cp949 either, and looks like European text in cp1252: "
@@ -590,6 +596,9 @@ ENGLISH = "It\u2019s true \u2014 \u201cna\u00efve caf\u00e9\u201d. Don\u2019t yo
     # (it was named cp1250, which then trained on mojibake).
     ("utf-8", b"Preface: the author\x92s note\n" + ENGLISH.encode(), "line 1, byte offset 19 .*the text around it is "
      "UTF-8, so these are damaged bytes.*iconv -c -f utf-8 -t utf-8"),
+    # utf-8-sig is UTF-8 (its mark dropped): damaged, it is told so as UTF-8 is, not "not utf-8-sig".
+    ("utf-8-sig", b"\xef\xbb\xbf" + "한국어 문장\n".encode() * 9 + b"\xff\n", "the text before it is UTF-8, so these are "
+     "damaged bytes.*iconv -c -f utf-8 -t utf-8"),
     # A legacy file that is damaged, or cut short, is told so as UTF-8 is (it was "not cp949 either").
     ("cp949", LAW.encode("cp949")[:3000] + b"\xff" + LAW.encode("cp949")[3000:], "line 64, byte offset 3,000 .*the text "
      "before it is cp949, so these are damaged bytes.*iconv -c -f cp949 -t utf-8 FILE > FIXED converts it to UTF-8"),
