@@ -357,3 +357,97 @@ def test_a_checkpoint_without_all_the_model_s_weights_does_not_load(run_dir: Pat
     message = result.stderr.decode("utf-8")
     assert result.returncode == 2 and "no checkpoint loads" in message and "Traceback" not in message, message
     assert "it lacks weights the model has (b_1, w_h_1, w_x_1)" in message, message  # the second layer's
+
+
+def test_old_flags_take_only_their_documented_values(capsys) -> None:
+    """--sample 0|1|2 and --unknown error|skip: another value is refused by the parser, not run as
+    something else (--sample 3 sampled every step as 1 does; --unknown drop skipped as skip does)."""
+    parse = sample_script.build_parser().parse_args
+    for flags in (["--sample", "3"], ["--sample", "-1"], ["--unknown", "drop"]):
+        with pytest.raises(SystemExit) as exit_:
+            parse(flags)
+        assert exit_.value.code == 2, flags
+        assert "invalid choice" in capsys.readouterr().err, flags
+    assert parse(["--sample", "2", "--unknown", "skip"]).sample == 2
+
+
+def test_a_checkpoint_path_that_tensorflow_would_glob_is_refused_before_loading() -> None:
+    """A --checkpoint path with [ ] * ? is a pattern to TensorFlow, which could load another run's files."""
+    with pytest.raises(utils.CharRNNError, match=r"--checkpoint save/r\[1\]/ckpt-5: TensorFlow reads"):
+        sample_script.check_args(sample_script.build_parser().parse_args(["--checkpoint", "save/r[1]/ckpt-5"]))
+
+
+def fake_run(tmp_path: Path, symbols: str, vocab_size: int) -> Path:
+    """A run directory as load_run reads it: config.json and vocab.json, no checkpoint needed."""
+    run = tmp_path / "run"
+    run.mkdir(parents=True)
+    model = {"model": utils.MODEL_TYPES[0], "vocab_size": vocab_size, "num_layers": 1, "rnn_size": 8,
+             "embedding_size": 4}
+    (run / "config.json").write_text(json.dumps({"model": model, "vocab_file": "vocab.json"}), encoding="utf-8")
+    dataset.Vocab(list(symbols), [1] * len(symbols)).save(run / "vocab.json")
+    return run
+
+
+@pytest.mark.parametrize("symbols", ["abc", "abcdef"])
+def test_a_vocabulary_of_another_size_than_the_model_s_is_refused(tmp_path: Path, symbols: str) -> None:
+    """Larger as well as smaller: a larger vocab.json would give the prime ids past the model's embedding."""
+    run = fake_run(tmp_path, symbols, 4)
+    with pytest.raises(utils.CharRNNError, match=f"has {len(symbols)} symbols but the model .* was trained on 4"):
+        sample_script.load_run(str(run))
+    assert sample_script.load_run(str(fake_run(tmp_path / "ok", "abcd", 4)))[2].size == 4
+
+
+class RecordingStdout:
+    """sys.stdout stand-in: what was written, and what had been flushed at each flush."""
+    def __init__(self, error: OSError | None = None) -> None:
+        self.written, self.flushed, self.error = [], [], error
+
+    def write(self, text: str) -> int:
+        if self.error:
+            raise self.error
+        self.written.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.flushed.append("".join(self.written))
+
+
+def test_each_piece_is_flushed_as_it_is_written_and_write_errors_are_told(monkeypatch) -> None:
+    """A single sample streams: each chunk reaches a pipe or a file when written, not at exit. A
+    full disk is refused with its reason; a reader gone (| head) stays main's BrokenPipeError."""
+    out = RecordingStdout()
+    monkeypatch.setattr(sys, "stdout", out)
+    sample_script.write_out("first ")
+    sample_script.write_out("second")
+    assert out.flushed == ["first ", "first second"]
+    discarded = []
+    monkeypatch.setattr(sample_script, "discard_stdout", lambda: discarded.append(True))
+    monkeypatch.setattr(sys, "stdout", RecordingStdout(OSError(28, "No space left on device")))
+    with pytest.raises(utils.CharRNNError, match=r"could not write the sample to standard output \(No space left"):
+        sample_script.write_out("text")
+    assert discarded == [True]  # what is still buffered goes nowhere: no second error at exit
+    monkeypatch.setattr(sys, "stdout", RecordingStdout(BrokenPipeError(32, "Broken pipe")))
+    with pytest.raises(BrokenPipeError):
+        sample_script.write_out("text")
+
+
+def test_a_config_json_without_its_model_entry_is_refused(tmp_path: Path) -> None:
+    """JSON, an object, but no "model" (a hand edit, another tool's file): a message, not a KeyError."""
+    run = fake_run(tmp_path, "abcd", 4)
+    (run / "config.json").write_text(json.dumps({"vocab_file": "vocab.json"}), encoding="utf-8")
+    with pytest.raises(utils.CharRNNError, match=r"config.json is unreadable or damaged \(.*model"):
+        sample_script.load_run(str(run))
+
+
+def test_the_text_is_written_as_utf_8_whatever_the_stdout_encoding(tmp_path: Path, monkeypatch) -> None:
+    """PYTHONIOENCODING=ascii, a cp949 console, pythonw: stdout in another encoding still gets the
+    sample as UTF-8, never a UnicodeEncodeError. -n 0 writes the prime alone, once per sample."""
+    import io
+    run = fake_run(tmp_path, "ab문", 3)
+    out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    monkeypatch.setattr(utils, "interrupt_on_signals", lambda: [])  # pytest's own signal handlers stay
+    assert sample_script.main(["--save_dir", str(run), "-n", "0", "--prime", "a문", "--num_samples", "2"]) == 0
+    out.flush()
+    assert out.buffer.getvalue().decode("utf-8") == "a문\n---\na문\n"
