@@ -451,3 +451,19 @@ def test_the_text_is_written_as_utf_8_whatever_the_stdout_encoding(tmp_path: Pat
     assert sample_script.main(["--save_dir", str(run), "-n", "0", "--prime", "a문", "--num_samples", "2"]) == 0
     out.flush()
     assert out.buffer.getvalue().decode("utf-8") == "a문\n---\na문\n"
+
+
+def test_flags_without_effect_are_named(monkeypatch, caplog) -> None:
+    """--seed under --sample 0 does nothing (as --temperature, --top_k, --top_p); an export names
+    every sampling flag typed, --unknown among them, as not used."""
+    parser = sample_script.build_parser()
+    sample_script.check_args(parser.parse_args(["--sample", "0", "--seed", "3"]))
+    assert "--seed: no effect under --sample 0" in caplog.text
+    argv = ["--export", "out", "-n", "5", "--prime", "a", "--unknown", "skip"]
+
+    def loaded(*_args, **_kwargs):
+        raise RuntimeError("stop before loading a model")
+    monkeypatch.setattr(sample_script, "load_model", loaded)
+    with pytest.raises(RuntimeError, match="stop before"):
+        sample_script.export_run(parser.parse_args(argv), Path("run"), {}, None, utils.explicit_flags(parser, argv))
+    assert "-n --prime --unknown: not used by an export" in caplog.text
