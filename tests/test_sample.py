@@ -467,3 +467,22 @@ def test_flags_without_effect_are_named(monkeypatch, caplog) -> None:
     with pytest.raises(RuntimeError, match="stop before"):
         sample_script.export_run(parser.parse_args(argv), Path("run"), {}, None, utils.explicit_flags(parser, argv))
     assert "-n --prime --unknown: not used by an export" in caplog.text
+
+
+def test_every_jamo_sample_gets_its_n_characters(monkeypatch, capsys) -> None:
+    """Several samples stop when the shortest has -n characters: under --unit jamo a row of
+    syllables (2-3 symbols each) is shorter than one of ASCII after as many symbols, and stopping at
+    the longest cut it short. The model is stubbed: row 0 writes 'a', row 1 the syllable 가."""
+    jamo = dataset.to_jamo("가") + "a\n"
+    symbols = sorted(set(jamo))
+    vocab = dataset.Vocab(symbols, [1] * len(symbols), unit="jamo")
+    ga = [symbols.index(c) for c in dataset.to_jamo("가")]
+
+    def chunks(*_args):
+        while True:
+            yield np.array([[symbols.index("a")] * 4, ga * 2])
+    monkeypatch.setattr(sample_script, "load_model", lambda *_args: None)
+    monkeypatch.setattr(sample_script, "generated_ids", chunks)
+    args = sample_script.build_parser().parse_args(["-n", "10", "--num_samples", "2", "--seed", "1"])
+    sample_script.sample(args, Path("run"), {}, vocab, [])
+    assert capsys.readouterr().out == "a" * 10 + "\n---\n" + "가" * 10 + "\n"
