@@ -622,7 +622,7 @@ def test_a_file_in_its_encoding_is_told_where_it_is_damaged(tmp_path: Path, enco
         prepare(path, tmp_path, encoding=encoding)
 
 
-def test_a_wrong_encoding_that_decodes_is_caught(tmp_path: Path, caplog) -> None:
+def test_a_wrong_encoding_that_decodes_is_caught(tmp_path: Path, caplog, monkeypatch) -> None:
     """UTF-32 read as UTF-16 decodes, every other character a NUL: refused. A Windows file read as
     latin-1 decodes too, its quotes as C1 controls: warned, with cp1252 named. UTF-8 read as latin-1
     decodes as well, into mojibake: refused."""
@@ -641,6 +641,12 @@ def test_a_wrong_encoding_that_decodes_is_caught(tmp_path: Path, caplog) -> None
         assert "\x92" in corpus.vocab.symbols  # read as asked,
         assert "60 C1 control characters" in caplog.text and "--encoding cp1252" in caplog.text  # and said
     # UTF-8 read under a single-byte code page decodes to mojibake: refused, with the fix named.
+    # Also where the first chunk read ends inside a character (1000 bytes: in the middle of 장).
+    with monkeypatch.context() as patch:
+        patch.setattr(dataset, "_READ_BYTES", 1000)
+        path = write(tmp_path / "cut8.txt", ("한국어 문장\n" * 200).encode("utf-8"))
+        with pytest.raises(CharRNNError, match=r"this is UTF-8 text, which --encoding \S+ garbles"):
+            prepare(path, tmp_path, encoding="latin-1")
     path = write(tmp_path / "ko8.txt", KOREAN[:3000].encode("utf-8"))
     for encoding in ("latin-1", "mac-roman", "koi8-r"):
         with pytest.raises(CharRNNError, match=r"this is UTF-8 text, which --encoding \S+ garbles .* drop --encoding"):
