@@ -448,6 +448,7 @@ def test_the_text_is_written_as_utf_8_whatever_the_stdout_encoding(tmp_path: Pat
     monkeypatch.setattr(sys, "stdout", out)
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     monkeypatch.setattr(utils, "interrupt_on_signals", lambda: [])  # pytest's own signal handlers stay
+    monkeypatch.setattr(utils, "setup_logging", lambda verbose: None)  # caplog keeps seeing later tests' logs
     assert sample_script.main(["--save_dir", str(run), "-n", "0", "--prime", "a문", "--num_samples", "2"]) == 0
     out.flush()
     assert out.buffer.getvalue().decode("utf-8") == "a문\n---\na문\n"
