@@ -545,3 +545,128 @@ def test_the_served_loop_feeds_the_prime_and_draws_at_each_step(tmp_path: Path) 
     net.w_out.assign(tf.zeros_like(net.w_out))  # the same (flat) logits at every step
     drawn = served("ab", 200, temperature=1.0, seed=7)[2:]
     assert len(set(drawn)) > vocab.size // 2, drawn
+
+
+def test_an_export_in_place_moves_saved_model_pb_last(tmp_path: Path, monkeypatch) -> None:
+    """Written in place (--export ., a mount point), the files move up one by one: saved_model.pb
+    goes last, so that a server that waits for it finds the variables and assets already there."""
+    import export
+
+    net, vocab = tiny_gru()
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    replace, moved = os.replace, []
+
+    def recorded(source, target):
+        if Path(target).parent == here:
+            moved.append(Path(target).name)
+        return replace(source, target)
+
+    monkeypatch.setattr(export.os, "replace", recorded)
+    export.export_saved_model(net, vocab, ".")
+    assert len(moved) >= 3 and moved[-1] == "saved_model.pb", moved
+    assert sorted(moved) == sorted(p.name for p in here.iterdir())
+
+
+def test_a_tflite_export_whose_vocabulary_fails_leaves_no_model(tmp_path: Path, monkeypatch) -> None:
+    """The vocabulary is written before the model's rename: when it cannot be written, no model
+    file appears without it, the temporary model beside it goes, and the failure is a message."""
+    import dataset
+    import export
+    import utils
+
+    net, vocab = tiny_gru()
+
+    def full_disk(self, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(dataset.Vocab, "save", full_disk)
+    with pytest.raises(utils.CharRNNError, match=r"--export_tflite .*m\.tflite: could not write the TFLite model "
+                                                 r"\(.*No space left on device\); check free space"):
+        export.export_tflite(net, vocab, tmp_path / "m.tflite")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_tflite_target_must_be_a_plain_earlier_export(tmp_path: Path) -> None:
+    """--export_tflite replaces an earlier TFLite model and its vocabulary only: a folder is refused
+    with a file name to use instead, and so is a symbolic link, even to an earlier export (the link
+    is the user's), for the model and for the vocabulary beside it."""
+    import export
+    import utils
+
+    _, vocab = tiny_gru()
+    with pytest.raises(utils.CharRNNError, match=f"--export_tflite {tmp_path}: is a directory; give a file name "
+                                                 f"such as {tmp_path / 'charrnn.tflite'}"):
+        export._check_target_file(tmp_path, "--export_tflite")
+    (tmp_path / "old.tflite").write_bytes(b"\0\0\0\0TFL3" + b"\0" * 8)  # the flatbuffer's identifier
+    vocab.save(tmp_path / "old.vocab.json")
+    export._check_target_file(tmp_path / "old.tflite", "--export_tflite")  # an earlier export: replaced
+    (tmp_path / "m.tflite").symlink_to(tmp_path / "old.tflite")
+    with pytest.raises(utils.CharRNNError, match=r"m\.tflite exists and is not a TFLite model written here"):
+        export._check_target_file(tmp_path / "m.tflite", "--export_tflite")
+    (tmp_path / "m.tflite").unlink()
+    (tmp_path / "m.vocab.json").symlink_to(tmp_path / "old.vocab.json")
+    with pytest.raises(utils.CharRNNError, match=r"m\.vocab\.json exists and is not the vocabulary of one"):
+        export._check_target_file(tmp_path / "m.tflite", "--export_tflite")
+
+
+def test_stranded_exports_of_a_name_with_glob_characters(tmp_path: Path) -> None:
+    """A path such as m[1].tflite removes what a killed export to it left, and not what a killed
+    export to m1.tflite left (a glob pattern would read [1] as a character class)."""
+    import export
+
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    tag = f"{finished.pid}@{socket.gethostname()}"
+    own, other = tmp_path / f".m[1].tflite.tmp-{tag}", tmp_path / f".m1.tflite.tmp-{tag}"
+    own.write_bytes(b"half")
+    other.write_bytes(b"half")
+    export._tmp_beside(tmp_path / "m[1].tflite")
+    assert not own.exists() and other.exists()
+
+
+def test_the_tflite_loop_in_process(tmp_path: Path) -> None:
+    """LiteModule's functions as TensorFlow runs them (before conversion) against model.generate:
+    greedy ids after a prime, after an empty prime (the start id), none for a negative n, and the
+    step signature's state carried by the caller."""
+    import tensorflow as tf
+
+    import dataset
+    import export
+    import model
+
+    (tmp_path / "en.txt").write_text("abc defg hij\n" * 5, encoding="utf-8")
+    vocab = dataset.prepare_corpus([tmp_path / "en.txt"], dataset.DataOptions(), cache_root=tmp_path / "cache").vocab
+    net = model.CharRNN(model.ModelConfig("lstm", vocab.size, 2, 8, 4), seed=3)
+    lite = export.LiteModule(net, vocab.start_id)
+
+    def greedy(ids, n):
+        return lite.generate_greedy(prime_ids=tf.constant(ids, tf.int32), n=tf.constant(n))["ids"].numpy().tolist()
+
+    for ids, fed in ((vocab.encode("ab d").tolist(), None), ([], [vocab.start_id])):
+        want = model.generate(net, [fed or ids], 20, mode=0)[0].numpy().tolist()
+        assert greedy(ids, 20) == want
+    assert greedy(vocab.encode("ab").tolist(), -3) == [] and greedy([], 0) == []
+    prime = vocab.encode("ab d").tolist()
+    state = net.initial_state(1)
+    for i in prime[:-1]:
+        state = lite.step(ids=tf.constant([i]), state=state)["state"]
+    last, stepped = prime[-1], []
+    for _ in range(20):
+        out = lite.step(ids=tf.constant([last]), state=state)
+        state, last = out["state"], int(tf.argmax(out["logits"][0]))
+        stepped.append(last)
+    assert stepped == greedy(prime, 20)
+
+
+def test_an_export_named_as_a_file_suggests_a_folder_beside_it(tmp_path: Path) -> None:
+    """--export FILE suggests a new folder beside the user's file, in the same directory."""
+    import export
+    import utils
+
+    (tmp_path / "corpus.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(utils.CharRNNError, match=re.escape(f"--export {tmp_path / 'corpus.txt'}: is a file; --export "
+                                                           f"writes a folder: name a new one, e.g. --export "
+                                                           f"{tmp_path / 'exported-model'}") + "$"):
+        export._check_target_dir(tmp_path / "corpus.txt", "--export")
