@@ -670,3 +670,41 @@ def test_an_export_named_as_a_file_suggests_a_folder_beside_it(tmp_path: Path) -
                                                            f"writes a folder: name a new one, e.g. --export "
                                                            f"{tmp_path / 'exported-model'}") + "$"):
         export._check_target_dir(tmp_path / "corpus.txt", "--export")
+
+
+def test_the_saved_model_holds_its_vocabulary_and_a_working_step(tmp_path: Path) -> None:
+    """The SavedModel's assets.extra/vocab.json is the run's vocabulary, and its step signature is
+    model.step on a batch, the state passed in and out by the caller."""
+    import numpy as np
+    import tensorflow as tf
+
+    import dataset
+    import export
+
+    net, vocab = tiny_gru()
+    export.export_saved_model(net, vocab, tmp_path / "exported")
+    assert dataset.Vocab.load(tmp_path / "exported" / "assets.extra" / "vocab.json").symbols == vocab.symbols
+    served = tf.saved_model.load(str(tmp_path / "exported"))
+    step = served.signatures["step"]
+    ids, state = tf.constant([0, 2], tf.int32), net.initial_state(2)
+    for _ in range(3):
+        out = step(ids=ids, state=state)
+        want_logits, want_state = net.step(ids, state)
+        np.testing.assert_allclose(out["logits"].numpy(), want_logits.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out["state"].numpy(), want_state.numpy(), rtol=1e-5, atol=1e-6)
+        ids, state = tf.argmax(out["logits"], axis=-1, output_type=tf.int32), out["state"]
+
+
+def test_an_export_in_place_probes_the_folder_itself(tmp_path: Path, monkeypatch) -> None:
+    """Written in place (a mount point), the export goes into the folder, not beside it: that is
+    the folder whose writability is checked (a volume's parent is often read-only)."""
+    import export
+
+    volume = tmp_path / "1"
+    volume.mkdir()
+    ismount, probed = os.path.ismount, []
+    monkeypatch.setattr(os.path, "ismount", lambda path: Path(path) == volume or ismount(path))
+    monkeypatch.setattr(export.runs, "ensure_writable", lambda directory, flag, named=None: probed.append(directory))
+    export._check_target_dir(volume, "--export")
+    export._check_target_dir(tmp_path / "new", "--export")
+    assert probed == [volume, tmp_path]
