@@ -708,3 +708,34 @@ def test_an_export_in_place_probes_the_folder_itself(tmp_path: Path, monkeypatch
     export._check_target_dir(volume, "--export")
     export._check_target_dir(tmp_path / "new", "--export")
     assert probed == [volume, tmp_path]
+
+
+def test_a_model_the_tflite_converter_refuses(tmp_path: Path, monkeypatch) -> None:
+    """A converter failure (an op without a TFLite builtin) is a message, not a traceback, and
+    leaves nothing behind: no file, and no folder made for it."""
+    import export
+    import utils
+
+    net, vocab = tiny_gru()
+
+    class Refusing:
+        target_spec = type("Spec", (), {})()
+
+        def convert(self):
+            raise RuntimeError("ConverterError: op Foo is neither a custom op nor a flex op")
+
+    monkeypatch.setattr(export.tf.lite.TFLiteConverter, "from_concrete_functions", lambda *args: Refusing())
+    with pytest.raises(utils.CharRNNError, match=r"--export_tflite .*m\.tflite: the TFLite converter refused the "
+                                                 r"model \(ConverterError: op Foo .*\); nothing was written"):
+        export.export(net, vocab, None, str(tmp_path / "new" / "m.tflite"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_usage_hints_name_the_files_written(tmp_path: Path) -> None:
+    import export
+
+    saved_hint, tflite_hint = export.usage_hints(tmp_path / "exp", tmp_path / "m.tflite")
+    assert repr(str(tmp_path / "exp")) in saved_hint and "m.generate(" in saved_hint
+    assert repr(str(tmp_path / "m.tflite")) in tflite_hint and "get_signature_runner('generate_greedy')" in tflite_hint
+    assert tflite_hint.endswith("with ids from m.vocab.json")
+    assert export.usage_hints(None, None) == []
