@@ -609,6 +609,10 @@ def test_a_tflite_target_must_be_a_plain_earlier_export(tmp_path: Path) -> None:
     (tmp_path / "m.vocab.json").symlink_to(tmp_path / "old.vocab.json")
     with pytest.raises(utils.CharRNNError, match=r"m\.vocab\.json exists and is not the vocabulary of one"):
         export._check_target_file(tmp_path / "m.tflite", "--export_tflite")
+    (tmp_path / "m.vocab.json").unlink()
+    (tmp_path / "m.tflite").symlink_to(tmp_path / "gone.tflite")  # dangling: os.replace would replace the link
+    with pytest.raises(utils.CharRNNError, match=r"m\.tflite exists and is not a TFLite model written here"):
+        export._check_target_file(tmp_path / "m.tflite", "--export_tflite")
 
 
 def test_stranded_exports_of_a_name_with_glob_characters(tmp_path: Path) -> None:
@@ -739,3 +743,21 @@ def test_usage_hints_name_the_files_written(tmp_path: Path) -> None:
     assert repr(str(tmp_path / "m.tflite")) in tflite_hint and "get_signature_runner('generate_greedy')" in tflite_hint
     assert tflite_hint.endswith("with ids from m.vocab.json")
     assert export.usage_hints(None, None) == []
+
+
+def test_a_file_named_like_an_in_place_copy_is_not_removed(tmp_path: Path, monkeypatch) -> None:
+    """An export written in place leaves a folder .tmp-PID@HOST when killed; a file by that name,
+    alone in the working directory, is not one: --export . refuses the folder and the file stays."""
+    import export
+    import utils
+
+    net, vocab = tiny_gru()
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / f".tmp-{finished.pid}@{socket.gethostname()}").write_text("mine", encoding="utf-8")
+    monkeypatch.chdir(here)
+    with pytest.raises(utils.CharRNNError, match="not an empty directory"):
+        export.export_saved_model(net, vocab, ".")
+    assert (here / f".tmp-{finished.pid}@{socket.gethostname()}").read_text(encoding="utf-8") == "mine"
