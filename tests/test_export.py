@@ -761,3 +761,18 @@ def test_a_file_named_like_an_in_place_copy_is_not_removed(tmp_path: Path, monke
     with pytest.raises(utils.CharRNNError, match="not an empty directory"):
         export.export_saved_model(net, vocab, ".")
     assert (here / f".tmp-{finished.pid}@{socket.gethostname()}").read_text(encoding="utf-8") == "mine"
+
+
+def test_an_export_interrupted_removes_the_folders_it_made(tmp_path: Path, monkeypatch) -> None:
+    """Ctrl-C during the (slow) write: the folders made for the targets go, as after a failure."""
+    import export
+
+    net, vocab = tiny_gru()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "export_saved_model", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export.export(net, vocab, str(tmp_path / "new" / "deep" / "exp"), str(tmp_path / "other" / "m.tflite"))
+    assert list(tmp_path.iterdir()) == []
