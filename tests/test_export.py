@@ -690,6 +690,8 @@ def test_the_saved_model_holds_its_vocabulary_and_a_working_step(tmp_path: Path)
     assert dataset.Vocab.load(tmp_path / "exported" / "assets.extra" / "vocab.json").symbols == vocab.symbols
     served = tf.saved_model.load(str(tmp_path / "exported"))
     step = served.signatures["step"]
+    specs = step.structured_input_signature[1]  # any batch size, as the docstring says: ids [B], state [L, S, B, H]
+    assert specs["ids"].shape.as_list() == [None] and specs["state"].shape.as_list()[2] is None, specs
     ids, state = tf.constant([0, 2], tf.int32), net.initial_state(2)
     for _ in range(3):
         out = step(ids=ids, state=state)
