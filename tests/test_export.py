@@ -373,6 +373,14 @@ def tiny_gru():
     return model_lib.CharRNN(model_lib.ModelConfig("gru", vocab.size, 1, 8, 4)), vocab
 
 
+def empty_working_directory(tmp_path: Path, monkeypatch) -> Path:
+    """A new empty folder, made the working directory (for --export .)."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    return here
+
+
 def test_export_into_an_empty_mount_point(tmp_path: Path, monkeypatch) -> None:
     """A volume mounted for TF Serving (/models/charrnn/1) cannot be replaced by a rename, which
     failed with 'Device or resource busy': the SavedModel is written inside it. Where this process
@@ -407,9 +415,7 @@ def test_export_into_the_working_directory(tmp_path: Path, monkeypatch) -> None:
     import tensorflow as tf
 
     net, vocab = tiny_gru()
-    here = tmp_path / "here"
-    here.mkdir()
-    monkeypatch.chdir(here)
+    here = empty_working_directory(tmp_path, monkeypatch)
     replace, moves = os.replace, []
 
     def interrupted_at_the_second(source, target):
@@ -553,9 +559,7 @@ def test_an_export_in_place_moves_saved_model_pb_last(tmp_path: Path, monkeypatc
     import export
 
     net, vocab = tiny_gru()
-    here = tmp_path / "here"
-    here.mkdir()
-    monkeypatch.chdir(here)
+    here = empty_working_directory(tmp_path, monkeypatch)
     replace, moved = os.replace, []
 
     def recorded(source, target):
@@ -756,10 +760,8 @@ def test_a_file_named_like_an_in_place_copy_is_not_removed(tmp_path: Path, monke
     net, vocab = tiny_gru()
     finished = subprocess.Popen(["true"])
     finished.wait()
-    here = tmp_path / "here"
-    here.mkdir()
+    here = empty_working_directory(tmp_path, monkeypatch)
     (here / f".tmp-{finished.pid}@{socket.gethostname()}").write_text("mine", encoding="utf-8")
-    monkeypatch.chdir(here)
     with pytest.raises(utils.CharRNNError, match="not an empty directory"):
         export.export_saved_model(net, vocab, ".")
     assert (here / f".tmp-{finished.pid}@{socket.gethostname()}").read_text(encoding="utf-8") == "mine"
