@@ -373,6 +373,23 @@ def tiny_gru():
     return model_lib.CharRNN(model_lib.ModelConfig("gru", vocab.size, 1, 8, 4)), vocab
 
 
+def tiny_lstm(tmp_path: Path):
+    """An untrained two-layer LSTM on a prepared English vocabulary (the start symbol included): (net, vocab)."""
+    import dataset
+    import model as model_lib
+
+    (tmp_path / "en.txt").write_text("abc defg hij\n" * 5, encoding="utf-8")
+    vocab = dataset.prepare_corpus([tmp_path / "en.txt"], dataset.DataOptions(), cache_root=tmp_path / "cache").vocab
+    return model_lib.CharRNN(model_lib.ModelConfig("lstm", vocab.size, 2, 8, 4), seed=3), vocab
+
+
+def finished_pid() -> int:
+    """The pid of a process that has ended: what a killed export's leftovers are named by."""
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    return finished.pid
+
+
 def empty_working_directory(tmp_path: Path, monkeypatch) -> Path:
     """A new empty folder, made the working directory (for --export .)."""
     here = tmp_path / "here"
@@ -531,13 +548,10 @@ def test_the_served_loop_feeds_the_prime_and_draws_at_each_step(tmp_path: Path) 
     prime (the start id), a negative n as none, and with flat logits a fresh draw at every step."""
     import tensorflow as tf
 
-    import dataset
     import export
     import model
 
-    (tmp_path / "en.txt").write_text("abc defg hij\n" * 5, encoding="utf-8")
-    vocab = dataset.prepare_corpus([tmp_path / "en.txt"], dataset.DataOptions(), cache_root=tmp_path / "cache").vocab
-    net = model.CharRNN(model.ModelConfig("lstm", vocab.size, 2, 8, 4), seed=3)
+    net, vocab = tiny_lstm(tmp_path)
     module = export.ServingModule(net, vocab)
 
     def served(prime, n, temperature=0.0, seed=1):
@@ -624,9 +638,7 @@ def test_stranded_exports_of_a_name_with_glob_characters(tmp_path: Path) -> None
     export to m1.tflite left (a glob pattern would read [1] as a character class)."""
     import export
 
-    finished = subprocess.Popen(["true"])
-    finished.wait()
-    tag = f"{finished.pid}@{socket.gethostname()}"
+    tag = f"{finished_pid()}@{socket.gethostname()}"
     own, other = tmp_path / f".m[1].tflite.tmp-{tag}", tmp_path / f".m1.tflite.tmp-{tag}"
     own.write_bytes(b"half")
     other.write_bytes(b"half")
@@ -640,13 +652,10 @@ def test_the_tflite_loop_in_process(tmp_path: Path) -> None:
     step signature's state carried by the caller."""
     import tensorflow as tf
 
-    import dataset
     import export
     import model
 
-    (tmp_path / "en.txt").write_text("abc defg hij\n" * 5, encoding="utf-8")
-    vocab = dataset.prepare_corpus([tmp_path / "en.txt"], dataset.DataOptions(), cache_root=tmp_path / "cache").vocab
-    net = model.CharRNN(model.ModelConfig("lstm", vocab.size, 2, 8, 4), seed=3)
+    net, vocab = tiny_lstm(tmp_path)
     lite = export.LiteModule(net, vocab.start_id)
 
     def greedy(ids, n):
@@ -758,13 +767,12 @@ def test_a_file_named_like_an_in_place_copy_is_not_removed(tmp_path: Path, monke
     import utils
 
     net, vocab = tiny_gru()
-    finished = subprocess.Popen(["true"])
-    finished.wait()
     here = empty_working_directory(tmp_path, monkeypatch)
-    (here / f".tmp-{finished.pid}@{socket.gethostname()}").write_text("mine", encoding="utf-8")
+    leftover_name = here / f".tmp-{finished_pid()}@{socket.gethostname()}"
+    leftover_name.write_text("mine", encoding="utf-8")
     with pytest.raises(utils.CharRNNError, match="not an empty directory"):
         export.export_saved_model(net, vocab, ".")
-    assert (here / f".tmp-{finished.pid}@{socket.gethostname()}").read_text(encoding="utf-8") == "mine"
+    assert leftover_name.read_text(encoding="utf-8") == "mine"
 
 
 def test_an_export_interrupted_removes_the_folders_it_made(tmp_path: Path, monkeypatch) -> None:

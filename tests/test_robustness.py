@@ -2140,20 +2140,13 @@ def test_a_batch_share_suggests_the_nearest_multiple(tmp_path: Path) -> None:
             workers.check_batch_shares(batch, 4, "workers", resumed=False, how_to_use_fewer="")
 
 
-def test_tf_config_task_of_another_type_is_not_in_the_cluster(monkeypatch) -> None:
-    """A parameter server or evaluator task is no training worker of this cluster (not worker 0 of it)."""
-    cluster = {"chief": ["a:1"], "worker": ["b:2", "c:3"]}
-    for task in ({"type": "ps", "index": 0}, {"type": "evaluator", "index": 0}):
-        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
-        with pytest.raises(utils.CharRNNError, match="is not in the cluster"):
-            workers.cluster_from_env("multiworker")
-
-
-def test_tf_config_task_index_counts_within_its_own_list(monkeypatch) -> None:
-    """Worker -1 beside a chief was worker_index 0, and chief 1 was the chief too: a second chief that
+def test_tf_config_task_must_name_an_entry_of_its_own_list(monkeypatch) -> None:
+    """A parameter server or evaluator task is no training worker of this cluster (not worker 0 of it).
+    Worker -1 beside a chief was worker_index 0, and chief 1 was the chief too: a second chief that
     writes the run beside the real one. Each index must name an entry of its own list."""
     cluster = {"chief": ["a:1"], "worker": ["b:2", "c:3"]}
-    for task in ({"type": "worker", "index": -1}, {"type": "chief", "index": 1}, {"type": "worker", "index": 2}):
+    for task in ({"type": "ps", "index": 0}, {"type": "evaluator", "index": 0}, {"type": "worker", "index": -1},
+                 {"type": "chief", "index": 1}, {"type": "worker", "index": 2}):
         monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
         with pytest.raises(utils.CharRNNError, match="is not in the cluster"):
             workers.cluster_from_env("multiworker")

@@ -19,7 +19,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -90,24 +90,28 @@ def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return found
 
 
+def hparams_records(log_dir: Path, kind: str) -> list:
+    """The hparams plugin's records of one kind (session_start_info, session_end_info) in a run's
+    TensorBoard event files, in the order written."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    return [getattr(plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content), kind)
+            for _, value in summary_values(log_dir) if value.tag == f"_hparams_/{kind}"]
+
+
 def hparams_of(log_dir: Path) -> dict:
     """The hyperparameters of a run's TensorBoard session, as the hparams dashboard reads them, and
     under "group" the row they go in."""
-    from tensorboard.plugins.hparams import plugin_data_pb2
-    for _, value in summary_values(log_dir):
-        if value.tag == "_hparams_/session_start_info":
-            info = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content).session_start_info
-            return {"group": info.group_name, **{k: getattr(v, v.WhichOneof("kind")) for k, v in info.hparams.items()}}
-    raise AssertionError(f"no hparams in {log_dir}")
+    starts = hparams_records(log_dir, "session_start_info")
+    assert starts, f"no hparams in {log_dir}"
+    info = starts[0]
+    return {"group": info.group_name, **{k: getattr(v, v.WhichOneof("kind")) for k, v in info.hparams.items()}}
 
 
 def session_ends(log_dir: Path) -> list[str]:
     """The statuses a run's TensorBoard sessions ended with, in the order written (the HParams table
     shows the first)."""
-    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
-    return [api_pb2.Status.Name(plugin_data_pb2.HParamsPluginData.FromString(
-                value.metadata.plugin_data.content).session_end_info.status)
-            for _, value in summary_values(log_dir) if value.tag == "_hparams_/session_end_info"]
+    from tensorboard.plugins.hparams import api_pb2
+    return [api_pb2.Status.Name(end.status) for end in hparams_records(log_dir, "session_end_info")]
 
 
 def listed_checkpoints(run_dir: Path) -> list[str]:
@@ -158,6 +162,23 @@ def test_a_cut_vocabulary_says_its_losses_compare_only_with_the_same_cut(tmp_pat
     text = tiny_text()
     rare = sum(n for _, n in collections.Counter(text).most_common()[9:])  # all but the 9 most frequent
     assert share and float(share[1]) == pytest.approx(100 * rare / len(text), abs=0.01), result.stderr
+
+
+def served_json(url: str, ready: Callable[[object], bool], seconds: float) -> object:
+    """A local server's JSON answer at url, asked once a second until ready(answer) or `seconds` have
+    passed: then its last answer (None if it never answered). TensorBoard loads event files in a
+    thread, so a run's newest records come some time after the server starts."""
+    deadline, answer = time.monotonic() + seconds, None
+    while True:
+        try:
+            answer = json.loads(urllib.request.urlopen(url, timeout=5).read())
+            if ready(answer):
+                return answer
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            return answer
+        time.sleep(1)
 
 
 def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Path) -> None:
@@ -230,17 +251,8 @@ def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Pa
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         query = urllib.parse.urlencode({"run": run, "tag": "val/loss"})
-        url = f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?{query}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                points = json.loads(urllib.request.urlopen(url, timeout=5).read())
-                if points:
-                    break
-            except (OSError, ValueError):
-                pass
-            assert time.monotonic() < deadline, "tensorboard did not serve val/loss"
-            time.sleep(1)
+        points = served_json(f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?{query}", bool, 60)
+        assert points, "tensorboard did not serve val/loss"
         assert [p[1] for p in points] == [10, 20]
         # The custom-scalars layout draws train and validation on one chart each.
         layout = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/custom_scalars/layout",
@@ -252,15 +264,11 @@ def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Pa
         # not have reached when val/loss was first served: asked again until a status is there.
         request = json.dumps({"allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
                                                   "STATUS_RUNNING"], "startIndex": 0, "sliceSize": 10})
-        url = (f"http://127.0.0.1:{port}/data/plugin/hparams/session_groups?"
-               + urllib.parse.urlencode({"request": request}))
-        deadline = time.monotonic() + 30
-        while True:
-            groups = json.loads(urllib.request.urlopen(url, timeout=5).read())
-            sessions = [(s["name"], s["status"]) for group in groups["sessionGroups"] for s in group["sessions"]]
-            if any(status != "STATUS_UNKNOWN" for _, status in sessions) or time.monotonic() > deadline:
-                break
-            time.sleep(1)
+        groups = served_json(f"http://127.0.0.1:{port}/data/plugin/hparams/session_groups?"
+                             + urllib.parse.urlencode({"request": request}),
+                             lambda answer: any(s["status"] != "STATUS_UNKNOWN" for group in answer["sessionGroups"]
+                                                for s in group["sessions"]), 30)
+        sessions = [(s["name"], s["status"]) for group in groups["sessionGroups"] for s in group["sessions"]]
         assert sessions == [(run, "STATUS_SUCCESS")], groups
     finally:
         server.terminate()
