@@ -366,4 +366,4 @@ def discard_stdout() -> None:
 
 if __name__ == "__main__":
     utils.run_in_utf8_mode()
-    sys.exit(main())
+    utils.exit_without_teardown(main())

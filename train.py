@@ -1050,8 +1050,8 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     utils.run_in_utf8_mode()
     status = main()
-    # The interpreter's shutdown (TensorFlow's threads) can take a second, and it restores the default
-    # handlers: a late second Ctrl-C would turn a run that saved and exited 0 into a death by signal.
+    # The exit still runs atexit's handlers (TensorFlow's), and a late second Ctrl-C there would turn
+    # a run that saved and exited 0 into a death by signal.
     for late in utils.stop_signals():
         signal.signal(late, signal.SIG_IGN)
-    sys.exit(status)
+    utils.exit_without_teardown(status)

@@ -844,6 +844,62 @@ def test_a_signal_inside_an_import_stops_start_up(tmp_path: Path, signalled: boo
     assert not (tmp_path / "save").exists() and not (tmp_path / "logs").exists()
 
 
+# How train.py and sample.py end, with TensorFlow loaded (a stand-in module: only its name counts
+# here): a buffered line on stdout, an atexit handler, an object whose destructor only the
+# interpreter's teardown runs, and maybe a thread of ours still at work.
+EXIT = '''
+import atexit, sys, threading, time, types
+from pathlib import Path
+sys.path.insert(0, {root!r})
+import utils
+sys.modules["tensorflow"] = types.ModuleType("tensorflow")
+
+class Torn:
+    def __del__(self, write=Path("torn").write_text):  # bound now: the teardown clears the module's names
+        write("down")
+
+torn = Torn()
+atexit.register(lambda: Path("atexit").write_text("ran"))
+if {thread}:
+    threading.Thread(target=lambda: (time.sleep(0.5), Path("thread").write_text("done"))).start()
+sys.stdout.write("buffered")
+if {wait_for_stdin}:
+    print("written", file=sys.stderr, flush=True)
+    sys.stdin.readline()
+utils.exit_without_teardown(3) if {fast} else sys.exit(3)
+'''
+
+
+def buffered_stdout() -> dict[str, str]:
+    """The environment, less PYTHONUNBUFFERED: stdout keeps its text until a flush."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+
+@pytest.mark.parametrize("thread", [False, True])
+def test_an_exit_without_teardown_does_what_an_exit_must(tmp_path: Path, thread: bool) -> None:
+    """The end of a run skips the interpreter's teardown (TensorFlow's destructors, most of a second)
+    but not its atexit handlers, the flush of stdout, nor a thread of ours at work."""
+    code = EXIT.format(root=str(ROOT), thread=thread, wait_for_stdin=False, fast=True)
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                            env=buffered_stdout())
+    assert result.returncode == 3 and result.stdout == "buffered", result
+    assert (tmp_path / "atexit").read_text() == "ran"
+    assert (tmp_path / "thread").is_file() == thread
+    assert (tmp_path / "torn").is_file() == thread  # the teardown, skipped unless a thread is to wait for
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_an_exit_to_a_closed_pipe_says_so_as_python_does(tmp_path: Path, fast: bool) -> None:
+    """stdout's reader gone before the last flush (sample.py | head): Python's own exit gives 120."""
+    code = EXIT.format(root=str(ROOT), thread=False, wait_for_stdin=True, fast=fast)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=buffered_stdout())
+    assert proc.stderr.readline() == b"written\n"
+    proc.stdout.close()
+    proc.communicate(b"\n", timeout=60)
+    assert proc.returncode == 120  # not the 3 asked for
+
+
 UNWRITABLE = '''
 # {module}.atomic_write_text cannot write files named {name} (errno {code}: a full disk, permissions).
 import errno, os
