@@ -1,10 +1,13 @@
 """sample.py as users run it: real subprocesses against a tiny trained run."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -43,15 +46,41 @@ def sample(run: Path, *args: str, env: dict | None = None) -> subprocess.Complet
                           capture_output=True, timeout=120, env=env)
 
 
+def sample_here(run: Path, *args: str) -> subprocess.CompletedProcess:
+    """sample.py's main run in this process, its status, stdout and stderr given as sample()'s are.
+    Each new process spends 4-5 s starting TensorFlow, most of what a tiny run costs, so the tests
+    of what sample.py writes run it here; those of what only a process shows (its environment and
+    streams, the text of a seed in another process) run sample.py itself."""
+    argv = ["--save_dir", str(run), *args]
+    out, err = (io.TextIOWrapper(io.BytesIO(), encoding="utf-8") for _ in range(2))
+    handlers = {signum: signal.getsignal(signum) for signum in utils.stop_signals()}
+    logger = (utils.logger.level, utils.logger.propagate, utils.logger.handlers[:])
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = sample_script.main(argv)
+            except SystemExit as refused:  # argparse's
+                status = refused.code
+    finally:  # the test process's own signal handlers and logging, as they were
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        utils.logger.setLevel(logger[0])
+        utils.logger.propagate = logger[1]
+        utils.logger.handlers[:] = logger[2]
+    out.flush()
+    err.flush()
+    return subprocess.CompletedProcess(["sample.py", *argv], status, out.buffer.getvalue(), err.buffer.getvalue())
+
+
 def text(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 0, result.stderr.decode("utf-8", "replace")
     return result.stdout.decode("utf-8")
 
 
 def test_same_seed_same_text_and_streaming_continues_one_stream(run_dir: Path) -> None:
-    first = text(sample(run_dir, "-n", "700", "--seed", "5"))
-    assert first != text(sample(run_dir, "-n", "700", "--seed", "6"))
-    assert first != text(sample(run_dir, "-n", "700", "--seed", str(5 + 2**32)))  # all 64 bits count
+    first = text(sample_here(run_dir, "-n", "700", "--seed", "5"))
+    assert first != text(sample_here(run_dir, "-n", "700", "--seed", "6"))
+    assert first != text(sample_here(run_dir, "-n", "700", "--seed", str(5 + 2**32)))  # all 64 bits count
     # A second process with the same seed repeats the text: 600 characters, streamed in chunks, are
     # the start of the 700.
     assert first.startswith(text(sample(run_dir, "-n", "600", "--seed", "5")).rstrip("\n"))
@@ -59,23 +88,24 @@ def test_same_seed_same_text_and_streaming_continues_one_stream(run_dir: Path) -
 
 
 def test_top_k_1_and_cold_temperature_equal_argmax(run_dir: Path) -> None:
-    greedy = text(sample(run_dir, "-n", "200", "--sample", "0", "--prime", "the "))
+    greedy = text(sample_here(run_dir, "-n", "200", "--sample", "0", "--prime", "the "))
     assert greedy.startswith("the ") and len(greedy) == len("the ") + 200 + 1  # and a line break
-    assert text(sample(run_dir, "-n", "0", "--prime", "the ")) == "the \n"  # the prime alone, as the old tool
-    assert text(sample(run_dir, "-n", "0", "--prime", "the ", "--num_samples", "2")) == "the \n---\nthe \n"  # each sample
-    assert text(sample(run_dir, "-n", "200", "--top_k", "1", "--seed", "3", "--prime", "the ")) == greedy
-    assert text(sample(run_dir, "-n", "200", "--temperature", "0.0001", "--seed", "9", "--prime", "the ")) == greedy
+    assert text(sample_here(run_dir, "-n", "0", "--prime", "the ")) == "the \n"  # the prime alone, as the old tool
+    two = text(sample_here(run_dir, "-n", "0", "--prime", "the ", "--num_samples", "2"))
+    assert two == "the \n---\nthe \n"  # each sample
+    assert text(sample_here(run_dir, "-n", "200", "--top_k", "1", "--seed", "3", "--prime", "the ")) == greedy
+    assert text(sample_here(run_dir, "-n", "200", "--temperature", "1e-4", "--seed", "9", "--prime", "the ")) == greedy
     # 0 is that limit, as the SavedModel's generate(temperature=0) takes it (it was refused here).
-    assert text(sample(run_dir, "-n", "200", "--temperature", "0", "--prime", "the ")) == greedy
+    assert text(sample_here(run_dir, "-n", "200", "--temperature", "0", "--prime", "the ")) == greedy
 
 
 def test_sample_2_samples_only_at_word_starts(run_dir: Path) -> None:
     """char-rnn's --sample 2: the most likely character, except right after a space."""
     sampled = ["--temperature", "5", "--seed", "1"]
-    argmax = sample(run_dir, "-n", "200", "--sample", "0", *sampled, "--prime", "the")
+    argmax = sample_here(run_dir, "-n", "200", "--sample", "0", *sampled, "--prime", "the")
     greedy = text(argmax)
     assert b"--temperature, --seed: no effect under --sample 0" in argmax.stderr, argmax.stderr
-    at_words = text(sample(run_dir, "-n", "200", "--sample", "2", *sampled, "--prime", "the"))
+    at_words = text(sample_here(run_dir, "-n", "200", "--sample", "2", *sampled, "--prime", "the"))
     first_space = greedy.index(" ", len("the"))
     assert at_words[:first_space + 1] == greedy[:first_space + 1]  # no sampling before the first space
     assert at_words != greedy  # at this temperature a word start differs somewhere
@@ -92,7 +122,7 @@ def test_no_tensorflow_log_lines_unless_verbose(run_dir: Path) -> None:
 
 
 def test_num_samples_are_one_batch_of_different_texts(run_dir: Path) -> None:
-    out = text(sample(run_dir, "-n", "100", "--num_samples", "3", "--seed", "1", "--prime", "the"))
+    out = text(sample_here(run_dir, "-n", "100", "--num_samples", "3", "--seed", "1", "--prime", "the"))
     samples = out.removesuffix("\n").split("\n---\n")  # a sample may end in a line break of its own
     assert len(samples) == 3 and len(set(samples)) == 3
     assert all(s.startswith("the") and len(s) == 103 for s in samples)
@@ -135,12 +165,13 @@ def test_checkpoint_by_path_file_or_name(run_dir: Path) -> None:
     for which in ("ckpt-40", str(run_dir / "ckpt-40"), str(run_dir / "ckpt-40.index"),
                   str(run_dir / "ckpt-40.data-00000-of-00001")):
         assert sample_script.checkpoint_prefix(run_dir, which) == str(run_dir / "ckpt-40"), which
-    latest = text(sample(run_dir, "-n", "50", "--seed", "4"))
-    assert text(sample(run_dir, "-n", "50", "--seed", "4", "--checkpoint", str(run_dir / "ckpt-40.index"))) == latest
+    latest = text(sample_here(run_dir, "-n", "50", "--seed", "4"))
+    by_file = sample_here(run_dir, "-n", "50", "--seed", "4", "--checkpoint", str(run_dir / "ckpt-40.index"))
+    assert text(by_file) == latest
     (best,) = (run_dir / "best").glob("ckpt-*.index")  # a path inside the run, from anywhere
-    from_best = sample(run_dir, "-n", "50", "--seed", "4", "--checkpoint", "best", "--verbose")
+    from_best = sample_here(run_dir, "-n", "50", "--seed", "4", "--checkpoint", "best", "--verbose")
     assert f"loaded {run_dir / 'best' / best.stem}\n" in from_best.stderr.decode("utf-8")  # best/'s, not the run's
-    assert text(sample(run_dir, "-n", "50", "--seed", "4", "--checkpoint", f"best/{best.stem}")) == text(from_best)
+    assert text(sample_here(run_dir, "-n", "50", "--seed", "4", "--checkpoint", f"best/{best.stem}")) == text(from_best)
     with pytest.raises(utils.CharRNNError, match=r"--checkpoint ckpt-41: no such checkpoint .*\(ckpt-40\)"):
         sample_script.checkpoint_prefix(run_dir, "ckpt-41")
 
@@ -154,7 +185,7 @@ def test_stdout_closed_or_without_spaces_for_sample_2(run_dir: Path, tmp_path: P
     shutil.copytree(run_dir, spaceless)
     vocab = spaceless / "vocab.json"
     vocab.write_text(vocab.read_text(encoding="utf-8").replace('[" ",', '["_",'), encoding="utf-8")
-    result = sample(spaceless, "-n", "20", "--sample", "2")
+    result = sample_here(spaceless, "-n", "20", "--sample", "2")
     assert "--sample 2 samples only after a space" in result.stderr.decode("utf-8") and len(text(result)) == 21
 
 
@@ -163,20 +194,20 @@ def test_stderr_closed_and_the_long_spelling_of_n(run_dir: Path) -> None:
     not an abbreviation of --num_samples."""
     closed = subprocess.run(["bash", "-c", '"$0" "$1" --save_dir "$2" --n 7 --seed 3 2>&-', sys.executable,
                              str(ROOT / "sample.py"), str(run_dir)], capture_output=True, timeout=120)
-    assert text(closed) == text(sample(run_dir, "-n", "7", "--seed", "3")) and len(text(closed)) == 8
+    assert text(closed) == text(sample_here(run_dir, "-n", "7", "--seed", "3")) and len(text(closed)) == 8
 
 
 def test_save_dir_as_its_latest_file_its_best_folder_or_with_byte_order_marks(run_dir: Path, tmp_path: Path) -> None:
-    want = text(sample(run_dir, "-n", "30", "--seed", "2"))
-    assert text(sample(run_dir.parent / "latest", "-n", "30", "--seed", "2")) == want
-    best = sample(run_dir / "best", "-n", "30")
+    want = text(sample_here(run_dir, "-n", "30", "--seed", "2"))
+    assert text(sample_here(run_dir.parent / "latest", "-n", "30", "--seed", "2")) == want
+    best = sample_here(run_dir / "best", "-n", "30")
     assert best.returncode == 2 and f"--save_dir {run_dir} --checkpoint best" in best.stderr.decode("utf-8")
     # config.json and vocab.json saved again by an editor that writes a UTF-8 byte-order mark
     marked = tmp_path / "marked"
     shutil.copytree(run_dir, marked)
     for name in ("config.json", "vocab.json"):
         (marked / name).write_text((marked / name).read_text(encoding="utf-8"), encoding="utf-8-sig")
-    assert text(sample(marked, "-n", "30", "--seed", "2")) == want
+    assert text(sample_here(marked, "-n", "30", "--seed", "2")) == want
 
 
 def test_prime_outside_a_limited_vocabulary_and_identical_greedy_samples(caplog) -> None:
@@ -275,16 +306,16 @@ def test_a_value_of_two_dashes_is_that_value(capsys) -> None:
 
 
 def test_prime_outside_the_vocabulary(run_dir: Path) -> None:
-    refused = sample(run_dir, "--prime", "the 猫🙂")
+    refused = sample_here(run_dir, "--prime", "the 猫🙂")
     assert refused.returncode == 2
     message = refused.stderr.decode("utf-8")
     assert "'猫' (U+732B)" in message and "--unknown skip" in message and "Traceback" not in message
-    skipped = sample(run_dir, "--prime", "the 猫", "--unknown", "skip", "-n", "20", "--seed", "1")
+    skipped = sample_here(run_dir, "--prime", "the 猫", "--unknown", "skip", "-n", "20", "--seed", "1")
     assert text(skipped).startswith("the ") and "猫" in skipped.stderr.decode("utf-8")
     # Nothing left of the prime: the sample is the one an empty prime gives, -n characters long.
-    nothing_known = sample(run_dir, "--prime", "猫🙂", "--unknown", "skip", "-n", "20", "--seed", "1")
+    nothing_known = sample_here(run_dir, "--prime", "猫🙂", "--unknown", "skip", "-n", "20", "--seed", "1")
     assert "no character of --prime" in nothing_known.stderr.decode("utf-8")
-    assert text(nothing_known) == text(sample(run_dir, "-n", "20", "--seed", "1"))
+    assert text(nothing_known) == text(sample_here(run_dir, "-n", "20", "--seed", "1"))
     assert len(text(nothing_known)) == 21  # and its closing line break
 
 
@@ -353,7 +384,7 @@ def test_a_checkpoint_without_all_the_model_s_weights_does_not_load(run_dir: Pat
     config = json.loads((grown / "config.json").read_text(encoding="utf-8"))
     config["model"]["num_layers"] += 1
     (grown / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    result = sample(grown, "-n", "20")
+    result = sample_here(grown, "-n", "20")
     message = result.stderr.decode("utf-8")
     assert result.returncode == 2 and "no checkpoint loads" in message and "Traceback" not in message, message
     assert "it lacks weights the model has (b_1, w_h_1, w_x_1)" in message, message  # the second layer's
