@@ -7,7 +7,6 @@ import json
 import math
 import re
 import subprocess
-import sys
 import unicodedata
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 
 import dataset
 import train
-from test_train import read_scalars, summary_events, tiny_text
+from test_train import read_scalars, run_here, summary_events, tiny_text
 
 ROOT = Path(__file__).resolve().parents[1]
 KOREAN = (ROOT / "data" / "korean" / "constitution.txt").read_text(encoding="utf-8")
@@ -25,9 +24,9 @@ TINY = ["--num_layers", "1", "--rnn_size", "96", "--embedding_size", "24", "--ba
         "--xla", "off"]  # the unit is under test here, not the compiled step: no 3 s compile per run
 
 
-def run(script: str, cwd: Path, *args: str, timeout: int = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, capture_output=True, text=True,
-                          encoding="utf-8", timeout=timeout)
+def run(script: str, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """train.py's or sample.py's main, run in this process (run_here)."""
+    return run_here(script, *args, cwd=cwd)
 
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:

@@ -1,6 +1,6 @@
 """Crash safety and bad input: every mistake gets one clear message (no traceback, exit 2) and
-nothing saved is ever lost. Real subprocesses of train.py and sample.py on tiny text; most bad
-inputs are refused before TensorFlow is imported, so those cases take about a second each.
+nothing saved is ever lost. train.py and sample.py on tiny text: their main in the test process
+(run), or a real process where a fault is injected, a signal sent or a run killed.
 The slow cases share one tiny trained run (module fixture) and copy it before damaging it."""
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import pytest
 import runs
 import utils
 import workers
-from test_train import hparams_of, only_run, pointer_step, read_scalars, tiny_text
+from test_train import hparams_of, only_run, pointer_step, read_scalars, run_here, tiny_text
 
 ROOT = Path(__file__).resolve().parents[1]
 # --xla off and --sample_length 0: neither the step nor a sample is compiled, 4.5 s of a tiny run's 10.
@@ -37,7 +37,11 @@ TIMEOUT = 300  # generous: the machine is shared
 
 def run(script: str, *args: str, cwd: Path, timeout: int = TIMEOUT, wrapper: Path | None = None,
         **popen) -> subprocess.CompletedProcess:
-    """Run train.py or sample.py (optionally through a test wrapper that injects a fault)."""
+    """Run train.py or sample.py: in this process (run_here) unless through a test wrapper that
+    injects a fault, with options for the process (its environment, stdin, a timeout) or with
+    arguments as bytes (a file name that is not UTF-8)."""
+    if wrapper is None and not popen and timeout == TIMEOUT and all(isinstance(arg, str) for arg in args):
+        return run_here(script, *args, cwd=cwd)
     command = [sys.executable, str(wrapper)] if wrapper else [sys.executable, str(ROOT / script)]
     return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True, encoding="utf-8",
                           errors="replace", timeout=timeout, **popen)

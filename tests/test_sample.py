@@ -1,13 +1,11 @@
-"""sample.py as users run it: real subprocesses against a tiny trained run."""
+"""sample.py against a tiny trained run: its main in the test process (sample_here), and real
+processes where the process matters (environment, locale, closed streams, a second process's text)."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +18,7 @@ import plan
 import utils
 import sample as sample_script
 from test_data import JAMO_TRICKY
-from test_train import ROOT, TINY, tiny_text
+from test_train import ROOT, TINY, run_here, tiny_text
 
 
 # A line of TensorFlow's C++ logging ("E0000 00:00:1796309554.692887 8114 util.cc:131] ..."):
@@ -47,29 +45,9 @@ def sample(run: Path, *args: str, env: dict | None = None) -> subprocess.Complet
 
 
 def sample_here(run: Path, *args: str) -> subprocess.CompletedProcess:
-    """sample.py's main run in this process, its status, stdout and stderr given as sample()'s are.
-    Each new process spends 4-5 s starting TensorFlow, most of what a tiny run costs, so the tests
-    of what sample.py writes run it here; those of what only a process shows (its environment and
-    streams, the text of a seed in another process) run sample.py itself."""
-    argv = ["--save_dir", str(run), *args]
-    out, err = (io.TextIOWrapper(io.BytesIO(), encoding="utf-8") for _ in range(2))
-    handlers = {signum: signal.getsignal(signum) for signum in utils.stop_signals()}
-    logger = (utils.logger.level, utils.logger.propagate, utils.logger.handlers[:])
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                status = sample_script.main(argv)
-            except SystemExit as refused:  # argparse's
-                status = refused.code
-    finally:  # the test process's own signal handlers and logging, as they were
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
-        utils.logger.setLevel(logger[0])
-        utils.logger.propagate = logger[1]
-        utils.logger.handlers[:] = logger[2]
-    out.flush()
-    err.flush()
-    return subprocess.CompletedProcess(["sample.py", *argv], status, out.buffer.getvalue(), err.buffer.getvalue())
+    """sample.py's main run in this process (run_here), its output as bytes, as sample() gives them."""
+    ran = run_here("sample.py", "--save_dir", str(run), *args, cwd=Path.cwd())
+    return subprocess.CompletedProcess(ran.args, ran.returncode, ran.stdout.encode(), ran.stderr.encode())
 
 
 def text(result: subprocess.CompletedProcess) -> str:

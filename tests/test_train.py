@@ -1,4 +1,6 @@
-"""train.py end to end: real subprocess runs on tiny text, real checkpoints and event files."""
+"""train.py end to end on tiny text: real training, checkpoints and event files. Most runs call
+train.py's main in the test process (run_here), which spares each the 4-5 s of TensorFlow's start-up
+in a new process; those about the process itself (signals, --help, a resume in a new process) start one."""
 from __future__ import annotations
 
 import collections
@@ -53,9 +55,51 @@ def corpus(tmp_path: Path) -> Path:
     return path
 
 
-def train(cwd: Path, *args: str, timeout: int = 180) -> subprocess.CompletedProcess:
+def train(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """train.py's main, run in this process (run_here)."""
+    return run_here("train.py", *args, cwd=cwd)
+
+
+def train_process(cwd: Path, *args: str, timeout: int = 180) -> subprocess.CompletedProcess:
+    """train.py run as users run it, a process of its own."""
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, capture_output=True,
                           text=True, encoding="utf-8", timeout=timeout)
+
+
+def run_here(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """train.py's or sample.py's main run in this test process, in cwd, its status, stdout and stderr
+    given as subprocess.run gives a process's. A process of its own spends 4-5 s starting TensorFlow,
+    most of what a tiny run costs; the tests of what only a process shows (its signals, environment
+    and streams, a fault injected before main, a second process) run the script itself."""
+    import io
+
+    import sample
+    import train
+    import utils
+    assert threading.current_thread() is threading.main_thread(), "the working directory and signals are the process's"
+    main = {"train.py": train.main, "sample.py": sample.main}[script]
+    out, err = (io.TextIOWrapper(io.BytesIO(), encoding="utf-8") for _ in range(2))
+    handlers = {signum: signal.getsignal(signum) for signum in utils.stop_signals()}
+    logger = (utils.logger.level, utils.logger.propagate, utils.logger.handlers[:])
+    argv = sys.argv
+    sys.argv = [str(ROOT / script), *args]  # argparse names the script by it
+    try:
+        with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = main(list(args))
+            except SystemExit as refused:  # argparse's
+                status = refused.code
+    finally:  # the test process's own argv, signal handlers and logging, as they were
+        sys.argv = argv
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        utils.logger.setLevel(logger[0])
+        utils.logger.propagate = logger[1]
+        utils.logger.handlers[:] = logger[2]
+    out.flush()
+    err.flush()
+    return subprocess.CompletedProcess([script, *args], status, out.buffer.getvalue().decode("utf-8"),
+                                       err.buffer.getvalue().decode("utf-8"))
 
 
 def only_run(save_dir: Path) -> Path:
@@ -337,13 +381,13 @@ def test_resume_reaches_the_same_weights(tmp_path: Path, corpus: Path) -> None:
               "--dropout", "0.2", "--grad_clip", "0.35", "--min_lr_frac", "0.2", *TINY, *COMPILED]
     # The uninterrupted run goes side by side with the first half of the split one (a core each).
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        running = pool.submit(train, tmp_path, *common, "--run_name", "whole")
-        first = train(tmp_path, *common, "--run_name", "split", "--stop_at_step", "12")
+        running = pool.submit(train_process, tmp_path, *common, "--run_name", "whole")
+        first = train_process(tmp_path, *common, "--run_name", "split", "--stop_at_step", "12")
         whole = running.result()
     assert whole.returncode == 0, whole.stderr
     assert first.returncode == 0, first.stderr
     assert "resume with" in first.stderr
-    second = train(tmp_path, "--init_from", str(tmp_path / "save" / "split"))
+    second = train_process(tmp_path, "--init_from", str(tmp_path / "save" / "split"))
     assert second.returncode == 0, second.stderr
     assert "resumed" in second.stderr and "at step 12" in second.stderr
     best_before = re.findall(r"val loss (\d\.\d{4}) nats/symbol.*\(best\)", first.stderr)[-1]
