@@ -47,6 +47,13 @@ def write(path: Path, data: str | bytes) -> Path:
     return path
 
 
+def finished_pid() -> int:
+    """The pid of a process that has ended: what a killed process's leftovers are named by."""
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    return finished.pid
+
+
 def run_python(code: str, *args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env, capture_output=True,
                           timeout=60, **kwargs)
@@ -1038,8 +1045,7 @@ def test_a_dead_build_is_cleaned_up_only_on_its_own_host(tmp_path: Path) -> None
     path = write(tmp_path / "in.txt", "some text\n" * 50)
     cache = tmp_path / "cache"
     cache.mkdir()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
+    dead = finished_pid()
     ours, older, theirs = (cache / f".tmp-0123abcd-{dead}{host}-x1y2z3" for host in
                            (f"@{socket.gethostname()}", "", "@another-host.example"))
     for build in (ours, older, theirs):

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_data import readme_hangul
+from test_data import finished_pid, readme_hangul
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -383,13 +383,6 @@ def tiny_lstm(tmp_path: Path):
     return model_lib.CharRNN(model_lib.ModelConfig("lstm", vocab.size, 2, 8, 4), seed=3), vocab
 
 
-def finished_pid() -> int:
-    """The pid of a process that has ended: what a killed export's leftovers are named by."""
-    finished = subprocess.Popen(["true"])
-    finished.wait()
-    return finished.pid
-
-
 def empty_working_directory(tmp_path: Path, monkeypatch) -> Path:
     """A new empty folder, made the working directory (for --export .)."""
     here = tmp_path / "here"
@@ -501,17 +494,15 @@ def test_an_export_removes_what_killed_exports_left(tmp_path: Path, monkeypatch)
 
     vocab = dataset.Vocab(list("ab\n"), [3, 2, 1])
     net = model_lib.CharRNN(model_lib.ModelConfig("gru", vocab.size, 1, 8, 4))
-    finished = subprocess.Popen(["true"])
-    finished.wait()
-    host = socket.gethostname()
+    dead, host = finished_pid(), socket.gethostname()
     # An older version's names had no host.
-    stranded = [tmp_path / f".exported.tmp-{finished.pid}@{host}", tmp_path / f".m.tflite.tmp-{finished.pid}"]
+    stranded = [tmp_path / f".exported.tmp-{dead}@{host}", tmp_path / f".m.tflite.tmp-{dead}"]
     stranded[0].mkdir()
     (stranded[0] / "saved_model.pb").write_bytes(b"half")
     stranded[1].write_bytes(b"half")
     # A live process's; another path's; another machine's (a shared file system), in progress there.
     others = [tmp_path / f".exported.tmp-1@{host}", tmp_path / ".other.tmp-12",
-              tmp_path / f".m.tflite.tmp-{finished.pid}@elsewhere"]
+              tmp_path / f".m.tflite.tmp-{dead}@elsewhere"]
     for path in others:
         path.write_bytes(b"")
     export.export(net, vocab, str(tmp_path / "exported"), str(tmp_path / "m.tflite"))
@@ -522,12 +513,12 @@ def test_an_export_removes_what_killed_exports_left(tmp_path: Path, monkeypatch)
     # as not empty: when that is all the folder holds, it goes.
     # A target that is not written in place never held such a copy: a .tmp-N there is not the export's.
     elsewhere = tmp_path / "out"
-    (elsewhere / f".tmp-{finished.pid}@{host}").mkdir(parents=True)
+    (elsewhere / f".tmp-{dead}@{host}").mkdir(parents=True)
     with pytest.raises(utils.CharRNNError, match="not an empty directory"):
         export.export_saved_model(net, vocab, elsewhere)
-    assert (elsewhere / f".tmp-{finished.pid}@{host}").is_dir()
-    for name, leftovers, user_file in (("here", [f".tmp-{finished.pid}", f".tmp-{finished.pid}@{host}"], None),
-                                       ("mine", [f".tmp-{finished.pid}"], "notes.txt")):
+    assert (elsewhere / f".tmp-{dead}@{host}").is_dir()
+    for name, leftovers, user_file in (("here", [f".tmp-{dead}", f".tmp-{dead}@{host}"], None),
+                                       ("mine", [f".tmp-{dead}"], "notes.txt")):
         folder = tmp_path / name
         for leftover in leftovers:
             (folder / leftover).mkdir(parents=True)

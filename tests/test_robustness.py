@@ -26,6 +26,7 @@ import pytest
 import runs
 import utils
 import workers
+from test_data import finished_pid
 from test_train import hparams_of, only_run, pointer_step, read_scalars, run_here, tiny_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1173,9 +1174,7 @@ def test_temporary_files_of_a_killed_write_go_at_the_next_start(tmp_path: Path, 
     monkeypatch.setattr(utils.os, "replace", lambda src, dst: written.append(Path(src).name) or replace(src, dst))
     utils.atomic_write_text(run_dir / "config.json", "{}")
     assert written == [f".config.json.{os.getpid()}@{host}.tmp"]
-    finished = subprocess.Popen(["true"])
-    finished.wait()
-    dead = finished.pid
+    dead = finished_pid()
     stranded = [run_dir / f".config.json.{dead}@{host}.tmp", run_dir / f".vocab.json.{dead}@{host}.tmp",
                 run_dir.parent / f".latest.{dead}@{host}.tmp", run_dir.parent / f".latest.{dead}.tmp"]
     others = [run_dir / f".config.json.{os.getpid()}@{host}.tmp",  # a writer still at work
