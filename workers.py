@@ -81,8 +81,9 @@ def cluster_from_env(strategy: str) -> Cluster:
             if not (isinstance(address, str) and re.fullmatch(r".+:\d{1,5}", address)
                     and 0 < int(address.rpartition(":")[2]) < 65536):
                 raise ValueError(f"{address!r} is not host:port")
-        if not isinstance(task.get("index", 0), int):  # TensorFlow waits for ever on "1"
-            raise ValueError(f"the task's index {task['index']!r} is not a number")
+        given_index = task.get("index", 0)
+        if not isinstance(given_index, int) or isinstance(given_index, bool):  # TensorFlow waits for ever on "1"
+            raise ValueError(f"the task's index {given_index!r} is not a number")
         # Within its own list: worker -1 beside a chief would be taken for the chief, chief 1 for it too.
         own = chiefs if task["type"] == "chief" else workers
         position = task.get("index", 0) if task["type"] == "chief" else task["index"]

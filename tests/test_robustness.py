@@ -334,6 +334,7 @@ TWO_WORKERS = '{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": '
     ('{"cluster": {"worker": ["127.0.0.1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}',
      "'127.0.0.1' is not host:port"),
     (TWO_WORKERS + '{"type": "worker", "index": "1"}}', "the task's index '1' is not a number"),
+    (TWO_WORKERS + '{"type": "worker", "index": true}}', "the task's index True is not a number"),
     ('{"cluster": {"worker": ["127.0.0.1:70000", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}',
      "'127.0.0.1:70000' is not host:port"),
 ])
