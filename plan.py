@@ -140,6 +140,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                           "cosine schedule, from the first step at --learning_rate as the old tool did "
                           "(default: the cosine schedule)")
     opt.add_argument("--grad_clip", type=float, default=5.0, help="clip gradients to this global norm")
+    opt.add_argument("--ema_decay", type=float, default=0.99,
+                     help="validate, sample and save an exponential moving average of the weights, each step's "
+                          "weights averaged in with weight 1 minus this (0: the weights as trained)")
 
     length = p.add_argument_group("how long (each limit is the whole run's, earlier sessions included; the first "
                                   "reached ends training; on resume, typing --num_epochs, --max_steps or "
@@ -246,6 +249,7 @@ def check_args(args: argparse.Namespace) -> None:
          "must be between 0 and 1, e.g. 0.002")
     need(0.0 <= args.min_lr_frac <= 1.0, "min_lr_frac", "must be from 0 to 1, e.g. 0.1")
     need(args.grad_clip > 0 and math.isfinite(args.grad_clip), "grad_clip", "must be a positive finite number")
+    need(0.0 <= args.ema_decay < 1.0, "ema_decay", "must be from 0 (no average) to below 1, e.g. 0.99")
     if args.decay_rate is not None:
         need(0.0 < args.decay_rate <= 1.0, "decay_rate", "must be above 0 and at most 1, e.g. 0.97")
     if args.time_budget is not None:

@@ -478,16 +478,17 @@ def resume_candidates(run_dir: Path, listed: list[str] | None) -> list[str]:
     return by_step(checkpoints_on_disk(Path(run_dir) / "best") + (listed or checkpoints_on_disk(run_dir)))
 
 
-def restore_checkpoint(make_checkpoint: Callable[[], "tf.train.Checkpoint"], candidates: list[str],
+def restore_checkpoint(make_checkpoint: Callable[[str], "tf.train.Checkpoint"], candidates: list[str],
                        partial: bool = False) -> str:
     """Restore the newest loadable checkpoint among candidates (oldest first), falling back to
     older ones when the newest is truncated or corrupt, and say so. Each try has a checkpoint of
-    its own: one whose restore failed went on reading the failed files in the next try."""
+    its own, made for the path it reads: one whose restore failed went on reading the failed files
+    in the next try."""
     failures = []
     for index, path in reversed(list(enumerate(candidates))):
         status = None
         try:
-            status = make_checkpoint().restore(path)
+            status = make_checkpoint(path).restore(path)
             status.assert_existing_objects_matched()  # every weight was in the file (not just no error)
             if partial:
                 status.expect_partial()

@@ -256,7 +256,8 @@ def load_model(args: argparse.Namespace, run_dir: Path, config: dict,
     candidates = checkpoint_candidates(run_dir, args.checkpoint)
     for tries_left in reversed(range(3)):
         try:
-            restored = runs.restore_checkpoint(lambda: tf.train.Checkpoint(model=net), candidates, partial=True)
+            restored = runs.restore_checkpoint(lambda _path: tf.train.Checkpoint(model=net), candidates,
+                                               partial=True)
             break
         except CharRNNError:
             # A run still training removes older checkpoints as it saves: those listed may be gone by the

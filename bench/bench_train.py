@@ -5,7 +5,8 @@
     python bench/bench_train.py --cases 2x512-V65 --rounds 5
 
 Ours: CharRNN with train.py's own train step (make_train_step: Adam, global-norm clip 5, state
-carried across batches, XLA, --batch_groups as train.py sets it by default). PyTorch: Embedding ->
+carried across batches, XLA, --batch_groups as train.py sets it by default, the weight average of
+its default --ema_decay). PyTorch: Embedding ->
 nn.LSTM -> Linear, the same optimizer and clip, state carried (detached). Both on 2 threads, no
 dropout, random-integer batches.
 Rounds alternate the implementations (rotating the order) so machine noise hits all alike;
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+import plan  # noqa: E402
 import runs  # noqa: E402
 
 runs.pool_cpu_memory()  # as train.py runs: before any TensorFlow tensor, the matmul probes' too
@@ -111,12 +113,14 @@ class Ours:
         import tensorflow as tf
 
         import model as model_lib
-        from train import Adam, make_train_step
+        from train import Adam, WeightAverage, make_train_step
 
-        net = model_lib.CharRNN(model_lib.ModelConfig(cell, vocab, layers, hidden, EMBEDDING), seed=0)
+        config = model_lib.ModelConfig(cell, vocab, layers, hidden, EMBEDDING)
+        net = model_lib.CharRNN(config, seed=0)
+        average = WeightAverage(model_lib.CharRNN(config, seed=0), plan.build_parser().get_default("ema_decay"))
         B, T = batches[0][0].shape
         self.train_step = make_train_step(net, Adam(net.trainable_variables), B, T, grad_clip=5.0, seed=0,
-                                          groups=groups)
+                                          groups=groups, average=average)
         self.tf = tf
         self.batches = [(tf.constant(x), tf.constant(y)) for x, y in batches]
         self.state, self.lr, self.count = net.initial_state(B), tf.constant(2e-3), 0

@@ -82,7 +82,7 @@ def finite_checkpoint(prefix: Path) -> dict[str, np.ndarray]:
     import tensorflow as tf
     reader = tf.train.load_checkpoint(str(prefix))
     tensors = {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
-    weights = {k: v for k, v in tensors.items() if k.startswith("model/")}
+    weights = {k: v for k, v in tensors.items() if k.startswith(("model/", "trained_model/"))}
     assert weights, sorted(tensors)
     for name, value in weights.items():
         assert np.isfinite(value).all(), name
@@ -272,6 +272,7 @@ RANGE_TAKEN = [["--num_epochs", "0", "--max_steps", "5"], ["--num_epochs", "0", 
                ["--batch_groups", "0"], ["--batch_groups", "24"], ["--val_frac", "0.001"], ["--val_frac", "0.499"],
                ["--dropout", "0"], ["--dropout", "0.999"], ["--learning_rate", "0.999"], ["--min_lr_frac", "0"],
                ["--min_lr_frac", "1"], ["--grad_clip", "0.001"], ["--decay_rate", "1"], ["--decay_rate", "0.001"],
+               ["--ema_decay", "0"], ["--ema_decay", "0.999"],
                ["--peer_timeout", "0"], ["--peer_timeout", "10s"], ["--input_keep_prob", "1"],
                ["--input_keep_prob", "0.000001"], ["--output_keep_prob", "1"], ["--run_name", "a.b"],
                ["--run_name", "한" * 66],  # 198 bytes
@@ -302,6 +303,9 @@ RANGE_REFUSED = [
     (["--min_lr_frac", "1.5"], "--min_lr_frac 1.5: must be from 0 to 1"),
     (["--grad_clip", "0"], "--grad_clip 0.0: must be a positive finite number"),
     (["--grad_clip", "inf"], "--grad_clip inf: must be a positive finite number"),
+    (["--ema_decay", "1"], "--ema_decay 1.0: must be from 0 (no average) to below 1"),
+    (["--ema_decay", "-0.5"], "--ema_decay -0.5: must be from 0 (no average) to below 1"),
+    (["--ema_decay", "nan"], "--ema_decay nan: must be from 0 (no average) to below 1"),
     (["--decay_rate", "0"], "--decay_rate 0.0: must be above 0 and at most 1"),
     (["--decay_rate", "1.01"], "--decay_rate 1.01: must be above 0 and at most 1"),
     (["--peer_timeout", "9.9s"], "--peer_timeout 9.9s: must be at least 10s"),
@@ -1832,10 +1836,10 @@ restore = runs.restore_checkpoint
 
 def restore_then_poison(make_checkpoint, candidates, partial=False):
     path = restore(make_checkpoint, candidates, partial)
-    checkpoint = make_checkpoint()  # the same variables
+    checkpoint = make_checkpoint(path)  # the same variables
     import tensorflow as tf
     if {what!r} == "weights":   # the next step's loss is NaN
-        w = checkpoint.model.trainable_variables[0]
+        w = checkpoint.trained_model.trainable_variables[0]
         w.assign(tf.fill(w.shape, float("nan")))
     else:                       # the loss is still finite, but the update makes the weights NaN
         slots = checkpoint.optimizer.v if {what!r} == "optimizer" else checkpoint.optimizer.v[-1:]  # one variable

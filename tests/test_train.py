@@ -11,6 +11,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import struct
@@ -394,11 +395,12 @@ def test_resume_reaches_the_same_weights(tmp_path: Path, corpus: Path) -> None:
     assert f"best val loss so far {best_before}" in second.stderr  # until the resumed run validates anew
     assert "reshapes the learning rate" not in second.stderr  # the same length, the same schedule
 
-    a = checkpoint_weights(str(tmp_path / "save" / "whole" / "ckpt-24"))
-    b = checkpoint_weights(str(tmp_path / "save" / "split" / "ckpt-24"))
-    assert a.keys() == b.keys() and a
-    for name in a:
-        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    for weights in ("trained_model/", "model/"):  # as trained, and their average
+        a = checkpoint_weights(str(tmp_path / "save" / "whole" / "ckpt-24"), weights)
+        b = checkpoint_weights(str(tmp_path / "save" / "split" / "ckpt-24"), weights)
+        assert a.keys() == b.keys() and a
+        for name in a:
+            np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
     # The hidden state carried from batch to batch (mid-epoch here, so not zeros) resumes as well.
     carried = [checkpoint_weights(str(tmp_path / "save" / run / "ckpt-24"), "carried_state/")
                for run in ("whole", "split")]
@@ -1119,6 +1121,70 @@ def test_batch_groups_train_like_one_group() -> None:
         np.testing.assert_allclose(w3, w1, rtol=1e-5, atol=1e-6)
     initial = M.CharRNN(M.ModelConfig("lstm", 11, 2, 8, 4), seed=0).trainable_variables
     assert all(not np.allclose(w, v.numpy()) for w, v in zip(weights1, initial))  # all of it trained
+
+
+def test_the_weight_average_follows_each_update() -> None:
+    """After each update the average is decay * average + (1 - decay) * weights, with the decay at
+    most (1 + step) / (10 + step); at decay 0 it is the weights themselves."""
+    import tensorflow as tf
+
+    import model as M
+    from train import Adam, WeightAverage, make_train_step
+    rng = np.random.default_rng(0)
+    config = M.ModelConfig("lstm", 11, 2, 8, 4)
+    for decay in (0.0, 0.5, 0.99):
+        net = M.CharRNN(config, seed=0)
+        average = WeightAverage(M.CharRNN(config, seed=0), decay)
+        step = make_train_step(net, Adam(net.trainable_variables), 5, 6, 5.0, seed=0, groups=2, average=average)
+        state, want = net.initial_state(5), [v.numpy() for v in net.trainable_variables]
+        for i in range(4):
+            x, y = (tf.constant(rng.integers(0, 11, (5, 6)), tf.int32) for _ in range(2))
+            _, _, state = step(x, y, state, tf.constant(0.01), tf.constant(i, tf.int64))
+            rate = min(decay, (2 + i) / (11 + i))  # update i + 1
+            want = [rate * a + (1 - rate) * v.numpy() for a, v in zip(want, net.trainable_variables)]
+            for got, expected in zip(average.averaged.trainable_variables, want):
+                np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-7)
+        differ = [not np.allclose(a.numpy(), v.numpy()) for a, v in zip(average.averaged.trainable_variables,
+                                                                        net.trainable_variables)]
+        assert all(differ) if decay else not any(differ)
+
+
+def test_a_run_saved_before_the_average_resumes_with_the_average_starting_there(tmp_path: Path, corpus: Path) -> None:
+    """A checkpoint of a train.py that kept no average holds the trained weights as `model`: a resume
+    trains on from them, and the average starts from them."""
+    import tensorflow as tf
+
+    import model as M
+    from train import Adam, LossScale
+    result = train(tmp_path, "--input", str(corpus), "--max_steps", "6", "--run_name", "old", *TINY)
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "save" / "old"
+    config = M.ModelConfig.from_dict(json.loads((run / "config.json").read_text(encoding="utf-8"))["model"])
+    net, averaged = M.CharRNN(config), M.CharRNN(config)
+    loop = {name: tf.Variable(0, dtype=tf.int64) for name in ("step", "epoch", "batch")}
+    state = dict(optimizer=Adam(net.trainable_variables).slots, loss_scale=LossScale().slots,
+                 train_seconds=tf.Variable(0.0, dtype=tf.float64), best_val=tf.Variable(0.0, dtype=tf.float64),
+                 carried_state=tf.Variable(net.initial_state(4)), **loop)
+    tf.train.Checkpoint(model=averaged, trained_model=net, **state).read(str(run / "ckpt-6")).assert_existing_objects_matched()
+    for old in run.glob("ckpt-6.*"):
+        old.unlink()
+    shutil.rmtree(run / "best")  # a resume falls back to it: the legacy checkpoint must be what loads
+    legacy = tf.train.Checkpoint(model=net, **state)  # the layout of before the average
+    legacy.save_counter.assign(1)  # as CheckpointManager saved it
+    legacy.write(str(run / "ckpt-6"))
+    trained_at_6 = checkpoint_weights(str(run / "ckpt-6"))
+
+    resumed = train(tmp_path, "--init_from", str(run), "--max_steps", "7")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed" in resumed.stderr and "at step 6" in resumed.stderr
+    trained_at_7 = checkpoint_weights(str(run / "ckpt-7"), "trained_model/")
+    average_at_7 = checkpoint_weights(str(run / "ckpt-7"))
+    rate = min(0.99, 8 / 17)  # the decay at update 7
+    for name, average in average_at_7.items():
+        trained = trained_at_7["trained_" + name]
+        assert not np.allclose(trained, trained_at_6[name]), name  # trained on from the old weights
+        np.testing.assert_allclose(average, rate * trained_at_6[name] + (1 - rate) * trained, rtol=1e-5, atol=1e-7,
+                                   err_msg=name)
 
 
 def test_validation_loss_is_the_first_eval_symbols_of_the_split(tmp_path: Path, corpus: Path) -> None:
