@@ -497,8 +497,8 @@ class Trainer:
             # more symbols than needed and the text is cut, whole syllables up to its end.
             per_symbol = self.chars_per_symbol["train"]
             symbols = chars if per_symbol == 1.0 else math.ceil(chars / per_symbol * 1.5) + 3
-            sample = self.model_lib.generate(self.average.averaged, tf.constant([[self.vocab.start_id]], tf.int32), symbols,
-                                             temperature=0.8, seed=self.step)
+            sample = self.model_lib.generate(self.average.averaged, tf.constant([[self.vocab.start_id]], tf.int32),
+                                             symbols, temperature=0.8, seed=self.step)
         if self.run.cluster.num_workers > 1:
             # The others wait here, unwatched, while the chief writes its sample (a big model's 100,000
             # characters take minutes); the chief, which comes last, waits watched: only for a worker hung.
@@ -1033,7 +1033,7 @@ def write_run_summaries(args: argparse.Namespace, vocab_size: int) -> None:
     from tensorboard.plugins.custom_scalar import summary as custom_scalar
     from tensorboard.plugins.hparams import api as hp
     keys = ("model", "num_layers", "rnn_size", "embedding_size", "dropout", "batch_size", "seq_length",
-            "learning_rate", "warmup_steps", "min_lr_frac", "decay_rate", "grad_clip", "unit", "max_vocab",
+            "learning_rate", "warmup_steps", "min_lr_frac", "decay_rate", "grad_clip", "ema_decay", "unit", "max_vocab",
             "num_epochs", "max_steps", "time_budget", "seed")
     hparams = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}  # decay_rate: None when unused
     # Absolute, as config.json has it: one corpus is one value whatever the folder it was typed from.

@@ -958,7 +958,8 @@ def test_the_defaults_are_those_the_readme_states() -> None:
                                 ("`--temperature` (default 1.0)", None, None),
                                 ("(default 10m, at least 10s; 0 waits for ever)", "peer_timeout", "10m"),
                                 ("The last `--val_frac` (5%) of the text", "val_frac", 0.05),
-                                ("with a warmup and a cosine, and dropout 0.25.", "dropout", 0.25)):
+                                ("with a warmup and a cosine, and dropout 0.25.", "dropout", 0.25),
+                                ("(`--ema_decay`, 0.99 by default", "ema_decay", 0.99)):
         assert phrase in readme, phrase
         if flag is not None:
             assert getattr(args, flag) == value, flag
@@ -1165,7 +1166,8 @@ def test_a_run_saved_before_the_average_resumes_with_the_average_starting_there(
     state = dict(optimizer=Adam(net.trainable_variables).slots, loss_scale=LossScale().slots,
                  train_seconds=tf.Variable(0.0, dtype=tf.float64), best_val=tf.Variable(0.0, dtype=tf.float64),
                  carried_state=tf.Variable(net.initial_state(4)), **loop)
-    tf.train.Checkpoint(model=averaged, trained_model=net, **state).read(str(run / "ckpt-6")).assert_existing_objects_matched()
+    new_layout = tf.train.Checkpoint(model=averaged, trained_model=net, **state)
+    new_layout.read(str(run / "ckpt-6")).assert_existing_objects_matched()
     for old in run.glob("ckpt-6.*"):
         old.unlink()
     shutil.rmtree(run / "best")  # a resume falls back to it: the legacy checkpoint must be what loads
@@ -1502,18 +1504,20 @@ def test_out_of_memory_names_the_flags_that_need_less(tmp_path: Path, monkeypatc
 
 
 def test_the_hparams_table_has_the_run_s_length_and_schedule(tmp_path: Path) -> None:
-    """Runs that differ by their time budget, epochs or old decay rate are told apart in the HParams table."""
+    """Runs that differ by their time budget, epochs, old decay rate or weight average are told apart in the
+    HParams table."""
     import tensorflow as tf
 
     import plan
     import train
     args = plan.build_parser().parse_args(["--input", "c.txt", "--time_budget", "15m", "--decay_rate", "0.97",
-                                           "--num_epochs", "7", "--log_dir", str(tmp_path)])
+                                           "--num_epochs", "7", "--ema_decay", "0.5", "--log_dir", str(tmp_path)])
     args.log_name = "r"
     with tf.summary.create_file_writer(str(tmp_path / "r")).as_default():
         train.write_run_summaries(args, 42)
     hparams = hparams_of(tmp_path / "r")
-    assert (hparams["time_budget"], hparams["num_epochs"], hparams["decay_rate"]) == ("15m", 7, pytest.approx(0.97))
+    assert (hparams["time_budget"], hparams["num_epochs"], hparams["decay_rate"], hparams["ema_decay"]) == (
+        "15m", 7, pytest.approx(0.97), 0.5)
     assert (hparams["vocab_size"], hparams["group"]) == (42, str(tmp_path / "r"))
     assert "max_steps" in hparams and "init_from" not in hparams
 
