@@ -48,6 +48,8 @@ sys.path.insert(0, str(ROOT))  # runs, for a quiet TensorFlow import
 TINY = ["--num_layers", "1", "--rnn_size", "32", "--embedding_size", "16", "--batch_size", "4",
         "--seq_length", "16", "--sample_length", "20", "--warmup_steps", "10"]
 KINDS = ("startup", "training", "checkpoint write")
+# A checkpoint's weights: their average (what sample.py loads) and the trained ones (what training goes on from).
+WEIGHTS = ("model/", "trained_model/")
 
 
 def tiny_text(seed: int) -> str:
@@ -150,7 +152,7 @@ def check_files(run_dir: Path) -> list[str]:
     step = pointer_step(run_dir)
     if step is not None:
         try:
-            weights = {k: v for k, v in read_checkpoint(run_dir / f"ckpt-{step}").items() if k.startswith("model/")}
+            weights = {k: v for k, v in read_checkpoint(run_dir / f"ckpt-{step}").items() if k.startswith(WEIGHTS)}
             if not weights or not all(np.isfinite(v).all() for v in weights.values()):
                 problems.append(f"ckpt-{step} has no or non-finite weights")
         except Exception as error:  # noqa: BLE001 - any failure to read it is the finding
@@ -276,7 +278,7 @@ def main() -> int:
     if finished and reference.returncode == 0:
         a = read_checkpoint(run_dir / f"ckpt-{final_step}")
         b = read_checkpoint(work / "save" / "reference" / f"ckpt-{final_step}")
-        names = [k for k in a if k.startswith("model/")]
+        names = [k for k in a if k.startswith(WEIGHTS)]
         same = bool(names) and a.keys() == b.keys() and all(
             np.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in names)
     for row in pending:  # never settled: no restart showed where it resumed
