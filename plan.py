@@ -142,7 +142,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     opt.add_argument("--grad_clip", type=float, default=5.0, help="clip gradients to this global norm")
     opt.add_argument("--ema_decay", type=float, default=0.99,
                      help="validate, sample and save an exponential moving average of the weights, each step's "
-                          "weights averaged in with weight 1 minus this (0: the weights as trained)")
+                          "weights averaged in with weight 1 minus this, at least 9/(10 + step) early on (0: the "
+                          "weights as trained)")
 
     length = p.add_argument_group("how long (each limit is the whole run's, earlier sessions included; the first "
                                   "reached ends training; on resume, typing --num_epochs, --max_steps or "

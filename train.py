@@ -304,11 +304,16 @@ class Trainer:
         self.best_val = tf.Variable(float("inf"), dtype=tf.float64)
         self.carried = tf.Variable(self.net.initial_state(self.args.batch_size))
 
+        read_as_old = set()  # the paths whose checkpoint was made in the layout of before the average
+
         def make_checkpoint(path: str | None = None) -> "tf.train.Checkpoint":
             # `model` is what sample.py loads: the average. A checkpoint saved before there was one
             # holds the trained weights there, and nothing else.
-            weights = ({"model": self.net} if path is not None and saved_before_the_average(tf, path) else
-                       {"model": self.average.averaged, "trained_model": self.net})
+            if path is not None and saved_before_the_average(tf, path):
+                read_as_old.add(path)
+                weights = {"model": self.net}
+            else:
+                weights = {"model": self.average.averaged, "trained_model": self.net}
             return tf.train.Checkpoint(**weights, optimizer=self.optimizer.slots, loss_scale=self.loss_scale.slots,
                                        train_seconds=self.train_seconds, best_val=self.best_val,
                                        carried_state=self.carried, **self.counters)
@@ -339,7 +344,7 @@ class Trainer:
                 log.warning("%s has no complete checkpoint (training stopped before its first save): training "
                             "it from step 0", run.resume_dir)
             else:
-                if saved_before_the_average(tf, restored):  # the average starts here
+                if restored in read_as_old:  # the average starts here
                     for average, var in zip(self.average.averaged.trainable_variables, self.net.trainable_variables):
                         average.assign(var)
                 best = float(self.best_val)  # the progress line shows "val -" until this session validates
