@@ -583,7 +583,7 @@ class Trainer:
             loss, grad_norm = float(loss), float(grad_norm)
             # Under mixed precision a non-finite gradient is a float16 overflow: the step was skipped
             # and the loss scale halved. Only a scale driven below 1 means the gradients are broken.
-            overflow_tolerated = args.mixed_precision and float(self.loss_scale.scale) >= 1.0
+            overflow_tolerated = args.mixed_precision and float(self.loss_scale.scale.numpy()) >= 1.0
             if not (math.isfinite(loss) and (math.isfinite(grad_norm) or overflow_tolerated)):
                 raise self.diverged(f"the training loss became {loss} (gradient norm {grad_norm}) at step "
                                     f"{self.step + 1}")
@@ -617,7 +617,7 @@ class Trainer:
             if math.isfinite(grad_norm):  # not on a step skipped for float16 overflow
                 tf.summary.scalar("train/grad_norm", grad_norm)
             if args.mixed_precision:
-                tf.summary.scalar("train/loss_scale", self.loss_scale.scale)
+                tf.summary.scalar("train/loss_scale", self.loss_scale.scale.numpy())
             chars = args.batch_size * args.seq_length * self.chars_per_symbol["train"]
             chars_per_s = chars / (time.monotonic() - started)
             # The session's first step also compiled the step: not a training rate to show or smooth.
@@ -841,6 +841,9 @@ def make_train_step(net: "model.CharRNN", optimizer: "Adam", batch_size: int, se
             grads = [g / loss_scale.scale for g in grads]
         return loss, grads, state
 
+    # What an update writes: the weights, the optimizer's moments and step count, the average.
+    written = [*net.trainable_variables, *optimizer.slots.variables, *(average.averaged.variables if average else [])]
+
     def update_weights(grads, lr):
         optimizer.apply(grads, net.trainable_variables, lr)
         if average is not None:
@@ -851,13 +854,14 @@ def make_train_step(net: "model.CharRNN", optimizer: "Adam", batch_size: int, se
         if loss_scale is None:
             update_weights(grads, lr)
             return grad_norm
+        # An overflowed step changes nothing: each variable the update wrote takes back its value from
+        # before it. (Not a tf.cond around the update: with several replicas a variable's update inside
+        # one fails, as updates across replicas cannot be made in a branch.)
         finite = tf.math.is_finite(grad_norm)
-
-        def update():
-            update_weights(grads, lr)
-            return finite
-
-        tf.cond(finite, update, lambda: finite)  # an overflowed step changes neither weights nor moments
+        before = [tf.identity(v) for v in written]
+        update_weights(grads, lr)
+        for v, old in zip(written, before):
+            v.assign(tf.where(finite, v, old))
         loss_scale.update(finite)
         return grad_norm
 

@@ -113,6 +113,19 @@ def test_two_workers_train_resume_and_sample(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "save" / "mw").iterdir()) == saved
 
 
+def test_two_workers_train_in_mixed_precision(tmp_path: Path) -> None:
+    """Across replicas the float16 step's skip of an overflowed update cannot be a tf.cond (a
+    variable's update across replicas in a branch failed with a traceback), and the loss scale is a
+    mirrored variable (float() of it failed)."""
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    chief, worker = finish(start_workers(tmp_path, "--input", "tiny.txt", "--max_steps", "6", "--eval_every", "6",
+                                         "--mixed_precision", *TINY))
+    assert "stopped at step 6 by --max_steps 6" in chief
+    val = lambda out: [line.split("val loss")[1] for line in out.splitlines() if "nats/symbol" in line]
+    assert val(chief) == val(worker) and len(val(chief)) == 1
+    assert "train/loss_scale" in read_scalars(tmp_path / "logs" / "mw")
+
+
 def test_a_killed_worker_stops_the_other_with_a_message(tmp_path: Path) -> None:
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
     chief, worker = start_workers(tmp_path, "--input", "tiny.txt", "--max_steps", "1000000",
