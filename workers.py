@@ -86,7 +86,7 @@ def cluster_from_env(strategy: str) -> Cluster:
             raise ValueError(f"the task's index {given_index!r} is not a number")
         # Within its own list: worker -1 beside a chief would be taken for the chief, chief 1 for it too.
         own = chiefs if task["type"] == "chief" else workers
-        position = task.get("index", 0) if task["type"] == "chief" else task["index"]
+        position = given_index if task["type"] == "chief" else task["index"]
         if task["type"] not in ("chief", "worker") or not 0 <= position < len(own):
             raise ValueError(f"task {task} is not in the cluster")
         index = 0 if task["type"] == "chief" else len(chiefs) + position
