@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -558,23 +559,23 @@ class Trainer:
         replicas = self.gather([self.progress(), float(stopping)])
         return float(replicas[0, 0]), bool(replicas[:, 1].any())
 
-    def stop_reason(self, progress: float, stopping: bool, signalled: list[int]) -> str | None:
+    def stop_reason(self, progress: float, stopping: bool, first_signal: int | None) -> str | None:
         """Why training ends before this step, if it does (from agreed values: the same on every worker)."""
         if progress >= 1.0:
             return LENGTH_LIMIT
         if self.args.stop_at_step and self.step >= self.args.stop_at_step:
             return f"--stop_at_step {self.args.stop_at_step}"
         if stopping:
-            return signal.Signals(signalled[0]).name if signalled else "another worker's signal"
+            return signal.Signals(first_signal).name if first_signal is not None else "another worker's signal"
         return None
 
-    def fit(self, signalled: list[int]) -> str:
+    def fit(self, stops: StopSignals) -> str:
         """Train until a length limit, --stop_at_step or a signal; returns what ended it."""
         args, loader = self.args, self.run.loader
         while True:
             started = time.monotonic()  # a step's time: all of it but the evaluations and saves
-            progress, stopping = self.agreed_progress(bool(signalled))
-            ended_by = self.stop_reason(progress, stopping, signalled)
+            progress, stopping = self.agreed_progress(bool(stops.arrived))
+            ended_by = self.stop_reason(progress, stopping, stops.first())
             if ended_by is not None:
                 return ended_by
             x, y = loader.batch(self.epoch, self.batch)
@@ -732,32 +733,17 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
     """Train the planned run; SIGINT, SIGTERM and SIGHUP end it with a checkpoint. From here on they only
     ask the loop to stop: a second Ctrl-C while the final checkpoint is written, or the session's
     files are cleaned up, must not break that off."""
-    signalled: list[int] = []
+    stops = StopSignals()
     trainer: Trainer | None = None
-
-    def stop(signum: int, _frame) -> None:  # said at once: an evaluation in progress may take a while
-        signalled.append(signum)
-        name = signal.Signals(signum).name
-        if trainer is None or trainer.step == trainer.start_step:
-            utils.say_from_signal_handler(f"{name}: stopping once start-up is done (nothing new is saved before "
-                                          f"the first step)")
-        elif len(signalled) == 1:
-            utils.say_from_signal_handler(f"{name}: stopping after the step or evaluation in progress, with a "
-                                          f"checkpoint")
-        else:
-            again = " again" if signum in signalled[:-1] else ""
-            utils.say_from_signal_handler(f"{name}{again}: still stopping (kill -9 would lose the steps since the "
-                                          f"last checkpoint)")
-
     for sig in utils.stop_signals():  # those of interrupt_on_signals: a nohup's ignored SIGHUP stays so
-        signal.signal(sig, stop)
+        signal.signal(sig, stops)
     hang_watch = workers.HangWatch(run.args.peer_timeout_s if run.cluster.num_workers > 1 else 0.0)
     try:
-        trainer = Trainer(run, tf, hang_watch)
+        trainer = stops.trainer = Trainer(run, tf, hang_watch)
         if trainer.nothing_to_train():
             return
         trainer.start()
-        trainer.finish(trainer.fit(signalled))
+        trainer.finish(trainer.fit(stops))
     except tf.errors.ResourceExhaustedError as error:  # out of memory, or a full disk under --log_dir
         reason = runs.tf_error_reason(error)
         if re.search(r"\bOOM\b|alloc", reason):
@@ -783,6 +769,37 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
         hang_watch.stop()
         if trainer is not None and trainer.writer is not None:
             trainer.writer.close()
+
+
+class StopSignals:
+    """The stop signals as they arrive, and their handler, which says at once what each one does (an
+    evaluation in progress may take a while). Python runs a handler between two bytecodes, inside
+    another handler too: a terminal closed and Ctrl-C at once can run SIGINT's in the middle of
+    SIGHUP's. So each arrival takes its number in one step and is judged by it alone; arrival 0
+    stops the run and names the stop."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[int, int] = {}  # arrival number -> signal number
+        self._numbers = itertools.count()
+        self.trainer: Trainer | None = None  # until it exists, a signal stops the start-up
+
+    def first(self) -> int | None:
+        return self.arrived.get(0)
+
+    def __call__(self, signum: int, _frame) -> None:
+        number = next(self._numbers)
+        self.arrived[number] = signum
+        name, trainer = signal.Signals(signum).name, self.trainer
+        if trainer is None or trainer.step == trainer.start_step:
+            utils.say_from_signal_handler(f"{name}: stopping once start-up is done (nothing new is saved before "
+                                          f"the first step)")
+        elif number == 0:
+            utils.say_from_signal_handler(f"{name}: stopping after the step or evaluation in progress, with a "
+                                          f"checkpoint")
+        else:
+            again = " again" if signum in [self.arrived.get(earlier) for earlier in range(number)] else ""
+            utils.say_from_signal_handler(f"{name}{again}: still stopping (kill -9 would lose the steps since the "
+                                          f"last checkpoint)")
 
 
 def how_to_go_on(run: plan.Run, again: str = "the same command") -> str:

@@ -1299,8 +1299,39 @@ def test_the_first_stop_signal_names_the_stop() -> None:
 
     from train import Trainer
     trainer = types.SimpleNamespace(args=argparse.Namespace(stop_at_step=0), step=5)
-    assert Trainer.stop_reason(trainer, 0.5, True, [signal.SIGTERM, signal.SIGINT]) == "SIGTERM"
-    assert Trainer.stop_reason(trainer, 0.5, True, []) == "another worker's signal"
+    assert Trainer.stop_reason(trainer, 0.5, True, signal.SIGTERM) == "SIGTERM"
+    assert Trainer.stop_reason(trainer, 0.5, True, None) == "another worker's signal"
+
+
+def test_a_signal_handled_inside_another_s_handler_leaves_the_first_one_stopping_the_run(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """A terminal closed and Ctrl-C at once: Python may run SIGINT's handler between two bytecodes of
+    SIGHUP's. SIGHUP came first, so it is the one said to stop the run and named by the stop (it was
+    said "still stopping", as if second, when SIGHUP's handler counted the arrivals after SIGINT's)."""
+    import types
+
+    from train import StopSignals
+    stops = StopSignals()
+
+    class TrainingStarted:  # reading the step is where SIGINT's handler runs, inside SIGHUP's
+        start_step = 0
+
+        @property
+        def step(self) -> int:
+            if stops.arrived == {0: signal.SIGHUP}:
+                stops(signal.SIGINT, None)
+            return 3
+
+    stops.trainer = TrainingStarted()
+    stops(signal.SIGHUP, None)
+    said, still = capfd.readouterr().err, ": still stopping (kill -9 would lose the steps since the last checkpoint)"
+    assert "SIGHUP: stopping after the step or evaluation in progress, with a checkpoint" in said, said
+    assert f"SIGINT{still}" in said and stops.first() == signal.SIGHUP, said
+    stops.trainer = types.SimpleNamespace(step=4, start_step=0)  # the same signal twice is said so
+    stops(signal.SIGHUP, None)
+    stops(signal.SIGTERM, None)
+    said = capfd.readouterr().err.splitlines()
+    assert len(said) == 2 and said[0].endswith(f"SIGHUP again{still}") and said[1].endswith(f"SIGTERM{still}"), said
 
 
 def test_a_session_that_saved_nothing_removes_only_its_own_events(tmp_path: Path) -> None:
@@ -1469,8 +1500,8 @@ def test_the_length_limit_comes_before_stop_at_step_at_the_same_step() -> None:
 
     from train import LENGTH_LIMIT, Trainer
     trainer = types.SimpleNamespace(args=argparse.Namespace(stop_at_step=20), step=20)
-    assert Trainer.stop_reason(trainer, 1.0, True, [signal.SIGINT]) == LENGTH_LIMIT
-    assert Trainer.stop_reason(trainer, 0.5, True, [signal.SIGINT]) == "--stop_at_step 20"
+    assert Trainer.stop_reason(trainer, 1.0, True, signal.SIGINT) == LENGTH_LIMIT
+    assert Trainer.stop_reason(trainer, 0.5, True, signal.SIGINT) == "--stop_at_step 20"
     trainer.step = 19
     assert Trainer.stop_reason(trainer, 0.5, False, []) is None
     trainer.args.stop_at_step = 0
