@@ -140,7 +140,7 @@ class Torch:
     """The PyTorch reference: Embedding -> nn.LSTM -> Linear, Adam, clip 5, carried state; with
     dropout (bench_quality), between the layers and before the output layer, as train.py's."""
 
-    def __init__(self, vocab: int, layers: int, hidden: int, batches, dropout: float = 0.0):
+    def __init__(self, vocab: int, layers: int, hidden: int, batches, dropout: float = 0.0, seed: int = 0):
         import torch
 
         class LM(torch.nn.Module):
@@ -155,7 +155,7 @@ class Torch:
                 h, state = self.lstm(self.embedding(x), state)
                 return self.out(self.drop(h)), state
 
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         self.torch, self.net = torch, LM()
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=2e-3)
         self.batches = [(torch.from_numpy(x).long(), torch.from_numpy(y).long()) for x, y in batches]
