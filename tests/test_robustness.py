@@ -90,10 +90,11 @@ def finite_checkpoint(prefix: Path) -> dict[str, np.ndarray]:
 
 
 class Trainer:
-    """train.py in the background; its stderr lines are collected by a thread."""
+    """train.py in the background; its stderr lines are collected by a thread. Run with faulthandler,
+    so that one which outlives finish()'s timeout shows where each of its threads was."""
 
     def __init__(self, *args: str, cwd: Path, wrapper: Path | None = None):
-        command = [sys.executable, str(wrapper)] if wrapper else [sys.executable, str(ROOT / "train.py")]
+        command = [sys.executable, "-X", "faulthandler", str(wrapper or ROOT / "train.py")]
         self.proc = subprocess.Popen([*command, *args], cwd=cwd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      text=True, encoding="utf-8", errors="replace")
         self.lines: list[str] = []
@@ -113,7 +114,14 @@ class Trainer:
         self.reader.join(timeout=10)
 
     def finish(self, timeout: float = TIMEOUT) -> int:
-        code = self.proc.wait(timeout=timeout)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:  # SIGABRT: faulthandler writes every thread's stack, then it dies
+            self.proc.send_signal(signal.SIGABRT)
+            self.proc.wait(timeout=60)
+            self.reader.join(timeout=10)
+            raise AssertionError(f"still running {timeout:.0f} s on; its output, then its stacks:\n"
+                                 f"{self.text()[-20000:]}") from None
         self.reader.join(timeout=10)
         return code
 
