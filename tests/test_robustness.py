@@ -27,7 +27,8 @@ import runs
 import utils
 import workers
 from test_data import finished_pid
-from test_train import hparams_of, only_run, pointer_step, read_scalars, run_here, tiny_text
+from test_train import (hparams_of, only_run, pointer_step, read_scalars, run_here, stop_signals_at_their_defaults,
+                        tiny_text)
 
 ROOT = Path(__file__).resolve().parents[1]
 # --xla off and --sample_length 0: neither the step nor a sample is compiled, 4.5 s of a tiny run's 10.
@@ -90,13 +91,15 @@ def finite_checkpoint(prefix: Path) -> dict[str, np.ndarray]:
 
 
 class Trainer:
-    """train.py in the background; its stderr lines are collected by a thread. Run with faulthandler,
-    so that one which outlives finish()'s timeout shows where each of its threads was."""
+    """train.py in the background, with the stop signals at their defaults; its stderr lines are
+    collected by a thread. Run with faulthandler, so that one which outlives finish()'s timeout shows
+    where each of its threads was."""
 
     def __init__(self, *args: str, cwd: Path, wrapper: Path | None = None):
         command = [sys.executable, "-X", "faulthandler", str(wrapper or ROOT / "train.py")]
         self.proc = subprocess.Popen([*command, *args], cwd=cwd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     text=True, encoding="utf-8", errors="replace")
+                                     text=True, encoding="utf-8", errors="replace",
+                                     preexec_fn=stop_signals_at_their_defaults)
         self.lines: list[str] = []
         self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stderr), daemon=True)
         self.reader.start()

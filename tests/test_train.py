@@ -461,22 +461,23 @@ def test_help_runs_neither_tensorflow_nor_numpy(script: str) -> None:
     assert result.stdout.splitlines()[-1] == "loaded: []", result.stdout[-500:]
 
 
+def stop_signals_at_their_defaults(ignore_sighup: bool = False) -> None:
+    """A child's preexec_fn: SIGINT, SIGTERM and SIGHUP at their defaults (SIGHUP ignored if
+    ignore_sighup, as under nohup), whatever this test runner inherited. Under nohup, or as a shell's
+    background job (SIGINT ignored), train.py rightly leaves an ignored signal ignored, and a test
+    that sent it waited for a stop that never came, then failed."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN if ignore_sighup and sig == signal.SIGHUP else signal.SIG_DFL)
+
+
 def training_until_its_first_step(tmp_path: Path, corpus: Path, run_name: str,
                                   ignore_sighup: bool = False) -> tuple[subprocess.Popen, list[str]]:
-    """A train.py run too long to end by itself, started and waited for until training really
-    runs; and its stderr lines so far. The run starts with the stop signals at their defaults
-    (SIGHUP ignored if ignore_sighup, as under nohup), whatever this test runner inherited: under
-    nohup, or as a shell's background job (SIGINT ignored), train.py rightly leaves an ignored
-    signal ignored, and a test that sent it waited for a stop that never came (the 100,000 steps,
-    10 minutes on a loaded machine), then failed."""
-    def stop_signals_as_given() -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN if ignore_sighup and sig == signal.SIGHUP else signal.SIG_DFL)
-
+    """A train.py run too long to end by itself (100,000 steps), started with the stop signals at their
+    defaults and waited for until training really runs; and its stderr lines so far."""
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--input", str(corpus), "--max_steps",
                              "100000", "--eval_every", "100000", "--run_name", run_name, *TINY],
                             cwd=tmp_path, stderr=subprocess.PIPE, text=True, encoding="utf-8",
-                            preexec_fn=stop_signals_as_given)
+                            preexec_fn=lambda: stop_signals_at_their_defaults(ignore_sighup))
     lines = []
     for line in proc.stderr:
         lines.append(line)
