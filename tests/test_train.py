@@ -1504,9 +1504,9 @@ def test_the_length_limit_comes_before_stop_at_step_at_the_same_step() -> None:
     assert Trainer.stop_reason(trainer, 1.0, True, signal.SIGINT) == LENGTH_LIMIT
     assert Trainer.stop_reason(trainer, 0.5, True, signal.SIGINT) == "--stop_at_step 20"
     trainer.step = 19
-    assert Trainer.stop_reason(trainer, 0.5, False, []) is None
+    assert Trainer.stop_reason(trainer, 0.5, False, None) is None
     trainer.args.stop_at_step = 0
-    assert Trainer.stop_reason(trainer, 0.99, False, []) is None
+    assert Trainer.stop_reason(trainer, 0.99, False, None) is None
 
 
 def test_out_of_memory_names_the_flags_that_need_less(tmp_path: Path, monkeypatch) -> None:
