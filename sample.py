@@ -81,6 +81,10 @@ def check_args(args: argparse.Namespace) -> None:
     if not (args.temperature >= 0 and math.isfinite(args.temperature)):
         raise CharRNNError(f"--temperature {args.temperature}: must be a positive finite number (e.g. 0.7), or 0 "
                            f"for the most likely character every step (as --sample 0)")
+    # What makes the text the most likely one, as typed: the warnings below name it.
+    greedy = [flag for flag, typed in (("--sample 0", args.sample == 0), ("--temperature 0", args.temperature == 0))
+              if typed]
+    to_sample = " with ".join(["--sample 1"] * (args.sample == 0) + ["a temperature above 0"] * (args.temperature == 0))
     if args.temperature == 0:  # the limit of colder and colder draws, as the SavedModel's generate takes it
         args.sample, args.temperature = 0, 1.0
     if args.top_k < 0:
@@ -106,13 +110,13 @@ def check_args(args: argparse.Namespace) -> None:
                            f"e.g. --seed 42")
     unused = [f"--{flag}" for flag, off in (("temperature", 1.0), ("top_k", 0), ("top_p", 1.0), ("seed", None))
               if getattr(args, flag) != off]
-    if args.sample == 0 and not (args.export or args.export_tflite):
+    if greedy and not (args.export or args.export_tflite):
         if args.num_samples > 1:
-            log.warning("--num_samples %d under --sample 0: the most likely text is one text, so the samples "
-                        "are identical; --sample 1 draws different ones", args.num_samples)
+            log.warning("--num_samples %d under %s: the most likely text is one text, so the samples are "
+                        "identical; %s draws different ones", args.num_samples, " and ".join(greedy), to_sample)
         if unused:
-            log.warning("%s: no effect under --sample 0, which writes the most likely character every step; "
-                        "--sample 1 samples", ", ".join(unused))
+            log.warning("%s: no effect under %s, which writes the most likely character every step; %s samples",
+                        ", ".join(unused), " and ".join(greedy), to_sample)
 
 
 def load_run(save_dir: str) -> tuple[Path, dict, "dataset.Vocab"]:
@@ -164,12 +168,13 @@ def checkpoint_candidates(run_dir: Path, which: str) -> list[str]:
     import tensorflow as tf
     if which not in ("latest", "best"):
         return [checkpoint_prefix(run_dir, which)]
-    found = (runs.checkpoints_on_disk(run_dir / "best") if which == "best"
-             else runs.resume_candidates(run_dir, runs.read_checkpoint_list(tf, run_dir)))
+    latest = runs.resume_candidates(run_dir, runs.read_checkpoint_list(tf, run_dir))
+    found = runs.checkpoints_on_disk(run_dir / "best") if which == "best" else latest
     if not found:
-        raise CharRNNError(f"no checkpoint in {run_dir / 'best' if which == 'best' else run_dir}" + (
-            ": no validation has finished yet; use --checkpoint latest" if which == "best"
-            else ": has training saved one yet?"))
+        if latest:  # best/ alone is empty
+            raise CharRNNError(f"no checkpoint in {run_dir / 'best'}: no validation has finished yet; use "
+                               f"--checkpoint latest")
+        raise CharRNNError(f"no checkpoint in {run_dir}: has training saved one yet?")
     return found
 
 

@@ -227,10 +227,18 @@ def test_the_largest_values_are_taken_and_temperature_0_is_sample_0(caplog) -> N
     for flags in (["--num_samples", "4096"], ["--num_samples", "2", "-n", "50000000"], ["-n", str(2**31 - 1)],
                   ["--seed", str(2**63 - 1)], ["--seed", str(-2**63)], ["--top_k", str(2**31 - 1)]):
         sample_script.check_args(parse(flags))
-    args = parse(["--temperature", "0", "--top_k", "5", "--num_samples", "3"])
+    args = parse(["--temperature", "0", "--top_k", "5", "--num_samples", "3", "--sample", "2"])
     sample_script.check_args(args)
     assert (args.sample, args.temperature) == (0, 1.0)
-    assert "--num_samples 3 under --sample 0" in caplog.text and "--top_k: no effect under --sample 0" in caplog.text
+    # The warnings name what the user typed, not the --sample 0 it became.
+    assert ("--num_samples 3 under --temperature 0: the most likely text is one text, so the samples are identical; "
+            "a temperature above 0 draws different ones") in caplog.text
+    assert ("--top_k: no effect under --temperature 0, which writes the most likely character every step; a "
+            "temperature above 0 samples") in caplog.text
+    caplog.clear()
+    sample_script.check_args(parse(["--temperature", "0", "--sample", "0", "--top_p", "0.9"]))
+    assert ("--top_p: no effect under --sample 0 and --temperature 0, which writes the most likely character every "
+            "step; --sample 1 with a temperature above 0 samples") in caplog.text
 
 
 def test_a_checkpoint_name_is_the_run_s_own_before_one_in_the_working_directory(tmp_path: Path, monkeypatch) -> None:
@@ -247,15 +255,22 @@ def test_a_checkpoint_name_is_the_run_s_own_before_one_in_the_working_directory(
     assert sample_script.checkpoint_prefix(run, "ckpt-40") == "ckpt-40"
 
 
-def test_no_checkpoint_yet_and_no_prime_are_told_apart(tmp_path: Path, caplog) -> None:
-    """--checkpoint best before any validation, and latest before any save, each get their own
-    advice; an empty prime is no prime the vocabulary lacks (no warning)."""
-    with pytest.raises(utils.CharRNNError, match=f"no checkpoint in {re.escape(str(tmp_path / 'best'))}: no "
+def test_no_checkpoint_yet_and_no_prime_are_told_apart(run_dir: Path, tmp_path: Path, caplog) -> None:
+    """--checkpoint best before any validation is sent to latest, where there is one; before any save
+    both are told so (latest would fail as well); an empty prime is no prime the vocabulary lacks
+    (no warning)."""
+    saved = tmp_path / "saved"
+    shutil.copytree(run_dir, saved, ignore=shutil.ignore_patterns("best"))
+    with pytest.raises(utils.CharRNNError, match=f"no checkpoint in {re.escape(str(saved / 'best'))}: no "
                                                  f"validation has finished yet; use --checkpoint latest"):
-        sample_script.checkpoint_candidates(tmp_path, "best")
-    with pytest.raises(utils.CharRNNError, match=f"no checkpoint in {re.escape(str(tmp_path))}: has training saved "
-                                                 f"one yet\\?"):
-        sample_script.checkpoint_candidates(tmp_path, "latest")
+        sample_script.checkpoint_candidates(saved, "best")
+    assert sample_script.checkpoint_candidates(saved, "latest") == [str(saved / "ckpt-40")]
+    unsaved = tmp_path / "unsaved"
+    unsaved.mkdir()
+    for which in ("best", "latest"):
+        with pytest.raises(utils.CharRNNError, match=f"no checkpoint in {re.escape(str(unsaved))}: has training "
+                                                     f"saved one yet\\?"):
+            sample_script.checkpoint_candidates(unsaved, which)
     vocab = dataset.Vocab(list("ab\n"), [3, 2, 1])
     assert sample_script.prime_ids(vocab, "", "error") == [] and "--prime" not in caplog.text
     assert sample_script.prime_ids(vocab, "xy", "skip") == [] and "no character of --prime" in caplog.text
