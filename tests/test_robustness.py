@@ -461,6 +461,11 @@ def test_every_karpathy_char_rnn_flag_is_answered_with_its_name_here(script: str
                                          (["--no_such_flag", "1"], "unrecognized arguments: --no_such_flag 1\n"),
                                          (["--rnn-size", "64"], "(--rnn-size: did you mean --rnn_size?)"),
                                          (["--prime=a"], "(--prime is a flag of sample.py, not of train.py)"),
+                                         # sample.py's, not taken as the --sample_length they abbreviate (a run)
+                                         (["--sample", "1"], "error: --sample is a flag of sample.py, not of "
+                                                             "train.py (or did you mean --sample_length?)\n"),
+                                         (["--data_dir", "x", "--sample=0"], "error: --sample is a flag of sample.py"),
+                                         (["--n", "5"], "error: --n is a flag of sample.py, not of train.py\n"),
                                          # karpathy/char-rnn's names: --learning_rate_decay is not --learning_rate
                                          (["-learning_rate_decay", "0.97"],
                                           "(-learning_rate_decay is karpathy/char-rnn's; here: --decay_rate)"),
