@@ -227,11 +227,12 @@ class RunBusy(CharRNNError):
 
 
 class SaveFailed(CharRNNError):
-    """A checkpoint could not be written; failure says where and why, without what to do next."""
+    """A checkpoint could not be written; failure says where and why, reason why alone, neither what
+    to do next."""
 
-    def __init__(self, failure: str, advice: str):
-        super().__init__(f"{failure}. {advice}")
-        self.failure = failure
+    def __init__(self, directory: str, reason: str, advice: str):
+        self.failure, self.reason = f"could not save a checkpoint in {directory} ({reason})", reason
+        super().__init__(f"{self.failure}. {advice}")
 
 
 class RunLock:
@@ -364,8 +365,11 @@ def save_checkpoint(manager: "tf.train.CheckpointManager", step: int, how_to_go_
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
             except OSError:
                 pass  # what cannot go stays: a resume skips a checkpoint that does not load
-        raise SaveFailed(f"could not save a checkpoint in {manager.directory} ({error.__class__.__name__}: "
-                         f"{tf_error_reason(error)})", f"Free disk space or fix the directory; {how_to_go_on()}") from None
+        # TensorFlow names its scratch file (ckpt-5_temp/part-00000-of-00001.data-00000-of-00001.
+        # tempstate1006251219108375661; No space left on device): its folder says as much.
+        reason = re.sub(r"^(\S*_temp)/\S*; ", r"\1: ", tf_error_reason(error))
+        raise SaveFailed(manager.directory, f"{error.__class__.__name__}: {reason}",
+                         f"Free disk space or fix the directory; {how_to_go_on()}") from None
 
 
 def tf_error_reason(error: BaseException) -> str:

@@ -453,18 +453,19 @@ class Trainer:
         if chief:  # `latest` names the run that saved last: the one sample.py --save_dir save picks
             runs.point_latest(self.run.run_dir)
 
-    def save_after_failure(self) -> bool:
+    def save_after_failure(self) -> tuple[bool, str]:
         """After TensorBoard's events or best/ could not be written: a checkpoint of the steps trained
-        since the last one, where the run's own folder takes it; returns whether one was saved. (Not
-        under multiworker, whose workers save together, at steps they agreed on.)"""
+        since the last one, where the run's own folder takes it. Returns whether one was saved, and
+        what became of them to go on the failure's message ("" where none was tried). (Not under
+        multiworker, whose workers save together, at steps they agreed on.)"""
         if self.writer is None or self.step in (self.start_step, self.saved_step) or self.run.cluster.num_workers > 1:
-            return False
+            return False, ""
         try:
             self.save(self.manager)
         except (CharRNNError, self.tf.errors.OpError, OSError) as error:
-            log.warning("could not save step %d either: %s", self.step, error)
-            return False
-        return True
+            why = error.reason if isinstance(error, runs.SaveFailed) else runs.tf_error_reason(error)
+            return False, f"; step {self.step} could not be saved in {self.run.run_dir} either ({why})"
+        return True, f"; step {self.step} was saved in {self.run.run_dir}"
 
     def diverged(self, what: str) -> CharRNNError:
         return CharRNNError(f"{what}; nothing was saved from it. Lower --learning_rate (now {self.args.learning_rate}) "
@@ -528,10 +529,9 @@ class Trainer:
                 self.save(self.best_manager)
             except runs.SaveFailed as error:  # best/ alone unwritable (its permissions, say): keep the steps trained
                 self.best_val.assign(previous_best)
-                if self.save_after_failure():
-                    raise CharRNNError(f"{error.failure}; step {self.step} was saved in {self.run.run_dir} instead. "
-                                       f"Free disk space or fix best/; {how_to_go_on(self.run)}") from None
-                raise
+                saved, kept = self.save_after_failure()
+                raise CharRNNError(f"{error.failure}{kept}. Free disk space or fix {'best/' if saved else 'the directory'}; "
+                                   f"{how_to_go_on(self.run)}") from None
         return improved
 
     # -- the loop ------------------------------------------------------------------------------
@@ -752,8 +752,7 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
                                f"with smaller ones; {how_to_go_on(run, 'it with smaller ones')}") from None
         # A full disk under --log_dir: the steps since the last checkpoint are kept where the
         # checkpoints' own disk has room, as a signal keeps them.
-        saved = trainer is not None and trainer.save_after_failure()
-        kept = f" (step {trainer.step} was saved first)" if saved else ""
+        kept = trainer.save_after_failure()[1] if trainer is not None else ""
         raise CharRNNError(f"{reason}{kept}. Free disk space; {how_to_go_on(run)}") from None
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
         if hang_watch.fired:

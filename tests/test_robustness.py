@@ -1959,6 +1959,7 @@ def test_disk_full_while_saving(trained, tmp_path: Path) -> None:
                      "--eval_every", "100", *logs, cwd=tmp_path, **popen)
         reason = "No space left on device" if mounted else "File too large"
         assert_refused(result, "could not save a checkpoint", reason, f"checkpoints in {run_dir} are intact: resume with")
+        assert "tempstate" not in result.stderr
         assert pointer_step(run_dir) == 6
         after = checkpoint_hashes(run_dir)
         assert {k: v for k, v in after.items() if k in before} == before
@@ -1990,7 +1991,7 @@ def test_a_full_log_disk_keeps_the_steps_trained(tmp_path: Path) -> None:
         (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
         result = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "3000", "--eval_every", "100",
                      "--print_every", "1000", "--run_name", "r", "--log_dir", str(logs), cwd=tmp_path)
-        found = re.search(r"No space left on device \(step (\d+) was saved first\)\. Free disk space; the checkpoints "
+        found = re.search(r"No space left on device; step (\d+) was saved in save/r\. Free disk space; the checkpoints "
                           r"in save/r are intact", result.stderr)
         assert result.returncode == 2 and found and "Traceback" not in result.stderr, result.stderr
         assert pointer_step(tmp_path / "save" / "r") == int(found[1]) > 100  # past the last evaluation's best/
@@ -2042,16 +2043,28 @@ def test_a_pipe_as_the_corpus_is_told_to_be_saved_to_a_file(tmp_path: Path) -> N
         assert_refused(result, f"--input {typed}: ", "save it to a file first")
 
 
-def test_best_that_cannot_be_written_keeps_the_steps_trained(tmp_path: Path) -> None:
-    """best/ alone unwritable: the run's own checkpoint of the step is saved before the error."""
+@pytest.mark.parametrize("run_folder_too", [False, True])
+def test_best_that_cannot_be_written_keeps_the_steps_trained(tmp_path: Path, run_folder_too: bool) -> None:
+    """best/ alone unwritable: the run's own checkpoint of the step is saved before the error. Where
+    that fails too, one message says both, in the order they happened."""
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
     flags = ["--input", "tiny.txt", *TINY, "--eval_every", "3", "--save_every", "1000", "--run_name", "r"]
     assert run("train.py", *flags, "--max_steps", "3", cwd=tmp_path).returncode == 0
     best = tmp_path / "save" / "r" / "best"
     shutil.rmtree(best)
     best.write_text("in the way")  # a permission that root ignores, as CI runs: a file where the folder was
+    if run_folder_too:  # TensorFlow's scratch folder for step 6's checkpoint
+        (tmp_path / "save" / "r" / "ckpt-6_temp").write_text("in the way")
     result = run("train.py", "--init_from", "save/r", "--max_steps", "9", cwd=tmp_path)
-    assert_refused(result, "could not save a checkpoint in save/r/best", "; step 6 was saved in save/r instead. "
+    if run_folder_too:
+        assert_refused(result)
+        assert re.search(r"error: could not save a checkpoint in save/r/best \(\w+: [^)]+\); step 6 could not be "
+                         r"saved in save/r either \(\w+: [^)]+\)\. Free disk space or fix the directory; the "
+                         r"checkpoints in save/r are intact: resume with --init_from save/r\n", result.stderr), result.stderr
+        assert "tempstate" not in result.stderr  # TensorFlow's scratch file: its folder names it
+        assert pointer_step(tmp_path / "save" / "r") == 3
+        return
+    assert_refused(result, "could not save a checkpoint in save/r/best", "; step 6 was saved in save/r. "
                    "Free disk space or fix best/; the checkpoints in save/r are intact: resume with --init_from save/r")
     assert pointer_step(tmp_path / "save" / "r") == 6
     # Its best loss is still best/'s (step 3's): a later improvement on that is saved there.
