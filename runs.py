@@ -102,9 +102,11 @@ def resolve_run_dir(path: str, flag: str) -> Path:
         raise CharRNNError(f"{flag} {path}: a save directory without its 'latest' file. {_pass_one_of(runs)}")
     if any(run.glob("events.out.tfevents.*")):  # logs/<run>, or logs/<run>@<save dir's name>[-N] for a copy
         name, _, save = run.name.partition("@")
+        guess = Path(re.sub(r"-[0-9]+$", "", save) or "save") / name
+        where = (f"pass {guess}" if (guess / "config.json").is_file()  # named only where it is
+                 else f"pass the run's folder in the --save_dir it was trained with ({guess} is none{looked_in(guess)})")
         raise CharRNNError(f"{flag} {path}: TensorBoard's events of a run, not its checkpoints, which are in its "
-                           f"save directory: pass {re.sub(r'-[0-9]+$', '', save) or 'save'}/{name}, or the run in "
-                           f"the --save_dir it was trained with")
+                           f"save directory: {where}")
     raise CharRNNError(f"{flag} {path}: not a training run (no config.json, and no 'latest' file naming "
                        f"a run). Pass a directory written by train.py, e.g. save/<run name>, or train one first.")
 

@@ -621,14 +621,15 @@ def test_init_from_missing_or_not_a_run(tmp_path: Path) -> None:
     (tmp_path / "saves" / "latest").unlink()
     assert_refused(run("sample.py", "--save_dir", str(tmp_path / "saves"), cwd=tmp_path),
                    "a save directory without its 'latest' file", str(tmp_path / "saves" / "kept-run"))
-    # A TensorBoard folder given for the run: where the run is.
+    # A TensorBoard folder given for the run: where the run is, named only where it is there.
     (tmp_path / "logs" / "kept-run").mkdir(parents=True)
     (tmp_path / "logs" / "kept-run" / "events.out.tfevents.1.host").write_bytes(b"")
     assert_refused(run("sample.py", "--save_dir", str(tmp_path / "logs" / "kept-run"), cwd=tmp_path),
-                   "TensorBoard's events of a run, not its checkpoints", "pass save/kept-run,")
+                   "TensorBoard's events of a run, not its checkpoints", "pass the run's folder in the --save_dir it "
+                   f"was trained with (save/kept-run is none in {tmp_path})\n")
     (tmp_path / "logs" / "kept-run").rename(tmp_path / "logs" / "kept-run@saves-2")  # a copy's, named after its save dir
     assert_refused(run("sample.py", "--save_dir", str(tmp_path / "logs" / "kept-run@saves-2"), cwd=tmp_path),
-                   "pass saves/kept-run,")
+                   "save directory: pass saves/kept-run\n")
     # config.json that is JSON but not the object train.py writes: a message, not a traceback.
     (tmp_path / "saves" / "kept-run" / "config.json").write_text("[1, 2]")
     assert_refused(run("sample.py", "--save_dir", str(tmp_path / "saves" / "kept-run"), cwd=tmp_path),
