@@ -581,6 +581,10 @@ class Trainer:
             x, y = loader.batch(self.epoch, self.batch)
             lr = learning_rate(args, self.step, self.epoch, progress)
             loss, grad_norm, self.state = self.train_step(x, y, self.state, lr, self.step)
+            # A signal before the first step ended (it compiles: seconds to minutes) ends the session
+            # as one during start-up: nothing is kept. (The workers of multiworker stop together, later.)
+            if self.step == self.start_step and stops.end_start_up() and self.run.cluster.num_workers == 1:
+                raise KeyboardInterrupt(signal.Signals(stops.first()).name)
             loss, grad_norm = float(loss), float(grad_norm)
             # Under mixed precision a non-finite gradient is a float16 overflow: the step was skipped
             # and the loss scale halved. Only a scale driven below 1 means the gradients are broken.
@@ -781,6 +785,13 @@ class StopSignals:
         self.arrived: dict[int, int] = {}  # arrival number -> signal number
         self._numbers = itertools.count()
         self.trainer: Trainer | None = None  # until it exists, a signal stops the start-up
+        self.before_training = False  # arrival 0 came in start-up, which ends with the session's first step
+        self._start_up = {"open": True}  # a dict: its pop is one step, which no handler can run inside
+
+    def end_start_up(self) -> bool:
+        """Ends start-up (after the session's first step); returns whether a stop signal came in it."""
+        self._start_up.pop("open", None)
+        return self.before_training
 
     def first(self) -> int | None:
         return self.arrived.get(0)
@@ -789,7 +800,12 @@ class StopSignals:
         number = next(self._numbers)
         self.arrived[number] = signum
         name, trainer = signal.Signals(signum).name, self.trainer
-        if trainer is None or trainer.step == trainer.start_step:
+        starting = "open" in self._start_up
+        if starting and number == 0:
+            self.before_training = True
+        if starting and (trainer is None or trainer.run.cluster.num_workers == 1):
+            utils.say_from_signal_handler(f"{name}: stopping before training has begun; nothing is saved")
+        elif starting:  # the workers stop together, at a step they agree on
             utils.say_from_signal_handler(f"{name}: stopping once start-up is done (nothing new is saved before "
                                           f"the first step)")
         elif number == 0:

@@ -854,8 +854,53 @@ def test_a_signal_while_the_model_is_built_is_told_that_nothing_is_saved(tmp_pat
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
     result = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "5", cwd=tmp_path, wrapper=wrapper)
     assert result.returncode == 128 + signal.SIGTERM and "Traceback" not in result.stderr, result.stderr
-    assert "SIGTERM: stopping once start-up is done (nothing new is saved before the first step)" in result.stderr
+    assert "SIGTERM: stopping before training has begun; nothing is saved" in result.stderr
     assert "with a checkpoint" not in result.stderr and not (tmp_path / "save").exists()
+
+
+SIGNAL_IN_THE_FIRST_STEP = '''
+# SIGTERM while the session's first step is traced and compiled (seconds to minutes on a real model).
+import os, signal
+import model
+import tensorflow as tf
+
+call = model.CharRNN.__call__
+
+def call_after_a_signal(self, *args, **kwargs):
+    if tf.inside_function() and not getattr(model, "signalled", False):  # the train step's trace
+        model.signalled = True
+        os.kill(os.getpid(), signal.SIGTERM)
+    return call(self, *args, **kwargs)
+
+model.CharRNN.__call__ = call_after_a_signal
+'''
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+def test_a_signal_in_the_first_step_keeps_nothing(tmp_path: Path, resumed: bool) -> None:
+    """The first step ends start-up: a Ctrl-C while it compiles means "not this run", so the session
+    ends as in start-up, with nothing saved and nothing of it left, not with a checkpoint of one step
+    (and, on a resume, config.json rewritten with the flags just typed)."""
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    flags = ["--input", "tiny.txt", *TINY, "--max_steps", "5", "--run_name", "r"]
+    if resumed:
+        assert run("train.py", *flags, "--stop_at_step", "2", cwd=tmp_path).returncode == 0
+        flags = ["--init_from", "save/r", "--learning_rate", "0.5"]
+    def written() -> list[str]:  # but the prepared corpus, a cache that any later run uses
+        return sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if ".prepared" not in path.parts)
+
+    before = written()
+    config = (tmp_path / "save" / "r" / "config.json").read_bytes() if resumed else None
+    wrapper = fault_wrapper(tmp_path / "wrapper.py", SIGNAL_IN_THE_FIRST_STEP)
+    result = run("train.py", *flags, cwd=tmp_path, wrapper=wrapper)
+    assert result.returncode == 128 + signal.SIGTERM and "Traceback" not in result.stderr, result.stderr
+    assert "SIGTERM: stopping before training has begun; nothing is saved" in result.stderr, result.stderr
+    assert "interrupted before training started; nothing was saved" in result.stderr
+    (tmp_path / "wrapper.py").unlink()
+    assert written() == before
+    if resumed:
+        assert (tmp_path / "save" / "r" / "config.json").read_bytes() == config
+        assert pointer_step(tmp_path / "save" / "r") == 2
 
 @pytest.mark.parametrize("signalled", [True, False])
 def test_a_signal_inside_an_import_stops_start_up(tmp_path: Path, signalled: bool) -> None:

@@ -1309,27 +1309,22 @@ def test_a_signal_handled_inside_another_s_handler_leaves_the_first_one_stopping
     """A terminal closed and Ctrl-C at once: Python may run SIGINT's handler between two bytecodes of
     SIGHUP's. SIGHUP came first, so it is the one said to stop the run and named by the stop (it was
     said "still stopping", as if second, when SIGHUP's handler counted the arrivals after SIGINT's)."""
-    import types
-
     from train import StopSignals
     stops = StopSignals()
 
-    class TrainingStarted:  # reading the step is where SIGINT's handler runs, inside SIGHUP's
-        start_step = 0
-
-        @property
-        def step(self) -> int:
+    class StartUp(dict):  # asking whether start-up is over is where SIGINT's handler runs, inside SIGHUP's
+        def __contains__(self, key) -> bool:
             if stops.arrived == {0: signal.SIGHUP}:
                 stops(signal.SIGINT, None)
-            return 3
+            return super().__contains__(key)
 
-    stops.trainer = TrainingStarted()
+    stops._start_up = StartUp(stops._start_up)
+    assert not stops.end_start_up()  # training has begun
     stops(signal.SIGHUP, None)
     said, still = capfd.readouterr().err, ": still stopping (kill -9 would lose the steps since the last checkpoint)"
     assert "SIGHUP: stopping after the step or evaluation in progress, with a checkpoint" in said, said
     assert f"SIGINT{still}" in said and stops.first() == signal.SIGHUP, said
-    stops.trainer = types.SimpleNamespace(step=4, start_step=0)  # the same signal twice is said so
-    stops(signal.SIGHUP, None)
+    stops(signal.SIGHUP, None)  # the same signal twice is said so
     stops(signal.SIGTERM, None)
     said = capfd.readouterr().err.splitlines()
     assert len(said) == 2 and said[0].endswith(f"SIGHUP again{still}") and said[1].endswith(f"SIGTERM{still}"), said
