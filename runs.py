@@ -288,6 +288,11 @@ class RunLock:
         self.held_run = False
         return True
 
+    def in_place(self) -> bool:
+        """Whether the lock file is still the one in the run directory: not when the directory was
+        deleted or moved (a save may have made it again since, without the lock file)."""
+        return _still_named(self.file, self.path)
+
     def release(self, discard: bool = False) -> None:
         """Unlock. With discard (the session saved nothing), a directory that held no run before,
         a new run or a copy to go on in, loses what the session put there (all of it, and the

@@ -426,7 +426,12 @@ class Trainer:
         if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in weights):
             raise self.diverged(f"the weights became NaN or infinite by step {self.step}")
         chief, run = self.run.cluster.is_chief, self.run
-        gone = chief and run.kept and not (run.run_dir / "config.json").is_file()
+        lost = [name for name in ("config.json", "vocab.json")
+                if chief and run.kept and not (run.run_dir / name).is_file()]
+        gone = bool(lost) and not run.lock.in_place()
+        if lost and not gone:  # the run files alone: the checkpoints are there, and go on with them
+            log.warning("%s deleted from %s during training: written again with this checkpoint", " and ".join(lost),
+                        run.run_dir)
         if gone:  # rm -rf save, or a moved folder: the checkpoint holds the whole state, so write the run anew
             log.warning("%s was deleted or moved during training: the run is written there anew from this step "
                         "(its earlier checkpoints went with it)", run.run_dir)
@@ -434,7 +439,7 @@ class Trainer:
             run.lock = runs.RunLock(run.run_dir, "--init_from" if run.run_dir == run.resume_dir else "--save_dir")
             if manager is not self.best_manager:  # best/ went too: the next evaluation writes it again
                 self.best_val.assign(math.inf)  # (this save is best/'s own: of the loss just measured, the best)
-        if chief and (not run.kept or gone):  # config.json before the first checkpoint: never one without the other
+        if chief and (not run.kept or lost):  # config.json before the first checkpoint: never one without the other
             config = run.run_dir / "config.json"
             try:
                 if run.config_before is None and config.is_file():  # once: a retry would find the failed save's

@@ -1086,6 +1086,42 @@ def test_a_run_deleted_while_training(tmp_path: Path, as_it_writes: bool) -> Non
     assert resumed.returncode == 0 and pointer_step(tmp_path / "gone" / "r") == 7, resumed.stderr
 
 
+RUN_FILES_DELETED_AFTER_THE_FIRST_SAVE = '''
+# The user deletes the run's config.json and vocab.json, not its checkpoints, while it trains.
+import os
+
+save = runs.save_checkpoint
+
+def save_then_delete_the_run_files(manager, *args, **kwargs):
+    saved = save(manager, *args, **kwargs)
+    for name in ("config.json", "vocab.json"):
+        if not os.path.exists(os.path.join({run_dir!r}, name + ".gone")):  # once
+            os.remove(os.path.join({run_dir!r}, name))
+            open(os.path.join({run_dir!r}, name + ".gone"), "w").close()
+    return saved
+
+runs.save_checkpoint = save_then_delete_the_run_files
+'''
+
+
+def test_run_files_deleted_while_training_are_written_again(tmp_path: Path) -> None:
+    """config.json and vocab.json deleted, the folder and its checkpoints still there: the next save
+    writes them again and says so, without calling the run gone."""
+    run_dir = tmp_path / "save" / "r"
+    wrapper = fault_wrapper(tmp_path / "wrapper.py", RUN_FILES_DELETED_AFTER_THE_FIRST_SAVE, run_dir=str(run_dir))
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    result = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "6", "--save_every", "2",
+                 "--eval_every", "2", "--run_name", "r", cwd=tmp_path, wrapper=wrapper)
+    assert result.returncode == 0, result.stderr
+    assert "config.json and vocab.json deleted from save/r during training: written again with this checkpoint" \
+        in result.stderr and "deleted or moved" not in result.stderr, result.stderr
+    assert (run_dir / "ckpt-2.index").is_file() and pointer_step(run_dir) == 6
+    assert json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["vocab_file"] == "vocab.json"
+    assert (run_dir / "vocab.json").is_file()
+    resumed = run("train.py", "--init_from", "save/r", "--max_steps", "7", cwd=tmp_path)
+    assert resumed.returncode == 0 and pointer_step(run_dir) == 7, resumed.stderr
+
+
 def test_advice_after_a_failure_on_a_worker_without_the_run_on_its_disk(tmp_path: Path) -> None:
     """A worker other than the chief keeps no run files of its own (no shared file system): told to
     go on from the chief's checkpoints, not that the run is gone."""
