@@ -84,6 +84,8 @@ def resolve_run_dir(path: str, flag: str) -> Path:
             if named and (run / named / "config.json").is_file():
                 check_tf_path(str(run / named), flag)
                 return run / named
+        if name and (without := _without_config(run / name)):
+            raise CharRNNError(f"{flag} {path}: its 'latest' file names {name!r}: {without}")
         runs = _runs_newest_first(run)
         what = f"names {name!r}, which is no run (deleted?)" if name else "is empty"
         raise CharRNNError(f"{flag} {path}: its 'latest' file {what}. "
@@ -94,6 +96,8 @@ def resolve_run_dir(path: str, flag: str) -> Path:
     if run.name == "best" and (run.parent / "config.json").is_file():
         raise CharRNNError(f"{flag} {path}: the best-by-validation checkpoints of a run: pass the run directory, "
                            f"{flag} {run.parent}" + (" --checkpoint best" if flag == "--save_dir" else ""))
+    if without := _without_config(run):
+        raise CharRNNError(f"{flag} {path}: {without}")
     if (run / ".lock").is_file():  # RunLock made it: training still before its first save, or killed then
         raise CharRNNError(f"{flag} {path}: no config.json: a run still before its first save, or one killed "
                            f"then (start it again with the command that created it), or not a training run.")
@@ -109,6 +113,14 @@ def resolve_run_dir(path: str, flag: str) -> Path:
                            f"save directory: {where}")
     raise CharRNNError(f"{flag} {path}: not a training run (no config.json, and no 'latest' file naming "
                        f"a run). Pass a directory written by train.py, e.g. save/<run name>, or train one first.")
+
+
+def _without_config(run_dir: Path) -> str:
+    """What to say of a folder that holds a run's checkpoints but not its config.json; "" of any other."""
+    if not any(run_dir.glob("ckpt-*.index")) and not any((run_dir / "best").glob("ckpt-*.index")):
+        return ""
+    return (f"{run_dir} holds a run's checkpoints but not its config.json (deleted?), without which they cannot "
+            f"be loaded: put it back from a copy or backup of the run, or train a new one")
 
 
 def _runs_newest_first(save_dir: Path) -> list[Path]:

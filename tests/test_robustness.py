@@ -615,6 +615,18 @@ def test_init_from_missing_or_not_a_run(tmp_path: Path) -> None:
     (tmp_path / "saves" / "latest").write_text("half\n")
     assert_refused(run("train.py", "--init_from", str(tmp_path / "saves"), cwd=tmp_path),
                    "'half', which is no run", str(tmp_path / "saves" / "kept-run"))
+    # A run whose config.json alone went (a .lock stays from its training): not "no run", nor "killed
+    # before its first save", whether named or reached through `latest`.
+    (tmp_path / "saves" / "half" / "best").mkdir()
+    for name in (".lock", "best/ckpt-3.index"):
+        (tmp_path / "saves" / "half" / name).write_text("")
+    without = (f"{tmp_path / 'saves' / 'half'} holds a run's checkpoints but not its config.json (deleted?), without "
+               f"which they cannot be loaded: put it back from a copy or backup of the run, or train a new one\n")
+    assert_refused(run("train.py", "--init_from", str(tmp_path / "saves"), cwd=tmp_path), "'latest' file names "
+                   "'half': " + without)
+    assert_refused(run("sample.py", "--save_dir", str(tmp_path / "saves" / "half"), cwd=tmp_path), without)
+    shutil.rmtree(tmp_path / "saves" / "half" / "best")
+    (tmp_path / "saves" / "half" / ".lock").unlink()
     (tmp_path / "saves" / "latest").write_text("\n")
     assert_refused(run("sample.py", "--save_dir", str(tmp_path / "saves"), cwd=tmp_path),
                    "'latest' file is empty", str(tmp_path / "saves" / "kept-run"))
@@ -1743,7 +1755,7 @@ def test_sampling_a_damaged_run(run_copy: Path, damage: str) -> None:
         needles = ["vocab.json is not a file"]
     elif damage == "no config.json":
         config.unlink()
-        needles = ["no config.json", "not a training run"]
+        needles = ["holds a run's checkpoints but not its config.json (deleted?)", "put it back from a copy"]
     elif damage == "damaged config.json":
         config.write_text(config.read_text(encoding="utf-8")[:100], encoding="utf-8")
         needles = ["config.json", "damaged (not JSON: "]
