@@ -216,7 +216,8 @@ def damage(error: Exception) -> str:
     if isinstance(error, UnicodeDecodeError):
         return "not UTF-8 text"
     if isinstance(error, json.JSONDecodeError):
-        return f"not JSON: {error.msg} at line {error.lineno}"
+        # Python's own text may end in "at" (Invalid control character at): said once.
+        return f"not JSON: {error.msg.removesuffix(' at')} at line {error.lineno}"
     if isinstance(error, KeyError):
         return f"no {error.args[0]!r} entry"
     if isinstance(error, OSError):

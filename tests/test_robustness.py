@@ -654,6 +654,15 @@ def test_init_from_missing_or_not_a_run(tmp_path: Path) -> None:
                    "char-rnn-tensorflow (TF1)", "Train again")
 
 
+def test_damaged_json_is_said_in_words() -> None:
+    """Python's own text may end in "at" (Invalid control character at): said once."""
+    for text, said in (('{"args": {"rnn_\n', "not JSON: Invalid control character at line 1"),
+                       ('{"args":', "not JSON: Expecting value at line 1")):
+        with pytest.raises(json.JSONDecodeError) as caught:
+            json.loads(text)
+        assert utils.damage(caught.value) == said
+
+
 @pytest.mark.parametrize("damage, what", [("truncated", "(not JSON: "), ("not an object", "(not a JSON object)"),
                                           ("wrong type", "(rnn_size is '32')"), ("null", "(print_every is None)"),
                                           ("derived value", "(log_name is 5)"),
