@@ -1356,14 +1356,15 @@ def test_a_failure_before_the_first_step_saves_nothing_after_it() -> None:
     from train import Trainer
     saved = []
     trainer = types.SimpleNamespace(writer=object(), step=0, start_step=0, saved_step=-1, save=saved.append,
-                                    manager="manager", run=types.SimpleNamespace(cluster=workers.Cluster()))
-    assert Trainer.save_after_failure(trainer) is False and saved == []
+                                    manager="manager",
+                                    run=types.SimpleNamespace(cluster=workers.Cluster(), run_dir=Path("save/r")))
+    assert Trainer.save_after_failure(trainer) == (False, "") and saved == []
     trainer.step = 3  # steps trained since: saved
-    assert Trainer.save_after_failure(trainer) is True and saved == ["manager"]
+    assert Trainer.save_after_failure(trainer) == (True, "; step 3 was saved in save/r") and saved == ["manager"]
     trainer.saved_step = 3  # the loop's checkpoint of this step holds them all: not written again
-    assert Trainer.save_after_failure(trainer) is False and saved == ["manager"]
+    assert Trainer.save_after_failure(trainer) == (False, "") and saved == ["manager"]
     trainer.step, trainer.run.cluster = 4, workers.Cluster(0, 2)  # multiworker: saved together, at agreed steps
-    assert Trainer.save_after_failure(trainer) is False and saved == ["manager"]
+    assert Trainer.save_after_failure(trainer) == (False, "") and saved == ["manager"]
 
 
 def test_a_session_s_end_evaluates_saves_and_says_once(monkeypatch, caplog) -> None:
