@@ -8,6 +8,7 @@ import atexit
 import codecs
 import difflib
 import importlib.util
+import itertools
 import json
 import logging
 import os
@@ -245,7 +246,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         self.words = list(sys.argv[1:] if args is None else args)  # for error's hints
-        self._claim_sibling_abbreviations()
+        self._refuse_sibling_abbreviations()
         parsed, extras = super().parse_known_args(args, namespace)
         # Python 3.11's argparse drops the value of --prime=-- as the end of the flags, which leaves
         # an empty list (a traceback further on): the value is "--", as typed.
@@ -259,28 +260,26 @@ class ArgumentParser(argparse.ArgumentParser):
                 setattr(parsed, action.dest, value)
         return parsed, extras
 
-    def _claim_sibling_abbreviations(self) -> None:
+    def _refuse_sibling_abbreviations(self) -> None:
         """argparse takes a flag typed in part for the whole one, so sample.py's --sample given to
-        train.py ran a whole training as --sample_length: each of the sibling's flags that
-        abbreviates one of ours is added as a hidden flag of ours that refuses itself."""
-        if self.sibling is None or getattr(self, "_claimed", False):
+        train.py ran a whole training as --sample_length: a flag of the sibling typed whole is
+        refused as the sibling's, though it abbreviates one of ours (ours typed in part still work)."""
+        if self.sibling is None:
             return
-        self._claimed = True
-        script, parser = self.sibling
         ours = [flag for action in self._actions for flag in action.option_strings]
-        theirs = {flag for action in parser()._actions for flag in action.option_strings if flag.startswith("--")}
-        for flag in sorted(theirs - set(ours)):
-            meant = [our for our in ours if our.startswith(flag)]
-            if meant:
-                alike = f" (or did you mean {meant[0]}?)" if len(meant) == 1 else ""
-                self.add_argument(flag, nargs="?", default=argparse.SUPPRESS, help=argparse.SUPPRESS,
-                                  action=_SiblingFlag, message=f"{flag} is a flag of {script}, not of {self.prog}{alike}")
+        for word in itertools.takewhile(lambda word: word != "--", self.words):
+            flag = word.split("=")[0]
+            if flag.startswith("--") and flag not in ours and any(our.startswith(flag) for our in ours):
+                script, parser = self.sibling
+                if flag in {theirs for action in parser()._actions for theirs in action.option_strings}:
+                    meant = [our for our in ours if our.startswith(flag)]
+                    alike = f" (or did you mean {meant[0]}?)" if len(meant) == 1 else ""
+                    self.error(f"{flag} is a flag of {script}, not of {self.prog}{alike}")
 
     def error(self, message: str) -> NoReturn:
         hint = ""
         if message.startswith("unrecognized arguments:"):
-            flags = [action_flag for action in self._actions if not isinstance(action, _SiblingFlag)
-                     for action_flag in action.option_strings]
+            flags = [action_flag for action in self._actions for action_flag in action.option_strings]
             typed = [word for word in message.split(":", 1)[1].split() if re.match(r"--?[A-Za-z]", word)]
             # Compared by their letters alone: --rnn-size is --rnn_size, --nsamples --num_samples (not --sample).
             letters = lambda flag: flag.split("=")[0].replace("-", "").replace("_", "")
@@ -310,17 +309,6 @@ class ArgumentParser(argparse.ArgumentParser):
                 hint = f" (a value that starts with '-' goes after '=': {names[-1]}=-...)"
         self.exit(2, f"{self.prog}: error: {message}{hint}\nusage: python {self.prog} [flags]; "
                      f"python {self.prog} --help lists every flag with its default\n")
-
-
-class _SiblingFlag(argparse.Action):
-    """A flag of the other script, refused with its message wherever it is typed."""
-
-    def __init__(self, *args, message: str, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.message = message
-
-    def __call__(self, parser, namespace, values, option_string=None) -> NoReturn:
-        parser.error(self.message)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -483,6 +483,13 @@ def test_argparse_errors_are_two_lines_not_a_traceback(tmp_path: Path, flags: li
     assert "usage: python train.py [flags]; python train.py --help lists every flag" in result.stderr
 
 
+def test_a_flag_of_ours_typed_in_part_still_works() -> None:
+    """Only sample.py's --sample typed whole is refused: --samp still abbreviates --sample_length."""
+    import plan
+    assert plan.build_parser().parse_args(["--samp", "10"]).sample_length == 10
+    assert plan.build_parser().parse_args(["--sample_l=7"]).sample_length == 7
+
+
 @pytest.mark.parametrize("flag", ["--save_dir", "--log_dir"])
 def test_unwritable_output_directory(tmp_path: Path, flag: str) -> None:
     """A directory that cannot be created (a file is in the way: works even as root, where
