@@ -80,12 +80,14 @@ def resolve_run_dir(path: str, flag: str) -> Path:
         except (OSError, UnicodeDecodeError) as error:
             raise CharRNNError(f"{flag} {path}: its 'latest' file is unreadable ({error}); pass the run "
                                f"directory itself, e.g. {run}/<run name>") from None
-        for named in (name, name.strip()):  # the name as written, else as a hand edit with stray spaces meant it
-            if named and (run / named / "config.json").is_file():
+        names = [named for named in (name, name.strip()) if named]  # as written, else as a hand edit meant it
+        for named in names:
+            if (run / named / "config.json").is_file():
                 check_tf_path(str(run / named), flag)
                 return run / named
-        if name and (without := _without_config(run / name)):
-            raise CharRNNError(f"{flag} {path}: its 'latest' file names {name!r}: {without}")
+        for named in names:
+            if without := without_config(run / named):
+                raise CharRNNError(f"{flag} {path}: its 'latest' file names {name!r}: {without}")
         runs = _runs_newest_first(run)
         what = f"names {name!r}, which is no run (deleted?)" if name else "is empty"
         raise CharRNNError(f"{flag} {path}: its 'latest' file {what}. "
@@ -96,7 +98,7 @@ def resolve_run_dir(path: str, flag: str) -> Path:
     if run.name == "best" and (run.parent / "config.json").is_file():
         raise CharRNNError(f"{flag} {path}: the best-by-validation checkpoints of a run: pass the run directory, "
                            f"{flag} {run.parent}" + (" --checkpoint best" if flag == "--save_dir" else ""))
-    if without := _without_config(run):
+    if without := without_config(run):
         raise CharRNNError(f"{flag} {path}: {without}")
     if (run / ".lock").is_file():  # RunLock made it: training still before its first save, or killed then
         raise CharRNNError(f"{flag} {path}: no config.json: a run still before its first save, or one killed "
@@ -106,16 +108,19 @@ def resolve_run_dir(path: str, flag: str) -> Path:
         raise CharRNNError(f"{flag} {path}: a save directory without its 'latest' file. {_pass_one_of(runs)}")
     if any(run.glob("events.out.tfevents.*")):  # logs/<run>, or logs/<run>@<save dir's name>[-N] for a copy
         name, _, save = run.name.partition("@")
-        guess = Path(re.sub(r"-[0-9]+$", "", save) or "save") / name
-        where = (f"pass {guess}" if (guess / "config.json").is_file()  # named only where it is
-                 else f"pass the run's folder in the --save_dir it was trained with ({guess} is none{looked_in(guess)})")
+        # A copy's log name ends in -N where another log had its name, and so may the save directory's.
+        guesses = [Path(folder) / name for folder in dict.fromkeys([save, re.sub(r"-[0-9]+$", "", save)]) if folder]
+        guesses = guesses or [Path("save") / name]
+        found = [guess for guess in guesses if (guess / "config.json").is_file()]
+        where = (f"pass {found[0]}" if found else f"pass the run's folder in the --save_dir it was trained with "
+                 f"(no run at {' or '.join(map(str, guesses))}{looked_in(guesses[0])})")
         raise CharRNNError(f"{flag} {path}: TensorBoard's events of a run, not its checkpoints, which are in its "
                            f"save directory: {where}")
     raise CharRNNError(f"{flag} {path}: not a training run (no config.json, and no 'latest' file naming "
                        f"a run). Pass a directory written by train.py, e.g. save/<run name>, or train one first.")
 
 
-def _without_config(run_dir: Path) -> str:
+def without_config(run_dir: Path) -> str:
     """What to say of a folder that holds a run's checkpoints but not its config.json; "" of any other."""
     if not any(run_dir.glob("ckpt-*.index")) and not any((run_dir / "best").glob("ckpt-*.index")):
         return ""
@@ -241,11 +246,11 @@ class RunBusy(CharRNNError):
 
 
 class SaveFailed(CharRNNError):
-    """A checkpoint could not be written; failure says where and why, reason why alone, neither what
-    to do next."""
+    """A checkpoint or the run files could not be written; failure says what and why, reason why
+    alone, neither what to do next."""
 
-    def __init__(self, directory: str, reason: str, advice: str):
-        self.failure, self.reason = f"could not save a checkpoint in {directory} ({reason})", reason
+    def __init__(self, what: str, reason: str, advice: str):
+        self.failure, self.reason = f"{what} ({reason})", reason
         super().__init__(f"{self.failure}. {advice}")
 
 
@@ -387,7 +392,7 @@ def save_checkpoint(manager: "tf.train.CheckpointManager", step: int, how_to_go_
         # TensorFlow names its scratch file (ckpt-5_temp/part-00000-of-00001.data-00000-of-00001.
         # tempstate1006251219108375661; No space left on device): its folder says as much.
         reason = re.sub(r"^(\S*_temp)/\S*; ", r"\1: ", tf_error_reason(error))
-        raise SaveFailed(manager.directory, f"{error.__class__.__name__}: {reason}",
+        raise SaveFailed(f"could not save a checkpoint in {manager.directory}", f"{error.__class__.__name__}: {reason}",
                          f"Free disk space or fix the directory; {how_to_go_on()}") from None
 
 

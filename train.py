@@ -449,8 +449,8 @@ class Trainer:
                 # is refused as one (its files are the source's), not made again over a new checkpoint.
                 (run.run_dir / runs.UNSAVED_COPY).unlink(missing_ok=True)
             except OSError as error:
-                raise CharRNNError(f"could not write the run files in {run.run_dir} ({error.strerror or error}): "
-                                   f"free disk space or fix the directory; {how_to_go_on(run)}") from None
+                raise runs.SaveFailed(f"could not write the run files in {run.run_dir}", error.strerror or str(error),
+                                      f"Free disk space or fix the directory; {how_to_go_on(run)}") from None
         runs.save_checkpoint(manager, self.step, lambda: how_to_go_on(run))
         if manager is self.manager:
             self.saved_step = self.step
@@ -466,8 +466,8 @@ class Trainer:
         if self.writer is None or self.step in (self.start_step, self.saved_step) or self.run.cluster.num_workers > 1:
             return False, ""
         try:
-            self.save(self.manager)
-        except (CharRNNError, self.tf.errors.OpError, OSError) as error:
+            self.save(self.manager)  # (weights gone NaN, or `latest` unwritable after the save: its own error)
+        except (runs.SaveFailed, self.tf.errors.OpError, OSError) as error:
             why = error.reason if isinstance(error, runs.SaveFailed) else runs.tf_error_reason(error)
             return False, f"; step {self.step} could not be saved in {self.run.run_dir} either ({why})"
         return True, f"; step {self.step} was saved in {self.run.run_dir}"
@@ -535,8 +535,8 @@ class Trainer:
             except runs.SaveFailed as error:  # best/ alone unwritable (its permissions, say): keep the steps trained
                 self.best_val.assign(previous_best)
                 saved, kept = self.save_after_failure()
-                raise CharRNNError(f"{error.failure}{kept}. Free disk space or fix {'best/' if saved else 'the directory'}; "
-                                   f"{how_to_go_on(self.run)}") from None
+                fix = "best/" if saved else "the directory"
+                raise CharRNNError(f"{error.failure}{kept}. Free disk space or fix {fix}; {how_to_go_on(self.run)}") from None
         return improved
 
     # -- the loop ------------------------------------------------------------------------------
@@ -827,8 +827,9 @@ def how_to_go_on(run: plan.Run, again: str = "the same command") -> str:
     session made is removed when it saved nothing)."""
     if run.kept or (run.resume_dir is not None and run.forked_from is None):
         if run.cluster.is_chief and not (run.run_dir / "config.json").is_file():  # the others: not on their disk
-            return (f"{run.run_dir} is gone, and its checkpoints with it (deleted or moved during training?): "
-                    f"run {again} again to start anew")
+            return runs.without_config(run.run_dir) or (
+                f"{run.run_dir} is gone, and its checkpoints with it (deleted or moved during training?): run {again} "
+                f"again to start anew")
         return f"the checkpoints in {run.run_dir} are intact: resume with --init_from {runs.shell_path(run.run_dir)}"
     return f"nothing was saved: run {again} again"
 

@@ -645,10 +645,19 @@ def test_init_from_missing_or_not_a_run(tmp_path: Path) -> None:
     (tmp_path / "logs" / "kept-run" / "events.out.tfevents.1.host").write_bytes(b"")
     assert_refused(run("sample.py", "--save_dir", str(tmp_path / "logs" / "kept-run"), cwd=tmp_path),
                    "TensorBoard's events of a run, not its checkpoints", "pass the run's folder in the --save_dir it "
-                   f"was trained with (save/kept-run is none in {tmp_path})\n")
+                   f"was trained with (no run at save/kept-run in {tmp_path})\n")
     (tmp_path / "logs" / "kept-run").rename(tmp_path / "logs" / "kept-run@saves-2")  # a copy's, named after its save dir
     assert_refused(run("sample.py", "--save_dir", str(tmp_path / "logs" / "kept-run@saves-2"), cwd=tmp_path),
                    "save directory: pass saves/kept-run\n")
+    (tmp_path / "saves").rename(tmp_path / "saves-2")  # or a save directory whose own name ends in -2
+    assert_refused(run("sample.py", "--save_dir", str(tmp_path / "logs" / "kept-run@saves-2"), cwd=tmp_path),
+                   "save directory: pass saves-2/kept-run\n")
+    (tmp_path / "saves-2").rename(tmp_path / "saves")
+    shutil.rmtree(tmp_path / "saves" / "kept-run")
+    assert_refused(run("sample.py", "--save_dir", str(tmp_path / "logs" / "kept-run@saves-2"), cwd=tmp_path),
+                   f"(no run at saves-2/kept-run or saves/kept-run in {tmp_path})\n")
+    (tmp_path / "saves" / "kept-run").mkdir()
+    (tmp_path / "saves" / "kept-run" / "config.json").write_text("{}")
     # config.json that is JSON but not the object train.py writes: a message, not a traceback.
     (tmp_path / "saves" / "kept-run" / "config.json").write_text("[1, 2]")
     assert_refused(run("sample.py", "--save_dir", str(tmp_path / "saves" / "kept-run"), cwd=tmp_path),
@@ -1160,6 +1169,14 @@ def test_advice_after_a_failure_on_a_worker_without_the_run_on_its_disk(tmp_path
     worker = types.SimpleNamespace(kept=True, resume_dir=None, forked_from=None, run_dir=run_dir,
                                    cluster=workers.Cluster(worker_index=1, num_workers=2))
     assert train.how_to_go_on(worker).startswith(f"the checkpoints in {run_dir} are intact: resume with --init_from")
+    # The chief's run without its config.json (deleted during training): not "gone", when its checkpoints are there.
+    chief = types.SimpleNamespace(**{**vars(worker), "cluster": workers.Cluster()})
+    assert train.how_to_go_on(chief).startswith(f"{run_dir} is gone, and its checkpoints with it")
+    run_dir.mkdir(parents=True)
+    (run_dir / "ckpt-4.index").write_bytes(b"")
+    assert train.how_to_go_on(chief) == (f"{run_dir} holds a run's checkpoints but not its config.json (deleted?), "
+                                         f"without which they cannot be loaded: put it back from a copy or backup of "
+                                         f"the run, or train a new one")
 
 
 SLOW_SECOND_SAVE = '''
