@@ -168,14 +168,14 @@ def checkpoint_candidates(run_dir: Path, which: str) -> list[str]:
     import tensorflow as tf
     if which not in ("latest", "best"):
         return [checkpoint_prefix(run_dir, which)]
+    if which == "best" and (best := runs.checkpoints_on_disk(run_dir / "best")):
+        return best
     latest = runs.resume_candidates(run_dir, runs.read_checkpoint_list(tf, run_dir))
-    found = runs.checkpoints_on_disk(run_dir / "best") if which == "best" else latest
-    if not found:
-        if latest:  # best/ alone is empty
-            raise CharRNNError(f"no checkpoint in {run_dir / 'best'}: no validation has finished yet; use "
-                               f"--checkpoint latest")
-        raise CharRNNError(f"no checkpoint in {run_dir}: has training saved one yet?")
-    return found
+    if which == "latest" and latest:
+        return latest
+    if latest:  # best/ alone is empty
+        raise CharRNNError(f"no checkpoint in {run_dir / 'best'}: no validation has finished yet; use --checkpoint latest")
+    raise CharRNNError(f"no checkpoint in {run_dir}: has training saved one yet?")
 
 
 def prime_ids(vocab: "dataset.Vocab", prime: str, unknown: str) -> list[int]:

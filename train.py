@@ -794,8 +794,10 @@ class StopSignals:
         self._start_up = {"open": True}  # a dict: its pop is one step, which no handler can run inside
 
     def end_start_up(self) -> bool:
-        """Ends start-up (after the session's first step); returns whether a stop signal came in it."""
-        self._start_up.pop("open", None)
+        """Ends start-up (after the session's first step); returns whether a stop signal came in it,
+        and then leaves it open, so that a later signal is told the same: nothing is saved."""
+        if not self.before_training:  # a signal here finds start-up open and sets it: returned below
+            self._start_up.pop("open", None)
         return self.before_training
 
     def first(self) -> int | None:
@@ -809,7 +811,8 @@ class StopSignals:
         if starting and number == 0:
             self.before_training = True
         if starting and (trainer is None or trainer.run.cluster.num_workers == 1):
-            utils.say_from_signal_handler(f"{name}: stopping before training has begun; nothing is saved")
+            utils.say_from_signal_handler(f"{name}: stopping before training has begun; nothing is saved (a first "
+                                          f"step being compiled finishes first)")
         elif starting:  # the workers stop together, at a step they agree on
             utils.say_from_signal_handler(f"{name}: stopping once start-up is done (nothing new is saved before "
                                           f"the first step)")

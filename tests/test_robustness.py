@@ -923,6 +923,7 @@ def test_a_signal_in_the_first_step_keeps_nothing(tmp_path: Path, resumed: bool)
     if resumed:
         assert run("train.py", *flags, "--stop_at_step", "2", cwd=tmp_path).returncode == 0
         flags = ["--init_from", "save/r", "--learning_rate", "0.5"]
+
     def written() -> list[str]:  # but the prepared corpus, a cache that any later run uses
         return sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if ".prepared" not in path.parts)
 
@@ -938,6 +939,7 @@ def test_a_signal_in_the_first_step_keeps_nothing(tmp_path: Path, resumed: bool)
     if resumed:
         assert (tmp_path / "save" / "r" / "config.json").read_bytes() == config
         assert pointer_step(tmp_path / "save" / "r") == 2
+
 
 @pytest.mark.parametrize("signalled", [True, False])
 def test_a_signal_inside_an_import_stops_start_up(tmp_path: Path, signalled: bool) -> None:

@@ -1330,6 +1330,24 @@ def test_a_signal_handled_inside_another_s_handler_leaves_the_first_one_stopping
     assert len(said) == 2 and said[0].endswith(f"SIGHUP again{still}") and said[1].endswith(f"SIGTERM{still}"), said
 
 
+def test_start_up_ends_with_the_first_step_unless_a_signal_came_in_it(capfd: pytest.CaptureFixture[str]) -> None:
+    """A signal in start-up (the first step included) keeps nothing, and start-up then stays open: a
+    second Ctrl-C while the session is undone is told the same, not "still stopping" as if a
+    checkpoint were being written. Without one, the first step ends start-up."""
+    from train import StopSignals
+    stops = StopSignals()
+    stops(signal.SIGINT, None)
+    assert stops.end_start_up() and stops.end_start_up()
+    stops(signal.SIGINT, None)
+    said = capfd.readouterr().err.splitlines()
+    assert len(said) == 2 and all("SIGINT: stopping before training has begun; nothing is saved" in line
+                                  for line in said), said
+    quiet = StopSignals()
+    assert not quiet.end_start_up()
+    quiet(signal.SIGTERM, None)
+    assert "SIGTERM: stopping after the step or evaluation in progress, with a checkpoint" in capfd.readouterr().err
+
+
 def test_a_session_that_saved_nothing_removes_only_its_own_events(tmp_path: Path) -> None:
     """Resumed in its own TensorBoard folder, a session that saved nothing removes the event file
     it wrote, never the run's earlier ones."""
