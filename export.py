@@ -371,6 +371,15 @@ def _check_target_file(path: Path, flag: str) -> Path | None:
         if os.path.lexists(target) and (target.is_symlink() or not target.is_file() or not ours(target)):
             raise CharRNNError(f"{flag} {path}: {target} exists and is not {what} written here, so it stays; "
                                f"choose another file name")
+    # g and g.tflite share g.vocab.json: an export to one must not give the other a wrong vocabulary.
+    vocab_path = tflite_vocab_path(path)
+    if vocab_path.exists():
+        owners = [other for other in path.parent.glob(glob.escape(path.stem) + "*")
+                  if other != path and tflite_vocab_path(other) == vocab_path and other.is_file()
+                  and not other.is_symlink() and _is_tflite_model(other)]
+        if owners:
+            raise CharRNNError(f"{flag} {path}: {vocab_path} is the vocabulary of another TFLite model here, "
+                               f"{owners[0]}, so it stays; choose another file name")
     return runs.ensure_writable(path.parent, flag, named=path)
 
 

@@ -622,6 +622,15 @@ def test_a_tflite_target_must_be_a_plain_earlier_export(tmp_path: Path) -> None:
     (tmp_path / "m.tflite").symlink_to(tmp_path / "gone.tflite")  # dangling: os.replace would replace the link
     with pytest.raises(utils.CharRNNError, match=r"m\.tflite exists and is not a TFLite model written here"):
         export._check_target_file(tmp_path / "m.tflite", "--export_tflite")
+    # old and old.bin would share old.vocab.json: the other model's vocabulary is not replaced.
+    for name in ("old", "old.bin"):
+        with pytest.raises(utils.CharRNNError, match=f"--export_tflite {re.escape(str(tmp_path / name))}: "
+                                                     f"{re.escape(str(tmp_path / 'old.vocab.json'))} is the vocabulary "
+                                                     f"of another TFLite model here, {re.escape(str(tmp_path))}/old"
+                                                     f"\.tflite, so it stays"):
+            export._check_target_file(tmp_path / name, "--export_tflite")
+    (tmp_path / "old.tflite").unlink()  # its model gone: the vocabulary is an earlier export's, replaced
+    export._check_target_file(tmp_path / "old", "--export_tflite")
 
 
 def test_stranded_exports_of_a_name_with_glob_characters(tmp_path: Path) -> None:
