@@ -160,6 +160,13 @@ def decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, extr
     context = "before it" if extra_bytes >= 16 else "around it"
     if _is_utf8(encoding) and (extra_bytes >= 16 or _utf8_around(sample)) or truncated and extra_bytes >= 16:
         return _damage_error(path, where, encoding, bad, window[at:], truncated, context)
+    if _is_utf8(encoding) and not extra_bytes and len(re.findall(rb"[\x80-\xff]+", sample)) == 1:
+        # ASCII but for one run of bytes: another encoding's one odd character (cp949 and cp1252 read
+        # nearly any pair) or damage, which nothing here tells apart. Both are said.
+        return CharRNNError(f"{where}; the text around it is ASCII, which says nothing of its encoding: if the "
+                            f"file is not UTF-8, pass --encoding with its encoding (from Windows often cp1252, "
+                            f"Korean cp949); if it is, these are damaged bytes to fix or remove (iconv -c -f utf-8 "
+                            f"-t utf-8 FILE > FIXED drops every invalid byte)")
     if _mixes_utf8_and_cp949(sample):  # no --encoding reads it: latin-1 would train on mojibake
         return CharRNNError(f"{where}; its lines are partly cp949 and partly UTF-8 (texts pasted together), which "
                             f"no --encoding reads: convert the cp949 part to UTF-8 (split the file where the "

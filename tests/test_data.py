@@ -585,6 +585,12 @@ def test_error_offset_counts_from_the_file_start_across_chunks(tmp_path: Path, m
     # are no evidence: the whole file's encoding is the advice.
     ("처음 시작하는 한국어 문장입니다.\n".encode("cp949") * 3, "looks like cp949: pass --encoding cp949"),
     ("CAFÉ’S MENU\ncafé au lait\n".encode("cp1252"), "not utf-8 or cp949 either.*--encoding cp1252"),
+    # ASCII text with one bad run deep in it (a € cut short, an overlong /, a stray mark): damage as
+    # likely as one character of another encoding, where it was told "looks like cp1252 / cp949".
+    *[(b"plain text\n" * 20000 + bad + b" more text\n" * 20, r"byte offset 220,000 .*the text around it is ASCII, "
+       r"which says nothing of its encoding: if the file is not UTF-8, pass --encoding .*; if it is, these are "
+       r"damaged bytes to fix or remove \(iconv -c -f utf-8 -t utf-8 FILE > FIXED") for bad in (b"\xe2\x82", b"\xc0\xaf",
+                                                                                            b"\xff\xfe")],
     (b"", "empty"),
 ])
 def test_unreadable_files_get_a_message(tmp_path: Path, data: bytes, expected: str) -> None:
