@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from decoding import check_decoded_text, check_looks_like_text, decode_error, unmarked_error
+from decoding import check_decoded_text, check_looks_like_text, check_no_nul, decode_error, unmarked_error
 from utils import (OWNER_TAG, CharRNNError, atomic_write_text, damage, left_by_gone_owner, logger, looked_in, np,
                    owner_tag, read_json_object)
 
@@ -227,6 +227,8 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
             data = f.read(_READ_BYTES)
             if offset == 0:
                 check_looks_like_text(path, data, options.encoding, other_files)
+            else:
+                check_no_nul(path, data, offset, options.encoding)
             pending = len(decoder.getstate()[0])  # bytes of a character cut by the previous read
             at_end = not data
             try:

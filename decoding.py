@@ -43,8 +43,21 @@ def check_looks_like_text(path: Path, head: bytes, encoding: str, other_files: i
         if most >= 0.05 and least <= most / 8 and _reads_as_text(head, f"utf-16-{order}"):
             raise CharRNNError(f"{path}: looks like UTF-16 text without a byte-order mark; "
                                f"{_pass_or_convert(f'utf-16-{order}', encoding, other_files)}")
-        raise CharRNNError(f"{path}: looks like a binary file, not text (NUL byte at offset "
-                           f"{head.index(0):,}); pass a text file")
+    check_no_nul(path, head, 0, encoding)
+
+
+def check_no_nul(path: Path, data: bytes, offset: int, encoding: str) -> None:
+    """A chunk of a file (at offset) under a one-byte-unit encoding: refused where it has a NUL byte,
+    which no text has, as binary or as text with stray NULs (a whole corpus is not refused in words
+    that give no way out)."""
+    if _wide(encoding) or b"\x00" not in data:
+        return
+    at = offset + data.index(0)
+    controls = sum(data.count(bytes([b])) for b in range(32) if b not in (9, 10, 13))
+    if controls > len(data) // 20:
+        raise CharRNNError(f"{path}: looks like a binary file, not text (NUL byte at offset {at:,}); pass a text file")
+    raise CharRNNError(f"{path}: text with a NUL byte at offset {at:,}, which no text has (a stray one, or a "
+                       f"binary part): remove the NUL bytes, e.g. tr -d '\\000' < FILE > FIXED, and pass FIXED")
 
 
 def _nul_sides(head: bytes) -> tuple[str, float, float]:

@@ -585,12 +585,6 @@ def test_error_offset_counts_from_the_file_start_across_chunks(tmp_path: Path, m
     # are no evidence: the whole file's encoding is the advice.
     ("처음 시작하는 한국어 문장입니다.\n".encode("cp949") * 3, "looks like cp949: pass --encoding cp949"),
     ("CAFÉ’S MENU\ncafé au lait\n".encode("cp1252"), "not utf-8 or cp949 either.*--encoding cp1252"),
-    # ASCII text with one bad run deep in it (a € cut short, an overlong /, a stray mark): damage as
-    # likely as one character of another encoding, where it was told "looks like cp1252 / cp949".
-    *[(b"plain text\n" * 20000 + bad + b" more text\n" * 20, r"byte offset 220,000 .*the text around it is ASCII, "
-       r"which says nothing of its encoding: if the file is not UTF-8, pass --encoding .*; if it is, these are "
-       r"damaged bytes to fix or remove \(iconv -c -f utf-8 -t utf-8 FILE > FIXED") for bad in (b"\xe2\x82", b"\xc0\xaf",
-                                                                                            b"\xff\xfe")],
     (b"", "empty"),
 ])
 def test_unreadable_files_get_a_message(tmp_path: Path, data: bytes, expected: str) -> None:
@@ -598,6 +592,31 @@ def test_unreadable_files_get_a_message(tmp_path: Path, data: bytes, expected: s
     with pytest.raises(CharRNNError, match=expected) as error:
         prepare(path, tmp_path) if data else dataset.resolve_corpus(None, str(path))
     assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize("bad", [b"\xe2\x82", b"\xc0\xaf", b"\xff\xfe"], ids=["cut euro", "overlong slash", "stray mark"])
+def test_one_bad_run_deep_in_ascii_text_is_told_both_ways(tmp_path: Path, bad: bytes) -> None:
+    """A euro sign cut short, an overlong slash or a stray mark deep in ASCII text is damage as likely
+    as one character of another encoding: it was told "looks like cp1252 / cp949", which trains on
+    mojibake."""
+    path = write(tmp_path / "x.txt", b"plain text\n" * 20000 + bad + b" more text\n" * 20)
+    with pytest.raises(CharRNNError) as error:
+        prepare(path, tmp_path)
+    assert (f"{path}: not valid utf-8 at line 20,001, byte offset 220,000 (bytes {bad.hex(' ')} 20 6d); the text "
+            f"around it is ASCII, which says nothing of its encoding: if the file is not UTF-8, pass --encoding with "
+            f"its encoding (from Windows often cp1252, Korean cp949); if it is, these are damaged bytes to fix or "
+            f"remove (iconv -c -f utf-8 -t utf-8 FILE > FIXED drops every invalid byte)") == str(error.value)
+
+
+@pytest.mark.parametrize("at", [22_000, 2_750_000], ids=["in the first chunk", "past it"])
+def test_a_nul_byte_in_text_is_told_with_the_way_out(tmp_path: Path, at: int) -> None:
+    """The same message wherever the NUL is: one past the first 2 MiB read was trained on as a
+    character, and one before it called the file binary with no way out."""
+    path = write(tmp_path / "x.txt", b"plain text\n" * (at // 11) + b"\x00" + b" more text\n" * 20)
+    with pytest.raises(CharRNNError) as error:
+        prepare(path, tmp_path)
+    assert str(error.value) == (f"{path}: text with a NUL byte at offset {at:,}, which no text has (a stray one, or a "
+                                f"binary part): remove the NUL bytes, e.g. tr -d '\\000' < FILE > FIXED, and pass FIXED")
 
 
 LAW = "대한민국 헌법 제1조 대한민국은 민주공화국이다.\n" * 300
