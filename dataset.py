@@ -739,6 +739,9 @@ def _remove_leftovers(root: Path, identity: dict, key: str) -> None:
             same_files = [f[0] for f in old.get("files", [])] == [f[0] for f in identity["files"]]
             outdated = same_files and (old["files"] != identity["files"] or (
                 old.get("options") == identity["options"] and old.get("vocab") == identity.get("vocab")))
+            # Of a file since deleted from its folder (a corpus folder's file list changed): never used
+            # again. (A folder not there may be a disk not mounted now: left alone.)
+            outdated = outdated or any(not Path(f[0]).exists() and Path(f[0]).parent.is_dir() for f in old["files"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not a meta.json of ours: left alone
             continue
         if outdated:
@@ -866,12 +869,13 @@ def _build(files: list[Path], options: DataOptions, identity: dict, directory: P
 
 
 def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | None = None,
-                   vocab: Vocab | None = None) -> Corpus:
+                   vocab: Vocab | None = None, only_cached: bool = False) -> Corpus | None:
     """Ids and vocabulary of the corpus, prepared once and cached in cache_root/<key>/ (default:
     <corpus dir>/.prepared, or ~/.cache/char-rnn-tf2 when that is not writable). The key covers
     the files' paths, sizes, mtimes and ctimes and every option; a build goes to a temp dir that is
     renamed into place when complete, so an interrupted one never looks valid. vocab: prepare on
-    this vocabulary (a resumed run's), not on one made from the text's own frequencies."""
+    this vocabulary (a resumed run's), not on one made from the text's own frequencies.
+    only_cached: None rather than a preparation, where none is cached."""
     # The folder the user named, not where symbolic links in it lead (which may be far apart).
     corpus_dir = Path(os.path.commonpath([Path(os.path.abspath(p)).parent for p in files]))
     files = list(dict.fromkeys(Path(p).resolve() for p in files))  # a file linked twice is read once
@@ -886,6 +890,8 @@ def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | N
             logger.info("using prepared data %s (%s symbols, vocabulary %s)", corpus.cache_dir,
                         f"{len(corpus.ids):,}", f"{corpus.vocab.size:,}")
             return corpus
+    if only_cached:
+        return None
     for root in unreadable:
         logger.warning("cannot read the prepared data in %s (another user's?): preparing the corpus elsewhere",
                        root / key)

@@ -408,25 +408,36 @@ def check_memory(args: argparse.Namespace, vocab_size: int) -> None:
                            f"memory, this machine has {total / 2**30:,.1f} GiB. Lower some of these flags.")
 
 
-def on_the_run_s_vocabulary(run_dir: Path, corpus: "dataset.Corpus", files: list[Path],
-                            options: "dataset.DataOptions") -> "dataset.Corpus":
-    """The saved weights give each id the character it had when the run started. A text whose own
-    vocabulary differs (its characters in another frequency order: the corpus grew or was edited,
-    or it is another text to fine-tune on) is prepared again on the run's, which must have all its
-    characters, or an unknown symbol for those it lacks."""
+def saved_vocabulary(run_dir: Path) -> "dataset.Vocab | None":
+    """The resumed run's vocabulary: its saved weights give each id the character it had when the
+    run started. None where vocab.json went from a run with no checkpoint yet (a warning): the
+    text's own is then the run's."""
     try:
-        saved = dataset.Vocab.load(run_dir / "vocab.json")
+        return dataset.Vocab.load(run_dir / "vocab.json")
     except CharRNNError as error:
         if runs.checkpoints_on_disk(run_dir) or runs.checkpoints_on_disk(run_dir / "best"):
             raise CharRNNError(f"{error}. The run's checkpoints give each id the character that file named, and a "
                                f"vocabulary made again from the text could give it another: copy vocab.json back "
                                f"from a backup, or start a new run without --init_from") from None
         log.warning("%s; writing it again from the corpus (the run has no checkpoint yet)", error)
-        return corpus
-    if saved.symbols == corpus.vocab.symbols:
-        return corpus
-    log.info("the corpus's characters come in another order of frequency than %s's (the text grew or changed): "
-             "preparing it on the run's vocabulary", run_dir.name)
+        return None
+
+
+def on_the_run_s_vocabulary(run_dir: Path, saved: "dataset.Vocab", files: list[Path],
+                            options: "dataset.DataOptions") -> "dataset.Corpus":
+    """The text prepared on the run's vocabulary, which must have all its characters, or an unknown
+    symbol for those it lacks. The text's own preparation serves where it is cached and orders the
+    same characters alike; none is made only to find that out: a grown multi-GB corpus was prepared
+    twice, once on its own vocabulary, once on the run's."""
+    own = dataset.prepare_corpus(files, options, only_cached=True)
+    if own is not None and own.vocab.symbols == saved.symbols:
+        return own
+    if own is not None:
+        log.info("the corpus's characters come in another order of frequency than %s's (the text changed, or is "
+                 "another): preparing it on the run's vocabulary", run_dir.name)
+    else:
+        log.info("the corpus is not prepared as it is now (the text grew or changed, or is another): preparing it "
+                 "on the run's vocabulary")
     try:
         return dataset.prepare_corpus(files, options, vocab=saved)
     except dataset.LackingCharacters as error:
@@ -540,9 +551,9 @@ def read_corpus(args: argparse.Namespace, typed: set[str], resume_dir: Path | No
         raise CharRNNError(f"{error} (the path saved in {resume_dir / 'config.json'}): pass --data_dir or --input "
                            f"to say where the text is now") from None
     options = data_options(args)
-    corpus = dataset.prepare_corpus(files, options)
-    if resume_dir is not None:
-        corpus = on_the_run_s_vocabulary(resume_dir, corpus, files, options)
+    saved = saved_vocabulary(resume_dir) if resume_dir is not None else None
+    corpus = (on_the_run_s_vocabulary(resume_dir, saved, files, options) if saved is not None
+              else dataset.prepare_corpus(files, options))
     if args.unit == "jamo" and corpus.vocab.char_starts.all():  # no vowel jamo: nothing was split
         log.warning("--unit jamo: the text has no Hangul syllables to split into jamo, so the model reads "
                     "its characters as under --unit char")

@@ -482,6 +482,23 @@ def test_a_file_in_another_encoding_than_the_others_is_told_to_be_converted(tmp_
         assert str(tmp_path / bad) in message and advice in message, message
 
 
+def test_only_cached_preparations_and_those_of_deleted_files(tmp_path: Path) -> None:
+    """only_cached gives a preparation only where one is cached; and one of a file since deleted
+    from its folder (a corpus folder's file list changed) goes with the next preparation there, as
+    one of the files as they no longer are does: a multi-GB corpus left a copy at each change."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    files = [write(folder / "a.txt", "abc\n" * 50), write(folder / "b.txt", "abd\n" * 50)]
+    assert dataset.prepare_corpus(files, DataOptions(), only_cached=True) is None
+    both = dataset.prepare_corpus(files, DataOptions())
+    assert dataset.prepare_corpus(files, DataOptions(), only_cached=True).cache_dir == both.cache_dir
+    alone = dataset.prepare_corpus(files[:1], DataOptions())  # another set of files: both stay
+    assert both.cache_dir.is_dir() and alone.cache_dir.is_dir()
+    files[1].unlink()
+    dataset.prepare_corpus([write(folder / "c.txt", "xyz\n" * 50)], DataOptions())
+    assert not both.cache_dir.exists() and alone.cache_dir.is_dir()
+
+
 def test_prepared_on_a_given_vocabulary(tmp_path: Path) -> None:
     """A resumed run's text is prepared on the run's vocabulary: the run's ids for its characters,
     its own counts, cached beside the text's own preparation."""

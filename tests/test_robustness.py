@@ -1487,6 +1487,8 @@ def test_resume_on_a_text_whose_characters_come_in_another_order(run_copy: Path)
     result = run("train.py", "--init_from", str(run_copy), "--input", str(cwd / "subset.txt"), "--max_steps", "8",
                  cwd=cwd)
     assert result.returncode == 0 and "preparing it on the run's vocabulary" in result.stderr, result.stderr
+    # Once: not first on its own vocabulary as well, only to compare (a multi-GB corpus took twice as long).
+    assert len(re.findall(r"preparing .* \([\d.]+ MB\) into ", result.stderr)) == 1, result.stderr
     assert pointer_step(run_copy) == 8
     saved = json.loads((run_copy / "vocab.json").read_text(encoding="utf-8"))["symbols"]
     assert [s for s, _ in saved] == [s for s, _ in symbols]  # the same ids, this text's counts
@@ -1834,14 +1836,13 @@ def test_a_vocabulary_lost_before_the_first_save_is_made_again(tmp_path: Path, c
     """Without vocab.json, a run with no checkpoint takes the text's own vocabulary (a warning);
     one whose only checkpoints are best/'s is refused, as one with checkpoints beside it is."""
     import plan
-    corpus = object()  # the text's, prepared: taken as it is
     with caplog.at_level("WARNING", logger="charrnn"):
-        assert plan.on_the_run_s_vocabulary(tmp_path, corpus, [], None) is corpus
+        assert plan.saved_vocabulary(tmp_path) is None  # the text's own is taken
     assert "writing it again from the corpus (the run has no checkpoint yet)" in caplog.text
     (tmp_path / "best").mkdir()
     (tmp_path / "best" / "ckpt-4.index").write_bytes(b"")
     with pytest.raises(utils.CharRNNError, match="The run's checkpoints give each id the character"):
-        plan.on_the_run_s_vocabulary(tmp_path, corpus, [], None)
+        plan.saved_vocabulary(tmp_path)
 
 
 def test_sampling_falls_back_from_a_listed_checkpoint_that_is_corrupt(run_copy: Path) -> None:
