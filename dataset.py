@@ -547,8 +547,8 @@ class Vocab:
         except OSError as e:  # a directory, no permission
             raise CharRNNError(f"{path}: cannot read the vocabulary ({e.strerror or e})") from None
         except (ValueError, KeyError, TypeError) as e:
-            raise CharRNNError(f"{path}: not a valid vocab.json ({damage(e)}); train.py wrote it: restore it from a "
-                               f"backup, or train again") from None
+            raise DamagedVocab(f"{path}: not a valid vocab.json ({damage(e)})",
+                               "train.py wrote it: restore it from a backup, or train again") from None
 
 
 def _ids_dtype(vocab_size: int) -> np.dtype:
@@ -593,6 +593,14 @@ def _make_vocab(counts: np.ndarray, options: DataOptions) -> tuple[Vocab, np.nda
     unk_id = symbols.index(_UNKNOWN) if needs_unknown else None
     vocab = Vocab(symbols, [freq_kept[i] for i in order], unk_id, options.unit, options.normalize)
     return vocab, vocab.id_table()
+
+
+class DamagedVocab(CharRNNError):
+    """A vocab.json that does not read as one: what is wrong (failure), then what to do."""
+
+    def __init__(self, failure: str, advice: str):
+        super().__init__(f"{failure}; {advice}")
+        self.failure = failure
 
 
 class LackingCharacters(CharRNNError):
@@ -671,8 +679,9 @@ def _identity(files: list[Path], options: DataOptions, vocab: "Vocab | None" = N
     return identity
 
 
-def _load_prepared(directory: Path, identity: dict, files: list[Path]) -> Corpus | None:
-    """The cached corpus if directory holds a complete preparation of exactly this identity."""
+def _load_prepared(directory: Path, identity: dict, files: list[Path], warn: bool = True) -> Corpus | None:
+    """The cached corpus if directory holds a complete preparation of exactly this identity (warn:
+    say so where it holds a damaged one)."""
     try:
         meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
         if meta["identity"] != identity:
@@ -691,7 +700,9 @@ def _load_prepared(directory: Path, identity: dict, files: list[Path]) -> Corpus
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, CharRNNError) as e:
-        logger.warning("ignoring damaged prepared data in %s (%s)", directory, e)
+        if warn:  # (a cache is made again: the advice for a run's own vocab.json is not for it)
+            logger.warning("ignoring damaged prepared data in %s (%s)", directory,
+                           e.failure if isinstance(e, DamagedVocab) else e)
         return None
     return Corpus(ids, vocab, num_chars, files, directory)
 
@@ -915,7 +926,7 @@ def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | N
         except OSError as e:  # disk full, a file that vanished or cannot be read
             raise CharRNNError(_failed_preparation(e, root, files)) from None
         final = root / key
-        if final.exists() and _load_prepared(final, identity, files) is None:
+        if final.exists() and _load_prepared(final, identity, files, warn=False) is None:  # (said above)
             try:
                 shutil.rmtree(final)  # damaged
             except OSError as e:  # another user's
