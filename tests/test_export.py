@@ -627,7 +627,7 @@ def test_a_tflite_target_must_be_a_plain_earlier_export(tmp_path: Path) -> None:
         with pytest.raises(utils.CharRNNError, match=f"--export_tflite {re.escape(str(tmp_path / name))}: "
                                                      f"{re.escape(str(tmp_path / 'old.vocab.json'))} is the vocabulary "
                                                      f"of another TFLite model here, {re.escape(str(tmp_path))}/old"
-                                                     f"\.tflite, so it stays"):
+                                                     r"\.tflite, so it stays"):
             export._check_target_file(tmp_path / name, "--export_tflite")
     (tmp_path / "old.tflite").unlink()  # its model gone: the vocabulary is an earlier export's, replaced
     export._check_target_file(tmp_path / "old", "--export_tflite")
