@@ -220,7 +220,7 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
     """Yield one file as normalized text pieces, reading a bounded chunk at a time (other_files: how
     many more the corpus has, for the advice on a file in another encoding)."""
     decoder = codecs.getincrementaldecoder(options.encoding)("strict")
-    carry, offset, at_start, at_end = "", 0, True, False
+    carry, offset, at_start, at_end, tail = "", 0, True, False, b""
     extra_bytes = 0  # bytes the characters so far took beyond one each: under UTF-8, its non-ASCII text
     with open(path, "rb") as f:
         while not at_end:
@@ -228,14 +228,16 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
             if offset == 0:
                 check_looks_like_text(path, data, options.encoding, other_files)
             else:
-                check_no_nul(path, data, offset, options.encoding)
-            pending = len(decoder.getstate()[0])  # bytes of a character cut by the previous read
+                check_no_nul(path, data, offset, options.encoding, before=tail)
+            held = decoder.getstate()[0]  # bytes of a character cut by the previous read
+            pending = len(held)
             at_end = not data
             try:
                 text = decoder.decode(data, final=at_end)
             except UnicodeDecodeError as e:
-                good = data[:e.start]
-                extra_bytes += len(good) - len(good.decode(options.encoding, "ignore"))
+                # e.start counts from the held bytes, which the previous read counted as extra: again here.
+                good = (held + data)[:e.start]
+                extra_bytes += len(good) - len(good.decode(options.encoding, "ignore")) - pending
                 raise decode_error(path, options.encoding, offset - pending + e.start, other_files,
                                     extra_bytes, truncated=at_end) from None
             except UnicodeError as e:  # no position: "UTF-16 stream does not start with BOM", at the start
@@ -248,6 +250,7 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
                 check_decoded_text(path, text, options.encoding, other_files)
             offset += len(data)
             progress(len(data))
+            tail = data[-32768:]
             del data  # only one chunk's worth of text is alive at a time
             text = carry + text
             cut = len(text) if at_end else _safe_cut(text)
@@ -751,8 +754,10 @@ def _remove_leftovers(root: Path, identity: dict, key: str) -> None:
             outdated = same_files and (old["files"] != identity["files"] or (
                 old.get("options") == identity["options"] and old.get("vocab") == identity.get("vocab")))
             # Of a file since deleted from its folder (a corpus folder's file list changed): never used
-            # again. (A folder not there may be a disk not mounted now: left alone.)
-            outdated = outdated or any(not Path(f[0]).exists() and Path(f[0]).parent.is_dir() for f in old["files"])
+            # again. Only beside the corpus, on its disk: in the user's cache, shared by every corpus
+            # and by hosts that share a home, a file may be on a disk not mounted here or now.
+            outdated = outdated or root != _user_cache_root() and any(
+                not Path(f[0]).exists() and Path(f[0]).parent.is_dir() for f in old["files"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not a meta.json of ours: left alone
             continue
         if outdated:
@@ -902,6 +907,9 @@ def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | N
                         f"{len(corpus.ids):,}", f"{corpus.vocab.size:,}")
             return corpus
     if only_cached:
+        for root in roots:  # a damaged one (warned of above) would be warned of at every resume
+            if (root / key).exists():
+                shutil.rmtree(root / key, ignore_errors=True)
         return None
     for root in unreadable:
         logger.warning("cannot read the prepared data in %s (another user's?): preparing the corpus elsewhere",

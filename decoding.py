@@ -46,15 +46,17 @@ def check_looks_like_text(path: Path, head: bytes, encoding: str, other_files: i
     check_no_nul(path, head, 0, encoding)
 
 
-def check_no_nul(path: Path, data: bytes, offset: int, encoding: str) -> None:
+def check_no_nul(path: Path, data: bytes, offset: int, encoding: str, before: bytes = b"") -> None:
     """A chunk of a file (at offset) under a one-byte-unit encoding: refused where it has a NUL byte,
     which no text has, as binary or as text with stray NULs (a whole corpus is not refused in words
-    that give no way out)."""
+    that give no way out), judged on the 64 KiB around it (before: the previous chunk's end, for a
+    short last chunk)."""
     if _wide(encoding) or b"\x00" not in data:
         return
     at = offset + data.index(0)
-    controls = sum(data.count(bytes([b])) for b in range(32) if b not in (9, 10, 13))
-    if controls > len(data) // 20:
+    around = (before + data)[max(0, len(before) + data.index(0) - 32768):len(before) + data.index(0) + 32768]
+    controls = sum(around.count(bytes([b])) for b in range(32) if b not in (9, 10, 13))
+    if controls > len(around) // 20:
         raise CharRNNError(f"{path}: looks like a binary file, not text (NUL byte at offset {at:,}); pass a text file")
     raise CharRNNError(f"{path}: text with a NUL byte at offset {at:,}, which no text has (a stray one, or a "
                        f"binary part): remove the NUL bytes, e.g. tr -d '\\000' < FILE > FIXED, and pass FIXED")
@@ -173,9 +175,13 @@ def decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, extr
     context = "before it" if extra_bytes >= 16 else "around it"
     if _is_utf8(encoding) and (extra_bytes >= 16 or _utf8_around(sample)) or truncated and extra_bytes >= 16:
         return _damage_error(path, where, encoding, bad, window[at:], truncated, context)
-    if _is_utf8(encoding) and not extra_bytes and len(re.findall(rb"[\x80-\xff]+", sample)) == 1:
-        # ASCII but for one run of bytes: another encoding's one odd character (cp949 and cp1252 read
-        # nearly any pair) or damage, which nothing here tells apart. Both are said.
+    runs = re.findall(rb"[\x80-\xff]+", sample)
+    if _is_utf8(encoding) and not extra_bytes and len(runs) == 1 and len(runs[0]) <= 4:
+        # ASCII but for one character's worth of bytes: another encoding's one odd character (cp949
+        # and cp1252 read nearly any pair) or damage, which nothing here tells apart; at the file's
+        # end, the first bytes of a UTF-8 character are a cut-off last character.
+        if truncated:
+            return _damage_error(path, where, encoding, bad, window[at:], truncated, "around it")
         return CharRNNError(f"{where}; the text around it is ASCII, which says nothing of its encoding: if the "
                             f"file is not UTF-8, pass --encoding with its encoding (from Windows often cp1252, "
                             f"Korean cp949); if it is, these are damaged bytes to fix or remove (iconv -c -f utf-8 "

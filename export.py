@@ -374,13 +374,23 @@ def _check_target_file(path: Path, flag: str) -> Path | None:
     # g and g.tflite share g.vocab.json: an export to one must not give the other a wrong vocabulary.
     vocab_path = tflite_vocab_path(path)
     if vocab_path.exists():
-        owners = [other for other in path.parent.glob(glob.escape(path.stem) + "*")
-                  if other != path and tflite_vocab_path(other) == vocab_path and other.is_file()
-                  and not other.is_symlink() and _is_tflite_model(other)]
+        # (Compared as files: on a case-insensitive file system Model's vocabulary is model's.)
+        owners = [other for other in path.parent.iterdir()
+                  if other.name.lower().startswith(path.stem.lower()) and other.is_file() and not other.is_symlink()
+                  and not (path.exists() and os.path.samefile(other, path)) and _is_vocab_of(other, vocab_path)
+                  and _is_tflite_model(other)]
         if owners:
             raise CharRNNError(f"{flag} {path}: {vocab_path} is the vocabulary of another TFLite model here, "
                                f"{owners[0]}, so it stays; choose another file name")
     return runs.ensure_writable(path.parent, flag, named=path)
+
+
+def _is_vocab_of(model_path: Path, vocab_path: Path) -> bool:
+    """Whether vocab_path is the vocabulary written beside model_path."""
+    try:
+        return os.path.samefile(tflite_vocab_path(model_path), vocab_path)
+    except OSError:  # not there
+        return False
 
 
 def _is_tflite_model(path: Path) -> bool:

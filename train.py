@@ -588,7 +588,8 @@ class Trainer:
             loss, grad_norm, self.state = self.train_step(x, y, self.state, lr, self.step)
             # A signal before the first step ended (it compiles: seconds to minutes) ends the session
             # as one during start-up: nothing is kept. (The workers of multiworker stop together, later.)
-            if self.step == self.start_step and stops.end_start_up() and self.run.cluster.num_workers == 1:
+            single = self.run.cluster.num_workers == 1
+            if self.step == self.start_step and stops.end_start_up(keep_open=single) and single:
                 raise KeyboardInterrupt(signal.Signals(stops.first()).name)
             loss, grad_norm = float(loss), float(grad_norm)
             # Under mixed precision a non-finite gradient is a float16 overflow: the step was skipped
@@ -793,10 +794,11 @@ class StopSignals:
         self.before_training = False  # arrival 0 came in start-up, which ends with the session's first step
         self._start_up = {"open": True}  # a dict: its pop is one step, which no handler can run inside
 
-    def end_start_up(self) -> bool:
-        """Ends start-up (after the session's first step); returns whether a stop signal came in it,
-        and then leaves it open, so that a later signal is told the same: nothing is saved."""
-        if not self.before_training:  # a signal here finds start-up open and sets it: returned below
+    def end_start_up(self, keep_open: bool) -> bool:
+        """Ends start-up (after the session's first step); returns whether a stop signal came in it.
+        keep_open: then the session keeps nothing (not under multiworker, whose workers save after
+        that step), and start-up stays open, so that a later signal is told the same."""
+        if not (keep_open and self.before_training):  # a signal here finds start-up open and sets it
             self._start_up.pop("open", None)
         return self.before_training
 

@@ -499,6 +499,28 @@ def test_only_cached_preparations_and_those_of_deleted_files(tmp_path: Path) -> 
     assert not both.cache_dir.exists() and alone.cache_dir.is_dir()
 
 
+def test_the_user_cache_keeps_preparations_of_files_not_found_here(tmp_path: Path, monkeypatch) -> None:
+    """The user's cache serves every corpus, and hosts that share a home: a file missing here may be
+    on a disk not mounted here, so its preparation stays (beside the corpus it goes)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    cache = dataset._user_cache_root()
+    files = [write(tmp_path / "a.txt", "abc\n" * 50), write(tmp_path / "b.txt", "abd\n" * 50)]
+    both = dataset.prepare_corpus(files, DataOptions(), cache_root=cache)
+    files[1].unlink()
+    dataset.prepare_corpus([write(tmp_path / "c.txt", "xyz\n" * 50)], DataOptions(), cache_root=cache)
+    assert both.cache_dir.is_dir()
+
+
+def test_a_damaged_preparation_found_only_cached_goes(tmp_path: Path, caplog) -> None:
+    """A resumed run looks for the text's own preparation without making one: a damaged one is
+    warned of once and removed, not warned of at every resume."""
+    path = write(tmp_path / "a.txt", "abc\n" * 50)
+    own = dataset.prepare_corpus([path], DataOptions())
+    (own.cache_dir / "ids.npy").write_bytes(b"cut")
+    assert dataset.prepare_corpus([path], DataOptions(), only_cached=True) is None
+    assert "ignoring damaged prepared data" in caplog.text and not own.cache_dir.exists()
+
+
 def test_prepared_on_a_given_vocabulary(tmp_path: Path) -> None:
     """A resumed run's text is prepared on the run's vocabulary: the run's ids for its characters,
     its own counts, cached beside the text's own preparation."""
@@ -623,6 +645,27 @@ def test_one_bad_run_deep_in_ascii_text_is_told_both_ways(tmp_path: Path, bad: b
             f"around it is ASCII, which says nothing of its encoding: if the file is not UTF-8, pass --encoding with "
             f"its encoding (from Windows often cp1252, Korean cp949); if it is, these are damaged bytes to fix or "
             f"remove (iconv -c -f utf-8 -t utf-8 FILE > FIXED drops every invalid byte)") == str(error.value)
+
+
+@pytest.mark.parametrize("data, expected", [
+    # One run, but of a whole text in another encoding: no ASCII around it to say nothing.
+    ("中文的文本没有换行符号，这是一个很长的句子。".encode("gb18030") * 40, "looks like Chinese in gb18030"),
+    # One Korean word in cp949 is more than one character's worth: evidence enough.
+    (b"a note from " + "안녕하세요".encode("cp949") + b"\n", "this looks like cp949: pass --encoding cp949"),
+    # A UTF-8 character's first bytes at the end of ASCII text: a cut-off last character.
+    (b"plain text\n" * 9 + b"\xe2\x82", "byte offset 99 .*the file is UTF-8 but ends in the middle of a character"),
+    ((b"plain text\n" * 200_000)[:2 << 20] + b"\xe2\x82", "ends in the middle of a character"),  # past a chunk
+], ids=["gb18030 line", "one cp949 word", "cut euro at the end", "cut euro past 2 MiB"])
+def test_one_run_rule_keeps_to_one_character_in_ascii(tmp_path: Path, data: bytes, expected: str) -> None:
+    path = write(tmp_path / "x.txt", data)
+    with pytest.raises(CharRNNError, match=expected):
+        prepare(path, tmp_path)
+
+
+def test_a_nul_in_a_short_last_chunk_is_judged_with_the_text_before_it(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.txt", (b"plain text\n" * 200_000)[:2 << 20] + b"\x00ab")
+    with pytest.raises(CharRNNError, match="text with a NUL byte at offset 2,097,152, which no text has"):
+        prepare(path, tmp_path)
 
 
 @pytest.mark.parametrize("at", [22_000, 2_750_000], ids=["in the first chunk", "past it"])
