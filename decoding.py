@@ -53,8 +53,9 @@ def check_no_nul(path: Path, data: bytes, offset: int, encoding: str, before: by
     short last chunk)."""
     if _wide(encoding) or b"\x00" not in data:
         return
+    nul = len(before) + data.index(0)  # in before + data
     at = offset + data.index(0)
-    around = (before + data)[max(0, len(before) + data.index(0) - 32768):len(before) + data.index(0) + 32768]
+    around = (before + data)[max(0, nul - 32768):nul + 32768]
     controls = sum(around.count(bytes([b])) for b in range(32) if b not in (9, 10, 13))
     if controls > len(around) // 20:
         raise CharRNNError(f"{path}: looks like a binary file, not text (NUL byte at offset {at:,}); pass a text file")

@@ -426,8 +426,8 @@ class Trainer:
         if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in weights):
             raise self.diverged(f"the weights became NaN or infinite by step {self.step}")
         chief, run = self.run.cluster.is_chief, self.run
-        lost = [name for name in ("config.json", "vocab.json")
-                if chief and run.kept and not (run.run_dir / name).is_file()]
+        lost = ([name for name in ("config.json", "vocab.json") if not (run.run_dir / name).is_file()]
+                if chief and run.kept else [])
         gone = bool(lost) and not run.lock.in_place()
         if lost and not gone:  # the run files alone: the checkpoints are there, and go on with them
             log.warning("%s deleted from %s during training: written again with this checkpoint", " and ".join(lost),

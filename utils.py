@@ -266,20 +266,18 @@ class ArgumentParser(argparse.ArgumentParser):
         refused as the sibling's, though it abbreviates one of ours (ours typed in part still work)."""
         if self.sibling is None:
             return
-        ours = [flag for action in self._actions for flag in action.option_strings]
+        ours = _flags(self)
         for word in itertools.takewhile(lambda word: word != "--", self.words):
             flag = word.split("=")[0]
-            if flag.startswith("--") and flag not in ours and any(our.startswith(flag) for our in ours):
-                script, parser = self.sibling
-                if flag in {theirs for action in parser()._actions for theirs in action.option_strings}:
-                    meant = [our for our in ours if our.startswith(flag)]
-                    alike = f" (or did you mean {meant[0]}?)" if len(meant) == 1 else ""
-                    self.error(f"{flag} is a flag of {script}, not of {self.prog}{alike}")
+            meant = [our for our in ours if our.startswith(flag)]
+            if flag.startswith("--") and flag not in ours and meant and flag in _flags(self.sibling[1]()):
+                alike = f" (or did you mean {meant[0]}?)" if len(meant) == 1 else ""
+                self.error(f"{flag} is a flag of {self.sibling[0]}, not of {self.prog}{alike}")
 
     def error(self, message: str) -> NoReturn:
         hint = ""
         if message.startswith("unrecognized arguments:"):
-            flags = [action_flag for action in self._actions for action_flag in action.option_strings]
+            flags = _flags(self)
             typed = [word for word in message.split(":", 1)[1].split() if re.match(r"--?[A-Za-z]", word)]
             # Compared by their letters alone: --rnn-size is --rnn_size, --nsamples --num_samples (not --sample).
             letters = lambda flag: flag.split("=")[0].replace("-", "").replace("_", "")
@@ -294,12 +292,12 @@ class ArgumentParser(argparse.ArgumentParser):
             hint += "".join(f" ({word}: did you mean {by_letters[found[0]]}?)" for word, found in close.items() if found)
             if self.sibling is not None:
                 script, parser = self.sibling
-                theirs = {flag for action in parser()._actions for flag in action.option_strings}
+                theirs = _flags(parser())
                 hint += "".join(f" ({flag_of(word)} is a flag of {script}, not of {self.prog})"
                                 for word, found in close.items() if not found and flag_of(word) in theirs)
         elif message.endswith(": expected one argument"):  # also for a value that looks like a flag: --time_budget -5m
             names = message.split(":")[0].split()[-1].split("/")  # "-n/--n"
-            words, flags = getattr(self, "words", []), {f for action in self._actions for f in action.option_strings}
+            words, flags = getattr(self, "words", []), set(_flags(self))
 
             def names_it(word: str) -> bool:  # as typed: maybe abbreviated (--time_bud)
                 return word in names or (word.startswith("--") and any(n.startswith(word) for n in names))
@@ -309,6 +307,11 @@ class ArgumentParser(argparse.ArgumentParser):
                 hint = f" (a value that starts with '-' goes after '=': {names[-1]}=-...)"
         self.exit(2, f"{self.prog}: error: {message}{hint}\nusage: python {self.prog} [flags]; "
                      f"python {self.prog} --help lists every flag with its default\n")
+
+
+def _flags(parser: argparse.ArgumentParser) -> list[str]:
+    """Every option string of parser (--rnn_size, -n, --n, ...), in the order they were added."""
+    return [flag for action in parser._actions for flag in action.option_strings]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
