@@ -3,7 +3,7 @@ than --encoding (which one it looks like), one damaged or cut short in its own, 
 byte-order mark or in the other byte order, and a binary file. dataset.py reads the text; this
 module only judges bytes that failed, and the first chunk that decoded.
 
-Like dataset.py it imports neither TensorFlow nor numpy.
+It imports neither TensorFlow nor numpy.
 """
 from __future__ import annotations
 
@@ -56,11 +56,15 @@ def check_no_nul(path: Path, data: bytes, offset: int, encoding: str, before: by
     nul = len(before) + data.index(0)  # in before + data
     at = offset + data.index(0)
     around = (before + data)[max(0, nul - 32768):nul + 32768]
-    controls = sum(around.count(bytes([b])) for b in range(32) if b not in (9, 10, 13))
-    if controls > len(around) // 20:
+    if _mostly_controls(around):
         raise CharRNNError(f"{path}: looks like a binary file, not text (NUL byte at offset {at:,}); pass a text file")
     raise CharRNNError(f"{path}: text with a NUL byte at offset {at:,}, which no text has (a stray one, or a "
                        f"binary part): remove the NUL bytes, e.g. tr -d '\\000' < FILE > FIXED, and pass FIXED")
+
+
+def _mostly_controls(data: bytes) -> bool:
+    """Whether over 5% of the bytes are control characters other than tab and line breaks: binary."""
+    return sum(data.count(bytes([b])) for b in range(32) if b not in (9, 10, 13)) > len(data) // 20
 
 
 def _nul_sides(head: bytes) -> tuple[str, float, float]:
@@ -94,7 +98,8 @@ def check_decoded_text(path: Path, text: str, encoding: str, other_files: int = 
                            f"U+0A00: the file is in the other byte order; pass --encoding {swapped}")
     if not codecs.lookup(encoding).name.startswith("utf"):  # a single-byte or East Asian code page
         raw = text.encode(encoding, errors="ignore")
-        if re.search(rb"[\x80-\xff]", raw) and _decodes_as_utf8(raw):  # what no other encoding's text is by chance
+        # Pure ASCII text has nothing garbled: EBCDIC (cp500) encodes even ASCII in bytes above 0x7f.
+        if not text.isascii() and re.search(rb"[\x80-\xff]", raw) and _decodes_as_utf8(raw):  # what no other encoding's text is by chance
             garbled = re.search(r"\S*[^\x00-\x7f]\S*", text)[0][:20]
             fix = ("drop --encoding, whose default is utf-8" if not other_files else
                    f"--encoding {encoding} applies to all {other_files + 1} files: convert the {encoding} ones to "
@@ -162,8 +167,7 @@ def decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, extr
              f"(bytes {window[at:at + 4].hex(' ')})")
     if wide and b"\x00" in window:  # UTF-16/32 text (its spaces and line breaks hold NULs); else another's bytes
         return _wide_error(path, where, encoding, ordered, bad, window, at, truncated)
-    controls = sum(window.count(bytes([b])) for b in range(32) if b not in (9, 10, 13))
-    if b"\x00" in window or controls > len(window) // 20:
+    if b"\x00" in window or _mostly_controls(window):
         return CharRNNError(f"{where}; it looks like a binary file, not text")
     # Judge other encodings on whole lines around the bad byte: cheap whatever the file size.
     start = window.find(b"\n") + 1 if bad > 65536 else 0

@@ -748,6 +748,9 @@ def test_a_wrong_encoding_that_decodes_is_caught(tmp_path: Path, caplog, monkeyp
     with pytest.raises(CharRNNError, match=r"ko8.txt: this is UTF-8 text, .*--encoding (\S+) applies to all 2 files: "
                                            r"convert the \1 ones to UTF-8 \(iconv -f \S+ -t utf-8 FILE > NEW\)"):
         dataset.prepare_corpus(files, DataOptions(encoding="latin-1"), cache_root=tmp_path / "cache")
+    # EBCDIC puts even ASCII above 0x7f, where "Ba" (C2 81) happens to be UTF-8: read as asked, not refused.
+    corpus = prepare(write(tmp_path / "ebcdic.txt", "Ba Ba Ba\n".encode("cp500") * 20), tmp_path, encoding="cp500")
+    assert set(corpus.vocab.symbols) >= {"B", "a", " ", "\n"}
     # utf-8-sig (UTF-8 whose BOM is dropped) gets the checks UTF-8 gets: a UTF-16 file is named.
     with pytest.raises(CharRNNError, match="UTF-16 byte-order mark"):
         prepare(write(tmp_path / "u16.txt", "text\n".encode("utf-16")), tmp_path, encoding="utf-8-sig")
