@@ -12,6 +12,7 @@ to batch, evaluation, TensorBoard, checkpoints and exact resume.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import itertools
 import json
@@ -25,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import dataset
 import plan
@@ -168,6 +169,10 @@ def bits_per_char(nats_per_symbol: float, chars_per_symbol: float) -> float:
     """A loss in nats per symbol as bits per original character (the same figure in both units:
     chars_per_symbol counts characters with dataset.count_chars, < 1 under jamo)."""
     return nats_per_symbol / chars_per_symbol / math.log(2)
+
+
+class EventsUnwritable(Exception):
+    """TensorBoard's events file could not be written; the reason is the OS's."""
 
 
 class Trainer:
@@ -458,6 +463,17 @@ class Trainer:
         if chief:  # `latest` names the run that saved last: the one sample.py --save_dir save picks
             runs.point_latest(self.run.run_dir)
 
+    @contextlib.contextmanager
+    def events(self, step: int | None = None) -> Iterator[None]:
+        """The writer as the summaries' default (at step), flushed at the end. A failed write of the
+        events (a full disk, a file-size limit, a failing or read-only disk) raises EventsUnwritable,
+        on which train_run keeps the steps trained, not TensorFlow's traceback."""
+        try:
+            with self.writer.as_default(step=step):  # which flushes on leaving
+                yield
+        except self.tf.errors.OpError as error:
+            raise EventsUnwritable(runs.tf_error_reason(error)) from None
+
     def save_after_failure(self) -> tuple[bool, str]:
         """After TensorBoard's events or best/ could not be written: a checkpoint of the steps trained
         since the last one, where the run's own folder takes it. Returns whether one was saved, and
@@ -516,7 +532,7 @@ class Trainer:
             # characters take minutes); the chief, which comes last, waits watched: only for a worker hung.
             (self.gather if chief else self.meet)([0.0])
         if chief:
-            with self.writer.as_default(step=self.step):
+            with self.events(step=self.step):
                 tf.summary.scalar("val/loss", val_loss)
                 tf.summary.scalar("val/bpc", val_bpc)
                 tf.summary.scalar("val/perplexity", val_perplexity)
@@ -524,7 +540,6 @@ class Trainer:
                 tf.summary.scalar("val/best_loss", min(float(self.best_val), val_loss))
                 if chars:
                     tf.summary.text("sample", markdown_verbatim(self.vocab.decode(sample.numpy()[0])[:chars]))
-            self.writer.flush()
         log.info(f"step {self.step} epoch {self.epoch_position()}: val loss {val_loss:.4f} nats/symbol, {val_bpc:.4f} "
                  f"bits/char, perplexity {val_perplexity:.3f} per char{'  (best)' if improved else ''}")
         if improved:
@@ -621,7 +636,7 @@ class Trainer:
         batch, the compiled step, the logging): on a tiny model the compiled step alone ran up to 1.8x
         faster than that, a rate no training reaches."""
         tf, args = self.tf, self.args
-        with self.writer.as_default(step=self.step):
+        with self.events(step=self.step):
             tf.summary.scalar("train/loss", loss)
             tf.summary.scalar("train/bpc", bits_per_char(loss, self.chars_per_symbol["train"]))
             tf.summary.scalar("train/learning_rate", lr)
@@ -694,9 +709,8 @@ class Trainer:
         run_dir = run.run_dir
         if run.cluster.is_chief:
             if at_limit:
-                with self.writer.as_default():
+                with self.events():
                     write_run_end(self.step)
-                self.writer.flush()
             best_val = float(self.best_val)
             best = f"best val loss {best_val:.4f}" if math.isfinite(best_val) else "no validation yet"
             log.info(f"stopped at step {self.step} by {ended_by}; {best}. Sample with:  "
@@ -754,16 +768,16 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
             return
         trainer.start()
         trainer.finish(trainer.fit(stops))
-    except tf.errors.ResourceExhaustedError as error:  # out of memory, or a full disk under --log_dir
-        reason = runs.tf_error_reason(error)
-        if re.search(r"\bOOM\b|alloc", reason):
-            raise CharRNNError(f"out of memory ({reason}). A smaller --batch_size, --rnn_size or --num_layers needs "
-                               f"less, and a resumed run keeps its saved ones: free memory first, or start a new run "
-                               f"with smaller ones; {how_to_go_on(run, 'it with smaller ones')}") from None
-        # A full disk under --log_dir: the steps since the last checkpoint are kept where the
-        # checkpoints' own disk has room, as a signal keeps them.
+    except EventsUnwritable as error:
+        # The steps since the last checkpoint are kept where the checkpoints' own disk has room, as
+        # a signal keeps them.
         kept = trainer.save_after_failure()[1] if trainer is not None else ""
-        raise CharRNNError(f"{reason}{kept}. Free disk space; {how_to_go_on(run)}") from None
+        raise CharRNNError(f"--log_dir {run.log_dir}: cannot write TensorBoard events ({error}){kept}. Free disk "
+                           f"space or pass another --log_dir; {how_to_go_on(run)}") from None
+    except tf.errors.ResourceExhaustedError as error:
+        raise CharRNNError(f"out of memory ({runs.tf_error_reason(error)}). A smaller --batch_size, --rnn_size or "
+                           f"--num_layers needs less, and a resumed run keeps its saved ones: free memory first, or "
+                           f"start a new run with smaller ones; {how_to_go_on(run, 'it with smaller ones')}") from None
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
         if hang_watch.fired:
             raise CharRNNError(f"waited --peer_timeout {run.args.peer_timeout} for the other workers in one "
@@ -777,7 +791,11 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
     finally:
         hang_watch.stop()
         if trainer is not None and trainer.writer is not None:
-            trainer.writer.close()
+            try:
+                trainer.writer.close()
+            except tf.errors.OpError as error:  # the write that failed above, tried again
+                log.warning("--log_dir %s: the last TensorBoard events are lost (%s)", run.log_dir,
+                            runs.tf_error_reason(error))
 
 
 class StopSignals:
