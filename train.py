@@ -423,8 +423,9 @@ class Trainer:
         for name in ("step", "epoch", "batch"):
             self.counters[name].assign(getattr(self, name))
         self.train_seconds.assign(self.seconds_so_far())
-        if not self.distributed:
-            self.carried.assign(self.state)
+        # Across replicas the state restarts at zero on a resume: one saved from an earlier session
+        # on one device would be carried into text at another position.
+        self.carried.assign(tf.zeros_like(self.carried) if self.distributed else self.state)
         # Never write NaN/Inf weights over a good checkpoint (or best/): a finite loss does not
         # prove that the update it led to was finite.
         weights = self.net.trainable_variables + self.average.averaged.trainable_variables

@@ -126,6 +126,23 @@ def test_two_workers_train_in_mixed_precision(tmp_path: Path) -> None:
     assert "train/loss_scale" in read_scalars(tmp_path / "logs" / "mw")
 
 
+def test_a_session_across_workers_does_not_save_a_stale_hidden_state(tmp_path: Path) -> None:
+    """Across replicas the carried hidden state restarts at zero. A checkpoint saved there kept the
+    state of the one-device session before it, which a one-device resume then carried into text at
+    another position."""
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    one_device = [flag for flag in TINY if flag not in ("--strategy", "multiworker")]
+    alone = subprocess.run([sys.executable, str(ROOT / "train.py"), "--input", "tiny.txt", "--max_steps", "10",
+                            "--eval_every", "10", *one_device], cwd=tmp_path, capture_output=True, text=True,
+                           encoding="utf-8", timeout=240)
+    assert alone.returncode == 0, alone.stderr
+    carried = lambda step: checkpoint_weights(str(tmp_path / "save" / "mw" / f"ckpt-{step}"), "carried_state/")
+    assert all(np.abs(state).max() > 0 for state in carried(10).values())  # what goes stale below
+    finish(start_workers(tmp_path, "--init_from", "save/mw", "--max_steps", "14", "--eval_every", "100",
+                         "--strategy", "multiworker"))
+    assert carried(14) and all(not state.any() for state in carried(14).values())
+
+
 def test_a_killed_worker_stops_the_other_with_a_message(tmp_path: Path) -> None:
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
     chief, worker = start_workers(tmp_path, "--input", "tiny.txt", "--max_steps", "1000000",
