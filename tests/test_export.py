@@ -552,6 +552,7 @@ def test_the_served_loop_feeds_the_prime_and_draws_at_each_step(tmp_path: Path) 
     for prime, ids in (("ab d", vocab.encode("ab d").tolist()), ("", [vocab.start_id])):
         want = model.generate(net, [ids], 20, mode=0)[0].numpy()
         assert served(prime, 20) == prime + vocab.decode(want)
+    assert served("ab d", 20, temperature=1e-4, seed=9) == served("ab d", 20)  # 0 is the limit of cold draws
     assert served("ab d", -3, temperature=1.0) == "ab d"
     net.w_out.assign(tf.zeros_like(net.w_out))  # the same (flat) logits at every step
     drawn = served("ab", 200, temperature=1.0, seed=7)[2:]

@@ -72,9 +72,29 @@ def test_top_k_1_and_cold_temperature_equal_argmax(run_dir: Path) -> None:
     two = text(sample_here(run_dir, "-n", "0", "--prime", "the ", "--num_samples", "2"))
     assert two == "the \n---\nthe \n"  # each sample
     assert text(sample_here(run_dir, "-n", "200", "--top_k", "1", "--seed", "3", "--prime", "the ")) == greedy
+    assert text(sample_here(run_dir, "-n", "200", "--top_p", "1e-6", "--seed", "4", "--prime", "the ")) == greedy
     assert text(sample_here(run_dir, "-n", "200", "--temperature", "1e-4", "--seed", "9", "--prime", "the ")) == greedy
     # 0 is that limit, as the SavedModel's generate(temperature=0) takes it (it was refused here).
     assert text(sample_here(run_dir, "-n", "200", "--temperature", "0", "--prime", "the ")) == greedy
+
+
+def test_samples_come_from_the_weight_average(run_dir: Path) -> None:
+    """The checkpoint holds the weight average as model/ and the trained weights as trained_model/:
+    sample.py, and the exports that load through it, write with the average."""
+    import tensorflow as tf
+
+    import model as model_lib
+    config = model_lib.ModelConfig.from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["model"])
+    vocab = dataset.Vocab.load(run_dir / "vocab.json")
+    prime = tf.constant([vocab.encode("the ")], tf.int32)
+    sampled = {}
+    for name in ("model", "trained_model"):
+        net = model_lib.CharRNN(config)
+        tf.train.Checkpoint(**{name: net}).read(tf.train.latest_checkpoint(str(run_dir))).expect_partial()
+        sampled[name] = "the " + vocab.decode(model_lib.generate(net, prime, 200, seed=3).numpy()[0])
+    assert sampled["model"] != sampled["trained_model"]  # else this test tells nothing
+    assert text(sample_here(run_dir, "-n", "200", "--seed", "3", "--temperature", "1", "--top_k", "0", "--top_p", "1",
+                            "--prime", "the ")) == sampled["model"] + "\n"
 
 
 def test_sample_2_samples_only_at_word_starts(run_dir: Path) -> None:
