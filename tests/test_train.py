@@ -1106,6 +1106,51 @@ def test_gradients_are_clipped_to_grad_clip_global_norm() -> None:
         assert moved == pytest.approx(min(grad_clip, float(grad_norm)), rel=1e-4)
 
 
+def test_the_step_trains_with_dropout() -> None:
+    """The step's loss is the model's with its dropout masks, not the evaluation's."""
+    import tensorflow as tf
+
+    import model as M
+    from train import make_train_step
+
+    rng = np.random.default_rng(0)
+    x, y = (tf.constant(rng.integers(0, 11, (4, 6)), tf.int32) for _ in range(2))
+    for dropout in (0.0, 0.5):
+        net = M.CharRNN(M.ModelConfig("lstm", 11, 2, 8, 4, dropout=dropout), seed=0)
+        logits, _ = net(x, net.initial_state(4))
+        evaluated = float(tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)))
+        step = make_train_step(net, GradientDescent(), 4, 6, 5.0, seed=0, xla=False)
+        loss, _, _ = step(x, y, net.initial_state(4), tf.constant(0.0), tf.constant(0, tf.int64))
+        assert (float(loss) == pytest.approx(evaluated, rel=1e-6)) == (dropout == 0.0), (dropout, float(loss))
+
+
+def test_the_flags_reach_the_step(tmp_path: Path, corpus: Path) -> None:
+    """--learning_rate's schedule, --grad_clip and --ema_decay as the step applies them, read from
+    the checkpoints of two one-step runs from the same --seed: Adam's first update moves each weight
+    by the learning rate (its moments' ratio is the gradient's sign), its first moment is 0.1 times
+    the clipped gradient, and a decay of 0 keeps the average a copy of the trained weights."""
+    import tensorflow as tf
+    lr, weights = {}, {}
+    for warmup in (1, 4):
+        name = f"w{warmup}"
+        result = train(tmp_path, "--input", str(corpus), *TINY, "--max_steps", "1", "--eval_every", "100",
+                       "--seed", "1", "--learning_rate", "0.01", "--warmup_steps", str(warmup), "--grad_clip", "0.01",
+                       "--ema_decay", "0", "--run_name", name)
+        assert result.returncode == 0, result.stderr
+        (_, rate), = read_scalars(tmp_path / "logs" / name)["train/learning_rate"]
+        lr[warmup] = float(rate)
+        path = str(tmp_path / "save" / name / "ckpt-1")
+        weights[warmup] = checkpoint_weights(path, "trained_model/")
+        averaged = checkpoint_weights(path, "model/")
+        assert weights[warmup] and all(np.array_equal(averaged[k.replace("trained_", "", 1)], v)
+                                       for k, v in weights[warmup].items())
+        first_moment = checkpoint_weights(path, "optimizer/m/").values()
+        assert np.sqrt(sum(np.sum(m.astype(np.float64) ** 2) for m in first_moment)) == pytest.approx(0.1 * 0.01, rel=1e-3)
+    assert lr[1] > lr[4] > 0
+    moved = max(np.abs(weights[1][k] - weights[4][k]).max() for k in weights[1])
+    assert moved == pytest.approx(lr[1] - lr[4], rel=1e-3)
+
+
 def test_batch_groups_train_like_one_group() -> None:
     """Split into groups (here 2 + 2 + 1 streams, XLA computations run side by side), a batch
     trains as it does whole: the same losses, norms (clipped), carried state and weights."""
