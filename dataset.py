@@ -134,7 +134,10 @@ def resolve_corpus(data_dir: str | None, input_path: str | None) -> list[Path]:
             raise CharRNNError(f"{flag} {where}: {what}. The text is prepared once into "
                                f"a cache beside it and read again each epoch, which a pipe cannot be: save it to a "
                                f"file first (... > corpus.txt) and pass that")
-        raise CharRNNError(f"{flag} {where}: no such file or directory{looked_in(root)}")
+        # char-rnn-tensorflow took --input for its only flag that starts so: --input_keep_prob.
+        old = " (char-rnn-tensorflow read --input as --input_keep_prob: type that whole)" if (
+            flag == "--input" and re.fullmatch(r"[0-9.]+", where)) else ""
+        raise CharRNNError(f"{flag} {where}: no such file or directory{looked_in(root)}{old}")
     elif flag == "--data_dir" and os.path.lexists(named):
         if not named.is_file():  # never the other .txt files instead, unseen
             raise CharRNNError(f"{flag} {where}: its input.txt is {_not_a_file(named)}; put the text in a regular "

@@ -78,7 +78,8 @@ def sample_parser() -> argparse.ArgumentParser:
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     """train.py's flags (description: what --help says first, train.py's docstring)."""
     p = utils.ArgumentParser(description=description, formatter_class=utils.HelpFormatter,
-                             sibling=("sample.py", sample_parser))
+                             sibling=("sample.py", sample_parser),
+                             old_flags=utils.CHAR_RNN_TENSORFLOW_FLAGS["train.py"])
     data = p.add_argument_group("data")
     data.add_argument("--data_dir", default="data/tinyshakespeare", metavar="DIR",
                       help="DIR/input.txt if there is one (as char-rnn-tensorflow read it), else every .txt file "

@@ -35,7 +35,8 @@ STREAM_CHUNK = 256  # symbols per compiled call; a single sample is written out 
 
 def build_parser() -> argparse.ArgumentParser:
     p = utils.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=utils.HelpFormatter,
-                             sibling=("train.py", plan.build_parser))
+                             sibling=("train.py", plan.build_parser),
+                             old_flags=utils.CHAR_RNN_TENSORFLOW_FLAGS["sample.py"])
     p.add_argument("--save_dir", default="save",
                    help="a run directory, or a save directory (its run that saved last)")
     p.add_argument("--checkpoint", default="latest",

@@ -163,7 +163,7 @@ def parse_duration(text: str, flag: str) -> float:
     return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
 
 
-def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+def explicit_flags(parser: "ArgumentParser", argv: list[str]) -> set[str]:
     """Names of the flags the user typed, even with their default value (a resumed run keeps its
     saved values of the rest; an export names the sampling flags it does not use)."""
     shadow = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
@@ -173,7 +173,7 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]
                 shadow.add_argument(*action.option_strings, dest=action.dest, action="store_true")
             else:
                 shadow.add_argument(*action.option_strings, dest=action.dest)
-    return set(vars(shadow.parse_known_args(argv)[0]))
+    return set(vars(shadow.parse_known_args(parser.old_abbreviations_whole(argv))[0]))
 
 
 def read_json_object(path: Path) -> dict:
@@ -232,22 +232,32 @@ CHAR_RNN_LUA_NAMES = {"learning_rate_decay": ("train.py", "--decay_rate"), "max_
                       "savefile": ("train.py", "--run_name"), "primetext": ("sample.py", "--prime"),
                       "length": ("sample.py", "-n")}
 
+# sherjilozair/char-rnn-tensorflow's flags, which it also took typed in part (--batch for --batch_size).
+CHAR_RNN_TENSORFLOW_FLAGS = {
+    "train.py": ("--data_dir", "--save_dir", "--log_dir", "--save_every", "--init_from", "--model", "--rnn_size",
+                 "--num_layers", "--seq_length", "--batch_size", "--num_epochs", "--grad_clip", "--learning_rate",
+                 "--decay_rate", "--output_keep_prob", "--input_keep_prob"),
+    "sample.py": ("--save_dir", "-n", "--prime", "--sample"),
+}
+
 
 class ArgumentParser(argparse.ArgumentParser):
     """A refused command line gets the one line that says what is wrong, a flag's right name for
     a typo (--rnn-size: --rnn_size), and where every flag is listed, not argparse's whole usage
     (22 lines for train.py) with the error after it."""
 
-    def __init__(self, *args, sibling: tuple[str, Callable[[], argparse.ArgumentParser]] | None = None, **kwargs):
+    def __init__(self, *args, sibling: tuple[str, Callable[[], argparse.ArgumentParser]] | None = None,
+                 old_flags: tuple[str, ...] = (), **kwargs):
         """sibling: the other script and its parser, whose flags typed here are named as its own
-        (--init_from given to sample.py is train.py's)."""
+        (--init_from given to sample.py is train.py's). old_flags: the old tool's, whose abbreviations
+        keep their meaning where a new flag made them ambiguous."""
         super().__init__(*args, **kwargs)
-        self.sibling = sibling
+        self.sibling, self.old_flags = sibling, old_flags
 
     def parse_known_args(self, args=None, namespace=None):
-        self.words = list(sys.argv[1:] if args is None else args)  # for error's hints
+        self.words = self.old_abbreviations_whole(list(sys.argv[1:] if args is None else args))
         self._refuse_sibling_abbreviations()
-        parsed, extras = super().parse_known_args(args, namespace)
+        parsed, extras = super().parse_known_args(self.words, namespace)
         # Python 3.11's argparse drops the value of --prime=-- as the end of the flags, which leaves
         # an empty list (a traceback further on): the value is "--", as typed.
         for action in self._actions:
@@ -259,6 +269,22 @@ class ArgumentParser(argparse.ArgumentParser):
                     self.error(str(error))
                 setattr(parsed, action.dest, value)
         return parsed, extras
+
+    def old_abbreviations_whole(self, words: list[str]) -> list[str]:
+        """words with each flag typed in part that the old tool read as one of its flags (--batch:
+        --batch_size) but that is ambiguous here (--batch_groups) written whole, so that an old
+        command line keeps its meaning."""
+        ours, whole = _flags(self), []
+        for index, word in enumerate(words):
+            if word == "--":
+                return whole + words[index:]
+            flag, equals, value = word.partition("=")
+            old = [name for name in self.old_flags if name.startswith(flag)]
+            if flag.startswith("--") and flag not in ours and len(old) == 1 and \
+                    sum(name.startswith(flag) for name in ours) > 1:
+                word = old[0] + equals + value
+            whole.append(word)
+        return whole
 
     def _refuse_sibling_abbreviations(self) -> None:
         """argparse takes a flag typed in part for the whole one, so sample.py's --sample given to

@@ -490,6 +490,28 @@ def test_a_flag_of_ours_typed_in_part_still_works() -> None:
     assert plan.build_parser().parse_args(["--sample_l=7"]).sample_length == 7
 
 
+def test_the_old_tool_s_abbreviations_keep_their_meaning(tmp_path: Path, capsys) -> None:
+    """char-rnn-tensorflow took --b for --batch_size and --m for --model, which --batch_groups and
+    --max_steps make ambiguous here: the old flag is meant, and counts as typed (a resume takes it)."""
+    import plan
+    import sample
+    from utils import explicit_flags
+    parser = plan.build_parser()
+    argv = ["--b", "8", "--m=gru", "--r", "32", "--se", "20", "--inp", "0.9", "--batch_g", "2"]
+    args = parser.parse_args(argv)
+    assert (args.batch_size, args.model, args.rnn_size, args.seq_length, args.input_keep_prob,
+            args.batch_groups) == (8, "gru", 32, 20, 0.9, 2)
+    assert explicit_flags(parser, argv) >= {"batch_size", "model", "rnn_size", "seq_length", "input_keep_prob"}
+    assert parser.old_abbreviations_whole(["--b=1", "--", "--b"]) == ["--batch_size=1", "--", "--b"]  # flags end at --
+    with pytest.raises(SystemExit):  # ambiguous in the old tool too (--save_dir, --sample)
+        sample.build_parser().parse_args(["--sa", "1"])
+    assert "ambiguous option: --sa could match" in capsys.readouterr().err
+    # --input itself is a flag here: a keep probability given to it is told what it was.
+    result = run("train.py", "--input", "0.9", cwd=tmp_path)
+    assert_refused(result, "--input 0.9: no such file", "(char-rnn-tensorflow read --input as --input_keep_prob: "
+                                                        "type that whole)")
+
+
 @pytest.mark.parametrize("flag", ["--save_dir", "--log_dir"])
 def test_unwritable_output_directory(tmp_path: Path, flag: str) -> None:
     """A directory that cannot be created (a file is in the way: works even as root, where
