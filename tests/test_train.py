@@ -1129,7 +1129,6 @@ def test_the_flags_reach_the_step(tmp_path: Path, corpus: Path) -> None:
     the checkpoints of two one-step runs from the same --seed: Adam's first update moves each weight
     by the learning rate (its moments' ratio is the gradient's sign), its first moment is 0.1 times
     the clipped gradient, and a decay of 0 keeps the average a copy of the trained weights."""
-    import tensorflow as tf
     lr, weights = {}, {}
     for warmup in (1, 4):
         name = f"w{warmup}"
