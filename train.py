@@ -187,7 +187,8 @@ class Trainer:
         self.hang_watch = hang_watch
         if run.cluster.num_workers > 1:  # else a worker whose peers never start waits in silence
             log.info("worker %d of %d: waiting for all the workers of TF_CONFIG's cluster to start; until they do, "
-                     "Ctrl-C waits too, kill stops this one", run.cluster.worker_index, run.cluster.num_workers)
+                     "Ctrl-C and kill wait too (TensorFlow holds the process), kill -9 stops this one",
+                     run.cluster.worker_index, run.cluster.num_workers)
         self.strategy = workers.make_strategy(tf, args.strategy)
         # MultiWorkerMirroredStrategy's coordination agent takes SIGTERM over below Python (its preemption
         # notifier), and a job scheduler's stop trained on: put train_run's handlers back.
@@ -604,9 +605,10 @@ class Trainer:
             loss, grad_norm, self.state = self.train_step(x, y, self.state, lr, self.step)
             # A signal before the first step ended (it compiles: seconds to minutes) ends the session
             # as one during start-up: nothing is kept. (The workers of multiworker stop together, later.)
-            single = self.run.cluster.num_workers == 1
-            if self.step == self.start_step and stops.end_start_up(keep_open=single) and single:
-                raise KeyboardInterrupt(signal.Signals(stops.first()).name)
+            if self.step == self.start_step:
+                signalled_in_start_up = stops.end_start_up()
+                if signalled_in_start_up and not stops.together:
+                    raise KeyboardInterrupt(signal.Signals(stops.first()).name)
             loss, grad_norm = float(loss), float(grad_norm)
             # Under mixed precision a non-finite gradient is a float16 overflow: the step was skipped
             # and the loss scale halved. Only a scale driven below 1 means the gradients are broken.
@@ -758,13 +760,13 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
     """Train the planned run; SIGINT, SIGTERM and SIGHUP end it with a checkpoint. From here on they only
     ask the loop to stop: a second Ctrl-C while the final checkpoint is written, or the session's
     files are cleaned up, must not break that off."""
-    stops = StopSignals()
+    stops = StopSignals(together=run.cluster.num_workers > 1)
     trainer: Trainer | None = None
     for sig in utils.stop_signals():  # those of interrupt_on_signals: a nohup's ignored SIGHUP stays so
         signal.signal(sig, stops)
     hang_watch = workers.HangWatch(run.args.peer_timeout_s if run.cluster.num_workers > 1 else 0.0)
     try:
-        trainer = stops.trainer = Trainer(run, tf, hang_watch)
+        trainer = Trainer(run, tf, hang_watch)
         if trainer.nothing_to_train():
             return
         trainer.start()
@@ -804,20 +806,21 @@ class StopSignals:
     evaluation in progress may take a while). Python runs a handler between two bytecodes, inside
     another handler too: a terminal closed and Ctrl-C at once can run SIGINT's in the middle of
     SIGHUP's. So each arrival takes its number in one step and is judged by it alone; arrival 0
-    stops the run and names the stop."""
+    stops the run and names the stop. together: the workers of multiworker, which stop together
+    at a step they agree on, after the first one."""
 
-    def __init__(self) -> None:
+    def __init__(self, together: bool = False) -> None:
+        self.together = together
         self.arrived: dict[int, int] = {}  # arrival number -> signal number
         self._numbers = itertools.count()
-        self.trainer: Trainer | None = None  # until it exists, a signal stops the start-up
         self.before_training = False  # arrival 0 came in start-up, which ends with the session's first step
         self._start_up = {"open": True}  # a dict: its pop is one step, which no handler can run inside
 
-    def end_start_up(self, keep_open: bool) -> bool:
+    def end_start_up(self) -> bool:
         """Ends start-up (after the session's first step); returns whether a stop signal came in it.
-        keep_open: then the session keeps nothing (not under multiworker, whose workers save after
-        that step), and start-up stays open, so that a later signal is told the same."""
-        if not (keep_open and self.before_training):  # a signal here finds start-up open and sets it
+        Then a session on one machine keeps nothing, and start-up stays open, so that a later signal
+        is told the same (the workers of multiworker go on to save after that step)."""
+        if self.together or not self.before_training:  # a signal here finds start-up open and sets it
             self._start_up.pop("open", None)
         return self.before_training
 
@@ -827,11 +830,11 @@ class StopSignals:
     def __call__(self, signum: int, _frame) -> None:
         number = next(self._numbers)
         self.arrived[number] = signum
-        name, trainer = signal.Signals(signum).name, self.trainer
+        name = signal.Signals(signum).name
         starting = "open" in self._start_up
         if starting and number == 0:
             self.before_training = True
-        if starting and (trainer is None or trainer.run.cluster.num_workers == 1):
+        if starting and not self.together:
             utils.say_from_signal_handler(f"{name}: stopping before training has begun; nothing is saved (a first "
                                           f"step being compiled finishes first)")
         elif starting:  # the workers stop together, at a step they agree on

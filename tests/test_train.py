@@ -1363,7 +1363,7 @@ def test_a_signal_handled_inside_another_s_handler_leaves_the_first_one_stopping
             return super().__contains__(key)
 
     stops._start_up = StartUp(stops._start_up)
-    assert not stops.end_start_up(keep_open=True)  # training has begun
+    assert not stops.end_start_up()  # training has begun
     stops(signal.SIGHUP, None)
     said, still = capfd.readouterr().err, ": still stopping (kill -9 would lose the steps since the last checkpoint)"
     assert "SIGHUP: stopping after the step or evaluation in progress, with a checkpoint" in said, said
@@ -1381,19 +1381,21 @@ def test_start_up_ends_with_the_first_step_unless_a_signal_came_in_it(capfd: pyt
     from train import StopSignals
     stops = StopSignals()
     stops(signal.SIGINT, None)
-    assert stops.end_start_up(keep_open=True) and stops.end_start_up(keep_open=True)
+    assert stops.end_start_up() and stops.end_start_up()
     stops(signal.SIGINT, None)
     said = capfd.readouterr().err.splitlines()
     assert len(said) == 2 and all("SIGINT: stopping before training has begun; nothing is saved" in line
                                   for line in said), said
     quiet = StopSignals()
-    assert not quiet.end_start_up(keep_open=True)
+    assert not quiet.end_start_up()
     quiet(signal.SIGTERM, None)
     assert "SIGTERM: stopping after the step or evaluation in progress, with a checkpoint" in capfd.readouterr().err
     # Multiworker: the workers save after the first step, so a later signal is told of that save.
-    together = StopSignals()
+    together = StopSignals(together=True)
     together(signal.SIGINT, None)
-    assert together.end_start_up(keep_open=False)
+    assert "SIGINT: stopping once start-up is done (nothing new is saved before the first step)" in (
+        capfd.readouterr().err)  # not "nothing is saved": the workers go on to save together
+    assert together.end_start_up()
     together(signal.SIGINT, None)
     assert "SIGINT again: still stopping (kill -9 would lose" in capfd.readouterr().err
 
