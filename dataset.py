@@ -890,7 +890,8 @@ def _build(files: list[Path], options: DataOptions, identity: dict, directory: P
 def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | None = None,
                    vocab: Vocab | None = None, only_cached: bool = False) -> Corpus | None:
     """Ids and vocabulary of the corpus, prepared once and cached in cache_root/<key>/ (default:
-    <corpus dir>/.prepared, or ~/.cache/char-rnn-tf2 when that is not writable). The key covers
+    <corpus dir>/.prepared, or $XDG_CACHE_HOME/char-rnn-tf2 (~/.cache/char-rnn-tf2) when that is not
+    writable). The key covers
     the files' paths, sizes, mtimes and ctimes and every option; a build goes to a temp dir that is
     renamed into place when complete, so an interrupted one never looks valid. vocab: prepare on
     this vocabulary (a resumed run's), not on one made from the text's own frequencies.
@@ -1076,10 +1077,9 @@ class BatchLoader:
         """longest_window: the longest --seq_length the validation part holds, for the advice when
         the text is too short (None: not known); resumed: --seq_length and --batch_size cannot
         change, so only a longer text helps."""
-        if batch_size < 1 or seq_length < 1:
-            raise CharRNNError(f"--batch_size {batch_size} --seq_length {seq_length}: both must be at least 1")
-        if not (1 <= num_shards <= batch_size and 0 <= shard_index < num_shards):
-            raise CharRNNError(f"shard {shard_index} of {num_shards}: needs 0 <= shard < shards <= --batch_size {batch_size}")
+        # A caller's error: train.py checks the flags (and the cluster's size) before.
+        if batch_size < 1 or seq_length < 1 or not (1 <= num_shards <= batch_size and 0 <= shard_index < num_shards):
+            raise ValueError(f"batch_size {batch_size}, seq_length {seq_length}, shard {shard_index} of {num_shards}")
         self.seq_length, self.seed = seq_length, seed
         length = len(ids) // batch_size
         self.num_batches = length // seq_length - 1  # leaves room for any epoch offset and y's shift
@@ -1112,9 +1112,8 @@ def eval_batches(ids: np.ndarray, batch_size: int, seq_length: int) -> Iterator[
     the state across them). The last window is shorter when the stream length is not a multiple
     of seq_length; at most batch_size symbols at the very end go unscored."""
     length = (len(ids) - 1) // batch_size
-    if length < 1 or seq_length < 1:
-        raise CharRNNError(f"the validation part has {len(ids):,} characters, too few for --batch_size {batch_size} "
-                           f"(needs at least {batch_size + 1:,}): raise --val_frac or lower --batch_size")
+    if length < 1 or seq_length < 1:  # a caller's error: plan.py sizes the evaluation batch to the text
+        raise ValueError(f"{len(ids):,} ids for {batch_size} streams of windows of {seq_length}")
     x = ids[:batch_size * length].reshape(batch_size, length)
     y = ids[1:batch_size * length + 1].reshape(batch_size, length)
     for a in range(0, length, seq_length):

@@ -442,12 +442,12 @@ def _remove_stranded_exports(folder: Path, prefix: str) -> None:
             shutil.rmtree(stranded, ignore_errors=True) if stranded.is_dir() else stranded.unlink(missing_ok=True)
 
 
-def export_saved_model(net: "model.CharRNN", vocab: "dataset.Vocab", directory: str | Path, flag: str = "--export") -> Path:
+def export_saved_model(net: "model.CharRNN", vocab: "dataset.Vocab", directory: str | Path) -> Path:
     """Write a SavedModel of net to directory (new or empty). Returns the directory."""
     directory = _link_followed(Path(directory))
     if directory.name in ("", ".."):  # "." and ".." have no name to put a temporary folder beside
         directory = directory.resolve()
-    _check_target_dir(directory, flag)
+    _check_target_dir(directory, "--export")
     in_place = _in_place(directory)
     tmp = directory / _tmp_suffix() if in_place else _tmp_beside(directory)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -478,7 +478,7 @@ def export_saved_model(net: "model.CharRNN", vocab: "dataset.Vocab", directory: 
             else:
                 entry.unlink(missing_ok=True)
         if isinstance(error, (OSError, tf.errors.OpError)):  # TensorFlow's own writes raise OpError
-            raise CharRNNError(f"{flag} {directory}: could not write the SavedModel ({runs.tf_error_reason(error)}); "
+            raise CharRNNError(f"--export {directory}: could not write the SavedModel ({runs.tf_error_reason(error)}); "
                                f"check free space and permissions") from None
         raise
     finally:
@@ -492,11 +492,11 @@ def tflite_vocab_path(path: str | Path) -> Path:
     return path.with_name(path.stem + ".vocab.json")
 
 
-def export_tflite(net: "model.CharRNN", vocab: "dataset.Vocab", path: str | Path, flag: str = "--export_tflite") -> tuple[Path, Path]:
+def export_tflite(net: "model.CharRNN", vocab: "dataset.Vocab", path: str | Path) -> tuple[Path, Path]:
     """Write a builtin-ops-only TFLite model of net to path and its vocabulary beside it.
     Returns (model path, vocabulary path)."""
     path = Path(path)
-    _check_target_file(path, flag)
+    _check_target_file(path, "--export_tflite")
     module = LiteModule(net, vocab.start_id)
     with _cpu_scope():
         functions = [module.step.get_concrete_function(), module.generate_greedy.get_concrete_function()]
@@ -507,7 +507,7 @@ def export_tflite(net: "model.CharRNN", vocab: "dataset.Vocab", path: str | Path
         with _quiet_stderr():
             flatbuffer = converter.convert()
     except Exception as error:  # ConverterError: an op without a TFLite builtin
-        raise CharRNNError(f"{flag} {path}: the TFLite converter refused the model ({str(error)[:500]}); "
+        raise CharRNNError(f"--export_tflite {path}: the TFLite converter refused the model ({str(error)[:500]}); "
                            f"nothing was written. The SavedModel export (--export) still works") from None
     vocab_path = tflite_vocab_path(path)
     tmp = _tmp_beside(path)
@@ -516,13 +516,14 @@ def export_tflite(net: "model.CharRNN", vocab: "dataset.Vocab", path: str | Path
             f.write(flatbuffer)
             f.flush()
             os.fsync(f.fileno())
-        # Between the model's write and its rename: a failed write of either leaves an older pair as it
-        # was, and the model file never exists without its vocabulary. (Two files cannot change at
-        # once: a crash between the two renames leaves the new vocabulary beside the old model.)
+        # Between the model's write and its rename: a failed write of the model (a full disk) leaves an
+        # older pair as it was, and the model file never exists without its vocabulary. (Two files
+        # cannot change at once: a failure or crash after the vocabulary's write leaves the new
+        # vocabulary beside the old model.)
         vocab.save(vocab_path)
         os.replace(tmp, path)
     except OSError as error:
-        raise CharRNNError(f"{flag} {path}: could not write the TFLite model ({error}); "
+        raise CharRNNError(f"--export_tflite {path}: could not write the TFLite model ({error}); "
                            f"check free space and permissions") from None
     finally:
         tmp.unlink(missing_ok=True)

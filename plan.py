@@ -234,8 +234,7 @@ def check_args(args: argparse.Namespace) -> None:
         need(getattr(args, flag) > 0, flag, "must be positive")
     need(0 <= args.sample_length <= 100000, "sample_length",
          "must be from 0 (no sample) to 100000 (characters of each TensorBoard sample)")
-    need(-2**63 <= args.seed < 2**63, "seed",  # TensorFlow's seeds are int64
-         f"must be from {-2**63} to {2**63 - 1} (a signed 64-bit number), e.g. 1234")
+    utils.check_seed(args.seed)
     for flag in ("max_steps", "stop_at_step", "warmup_steps", "max_vocab", "eval_symbols"):
         need(getattr(args, flag) >= 0, flag, "must be 0 or positive")
     need(args.min_char_count >= 1, "min_char_count", "must be at least 1")

@@ -292,7 +292,8 @@ class RunLock:
             pass
         # Read under the lock (no trainer is writing): a run, or what is left of one (checkpoints
         # without config.json), which no session may discard.
-        self.held_run = any(is_run_file(Path(entry.name)) for entry in os.scandir(run_dir))
+        with os.scandir(run_dir) as entries:  # closed also where any() stops early
+            self.held_run = any(is_run_file(Path(entry.name)) for entry in entries)
 
     def take_over_unsaved_copy(self) -> bool:
         """Remove what a copy to go on in left when its session was stopped before its first save

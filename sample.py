@@ -85,7 +85,8 @@ def check_args(args: argparse.Namespace) -> None:
     # What makes the text the most likely one, as typed: the warnings below name it.
     greedy = [flag for flag, typed in (("--sample 0", args.sample == 0), ("--temperature 0", args.temperature == 0))
               if typed]
-    to_sample = " with ".join(["--sample 1"] * (args.sample == 0) + ["a temperature above 0"] * (args.temperature == 0))
+    to_sample = " with ".join(way for way, needed in (("--sample 1", args.sample == 0),
+                                                      ("a temperature above 0", args.temperature == 0)) if needed)
     if args.temperature == 0:  # the limit of colder and colder draws, as the SavedModel's generate takes it
         args.sample, args.temperature = 0, 1.0
     if args.top_k < 0:
@@ -106,9 +107,7 @@ def check_args(args: argparse.Namespace) -> None:
     for flag in ("export", "export_tflite", "checkpoint"):
         if getattr(args, flag) not in (None, "latest", "best"):
             runs.check_tf_path(getattr(args, flag), f"--{flag}")
-    if args.seed is not None and not -2**63 <= args.seed < 2**63:
-        raise CharRNNError(f"--seed {args.seed}: must be from {-2**63} to {2**63 - 1} (a signed 64-bit number), "
-                           f"e.g. --seed 42")
+    utils.check_seed(args.seed)
     unused = [f"--{flag}" for flag, off in (("temperature", 1.0), ("top_k", 0), ("top_p", 1.0), ("seed", None))
               if getattr(args, flag) != off]
     if greedy and not (args.export or args.export_tflite):

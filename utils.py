@@ -150,6 +150,13 @@ def is_plain_seconds(text: str) -> bool:
     return re.fullmatch(r"\d+(\.\d*)?", text.strip()) is not None
 
 
+def check_seed(seed: int | None) -> None:
+    """--seed (None: not given) as TensorFlow takes seeds: a signed 64-bit number."""
+    if seed is not None and not -2**63 <= seed < 2**63:
+        raise CharRNNError(f"--seed {seed}: must be from {-2**63} to {2**63 - 1} (a signed 64-bit number), "
+                           f"e.g. --seed 42")
+
+
 def parse_duration(text: str, flag: str) -> float:
     """'90s', '15m', '1h30m', '2h', '1.5h' or plain seconds ('600') -> seconds; flag names it in errors."""
     s = text.strip().lower()
@@ -254,7 +261,8 @@ class ArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self.sibling, self.old_flags = sibling, old_flags
 
-    def parse_known_args(self, args=None, namespace=None):
+    def parse_known_args(self, args: list[str] | None = None,
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
         self.words = self.old_abbreviations_whole(list(sys.argv[1:] if args is None else args))
         self._refuse_sibling_abbreviations()
         parsed, extras = super().parse_known_args(self.words, namespace)
