@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+import hangul
 from decoding import check_decoded_text, check_looks_like_text, check_no_nul, decode_error, unmarked_error
 from utils import (OWNER_TAG, CharRNNError, atomic_write_text, damage, left_by_gone_owner, logger, looked_in, np,
                    owner_tag, read_json_object)
@@ -262,120 +263,6 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
                 yield _normalize(text, options.normalize)
 
 
-def _code_points(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
-
-
-def _text(code_points: np.ndarray) -> str:
-    return np.asarray(code_points, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
-
-
-# Hangul: a precomposed syllable S = 0xAC00 + (l * 21 + v) * 28 + t is the conjoining jamo
-# L = 0x1100 + l, V = 0x1161 + v and, when t > 0, T = 0x11A7 + t (Unicode ch. 3.12).
-_S_FIRST, _S_LAST = 0xAC00, 0xD7A3
-_L_FIRST, _L_LAST = 0x1100, 0x1112
-_V_FIRST, _V_LAST = 0x1161, 0x1175
-_T_BASE, _T_LAST = 0x11A7, 0x11C2
-
-
-def _syllable(initial, vowel, t):
-    """S from the code points of L and V, and t (0: no final): on ints, numpy and TensorFlow arrays."""
-    return _S_FIRST + ((initial - _L_FIRST) * 21 + vowel - _V_FIRST) * 28 + t
-
-
-# Escape for conjoining jamo that were already in the text. Without it, from_jamo could not tell
-# an original L,V pair (possible with --normalize none, e.g. NFD text) from a decomposed syllable.
-# Every original vowel or final jamo, and the escape itself, gets the escape in front; so the
-# round trip is exact on any text, and a vowel or final is never the start of an original
-# character (what char_starts relies on). U+FDD0 is a noncharacter, reserved for internal use;
-# should a text contain it anyway, it still round-trips but counts as two characters.
-_ESCAPE = 0xFDD0
-# What follows an initial of the text under to_jamo, where a jamo does: old Hangul's vowels, finals
-# and initials (here and in Hangul Jamo Extended-A and -B), or an escaped jamo or escape (NFD text,
-# --normalize none). A modern initial before a modern one cannot be told from a model's lone one.
-_KEEPS_INITIAL = ("[\u1160\u1176-\u11a7\u11c3-\u11ff\ua960-\ua97f\ud7b0-\ud7ff]"
-                  "|\ufdd0[\ufdd0\u1161-\u1175\u11a8-\u11c2]")
-_JAMO_RE = re.compile("\ufdd0([\ufdd0\u1161-\u1175\u11a8-\u11c2]?)|([\u1100-\u1112])([\u1161-\u1175])([\u11a8-\u11c2]?)"
-                      f"|([\u1161-\u1175\u11a8-\u11c2]|[\u1100-\u1112](?!{_KEEPS_INITIAL}))")
-
-
-def _letter(jamo: int) -> str:
-    """The standalone letter (U+3131-U+318E) of a conjoining jamo: ㄱ for the initial or final ᄀ/ᆨ."""
-    return unicodedata.lookup(re.sub("CHOSEONG|JUNGSEONG|JONGSEONG", "LETTER", unicodedata.name(chr(jamo))))
-
-
-# A vowel or final jamo that no syllable takes can only come from a model (to_jamo escapes those
-# of the text): it prints as the standalone letter (U+3131-U+318E, NFC-stable), as Korean writes it.
-# So does an initial that none of _KEEPS_INITIAL follows: to_jamo keeps the text's own initials as
-# they are, but text hardly has one alone (NFC composes it with its vowel), and drawn beside a
-# syllable it makes one broken block with it (ᄋ로), as a model writes it.
-_INITIALS = range(_L_FIRST, _L_LAST + 1)
-STANDALONE_LETTERS = {chr(c): _letter(c) for c in [*_INITIALS, *range(_V_FIRST, _V_LAST + 1),
-                                                      *range(_T_BASE + 1, _T_LAST + 1)]}
-# The other way, for a prime under jamo: a letter the vocabulary lacks reads as a jamo that prints
-# as it, so that a model's own text can be fed back. A consonant letter is a final or an initial:
-# the final first (ㅏㄴ, a vowel and a final, is the commoner), the initial where the vocabulary
-# has no such final (ㄸ, ㅃ and ㅉ have none) or a final would join the syllable before it (가ㄴ).
-# Each: letter -> jamo (code points).
-LETTER_AS_VOWEL_OR_FINAL = {ord(letter): ord(jamo) for jamo, letter in STANDALONE_LETTERS.items()
-                            if ord(jamo) not in _INITIALS}
-LETTER_AS_INITIAL = {ord(letter): ord(jamo) for jamo, letter in STANDALONE_LETTERS.items() if ord(jamo) in _INITIALS}
-
-
-def _is_vowel_or_final(cp: np.ndarray) -> np.ndarray:
-    return ((cp >= _V_FIRST) & (cp <= _V_LAST)) | ((cp > _T_BASE) & (cp <= _T_LAST))
-
-
-def _is_jamo_symbol(cp: np.ndarray) -> np.ndarray:
-    """The symbols that only --unit jamo makes: conjoining jamo, and the escape for original ones."""
-    return _is_vowel_or_final(cp) | ((cp >= _L_FIRST) & (cp <= _L_LAST)) | (cp == _ESCAPE)
-
-
-_NO_SYMBOL = 0xFFFFFFFF  # an unused slot in the jamo table below
-
-
-@functools.cache
-def _jamo_table() -> np.ndarray:
-    """[code point] -> the up to 3 symbols it becomes under to_jamo (13 MiB, built once, ~10 ms)."""
-    table = np.full((0x110000, 3), _NO_SYMBOL, dtype=np.uint32)
-    table[:, 0] = np.arange(0x110000)
-    s = np.arange(_S_LAST - _S_FIRST + 1)
-    syllables = table[_S_FIRST:_S_LAST + 1]
-    syllables[:, 0] = _L_FIRST + s // 588
-    syllables[:, 1] = _V_FIRST + s % 588 // 28
-    syllables[:, 2] = np.where(s % 28 > 0, _T_BASE + s % 28, _NO_SYMBOL)
-    escaped = np.flatnonzero(_is_vowel_or_final(table[:, 0]) | (table[:, 0] == _ESCAPE))
-    table[escaped, 0], table[escaped, 1] = _ESCAPE, escaped
-    return table
-
-
-def _decompose(cp: np.ndarray) -> np.ndarray:
-    """to_jamo on a code point array: a table lookup and a compress, the fastest numpy way found
-    (a scatter by cumulative widths was 4x slower)."""
-    symbols = np.take(_jamo_table(), cp.astype(np.intp), axis=0).ravel()
-    return np.compress(symbols != _NO_SYMBOL, symbols)
-
-
-def to_jamo(text: str) -> str:
-    """Split precomposed Hangul syllables into conjoining jamo; from_jamo undoes it (see there)."""
-    return _text(_decompose(_code_points(text)))
-
-
-def _compose(m: re.Match) -> str:
-    if m.group(5) is not None:
-        return STANDALONE_LETTERS[m.group(5)]
-    if m.group(2) is None:
-        return m.group(1)  # an escaped jamo stays as it is; a stray escape (model output) vanishes
-    t = m.group(4)
-    return chr(_syllable(ord(m.group(2)), ord(m.group(3)), ord(t) - _T_BASE if t else 0))
-
-
-def from_jamo(text: str) -> str:
-    """Recompose what to_jamo split, exactly but for a modern initial that none of _KEEPS_INITIAL
-    follows (which prints as its letter); jamo sequences a model invents decode sensibly too."""
-    return _JAMO_RE.sub(_compose, text)
-
-
 # ----------------------------------------------------------------------------------------------
 # Vocabulary
 
@@ -403,7 +290,7 @@ class Vocab:
         self._sorted = np.argsort(self._cps)
         # True where a symbol starts an original character: bits per character must not depend
         # on the unit, so a syllable's vowel and final jamo are not counted as characters.
-        self.char_starts = (~_is_vowel_or_final(self._cps) if unit == "jamo"
+        self.char_starts = (~hangul.is_vowel_or_final(self._cps) if unit == "jamo"
                             else np.ones(len(self.symbols), dtype=bool))
 
     @property
@@ -421,20 +308,20 @@ class Vocab:
     def _lookup(self, text: str, normalized: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, found, code points) of text, transformed the way the corpus was (normalized: that
         has been done to text already); under --unit jamo a letter the vocabulary lacks is the jamo
-        that prints as it (LETTER_AS_VOWEL_OR_FINAL, LETTER_AS_INITIAL)."""
-        cp = _code_points(text if normalized else _normalize(text, self.normalize))
+        that prints as it (hangul.LETTER_AS_VOWEL_OR_FINAL, hangul.LETTER_AS_INITIAL)."""
+        cp = hangul.code_points(text if normalized else _normalize(text, self.normalize))
         if self.unit == "jamo":
-            cp = _decompose(cp)
+            cp = hangul.decompose(cp)
         ids, found = self._find(cp)
         typed = cp
         # Right after an initial and its vowel a final would join their syllable (가ㄴ read as 간): there
         # a consonant letter is the initial first, as a model's own lone initial printed so.
         after_open = np.zeros(len(cp), bool)
-        after_open[2:] = (cp[:-2] >= _L_FIRST) & (cp[:-2] <= _L_LAST) & (cp[1:-1] >= _V_FIRST) & (cp[1:-1] <= _V_LAST)
+        after_open[2:] = (cp[:-2] >= hangul.L_FIRST) & (cp[:-2] <= hangul.L_LAST) & (cp[1:-1] >= hangul.V_FIRST) & (cp[1:-1] <= hangul.V_LAST)
         for second_try in (False, True) if self.unit == "jamo" else ():  # letters the vocabulary lacks
             if found.all():
                 break
-            readings = [LETTER_AS_INITIAL if after != second_try else LETTER_AS_VOWEL_OR_FINAL for after in after_open]
+            readings = [hangul.LETTER_AS_INITIAL if after != second_try else hangul.LETTER_AS_VOWEL_OR_FINAL for after in after_open]
             cp = np.where(found, cp, [reading.get(int(c), int(c)) for reading, c in zip(readings, typed)])
             ids, found = self._find(cp)
         return ids, found, cp
@@ -458,7 +345,7 @@ class Vocab:
         corpus never had, not the jamo)."""
         _, found, cp = self._lookup(text)
         if self.unit == "jamo" and not found.all():
-            return [c for c in _distinct_chars(_code_points(_normalize(text, self.normalize)))
+            return [c for c in _distinct_chars(hangul.code_points(_normalize(text, self.normalize)))
                     if not self._lookup(c, normalized=True)[1].all()]
         return _distinct_chars(cp[~found])
 
@@ -487,14 +374,14 @@ class Vocab:
         return ids.astype(np.int32)
 
     def decode(self, ids: "np.ndarray | list[int]") -> str:
-        text = _text(self._cps[np.asarray(ids, dtype=np.int64)])
-        return from_jamo(text) if self.unit == "jamo" else text
+        text = hangul.text_of(self._cps[np.asarray(ids, dtype=np.int64)])
+        return hangul.from_jamo(text) if self.unit == "jamo" else text
 
     @functools.cached_property
     def _jamo_kinds(self) -> dict[int, str]:
-        """id -> "initial", "vowel", "final" or "escape" for the symbols from_jamo composes."""
-        kinds = {"initial": (_L_FIRST, _L_LAST), "vowel": (_V_FIRST, _V_LAST), "final": (_T_BASE + 1, _T_LAST),
-                 "escape": (_ESCAPE, _ESCAPE)}
+        """id -> "initial", "vowel", "final" or "escape" for the symbols hangul.from_jamo composes."""
+        kinds = {"initial": (hangul.L_FIRST, hangul.L_LAST), "vowel": (hangul.V_FIRST, hangul.V_LAST), "final": (hangul.T_BASE + 1, hangul.T_LAST),
+                 "escape": (hangul.ESCAPE, hangul.ESCAPE)}
         return {i: kind for i, cp in enumerate(self._cps.tolist()) for kind, (first, last) in kinds.items()
                 if first <= cp <= last}
 
@@ -505,7 +392,7 @@ class Vocab:
     def undecided(self, ids: list[int]) -> int:
         """How many trailing ids may still decode otherwise once more follow (0 under --unit char,
         where decoding is the identity): an initial alone or with its vowel (a vowel, then a final,
-        may join them; a lone initial prints as a letter unless _KEEPS_INITIAL follows), or an escape still
+        may join them; a lone initial prints as a letter unless hangul.KEEPS_INITIAL follows), or an escape still
         waiting for the jamo it marks, with an initial before it. At most two, whatever a
         model writes, so streamed text keeps flowing (holding back every trailing jamo never ended
         a model that wrote only jamo)."""
@@ -569,7 +456,7 @@ def _make_vocab(counts: np.ndarray, options: DataOptions) -> tuple[Vocab, np.nda
     present, freq = present[order], freq[order]
     # Under jamo the conjoining jamo, and the escape that marks a jamo of the original text, always
     # stay, so the unknown symbol replaces whole characters.
-    protected = _is_jamo_symbol(present) if options.unit == "jamo" else np.zeros(len(present), dtype=bool)
+    protected = hangul.is_jamo_symbol(present) if options.unit == "jamo" else np.zeros(len(present), dtype=bool)
     keep = protected | (freq >= options.min_char_count)
     max_vocab = options.max_vocab
     needs_unknown = not keep.all() or (max_vocab and keep.sum() > max_vocab)
@@ -628,7 +515,7 @@ def _on_vocab(vocab: Vocab, counts: np.ndarray) -> tuple[Vocab, np.ndarray]:
     if vocab.unk_id is None:
         unknowable = lacking
     else:
-        unknowable = lacking[_is_jamo_symbol(lacking)] if vocab.unit == "jamo" else lacking[:0]
+        unknowable = lacking[hangul.is_jamo_symbol(lacking)] if vocab.unit == "jamo" else lacking[:0]
     if len(unknowable):
         raise LackingCharacters([chr(c) for c in unknowable])
     if len(lacking):
@@ -781,8 +668,8 @@ def _read_code_points(files: list[Path], options: DataOptions,
             if first and not ends_with_newline:
                 text = "\n" + text
             first, ends_with_newline = False, text.endswith("\n")
-            cp = _code_points(text)
-            yield _decompose(cp) if options.unit == "jamo" else cp
+            cp = hangul.code_points(text)
+            yield hangul.decompose(cp) if options.unit == "jamo" else cp
 
 
 def _progress_logger(what: str, total_bytes: int) -> Callable[[int], None]:
@@ -876,7 +763,7 @@ def _build(files: list[Path], options: DataOptions, identity: dict, directory: P
     vocab.save(directory / "vocab.json")
     num_chars = num_symbols  # every symbol is a character, except a syllable's vowel and final jamo
     if options.unit == "jamo":
-        num_chars -= int(counts[_is_vowel_or_final(np.arange(counts.size))].sum())
+        num_chars -= int(counts[hangul.is_vowel_or_final(np.arange(counts.size))].sum())
     seconds = time.monotonic() - t0
     meta = {"identity": identity, "num_symbols": num_symbols, "num_chars": num_chars,
             "vocab_size": vocab.size, "dtype": remap.dtype.name,
@@ -999,14 +886,14 @@ def _last_chars_start(vocab: Vocab, ids: np.ndarray, k: int) -> int:
 
 def _original_chars(vocab: Vocab, ids: np.ndarray, n: int) -> np.ndarray:
     """Code points of the original characters starting among ids[:n] (ids may run 2 further so
-    a syllable at the end is whole): _decompose undone on ids, vectorized, for counting."""
+    a syllable at the end is whole): hangul.decompose undone on ids, vectorized, for counting."""
     cp = np.append(vocab._cps[ids].astype(np.int64), [0, 0])
     start = np.flatnonzero(vocab.char_starts[ids[:n]])
     first, second, third = cp[start], cp[start + 1], cp[start + 2]
-    syllable = (first >= _L_FIRST) & (first <= _L_LAST) & (second >= _V_FIRST) & (second <= _V_LAST)
-    final = np.where((third > _T_BASE) & (third <= _T_LAST), third - _T_BASE, 0)
-    composed = _syllable(first, second, final)
-    escaped = (first == _ESCAPE) & _is_vowel_or_final(second)
+    syllable = (first >= hangul.L_FIRST) & (first <= hangul.L_LAST) & (second >= hangul.V_FIRST) & (second <= hangul.V_LAST)
+    final = np.where((third > hangul.T_BASE) & (third <= hangul.T_LAST), third - hangul.T_BASE, 0)
+    composed = hangul.syllable(first, second, final)
+    escaped = (first == hangul.ESCAPE) & hangul.is_vowel_or_final(second)
     return np.where(syllable, composed, np.where(escaped, second, first))
 
 

@@ -32,8 +32,9 @@ import tensorflow as tf
 import dataset
 import model
 import runs
-# Hangul (Unicode ch. 3.12) as dataset.py splits and composes it, and its escape for original jamo.
-from dataset import _ESCAPE, _L_FIRST, _L_LAST, _S_FIRST, _S_LAST, _T_BASE, _T_LAST, _V_FIRST, _V_LAST, _syllable
+# Hangul (Unicode ch. 3.12) as hangul.py splits and composes it, and its escape for original jamo.
+from hangul import (ESCAPE, L_FIRST, L_LAST, LETTER_AS_INITIAL, LETTER_AS_VOWEL_OR_FINAL, S_FIRST, S_LAST,
+                    STANDALONE_LETTERS, T_BASE, T_LAST, V_FIRST, V_LAST, syllable)
 from utils import OWNER_TAG, CharRNNError, left_by_gone_owner, owner_tag
 
 log = logging.getLogger("charrnn")
@@ -42,7 +43,7 @@ log = logging.getLogger("charrnn")
 # ---------------------------------------------------------------------------------------------
 # In-graph text handling on int32 code point vectors. Everything is vectorized (no per-character
 # loop) and uses core TensorFlow ops only, so TF Serving runs it as is. The tests compare these
-# with dataset.to_jamo / dataset.from_jamo on random jamo soup.
+# with hangul.to_jamo / hangul.from_jamo on random jamo soup.
 
 
 def _next(x, k: int, fill):
@@ -60,11 +61,11 @@ def _between(cp, first: int, last: int):
 
 
 def _is_vowel(cp):
-    return _between(cp, _V_FIRST, _V_LAST)
+    return _between(cp, V_FIRST, V_LAST)
 
 
 def _is_final(cp):
-    return _between(cp, _T_BASE + 1, _T_LAST)
+    return _between(cp, T_BASE + 1, T_LAST)
 
 
 def _normalize_line_ends(cp):
@@ -80,59 +81,59 @@ def _compose_hangul(cp):
     e + U+0301, stay as they are.) A consumed V or T can never start a sequence, so marking
     starts and consumed positions at once is exact."""
     nxt, nxt2 = _next(cp, 1, 0), _next(cp, 2, 0)
-    lv = _between(cp, _L_FIRST, _L_LAST) & _is_vowel(nxt)
+    lv = _between(cp, L_FIRST, L_LAST) & _is_vowel(nxt)
     lvt = lv & _is_final(nxt2)
-    syllable_t = _between(cp, _S_FIRST, _S_LAST) & tf.equal((cp - _S_FIRST) % 28, 0) & _is_final(nxt)
-    composed = _syllable(cp, nxt, tf.where(lvt, nxt2 - _T_BASE, 0))
-    out = tf.where(lv, composed, tf.where(syllable_t, cp + nxt - _T_BASE, cp))
+    syllable_t = _between(cp, S_FIRST, S_LAST) & tf.equal((cp - S_FIRST) % 28, 0) & _is_final(nxt)
+    composed = syllable(cp, nxt, tf.where(lvt, nxt2 - T_BASE, 0))
+    out = tf.where(lv, composed, tf.where(syllable_t, cp + nxt - T_BASE, cp))
     consumed = _prev(lv | syllable_t, 1, False) | _prev(lvt, 2, False)
     return tf.boolean_mask(out, ~consumed)
 
 
 def _jamo_slots(cp):
-    """dataset.to_jamo per character: [chars, 3], each syllable's L V [T], a V, T or escape already
+    """hangul.to_jamo per character: [chars, 3], each syllable's L V [T], a V, T or escape already
     in the text as escape + it, anything else as itself; -1 fills the unused slots."""
-    s = cp - _S_FIRST
-    is_syllable = _between(cp, _S_FIRST, _S_LAST)
-    escaped = _is_vowel(cp) | _is_final(cp) | tf.equal(cp, _ESCAPE)
-    first = tf.where(is_syllable, _L_FIRST + s // 588, tf.where(escaped, _ESCAPE, cp))
-    second = tf.where(is_syllable, _V_FIRST + s % 588 // 28, tf.where(escaped, cp, -1))
-    third = tf.where(is_syllable & (s % 28 > 0), _T_BASE + s % 28, -1)
+    s = cp - S_FIRST
+    is_syllable = _between(cp, S_FIRST, S_LAST)
+    escaped = _is_vowel(cp) | _is_final(cp) | tf.equal(cp, ESCAPE)
+    first = tf.where(is_syllable, L_FIRST + s // 588, tf.where(escaped, ESCAPE, cp))
+    second = tf.where(is_syllable, V_FIRST + s % 588 // 28, tf.where(escaped, cp, -1))
+    third = tf.where(is_syllable & (s % 28 > 0), T_BASE + s % 28, -1)
     return tf.stack([first, second, third], axis=1)
 
 
 def _from_jamo(cp):
-    """dataset.from_jamo, vectorized. The regex it mirrors reads left to right: an escape keeps the
+    """hangul.from_jamo, vectorized. The regex it mirrors reads left to right: an escape keeps the
     next escape, V or T as it is and vanishes itself; L V [T] becomes a syllable. In a run of
     escapes the 1st, 3rd, ... ones are the vanishing escapers, so the parity of an escape's place in
     its run decides (a cumulative count minus the count before the run). A V or T kept after an
     escape needs no care: it never follows an L, so it is never composed."""
-    is_esc = tf.equal(cp, _ESCAPE)
+    is_esc = tf.equal(cp, ESCAPE)
     count = tf.cumsum(tf.cast(is_esc, tf.int32))
     run = tf.cumsum(tf.cast(~is_esc, tf.int32))  # run id: a non-escape starts a new one
     before_run = tf.gather(tf.math.segment_max(tf.where(is_esc, 0, count), run), run)
     escaper = is_esc & tf.equal((count - before_run) % 2, 1)  # 1st, 3rd, ... escape of its run
     nxt, nxt2 = _next(cp, 1, 0), _next(cp, 2, 0)
-    lv = _between(cp, _L_FIRST, _L_LAST) & _is_vowel(nxt)  # an L is never escaped, nor a V after it
+    lv = _between(cp, L_FIRST, L_LAST) & _is_vowel(nxt)  # an L is never escaped, nor a V after it
     lvt = lv & _is_final(nxt2)
-    composed = _syllable(cp, nxt, tf.where(lvt, nxt2 - _T_BASE, 0))
+    composed = syllable(cp, nxt, tf.where(lvt, nxt2 - T_BASE, 0))
     out = tf.where(lv, composed, cp)
     dropped = escaper | _prev(lv, 1, False) | _prev(lvt, 2, False)
     # A V or T that no syllable takes and no escape keeps came from the model, and so did an L that
-    # none of dataset._KEEPS_INITIAL follows (old Hangul's jamo, or an escape that keeps what follows
-    # it): like dataset.from_jamo, print it as the standalone letter (U+3131-U+318E).
+    # none of KEEPS_INITIAL follows (old Hangul's jamo, or an escape that keeps what follows
+    # it): like hangul.from_jamo, print it as the standalone letter (U+3131-U+318E).
     keeps = (tf.equal(nxt, 0x1160) | _between(nxt, 0x1176, 0x11A7) | _between(nxt, 0x11C3, 0x11FF)
              | _between(nxt, 0xA960, 0xA97F) | _between(nxt, 0xD7B0, 0xD7FF)
-             | tf.equal(nxt, _ESCAPE) & (tf.equal(nxt2, _ESCAPE) | _is_vowel(nxt2) | _is_final(nxt2)))
-    lone_l = _between(cp, _L_FIRST, _L_LAST) & ~lv & ~keeps
+             | tf.equal(nxt, ESCAPE) & (tf.equal(nxt2, ESCAPE) | _is_vowel(nxt2) | _is_final(nxt2)))
+    lone_l = _between(cp, L_FIRST, L_LAST) & ~lv & ~keeps
     orphan = ((_is_vowel(cp) | _is_final(cp)) & ~_prev(escaper, 1, False) & ~dropped) | lone_l
-    standalone = tf.gather(_standalone_table(), tf.clip_by_value(cp - _L_FIRST, 0, _T_LAST - _L_FIRST))
+    standalone = tf.gather(_standalone_table(), tf.clip_by_value(cp - L_FIRST, 0, T_LAST - L_FIRST))
     out = tf.where(orphan, standalone, out)
     return tf.boolean_mask(out, ~dropped)
 
 
 def _letters_as_jamo(cp, as_jamo: dict[int, int]):
-    """Each standalone letter (U+3131-U+318E) as the jamo that as_jamo (dataset.LETTER_AS_INITIAL, say)
+    """Each standalone letter (U+3131-U+318E) as the jamo that as_jamo (LETTER_AS_INITIAL, say)
     names; other code points as they are."""
     first, last = 0x3131, 0x318E
     table = tf.constant([as_jamo.get(c, c) for c in range(first, last + 1)], tf.int32)
@@ -140,11 +141,11 @@ def _letters_as_jamo(cp, as_jamo: dict[int, int]):
 
 
 def _standalone_table():
-    """[cp - U+1100] -> the standalone letter of each initial, vowel and final jamo, from dataset.py's
+    """[cp - U+1100] -> the standalone letter of each initial, vowel and final jamo, from hangul.py's
     own table."""
-    table = [0] * (_T_LAST - _L_FIRST + 1)
-    for jamo, letter in dataset.STANDALONE_LETTERS.items():
-        table[ord(jamo) - _L_FIRST] = ord(letter)
+    table = [0] * (T_LAST - L_FIRST + 1)
+    for jamo, letter in STANDALONE_LETTERS.items():
+        table[ord(jamo) - L_FIRST] = ord(letter)
     return tf.constant(table, tf.int32)
 
 
@@ -234,10 +235,10 @@ class ServingModule(tf.Module):
         ids = tf.cast(self.table.lookup(tf.cast(slots, tf.int64)), tf.int32)  # -1: unknown, or no symbol
         if self.jamo:  # a letter the vocabulary lacks, as dataset.Vocab reads it: right after an open
             # syllable (L V, no final) the initial first, elsewhere the final (or vowel) first
-            open_syllable = _between(slots[:, 0], _L_FIRST, _L_LAST) & _is_vowel(slots[:, 1]) & (slots[:, 2] < 0)
+            open_syllable = _between(slots[:, 0], L_FIRST, L_LAST) & _is_vowel(slots[:, 1]) & (slots[:, 2] < 0)
             after_open = tf.concat([[False], open_syllable[:-1]], axis=0)[:, tf.newaxis]
-            as_initials = _letters_as_jamo(slots, dataset.LETTER_AS_INITIAL)
-            as_others = _letters_as_jamo(slots, dataset.LETTER_AS_VOWEL_OR_FINAL)
+            as_initials = _letters_as_jamo(slots, LETTER_AS_INITIAL)
+            as_others = _letters_as_jamo(slots, LETTER_AS_VOWEL_OR_FINAL)
             for second_try in (False, True):
                 readings = tf.where(after_open != second_try, as_initials, as_others)
                 ids = tf.where(ids < 0, tf.cast(self.table.lookup(tf.cast(readings, tf.int64)), tf.int32), ids)

@@ -24,6 +24,7 @@ import pytest
 
 import dataset
 import decoding
+import hangul
 import utils
 from dataset import DataOptions
 from utils import CharRNNError
@@ -311,7 +312,7 @@ def as_printed(text: str) -> str:
     """text as from_jamo(to_jamo(text)) prints it: a modern initial that no vowel or final jamo
     (U+1160-U+11FF), old Hangul jamo (U+A960-U+A97F, U+D7B0-U+D7FF) or U+FDD0 follows, as its letter."""
     keeps = lambda c: "\u1160" <= c <= "\u11ff" or "\ua960" <= c <= "\ua97f" or "\ud7b0" <= c <= "\ud7ff" or c == "\ufdd0"
-    return "".join(dataset.STANDALONE_LETTERS[c] if "\u1100" <= c <= "\u1112" and not keeps(after) else c
+    return "".join(hangul.STANDALONE_LETTERS[c] if "\u1100" <= c <= "\u1112" and not keeps(after) else c
                    for c, after in zip(text, text[1:] + " "))
 
 
@@ -326,11 +327,11 @@ def readme_hangul() -> Callable[[str], str]:
 def test_the_readme_recipe_prints_jamo_as_sample_py_does() -> None:
     """Its lone-jamo rule is a copy of from_jamo's, for apps without this repository: on what a
     model without the corpus's own jamo writes (no U+FDD0), modern and old Hangul, the same text."""
-    hangul, rng = readme_hangul(), random.Random(0)
+    printed, rng = readme_hangul(), random.Random(0)
     alphabet = [chr(c) for c in [*range(0x1100, 0x1200), *range(0xA960, 0xA980), *range(0xD7B0, 0xD800)]] + list("a \n")
     for _ in range(3000):
         soup = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
-        assert hangul(soup) == dataset.from_jamo(soup), repr(soup)
+        assert printed(soup) == hangul.from_jamo(soup), repr(soup)
 
 
 def test_to_jamo_round_trips_any_text() -> None:
@@ -338,34 +339,34 @@ def test_to_jamo_round_trips_any_text() -> None:
     alphabet = [(0xAC00, 0xD7A3), (0x1100, 0x11FF), (0xFDD0, 0xFDD0), (0x20, 0x7E), (0x1F300, 0x1F5FF), (0x3131, 0x318E),
                 (0xD7B0, 0xD7FF), (0xA960, 0xA97F)]
     for sample in JAMO_TRICKY + ["".join(chr(rng.randint(*rng.choice(alphabet))) for _ in range(5000))]:
-        jamo = dataset.to_jamo(sample)
+        jamo = hangul.to_jamo(sample)
         assert not any(0xAC00 <= ord(c) <= 0xD7A3 for c in jamo)
-        assert dataset.from_jamo(jamo) == as_printed(sample)
-    assert dataset.to_jamo("한") == "\u1112\u1161\u11ab"
+        assert hangul.from_jamo(jamo) == as_printed(sample)
+    assert hangul.to_jamo("한") == "\u1112\u1161\u11ab"
     # U+11A7 (an old vowel, just before the first final) is no final: not escaped, so an initial before it stays.
-    assert dataset.to_jamo("\u1100\u11a7") == "\u1100\u11a7" and dataset.from_jamo("\u1100\u11a7") == "\u1100\u11a7"
+    assert hangul.to_jamo("\u1100\u11a7") == "\u1100\u11a7" and hangul.from_jamo("\u1100\u11a7") == "\u1100\u11a7"
     # Exact but for those: an NFD pair (an escaped vowel follows), old Hangul, a lone initial.
-    assert [dataset.from_jamo(dataset.to_jamo(t)) for t in ("\u1100\u1161", "\u1112\u119e\u11ab", "\u1100\ud7b0",
+    assert [hangul.from_jamo(hangul.to_jamo(t)) for t in ("\u1100\u1161", "\u1112\u119e\u11ab", "\u1100\ud7b0",
                                                             "\u110b로")] == ["\u1100\u1161", "\u1112\u119e\u11ab",
                                                                             "\u1100\ud7b0", "ㅇ로"]
     # What a model writes: an initial before a final, or before an escape that keeps nothing, is lone.
-    assert [dataset.from_jamo(t) for t in ("\u110c\u11ad", "\u1105\ufdd0\u1108", "\u1100\ufdd0\u1161")] == [
+    assert [hangul.from_jamo(t) for t in ("\u110c\u11ad", "\u1105\ufdd0\u1108", "\u1100\ufdd0\u1161")] == [
         "ㅈㄶ", "ㄹㅃ", "\u1100\u1161"]
 
 
 def test_the_letters_a_jamo_model_writes_read_back_as_its_jamo() -> None:
     """A vowel or final that no syllable takes prints as its letter (ㅏ): fed back as a prime, it was
     refused ("characters the model never saw: 'ㅏ'"), and typed on a Korean keyboard too."""
-    jamo = dataset.to_jamo("한글 가방 닭 땀 까치\n")
+    jamo = hangul.to_jamo("한글 가방 닭 땀 까치\n")
     symbols = sorted(set(jamo))
     vocab = dataset.Vocab(symbols, [1] * len(symbols), unit="jamo")
-    written = [symbols.index(c) for c in "\u1161\u11ab" + dataset.to_jamo("한 ") + "\u1101"]
+    written = [symbols.index(c) for c in "\u1161\u11ab" + hangul.to_jamo("한 ") + "\u1101"]
     assert vocab.decode(written) == "ㅏㄴ한 ㄲ"  # a lone initial too
     assert vocab.missing("ㅏㄴ한 ㄲ") == [] and vocab.encode("ㅏㄴ한 ㄲ").tolist() == written
     assert vocab.encode("ㄸ").tolist() == [symbols.index("\u1104")]  # no final has it: the initial
     # After an open syllable a final would join it: 가ㄴ was read as 간 (-n 0 printed 간, and the
     # model went on from it). There the letter is the initial, as a model's lone initial printed.
-    both = sorted(set(dataset.to_jamo("가나 한\n")))  # ㄴ as an initial and as a final
+    both = sorted(set(hangul.to_jamo("가나 한\n")))  # ㄴ as an initial and as a final
     vocab_both = dataset.Vocab(both, [1] * len(both), unit="jamo")
     assert vocab_both.decode(vocab_both.encode("가ㄴ 한ㄴ ㅏㄴ")) == "가ㄴ 한ㄴ ㅏㄴ"
     assert vocab_both.encode("가ㄴ").tolist() == [both.index(c) for c in "\u1100\u1161\u1102"]
@@ -390,7 +391,7 @@ def test_jamo_unit_round_trips_and_counts_original_characters(tmp_path: Path, mo
     counts["\ufdd0"] *= 2
     p = np.array(list(counts.values())) / sum(counts.values())
     assert dataset.unigram_entropy_bits(corpus.vocab, corpus.ids) == pytest.approx(-(p * np.log2(p)).sum())
-    assert corpus.vocab.encode("한국어").tolist() == [corpus.vocab.symbols.index(c) for c in dataset.to_jamo("한국어")]
+    assert corpus.vocab.encode("한국어").tolist() == [corpus.vocab.symbols.index(c) for c in hangul.to_jamo("한국어")]
 
 
 def test_jamo_validation_split_starts_on_a_whole_syllable(tmp_path: Path) -> None:

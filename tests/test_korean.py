@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import dataset
+import hangul
 import train
 from test_train import read_scalars, run_here, summary_events, tiny_text
 
@@ -50,7 +51,7 @@ def test_jamo_training_learns_and_samples_valid_hangul(tmp_path: Path) -> None:
     chars_per_symbol = config["chars_per_symbol"]
     assert 0.3 < chars_per_symbol["train"] < 0.6 and 0.3 < chars_per_symbol["val"] < 0.6, chars_per_symbol
     train_text = KOREAN[:len(KOREAN) - round(len(KOREAN) * config["args"]["val_frac"])]  # the cut is by characters
-    assert chars_per_symbol["train"] == pytest.approx(len(train_text) / len(dataset.to_jamo(train_text)), rel=1e-12)
+    assert chars_per_symbol["train"] == pytest.approx(len(train_text) / len(hangul.to_jamo(train_text)), rel=1e-12)
     val = re.findall(r"val loss (\d\.\d{4}) nats/symbol, (\d+\.\d{4}) bits/char", result.stderr)
     assert len(val) == 2, result.stderr
     for nats, bpc in val:  # evaluation counts the characters of the batches it reads: nearly all the split

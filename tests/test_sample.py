@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import dataset
+import hangul
 import plan
 import utils
 import sample as sample_script
@@ -129,7 +130,7 @@ def test_num_samples_are_one_batch_of_different_texts(run_dir: Path) -> None:
 def test_streamed_jamo_decode_as_the_whole_at_any_chunk_boundary() -> None:
     """Syllables, original jamo and their escape split across chunks come out as decoding the
     whole sequence at once gives them, row by row."""
-    jamo = dataset.to_jamo("\n".join(JAMO_TRICKY) + "한국어 문장을 한다")
+    jamo = hangul.to_jamo("\n".join(JAMO_TRICKY) + "한국어 문장을 한다")
     symbols = sorted(set(jamo))
     vocab = dataset.Vocab(symbols, [1] * len(symbols), unit="jamo")
     rows = [[symbols.index(c) for c in jamo], [symbols.index(c) for c in reversed(jamo)]]
@@ -154,8 +155,8 @@ def test_streamed_jamo_decode_as_the_whole_at_any_chunk_boundary() -> None:
     assert [t[0] for t in sample_script.stream_texts(chars, [[soup[0][:5]], [soup[0][5:9]]])] == [
         "".join(symbols[i] for i in soup[0][:5]), "".join(symbols[i] for i in soup[0][5:9])]
     # The prime decodes with what follows: a final consonant added to its last syllable joins it.
-    prime = [symbols.index(c) for c in dataset.to_jamo("하")]
-    chunk = [[symbols.index(c) for c in "\u11ab" + dataset.to_jamo("다")]]
+    prime = [symbols.index(c) for c in hangul.to_jamo("하")]
+    chunk = [[symbols.index(c) for c in "\u11ab" + hangul.to_jamo("다")]]
     assert "".join(texts[0] for texts in sample_script.stream_texts(vocab, [chunk], prime)) == "한다"
 
 
@@ -518,10 +519,10 @@ def test_every_jamo_sample_gets_its_n_characters(monkeypatch, capsys) -> None:
     """Several samples stop when the shortest has -n characters: under --unit jamo a row of
     syllables (2-3 symbols each) is shorter than one of ASCII after as many symbols, and stopping at
     the longest cut it short. The model is stubbed: row 0 writes 'a', row 1 the syllable 가."""
-    jamo = dataset.to_jamo("가") + "a\n"
+    jamo = hangul.to_jamo("가") + "a\n"
     symbols = sorted(set(jamo))
     vocab = dataset.Vocab(symbols, [1] * len(symbols), unit="jamo")
-    ga = [symbols.index(c) for c in dataset.to_jamo("가")]
+    ga = [symbols.index(c) for c in hangul.to_jamo("가")]
 
     def chunks(*_args):
         while True:
