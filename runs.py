@@ -92,7 +92,8 @@ def resolve_run_dir(path: str, flag: str) -> Path:
         what = f"names {name!r}, which is no run (deleted?)" if name else "is empty"
         raise CharRNNError(f"{flag} {path}: its 'latest' file {what}. "
                            + (_pass_one_of(runs) if runs else "It holds no other run: train one first."))
-    if (run / "config.pkl").is_file() or (run / "chars_vocab.pkl").is_file():
+    # Its pickles, or only its checkpoints (model.ckpt-N) where the pickles were not copied along.
+    if (run / "config.pkl").is_file() or (run / "chars_vocab.pkl").is_file() or any(run.glob("model.ckpt-*")):
         raise CharRNNError(f"{flag} {path}: a save directory of char-rnn-tensorflow (TF1): its pickled config and "
                            f"TF1 checkpoints cannot be loaded here. Train again with train.py: the same flags work.")
     if run.name == "best" and (run.parent / "config.json").is_file():

@@ -690,6 +690,9 @@ def test_init_from_missing_or_not_a_run(tmp_path: Path) -> None:
         (tmp_path / "tf1" / name).write_bytes(b"")
     assert_refused(run("train.py", "--init_from", str(tmp_path / "tf1"), cwd=tmp_path),
                    "char-rnn-tensorflow (TF1)", "Train again")
+    for name in ("config.pkl", "chars_vocab.pkl"):  # its checkpoints alone say as much
+        (tmp_path / "tf1" / name).unlink()
+    assert_refused(run("sample.py", "--save_dir", str(tmp_path / "tf1"), cwd=tmp_path), "char-rnn-tensorflow (TF1)")
 
 
 def test_damaged_json_is_said_in_words() -> None:
