@@ -97,15 +97,26 @@ def check_decoded_text(path: Path, text: str, encoding: str, other_files: int = 
         raise CharRNNError(f"{path}: under --encoding {encoding} its spaces and line breaks read as U+2000 and "
                            f"U+0A00: the file is in the other byte order; pass --encoding {swapped}")
     if not codecs.lookup(encoding).name.startswith("utf"):  # a single-byte or East Asian code page
-        raw = text.encode(encoding, errors="ignore")
+        # Python's escape codecs read the bytes past ASCII as latin-1 (and escapes as what they name).
+        raw = text.encode("latin-1" if encoding.endswith("unicode-escape") else encoding, errors="ignore")
         # Pure ASCII text has nothing garbled: EBCDIC (cp500) encodes even ASCII in bytes above 0x7f.
         if not text.isascii() and re.search(rb"[\x80-\xff]", raw) and _decodes_as_utf8(raw):  # what no other encoding's text is by chance
             garbled = re.search(r"\S*[^\x00-\x7f]\S*", text)[0][:20]
             fix = ("drop --encoding, whose default is utf-8" if not other_files else
-                   f"--encoding {encoding} applies to all {other_files + 1} files: convert the {encoding} ones to "
+                   f"--encoding {encoding} applies to all {other_files + 1} files: convert any {encoding} ones to "
                    f"UTF-8 (iconv -f {_iconv(encoding)} -t utf-8 FILE > NEW) and drop --encoding")
             raise CharRNNError(f"{path}: this is UTF-8 text, which --encoding {encoding} garbles (into {garbled!r} "
                                f"and the like): {fix}")
+        # A one-byte code page reads any bytes: Korean in cp949 decodes under latin-1 too, as mojibake.
+        try:  # (the chunk may end inside a character)
+            korean = codecs.getincrementaldecoder("cp949")().decode(raw, final=False) if len(raw) == len(text) else ""
+        except UnicodeDecodeError:
+            korean = ""
+        if _mostly_common_hangul(korean) and sum("\uac00" <= c <= "\ud7a3" for c in korean) >= 8:
+            garbled = re.search(r"\S*[^\x00-\x7f]\S*", text)[0][:12]
+            meant = re.search(r"\S*[\uac00-\ud7a3]\S*", korean)[0][:12]
+            raise CharRNNError(f"{path}: under --encoding {encoding} the text is mojibake ({garbled!r} and the like), "
+                               f"which reads as Korean in cp949 ({meant!r}): {_pass_or_convert('cp949', encoding, other_files)}")
     c1 = len(re.findall("[\x80-\x9f]", text))
     if c1 and codecs.lookup(encoding).name.startswith(("iso8859", "latin")):
         logger.warning("%s: under --encoding %s the text has %d C1 control characters (U+0080-U+009F), which "
@@ -209,7 +220,7 @@ def decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, extr
                 return CharRNNError(f"{where}; this looks like {candidate}: pass --encoding {candidate}")
             every = f"--encoding {encoding} applies to all {other_files + 1} files, and this one looks like {candidate}"
             if candidate == "utf-8":
-                return CharRNNError(f"{where}; {every}: convert the {encoding} ones to UTF-8 (iconv -f "
+                return CharRNNError(f"{where}; {every}: convert any {encoding} ones to UTF-8 (iconv -f "
                                     f"{_iconv(encoding)} -t utf-8 FILE > NEW) and drop --encoding")
             return CharRNNError(f"{where}; {every}: convert it (iconv -f {candidate} -t {_iconv(encoding)} FILE > "
                                 f"NEW), or pass --encoding {candidate} if every file is {candidate}")

@@ -465,7 +465,7 @@ def test_a_file_in_another_encoding_than_the_others_is_told_to_be_converted(tmp_
     text = "셋째 줄은 한국어\n" * 20
     files = [write(tmp_path / "a.txt", text), write(tmp_path / "b.txt", text.encode("cp949"))]
     cases = [("utf-8", "b.txt", "this one looks like cp949: convert it (iconv -f cp949 -t utf-8 FILE > NEW)"),
-             ("cp949", "a.txt", "this one looks like utf-8: convert the cp949 ones to UTF-8")]
+             ("cp949", "a.txt", "this one looks like utf-8: convert any cp949 ones to UTF-8")]
     for encoding, bad, advice in cases:
         with pytest.raises(CharRNNError) as error:
             dataset.prepare_corpus(files, DataOptions(encoding=encoding), cache_root=tmp_path / "cache")
@@ -475,7 +475,7 @@ def test_a_file_in_another_encoding_than_the_others_is_told_to_be_converted(tmp_
     files[1] = write(tmp_path / "b.txt", text.encode("utf-16"))
     cases = [("utf-8", "b.txt", "UTF-16 byte-order mark: --encoding utf-8 applies to all 2 files: convert this one "
                                 "to UTF-8 (iconv -f utf-16 -t utf-8 FILE > NEW)"),
-             ("utf-16", "a.txt", "this one looks like utf-8: convert the utf-16 ones to UTF-8")]
+             ("utf-16", "a.txt", "this one looks like utf-8: convert any utf-16 ones to UTF-8")]
     for encoding, bad, advice in cases:
         with pytest.raises(CharRNNError) as error:
             dataset.prepare_corpus(files, DataOptions(encoding=encoding), cache_root=tmp_path / "cache")
@@ -741,14 +741,23 @@ def test_a_wrong_encoding_that_decodes_is_caught(tmp_path: Path, caplog, monkeyp
         with pytest.raises(CharRNNError, match=r"this is UTF-8 text, which --encoding \S+ garbles"):
             prepare(path, tmp_path, encoding="latin-1")
     path = write(tmp_path / "ko8.txt", KOREAN[:3000].encode("utf-8"))
-    for encoding in ("latin-1", "mac-roman", "koi8-r"):
+    for encoding in ("latin-1", "mac-roman", "koi8-r", "unicode_escape"):  # Python's escapes read bytes as latin-1
         with pytest.raises(CharRNNError, match=r"this is UTF-8 text, which --encoding \S+ garbles .* drop --encoding"):
             prepare(path, tmp_path, encoding=encoding)
     # Beside a latin-1 file, which that --encoding reads right: the latin-1 one is to be converted.
     files = [write(tmp_path / "a-latin1.txt", "café crème\n".encode("latin-1") * 50), path]
     with pytest.raises(CharRNNError, match=r"ko8.txt: this is UTF-8 text, .*--encoding (\S+) applies to all 2 files: "
-                                           r"convert the \1 ones to UTF-8 \(iconv -f \S+ -t utf-8 FILE > NEW\)"):
+                                           r"convert any \1 ones to UTF-8 \(iconv -f \S+ -t utf-8 FILE > NEW\)"):
         dataset.prepare_corpus(files, DataOptions(encoding="latin-1"), cache_root=tmp_path / "cache")
+    # Korean in cp949 decodes under any one-byte code page, as mojibake: refused, with cp949 named.
+    # Also where the chunk read ends inside a character (1002 bytes: in the middle of a syllable).
+    with monkeypatch.context() as patch:
+        patch.setattr(dataset, "_READ_BYTES", 1002)
+        path = write(tmp_path / "ko949.txt", ("a" + KOREAN[:3000]).encode("cp949", errors="ignore"))
+        for encoding in ("latin-1", "cp1252", "koi8-r"):
+            with pytest.raises(CharRNNError, match=r"under --encoding \S+ the text is mojibake .*, which reads as "
+                                                   r"Korean in cp949 \('\S*[가-힣]\S*'\): pass --encoding cp949"):
+                prepare(path, tmp_path, encoding=encoding)
     # EBCDIC puts even ASCII above 0x7f, where "Ba" (C2 81) happens to be UTF-8: read as asked, not refused.
     corpus = prepare(write(tmp_path / "ebcdic.txt", "Ba Ba Ba\n".encode("cp500") * 20), tmp_path, encoding="cp500")
     assert set(corpus.vocab.symbols) >= {"B", "a", " ", "\n"}
