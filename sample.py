@@ -212,6 +212,7 @@ def stream_texts(vocab: "dataset.Vocab", id_chunks: Iterator, prefix: Sequence[i
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
+    utils.stderr_in_utf8()
     args = parser.parse_args(argv)
     utils.setup_logging(args.verbose)
     if sys.stdout is None:  # closed (>&-), or pythonw: nowhere to write the text

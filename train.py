@@ -1143,6 +1143,7 @@ def write_run_end(step: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = plan.build_parser(description=__doc__.split("\n\n")[0])
+    utils.stderr_in_utf8()
     args = parser.parse_args(argv)
     utils.setup_logging(args.verbose)
     # Until the training loop takes them over (a checkpoint, then exit), the stop signals end

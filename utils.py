@@ -489,13 +489,19 @@ def is_live_terminal(stream: IO) -> bool:
     return stream.isatty() and os.environ.get("TERM") != "dumb"
 
 
-def setup_logging(verbose: bool) -> None:
-    """Our messages on stderr with a time stamp; other libraries' INFO chatter stays hidden.
-    stderr speaks UTF-8 whatever the locale, so Korean in a message stays readable (a stream
-    that is no file, as in a notebook or under redirect_stderr, takes text as it is)."""
+def stderr_in_utf8() -> None:
+    """stderr speaks UTF-8 whatever the locale or PYTHONIOENCODING, so Korean in a message stays
+    readable and a redirected stderr is in one encoding: first thing, since argparse's refusals
+    come before logging is set up (a stream that is no file, as in a notebook or under
+    redirect_stderr, takes text as it is)."""
     fill_closed_std_streams()
     if hasattr(sys.stderr, "reconfigure"):
         sys.stderr.reconfigure(encoding="utf-8", errors="backslashreplace")
+
+
+def setup_logging(verbose: bool) -> None:
+    """Our messages on stderr (in UTF-8) with a time stamp; other libraries' INFO chatter stays hidden."""
+    stderr_in_utf8()
     for old in logger.handlers[:]:  # a second main() in one process (tests, notebooks) logs each line once
         logger.removeHandler(old)
     handler = logging.StreamHandler()

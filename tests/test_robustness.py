@@ -436,6 +436,16 @@ def test_hangul_paths_under_a_locale_that_is_not_utf8(tmp_path: Path) -> None:
     assert sampled.returncode == 0 and len(sampled.stdout) == 20 + 1, sampled.stderr
 
 
+@pytest.mark.parametrize("script, flags", [("train.py", ["--num_layers", "둘"]), ("sample.py", ["--프라임", "문"])])
+def test_a_refused_flag_is_told_in_utf8_whatever_the_stdio_encoding(tmp_path: Path, script: str,
+                                                                      flags: list[str]) -> None:
+    """argparse's refusals come before logging is set up: they were in PYTHONIOENCODING's encoding
+    (a Windows console's cp949), so a stderr redirected to a file mixed two encodings."""
+    result = subprocess.run([sys.executable, str(ROOT / script), *flags], cwd=tmp_path, capture_output=True,
+                            env={**os.environ, "PYTHONIOENCODING": "cp949"}, timeout=TIMEOUT)
+    assert result.returncode == 2 and flags[-1] in result.stderr.decode("utf-8"), result.stderr
+
+
 # karpathy/char-rnn's Lua flags and what they mean here (its train.lua and sample.lua).
 LUA_MEANINGS = {"learning_rate_decay": ("train.py", "--decay_rate"), "max_epochs": ("train.py", "--num_epochs"),
                 "eval_val_every": ("train.py", "--eval_every"), "checkpoint_dir": ("train.py", "--save_dir"),
