@@ -222,6 +222,13 @@ def permission_denied(error: PermissionError) -> str:
 def damage(error: Exception) -> str:
     """What is wrong with a JSON file the tool wrote, in words rather than Python's."""
     if isinstance(error, UnicodeDecodeError):
+        for encoding in ("utf-16", "cp949"):  # saved again by an editor: Notepad's "Unicode" or "ANSI" (Korean)
+            try:
+                json.loads(error.object.decode(encoding))
+            except (UnicodeDecodeError, ValueError):
+                continue
+            return (f"not UTF-8 text but {encoding}, as an editor saves it again: convert it back, "
+                    f"iconv -f {encoding} -t utf-8 FILE > NEW, and put NEW in its place")
         return "not UTF-8 text"
     if isinstance(error, json.JSONDecodeError):
         # Python's own text may end in "at" (Invalid control character at): said once.

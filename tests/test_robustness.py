@@ -712,6 +712,16 @@ def test_damaged_json_is_said_in_words() -> None:
         with pytest.raises(json.JSONDecodeError) as caught:
             json.loads(text)
         assert utils.damage(caught.value) == said
+    # Saved again by an editor in another encoding: intact JSON, named with the way back.
+    record = '{"args": {"data_dir": "data/한국어"}}'
+    for encoding in ("cp949", "utf-16"):
+        with pytest.raises(UnicodeDecodeError) as caught:
+            record.encode(encoding).decode("utf-8-sig")
+        assert utils.damage(caught.value) == (f"not UTF-8 text but {encoding}, as an editor saves it again: convert "
+                                              f"it back, iconv -f {encoding} -t utf-8 FILE > NEW, and put NEW in its place")
+    with pytest.raises(UnicodeDecodeError) as caught:
+        b"\xff\xfe\x00{".decode("utf-8")
+    assert utils.damage(caught.value) == "not UTF-8 text"
 
 
 @pytest.mark.parametrize("damage, what", [("truncated", "(not JSON: "), ("not an object", "(not a JSON object)"),
