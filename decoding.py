@@ -192,7 +192,8 @@ def decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, extr
     if _is_utf8(encoding) and (extra_bytes >= 16 or _utf8_around(sample)) or truncated and extra_bytes >= 16:
         return _damage_error(path, where, encoding, bad, window[at:], truncated, context)
     runs = re.findall(rb"[\x80-\xff]+", sample)
-    if _is_utf8(encoding) and not extra_bytes and len(runs) == 1 and len(runs[0]) <= 4:
+    if (_is_utf8(encoding) and not extra_bytes and len(runs) == 1 and len(runs[0]) <= 4
+            and re.search(rb"[A-Za-z]", sample)):
         # ASCII but for one character's worth of bytes: another encoding's one odd character (cp949
         # and cp1252 read nearly any pair) or damage, which nothing here tells apart; at the file's
         # end, the first bytes of a UTF-8 character are a cut-off last character.

@@ -777,6 +777,8 @@ def test_a_wrong_encoding_that_decodes_is_caught(tmp_path: Path, caplog, monkeyp
      "other byte order; pass --encoding utf-16-le"),
     ("utf-16-le", random.Random(4).randbytes(4000), "looks like a binary file"),
     ("utf-16", LAW.encode("utf-8"), "this looks like utf-8: pass --encoding utf-8"),
+    # Two syllables alone: not "the text around it is ASCII", which it has none of.
+    ("utf-8", "문장".encode("cp949"), "this looks like cp949: pass --encoding cp949"),
 ])
 def test_a_file_in_another_encoding_is_not_called_damaged(tmp_path: Path, encoding: str, data: bytes,
                                                           expected: str) -> None:
