@@ -317,11 +317,12 @@ class Vocab:
         # Right after an initial and its vowel a final would join their syllable (가ㄴ read as 간): there
         # a consonant letter is the initial first, as a model's own lone initial printed so.
         after_open = np.zeros(len(cp), bool)
-        after_open[2:] = (cp[:-2] >= hangul.L_FIRST) & (cp[:-2] <= hangul.L_LAST) & (cp[1:-1] >= hangul.V_FIRST) & (cp[1:-1] <= hangul.V_LAST)
+        after_open[2:] = hangul.is_initial(cp[:-2]) & hangul.is_vowel(cp[1:-1])
         for second_try in (False, True) if self.unit == "jamo" else ():  # letters the vocabulary lacks
             if found.all():
                 break
-            readings = [hangul.LETTER_AS_INITIAL if after != second_try else hangul.LETTER_AS_VOWEL_OR_FINAL for after in after_open]
+            readings = [hangul.LETTER_AS_INITIAL if after != second_try else hangul.LETTER_AS_VOWEL_OR_FINAL
+                        for after in after_open]
             cp = np.where(found, cp, [reading.get(int(c), int(c)) for reading, c in zip(readings, typed)])
             ids, found = self._find(cp)
         return ids, found, cp
@@ -380,8 +381,8 @@ class Vocab:
     @functools.cached_property
     def _jamo_kinds(self) -> dict[int, str]:
         """id -> "initial", "vowel", "final" or "escape" for the symbols hangul.from_jamo composes."""
-        kinds = {"initial": (hangul.L_FIRST, hangul.L_LAST), "vowel": (hangul.V_FIRST, hangul.V_LAST), "final": (hangul.T_BASE + 1, hangul.T_LAST),
-                 "escape": (hangul.ESCAPE, hangul.ESCAPE)}
+        kinds = {"initial": (hangul.L_FIRST, hangul.L_LAST), "vowel": (hangul.V_FIRST, hangul.V_LAST),
+                 "final": (hangul.T_BASE + 1, hangul.T_LAST), "escape": (hangul.ESCAPE, hangul.ESCAPE)}
         return {i: kind for i, cp in enumerate(self._cps.tolist()) for kind, (first, last) in kinds.items()
                 if first <= cp <= last}
 
@@ -890,7 +891,7 @@ def _original_chars(vocab: Vocab, ids: np.ndarray, n: int) -> np.ndarray:
     cp = np.append(vocab._cps[ids].astype(np.int64), [0, 0])
     start = np.flatnonzero(vocab.char_starts[ids[:n]])
     first, second, third = cp[start], cp[start + 1], cp[start + 2]
-    syllable = (first >= hangul.L_FIRST) & (first <= hangul.L_LAST) & (second >= hangul.V_FIRST) & (second <= hangul.V_LAST)
+    syllable = hangul.is_initial(first) & hangul.is_vowel(second)
     final = np.where((third > hangul.T_BASE) & (third <= hangul.T_LAST), third - hangul.T_BASE, 0)
     composed = hangul.syllable(first, second, final)
     escaped = (first == hangul.ESCAPE) & hangul.is_vowel_or_final(second)

@@ -100,7 +100,8 @@ def check_decoded_text(path: Path, text: str, encoding: str, other_files: int = 
         # Python's escape codecs read the bytes past ASCII as latin-1 (and escapes as what they name).
         raw = text.encode("latin-1" if encoding.endswith("unicode-escape") else encoding, errors="ignore")
         # Pure ASCII text has nothing garbled: EBCDIC (cp500) encodes even ASCII in bytes above 0x7f.
-        if not text.isascii() and re.search(rb"[\x80-\xff]", raw) and _decodes_as_utf8(raw):  # what no other encoding's text is by chance
+        # UTF-8 is what no other encoding's text is by chance.
+        if not text.isascii() and re.search(rb"[\x80-\xff]", raw) and _decodes_as_utf8(raw):
             garbled = re.search(r"\S*[^\x00-\x7f]\S*", text)[0][:20]
             fix = ("drop --encoding, whose default is utf-8" if not other_files else
                    f"--encoding {encoding} applies to all {other_files + 1} files: convert any {encoding} ones to "
@@ -116,7 +117,8 @@ def check_decoded_text(path: Path, text: str, encoding: str, other_files: int = 
             garbled = re.search(r"\S*[^\x00-\x7f]\S*", text)[0][:12]
             meant = re.search(r"\S*[\uac00-\ud7a3]\S*", korean)[0][:12]
             raise CharRNNError(f"{path}: under --encoding {encoding} the text is mojibake ({garbled!r} and the like), "
-                               f"which reads as Korean in cp949 ({meant!r}): {_pass_or_convert('cp949', encoding, other_files)}")
+                               f"which reads as Korean in cp949 ({meant!r}): "
+                               f"{_pass_or_convert('cp949', encoding, other_files)}")
     c1 = len(re.findall("[\x80-\x9f]", text))
     if c1 and codecs.lookup(encoding).name.startswith(("iso8859", "latin")):
         logger.warning("%s: under --encoding %s the text has %d C1 control characters (U+0080-U+009F), which "

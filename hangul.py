@@ -75,13 +75,21 @@ LETTER_AS_VOWEL_OR_FINAL = {ord(letter): ord(jamo) for jamo, letter in STANDALON
 LETTER_AS_INITIAL = {ord(letter): ord(jamo) for jamo, letter in STANDALONE_LETTERS.items() if ord(jamo) in _INITIALS}
 
 
+def is_initial(cp: np.ndarray) -> np.ndarray:
+    return (cp >= L_FIRST) & (cp <= L_LAST)
+
+
+def is_vowel(cp: np.ndarray) -> np.ndarray:
+    return (cp >= V_FIRST) & (cp <= V_LAST)
+
+
 def is_vowel_or_final(cp: np.ndarray) -> np.ndarray:
-    return ((cp >= V_FIRST) & (cp <= V_LAST)) | ((cp > T_BASE) & (cp <= T_LAST))
+    return is_vowel(cp) | ((cp > T_BASE) & (cp <= T_LAST))
 
 
 def is_jamo_symbol(cp: np.ndarray) -> np.ndarray:
     """The symbols that only --unit jamo makes: conjoining jamo, and the escape for original ones."""
-    return is_vowel_or_final(cp) | ((cp >= L_FIRST) & (cp <= L_LAST)) | (cp == ESCAPE)
+    return is_vowel_or_final(cp) | is_initial(cp) | (cp == ESCAPE)
 
 
 _NO_SYMBOL = 0xFFFFFFFF  # an unused slot in the jamo table below
