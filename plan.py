@@ -211,6 +211,8 @@ def check_args(args: argparse.Namespace) -> None:
             raise CharRNNError(f"--{flag} {shown!s}: {why}")
 
     if args.run_name is not None:
+        need(runs.is_utf8_path(args.run_name), "run_name", "not valid UTF-8 (typed in another encoding?), which "
+             "TensorFlow's paths must be: choose another")
         # "latest" is the save directory's pointer to its newest run, a file beside the runs.
         need(args.run_name not in ("", ".", "..", "latest") and args.run_name.isprintable()
              and not re.search(r"[/\\]", args.run_name), "run_name",

@@ -259,6 +259,7 @@ def test_bad_corpus_is_refused(tmp_path: Path, kind: str) -> None:
     (["--save_dir", "s/" * 2100], "it is 4200 bytes long"),
     (["--save_dir", "/".join(["x" * 200] * 20)], "and the files written in it add up to 80"),  # fails at no save
     (["--save_dir", b"saves-\xc7\xd1"], "not valid UTF-8"),  # cp949 bytes under a UTF-8 locale
+    (["--run_name", b"r-\xc7\xd1"], "--run_name 'r-\\udcc7\\udcd1': not valid UTF-8"),  # not "control characters"
     # A local folder gs:/bucket/x was written, while the printed tensorboard command named the bucket.
     (["--log_dir", "gs://bucket/x"], "--log_dir gs://bucket/x: a URL; this tool reads and writes files on this machine"),
     (["--init_from", "s3://bucket/save/run"], "--init_from s3://bucket/save/run: a URL"),
