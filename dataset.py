@@ -157,9 +157,9 @@ def resolve_corpus(data_dir: str | None, input_path: str | None) -> list[Path]:
             raise CharRNNError(f"{flag} {where}: no .txt files in this directory "
                                f"(put the text in {named} or pass --input FILE)")
     if all(p.stat().st_size == 0 for p in files):
-        raise CharRNNError(f"{flag} {files[0] if len(files) == 1 else where}: "
-                           f"{'empty' if len(files) == 1 else f'all {len(files)} .txt files are empty'}; "
-                           f"a corpus needs some text")
+        what = (f"all {len(files)} .txt files are empty" if len(files) > 1 else
+                "empty" if root.is_file() else f"its {files[0].relative_to(root)} is empty")
+        raise CharRNNError(f"{flag} {where}: {what}; a corpus needs some text")
     return files
 
 

@@ -841,6 +841,13 @@ def test_an_empty_file_beside_others_is_read_and_only_all_empty_is_refused(tmp_p
     write(tmp_path / "b.txt", "")
     with pytest.raises(CharRNNError, match="all 2 .txt files are empty"):
         dataset.resolve_corpus(None, str(tmp_path))
+    # The flag with the path typed, and the file in it that is empty.
+    with pytest.raises(CharRNNError, match=r"^--input \S+b\.txt: empty; a corpus needs some text$"):
+        dataset.resolve_corpus(None, str(tmp_path / "b.txt"))
+    (tmp_path / "d").mkdir()
+    write(tmp_path / "d" / "input.txt", "")
+    with pytest.raises(CharRNNError, match=r"^--data_dir \S+d: its input\.txt is empty; a corpus needs some text$"):
+        dataset.resolve_corpus(str(tmp_path / "d"), None)
 
 
 def test_resolve_corpus(tmp_path: Path, caplog) -> None:
