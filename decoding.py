@@ -29,7 +29,7 @@ def _unit_bytes(encoding: str) -> int:
 
 def check_looks_like_text(path: Path, head: bytes, encoding: str, other_files: int) -> None:
     """The first chunk of a file, before decoding: refused when it starts with a UTF-16/32 byte-order
-    mark under another --encoding, is UTF-16 without one, or is binary (NUL bytes)."""
+    mark under another --encoding, is UTF-16 or UTF-32 without one, or is binary (NUL bytes)."""
     if _wide(encoding):
         return  # UTF-16/32 text is full of NUL bytes; let the decoder judge it
     for width, marks in ((32, (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")), (16, (b"\xff\xfe", b"\xfe\xff"))):
@@ -37,6 +37,10 @@ def check_looks_like_text(path: Path, head: bytes, encoding: str, other_files: i
             raise CharRNNError(f"{path}: starts with a UTF-{width} byte-order mark: "
                                f"{_pass_or_convert(f'utf-{width}', encoding, other_files)}")
     if b"\x00" in head:
+        for order in ("le", "be"):  # UTF-32 without a byte-order mark: anything else decodes to odd code points
+            if _reads_as_text(head, f"utf-32-{order}"):
+                raise CharRNNError(f"{path}: looks like UTF-32 text without a byte-order mark; "
+                                   f"{_pass_or_convert(f'utf-32-{order}', encoding, other_files)}")
         # UTF-16 without a byte-order mark: the high byte of every ASCII character (spaces, line
         # breaks) is NUL, the low bytes hardly ever are; a binary file has NULs on both sides.
         order, most, least = _nul_sides(head)

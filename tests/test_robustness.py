@@ -179,6 +179,9 @@ def corpus_case(tmp_path: Path, kind: str) -> tuple[list[str], list[str]]:
     if kind == "utf-16 without a byte-order mark":
         (tmp_path / "ko16.txt").write_bytes("한국어 문장입니다\n".encode("utf-16-le") * 200)
         return ["--input", str(tmp_path / "ko16.txt")], ["ko16.txt", "UTF-16", "--encoding utf-16-le"]
+    if kind == "utf-32 without a byte-order mark":  # was called a binary file
+        (tmp_path / "ko32.txt").write_bytes("한국어 문장입니다 text\n".encode("utf-32-be") * 200)
+        return ["--input", str(tmp_path / "ko32.txt")], ["ko32.txt", "UTF-32", "--encoding utf-32-be"]
     if kind == "not utf-8":
         (tmp_path / "latin.txt").write_bytes("café au lait, s'il vous plaît\n".encode("latin-1") * 200)
         return ["--input", str(tmp_path / "latin.txt")], ["latin.txt", "not valid utf-8", "--encoding"]
@@ -215,7 +218,8 @@ def corpus_case(tmp_path: Path, kind: str) -> tuple[list[str], list[str]]:
 
 
 @pytest.mark.parametrize("kind", ["missing file", "missing directory", "empty file", "only a byte-order mark",
-                                  "binary file", "utf-16 without a byte-order mark", "not utf-8",
+                                  "binary file", "utf-16 without a byte-order mark",
+                                  "utf-32 without a byte-order mark", "not utf-8",
                                   "no .txt in directory", "input.txt a link to nothing", "shorter than one batch",
                                   "utf-8 read as utf-16",
                                   "not a text encoding", "validation shorter than a window",
