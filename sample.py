@@ -16,6 +16,7 @@ import math
 import os
 import re
 import sys
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
@@ -180,6 +181,12 @@ def checkpoint_candidates(run_dir: Path, which: str) -> list[str]:
 
 def prime_ids(vocab: "dataset.Vocab", prime: str, unknown: str) -> list[int]:
     """The prime as ids (printed before the sample), without the characters --unknown skip drops."""
+    decomposed = unicodedata.normalize("NFD", prime)
+    # A run that kept its text as it was (--normalize none) may have learned it decomposed (NFD, as
+    # macOS file names and some exports are): a prime typed composed, as keyboards type, is read so.
+    if vocab.normalize == "none" and decomposed != prime and vocab.missing(prime) and not vocab.missing(decomposed):
+        log.info("--prime read decomposed (NFD), as the run's text was: it was trained with --normalize none")
+        prime = decomposed
     missing = vocab.missing(prime)
     if missing and unknown == "error":
         raise CharRNNError(f"--prime has {vocab.missing_what}: {dataset.describe_chars(missing, 20)}. "

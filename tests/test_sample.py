@@ -3,11 +3,13 @@ processes where the process matters (environment, locale, closed streams, a seco
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -218,6 +220,11 @@ def test_prime_outside_a_limited_vocabulary_and_identical_greedy_samples(caplog)
         sample_script.prime_ids(limited, "abc", "error")
     with pytest.raises(utils.CharRNNError, match="characters the model never saw: 'c'"):
         sample_script.prime_ids(dataset.Vocab(list("ab"), [5, 3]), "abc", "error")
+    # A run of decomposed text kept as it was (--normalize none): a composed prime is read decomposed.
+    nfd = dataset.Vocab(list(unicodedata.normalize("NFD", "대한 ")), [1] * 6, normalize="none")
+    with caplog.at_level(logging.INFO, logger="charrnn"):
+        assert nfd.decode(sample_script.prime_ids(nfd, "대한", "error")) == unicodedata.normalize("NFD", "대한")
+    assert "--prime read decomposed (NFD)" in caplog.text
     sample_script.check_args(sample_script.build_parser().parse_args(["--sample", "0", "--num_samples", "3"]))
     assert "--num_samples 3 under --sample 0" in caplog.text and "identical" in caplog.text
 
