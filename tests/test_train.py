@@ -1460,7 +1460,7 @@ def test_a_session_s_end_evaluates_saves_and_says_once(monkeypatch, caplog) -> N
             train_seconds=train_seconds, seconds_so_far=lambda: train_seconds, manager="manager", saves=[], evals=[],
             args=argparse.Namespace(num_epochs=0, max_steps=0 if time_budget_s else 8, time_budget_s=time_budget_s,
                                     time_budget=f"{time_budget_s:g}s"),
-            writer=types.SimpleNamespace(as_default=contextlib.nullcontext, flush=lambda: None),
+            events=lambda step=None: contextlib.nullcontext(),
             run=types.SimpleNamespace(cluster=workers.Cluster(), run_dir=Path("save/r"), loader=types.SimpleNamespace(
                 num_batches=100), **{"forked_from": None, "resume_dir": None, **run}))
         t.save = t.saves.append
@@ -1519,6 +1519,7 @@ def test_a_step_s_scalars_rate_and_time_left(tmp_path: Path, monkeypatch) -> Non
     characters per second in original characters (not jamo) from the session's second step, the rate
     shown smoothed, and the time left at the pace since pace_from."""
     import argparse
+    import functools
     import types
 
     import tensorflow as tf
@@ -1533,6 +1534,7 @@ def test_a_step_s_scalars_rate_and_time_left(tmp_path: Path, monkeypatch) -> Non
         progress_line=types.SimpleNamespace(update=lambda step, fields: shown.append(fields)),
         epoch_position=lambda: "0.11")
     t.progress = lambda: t.done
+    t.events = functools.partial(train.Trainer.events, t)
     # log_step's clock stands still at `now`: a loaded machine's pause between a call and its reading
     # of the clock (0.3 s already moved the rate past 2%) changes no rate or time left.
     now = 1000.0
