@@ -308,7 +308,7 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
             raise ValueError(f"its 'args' entry is {saved!r}, not a table of flags")
         inherited = {key: value for key, value in saved.items() if key not in not_inherited}
         for key, value in inherited.items():  # a hand-edited or damaged value must not reach the checks
-            action = actions.get(key)
+            action, want = actions.get(key), None
             if action is None:  # a value train.py derived and saved (one of a later version: as it is)
                 want = SAVED_DERIVED.get(key)
                 ok = want is None or type(value) is want or (want is float and type(value) is int)
@@ -324,6 +324,8 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
                 ok = type(value) is want or (want is float and type(value) is int)
             if not ok:
                 raise ValueError(f"{key} is {value!r}")
+            if want is float:  # JSON's 0 for 0.0, as an editor may write it: the flag's type
+                inherited[key] = float(value)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise damaged_config(run_dir, utils.damage(error)) from None
     differ = [f"--{k}: saved {saved[k]!r}, given {getattr(args, k)!r}" for k in ARCHITECTURE_FLAGS + DATA_LAYOUT_FLAGS

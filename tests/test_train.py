@@ -887,6 +887,7 @@ def test_a_saved_rate_edited_to_a_whole_number_is_read_as_that_rate(tmp_path: Pa
     args, typed = parsed_flags("--init_from", str(tmp_path))
     plan.merge_resume_config(args, typed, tmp_path)
     assert (args.dropout, args.input_dropout, args.min_lr_frac) == (0, 0, 1)
+    assert all(type(value) is float for value in (args.dropout, args.input_dropout, args.min_lr_frac))
     plan.check_args(args)
 
 
