@@ -85,6 +85,22 @@ def test_jamo_training_learns_and_samples_valid_hangul(tmp_path: Path) -> None:
     assert not [c for c in text if "\u1100" <= c <= "\u11ff"], text  # every jamo recomposed into a syllable
     assert sum("\uac00" <= c <= "\ud7a3" for c in text) >= 50, text
 
+    # --sample 2 under jamo: a word's whole first syllable is drawn (its initial, and the vowel after
+    # it), the rest is the most likely: as model.generate does with the vocabulary's jamo kinds.
+    import tensorflow as tf
+
+    import model as model_lib
+    vocab = dataset.Vocab.load(run_dir / "vocab.json")
+    net = model_lib.CharRNN(model_lib.ModelConfig.from_dict(config["model"]))
+    tf.train.Checkpoint(model=net).read(tf.train.latest_checkpoint(str(run_dir))).expect_partial()
+    ids = model_lib.generate(net, tf.constant([vocab.encode("문 ")], tf.int32), 400, temperature=3.0, mode=2, seed=5,
+                             space_id=vocab.symbols.index(" "), initial_ids=vocab.ids_of("initial"),
+                             vowel_ids=vocab.ids_of("vowel"))
+    want = vocab.decode([*vocab.encode("문 "), *ids.numpy()[0]])[:2 + 60]
+    at_words = run("sample.py", tmp_path, "--save_dir", str(run_dir), "--prime", "문 ", "-n", "60", "--seed", "5",
+                   "--temperature", "3", "--sample", "2")
+    assert at_words.returncode == 0 and at_words.stdout == want + "\n", (at_words.stdout, want)
+
 
 def bpc_of_a_uniform_model(vocab: dataset.Vocab, ids: np.ndarray) -> float:
     """What train.py reports for a model uniform over the vocabulary: ln V nats for every symbol,
