@@ -133,6 +133,25 @@ print(json.dumps(out))
 """
 
 
+def test_the_readme_s_snippets_run_as_written(work: Path, greedy: dict[str, dict[str, str]]) -> None:
+    """The README's SavedModel and TFLite programs, as a user pastes them (this test's paths and
+    prime for its own): the SavedModel's text follows the prime, and the TFLite model's greedy text
+    is sample.py's --sample 0 text."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "ROMEO:" in block]
+    assert len(blocks) == 2, blocks
+    prime = RUNS["lstm"][1]
+    outputs = []
+    for block in blocks:
+        for theirs, ours in (("exported/charrnn", "out/lstm"), ("charrnn.tflite", "out/lstm.tflite"),
+                             ("charrnn.vocab.json", "out/lstm.vocab.json"), ("ROMEO:", prime)):
+            block = block.replace(theirs, ours)
+        outputs.append(run(work, "-c", block).stdout)
+    served, lite = outputs
+    assert served.startswith(prime) and len(served) == len(prime) + 500 + 1, served  # and print's line break
+    assert lite.startswith(greedy["lstm"][prime]) and len(lite) == len(prime) + 200 + 1, (lite, greedy["lstm"])
+
+
 def test_saved_model_runs_with_tensorflow_alone(work: Path, greedy: dict[str, str], tmp_path: Path) -> None:
     jobs = [[str(work / "out" / name), prime, N, EXTRA_PRIMES if name == "lstm" else []]
             for name, (_, prime, _) in RUNS.items()]
