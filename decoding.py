@@ -37,8 +37,11 @@ def check_looks_like_text(path: Path, head: bytes, encoding: str, other_files: i
             raise CharRNNError(f"{path}: starts with a UTF-{width} byte-order mark: "
                                f"{_pass_or_convert(f'utf-{width}', encoding, other_files)}")
     if b"\x00" in head:
-        for order in ("le", "be"):  # UTF-32 without a byte-order mark: anything else decodes to odd code points
-            if _reads_as_text(head, f"utf-32-{order}"):
+        # UTF-32 without a byte-order mark: anything else decodes to odd code points, but for arrays
+        # of 32-bit numbers below 0x110000 (token ids), which have no spaces or line breaks as text has.
+        for order in ("le", "be"):
+            text = head[:len(head) // 4 * 4].decode(f"utf-32-{order}", errors="replace")
+            if _reads_as_text(head, f"utf-32-{order}") and (text.count(" ") + text.count("\n")) * 100 >= len(text):
                 raise CharRNNError(f"{path}: looks like UTF-32 text without a byte-order mark; "
                                    f"{_pass_or_convert(f'utf-32-{order}', encoding, other_files)}")
         # UTF-16 without a byte-order mark: the high byte of every ASCII character (spaces, line
@@ -117,7 +120,7 @@ def check_decoded_text(path: Path, text: str, encoding: str, other_files: int = 
             korean = codecs.getincrementaldecoder("cp949")().decode(raw, final=False) if len(raw) == len(text) else ""
         except UnicodeDecodeError:
             korean = ""
-        if _mostly_common_hangul(korean) and sum("\uac00" <= c <= "\ud7a3" for c in korean) >= 8:
+        if not text.isascii() and _mostly_common_hangul(korean) and sum("\uac00" <= c <= "\ud7a3" for c in korean) >= 8:
             garbled = re.search(r"\S*[^\x00-\x7f]\S*", text)[0][:12]
             meant = re.search(r"\S*[\uac00-\ud7a3]\S*", korean)[0][:12]
             raise CharRNNError(f"{path}: under --encoding {encoding} the text is mojibake ({garbled!r} and the like), "

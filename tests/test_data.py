@@ -761,6 +761,10 @@ def test_a_wrong_encoding_that_decodes_is_caught(tmp_path: Path, caplog, monkeyp
     # EBCDIC puts even ASCII above 0x7f, where "Ba" (C2 81) happens to be UTF-8: read as asked, not refused.
     corpus = prepare(write(tmp_path / "ebcdic.txt", "Ba Ba Ba\n".encode("cp500") * 20), tmp_path, encoding="cp500")
     assert set(corpus.vocab.symbols) >= {"B", "a", " ", "\n"}
+    # Nor is it Korean mojibake where its bytes happen to read as cp949 Hangul.
+    corpus = prepare(write(tmp_path / "ebcdic2.txt", "DEAD BEEF CAFE FACE\n".encode("cp500") * 20), tmp_path,
+                     encoding="cp500")
+    assert set(corpus.vocab.symbols) == set("DEABFC \n")
     # utf-8-sig (UTF-8 whose BOM is dropped) gets the checks UTF-8 gets: a UTF-16 file is named.
     with pytest.raises(CharRNNError, match="UTF-16 byte-order mark"):
         prepare(write(tmp_path / "u16.txt", "text\n".encode("utf-16")), tmp_path, encoding="utf-8-sig")
@@ -777,6 +781,9 @@ def test_a_wrong_encoding_that_decodes_is_caught(tmp_path: Path, caplog, monkeyp
      "other byte order; pass --encoding utf-16-le"),
     ("utf-16-le", random.Random(4).randbytes(4000), "looks like a binary file"),
     ("utf-16", LAW.encode("utf-8"), "this looks like utf-8: pass --encoding utf-8"),
+    # Token ids saved as 32-bit numbers decode as UTF-32 to printable characters: still binary.
+    ("utf-8", np.random.default_rng(0).integers(0, 50257, 5000).astype("<i4").tobytes(), "looks like a binary file"),
+    ("utf-8", np.arange(40, 20000, dtype=">i4").tobytes(), "looks like a binary file"),
     # Two syllables alone: not "the text around it is ASCII", which it has none of.
     ("utf-8", "문장".encode("cp949"), "this looks like cp949: pass --encoding cp949"),
 ])

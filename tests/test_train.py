@@ -880,6 +880,7 @@ def test_a_saved_rate_edited_to_a_whole_number_is_read_as_that_rate(tmp_path: Pa
     """config.json edited by hand ("dropout": 0, "min_lr_frac": 1) is read, not refused as damaged:
     JSON's 0 is the float flag's 0.0 (the derived input_dropout's too)."""
     import plan
+    from utils import CharRNNError
     write_saved_flags(tmp_path, *TINY)
     config = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
     config["args"].update(dropout=0, input_dropout=0, min_lr_frac=1)
@@ -889,6 +890,11 @@ def test_a_saved_rate_edited_to_a_whole_number_is_read_as_that_rate(tmp_path: Pa
     assert (args.dropout, args.input_dropout, args.min_lr_frac) == (0, 0, 1)
     assert all(type(value) is float for value in (args.dropout, args.input_dropout, args.min_lr_frac))
     plan.check_args(args)
+    config["args"].update(learning_rate=10**400)  # no float holds it
+    (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    args, typed = parsed_flags("--init_from", str(tmp_path))
+    with pytest.raises(CharRNNError, match="config.json is unreadable or damaged"):
+        plan.merge_resume_config(args, typed, tmp_path)
 
 
 def test_the_validation_text_holds_one_window_at_the_least() -> None:
