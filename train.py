@@ -600,6 +600,7 @@ class Trainer:
             ended_by = self.stop_reason(progress, stopping, stops.first())
             if ended_by is not None:
                 return ended_by
+            stops.first_step_begun = True
             x, y = loader.batch(self.epoch, self.batch)
             lr = learning_rate(args, self.step, self.epoch, progress)
             loss, grad_norm, self.state = self.train_step(x, y, self.state, lr, self.step)
@@ -807,13 +808,14 @@ class StopSignals:
     another handler too: a terminal closed and Ctrl-C at once can run SIGINT's in the middle of
     SIGHUP's. So each arrival takes its number in one step and is judged by it alone; arrival 0
     stops the run and names the stop. together: the workers of multiworker, which stop together
-    at a step they agree on, after the first one."""
+    at a step they agree on: at fit's first check (nothing saved), or after the first step."""
 
     def __init__(self, together: bool = False) -> None:
         self.together = together
         self.arrived: dict[int, int] = {}  # arrival number -> signal number
         self._numbers = itertools.count()
         self.before_training = False  # arrival 0 came in start-up, which ends with the session's first step
+        self.first_step_begun = False  # past fit's first stop check: multiworker's workers then save after it
         self._start_up = {"open": True}  # a dict: its pop is one step, which no handler can run inside
 
     def end_start_up(self) -> bool:
@@ -834,12 +836,12 @@ class StopSignals:
         starting = "open" in self._start_up
         if starting and number == 0:
             self.before_training = True
-        if starting and not self.together:
+        if starting and not (self.together and self.first_step_begun):
             utils.say_from_signal_handler(f"{name}: stopping before training has begun; nothing is saved (a first "
                                           f"step being compiled finishes first)")
-        elif starting:  # the workers stop together, at a step they agree on
-            utils.say_from_signal_handler(f"{name}: stopping once start-up is done (nothing new is saved before "
-                                          f"the first step)")
+        elif starting:  # the workers stop together, at a step they agree on: the next
+            utils.say_from_signal_handler(f"{name}: stopping after the first step, being compiled, with a checkpoint "
+                                          f"(the workers stop together)")
         elif number == 0:
             utils.say_from_signal_handler(f"{name}: stopping after the step or evaluation in progress, with a "
                                           f"checkpoint")

@@ -1397,11 +1397,16 @@ def test_start_up_ends_with_the_first_step_unless_a_signal_came_in_it(capfd: pyt
     assert not quiet.end_start_up()
     quiet(signal.SIGTERM, None)
     assert "SIGTERM: stopping after the step or evaluation in progress, with a checkpoint" in capfd.readouterr().err
-    # Multiworker: the workers save after the first step, so a later signal is told of that save.
+    # Multiworker: before the first step the workers all stop at fit's first check, with nothing;
+    # in it they train it, then stop together and save it, so a later signal is told of that save.
+    before = StopSignals(together=True)
+    before(signal.SIGTERM, None)
+    assert "SIGTERM: stopping before training has begun; nothing is saved" in capfd.readouterr().err
     together = StopSignals(together=True)
+    together.first_step_begun = True
     together(signal.SIGINT, None)
-    assert "SIGINT: stopping once start-up is done (nothing new is saved before the first step)" in (
-        capfd.readouterr().err)  # not "nothing is saved": the workers go on to save together
+    assert "SIGINT: stopping after the first step, being compiled, with a checkpoint (the workers stop together)" in (
+        capfd.readouterr().err)
     assert together.end_start_up()
     together(signal.SIGINT, None)
     assert "SIGINT again: still stopping (kill -9 would lose" in capfd.readouterr().err
