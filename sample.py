@@ -179,14 +179,21 @@ def checkpoint_candidates(run_dir: Path, which: str) -> list[str]:
     raise CharRNNError(f"no checkpoint in {run_dir}: has training saved one yet?")
 
 
+def _known_form(vocab: "dataset.Vocab", char: str) -> str:
+    """A run that kept its text as it was (--normalize none) may have learned it decomposed (NFD, as
+    macOS file names and some exports are): a character typed composed, as keyboards type it, that
+    the vocabulary lacks is read decomposed where the vocabulary knows that form."""
+    decomposed = unicodedata.normalize("NFD", char)
+    return decomposed if vocab.missing(char) and not vocab.missing(decomposed) else char
+
+
 def prime_ids(vocab: "dataset.Vocab", prime: str, unknown: str) -> list[int]:
     """The prime as ids (printed before the sample), without the characters --unknown skip drops."""
-    decomposed = unicodedata.normalize("NFD", prime)
-    # A run that kept its text as it was (--normalize none) may have learned it decomposed (NFD, as
-    # macOS file names and some exports are): a prime typed composed, as keyboards type, is read so.
-    if vocab.normalize == "none" and decomposed != prime and vocab.missing(prime) and not vocab.missing(decomposed):
-        log.info("--prime read decomposed (NFD), as the run's text was: it was trained with --normalize none")
-        prime = decomposed
+    if vocab.normalize == "none":
+        read = "".join(_known_form(vocab, c) for c in prime)
+        if read != prime:
+            log.info("--prime read decomposed (NFD) where the run's text was: it was trained with --normalize none")
+            prime = read
     missing = vocab.missing(prime)
     if missing and unknown == "error":
         raise CharRNNError(f"--prime has {vocab.missing_what}: {dataset.describe_chars(missing, 20)}. "

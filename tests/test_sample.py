@@ -224,6 +224,8 @@ def test_prime_outside_a_limited_vocabulary_and_identical_greedy_samples(caplog)
     nfd = dataset.Vocab(list(unicodedata.normalize("NFD", "대한 ")), [1] * 6, normalize="none")
     with caplog.at_level(logging.INFO, logger="charrnn"):
         assert nfd.decode(sample_script.prime_ids(nfd, "대한", "error")) == unicodedata.normalize("NFD", "대한")
+        # Character by character: one it knows in neither form is missing on its own.
+        assert nfd.decode(sample_script.prime_ids(nfd, "대한!", "skip")) == unicodedata.normalize("NFD", "대한")
     assert "--prime read decomposed (NFD)" in caplog.text
     sample_script.check_args(sample_script.build_parser().parse_args(["--sample", "0", "--num_samples", "3"]))
     assert "--num_samples 3 under --sample 0" in caplog.text and "identical" in caplog.text
