@@ -258,14 +258,13 @@ class Trainer:
                                      average=self.average)
         self.train_step = self.hang_watch.watched(train_step, from_call=2)  # the first compiles
         self.eval_step = self.model_lib.graph_function(self._eval_step, jit_compile=xla)
+        run.log_files_before = set(os.listdir(run.log_dir)) if run.log_dir.is_dir() else set()
         try:
-            run.log_files_before = set(os.listdir(run.log_dir)) if run.log_dir.is_dir() else set()
             self.writer = tf.summary.create_file_writer(str(run.log_dir))
-            with self.writer.as_default():
-                write_run_summaries(args, self.vocab.size)
-        except tf.errors.OpError as error:  # e.g. a full disk
-            raise CharRNNError(f"--log_dir {run.log_dir}: cannot write TensorBoard events "
-                               f"({runs.tf_error_reason(error)}); free disk space or choose another --log_dir") from None
+        except tf.errors.OpError as error:  # e.g. a full disk: told as any failed write of the events
+            raise EventsUnwritable(runs.tf_error_reason(error)) from None
+        with self.events():
+            write_run_summaries(args, self.vocab.size)
         if run.cluster.is_chief:
             # Absolute: a second terminal, where the command is pasted, opens in another folder.
             log_dir = os.path.abspath(args.log_dir)
@@ -713,8 +712,12 @@ class Trainer:
         run_dir = run.run_dir
         if run.cluster.is_chief:
             if at_limit:
-                with self.events():
-                    write_run_end(self.step)
+                try:  # the run is saved and at its limit: a resume would train nothing
+                    with self.events():
+                        write_run_end(self.step)
+                except EventsUnwritable as error:
+                    log.warning("--log_dir %s: TensorBoard's record of the run's end could not be written (%s)",
+                                run.log_dir, error)
             best_val = float(self.best_val)
             best = f"best val loss {best_val:.4f}" if math.isfinite(best_val) else "no validation yet"
             log.info(f"stopped at step {self.step} by {ended_by}; {best}. Sample with:  "
@@ -776,8 +779,9 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
         # The steps since the last checkpoint are kept where the checkpoints' own disk has room, as
         # a signal keeps them.
         kept = trainer.save_after_failure()[1] if trainer is not None else ""
-        raise CharRNNError(f"--log_dir {run.log_dir}: cannot write TensorBoard events ({error}){kept}. Free disk "
-                           f"space or pass another --log_dir; {how_to_go_on(run)}") from None
+        raise CharRNNError(f"--log_dir {run.log_dir}: cannot write TensorBoard events ({error}){kept}. Fix what "
+                           f"stops the write (disk space, a file-size limit, permissions) or pass another --log_dir; "
+                           f"{how_to_go_on(run)}") from None
     except tf.errors.ResourceExhaustedError as error:
         raise CharRNNError(f"out of memory ({runs.tf_error_reason(error)}). A smaller --batch_size, --rnn_size or "
                            f"--num_layers needs less, and a resumed run keeps its saved ones: free memory first, or "

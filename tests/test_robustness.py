@@ -2179,7 +2179,8 @@ def test_a_full_log_disk_keeps_the_steps_trained(tmp_path: Path, limit: str) -> 
                      "--print_every", "1000", "--run_name", "r", "--log_dir", str(logs), cwd=tmp_path, **popen)
         reason = "No space left on device" if limit == "full disk" else "File too large"
         found = re.search(rf"--log_dir \S+: cannot write TensorBoard events \(.*{reason}\); step (\d+) was saved in "
-                          rf"save/r\. Free disk space or pass another --log_dir; the checkpoints in save/r are intact",
+                          rf"save/r\. Fix what stops the write \(disk space, a file-size limit, permissions\) or pass "
+                          rf"another --log_dir; the checkpoints in save/r are intact",
                           result.stderr)
         assert result.returncode == 2 and found and "Traceback" not in result.stderr, result.stderr
         assert pointer_step(tmp_path / "save" / "r") == int(found[1]) > 100  # past the last evaluation's best/

@@ -1151,7 +1151,8 @@ def test_the_flags_reach_the_step(tmp_path: Path, corpus: Path) -> None:
         assert weights[warmup] and all(np.array_equal(averaged[k.replace("trained_", "", 1)], v)
                                        for k, v in weights[warmup].items())
         first_moment = checkpoint_weights(path, "optimizer/m/").values()
-        assert np.sqrt(sum(np.sum(m.astype(np.float64) ** 2) for m in first_moment)) == pytest.approx(0.1 * 0.01, rel=1e-3)
+        moment_norm = np.sqrt(sum(np.sum(m.astype(np.float64) ** 2) for m in first_moment))
+        assert moment_norm == pytest.approx(0.1 * 0.01, rel=1e-3)
     assert lr[1] > lr[4] > 0
     moved = max(np.abs(weights[1][k] - weights[4][k]).max() for k in weights[1])
     assert moved == pytest.approx(lr[1] - lr[4], rel=1e-3)
@@ -1473,8 +1474,9 @@ def test_a_session_s_end_evaluates_saves_and_says_once(monkeypatch, caplog) -> N
             args=argparse.Namespace(num_epochs=0, max_steps=0 if time_budget_s else 8, time_budget_s=time_budget_s,
                                     time_budget=f"{time_budget_s:g}s"),
             events=lambda step=None: contextlib.nullcontext(),
-            run=types.SimpleNamespace(cluster=workers.Cluster(), run_dir=Path("save/r"), loader=types.SimpleNamespace(
-                num_batches=100), **{"forked_from": None, "resume_dir": None, **run}))
+            run=types.SimpleNamespace(cluster=workers.Cluster(), run_dir=Path("save/r"), log_dir=Path("logs/r"),
+                                      loader=types.SimpleNamespace(num_batches=100),
+                                      **{"forked_from": None, "resume_dir": None, **run}))
         t.save = t.saves.append
         t.run_eval = lambda: t.evals.append(t.step) or improves
         t.limit_flag = functools.partial(train.Trainer.limit_flag, t)
@@ -1492,6 +1494,16 @@ def test_a_session_s_end_evaluates_saves_and_says_once(monkeypatch, caplog) -> N
     said = finish(t, train.LENGTH_LIMIT)
     assert (t.evals, t.saves, ends) == ([8], ["manager"], [8])
     assert "stopped at step 8 by --max_steps 8; best val loss 1.5000. Sample with:" in said and "resume with" not in said
+    # TensorBoard's record of the end cannot be written: the run is saved at its limit all the same.
+    t = trainer(8, saved_step=5)
+
+    def unwritable(step=None):
+        raise train.EventsUnwritable("File too large")
+
+    t.events = unwritable
+    said = finish(t, train.LENGTH_LIMIT)
+    assert t.saves == ["manager"] and "record of the run's end could not be written (File too large)" in said
+    assert "stopped at step 8 by --max_steps 8" in said
     # The loop saved this step and the final evaluation did not improve: that checkpoint is all there is.
     t = trainer(8, saved_step=8)
     finish(t, train.LENGTH_LIMIT)
