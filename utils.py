@@ -295,8 +295,11 @@ class ArgumentParser(argparse.ArgumentParser):
                 return whole + words[index:]
             flag, equals, value = word.partition("=")
             old = [name for name in self.old_flags if name.startswith(flag)]
-            if flag.startswith("--") and flag not in ours and len(old) == 1 and \
-                    sum(name.startswith(flag) for name in ours) > 1:
+            # Not where a flag of ours that begins so is itself the old one's start (--inp: --input,
+            # the corpus here, as likely meant as --input_keep_prob): that stays ambiguous.
+            new = [name for name in ours if name.startswith(flag) and name not in self.old_flags]
+            if flag.startswith("--") and flag not in ours and len(old) == 1 and new and \
+                    not any(old[0].startswith(name) for name in new):
                 word = old[0] + equals + value
             whole.append(word)
         return whole
