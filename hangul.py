@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from typing import Any
 
 from utils import np
 
@@ -31,8 +32,9 @@ V_FIRST, V_LAST = 0x1161, 0x1175
 T_BASE, T_LAST = 0x11A7, 0x11C2
 
 
-def syllable(initial, vowel, t):
-    """S from the code points of L and V, and t (0: no final): on ints, numpy and TensorFlow arrays."""
+def syllable(initial: Any, vowel: Any, t: Any) -> Any:
+    """S from the code points of L and V, and t (0: no final): on ints, numpy and TensorFlow arrays
+    alike (hence Any)."""
     return S_FIRST + ((initial - L_FIRST) * 21 + vowel - V_FIRST) * 28 + t
 
 

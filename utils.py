@@ -227,8 +227,12 @@ def damage(error: Exception) -> str:
                 json.loads(error.object.decode(encoding))
             except (UnicodeDecodeError, ValueError):
                 continue
+            if encoding == "utf-16" and not error.object.startswith((b"\xff\xfe", b"\xfe\xff")):
+                encoding = "utf-16-le"  # as Python read it; iconv takes unmarked utf-16 as big-endian
+            lost = "" if encoding.startswith("utf") else (", unless the editor dropped characters cp949 lacks (jamo, "
+                                                          "emoji), which then need a backup")
             return (f"not UTF-8 text but {encoding}, as an editor saves it again: convert it back, "
-                    f"iconv -f {encoding} -t utf-8 FILE > NEW, and put NEW in its place")
+                    f"iconv -f {encoding} -t utf-8 FILE > NEW, and put NEW in its place{lost}")
         return "not UTF-8 text"
     if isinstance(error, json.JSONDecodeError):
         # Python's own text may end in "at" (Invalid control character at): said once.

@@ -251,8 +251,8 @@ def test_tflite_greedy_equals_sample_py(work: Path, greedy: dict[str, str], name
     assert stepped == list(ids)
 
 
-def test_jamo_helpers_match_dataset() -> None:
-    """The in-graph text helpers against dataset.py on random soup of the tricky code points."""
+def test_jamo_helpers_match_hangul_and_dataset() -> None:
+    """The in-graph text helpers against hangul.py and dataset.py on random soup of the tricky code points."""
     import tensorflow as tf
 
     import dataset

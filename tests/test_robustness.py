@@ -723,11 +723,13 @@ def test_damaged_json_is_said_in_words() -> None:
         assert utils.damage(caught.value) == said
     # Saved again by an editor in another encoding: intact JSON, named with the way back.
     record = '{"args": {"data_dir": "data/한국어"}}'
-    for encoding in ("cp949", "utf-16"):
+    for encoding, named, lost in (("cp949", "cp949", ", unless the editor dropped characters cp949 lacks"),
+                                  ("utf-16", "utf-16", ""), ("utf-16-le", "utf-16-le", "")):  # unmarked: its order
         with pytest.raises(UnicodeDecodeError) as caught:
             record.encode(encoding).decode("utf-8-sig")
-        assert utils.damage(caught.value) == (f"not UTF-8 text but {encoding}, as an editor saves it again: convert "
-                                              f"it back, iconv -f {encoding} -t utf-8 FILE > NEW, and put NEW in its place")
+        said = utils.damage(caught.value)
+        assert said.startswith(f"not UTF-8 text but {named}, as an editor saves it again: convert it back, iconv -f "
+                               f"{named} -t utf-8 FILE > NEW, and put NEW in its place{lost}"), said
     with pytest.raises(UnicodeDecodeError) as caught:
         b"\xff\xfe\x00{".decode("utf-8")
     assert utils.damage(caught.value) == "not UTF-8 text"
