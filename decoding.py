@@ -38,10 +38,12 @@ def check_looks_like_text(path: Path, head: bytes, encoding: str, other_files: i
                                f"{_pass_or_convert(f'utf-{width}', encoding, other_files)}")
     if b"\x00" in head:
         # UTF-32 without a byte-order mark: anything else decodes to odd code points, but for arrays
-        # of 32-bit numbers below 0x110000 (token ids), which have no spaces or line breaks as text has.
+        # of 32-bit numbers below 0x110000 (token ids), which have no spaces or line breaks as text has
+        # (Chinese and Japanese hardly any either), nor its few characters used over and over.
         for order in ("le", "be"):
             text = head[:len(head) // 4 * 4].decode(f"utf-32-{order}", errors="replace")
-            if _reads_as_text(head, f"utf-32-{order}") and (text.count(" ") + text.count("\n")) * 100 >= len(text):
+            spaced = (text.count(" ") + text.count("\n")) * 100 >= len(text)
+            if _reads_as_text(head, f"utf-32-{order}") and (spaced or len(set(text)) * 4 <= len(text)):
                 raise CharRNNError(f"{path}: looks like UTF-32 text without a byte-order mark; "
                                    f"{_pass_or_convert(f'utf-32-{order}', encoding, other_files)}")
         # UTF-16 without a byte-order mark: the high byte of every ASCII character (spaces, line
@@ -106,9 +108,11 @@ def check_decoded_text(path: Path, text: str, encoding: str, other_files: int = 
     if not codecs.lookup(encoding).name.startswith("utf"):  # a single-byte or East Asian code page
         # Python's escape codecs read the bytes past ASCII as latin-1 (and escapes as what they name).
         raw = text.encode("latin-1" if encoding.endswith("unicode-escape") else encoding, errors="ignore")
-        # Pure ASCII text has nothing garbled: EBCDIC (cp500) encodes even ASCII in bytes above 0x7f.
+        # EBCDIC (cp500) puts even ASCII's letters above 0x7f, where they may read as UTF-8 or as
+        # Hangul by chance: neither check below means anything there.
+        ascii_kept = encoding.endswith("unicode-escape") or "\n Aa".encode(encoding, errors="ignore") == b"\n Aa"
         # UTF-8 is what no other encoding's text is by chance.
-        if not text.isascii() and re.search(rb"[\x80-\xff]", raw) and _decodes_as_utf8(raw):
+        if ascii_kept and re.search(rb"[\x80-\xff]", raw) and _decodes_as_utf8(raw):
             garbled = re.search(r"\S*[^\x00-\x7f]\S*", text)[0][:20]
             fix = ("drop --encoding, whose default is utf-8" if not other_files else
                    f"--encoding {encoding} applies to all {other_files + 1} files: convert any {encoding} ones to "
@@ -120,7 +124,7 @@ def check_decoded_text(path: Path, text: str, encoding: str, other_files: int = 
             korean = codecs.getincrementaldecoder("cp949")().decode(raw, final=False) if len(raw) == len(text) else ""
         except UnicodeDecodeError:
             korean = ""
-        if not text.isascii() and _mostly_common_hangul(korean) and sum("\uac00" <= c <= "\ud7a3" for c in korean) >= 8:
+        if ascii_kept and _mostly_common_hangul(korean) and sum("\uac00" <= c <= "\ud7a3" for c in korean) >= 8:
             garbled = re.search(r"\S*[^\x00-\x7f]\S*", text)[0][:12]
             meant = re.search(r"\S*[\uac00-\ud7a3]\S*", korean)[0][:12]
             raise CharRNNError(f"{path}: under --encoding {encoding} the text is mojibake ({garbled!r} and the like), "

@@ -325,8 +325,10 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
             if not ok:
                 raise ValueError(f"{key} is {value!r}")
             if want is float:  # JSON's 0 for 0.0, as an editor may write it: the flag's type
+                if abs(value) > 1e308:  # a whole number with 309 digits or more
+                    raise ValueError(f"{key} is too large a number")
                 inherited[key] = float(value)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError) as error:  # 1e400: no float
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise damaged_config(run_dir, utils.damage(error)) from None
     differ = [f"--{k}: saved {saved[k]!r}, given {getattr(args, k)!r}" for k in ARCHITECTURE_FLAGS + DATA_LAYOUT_FLAGS
               if k in typed and k in saved and saved[k] != getattr(args, k)]

@@ -593,6 +593,7 @@ class Trainer:
     def fit(self, stops: StopSignals) -> str:
         """Train until a length limit, --stop_at_step or a signal; returns what ended it."""
         args, loader = self.args, self.run.loader
+        stops.first_check_begun = True
         while True:
             started = time.monotonic()  # a step's time: all of it but the evaluations and saves
             progress, stopping = self.agreed_progress(bool(stops.arrived))
@@ -716,8 +717,8 @@ class Trainer:
                     with self.events():
                         write_run_end(self.step)
                 except EventsUnwritable as error:
-                    log.warning("--log_dir %s: TensorBoard's record of the run's end could not be written (%s)",
-                                run.log_dir, error)
+                    log.warning("--log_dir %s: TensorBoard's record of the run's end could not be written (%s); "
+                                "its HParams status stays unknown", run.log_dir, error)
             best_val = float(self.best_val)
             best = f"best val loss {best_val:.4f}" if math.isfinite(best_val) else "no validation yet"
             log.info(f"stopped at step {self.step} by {ended_by}; {best}. Sample with:  "
@@ -781,7 +782,7 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
         kept = trainer.save_after_failure()[1] if trainer is not None else ""
         raise CharRNNError(f"--log_dir {run.log_dir}: cannot write TensorBoard events ({error}){kept}. Fix what "
                            f"stops the write (disk space, a file-size limit, permissions) or pass another --log_dir; "
-                           f"{how_to_go_on(run)}") from None
+                           f"{how_to_go_on(run, 'it')}") from None
     except tf.errors.ResourceExhaustedError as error:
         raise CharRNNError(f"out of memory ({runs.tf_error_reason(error)}). A smaller --batch_size, --rnn_size or "
                            f"--num_layers needs less, and a resumed run keeps its saved ones: free memory first, or "
@@ -819,7 +820,9 @@ class StopSignals:
         self.arrived: dict[int, int] = {}  # arrival number -> signal number
         self._numbers = itertools.count()
         self.before_training = False  # arrival 0 came in start-up, which ends with the session's first step
-        self.first_step_begun = False  # past fit's first stop check: multiworker's workers then save after it
+        # Multiworker's workers agree at each of fit's stop checks: a signal before the first stops
+        # them all with nothing saved, one after it in the first step's save; during it, either.
+        self.first_check_begun = self.first_step_begun = False
         self._start_up = {"open": True}  # a dict: its pop is one step, which no handler can run inside
 
     def end_start_up(self) -> bool:
@@ -840,10 +843,15 @@ class StopSignals:
         starting = "open" in self._start_up
         if starting and number == 0:
             self.before_training = True
-        if starting and not (self.together and self.first_step_begun):
+        if starting and not self.together:
             utils.say_from_signal_handler(f"{name}: stopping before training has begun; nothing is saved (a first "
                                           f"step being compiled finishes first)")
-        elif starting:  # the workers stop together, at a step they agree on: the next
+        elif starting and not self.first_check_begun:
+            utils.say_from_signal_handler(f"{name}: stopping before training has begun; nothing is saved")
+        elif starting and not self.first_step_begun:
+            utils.say_from_signal_handler(f"{name}: stopping where the workers agree: before the first step, with "
+                                          f"nothing saved, or after it, with a checkpoint")
+        elif starting:
             utils.say_from_signal_handler(f"{name}: stopping after the first step, being compiled, with a checkpoint "
                                           f"(the workers stop together)")
         elif number == 0:

@@ -762,9 +762,9 @@ def test_a_wrong_encoding_that_decodes_is_caught(tmp_path: Path, caplog, monkeyp
     corpus = prepare(write(tmp_path / "ebcdic.txt", "Ba Ba Ba\n".encode("cp500") * 20), tmp_path, encoding="cp500")
     assert set(corpus.vocab.symbols) >= {"B", "a", " ", "\n"}
     # Nor is it Korean mojibake where its bytes happen to read as cp949 Hangul.
-    corpus = prepare(write(tmp_path / "ebcdic2.txt", "DEAD BEEF CAFE FACE\n".encode("cp500") * 20), tmp_path,
-                     encoding="cp500")
-    assert set(corpus.vocab.symbols) == set("DEABFC \n")
+    for name, line in (("ebcdic2.txt", "DEAD BEEF CAFE FACE\n"), ("ebcdic3.txt", "EFFACE FACE DECADE BEEF Ä\n")):
+        corpus = prepare(write(tmp_path / name, line.encode("cp500") * 20), tmp_path, encoding="cp500")
+        assert set(corpus.vocab.symbols) == set(line)
     # utf-8-sig (UTF-8 whose BOM is dropped) gets the checks UTF-8 gets: a UTF-16 file is named.
     with pytest.raises(CharRNNError, match="UTF-16 byte-order mark"):
         prepare(write(tmp_path / "u16.txt", "text\n".encode("utf-16")), tmp_path, encoding="utf-8-sig")
@@ -784,6 +784,9 @@ def test_a_wrong_encoding_that_decodes_is_caught(tmp_path: Path, caplog, monkeyp
     # Token ids saved as 32-bit numbers decode as UTF-32 to printable characters: still binary.
     ("utf-8", np.random.default_rng(0).integers(0, 50257, 5000).astype("<i4").tobytes(), "looks like a binary file"),
     ("utf-8", np.arange(40, 20000, dtype=">i4").tobytes(), "looks like a binary file"),
+    # Chinese has no spaces, and lines of a paragraph: UTF-32 all the same (its characters repeat).
+    ("utf-8", ("中华人民共和国是工人阶级领导的、以工农联盟为基础的人民民主专政的社会主义国家。" * 3 + "\n")
+     .encode("utf-32-le") * 20, "looks like UTF-32 text without a byte-order mark; pass --encoding utf-32-le"),
     # Two syllables alone: not "the text around it is ASCII", which it has none of.
     ("utf-8", "문장".encode("cp949"), "this looks like cp949: pass --encoding cp949"),
 ])

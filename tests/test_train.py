@@ -893,7 +893,7 @@ def test_a_saved_rate_edited_to_a_whole_number_is_read_as_that_rate(tmp_path: Pa
     config["args"].update(learning_rate=10**400)  # no float holds it
     (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
     args, typed = parsed_flags("--init_from", str(tmp_path))
-    with pytest.raises(CharRNNError, match="config.json is unreadable or damaged"):
+    with pytest.raises(CharRNNError, match=r"config.json is unreadable or damaged \(learning_rate is too large"):
         plan.merge_resume_config(args, typed, tmp_path)
 
 
@@ -1398,19 +1398,56 @@ def test_start_up_ends_with_the_first_step_unless_a_signal_came_in_it(capfd: pyt
     assert not quiet.end_start_up()
     quiet(signal.SIGTERM, None)
     assert "SIGTERM: stopping after the step or evaluation in progress, with a checkpoint" in capfd.readouterr().err
-    # Multiworker: before the first step the workers all stop at fit's first check, with nothing;
-    # in it they train it, then stop together and save it, so a later signal is told of that save.
+    # Multiworker: before fit's first check the workers all stop there, with nothing saved; during it,
+    # either (another worker may already have said "go on"); in the first step they train it, then
+    # stop together and save it, so a later signal is told of that save.
     before = StopSignals(together=True)
     before(signal.SIGTERM, None)
-    assert "SIGTERM: stopping before training has begun; nothing is saved" in capfd.readouterr().err
+    said = capfd.readouterr().err
+    assert "SIGTERM: stopping before training has begun; nothing is saved\n" in said, said
+    checking = StopSignals(together=True)
+    checking.first_check_begun = True
+    checking(signal.SIGTERM, None)
+    assert ("SIGTERM: stopping where the workers agree: before the first step, with nothing saved, or after it, with "
+            "a checkpoint") in capfd.readouterr().err
     together = StopSignals(together=True)
-    together.first_step_begun = True
+    together.first_check_begun = together.first_step_begun = True
     together(signal.SIGINT, None)
     assert "SIGINT: stopping after the first step, being compiled, with a checkpoint (the workers stop together)" in (
         capfd.readouterr().err)
     assert together.end_start_up()
     together(signal.SIGINT, None)
     assert "SIGINT again: still stopping (kill -9 would lose" in capfd.readouterr().err
+
+
+def test_fit_marks_its_first_check_and_its_first_step_for_the_signals(monkeypatch) -> None:
+    """What a multiworker start-up signal is told depends on where fit is: before its first stop
+    check, in it, or past it in the first step."""
+    import argparse
+    import types
+
+    import train
+    from train import StopSignals, Trainer
+    stops, seen = StopSignals(together=True), []
+
+    class FirstStep(Exception):
+        pass
+
+    def agreed_progress(stopping):
+        seen.append(("check", stops.first_check_begun, stops.first_step_begun))
+        return 0.0, False
+
+    def train_step(*_):
+        seen.append(("step", stops.first_check_begun, stops.first_step_begun))
+        raise FirstStep
+
+    t = types.SimpleNamespace(args=argparse.Namespace(), run=types.SimpleNamespace(loader=types.SimpleNamespace(
+        batch=lambda epoch, batch: (None, None))), epoch=0, batch=0, step=0, start_step=0, state=None,
+        agreed_progress=agreed_progress, stop_reason=lambda *_: None, train_step=train_step)
+    monkeypatch.setattr(train, "learning_rate", lambda *_: 0.001)
+    with pytest.raises(FirstStep):
+        Trainer.fit(t, stops)
+    assert seen == [("check", True, False), ("step", True, True)]
 
 
 def test_a_session_that_saved_nothing_removes_only_its_own_events(tmp_path: Path) -> None:
