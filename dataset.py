@@ -58,7 +58,8 @@ class DataOptions:
             raise CharRNNError(f"--encoding {self.encoding}: unknown encoding "
                                "(examples: utf-8, cp949, euc-kr, utf-16, latin-1)") from None
         try:  # rot13, hex, zlib, 'undefined' ... are codecs but not text encodings of bytes
-            if not codec._is_text_encoding or "\n".encode(codec.name).decode(codec.name) != "\n":
+            if (not codec._is_text_encoding or "\n".encode(codec.name).decode(codec.name) != "\n"
+                    or not "\n".encode(codec.name, errors="ignore")):  # idna takes no error handler: raises
                 raise LookupError
         except (LookupError, UnicodeError):
             raise CharRNNError(f"--encoding {self.encoding}: not a text encoding "

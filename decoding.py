@@ -37,13 +37,8 @@ def check_looks_like_text(path: Path, head: bytes, encoding: str, other_files: i
             raise CharRNNError(f"{path}: starts with a UTF-{width} byte-order mark: "
                                f"{_pass_or_convert(f'utf-{width}', encoding, other_files)}")
     if b"\x00" in head:
-        # UTF-32 without a byte-order mark: anything else decodes to odd code points, but for arrays
-        # of 32-bit numbers below 0x110000 (token ids), which have no spaces or line breaks as text has
-        # (Chinese and Japanese hardly any either), nor its few characters used over and over.
         for order in ("le", "be"):
-            text = head[:len(head) // 4 * 4].decode(f"utf-32-{order}", errors="replace")
-            spaced = (text.count(" ") + text.count("\n")) * 100 >= len(text)
-            if _reads_as_text(head, f"utf-32-{order}") and (spaced or len(set(text)) * 4 <= len(text)):
+            if _reads_as_utf32_text(head, order):
                 raise CharRNNError(f"{path}: looks like UTF-32 text without a byte-order mark; "
                                    f"{_pass_or_convert(f'utf-32-{order}', encoding, other_files)}")
         # UTF-16 without a byte-order mark: the high byte of every ASCII character (spaces, line
@@ -69,6 +64,20 @@ def check_no_nul(path: Path, data: bytes, offset: int, encoding: str, before: by
         raise CharRNNError(f"{path}: looks like a binary file, not text (NUL byte at offset {at:,}); pass a text file")
     raise CharRNNError(f"{path}: text with a NUL byte at offset {at:,}, which no text has (a stray one, or a "
                        f"binary part): remove the NUL bytes, e.g. tr -d '\\000' < FILE > FIXED, and pass FIXED")
+
+
+def _reads_as_utf32_text(head: bytes, order: str) -> bool:
+    """UTF-32 without a byte-order mark: anything else decodes to odd code points, but for arrays of
+    32-bit numbers below 0x110000, such as token ids. Those land on unassigned code points now and
+    then (1-3% of a vocabulary's ids), which text hardly ever uses; and text has spaces or line
+    breaks, or is Chinese, Japanese or Korean, which have few."""
+    if not _reads_as_text(head, f"utf-32-{order}"):
+        return False
+    text = head[:len(head) // 4 * 4].decode(f"utf-32-{order}", errors="replace")
+    unassigned = sum(unicodedata.category(c) in ("Cn", "Co", "Cs") for c in text)
+    spaced = (text.count(" ") + text.count("\n")) * 100 >= len(text)
+    east_asian = sum("\u3000" <= c <= "\u9fff" or "\uac00" <= c <= "\ud7a3" or "\uff00" <= c <= "\uffef" for c in text)
+    return unassigned * 300 <= len(text) and (spaced or east_asian * 2 >= len(text))
 
 
 def _mostly_controls(data: bytes) -> bool:
@@ -109,10 +118,11 @@ def check_decoded_text(path: Path, text: str, encoding: str, other_files: int = 
         # Python's escape codecs read the bytes past ASCII as latin-1 (and escapes as what they name).
         raw = text.encode("latin-1" if encoding.endswith("unicode-escape") else encoding, errors="ignore")
         # EBCDIC (cp500) puts even ASCII's letters above 0x7f, where they may read as UTF-8 or as
-        # Hangul by chance: neither check below means anything there.
+        # Hangul by chance. But a file whose spaces read as U+0080 there (ASCII's 0x20) is no EBCDIC.
         ascii_kept = encoding.endswith("unicode-escape") or "\n Aa".encode(encoding, errors="ignore") == b"\n Aa"
+        not_ebcdic = not ascii_kept and text.count("\x80") > text.count(" ")
         # UTF-8 is what no other encoding's text is by chance.
-        if ascii_kept and re.search(rb"[\x80-\xff]", raw) and _decodes_as_utf8(raw):
+        if (ascii_kept and re.search(rb"[\x80-\xff]", raw) or not_ebcdic) and _decodes_as_utf8(raw):
             garbled = re.search(r"\S*[^\x00-\x7f]\S*", text)[0][:20]
             fix = ("drop --encoding, whose default is utf-8" if not other_files else
                    f"--encoding {encoding} applies to all {other_files + 1} files: convert any {encoding} ones to "

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -325,8 +326,8 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
             if not ok:
                 raise ValueError(f"{key} is {value!r}")
             if want is float:  # JSON's 0 for 0.0, as an editor may write it: the flag's type
-                if abs(value) > 1e308:  # a whole number with 309 digits or more
-                    raise ValueError(f"{key} is too large a number")
+                if type(value) is int and abs(value) > sys.float_info.max:  # (floats: check_args)
+                    raise ValueError(f"{key} is a whole number too large for a float")
                 inherited[key] = float(value)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise damaged_config(run_dir, utils.damage(error)) from None

@@ -765,6 +765,10 @@ def test_a_wrong_encoding_that_decodes_is_caught(tmp_path: Path, caplog, monkeyp
     for name, line in (("ebcdic2.txt", "DEAD BEEF CAFE FACE\n"), ("ebcdic3.txt", "EFFACE FACE DECADE BEEF Ä\n")):
         corpus = prepare(write(tmp_path / name, line.encode("cp500") * 20), tmp_path, encoding="cp500")
         assert set(corpus.vocab.symbols) == set(line)
+    # UTF-8 under EBCDIC: its spaces read as U+0080, which says it is no EBCDIC.
+    with pytest.raises(CharRNNError, match=r"this is UTF-8 text, which --encoding cp500 garbles"):
+        prepare(write(tmp_path / "de8.txt", "Der Bär läuft über die Straße.\n".encode("utf-8") * 20), tmp_path,
+                encoding="cp500")
     # utf-8-sig (UTF-8 whose BOM is dropped) gets the checks UTF-8 gets: a UTF-16 file is named.
     with pytest.raises(CharRNNError, match="UTF-16 byte-order mark"):
         prepare(write(tmp_path / "u16.txt", "text\n".encode("utf-16")), tmp_path, encoding="utf-8-sig")
@@ -783,10 +787,14 @@ def test_a_wrong_encoding_that_decodes_is_caught(tmp_path: Path, caplog, monkeyp
     ("utf-16", LAW.encode("utf-8"), "this looks like utf-8: pass --encoding utf-8"),
     # Token ids saved as 32-bit numbers decode as UTF-32 to printable characters: still binary.
     ("utf-8", np.random.default_rng(0).integers(0, 50257, 5000).astype("<i4").tobytes(), "looks like a binary file"),
+    # A whole first chunk of them (2 MiB) repeats its characters as text does: its unassigned ones tell.
+    ("utf-8", np.random.default_rng(0).integers(0, 50257, 600_000).astype("<i4").tobytes(), "looks like a binary file"),
     ("utf-8", np.arange(40, 20000, dtype=">i4").tobytes(), "looks like a binary file"),
     # Chinese has no spaces, and lines of a paragraph: UTF-32 all the same (its characters repeat).
     ("utf-8", ("中华人民共和国是工人阶级领导的、以工农联盟为基础的人民民主专政的社会主义国家。" * 3 + "\n")
      .encode("utf-32-le") * 20, "looks like UTF-32 text without a byte-order mark; pass --encoding utf-32-le"),
+    ("utf-8", "中华人民共和国是工人阶级领导的、以工农联盟为基础的人民民主专政的社会主义国家。".encode("utf-32-be"),
+     "looks like UTF-32 text without a byte-order mark; pass --encoding utf-32-be"),  # 41 characters, no line break
     # Two syllables alone: not "the text around it is ASCII", which it has none of.
     ("utf-8", "문장".encode("cp949"), "this looks like cp949: pass --encoding cp949"),
 ])
@@ -837,7 +845,7 @@ def test_unknown_encoding_and_bad_options() -> None:
     assert DataOptions(encoding="UTF8") == DataOptions()  # one cache key per codec
     # Codecs that are no text encoding of bytes: by their flag (rot13, hex), or because they cannot
     # even encode a line break ('undefined' raises on any text).
-    for codec in ("rot13", "hex", "undefined"):
+    for codec in ("rot13", "hex", "undefined", "idna"):  # idna: no error handler, which reading needs
         with pytest.raises(CharRNNError, match=f"--encoding {codec}: not a text encoding"):
             DataOptions(encoding=codec)
 

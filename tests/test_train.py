@@ -893,7 +893,7 @@ def test_a_saved_rate_edited_to_a_whole_number_is_read_as_that_rate(tmp_path: Pa
     config["args"].update(learning_rate=10**400)  # no float holds it
     (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
     args, typed = parsed_flags("--init_from", str(tmp_path))
-    with pytest.raises(CharRNNError, match=r"config.json is unreadable or damaged \(learning_rate is too large"):
+    with pytest.raises(CharRNNError, match=r"config.json is unreadable or damaged \(learning_rate is a whole number too large for a float"):
         plan.merge_resume_config(args, typed, tmp_path)
 
 
