@@ -69,15 +69,21 @@ def check_no_nul(path: Path, data: bytes, offset: int, encoding: str, before: by
 def _reads_as_utf32_text(head: bytes, order: str) -> bool:
     """UTF-32 without a byte-order mark: anything else decodes to odd code points, but for arrays of
     32-bit numbers below 0x110000, such as token ids. Those land on unassigned code points now and
-    then (1-3% of a vocabulary's ids), which text hardly ever uses; and text has spaces or line
-    breaks, or is Chinese, Japanese or Korean, which have few."""
+    then (1-3% of a vocabulary's ids), which text hardly ever uses (emoji newer than this Python's
+    Unicode aside); and text has spaces or line breaks, or is in a script written without them."""
     if not _reads_as_text(head, f"utf-32-{order}"):
         return False
     text = head[:len(head) // 4 * 4].decode(f"utf-32-{order}", errors="replace")
-    unassigned = sum(unicodedata.category(c) in ("Cn", "Co", "Cs") for c in text)
+    unassigned = sum(unicodedata.category(c) == "Cn" and not "\U0001f000" <= c <= "\U0001faff" for c in text)
     spaced = (text.count(" ") + text.count("\n")) * 100 >= len(text)
-    east_asian = sum("\u3000" <= c <= "\u9fff" or "\uac00" <= c <= "\ud7a3" or "\uff00" <= c <= "\uffef" for c in text)
-    return unassigned * 300 <= len(text) and (spaced or east_asian * 2 >= len(text))
+    unspaced_script = sum(bool(_UNSPACED_SCRIPTS.match(c)) for c in text)
+    return unassigned * 300 <= len(text) and (spaced or unspaced_script * 2 >= len(text))
+
+
+# Scripts written without spaces: Thai, Lao, Myanmar, Khmer, Chinese, Japanese (and Korean's
+# syllables, full-width forms), and the CJK extensions.
+_UNSPACED_SCRIPTS = re.compile("[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3000-\u9fff\uac00-\ud7a3\uff00-\uffef"
+                               "\U00020000-\U0003ffff]")
 
 
 def _mostly_controls(data: bytes) -> bool:
@@ -118,17 +124,23 @@ def check_decoded_text(path: Path, text: str, encoding: str, other_files: int = 
         # Python's escape codecs read the bytes past ASCII as latin-1 (and escapes as what they name).
         raw = text.encode("latin-1" if encoding.endswith("unicode-escape") else encoding, errors="ignore")
         # EBCDIC (cp500) puts even ASCII's letters above 0x7f, where they may read as UTF-8 or as
-        # Hangul by chance. But a file whose spaces read as U+0080 there (ASCII's 0x20) is no EBCDIC.
+        # Hangul by chance. But a file with more of ASCII's spaces and line breaks than of its own
+        # is no EBCDIC.
         ascii_kept = encoding.endswith("unicode-escape") or "\n Aa".encode(encoding, errors="ignore") == b"\n Aa"
-        not_ebcdic = not ascii_kept and text.count("\x80") > text.count(" ")
+        not_ebcdic = not ascii_kept and (raw.count(b" ") + raw.count(b"\n") >
+                                         raw.count(" ".encode(encoding)) + raw.count("\n".encode(encoding)))
         # UTF-8 is what no other encoding's text is by chance.
         if (ascii_kept and re.search(rb"[\x80-\xff]", raw) or not_ebcdic) and _decodes_as_utf8(raw):
-            garbled = re.search(r"\S*[^\x00-\x7f]\S*", text)[0][:20]
+            garbled = (re.search(r"\S*[^\x00-\x7f]\S*", text) or [text])[0][:20]
             fix = ("drop --encoding, whose default is utf-8" if not other_files else
                    f"--encoding {encoding} applies to all {other_files + 1} files: convert any {encoding} ones to "
                    f"UTF-8 (iconv -f {_iconv(encoding)} -t utf-8 FILE > NEW) and drop --encoding")
             raise CharRNNError(f"{path}: this is UTF-8 text, which --encoding {encoding} garbles (into {garbled!r} "
                                f"and the like): {fix}")
+        if not_ebcdic:
+            raise CharRNNError(f"{path}: --encoding {encoding} is EBCDIC, and the file's spaces and line breaks are "
+                               f"ASCII's, not EBCDIC's: pass the file's own encoding (from Windows often cp1252, "
+                               f"Korean cp949) or convert it to UTF-8")
         # A one-byte code page reads any bytes: Korean in cp949 decodes under latin-1 too, as mojibake.
         try:  # (the chunk may end inside a character)
             korean = codecs.getincrementaldecoder("cp949")().decode(raw, final=False) if len(raw) == len(text) else ""

@@ -765,10 +765,18 @@ def test_a_wrong_encoding_that_decodes_is_caught(tmp_path: Path, caplog, monkeyp
     for name, line in (("ebcdic2.txt", "DEAD BEEF CAFE FACE\n"), ("ebcdic3.txt", "EFFACE FACE DECADE BEEF Ä\n")):
         corpus = prepare(write(tmp_path / name, line.encode("cp500") * 20), tmp_path, encoding="cp500")
         assert set(corpus.vocab.symbols) == set(line)
-    # UTF-8 under EBCDIC: its spaces read as U+0080, which says it is no EBCDIC.
-    with pytest.raises(CharRNNError, match=r"this is UTF-8 text, which --encoding cp500 garbles"):
-        prepare(write(tmp_path / "de8.txt", "Der Bär läuft über die Straße.\n".encode("utf-8") * 20), tmp_path,
-                encoding="cp500")
+    # Under EBCDIC, a file with ASCII's spaces or line breaks is no EBCDIC: UTF-8 (Chinese too, which
+    # has no spaces) is named, another is told so; EBCDIC's own German is read.
+    for name, data in (("de8.txt", "Der Bär läuft über die Straße.\n".encode("utf-8") * 20),
+                       ("zh8.txt", "中华人民共和国是工人阶级领导的国家。\n".encode("utf-8") * 20)):
+        with pytest.raises(CharRNNError, match=r"this is UTF-8 text, which --encoding cp500 garbles"):
+            prepare(write(tmp_path / name, data), tmp_path, encoding="cp500")
+    with pytest.raises(CharRNNError, match=r"--encoding cp500 is EBCDIC, and the file's spaces and line breaks are "
+                                           r"ASCII's, not EBCDIC's: pass the file's own encoding"):
+        prepare(write(tmp_path / "de1252.txt", "Grüße aus Köln!\n".encode("cp1252") * 20), tmp_path, encoding="cp500")
+    german = "Der Bär läuft über die Straße.\n" * 20
+    assert prepare(write(tmp_path / "de500.txt", german.encode("cp273")), tmp_path, encoding="cp273").vocab.size == \
+        len(set(german))
     # utf-8-sig (UTF-8 whose BOM is dropped) gets the checks UTF-8 gets: a UTF-16 file is named.
     with pytest.raises(CharRNNError, match="UTF-16 byte-order mark"):
         prepare(write(tmp_path / "u16.txt", "text\n".encode("utf-16")), tmp_path, encoding="utf-8-sig")
@@ -795,6 +803,10 @@ def test_a_wrong_encoding_that_decodes_is_caught(tmp_path: Path, caplog, monkeyp
      .encode("utf-32-le") * 20, "looks like UTF-32 text without a byte-order mark; pass --encoding utf-32-le"),
     ("utf-8", "中华人民共和国是工人阶级领导的、以工农联盟为基础的人民民主专政的社会主义国家。".encode("utf-32-be"),
      "looks like UTF-32 text without a byte-order mark; pass --encoding utf-32-be"),  # 41 characters, no line break
+    # Word's private-use bullets, emoji newer than this Python's Unicode (🩷 🫨), Thai without spaces.
+    ("utf-8", ("\uf0b7 First point.\n\uf0b7 Second point 🩷🫨\n" * 50).encode("utf-32-le"), "looks like UTF-32 text"),
+    ("utf-8", ("ภาษาไทยเขียนติดกันโดยไม่เว้นวรรคระหว่างคำแต่เว้นวรรคระหว่างประโยค" * 3 + "\n").encode("utf-32-be") * 20,
+     "looks like UTF-32 text"),
     # Two syllables alone: not "the text around it is ASCII", which it has none of.
     ("utf-8", "문장".encode("cp949"), "this looks like cp949: pass --encoding cp949"),
 ])
