@@ -237,22 +237,26 @@ def test_a_hung_worker_stops_the_other_after_peer_timeout(tmp_path: Path, patch:
         shutil.rmtree(workers.new_worker_scratch_dir(1))  # which removes the killed worker's own too
 
 
-def test_sigterm_to_the_chief_stops_both_with_a_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signalled", ["chief", "worker"])
+def test_sigterm_to_any_worker_stops_both_with_a_checkpoint(tmp_path: Path, signalled: str) -> None:
     """A job scheduler stops a run with SIGTERM: the strategy's coordination agent had taken that
-    signal over (below Python), and the run trained on."""
+    signal over (below Python), and the run trained on. Sent to either worker, both stop."""
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
     chief, worker = start_workers(tmp_path, "--input", "tiny.txt", "--max_steps", "1000000",
                                   "--eval_every", "1000000", *TINY)
     for line in chief.stdout:  # training has started on both
         if " step 10 " in line:
             break
-    chief.send_signal(signal.SIGTERM)
+    (chief if signalled == "chief" else worker).send_signal(signal.SIGTERM)
     try:
         outputs = finish([chief, worker], timeout=60)
     finally:
         for proc in (chief, worker):
             proc.kill()
-    step = int(re.search(r"stopped at step (\d+) by SIGTERM", outputs[0])[1])
+    by = "SIGTERM" if signalled == "chief" else "another worker's signal"
+    step = int(re.search(rf"stopped at step (\d+) by {by}", outputs[0])[1])
+    told = outputs[0] if signalled == "chief" else outputs[1]
+    assert "SIGTERM: stopping after the step or evaluation in progress, with a checkpoint" in told, told
     assert f"resume with:  python {shlex.quote(str(ROOT / 'train.py'))} --init_from save/mw" in outputs[0], outputs[0]
     assert (tmp_path / "save" / "mw" / f"ckpt-{step}.index").is_file()
 
