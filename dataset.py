@@ -893,7 +893,7 @@ def _original_chars(vocab: Vocab, ids: np.ndarray, n: int) -> np.ndarray:
     start = np.flatnonzero(vocab.char_starts[ids[:n]])
     first, second, third = cp[start], cp[start + 1], cp[start + 2]
     syllable = hangul.is_initial(first) & hangul.is_vowel(second)
-    final = np.where((third > hangul.T_BASE) & (third <= hangul.T_LAST), third - hangul.T_BASE, 0)
+    final = np.where(hangul.is_final(third), third - hangul.T_BASE, 0)
     composed = hangul.syllable(first, second, final)
     escaped = (first == hangul.ESCAPE) & hangul.is_vowel_or_final(second)
     return np.where(syllable, composed, np.where(escaped, second, first))

@@ -57,8 +57,8 @@ def check_no_nul(path: Path, data: bytes, offset: int, encoding: str, before: by
     short last chunk)."""
     if _wide(encoding) or b"\x00" not in data:
         return
-    nul = len(before) + data.index(0)  # in before + data
-    at = offset + data.index(0)
+    first = data.index(0)
+    nul, at = len(before) + first, offset + first  # in before + data, in the file
     around = (before + data)[max(0, nul - 32768):nul + 32768]
     if _mostly_controls(around):
         raise CharRNNError(f"{path}: looks like a binary file, not text (NUL byte at offset {at:,}); pass a text file")
@@ -71,9 +71,9 @@ def _reads_as_utf32_text(head: bytes, order: str) -> bool:
     32-bit numbers below 0x110000, such as token ids. Those land on unassigned code points now and
     then (1-3% of a vocabulary's ids), which text hardly ever uses (emoji newer than this Python's
     Unicode aside); and text has spaces or line breaks, or is in a script written without them."""
-    if not _reads_as_text(head, f"utf-32-{order}"):
+    text = _whole_units(head, f"utf-32-{order}")
+    if not _clean(text):
         return False
-    text = head[:len(head) // 4 * 4].decode(f"utf-32-{order}", errors="replace")
     unassigned = sum(unicodedata.category(c) == "Cn" and not "\U0001f000" <= c <= "\U0001faff" for c in text)
     spaced = (text.count(" ") + text.count("\n")) * 100 >= len(text)
     unspaced_script = sum(bool(_UNSPACED_SCRIPTS.match(c)) for c in text)
@@ -122,16 +122,17 @@ def check_decoded_text(path: Path, text: str, encoding: str, other_files: int = 
                            f"U+0A00: the file is in the other byte order; pass --encoding {swapped}")
     if not codecs.lookup(encoding).name.startswith("utf"):  # a single-byte or East Asian code page
         # Python's escape codecs read the bytes past ASCII as latin-1 (and escapes as what they name).
-        raw = text.encode("latin-1" if encoding.endswith("unicode-escape") else encoding, errors="ignore")
+        escapes = encoding.endswith("unicode-escape")
+        raw = text.encode("latin-1" if escapes else encoding, errors="ignore")
         # EBCDIC (cp500) puts even ASCII's letters above 0x7f, where they may read as UTF-8 or as
         # Hangul by chance. But a file with more of ASCII's spaces and line breaks than of its own
         # is no EBCDIC.
-        ascii_kept = encoding.endswith("unicode-escape") or "\n Aa".encode(encoding, errors="ignore") == b"\n Aa"
+        ascii_kept = escapes or "\n Aa".encode(encoding, errors="ignore") == b"\n Aa"
         not_ebcdic = not ascii_kept and (raw.count(b" ") + raw.count(b"\n") >
                                          raw.count(" ".encode(encoding)) + raw.count("\n".encode(encoding)))
         # UTF-8 is what no other encoding's text is by chance.
         if (ascii_kept and re.search(rb"[\x80-\xff]", raw) or not_ebcdic) and _decodes_as_utf8(raw):
-            garbled = (re.search(r"\S*[^\x00-\x7f]\S*", text) or [text])[0][:20]
+            garbled = _garbled_word(text)[:20]
             fix = ("drop --encoding, whose default is utf-8" if not other_files else
                    f"--encoding {encoding} applies to all {other_files + 1} files: convert any {encoding} ones to "
                    f"UTF-8 (iconv -f {_iconv(encoding)} -t utf-8 FILE > NEW) and drop --encoding")
@@ -147,7 +148,7 @@ def check_decoded_text(path: Path, text: str, encoding: str, other_files: int = 
         except UnicodeDecodeError:
             korean = ""
         if ascii_kept and _mostly_common_hangul(korean) and sum("\uac00" <= c <= "\ud7a3" for c in korean) >= 8:
-            garbled = re.search(r"\S*[^\x00-\x7f]\S*", text)[0][:12]
+            garbled = _garbled_word(text)[:12]
             meant = re.search(r"\S*[\uac00-\ud7a3]\S*", korean)[0][:12]
             raise CharRNNError(f"{path}: under --encoding {encoding} the text is mojibake ({garbled!r} and the like), "
                                f"which reads as Korean in cp949 ({meant!r}): "
@@ -158,6 +159,11 @@ def check_decoded_text(path: Path, text: str, encoding: str, other_files: int = 
                        "Windows' code pages read as curly quotes, dashes and the euro sign: if the file comes "
                        "from Windows, pass its code page (--encoding cp1252 for Western European text)",
                        path, encoding, c1)
+
+
+def _garbled_word(text: str) -> str:
+    """The first word of mojibake to show: one with a character past ASCII (the text's start if none)."""
+    return (re.search(r"\S*[^\x00-\x7f]\S*", text) or [text])[0]
 
 
 def _decodes_as_utf8(data: bytes) -> bool:
@@ -173,7 +179,16 @@ def _reads_as_text(head: bytes, encoding: str, allowed: int = 0) -> bool:
     """Whether bytes decode to text with hardly any control characters (an array of small 16-bit
     numbers has as many NULs as UTF-16 text, but decodes to controls); allowed: how many odd ones
     a short text may have all the same."""
-    text = head[:len(head) // _unit_bytes(encoding) * _unit_bytes(encoding)].decode(encoding, errors="replace")
+    return _clean(_whole_units(head, encoding), allowed)
+
+
+def _whole_units(head: bytes, encoding: str) -> str:
+    """head decoded, but for a last character it cuts short."""
+    return head[:len(head) // _unit_bytes(encoding) * _unit_bytes(encoding)].decode(encoding, errors="replace")
+
+
+def _clean(text: str, allowed: int = 0) -> bool:
+    """Whether decoded text has hardly any control characters or undecodable bytes (see _reads_as_text)."""
     odd = sum(1 for c in text if c == "\ufffd" or (unicodedata.category(c) == "Cc" and c not in "\n\r\t"))
     return bool(text) and odd <= max(allowed, len(text) / 100)
 

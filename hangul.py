@@ -85,8 +85,12 @@ def is_vowel(cp: np.ndarray) -> np.ndarray:
     return (cp >= V_FIRST) & (cp <= V_LAST)
 
 
+def is_final(cp: np.ndarray) -> np.ndarray:
+    return (cp > T_BASE) & (cp <= T_LAST)
+
+
 def is_vowel_or_final(cp: np.ndarray) -> np.ndarray:
-    return is_vowel(cp) | ((cp > T_BASE) & (cp <= T_LAST))
+    return is_vowel(cp) | is_final(cp)
 
 
 def is_jamo_symbol(cp: np.ndarray) -> np.ndarray:

@@ -83,11 +83,12 @@ def check_args(args: argparse.Namespace) -> None:
     if not (args.temperature >= 0 and math.isfinite(args.temperature)):
         raise CharRNNError(f"--temperature {args.temperature}: must be a positive finite number (e.g. 0.7), or 0 "
                            f"for the most likely character every step (as --sample 0)")
-    # What makes the text the most likely one, as typed: the warnings below name it.
-    greedy = [flag for flag, typed in (("--sample 0", args.sample == 0), ("--temperature 0", args.temperature == 0))
-              if typed]
-    to_sample = " with ".join(way for way, needed in (("--sample 1", args.sample == 0),
-                                                      ("a temperature above 0", args.temperature == 0)) if needed)
+    # What makes the text the most likely one, as typed, and what would sample: the warnings below name them.
+    greedy_flags = [(flag, way) for typed, flag, way in ((args.sample == 0, "--sample 0", "--sample 1"),
+                                                         (args.temperature == 0, "--temperature 0",
+                                                          "a temperature above 0")) if typed]
+    greedy = [flag for flag, _ in greedy_flags]
+    to_sample = " with ".join(way for _, way in greedy_flags)
     if args.temperature == 0:  # the limit of colder and colder draws, as the SavedModel's generate takes it
         args.sample, args.temperature = 0, 1.0
     if args.top_k < 0:

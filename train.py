@@ -843,11 +843,9 @@ class StopSignals:
         starting = "open" in self._start_up
         if starting and number == 0:
             self.before_training = True
-        if starting and not self.together:
-            utils.say_from_signal_handler(f"{name}: stopping before training has begun; nothing is saved (a first "
-                                          f"step being compiled finishes first)")
-        elif starting and not self.first_check_begun:
-            utils.say_from_signal_handler(f"{name}: stopping before training has begun; nothing is saved")
+        if starting and not (self.together and self.first_check_begun):
+            compiling = "" if self.together else " (a first step being compiled finishes first)"
+            utils.say_from_signal_handler(f"{name}: stopping before training has begun; nothing is saved{compiling}")
         elif starting and not self.first_step_begun:
             utils.say_from_signal_handler(f"{name}: stopping where the workers agree: before the first step, with "
                                           f"nothing saved, or after it, with a checkpoint")
