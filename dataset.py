@@ -930,25 +930,29 @@ def unigram_entropy_bits(vocab: Vocab, ids: np.ndarray) -> float:
 # Batching
 
 
+def batches_per_epoch(symbols: int, batch_size: int, seq_length: int) -> int:
+    """How many batches an epoch of BatchLoader has: the windows of one stream, less one that
+    leaves room for any epoch offset and y's shift."""
+    return symbols // batch_size // seq_length - 1
+
+
 def _what_fits(symbols: int, batch_size: int, seq_length: int, longest_window: int | None, resumed: bool) -> str:
     """The advice for a training part too short for one batch: the --seq_length that fits it at this
     --batch_size, and the --batch_size at this --seq_length, where either does (and the validation
-    part has a window of that --seq_length: longest_window). A resumed run keeps both."""
+    part has a window of that --seq_length: longest_window). A resumed run keeps its --seq_length."""
     def at_most(flag: str, value: int) -> str:
         return f"--{flag} {value}" + " or less" * (value > 1)
 
-    if resumed:
-        return "Use a longer text: a resumed run keeps its --batch_size and --seq_length."
-
     longest = seq_length if longest_window is None else longest_window
-    seq_fit = min(symbols // (2 * batch_size), longest)
+    seq_fit = 0 if resumed else min(symbols // (2 * batch_size), longest)
     fits = [at_most("seq_length", seq_fit) if seq_fit >= 1 else "",
             at_most("batch_size", symbols // (2 * seq_length)) if symbols >= 2 * seq_length and seq_length <= longest
             else ""]
     fits = [fit for fit in fits if fit]
+    kept = " (a resumed run keeps its --seq_length)" if resumed else ""
     if not fits:
-        return "Use a longer text: a model learns from thousands of characters at the least."
-    return f"Use {', or '.join(fits)}, or a longer text."
+        return f"Use a longer text{kept or ': a model learns from thousands of characters at the least'}."
+    return f"Use {', or '.join(fits)}, or a longer text{kept}."
 
 
 class BatchLoader:
@@ -964,14 +968,13 @@ class BatchLoader:
                  shard_index: int = 0, num_shards: int = 1, longest_window: int | None = None,
                  resumed: bool = False) -> None:
         """longest_window: the longest --seq_length the validation part holds, for the advice when
-        the text is too short (None: not known); resumed: --seq_length and --batch_size cannot
-        change, so only a longer text helps."""
+        the text is too short (None: not known); resumed: --seq_length cannot change."""
         # A caller's error: train.py checks the flags (and the cluster's size) before.
         if batch_size < 1 or seq_length < 1 or not (1 <= num_shards <= batch_size and 0 <= shard_index < num_shards):
             raise ValueError(f"batch_size {batch_size}, seq_length {seq_length}, shard {shard_index} of {num_shards}")
         self.seq_length, self.seed = seq_length, seed
         length = len(ids) // batch_size
-        self.num_batches = length // seq_length - 1  # leaves room for any epoch offset and y's shift
+        self.num_batches = batches_per_epoch(len(ids), batch_size, seq_length)
         if self.num_batches < 1:
             raise CharRNNError(f"not enough text: the training part has {len(ids):,} symbols, but --batch_size "
                                f"{batch_size} --seq_length {seq_length} needs at least {2 * batch_size * seq_length:,} "

@@ -35,10 +35,11 @@ log = logging.getLogger("charrnn")
 # (Not --encoding: it says how the files are stored, and the text is prepared on the run's vocabulary.)
 ARCHITECTURE_FLAGS = ("model", "num_layers", "rnn_size", "embedding_size", "unit", "normalize",
                       "max_vocab", "min_char_count")
-# Flags that lay out the training text in batches (the seed picks each epoch's offset): the saved
-# data position and carried hidden state mean nothing under others, so they cannot change on
-# resume either (char-rnn-tensorflow refused a changed seq_length too).
-DATA_LAYOUT_FLAGS = ("batch_size", "seq_length", "val_frac", "seed")
+# Flags that lay out the text (the seed picks each epoch's offset): the saved data position, carried
+# hidden state and best validation loss mean nothing under others, so they cannot change on resume
+# either (char-rnn-tensorflow refused a changed seq_length too). --batch_size may change, as it could
+# there: train.py then goes on from the same point in the epoch, in other streams.
+DATA_LAYOUT_FLAGS = ("seq_length", "val_frac", "seed")
 # How long to train. Typing any of them on resume sets the run's length afresh, without the saved
 # others: `--max_steps 50000` must train on after a run that a `--time_budget` ended.
 LENGTH_FLAGS = ("num_epochs", "max_steps", "time_budget")
@@ -472,7 +473,7 @@ class Run:
     lock: "runs.RunLock | None"
     log_dir_created: Path | None  # the outermost directory of log_dir that this session made
     saved_schedule: argparse.Namespace | None = None  # the flags with the resumed run's saved schedule, when typed anew
-    val_changed: bool = False  # the resumed run's validation text is not the one it saved its best loss for
+    val_changed: str = ""  # why the resumed run's best validation loss compares with none of this session's
     kept: bool = False       # the session saved a checkpoint: what it made stays
     log_files_before: set[str] | None = None  # log_dir's files before this session's TensorBoard writer
     config_before: str | None = None  # a resumed run's config.json before this session's first save rewrote it
@@ -510,6 +511,7 @@ class Resumed:
     source_logs: Path  # its TensorBoard run
     copied_from: Path | None  # the run that it is a copy of, made by hand (cp -r)
     saved_schedule: argparse.Namespace | None  # the flags with its saved schedule, when one is typed anew
+    batch_size: int | None  # its saved --batch_size (None: not known)
 
 
 def resumed_run(args: argparse.Namespace, typed: set[str]) -> Resumed:
@@ -530,7 +532,8 @@ def resumed_run(args: argparse.Namespace, typed: set[str]) -> Resumed:
     return Resumed(dir=resume_dir, fork_dir=fork_dir,
                    source_logs=Path(saved_log_dir) / (saved.get("log_name") or resume_dir.name),
                    copied_from=copied_by_hand_from(saved, resume_dir),
-                   saved_schedule=saved_schedule_of(args, saved) if typed & set(SCHEDULE_FLAGS) else None)
+                   saved_schedule=saved_schedule_of(args, saved) if typed & set(SCHEDULE_FLAGS) else None,
+                   batch_size=saved.get("batch_size") if type(saved.get("batch_size")) is int else None)
 
 
 def training_cluster(args: argparse.Namespace, typed: set[str], resume_dir: Path | None) -> workers.Cluster:
@@ -595,14 +598,27 @@ def check_validation_window(args: argparse.Namespace, val_kept: int, val_symbols
                        f"({args.seq_length + 1:,} symbols): {kept}. {fix}")
 
 
-def record_validation_text(args: argparse.Namespace, val_ids: np.ndarray) -> bool:
-    """Record the validation text's fingerprint in args, for config.json, and return whether the
-    text the best validation loss so far was measured on was another (--eval_symbols
-    or the corpus changed): that loss then compares with nothing this session measures."""
+def eval_streams(batch_size: int, seq_length: int, val_ids: np.ndarray) -> int:
+    """How many streams the validation text is read in: --batch_size, fewer where it is too short."""
+    return max(1, min(batch_size, (len(val_ids) - 1) // seq_length))
+
+
+def record_validation_text(args: argparse.Namespace, val_ids: np.ndarray, saved_batch_size: int | None) -> str:
+    """Record the validation text's fingerprint in args, for config.json, and say why the best
+    validation loss so far compares with nothing this session measures, if it does not: it was
+    measured on another text (--eval_symbols or the corpus changed), or in other streams (each
+    starts from a zero state). "" where it compares."""
     fingerprint = hashlib.sha256(memoryview(np.ascontiguousarray(val_ids))).hexdigest()
-    changed = getattr(args, "val_sha256", None) not in (None, fingerprint)
+    text_changed = getattr(args, "val_sha256", None) not in (None, fingerprint)
     args.val_sha256 = fingerprint
-    return changed
+    if text_changed:
+        return "it was measured on another validation text (--eval_symbols or the corpus changed)"
+    streams = eval_streams(args.batch_size, args.seq_length, val_ids)
+    saved_streams = streams if saved_batch_size is None else eval_streams(saved_batch_size, args.seq_length, val_ids)
+    if saved_streams != streams:
+        return (f"it was measured in {saved_streams} streams of the validation text, and --batch_size "
+                f"{args.batch_size} reads it in {streams}")
+    return ""
 
 
 def take_run_dir(lock: runs.RunLock, run_dir: Path, resumed: Resumed | None) -> None:
@@ -692,7 +708,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     val_symbols = len(val_ids)
     if args.eval_symbols:
         val_ids = val_ids[:args.eval_symbols + 1]  # + 1: the last input's target
-    val_changed = record_validation_text(args, val_ids)
+    val_changed = record_validation_text(args, val_ids, resumed.batch_size if resumed else None)
     # Each worker reads only its own streams of the memory-mapped ids.
     loader = dataset.BatchLoader(train_ids, args.batch_size, args.seq_length, seed=args.seed,
                                  shard_index=cluster.worker_index, num_shards=cluster.num_workers,
@@ -733,7 +749,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     # The chief goes on from its copy of a forked run; the other workers from the run they were given.
     restore_from = (fork_dir or resume_dir) if lock is not None else resume_dir
     return Run(args=args, cluster=cluster, corpus=corpus, train_ids=train_ids, val_ids=val_ids, loader=loader,
-               eval_batch=max(1, min(args.batch_size, (len(val_ids) - 1) // args.seq_length)),
+               eval_batch=eval_streams(args.batch_size, args.seq_length, val_ids),
                run_dir=run_dir, write_dir=write_dir, log_dir=log_dir, resume_dir=restore_from,
                forked_from=resume_dir if fork_dir is not None else None, lock=lock, log_dir_created=log_dir_created,
                saved_schedule=resumed.saved_schedule if resumed else None, val_changed=val_changed)

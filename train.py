@@ -77,11 +77,13 @@ def decay_progress(step: int, progress: float, warmup_steps: int) -> float:
     return (progress - warmup_share) / (1.0 - warmup_share)
 
 
-def length_used(args: argparse.Namespace, step: int, seconds: float, steps_per_epoch: int) -> dict[str, float]:
-    """How much of each length limit the run has used, by the flag that sets it ("max_steps")."""
+def length_used(args: argparse.Namespace, step: int, epochs: float, seconds: float) -> dict[str, float]:
+    """How much of each length limit the run has used, by the flag that sets it ("max_steps").
+    epochs: the epochs trained, counted in the text rather than in steps, which stand for other
+    amounts of it once a resume changes --batch_size."""
     used = {}
     if args.num_epochs:
-        used["num_epochs"] = step / (args.num_epochs * steps_per_epoch)
+        used["num_epochs"] = epochs / args.num_epochs
     if args.max_steps:
         used["max_steps"] = step / args.max_steps
     if args.time_budget_s:
@@ -89,14 +91,14 @@ def length_used(args: argparse.Namespace, step: int, seconds: float, steps_per_e
     return used
 
 
-def training_progress(args: argparse.Namespace, step: int, seconds: float, steps_per_epoch: int) -> float:
+def training_progress(args: argparse.Namespace, step: int, epochs: float, seconds: float) -> float:
     """Fraction of the run done, by whichever limit is nearest to ending it."""
-    return max(length_used(args, step, seconds, steps_per_epoch).values())
+    return max(length_used(args, step, epochs, seconds).values())
 
 
-def limit_reached(args: argparse.Namespace, step: int, seconds: float, steps_per_epoch: int) -> str:
+def limit_reached(args: argparse.Namespace, step: int, epochs: float, seconds: float) -> str:
     """The length flag whose limit ends the run (the one most used up): "max_steps"."""
-    used = length_used(args, step, seconds, steps_per_epoch)
+    used = length_used(args, step, epochs, seconds)
     return max(used, key=used.get)
 
 
@@ -287,8 +289,8 @@ class Trainer:
         before, args = self.run.saved_schedule, self.args
         if before is None or self.step == 0:
             return
-        rates = [learning_rate(a, self.step, self.epoch,
-                               training_progress(a, self.step, self.seconds_before, self.run.loader.num_batches))
+        rates = [learning_rate(a, self.step, self.epoch, training_progress(a, self.step, self.epochs(),
+                                                                           self.seconds_before))
                  for a in (before, args)]
         if not math.isclose(*rates, rel_tol=0.01):
             differ = [flag for flag in plan.SCHEDULE_FLAGS if getattr(args, flag) != getattr(before, flag)]
@@ -311,18 +313,23 @@ class Trainer:
         self.carried = tf.Variable(self.net.initial_state(self.args.batch_size))
 
         read_as_old = set()  # the paths whose checkpoint was made in the layout of before the average
+        other_batch = {}  # the paths whose checkpoint was trained at another --batch_size: that size
 
         def make_checkpoint(path: str | None = None) -> "tf.train.Checkpoint":
             # `model` is what sample.py loads: the average. A checkpoint saved before there was one
             # holds the trained weights there, and nothing else.
-            if path is not None and saved_before_the_average(tf, path):
+            variables = saved_variables(tf, path) if path is not None else {}
+            weights = {"model": self.average.averaged, "trained_model": self.net}
+            if saved_before_the_average(variables):
                 read_as_old.add(path)
                 weights = {"model": self.net}
-            else:
-                weights = {"model": self.average.averaged, "trained_model": self.net}
+            carried = self.carried  # a state of other streams is read into a variable of its shape, and dropped
+            if saved_batch_size(variables) not in (None, self.args.batch_size):
+                other_batch[path] = saved_batch_size(variables)
+                carried = tf.Variable(self.net.initial_state(other_batch[path]))
             return tf.train.Checkpoint(**weights, optimizer=self.optimizer.slots, loss_scale=self.loss_scale.slots,
                                        train_seconds=self.train_seconds, best_val=self.best_val,
-                                       carried_state=self.carried, **self.counters)
+                                       carried_state=carried, **self.counters)
 
         checkpoint = make_checkpoint()
         # Read (and set aside when damaged) the `checkpoint` lists first: CheckpointManager fails on a damaged one.
@@ -359,9 +366,9 @@ class Trainer:
                          f", best val loss so far {best:.4f}" if math.isfinite(best) else "")
                 if run.val_changed and math.isfinite(best):
                     if run.cluster.is_chief:
-                        log.warning("the validation text is not the one the best val loss %.4f was measured on "
-                                    "(--eval_symbols or the corpus changed): the losses do not compare, so best/ "
-                                    "goes to this session's first evaluation and follows the new text", best)
+                        log.warning("the best val loss so far, %.4f, does not compare with this session's: %s. "
+                                    "best/ goes to this session's first evaluation, and follows from there",
+                                    best, run.val_changed)
                     self.best_val.assign(float("inf"))
         self.step, self.epoch, self.batch = (int(self.counters[k]) for k in ("step", "epoch", "batch"))
         self.start_step = self.step
@@ -371,12 +378,28 @@ class Trainer:
         self.seconds_before = float(self.train_seconds)
         # The carried hidden state resumes exactly on one device; across replicas it restarts at zero.
         self.state = (tf.constant(self.carried) if restored is not None and not self.distributed
-                      else self.initial_state())
+                      and restored not in other_batch else self.initial_state())
+        if restored in other_batch:
+            self.go_on_in_other_streams(other_batch[restored])
         if self.batch >= run.loader.num_batches:  # the same characters, but less text than when it was saved
             log.warning("the saved position (epoch %d, batch %d) is past this corpus's %d batches per epoch: "
                         "the text is shorter than when the run started; going on from the next epoch",
                         self.epoch, self.batch, run.loader.num_batches)
             self.epoch, self.batch, self.state = self.epoch + 1, 0, self.initial_state()
+
+    def go_on_in_other_streams(self, saved_batch_size: int) -> None:
+        """Resumed at another --batch_size (char-rnn-tensorflow allowed one), the text is cut into
+        other streams: the saved batch index and hidden state are for the old ones. Go on from the
+        same point in the epoch, by its share of the epoch's batches; the step count and the
+        schedule, which counts epochs by that share, go on as they were."""
+        saved_batches = dataset.batches_per_epoch(len(self.run.train_ids), saved_batch_size, self.args.seq_length)
+        batch = self.batch * self.run.loader.num_batches // max(1, saved_batches)
+        log.info("--batch_size %d, where the run trained at %d: the text is cut into other streams, so the hidden "
+                 "state starts from zeros, and the run goes on from the same point in epoch %d (batch %d of %d, "
+                 "where it was at %d of %d); the step count and the learning-rate schedule go on",
+                 self.args.batch_size, saved_batch_size, self.epoch, batch, self.run.loader.num_batches,
+                 self.batch, saved_batches)
+        self.batch = batch
 
     def check_same_flags(self) -> None:
         """Refuse workers started with other flags or other text than the chief, before the model is
@@ -568,8 +591,12 @@ class Trainer:
     def seconds_so_far(self) -> float:
         return self.seconds_before + time.monotonic() - self.session_start
 
+    def epochs(self) -> float:
+        """The epochs trained: whole ones, and the share of this one."""
+        return self.epoch + self.batch / self.run.loader.num_batches
+
     def progress(self) -> float:
-        return training_progress(self.args, self.step, self.seconds_so_far(), self.run.loader.num_batches)
+        return training_progress(self.args, self.step, self.epochs(), self.seconds_so_far())
 
     def agreed_progress(self, stopping: bool = False) -> tuple[float, bool]:
         """The run's progress, and whether a worker was asked to stop, the same on every worker:
@@ -670,13 +697,13 @@ class Trainer:
         return epoch_position(self.epoch, self.batch, self.run.loader.num_batches)
 
     def limit_flag(self, seconds: float) -> str:
-        return limit_reached(self.args, self.step, seconds, self.run.loader.num_batches)
+        return limit_reached(self.args, self.step, self.epochs(), seconds)
 
     def nothing_to_train(self) -> bool:
         """Whether the resumed run had already reached its length limit when saved; says so. Decided
         from the checkpoint alone, so every worker agrees, before anything is written."""
         args, run = self.args, self.run
-        if self.step == 0 or training_progress(args, self.step, self.seconds_before, run.loader.num_batches) < 1.0:
+        if self.step == 0 or training_progress(args, self.step, self.epochs(), self.seconds_before) < 1.0:
             return False
         if run.cluster.is_chief:
             flag = self.limit_flag(self.seconds_before)
@@ -706,8 +733,8 @@ class Trainer:
         # Unless the evaluation changed best_val, a save the loop made at this step holds all there is;
         # writing the same checkpoint again would put it at risk for nothing. But a time budget that
         # ran out while that save was written left it short of the limit: a resume would train on.
-        saved_short = at_limit and training_progress(self.args, self.step, float(self.train_seconds),
-                                                     self.run.loader.num_batches) < 1.0
+        saved_short = at_limit and training_progress(self.args, self.step, self.epochs(),
+                                                     float(self.train_seconds)) < 1.0
         if improved or saved_short or self.saved_step != self.step:
             self.save(self.manager)
         run_dir = run.run_dir
@@ -1053,14 +1080,26 @@ class Adam:
             var.assign_sub(step_size * m / (tf.sqrt(v) * v_correction + self.epsilon))
 
 
-def saved_before_the_average(tf: ModuleType, path: str) -> bool:
-    """Whether the checkpoint at path was saved by a train.py that kept no average of the weights
-    (before --ema_decay): its `model` is the trained weights. A damaged one counts as new; its
-    restore then fails as it would."""
+def saved_variables(tf: ModuleType, path: str) -> dict[str, list[int]]:
+    """The shapes of the values in the checkpoint at path, by name; none for a damaged one (its
+    restore then fails as it would)."""
     try:
-        return not any(name.startswith("trained_model/") for name, _ in tf.train.list_variables(path))
+        return dict(tf.train.list_variables(path))
     except (tf.errors.OpError, ValueError):
-        return False
+        return {}
+
+
+def saved_before_the_average(variables: dict[str, list[int]]) -> bool:
+    """Whether a checkpoint of these variables was saved by a train.py that kept no average of the
+    weights (before --ema_decay): its `model` is the trained weights."""
+    return bool(variables) and not any(name.startswith("trained_model/") for name in variables)
+
+
+def saved_batch_size(variables: dict[str, list[int]]) -> int | None:
+    """The --batch_size a checkpoint of these variables was trained at: its carried hidden state's
+    streams ([layers, states, streams, units]). None where it has no such state."""
+    shape = variables.get("carried_state/.ATTRIBUTES/VARIABLE_VALUE")
+    return shape[2] if shape is not None and len(shape) == 4 else None
 
 
 class WeightAverage:

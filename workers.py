@@ -56,8 +56,8 @@ def check_batch_shares(batch_size: int, parts: int, what: str, *, resumed: bool,
     trained, and a share of none would make the loss NaN."""
     if batch_size % parts:
         fits = parts * max(1, round(batch_size / parts))
-        fix = (f"A resumed run keeps its --batch_size: go on with a number of {what} that divides it "
-               f"({how_to_use_fewer})"
+        fix = (f"Go on with a number of {what} that divides it ({how_to_use_fewer}), or with --batch_size {fits} "
+               f"(the run then goes on from the same point in its epoch, in other streams)"
                if resumed else f"Try --batch_size {fits}")
         raise CharRNNError(f"--batch_size {batch_size} must be a multiple of the number of {what} ({parts}): "
                            f"each trains an equal share of the streams. {fix}")

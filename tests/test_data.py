@@ -1444,7 +1444,11 @@ def test_too_small_corpus_says_what_is_needed() -> None:
     # advice is what fits both, not a --batch_size that the validation part then refuses.
     with pytest.raises(CharRNNError, match=r"Use --seq_length 19 or less, or a longer text\.$"):
         dataset.BatchLoader(np.zeros(4999, np.uint16), batch_size=50, seq_length=50, longest_window=19)
-    with pytest.raises(CharRNNError, match=r"Use a longer text: a resumed run keeps its --batch_size and --seq_length"):
+    # A resumed run keeps its --seq_length, and may change its --batch_size.
+    with pytest.raises(CharRNNError, match=r"Use --batch_size 49 or less, or a longer text \(a resumed run keeps its "
+                                           r"--seq_length\)\.$"):
+        dataset.BatchLoader(np.zeros(4999, np.uint16), batch_size=50, seq_length=50, resumed=True)
+    with pytest.raises(CharRNNError, match=r"Use a longer text \(a resumed run keeps its --seq_length\)\.$"):
         dataset.BatchLoader(np.zeros(4999, np.uint16), batch_size=50, seq_length=50, longest_window=49, resumed=True)
     # A new run whose validation part holds no window at all is no resumed run (it was told it was).
     with pytest.raises(CharRNNError, match=r"Use a longer text: a model learns from thousands of characters"):

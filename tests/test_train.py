@@ -415,6 +415,42 @@ def test_resume_reaches_the_same_weights(tmp_path: Path, corpus: Path) -> None:
     assert max(float(v) for _, v in scalars["train/grad_norm"][12:]) > 0.35  # the clip bound after resume
 
 
+def test_a_resume_at_another_batch_size_goes_on_from_the_same_point_in_the_epoch(tmp_path: Path, corpus: Path) -> None:
+    """char-rnn-tensorflow let --init_from change --batch_size. The text is then cut into other
+    streams: the run goes on from the same share of its epoch with a zero hidden state, and the
+    schedule, which counts --num_epochs in epochs rather than steps, goes on without a jump."""
+    common = ["--num_epochs", "2", "--eval_every", "20", "--save_every", "20", *TINY]
+    first = train(tmp_path, "--input", str(corpus), *common, "--stop_at_step", "40", "--run_name", "r")
+    assert first.returncode == 0, first.stderr
+    run_dir = tmp_path / "save" / "r"
+    train_symbols = int(re.search(r"corpus: ([\d,]+) symbols", first.stderr).group(1).replace(",", "")) - int(
+        re.search(r"validation ([\d,]+) symbols", first.stderr).group(1).replace(",", ""))
+    batches = {size: train_symbols // size // 16 - 1 for size in (4, 8)}  # --seq_length 16
+    assert f"{batches[4]} train steps per epoch" in first.stderr
+    moved = train(tmp_path, "--init_from", str(run_dir), "--batch_size", "8", "--stop_at_step", "45")
+    assert moved.returncode == 0, moved.stderr
+    at = 40 * batches[8] // batches[4]  # the same share of epoch 0
+    assert (f"--batch_size 8, where the run trained at 4: the text is cut into other streams, so the hidden state "
+            f"starts from zeros, and the run goes on from the same point in epoch 0 (batch {at} of {batches[8]}, "
+            f"where it was at 40 of {batches[4]})") in moved.stderr, moved.stderr
+    # The best val loss was measured in 4 streams of the validation text; 8 start from zeros more often.
+    assert "does not compare with this session's: it was measured in 4 streams of the validation text, and " \
+           "--batch_size 8 reads it in 8" in moved.stderr
+    saved = checkpoint_weights(str(run_dir / "ckpt-45"), "")
+    assert [int(saved[f"{name}/.ATTRIBUTES/VARIABLE_VALUE"]) for name in ("step", "epoch", "batch")] == [45, 0, at + 5]
+    assert saved["carried_state/.ATTRIBUTES/VARIABLE_VALUE"].shape == (1, 2, 8, 32)
+    assert json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["args"]["batch_size"] == 8
+    # --num_epochs 2 counted in steps of the new batch would have put the cosine twice as far on.
+    rates = dict((step, float(value)) for step, value in read_scalars(tmp_path / "logs" / "r")["train/learning_rate"])
+    assert sorted(rates) == list(range(1, 46))
+    assert rates[41] == pytest.approx(rates[40], rel=0.005) and rates[45] < rates[41]
+    # The run is now one of batch 8: it goes on exactly, as any resume.
+    again = train(tmp_path, "--init_from", str(run_dir), "--stop_at_step", "47")
+    assert again.returncode == 0, again.stderr
+    assert "where the run trained at" not in again.stderr and "does not compare" not in again.stderr
+    assert pointer_step(run_dir) == 47
+
+
 def test_resume_refuses_a_different_architecture(tmp_path: Path, corpus: Path) -> None:
     result = train(tmp_path, "--input", str(corpus), "--max_steps", "4", "--eval_every", "4", *TINY)
     assert result.returncode == 0, result.stderr
@@ -429,7 +465,7 @@ def test_resume_refuses_a_different_architecture(tmp_path: Path, corpus: Path) -
     run_dir = only_run(tmp_path / "save")
     saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["args"]
     other = {"model": "gru", "num_layers": "3", "rnn_size": "64", "embedding_size": "8", "unit": "jamo",
-             "normalize": "none", "max_vocab": "40", "min_char_count": "3", "batch_size": "6", "seq_length": "9",
+             "normalize": "none", "max_vocab": "40", "min_char_count": "3", "seq_length": "9",
              "val_frac": "0.2", "seed": "99"}
     for flag, value in other.items():
         args = plan.build_parser().parse_args(["--init_from", str(run_dir), f"--{flag}", value])
@@ -747,8 +783,8 @@ def test_a_typed_length_flag_alone_says_how_long(tmp_path: Path) -> None:
     assert resolved().num_epochs == plan.DEFAULT_EPOCHS == 50
     for flag, value in (("max_steps", "50000"), ("time_budget", "15m")):
         args = resolved(f"--{flag}", value)
-        assert args.num_epochs == 0 and list(T.length_used(args, 30000, 60.0, steps_per_epoch=100)) == [flag]
-    assert T.training_progress(resolved("--max_steps", "50000"), 25000, 0.0, steps_per_epoch=100) == 0.5
+        assert args.num_epochs == 0 and list(T.length_used(args, 30000, epochs=300.0, seconds=60.0)) == [flag]
+    assert T.training_progress(resolved("--max_steps", "50000"), 25000, epochs=250.0, seconds=0.0) == 0.5
     assert resolved("--num_epochs", "3", "--max_steps", "10").num_epochs == 3
     with pytest.raises(CharRNNError, match="--num_epochs 0: 0 leaves the run without a length limit"):
         resolved("--num_epochs", "0")
@@ -1054,15 +1090,17 @@ def test_the_nearest_length_limit_ends_the_run_and_is_named() -> None:
 
     from train import limit_reached, training_progress
     args = argparse.Namespace(num_epochs=3, max_steps=10, time_budget_s=0.0)  # 3 epochs of 100 steps, or 10 steps
-    assert training_progress(args, 5, 0.0, 100) == pytest.approx(0.5)
-    assert training_progress(args, 10, 0.0, 100) == 1.0 and limit_reached(args, 10, 0.0, 100) == "max_steps"
+    assert training_progress(args, 5, 0.05, 0.0) == pytest.approx(0.5)
+    assert training_progress(args, 10, 0.1, 0.0) == 1.0 and limit_reached(args, 10, 0.1, 0.0) == "max_steps"
     args.time_budget_s = 60.0
-    assert training_progress(args, 5, 45.0, 100) == 0.75 and limit_reached(args, 5, 60.0, 100) == "time_budget"
+    assert training_progress(args, 5, 0.05, 45.0) == 0.75 and limit_reached(args, 5, 0.05, 60.0) == "time_budget"
     args.max_steps = 0
-    assert limit_reached(args, 300, 1.0, 100) == "num_epochs"
-    # --num_epochs 3 of 100 steps each: step 150 is half the run, step 300 its end.
+    assert limit_reached(args, 300, 3.0, 1.0) == "num_epochs"
+    # --num_epochs 3: one and a half epochs are half the run, three its end, whatever the steps
+    # (a resume at another --batch_size makes an epoch other steps).
     args.time_budget_s = 0.0
-    assert [training_progress(args, step, 0.0, 100) for step in (150, 299, 300)] == [0.5, 299 / 300, 1.0]
+    assert [training_progress(args, step, epochs, 0.0) for step, epochs in ((150, 1.5), (99, 2.99), (300, 3.0))] \
+        == [0.5, pytest.approx(2.99 / 3), 1.0]
 
 
 def test_the_progress_line_s_epoch_and_time_left() -> None:
@@ -1506,7 +1544,7 @@ def test_a_session_s_end_evaluates_saves_and_says_once(monkeypatch, caplog) -> N
     def trainer(step: int, saved_step: int, last_val_step: int = -1, train_seconds: float = 0.0,
                 improves: bool = False, best_val: float = 1.5, time_budget_s: float = 0.0, **run):
         t = types.SimpleNamespace(
-            step=step, start_step=2, saved_step=saved_step, last_val_step=last_val_step, best_val=best_val,
+            step=step, epoch=0, batch=step, start_step=2, saved_step=saved_step, last_val_step=last_val_step, best_val=best_val,
             train_seconds=train_seconds, seconds_so_far=lambda: train_seconds, manager="manager", saves=[], evals=[],
             args=argparse.Namespace(num_epochs=0, max_steps=0 if time_budget_s else 8, time_budget_s=time_budget_s,
                                     time_budget=f"{time_budget_s:g}s"),
@@ -1517,6 +1555,7 @@ def test_a_session_s_end_evaluates_saves_and_says_once(monkeypatch, caplog) -> N
         t.save = t.saves.append
         t.run_eval = lambda: t.evals.append(t.step) or improves
         t.limit_flag = functools.partial(train.Trainer.limit_flag, t)
+        t.epochs = functools.partial(train.Trainer.epochs, t)
         return t
 
     def finish(t, ended_by: str) -> str:
