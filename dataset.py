@@ -944,15 +944,17 @@ def _what_fits(symbols: int, batch_size: int, seq_length: int, longest_window: i
         return f"--{flag} {value}" + " or less" * (value > 1)
 
     longest = seq_length if longest_window is None else longest_window
-    seq_fit = 0 if resumed else min(symbols // (2 * batch_size), longest)
-    fits = [at_most("seq_length", seq_fit) if seq_fit >= 1 else "",
-            at_most("batch_size", symbols // (2 * seq_length)) if symbols >= 2 * seq_length and seq_length <= longest
-            else ""]
-    fits = [fit for fit in fits if fit]
-    kept = " (a resumed run keeps its --seq_length)" if resumed else ""
+    fits = []
+    seq_fit = min(symbols // (2 * batch_size), longest)
+    if seq_fit >= 1 and not resumed:
+        fits.append(at_most("seq_length", seq_fit))
+    if symbols >= 2 * seq_length and seq_length <= longest:
+        fits.append(at_most("batch_size", symbols // (2 * seq_length)))
+    if resumed:
+        return f"Use {''.join(fit + ', or ' for fit in fits)}a longer text (a resumed run keeps its --seq_length)."
     if not fits:
-        return f"Use a longer text{kept or ': a model learns from thousands of characters at the least'}."
-    return f"Use {', or '.join(fits)}, or a longer text{kept}."
+        return "Use a longer text: a model learns from thousands of characters at the least."
+    return f"Use {', or '.join(fits)}, or a longer text."
 
 
 class BatchLoader:

@@ -173,8 +173,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                           "in the same second has it)")
     out.add_argument("--init_from", default=None,
                      help="resume this run directory (or a save directory: its run that saved last); with another "
-                          "--save_dir or --run_name typed, go on in a copy there. The model, vocabulary and batch "
-                          "flags, --val_frac and --seed must stay as saved (default: a new run)")
+                          "--save_dir or --run_name typed, go on in a copy there. The model and vocabulary flags, "
+                          "--seq_length, --val_frac and --seed must stay as saved; --batch_size may change "
+                          "(default: a new run)")
     out.add_argument("--save_every", type=int, default=1000, metavar="N", help="checkpoint every N steps")
     out.add_argument("--eval_every", type=int, default=250, metavar="N", help="validate every N steps")
     out.add_argument("--keep", type=int, default=5, help="checkpoints to keep (the best is kept apart)")
@@ -309,6 +310,8 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
         if not isinstance(saved, dict):
             raise ValueError(f"its 'args' entry is {saved!r}, not a table of flags")
         inherited = {key: value for key, value in saved.items() if key not in not_inherited}
+        if "batch_size" in typed and saved.get("batch_size") != args.batch_size:
+            inherited.pop("batch_groups", None)  # it split the saved batch; chosen afresh for this one, unless typed
         for key, value in inherited.items():  # a hand-edited or damaged value must not reach the checks
             action, want = actions.get(key), None
             if action is None:  # a value train.py derived and saved (one of a later version: as it is)
@@ -335,7 +338,7 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
     differ = [f"--{k}: saved {saved[k]!r}, given {getattr(args, k)!r}" for k in ARCHITECTURE_FLAGS + DATA_LAYOUT_FLAGS
               if k in typed and k in saved and saved[k] != getattr(args, k)]
     if differ:
-        raise CharRNNError(f"cannot resume {run_dir} with other model or batch flags ("
+        raise CharRNNError(f"cannot resume {run_dir} with other model or data layout flags ("
                            + "; ".join(differ) + "): its weights, data position and hidden state are "
                            "for the saved ones. Drop these flags to continue the run, "
                            "or start a new run without --init_from.")
@@ -473,7 +476,7 @@ class Run:
     lock: "runs.RunLock | None"
     log_dir_created: Path | None  # the outermost directory of log_dir that this session made
     saved_schedule: argparse.Namespace | None = None  # the flags with the resumed run's saved schedule, when typed anew
-    val_changed: str = ""  # why the resumed run's best validation loss compares with none of this session's
+    val_changed: bool = False  # the resumed run's validation text is not the one it saved its best loss for
     kept: bool = False       # the session saved a checkpoint: what it made stays
     log_files_before: set[str] | None = None  # log_dir's files before this session's TensorBoard writer
     config_before: str | None = None  # a resumed run's config.json before this session's first save rewrote it
@@ -511,7 +514,6 @@ class Resumed:
     source_logs: Path  # its TensorBoard run
     copied_from: Path | None  # the run that it is a copy of, made by hand (cp -r)
     saved_schedule: argparse.Namespace | None  # the flags with its saved schedule, when one is typed anew
-    batch_size: int | None  # its saved --batch_size (None: not known)
 
 
 def resumed_run(args: argparse.Namespace, typed: set[str]) -> Resumed:
@@ -532,8 +534,7 @@ def resumed_run(args: argparse.Namespace, typed: set[str]) -> Resumed:
     return Resumed(dir=resume_dir, fork_dir=fork_dir,
                    source_logs=Path(saved_log_dir) / (saved.get("log_name") or resume_dir.name),
                    copied_from=copied_by_hand_from(saved, resume_dir),
-                   saved_schedule=saved_schedule_of(args, saved) if typed & set(SCHEDULE_FLAGS) else None,
-                   batch_size=saved.get("batch_size") if type(saved.get("batch_size")) is int else None)
+                   saved_schedule=saved_schedule_of(args, saved) if typed & set(SCHEDULE_FLAGS) else None)
 
 
 def training_cluster(args: argparse.Namespace, typed: set[str], resume_dir: Path | None) -> workers.Cluster:
@@ -599,26 +600,19 @@ def check_validation_window(args: argparse.Namespace, val_kept: int, val_symbols
 
 
 def eval_streams(batch_size: int, seq_length: int, val_ids: np.ndarray) -> int:
-    """How many streams the validation text is read in: --batch_size, fewer where it is too short."""
+    """How many streams the validation text is read in: --batch_size, fewer where it is too short.
+    Each starts from a zero state, so the loss depends on their number."""
     return max(1, min(batch_size, (len(val_ids) - 1) // seq_length))
 
 
-def record_validation_text(args: argparse.Namespace, val_ids: np.ndarray, saved_batch_size: int | None) -> str:
-    """Record the validation text's fingerprint in args, for config.json, and say why the best
-    validation loss so far compares with nothing this session measures, if it does not: it was
-    measured on another text (--eval_symbols or the corpus changed), or in other streams (each
-    starts from a zero state). "" where it compares."""
+def record_validation_text(args: argparse.Namespace, val_ids: np.ndarray) -> bool:
+    """Record the validation text's fingerprint in args, for config.json, and return whether the
+    text the best validation loss so far was measured on was another (--eval_symbols
+    or the corpus changed): that loss then compares with nothing this session measures."""
     fingerprint = hashlib.sha256(memoryview(np.ascontiguousarray(val_ids))).hexdigest()
-    text_changed = getattr(args, "val_sha256", None) not in (None, fingerprint)
+    changed = getattr(args, "val_sha256", None) not in (None, fingerprint)
     args.val_sha256 = fingerprint
-    if text_changed:
-        return "it was measured on another validation text (--eval_symbols or the corpus changed)"
-    streams = eval_streams(args.batch_size, args.seq_length, val_ids)
-    saved_streams = streams if saved_batch_size is None else eval_streams(saved_batch_size, args.seq_length, val_ids)
-    if saved_streams != streams:
-        return (f"it was measured in {saved_streams} streams of the validation text, and --batch_size "
-                f"{args.batch_size} reads it in {streams}")
-    return ""
+    return changed
 
 
 def take_run_dir(lock: runs.RunLock, run_dir: Path, resumed: Resumed | None) -> None:
@@ -708,7 +702,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     val_symbols = len(val_ids)
     if args.eval_symbols:
         val_ids = val_ids[:args.eval_symbols + 1]  # + 1: the last input's target
-    val_changed = record_validation_text(args, val_ids, resumed.batch_size if resumed else None)
+    val_changed = record_validation_text(args, val_ids)
     # Each worker reads only its own streams of the memory-mapped ids.
     loader = dataset.BatchLoader(train_ids, args.batch_size, args.seq_length, seed=args.seed,
                                  shard_index=cluster.worker_index, num_shards=cluster.num_workers,

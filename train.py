@@ -69,7 +69,8 @@ def decay_progress(step: int, progress: float, warmup_steps: int) -> float:
     (by 45% when the warmup is half the run). The warmup's share of the run is taken at the
     average pace so far (progress / step per step): exactly (step - warmup) / (steps - warmup) in
     a run measured in steps or epochs, and under a time budget, with nothing more to save for a
-    resume, a rate that starts at the peak and falls as steps and seconds go by."""
+    resume, a rate that starts at the peak and falls as steps and seconds go by. (So does it, with
+    no jump, where a resume at another --batch_size changes the pace in epochs.)"""
     progress = min(progress, 1.0)
     if progress >= 1.0 or step == 0:
         return progress
@@ -213,9 +214,9 @@ class Trainer:
         self.chars_per_symbol = {"train": train_chars / len(run.train_ids),
                                  "val": dataset.count_chars(corpus.vocab, run.val_ids) / len(run.val_ids)}
         chars = f" for {corpus.num_chars:,} characters" if corpus.num_chars != len(corpus.ids) else ""
-        log.info("corpus: %s symbols%s (%s unit, vocabulary %d), %d train steps per epoch, validation %s symbols",
+        log.info("corpus: %s symbols%s (%s unit, vocabulary %d), %d train step%s per epoch, validation %s symbols",
                  f"{len(corpus.ids):,}", chars, corpus.vocab.unit, corpus.vocab.size, run.loader.num_batches,
-                 f"{len(run.val_ids):,}")
+                 "s" * (run.loader.num_batches != 1), f"{len(run.val_ids):,}")
         log.info("baseline: a model that learned only character frequencies scores %.3f bits/char "
                  "(unigram entropy); anything near it has learned nothing",
                  dataset.unigram_entropy_bits(corpus.vocab, run.train_ids))
@@ -272,6 +273,8 @@ class Trainer:
             log_dir = os.path.abspath(args.log_dir)
             log.info("run %s: checkpoints in %s; watch it with:  tensorboard --logdir %s", args.run_name, run.run_dir,
                      runs.shell_path(log_dir if runs.is_utf8_path(log_dir) else args.log_dir))
+            for level, note in self.resume_notes:
+                log.log(level, note)
             self.say_schedule_change()
         self.progress_line = Progress(args.print_every if run.cluster.is_chief else 10 ** 9)
         self.session_start = time.monotonic()
@@ -314,6 +317,7 @@ class Trainer:
 
         read_as_old = set()  # the paths whose checkpoint was made in the layout of before the average
         other_batch = {}  # the paths whose checkpoint was trained at another --batch_size: that size
+        self.resume_notes: list[tuple[int, str]] = []  # (level, message): said once the session trains
 
         def make_checkpoint(path: str | None = None) -> "tf.train.Checkpoint":
             # `model` is what sample.py loads: the average. A checkpoint saved before there was one
@@ -323,10 +327,10 @@ class Trainer:
             if saved_before_the_average(variables):
                 read_as_old.add(path)
                 weights = {"model": self.net}
-            carried = self.carried  # a state of other streams is read into a variable of its shape, and dropped
-            if saved_batch_size(variables) not in (None, self.args.batch_size):
-                other_batch[path] = saved_batch_size(variables)
-                carried = tf.Variable(self.net.initial_state(other_batch[path]))
+            carried, batch_size = self.carried, saved_batch_size(variables)
+            if batch_size not in (None, self.args.batch_size):  # other streams' state: read, then dropped
+                other_batch[path] = batch_size
+                carried = tf.Variable(self.net.initial_state(batch_size))
             return tf.train.Checkpoint(**weights, optimizer=self.optimizer.slots, loss_scale=self.loss_scale.slots,
                                        train_seconds=self.train_seconds, best_val=self.best_val,
                                        carried_state=carried, **self.counters)
@@ -364,11 +368,11 @@ class Trainer:
                 log.info("resumed %s at step %d (epoch %d, batch %d)%s", restored, int(self.counters["step"]),
                          int(self.counters["epoch"]), int(self.counters["batch"]),
                          f", best val loss so far {best:.4f}" if math.isfinite(best) else "")
-                if run.val_changed and math.isfinite(best):
-                    if run.cluster.is_chief:
-                        log.warning("the best val loss so far, %.4f, does not compare with this session's: %s. "
-                                    "best/ goes to this session's first evaluation, and follows from there",
-                                    best, run.val_changed)
+                incomparable = self.best_val_incomparable(other_batch.get(restored))
+                if incomparable and math.isfinite(best):
+                    self.resume_notes.append((logging.WARNING, f"the best val loss so far, {best:.4f}, does not "
+                                              f"compare with this session's: {incomparable}. best/ goes to this "
+                                              f"session's first evaluation, and follows from there"))
                     self.best_val.assign(float("inf"))
         self.step, self.epoch, self.batch = (int(self.counters[k]) for k in ("step", "epoch", "batch"))
         self.start_step = self.step
@@ -376,30 +380,52 @@ class Trainer:
         # from an older checkpoint than a damaged listed one must save again when it reaches that step.
         self.saved_step = self.step if restored is not None else -1
         self.seconds_before = float(self.train_seconds)
-        # The carried hidden state resumes exactly on one device; across replicas it restarts at zero.
-        self.state = (tf.constant(self.carried) if restored is not None and not self.distributed
-                      and restored not in other_batch else self.initial_state())
-        if restored in other_batch:
-            self.go_on_in_other_streams(other_batch[restored])
-        if self.batch >= run.loader.num_batches:  # the same characters, but less text than when it was saved
-            log.warning("the saved position (epoch %d, batch %d) is past this corpus's %d batches per epoch: "
-                        "the text is shorter than when the run started; going on from the next epoch",
-                        self.epoch, self.batch, run.loader.num_batches)
-            self.epoch, self.batch, self.state = self.epoch + 1, 0, self.initial_state()
+        self.place_in_the_text(restored, other_batch.get(restored))
 
-    def go_on_in_other_streams(self, saved_batch_size: int) -> None:
-        """Resumed at another --batch_size (char-rnn-tensorflow allowed one), the text is cut into
-        other streams: the saved batch index and hidden state are for the old ones. Go on from the
-        same point in the epoch, by its share of the epoch's batches; the step count and the
-        schedule, which counts epochs by that share, go on as they were."""
-        saved_batches = dataset.batches_per_epoch(len(self.run.train_ids), saved_batch_size, self.args.seq_length)
-        batch = self.batch * self.run.loader.num_batches // max(1, saved_batches)
-        log.info("--batch_size %d, where the run trained at %d: the text is cut into other streams, so the hidden "
-                 "state starts from zeros, and the run goes on from the same point in epoch %d (batch %d of %d, "
-                 "where it was at %d of %d); the step count and the learning-rate schedule go on",
-                 self.args.batch_size, saved_batch_size, self.epoch, batch, self.run.loader.num_batches,
-                 self.batch, saved_batches)
-        self.batch = batch
+    def best_val_incomparable(self, saved_batch_size: int | None) -> str:
+        """Why the resumed run's best validation loss compares with nothing this session measures, if
+        it does not ("" where it does): another validation text, or other streams of it."""
+        run = self.run
+        if run.val_changed:
+            return "it was measured on another validation text (--eval_symbols or the corpus changed)"
+        saved_streams = (run.eval_batch if saved_batch_size is None
+                         else plan.eval_streams(saved_batch_size, self.args.seq_length, run.val_ids))
+        if saved_streams != run.eval_batch:
+            return (f"it was measured in {saved_streams} streams of the validation text, and --batch_size "
+                    f"{self.args.batch_size} reads it in {run.eval_batch}")
+        return ""
+
+    def place_in_the_text(self, restored: str | None, saved_batch_size: int | None) -> None:
+        """Where the loop goes on. On one device at the saved --batch_size: the saved position and
+        hidden state, exactly (across replicas the state restarts at zero). At another --batch_size
+        (char-rnn-tensorflow allowed one; saved_batch_size is the checkpoint's) the text is cut into
+        other streams: the run goes on from the nearest point in the epoch to its share of the epoch's
+        batches, from a zero state; the step count and the schedule, which counts epochs by that
+        share, go on. A text shorter than when the position was saved goes on from the next epoch."""
+        tf, run = self.tf, self.run
+        exact = restored is not None and not self.distributed and saved_batch_size is None
+        self.state = tf.constant(self.carried) if exact else self.initial_state()
+        batches = run.loader.num_batches
+        saved_batches = (batches if saved_batch_size is None
+                         else dataset.batches_per_epoch(len(run.train_ids), saved_batch_size, self.args.seq_length))
+        if self.batch >= saved_batches:  # the same characters, but less text than when it was saved
+            at = "" if saved_batch_size is None else f" at the saved --batch_size {saved_batch_size}"
+            log.warning("the saved position (epoch %d, batch %d) is past this corpus's %d batches per epoch%s: "
+                        "the text is shorter than when the run started; going on from the next epoch",
+                        self.epoch, self.batch, max(0, saved_batches), at)
+            self.epoch, self.batch, self.state = self.epoch + 1, 0, self.initial_state()
+        elif saved_batch_size is not None:
+            # To the nearest batch: an epoch of few batches (a large --batch_size on a small text) moves
+            # the run, and its schedule, by at most half of one.
+            batch = (2 * self.batch * batches + saved_batches) // (2 * saved_batches)
+            epoch, batch = (self.epoch + 1, 0) if batch == batches else (self.epoch, batch)
+            self.resume_notes.append((logging.INFO, (
+                f"--batch_size {self.args.batch_size}, where the run trained at {saved_batch_size}: the text is cut "
+                f"into other streams, so the hidden state starts from zeros, and the run goes on from the nearest "
+                f"point in the epoch to where it was (epoch {self.epoch}, batch {self.batch} of the {saved_batches} "
+                f"that the text has per epoch at --batch_size {saved_batch_size}): epoch {epoch}, batch {batch} of "
+                f"{batches}. The step count and the learning-rate schedule go on")))
+            self.epoch, self.batch = epoch, batch
 
     def check_same_flags(self) -> None:
         """Refuse workers started with other flags or other text than the chief, before the model is
@@ -812,8 +838,8 @@ def train_run(run: plan.Run, tf: ModuleType) -> None:
                            f"{how_to_go_on(run, 'it')}") from None
     except tf.errors.ResourceExhaustedError as error:
         raise CharRNNError(f"out of memory ({runs.tf_error_reason(error)}). A smaller --batch_size, --rnn_size or "
-                           f"--num_layers needs less, and a resumed run keeps its saved ones: free memory first, or "
-                           f"start a new run with smaller ones; {how_to_go_on(run, 'it with smaller ones')}") from None
+                           f"--num_layers needs less (a resumed run may change its --batch_size, not the others): free "
+                           f"memory first, or use smaller ones; {how_to_go_on(run, 'it with smaller ones')}") from None
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
         if hang_watch.fired:
             raise CharRNNError(f"waited --peer_timeout {run.args.peer_timeout} for the other workers in one "

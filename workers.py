@@ -57,7 +57,7 @@ def check_batch_shares(batch_size: int, parts: int, what: str, *, resumed: bool,
     if batch_size % parts:
         fits = parts * max(1, round(batch_size / parts))
         fix = (f"Go on with a number of {what} that divides it ({how_to_use_fewer}), or with --batch_size {fits} "
-               f"(the run then goes on from the same point in its epoch, in other streams)"
+               f"(at another batch than the run's, it goes on from the same point in its epoch, in other streams)"
                if resumed else f"Try --batch_size {fits}")
         raise CharRNNError(f"--batch_size {batch_size} must be a multiple of the number of {what} ({parts}): "
                            f"each trains an equal share of the streams. {fix}")

@@ -122,7 +122,7 @@ def run_torch(data_dir: Path, ours: argparse.Namespace, settings: dict) -> dict:
     # Scored on as many streams as ours (train.py evaluates with --batch_size streams): each stream
     # starts from a zero state, so more streams would score more poorly predicted first characters
     # and raise its loss for no fault of its own.
-    eval_batch = max(1, min(ours.batch_size, (len(val_ids) - 1) // s["seq_length"]))
+    eval_batch = plan.eval_streams(ours.batch_size, s["seq_length"], val_ids)
     # bench_train's reference model (Embedding -> nn.LSTM -> Linear), seeded there
     net = Torch(corpus.vocab.size, s["layers"], s["hidden"], [loader.batch(0, 0)], s["dropout"], s["seed"]).net
     optimizer = torch.optim.Adam(net.parameters(), lr=s["lr"])
@@ -150,7 +150,8 @@ def run_torch(data_dir: Path, ours: argparse.Namespace, settings: dict) -> dict:
                                   min_lr_frac=s["min_lr_frac"], decay_rate=None)
     start = time.monotonic()
     next_eval = TORCH_EVAL_EVERY_S
-    while (progress := train.training_progress(ours, step, time.monotonic() - start, loader.num_batches)) < 1.0:
+    while (progress := train.training_progress(ours, step, epoch + batch / loader.num_batches,
+                                                time.monotonic() - start)) < 1.0:
         lr = train.learning_rate(schedule, step, epoch, progress)
         for group in optimizer.param_groups:
             group["lr"] = lr

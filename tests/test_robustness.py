@@ -398,8 +398,8 @@ def test_a_batch_that_does_not_share_out_evenly_is_refused(tmp_path: Path) -> No
         workers.check_batch_shares(2, 4, "replicas (devices) in sync", resumed=False, how_to_use_fewer="fewer GPUs")
     # A resumed run is told both ways: fewer replicas, or another --batch_size.
     with pytest.raises(utils.CharRNNError, match=r"Go on with a number of replicas \(devices\) in sync that divides it "
-                                                 r"\(fewer GPUs.*\), or with --batch_size 4 \(the run then goes on "
-                                                 r"from the same point in its epoch"):
+                                                 r"\(fewer GPUs.*\), or with --batch_size 4 \(at another batch than the "
+                                                 r"run's, it goes on from the same point in its epoch"):
         workers.check_batch_shares(2, 4, "replicas (devices) in sync", resumed=True, how_to_use_fewer=workers.GPU_CHOICE)
 
 
@@ -796,7 +796,7 @@ def test_resume_with_another_architecture_or_vocabulary(trained, run_copy: Path)
     cwd = run_copy.parents[1]
     before = file_hashes(run_copy)
     result = run("train.py", "--init_from", str(run_copy), "--rnn_size", "64", "--model", "gru", cwd=cwd)
-    assert_refused(result, "other model or batch flags", "--rnn_size: saved 32, given 64", "--model")
+    assert_refused(result, "other model or data layout flags", "--rnn_size: saved 32, given 64", "--model")
     # The saved data position and hidden state are for the saved layout of the text; another --batch_size
     # goes on from the same point in the epoch (char-rnn-tensorflow let it change), so it is not named.
     result = run("train.py", "--init_from", str(run_copy), "--seq_length", "32", "--batch_size", "8", "--seed", "7",
@@ -824,6 +824,11 @@ def test_resume_at_the_length_limit_trains_nothing_and_rewrites_nothing(run_copy
     fork = run("train.py", "--init_from", str(run_copy), "--run_name", "branch", cwd=cwd)
     assert fork.returncode == 0 and "Traceback" not in fork.stderr, fork.stderr
     assert f"nothing trained, and no copy is kept in {run_copy.parent / 'branch'}" in fork.stderr, fork.stderr
+    assert file_hashes(cwd) == before and not (cwd / "logs").exists()
+    # At another --batch_size too, and nothing is said of where it would go on in the text.
+    moved = run("train.py", "--init_from", str(run_copy), "--batch_size", "8", cwd=cwd)
+    assert moved.returncode == 0 and "had already reached --max_steps 6 at step 6" in moved.stderr, moved.stderr
+    assert "other streams" not in moved.stderr and "does not compare" not in moved.stderr, moved.stderr
     assert file_hashes(cwd) == before and not (cwd / "logs").exists()
 
 

@@ -429,10 +429,11 @@ def test_a_resume_at_another_batch_size_goes_on_from_the_same_point_in_the_epoch
     assert f"{batches[4]} train steps per epoch" in first.stderr
     moved = train(tmp_path, "--init_from", str(run_dir), "--batch_size", "8", "--stop_at_step", "45")
     assert moved.returncode == 0, moved.stderr
-    at = 40 * batches[8] // batches[4]  # the same share of epoch 0
+    at = round(40 * batches[8] / batches[4])  # the same share of epoch 0, to the nearest batch
     assert (f"--batch_size 8, where the run trained at 4: the text is cut into other streams, so the hidden state "
-            f"starts from zeros, and the run goes on from the same point in epoch 0 (batch {at} of {batches[8]}, "
-            f"where it was at 40 of {batches[4]})") in moved.stderr, moved.stderr
+            f"starts from zeros, and the run goes on from the nearest point in the epoch to where it was (epoch 0, "
+            f"batch 40 of the {batches[4]} that the text has per epoch at --batch_size 4): epoch 0, batch {at} of "
+            f"{batches[8]}") in moved.stderr, moved.stderr
     # The best val loss was measured in 4 streams of the validation text; 8 start from zeros more often.
     assert "does not compare with this session's: it was measured in 4 streams of the validation text, and " \
            "--batch_size 8 reads it in 8" in moved.stderr
@@ -444,11 +445,19 @@ def test_a_resume_at_another_batch_size_goes_on_from_the_same_point_in_the_epoch
     rates = dict((step, float(value)) for step, value in read_scalars(tmp_path / "logs" / "r")["train/learning_rate"])
     assert sorted(rates) == list(range(1, 46))
     assert rates[41] == pytest.approx(rates[40], rel=0.005) and rates[45] < rates[41]
+    # ckpt-45 damaged: the resume falls back to ckpt-40, saved at batch 4, though config.json now says 8.
+    # What the checkpoint was trained at counts, for the streams and for the best val loss alike.
+    data = next(run_dir.glob("ckpt-45.data-*"))
+    data.write_bytes(data.read_bytes()[:100])
+    fallback = train(tmp_path, "--init_from", str(run_dir), "--stop_at_step", "47")
+    assert fallback.returncode == 0, fallback.stderr
+    assert "trying an older one" in fallback.stderr and f"batch 40 of the {batches[4]}" in fallback.stderr
+    assert "it was measured in 4 streams of the validation text" in fallback.stderr
     # The run is now one of batch 8: it goes on exactly, as any resume.
-    again = train(tmp_path, "--init_from", str(run_dir), "--stop_at_step", "47")
+    again = train(tmp_path, "--init_from", str(run_dir), "--stop_at_step", "49")
     assert again.returncode == 0, again.stderr
     assert "where the run trained at" not in again.stderr and "does not compare" not in again.stderr
-    assert pointer_step(run_dir) == 47
+    assert pointer_step(run_dir) == 49
 
 
 def test_resume_refuses_a_different_architecture(tmp_path: Path, corpus: Path) -> None:
@@ -459,7 +468,7 @@ def test_resume_refuses_a_different_architecture(tmp_path: Path, corpus: Path) -
     assert "--rnn_size: saved 32, given 64" in refused.stderr and "--model" in refused.stderr
     assert "Traceback" not in refused.stderr
     # Every flag the weights, the data position or the carried state depend on, typed with another
-    # value, is refused by name (before anything is written).
+    # value, is refused by name (before anything is written), but --batch_size, which may change.
     import plan
     from utils import CharRNNError
     run_dir = only_run(tmp_path / "save")
@@ -876,6 +885,59 @@ def write_saved_flags(run_dir: Path, *argv: str) -> None:
     (run_dir / "config.json").write_text(json.dumps({"args": plan.saved_flags(saved)}), encoding="utf-8")
 
 
+def test_a_saved_batch_groups_is_for_the_saved_batch(tmp_path: Path) -> None:
+    """--batch_groups splits the batch it was saved with: at another --batch_size it is chosen afresh
+    (it would be refused as larger than the batch, a value this session never typed), unless typed."""
+    import plan
+    write_saved_flags(tmp_path, *TINY, "--batch_groups", "4")
+    for argv, groups in ((["--batch_size", "2"], 0), (["--batch_size", "4"], 4), ([], 4),
+                         (["--batch_size", "2", "--batch_groups", "2"], 2)):
+        args, typed = parsed_flags("--init_from", str(tmp_path), *argv)
+        plan.merge_resume_config(args, typed, tmp_path)
+        plan.check_args(args)
+        assert args.batch_groups == groups, argv
+
+
+def test_a_resume_places_the_loop_in_the_text(caplog) -> None:
+    """The saved position and hidden state, exactly, at the saved batch on one device; at another
+    batch the same share of the epoch from a zero state (said once training begins); past the end
+    of a text that shrank, the next epoch."""
+    import argparse
+    import logging
+    import types
+
+    import tensorflow as tf
+
+    import train
+
+    def trainer(batch: int, distributed: bool = False):
+        return types.SimpleNamespace(
+            tf=tf, args=argparse.Namespace(batch_size=4, seq_length=16), distributed=distributed, resume_notes=[],
+            run=types.SimpleNamespace(loader=types.SimpleNamespace(num_batches=50), train_ids=np.zeros(3264)),
+            carried=tf.ones([1, 2, 4, 8]), initial_state=lambda: tf.zeros([1, 2, 4, 8]), epoch=3, batch=batch)
+
+    t = trainer(20)  # 3,264 symbols: 50 batches of 4 x 16 per epoch, 24 of 8 x 16
+    train.Trainer.place_in_the_text(t, "ckpt-9", None)
+    assert (t.epoch, t.batch, float(tf.reduce_min(t.state)), t.resume_notes) == (3, 20, 1.0, [])
+    t = trainer(20, distributed=True)  # across replicas the state restarts
+    train.Trainer.place_in_the_text(t, "ckpt-9", None)
+    assert (t.batch, float(tf.reduce_max(t.state))) == (20, 0.0)
+    t = trainer(12)
+    train.Trainer.place_in_the_text(t, "ckpt-9", 8)
+    assert (t.epoch, t.batch, float(tf.reduce_max(t.state))) == (3, 25, 0.0)
+    assert "(epoch 3, batch 12 of the 24 that the text has per epoch at --batch_size 8): epoch 3, batch 25 of 50" \
+        in t.resume_notes[0][1]
+    t = trainer(100)  # batch 100 of 101 at --batch_size 2: 49.5 of 50, the nearest of which is the epoch's end
+    train.Trainer.place_in_the_text(t, "ckpt-9", 2)
+    assert (t.epoch, t.batch) == (4, 0) and "epoch 3, batch 100 of the 101" in t.resume_notes[0][1]
+    assert t.resume_notes[0][1].endswith("epoch 4, batch 0 of 50. The step count and the learning-rate schedule go on")
+    t = trainer(30)
+    with caplog.at_level(logging.WARNING, logger="charrnn"):
+        train.Trainer.place_in_the_text(t, "ckpt-9", 8)
+    assert (t.epoch, t.batch, float(tf.reduce_max(t.state)), t.resume_notes) == (4, 0, 0.0, [])
+    assert "(epoch 3, batch 30) is past this corpus's 24 batches per epoch at the saved --batch_size 8" in caplog.text
+
+
 def test_apply_old_flag_names_drops_the_warmup_only_where_none_was_typed() -> None:
     for argv, warmup in ((["--decay_rate", "0.97"], 0), (["--decay_rate", "0.97", "--warmup_steps", "50"], 50),
                          (["--warmup_steps", "50"], 50), ([], 100)):
@@ -1099,7 +1161,7 @@ def test_the_nearest_length_limit_ends_the_run_and_is_named() -> None:
     # --num_epochs 3: one and a half epochs are half the run, three its end, whatever the steps
     # (a resume at another --batch_size makes an epoch other steps).
     args.time_budget_s = 0.0
-    assert [training_progress(args, step, epochs, 0.0) for step, epochs in ((150, 1.5), (99, 2.99), (300, 3.0))] \
+    assert [training_progress(args, step, epochs, 0.0) for step, epochs in ((150, 1.5), (299, 2.99), (300, 3.0))] \
         == [0.5, pytest.approx(2.99 / 3), 1.0]
 
 
@@ -1704,7 +1766,8 @@ def test_out_of_memory_names_the_flags_that_need_less(tmp_path: Path, monkeypatc
         with pytest.raises(CharRNNError) as error:
             train.train_run(run, tf)
         assert str(error.value).startswith("out of memory (") and (
-            "A smaller --batch_size, --rnn_size or --num_layers needs less" in str(error.value)), error.value
+            "A smaller --batch_size, --rnn_size or --num_layers needs less (a resumed run may change its "
+            "--batch_size, not the others)" in str(error.value)), error.value
         assert str(error.value).endswith("nothing was saved: run it with smaller ones again"), error.value
 
 
