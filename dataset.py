@@ -950,11 +950,10 @@ def _what_fits(symbols: int, batch_size: int, seq_length: int, longest_window: i
         fits.append(at_most("seq_length", seq_fit))
     if symbols >= 2 * seq_length and seq_length <= longest:
         fits.append(at_most("batch_size", symbols // (2 * seq_length)))
-    if resumed:
-        return f"Use {''.join(fit + ', or ' for fit in fits)}a longer text (a resumed run keeps its --seq_length)."
-    if not fits:
+    if not fits and not resumed:
         return "Use a longer text: a model learns from thousands of characters at the least."
-    return f"Use {', or '.join(fits)}, or a longer text."
+    kept = " (a resumed run keeps its --seq_length)" if resumed else ""
+    return f"Use {', or '.join([*fits, 'a longer text'])}{kept}."
 
 
 class BatchLoader:

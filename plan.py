@@ -416,7 +416,8 @@ def check_memory(args: argparse.Namespace, vocab_size: int) -> None:
     if need > total:
         raise CharRNNError(f"--num_layers {L} --rnn_size {H} --embedding_size {E} --batch_size {args.batch_size} "
                            f"--seq_length {args.seq_length}: training needs at least {need / 2**30:,.1f} GiB of "
-                           f"memory, this machine has {total / 2**30:,.1f} GiB. Lower some of these flags.")
+                           f"memory, this machine has {total / 2**30:,.1f} GiB. Lower some of these flags (a resumed run only "
+                           f"--batch_size).")
 
 
 def saved_vocabulary(run_dir: Path) -> "dataset.Vocab | None":

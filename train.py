@@ -153,6 +153,14 @@ def time_left(pace_from: tuple[float, float, int], now: float, done: float, step
     return remaining
 
 
+def nearest_batch(batch: int, saved_batches: int, batches: int) -> int:
+    """The batch of an epoch of `batches` nearest to the same share of it as `batch` of one of
+    `saved_batches` (a resume at another --batch_size), within the epoch: an epoch of few batches (a
+    large batch on a small text) moves the run, and its schedule, by at most one, and never into
+    the next epoch, which could end a run (or change --decay_rate's rate) by rounding."""
+    return 0 if batch == 0 else min(batches - 1, (2 * batch * batches + saved_batches) // (2 * saved_batches))
+
+
 def epoch_position(epoch: int, batch: int, num_batches: int) -> str:
     """The epochs done with the hundredths of the next: 1.06, or 2.00 at the end of the second (not 1)."""
     return f"{epoch}.{batch * 100 // num_batches:02d}"
@@ -204,7 +212,7 @@ class Trainer:
         if self.distributed and args.batch_groups > 1:  # refused before anything is written
             raise CharRNNError(f"--batch_groups {args.batch_groups}: batch groups are for training on one device; "
                                "with several replicas pass --batch_groups 0 (a resumed run keeps its saved value "
-                               "unless one is typed)")
+                               "unless one is typed, or --batch_size changes)")
         workers.check_batch_shares(args.batch_size, self.strategy.num_replicas_in_sync, "replicas (devices) in sync",
                                    resumed=run.resume_dir is not None, how_to_use_fewer=workers.GPU_CHOICE)
         # The training part is the text before the validation part, so its characters are the rest:
@@ -318,6 +326,7 @@ class Trainer:
         read_as_old = set()  # the paths whose checkpoint was made in the layout of before the average
         other_batch = {}  # the paths whose checkpoint was trained at another --batch_size: that size
         self.resume_notes: list[tuple[int, str]] = []  # (level, message): said once the session trains
+        self.best_started_again = False  # the saved best val loss compares with none of this session's
 
         def make_checkpoint(path: str | None = None) -> "tf.train.Checkpoint":
             # `model` is what sample.py loads: the average. A checkpoint saved before there was one
@@ -374,6 +383,7 @@ class Trainer:
                                               f"compare with this session's: {incomparable}. best/ goes to this "
                                               f"session's first evaluation, and follows from there"))
                     self.best_val.assign(float("inf"))
+                    self.best_started_again = True
         self.step, self.epoch, self.batch = (int(self.counters[k]) for k in ("step", "epoch", "batch"))
         self.start_step = self.step
         # Where the run's own checkpoints hold this session's weights, not what the list names: a resume
@@ -399,33 +409,32 @@ class Trainer:
         """Where the loop goes on. On one device at the saved --batch_size: the saved position and
         hidden state, exactly (across replicas the state restarts at zero). At another --batch_size
         (char-rnn-tensorflow allowed one; saved_batch_size is the checkpoint's) the text is cut into
-        other streams: the run goes on from the nearest point in the epoch to its share of the epoch's
-        batches, from a zero state; the step count and the schedule, which counts epochs by that
-        share, go on. A text shorter than when the position was saved goes on from the next epoch."""
+        other streams: the run goes on from the nearest batch to its share of the epoch, from a zero
+        state; the step count and the schedule, which counts epochs by that share, go on. A text
+        shorter than when the position was saved goes on from the next epoch. What it says waits in
+        resume_notes: a run that has nothing left to train says none of it."""
         tf, run = self.tf, self.run
         exact = restored is not None and not self.distributed and saved_batch_size is None
         self.state = tf.constant(self.carried) if exact else self.initial_state()
         batches = run.loader.num_batches
         saved_batches = (batches if saved_batch_size is None
                          else dataset.batches_per_epoch(len(run.train_ids), saved_batch_size, self.args.seq_length))
-        if self.batch >= saved_batches:  # the same characters, but less text than when it was saved
+        if self.batch and self.batch >= saved_batches:  # the same characters, but less text than when it was saved
             at = "" if saved_batch_size is None else f" at the saved --batch_size {saved_batch_size}"
-            log.warning("the saved position (epoch %d, batch %d) is past this corpus's %d batches per epoch%s: "
-                        "the text is shorter than when the run started; going on from the next epoch",
-                        self.epoch, self.batch, max(0, saved_batches), at)
+            self.resume_notes.append((logging.WARNING, (
+                f"the saved position (epoch {self.epoch}, batch {self.batch}) is past this corpus's "
+                f"{max(0, saved_batches)} batches per epoch{at}: the text is shorter than when the run started; "
+                f"going on from the next epoch")))
             self.epoch, self.batch, self.state = self.epoch + 1, 0, self.initial_state()
         elif saved_batch_size is not None:
-            # To the nearest batch: an epoch of few batches (a large --batch_size on a small text) moves
-            # the run, and its schedule, by at most half of one.
-            batch = (2 * self.batch * batches + saved_batches) // (2 * saved_batches)
-            epoch, batch = (self.epoch + 1, 0) if batch == batches else (self.epoch, batch)
+            batch = nearest_batch(self.batch, saved_batches, batches)
             self.resume_notes.append((logging.INFO, (
                 f"--batch_size {self.args.batch_size}, where the run trained at {saved_batch_size}: the text is cut "
                 f"into other streams, so the hidden state starts from zeros, and the run goes on from the nearest "
                 f"point in the epoch to where it was (epoch {self.epoch}, batch {self.batch} of the {saved_batches} "
-                f"that the text has per epoch at --batch_size {saved_batch_size}): epoch {epoch}, batch {batch} of "
-                f"{batches}. The step count and the learning-rate schedule go on")))
-            self.epoch, self.batch = epoch, batch
+                f"that the text has per epoch at --batch_size {saved_batch_size}): batch {batch} of {batches}. The "
+                f"step count and the learning-rate schedule go on")))
+            self.batch = batch
 
     def check_same_flags(self) -> None:
         """Refuse workers started with other flags or other text than the chief, before the model is
@@ -773,7 +782,8 @@ class Trainer:
                     log.warning("--log_dir %s: TensorBoard's record of the run's end could not be written (%s); "
                                 "its HParams status stays unknown", run.log_dir, error)
             best_val = float(self.best_val)
-            best = f"best val loss {best_val:.4f}" if math.isfinite(best_val) else "no validation yet"
+            best = (f"best val loss {best_val:.4f}" if math.isfinite(best_val)
+                    else "no validation since best/ started again" if self.best_started_again else "no validation yet")
             log.info(f"stopped at step {self.step} by {ended_by}; {best}. Sample with:  "
                      f"{runs.script_command('sample.py')} --save_dir {runs.shell_path(run_dir)}")
             if not at_limit:

@@ -429,10 +429,10 @@ def test_a_resume_at_another_batch_size_goes_on_from_the_same_point_in_the_epoch
     assert f"{batches[4]} train steps per epoch" in first.stderr
     moved = train(tmp_path, "--init_from", str(run_dir), "--batch_size", "8", "--stop_at_step", "45")
     assert moved.returncode == 0, moved.stderr
-    at = round(40 * batches[8] / batches[4])  # the same share of epoch 0, to the nearest batch
+    at = (2 * 40 * batches[8] + batches[4]) // (2 * batches[4])  # the same share of epoch 0, to the nearest batch
     assert (f"--batch_size 8, where the run trained at 4: the text is cut into other streams, so the hidden state "
             f"starts from zeros, and the run goes on from the nearest point in the epoch to where it was (epoch 0, "
-            f"batch 40 of the {batches[4]} that the text has per epoch at --batch_size 4): epoch 0, batch {at} of "
+            f"batch 40 of the {batches[4]} that the text has per epoch at --batch_size 4): batch {at} of "
             f"{batches[8]}") in moved.stderr, moved.stderr
     # The best val loss was measured in 4 streams of the validation text; 8 start from zeros more often.
     assert "does not compare with this session's: it was measured in 4 streams of the validation text, and " \
@@ -440,6 +440,8 @@ def test_a_resume_at_another_batch_size_goes_on_from_the_same_point_in_the_epoch
     saved = checkpoint_weights(str(run_dir / "ckpt-45"), "")
     assert [int(saved[f"{name}/.ATTRIBUTES/VARIABLE_VALUE"]) for name in ("step", "epoch", "batch")] == [45, 0, at + 5]
     assert saved["carried_state/.ATTRIBUTES/VARIABLE_VALUE"].shape == (1, 2, 8, 32)
+    assert saved["best_val/.ATTRIBUTES/VARIABLE_VALUE"] == math.inf  # until this session validates
+    assert "stopped at step 45 by --stop_at_step 45; no validation since best/ started again" in moved.stderr
     assert json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["args"]["batch_size"] == 8
     # --num_epochs 2 counted in steps of the new batch would have put the cosine twice as far on.
     rates = dict((step, float(value)) for step, value in read_scalars(tmp_path / "logs" / "r")["train/learning_rate"])
@@ -898,7 +900,7 @@ def test_a_saved_batch_groups_is_for_the_saved_batch(tmp_path: Path) -> None:
         assert args.batch_groups == groups, argv
 
 
-def test_a_resume_places_the_loop_in_the_text(caplog) -> None:
+def test_a_resume_places_the_loop_in_the_text() -> None:
     """The saved position and hidden state, exactly, at the saved batch on one device; at another
     batch the same share of the epoch from a zero state (said once training begins); past the end
     of a text that shrank, the next epoch."""
@@ -925,17 +927,26 @@ def test_a_resume_places_the_loop_in_the_text(caplog) -> None:
     t = trainer(12)
     train.Trainer.place_in_the_text(t, "ckpt-9", 8)
     assert (t.epoch, t.batch, float(tf.reduce_max(t.state))) == (3, 25, 0.0)
-    assert "(epoch 3, batch 12 of the 24 that the text has per epoch at --batch_size 8): epoch 3, batch 25 of 50" \
+    assert "(epoch 3, batch 12 of the 24 that the text has per epoch at --batch_size 8): batch 25 of 50" \
         in t.resume_notes[0][1]
-    t = trainer(100)  # batch 100 of 101 at --batch_size 2: 49.5 of 50, the nearest of which is the epoch's end
-    train.Trainer.place_in_the_text(t, "ckpt-9", 2)
-    assert (t.epoch, t.batch) == (4, 0) and "epoch 3, batch 100 of the 101" in t.resume_notes[0][1]
-    assert t.resume_notes[0][1].endswith("epoch 4, batch 0 of 50. The step count and the learning-rate schedule go on")
     t = trainer(30)
-    with caplog.at_level(logging.WARNING, logger="charrnn"):
-        train.Trainer.place_in_the_text(t, "ckpt-9", 8)
-    assert (t.epoch, t.batch, float(tf.reduce_max(t.state)), t.resume_notes) == (4, 0, 0.0, [])
-    assert "(epoch 3, batch 30) is past this corpus's 24 batches per epoch at the saved --batch_size 8" in caplog.text
+    train.Trainer.place_in_the_text(t, "ckpt-9", 8)
+    assert (t.epoch, t.batch, float(tf.reduce_max(t.state))) == (4, 0, 0.0)
+    assert t.resume_notes == [(logging.WARNING, "the saved position (epoch 3, batch 30) is past this corpus's 24 "
+                               "batches per epoch at the saved --batch_size 8: the text is shorter than when the run "
+                               "started; going on from the next epoch")]
+    # The start of an epoch is one at any batch, even one that the text no longer has a batch of.
+    t = trainer(0)
+    train.Trainer.place_in_the_text(t, "ckpt-9", 200)
+    assert (t.epoch, t.batch) == (3, 0) and "batch 0 of 50" in t.resume_notes[0][1]
+
+
+def test_the_nearest_batch_at_another_batch_size() -> None:
+    """Half-way rounds up, and never out of the epoch (which could end a run by rounding)."""
+    from train import nearest_batch
+    assert [nearest_batch(b, 24, 50) for b in (0, 1, 6, 12, 23)] == [0, 2, 13, 25, 48]  # 6 of 24 is 12.5 of 50
+    assert [nearest_batch(b, 101, 50) for b in (1, 99, 100)] == [0, 49, 49]  # 100 of 101 is 49.5 of 50
+    assert [nearest_batch(b, 73, 1) for b in (0, 36, 72)] == [0, 0, 0]  # an epoch of one batch
 
 
 def test_apply_old_flag_names_drops_the_warmup_only_where_none_was_typed() -> None:
@@ -961,7 +972,7 @@ def test_a_typed_keep_probability_replaces_the_saved_dropout_on_resume(tmp_path:
     assert resumed_with("--init_from", str(tmp_path), "--input_keep_prob", "0.9") == (0.5, 0.1)
 
 
-def test_typing_a_run_s_own_model_and_batch_flags_on_resume_is_no_change(tmp_path: Path) -> None:
+def test_typing_a_run_s_own_model_and_data_layout_flags_on_resume_is_no_change(tmp_path: Path) -> None:
     """The saved values typed again (as a script that trained the run does on resume) are the same
     flags, compared by value: --val_frac 0.05 parsed anew equals the saved 0.05."""
     import plan
@@ -1606,7 +1617,7 @@ def test_a_session_s_end_evaluates_saves_and_says_once(monkeypatch, caplog) -> N
     def trainer(step: int, saved_step: int, last_val_step: int = -1, train_seconds: float = 0.0,
                 improves: bool = False, best_val: float = 1.5, time_budget_s: float = 0.0, **run):
         t = types.SimpleNamespace(
-            step=step, epoch=0, batch=step, start_step=2, saved_step=saved_step, last_val_step=last_val_step, best_val=best_val,
+            step=step, epoch=0, batch=step, start_step=2, saved_step=saved_step, best_started_again=False, last_val_step=last_val_step, best_val=best_val,
             train_seconds=train_seconds, seconds_so_far=lambda: train_seconds, manager="manager", saves=[], evals=[],
             args=argparse.Namespace(num_epochs=0, max_steps=0 if time_budget_s else 8, time_budget_s=time_budget_s,
                                     time_budget=f"{time_budget_s:g}s"),
