@@ -804,7 +804,7 @@ def test_a_typed_length_flag_alone_says_how_long(tmp_path: Path) -> None:
     result = train(tmp_path, "--input", "short.txt", "--batch_size", "2", "--seq_length", "8", "--val_frac", "0.3",
                    "--rnn_size", "16", "--num_layers", "1", "--max_steps", "60")
     assert "stopped at step 60 by --max_steps 60" in result.stderr, result.stderr
-    assert "1 train steps per epoch" in result.stderr
+    assert "1 train step per epoch" in result.stderr
     # Each epoch reads the text from a new offset, so its streams start from a zero state.
     (carried,) = checkpoint_weights(str(only_run(tmp_path / "save") / "ckpt-60"), "carried_state/").values()
     assert carried.shape == (1, 2, 2, 16) and not carried.any()
