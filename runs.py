@@ -489,13 +489,16 @@ def checkpoints_on_disk(directory: Path) -> list[str]:
                     if re.fullmatch(r"ckpt-\d+\.index", index.name)])
 
 
+def checkpoint_step(prefix: str) -> int:
+    """N of a checkpoint prefix ckpt-N; -1 for a name without a number (a hand-edited `checkpoint` list)."""
+    number = re.search(r"-(\d+)$", prefix)
+    return int(number.group(1)) if number else -1
+
+
 def by_step(prefixes: list[str]) -> list[str]:
     """Checkpoint prefixes (ckpt-N), from one directory or several, lowest N first; a name
-    without a number (a hand-edited `checkpoint` list) first of all."""
-    def step(prefix: str) -> int:
-        number = re.search(r"-(\d+)$", prefix)
-        return int(number.group(1)) if number else -1
-    return sorted(prefixes, key=step)
+    without a number first of all."""
+    return sorted(prefixes, key=checkpoint_step)
 
 
 def resume_candidates(run_dir: Path, listed: list[str] | None) -> list[str]:
@@ -509,13 +512,17 @@ def resume_candidates(run_dir: Path, listed: list[str] | None) -> list[str]:
 
 
 def restore_checkpoint(make_checkpoint: Callable[[str], "tf.train.Checkpoint"], candidates: list[str],
-                       partial: bool = False) -> str:
+                       partial: bool = False, relist: Callable[[], list[str]] | None = None) -> str:
     """Restore the newest loadable checkpoint among candidates (oldest first), falling back to
     older ones when the newest is truncated or corrupt, and say so. Each try has a checkpoint of
     its own, made for the path it reads: one whose restore failed went on reading the failed files
-    in the next try."""
+    in the next try. relist: the candidates as they are now, for a reader of a run still training,
+    which removes its older checkpoints as it saves: where one is gone, the newer ones saved since
+    are tried before any older one (best/'s, say)."""
     failures = []
-    for index, path in reversed(list(enumerate(candidates))):
+    pending, relists_left = list(candidates), 3 if relist is not None else 0
+    while pending:
+        path = pending.pop()
         status = None
         try:
             status = make_checkpoint(path).restore(path)
@@ -526,11 +533,17 @@ def restore_checkpoint(make_checkpoint: Callable[[str], "tf.train.Checkpoint"], 
             if status is not None:  # else TensorFlow warns of its unrestored values when it is freed
                 status.expect_partial()
             gone = not Path(f"{path}.index").exists()  # a run still training removed it since it was listed
+            newer = [c for c in relist() if checkpoint_step(c) > checkpoint_step(path)] if gone and relists_left else []
+            if newer:
+                relists_left -= 1
+                logger.info("%s was removed by the run as it saved a newer one (it is training): loading that", path)
+                pending = by_step(list(dict.fromkeys(pending + newer)))
+                continue
             missing = re.findall(r"<tf\.Variable '([^':]+)", str(error)) if isinstance(error, AssertionError) else []
             reason = (f"it lacks weights the model has ({', '.join(sorted(set(missing)))})" if missing
                       else tf_error_reason(error))  # TensorFlow's own message spills each weight's values
             failures.append(f"{path}: {'its files are gone' if gone else reason}")
-            if index > 0:  # an older one is left to try
+            if pending:  # an older one is left to try
                 logger.warning("checkpoint %s cannot be loaded (%s); trying an older one", path, failures[-1])
             continue
         if failures:

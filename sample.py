@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import re
 import sys
@@ -32,6 +31,7 @@ if TYPE_CHECKING:  # for annotations only: --help must not wait for TensorFlow
 log = logging.getLogger("charrnn")
 
 STREAM_CHUNK = 256  # symbols per compiled call; a single sample is written out after each
+FLOAT32_MAX = 3.4028234663852886e38  # the sampler divides float32 logits by the temperature
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,9 +80,9 @@ def check_args(args: argparse.Namespace) -> None:
                            f"set the terminal to UTF-8, or pass the prime as UTF-8 bytes") from None
     if args.n < 0:  # -n 0 writes the prime alone, as char-rnn-tensorflow did
         raise CharRNNError(f"-n {args.n}: the number of characters to generate must be 0 or more")
-    if not (args.temperature >= 0 and math.isfinite(args.temperature)):
-        raise CharRNNError(f"--temperature {args.temperature}: must be a positive finite number (e.g. 0.7), or 0 "
-                           f"for the most likely character every step (as --sample 0)")
+    if not 0 <= args.temperature <= FLOAT32_MAX:  # a larger one is infinite in float32: uniform draws, unfiltered
+        raise CharRNNError(f"--temperature {args.temperature}: must be a positive finite number (e.g. 0.7; at most "
+                           f"{FLOAT32_MAX:.2g}), or 0 for the most likely character every step (as --sample 0)")
     # What makes the text the most likely one, as typed, and what would sample: the warnings below name them.
     greedy_flags = [(flag, way) for typed, flag, way in ((args.sample == 0, "--sample 0", "--sample 1"),
                                                          (args.temperature == 0, "--temperature 0",
@@ -176,7 +176,8 @@ def checkpoint_candidates(run_dir: Path, which: str) -> list[str]:
     if which == "latest" and latest:
         return latest
     if latest:  # best/ alone is empty
-        raise CharRNNError(f"no checkpoint in {run_dir / 'best'}: no validation has finished yet; use --checkpoint latest")
+        raise CharRNNError(f"no checkpoint in {run_dir / 'best'}: no validation has finished yet, or best/ was "
+                           f"removed; use --checkpoint latest")
     raise CharRNNError(f"no checkpoint in {run_dir}: has training saved one yet?")
 
 
@@ -274,20 +275,10 @@ def load_model(args: argparse.Namespace, run_dir: Path, config: dict,
     import model as model_lib
 
     net = model_lib.CharRNN(model_lib.ModelConfig.from_dict(config["model"]))
-    candidates = checkpoint_candidates(run_dir, args.checkpoint)
-    for tries_left in reversed(range(3)):
-        try:
-            restored = runs.restore_checkpoint(lambda _path: tf.train.Checkpoint(model=net), candidates,
-                                               partial=True)
-            break
-        except CharRNNError:
-            # A run still training removes older checkpoints as it saves: those listed may be gone by the
-            # time they load. Newer ones listed since: try those.
-            listed_now = checkpoint_candidates(run_dir, args.checkpoint)
-            if not tries_left or not set(listed_now) - set(candidates):
-                raise
-            log.info("the run saved newer checkpoints while these loaded (it is training): loading those")
-            candidates = listed_now
+    # A run still training removes older checkpoints as it saves: one listed may be gone when it loads.
+    restored = runs.restore_checkpoint(lambda _path: tf.train.Checkpoint(model=net),
+                                       checkpoint_candidates(run_dir, args.checkpoint), partial=True,
+                                       relist=lambda: checkpoint_candidates(run_dir, args.checkpoint))
     log.log(log_level, "loaded %s", restored)
     return net
 

@@ -177,6 +177,16 @@ def test_checkpoint_by_path_file_or_name(run_dir: Path) -> None:
         sample_script.checkpoint_prefix(run_dir, "ckpt-41")
 
 
+
+def test_best_without_a_checkpoint_is_told_both_reasons(run_dir: Path, tmp_path: Path) -> None:
+    """best/ empty before the first validation, or removed since: either way, latest serves."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("best"))
+    with pytest.raises(utils.CharRNNError, match=r"no checkpoint in .*best: no validation has finished yet, or best/ "
+                                                 r"was removed; use --checkpoint latest"):
+        sample_script.checkpoint_candidates(copy, "best")
+
+
 def test_stdout_closed_or_without_spaces_for_sample_2(run_dir: Path, tmp_path: Path) -> None:
     closed = subprocess.run(["bash", "-c", '"$0" "$1" --save_dir "$2" -n 5 >&-', sys.executable,
                              str(ROOT / "sample.py"), str(run_dir)], capture_output=True, timeout=120)
@@ -236,6 +246,9 @@ def test_prime_outside_a_limited_vocabulary_and_identical_greedy_samples(caplog)
     (["--seed", str(2**63)], "--seed 9223372036854775808: must be from"), (["--seed", str(-2**63 - 1)], "must be from"),
     (["-n", str(2**31)], "-n 2147483648: at most 2,147,483,647 characters per run"),  # the compiled loop's int32
     (["--temperature", "inf"], "--temperature inf: must be a positive finite number"),  # not "positive"
+    # Infinite in float32, where the sampler divides: uniform draws that --top_k and --top_p no longer filter.
+    (["--temperature", "1e39", "--top_k", "2"], "--temperature 1e\\+39: must be a positive finite number \\(e.g. 0.7; at "
+                                               "most 3.4e\\+38\\)"), (["--temperature", "nan"], "--temperature nan"),
     (["--top_p", "0"], "--top_p 0.0: must be above 0"), (["--top_k", "-1"], "--top_k -1: must be 0 \\(off\\) or positive"),
     (["--top_k", str(2**31)], "--top_k 2147483648: must be at most 2,147,483,647"),  # the compiled loop's int32
     (["--num_samples", "0"], "--num_samples 0: must be from 1 to 4096"),
@@ -363,13 +376,14 @@ def test_korean_prime_and_output_under_a_c_locale(run_dir: Path) -> None:
     assert out.startswith("문")
 
 
-@pytest.mark.parametrize("removed", ["the newest", "every listed one"])
-def test_checkpoints_removed_while_they_load(run_dir: Path, tmp_path: Path, monkeypatch, caplog, removed: str) -> None:
+@pytest.mark.parametrize("saved_since", [True, False])
+def test_checkpoints_removed_while_they_load(run_dir: Path, tmp_path: Path, monkeypatch, caplog,
+                                             saved_since: bool) -> None:
     """A run still training (a save each step, --keep 1) removes a listed checkpoint between the read
-    of its object graph and of its weights. The next listed one must then load on its own (one
-    tf.train.Checkpoint for every try went on reading the removed files: sampling a live run failed
-    a third of the time with 'no checkpoint loads ... damaged'); with all of them gone, the newer
-    ones saved meanwhile are listed and loaded."""
+    of its object graph and of its weights. The newer one it saved meanwhile must load then, not an
+    older one (best/'s, steps behind) said to be "the newest that loads"; with none saved since, the
+    next older one, on its own (one tf.train.Checkpoint for every try went on reading the removed
+    files: sampling a live run failed a third of the time with 'no checkpoint loads ... damaged')."""
     import logging
 
     from tensorflow.python.checkpoint import checkpoint as tf_checkpoint
@@ -382,11 +396,11 @@ def test_checkpoints_removed_while_they_load(run_dir: Path, tmp_path: Path, monk
     def read_then_rotated_away(prefix: str):
         reader = open_reader(prefix)
         if prefix == newest:  # the trainer's next save deletes it, its index first
-            for path in Path(prefix).parent.glob(f"{Path(prefix).name}.*"):
-                shutil.copy(path, path.with_name(path.name.replace("ckpt-40", "ckpt-41")))
-            (copy / "checkpoint").write_text('model_checkpoint_path: "ckpt-41"\n'
-                                             'all_model_checkpoint_paths: "ckpt-41"\n', encoding="utf-8")
-        if prefix == newest or (removed == "every listed one" and prefix in older):
+            if saved_since:
+                for path in Path(prefix).parent.glob(f"{Path(prefix).name}.*"):
+                    shutil.copy(path, path.with_name(path.name.replace("ckpt-40", "ckpt-41")))
+                (copy / "checkpoint").write_text('model_checkpoint_path: "ckpt-41"\n'
+                                                 'all_model_checkpoint_paths: "ckpt-41"\n', encoding="utf-8")
             os.remove(f"{prefix}.index")
         return reader
 
@@ -394,10 +408,12 @@ def test_checkpoints_removed_while_they_load(run_dir: Path, tmp_path: Path, monk
     caplog.set_level(logging.DEBUG, logger="charrnn")
     args = sample_script.build_parser().parse_args(["--save_dir", str(copy)])
     sample_script.load_model(args, copy, utils.read_json_object(copy / "config.json"))
-    assert f"{newest}: its files are gone" in caplog.text, caplog.text
-    loaded = older[-1] if removed == "the newest" else str(copy / "ckpt-41")
-    assert f"loaded {loaded}\n" in caplog.text, caplog.text
-    assert ("saved newer checkpoints while these loaded" in caplog.text) == (removed == "every listed one")
+    if saved_since:
+        assert f"{newest} was removed by the run as it saved a newer one (it is training)" in caplog.text
+        assert f"loaded {copy / 'ckpt-41'}\n" in caplog.text and "older" not in caplog.text, caplog.text
+    else:
+        assert f"{newest}: its files are gone); trying an older one" in caplog.text, caplog.text
+        assert f"loaded {older[-1]}, the newest checkpoint that loads" in caplog.text, caplog.text
 
 
 def test_a_checkpoint_without_all_the_model_s_weights_does_not_load(run_dir: Path, tmp_path: Path) -> None:
