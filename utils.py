@@ -249,6 +249,11 @@ CHAR_RNN_LUA_NAMES = {"learning_rate_decay": ("train.py", "--decay_rate"), "max_
                       "eval_val_every": ("train.py", "--eval_every"), "checkpoint_dir": ("train.py", "--save_dir"),
                       "savefile": ("train.py", "--run_name"), "primetext": ("sample.py", "--prime"),
                       "length": ("sample.py", "-n")}
+# Its flags that need nothing here, and why.
+CHAR_RNN_LUA_NEEDLESS = dict.fromkeys(("gpuid", "opencl"), "nothing to pass: a GPU is used where TensorFlow finds one "
+                                      "(CUDA_VISIBLE_DEVICES= hides it)")
+# Where a path typed alone (as karpathy/char-rnn's sample.lua took its checkpoint) goes here: (a file, a folder).
+POSITIONAL_PATH_FLAGS = {"sample.py": ("--save_dir", "--save_dir"), "train.py": ("--input", "--data_dir")}
 
 # sherjilozair/char-rnn-tensorflow's flags, which it also took typed in part (--batch for --batch_size).
 CHAR_RNN_TENSORFLOW_FLAGS = {
@@ -335,8 +340,15 @@ class ArgumentParser(argparse.ArgumentParser):
                    if (name := flag_of(word).lstrip("-")) in CHAR_RNN_LUA_NAMES}
             hint = "".join(f" ({flag_of(word)} is karpathy/char-rnn's; here: "
                            f"{flag if script == self.prog else f'{script} {flag}'})" for word, (script, flag) in lua.items())
+            needless = {word: CHAR_RNN_LUA_NEEDLESS[name] for word in typed
+                        if (name := flag_of(word).lstrip("-")) in CHAR_RNN_LUA_NEEDLESS}
+            hint += "".join(f" ({flag_of(word)} is karpathy/char-rnn's; here: {why})" for word, why in needless.items())
+            paths = [word for word in message.split(":", 1)[1].split()
+                     if not word.startswith("-") and self.prog in POSITIONAL_PATH_FLAGS and os.path.exists(word)]
+            hint += "".join(f" (a path is passed with {POSITIONAL_PATH_FLAGS[self.prog][os.path.isdir(path)]} {path} here)"
+                            for path in paths[:1])
             close = {word: difflib.get_close_matches(letters(word), by_letters, n=1, cutoff=0.75) for word in typed
-                     if word not in lua}
+                     if word not in lua and word not in needless}
             hint += "".join(f" ({word}: did you mean {by_letters[found[0]]}?)" for word, found in close.items() if found)
             if self.sibling is not None:
                 script, parser = self.sibling

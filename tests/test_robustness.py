@@ -471,6 +471,12 @@ def test_every_karpathy_char_rnn_flag_is_answered_with_its_name_here(script: str
         assert f"(-{lua_name} is karpathy/char-rnn's; here: {named})" in capsys.readouterr().err, lua_name
         home_parser = plan.build_parser() if home == "train.py" else sample.build_parser()
         assert flag in {f for action in home_parser._actions for f in action.option_strings}  # a real flag there
+    # A path typed alone, as sample.lua took its checkpoint: the flag that takes it here.
+    for path, flag in ((ROOT / "data", "--save_dir" if script == "sample.py" else "--data_dir"),
+                       (ROOT / "README.md", "--save_dir" if script == "sample.py" else "--input")):
+        with pytest.raises(SystemExit):
+            parser.parse_args([str(path)])
+        assert f"(a path is passed with {flag} {path} here)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flags, hint", [(["--model", "xyz"], "invalid choice: 'xyz'"), (["--rnn_size", "big"], "'big'"),
@@ -486,6 +492,9 @@ def test_every_karpathy_char_rnn_flag_is_answered_with_its_name_here(script: str
                                          (["-learning_rate_decay", "0.97"],
                                           "(-learning_rate_decay is karpathy/char-rnn's; here: --decay_rate)"),
                                          (["-primetext", "a"], "(-primetext is karpathy/char-rnn's; here: sample.py --prime)"),
+                                         (["-gpuid", "-1"], "(-gpuid is karpathy/char-rnn's; here: nothing to pass: a "
+                                                            "GPU is used where TensorFlow finds one"),
+                                         (["no/such/path"], "unrecognized arguments: no/such/path\n"),
                                          (["--time_budget", "-5m"], "(a value that starts with '-' goes after '=': "
                                                                     "--time_budget=-...)"),
                                          (["--time_budget"], "--time_budget: expected one argument\n"),
