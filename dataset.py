@@ -425,7 +425,10 @@ class Vocab:
             d = read_json_object(path)
             if d["format"] != _VOCAB_FORMAT:
                 raise ValueError(f"format {d['format']}, expected {_VOCAB_FORMAT}")
-            symbols, counts = zip(*d["symbols"])
+            rows = d["symbols"]
+            if not (isinstance(rows, list) and rows and all(isinstance(row, list) and len(row) == 2 for row in rows)):
+                raise ValueError("its symbols are not a list of [symbol, count] pairs")
+            symbols, counts = zip(*rows)
             if not all(isinstance(s, str) and len(s) == 1 for s in symbols):
                 raise ValueError("a symbol is not one character")
             twice = [s for s, n in collections.Counter(symbols).items() if n > 1]

@@ -1268,7 +1268,9 @@ def test_vocab_save_load(tmp_path: Path) -> None:
     fields = json.loads(saved)
     for change, reason in [(dict(format=2), "format 2, expected 1"), (dict(unit="word"), "its unit is 'word'"),
                            (dict(normalize="nfkc"), "its unit is 'char' and its normalize 'nfkc'"),
-                           (dict(unk_id=corpus.vocab.size), f"unk_id {corpus.vocab.size} is no symbol's id")]:
+                           (dict(unk_id=corpus.vocab.size), f"unk_id {corpus.vocab.size} is no symbol's id"),
+                           *[(dict(symbols=rows), "its symbols are not a list of [symbol, count] pairs")
+                             for rows in ("abc", [], [["a", 1], ["b"]], [["a", 1, 2]], {"a": 1})]]:
         write(tmp_path / "edited.json", json.dumps({**fields, **change}))
         with pytest.raises(CharRNNError, match=rf"not a valid vocab.json \({re.escape(reason)}"):
             dataset.Vocab.load(tmp_path / "edited.json")
