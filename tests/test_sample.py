@@ -177,16 +177,6 @@ def test_checkpoint_by_path_file_or_name(run_dir: Path) -> None:
         sample_script.checkpoint_prefix(run_dir, "ckpt-41")
 
 
-
-def test_best_without_a_checkpoint_is_told_both_reasons(run_dir: Path, tmp_path: Path) -> None:
-    """best/ empty before the first validation, or removed since: either way, latest serves."""
-    copy = tmp_path / "run"
-    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("best"))
-    with pytest.raises(utils.CharRNNError, match=r"no checkpoint in .*best: no validation has finished yet, or best/ "
-                                                 r"was removed; use --checkpoint latest"):
-        sample_script.checkpoint_candidates(copy, "best")
-
-
 def test_stdout_closed_or_without_spaces_for_sample_2(run_dir: Path, tmp_path: Path) -> None:
     closed = subprocess.run(["bash", "-c", '"$0" "$1" --save_dir "$2" -n 5 >&-', sys.executable,
                              str(ROOT / "sample.py"), str(run_dir)], capture_output=True, timeout=120)
@@ -305,7 +295,7 @@ def test_no_checkpoint_yet_and_no_prime_are_told_apart(run_dir: Path, tmp_path: 
     saved = tmp_path / "saved"
     shutil.copytree(run_dir, saved, ignore=shutil.ignore_patterns("best"))
     with pytest.raises(utils.CharRNNError, match=f"no checkpoint in {re.escape(str(saved / 'best'))}: no "
-                                                 f"validation has finished yet; use --checkpoint latest"):
+                                                 f"validation has finished yet, or best/ was removed; use --checkpoint latest"):
         sample_script.checkpoint_candidates(saved, "best")
     assert sample_script.checkpoint_candidates(saved, "latest") == [str(saved / "ckpt-40")]
     unsaved = tmp_path / "unsaved"
