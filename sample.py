@@ -11,6 +11,7 @@ stdout chunk by chunk. Text is written as UTF-8 whatever the terminal's locale.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import re
@@ -276,9 +277,9 @@ def load_model(args: argparse.Namespace, run_dir: Path, config: dict,
 
     net = model_lib.CharRNN(model_lib.ModelConfig.from_dict(config["model"]))
     # A run still training removes older checkpoints as it saves: one listed may be gone when it loads.
-    restored = runs.restore_checkpoint(lambda _path: tf.train.Checkpoint(model=net),
-                                       checkpoint_candidates(run_dir, args.checkpoint), partial=True,
-                                       relist=lambda: checkpoint_candidates(run_dir, args.checkpoint))
+    listed = functools.partial(checkpoint_candidates, run_dir, args.checkpoint)
+    restored = runs.restore_checkpoint(lambda _path: tf.train.Checkpoint(model=net), listed(), partial=True,
+                                       relist=listed)
     log.log(log_level, "loaded %s", restored)
     return net
 

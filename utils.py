@@ -336,19 +336,16 @@ class ArgumentParser(argparse.ArgumentParser):
             letters = lambda flag: flag.split("=")[0].replace("-", "").replace("_", "")
             by_letters = {letters(flag): flag for flag in flags}
             flag_of = lambda word: word.split("=")[0]  # -primetext=x: -primetext
-            lua = {word: CHAR_RNN_LUA_NAMES[name] for word in typed
-                   if (name := flag_of(word).lstrip("-")) in CHAR_RNN_LUA_NAMES}
-            hint = "".join(f" ({flag_of(word)} is karpathy/char-rnn's; here: "
-                           f"{flag if script == self.prog else f'{script} {flag}'})" for word, (script, flag) in lua.items())
-            needless = {word: CHAR_RNN_LUA_NEEDLESS[name] for word in typed
-                        if (name := flag_of(word).lstrip("-")) in CHAR_RNN_LUA_NEEDLESS}
-            hint += "".join(f" ({flag_of(word)} is karpathy/char-rnn's; here: {why})" for word, why in needless.items())
+            lua_here = {name: flag if script == self.prog else f"{script} {flag}"
+                        for name, (script, flag) in CHAR_RNN_LUA_NAMES.items()} | CHAR_RNN_LUA_NEEDLESS
+            lua = {word: lua_here[name] for word in typed if (name := flag_of(word).lstrip("-")) in lua_here}
+            hint = "".join(f" ({flag_of(word)} is karpathy/char-rnn's; here: {here})" for word, here in lua.items())
             paths = [word for word in message.split(":", 1)[1].split()
                      if not word.startswith("-") and self.prog in POSITIONAL_PATH_FLAGS and os.path.exists(word)]
             hint += "".join(f" (a path is passed with {POSITIONAL_PATH_FLAGS[self.prog][os.path.isdir(path)]} {path} here)"
                             for path in paths[:1])
             close = {word: difflib.get_close_matches(letters(word), by_letters, n=1, cutoff=0.75) for word in typed
-                     if word not in lua and word not in needless}
+                     if word not in lua}
             hint += "".join(f" ({word}: did you mean {by_letters[found[0]]}?)" for word, found in close.items() if found)
             if self.sibling is not None:
                 script, parser = self.sibling
