@@ -1079,12 +1079,15 @@ def test_the_defaults_are_those_the_readme_states() -> None:
                                 ("`--temperature` (default 1.0)", None, None),
                                 ("(default 10m, at least 10s; 0 waits for ever)", "peer_timeout", "10m"),
                                 ("The last `--val_frac` (5%) of the text", "val_frac", 0.05),
-                                ("with a warmup and a cosine, and dropout 0.25.", "dropout", 0.25),
+                                ("a cosine down to 0.0003, an embedding of 64, and dropout 0.25.", "dropout", 0.25),
+                                ("a cosine down to 0.0003, an embedding of 64,", "embedding_size", 64),
+                                ("down to `--min_lr_frac` of it (0.1 by default)", "min_lr_frac", 0.1),
                                 ("(`--ema_decay`, 0.99 by default", "ema_decay", 0.99)):
         assert phrase in readme, phrase
         if flag is not None:
             assert getattr(args, flag) == value, flag
     assert args.num_epochs is None and plan.DEFAULT_EPOCHS == 50 and "a run is 50 epochs" in readme
+    assert "0.003 with a warmup" in readme and args.learning_rate * args.min_lr_frac == pytest.approx(0.0003)
     assert sample.build_parser().parse_args([]).temperature == 1.0
 
 
