@@ -372,7 +372,7 @@ def _lock_file(handle) -> None:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
-def save_checkpoint(manager: "tf.train.CheckpointManager", step: int, how_to_go_on: Callable[[], str]) -> str:
+def save_checkpoint(manager: "tf.train.CheckpointManager", step: int, how_to_go_on: Callable[[], str]) -> None:
     """Save through a tf.train.CheckpointManager. TensorFlow writes the data under a temporary
     name and updates the `checkpoint` pointer last, so a failed or killed save leaves the
     previous checkpoint, if any, as the latest. A failed save's own files go (a model's worth of
@@ -384,7 +384,7 @@ def save_checkpoint(manager: "tf.train.CheckpointManager", step: int, how_to_go_
 
     before = files_of_step()
     try:
-        return manager.save(checkpoint_number=step)
+        manager.save(checkpoint_number=step)
     except Exception as error:  # OSError or tf.errors.OpError: disk full, permissions, ...
         for path in files_of_step() - before:
             try:

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple
 
 import dataset
 import plan
@@ -42,8 +42,13 @@ if TYPE_CHECKING:  # for annotations only: --help must not wait for TensorFlow
 
 log = logging.getLogger("charrnn")
 
-# What ends a run that trained as long as it was told (the others: --stop_at_step, a signal).
-LENGTH_LIMIT = "its length limit"
+
+
+class Stop(NamedTuple):
+    """Why training ends: its length limit, --stop_at_step, or a signal (to this worker or another)."""
+    label: str  # as the session's end names it: "--max_steps 5000", "--stop_at_step 40", "SIGTERM"
+    at_limit: bool = False
+    signum: int = 0  # a signal's number; 0 for the other two
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +193,8 @@ class EventsUnwritable(Exception):
 
 class Trainer:
     """The TensorFlow side of a run: model, optimizer, checkpoints, TensorBoard and the loop.
-    The loop's position (step, epoch, batch, hidden state) lives here and in every checkpoint."""
+    The loop's position (step, epoch, batch, hidden state) lives here and in every checkpoint (the
+    hidden state as zeros across replicas: see save)."""
 
     def __init__(self, run: plan.Run, tf: ModuleType, hang_watch: "workers.HangWatch"):
         import model as model_lib
@@ -254,7 +260,7 @@ class Trainer:
         self.writer = None
 
     def start(self) -> None:
-        """Make the step functions (compiled at their first call, in fit) and open TensorBoard: the run
+        """Make the step functions (each compiled at its first call) and open TensorBoard: the run
         is under way."""
         tf, run, args = self.tf, self.run, self.args
         xla = args.xla == "on"
@@ -490,37 +496,47 @@ class Trainer:
         if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in weights):
             raise self.diverged(f"the weights became NaN or infinite by step {self.step}")
         chief, run = self.run.cluster.is_chief, self.run
-        lost = ([name for name in ("config.json", "vocab.json") if not (run.run_dir / name).is_file()]
-                if chief and run.kept else [])
-        gone = bool(lost) and not run.lock.in_place()
-        if lost and not gone:  # the run files alone: the checkpoints are there, and go on with them
-            log.warning("%s deleted from %s during training: written again with this checkpoint", " and ".join(lost),
-                        run.run_dir)
-        if gone:  # rm -rf save, or a moved folder: the checkpoint holds the whole state, so write the run anew
-            log.warning("%s was deleted or moved during training: the run is written there anew from this step "
-                        "(its earlier checkpoints went with it)", run.run_dir)
-            run.lock.release()
-            run.lock = runs.RunLock(run.run_dir, "--init_from" if run.run_dir == run.resume_dir else "--save_dir")
-            if manager is not self.best_manager:  # best/ went too: the next evaluation writes it again
-                self.best_val.assign(math.inf)  # (this save is best/'s own: of the loss just measured, the best)
+        lost = self.run_files_lost(manager) if chief and run.kept else []
         if chief and (not run.kept or lost):  # config.json before the first checkpoint: never one without the other
-            config = run.run_dir / "config.json"
-            try:
-                if run.config_before is None and config.is_file():  # once: a retry would find the failed save's
-                    run.config_before = config.read_text(encoding="utf-8")
-                write_run_files(self.args, run.run_dir, run.corpus, self.config, self.chars_per_symbol)
-                # A copy to go on in is a run from here: killed before its checkpoint is written, it
-                # is refused as one (its files are the source's), not made again over a new checkpoint.
-                (run.run_dir / runs.UNSAVED_COPY).unlink(missing_ok=True)
-            except OSError as error:
-                raise runs.SaveFailed(f"could not write the run files in {run.run_dir}", error.strerror or str(error),
-                                      f"Free disk space or fix the directory; {how_to_go_on(run)}") from None
+            self.save_run_files()
         runs.save_checkpoint(manager, self.step, lambda: how_to_go_on(run))
         if manager is self.manager:
             self.saved_step = self.step
         run.kept = True  # before `latest`, which can fail and then says the checkpoint is there
         if chief:  # `latest` names the run that saved last: the one sample.py --save_dir save picks
             runs.point_latest(self.run.run_dir)
+
+    def run_files_lost(self, manager: "tf.train.CheckpointManager") -> list[str]:
+        """The run files deleted during training, which the save about to be made writes again; where
+        the whole run folder went with them, the run is taken up there anew."""
+        run = self.run
+        lost = [name for name in ("config.json", "vocab.json") if not (run.run_dir / name).is_file()]
+        if lost and run.lock.in_place():  # the run files alone: the checkpoints are there, and go on with them
+            log.warning("%s deleted from %s during training: written again with this checkpoint", " and ".join(lost),
+                        run.run_dir)
+        elif lost:  # rm -rf save, or a moved folder: the checkpoint holds the whole state, so write the run anew
+            log.warning("%s was deleted or moved during training: the run is written there anew from this step "
+                        "(its earlier checkpoints went with it)", run.run_dir)
+            run.lock.release()
+            run.lock = runs.RunLock(run.run_dir, "--init_from" if run.run_dir == run.resume_dir else "--save_dir")
+            if manager is not self.best_manager:  # best/ went too: the next evaluation writes it again
+                self.best_val.assign(math.inf)  # (this save is best/'s own: of the loss just measured, the best)
+        return lost
+
+    def save_run_files(self) -> None:
+        """config.json and vocab.json, keeping the config.json they replace for undo_session."""
+        run = self.run
+        config = run.run_dir / "config.json"
+        try:
+            if run.config_before is None and config.is_file():  # once: a retry would find the failed save's
+                run.config_before = config.read_text(encoding="utf-8")
+            write_run_files(self.args, run.run_dir, run.corpus, self.config, self.chars_per_symbol)
+            # A copy to go on in is a run from here: killed before its checkpoint is written, it
+            # is refused as one (its files are the source's), not made again over a new checkpoint.
+            (run.run_dir / runs.UNSAVED_COPY).unlink(missing_ok=True)
+        except OSError as error:
+            raise runs.SaveFailed(f"could not write the run files in {run.run_dir}", error.strerror or str(error),
+                                  f"Free disk space or fix the directory; {how_to_go_on(run)}") from None
 
     @contextlib.contextmanager
     def events(self, step: int | None = None) -> Iterator[None]:
@@ -548,8 +564,11 @@ class Trainer:
         return True, f"; step {self.step} was saved in {self.run.run_dir}"
 
     def diverged(self, what: str) -> CharRNNError:
+        """Training diverged. A seeded run diverges again where it did: the advice is to change it."""
+        # Under --mixed_precision a float16 overflow comes before the clip, which cannot help then.
+        fix = ("--grad_clip, or train without --mixed_precision" if self.args.mixed_precision else "--grad_clip")
         return CharRNNError(f"{what}; nothing was saved from it. Lower --learning_rate (now {self.args.learning_rate}) "
-                            f"or --grad_clip; {how_to_go_on(self.run)}")
+                            f"or {fix}; {how_to_go_on(self.run, 'it')}")
 
     # -- evaluation ----------------------------------------------------------------------------
 
@@ -633,35 +652,40 @@ class Trainer:
     def progress(self) -> float:
         return training_progress(self.args, self.step, self.epochs(), self.seconds_so_far())
 
-    def agreed_progress(self, stopping: bool = False) -> tuple[float, bool]:
-        """The run's progress, and whether a worker was asked to stop, the same on every worker:
-        their clocks differ, and each must train at the same learning rate, and evaluate, save
-        and stop at the same steps. The chief's clock counts."""
+    def agreed_progress(self, signum: int = 0) -> tuple[float, int]:
+        """The run's progress, and the stop signal a worker received (its number, the first worker's
+        where several did; 0: none), the same on every worker: their clocks differ, and each must
+        train at the same learning rate, and evaluate, save and stop at the same steps. The chief's
+        clock counts."""
         if self.gather is None:
-            return self.progress(), stopping
-        replicas = self.gather([self.progress(), float(stopping)])
-        return float(replicas[0, 0]), bool(replicas[:, 1].any())
+            return self.progress(), signum
+        replicas = self.gather([self.progress(), float(signum)])
+        return float(replicas[0, 0]), next((int(s) for s in replicas[:, 1] if s), 0)
 
-    def stop_reason(self, progress: float, stopping: bool, first_signal: int | None) -> str | None:
-        """Why training ends before this step, if it does (from agreed values: the same on every worker)."""
+    def stop_reason(self, progress: float, signum: int, first_signal: int | None) -> Stop | None:
+        """Why training ends before this step, if it does (from agreed values: the same on every
+        worker; first_signal: the one this worker received, if any)."""
         if progress >= 1.0:
-            return LENGTH_LIMIT
+            flag = self.limit_flag(self.seconds_so_far())
+            return Stop(f"--{flag} {getattr(self.args, flag)}", at_limit=True)
         if self.args.stop_at_step and self.step >= self.args.stop_at_step:
-            return f"--stop_at_step {self.args.stop_at_step}"
-        if stopping:
-            return signal.Signals(first_signal).name if first_signal is not None else "another worker's signal"
+            return Stop(f"--stop_at_step {self.args.stop_at_step}")
+        if signum:
+            if first_signal is None:
+                return Stop(f"{signal.Signals(signum).name} to another worker", signum=signum)
+            return Stop(signal.Signals(first_signal).name, signum=first_signal)
         return None
 
-    def fit(self, stops: StopSignals) -> str:
+    def fit(self, stops: StopSignals) -> Stop:
         """Train until a length limit, --stop_at_step or a signal; returns what ended it."""
         args, loader = self.args, self.run.loader
         stops.first_check_begun = True
         while True:
             started = time.monotonic()  # a step's time: all of it but the evaluations and saves
-            progress, stopping = self.agreed_progress(bool(stops.arrived))
-            ended_by = self.stop_reason(progress, stopping, stops.first())
-            if ended_by is not None:
-                return ended_by
+            progress, signum = self.agreed_progress(stops.first() or 0)
+            stop = self.stop_reason(progress, signum, stops.first())
+            if stop is not None:
+                return stop
             stops.first_step_begun = True
             x, y = loader.batch(self.epoch, self.batch)
             lr = learning_rate(args, self.step, self.epoch, progress)
@@ -676,9 +700,10 @@ class Trainer:
             # Under mixed precision a non-finite gradient is a float16 overflow: the step was skipped
             # and the loss scale halved. Only a scale driven below 1 means the gradients are broken.
             overflow_tolerated = args.mixed_precision and float(self.loss_scale.scale.numpy()) >= 1.0
-            if not (math.isfinite(loss) and (math.isfinite(grad_norm) or overflow_tolerated)):
-                raise self.diverged(f"the training loss became {loss} (gradient norm {grad_norm}) at step "
-                                    f"{self.step + 1}")
+            if not math.isfinite(loss):
+                raise self.diverged(f"the training loss became {loss} at step {self.step + 1}")
+            if not (math.isfinite(grad_norm) or overflow_tolerated):
+                raise self.diverged(f"the gradient norm became {grad_norm} (loss {loss:.4f}) at step {self.step + 1}")
             self.step, self.batch = self.step + 1, self.batch + 1
             if self.batch == loader.num_batches:
                 self.epoch, self.batch = self.epoch + 1, 0
@@ -748,20 +773,15 @@ class Trainer:
                      f"flag typed on resume replaces all the saved limits)")
         return True
 
-    def finish(self, ended_by: str) -> None:
+    def finish(self, stop: Stop) -> None:
         """The final evaluation and checkpoint, and how to go on."""
-        run = self.run
-        at_limit = ended_by == LENGTH_LIMIT
-        if at_limit:  # named: the flag of the limit reached
-            flag = self.limit_flag(self.seconds_so_far())
-            ended_by = f"--{flag} {getattr(self.args, flag)}"
-        elif self.step == self.start_step:  # a signal or --stop_at_step before the first step
-            if not ended_by.startswith("--stop_at_step"):  # a signal: as one during start-up
-                raise KeyboardInterrupt(ended_by)
-            if run.cluster.is_chief:
-                made = (f"; no copy is kept in {run.run_dir}" if run.forked_from
-                        else "" if run.resume_dir else f"; {run.run_dir} is not kept")
-                log.info(f"stopped by {ended_by} at step {self.step}, before training: nothing saved{made}")
+        run, at_limit = self.run, stop.at_limit
+        if self.step == self.start_step and not at_limit:  # a signal or --stop_at_step before the first step
+            if stop.signum:  # as one during start-up (the workers of multiworker agreed on it)
+                raise KeyboardInterrupt(signal.Signals(stop.signum).name)
+            if run.cluster.is_chief:  # (a resumed run: a new one's --stop_at_step is 1 or more)
+                made = f"; no copy is kept in {run.run_dir}" if run.forked_from else ""
+                log.info(f"stopped by {stop.label} at step {self.step}, before training: nothing saved{made}")
             return
         # A time budget can run out during an evaluation the loop just made: not again, same weights.
         improved = at_limit and self.last_val_step != self.step and self.run_eval()
@@ -784,13 +804,13 @@ class Trainer:
             best_val = float(self.best_val)
             best = (f"best val loss {best_val:.4f}" if math.isfinite(best_val)
                     else "no validation since best/ started again" if self.best_started_again else "no validation yet")
-            log.info(f"stopped at step {self.step} by {ended_by}; {best}. Sample with:  "
+            log.info(f"stopped at step {self.step} by {stop.label}; {best}. Sample with:  "
                      f"{runs.script_command('sample.py')} --save_dir {runs.shell_path(run_dir)}")
             if not at_limit:
                 log.info(f"resume with:  {runs.script_command('train.py')} --init_from {runs.shell_path(run_dir)}")
 
 
-def train(args: argparse.Namespace, typed: set[str]) -> int:
+def train(args: argparse.Namespace, typed: set[str]) -> None:
     run = plan.plan_run(args, typed)
     try:
         # Import TensorFlow only now: everything above can fail fast and cheaply.
@@ -805,7 +825,6 @@ def train(args: argparse.Namespace, typed: set[str]) -> int:
             if not run.kept:
                 undo_session(run)
             run.lock.release(discard=not run.kept)
-    return 0
 
 
 def undo_session(run: plan.Run) -> None:
@@ -1241,7 +1260,8 @@ def main(argv: list[str] | None = None) -> int:
         typed = utils.explicit_flags(parser, argv)
         if not args.init_from:  # a resumed run's flags are checked once merged with its saved ones
             plan.check_args(args)
-        return train(args, plan.apply_old_flag_names(args, typed))
+        train(args, plan.apply_old_flag_names(args, typed))
+        return 0
     except CharRNNError as error:
         log.error("error: %s", error)
         return 2

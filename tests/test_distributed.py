@@ -253,7 +253,7 @@ def test_sigterm_to_any_worker_stops_both_with_a_checkpoint(tmp_path: Path, sign
     finally:
         for proc in (chief, worker):
             proc.kill()
-    by = "SIGTERM" if signalled == "chief" else "another worker's signal"
+    by = "SIGTERM" if signalled == "chief" else "SIGTERM to another worker"
     step = int(re.search(rf"stopped at step (\d+) by {by}", outputs[0])[1])
     told = outputs[0] if signalled == "chief" else outputs[1]
     assert "SIGTERM: stopping after the step or evaluation in progress, with a checkpoint" in told, told

@@ -1460,14 +1460,35 @@ def test_a_batch_of_one_stream_is_not_split_into_groups() -> None:
 
 
 def test_the_first_stop_signal_names_the_stop() -> None:
-    """SIGTERM from a job scheduler, then Ctrl-C while it stops: the run was stopped by SIGTERM."""
+    """SIGTERM from a job scheduler, then Ctrl-C while it stops: the run was stopped by SIGTERM. A worker
+    of multiworker that received none names the one another worker received, and exits as by it."""
     import argparse
     import types
 
-    from train import Trainer
+    from train import Stop, Trainer
     trainer = types.SimpleNamespace(args=argparse.Namespace(stop_at_step=0), step=5)
-    assert Trainer.stop_reason(trainer, 0.5, True, signal.SIGTERM) == "SIGTERM"
-    assert Trainer.stop_reason(trainer, 0.5, True, None) == "another worker's signal"
+    assert Trainer.stop_reason(trainer, 0.5, signal.SIGINT, signal.SIGTERM) == Stop("SIGTERM", signum=signal.SIGTERM)
+    assert Trainer.stop_reason(trainer, 0.5, signal.SIGTERM, None) == Stop("SIGTERM to another worker",
+                                                                             signum=signal.SIGTERM)
+    assert Trainer.stop_reason(trainer, 0.5, 0, None) is None
+    trainer.args.stop_at_step = 5
+    assert Trainer.stop_reason(trainer, 0.5, signal.SIGTERM, signal.SIGTERM) == Stop("--stop_at_step 5")
+
+
+def test_the_workers_agree_on_the_first_worker_s_signal() -> None:
+    """Each worker's own signal number is gathered; all stop by the first worker's that received one."""
+    import types
+
+    from train import Trainer
+    rows = [[0.25, 0.0], [0.75, float(signal.SIGHUP)], [0.5, float(signal.SIGTERM)]]
+    trainer = types.SimpleNamespace(progress=lambda: 0.5, gather=lambda mine: np.array(rows))
+    assert Trainer.agreed_progress(trainer, 0) == (0.25, signal.SIGHUP)  # the chief's clock, worker 1's signal
+    rows[1][1] = 0.0
+    assert Trainer.agreed_progress(trainer, 0) == (0.25, signal.SIGTERM)
+    rows[2][1] = 0.0
+    assert Trainer.agreed_progress(trainer, 0) == (0.25, 0)
+    trainer.gather = None  # one machine: its own
+    assert Trainer.agreed_progress(trainer, signal.SIGINT) == (0.5, signal.SIGINT)
 
 
 def test_a_signal_handled_inside_another_s_handler_leaves_the_first_one_stopping_the_run(
@@ -1547,9 +1568,9 @@ def test_fit_marks_its_first_check_and_its_first_step_for_the_signals(monkeypatc
     class FirstStep(Exception):
         pass
 
-    def agreed_progress(stopping):
+    def agreed_progress(signum):
         seen.append(("check", stops.first_check_begun, stops.first_step_begun))
-        return 0.0, False
+        return 0.0, 0
 
     def train_step(*_):
         seen.append(("step", stops.first_check_begun, stops.first_step_begun))
@@ -1562,6 +1583,39 @@ def test_fit_marks_its_first_check_and_its_first_step_for_the_signals(monkeypatc
     with pytest.raises(FirstStep):
         Trainer.fit(t, stops)
     assert seen == [("check", True, False), ("step", True, True)]
+
+
+@pytest.mark.parametrize("loss, grad_norm, mixed_precision, said", [
+    (float("nan"), 3.0, False, "the training loss became nan at step 6; nothing was saved from it. Lower "
+                               "--learning_rate (now 0.003) or --grad_clip; nothing was saved: run it again"),
+    (2.3125, float("inf"), False, "the gradient norm became inf (loss 2.3125) at step 6; nothing was saved from it. "
+                                  "Lower --learning_rate (now 0.003) or --grad_clip; nothing"),
+    (2.3125, float("inf"), True, "the gradient norm became inf (loss 2.3125) at step 6; nothing was saved from it. "
+                                 "Lower --learning_rate (now 0.003) or --grad_clip, or train without --mixed_precision;"),
+])
+def test_divergence_names_what_became_infinite(monkeypatch, loss, grad_norm, mixed_precision, said) -> None:
+    """A finite loss with an infinite gradient norm (a float16 overflow once the loss scale is below 1) was
+    told as 'the training loss became 2.3125', and the same seeded command was advised, which diverges again."""
+    import argparse
+    import functools
+    import types
+
+    import tensorflow as tf
+
+    import train
+    import workers
+    t = types.SimpleNamespace(
+        args=argparse.Namespace(mixed_precision=mixed_precision, learning_rate=0.003),
+        run=types.SimpleNamespace(loader=types.SimpleNamespace(batch=lambda epoch, batch: (None, None)), kept=False,
+                                  resume_dir=None, forked_from=None, cluster=workers.Cluster()),
+        epoch=0, batch=5, step=5, start_step=0, state=None, loss_scale=train.LossScale(initial=0.5),
+        agreed_progress=lambda signum: (0.5, 0), stop_reason=lambda *_: None,
+        train_step=lambda *_: (tf.constant(loss), tf.constant(grad_norm), None))
+    t.diverged = functools.partial(train.Trainer.diverged, t)
+    monkeypatch.setattr(train, "learning_rate", lambda *_: 0.001)
+    with pytest.raises(train.CharRNNError) as error:
+        train.Trainer.fit(t, train.StopSignals())
+    assert str(error.value).startswith(said), str(error.value)
 
 
 def test_a_session_that_saved_nothing_removes_only_its_own_events(tmp_path: Path) -> None:
@@ -1634,16 +1688,20 @@ def test_a_session_s_end_evaluates_saves_and_says_once(monkeypatch, caplog) -> N
         t.epochs = functools.partial(train.Trainer.epochs, t)
         return t
 
-    def finish(t, ended_by: str) -> str:
+    def finish(t, stop: train.Stop) -> str:
         ends.clear()
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="charrnn"):
-            train.Trainer.finish(t, ended_by)
+            train.Trainer.finish(t, stop)
         return caplog.text
+
+    def at_limit(t) -> train.Stop:  # as stop_reason names it
+        flag = t.limit_flag(t.seconds_so_far())
+        return train.Stop(f"--{flag} {getattr(t.args, flag)}", at_limit=True)
 
     # At the limit: evaluated, saved once, Success, and no resume command.
     t = trainer(8, saved_step=5)
-    said = finish(t, train.LENGTH_LIMIT)
+    said = finish(t, at_limit(t))
     assert (t.evals, t.saves, ends) == ([8], ["manager"], [8])
     assert "stopped at step 8 by --max_steps 8; best val loss 1.5000. Sample with:" in said and "resume with" not in said
     # TensorBoard's record of the end cannot be written: the run is saved at its limit all the same.
@@ -1653,41 +1711,41 @@ def test_a_session_s_end_evaluates_saves_and_says_once(monkeypatch, caplog) -> N
         raise train.EventsUnwritable("File too large")
 
     t.events = unwritable
-    said = finish(t, train.LENGTH_LIMIT)
+    said = finish(t, at_limit(t))
     assert t.saves == ["manager"] and "record of the run's end could not be written (File too large)" in said
     assert "stopped at step 8 by --max_steps 8" in said
     # The loop saved this step and the final evaluation did not improve: that checkpoint is all there is.
     t = trainer(8, saved_step=8)
-    finish(t, train.LENGTH_LIMIT)
+    finish(t, at_limit(t))
     assert (t.evals, t.saves, ends) == ([8], [], [8])
     t = trainer(8, saved_step=8, improves=True)  # best_val changed: the run's own checkpoint holds it too
-    finish(t, train.LENGTH_LIMIT)
+    finish(t, at_limit(t))
     assert t.saves == ["manager"]
     # A time budget that ran out in the loop's evaluation and save of this step: neither again...
     t = trainer(8, saved_step=8, last_val_step=8, train_seconds=10.5, time_budget_s=10.0)
-    assert "by --time_budget 10s" in finish(t, train.LENGTH_LIMIT)
+    assert "by --time_budget 10s" in finish(t, at_limit(t))
     assert (t.evals, t.saves, ends) == ([], [], [8])
     # ... unless the checkpoint was taken short of the budget: a resume from it would train on.
     t = trainer(8, saved_step=8, last_val_step=8, train_seconds=9.5, time_budget_s=10.0)
     t.seconds_so_far = lambda: 10.5
-    finish(t, train.LENGTH_LIMIT)
+    finish(t, at_limit(t))
     assert (t.evals, t.saves) == ([], ["manager"])
     # A signal: no evaluation, the steps since the last checkpoint saved, no status, how to resume.
     t = trainer(6, saved_step=5, best_val=math.inf)
-    said = finish(t, "SIGTERM")
+    said = finish(t, train.Stop("SIGTERM", signum=signal.SIGTERM))
     assert (t.evals, t.saves, ends) == ([], ["manager"], [])
     assert "stopped at step 6 by SIGTERM; no validation yet." in said and "resume with:  " in said
     t = trainer(6, saved_step=6)  # --stop_at_step where the loop saved: not saved again
-    assert "resume with:  " in finish(t, "--stop_at_step 6") and t.saves == []
+    assert "resume with:  " in finish(t, train.Stop("--stop_at_step 6")) and t.saves == []
     # Before the first step: nothing saved, and what is left of the run told.
-    for run, left in (({}, "; save/r is not kept"), ({"resume_dir": Path("save/r")}, ""),
+    for run, left in (({"resume_dir": Path("save/r")}, ""),
                       ({"resume_dir": Path("save/q"), "forked_from": Path("save/q")}, "; no copy is kept in save/r")):
         t = trainer(2, saved_step=2, **run)
-        said = finish(t, "--stop_at_step 2")
+        said = finish(t, train.Stop("--stop_at_step 2"))
         assert f"stopped by --stop_at_step 2 at step 2, before training: nothing saved{left}\n" in said, (run, said)
         assert (t.evals, t.saves, ends) == ([], [], [])
-    with pytest.raises(KeyboardInterrupt):  # a signal before the first step: as one during start-up
-        finish(trainer(2, saved_step=2), "SIGINT")
+    with pytest.raises(KeyboardInterrupt, match="^SIGTERM$"):  # a signal before the first step: as in start-up
+        finish(trainer(2, saved_step=2), train.Stop("SIGTERM to another worker", signum=signal.SIGTERM))
 
 
 def test_a_step_s_scalars_rate_and_time_left(tmp_path: Path, monkeypatch) -> None:
@@ -1743,14 +1801,15 @@ def test_the_length_limit_comes_before_stop_at_step_at_the_same_step() -> None:
     import argparse
     import types
 
-    from train import LENGTH_LIMIT, Trainer
-    trainer = types.SimpleNamespace(args=argparse.Namespace(stop_at_step=20), step=20)
-    assert Trainer.stop_reason(trainer, 1.0, True, signal.SIGINT) == LENGTH_LIMIT
-    assert Trainer.stop_reason(trainer, 0.5, True, signal.SIGINT) == "--stop_at_step 20"
+    from train import Stop, Trainer
+    trainer = types.SimpleNamespace(args=argparse.Namespace(stop_at_step=20, max_steps=20), step=20,
+                                    limit_flag=lambda seconds: "max_steps", seconds_so_far=lambda: 1.0)
+    assert Trainer.stop_reason(trainer, 1.0, signal.SIGINT, signal.SIGINT) == Stop("--max_steps 20", at_limit=True)
+    assert Trainer.stop_reason(trainer, 0.5, signal.SIGINT, signal.SIGINT) == Stop("--stop_at_step 20")
     trainer.step = 19
-    assert Trainer.stop_reason(trainer, 0.5, False, None) is None
+    assert Trainer.stop_reason(trainer, 0.5, 0, None) is None
     trainer.args.stop_at_step = 0
-    assert Trainer.stop_reason(trainer, 0.99, False, None) is None
+    assert Trainer.stop_reason(trainer, 0.99, 0, None) is None
 
 
 def test_out_of_memory_names_the_flags_that_need_less(tmp_path: Path, monkeypatch) -> None:
