@@ -1,7 +1,8 @@
 """Why a corpus file does not decode, and what to do: the messages for a file in another encoding
 than --encoding (which one it looks like), one damaged or cut short in its own, UTF-16 without its
 byte-order mark or in the other byte order, and a binary file. dataset.py reads the text; this
-module only judges bytes that failed, and the first chunk that decoded.
+module judges each chunk's bytes for NULs, the first chunk's for what the file is, each decoded
+UTF-16/32 chunk for a mark of the other byte order, and bytes that failed to decode.
 
 It imports neither TensorFlow nor numpy.
 """
@@ -37,16 +38,15 @@ def check_looks_like_text(path: Path, head: bytes, encoding: str, other_files: i
             raise CharRNNError(f"{path}: starts with a UTF-{width} byte-order mark: "
                                f"{_pass_or_convert(f'utf-{width}', encoding, other_files)}")
     if b"\x00" in head:
-        for order in ("le", "be"):
-            if _reads_as_utf32_text(head, order):
-                raise CharRNNError(f"{path}: looks like UTF-32 text without a byte-order mark; "
-                                   f"{_pass_or_convert(f'utf-32-{order}', encoding, other_files)}")
-        # UTF-16 without a byte-order mark: the high byte of every ASCII character (spaces, line
-        # breaks) is NUL, the low bytes hardly ever are; a binary file has NULs on both sides.
-        order, most, least = _nul_sides(head)
-        if most >= 0.05 and least <= most / 8 and _reads_as_text(head, f"utf-16-{order}"):
-            raise CharRNNError(f"{path}: looks like UTF-16 text without a byte-order mark; "
-                               f"{_pass_or_convert(f'utf-16-{order}', encoding, other_files)}")
+        for width, order in (("32", "le"), ("32", "be"), ("16", "le"), ("16", "be")):
+            wide = f"utf-{width}-{order}"
+            # Text with a stray NUL reads as UTF-16 too (two ASCII letters are one CJK character): not
+            # where it reads as text in --encoding without its NULs, unless those are one side's, as
+            # UTF-16's ASCII has them (the high byte of every letter, space and line break).
+            if _reads_as_unmarked_text(head, wide) and (
+                    width == "32" or _nuls_on_one_side(head) or not _reads_as_text(head.replace(b"\0", b""), encoding)):
+                raise CharRNNError(f"{path}: looks like UTF-{width} text without a byte-order mark; "
+                                   f"{_pass_or_convert(wide, encoding, other_files)}")
     check_no_nul(path, head, 0, encoding)
 
 
@@ -59,6 +59,10 @@ def check_no_nul(path: Path, data: bytes, offset: int, encoding: str, before: by
         return
     first = data.index(0)
     nul, at = len(before) + first, offset + first  # in before + data, in the file
+    if at > 0 and not data[first:].strip(b"\0") and _zeros_to_the_end(path, offset + len(data)):
+        raise CharRNNError(f"{path}: text up to byte {at:,}, and only NUL bytes from there to the end (a tail "
+                           f"filled with zeros: a copy or download cut short, or a crash while it was written). "
+                           f"Cut them off, e.g. truncate -s {at} FILE, or pass a complete copy")
     around = (before + data)[max(0, nul - 32768):nul + 32768]
     if _mostly_controls(around):
         raise CharRNNError(f"{path}: looks like a binary file, not text (NUL byte at offset {at:,}); pass a text file")
@@ -66,16 +70,46 @@ def check_no_nul(path: Path, data: bytes, offset: int, encoding: str, before: by
                        f"binary part): remove the NUL bytes, e.g. tr -d '\\000' < FILE > FIXED, and pass FIXED")
 
 
-def _reads_as_utf32_text(head: bytes, order: str) -> bool:
-    """UTF-32 without a byte-order mark: anything else decodes to odd code points, but for arrays of
-    32-bit numbers below 0x110000, such as token ids. Those land on unassigned code points now and
-    then (1-3% of a vocabulary's ids), which text hardly ever uses (emoji newer than this Python's
-    Unicode aside); and text has spaces or line breaks, or is in a script written without them."""
-    text = _whole_units(head, f"utf-32-{order}")
+def check_byte_order(path: Path, text: str, encoding: str, offset: int) -> None:
+    """A chunk decoded from UTF-16 or UTF-32 (from byte offset): refused where it holds U+FFFE, a
+    byte-order mark read in the other byte order, which only a file joined from parts saved in both
+    orders has (cat of a little- and a big-endian file): what follows it would be read as other
+    characters (spaces as U+2002, letters as CJK), silently."""
+    if not _wide(encoding) or "\ufffe" not in text:
+        return
+    unit = _unit_bytes(encoding)
+    before = text[:text.index("\ufffe")].encode(f"utf-{8 * unit}-le", "surrogatepass")
+    first_mark = unit if offset == 0 and codecs.lookup(encoding).name in ("utf-16", "utf-32") else 0  # decoded away
+    raise CharRNNError(f"{path}: a byte-order mark of the other byte order (U+FFFE) at byte "
+                       f"{offset + first_mark + len(before):,}: the file "
+                       f"joins {encoding} parts saved in both byte orders, and what follows it would be read as "
+                       f"other characters. Convert each part to UTF-8 (iconv -f {_iconv(encoding)} -t utf-8), and "
+                       f"join those")
+
+
+def _zeros_to_the_end(path: Path, start: int) -> bool:
+    """Whether the file holds only NUL bytes from byte start on (read a block at a time)."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        while block := f.read(_COUNT_BYTES):
+            if block.strip(b"\0"):
+                return False
+    return True
+
+
+def _reads_as_unmarked_text(head: bytes, encoding: str) -> bool:
+    """UTF-16 or UTF-32 in a byte order (utf-16-le) without a byte-order mark. Not told by where its NULs
+    are: Korean text has them in low bytes too (가 is U+AC00), binary files on both sides. Anything
+    else decodes to control characters or odd code points, but for arrays of 16- or 32-bit numbers,
+    such as token ids. Those land on unassigned code points now and then (1-3% of a vocabulary's ids),
+    which text hardly ever uses (emoji newer than this Python's Unicode aside); and text has spaces or
+    line breaks (5% of UTF-16's characters: small numbers land on them too), or is in a script written
+    without them."""
+    text = _whole_units(head, encoding)
     if not _clean(text):
         return False
     unassigned = sum(unicodedata.category(c) == "Cn" and not "\U0001f000" <= c <= "\U0001faff" for c in text)
-    spaced = (text.count(" ") + text.count("\n")) * 100 >= len(text)
+    spaced = (text.count(" ") + text.count("\n")) * (20 if "16" in encoding else 100) >= len(text)
     unspaced_script = sum(bool(_UNSPACED_SCRIPTS.match(c)) for c in text)
     return unassigned * 300 <= len(text) and (spaced or unspaced_script * 2 >= len(text))
 
@@ -91,11 +125,15 @@ def _mostly_controls(data: bytes) -> bool:
     return sum(data.count(bytes([b])) for b in range(32) if b not in (9, 10, 13)) > len(data) // 20
 
 
-def _nul_sides(head: bytes) -> tuple[str, float, float]:
-    """The byte order that puts the NULs of UTF-16/32 text in the high bytes ("le": at odd
-    offsets), and the shares of NUL bytes on the side with more of them and on the other."""
-    nuls = [head[side::2].count(0) / max(1, len(head[side::2])) for side in (0, 1)]
-    return "le" if nuls[1] > nuls[0] else "be", max(nuls), min(nuls)
+def _nuls_on_one_side(head: bytes) -> bool:
+    """Whether 5% or more of the even or of the odd bytes are NULs, and an eighth as many on the other side."""
+    nuls = sorted(head[side::2].count(0) / max(1, len(head[side::2])) for side in (0, 1))
+    return nuls[1] >= 0.05 and nuls[0] <= nuls[1] / 8
+
+
+def _nul_order(data: bytes) -> str:
+    """The byte order that puts the NULs of UTF-16/32 text in the high bytes ("le": at odd offsets)."""
+    return "le" if data[1::2].count(0) > data[0::2].count(0) else "be"
 
 
 def _pass_or_convert(found: str, encoding: str, other_files: int) -> str:
@@ -103,7 +141,7 @@ def _pass_or_convert(found: str, encoding: str, other_files: int) -> str:
     if not other_files:
         return f"pass --encoding {found} (or convert the file to UTF-8)"
     return (f"--encoding {encoding} applies to all {other_files + 1} files: convert this one to UTF-8 (iconv -f "
-            f"{found} -t utf-8 FILE > NEW), or pass --encoding {found} if every file is {found}")
+            f"{_iconv(found)} -t utf-8 FILE > NEW), or pass --encoding {found} if every file is {found}")
 
 
 def check_decoded_text(path: Path, text: str, encoding: str, other_files: int = 0) -> None:
@@ -199,7 +237,7 @@ def unmarked_error(path: Path, encoding: str, error: UnicodeError, data: bytes, 
     needs to tell the byte order (NULs in the text), or another encoding's bytes."""
     if b"\x00" in data:
         return CharRNNError(f"{path}: not valid {encoding} ({error}): pass --encoding "
-                            f"{encoding}-{_nul_sides(data)[0]}, which needs no byte-order mark")
+                            f"{encoding}-{_nul_order(data)}, which needs no byte-order mark")
     return decode_error(path, encoding, bad, other_files, extra_bytes)
 
 
@@ -382,13 +420,14 @@ def _is_utf8(encoding: str) -> bool:
     return codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
 
 
-_ICONV_NAMES = {"utf-8-sig": "utf-8", "mac-roman": "macintosh", "iso2022-jp": "iso-2022-jp",
-                "euc-jis-2004": "euc-jisx0213", "shift-jis-2004": "shift_jisx0213"}
+_ICONV_NAMES = {"utf-8-sig": "utf-8", "mac-roman": "macintosh", "euc-jis-2004": "euc-jisx0213",
+                "shift-jis-2004": "shift_jisx0213"}
 
 
 def _iconv(encoding: str) -> str:
     """A Python codec's name as iconv spells it: euc_kr is euc-kr, utf-16-le utf-16le."""
     name = re.sub(r"^(utf-(?:16|32))-", r"\1", encoding.replace("_", "-"))
+    name = re.sub(r"^iso2022-", "iso-2022-", name)
     return _ICONV_NAMES.get(name, name)
 
 

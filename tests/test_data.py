@@ -169,7 +169,15 @@ def test_utf16_without_a_bom_is_told_from_binary_numbers(tmp_path: Path) -> None
                                ("small.bin", (np.arange(1000, dtype=np.int16) % 200).tobytes(), "binary file"),
                                # NULs on both sides (UTF-16 that lost a byte halfway): no byte order reads it all
                                ("shifted.txt", _lost_a_byte(("plain text here\n" * 40).encode("utf-16-le"), 320),
-                                "binary file")]:
+                                "binary file"),
+                               # Syllables such as 대 (U+B300) put NULs in low bytes too; Chinese has few spaces
+                               ("law16.txt", ("대한민국 헌법 제1조 대한민국은 민주공화국이다.\n" * 50).encode("utf-16-be"),
+                                "--encoding utf-16-be"),
+                               ("zh16.txt", "中华人民共和国是一个位于东亚的国家首都是北京".encode("utf-16-le") * 50,
+                                "--encoding utf-16-le"),
+                               # a stray NUL in UTF-8 Korean: its byte pairs read as syllables too
+                               ("nul8.txt", "대한민국 헌법\n".encode() * 100 + b"\0" + "대한민국 헌법\n".encode() * 100,
+                                "text with a NUL byte at offset 2,000")]:
         with pytest.raises(utils.CharRNNError, match=needle):
             decoding.check_looks_like_text(tmp_path / name, data, "utf-8", 0)
     # Under --encoding utf-16 (or utf-32), which needs the mark, the byte order to pass instead.
@@ -481,6 +489,74 @@ def test_a_file_in_another_encoding_than_the_others_is_told_to_be_converted(tmp_
             dataset.prepare_corpus(files, DataOptions(encoding=encoding), cache_root=tmp_path / "cache")
         message = str(error.value)
         assert str(tmp_path / bad) in message and advice in message, message
+    # Without a mark, in iconv's name for it (iconv -f utf-16-le fails: "failed to start conversion").
+    files[1] = write(tmp_path / "b.txt", text.encode("utf-16-le"))
+    with pytest.raises(CharRNNError, match=re.escape("convert this one to UTF-8 (iconv -f utf-16le -t utf-8 FILE")):
+        dataset.prepare_corpus(files, DataOptions(), cache_root=tmp_path / "cache")
+    assert decoding._iconv("iso2022_kr") == "iso-2022-kr" and decoding._iconv("utf_32_be") == "utf-32be"
+
+
+def test_parts_in_both_byte_orders_are_refused(tmp_path: Path) -> None:
+    """cat of a little- and a big-endian UTF-16 file: the second part's mark reads as U+FFFE, and the
+    rest as other characters (spaces as U+2002), which were trained on in silence."""
+    first = "First part, 😀.\n".encode("utf-16-le")  # an emoji: two units
+    path = write(tmp_path / "joined.txt", b"\xff\xfe" + first + "\ufeffSecond part, big endian.\n".encode("utf-16-be"))
+    with pytest.raises(CharRNNError, match=rf"joined.txt: a byte-order mark of the other byte order \(U\+FFFE\) at "
+                                           rf"byte {2 + len(first)}: the file joins utf-16 parts saved in both byte "
+                                           rf"orders.*iconv -f utf-16 -t utf-8"):
+        prepare(path, tmp_path, encoding="utf-16")
+    path = write(tmp_path / "joined.txt", first + "\ufeffSecond part, big endian.\n".encode("utf-16-be"))
+    with pytest.raises(CharRNNError, match=rf"at byte {len(first)}: the file joins utf-16-le parts"):
+        prepare(path, tmp_path, encoding="utf-16-le")
+
+
+def test_a_tail_of_zeros_is_told_as_one(tmp_path: Path) -> None:
+    """A copy cut short, or a file preallocated and half written: text, then NUL bytes to the end. It was
+    called a binary file (the 64 KiB around its first NUL are mostly controls) with no way out."""
+    text = b"plain text\n" * 300_000  # the zeros start in the second read
+    path = write(tmp_path / "cut.txt", text + b"\0" * 100_000)
+    with pytest.raises(CharRNNError, match=f"cut.txt: text up to byte {len(text):,}, and only NUL bytes from there to "
+                                           f"the end .* truncate -s {len(text)} FILE"):
+        prepare(path, tmp_path)
+    # Zeros that text follows are a binary part, as before.
+    write(path, text + b"\0" * 100_000 + b"more text\n")
+    with pytest.raises(CharRNNError, match="looks like a binary file"):
+        prepare(path, tmp_path)
+
+
+@pytest.mark.parametrize("small_chunk", [0, 1 << 40], ids=["bincount", "sort"])
+def test_both_ways_of_counting_a_chunk_give_one_preparation(tmp_path: Path, monkeypatch, small_chunk: int) -> None:
+    """Chunks are counted by bincount, or (small ones: a folder of many small files) by sorting."""
+    text = "대한민국 헌법 😀 naïve\n" * 50 + "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 e\u0301\n" * 30
+    reference = prepare(write(tmp_path / "a.txt", text), tmp_path)
+    monkeypatch.setattr(dataset, "_SMALL_CHUNK", small_chunk)
+    corpus = dataset.prepare_corpus([tmp_path / "a.txt"], DataOptions(), cache_root=tmp_path / f"c{small_chunk}")
+    assert corpus.vocab.symbols == reference.vocab.symbols and corpus.vocab.counts == reference.vocab.counts
+    np.testing.assert_array_equal(corpus.ids, reference.ids)
+
+
+def test_a_read_error_names_the_file(tmp_path: Path, monkeypatch) -> None:
+    """A failing disk's EIO carries no file name: the message named the cache folder instead."""
+    import errno
+    path = write(tmp_path / "x.txt", "some text\n" * 10)
+
+    class FailingDisk:
+        def __init__(self, *_):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *_):
+            return False
+
+        def read(self, size=-1):
+            raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(dataset, "open", FailingDisk, raising=False)
+    with pytest.raises(OSError) as error:
+        list(dataset._read_text(path, DataOptions(), lambda _: None))
+    assert error.value.filename == str(path) and error.value.errno == errno.EIO
 
 
 def test_only_cached_preparations_and_those_of_deleted_files(tmp_path: Path) -> None:
