@@ -493,7 +493,9 @@ _CHUNK = 512  # symbols per compiled chunk; the outer loop overhead is per chunk
 
 
 def _filter_logits(logits: tf.Tensor, top_k: tf.Tensor, top_p: tf.Tensor) -> tf.Tensor:
-    """Sets logits outside the top_k and outside the top_p nucleus (of the top_k) to -inf."""
+    """Sets logits outside the top_k and outside the top_p nucleus (of the top_k) to -inf. The cut is by
+    value, as in most samplers: a symbol tied with the last one kept is kept too (exact ties are rare in
+    a trained model's float32 logits)."""
     V = logits.shape[-1]
     ranked = tf.sort(logits, axis=-1, direction="DESCENDING")
     k = tf.where(top_k > 0, tf.minimum(top_k, V), V)
@@ -594,6 +596,15 @@ def _compiled_chunk(model: CharRNN, state, last_ids, in_word_start, n, offset, o
     return tf.transpose(ids.stack()), state, last, in_word_start
 
 
+def _compiled_feed(model: CharRNN, state, ids, n):
+    """The state after feeding ids [N, _CHUNK], the first n of each row, one step at a time."""
+
+    def body(i, state):
+        return i + 1, model.step(ids[:, i], state)[1]
+
+    return tf.while_loop(lambda i, _: i < n, body, (0, state), maximum_iterations=_CHUNK)[1]
+
+
 def _chunks(chunk_fn, state, last_ids, in_word_start, n, offset, opts):
     """The outer loop: ceil(n / _CHUNK) compiled chunks, concatenated to ids [N, n]; also the state
     and in_word_start after them."""
@@ -630,17 +641,25 @@ class _Generator:
         flags = tf.TensorSpec([None], tf.bool)
         primes = tf.TensorSpec([None, None], tf.int32)
         chunk = graph_function(lambda *a: _compiled_chunk(model_ref(), *a), jit_compile=True)
+        feed = graph_function(lambda *a: _compiled_feed(model_ref(), *a), jit_compile=True)
 
         def from_state(state, last_ids, in_word_start, n, offset, opts):
             return _chunks(chunk, state, last_ids, in_word_start, n, offset, opts)
 
         def prime_state(prime_ids):
-            # The prime goes through __call__ in one shot, except its last symbol: the first
-            # generated step consumes it, so the chunk loop only needs (state, last id).
-            model = model_ref()
-            state = model.initial_state(tf.shape(prime_ids)[0])
-            # A one-symbol prime has nothing to feed before its last symbol (an empty loop).
-            state = tf.cond(tf.shape(prime_ids)[1] > 1, lambda: model(prime_ids[:, :-1], state)[1], lambda: state)
+            # The prime is fed but its last symbol, which the first generated step consumes. Step by
+            # step in compiled chunks, as generation runs: through __call__, the training pass, it kept
+            # every step's gate values for a backward pass (a 100,000-character prime of 4 samples
+            # took 1.9 GB at 2x128), and each prime length compiled anew.
+            N, P = tf.shape(prime_ids)[0], tf.shape(prime_ids)[1] - 1
+            num_chunks = (P + _CHUNK - 1) // _CHUNK
+            chunks = tf.reshape(tf.pad(prime_ids[:, :-1], [[0, 0], [0, num_chunks * _CHUNK - P]]),
+                                [N, num_chunks, _CHUNK])
+
+            def body(j, state):
+                return j + 1, feed(state, chunks[:, j], tf.minimum(P - j * _CHUNK, _CHUNK))
+
+            _, state = tf.while_loop(lambda j, _: j < num_chunks, body, (0, model_ref().initial_state(N)))
             return state, prime_ids[:, -1]
 
         def from_prime(prime_ids, n, opts):

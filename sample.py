@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(under --unit jamo its initial, vowel and final), else the most likely")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="below 1: safer text, above 1: wilder; 0: the most likely character (--sample 0)")
-    p.add_argument("--top_k", type=int, default=0, help="sample among the k most likely symbols (0: all)")
+    p.add_argument("--top_k", type=int, default=0, help="sample among the k most likely symbols, and those tied with the k-th (0: all)")
     p.add_argument("--top_p", type=float, default=1.0, help="sample within this probability mass (1: all)")
     p.add_argument("--seed", type=int, default=None, help="same seed, same text (default: random)")
     p.add_argument("--num_samples", type=int, default=1,
@@ -85,9 +85,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise CharRNNError(f"--temperature {args.temperature}: must be a positive finite number (e.g. 0.7; at most "
                            f"{FLOAT32_MAX:.2g}), or 0 for the most likely character every step (as --sample 0)")
     # What makes the text the most likely one, as typed, and what would sample: the warnings below name them.
-    greedy_flags = [(flag, way) for typed, flag, way in ((args.sample == 0, "--sample 0", "--sample 1"),
-                                                         (args.temperature == 0, "--temperature 0",
-                                                          "a temperature above 0")) if typed]
+    greedy_flags = [(flag, way) for in_effect, flag, way in ((args.sample == 0, "--sample 0", "--sample 1"),
+                                                             (args.temperature == 0, "--temperature 0",
+                                                              "a temperature above 0")) if in_effect]
     greedy = [flag for flag, _ in greedy_flags]
     to_sample = " with ".join(way for _, way in greedy_flags)
     if args.temperature == 0:  # the limit of colder and colder draws, as the SavedModel's generate takes it
@@ -110,6 +110,9 @@ def check_args(args: argparse.Namespace) -> None:
     for flag in ("export", "export_tflite", "checkpoint"):
         if getattr(args, flag) not in (None, "latest", "best"):
             runs.check_tf_path(getattr(args, flag), f"--{flag}")
+    if args.export_tflite and args.export_tflite.endswith(("/", os.sep)):  # Path() would drop the slash: a file
+        raise CharRNNError(f"--export_tflite {args.export_tflite}: names a folder; give a file name, such as "
+                           f"{args.export_tflite}charrnn.tflite")
     utils.check_seed(args.seed)
     unused = [f"--{flag}" for flag, off in (("temperature", 1.0), ("top_k", 0), ("top_p", 1.0), ("seed", None))
               if getattr(args, flag) != off]
@@ -248,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         prime = prime_ids(vocab, args.prime, args.unknown)
         if args.n == 0:  # the prime alone, as written (a jamo model's next symbols could change its last syllable)
+            if args.checkpoint not in ("latest", "best"):  # mistyped, it is told as under -n 1
+                checkpoint_prefix(run_dir, args.checkpoint)
             write_out(joined_samples([vocab.decode(prime)] * args.num_samples))
         else:
             sample(args, run_dir, config, vocab, prime)
@@ -328,6 +333,8 @@ def sample(args: argparse.Namespace, run_dir: Path, config: dict, vocab: "datase
     """-n characters of text (characters, not symbols: under --unit jamo a syllable is 2-3 symbols)."""
     net = load_model(args, run_dir, config)
     seed = chosen_seed(args.seed)
+    if args.seed is None and args.sample != 0:  # a sample worth keeping can be made again
+        log.info("seed %d (--seed %d writes this text again)", seed, seed)
     if args.sample == 2 and " " not in vocab.symbols:
         log.warning("--sample 2 samples only after a space, and this model's text has none: every character "
                     "will be the most likely one; --sample 1 samples")

@@ -484,6 +484,15 @@ def test_generate_chunk_streams_like_one_call(sampler):
     whole = M.generate(sampler, PRIME, 50, seed=9)
     state, last = M.prime_state(sampler, PRIME)
     np.testing.assert_allclose(state, sampler(PRIME[:, :-1], sampler.initial_state(2))[1], atol=1e-6)
+    # A prime of three compiled chunks (fed step by step: not through the training pass, which kept
+    # every step's gate values), and one of a single symbol, which feeds nothing.
+    long_prime = tf.constant(np.random.default_rng(3).integers(0, sampler.config.vocab_size, (2, 1100)), tf.int32)
+    state, last = M.prime_state(sampler, long_prime)
+    np.testing.assert_allclose(state, sampler(long_prime[:, :-1], sampler.initial_state(2))[1], atol=1e-5)
+    np.testing.assert_array_equal(last, long_prime[:, -1])
+    state, last = M.prime_state(sampler, PRIME[:, :1])
+    np.testing.assert_array_equal(state, sampler.initial_state(2))
+    state, last = M.prime_state(sampler, PRIME)
     first, state, in_word_start = M.generate_chunk(sampler, state, last, 20, seed=9)
     second, _, _ = M.generate_chunk(sampler, state, first[:, -1], 30, seed=9, offset=20, in_word_start=in_word_start)
     np.testing.assert_array_equal(tf.concat([first, second], 1), whole)

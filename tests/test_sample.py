@@ -66,6 +66,10 @@ def test_same_seed_same_text_and_streaming_continues_one_stream(run_dir: Path) -
     # the start of the 700.
     assert first.startswith(text(sample(run_dir, "-n", "600", "--seed", "5")).rstrip("\n"))
     assert sample_script.chosen_seed(0) == 0 and sample_script.chosen_seed(None) != sample_script.chosen_seed(None)
+    # Without --seed, the seed drawn is said, so that a sample worth keeping can be written again.
+    drawn = sample_here(run_dir, "-n", "300")
+    seed = re.search(r"seed (\d+) \(--seed \1 writes this text again\)", drawn.stderr.decode())[1]
+    assert text(sample_here(run_dir, "-n", "300", "--seed", seed)) == text(drawn)
 
 
 def test_top_k_1_and_cold_temperature_equal_argmax(run_dir: Path) -> None:
@@ -175,6 +179,10 @@ def test_checkpoint_by_path_file_or_name(run_dir: Path) -> None:
     assert text(sample_here(run_dir, "-n", "50", "--seed", "4", "--checkpoint", f"best/{best.stem}")) == text(from_best)
     with pytest.raises(utils.CharRNNError, match=r"--checkpoint ckpt-41: no such checkpoint .*\(ckpt-40\)"):
         sample_script.checkpoint_prefix(run_dir, "ckpt-41")
+    # -n 0 writes the prime alone without loading a checkpoint, but a mistyped one is told all the same.
+    mistyped = sample_here(run_dir, "-n", "0", "--prime", "the", "--checkpoint", "ckpt-41")
+    assert mistyped.returncode == 2 and b"--checkpoint ckpt-41: no such checkpoint" in mistyped.stderr
+    assert text(sample_here(run_dir, "-n", "0", "--prime", "the", "--checkpoint", "ckpt-40")) == "the\n"
 
 
 def test_stdout_closed_or_without_spaces_for_sample_2(run_dir: Path, tmp_path: Path) -> None:
@@ -242,6 +250,8 @@ def test_prime_outside_a_limited_vocabulary_and_identical_greedy_samples(caplog)
     (["--top_p", "0"], "--top_p 0.0: must be above 0"), (["--top_k", "-1"], "--top_k -1: must be 0 \\(off\\) or positive"),
     (["--top_k", str(2**31)], "--top_k 2147483648: must be at most 2,147,483,647"),  # the compiled loop's int32
     (["--num_samples", "0"], "--num_samples 0: must be from 1 to 4096"),
+    # A folder's slash, which Path() drops: the model was written as a file named out
+    (["--export_tflite", "out/"], "--export_tflite out/: names a folder; give a file name, such as out/charrnn.tflite"),
     (["--num_samples", "4097"], "--num_samples 4097: must be from 1 to 4096"),
     (["--num_samples", "2", "-n", "50000001"], "--num_samples 2 x -n 50000001: .* at most 100,000,000 characters"),
     # Bytes that cp949 reads are a Korean terminal's, maybe; bytes that it does not say nothing.
