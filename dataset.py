@@ -643,10 +643,11 @@ def _unreadable(directory: Path) -> bool:
 _BUILD_DIR = re.compile(rf"\.tmp-[0-9a-f]+-{OWNER_TAG}-\w+")
 
 
-def _remove_leftovers(root: Path, identity: dict, key: str) -> None:
+def _remove_leftovers(root: Path, identity: dict, key: str, source: Path | None) -> None:
     """Remove builds that died midway, and older preparations of these same files: of the files as
     they no longer are (under any options: none can use them again), or by another format under
-    these options. A multi-GB corpus should not leave a trail of stale copies."""
+    these options; and of the corpus named source as it no longer is (a file added to its folder).
+    A multi-GB corpus should not leave a trail of stale copies."""
     for d in root.iterdir():
         if d.name.startswith(".tmp-"):
             if left_by_gone_owner(_BUILD_DIR.fullmatch(d.name)):
@@ -655,15 +656,18 @@ def _remove_leftovers(root: Path, identity: dict, key: str) -> None:
         if d.name == key or not (d / "meta.json").is_file():
             continue
         try:
-            old = json.loads((d / "meta.json").read_text(encoding="utf-8"))["identity"]
+            meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
+            old = meta["identity"]
             same_files = [f[0] for f in old.get("files", [])] == [f[0] for f in identity["files"]]
-            outdated = same_files and (old["files"] != identity["files"] or (
-                old.get("options") == identity["options"] and old.get("vocab") == identity.get("vocab")))
-            # Of a file since deleted from its folder (a corpus folder's file list changed): never used
-            # again. Only beside the corpus, on its disk: in the user's cache, shared by every corpus
-            # and by hosts that share a home, a file may be on a disk not mounted here or now.
-            outdated = outdated or root != _user_cache_root() and any(
-                not Path(f[0]).exists() and Path(f[0]).parent.is_dir() for f in old["files"])
+            same_use = old.get("options") == identity["options"] and old.get("vocab") == identity.get("vocab")
+            outdated = same_files and (old["files"] != identity["files"] or same_use)
+            # Of a file since deleted from its folder, or of the corpus named the same with other files
+            # (one added to the folder): never used again. Only beside the corpus, on its disk: in the
+            # user's cache, shared by every corpus and by hosts that share a home, a file may be on a
+            # disk not mounted here or now, and a path another host's.
+            outdated = outdated or root != _user_cache_root() and (
+                any(not Path(f[0]).exists() and Path(f[0]).parent.is_dir() for f in old["files"])
+                or same_use and source is not None and meta.get("source") == str(source))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not a meta.json of ours: left alone
             continue
         if outdated:
@@ -748,9 +752,10 @@ def _refuse_surrogates(files: list[Path], options: DataOptions) -> None:
             line += text.count("\n")
 
 
-def _build(files: list[Path], options: DataOptions, identity: dict, directory: Path, vocab: "Vocab | None") -> None:
+def _build(files: list[Path], options: DataOptions, identity: dict, directory: Path, vocab: "Vocab | None",
+           source: Path | None) -> None:
     """Prepare the corpus into directory (a fresh temp dir), on vocab when given, else on its own;
-    meta.json is written last."""
+    meta.json, which records the source, is written last."""
     t0 = time.monotonic()
     total_bytes = sum(size for _, size, *_ in identity["files"])
     provisional = directory / "provisional.bin"
@@ -788,21 +793,23 @@ def _build(files: list[Path], options: DataOptions, identity: dict, directory: P
     meta = {"identity": identity, "num_symbols": num_symbols, "num_chars": num_chars,
             "vocab_size": vocab.size, "dtype": remap.dtype.name,
             "unknown_symbols": vocab.counts[vocab.unk_id] if vocab.unk_id is not None else 0,
-            "seconds": round(seconds, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "seconds": round(seconds, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "source": None if source is None else str(source)}
     atomic_write_text(directory / "meta.json", json.dumps(meta, indent=1, ensure_ascii=False) + "\n")
     logger.info("prepared %s symbols (vocabulary %s, %s) in %.1f s (%.0f MB/s)", f"{num_symbols:,}",
                 f"{vocab.size:,}", remap.dtype.name, seconds, total_bytes / 1e6 / max(seconds, 1e-9))
 
 
 def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | None = None,
-                   vocab: Vocab | None = None, only_cached: bool = False) -> Corpus | None:
+                   vocab: Vocab | None = None, only_cached: bool = False, source: Path | None = None) -> Corpus | None:
     """Ids and vocabulary of the corpus, prepared once and cached in cache_root/<key>/ (default:
     <corpus dir>/.prepared, or $XDG_CACHE_HOME/char-rnn-tf2 (~/.cache/char-rnn-tf2) when that is not
     writable). The key covers
     the files' paths, sizes, mtimes and ctimes and every option; a build goes to a temp dir that is
     renamed into place when complete, so an interrupted one never looks valid. vocab: prepare on
     this vocabulary (a resumed run's), not on one made from the text's own frequencies.
-    only_cached: None rather than a preparation, where none is cached."""
+    only_cached: None rather than a preparation, where none is cached. source: the file or folder
+    the user named (absolute), whose earlier preparations with other files this one replaces."""
     # The folder the user named, not where symbolic links in it lead (which may be far apart).
     corpus_dir = Path(os.path.commonpath([Path(os.path.abspath(p)).parent for p in files]))
     files = list(dict.fromkeys(Path(p).resolve() for p in files))  # a file linked twice is read once
@@ -836,12 +843,12 @@ def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | N
     else:
         raise CharRNNError(f"cannot write prepared data ({'; '.join(errors)}); make one of these readable "
                            f"and writable")
-    _remove_leftovers(root, identity, key)
+    _remove_leftovers(root, identity, key, source)
     logger.info("preparing %s (%.1f MB) into %s", files[0] if len(files) == 1 else f"{len(files)} files",
                 sum(f[1] for f in identity["files"]) / 1e6, root / key)
     try:
         try:
-            _build(files, options, identity, tmp, vocab)
+            _build(files, options, identity, tmp, vocab, source)
         except OSError as e:  # disk full, a file that vanished or cannot be read
             raise CharRNNError(_failed_preparation(e, root, files)) from None
         final = root / key

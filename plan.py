@@ -436,7 +436,7 @@ def saved_vocabulary(run_dir: Path) -> "dataset.Vocab | None":
 
 
 def on_the_run_s_vocabulary(run_dir: Path, saved: "dataset.Vocab", files: list[Path],
-                            options: "dataset.DataOptions") -> "dataset.Corpus":
+                            options: "dataset.DataOptions", source: Path) -> "dataset.Corpus":
     """The text prepared on the run's vocabulary, which must have all its characters, or an unknown
     symbol for those it lacks. The text's own preparation serves where it is cached and orders the
     same characters alike; none is made only to find that out: a grown multi-GB corpus was prepared
@@ -451,7 +451,7 @@ def on_the_run_s_vocabulary(run_dir: Path, saved: "dataset.Vocab", files: list[P
         log.info("the corpus is not prepared as it is now (the text grew or changed, or is another): preparing it "
                  "on the run's vocabulary")
     try:
-        return dataset.prepare_corpus(files, options, vocab=saved)
+        return dataset.prepare_corpus(files, options, vocab=saved, source=source)
     except dataset.LackingCharacters as error:
         raise CharRNNError(f"the corpus has characters that {run_dir / 'vocab.json'} lacks ({len(error.chars):,}: "
                            f"{dataset.describe_chars(error.chars, 10)}): the run's model has no ids for them. "
@@ -563,9 +563,10 @@ def read_corpus(args: argparse.Namespace, typed: set[str], resume_dir: Path | No
         raise CharRNNError(f"{error} (the path saved in {resume_dir / 'config.json'}): pass --data_dir or --input "
                            f"to say where the text is now") from None
     options = data_options(args)
+    source = Path(os.path.abspath(args.input or args.data_dir))
     saved = saved_vocabulary(resume_dir) if resume_dir is not None else None
-    corpus = (on_the_run_s_vocabulary(resume_dir, saved, files, options) if saved is not None
-              else dataset.prepare_corpus(files, options))
+    corpus = (on_the_run_s_vocabulary(resume_dir, saved, files, options, source) if saved is not None
+              else dataset.prepare_corpus(files, options, source=source))
     if args.unit == "jamo" and corpus.vocab.char_starts.all():  # no vowel jamo: nothing was split
         log.warning("--unit jamo: the text has no Hangul syllables to split into jamo, so the model reads "
                     "its characters as under --unit char")

@@ -576,6 +576,30 @@ def test_only_cached_preparations_and_those_of_deleted_files(tmp_path: Path) -> 
     assert not both.cache_dir.exists() and alone.cache_dir.is_dir()
 
 
+def test_a_file_added_to_a_corpus_folder_replaces_its_preparation(tmp_path: Path) -> None:
+    """A growing folder (a day's news added) left a whole copy of the corpus at each file added: the
+    old preparation's files are all still there, so neither rule above removed it. The folder named is
+    recorded; a preparation of it with other files replaces the one before, not one of another name."""
+    folder = tmp_path / "news"
+    folder.mkdir()
+    write(folder / "a.txt", "abc\n" * 50)
+
+    def prepare_named(named: Path, **options) -> dataset.Corpus:
+        files = dataset.resolve_corpus(None, str(named))
+        return dataset.prepare_corpus(files, DataOptions(**options), source=named)
+
+    first = prepare_named(folder)
+    jamo = prepare_named(folder, unit="jamo")  # other options: another use of the folder, kept
+    write(folder / "b.txt", "abd\n" * 50)
+    second = prepare_named(folder)
+    assert not first.cache_dir.exists() and second.cache_dir.is_dir() and jamo.cache_dir.is_dir()
+    alone = prepare_named(folder / "a.txt")  # the first file alone, named so: its own preparation
+    write(folder / "c.txt", "xyz\n" * 50)
+    third = prepare_named(folder)
+    assert not second.cache_dir.exists() and third.cache_dir.is_dir() and alone.cache_dir.is_dir()
+    assert json.loads((third.cache_dir / "meta.json").read_text(encoding="utf-8"))["source"] == str(folder)
+
+
 def test_the_user_cache_keeps_preparations_of_files_not_found_here(tmp_path: Path, monkeypatch) -> None:
     """The user's cache serves every corpus, and hosts that share a home: a file missing here may be
     on a disk not mounted here, so its preparation stays (beside the corpus it goes)."""
