@@ -12,7 +12,7 @@ import itertools
 import math
 import weakref
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import runs
 from utils import MODEL_TYPES
@@ -525,11 +525,31 @@ def mixed_seed(seed: int | tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.random.stateless_uniform([], halves, minval=None, maxval=None, dtype=tf.uint32), tf.int64)
 
 
-def _pick(logits, last_ids, in_word_start, step, temperature, top_k, top_p, mode, seed, space_id, initial_ids,
-          vowel_ids) -> tuple[tf.Tensor, tf.Tensor]:
+class SamplingOptions(NamedTuple):
+    """How generation picks each next id, as tensors, so that new values never retrace (_options
+    checks and makes them; tf.function takes the tuple as one argument)."""
+    temperature: tf.Tensor  # float32: divides the logits
+    top_k: tf.Tensor  # int32, 0: off
+    top_p: tf.Tensor  # float32, 1.0: off
+    mode: tf.Tensor  # int32: 0 argmax, 1 sample, 2 sample only at word starts (see _pick)
+    seed: tf.Tensor  # int64; in a compiled chunk, mixed_seed of it (see _compiled_chunk)
+    space_id: tf.Tensor  # int32, -1 for a vocabulary without a space
+    initial_ids: tf.Tensor  # int32 [k]: under --unit jamo, the initial consonants
+    vowel_ids: tf.Tensor  # int32 [k]: and the vowels
+
+    @staticmethod
+    def signature() -> "SamplingOptions":
+        scalar = lambda dtype: tf.TensorSpec([], dtype)
+        ids = tf.TensorSpec([None], tf.int32)
+        return SamplingOptions(scalar(tf.float32), scalar(tf.int32), scalar(tf.float32), scalar(tf.int32),
+                               scalar(tf.int64), scalar(tf.int32), ids, ids)
+
+
+def _pick(logits, last_ids, in_word_start, step, opts: SamplingOptions) -> tuple[tf.Tensor, tf.Tensor]:
     """Next ids [N] from logits [N, V], and whether they are inside the first character after a
     space, but not its end (mode 2 samples there); the random draw depends only on (seed, step).
-    seed: mixed_seed of the 64-bit seed, so that the draw is rng_seed(seed, step)'s."""
+    opts.seed: mixed_seed of the 64-bit seed, so that the draw is rng_seed(seed, step)'s."""
+    temperature, top_k, top_p, mode, space_id = opts.temperature, opts.top_k, opts.top_p, opts.mode, opts.space_id
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
 
     def sample():
@@ -541,7 +561,7 @@ def _pick(logits, last_ids, in_word_start, step, temperature, top_k, top_p, mode
         # One log per symbol where Gumbel-max needs two (measured: sampling 45% cheaper under
         # XLA); stateless_categorical is no option, XLA does not compile it with 64-bit seeds.
         u = tf.random.stateless_uniform(
-            tf.shape(scaled), tf.stack([seed, tf.cast(step, tf.int64)]), minval=1e-20, maxval=1.0
+            tf.shape(scaled), tf.stack([opts.seed, tf.cast(step, tf.int64)]), minval=1e-20, maxval=1.0
         )
         p = tf.exp(scaled - tf.reduce_max(scaled, axis=-1, keepdims=True))
         return tf.argmax(p / -tf.math.log(u), axis=-1, output_type=tf.int32)
@@ -551,7 +571,8 @@ def _pick(logits, last_ids, in_word_start, step, temperature, top_k, top_p, mode
     # whole first character, which under --unit jamo is an initial, its vowel and a final.
     use_sample = (mode == 1) | ((mode == 2) & ((last_ids == space_id) | in_word_start))
     nxt = tf.where(use_sample, sampled, greedy)
-    return nxt, _in_word_start(tf.stack([last_ids, nxt], 1), mode, space_id, initial_ids, vowel_ids, in_word_start)
+    return nxt, _in_word_start(tf.stack([last_ids, nxt], 1), mode, space_id, opts.initial_ids, opts.vowel_ids,
+                               in_word_start)
 
 
 def _is_in(ids, group):
@@ -573,18 +594,17 @@ def _in_word_start(ids, mode, space_id, initial_ids, vowel_ids, before=None) -> 
     return (mode == 2) & (started | (was_started & _is_in(second, initial_ids) & _is_in(last, vowel_ids)))
 
 
-def _compiled_chunk(model: CharRNN, state, last_ids, in_word_start, n, offset, opts):
+def _compiled_chunk(model: CharRNN, state, last_ids, in_word_start, n, offset, opts: SamplingOptions):
     """Up to _CHUNK steps (n at run time): ids [N, _CHUNK] (first n valid), state, last ids, and
     whether they are inside a word's first character (see _pick)."""
 
     # The seed is mixed once per chunk, not per step: per step, that second random op took 40% of
     # a 2x128 model's sampling time (32k against 56k chars/s, one stream, on a 2-core Xeon).
-    temperature, top_k, top_p, mode, seed, *words = opts
-    opts = (temperature, top_k, top_p, mode, mixed_seed(seed), *words)
+    opts = opts._replace(seed=mixed_seed(opts.seed))
 
     def body(i, state, last, in_word_start, ids):
         logits, state = model.step(last, state)
-        nxt, in_word_start = _pick(logits, last, in_word_start, offset + i, *opts)
+        nxt, in_word_start = _pick(logits, last, in_word_start, offset + i, opts)
         return i + 1, state, nxt, in_word_start, ids.write(i, nxt)
 
     _, state, last, in_word_start, ids = tf.while_loop(
@@ -634,9 +654,7 @@ class _Generator:
         model_ref = weakref.ref(model)  # called while tracing, when the caller holds the model
         scalar = lambda dtype: tf.TensorSpec([], dtype)
         ids = tf.TensorSpec([None], tf.int32)
-        # temperature, top_k, top_p, mode, seed, space_id, initial_ids, vowel_ids
-        opts = (scalar(tf.float32), scalar(tf.int32), scalar(tf.float32), scalar(tf.int32),
-                scalar(tf.int64), scalar(tf.int32), ids, ids)
+        opts = SamplingOptions.signature()
         state = tf.TensorSpec([L, S, None, H], tf.float32)
         flags = tf.TensorSpec([None], tf.bool)
         primes = tf.TensorSpec([None, None], tf.int32)
@@ -664,8 +682,7 @@ class _Generator:
 
         def from_prime(prime_ids, n, opts):
             state, last = prime_state(prime_ids)
-            _, _, _, mode, _, space_id, initial_ids, vowel_ids = opts
-            in_word_start = prime_word_start(prime_ids, mode, space_id, initial_ids, vowel_ids)
+            in_word_start = prime_word_start(prime_ids, opts.mode, opts.space_id, opts.initial_ids, opts.vowel_ids)
             return _chunks(chunk, state, last, in_word_start, n, 0, opts)[0]
 
         self.from_state = graph_function(
@@ -691,7 +708,8 @@ def _prime_tensor(prime_ids) -> tf.Tensor:
     return prime_ids
 
 
-def _options(n, temperature, top_k, top_p, mode, seed, space_id, initial_ids, vowel_ids) -> tuple:
+def _options(n, temperature, top_k, top_p, mode, seed, space_id, initial_ids, vowel_ids) -> tuple[tf.Tensor,
+                                                                                                 SamplingOptions]:
     """Checks the arguments and makes them tensors, so new values never retrace."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -699,7 +717,7 @@ def _options(n, temperature, top_k, top_p, mode, seed, space_id, initial_ids, vo
         raise ValueError(f"mode must be 0 (argmax), 1 (sample) or 2 (sample after space), got {mode}")
     if top_k < 0 or not 0.0 < top_p <= 1.0:  # top_p 0 keeps nothing: every draw would be NaN
         raise ValueError(f"top_k must be >= 0 and top_p in (0, 1], got {top_k} and {top_p}")
-    return tf.constant(n, tf.int32), (
+    return tf.constant(n, tf.int32), SamplingOptions(
         tf.constant(temperature, tf.float32), tf.constant(top_k, tf.int32), tf.constant(top_p, tf.float32),
         tf.constant(mode, tf.int32), tf.constant(seed, tf.int64), tf.constant(space_id, tf.int32),
         tf.constant(initial_ids, tf.int32, shape=[len(initial_ids)]),

@@ -450,9 +450,10 @@ def test_sampling_draws_each_symbol_with_its_probability(temperature) -> None:
     """The exponential race of generation against softmax(logits / temperature)."""
     rows = 40_000
     logits = tf.constant(np.log(np.tile(DRAW_PROBS, (rows, 1))), tf.float32)
-    no_ids = tf.zeros([0], tf.int32)
-    ids, _ = M._pick(logits, tf.zeros([rows], tf.int32), tf.zeros([rows], tf.bool), tf.constant(3), tf.constant(temperature),
-                     tf.constant(0), tf.constant(1.0), tf.constant(1), M.mixed_seed(7), tf.constant(-1), no_ids, no_ids)
+    _, opts = M._options(0, temperature, top_k=0, top_p=1.0, mode=1, seed=7, space_id=-1, initial_ids=(),
+                         vowel_ids=())
+    ids, _ = M._pick(logits, tf.zeros([rows], tf.int32), tf.zeros([rows], tf.bool), tf.constant(3),
+                     opts._replace(seed=M.mixed_seed(opts.seed)))
     tempered = DRAW_PROBS ** (1 / temperature)
     assert_draws_follow(ids.numpy(), tempered / tempered.sum())
 
