@@ -298,11 +298,11 @@ class Vocab:
                  unit: str = "char", normalize: str = "nfc") -> None:
         self.symbols, self.counts, self.unk_id = list(symbols), [int(c) for c in counts], unk_id
         self.unit, self.normalize = unit, normalize
-        self._cps = np.array([ord(s) for s in self.symbols], dtype=np.uint32)
-        self._sorted = np.argsort(self._cps)
+        self.code_points = np.array([ord(s) for s in self.symbols], dtype=np.uint32)  # of each id
+        self._sorted = np.argsort(self.code_points)
         # True where a symbol starts an original character: bits per character must not depend
         # on the unit, so a syllable's vowel and final jamo are not counted as characters.
-        self.char_starts = (~hangul.is_vowel_or_final(self._cps) if unit == "jamo"
+        self.char_starts = (~hangul.is_vowel_or_final(self.code_points) if unit == "jamo"
                             else np.ones(len(self.symbols), dtype=bool))
 
     @property
@@ -341,14 +341,14 @@ class Vocab:
 
     def _find(self, cp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ids, found) of code points: the symbol's id where found."""
-        ids = self._sorted[np.searchsorted(self._cps, cp, sorter=self._sorted).clip(0, self.size - 1)]
-        return ids, self._cps[ids] == cp
+        ids = self._sorted[np.searchsorted(self.code_points, cp, sorter=self._sorted).clip(0, self.size - 1)]
+        return ids, self.code_points[ids] == cp
 
     def id_table(self) -> np.ndarray:
         """Code point -> id, for every code point: one the vocabulary lacks gets the unknown symbol's
         (or 0, where there is none: the caller refuses such characters first)."""
         table = np.full(0x110000, self.unk_id or 0, dtype=_ids_dtype(self.size))
-        table[self._cps] = np.arange(self.size)
+        table[self.code_points] = np.arange(self.size)
         return table
 
     def missing(self, text: str) -> list[str]:
@@ -387,7 +387,7 @@ class Vocab:
         return ids.astype(np.int32)
 
     def decode(self, ids: "np.ndarray | list[int]") -> str:
-        text = hangul.text_of(self._cps[np.asarray(ids, dtype=np.int64)])
+        text = hangul.text_of(self.code_points[np.asarray(ids, dtype=np.int64)])
         return hangul.from_jamo(text) if self.unit == "jamo" else text
 
     @functools.cached_property
@@ -395,7 +395,7 @@ class Vocab:
         """id -> "initial", "vowel", "final" or "escape" for the symbols hangul.from_jamo composes."""
         kinds = {"initial": (hangul.L_FIRST, hangul.L_LAST), "vowel": (hangul.V_FIRST, hangul.V_LAST),
                  "final": (hangul.T_BASE + 1, hangul.T_LAST), "escape": (hangul.ESCAPE, hangul.ESCAPE)}
-        return {i: kind for i, cp in enumerate(self._cps.tolist()) for kind, (first, last) in kinds.items()
+        return {i: kind for i, cp in enumerate(self.code_points.tolist()) for kind, (first, last) in kinds.items()
                 if first <= cp <= last}
 
     def ids_of(self, kind: str) -> list[int]:
@@ -527,7 +527,7 @@ def _on_vocab(vocab: Vocab, counts: np.ndarray) -> tuple[Vocab, np.ndarray]:
     of a syllable turned into it would split the syllable."""
     table = vocab.id_table()
     present = np.flatnonzero(counts)
-    lacking = present[~np.isin(present, vocab._cps)]
+    lacking = present[~np.isin(present, vocab.code_points)]
     if vocab.unk_id is None:
         unknowable = lacking
     else:
@@ -914,7 +914,7 @@ def _last_chars_start(vocab: Vocab, ids: np.ndarray, k: int) -> int:
 def _original_chars(vocab: Vocab, ids: np.ndarray, n: int) -> np.ndarray:
     """Code points of the original characters starting among ids[:n] (ids may run 2 further so
     a syllable at the end is whole): hangul.decompose undone on ids, vectorized, for counting."""
-    cp = np.append(vocab._cps[ids].astype(np.int64), [0, 0])
+    cp = np.append(vocab.code_points[ids].astype(np.int64), [0, 0])
     start = np.flatnonzero(vocab.char_starts[ids[:n]])
     first, second, third = cp[start], cp[start + 1], cp[start + 2]
     syllable = hangul.is_initial(first) & hangul.is_vowel(second)
