@@ -252,12 +252,18 @@ def decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, extr
     # UTF-16/32 line breaks are counted as characters: their bytes 0A are also parts of others.
     decoder = codecs.getincrementaldecoder(ordered)("replace") if wide else None
     with open(path, "rb") as f:
-        line, left = 1, bad
+        line, left, after_cr = 1, bad, False
         while left:  # count line breaks before the bad byte without holding the file in memory
             block = f.read(min(left, _COUNT_BYTES))
             if not block:  # the file shrank meanwhile
                 break
-            line += decoder.decode(block).count("\n") if decoder else block.count(b"\n")
+            piece = decoder.decode(block) if decoder else block
+            # \n, \r\n and a lone \r (an old Mac's) each end a line, as the text is read. A \r at a block's
+            # end counts once the next shows it alone: its \n may follow, or be the bad byte itself.
+            cr, lf = ("\r", "\n") if decoder else (b"\r", b"\n")
+            line += (piece.count(lf) + piece.count(cr) - piece.count(cr + lf) - piece.endswith(cr)
+                     + (after_cr and not piece.startswith(lf)))
+            after_cr = piece.endswith(cr)
             left -= len(block)
         f.seek(max(0, bad - 65536))
         window = f.read(131072)

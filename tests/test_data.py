@@ -535,6 +535,16 @@ def test_both_ways_of_counting_a_chunk_give_one_preparation(tmp_path: Path, monk
     np.testing.assert_array_equal(corpus.ids, reference.ids)
 
 
+@pytest.mark.parametrize("line_end", ["\n", "\r\n", "\r"], ids=["unix", "windows", "old mac"])
+def test_a_bad_byte_s_line_counts_every_kind_of_line_end(tmp_path: Path, monkeypatch, line_end: str) -> None:
+    """An old Mac's file (line ends \r alone) was said to fail at line 1 wherever the bad byte was. Counted
+    a few bytes at a time here, so that \r\n is cut between two reads too."""
+    monkeypatch.setattr(decoding, "_COUNT_BYTES", 7)
+    path = write(tmp_path / "x.txt", f"line ab{line_end}".encode() * 399 + b"caf\xe9" + line_end.encode() * 9)
+    with pytest.raises(CharRNNError, match="not valid utf-8 at line 400, byte offset"):
+        prepare(path, tmp_path)
+
+
 def test_a_read_error_names_the_file(tmp_path: Path, monkeypatch) -> None:
     """A failing disk's EIO carries no file name: the message named the cache folder instead."""
     import errno
