@@ -244,6 +244,7 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
                 check_looks_like_text(path, data, options.encoding, other_files)
             else:
                 check_no_nul(path, data, offset, options.encoding, before=tail)
+            check_byte_order(path, data, offset, options.encoding)
             held = decoder.getstate()[0]  # bytes of a character cut by the previous read
             pending = len(held)
             at_end = not data
@@ -259,7 +260,6 @@ def _read_text(path: Path, options: DataOptions, progress: Callable[[int], None]
                 raise unmarked_error(path, options.encoding, e, data, offset - pending, other_files,
                                      extra_bytes) from None
             extra_bytes += len(data) - len(text)
-            check_byte_order(path, text, options.encoding, offset - pending)
             text = _without_byte_order_marks(text)  # before the cut: one there would keep a mark from its letter
             if at_start and text:
                 at_start = False
@@ -843,7 +843,7 @@ def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | N
     else:
         raise CharRNNError(f"cannot write prepared data ({'; '.join(errors)}); make one of these readable "
                            f"and writable")
-    _remove_leftovers(root, identity, key, source)
+    _remove_leftovers(root, identity, key, source=None)  # of the source: once this preparation is in place
     logger.info("preparing %s (%.1f MB) into %s", files[0] if len(files) == 1 else f"{len(files)} files",
                 sum(f[1] for f in identity["files"]) / 1e6, root / key)
     try:
@@ -864,6 +864,8 @@ def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | N
             if _load_prepared(final, identity, files) is None:
                 raise CharRNNError(f"cannot move the prepared data into {final} ({e.strerror or e}); fix the "
                                    f"directory's permissions or free disk space, then run again") from None
+        if source is not None:
+            _remove_leftovers(root, identity, key, source)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         try:  # an interrupted first preparation leaves no empty .prepared/ behind

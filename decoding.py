@@ -1,8 +1,8 @@
 """Why a corpus file does not decode, and what to do: the messages for a file in another encoding
 than --encoding (which one it looks like), one damaged or cut short in its own, UTF-16 without its
 byte-order mark or in the other byte order, and a binary file. dataset.py reads the text; this
-module judges each chunk's bytes for NULs, the first chunk's for what the file is, each decoded
-UTF-16/32 chunk for a mark of the other byte order, and bytes that failed to decode.
+module judges each chunk's bytes for NULs (or, in UTF-16/32, for a mark of the other byte order),
+the first chunk's for what the file is, and bytes that failed to decode.
 
 It imports neither TensorFlow nor numpy.
 """
@@ -38,13 +38,16 @@ def check_looks_like_text(path: Path, head: bytes, encoding: str, other_files: i
             raise CharRNNError(f"{path}: starts with a UTF-{width} byte-order mark: "
                                f"{_pass_or_convert(f'utf-{width}', encoding, other_files)}")
     if b"\x00" in head:
-        for width, order in (("32", "le"), ("32", "be"), ("16", "le"), ("16", "be")):
+        # The byte order that puts more NULs in high bytes first: big-endian ASCII also reads as
+        # little-endian CJK text, and Korean's NULs are on both sides.
+        first, other = ("be", "le") if head[0::2].count(0) > head[1::2].count(0) else ("le", "be")
+        for width, order in (("32", "le"), ("32", "be"), ("16", first), ("16", other)):
             wide = f"utf-{width}-{order}"
             # Text with a stray NUL reads as UTF-16 too (two ASCII letters are one CJK character): not
-            # where it reads as text in --encoding without its NULs, unless those are one side's, as
-            # UTF-16's ASCII has them (the high byte of every letter, space and line break).
-            if _reads_as_unmarked_text(head, wide) and (
-                    width == "32" or _nuls_on_one_side(head) or not _reads_as_text(head.replace(b"\0", b""), encoding)):
+            # where it reads as text in --encoding or UTF-8 without its NULs, unless those are one
+            # side's, as UTF-16's ASCII has them (the high byte of every letter, space and line break).
+            if _reads_as_unmarked_text(head, wide) and (width == "32" or _nuls_on_one_side(head) or not any(
+                    _reads_as_text(head.replace(b"\0", b""), text) for text in (encoding, "utf-8"))):
                 raise CharRNNError(f"{path}: looks like UTF-{width} text without a byte-order mark; "
                                    f"{_pass_or_convert(wide, encoding, other_files)}")
     check_no_nul(path, head, 0, encoding)
@@ -70,21 +73,25 @@ def check_no_nul(path: Path, data: bytes, offset: int, encoding: str, before: by
                        f"binary part): remove the NUL bytes, e.g. tr -d '\\000' < FILE > FIXED, and pass FIXED")
 
 
-def check_byte_order(path: Path, text: str, encoding: str, offset: int) -> None:
-    """A chunk decoded from UTF-16 or UTF-32 (from byte offset): refused where it holds U+FFFE, a
-    byte-order mark read in the other byte order, which only a file joined from parts saved in both
-    orders has (cat of a little- and a big-endian file): what follows it would be read as other
-    characters (spaces as U+2002, letters as CJK), silently."""
-    if not _wide(encoding) or "\ufffe" not in text:
+def check_byte_order(path: Path, data: bytes, offset: int, encoding: str) -> None:
+    """A chunk of a UTF-16 or UTF-32 file (at byte offset, a multiple of 4), before it is decoded:
+    refused where a character past the file's start is a byte-order mark in the other byte order,
+    which only a file joined from parts saved in both orders has (cat of a little- and a big-endian
+    file): what follows would be read as other characters (spaces as U+2002, letters as CJK) in
+    silence, or as damaged bytes. (At the file's start it is a whole file in the other byte order,
+    which check_decoded_text tells.)"""
+    if not _wide(encoding):
         return
-    unit = _unit_bytes(encoding)
-    before = text[:text.index("\ufffe")].encode(f"utf-{8 * unit}-le", "surrogatepass")
-    first_mark = unit if offset == 0 and codecs.lookup(encoding).name in ("utf-16", "utf-32") else 0  # decoded away
-    raise CharRNNError(f"{path}: a byte-order mark of the other byte order (U+FFFE) at byte "
-                       f"{offset + first_mark + len(before):,}: the file "
-                       f"joins {encoding} parts saved in both byte orders, and what follows it would be read as "
-                       f"other characters. Convert each part to UTF-8 (iconv -f {_iconv(encoding)} -t utf-8), and "
-                       f"join those")
+    ordered, unit = _ordered(path, codecs.lookup(encoding).name), _unit_bytes(encoding)
+    swapped = "\ufeff".encode(_swapped(ordered))
+    at = data.find(swapped)
+    while at >= 0 and ((offset + at) % unit or offset + at == 0):  # a character's own bytes, or the file's mark
+        at = data.find(swapped, at + 1)
+    if at >= 0:
+        raise CharRNNError(f"{path}: a byte-order mark of the other byte order at byte {offset + at:,}: the file "
+                           f"joins {encoding} parts saved in both byte orders, and what follows it would be read as "
+                           f"other characters. Convert each part to UTF-8 (iconv -f {_iconv(encoding)} -t utf-8), "
+                           f"and join those")
 
 
 def _zeros_to_the_end(path: Path, start: int) -> bool:

@@ -563,7 +563,9 @@ def read_corpus(args: argparse.Namespace, typed: set[str], resume_dir: Path | No
         raise CharRNNError(f"{error} (the path saved in {resume_dir / 'config.json'}): pass --data_dir or --input "
                            f"to say where the text is now") from None
     options = data_options(args)
-    source = Path(os.path.abspath(args.input or args.data_dir))
+    # The folder named, recorded where it is read whole: a file, or a folder's input.txt, is its own corpus.
+    named = Path(os.path.abspath(os.path.expanduser(args.input or args.data_dir)))
+    source = named if named.is_dir() and [Path(os.path.abspath(f)) for f in files] != [named / "input.txt"] else None
     saved = saved_vocabulary(resume_dir) if resume_dir is not None else None
     corpus = (on_the_run_s_vocabulary(resume_dir, saved, files, options, source) if saved is not None
               else dataset.prepare_corpus(files, options, source=source))

@@ -177,9 +177,16 @@ def test_utf16_without_a_bom_is_told_from_binary_numbers(tmp_path: Path) -> None
                                 "--encoding utf-16-le"),
                                # a stray NUL in UTF-8 Korean: its byte pairs read as syllables too
                                ("nul8.txt", "대한민국 헌법\n".encode() * 100 + b"\0" + "대한민국 헌법\n".encode() * 100,
-                                "text with a NUL byte at offset 2,000")]:
+                                "text with a NUL byte at offset 2,000"),
+                               # Big-endian English reads as little-endian CJK too: the NULs' side goes first
+                               ("be16.txt", "It was the best of times, it was the worst of times".encode("utf-16-be"),
+                                "--encoding utf-16-be")]:
         with pytest.raises(utils.CharRNNError, match=needle):
             decoding.check_looks_like_text(tmp_path / name, data, "utf-8", 0)
+    # The stray NUL under a wrong --encoding (cp949 for UTF-8): still a stray NUL, not UTF-16
+    with pytest.raises(utils.CharRNNError, match="text with a NUL byte at offset 2,000"):
+        decoding.check_looks_like_text(tmp_path / "nul8.txt", "대한민국 헌법\n".encode() * 100 + b"\0" +
+                                       "대한민국 헌법\n".encode() * 100, "cp949", 0)
     # Under --encoding utf-16 (or utf-32), which needs the mark, the byte order to pass instead.
     for encoding, order in (("utf-16", "le"), ("utf-16", "be"), ("utf-32", "le")):
         path = write(tmp_path / f"{encoding}-{order}.txt", "plain text\n".encode(f"{encoding}-{order}") * 50)
@@ -501,13 +508,27 @@ def test_parts_in_both_byte_orders_are_refused(tmp_path: Path) -> None:
     rest as other characters (spaces as U+2002), which were trained on in silence."""
     first = "First part, 😀.\n".encode("utf-16-le")  # an emoji: two units
     path = write(tmp_path / "joined.txt", b"\xff\xfe" + first + "\ufeffSecond part, big endian.\n".encode("utf-16-be"))
-    with pytest.raises(CharRNNError, match=rf"joined.txt: a byte-order mark of the other byte order \(U\+FFFE\) at "
-                                           rf"byte {2 + len(first)}: the file joins utf-16 parts saved in both byte "
+    with pytest.raises(CharRNNError, match=rf"joined.txt: a byte-order mark of the other byte order at byte "
+                                           rf"{2 + len(first)}: the file joins utf-16 parts saved in both byte "
                                            rf"orders.*iconv -f utf-16 -t utf-8"):
         prepare(path, tmp_path, encoding="utf-16")
     path = write(tmp_path / "joined.txt", first + "\ufeffSecond part, big endian.\n".encode("utf-16-be"))
     with pytest.raises(CharRNNError, match=rf"at byte {len(first)}: the file joins utf-16-le parts"):
         prepare(path, tmp_path, encoding="utf-16-le")
+    # Korean's swapped second part does not even decode (it was told as damaged bytes, and iconv -c
+    # advised, which keeps it as garbage); nor does UTF-32's.
+    korean = ("대한민국 헌법 제1조\n" * 20).encode("utf-16")
+    write(path, korean + "\ufeff대한민국 헌법 제1조\n".encode("utf-16-be"))
+    with pytest.raises(CharRNNError, match=f"at byte {len(korean)}: the file joins utf-16 parts"):
+        prepare(path, tmp_path, encoding="utf-16")
+    english = ("Part one.\n" * 5).encode("utf-32")
+    write(path, english + "\ufeffPart two.\n".encode("utf-32-be"))
+    with pytest.raises(CharRNNError, match=f"at byte {len(english)}: the file joins utf-32 parts"):
+        prepare(path, tmp_path, encoding="utf-32")
+    # A whole file in the other byte order, its mark first: told so, not as joined parts.
+    write(path, ("\ufeff" + "plain text here\n" * 20).encode("utf-16-le"))
+    with pytest.raises(CharRNNError, match="the file is in the other byte order; pass --encoding utf-16-le"):
+        prepare(path, tmp_path, encoding="utf-16-be")
 
 
 def test_a_tail_of_zeros_is_told_as_one(tmp_path: Path) -> None:
@@ -608,6 +629,37 @@ def test_a_file_added_to_a_corpus_folder_replaces_its_preparation(tmp_path: Path
     third = prepare_named(folder)
     assert not second.cache_dir.exists() and third.cache_dir.is_dir() and alone.cache_dir.is_dir()
     assert json.loads((third.cache_dir / "meta.json").read_text(encoding="utf-8"))["source"] == str(folder)
+    # A file added that fails to prepare: the folder's preparation stays, since it was not replaced.
+    write(folder / "d.txt", b"caf\xe9\n")
+    with pytest.raises(CharRNNError, match="not valid utf-8"):
+        prepare_named(folder)
+    assert third.cache_dir.is_dir()
+
+
+def test_only_a_folder_read_whole_replaces_its_preparations(tmp_path: Path, monkeypatch) -> None:
+    """As train.py names the source: --data_dir DIR reads DIR/input.txt and --input DIR every .txt, two
+    corpora, each kept; so are a linked file's and its target's."""
+    import plan
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "d"
+    folder.mkdir()
+    write(folder / "input.txt", "abc\n" * 50)
+    write(folder / "more.txt", "xyz\n" * 50)
+    write(folder / "v1.txt", "v1\n" * 50)
+    write(folder / "v2.txt", "v2\n" * 50)
+    (folder / "latest.txt").symlink_to("v1.txt")
+
+    def read(*flags: str) -> dataset.Corpus:
+        return plan.read_corpus(plan.build_parser().parse_args(list(flags)), set(), None)
+
+    by_input_txt, by_all = read("--data_dir", "d"), read("--input", "d")
+    assert read("--data_dir", "d").cache_dir == by_input_txt.cache_dir and by_all.cache_dir.is_dir()
+    linked = read("--input", "d/latest.txt")
+    (folder / "latest.txt").unlink()
+    (folder / "latest.txt").symlink_to("v2.txt")
+    read("--input", "d/latest.txt")
+    assert linked.cache_dir.is_dir() and read("--input", "d/v1.txt").cache_dir == linked.cache_dir
+    assert json.loads((by_all.cache_dir / "meta.json").read_text(encoding="utf-8"))["source"] == str(folder)
 
 
 def test_the_user_cache_keeps_preparations_of_files_not_found_here(tmp_path: Path, monkeypatch) -> None:
