@@ -701,10 +701,14 @@ def _generator(model: CharRNN) -> _Generator:
     return _GENERATORS[model]
 
 
-def _prime_tensor(prime_ids) -> tf.Tensor:
+def _prime_tensor(prime_ids, vocab_size: int) -> tf.Tensor:
     prime_ids = tf.convert_to_tensor(prime_ids, tf.int32)
     if prime_ids.shape.rank != 2 or prime_ids.shape[1] == 0:
         raise ValueError(f"prime_ids must be [N, P] with P >= 1, got shape {prime_ids.shape}")
+    # Out of range, a gather fails deep in the graph, or (the last id, under XLA) is clamped in silence.
+    if prime_ids.shape[0] and not 0 <= int(tf.reduce_min(prime_ids)) <= int(tf.reduce_max(prime_ids)) < vocab_size:
+        raise ValueError(f"prime_ids must be ids of the vocabulary, 0 to {vocab_size - 1}; got "
+                         f"{int(tf.reduce_min(prime_ids))} to {int(tf.reduce_max(prime_ids))}")
     return prime_ids
 
 
@@ -713,6 +717,8 @@ def _options(n, temperature, top_k, top_p, mode, seed, space_id, initial_ids, vo
     """Checks the arguments and makes them tensors, so new values never retrace."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
+    if not 0.0 <= temperature < math.inf:  # NaN drew the last id every step; below 0, silently greedy
+        raise ValueError(f"temperature must be finite and >= 0 (0: the most likely id), got {temperature}")
     if mode not in (0, 1, 2):
         raise ValueError(f"mode must be 0 (argmax), 1 (sample) or 2 (sample after space), got {mode}")
     if top_k < 0 or not 0.0 < top_p <= 1.0:  # top_p 0 keeps nothing: every draw would be NaN
@@ -743,11 +749,12 @@ def generate(
     mode: 0 argmax, 1 sample, 2 sample only right after space_id (argmax elsewhere): the whole
     first character, which under --unit jamo is the initial of initial_ids, the vowel of
     vowel_ids after it, and what follows that vowel.
-    temperature divides the logits; top_k (0 = off) and top_p (1.0 = off) filter them.
+    temperature divides the logits (finite, >= 0; 0: the most likely id); top_k (0 = off) and top_p
+    (1.0 = off) filter them. prime_ids are ids of the model's vocabulary.
     The same seed gives the same ids.
     """
     n, opts = _options(n, temperature, top_k, top_p, mode, seed, space_id, initial_ids, vowel_ids)
-    return _generator(model).from_prime(_prime_tensor(prime_ids), n, opts)
+    return _generator(model).from_prime(_prime_tensor(prime_ids, model.config.vocab_size), n, opts)
 
 
 def prime_word_start(prime_ids: "tf.Tensor | Sequence[Sequence[int]]", mode: "int | tf.Tensor",
@@ -765,7 +772,7 @@ def prime_state(model: CharRNN, prime_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Ten
     """Feeds prime_ids [N, P] (P >= 1) but their last symbol: returns (state, last_ids [N]), where
     generate_chunk() goes on exactly as generate() would from the same prime (under mode 2, given
     in_word_start=prime_word_start(prime_ids, ...))."""
-    return _generator(model).prime_state(_prime_tensor(prime_ids))
+    return _generator(model).prime_state(_prime_tensor(prime_ids, model.config.vocab_size))
 
 
 def generate_chunk(

@@ -543,6 +543,21 @@ def test_generate_refuses_an_unknown_mode(sampler) -> None:
             M.generate_chunk(sampler, sampler.initial_state(2), PRIME[:, -1], 5, mode=bad)
 
 
+def test_generate_refuses_a_temperature_or_prime_ids_it_cannot_use(sampler) -> None:
+    """A NaN temperature drew the last id at every step, a negative one was greedy in silence; an id
+    past the vocabulary failed deep in the graph, or (the last one, under XLA) was clamped in silence."""
+    for bad in (float("nan"), -1.0, float("inf")):
+        with pytest.raises(ValueError, match="temperature must be finite and >= 0"):
+            M.generate(sampler, PRIME, 5, temperature=bad)
+    V = sampler.config.vocab_size
+    for bad in ([[1, 2, V]], [[V, 1, 2]], [[1, -1]]):
+        with pytest.raises(ValueError, match=f"prime_ids must be ids of the vocabulary, 0 to {V - 1}"):
+            M.generate(sampler, bad, 5)
+        with pytest.raises(ValueError, match="prime_ids must be ids of the vocabulary"):
+            M.prime_state(sampler, bad)
+    assert M.generate(sampler, [[0, V - 1]], 3, temperature=0.0).shape == (1, 3)
+
+
 def test_each_step_draws_its_own_numbers() -> None:
     """With the same logits at every step (a zeroed output layer), only the step in the random
     seed makes the draws differ: one shared draw would repeat one symbol all along."""
