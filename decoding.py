@@ -80,7 +80,7 @@ def check_byte_order(path: Path, data: bytes, offset: int, encoding: str) -> Non
     file): what follows would be read as other characters (spaces as U+2002, letters as CJK) in
     silence, or as damaged bytes. (At the file's start it is a whole file in the other byte order,
     which check_decoded_text tells.)"""
-    if not _wide(encoding):
+    if not _wide(encoding) or (b"\xfe\xff" not in data and b"\xff\xfe" not in data):  # no mark: no file read
         return
     ordered, unit = _ordered(path, codecs.lookup(encoding).name), _unit_bytes(encoding)
     swapped = "\ufeff".encode(_swapped(ordered))

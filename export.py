@@ -168,13 +168,7 @@ def _sample(logits, step, temperature, seed):
 def _feed_prime(net: "model.CharRNN", feed_ids: tf.Tensor) -> tf.Tensor:
     """The state after feeding every id of feed_ids [P >= 1] but the last, which is the first
     input of generation."""
-
-    def feed(i, state):
-        _, state = net.step(feed_ids[i][None], state)
-        return i + 1, state
-
-    _, state = tf.while_loop(lambda i, _: i < tf.size(feed_ids) - 1, feed, (tf.constant(0), net.initial_state(1)))
-    return state
+    return model.feed_steps(net, net.initial_state(1), feed_ids[None], tf.size(feed_ids) - 1)
 
 
 def _run_loop(net, feed_ids, n, pick):

@@ -616,13 +616,15 @@ def _compiled_chunk(model: CharRNN, state, last_ids, in_word_start, n, offset, o
     return tf.transpose(ids.stack()), state, last, in_word_start
 
 
-def _compiled_feed(model: CharRNN, state, ids, n):
-    """The state after feeding ids [N, _CHUNK], the first n of each row, one step at a time."""
+def feed_steps(model: CharRNN, state: tf.Tensor, ids: tf.Tensor, n: "int | tf.Tensor",
+               max_steps: int | None = None) -> tf.Tensor:
+    """The state after feeding the first n ids of each row of ids [N, T] one step at a time (a prime:
+    not through __call__, the training pass, which keeps every step's gate values for a backward pass)."""
 
     def body(i, state):
         return i + 1, model.step(ids[:, i], state)[1]
 
-    return tf.while_loop(lambda i, _: i < n, body, (0, state), maximum_iterations=_CHUNK)[1]
+    return tf.while_loop(lambda i, _: i < n, body, (0, state), maximum_iterations=max_steps)[1]
 
 
 def _chunks(chunk_fn, state, last_ids, in_word_start, n, offset, opts):
@@ -659,16 +661,15 @@ class _Generator:
         flags = tf.TensorSpec([None], tf.bool)
         primes = tf.TensorSpec([None, None], tf.int32)
         chunk = graph_function(lambda *a: _compiled_chunk(model_ref(), *a), jit_compile=True)
-        feed = graph_function(lambda *a: _compiled_feed(model_ref(), *a), jit_compile=True)
+        feed = graph_function(lambda state, ids, n: feed_steps(model_ref(), state, ids, n, _CHUNK), jit_compile=True)
 
         def from_state(state, last_ids, in_word_start, n, offset, opts):
             return _chunks(chunk, state, last_ids, in_word_start, n, offset, opts)
 
         def prime_state(prime_ids):
-            # The prime is fed but its last symbol, which the first generated step consumes. Step by
-            # step in compiled chunks, as generation runs: through __call__, the training pass, it kept
-            # every step's gate values for a backward pass (a 100,000-character prime of 4 samples
-            # took 1.9 GB at 2x128), and each prime length compiled anew.
+            # The prime is fed but its last symbol, which the first generated step consumes, in compiled
+            # chunks, as generation runs (through __call__, a 100,000-character prime of 4 samples took
+            # 1.9 GB at 2x128, and each prime length compiled anew).
             N, P = tf.shape(prime_ids)[0], tf.shape(prime_ids)[1] - 1
             num_chunks = (P + _CHUNK - 1) // _CHUNK
             chunks = tf.reshape(tf.pad(prime_ids[:, :-1], [[0, 0], [0, num_chunks * _CHUNK - P]]),
@@ -706,9 +707,10 @@ def _prime_tensor(prime_ids, vocab_size: int) -> tf.Tensor:
     if prime_ids.shape.rank != 2 or prime_ids.shape[1] == 0:
         raise ValueError(f"prime_ids must be [N, P] with P >= 1, got shape {prime_ids.shape}")
     # Out of range, a gather fails deep in the graph, or (the last id, under XLA) is clamped in silence.
-    if prime_ids.shape[0] and not 0 <= int(tf.reduce_min(prime_ids)) <= int(tf.reduce_max(prime_ids)) < vocab_size:
-        raise ValueError(f"prime_ids must be ids of the vocabulary, 0 to {vocab_size - 1}; got "
-                         f"{int(tf.reduce_min(prime_ids))} to {int(tf.reduce_max(prime_ids))}")
+    if prime_ids.shape[0]:
+        low, high = int(tf.reduce_min(prime_ids)), int(tf.reduce_max(prime_ids))
+        if not 0 <= low <= high < vocab_size:
+            raise ValueError(f"prime_ids must be ids of the vocabulary, 0 to {vocab_size - 1}; got {low} to {high}")
     return prime_ids
 
 

@@ -43,7 +43,6 @@ if TYPE_CHECKING:  # for annotations only: --help must not wait for TensorFlow
 log = logging.getLogger("charrnn")
 
 
-
 class Stop(NamedTuple):
     """Why training ends: its length limit, --stop_at_step, or a signal (to this worker or another)."""
     label: str  # as the session's end names it: "--max_steps 5000", "--stop_at_step 40", "SIGTERM"
