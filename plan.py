@@ -478,6 +478,7 @@ class Run:
     log_dir_created: Path | None  # the outermost directory of log_dir that this session made
     saved_schedule: argparse.Namespace | None = None  # the flags with the resumed run's saved schedule, when typed anew
     val_changed: bool = False  # the resumed run's validation text is not the one it saved its best loss for
+    epochs_typed: bool = False  # --num_epochs typed (on resume: the whole run's, where the old tool counted more)
     kept: bool = False       # the session saved a checkpoint: what it made stays
     log_files_before: set[str] | None = None  # log_dir's files before this session's TensorBoard writer
     config_before: str | None = None  # a resumed run's config.json before this session's first save rewrote it
@@ -750,4 +751,5 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
                eval_batch=eval_streams(args.batch_size, args.seq_length, val_ids),
                run_dir=run_dir, write_dir=write_dir, log_dir=log_dir, resume_dir=restore_from,
                forked_from=resume_dir if fork_dir is not None else None, lock=lock, log_dir_created=log_dir_created,
-               saved_schedule=resumed.saved_schedule if resumed else None, val_changed=val_changed)
+               saved_schedule=resumed.saved_schedule if resumed else None, val_changed=val_changed,
+               epochs_typed="num_epochs" in typed)

@@ -18,8 +18,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
-from utils import (OWNER_TAG, CharRNNError, atomic_write_text, check_path, left_by_gone_owner, looked_in,
-                   read_json_object)
+from utils import (OWNER_TAG, TORCH_CHECKPOINT, CharRNNError, atomic_write_text, check_path, left_by_gone_owner,
+                   looked_in, read_json_object)
 
 if TYPE_CHECKING:  # for annotations only
     import tensorflow as tf
@@ -62,6 +62,8 @@ def resolve_run_dir(path: str, flag: str) -> Path:
         run = run / ".." / Path(os.path.realpath(run)).name  # still relative: an absolute path may hold [ ] * ?
     if run.name == "latest" and run.is_file():  # the pointer file itself: the save directory it names a run of
         run = run.parent
+    if run.suffix == ".t7" and run.is_file():
+        raise CharRNNError(f"{flag} {path}: {TORCH_CHECKPOINT}.")
     if run.exists() and not run.is_dir():
         raise CharRNNError(f"{flag} {path}: is a file, not a run directory. Pass the directory that holds a "
                            f"run's config.json and checkpoints (save/<run name>), or the save directory itself.")

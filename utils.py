@@ -249,9 +249,20 @@ CHAR_RNN_LUA_NAMES = {"learning_rate_decay": ("train.py", "--decay_rate"), "max_
                       "eval_val_every": ("train.py", "--eval_every"), "checkpoint_dir": ("train.py", "--save_dir"),
                       "savefile": ("train.py", "--run_name"), "primetext": ("sample.py", "--prime"),
                       "length": ("sample.py", "-n")}
-# Its flags that need nothing here, and why.
-CHAR_RNN_LUA_NEEDLESS = dict.fromkeys(("gpuid", "opencl"), "nothing to pass: a GPU is used where TensorFlow finds one "
-                                      "(CUDA_VISIBLE_DEVICES= hides it)")
+# Its flags that need nothing here, or have no match, and why.
+CHAR_RNN_LUA_NEEDLESS = {
+    **dict.fromkeys(("gpuid", "opencl"), "nothing to pass: a GPU is used where TensorFlow finds one "
+                                         "(CUDA_VISIBLE_DEVICES= hides it)"),
+    "decay_rate": "nothing to pass, the optimizer is Adam, not RMSprop (--decay_rate here is "
+                  "-learning_rate_decay, the learning rate's decay per epoch)",
+    "learning_rate_decay_after": "no such flag: --decay_rate decays the learning rate from the first epoch",
+    "train_frac": "nothing to pass: all the text but --val_frac's is trained on (no test split)",
+    "accurate_gpu_timing": "nothing to pass",
+    "verbose": "nothing to pass: the text alone goes to stdout, messages to stderr (--verbose adds debug messages)",
+}
+# A karpathy/char-rnn checkpoint (cv/lm_lstm_epoch30.00_1.3950.t7), which sample.lua took as its argument.
+TORCH_CHECKPOINT = ("a checkpoint of karpathy/char-rnn, in Torch, which cannot be loaded here: train again with "
+                    "train.py, which answers karpathy/char-rnn's flags with the ones to use")
 # Where a path typed alone (as karpathy/char-rnn's sample.lua took its checkpoint) goes here: (a file, a folder).
 POSITIONAL_PATH_FLAGS = {"sample.py": ("--save_dir", "--save_dir"), "train.py": ("--input", "--data_dir")}
 
@@ -342,7 +353,8 @@ class ArgumentParser(argparse.ArgumentParser):
             hint = "".join(f" ({flag_of(word)} is karpathy/char-rnn's; here: {here})" for word, here in lua.items())
             paths = [word for word in message.split(":", 1)[1].split()
                      if not word.startswith("-") and self.prog in POSITIONAL_PATH_FLAGS and os.path.exists(word)]
-            hint += "".join(f" (a path is passed with {POSITIONAL_PATH_FLAGS[self.prog][os.path.isdir(path)]} {path} here)"
+            hint += "".join(f" ({TORCH_CHECKPOINT})" if path.endswith(".t7") else
+                            f" (a path is passed with {POSITIONAL_PATH_FLAGS[self.prog][os.path.isdir(path)]} {path} here)"
                             for path in paths[:1])
             close = {word: difflib.get_close_matches(letters(word), by_letters, n=1, cutoff=0.75) for word in typed
                      if word not in lua}

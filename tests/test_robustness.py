@@ -459,7 +459,7 @@ LUA_MEANINGS = {"learning_rate_decay": ("train.py", "--decay_rate"), "max_epochs
 
 
 @pytest.mark.parametrize("script", ["train.py", "sample.py"])
-def test_every_karpathy_char_rnn_flag_is_answered_with_its_name_here(script: str, capsys) -> None:
+def test_every_karpathy_char_rnn_flag_is_answered_with_its_name_here(script: str, tmp_path: Path, capsys) -> None:
     import plan
     import sample
     parser = plan.build_parser() if script == "train.py" else sample.build_parser()
@@ -477,6 +477,24 @@ def test_every_karpathy_char_rnn_flag_is_answered_with_its_name_here(script: str
         with pytest.raises(SystemExit):
             parser.parse_args([str(path)])
         assert f"(a path is passed with {flag} {path} here)" in capsys.readouterr().err
+    # Its flags with no match here, or whose name here means something else (-decay_rate: RMSprop's).
+    for lua_flags, said in ((["-decay_rate", "0.95"], "nothing to pass, the optimizer is Adam, not RMSprop"),
+                            (["-learning_rate_decay_after", "10"], "no such flag: --decay_rate decays"),
+                            (["-train_frac", "0.9"], "nothing to pass: all the text but --val_frac's"), (["-accurate_gpu_timing", "0"], "nothing to pass"),
+                            (["-verbose", "0"], "nothing to pass: the text alone goes to stdout")):
+        with pytest.raises(SystemExit):
+            parser.parse_args(lua_flags)
+        error = capsys.readouterr().err
+        assert f"({lua_flags[0]} is karpathy/char-rnn's; here: {said}" in error and "did you mean" not in error, error
+    # Its checkpoint, typed alone as sample.lua took it, or passed as a run.
+    torch_checkpoint = tmp_path / "lm_lstm_epoch30.00_1.3950.t7"
+    torch_checkpoint.write_bytes(b"T7")
+    with pytest.raises(SystemExit):
+        parser.parse_args([str(torch_checkpoint)])
+    assert "(a checkpoint of karpathy/char-rnn, in Torch, which cannot be loaded here: train again" in \
+        capsys.readouterr().err
+    with pytest.raises(utils.CharRNNError, match=r"--init_from \S+\.t7: a checkpoint of karpathy/char-rnn, in Torch"):
+        runs.resolve_run_dir(str(torch_checkpoint), "--init_from")
 
 
 @pytest.mark.parametrize("flags, hint", [(["--model", "xyz"], "invalid choice: 'xyz'"), (["--rnn_size", "big"], "'big'"),

@@ -869,6 +869,15 @@ def test_old_flags_keep_their_meaning(tmp_path: Path) -> None:
     # checkpoint, at the end of epoch 2, carries zeros.
     carried = checkpoint_weights(str(run / "ckpt-" f"{2 * per_epoch}"), prefix="carried_state/")
     assert carried and not any(np.any(value) for value in carried.values()), carried
+    # The old tool's resume trained --num_epochs more epochs; here it is the run's in all, and said so.
+    done = train(tmp_path, "--init_from", str(run), "--num_epochs", "2")
+    assert done.returncode == 0 and "had already reached --num_epochs 2" in done.stderr, done.stderr
+    assert ("--num_epochs 2 counts the run's epochs from its start, 2.00 of them trained already (char-rnn-tensorflow "
+            "counted from the resume: for 2 more, pass --num_epochs 4)") in done.stderr, done.stderr
+    more = train(tmp_path, "--init_from", str(run), "--num_epochs", "3", "--stop_at_step", f"{2 * per_epoch + 1}")
+    assert more.returncode == 0 and "for 3 more, pass --num_epochs 5)" in more.stderr, more.stderr
+    untyped = train(tmp_path, "--init_from", str(run), "--stop_at_step", f"{2 * per_epoch + 2}")
+    assert untyped.returncode == 0 and "counts the run's epochs" not in untyped.stderr, untyped.stderr
 
 
 def parsed_flags(*argv: str) -> tuple["argparse.Namespace", set[str]]:
