@@ -35,6 +35,22 @@ def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
     return path
 
 
+def test_validation_bits_are_per_character_of_the_validation_text(tmp_path: Path) -> None:
+    """A jamo symbol is a fraction of a syllable, and an English letter is a whole character: where the
+    validation text's script differs from the training text's, its bits per character are its own
+    characters' (a Korean body with an English tail: 0.4 and 1 character per symbol)."""
+    english = ("the quick brown fox jumps over the lazy dog. " * 40)[:1000]
+    corpus = write(tmp_path / "ko.txt", KOREAN[:9000] + english)
+    result = run("train.py", tmp_path, "--input", str(corpus), "--unit", "jamo", "--val_frac", "0.1",
+                 "--max_steps", "2", "--eval_every", "100", "--run_name", "mixed", *TINY)
+    assert result.returncode == 0, result.stderr
+    config = json.loads((tmp_path / "save" / "mixed" / "config.json").read_text(encoding="utf-8"))
+    per_symbol = config["chars_per_symbol"]
+    assert per_symbol["val"] == 1.0 and per_symbol["train"] < 0.6, per_symbol
+    (nats, bpc), = re.findall(r"val loss (\d\.\d{4}) nats/symbol, (\d+\.\d{4}) bits/char", result.stderr)
+    assert float(bpc) == pytest.approx(float(nats) / math.log(2), rel=1e-3), result.stderr
+
+
 def test_jamo_training_learns_and_samples_valid_hangul(tmp_path: Path) -> None:
     corpus = write(tmp_path / "ko.txt", KOREAN)
     result = run("train.py", tmp_path, "--input", str(corpus), "--unit", "jamo", "--max_steps", "120",

@@ -682,8 +682,9 @@ def test_workers_training_on_other_text_of_the_same_length_are_refused() -> None
 def test_val_best_loss_is_the_best_so_far(tmp_path: Path, corpus: Path) -> None:
     """The HParams table compares runs by each metric's last value: val/best_loss holds the best, also
     after a worse evaluation (a learning rate high enough that steps 2 and 3 validate worse than 1)."""
-    result = train(tmp_path, "--input", str(corpus), *TINY, "--max_steps", "6", "--eval_every", "1",
-                   "--learning_rate", "0.3", "--warmup_steps", "1", "--sample_length", "0", "--run_name", "b")
+    result = train(tmp_path, "--input", str(corpus), *TINY, "--max_steps", "6", "--stop_at_step", "3",
+                   "--eval_every", "1", "--learning_rate", "0.3", "--warmup_steps", "1", "--sample_length", "0",
+                   "--run_name", "b")
     assert result.returncode == 0, result.stderr
     scalars = read_scalars(tmp_path / "logs" / "b")
     losses = [value for _, value in scalars["val/loss"]]
@@ -691,6 +692,10 @@ def test_val_best_loss_is_the_best_so_far(tmp_path: Path, corpus: Path) -> None:
     assert best != losses, losses  # else this run shows nothing: no evaluation was worse than an earlier one
     assert [value for _, value in scalars["val/best_loss"]] == pytest.approx(best)
     assert "sample" not in scalars  # --sample_length 0: validation without the text sample
+    # best/ holds the checkpoint of the best evaluation, not of a later, worse one.
+    steps = [step for step, _ in scalars["val/loss"]]
+    best_step = steps[losses.index(min(losses))]
+    assert best_step != steps[-1] and pointer_step(tmp_path / "save" / "b" / "best") == best_step, (steps, losses)
 
 
 def test_keep_prunes_old_checkpoints_and_the_run_that_saved_last_is_used(tmp_path: Path, corpus: Path) -> None:
@@ -824,6 +829,11 @@ def test_a_time_budget_counts_the_whole_run(tmp_path: Path, corpus: Path) -> Non
     assert f"had already reached --time_budget {spent * 0.9:.3f}s at step 3; nothing trained" in again.stderr
     assert "would be minutes" not in again.stderr  # said of bare numbers only, not of a time with its unit
     assert listed_checkpoints(tmp_path / "save" / "t") == ["ckpt-3"]
+    # A session that trains adds its time to the saved time: the budget counts every session.
+    more = train(tmp_path, "--init_from", "save/t", "--stop_at_step", "5")
+    assert more.returncode == 0, more.stderr
+    (spent_by_5,) = checkpoint_weights(str(tmp_path / "save" / "t" / "ckpt-5"), "train_seconds/").values()
+    assert spent_by_5 > spent, (spent, spent_by_5)
 
 
 def test_adam_is_pytorchs_update() -> None:
@@ -1252,6 +1262,11 @@ def test_the_step_trains_with_dropout() -> None:
         step = make_train_step(net, GradientDescent(), 4, 6, 5.0, seed=0, xla=False)
         loss, _, _ = step(x, y, net.initial_state(4), tf.constant(0.0), tf.constant(0, tf.int64))
         assert (float(loss) == pytest.approx(evaluated, rel=1e-6)) == (dropout == 0.0), (dropout, float(loss))
+    # A new mask at each step (the same at the same step, for an exact resume): at learning rate 0 the
+    # weights stay, so only the masks can move the loss. One mask for all steps would prune the model.
+    losses = [float(step(x, y, net.initial_state(4), tf.constant(0.0), tf.constant(at, tf.int64))[0])
+              for at in (0, 1, 2, 0)]
+    assert len(set(losses[:3])) == 3 and losses[3] == losses[0], losses
 
 
 def test_the_flags_reach_the_step(tmp_path: Path, corpus: Path) -> None:
