@@ -14,11 +14,15 @@ TensorBoard events it writes). The reference is PyTorch's Embedding -> nn.LSTM -
 B24 T100, Adam 3e-3 with warmup and cosine decay over the budget, clip 5, on 2 threads. It
 reads the same ids with the same batching (dataset.BatchLoader: B contiguous streams, state
 carried across batches) and is evaluated on the whole validation split (dataset.eval_batches)
-about every 30 s of its run; evaluation counts against its budget, as it does in train.py.
+at the steps ours is (every --eval_every), so that evaluation costs each side the same share of its
+budget; it counts against the budget, as it does in train.py. Both sides' chars/s is the median of
+their steps' rates, each step timed from its batch's fetch, as train.py's progress line has it.
+--train_args may not change the text scored (the split, the vocabulary, the corpus), which the
+reference reads as train.py's defaults have it.
 The two run one after the other, so the load average is printed for each. Prints a markdown
 table to stdout; train.py's progress goes to stderr. With --steps each side trains that many steps
-instead (train.py --max_steps; the cosine runs over the steps), both evaluated every --eval_every
-steps, so the curves compare what each learns per step apart from how fast it steps.
+instead (train.py --max_steps; the cosine runs over the steps), so the curves compare what each
+learns per step apart from how fast it steps.
 """
 from __future__ import annotations
 
@@ -47,13 +51,15 @@ import utils  # noqa: E402
 log = logging.getLogger("charrnn")
 
 VAL_FRAC = 0.1
+# train.py's flags that change which text and symbols are scored (the reference reads the defaults).
+SCORED_TEXT_FLAGS = {"val_frac", "eval_symbols", "unit", "normalize", "max_vocab", "min_char_count", "data_dir",
+                     "input", "encoding"}
 THREADS = 2
 # The PyTorch reference's best settings: ours' own. The issue's 2x256, B64, no dropout (1.50 nats/char
 # in its measurements) reached about 1.49 on Genoa, where these reached 1.4223 (bench/RESULTS.md, "the
 # reference given ours' settings"): a default of the weaker settings overstated ours' lead.
 TORCH = dict(layers=2, hidden=384, batch=24, seq_length=100, lr=3e-3, warmup_steps=100, min_lr_frac=0.1, clip=5.0,
              dropout=0.25, seed=0)  # seed: of its weights and dropout; its data order takes ours' --seed
-TORCH_EVAL_EVERY_S = 30.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,17 +112,18 @@ def read_events(log_dir: Path) -> dict:
 
 
 def run_torch(data_dir: Path, ours: argparse.Namespace, settings: dict) -> dict:
-    """Trains as long as ours' flags say, by train.py's rule: for --max_steps steps, evaluating every
-    --eval_every, or for --time_budget, evaluating every TORCH_EVAL_EVERY_S; --batch_size streams
-    score the validation text."""
+    """Trains as long as ours' flags say, by train.py's rule (--max_steps or --time_budget), evaluating
+    every --eval_every steps; --batch_size streams score the validation text."""
     import torch
 
     from bench_train import Torch
 
     torch.set_num_threads(THREADS)
     load_start = os.getloadavg()
-    corpus = dataset.prepare_corpus(dataset.resolve_corpus(str(data_dir), None), dataset.DataOptions())
+    corpus = dataset.prepare_corpus(dataset.resolve_corpus(str(data_dir), None), plan.data_options(ours))
     train_ids, val_ids = corpus.split(VAL_FRAC)
+    if ours.eval_symbols:  # train.py scores only the first --eval_symbols (+ 1: the last input's target)
+        val_ids = val_ids[:ours.eval_symbols + 1]
     s = settings
     loader = dataset.BatchLoader(train_ids, s["batch"], s["seq_length"], seed=ours.seed)
     # Scored on as many streams as ours (train.py evaluates with --batch_size streams): each stream
@@ -125,7 +132,7 @@ def run_torch(data_dir: Path, ours: argparse.Namespace, settings: dict) -> dict:
     eval_batch = plan.eval_streams(ours.batch_size, s["seq_length"], val_ids)
     # bench_train's reference model (Embedding -> nn.LSTM -> Linear), seeded there
     net = Torch(corpus.vocab.size, s["layers"], s["hidden"], [loader.batch(0, 0)], s["dropout"], s["seed"]).net
-    optimizer = torch.optim.Adam(net.parameters(), lr=s["lr"])
+    optimizer = torch.optim.Adam(net.parameters(), lr=s["lr"], fused=True)  # as bench_train's
 
     def zeros(batch: int):
         return tuple(torch.zeros(s["layers"], batch, s["hidden"]) for _ in range(2))
@@ -143,20 +150,19 @@ def run_torch(data_dir: Path, ours: argparse.Namespace, settings: dict) -> dict:
         net.train()
         return nats / count
 
-    curve, step, epoch, batch, step_s, eval_s = [], 0, 0, 0, 0.0, 0.0
+    curve, step, epoch, batch, rates = [], 0, 0, 0, []
     state = zeros(s["batch"])
     # train.py's schedule: linear warmup, then a cosine from the peak to min_lr_frac of it.
     schedule = argparse.Namespace(learning_rate=s["lr"], warmup_steps=s["warmup_steps"],
                                   min_lr_frac=s["min_lr_frac"], decay_rate=None)
     start = time.monotonic()
-    next_eval = TORCH_EVAL_EVERY_S
     while (progress := train.training_progress(ours, step, epoch + batch / loader.num_batches,
                                                 time.monotonic() - start)) < 1.0:
+        t = time.monotonic()
         lr = train.learning_rate(schedule, step, epoch, progress)
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = (torch.from_numpy(a).long() for a in loader.batch(epoch, batch))
-        t = time.monotonic()
         logits, state = net(x, state)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         optimizer.zero_grad(set_to_none=True)
@@ -164,16 +170,12 @@ def run_torch(data_dir: Path, ours: argparse.Namespace, settings: dict) -> dict:
         torch.nn.utils.clip_grad_norm_(net.parameters(), s["clip"])
         optimizer.step()
         state = tuple(h.detach() for h in state)
-        step_s += time.monotonic() - t
+        rates.append(s["batch"] * s["seq_length"] / (time.monotonic() - t))
         step, batch = step + 1, batch + 1
         if batch == loader.num_batches:  # a new epoch starts the streams at a new offset, as ours
             epoch, batch, state = epoch + 1, 0, zeros(s["batch"])
-        due = step % ours.eval_every == 0 if ours.max_steps else time.monotonic() - start - eval_s >= next_eval
-        if due:
-            t = time.monotonic()
-            curve.append(((t - start) / 60, step, evaluate()))
-            eval_s += time.monotonic() - t
-            next_eval += TORCH_EVAL_EVERY_S
+        if step % ours.eval_every == 0:
+            curve.append(((time.monotonic() - start) / 60, step, evaluate()))
             log.info("torch step %d: val loss %.4f", step, curve[-1][2])
     t = time.monotonic()
     if not curve or curve[-1][1] != step:  # the end of the run, as train.py does (not the same weights twice)
@@ -182,7 +184,7 @@ def run_torch(data_dir: Path, ours: argparse.Namespace, settings: dict) -> dict:
                f"Adam {s['lr']:g}, {s['warmup_steps']}-step warmup, cosine to {s['min_lr_frac']:g}x over the "
                f"{'steps' if ours.max_steps else 'budget'}, clip {s['clip']:g}, dropout {s['dropout']:g}, "
                f"{THREADS} threads, weights seeded {s['seed']}, data order {ours.seed}")
-    return dict(curve=curve, chars_per_s=step * s["batch"] * s["seq_length"] / step_s, steps=step,
+    return dict(curve=curve, chars_per_s=sorted(rates)[len(rates) // 2] if rates else math.nan, steps=step,
                 train_min=(t - start) / 60, command=command, load_start=load_start, load_end=os.getloadavg(),
                 process_min=(time.monotonic() - start) / 60)
 
@@ -253,6 +255,11 @@ def main() -> int:
         parser.error(f"--steps {args.steps}: must be at least 1")
     extra = shlex.split(args.train_args) + (["--eval_every", "25"] if args.quick else [])
     length = ["--max_steps", str(args.steps)] if args.steps else ["--time_budget", budget]
+    # The reference reads the corpus, its vocabulary and the validation text as train.py's defaults have them.
+    scored = utils.explicit_flags(plan.build_parser(), extra) & SCORED_TEXT_FLAGS
+    if scored:
+        parser.error(f"--train_args: {', '.join('--' + flag for flag in sorted(scored))} would change the text "
+                     f"ours is scored on but not the reference's; use --data_dir for another corpus")
     ours = plan.build_parser().parse_args(extra + length)  # the flags train.py gets, and its derived lengths
     plan.check_args(ours)
     data_dir = (ROOT / args.data_dir).resolve()

@@ -157,7 +157,9 @@ class Torch:
 
         torch.manual_seed(seed)
         self.torch, self.net = torch, LM()
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=2e-3)
+        # fused: one kernel for all the weights, PyTorch's fastest Adam on a CPU (the default steps one
+        # weight at a time: about 1% of a 2x512 step, as an audit measured; ours' runs inside XLA).
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=2e-3, fused=True)
         self.batches = [(torch.from_numpy(x).long(), torch.from_numpy(y).long()) for x, y in batches]
         B = batches[0][0].shape[0]
         self.state = (torch.zeros(layers, B, hidden), torch.zeros(layers, B, hidden))
