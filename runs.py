@@ -42,10 +42,11 @@ def is_utf8_path(path: str) -> bool:
 GLOB_CHARS = "*?[]" + ("" if os.name == "nt" else "\\")
 
 
-def check_tf_path(path: str, flag: str, globbed: bool = True) -> None:
-    """Refuse a path that TensorFlow cannot take as it is: empty or too long (utils.check_path),
-    not UTF-8, or with glob characters where TensorFlow globs it (checkpoints; summary writers do not)."""
-    check_path(path, flag)
+def check_tf_path(path: str, flag: str, globbed: bool = True, name_room: int = 0) -> None:
+    """Refuse a path that TensorFlow cannot take as it is: empty or too long (utils.check_path, with
+    its name_room), not UTF-8, or with glob characters where TensorFlow globs it (checkpoints;
+    summary writers do not)."""
+    check_path(path, flag, name_room=name_room)
     if not is_utf8_path(path):
         raise CharRNNError(f"{flag} {path}: the path is not valid UTF-8 (a name in another encoding?); "
                            f"TensorFlow needs UTF-8 paths: rename it or choose another") from None

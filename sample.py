@@ -15,10 +15,16 @@ import functools
 import logging
 import os
 import re
+import signal
 import sys
 import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
+
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    # A Ctrl-C while the modules below load ends the process as the signal does, not in a
+    # KeyboardInterrupt traceback; main() then sets the handlers that stop with a message.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 import dataset
 import plan
@@ -107,9 +113,14 @@ def check_args(args: argparse.Namespace) -> None:
     if args.top_k > 2**31 - 1:
         raise CharRNNError(f"--top_k {args.top_k}: must be at most {2**31 - 1:,} (past the vocabulary size, or 0, "
                            f"it keeps every symbol)")
-    for flag in ("export", "export_tflite", "checkpoint"):
+    # The names written from each: an export's temporary copy (.NAME.tmp-pid@host) and a TFLite model's
+    # vocabulary, or the files of a checkpoint (ckpt-3.data-00000-of-00001).
+    name_room = {"export": len(f"..tmp-{utils.owner_tag()}"),
+                 "export_tflite": len(f".vocab.json..tmp-{utils.owner_tag()}"),
+                 "checkpoint": len(".data-00000-of-00001")}
+    for flag, room in name_room.items():
         if getattr(args, flag) not in (None, "latest", "best"):
-            runs.check_tf_path(getattr(args, flag), f"--{flag}")
+            runs.check_tf_path(getattr(args, flag), f"--{flag}", name_room=room)
     if args.export_tflite and args.export_tflite.endswith(("/", os.sep)):  # Path() would drop the slash: a file
         raise CharRNNError(f"--export_tflite {args.export_tflite}: names a folder; give a file name, such as "
                            f"{args.export_tflite}charrnn.tflite")
@@ -235,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     utils.stderr_in_utf8()
     args = parser.parse_args(argv)
     utils.setup_logging(args.verbose)
-    if sys.stdout is None:  # closed (>&-), or pythonw: nowhere to write the text
+    if sys.stdout is None and not (args.export or args.export_tflite):  # closed (>&-), or pythonw
         log.error("error: standard output is closed: there is nowhere to write the sample")
         return 2
     # UTF-8 out whatever the locale (LC_ALL=C, a cp949 console): never a UnicodeEncodeError.

@@ -28,6 +28,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple
 
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    # A Ctrl-C while the modules below load ends the process as the signal does, not in a
+    # KeyboardInterrupt traceback; main() then sets the handlers that stop with a message.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 import dataset
 import plan
 import runs
@@ -1288,9 +1293,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     utils.run_in_utf8_mode()
-    status = main()
-    # The exit still runs atexit's handlers (TensorFlow's), and a late second Ctrl-C there would turn
-    # a run that saved and exited 0 into a death by signal.
-    for late in utils.stop_signals():
-        signal.signal(late, signal.SIG_IGN)
-    utils.exit_without_teardown(status)
+    utils.exit_without_teardown(main())

@@ -90,8 +90,13 @@ def exit_without_teardown(status: int) -> NoReturn:
     (2026-12-07, a 2-core Xeon), time the user waits for nothing. What an exit must still do
     is done: atexit's handlers (logging's flush, TensorFlow's own, temporary folders' finalizers)
     and the flush of stdout and stderr. With TensorFlow not loaded, or a thread of ours still to
-    wait for, the exit is Python's own."""
+    wait for, the exit is Python's own. The stop signals are ignored from here on, as the script's
+    work is done: a late Ctrl-C in atexit's handlers would turn a run that ended well into a
+    traceback ("Exception ignored in ...") or a death by signal."""
     import threading  # here: only the end of a run needs it
+
+    for late in stop_signals():
+        signal.signal(late, signal.SIG_IGN)
 
     waiting = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
     if "tensorflow" not in sys.modules or waiting:
@@ -228,7 +233,8 @@ def damage(error: Exception) -> str:
             except (UnicodeDecodeError, ValueError):
                 continue
             if encoding == "utf-16" and not error.object.startswith((b"\xff\xfe", b"\xfe\xff")):
-                encoding = "utf-16-le"  # as Python read it; iconv takes unmarked utf-16 as big-endian
+                encoding = "utf-16le"  # as Python read it (iconv takes unmarked utf-16 as big-endian, and
+                # glibc's refuses the name utf-16-le)
             lost = "" if encoding.startswith("utf") else (", unless the editor dropped characters cp949 lacks (jamo, "
                                                           "emoji), which then need a backup")
             return (f"not UTF-8 text but {encoding}, as an editor saves it again: convert it back, "
@@ -353,9 +359,7 @@ class ArgumentParser(argparse.ArgumentParser):
             hint = "".join(f" ({flag_of(word)} is karpathy/char-rnn's; here: {here})" for word, here in lua.items())
             paths = [word for word in message.split(":", 1)[1].split()
                      if not word.startswith("-") and self.prog in POSITIONAL_PATH_FLAGS and os.path.exists(word)]
-            hint += "".join(f" ({TORCH_CHECKPOINT})" if path.endswith(".t7") else
-                            f" (a path is passed with {POSITIONAL_PATH_FLAGS[self.prog][os.path.isdir(path)]} {path} here)"
-                            for path in paths[:1])
+            hint += "".join(f" ({positional_path_hint(self.prog, path)})" for path in paths[:1])
             close = {word: difflib.get_close_matches(letters(word), by_letters, n=1, cutoff=0.75) for word in typed
                      if word not in lua}
             hint += "".join(f" ({word}: did you mean {by_letters[found[0]]}?)" for word, found in close.items() if found)
@@ -378,6 +382,21 @@ class ArgumentParser(argparse.ArgumentParser):
                      f"python {self.prog} --help lists every flag with its default\n")
 
 
+def positional_path_hint(script: str, path: str) -> str:
+    """The flags that take a path typed alone, as karpathy/char-rnn's sample.lua took its checkpoint
+    file: for sample.py, a file of a run's (save/<run>/ckpt-3.index) is its run and checkpoint."""
+    if path.endswith(".t7"):
+        return TORCH_CHECKPOINT
+    file = Path(path)
+    run_dir = file.parent.parent if file.parent.name == "best" else file.parent
+    if script == "sample.py" and file.is_file() and (run_dir / "config.json").is_file():
+        checkpoint = re.fullmatch(r"(ckpt-\d+)\.(index|data-\d+-of-\d+)", file.name)
+        which = "best" if file.parent.name == "best" else checkpoint and checkpoint[1]
+        return f"a run is passed as --save_dir {run_dir}" + (f", a checkpoint of it with --checkpoint {which}"
+                                                              if which else "")
+    return f"a path is passed with {POSITIONAL_PATH_FLAGS[script][file.is_dir()]} {path} here"
+
+
 def _flags(parser: argparse.ArgumentParser) -> list[str]:
     """Every option string of parser (--rnn_size, -n, --n, ...), in the order they were added."""
     return [flag for action in parser._actions for flag in action.option_strings]
@@ -395,10 +414,11 @@ NAME_MAX_BYTES = 255
 PATH_MAX_BYTES = 4095
 
 
-def check_path(path: str, flag: str, room: int = 0) -> None:
-    """Refuse a path that no file system takes: empty, a name in it too long, or too long in all
-    with room bytes more for what is written below it. Checked up front, since the operating
-    system's own refusal comes as a traceback, or mid-run."""
+def check_path(path: str, flag: str, room: int = 0, name_room: int = 0) -> None:
+    """Refuse a path that no file system takes: empty, a name in it too long (its last with
+    name_room bytes more, for the names written beside it: ckpt-3 -> ckpt-3.index), or too long
+    in all with room bytes more for what is written below it. Checked up front, since the
+    operating system's own refusal comes as a traceback, or mid-run."""
     if not str(path):
         raise CharRNNError(f"{flag} '': an empty path; name a file or directory, or leave the flag out")
     if re.match(r"[A-Za-z][\w+.-]+://", str(path)):  # pathlib folds gs://b/x into a local folder gs:/b/x
@@ -408,12 +428,18 @@ def check_path(path: str, flag: str, room: int = 0) -> None:
     try:
         size = len(os.fsencode(path))
         longest = max(len(os.fsencode(part)) for part in Path(path).parts) if Path(path).parts else 0
+        last = len(os.fsencode(Path(path).name))
     except UnicodeEncodeError:  # not representable here at all: the call that opens it says so
         return
-    if longest > NAME_MAX_BYTES or size + room > PATH_MAX_BYTES:
-        what = (f"a name in it is {longest} bytes long" if longest > NAME_MAX_BYTES else f"it is {size} bytes long"
-                + (f", and the files written in it add up to {room}" if room else ""))
-        limit = f"{NAME_MAX_BYTES} bytes per name" if longest > NAME_MAX_BYTES else f"{PATH_MAX_BYTES} bytes in all"
+    name_too_long = longest > NAME_MAX_BYTES or last + name_room > NAME_MAX_BYTES
+    if name_too_long or size + room > PATH_MAX_BYTES:
+        if longest > NAME_MAX_BYTES:
+            what = f"a name in it is {longest} bytes long"
+        elif name_too_long:
+            what = f"its last name is {last} bytes long, and the names written from it add {name_room}"
+        else:
+            what = f"it is {size} bytes long" + (f", and the files written in it add up to {room}" if room else "")
+        limit = f"{NAME_MAX_BYTES} bytes per name" if name_too_long else f"{PATH_MAX_BYTES} bytes in all"
         raise CharRNNError(f"{flag} {clip_name(str(path), 60)}...: {what}; file systems allow at most {limit}. "
                            f"Choose a shorter path")
 
@@ -463,8 +489,9 @@ def left_by_gone_owner(owner: re.Match | None) -> bool:
 
 def pid_alive(pid: int) -> bool:
     """Whether a process of this host has that id (another user's counts). An id no process can
-    have (0, or past 32 bits: os.kill raised OverflowError) is taken for alive: not ours to judge."""
-    if not 0 < pid < 2 ** 32:
+    have (0, or past pid_t's 31 bits on POSIX, where os.kill raises OverflowError; past 32 on
+    Windows) is taken for alive: not ours to judge."""
+    if not 0 < pid < 2 ** (32 if os.name == "nt" else 31):
         return True
     if os.name == "nt":  # where os.kill(pid, 0) would terminate the process
         import ctypes

@@ -76,11 +76,27 @@ def cluster_from_env(strategy: str) -> Cluster:
         if not isinstance(spec, dict):
             raise ValueError("not a JSON object")
         task, cluster = spec["task"], spec["cluster"]
-        chiefs, workers = list(cluster.get("chief", [])), list(cluster.get("worker", []))
+        if not isinstance(cluster, dict):
+            raise ValueError(f"its cluster is {cluster!r}, not an object of jobs")
+        # A job MultiWorkerMirroredStrategy does not use (a parameter server's "ps") left the workers
+        # waiting for it for ever, and one it does not know, or two chiefs, ended in its traceback.
+        others = set(cluster) - {"chief", "worker", "evaluator"}
+        if others:
+            raise ValueError(f"its cluster has the job {sorted(others)[0]!r}: --strategy multiworker trains with "
+                             f"\"chief\" and \"worker\" jobs only (no parameter servers)")
+        for job, addresses in cluster.items():
+            if not isinstance(addresses, list):
+                raise ValueError(f"cluster.{job} is {addresses!r}, not a list of \"host:port\" strings")
+        chiefs, workers = cluster.get("chief", []), cluster.get("worker", [])
+        if len(chiefs) > 1:
+            raise ValueError(f"cluster.chief lists {len(chiefs)} addresses: a cluster has one chief at most")
         for address in chiefs + workers:  # TensorFlow's own parse of it is a traceback
             if not (isinstance(address, str) and re.fullmatch(r".+:\d{1,5}", address)
                     and 0 < int(address.rpartition(":")[2]) < 65536):
                 raise ValueError(f"{address!r} is not host:port")
+        twice = [address for address in dict.fromkeys(chiefs + workers) if (chiefs + workers).count(address) > 1]
+        if twice:  # the second task's server cannot start, and the first waits for it for ever
+            raise ValueError(f"{twice[0]!r} is listed twice: each task needs an address of its own")
         given_index = task.get("index", 0)
         if not isinstance(given_index, int) or isinstance(given_index, bool):  # TensorFlow waits for ever on "1"
             raise ValueError(f"the task's index {given_index!r} is not a number")

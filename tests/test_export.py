@@ -484,7 +484,11 @@ def test_export_replaces_only_an_earlier_export(work: Path, tmp_path: Path) -> N
     sample = [str(ROOT / "sample.py"), "--save_dir", str(run_dir)]
     for suffix in (".tflite", ".vocab.json"):  # an earlier export, of another run
         shutil.copy(work / "out" / f"gru_jamo{suffix}", tmp_path / f"m{suffix}")
-    exported = run(tmp_path, *sample, "--export_tflite", "m.tflite", "--temperature", "1", "-n", "20")
+    # With standard output closed (>&-) too: an export writes nothing there.
+    exported = subprocess.run([sys.executable, *sample, "--export_tflite", "m.tflite", "--temperature", "1", "-n", "20"],
+                              cwd=tmp_path, stderr=subprocess.PIPE, text=True, encoding="utf-8", timeout=240,
+                              preexec_fn=lambda: os.close(1))
+    assert exported.returncode == 0, exported.stderr
     assert "-n --temperature: not used by an export" in exported.stderr, exported.stderr  # 1: the default, typed
     for suffix in (".tflite", ".vocab.json"):
         assert (tmp_path / f"m{suffix}").read_bytes() == (work / "out" / f"lstm{suffix}").read_bytes(), suffix

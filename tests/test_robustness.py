@@ -59,12 +59,12 @@ def assert_refused(result: subprocess.CompletedProcess, *needles: str) -> None:
         assert needle in err, (needle, err)
 
 
-def fault_wrapper(path: Path, fault: str, **values) -> Path:
-    """A test wrapper at path that runs train.py as __main__ after fault (Python that patches the
-    runs module, formatted with values) injected its fault."""
-    train = str(ROOT / "train.py")
+def fault_wrapper(path: Path, fault: str, script: str = "train.py", **values) -> Path:
+    """A test wrapper at path that runs script (train.py) as __main__ after fault (Python that patches
+    the runs module, formatted with values) injected its fault."""
+    main = str(ROOT / script)
     path.write_text(f"import runpy, sys\nsys.path.insert(0, {str(ROOT)!r})\nimport runs\n{fault.format(**values)}\n"
-                    f"sys.argv = [{train!r}] + sys.argv[1:]\nrunpy.run_path({train!r}, run_name='__main__')\n")
+                    f"sys.argv = [{main!r}] + sys.argv[1:]\nrunpy.run_path({main!r}, run_name='__main__')\n")
     return path
 
 
@@ -347,7 +347,8 @@ TWO_WORKERS = '{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": '
 
 @pytest.mark.parametrize("tf_config, needle", [
     (None, "needs TF_CONFIG set on each worker"),
-    ('{"cluster": [], "task": {"type": "worker", "index": 0}}', "TF_CONFIG is not valid"),
+    ('{"cluster": [], "task": {"type": "worker", "index": 0}}', "TF_CONFIG is not valid (its cluster is [], not an "
+                                                                "object of jobs)"),
     ("[1, 2]", "TF_CONFIG is not valid (not a JSON object)"),  # not "list indices must be integers"
     # Each was a TensorFlow traceback, or a wait for ever:
     (TWO_WORKERS + '{"type": "chief", "index": 0}}', "is not in the cluster"),
@@ -357,6 +358,22 @@ TWO_WORKERS = '{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": '
     (TWO_WORKERS + '{"type": "worker", "index": true}}', "the task's index True is not a number"),
     ('{"cluster": {"worker": ["127.0.0.1:70000", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}',
      "'127.0.0.1:70000' is not host:port"),
+    # A parameter server's job, or an address listed twice: the workers waited for ever, deaf to Ctrl-C.
+    ('{"cluster": {"worker": ["127.0.0.1:1"], "ps": ["127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}',
+     "its cluster has the job 'ps': --strategy multiworker trains with \"chief\" and \"worker\" jobs only"),
+    ('{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}',
+     "'127.0.0.1:1' is listed twice: each task needs an address of its own"),
+    ('{"cluster": {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:1"]}, "task": {"type": "chief", "index": 0}}',
+     "'127.0.0.1:1' is listed twice"),
+    # Two chiefs, or a job TensorFlow does not know: its traceback.
+    ('{"cluster": {"chief": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "chief", "index": 0}}',
+     "cluster.chief lists 2 addresses: a cluster has one chief at most"),
+    ('{"cluster": {"worker": ["127.0.0.1:1"], "foo": ["127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}',
+     "its cluster has the job 'foo'"),
+    # A list typed as one string was read a character at a time ("'h' is not host:port").
+    ('{"cluster": {"worker": "127.0.0.1:1,127.0.0.1:2"}, "task": {"type": "worker", "index": 0}}',
+     "cluster.worker is '127.0.0.1:1,127.0.0.1:2', not a list of \"host:port\" strings"),
+    ('{"cluster": {"worker": null}, "task": {"type": "worker", "index": 0}}', "cluster.worker is None, not a list"),
 ])
 def test_multiworker_without_a_valid_tf_config(tmp_path: Path, tf_config: str | None, needle: str) -> None:
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
@@ -381,7 +398,7 @@ def test_a_worker_whose_port_is_taken_is_told_so(tmp_path: Path) -> None:
 def test_a_process_id_no_process_can_have_is_not_judged_gone() -> None:
     """A temporary name with pid 99999999999999999999 (another tool's) made os.kill raise OverflowError:
     a traceback in every clean-up of what killed processes left."""
-    assert utils.pid_alive(10 ** 20) and utils.pid_alive(0)
+    assert utils.pid_alive(10 ** 20) and utils.pid_alive(0) and utils.pid_alive(2 ** 31)  # pid_t: signed
     assert not utils.left_by_gone_owner(re.fullmatch(utils.OWNER_TAG, f"{10 ** 20}"))
 
 
@@ -752,7 +769,8 @@ def test_damaged_json_is_said_in_words() -> None:
     # Saved again by an editor in another encoding: intact JSON, named with the way back.
     record = '{"args": {"data_dir": "data/한국어"}}'
     for encoding, named, lost in (("cp949", "cp949", ", unless the editor dropped characters cp949 lacks"),
-                                  ("utf-16", "utf-16", ""), ("utf-16-le", "utf-16-le", "")):  # unmarked: its order
+                                  ("utf-16", "utf-16", ""),
+                                  ("utf-16-le", "utf-16le", "")):  # unmarked: its order, as glibc's iconv spells it
         with pytest.raises(UnicodeDecodeError) as caught:
             record.encode(encoding).decode("utf-8-sig")
         said = utils.damage(caught.value)
@@ -1043,6 +1061,33 @@ def test_a_signal_inside_an_import_stops_start_up(tmp_path: Path, signalled: boo
     else:
         assert result.returncode == 1 and "cannot open shared object file" in result.stderr, result.stderr
     assert not (tmp_path / "save").exists() and not (tmp_path / "logs").exists()
+
+
+SIGINT_AS_THE_SCRIPT_LOADS = '''
+# Ctrl-C while the script imports its own modules (the first tenth of a second), before main().
+import os, signal
+
+sys.modules.pop("workers", None)  # imported again by the script: its import is the moment
+
+class SignalOnImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == "workers":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, SignalOnImport())
+'''
+
+
+@pytest.mark.parametrize("script", ["train.py", "sample.py"])
+def test_a_ctrl_c_while_the_script_loads_is_a_quiet_death_by_signal(tmp_path: Path, script: str) -> None:
+    """Not a KeyboardInterrupt traceback from inside an import: what a Ctrl-C does to any program
+    that has not yet set its own handler (main() sets the handlers that stop with a message)."""
+    wrapper = fault_wrapper(tmp_path / "wrapper.py", SIGINT_AS_THE_SCRIPT_LOADS, script=script)
+    result = subprocess.run([sys.executable, str(wrapper), "--help"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=TIMEOUT)
+    assert result.returncode == -signal.SIGINT and result.stderr == "" and result.stdout == "", result
 
 
 # How train.py and sample.py end, with TensorFlow loaded (a stand-in module: only its name counts

@@ -259,6 +259,11 @@ def test_prime_outside_a_limited_vocabulary_and_identical_greedy_samples(caplog)
     # A folder's slash, which Path() drops: the model was written as a file named out
     (["--export_tflite", "out/"], "--export_tflite out/: names a folder; give a file name, such as out/charrnn.tflite"),
     (["--num_samples", "4097"], "--num_samples 4097: must be from 1 to 4096"),
+    # Names that fit, but not with what is written from them: OSError tracebacks mid-way, after the model loaded.
+    (["--checkpoint", "c" * 250], "its last name is 250 bytes long, and the names written from it add 20; file "
+                                  "systems allow at most 255 bytes per name"),
+    (["--export_tflite", "m" * 245 + ".tflite"], "its last name is 252 bytes long, and the names written from it add"),
+    (["--export", "m" * 245], "its last name is 245 bytes long, and the names written from it add"),
     (["--num_samples", "2", "-n", "50000001"], "--num_samples 2 x -n 50000001: .* at most 100,000,000 characters"),
     # Bytes that cp949 reads are a Korean terminal's, maybe; bytes that it does not say nothing.
     (["--prime", os.fsdecode("한".encode("cp949"))], "which read '한' as cp949: a terminal set to EUC-KR"),
@@ -323,6 +328,21 @@ def test_no_checkpoint_yet_and_no_prime_are_told_apart(run_dir: Path, tmp_path: 
     vocab = dataset.Vocab(list("ab\n"), [3, 2, 1])
     assert sample_script.prime_ids(vocab, "", "error") == [] and "--prime" not in caplog.text
     assert sample_script.prime_ids(vocab, "xy", "skip") == [] and "no character of --prime" in caplog.text
+
+
+def test_a_checkpoint_file_typed_alone_is_told_as_its_run_and_checkpoint(run_dir: Path, capsys) -> None:
+    """sample.lua took its checkpoint file: a file of a run's is named with the flags that take it
+    (--save_dir with the file was refused as a file, not a run directory)."""
+    parser = sample_script.build_parser()
+    parser.prog = "sample.py"
+    newest = max(run_dir.glob("ckpt-*.index"), key=lambda index: int(index.name[5:-6]))
+    for typed, told in ((newest, f"--save_dir {run_dir}, a checkpoint of it with --checkpoint {newest.stem})"),
+                        (next((run_dir / "best").glob("ckpt-*.index")), "--checkpoint best)"),
+                        (run_dir / "config.json", f"(a run is passed as --save_dir {run_dir})")):
+        with pytest.raises(SystemExit):
+            parser.parse_args([str(typed)])
+        assert told in capsys.readouterr().err, typed
+    assert text(sample_here(run_dir, "-n", "5", "--checkpoint", newest.stem)) != ""  # as told
 
 
 def test_a_mistyped_flag_is_matched_by_its_letters(capsys) -> None:
