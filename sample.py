@@ -10,21 +10,23 @@ stdout chunk by chunk. Text is written as UTF-8 whatever the terminal's locale.
 """
 from __future__ import annotations
 
+import signal
+
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    # A Ctrl-C while the modules below load (the standard library's too) ends the process as the
+    # signal does, not in a KeyboardInterrupt traceback; main() then sets the handlers that stop
+    # with a message.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 import argparse
 import functools
 import logging
 import os
 import re
-import signal
 import sys
 import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
-
-if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-    # A Ctrl-C while the modules below load ends the process as the signal does, not in a
-    # KeyboardInterrupt traceback; main() then sets the handlers that stop with a message.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 import dataset
 import plan
@@ -113,10 +115,12 @@ def check_args(args: argparse.Namespace) -> None:
     if args.top_k > 2**31 - 1:
         raise CharRNNError(f"--top_k {args.top_k}: must be at most {2**31 - 1:,} (past the vocabulary size, or 0, "
                            f"it keeps every symbol)")
-    # The names written from each: an export's temporary copy (.NAME.tmp-pid@host) and a TFLite model's
-    # vocabulary, or the files of a checkpoint (ckpt-3.data-00000-of-00001).
-    name_room = {"export": len(f"..tmp-{utils.owner_tag()}"),
-                 "export_tflite": len(f".vocab.json..tmp-{utils.owner_tag()}"),
+    # The names made from each: an export's temporary copy (.NAME.tmp-pid@host), a TFLite model's
+    # vocabulary written under a temporary name (.STEM.vocab.json.pid@host.tmp, where .tflite was),
+    # or the files of a checkpoint (ckpt-3.data-00000-of-00001).
+    owner, suffix = utils.owner_tag(), Path(args.export_tflite or "").suffix
+    name_room = {"export": len(f"..tmp-{owner}"),
+                 "export_tflite": max(len(f"..tmp-{owner}"), len(f"..vocab.json.{owner}.tmp") - len(suffix)),
                  "checkpoint": len(".data-00000-of-00001")}
     for flag, room in name_room.items():
         if getattr(args, flag) not in (None, "latest", "best"):

@@ -11,6 +11,14 @@ to batch, evaluation, TensorBoard, checkpoints and exact resume.
 """
 from __future__ import annotations
 
+import signal
+
+if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    # A Ctrl-C while the modules below load (the standard library's too) ends the process as the
+    # signal does, not in a KeyboardInterrupt traceback; main() then sets the handlers that stop
+    # with a message.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 import argparse
 import contextlib
 import hashlib
@@ -21,17 +29,11 @@ import math
 import os
 import re
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple
-
-if __name__ == "__main__" and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-    # A Ctrl-C while the modules below load ends the process as the signal does, not in a
-    # KeyboardInterrupt traceback; main() then sets the handlers that stop with a message.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 import dataset
 import plan

@@ -355,7 +355,11 @@ class ArgumentParser(argparse.ArgumentParser):
             flag_of = lambda word: word.split("=")[0]  # -primetext=x: -primetext
             lua_here = {name: flag if script == self.prog else f"{script} {flag}"
                         for name, (script, flag) in CHAR_RNN_LUA_NAMES.items()} | CHAR_RNN_LUA_NEEDLESS
-            lua = {word: lua_here[name] for word in typed if (name := flag_of(word).lstrip("-")) in lua_here}
+            sibling_flags = _flags(self.sibling[1]()) if self.sibling is not None else []
+            # Not a flag of the other script typed whole: --decay_rate to sample.py is train.py's, not
+            # karpathy/char-rnn's -decay_rate (RMSprop's).
+            lua = {word: lua_here[name] for word in typed if (name := flag_of(word).lstrip("-")) in lua_here
+                   and flag_of(word) not in sibling_flags}
             hint = "".join(f" ({flag_of(word)} is karpathy/char-rnn's; here: {here})" for word, here in lua.items())
             paths = [word for word in message.split(":", 1)[1].split()
                      if not word.startswith("-") and self.prog in POSITIONAL_PATH_FLAGS and os.path.exists(word)]
@@ -364,10 +368,8 @@ class ArgumentParser(argparse.ArgumentParser):
                      if word not in lua}
             hint += "".join(f" ({word}: did you mean {by_letters[found[0]]}?)" for word, found in close.items() if found)
             if self.sibling is not None:
-                script, parser = self.sibling
-                theirs = _flags(parser())
-                hint += "".join(f" ({flag_of(word)} is a flag of {script}, not of {self.prog})"
-                                for word, found in close.items() if not found and flag_of(word) in theirs)
+                hint += "".join(f" ({flag_of(word)} is a flag of {self.sibling[0]}, not of {self.prog})"
+                                for word, found in close.items() if not found and flag_of(word) in sibling_flags)
         elif message.endswith(": expected one argument"):  # also for a value that looks like a flag: --time_budget -5m
             names = message.split(":")[0].split()[-1].split("/")  # "-n/--n"
             words, flags = getattr(self, "words", []), set(_flags(self))
@@ -384,17 +386,22 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def positional_path_hint(script: str, path: str) -> str:
     """The flags that take a path typed alone, as karpathy/char-rnn's sample.lua took its checkpoint
-    file: for sample.py, a file of a run's (save/<run>/ckpt-3.index) is its run and checkpoint."""
+    file: a run's folder, or a file in it (save/<run>/ckpt-3.index), is the run to go on from for
+    train.py, and the run and checkpoint to sample for sample.py."""
     if path.endswith(".t7"):
         return TORCH_CHECKPOINT
     file = Path(path)
     run_dir = file.parent.parent if file.parent.name == "best" else file.parent
-    if script == "sample.py" and file.is_file() and (run_dir / "config.json").is_file():
-        checkpoint = re.fullmatch(r"(ckpt-\d+)\.(index|data-\d+-of-\d+)", file.name)
-        which = "best" if file.parent.name == "best" else checkpoint and checkpoint[1]
-        return f"a run is passed as --save_dir {run_dir}" + (f", a checkpoint of it with --checkpoint {which}"
-                                                              if which else "")
-    return f"a path is passed with {POSITIONAL_PATH_FLAGS[script][file.is_dir()]} {path} here"
+    if file.is_dir() and (file / "config.json").is_file():
+        run_dir = file
+    elif not (file.is_file() and (run_dir / "config.json").is_file()):
+        return f"a path is passed with {POSITIONAL_PATH_FLAGS[script][file.is_dir()]} {path} here"
+    if script == "train.py":
+        return f"a run to go on from is passed as --init_from {run_dir}"
+    checkpoint = re.fullmatch(r"(ckpt-\d+)\.(index|data-\d+-of-\d+)", file.name)
+    which = None if run_dir == file else "best" if file.parent.name == "best" else checkpoint and checkpoint[1]
+    return f"a run is passed as --save_dir {run_dir}" + (f", a checkpoint of it with --checkpoint {which}"
+                                                          if which else "")
 
 
 def _flags(parser: argparse.ArgumentParser) -> list[str]:
@@ -436,7 +443,7 @@ def check_path(path: str, flag: str, room: int = 0, name_room: int = 0) -> None:
         if longest > NAME_MAX_BYTES:
             what = f"a name in it is {longest} bytes long"
         elif name_too_long:
-            what = f"its last name is {last} bytes long, and the names written from it add {name_room}"
+            what = f"its last name is {last} bytes long, and the names made from it add {name_room}"
         else:
             what = f"it is {size} bytes long" + (f", and the files written in it add up to {room}" if room else "")
         limit = f"{NAME_MAX_BYTES} bytes per name" if name_too_long else f"{PATH_MAX_BYTES} bytes in all"

@@ -103,7 +103,10 @@ def cluster_from_env(strategy: str) -> Cluster:
         # Within its own list: worker -1 beside a chief would be taken for the chief, chief 1 for it too.
         own = chiefs if task["type"] == "chief" else workers
         position = given_index if task["type"] == "chief" else task["index"]
-        if task["type"] not in ("chief", "worker") or not 0 <= position < len(own):
+        if task["type"] not in ("chief", "worker"):
+            raise ValueError(f"task {task}: train.py runs the \"chief\" and \"worker\" tasks of a cluster, not "
+                             f"{task['type']!r}")
+        if not 0 <= position < len(own):
             raise ValueError(f"task {task} is not in the cluster")
         index = 0 if task["type"] == "chief" else len(chiefs) + position
     except KeyError as missing:

@@ -189,7 +189,7 @@ def main() -> None:
                 # A fifth kept free for the rest of the machine: 22 GiB judged to fit in 23 had started
                 # on a 24 GiB VM without swap (2026-12-07), and was stopped by hand.
                 if need > 0.8 * mem_available_bytes():
-                    results[loader] = (f"skipped: needs about {need / 2**30:.0f} GiB, "
+                    results[loader] = (f"skipped: needs about {need / 2**30:.0f} GiB, more than 80% of the "
                                        f"{mem_available_bytes() / 2**30:.0f} GiB available")
                     continue
             scratch = Path(tempfile.mkdtemp(dir=workdir, prefix="cache-"))

@@ -2515,10 +2515,15 @@ def test_tf_config_task_must_name_an_entry_of_its_own_list(monkeypatch) -> None:
     Worker -1 beside a chief was worker_index 0, and chief 1 was the chief too: a second chief that
     writes the run beside the real one. Each index must name an entry of its own list."""
     cluster = {"chief": ["a:1"], "worker": ["b:2", "c:3"]}
-    for task in ({"type": "ps", "index": 0}, {"type": "evaluator", "index": 0}, {"type": "worker", "index": -1},
-                 {"type": "chief", "index": 1}, {"type": "worker", "index": 2}):
+    for task in ({"type": "worker", "index": -1}, {"type": "chief", "index": 1}, {"type": "worker", "index": 2}):
         monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
         with pytest.raises(utils.CharRNNError, match="is not in the cluster"):
+            workers.cluster_from_env("multiworker")
+    # An evaluator listed in the cluster (which trains on) is still no task of train.py's.
+    for task in ({"type": "ps", "index": 0}, {"type": "evaluator", "index": 0}):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {**cluster, "evaluator": ["d:4"]}, "task": task}))
+        with pytest.raises(utils.CharRNNError, match=f"train.py runs the \"chief\" and \"worker\" tasks of a "
+                                                      f"cluster, not '{task['type']}'"):
             workers.cluster_from_env("multiworker")
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "chief"}}))  # index left out
     assert workers.cluster_from_env("multiworker") == workers.Cluster(worker_index=0, num_workers=3)

@@ -106,8 +106,8 @@ def test_samples_come_from_the_weight_average(run_dir: Path) -> None:
     # (whose state differs, and with it the text, for some seeds).
     prime = tf.constant([vocab.encode("t")], tf.int32)
     for seed in range(1, 5):
-        alone = "t" + vocab.decode(model_lib.generate(nets["model"], prime, 100, seed=seed).numpy()[0])
-        assert text(sample_here(run_dir, "-n", "100", "--seed", str(seed), "--prime", "t")) == alone + "\n", seed
+        alone = "t" + vocab.decode(model_lib.generate(nets["model"], prime, 400, seed=seed).numpy()[0])
+        assert text(sample_here(run_dir, "-n", "400", "--seed", str(seed), "--prime", "t")) == alone + "\n", seed
 
 
 def test_sample_2_samples_only_at_word_starts(run_dir: Path) -> None:
@@ -260,10 +260,10 @@ def test_prime_outside_a_limited_vocabulary_and_identical_greedy_samples(caplog)
     (["--export_tflite", "out/"], "--export_tflite out/: names a folder; give a file name, such as out/charrnn.tflite"),
     (["--num_samples", "4097"], "--num_samples 4097: must be from 1 to 4096"),
     # Names that fit, but not with what is written from them: OSError tracebacks mid-way, after the model loaded.
-    (["--checkpoint", "c" * 250], "its last name is 250 bytes long, and the names written from it add 20; file "
+    (["--checkpoint", "c" * 250], "its last name is 250 bytes long, and the names made from it add 20; file "
                                   "systems allow at most 255 bytes per name"),
-    (["--export_tflite", "m" * 245 + ".tflite"], "its last name is 252 bytes long, and the names written from it add"),
-    (["--export", "m" * 245], "its last name is 245 bytes long, and the names written from it add"),
+    (["--export_tflite", "m" * 245 + ".tflite"], "its last name is 252 bytes long, and the names made from it add"),
+    (["--export", "m" * 245], "its last name is 245 bytes long, and the names made from it add"),
     (["--num_samples", "2", "-n", "50000001"], "--num_samples 2 x -n 50000001: .* at most 100,000,000 characters"),
     # Bytes that cp949 reads are a Korean terminal's, maybe; bytes that it does not say nothing.
     (["--prime", os.fsdecode("한".encode("cp949"))], "which read '한' as cp949: a terminal set to EUC-KR"),
@@ -343,6 +343,14 @@ def test_a_checkpoint_file_typed_alone_is_told_as_its_run_and_checkpoint(run_dir
             parser.parse_args([str(typed)])
         assert told in capsys.readouterr().err, typed
     assert text(sample_here(run_dir, "-n", "5", "--checkpoint", newest.stem)) != ""  # as told
+    # To train.py, the run (its folder or a file in it) is the one to go on from.
+    import plan
+    train_parser = plan.build_parser()
+    train_parser.prog = "train.py"
+    for typed in (run_dir, newest):
+        with pytest.raises(SystemExit):
+            train_parser.parse_args([str(typed)])
+        assert f"(a run to go on from is passed as --init_from {run_dir})" in capsys.readouterr().err, typed
 
 
 def test_a_mistyped_flag_is_matched_by_its_letters(capsys) -> None:
@@ -353,6 +361,10 @@ def test_a_mistyped_flag_is_matched_by_its_letters(capsys) -> None:
     with pytest.raises(SystemExit):  # from char-rnn-tensorflow's train.py: sample.py takes the run as --save_dir
         sample_script.build_parser().parse_args(["--init_from", "save/r"])
     assert "(--init_from is a flag of train.py, not of " in capsys.readouterr().err  # prog: pytest's here
+    with pytest.raises(SystemExit):  # train.py's flag typed whole, not karpathy/char-rnn's -decay_rate (RMSprop's)
+        sample_script.build_parser().parse_args(["--decay_rate", "0.9"])
+    error = capsys.readouterr().err
+    assert "(--decay_rate is a flag of train.py, not of " in error and "karpathy" not in error, error
 
 
 def test_a_value_of_two_dashes_is_that_value(capsys) -> None:

@@ -836,6 +836,15 @@ def test_a_time_budget_counts_the_whole_run(tmp_path: Path, corpus: Path) -> Non
     assert spent_by_5 > spent, (spent, spent_by_5)
 
 
+def test_the_time_trained_counts_the_sessions_before() -> None:
+    """The clock that --time_budget and the schedule read, and that checkpoints save, starts each
+    session at the time saved: 100 s trained before and a session just begun are 100 s."""
+    from train import Trainer
+    trainer = Trainer.__new__(Trainer)  # the clock alone: no run, no model
+    trainer.seconds_before, trainer.session_start = 100.0, time.monotonic()
+    assert 100.0 <= trainer.seconds_so_far() < 110.0
+
+
 def test_adam_is_pytorchs_update() -> None:
     """torch.optim.Adam's documented update, in numpy, step by step with a changing learning rate.
     Gradients near epsilon make its place count: added after the bias correction of sqrt(v), as
