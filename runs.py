@@ -65,6 +65,11 @@ def resolve_run_dir(path: str, flag: str) -> Path:
         run = run.parent
     if run.suffix == ".t7" and run.is_file():
         raise CharRNNError(f"{flag} {path}: {TORCH_CHECKPOINT}.")
+    if not run.exists() and Path(f"{run}.index").is_file():  # save/r/ckpt-3, a checkpoint of save/r
+        owner = run.parent.parent if run.parent.name == "best" else run.parent
+        what = (f"pass its run, {flag} {owner}" if flag == "--init_from" else
+                f"pass {flag} {owner} --checkpoint {run.relative_to(owner)}")
+        raise CharRNNError(f"{flag} {path}: a checkpoint, not a run directory: {what}")
     if run.exists() and not run.is_dir():
         raise CharRNNError(f"{flag} {path}: is a file, not a run directory. Pass the directory that holds a "
                            f"run's config.json and checkpoints (save/<run name>), or the save directory itself.")
@@ -552,7 +557,7 @@ def restore_checkpoint(make_checkpoint: Callable[[str], "tf.train.Checkpoint"], 
         if failures:
             logger.warning("loaded %s, the newest checkpoint that loads", path)
         return path
-    raise CharRNNError("no checkpoint loads: " + ("; ".join(failures) if failures else "none found") +
+    raise CharRNNError("no checkpoint loads: " + ("; ".join(failures).rstrip(".") if failures else "none found") +
                        ". The files are damaged, or another model's (other sizes or vocabulary than config.json "
                        "says): train again, or point at a run directory with good checkpoints.")
 

@@ -173,10 +173,19 @@ def load_run(save_dir: str) -> tuple[Path, dict, "dataset.Vocab"]:
 def checkpoint_prefix(run_dir: Path, which: str) -> str:
     """--checkpoint PATH as TensorFlow's checkpoint prefix: ckpt-N, its file names (ckpt-N.index,
     ckpt-N.data-...), as a path or a name in the run directory."""
+    if which.endswith(".t7"):
+        raise CharRNNError(f"--checkpoint {which}: {utils.TORCH_CHECKPOINT}")
     prefix = re.sub(r"\.(index|data-\d+-of-\d+)$", "", which)
     inside = not Path(prefix).is_absolute()  # ckpt-N or best/ckpt-N: the run's own checkpoint first
     for candidate in ((run_dir / prefix, Path(prefix)) if inside else (Path(prefix),)):
         if Path(f"{candidate}.index").is_file():
+            # Another run's checkpoint would load with this run's config.json and vocabulary: told as
+            # damaged where the sizes differ, and sampled with the wrong characters where they agree.
+            owner = candidate.parent.parent if candidate.parent.name == "best" else candidate.parent
+            if (owner / "config.json").is_file() and owner.resolve() != run_dir.resolve():
+                raise CharRNNError(f"--checkpoint {which}: a checkpoint of the run {owner}, not of {run_dir}, "
+                                   f"whose config.json and vocabulary sample.py reads: pass --save_dir {owner} "
+                                   f"--checkpoint {candidate.relative_to(owner)}")
             return str(candidate)
     names = ", ".join(Path(p).name for p in runs.checkpoints_on_disk(run_dir)[-5:]) or "none"
     raise CharRNNError(f"--checkpoint {which}: no such checkpoint (no {prefix}.index, nor in {run_dir}). Use "
@@ -208,8 +217,10 @@ def _known_form(vocab: "dataset.Vocab", char: str) -> str:
     return decomposed if vocab.missing(char) and not vocab.missing(decomposed) else char
 
 
-def prime_ids(vocab: "dataset.Vocab", prime: str, unknown: str) -> list[int]:
-    """The prime as ids (printed before the sample), without the characters --unknown skip drops."""
+def prime_ids(vocab: "dataset.Vocab", prime: str, unknown: str, run_dir: Path | None = None) -> list[int]:
+    """The prime as ids (printed before the sample), without the characters --unknown skip drops.
+    run_dir: the run whose vocabulary this is, named where the prime does not fit it (the run that
+    saved last may be another corpus's than the user thinks)."""
     if vocab.normalize == "none":
         read = "".join(_known_form(vocab, c) for c in prime)
         if read != prime:
@@ -217,8 +228,10 @@ def prime_ids(vocab: "dataset.Vocab", prime: str, unknown: str) -> list[int]:
             prime = read
     missing = vocab.missing(prime)
     if missing and unknown == "error":
+        this_run = f" (this is {run_dir})" if run_dir else ""
         raise CharRNNError(f"--prime has {vocab.missing_what}: {dataset.describe_chars(missing, 20)}. "
-                           f"Remove them, or pass --unknown skip to drop them.")
+                           f"Remove them, pass --unknown skip to drop them, or sample a run trained on such text "
+                           f"with --save_dir{this_run}.")
     ids = list(vocab.encode(prime)) if prime else []
     if prime and not ids:
         log.warning("no character of --prime is in the vocabulary; starting from the start of a line")
@@ -264,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.export or args.export_tflite:
             export_run(args, run_dir, config, vocab, utils.explicit_flags(parser, argv))
             return 0
-        prime = prime_ids(vocab, args.prime, args.unknown)
+        prime = prime_ids(vocab, args.prime, args.unknown, run_dir)
         if args.n == 0:  # the prime alone, as written (a jamo model's next symbols could change its last syllable)
             if args.checkpoint not in ("latest", "best"):  # mistyped, it is told as under -n 1
                 checkpoint_prefix(run_dir, args.checkpoint)

@@ -330,7 +330,8 @@ def test_no_checkpoint_yet_and_no_prime_are_told_apart(run_dir: Path, tmp_path: 
     assert sample_script.prime_ids(vocab, "xy", "skip") == [] and "no character of --prime" in caplog.text
 
 
-def test_a_checkpoint_file_typed_alone_is_told_as_its_run_and_checkpoint(run_dir: Path, capsys) -> None:
+def test_a_checkpoint_file_typed_alone_is_told_as_its_run_and_checkpoint(run_dir: Path, tmp_path: Path,
+                                                                          capsys) -> None:
     """sample.lua took its checkpoint file: a file of a run's is named with the flags that take it
     (--save_dir with the file was refused as a file, not a run directory)."""
     parser = sample_script.build_parser()
@@ -343,6 +344,26 @@ def test_a_checkpoint_file_typed_alone_is_told_as_its_run_and_checkpoint(run_dir
             parser.parse_args([str(typed)])
         assert told in capsys.readouterr().err, typed
     assert text(sample_here(run_dir, "-n", "5", "--checkpoint", newest.stem)) != ""  # as told
+    # Another run's checkpoint by its path: it would load with this run's config.json and vocabulary
+    # (told as damaged files where the sizes differ). A checkpoint prefix as the run: its run is named.
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    refused = sample_here(run_dir, "--checkpoint", str(other / newest.name), "-n", "5")
+    assert refused.returncode == 2 and (f"a checkpoint of the run {other}, not of {run_dir}, whose config.json and "
+                                        f"vocabulary sample.py reads: pass --save_dir {other} --checkpoint "
+                                        f"{newest.stem}\n") in refused.stderr.decode(), refused.stderr
+    prefix = str(run_dir / newest.stem)
+    assert text(sample_here(run_dir, "--checkpoint", prefix, "-n", "5")) != ""  # its own, by its path: loads
+    import runs
+    with pytest.raises(utils.CharRNNError, match=f"--init_from {re.escape(prefix)}: a checkpoint, not a run "
+                                                 f"directory: pass its run, --init_from {re.escape(str(run_dir))}$"):
+        runs.resolve_run_dir(prefix, "--init_from")
+    for flags, told in ((["--save_dir", prefix], f"--save_dir {prefix}: a checkpoint, not a run directory: pass "
+                                                 f"--save_dir {run_dir} --checkpoint {newest.stem}\n"),
+                        (["--save_dir", str(run_dir), "--checkpoint", "lm_lstm_epoch30.00_1.3950.t7"],
+                         "a checkpoint of karpathy/char-rnn, in Torch, which cannot be loaded here")):
+        refused = sample_here(Path(flags[1]), *flags[2:], "-n", "5")
+        assert refused.returncode == 2 and told in refused.stderr.decode(), refused.stderr
     # To train.py, the run (its folder or a file in it) is the one to go on from.
     import plan
     train_parser = plan.build_parser()
@@ -384,6 +405,8 @@ def test_prime_outside_the_vocabulary(run_dir: Path) -> None:
     assert refused.returncode == 2
     message = refused.stderr.decode("utf-8")
     assert "'猫' (U+732B)" in message and "--unknown skip" in message and "Traceback" not in message
+    # Which run it is: `latest` may be another corpus's than the user thinks.
+    assert f"or sample a run trained on such text with --save_dir (this is {run_dir})." in message, message
     skipped = sample_here(run_dir, "--prime", "the 猫", "--unknown", "skip", "-n", "20", "--seed", "1")
     assert text(skipped).startswith("the ") and "猫" in skipped.stderr.decode("utf-8")
     # Nothing left of the prime: the sample is the one an empty prime gives, -n characters long.
