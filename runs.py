@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from utils import (OWNER_TAG, TORCH_CHECKPOINT, CharRNNError, atomic_write_text, check_path, left_by_gone_owner,
-                   looked_in, read_json_object)
+                   looked_in, read_json_object, run_of_checkpoint)
 
 if TYPE_CHECKING:  # for annotations only
     import tensorflow as tf
@@ -66,7 +66,7 @@ def resolve_run_dir(path: str, flag: str) -> Path:
     if run.suffix == ".t7" and run.is_file():
         raise CharRNNError(f"{flag} {path}: {TORCH_CHECKPOINT}.")
     if not run.exists() and Path(f"{run}.index").is_file():  # save/r/ckpt-3, a checkpoint of save/r
-        owner = run.parent.parent if run.parent.name == "best" else run.parent
+        owner = run_of_checkpoint(run)
         what = (f"pass its run, {flag} {owner}" if flag == "--init_from" else
                 f"pass {flag} {owner} --checkpoint {run.relative_to(owner)}")
         raise CharRNNError(f"{flag} {path}: a checkpoint, not a run directory: {what}")

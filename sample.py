@@ -181,7 +181,7 @@ def checkpoint_prefix(run_dir: Path, which: str) -> str:
         if Path(f"{candidate}.index").is_file():
             # Another run's checkpoint would load with this run's config.json and vocabulary: told as
             # damaged where the sizes differ, and sampled with the wrong characters where they agree.
-            owner = candidate.parent.parent if candidate.parent.name == "best" else candidate.parent
+            owner = utils.run_of_checkpoint(candidate)
             if (owner / "config.json").is_file() and owner.resolve() != run_dir.resolve():
                 raise CharRNNError(f"--checkpoint {which}: a checkpoint of the run {owner}, not of {run_dir}, "
                                    f"whose config.json and vocabulary sample.py reads: pass --save_dir {owner} "

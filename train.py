@@ -177,14 +177,6 @@ def epoch_position(epoch: int, batch: int, num_batches: int) -> str:
     return f"{epoch}.{batch * 100 // num_batches:02d}"
 
 
-def epochs_counted_from_the_start(num_epochs: int, epochs_done: float, position: str) -> str:
-    """How a --num_epochs typed on resume counts, for the user of char-rnn-tensorflow, whose resume
-    trained that many more epochs (and whose schedule began again)."""
-    return (f"--num_epochs {num_epochs} counts the run's epochs from its start, {position} of them trained already "
-            f"(char-rnn-tensorflow counted from the resume: for {num_epochs} more, pass --num_epochs "
-            f"{math.ceil(epochs_done) + num_epochs})")
-
-
 def format_eta(seconds: float) -> str:
     if not math.isfinite(seconds) or seconds < 0:
         return "?"
@@ -305,7 +297,7 @@ class Trainer:
                 log.log(level, note)
             self.say_schedule_change()
             if run.epochs_typed and self.step > 0 and args.num_epochs:
-                log.info(epochs_counted_from_the_start(args.num_epochs, self.epochs(), self.epoch_position()))
+                log.info(self.epochs_counted_from_the_start())
         self.progress_line = Progress(args.print_every if run.cluster.is_chief else 10 ** 9)
         self.session_start = time.monotonic()
         # (time, progress, step) that the ETA's pace is measured from: the end of the session's first
@@ -772,6 +764,14 @@ class Trainer:
     def epoch_position(self) -> str:
         return epoch_position(self.epoch, self.batch, self.run.loader.num_batches)
 
+    def epochs_counted_from_the_start(self) -> str:
+        """How a --num_epochs typed on resume counts, for the user of char-rnn-tensorflow, whose
+        resume trained that many more epochs (and whose schedule began again)."""
+        num_epochs = self.args.num_epochs
+        return (f"--num_epochs {num_epochs} counts the run's epochs from its start, {self.epoch_position()} of them "
+                f"trained already (char-rnn-tensorflow counted from the resume: for {num_epochs} more, pass "
+                f"--num_epochs {math.ceil(self.epochs()) + num_epochs})")
+
     def limit_flag(self, seconds: float) -> str:
         return limit_reached(self.args, self.step, self.epochs(), seconds)
 
@@ -784,8 +784,7 @@ class Trainer:
         if run.cluster.is_chief:
             flag = self.limit_flag(self.seconds_before)
             copy = f", and no copy is kept in {run.run_dir}" if run.forked_from else ""
-            counted = (f". {epochs_counted_from_the_start(args.num_epochs, self.epochs(), self.epoch_position())}"
-                       if flag == "num_epochs" and run.epochs_typed else "")
+            counted = f". {self.epochs_counted_from_the_start()}" if flag == "num_epochs" and run.epochs_typed else ""
             log.info(f"{run.forked_from or run.run_dir} had already reached --{flag} {getattr(args, flag)} at step "
                      f"{self.step}; nothing trained{copy}. To train longer, resume with a larger --{flag} (a length "
                      f"flag typed on resume replaces all the saved limits){counted}")

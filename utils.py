@@ -384,6 +384,12 @@ class ArgumentParser(argparse.ArgumentParser):
                      f"python {self.prog} --help lists every flag with its default\n")
 
 
+def run_of_checkpoint(path: Path) -> Path:
+    """The run folder a checkpoint's file or prefix would belong to: save/r for save/r/ckpt-3 and for
+    save/r/best/ckpt-3.index."""
+    return path.parent.parent if path.parent.name == "best" else path.parent
+
+
 def positional_path_hint(script: str, path: str) -> str:
     """The flags that take a path typed alone, as karpathy/char-rnn's sample.lua took its checkpoint
     file: a run's folder, or a file in it (save/<run>/ckpt-3.index), is the run to go on from for
@@ -391,7 +397,7 @@ def positional_path_hint(script: str, path: str) -> str:
     if path.endswith(".t7"):
         return TORCH_CHECKPOINT
     file = Path(path)
-    run_dir = file.parent.parent if file.parent.name == "best" else file.parent
+    run_dir = run_of_checkpoint(file)
     if file.is_dir() and (file / "config.json").is_file():
         run_dir = file
     elif not (file.is_file() and (run_dir / "config.json").is_file()):
