@@ -95,6 +95,9 @@ def read_events(log_dir: Path) -> dict:
     t0 = events.FirstEventTimestamp()
 
     def series(tag: str) -> list[tuple[float, int, float]]:
+        # A run of a step or two has no rate yet: train.py leaves the compiling first step out of it.
+        if tag not in events.Tags()["tensors"]:
+            return []
         return [(e.wall_time, e.step, float(tensor_util.make_ndarray(e.tensor_proto)))
                 for e in events.Tensors(tag)]
 
@@ -103,7 +106,8 @@ def read_events(log_dir: Path) -> dict:
         raise SystemExit(f"no val/loss events in {log_dir}")
     rates = sorted(value for _, _, value in series("train/chars_per_sec"))
     train = series("train/loss")
-    return dict(curve=curve, chars_per_s=rates[len(rates) // 2], steps=train[-1][1] if train else 0,
+    return dict(curve=curve, chars_per_s=rates[len(rates) // 2] if rates else math.nan,
+                steps=train[-1][1] if train else 0,
                 train_min=((train[-1][0] - t0) / 60) if train else float("nan"))
 
 
@@ -170,7 +174,8 @@ def run_torch(data_dir: Path, ours: argparse.Namespace, settings: dict) -> dict:
         torch.nn.utils.clip_grad_norm_(net.parameters(), s["clip"])
         optimizer.step()
         state = tuple(h.detach() for h in state)
-        rates.append(s["batch"] * s["seq_length"] / (time.monotonic() - t))
+        if step:  # the first step left out of the rate, as train.py leaves out its compiling first step
+            rates.append(s["batch"] * s["seq_length"] / (time.monotonic() - t))
         step, batch = step + 1, batch + 1
         if batch == loader.num_batches:  # a new epoch starts the streams at a new offset, as ours
             epoch, batch, state = epoch + 1, 0, zeros(s["batch"])
@@ -201,7 +206,7 @@ def value_at(curve: list[tuple[float, int, float]], mark: float, by_step: bool) 
 
 def report(results: dict, budget: str, budget_s: float, steps: int | None, eval_every: int, argv: list[str]) -> None:
     load = lambda xs: "/".join(f"{x:.2f}" for x in xs)  # noqa: E731
-    length = f"{steps:,} steps" if steps else budget
+    length = f"{steps:,} step{'s' * (steps != 1)}" if steps else budget
     print(f"## Quality in {length} of training each: tiny shakespeare, last {VAL_FRAC:.0%} as validation\n")
     print(f"Bench: `python bench/{Path(__file__).name} {' '.join(shlex.quote(a) for a in argv)}`, "
           f"{os.cpu_count()} CPUs.\n")
@@ -210,8 +215,9 @@ def report(results: dict, budget: str, budget_s: float, steps: int | None, eval_
     print("|---|---:|---:|---:|---:|---:|---|---|")
     for name, r in results.items():
         best = min(r["curve"], key=lambda point: point[2])
+        rate = "-" if math.isnan(r["chars_per_s"]) else f"{r['chars_per_s']:,.0f}"  # none in a step or two
         print(f"| {name} | {best[2]:.4f} | {best[0]:.1f} | {r['curve'][-1][2]:.4f} | {r['steps']:,} | "
-              f"{r['chars_per_s']:,.0f} | {load(r['load_start'])} | {load(r['load_end'])} |")
+              f"{rate} | {load(r['load_start'])} | {load(r['load_end'])} |")
     print()
     for name, r in results.items():
         print(f"- {name}: `{r['command']}`" if name == "ours" else f"- {name}: {r['command']}")
