@@ -291,8 +291,10 @@ class Trainer:
         if run.cluster.is_chief:
             # Absolute: a second terminal, where the command is pasted, opens in another folder.
             log_dir = os.path.abspath(args.log_dir)
-            log.info("run %s: checkpoints in %s; watch it with:  tensorboard --logdir %s", args.run_name, run.run_dir,
-                     runs.shell_path(log_dir if runs.is_utf8_path(log_dir) else args.log_dir))
+            # A moved or copied run writes on in the TensorBoard run it began: named where the names differ.
+            board_run = f" (TensorBoard run {args.log_name})" if args.log_name != run.run_dir.name else ""
+            log.info("run %s: checkpoints in %s%s; watch it with:  tensorboard --logdir %s", args.run_name, run.run_dir,
+                     board_run, runs.shell_path(log_dir if runs.is_utf8_path(log_dir) else args.log_dir))
             for level, note in self.resume_notes:
                 log.log(level, note)
             self.say_schedule_change()
@@ -1231,7 +1233,7 @@ def write_run_summaries(args: argparse.Namespace, vocab_size: int) -> None:
     from tensorboard.plugins.hparams import api as hp
     keys = ("model", "num_layers", "rnn_size", "embedding_size", "dropout", "batch_size", "seq_length",
             "learning_rate", "warmup_steps", "min_lr_frac", "decay_rate", "grad_clip", "ema_decay", "unit", "max_vocab",
-            "num_epochs", "max_steps", "time_budget", "seed")
+            "min_char_count", "normalize", "val_frac", "eval_symbols", "num_epochs", "max_steps", "time_budget", "seed")
     hparams = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}  # decay_rate: None when unused
     # Absolute, as config.json has it: one corpus is one value whatever the folder it was typed from.
     corpus = os.fsencode(os.path.abspath(args.input or args.data_dir)).decode("utf-8", "replace")  # cp949 names too

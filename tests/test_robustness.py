@@ -829,11 +829,14 @@ def test_a_run_copied_by_hand_keeps_its_own_tensorboard_run(tmp_path: Path) -> N
     a_logs = file_hashes(tmp_path / "logs" / "a")
     copy = run("train.py", "--init_from", "save/b", "--max_steps", "3", cwd=tmp_path)
     assert copy.returncode == 0 and "save/b is a copy of" in copy.stderr, copy.stderr
+    assert "run b: checkpoints in save/b; watch it" in copy.stderr, copy.stderr  # b's TensorBoard run is b
     assert file_hashes(tmp_path / "logs" / "a") == a_logs
     assert sorted(s for s, _ in read_scalars(tmp_path / "logs" / "b")["train/loss"]) == [3]
     (tmp_path / "save" / "a").rename(tmp_path / "save" / "renamed")
     renamed = run("train.py", "--init_from", "save/renamed", "--max_steps", "4", cwd=tmp_path)
     assert renamed.returncode == 0 and "a copy of" not in renamed.stderr, renamed.stderr
+    # Told where its curves go on, since TensorBoard lists no run of the folder's new name.
+    assert "run renamed: checkpoints in save/renamed (TensorBoard run a); watch it" in renamed.stderr, renamed.stderr
     assert sorted(s for s, _ in read_scalars(tmp_path / "logs" / "a")["train/loss"]) == [1, 2, 3, 4]
 
 

@@ -260,8 +260,9 @@ def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Pa
     assert hparams["max_steps"] == 20 and hparams["grad_clip"] == 5 and "decay_rate" not in hparams
     saved = json.loads((tmp_path / "save" / run / "config.json").read_text(encoding="utf-8"))["args"]
     for flag in ("model", "num_layers", "rnn_size", "embedding_size", "dropout", "batch_size", "seq_length",
-                 "learning_rate", "warmup_steps", "min_lr_frac", "grad_clip", "unit", "max_vocab", "num_epochs",
-                 "max_steps", "seed"):  # what tells runs apart in the HParams table
+                 "learning_rate", "warmup_steps", "min_lr_frac", "grad_clip", "unit", "max_vocab", "min_char_count",
+                 "normalize", "val_frac", "eval_symbols", "num_epochs", "max_steps", "seed"):
+        # What tells runs apart in the HParams table, the text val/best_loss is measured on included.
         assert hparams[flag] == (pytest.approx(saved[flag]) if isinstance(saved[flag], float) else saved[flag]), flag
     assert [step for step, _ in scalars["val/loss"]] == [10, 20]
     # Training speed from step 2 on: the first step's seconds are mostly compiling it.
