@@ -899,6 +899,20 @@ def count_chars(vocab: Vocab, ids: np.ndarray) -> int:
     return sum(int(np.count_nonzero(vocab.char_starts[ids[a:a + step]])) for a in range(0, len(ids), step))
 
 
+def first_chars_end(vocab: Vocab, ids: np.ndarray, k: int) -> int:
+    """Where in ids the first k original characters end (all of ids when it holds fewer), read a
+    block at a time: a multi-GB validation text is never read whole for a prefix of it."""
+    if vocab.char_starts.all():
+        return min(k, len(ids))
+    start, step = 0, max(1 << 16, 4 * k)
+    while start < len(ids):
+        starts = np.flatnonzero(vocab.char_starts[ids[start:start + step]])
+        if len(starts) > k:  # the (k+1)-th character's first symbol ends the first k
+            return start + int(starts[k])
+        k, start = k - len(starts), start + step
+    return len(ids)
+
+
 def _last_chars_start(vocab: Vocab, ids: np.ndarray, k: int) -> int:
     """Where in ids the last k original characters start, read backwards a block at a time."""
     if vocab.char_starts.all():

@@ -57,7 +57,8 @@ SESSION_FLAGS = ("init_from", "stop_at_step", "verbose", "time_budget_s", "mixed
                  "output_keep_prob", "input_keep_prob", "peer_timeout", "peer_timeout_s")
 # Values derived from the flags here (apply_old_flag_names, plan_run), saved beside them in
 # config.json, with their types.
-SAVED_DERIVED = {"input_dropout": float, "val_split": str, "val_sha256": str, "log_name": str, "run_dir": str}
+SAVED_DERIVED = {"input_dropout": float, "val_split": str, "eval_cut": str, "val_sha256": str, "log_name": str,
+                 "run_dir": str}
 # Where a run lives comes from its directory as it is now (renamed or moved since, say), never
 # from its config.json; typed on resume, they name a copy to go on in.
 RUN_PLACE_FLAGS = ("save_dir", "run_name")
@@ -103,8 +104,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     data.add_argument("--val_frac", type=float, default=0.05,
                       help="last fraction of the text kept for validation (above 0, below 0.5)")
     data.add_argument("--eval_symbols", type=int, default=200_000, metavar="N",
-                      help="validate on at most the first N symbols of that text (0: all of it), so that an "
-                           "evaluation takes seconds, not hours, on a multi-GB corpus")
+                      help="validate on at most the first N characters of that text (0: all of it), so that an "
+                           "evaluation takes seconds, not hours, on a multi-GB corpus; N symbols under --unit "
+                           "char, the symbols of N characters under --unit jamo: both score the same text")
 
     # Size, batch, learning rate and dropout defaults: the best tiny shakespeare model measured in
     # 15 minutes on 2 CPU cores (bench/bench_quality.py). 2x384 sees 8-11 epochs in that time and
@@ -587,6 +589,23 @@ def split_validation(args: argparse.Namespace, corpus: "dataset.Corpus",
     return corpus.split(args.val_frac, by=args.val_split)
 
 
+def scored_validation(args: argparse.Namespace, vocab: "dataset.Vocab", val_ids: np.ndarray,
+                      resume_dir: Path | None) -> np.ndarray:
+    """What each evaluation scores of the validation ids: the first --eval_symbols characters and one
+    more, the last one's target (0: all). Counted in original characters, so that under --unit jamo,
+    whose symbols are 1.6 to a Korean character, it is the text a --unit char run scores and their
+    val/bpc compare. Runs saved before cut symbols, and keep that cut: their best validation loss was
+    measured on it. The way is recorded in args, for config.json."""
+    args.eval_cut = getattr(args, "eval_cut", None) or ("symbols" if resume_dir is not None else "chars")
+    if args.eval_cut not in ("chars", "symbols"):
+        raise damaged_config(resume_dir, f"eval_cut is {args.eval_cut!r}")
+    if not args.eval_symbols:
+        return val_ids
+    if args.eval_cut == "symbols":
+        return val_ids[:args.eval_symbols + 1]
+    return val_ids[:dataset.first_chars_end(vocab, val_ids, args.eval_symbols + 1)]
+
+
 def check_validation_window(args: argparse.Namespace, val_kept: int, val_symbols: int, resumed: bool) -> None:
     """Refuse a validation text shorter than one window: seq_length inputs and, one symbol on, their
     targets. Of its val_symbols, --eval_symbols keeps val_kept (the symbols scored and one more, the
@@ -705,8 +724,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     corpus = read_corpus(args, typed, resume_dir)
     train_ids, val_ids = split_validation(args, corpus, resume_dir)
     val_symbols = len(val_ids)
-    if args.eval_symbols:
-        val_ids = val_ids[:args.eval_symbols + 1]  # + 1: the last input's target
+    val_ids = scored_validation(args, corpus.vocab, val_ids, resume_dir)
     val_changed = record_validation_text(args, val_ids)
     # Each worker reads only its own streams of the memory-mapped ids.
     loader = dataset.BatchLoader(train_ids, args.batch_size, args.seq_length, seed=args.seed,

@@ -126,8 +126,7 @@ def run_torch(data_dir: Path, ours: argparse.Namespace, settings: dict) -> dict:
     load_start = os.getloadavg()
     corpus = dataset.prepare_corpus(dataset.resolve_corpus(str(data_dir), None), plan.data_options(ours))
     train_ids, val_ids = corpus.split(VAL_FRAC)
-    if ours.eval_symbols:  # train.py scores only the first --eval_symbols (+ 1: the last input's target)
-        val_ids = val_ids[:ours.eval_symbols + 1]
+    val_ids = plan.scored_validation(ours, corpus.vocab, val_ids, None)  # what train.py scores of it
     s = settings
     loader = dataset.BatchLoader(train_ids, s["batch"], s["seq_length"], seed=ours.seed)
     # Scored on as many streams as ours (train.py evaluates with --batch_size streams): each stream

@@ -1537,6 +1537,19 @@ def test_the_last_characters_are_found_across_blocks(tmp_path: Path) -> None:
         assert dataset._last_chars_start(corpus.vocab, ids, k) == starts[-k], k
 
 
+def test_the_first_characters_are_found_across_blocks(tmp_path: Path) -> None:
+    """first_chars_end reads max(64K, 4k) symbols at a time: a count of characters that ends at a
+    block's edge, inside a syllable across it, or beyond the ids is cut where the next one starts."""
+    corpus = prepare(write(tmp_path / "in.txt", KOREAN[:2000]), tmp_path, unit="jamo")
+    ids = np.resize(corpus.ids, 3 * (1 << 16) + 7)
+    starts = np.flatnonzero(corpus.vocab.char_starts[ids])
+    in_first_block = int(np.count_nonzero(starts < 1 << 16))
+    for k in (0, 1, in_first_block - 1, in_first_block, in_first_block + 1, len(starts) - 1):
+        assert dataset.first_chars_end(corpus.vocab, ids, k) == starts[k], k
+    assert dataset.first_chars_end(corpus.vocab, ids, len(starts)) == len(ids)
+    assert dataset.first_chars_end(corpus.vocab, ids, 10 ** 6) == len(ids)
+
+
 def test_batches_are_deterministic_contiguous_and_restartable() -> None:
     ids = np.arange(10_000, dtype=np.uint16)
     loader = dataset.BatchLoader(ids, batch_size=4, seq_length=16, seed=3)

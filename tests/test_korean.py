@@ -165,6 +165,31 @@ def test_a_jamo_run_saved_before_the_character_split_keeps_its_validation(tmp_pa
     assert json.loads(config_path.read_text(encoding="utf-8"))["args"]["val_split"] == "symbols"
 
 
+def test_eval_symbols_scores_the_same_characters_in_either_unit(tmp_path: Path) -> None:
+    """--eval_symbols N scores the validation text's first N characters (and one more, the last one's
+    target): under jamo the symbols of as many characters, the text a syllable run scores, so their
+    val/bpc compare. A jamo run saved before (no eval_cut) keeps its cut of N symbols."""
+    corpus = write(tmp_path / "ko.txt", KOREAN)
+    prepared = dataset.prepare_corpus([corpus], dataset.DataOptions(unit="jamo"), cache_root=tmp_path / "cache")
+    val_ids = prepared.split(0.05)[1]
+    end = dataset.first_chars_end(prepared.vocab, val_ids, 301)
+    assert dataset.count_chars(prepared.vocab, val_ids[:end]) == 301 and prepared.vocab.char_starts[val_ids[end]]
+    syllables = dataset.prepare_corpus([corpus], dataset.DataOptions(), cache_root=tmp_path / "cache")
+    assert (syllables.vocab.decode(syllables.split(0.05)[1][:301]) == prepared.vocab.decode(val_ids[:end])
+            != prepared.vocab.decode(val_ids[:301]))
+    first = run("train.py", tmp_path, "--input", str(corpus), "--unit", "jamo", "--max_steps", "2",
+                "--eval_symbols", "300", "--run_name", "ko", *TINY)
+    assert f"validation {end:,} symbols" in first.stderr, first.stderr
+    config_path = tmp_path / "save" / "ko" / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    assert config["args"].pop("eval_cut") == "chars"
+    config_path.write_text(json.dumps(config), encoding="utf-8")  # as a run saved before the change
+    resumed = run("train.py", tmp_path, "--init_from", str(config_path.parent), "--max_steps", "3")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "validation 301 symbols" in resumed.stderr, resumed.stderr
+    assert json.loads(config_path.read_text(encoding="utf-8"))["args"]["eval_cut"] == "symbols"
+
+
 def test_jamo_on_text_without_hangul_says_so(tmp_path: Path) -> None:
     corpus = write(tmp_path / "en.txt", tiny_text())
     # A validation text too short to train on ends the run right after the corpus is read.
