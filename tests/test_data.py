@@ -674,6 +674,23 @@ def test_the_user_cache_keeps_preparations_of_files_not_found_here(tmp_path: Pat
     assert both.cache_dir.is_dir()
 
 
+def test_preparations_under_other_flags_are_counted_with_their_room(tmp_path: Path, caplog) -> None:
+    """Each set of data flags keeps a whole copy of the ids beside the others: the user is told how
+    many there are and the room they take, once a new one is made (not when one is reused)."""
+    caplog.set_level(logging.INFO, logger="charrnn")
+    text = write(tmp_path / "ko.txt", KOREAN * 30)  # megabytes of ids, so that the room said is not 0.0 MB
+    first = prepare(text, tmp_path)
+    assert "preparations of this text" not in caplog.text
+    second = prepare(text, tmp_path, unit="jamo")
+    room = sum(f.stat().st_size for d in (first.cache_dir, second.cache_dir) for f in d.iterdir())
+    said = f"{tmp_path / 'cache'} holds 2 preparations of this text, {room / 1e6:,.1f} MB: one per set of data flags"
+    assert said in caplog.text and room > 2e6, caplog.text
+    caplog.clear()
+    prepare(text, tmp_path, unit="jamo")
+    prepare(write(tmp_path / "other.txt", "another text\n"), tmp_path)  # of other files: not counted
+    assert "preparations of this text" not in caplog.text
+
+
 def test_a_damaged_preparation_found_only_cached_goes(tmp_path: Path, caplog) -> None:
     """A resumed run looks for the text's own preparation without making one: a damaged one is
     warned of once and removed, not warned of at every resume."""
