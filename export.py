@@ -350,9 +350,27 @@ def _in_place(directory: Path) -> bool:
     cannot be replaced by a rename, and the working directory (--export .) should not be: the
     shell would be left in a deleted folder. The export is written inside it, and moved up."""
     try:  # "." itself: a deleted working directory has no name that getcwd could give
-        return directory.is_dir() and (os.path.ismount(directory) or os.path.samefile(directory, "."))
+        return directory.is_dir() and (_is_mount_point(directory) or os.path.samefile(directory, "."))
     except OSError:
         return False
+
+
+def _is_mount_point(directory: Path) -> bool:
+    """os.path.ismount compares the folder's disk with its parent's, which a bind mount from the same
+    disk shares (docker -v /host/v1:/models/charrnn/1 inside a volume of that disk): on Linux every
+    mount point is listed in /proc/self/mountinfo."""
+    return os.path.ismount(directory) or os.path.realpath(directory) in mount_points()
+
+
+def mount_points(mountinfo: str = "/proc/self/mountinfo") -> set[str]:
+    """The mount points listed in mountinfo (its fifth field, with space, tab, line break and
+    backslash written as octal escapes); none where there is no such file (not Linux)."""
+    try:
+        with open(mountinfo, "rb") as f:
+            fields = [line.split(b" ")[4] for line in f if line.count(b" ") >= 4]
+    except OSError:
+        return set()
+    return {os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), point)) for point in fields}
 
 
 def _check_target_file(path: Path, flag: str) -> Path | None:

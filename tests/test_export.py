@@ -251,6 +251,15 @@ def test_tflite_greedy_equals_sample_py(work: Path, greedy: dict[str, str], name
     assert stepped == list(ids)
 
 
+def test_the_readme_s_jamo_prime_split_keeps_other_characters_whole() -> None:
+    """The README's split of a prime into a jamo model's TFLite symbols decomposes the Hangul syllables
+    alone: NFD of the whole prime split e-acute and dakuten kana too, which the vocabulary holds composed."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    expression = re.search(r'`("".join\(unicodedata.normalize\("NFD", c\) .*? for c in prime\))`', readme)[1]
+    split = eval(f"lambda prime: {expression}", {"unicodedata": unicodedata})  # the README's own code, as written
+    assert split("카페 caf\u00e9 \u3067") == "\u110f\u1161\u1111\u1166 caf\u00e9 \u3067"
+
+
 def test_jamo_helpers_match_hangul_and_dataset() -> None:
     """The in-graph text helpers against hangul.py and dataset.py on random soup of the tricky code points."""
     import tensorflow as tf
@@ -411,20 +420,28 @@ def empty_working_directory(tmp_path: Path, monkeypatch) -> Path:
     return here
 
 
-def test_export_into_an_empty_mount_point(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("kind", ["tmpfs", "bind"])
+def test_export_into_an_empty_mount_point(tmp_path: Path, monkeypatch, kind: str) -> None:
     """A volume mounted for TF Serving (/models/charrnn/1) cannot be replaced by a rename, which
-    failed with 'Device or resource busy': the SavedModel is written inside it. Where this process
-    may not mount a tmpfs, the folder is taken for a mount point."""
+    failed with 'Device or resource busy': the SavedModel is written inside it. A bind mount of a
+    folder on the same disk (docker -v /host/v1:/models/charrnn/1) is one too, which os.path.ismount
+    misses. Where this process may not mount, the folder is taken for a mount point."""
     import export
     import tensorflow as tf
 
     net, vocab = tiny_gru()
-    volume = tmp_path / "1"
+    volume, source = tmp_path / "1", tmp_path / "source"
     volume.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(volume)], capture_output=True).returncode == 0
-    if not mounted:
+    source.mkdir()
+    how = ["-t", "tmpfs", "tmpfs"] if kind == "tmpfs" else ["--bind", str(source)]
+    mounted = subprocess.run(["mount", *how, str(volume)], capture_output=True).returncode == 0
+    if not mounted and kind == "tmpfs":
         ismount = os.path.ismount
         monkeypatch.setattr(os.path, "ismount", lambda path: Path(path) == volume or ismount(path))
+    elif not mounted:
+        monkeypatch.setattr(export, "mount_points", lambda: {os.path.realpath(volume)})
+    else:
+        assert kind == "tmpfs" or not os.path.ismount(volume)  # what the export must not rely on
     try:
         export.export_saved_model(net, vocab, volume)
         names = {p.name for p in volume.iterdir()}
@@ -435,6 +452,18 @@ def test_export_into_an_empty_mount_point(tmp_path: Path, monkeypatch) -> None:
     finally:
         if mounted:
             subprocess.run(["umount", str(volume)], check=True)
+
+
+def test_mount_points_are_read_with_their_escapes(tmp_path: Path) -> None:
+    """/proc/self/mountinfo writes a space in a mount point as \\040 (a tab \\011, a backslash \\134)."""
+    import export
+
+    info = tmp_path / "mountinfo"
+    info.write_bytes(b"22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+                     b"96 22 8:1 /srv/v1 /models/my\\040model/1 rw shared:5 - ext4 /dev/sda1 rw\n"
+                     b"97 22 0:5 / /mnt/\\134x\\011y\xed\x95\x9c rw - tmpfs tmpfs rw\n")
+    assert export.mount_points(str(info)) == {"/", "/models/my model/1", "/mnt/\\x\ty\ud55c"}
+    assert export.mount_points(str(tmp_path / "none")) == set()
 
 
 def test_export_into_the_working_directory(tmp_path: Path, monkeypatch) -> None:
