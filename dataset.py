@@ -1023,22 +1023,29 @@ class BatchLoader:
     """Training batches for truncated BPTT with carried state: the text is cut into batch_size
     contiguous streams and each batch is the next window of seq_length in every stream, so the
     state at the end of batch i is the right start for batch i + 1. Each epoch shifts the
-    windows by a seeded offset in [0, seq_length) so they vary between epochs; the number of
-    batches is the same every epoch. batch(epoch, index) is a pure function, so training can
+    windows by a seeded offset anywhere the streams leave room for (offsets_over="stream"), so
+    they vary between epochs and, over epochs, every symbol is trained; the number of batches is
+    the same every epoch. Runs saved before drew offsets in [0, seq_length) ("window"), which never
+    reached the last stream length % seq_length symbols of each stream (4% of a 50 KB text at the
+    default sizes). batch(epoch, index) is a pure function, so training can
     restart from any saved (epoch, index). With num_shards > 1, a worker takes a contiguous
     share of the streams and only ever reads its part of the text."""
 
     def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int, seed: int = 0,
                  shard_index: int = 0, num_shards: int = 1, longest_window: int | None = None,
-                 resumed: bool = False) -> None:
+                 resumed: bool = False, offsets_over: str = "stream") -> None:
         """longest_window: the longest --seq_length the validation part holds, for the advice when
         the text is too short (None: not known); resumed: --seq_length cannot change."""
         # A caller's error: train.py checks the flags (and the cluster's size) before.
         if batch_size < 1 or seq_length < 1 or not (1 <= num_shards <= batch_size and 0 <= shard_index < num_shards):
             raise ValueError(f"batch_size {batch_size}, seq_length {seq_length}, shard {shard_index} of {num_shards}")
+        if offsets_over not in ("stream", "window"):
+            raise ValueError(f"offsets_over {offsets_over!r}")
         self.seq_length, self.seed = seq_length, seed
         length = len(ids) // batch_size
         self.num_batches = batches_per_epoch(len(ids), batch_size, seq_length)
+        # An epoch's windows and the one more symbol of y fit from any offset below this.
+        self.offsets = length - self.num_batches * seq_length if offsets_over == "stream" else seq_length
         if self.num_batches < 1:
             raise CharRNNError(f"not enough text: the training part has {len(ids):,} symbols, but --batch_size "
                                f"{batch_size} --seq_length {seq_length} needs at least {2 * batch_size * seq_length:,} "
@@ -1051,7 +1058,7 @@ class BatchLoader:
     def offset(self, epoch: int) -> int:
         if self._offset[0] != epoch:
             rng = np.random.default_rng([self.seed % 2**32, epoch])
-            self._offset = (epoch, int(rng.integers(self.seq_length)))
+            self._offset = (epoch, int(rng.integers(self.offsets)))
         return self._offset[1]
 
     def batch(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:

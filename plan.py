@@ -57,8 +57,8 @@ SESSION_FLAGS = ("init_from", "stop_at_step", "verbose", "time_budget_s", "mixed
                  "output_keep_prob", "input_keep_prob", "peer_timeout", "peer_timeout_s")
 # Values derived from the flags here (apply_old_flag_names, plan_run), saved beside them in
 # config.json, with their types.
-SAVED_DERIVED = {"input_dropout": float, "val_split": str, "eval_cut": str, "val_sha256": str, "log_name": str,
-                 "run_dir": str}
+SAVED_DERIVED = {"input_dropout": float, "val_split": str, "eval_cut": str, "batch_offsets": str, "val_sha256": str,
+                 "log_name": str, "run_dir": str}
 # Where a run lives comes from its directory as it is now (renamed or moved since, say), never
 # from its config.json; typed on resume, they name a copy to go on in.
 RUN_PLACE_FLAGS = ("save_dir", "run_name")
@@ -578,15 +578,22 @@ def read_corpus(args: argparse.Namespace, typed: set[str], resume_dir: Path | No
     return corpus
 
 
+def way_of_the_run(args: argparse.Namespace, key: str, ways: tuple[str, str], resume_dir: Path | None) -> str:
+    """How the run does what earlier versions did otherwise (ways: this version's, then the earlier
+    one), recorded in args for config.json. A run saved without the key resumes the earlier way,
+    which its data position and best validation loss are for."""
+    way = getattr(args, key, None) or ways[resume_dir is not None]
+    if way not in ways:
+        raise damaged_config(resume_dir, f"{key} is {way!r}")
+    setattr(args, key, way)
+    return way
+
+
 def split_validation(args: argparse.Namespace, corpus: "dataset.Corpus",
                      resume_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
-    """(train ids, validation ids). Validation is the last val_frac of the characters. Runs saved
-    before cut it by symbols, and keep that cut: their data position and best validation loss are
-    for it. The way is recorded in args, for config.json."""
-    args.val_split = getattr(args, "val_split", None) or ("symbols" if resume_dir is not None else "chars")
-    if args.val_split not in ("chars", "symbols"):
-        raise damaged_config(resume_dir, f"val_split is {args.val_split!r}")
-    return corpus.split(args.val_frac, by=args.val_split)
+    """(train ids, validation ids). Validation is the last val_frac of the characters (runs saved
+    before cut it by symbols)."""
+    return corpus.split(args.val_frac, by=way_of_the_run(args, "val_split", ("chars", "symbols"), resume_dir))
 
 
 def scored_validation(args: argparse.Namespace, vocab: "dataset.Vocab", val_ids: np.ndarray,
@@ -594,14 +601,11 @@ def scored_validation(args: argparse.Namespace, vocab: "dataset.Vocab", val_ids:
     """What each evaluation scores of the validation ids: the first --eval_symbols characters and one
     more, the last one's target (0: all). Counted in original characters, so that under --unit jamo,
     whose symbols are 1.6 to a Korean character, it is the text a --unit char run scores and their
-    val/bpc compare. Runs saved before cut symbols, and keep that cut: their best validation loss was
-    measured on it. The way is recorded in args, for config.json."""
-    args.eval_cut = getattr(args, "eval_cut", None) or ("symbols" if resume_dir is not None else "chars")
-    if args.eval_cut not in ("chars", "symbols"):
-        raise damaged_config(resume_dir, f"eval_cut is {args.eval_cut!r}")
+    val/bpc compare (runs saved before cut symbols)."""
+    cut = way_of_the_run(args, "eval_cut", ("chars", "symbols"), resume_dir)
     if not args.eval_symbols:
         return val_ids
-    if args.eval_cut == "symbols":
+    if cut == "symbols":
         return val_ids[:args.eval_symbols + 1]
     return val_ids[:dataset.first_chars_end(vocab, val_ids, args.eval_symbols + 1)]
 
@@ -728,6 +732,7 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     val_changed = record_validation_text(args, val_ids)
     # Each worker reads only its own streams of the memory-mapped ids.
     loader = dataset.BatchLoader(train_ids, args.batch_size, args.seq_length, seed=args.seed,
+                                 offsets_over=way_of_the_run(args, "batch_offsets", ("stream", "window"), resume_dir),
                                  shard_index=cluster.worker_index, num_shards=cluster.num_workers,
                                  longest_window=len(val_ids) - 1, resumed=resume_dir is not None)
     check_validation_window(args, len(val_ids), val_symbols, resumed=resume_dir is not None)

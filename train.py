@@ -999,7 +999,7 @@ def make_train_step(net: "model.CharRNN", optimizer: "Adam", batch_size: int, se
     that many groups whose passes run side by side (see below). Dropout masks come from (seed,
     step[, replica or group]), so a resumed run draws the same masks. With a loss_scale the
     model computes in float16 (mixed precision); a step whose gradients overflow is skipped
-    and returns an infinite norm. With an average, each update is averaged into it.
+    and returns a non-finite norm (inf or NaN). With an average, each update is averaged into it.
     """
     import tensorflow as tf
     from model import graph_function, rng_seed

@@ -1567,14 +1567,19 @@ def test_the_first_characters_are_found_across_blocks(tmp_path: Path) -> None:
     assert dataset.first_chars_end(corpus.vocab, ids, 10 ** 6) == len(ids)
 
 
-def test_batches_are_deterministic_contiguous_and_restartable() -> None:
+@pytest.mark.parametrize("offsets_over, offsets, first_offsets", [
+    ("stream", 20, [16, 19, 16, 6, 0, 0, 8, 10]),  # 2,500 symbols a stream: 155 windows of 16, and 20 to spare
+    ("window", 16, [12, 15, 13, 5, 0, 0, 6, 8]),  # runs saved before
+])
+def test_batches_are_deterministic_contiguous_and_restartable(offsets_over: str, offsets: int,
+                                                               first_offsets: list[int]) -> None:
     ids = np.arange(10_000, dtype=np.uint16)
-    loader = dataset.BatchLoader(ids, batch_size=4, seq_length=16, seed=3)
+    loader = dataset.BatchLoader(ids, batch_size=4, seq_length=16, seed=3, offsets_over=offsets_over)
     length = len(ids) // 4
     assert loader.num_batches == length // 16 - 1
     for epoch in range(6):
         offset = loader.offset(epoch)
-        assert 0 <= offset < 16
+        assert 0 <= offset < offsets
         previous_y = None
         for index in range(loader.num_batches):
             x, y = loader.batch(epoch, index)
@@ -1585,18 +1590,38 @@ def test_batches_are_deterministic_contiguous_and_restartable() -> None:
                 assert np.array_equal(x[:, 0], previous_y[:, -1])  # carried state lines up
             previous_y = y
     assert len({loader.offset(epoch) for epoch in range(20)}) > 1  # epochs see different windows
-    # Every offset from 0 to seq_length - 1 comes up, and the seeded ones stay what saved runs were
-    # trained on: a checkpoint's (epoch, batch) names these windows.
-    assert {loader.offset(epoch) for epoch in range(200)} == set(range(16))
-    assert [loader.offset(epoch) for epoch in range(8)] == [12, 15, 13, 5, 0, 0, 6, 8]
-    restarted = dataset.BatchLoader(ids, batch_size=4, seq_length=16, seed=3)
+    # Every offset comes up, and the seeded ones stay what saved runs were trained on: a checkpoint's
+    # (epoch, batch) names these windows.
+    assert {loader.offset(epoch) for epoch in range(300)} == set(range(offsets))
+    assert [loader.offset(epoch) for epoch in range(8)] == first_offsets
+    restarted = dataset.BatchLoader(ids, batch_size=4, seq_length=16, seed=3, offsets_over=offsets_over)
     assert all(np.array_equal(restarted.batch(5, i)[0], loader.batch(5, i)[0]) for i in (7, 3, 0))
     for seed in (4, 3 + 2**16):  # each bit of its low 32 counts (more would move saved runs' windows)
-        other_seed = dataset.BatchLoader(ids, batch_size=4, seq_length=16, seed=seed)
+        other_seed = dataset.BatchLoader(ids, batch_size=4, seq_length=16, seed=seed, offsets_over=offsets_over)
         assert [other_seed.offset(e) for e in range(20)] != [loader.offset(e) for e in range(20)], seed
     for index in (loader.num_batches, -1):  # a damaged saved position: no window before the text
         with pytest.raises(IndexError):
             loader.batch(0, index)
+
+
+def test_over_epochs_every_symbol_of_the_streams_is_trained() -> None:
+    """Offsets over the room the streams leave reach each stream's last symbols, which offsets below
+    seq_length never did (runs saved before: 2,083 % 100 = 83 symbols of every stream, 4% of the text)."""
+    ids = np.arange(50_000, dtype=np.uint16)
+    trained = {}
+    for way in ("stream", "window"):
+        loader = dataset.BatchLoader(ids, batch_size=24, seq_length=100, seed=0, offsets_over=way)
+        targets = np.zeros(len(ids), bool)
+        for epoch in range(300):
+            for index in range(loader.num_batches):
+                targets[loader.batch(epoch, index)[1]] = True
+        trained[way] = targets
+    length = len(ids) // 24  # the streams' first symbols are inputs only, and the 8 after the last stream unused
+    trainable = np.ones(len(ids), bool)
+    trainable[[s * length for s in range(24)]] = False
+    trainable[24 * length:] = False
+    assert trained["stream"][trainable].all()
+    assert np.count_nonzero(~trained["window"][trainable]) == 24 * (length % 100)
 
 
 def test_batches_from_a_memmap_copy_only_the_batch(tmp_path: Path) -> None:

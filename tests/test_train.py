@@ -682,10 +682,11 @@ def test_workers_training_on_other_text_of_the_same_length_are_refused() -> None
 
 def test_val_best_loss_is_the_best_so_far(tmp_path: Path, corpus: Path) -> None:
     """The HParams table compares runs by each metric's last value: val/best_loss holds the best, also
-    after a worse evaluation (a learning rate high enough that steps 2 and 3 validate worse than 1)."""
+    after a worse evaluation (a learning rate high enough that, at this seed, steps 2 and 3 validate
+    worse than 1)."""
     result = train(tmp_path, "--input", str(corpus), *TINY, "--max_steps", "6", "--stop_at_step", "3",
                    "--eval_every", "1", "--learning_rate", "0.3", "--warmup_steps", "1", "--sample_length", "0",
-                   "--run_name", "b")
+                   "--seed", "2", "--run_name", "b")
     assert result.returncode == 0, result.stderr
     scalars = read_scalars(tmp_path / "logs" / "b")
     losses = [value for _, value in scalars["val/loss"]]
@@ -1428,6 +1429,27 @@ def test_validation_loss_is_the_first_eval_symbols_of_the_split(tmp_path: Path, 
                   *TINY)
     assert whole.returncode == 0, whole.stderr
     assert f"validation {len(val):,} symbols" in whole.stderr, whole.stderr
+
+
+def test_a_run_saved_before_the_stream_offsets_keeps_its_windows(tmp_path: Path, corpus: Path, monkeypatch) -> None:
+    """An epoch's offset now reaches over all the room the streams leave; a run whose config.json
+    predates that (no batch_offsets) resumes with offsets below --seq_length, whose windows its saved
+    (epoch, batch) names."""
+    import train as train_module
+
+    first = train(tmp_path, "--input", str(corpus), "--max_steps", "2", "--run_name", "old", *TINY)
+    assert first.returncode == 0, first.stderr
+    config_path = tmp_path / "save" / "old" / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    assert config["args"].pop("batch_offsets") == "stream"
+    config_path.write_text(json.dumps(config), encoding="utf-8")  # as a run saved before the change
+    loaders, train_run = [], train_module.train_run
+    monkeypatch.setattr(train_module, "train_run", lambda run, tf: (loaders.append(run.loader), train_run(run, tf))[1])
+    resumed = train(tmp_path, "--init_from", str(config_path.parent), "--max_steps", "3")
+    assert resumed.returncode == 0, resumed.stderr
+    length = len(loaders[0].streams[0])
+    assert loaders[0].offsets == 16 != length - loaders[0].num_batches * 16
+    assert json.loads(config_path.read_text(encoding="utf-8"))["args"]["batch_offsets"] == "window"
 
 
 def test_mixed_precision_unscales_the_gradients_before_clipping_and_the_update() -> None:
