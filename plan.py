@@ -58,7 +58,7 @@ SESSION_FLAGS = ("init_from", "stop_at_step", "verbose", "time_budget_s", "mixed
 # Values derived from the flags here (apply_old_flag_names, plan_run), saved beside them in
 # config.json, with their types.
 SAVED_DERIVED = {"input_dropout": float, "val_split": str, "eval_cut": str, "batch_offsets": str, "val_sha256": str,
-                 "log_name": str, "run_dir": str}
+                 "train_symbols": int, "log_name": str, "run_dir": str}
 # Where a run lives comes from its directory as it is now (renamed or moved since, say), never
 # from its config.json; typed on resume, they name a copy to go on in.
 RUN_PLACE_FLAGS = ("save_dir", "run_name")
@@ -480,6 +480,7 @@ class Run:
     log_dir_created: Path | None  # the outermost directory of log_dir that this session made
     saved_schedule: argparse.Namespace | None = None  # the flags with the resumed run's saved schedule, when typed anew
     val_changed: bool = False  # the resumed run's validation text is not the one it saved its best loss for
+    saved_train_symbols: int | None = None  # where the resumed run's training text had another length: that one
     epochs_typed: bool = False  # --num_epochs typed (on resume: the whole run's, where the old tool counted more)
     kept: bool = False       # the session saved a checkpoint: what it made stays
     log_files_before: set[str] | None = None  # log_dir's files before this session's TensorBoard writer
@@ -730,6 +731,9 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
     val_symbols = len(val_ids)
     val_ids = scored_validation(args, corpus.vocab, val_ids, resume_dir)
     val_changed = record_validation_text(args, val_ids)
+    # The training text's length, saved: a resume on a grown or edited text cuts it into other streams.
+    saved_train_symbols = getattr(args, "train_symbols", None)
+    args.train_symbols = len(train_ids)
     # Each worker reads only its own streams of the memory-mapped ids.
     loader = dataset.BatchLoader(train_ids, args.batch_size, args.seq_length, seed=args.seed,
                                  offsets_over=way_of_the_run(args, "batch_offsets", ("stream", "window"), resume_dir),
@@ -775,4 +779,5 @@ def plan_run(args: argparse.Namespace, typed: set[str]) -> Run:
                run_dir=run_dir, write_dir=write_dir, log_dir=log_dir, resume_dir=restore_from,
                forked_from=resume_dir if fork_dir is not None else None, lock=lock, log_dir_created=log_dir_created,
                saved_schedule=resumed.saved_schedule if resumed else None, val_changed=val_changed,
+               saved_train_symbols=saved_train_symbols if saved_train_symbols != len(train_ids) else None,
                epochs_typed="num_epochs" in typed)

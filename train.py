@@ -426,15 +426,19 @@ class Trainer:
         hidden state, exactly (across replicas the state restarts at zero). At another --batch_size
         (char-rnn-tensorflow allowed one; saved_batch_size is the checkpoint's) the text is cut into
         other streams: the run goes on from the nearest batch to its share of the epoch, from a zero
-        state; the step count and the schedule, which counts epochs by that share, go on. A text
-        shorter than when the position was saved goes on from the next epoch. What it says waits in
-        resume_notes: a run that has nothing left to train says none of it."""
-        tf, run = self.tf, self.run
-        exact = restored is not None and not self.distributed and saved_batch_size is None
+        state; the step count and the schedule, which counts epochs by that share, go on. So does a
+        text grown or edited since (its saved length differs), which is cut into other streams too.
+        A run saved before its length was: a text shorter than when the position was saved goes on
+        from the next epoch. What it says waits in resume_notes: a run that has nothing left to
+        train says none of it."""
+        tf, run, args = self.tf, self.run, self.args
+        recut = saved_batch_size is not None or run.saved_train_symbols is not None
+        exact = restored is not None and not self.distributed and not recut
         self.state = tf.constant(self.carried) if exact else self.initial_state()
         batches = run.loader.num_batches
-        saved_batches = (batches if saved_batch_size is None
-                         else dataset.batches_per_epoch(len(run.train_ids), saved_batch_size, self.args.seq_length))
+        saved_batches = (batches if not recut else
+                         dataset.batches_per_epoch(run.saved_train_symbols or len(run.train_ids),
+                                                   saved_batch_size or args.batch_size, args.seq_length))
         if self.batch and self.batch >= saved_batches:  # the same characters, but less text than when it was saved
             at = "" if saved_batch_size is None else f" at the saved --batch_size {saved_batch_size}"
             self.resume_notes.append((logging.WARNING, (
@@ -442,14 +446,21 @@ class Trainer:
                 f"{max(0, saved_batches)} batches per epoch{at}: the text is shorter than when the run started; "
                 f"going on from the next epoch")))
             self.epoch, self.batch, self.state = self.epoch + 1, 0, self.initial_state()
-        elif saved_batch_size is not None:
+        elif recut:
             batch = nearest_batch(self.batch, saved_batches, batches)
+            why, had, at = [], "has", ""
+            if saved_batch_size is not None:
+                why.append(f"--batch_size {args.batch_size}, where the run trained at {saved_batch_size}")
+                at = f" at --batch_size {saved_batch_size}"
+            if run.saved_train_symbols is not None:
+                why.append(f"the training text has {len(run.train_ids):,} symbols, where it had "
+                           f"{run.saved_train_symbols:,} (grown or edited)")
+                had = "had"
             self.resume_notes.append((logging.INFO, (
-                f"--batch_size {self.args.batch_size}, where the run trained at {saved_batch_size}: the text is cut "
-                f"into other streams, so the hidden state starts from zeros, and the run goes on from the nearest "
-                f"point in the epoch to where it was (epoch {self.epoch}, batch {self.batch} of the {saved_batches} "
-                f"that the text has per epoch at --batch_size {saved_batch_size}): batch {batch} of {batches}. The "
-                f"step count and the learning-rate schedule go on")))
+                f"{' and '.join(why)}: the text is cut into other streams, so the hidden state starts from zeros, "
+                f"and the run goes on from the nearest point in the epoch to where it was (epoch {self.epoch}, batch "
+                f"{self.batch} of the {saved_batches} that the text {had} per epoch{at}): batch {batch} of "
+                f"{batches}. The step count and the learning-rate schedule go on")))
             self.batch = batch
 
     def check_same_flags(self) -> None:

@@ -942,10 +942,11 @@ def test_a_resume_places_the_loop_in_the_text() -> None:
 
     import train
 
-    def trainer(batch: int, distributed: bool = False):
+    def trainer(batch: int, distributed: bool = False, saved_train_symbols: int | None = None):
         return types.SimpleNamespace(
             tf=tf, args=argparse.Namespace(batch_size=4, seq_length=16), distributed=distributed, resume_notes=[],
-            run=types.SimpleNamespace(loader=types.SimpleNamespace(num_batches=50), train_ids=np.zeros(3264)),
+            run=types.SimpleNamespace(loader=types.SimpleNamespace(num_batches=50), train_ids=np.zeros(3264),
+                                      saved_train_symbols=saved_train_symbols),
             carried=tf.ones([1, 2, 4, 8]), initial_state=lambda: tf.zeros([1, 2, 4, 8]), epoch=3, batch=batch)
 
     t = trainer(20)  # 3,264 symbols: 50 batches of 4 x 16 per epoch, 24 of 8 x 16
@@ -969,6 +970,40 @@ def test_a_resume_places_the_loop_in_the_text() -> None:
     t = trainer(0)
     train.Trainer.place_in_the_text(t, "ckpt-9", 200)
     assert (t.epoch, t.batch) == (3, 0) and "batch 0 of 50" in t.resume_notes[0][1]
+    # A text grown since (1,664 training symbols then: 25 batches per epoch) is cut into other streams
+    # as well: the same share of the epoch, from a zero state; with another --batch_size too.
+    t = trainer(12, saved_train_symbols=1664)
+    train.Trainer.place_in_the_text(t, "ckpt-9", None)
+    assert (t.epoch, t.batch, float(tf.reduce_max(t.state))) == (3, 24, 0.0)
+    assert t.resume_notes == [(logging.INFO, "the training text has 3,264 symbols, where it had 1,664 (grown or "
+                               "edited): the text is cut into other streams, so the hidden state starts from zeros, "
+                               "and the run goes on from the nearest point in the epoch to where it was (epoch 3, "
+                               "batch 12 of the 25 that the text had per epoch): batch 24 of 50. The step count and "
+                               "the learning-rate schedule go on")]
+    t = trainer(6, saved_train_symbols=1664)
+    train.Trainer.place_in_the_text(t, "ckpt-9", 8)
+    assert t.batch == 25 and t.resume_notes[0][1].startswith(
+        "--batch_size 4, where the run trained at 8 and the training text has 3,264 symbols, where it had 1,664")
+    assert "(epoch 3, batch 6 of the 12 that the text had per epoch at --batch_size 8): batch 25 of 50" \
+        in t.resume_notes[0][1]
+
+
+def test_a_resume_on_a_grown_text_restarts_the_state(tmp_path: Path, corpus: Path) -> None:
+    """The training text's length is saved: a resume on the text grown since (a day's news added) is
+    told it is cut into other streams, and goes on from a zero state at the same share of its epoch."""
+    first = train(tmp_path, "--input", str(corpus), "--max_steps", "3", "--run_name", "r", *TINY)
+    assert first.returncode == 0, first.stderr
+    config_path = tmp_path / "save" / "r" / "config.json"
+    symbols = json.loads(config_path.read_text(encoding="utf-8"))["args"]["train_symbols"]
+    same = train(tmp_path, "--init_from", "save/r", "--max_steps", "4")
+    assert same.returncode == 0 and "cut into other streams" not in same.stderr, same.stderr
+    grown = tmp_path / "grown.txt"
+    grown.write_text(corpus.read_text(encoding="utf-8") * 2, encoding="utf-8")
+    resumed = train(tmp_path, "--init_from", "save/r", "--input", str(grown), "--max_steps", "5")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"where it had {symbols:,} (grown or edited): the text is cut into other streams" in resumed.stderr, \
+        resumed.stderr
+    assert json.loads(config_path.read_text(encoding="utf-8"))["args"]["train_symbols"] > symbols
 
 
 def test_the_nearest_batch_at_another_batch_size() -> None:
