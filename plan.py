@@ -320,6 +320,7 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
                 want = SAVED_DERIVED.get(key)
                 ok = want is None or type(value) is want or (want is float and type(value) is int)
                 ok = ok and (key != "input_dropout" or 0.0 <= value < 1.0)  # as check_args checks --dropout
+                ok = ok and (key != "train_symbols" or value > 0)  # a run trained on some text
             elif value is None:
                 ok = action.default is None
             elif action.choices:

@@ -785,6 +785,9 @@ def test_damaged_json_is_said_in_words() -> None:
                                           ("wrong type", "(rnn_size is '32')"), ("null", "(print_every is None)"),
                                           ("derived value", "(log_name is 5)"),
                                           ("derived value out of range", "(input_dropout is 1.5)"),
+                                          ("derived length", "(train_symbols is 'x')"),
+                                          ("derived length out of range", "(train_symbols is -5)"),
+                                          ("derived way", "(batch_offsets is 'foo')"),
                                           ("wrong type, typed anew", "(log_dir is 5)")])
 def test_resume_with_damaged_config(run_copy: Path, damage: str, what: str) -> None:
     config = run_copy / "config.json"
@@ -794,6 +797,9 @@ def test_resume_with_damaged_config(run_copy: Path, damage: str, what: str) -> N
                        "null": re.sub(r'"print_every": \d+', '"print_every": null', text),
                        "derived value": text.replace('"log_name": "run"', '"log_name": 5'),
                        "derived value out of range": re.sub(r'"input_dropout": [\d.]+', '"input_dropout": 1.5', text),
+                       "derived length": re.sub(r'"train_symbols": \d+', '"train_symbols": "x"', text),
+                       "derived length out of range": re.sub(r'"train_symbols": \d+', '"train_symbols": -5', text),
+                       "derived way": text.replace('"batch_offsets": "stream"', '"batch_offsets": "foo"'),
                        "wrong type, typed anew": re.sub(r'"log_dir": "[^"]*"', '"log_dir": 5', text),
                        }[damage], encoding="utf-8")
     assert config.read_text(encoding="utf-8") != text
