@@ -16,7 +16,7 @@ import pytest
 import dataset
 import hangul
 import train
-from test_train import read_scalars, run_here, summary_events, tiny_text
+from test_train import forget_saved, read_scalars, run_here, saved_arg, summary_events, tiny_text
 
 ROOT = Path(__file__).resolve().parents[1]
 KOREAN = (ROOT / "data" / "korean" / "constitution.txt").read_text(encoding="utf-8")
@@ -155,14 +155,11 @@ def test_a_jamo_run_saved_before_the_character_split_keeps_its_validation(tmp_pa
                 "--eval_every", "4", "--run_name", "ko", *TINY)
     assert f"validation {held_out['chars']:,} symbols" in first.stderr, first.stderr
     assert "no Hangul syllables" not in first.stderr
-    config_path = tmp_path / "save" / "ko" / "config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    assert config["args"].pop("val_split") == "chars"
-    config_path.write_text(json.dumps(config), encoding="utf-8")  # as a run saved before the change
-    resumed = run("train.py", tmp_path, "--init_from", str(config_path.parent), "--max_steps", "8")
+    assert forget_saved(tmp_path / "save" / "ko", "val_split") == "chars"
+    resumed = run("train.py", tmp_path, "--init_from", "save/ko", "--max_steps", "8")
     assert resumed.returncode == 0, resumed.stderr
     assert f"validation {held_out['symbols']:,} symbols" in resumed.stderr, resumed.stderr
-    assert json.loads(config_path.read_text(encoding="utf-8"))["args"]["val_split"] == "symbols"
+    assert saved_arg(tmp_path / "save" / "ko", "val_split") == "symbols"
 
 
 def test_eval_symbols_scores_the_same_characters_in_either_unit(tmp_path: Path) -> None:
@@ -180,14 +177,11 @@ def test_eval_symbols_scores_the_same_characters_in_either_unit(tmp_path: Path) 
     first = run("train.py", tmp_path, "--input", str(corpus), "--unit", "jamo", "--max_steps", "2",
                 "--eval_symbols", "300", "--run_name", "ko", *TINY)
     assert f"validation {end:,} symbols" in first.stderr, first.stderr
-    config_path = tmp_path / "save" / "ko" / "config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    assert config["args"].pop("eval_cut") == "chars"
-    config_path.write_text(json.dumps(config), encoding="utf-8")  # as a run saved before the change
-    resumed = run("train.py", tmp_path, "--init_from", str(config_path.parent), "--max_steps", "3")
+    assert forget_saved(tmp_path / "save" / "ko", "eval_cut") == "chars"
+    resumed = run("train.py", tmp_path, "--init_from", "save/ko", "--max_steps", "3")
     assert resumed.returncode == 0, resumed.stderr
     assert "validation 301 symbols" in resumed.stderr, resumed.stderr
-    assert json.loads(config_path.read_text(encoding="utf-8"))["args"]["eval_cut"] == "symbols"
+    assert saved_arg(tmp_path / "save" / "ko", "eval_cut") == "symbols"
 
 
 def test_jamo_on_text_without_hangul_says_so(tmp_path: Path) -> None:

@@ -56,6 +56,19 @@ def corpus(tmp_path: Path) -> Path:
     return path
 
 
+def forget_saved(run_dir: Path, key: str) -> object:
+    """Take key out of the run's config.json, as a version from before it saved the run: its value."""
+    path = run_dir / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    value = config["args"].pop(key)
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return value
+
+
+def saved_arg(run_dir: Path, key: str) -> object:
+    return json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["args"][key]
+
+
 def train(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """train.py's main, run in this process (run_here)."""
     return run_here("train.py", *args, cwd=cwd)
@@ -993,8 +1006,7 @@ def test_a_resume_on_a_grown_text_restarts_the_state(tmp_path: Path, corpus: Pat
     told it is cut into other streams, and goes on from a zero state at the same share of its epoch."""
     first = train(tmp_path, "--input", str(corpus), "--max_steps", "3", "--run_name", "r", *TINY)
     assert first.returncode == 0, first.stderr
-    config_path = tmp_path / "save" / "r" / "config.json"
-    symbols = json.loads(config_path.read_text(encoding="utf-8"))["args"]["train_symbols"]
+    symbols = saved_arg(tmp_path / "save" / "r", "train_symbols")
     same = train(tmp_path, "--init_from", "save/r", "--max_steps", "4")
     assert same.returncode == 0 and "cut into other streams" not in same.stderr, same.stderr
     grown = tmp_path / "grown.txt"
@@ -1003,7 +1015,7 @@ def test_a_resume_on_a_grown_text_restarts_the_state(tmp_path: Path, corpus: Pat
     assert resumed.returncode == 0, resumed.stderr
     assert f"where it had {symbols:,} (grown or edited): the text is cut into other streams" in resumed.stderr, \
         resumed.stderr
-    assert json.loads(config_path.read_text(encoding="utf-8"))["args"]["train_symbols"] > symbols
+    assert saved_arg(tmp_path / "save" / "r", "train_symbols") > symbols
 
 
 def test_the_nearest_batch_at_another_batch_size() -> None:
@@ -1474,17 +1486,14 @@ def test_a_run_saved_before_the_stream_offsets_keeps_its_windows(tmp_path: Path,
 
     first = train(tmp_path, "--input", str(corpus), "--max_steps", "2", "--run_name", "old", *TINY)
     assert first.returncode == 0, first.stderr
-    config_path = tmp_path / "save" / "old" / "config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    assert config["args"].pop("batch_offsets") == "stream"
-    config_path.write_text(json.dumps(config), encoding="utf-8")  # as a run saved before the change
+    assert forget_saved(tmp_path / "save" / "old", "batch_offsets") == "stream"
     loaders, train_run = [], train_module.train_run
     monkeypatch.setattr(train_module, "train_run", lambda run, tf: (loaders.append(run.loader), train_run(run, tf))[1])
-    resumed = train(tmp_path, "--init_from", str(config_path.parent), "--max_steps", "3")
+    resumed = train(tmp_path, "--init_from", "save/old", "--max_steps", "3")
     assert resumed.returncode == 0, resumed.stderr
     length = len(loaders[0].streams[0])
     assert loaders[0].offsets == 16 != length - loaders[0].num_batches * 16
-    assert json.loads(config_path.read_text(encoding="utf-8"))["args"]["batch_offsets"] == "window"
+    assert saved_arg(tmp_path / "save" / "old", "batch_offsets") == "window"
 
 
 def test_mixed_precision_unscales_the_gradients_before_clipping_and_the_update() -> None:
