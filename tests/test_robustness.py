@@ -27,8 +27,8 @@ import runs
 import utils
 import workers
 from test_data import finished_pid
-from test_train import (hparams_of, only_run, pointer_step, read_scalars, run_here, stop_signals_at_their_defaults,
-                        tiny_text)
+from test_train import (forget_saved, hparams_of, only_run, pointer_step, read_scalars, run_here,
+                        stop_signals_at_their_defaults, tiny_text)
 
 ROOT = Path(__file__).resolve().parents[1]
 # --xla off and --sample_length 0: neither the step nor a sample is compiled, 4.5 s of a tiny run's 10.
@@ -1656,22 +1656,31 @@ def test_resume_on_a_text_where_a_known_character_is_rare(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("short_chars", [None, 600])
-def test_resume_on_a_shorter_text_goes_on_from_the_next_epoch(tmp_path: Path, short_chars: int | None) -> None:
-    """The same characters in the same frequency order, but fewer batches per epoch than the
-    saved position: the run goes on from the next epoch instead of failing on a missing batch.
-    600 characters: 480 train, 6 batches of 4 x 16, so the saved batch 6 is one past the last."""
+@pytest.mark.parametrize("length_saved", [True, False])
+def test_resume_on_a_shorter_text(tmp_path: Path, short_chars: int | None, length_saved: bool) -> None:
+    """The same characters in the same frequency order, but fewer batches per epoch than the saved
+    position. A run that saved its text's length goes on from the same share of its epoch on the new
+    streams; one saved before it did (no train_symbols), from the next epoch. Neither fails on a
+    missing batch. 600 characters: 480 train, 6 batches of 4 x 16, so the saved batch 6 is one past
+    the last."""
     block = "".join(tiny_text().splitlines(keepends=True)[:10])
     (tmp_path / "long.txt").write_text(block * 40, encoding="utf-8")
     (tmp_path / "short.txt").write_text(block if short_chars is None else (block * 2)[:short_chars], encoding="utf-8")
     first = run("train.py", "--input", "long.txt", *TINY, "--val_frac", "0.2", "--max_steps", "6",
                 "--save_every", "3", "--eval_every", "3", "--run_name", "run", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
+    if not length_saved:
+        forget_saved(tmp_path / "save" / "run", "train_symbols")
     result = run("train.py", "--init_from", "save/run", "--input", "short.txt", "--max_steps", "8", cwd=tmp_path)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert pointer_step(tmp_path / "save" / "run") == 8
+    if length_saved:  # batch 6 of the long text's 187: the start of the epoch
+        assert re.search(r"\(grown or edited\): the text is cut into other streams, .*\(epoch 0, batch 6 of the 187 "
+                         r"that the text had per epoch\): batch 0 of \d+\.", result.stderr), result.stderr
+        return
     assert "the saved position (epoch 0, batch 6) is past this corpus's" in result.stderr, result.stderr
     if short_chars is not None:
         assert "6 batches per epoch" in result.stderr, result.stderr
-    assert pointer_step(tmp_path / "save" / "run") == 8
     assert finite_checkpoint(tmp_path / "save" / "run" / "ckpt-8")["epoch/.ATTRIBUTES/VARIABLE_VALUE"] == 1
 
 
