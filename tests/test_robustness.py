@@ -1655,8 +1655,7 @@ def test_resume_on_a_text_where_a_known_character_is_rare(tmp_path: Path) -> Non
     assert pointer_step(tmp_path / "save" / "run") == 3
 
 
-@pytest.mark.parametrize("short_chars", [None, 600])
-@pytest.mark.parametrize("length_saved", [True, False])
+@pytest.mark.parametrize("short_chars, length_saved", [(None, False), (600, False), (600, True)])
 def test_resume_on_a_shorter_text(tmp_path: Path, short_chars: int | None, length_saved: bool) -> None:
     """The same characters in the same frequency order, but fewer batches per epoch than the saved
     position. A run that saved its text's length goes on from the same share of its epoch on the new
