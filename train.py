@@ -284,6 +284,7 @@ class Trainer:
         run.log_files_before = set(os.listdir(run.log_dir)) if run.log_dir.is_dir() else set()
         try:
             self.writer = tf.summary.create_file_writer(str(run.log_dir))
+            mark_session_start(tf, self.writer, self.step)
         except tf.errors.OpError as error:  # e.g. a full disk: told as any failed write of the events
             raise EventsUnwritable(runs.tf_error_reason(error)) from None
         with self.events():
@@ -1259,6 +1260,20 @@ def write_run_summaries(args: argparse.Namespace, vocab_size: int) -> None:
                                  ("bits per character (the same measure in either unit)", "bpc"))]
     layout = layout_pb2.Layout(category=[layout_pb2.Category(title="train and validation", chart=charts)])
     tf.summary.experimental.write_raw_pb(custom_scalar.pb(layout).SerializeToString(), step=0)
+
+
+def mark_session_start(tf: ModuleType, writer: "tf.summary.SummaryWriter", step: int) -> None:
+    """Tell TensorBoard that this session's curves take over after step, where it resumed. A session
+    killed after its last checkpoint wrote points past it that this one writes again: TensorBoard's
+    loader without --load_fast (and on machines the fast one does not run on) kept both and drew the
+    curves back and forth over those steps. It drops a run's points from a step on when a session
+    start (SessionLog.START, as TF1's Supervisor wrote) at that step follows them, but takes the
+    first start it reads in a run for the run's beginning: two, whatever the sessions before wrote
+    (none before this). The fast loader drops them by their steps alone."""
+    start = tf.compat.v1.Event(step=step + 1, wall_time=time.time(),
+                               session_log=tf.compat.v1.SessionLog(status=tf.compat.v1.SessionLog.START))
+    for _ in range(2):  # the raw op: tf.summary writes summaries only, and this event holds none
+        tf.raw_ops.ImportEvent(writer=writer._resource, event=start.SerializeToString())
 
 
 def write_run_end(step: int) -> None:

@@ -1866,6 +1866,54 @@ def test_a_resume_from_before_a_damaged_newest_checkpoint_saves_it_again(run_cop
     assert list((run_copy.parents[1] / "logs").rglob("events.out.tfevents.*")), "the session's events were removed"
 
 
+@pytest.mark.parametrize("marked_before", [True, False], ids=["this-version", "older-version"])
+def test_tensorboard_drops_the_points_a_killed_session_wrote_past_its_last_checkpoint(
+        tmp_path: Path, marked_before: bool) -> None:
+    """Killed while it saved step 6 (its checkpoints cut short), after step 6's points were written:
+    the resume from ckpt-4 writes steps 5 and 6 again. TensorBoard's loader (the one of
+    --load_fast false, the same code as test_train's server) must serve each step once, the
+    resumed session's, not both curves drawn back over each other. A run made before the session
+    marks were written (marked_before False) is mended by its first resume too."""
+    from tensorboard.backend.event_processing import plugin_event_accumulator
+    import tensorflow as tf
+    corpus, run_dir, logs = tmp_path / "tiny.txt", tmp_path / "save" / "run", tmp_path / "logs" / "run"
+    corpus.write_text(tiny_text(), encoding="utf-8")
+    result = run("train.py", "--input", str(corpus), *TINY, "--max_steps", "6", "--save_every", "2",
+                 "--eval_every", "3", "--run_name", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for data in [*run_dir.glob("ckpt-6.data-*"), *run_dir.glob("best/ckpt-*.data-*")]:
+        data.write_bytes(data.read_bytes()[:1000])
+    (first,) = logs.glob("events.out.tfevents.*")
+    if not marked_before:  # the events as a train.py that wrote no session start left them
+        events = [record.numpy() for record in tf.data.TFRecordDataset(str(first))]
+        with tf.io.TFRecordWriter(str(first)) as writer:
+            for record in events:
+                if not tf.compat.v1.Event.FromString(record).HasField("session_log"):
+                    writer.write(record)
+    result = run("train.py", "--init_from", str(run_dir), "--max_steps", "6", cwd=tmp_path)
+    assert result.returncode == 0 and "ckpt-4, the newest checkpoint that loads" in result.stderr, result.stderr
+
+    board = plugin_event_accumulator.EventAccumulator(str(logs), tensor_size_guidance={"train/loss": 0})
+    board.Reload()
+    served = {event.step: float(tf.make_ndarray(event.tensor_proto)) for event in board.Tensors("train/loss")}
+    assert [event.step for event in board.Tensors("train/loss")] == [1, 2, 3, 4, 5, 6]
+    assert [event.step for event in board.Tensors("val/loss")] == [3, 6]
+    (resumed,) = set(logs.glob("events.out.tfevents.*")) - {first}
+    written = {step: float(value) for step, value in read_scalars_of_file(resumed)["train/loss"]}
+    assert sorted(written) == [5, 6] and all(served[step] == written[step] for step in written)
+
+
+def read_scalars_of_file(events: Path) -> dict[str, list[tuple[int, float]]]:
+    """tag -> [(step, value)] of the scalars in one TensorBoard events file."""
+    import tensorflow as tf
+    found: dict[str, list] = {}
+    for event in tf.compat.v1.train.summary_iterator(str(events)):
+        for value in event.summary.value:
+            if value.HasField("tensor"):
+                found.setdefault(value.tag, []).append((event.step, tf.make_ndarray(value.tensor)))
+    return found
+
+
 def test_resume_without_any_complete_checkpoint_starts_over(trained, run_copy: Path) -> None:
     """Killed before the first save completed: no `checkpoint` file, maybe a half-written index,
     and no best/ yet."""
