@@ -339,9 +339,13 @@ class Trainer:
         self.train_seconds = tf.Variable(0.0, dtype=tf.float64)
         self.best_val = tf.Variable(float("inf"), dtype=tf.float64)
         self.carried = tf.Variable(self.net.initial_state(self.args.batch_size))
+        # The text a checkpoint was trained and validated on. config.json says it too, but a session
+        # killed between its rewrite and the first checkpoint on another text leaves it on the new text.
+        self.text_saved = {"val_sha256": tf.Variable(""), "train_symbols": tf.Variable(0, dtype=tf.int64)}
 
         read_as_old = set()  # the paths whose checkpoint was made in the layout of before the average
         other_batch = {}  # the paths whose checkpoint was trained at another --batch_size: that size
+        text_unsaved = set()  # the paths whose checkpoint was saved before it recorded its text
         self.resume_notes: list[tuple[int, str]] = []  # (level, message): said once the session trains
         self.best_started_again = False  # the saved best val loss compares with none of this session's
 
@@ -357,9 +361,13 @@ class Trainer:
             if batch_size not in (None, self.args.batch_size):  # other streams' state: read, then dropped
                 other_batch[path] = batch_size
                 carried = tf.Variable(self.net.initial_state(batch_size))
+            text = self.text_saved
+            if path is not None and "train_symbols/.ATTRIBUTES/VARIABLE_VALUE" not in variables:
+                text_unsaved.add(path)
+                text = {}
             return tf.train.Checkpoint(**weights, optimizer=self.optimizer.slots, loss_scale=self.loss_scale.slots,
                                        train_seconds=self.train_seconds, best_val=self.best_val,
-                                       carried_state=carried, **self.counters)
+                                       carried_state=carried, **self.counters, **text)
 
         checkpoint = make_checkpoint()
         # Read (and set aside when damaged) the `checkpoint` lists first: CheckpointManager fails on a damaged one.
@@ -387,6 +395,8 @@ class Trainer:
                 log.warning("%s has no complete checkpoint (training stopped before its first save): training "
                             "it from step 0", run.resume_dir)
             else:
+                if restored not in text_unsaved:
+                    self.compare_with_the_saved_text()
                 if restored in read_as_old:  # the average starts here
                     for average, var in zip(self.average.averaged.trainable_variables, self.net.trainable_variables):
                         average.assign(var)
@@ -401,6 +411,8 @@ class Trainer:
                                               f"session's first evaluation, and follows from there"))
                     self.best_val.assign(float("inf"))
                     self.best_started_again = True
+        self.text_saved["val_sha256"].assign(self.args.val_sha256)  # what this session's checkpoints hold
+        self.text_saved["train_symbols"].assign(len(run.train_ids))
         self.step, self.epoch, self.batch = (int(self.counters[k]) for k in ("step", "epoch", "batch"))
         self.start_step = self.step
         # Where the run's own checkpoints hold this session's weights, not what the list names: a resume
@@ -408,6 +420,15 @@ class Trainer:
         self.saved_step = self.step if restored is not None else -1
         self.seconds_before = float(self.train_seconds)
         self.place_in_the_text(restored, other_batch.get(restored))
+
+    def compare_with_the_saved_text(self) -> None:
+        """Judge the resumed checkpoint's best validation loss and place in the text by the text it
+        recorded, not config.json's (plan's judgement, which stands for checkpoints saved before
+        they recorded it)."""
+        run = self.run
+        run.val_changed = self.text_saved["val_sha256"].numpy().decode() != self.args.val_sha256
+        saved_symbols = int(self.text_saved["train_symbols"])
+        run.saved_train_symbols = saved_symbols if saved_symbols != len(run.train_ids) else None
 
     def best_val_incomparable(self, saved_batch_size: int | None) -> str:
         """Why the resumed run's best validation loss compares with nothing this session measures, if

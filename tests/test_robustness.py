@@ -27,7 +27,7 @@ import runs
 import utils
 import workers
 from test_data import finished_pid
-from test_train import (forget_saved, hparams_of, only_run, pointer_step, read_scalars, run_here,
+from test_train import (forget_in_checkpoints, forget_saved, hparams_of, only_run, pointer_step, read_scalars, run_here,
                         stop_signals_at_their_defaults, tiny_text)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1670,6 +1670,7 @@ def test_resume_on_a_shorter_text(tmp_path: Path, short_chars: int | None, lengt
     assert first.returncode == 0, first.stderr
     if not length_saved:
         forget_saved(tmp_path / "save" / "run", "train_symbols")
+        forget_in_checkpoints(tmp_path / "save" / "run", {"train_symbols", "val_sha256"})
     result = run("train.py", "--init_from", "save/run", "--input", "short.txt", "--max_steps", "8", cwd=tmp_path)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     assert pointer_step(tmp_path / "save" / "run") == 8
@@ -1681,6 +1682,40 @@ def test_resume_on_a_shorter_text(tmp_path: Path, short_chars: int | None, lengt
     if short_chars is not None:
         assert "6 batches per epoch" in result.stderr, result.stderr
     assert finite_checkpoint(tmp_path / "save" / "run" / "ckpt-8")["epoch/.ATTRIBUTES/VARIABLE_VALUE"] == 1
+
+
+def test_a_resume_killed_before_its_first_save_on_another_text_is_judged_by_the_checkpoint_s_text(
+        tmp_path: Path) -> None:
+    """A resume on another text rewrites config.json (the new corpus, its validation fingerprint and
+    length) just before its first checkpoint; killed between the two, the run's config.json names the
+    new text while its checkpoints were trained and validated on the old. The next resume (the new
+    text, from config.json) must judge the checkpoint's best loss and position by the text the
+    checkpoint recorded: a best loss of the old text, kept, made best/ stay on the old model for good,
+    and the old hidden state went on in other streams."""
+    block = "".join(tiny_text().splitlines(keepends=True)[:10])
+    (tmp_path / "old.txt").write_text(block * 40, encoding="utf-8")
+    (tmp_path / "new.txt").write_text(block[::-1] * 50, encoding="utf-8")  # the same characters
+    run_dir = tmp_path / "save" / "run"
+    first = run("train.py", "--input", "old.txt", *TINY, "--max_steps", "4", "--save_every", "2",
+                "--eval_every", "2", "--run_name", "run", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    shutil.copytree(run_dir, tmp_path / "before")
+    other = run("train.py", "--init_from", "save/run", "--input", "new.txt", "--max_steps", "6", cwd=tmp_path)
+    assert other.returncode == 0 and "does not compare" in other.stderr, other.stderr
+    # The kill: the new config.json, the old checkpoints.
+    config = (run_dir / "config.json").read_bytes()
+    shutil.rmtree(run_dir)
+    shutil.copytree(tmp_path / "before", run_dir)
+    (run_dir / "config.json").write_bytes(config)
+
+    result = run("train.py", "--init_from", "save/run", "--max_steps", "6", cwd=tmp_path)
+    assert result.returncode == 0 and "at step 4" in result.stderr, result.stderr
+    assert "does not compare with this session's: it was measured on another validation text" in result.stderr
+    assert "(grown or edited): the text is cut into other streams" in result.stderr, result.stderr
+    # Saved now: the next resume is judged by the new text's record, and says neither.
+    again = run("train.py", "--init_from", "save/run", "--max_steps", "7", cwd=tmp_path)
+    assert again.returncode == 0 and "at step 6" in again.stderr, again.stderr
+    assert "does not compare" not in again.stderr and "cut into other streams" not in again.stderr, again.stderr
 
 
 def test_resume_into_another_save_dir_leaves_the_run_as_it_is(run_copy: Path) -> None:

@@ -65,6 +65,37 @@ def forget_saved(run_dir: Path, key: str) -> object:
     return value
 
 
+def forget_in_checkpoints(run_dir: Path, names: set[str]) -> None:
+    """Write every checkpoint of the run (best/'s too) again without the values named (the
+    checkpoint's top-level names), as a version from before it saved them left them."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+    for index in run_dir.rglob("ckpt-*.index"):
+        prefix = str(index.with_suffix(""))
+        reader = tf.train.load_checkpoint(prefix)
+        graph = trackable_object_graph_pb2.TrackableObjectGraph.FromString(
+            reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+        dropped = {child.node_id for child in graph.nodes[0].children if child.local_name in names}
+        assert len(dropped) == len(names), f"{prefix} lacks one of {names}"
+        new_id = {old: new for new, old in enumerate(i for i in range(len(graph.nodes)) if i not in dropped)}
+        nodes = [node for i, node in enumerate(graph.nodes) if i not in dropped]
+        for node in nodes:  # values (leaves, held by the root alone): the other nodes renumbered
+            kept = [child for child in node.children if child.node_id not in dropped]
+            for child in kept:
+                child.node_id = new_id[child.node_id]
+            del node.children[:]
+            node.children.extend(kept)
+        del graph.nodes[:]
+        graph.nodes.extend(nodes)
+        tensors = {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+                   if key.split("/")[0] not in names}
+        tensors["_CHECKPOINTABLE_OBJECT_GRAPH"] = graph.SerializeToString()
+        for path in index.parent.glob(f"{index.stem}.*"):
+            path.unlink()
+        tf.raw_ops.SaveV2(prefix=prefix, tensor_names=list(tensors), shape_and_slices=[""] * len(tensors),
+                          tensors=[tf.constant(value) for value in tensors.values()])
+
+
 def saved_arg(run_dir: Path, key: str) -> object:
     return json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["args"][key]
 
