@@ -9,6 +9,7 @@ checks everything it can before train.py pays for that import.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -350,13 +351,21 @@ def _remove_run_files(run_dir: Path, keep: Path, everything: bool = False) -> No
 
 
 def point_latest(run_dir: Path) -> None:
-    """Make the save directory's `latest` file name this run (written whole or not at all)."""
+    """Make the save directory's `latest` file name this run (written whole or not at all). Where it
+    does already it is left as it is: a save directory made read-only around a run folder that
+    stays writable stopped a resume at every first save."""
+    latest, text = run_dir.parent / "latest", run_dir.name + "\n"
     try:
-        atomic_write_text(run_dir.parent / "latest", run_dir.name + "\n")
+        if latest.read_text(encoding="utf-8") == text:
+            return
+    except (OSError, UnicodeDecodeError):  # none yet, or not this run's: written below
+        pass
+    try:
+        atomic_write_text(latest, text)
     except OSError as error:
-        raise CharRNNError(f"could not write {run_dir.parent / 'latest'} ({error.strerror or error}); the "
-                           f"checkpoints in {run_dir} are intact. Fix that (free disk space, say), then resume with "
-                           f"--init_from {shell_path(run_dir)}") from None
+        fix = "free disk space" if error.errno in (errno.ENOSPC, errno.EDQUOT) else f"make {run_dir.parent} writable"
+        raise CharRNNError(f"could not write {latest} ({error.strerror or error}); the checkpoints in {run_dir} "
+                           f"are intact. Fix that ({fix}), then resume with --init_from {shell_path(run_dir)}") from None
 
 
 def _still_named(handle, path: Path) -> bool:

@@ -1171,18 +1171,28 @@ def refuse(path, text):
 '''
 
 
-def test_a_latest_that_cannot_be_written_keeps_the_first_checkpoint(tmp_path: Path) -> None:
-    """The message says the checkpoint is intact: the new run must not be discarded after all."""
-    wrapper = fault_wrapper(tmp_path / "wrapper.py", UNWRITABLE, module="runs", name="latest", code="EPERM")
+@pytest.mark.parametrize("code, reason, fix", [("EPERM", "Operation not permitted", "make save writable"),
+                                               ("ENOSPC", "No space left on device", "free disk space")])
+def test_a_latest_that_cannot_be_written_keeps_the_first_checkpoint(tmp_path: Path, code: str, reason: str,
+                                                                    fix: str) -> None:
+    """The message says the checkpoint is intact: the new run must not be discarded after all. Once
+    `latest` names the run, a save directory that cannot be written stops no resume of it (the run's
+    own folder can)."""
+    wrapper = fault_wrapper(tmp_path / "wrapper.py", UNWRITABLE, module="runs", name="latest", code=code)
     (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
     result = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "3", "--run_name", "new", cwd=tmp_path,
                  wrapper=wrapper)
-    assert_refused(result, "could not write save/latest (Operation not permitted)", "checkpoints in save/new are intact")
+    assert_refused(result, f"could not write save/latest ({reason})", "checkpoints in save/new are intact",
+                   f"Fix that ({fix})")
     assert pointer_step(tmp_path / "save" / "new" / "best") == 3  # the first save (the run's own comes after it)
     resumed = run("train.py", "--init_from", "save/new", "--max_steps", "4", cwd=tmp_path)
     assert resumed.returncode == 0 and "best/ckpt-3 at step 3" in resumed.stderr, resumed.stderr
     assert pointer_step(tmp_path / "save" / "new") == 4
     assert (tmp_path / "save" / "latest").read_text().strip() == "new"
+    again = run("train.py", "--init_from", "save/new", "--max_steps", "6", "--save_every", "1", cwd=tmp_path,
+                wrapper=wrapper)
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
+    assert pointer_step(tmp_path / "save" / "new") == 6
 
 
 def test_run_files_that_cannot_be_written_say_what_is_left(tmp_path: Path) -> None:
