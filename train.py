@@ -587,10 +587,31 @@ class Trainer:
         events (a full disk, a file-size limit, a failing or read-only disk) raises EventsUnwritable,
         on which train_run keeps the steps trained, not TensorFlow's traceback."""
         try:
+            if not self.run.log_dir.is_dir():
+                self.open_events_again()
             with self.writer.as_default(step=step):  # which flushes on leaving
                 yield
         except self.tf.errors.OpError as error:
             raise EventsUnwritable(runs.tf_error_reason(error)) from None
+
+    def open_events_again(self) -> None:
+        """The run's TensorBoard folder, deleted or moved during training (rm -rf logs), is made again
+        with the run's summaries, for the events from this step on: they went on into a file that no
+        folder held, lost in silence."""
+        tf, run = self.tf, self.run
+        log.warning("%s was deleted or moved during training: TensorBoard's events are written there anew from "
+                    "step %d (the earlier ones went with it)", run.log_dir, self.step)
+        try:
+            self.writer.close()
+        except tf.errors.OpError:  # the old folder's disk: nothing more goes there
+            pass
+        try:
+            run.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise EventsUnwritable(error.strerror or str(error)) from None
+        self.writer = tf.summary.create_file_writer(str(run.log_dir))
+        with self.writer.as_default():
+            write_run_summaries(self.args, self.vocab.size)
 
     def save_after_failure(self) -> tuple[bool, str]:
         """After TensorBoard's events or best/ could not be written: a checkpoint of the steps trained

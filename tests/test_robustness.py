@@ -1279,6 +1279,41 @@ def test_a_run_deleted_while_training(tmp_path: Path, as_it_writes: bool) -> Non
     assert resumed.returncode == 0 and pointer_step(tmp_path / "gone" / "r") == 7, resumed.stderr
 
 
+LOGS_DELETED_AT_THE_FIRST_SAVE = '''
+# The user deletes the run's TensorBoard folder while it trains.
+import shutil
+
+save = runs.save_checkpoint
+calls = []
+
+def save_and_delete_the_logs(manager, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == 1:
+        shutil.rmtree({log_dir!r})
+    return save(manager, *args, **kwargs)
+
+runs.save_checkpoint = save_and_delete_the_logs
+'''
+
+
+def test_a_tensorboard_folder_deleted_while_training_is_written_anew(tmp_path: Path) -> None:
+    """rm -rf logs while a run trains: its events went on into a file that no folder held, lost in
+    silence, where the run's own folder deleted is written anew. The TensorBoard run is made again,
+    with its summaries (the HPARAMS row), from that step on."""
+    logs = tmp_path / "logs" / "r"
+    wrapper = fault_wrapper(tmp_path / "wrapper.py", LOGS_DELETED_AT_THE_FIRST_SAVE, log_dir=str(logs))
+    (tmp_path / "tiny.txt").write_text(tiny_text(), encoding="utf-8")
+    result = run("train.py", "--input", "tiny.txt", *TINY, "--max_steps", "6", "--save_every", "2",
+                 "--eval_every", "2", "--run_name", "r", cwd=tmp_path, wrapper=wrapper)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert f"{Path('logs') / 'r'} was deleted or moved during training: TensorBoard's events are written there " \
+           "anew from step 3" in result.stderr, result.stderr
+    scalars = read_scalars(logs)
+    assert [step for step, _ in scalars["train/loss"]] == [3, 4, 5, 6]
+    assert [step for step, _ in scalars["val/loss"]] == [4, 6]
+    assert hparams_of(logs)["max_steps"] == 6
+
+
 RUN_FILES_DELETED_AFTER_THE_FIRST_SAVE = '''
 # The user deletes the run's config.json and vocab.json, not its checkpoints, while it trains.
 import os
