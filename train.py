@@ -1285,9 +1285,10 @@ def write_run_summaries(args: argparse.Namespace, vocab_size: int) -> None:
     from tensorboard.plugins.custom_scalar import layout_pb2
     from tensorboard.plugins.custom_scalar import summary as custom_scalar
     from tensorboard.plugins.hparams import api as hp
-    keys = ("model", "num_layers", "rnn_size", "embedding_size", "dropout", "batch_size", "seq_length",
-            "learning_rate", "warmup_steps", "min_lr_frac", "decay_rate", "grad_clip", "ema_decay", "unit", "max_vocab",
-            "min_char_count", "normalize", "val_frac", "eval_symbols", "num_epochs", "max_steps", "time_budget", "seed")
+    keys = ("model", "num_layers", "rnn_size", "embedding_size", "dropout", "input_dropout", "batch_size",
+            "seq_length", "learning_rate", "warmup_steps", "min_lr_frac", "decay_rate", "grad_clip", "ema_decay", "unit",
+            "max_vocab", "min_char_count", "normalize", "val_frac", "eval_symbols", "num_epochs", "max_steps",
+            "time_budget", "seed")
     hparams = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}  # decay_rate: None when unused
     # Absolute, as config.json has it: one corpus is one value whatever the folder it was typed from.
     corpus = os.fsencode(os.path.abspath(args.input or args.data_dir)).decode("utf-8", "replace")  # cp949 names too

@@ -7,6 +7,7 @@ import collections
 import concurrent.futures
 import contextlib
 import json
+import logging
 import math
 import os
 import re
@@ -303,9 +304,9 @@ def test_progress_lines_tensorboard_events_and_server(tmp_path: Path, corpus: Pa
         str(tmp_path / "logs" / run), str(corpus), len(set(tiny_text())), "lstm", 32)
     assert hparams["max_steps"] == 20 and hparams["grad_clip"] == 5 and "decay_rate" not in hparams
     saved = json.loads((tmp_path / "save" / run / "config.json").read_text(encoding="utf-8"))["args"]
-    for flag in ("model", "num_layers", "rnn_size", "embedding_size", "dropout", "batch_size", "seq_length",
-                 "learning_rate", "warmup_steps", "min_lr_frac", "grad_clip", "unit", "max_vocab", "min_char_count",
-                 "normalize", "val_frac", "eval_symbols", "num_epochs", "max_steps", "seed"):
+    for flag in ("model", "num_layers", "rnn_size", "embedding_size", "dropout", "input_dropout", "batch_size",
+                 "seq_length", "learning_rate", "warmup_steps", "min_lr_frac", "grad_clip", "unit", "max_vocab",
+                 "min_char_count", "normalize", "val_frac", "eval_symbols", "num_epochs", "max_steps", "seed"):
         # What tells runs apart in the HParams table, the text val/best_loss is measured on included.
         assert hparams[flag] == (pytest.approx(saved[flag]) if isinstance(saved[flag], float) else saved[flag]), flag
     assert [step for step, _ in scalars["val/loss"]] == [10, 20]
@@ -1078,6 +1079,27 @@ def test_a_typed_keep_probability_replaces_the_saved_dropout_on_resume(tmp_path:
     assert resumed_with("--init_from", str(tmp_path)) == (0.5, 0.0)
     assert resumed_with("--init_from", str(tmp_path), "--output_keep_prob", "0.8") == (0.2, 0.2)
     assert resumed_with("--init_from", str(tmp_path), "--input_keep_prob", "0.9") == (0.5, 0.1)
+
+
+def test_a_typed_dropout_on_resume_says_it_ends_the_old_flags_input_dropout(tmp_path: Path, caplog) -> None:
+    """--dropout alone drops no embedded input: on resume it ends the one the old keep probabilities
+    set, and says so, with the flag that keeps it."""
+    import plan
+
+    def resumed_with(*argv: str) -> tuple[float, float]:
+        args, typed = parsed_flags(*argv)
+        caplog.clear()
+        plan.merge_resume_config(args, typed, tmp_path)
+        return args.dropout, args.input_dropout
+
+    caplog.set_level(logging.INFO, logger="charrnn")
+    write_saved_flags(tmp_path, "--output_keep_prob", "0.8", "--input_keep_prob", "0.9")  # input dropout 0.28
+    assert resumed_with("--init_from", str(tmp_path), "--dropout", "0.1") == (0.1, 0.0)
+    assert ("--dropout 0.1: the embedded input is no longer dropped, where the run dropped 0.28 of it (as "
+            "--output_keep_prob and --input_keep_prob set); pass --input_keep_prob 0.72 too to keep that") in caplog.text
+    assert resumed_with("--init_from", str(tmp_path), "--dropout", "0.1", "--input_keep_prob", "0.72") == (0.1, 0.28)
+    assert "no longer dropped" not in caplog.text
+    assert resumed_with("--init_from", str(tmp_path)) == (0.2, 0.28) and "no longer dropped" not in caplog.text
 
 
 def test_typing_a_run_s_own_model_and_data_layout_flags_on_resume_is_no_change(tmp_path: Path) -> None:
@@ -1980,10 +2002,9 @@ def test_the_hparams_table_has_the_run_s_length_and_schedule(tmp_path: Path) -> 
     HParams table."""
     import tensorflow as tf
 
-    import plan
     import train
-    args = plan.build_parser().parse_args(["--input", "c.txt", "--time_budget", "15m", "--decay_rate", "0.97",
-                                           "--num_epochs", "7", "--ema_decay", "0.5", "--log_dir", str(tmp_path)])
+    args, _ = parsed_flags("--input", "c.txt", "--time_budget", "15m", "--decay_rate", "0.97", "--num_epochs", "7",
+                           "--ema_decay", "0.5", "--log_dir", str(tmp_path))
     args.log_name = "r"
     with tf.summary.create_file_writer(str(tmp_path / "r")).as_default():
         train.write_run_summaries(args, 42)
