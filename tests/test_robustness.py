@@ -251,6 +251,7 @@ def test_bad_corpus_is_refused(tmp_path: Path, kind: str) -> None:
     (["--run_name", "latest"], "--run_name latest: must be a plain directory name"),  # the save dir's pointer
     (["--run_name", "two\nlines"], "--run_name 'two\\nlines': must be"),
     (["--run_name", "r?"], "--run_name r?: TensorFlow reads"),  # a pattern: it would match run "ry" too
+    (["--run_name", "r*"], "--run_name r*: TensorFlow reads"),
     (["--save_dir", "runs[1]"], "--save_dir runs[1]: TensorFlow reads"),
     (["--save_dir", ""], "--save_dir '': an empty path"),
     (["--run_name", "x" * 300], "at most 200 bytes"),
@@ -1669,12 +1670,17 @@ def test_a_resume_on_another_validation_text_starts_best_anew(run_copy: Path) ->
     assert same.returncode == 0 and "validation text" not in same.stderr, same.stderr
 
 
-def test_resume_on_a_text_whose_characters_come_in_another_order(run_copy: Path) -> None:
+@pytest.mark.parametrize("own_prepared", [False, True], ids=["new-text", "text-prepared-before"])
+def test_resume_on_a_text_whose_characters_come_in_another_order(run_copy: Path, own_prepared: bool) -> None:
     """A grown or edited corpus, or another text to fine-tune on: its own vocabulary would order the
-    same characters otherwise (by frequency), so it is prepared on the run's, and the run goes on."""
+    same characters otherwise (by frequency), so it is prepared on the run's, and the run goes on.
+    Where a run of its own prepared it before, that preparation is not taken for the run's."""
     cwd = run_copy.parents[1]
     symbols = json.loads((run_copy / "vocab.json").read_text(encoding="utf-8"))["symbols"]
     (cwd / "subset.txt").write_text(tiny_text(1, "red barn birds sang"), encoding="utf-8")
+    if own_prepared:
+        own = run("train.py", "--input", "subset.txt", *TINY, "--max_steps", "1", "--save_dir", "other", cwd=cwd)
+        assert own.returncode == 0, own.stderr
     result = run("train.py", "--init_from", str(run_copy), "--input", str(cwd / "subset.txt"), "--max_steps", "8",
                  cwd=cwd)
     assert result.returncode == 0 and "preparing it on the run's vocabulary" in result.stderr, result.stderr
