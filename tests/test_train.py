@@ -1915,8 +1915,8 @@ def test_a_step_s_scalars_rate_and_time_left(tmp_path: Path, monkeypatch) -> Non
     shown: list[list[str]] = []
     writer = tf.summary.create_file_writer(str(tmp_path))
     t = types.SimpleNamespace(
-        tf=tf, writer=writer, step=11, start_step=10, rate=0.0, pace_from=None, last_val=None, done=0.1,
-        chars_per_symbol={"train": 0.5}, loss_scale=train.LossScale(initial=8.0),
+        tf=tf, writer=writer, run=types.SimpleNamespace(log_dir=tmp_path), step=11, start_step=10, rate=0.0,
+        pace_from=None, last_val=None, done=0.1, chars_per_symbol={"train": 0.5}, loss_scale=train.LossScale(initial=8.0),
         args=argparse.Namespace(batch_size=40, seq_length=16, mixed_precision=False, stop_at_step=0),
         progress_line=types.SimpleNamespace(update=lambda step, fields: shown.append(fields)),
         epoch_position=lambda: "0.11")
