@@ -671,8 +671,21 @@ def _remove_leftovers(root: Path, identity: dict, key: str, source: Path | None)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not a meta.json of ours: left alone
             continue
         if outdated:
-            logger.info("removing outdated prepared data %s", d)
-            shutil.rmtree(d, ignore_errors=True)
+            _remove_preparation(d)
+
+
+def _remove_preparation(d: Path) -> None:
+    """Remove a preparation, its ids first: Windows deletes no file that a run still training on it
+    maps, and the rest removed around it left a copy of the corpus that no cleanup found again (the
+    ones below look for meta.json). In use, it stays for a later preparation to remove."""
+    try:
+        (d / "ids.npy").unlink(missing_ok=True)
+    except OSError as error:
+        logger.info("outdated prepared data %s stays for now (%s: a run still trains on it?); a later "
+                    "preparation removes it", d, error.strerror or error)
+        return
+    logger.info("removing outdated prepared data %s", d)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def _say_other_preparations(root: Path, identity: dict, key: str) -> None:

@@ -1080,6 +1080,32 @@ def test_resolve_corpus(tmp_path: Path, caplog) -> None:
 
 # ---- the cache --------------------------------------------------------------------------------------
 
+def test_an_outdated_preparation_in_use_stays_whole_until_it_can_go(tmp_path: Path, monkeypatch, caplog) -> None:
+    """Windows deletes no file a process maps (a run training on the old preparation): removing the
+    rest around it left ids.npy alone in a folder that no cleanup looks at again. Emulated: the old
+    ids.npy cannot be deleted the first time."""
+    caplog.set_level(logging.INFO, logger="charrnn")
+    path = write(tmp_path / "in.txt", KOREAN)
+    old = prepare(path, tmp_path).cache_dir
+    unlink = Path.unlink
+
+    def in_use(self: Path, missing_ok: bool = False) -> None:
+        if self == old / "ids.npy":
+            raise PermissionError(13, "The process cannot access the file because it is being used by another "
+                                      "process", str(self))
+        unlink(self, missing_ok=missing_ok)
+
+    write(path, KOREAN + "새 글자: 龍\n")
+    with monkeypatch.context() as patched:
+        patched.setattr(Path, "unlink", in_use)
+        prepare(path, tmp_path)
+    assert sorted(p.name for p in old.iterdir()) == ["ids.npy", "meta.json", "vocab.json"]
+    assert f"outdated prepared data {old} stays for now" in caplog.text
+    write(path, KOREAN + "새 글자: 鳳\n")  # the run is done with it: the next preparation removes it
+    prepare(path, tmp_path)
+    assert not old.exists()
+
+
 def test_cache_is_reused_and_invalidated(tmp_path: Path, caplog) -> None:
     caplog.set_level(logging.INFO, logger="charrnn")
     path = write(tmp_path / "in.txt", KOREAN)
