@@ -302,7 +302,7 @@ class Trainer:
             if run.epochs_typed and self.step > 0 and args.num_epochs:
                 log.info(self.epochs_counted_from_the_start())
         self.progress_line = Progress(args.print_every if run.cluster.is_chief else 10 ** 9)
-        self.session_start = time.monotonic()
+        self.session_start = utils.awake_seconds()
         # (time, progress, step) that the ETA's pace is measured from: the end of the session's first
         # step, which compiled it, and again after its first evaluation, which compiled that.
         self.pace_from: tuple[float, float, int] | None = None
@@ -707,7 +707,7 @@ class Trainer:
             lambda _: self.net.initial_state(per_replica))
 
     def seconds_so_far(self) -> float:
-        return self.seconds_before + time.monotonic() - self.session_start
+        return self.seconds_before + utils.awake_seconds() - self.session_start
 
     def epochs(self) -> float:
         """The epochs trained: whole ones, and the share of this one."""
@@ -780,7 +780,7 @@ class Trainer:
                     first_eval = self.last_val is None
                     self.run_eval()
                     if first_eval:
-                        self.pace_from = (time.monotonic(), self.progress(), self.step)
+                        self.pace_from = (utils.awake_seconds(), self.progress(), self.step)
                 if due_save:
                     self.save(self.manager)
                     if self.run.cluster.is_chief:  # as char-rnn-tensorflow said "model saved to ..."
@@ -806,7 +806,7 @@ class Trainer:
             if timed:
                 self.rate = chars_per_s if self.rate == 0.0 else 0.9 * self.rate + 0.1 * chars_per_s
                 tf.summary.scalar("train/chars_per_sec", chars_per_s)
-        done, now = self.progress(), time.monotonic()
+        done, now = self.progress(), utils.awake_seconds()
         remaining = math.nan  # "?" until there is a pace that no compiling is in
         if self.pace_from is None:
             self.pace_from = (now, done, self.step)

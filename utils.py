@@ -16,6 +16,7 @@ import re
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import IO, Callable, NoReturn
 
@@ -558,10 +559,46 @@ def say_from_signal_handler(message: str) -> None:
         pass
 
 
+def awake_seconds() -> float:
+    """A clock in seconds that stands still while the machine sleeps, for --time_budget and the time
+    left: a laptop asleep through the night did not train. time.monotonic() is one on Linux and
+    macOS; on Windows it counts the sleep too (GetTickCount64), and the unbiased interrupt time does
+    not (100 ns units)."""
+    if os.name != "nt":
+        return time.monotonic()
+    import ctypes
+    ticks = ctypes.c_ulonglong()
+    ctypes.windll.kernel32.QueryUnbiasedInterruptTime(ctypes.byref(ticks))
+    return ticks.value / 1e7
+
+
 def is_live_terminal(stream: IO) -> bool:
     """Whether a line can be redrawn in place on stream: a terminal that understands escape codes
-    (not TERM=dumb, as Emacs' shell and some CI consoles say, which show them raw)."""
-    return stream.isatty() and os.environ.get("TERM") != "dumb"
+    (not TERM=dumb, as Emacs' shell and some CI consoles say, which show them raw). A Windows console
+    shows them once asked to; where it cannot be, the lines are plain."""
+    if not stream.isatty() or os.environ.get("TERM") == "dumb":
+        return False
+    return os.name != "nt" or _windows_escape_codes_on(stream)
+
+
+def _windows_escape_codes_on(stream: IO) -> bool:
+    """Turn on escape codes in the Windows console that stream writes to (Windows Terminal has them
+    on; the console window of Windows 10 showed ←[K on every line), and say whether they are on."""
+    import ctypes
+    import msvcrt
+    from ctypes import wintypes
+    enable_virtual_terminal_processing = 0x0004
+    try:
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        kernel32.GetConsoleMode.argtypes = [wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD)]
+        kernel32.SetConsoleMode.argtypes = [wintypes.HANDLE, wintypes.DWORD]
+        handle, mode = msvcrt.get_osfhandle(stream.fileno()), wintypes.DWORD()
+        if not kernel32.GetConsoleMode(handle, ctypes.byref(mode)):  # not a console: a pipe, say
+            return False
+        return bool(mode.value & enable_virtual_terminal_processing or
+                    kernel32.SetConsoleMode(handle, mode.value | enable_virtual_terminal_processing))
+    except (OSError, ValueError):  # no such console function (an old Windows), a closed stream
+        return False
 
 
 def stderr_in_utf8() -> None:

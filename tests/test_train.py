@@ -886,9 +886,10 @@ def test_a_time_budget_counts_the_whole_run(tmp_path: Path, corpus: Path) -> Non
 def test_the_time_trained_counts_the_sessions_before() -> None:
     """The clock that --time_budget and the schedule read, and that checkpoints save, starts each
     session at the time saved: 100 s trained before and a session just begun are 100 s."""
+    import utils
     from train import Trainer
     trainer = Trainer.__new__(Trainer)  # the clock alone: no run, no model
-    trainer.seconds_before, trainer.session_start = 100.0, time.monotonic()
+    trainer.seconds_before, trainer.session_start = 100.0, utils.awake_seconds()
     assert 100.0 <= trainer.seconds_so_far() < 110.0
 
 
@@ -1927,6 +1928,7 @@ def test_a_step_s_scalars_rate_and_time_left(tmp_path: Path, monkeypatch) -> Non
     now = 1000.0
     monkeypatch.setattr(train, "time", types.SimpleNamespace(monotonic=lambda: now, strftime=time.strftime,
                                                              gmtime=time.gmtime))
+    monkeypatch.setattr(train.utils, "awake_seconds", lambda: now)
     # The session's first step compiled it: no rate, no time left yet; the pace is measured from its end.
     train.Trainer.log_step(t, 2.0, math.inf, 1e-3, now - 2.0)
     assert shown[-1][3:6] == ["val -", "ETA ?", "- chars/s"] and t.pace_from[1:] == (0.1, 11) and t.rate == 0.0
