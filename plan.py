@@ -539,6 +539,12 @@ def resumed_run(args: argparse.Namespace, typed: set[str]) -> Resumed:
                 if elsewhere or renamed else None)
     saved = merge_resume_config(args, typed, resume_dir)
     check_args(args)
+    if "log_dir" not in typed and os.name != "nt" and re.match(r"[A-Za-z]:[\\/]|\\\\", args.log_dir):
+        # C:\Users\...\logs, a folder name here: a run trained on Windows, resumed under WSL or Linux.
+        default = build_parser().get_default("log_dir")
+        log.warning("the run's --log_dir %s is a Windows path: its TensorBoard events go to %s here; pass --log_dir "
+                    "to choose another", args.log_dir, default)
+        args.log_dir = default
     saved_log_dir = saved.get("log_dir") or "logs"  # checked by merge_resume_config only when not typed anew
     if not isinstance(saved_log_dir, str):
         raise damaged_config(resume_dir, f"log_dir is {saved_log_dir!r}")

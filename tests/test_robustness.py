@@ -28,7 +28,7 @@ import utils
 import workers
 from test_data import finished_pid
 from test_train import (forget_in_checkpoints, forget_saved, hparams_of, only_run, pointer_step, read_scalars, run_here,
-                        stop_signals_at_their_defaults, tiny_text)
+                        saved_arg, stop_signals_at_their_defaults, tiny_text)
 
 ROOT = Path(__file__).resolve().parents[1]
 # --xla off and --sample_length 0: neither the step nor a sample is compiled, 4.5 s of a tiny run's 10.
@@ -1767,6 +1767,23 @@ def test_a_resume_killed_before_its_first_save_on_another_text_is_judged_by_the_
     again = run("train.py", "--init_from", "save/run", "--max_steps", "7", cwd=tmp_path)
     assert again.returncode == 0 and "at step 6" in again.stderr, again.stderr
     assert "does not compare" not in again.stderr and "cut into other streams" not in again.stderr, again.stderr
+
+
+@pytest.mark.skipif(os.name == "nt", reason="a Windows path is a path there")
+def test_a_run_trained_on_windows_resumed_here_writes_its_events_in_logs(run_copy: Path) -> None:
+    """config.json keeps the --log_dir a run was trained with, absolute: C:\\Users\\...\\logs from
+    Windows became a folder of that name in the working directory under WSL or Linux."""
+    cwd = run_copy.parents[1]
+    config = json.loads((run_copy / "config.json").read_text(encoding="utf-8"))
+    config["args"]["log_dir"] = "C:\\Users\\홍길동\\char-rnn\\logs"
+    (run_copy / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    result = run("train.py", "--init_from", "save/run", "--max_steps", "7", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    assert ("the run's --log_dir C:\\Users\\홍길동\\char-rnn\\logs is a Windows path: its TensorBoard events go to "
+            "logs here") in result.stderr, result.stderr
+    assert sorted(p.name for p in cwd.iterdir()) == ["logs", "save"]
+    assert [step for step, _ in read_scalars(cwd / "logs" / "run")["train/loss"]] == [7]
+    assert saved_arg(run_copy, "log_dir") == str(cwd / "logs")
 
 
 def test_resume_into_another_save_dir_leaves_the_run_as_it_is(run_copy: Path) -> None:
