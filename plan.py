@@ -347,8 +347,9 @@ def merge_resume_config(args: argparse.Namespace, typed: set[str], run_dir: Path
                            "or start a new run without --init_from.")
     for key, value in inherited.items():
         setattr(args, key, value)
-    saved_input_dropout = saved.get("input_dropout") or 0.0
-    if "input_dropout" in typed and args.input_dropout == 0.0 and saved_input_dropout > 0.0:  # --dropout alone
+    saved_input_dropout = saved.get("input_dropout")
+    if ("dropout" in typed and args.output_keep_prob is None and args.input_keep_prob is None  # --dropout alone
+            and type(saved_input_dropout) in (int, float) and 0.0 < saved_input_dropout < 1.0):
         log.info("--dropout %s: the embedded input is no longer dropped, where the run dropped %s of it (as "
                  "--output_keep_prob and --input_keep_prob set); pass --input_keep_prob %s too to keep that",
                  args.dropout, f"{saved_input_dropout:g}", f"{1.0 - saved_input_dropout:.12g}")

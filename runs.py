@@ -84,17 +84,14 @@ def resolve_run_dir(path: str, flag: str) -> Path:
     latest = run / "latest"
     if latest.is_file():
         try:
-            # Only the line end goes: a name may begin or end with a space (" notes.txt" gives " notes-...").
-            name = latest.read_text(encoding="utf-8-sig").rstrip("\r\n")
+            name = latest.read_text(encoding="utf-8-sig").rstrip("\r\n")  # only the line end: see names_in_latest
         except (OSError, UnicodeDecodeError) as error:
             raise CharRNNError(f"{flag} {path}: its 'latest' file is unreadable ({error}); pass the run "
                                f"directory itself, e.g. {run}/<run name>") from None
-        names = [named for named in (name, name.strip()) if named]  # as written, else as a hand edit meant it
-        for named in names:
-            if (run / named / "config.json").is_file():
-                check_tf_path(str(run / named), flag)
-                return run / named
-        for named in names:
+        if named := run_named_by_latest(run, name):
+            check_tf_path(str(run / named), flag)
+            return run / named
+        for named in names_in_latest(name):
             if without := without_config(run / named):
                 raise CharRNNError(f"{flag} {path}: its 'latest' file names {name!r}: {without}")
         runs = _runs_newest_first(run)
@@ -350,18 +347,29 @@ def _remove_run_files(run_dir: Path, keep: Path, everything: bool = False) -> No
             path.unlink()
 
 
+def names_in_latest(name: str) -> list[str]:
+    """What the name read from a `latest` file (its line end gone) may stand for: as written, else as
+    a hand edit meant it (a name may begin or end with a space: " notes.txt" gives " notes-...")."""
+    return [named for named in (name, name.strip()) if named]
+
+
+def run_named_by_latest(save_dir: Path, name: str) -> str | None:
+    """The run in save_dir that the name read from its `latest` file stands for; None where none is."""
+    return next((named for named in names_in_latest(name) if (save_dir / named / "config.json").is_file()), None)
+
+
 def point_latest(run_dir: Path) -> None:
     """Make the save directory's `latest` file name this run (written whole or not at all). Where it
-    does already it is left as it is: a save directory made read-only around a run folder that
-    stays writable stopped a resume at every first save."""
-    latest, text = run_dir.parent / "latest", run_dir.name + "\n"
+    does already, as sample.py reads it, it is left as it is: a save directory made read-only around
+    a run folder that stays writable stopped a resume at every first save."""
+    latest = run_dir.parent / "latest"
     try:
-        if latest.read_text(encoding="utf-8") == text:
+        if run_named_by_latest(run_dir.parent, latest.read_text(encoding="utf-8-sig").rstrip("\r\n")) == run_dir.name:
             return
-    except (OSError, UnicodeDecodeError):  # none yet, or not this run's: written below
+    except (OSError, UnicodeDecodeError):  # none yet, or unreadable: written below
         pass
     try:
-        atomic_write_text(latest, text)
+        atomic_write_text(latest, run_dir.name + "\n")
     except OSError as error:
         fix = "free disk space" if error.errno in (errno.ENOSPC, errno.EDQUOT) else f"make {run_dir.parent} writable"
         raise CharRNNError(f"could not write {latest} ({error.strerror or error}); the checkpoints in {run_dir} "

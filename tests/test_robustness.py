@@ -1190,6 +1190,7 @@ def test_a_latest_that_cannot_be_written_keeps_the_first_checkpoint(tmp_path: Pa
     assert resumed.returncode == 0 and "best/ckpt-3 at step 3" in resumed.stderr, resumed.stderr
     assert pointer_step(tmp_path / "save" / "new") == 4
     assert (tmp_path / "save" / "latest").read_text().strip() == "new"
+    (tmp_path / "save" / "latest").write_bytes(b"\xef\xbb\xbfnew ")  # as Notepad saves a hand edit: read so too
     again = run("train.py", "--init_from", "save/new", "--max_steps", "6", "--save_every", "1", cwd=tmp_path,
                 wrapper=wrapper)
     assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr
@@ -1767,6 +1768,16 @@ def test_a_resume_killed_before_its_first_save_on_another_text_is_judged_by_the_
     again = run("train.py", "--init_from", "save/run", "--max_steps", "7", cwd=tmp_path)
     assert again.returncode == 0 and "at step 6" in again.stderr, again.stderr
     assert "does not compare" not in again.stderr and "cut into other streams" not in again.stderr, again.stderr
+
+
+def test_a_checkpoint_saved_before_it_recorded_its_text_is_judged_by_config_json(run_copy: Path) -> None:
+    """Checkpoints saved before they recorded their text are judged by config.json, as before: resumed
+    on the same text, the run keeps its best loss and goes on exactly (an empty record compared would
+    have started best/ again and cut the text anew on every old run's first resume)."""
+    forget_in_checkpoints(run_copy, {"train_symbols", "val_sha256"})
+    result = run("train.py", "--init_from", str(run_copy), "--max_steps", "8", cwd=run_copy.parents[1])
+    assert result.returncode == 0 and "at step 6" in result.stderr, result.stderr
+    assert "does not compare" not in result.stderr and "cut into other streams" not in result.stderr, result.stderr
 
 
 @pytest.mark.skipif(os.name == "nt", reason="a Windows path is a path there")

@@ -1101,6 +1101,13 @@ def test_a_typed_dropout_on_resume_says_it_ends_the_old_flags_input_dropout(tmp_
     assert resumed_with("--init_from", str(tmp_path), "--dropout", "0.1", "--input_keep_prob", "0.72") == (0.1, 0.28)
     assert "no longer dropped" not in caplog.text
     assert resumed_with("--init_from", str(tmp_path)) == (0.2, 0.28) and "no longer dropped" not in caplog.text
+    # An old flag that turns it off says what it says itself; a damaged saved value is no rate to speak of.
+    assert resumed_with("--init_from", str(tmp_path), "--input_keep_prob", "1") == (0.2, 0.0)
+    assert "no longer dropped" not in caplog.text
+    config = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
+    config["args"]["input_dropout"] = "0.28"
+    (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert resumed_with("--init_from", str(tmp_path), "--dropout", "0.1") == (0.1, 0.0)
 
 
 def test_typing_a_run_s_own_model_and_data_layout_flags_on_resume_is_no_change(tmp_path: Path) -> None:
