@@ -677,7 +677,10 @@ def _remove_leftovers(root: Path, identity: dict, key: str, source: Path | None)
 def _remove_preparation(d: Path) -> None:
     """Remove a preparation, its ids first: Windows deletes no file that a run still training on it
     maps, and the rest removed around it left a copy of the corpus that no cleanup found again (the
-    ones below look for meta.json). In use, it stays for a later preparation to remove."""
+    ones below look for meta.json). In use, it stays for a later preparation to remove. A link to a
+    folder elsewhere is not emptied through."""
+    if d.is_symlink():
+        return
     try:
         (d / "ids.npy").unlink(missing_ok=True)
     except OSError as error:

@@ -546,6 +546,7 @@ def resumed_run(args: argparse.Namespace, typed: set[str]) -> Resumed:
         log.warning("the run's --log_dir %s is a Windows path: its TensorBoard events go to %s here; pass --log_dir "
                     "to choose another", args.log_dir, default)
         args.log_dir = default
+        typed.add("log_dir")  # chosen here: not a saved folder gone
     saved_log_dir = saved.get("log_dir") or "logs"  # checked by merge_resume_config only when not typed anew
     if not isinstance(saved_log_dir, str):
         raise damaged_config(resume_dir, f"log_dir is {saved_log_dir!r}")

@@ -1106,6 +1106,17 @@ def test_an_outdated_preparation_in_use_stays_whole_until_it_can_go(tmp_path: Pa
     assert not old.exists()
 
 
+def test_an_outdated_preparation_linked_from_elsewhere_is_not_emptied_through_the_link(tmp_path: Path) -> None:
+    path = write(tmp_path / "in.txt", KOREAN)
+    old = prepare(path, tmp_path).cache_dir
+    elsewhere = tmp_path / "elsewhere"
+    old.rename(elsewhere)
+    old.symlink_to(elsewhere, target_is_directory=True)
+    write(path, KOREAN + "새 글자: 龍\n")
+    prepare(path, tmp_path)
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["ids.npy", "meta.json", "vocab.json"]
+
+
 def test_cache_is_reused_and_invalidated(tmp_path: Path, caplog) -> None:
     caplog.set_level(logging.INFO, logger="charrnn")
     path = write(tmp_path / "in.txt", KOREAN)

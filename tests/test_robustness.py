@@ -1787,11 +1787,13 @@ def test_a_run_trained_on_windows_resumed_here_writes_its_events_in_logs(run_cop
     cwd = run_copy.parents[1]
     config = json.loads((run_copy / "config.json").read_text(encoding="utf-8"))
     config["args"]["log_dir"] = "C:\\Users\\홍길동\\char-rnn\\logs"
+    config["args"]["run_dir"] = "C:\\Users\\홍길동\\char-rnn\\save\\run"  # as Windows saved it
     (run_copy / "config.json").write_text(json.dumps(config), encoding="utf-8")
     result = run("train.py", "--init_from", "save/run", "--max_steps", "7", cwd=cwd)
     assert result.returncode == 0, result.stderr
     assert ("the run's --log_dir C:\\Users\\홍길동\\char-rnn\\logs is a Windows path: its TensorBoard events go to "
             "logs here") in result.stderr, result.stderr
+    assert "is gone" not in result.stderr, result.stderr  # logs/ is this session's choice, not a saved folder
     assert sorted(p.name for p in cwd.iterdir()) == ["logs", "save"]
     assert [step for step, _ in read_scalars(cwd / "logs" / "run")["train/loss"]] == [7]
     assert saved_arg(run_copy, "log_dir") == str(cwd / "logs")
