@@ -9,6 +9,7 @@ It imports neither TensorFlow nor numpy.
 from __future__ import annotations
 
 import codecs
+import os
 import re
 import unicodedata
 from pathlib import Path
@@ -65,7 +66,7 @@ def check_no_nul(path: Path, data: bytes, offset: int, encoding: str, before: by
     if at > 0 and not data[first:].strip(b"\0") and _zeros_to_the_end(path, offset + len(data)):
         raise CharRNNError(f"{path}: text up to byte {at:,}, and only NUL bytes from there to the end (a tail "
                            f"filled with zeros: a copy or download cut short, or a crash while it was written). "
-                           f"Cut them off, e.g. truncate -s {at} FILE, or pass a complete copy")
+                           f"Cut them off, e.g. {cut_command(at)}, or pass a complete copy")
     around = (before + data)[max(0, nul - 32768):nul + 32768]
     if _mostly_controls(around):
         raise CharRNNError(f"{path}: looks like a binary file, not text (NUL byte at offset {at:,}); pass a text file")
@@ -90,7 +91,7 @@ def check_byte_order(path: Path, data: bytes, offset: int, encoding: str) -> Non
     if at >= 0:
         raise CharRNNError(f"{path}: a byte-order mark of the other byte order at byte {offset + at:,}: the file "
                            f"joins {encoding} parts saved in both byte orders, and what follows it would be read as "
-                           f"other characters. Convert each part to UTF-8 (iconv -f {_iconv(encoding)} -t utf-8), "
+                           f"other characters. Convert each part to UTF-8 ({convert_command(encoding, files=False)}), "
                            f"and join those")
 
 
@@ -147,8 +148,8 @@ def _pass_or_convert(found: str, encoding: str, other_files: int) -> str:
     """The advice for a file in the encoding found: --encoding reads every file of the corpus."""
     if not other_files:
         return f"pass --encoding {found} (or convert the file to UTF-8)"
-    return (f"--encoding {encoding} applies to all {other_files + 1} files: convert this one to UTF-8 (iconv -f "
-            f"{_iconv(found)} -t utf-8 FILE > NEW), or pass --encoding {found} if every file is {found}")
+    return (f"--encoding {encoding} applies to all {other_files + 1} files: convert this one to UTF-8 "
+            f"({convert_command(found)}), or pass --encoding {found} if every file is {found}")
 
 
 def check_decoded_text(path: Path, text: str, encoding: str, other_files: int = 0) -> None:
@@ -180,7 +181,7 @@ def check_decoded_text(path: Path, text: str, encoding: str, other_files: int = 
             garbled = _garbled_word(text)[:20]
             fix = ("drop --encoding, whose default is utf-8" if not other_files else
                    f"--encoding {encoding} applies to all {other_files + 1} files: convert any {encoding} ones to "
-                   f"UTF-8 (iconv -f {_iconv(encoding)} -t utf-8 FILE > NEW) and drop --encoding")
+                   f"UTF-8 ({convert_command(encoding)}) and drop --encoding")
             raise CharRNNError(f"{path}: this is UTF-8 text, which --encoding {encoding} garbles (into {garbled!r} "
                                f"and the like): {fix}")
         if not_ebcdic:
@@ -302,12 +303,13 @@ def decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, extr
             return _damage_error(path, where, encoding, bad, window[at:], truncated, "around it")
         return CharRNNError(f"{where}; the text around it is ASCII, which says nothing of its encoding: if the "
                             f"file is not UTF-8, pass --encoding with its encoding (from Windows often cp1252, "
-                            f"Korean cp949); if it is, these are damaged bytes to fix or remove (iconv -c -f utf-8 "
-                            f"-t utf-8 FILE > FIXED drops every invalid byte)")
+                            f"Korean cp949); if it is, these are damaged bytes to fix or remove "
+                            f"({convert_command('utf-8', new='FIXED', drop_invalid=True)} drops every invalid byte)")
     if _mixes_utf8_and_cp949(sample):  # no --encoding reads it: latin-1 would train on mojibake
         return CharRNNError(f"{where}; its lines are partly cp949 and partly UTF-8 (texts pasted together), which "
                             f"no --encoding reads: convert the cp949 part to UTF-8 (split the file where the "
-                            f"encoding changes, iconv -f cp949 -t utf-8 that part, and join them again)")
+                            f"encoding changes, convert that part ({convert_command('cp949', files=False)}), and join them "
+                            f"again)")
     tried = [encoding]
     for candidate in ("utf-8", "cp949"):
         if codecs.lookup(candidate).name == encoding:
@@ -322,10 +324,10 @@ def decode_error(path: Path, encoding: str, bad: int, other_files: int = 0, extr
                 return CharRNNError(f"{where}; this looks like {candidate}: pass --encoding {candidate}")
             every = f"--encoding {encoding} applies to all {other_files + 1} files, and this one looks like {candidate}"
             if candidate == "utf-8":
-                return CharRNNError(f"{where}; {every}: convert any {encoding} ones to UTF-8 (iconv -f "
-                                    f"{_iconv(encoding)} -t utf-8 FILE > NEW) and drop --encoding")
-            return CharRNNError(f"{where}; {every}: convert it (iconv -f {candidate} -t {_iconv(encoding)} FILE > "
-                                f"NEW), or pass --encoding {candidate} if every file is {candidate}")
+                return CharRNNError(f"{where}; {every}: convert any {encoding} ones to UTF-8 "
+                                    f"({convert_command(encoding)}) and drop --encoding")
+            return CharRNNError(f"{where}; {every}: convert it ({convert_command(candidate, encoding)}), or pass "
+                                f"--encoding {candidate} if every file is {candidate}")
     not_these = f"{where}; it is not {' or '.join(tried)} either"
     found = _legacy_encoding(sample, encoding)
     if found:
@@ -444,6 +446,26 @@ def _iconv(encoding: str) -> str:
     return _ICONV_NAMES.get(name, name)
 
 
+def convert_command(source: str, target: str = "utf-8", new: str = "NEW", drop_invalid: bool = False,
+                    files: bool = True, windows: bool = os.name == "nt") -> str:
+    """The command a message gives to convert FILE from encoding source to target (Python's names),
+    into new (dropping the bytes source cannot read, with drop_invalid): iconv, which Linux, macOS
+    and Git Bash have; on Windows, which has none, Python's own, said whole (files False: iconv's
+    options alone, for a part of a file)."""
+    if windows:
+        errors = ", errors='ignore'" if drop_invalid else ""
+        return (f"python -c \"open(r'{new}', 'w', encoding='{target}', newline='').write(open(r'FILE', "
+                f"encoding='{source}', newline=''{errors}).read())\"")
+    return f"iconv {'-c ' if drop_invalid else ''}-f {_iconv(source)} -t {_iconv(target)}" + (
+        f" FILE > {new}" if files else "")
+
+
+def cut_command(size: int, file: str = "FILE", windows: bool = os.name == "nt") -> str:
+    """The command a message gives to cut a file to its first size bytes: truncate, or on Windows
+    Python's own."""
+    return f"python -c \"import os; os.truncate(r'{file}', {size})\"" if windows else f"truncate -s {size} {file}"
+
+
 def _ordered(path: Path, encoding: str) -> str:
     """A UTF-16/32 codec with its byte order: utf-16 as the file's byte-order mark names it (little
     endian without one), to read the file from anywhere, with errors="replace" too."""
@@ -504,8 +526,9 @@ def _damage_error(path: Path, where: str, encoding: str, bad: int, after: bytes,
     named = "UTF-8" if _is_utf8(encoding) else encoding
     if truncated:
         return CharRNNError(f"{where}; the file is {named} but ends in the middle of a character (cut short?): "
-                            f"drop its last {len(after)} byte(s), e.g. truncate -s {bad} {path}")
-    fix = f"iconv -c -f {_iconv(encoding)} -t utf-8 FILE > FIXED converts it to UTF-8 and drops every invalid byte"
+                            f"drop its last {len(after)} byte(s), e.g. {cut_command(bad, str(path))}")
+    fix = (f"{convert_command(encoding, new='FIXED', drop_invalid=True)} converts it to UTF-8 and drops every "
+           f"invalid byte")
     damaged = (f"{where}; the text {context} is {named}, so these are damaged bytes, not another encoding: fix "
                f"or remove them ({fix.replace(' converts it to UTF-8 and', '') if _is_utf8(encoding) else fix})")
     if _wide(encoding):
@@ -516,8 +539,8 @@ def _damage_error(path: Path, where: str, encoding: str, bad: int, after: bytes,
         if other != named.lower() and own_good < 4 * own_bad_runs and (
                 _mostly_common_hangul(line.decode(other, "replace")) if other == "cp949" else _decodes(line, other)):
             return CharRNNError(f"{where}; the text {context} is {named} and from here it looks like {other}: a "
-                                f"part pasted in another encoding. Convert that part to {named} (iconv -f {other} "
-                                f"-t {_iconv(encoding)})")
+                                f"part pasted in another encoding. Convert that part to {named} "
+                                f"({convert_command(other, encoding, files=False)})")
     # Damage is a bad run or two, or a few among good non-ASCII text; another encoding fails at
     # nearly every non-ASCII character.
     good, bad_runs = _good_and_bad(after[:4096].decode(encoding, "replace"))
@@ -527,8 +550,8 @@ def _damage_error(path: Path, where: str, encoding: str, bad: int, after: bytes,
     if found:
         codec, looks_like, also = found
         return CharRNNError(f"{where}; the text {context} is {named} and from here it looks like {looks_like}: a "
-                            f"part pasted in another encoding. Convert that part to {named} (iconv -f {codec} -t "
-                            f"{_iconv(encoding)}){also}")
+                            f"part pasted in another encoding. Convert that part to {named} "
+                            f"({convert_command(codec, encoding, files=False)}){also}")
     return CharRNNError(f"{where}; the text {context} is {named} and from here it is not: a part in another "
                         f"encoding to convert to {named}, or damage to fix")
 

@@ -238,8 +238,9 @@ def damage(error: Exception) -> str:
                 # glibc's refuses the name utf-16-le)
             lost = "" if encoding.startswith("utf") else (", unless the editor dropped characters cp949 lacks (jamo, "
                                                           "emoji), which then need a backup")
+            from decoding import convert_command  # (decoding imports this module)
             return (f"not UTF-8 text but {encoding}, as an editor saves it again: convert it back, "
-                    f"iconv -f {encoding} -t utf-8 FILE > NEW, and put NEW in its place{lost}")
+                    f"{convert_command(encoding)}, and put NEW in its place{lost}")
         return "not UTF-8 text"
     if isinstance(error, json.JSONDecodeError):
         # Python's own text may end in "at" (Invalid control character at): said once.

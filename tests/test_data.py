@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -529,6 +530,34 @@ def test_parts_in_both_byte_orders_are_refused(tmp_path: Path) -> None:
     write(path, ("\ufeff" + "plain text here\n" * 20).encode("utf-16-le"))
     with pytest.raises(CharRNNError, match="the file is in the other byte order; pass --encoding utf-16-le"):
         prepare(path, tmp_path, encoding="utf-16-be")
+
+
+@pytest.mark.parametrize("windows", [False, True], ids=["iconv", "python"])
+def test_the_commands_that_messages_give_do_what_they_say(tmp_path: Path, windows: bool) -> None:
+    """Messages give commands to convert or cut a file: iconv and truncate, which Windows lacks, or
+    there Python's own (run here through a shell as cmd.exe and PowerShell pass them: double quotes
+    outside, single inside). Each is run on a real file, with the placeholders filled in."""
+    def run_it(command: str, file: Path, new: Path | None = None) -> None:
+        if not windows and not shutil.which(command.split()[0]):
+            pytest.skip(f"no {command.split()[0]} here")
+        command = command.replace("python", shlex.quote(sys.executable), 1) if windows else command
+        command = command.replace("FILE", str(file)).replace("FIXED", str(new)).replace("NEW", str(new))
+        subprocess.run(["bash", "-c", command], check=True, capture_output=True)
+
+    text = "대한민국 헌법\r\n제1조\n"
+    write(tmp_path / "a.txt", text.encode("cp949"))
+    run_it(decoding.convert_command("cp949", windows=windows), tmp_path / "a.txt", tmp_path / "a8.txt")
+    assert (tmp_path / "a8.txt").read_bytes() == text.encode("utf-8")  # the line ends as they were
+    run_it(decoding.convert_command("utf-8", "utf-16-le", windows=windows), tmp_path / "a8.txt", tmp_path / "a16.txt")
+    assert (tmp_path / "a16.txt").read_bytes() == text.encode("utf-16-le")
+    write(tmp_path / "bad.txt", "한국 \xff어\n".encode("utf-8").replace(b"\xc3\xbf", b"\xff"))
+    run_it(decoding.convert_command("utf-8", new="FIXED", drop_invalid=True, windows=windows), tmp_path / "bad.txt",
+           tmp_path / "fixed.txt")
+    assert (tmp_path / "fixed.txt").read_bytes() == "한국 어\n".encode("utf-8")
+    write(tmp_path / "cut.txt", b"text\0\0\0")
+    run_it(decoding.cut_command(4, windows=windows), tmp_path / "cut.txt")
+    assert (tmp_path / "cut.txt").read_bytes() == b"text"
+    assert decoding.convert_command("euc_kr", files=False, windows=False) == "iconv -f euc-kr -t utf-8"
 
 
 def test_a_tail_of_zeros_is_told_as_one(tmp_path: Path) -> None:
