@@ -678,8 +678,8 @@ def _remove_preparation(d: Path) -> None:
     """Remove a preparation, its ids first: Windows deletes no file that a run still training on it
     maps, and the rest removed around it left a copy of the corpus that no cleanup found again (the
     ones below look for meta.json). In use, it stays for a later preparation to remove. A link to a
-    folder elsewhere is not emptied through."""
-    if d.is_symlink():
+    folder elsewhere (a symbolic link, or on Windows a junction) is not emptied through."""
+    if d.is_symlink() or getattr(os.lstat(d), "st_reparse_tag", 0) == 0xA0000003:  # IO_REPARSE_TAG_MOUNT_POINT
         return
     try:
         (d / "ids.npy").unlink(missing_ok=True)

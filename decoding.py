@@ -15,7 +15,7 @@ import unicodedata
 from pathlib import Path
 from typing import Callable
 
-from utils import CharRNNError, logger
+from utils import CharRNNError, logger, shell_path
 
 _COUNT_BYTES = 2 << 20  # the line of a bad byte is counted a block at a time, whatever the file size
 
@@ -450,20 +450,24 @@ def convert_command(source: str, target: str = "utf-8", new: str = "NEW", drop_i
                     files: bool = True, windows: bool = os.name == "nt") -> str:
     """The command a message gives to convert FILE from encoding source to target (Python's names),
     into new (dropping the bytes source cannot read, with drop_invalid): iconv, which Linux, macOS
-    and Git Bash have; on Windows, which has none, Python's own, said whole (files False: iconv's
-    options alone, for a part of a file)."""
+    and Git Bash have; on Windows, which has none, Python's own, said whole, its files passed as
+    arguments (a path in it, C:\\Users\\O'Brien, would end its string). files False: iconv's options
+    alone, for a part of a file."""
     if windows:
+        target = "utf-8" if codecs.lookup(target).name == "utf-8-sig" else target  # no mark mid-file: as iconv
         errors = ", errors='ignore'" if drop_invalid else ""
-        return (f"python -c \"open(r'{new}', 'w', encoding='{target}', newline='').write(open(r'FILE', "
-                f"encoding='{source}', newline=''{errors}).read())\"")
+        return (f"python -c \"import sys; open(sys.argv[2], 'w', encoding='{target}', newline='').write(open("
+                f"sys.argv[1], encoding='{source}', newline=''{errors}).read())\" FILE {new}")
     return f"iconv {'-c ' if drop_invalid else ''}-f {_iconv(source)} -t {_iconv(target)}" + (
         f" FILE > {new}" if files else "")
 
 
-def cut_command(size: int, file: str = "FILE", windows: bool = os.name == "nt") -> str:
-    """The command a message gives to cut a file to its first size bytes: truncate, or on Windows
-    Python's own."""
-    return f"python -c \"import os; os.truncate(r'{file}', {size})\"" if windows else f"truncate -s {size} {file}"
+def cut_command(size: int, path: str | None = None, windows: bool = os.name == "nt") -> str:
+    """The command a message gives to cut the file at path (FILE where None) to its first size
+    bytes: truncate, or on Windows Python's own."""
+    file = "FILE" if path is None else shell_path(path)
+    return (f"python -c \"import os, sys; os.truncate(sys.argv[1], {size})\" {file}" if windows
+            else f"truncate -s {size} {file}")
 
 
 def _ordered(path: Path, encoding: str) -> str:

@@ -673,7 +673,7 @@ def take_run_dir(lock: runs.RunLock, run_dir: Path, resumed: Resumed | None) -> 
         if not (run_dir / "config.json").exists():
             raise CharRNNError(f"{run_dir} holds files of a run (checkpoints, vocab.json) but no config.json, "
                                f"what is left of one: pick another --run_name, or move them away to start over")
-        raise CharRNNError(f"{run_dir} already holds a run: continue it with --init_from {runs.shell_path(run_dir)}, "
+        raise CharRNNError(f"{run_dir} already holds a run: continue it with --init_from {utils.shell_path(run_dir)}, "
                            f"pick another --run_name, or delete it to start over")
 
 

@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from utils import (OWNER_TAG, TORCH_CHECKPOINT, CharRNNError, atomic_write_text, check_path, left_by_gone_owner,
-                   looked_in, read_json_object, run_of_checkpoint)
+                   looked_in, read_json_object, run_of_checkpoint, shell_path)
 
 if TYPE_CHECKING:  # for annotations only
     import tensorflow as tf
@@ -209,17 +209,6 @@ def claim_new_dir(parent: Path, names: Iterable[str], flag: str) -> tuple[Path, 
                                f"directory you can write, or fix its permissions.") from None
         return parent / name, outermost or parent / name
     raise ValueError("names ran out")  # callers pass an endless name-2, name-3, ...
-
-
-def shell_path(path: str | Path) -> str:
-    """A path as it must be typed in a shell command that a message suggests (spaces, quotes)."""
-    if str(path).startswith("-"):  # else the command line reads it as a flag
-        path = os.path.join(".", path)
-    if os.name == "nt":
-        import subprocess
-        return subprocess.list2cmdline([str(path)])
-    import shlex
-    return shlex.quote(str(path))
 
 
 def script_command(script: str) -> str:

@@ -295,7 +295,7 @@ class Trainer:
             # A moved or copied run writes on in the TensorBoard run it began: named where the names differ.
             board_run = f" (TensorBoard run {args.log_name})" if args.log_name != run.run_dir.name else ""
             log.info("run %s: checkpoints in %s%s; watch it with:  tensorboard --logdir %s", args.run_name, run.run_dir,
-                     board_run, runs.shell_path(log_dir if runs.is_utf8_path(log_dir) else args.log_dir))
+                     board_run, utils.shell_path(log_dir if runs.is_utf8_path(log_dir) else args.log_dir))
             for level, note in self.resume_notes:
                 log.log(level, note)
             self.say_schedule_change()
@@ -878,9 +878,9 @@ class Trainer:
             best = (f"best val loss {best_val:.4f}" if math.isfinite(best_val)
                     else "no validation since best/ started again" if self.best_started_again else "no validation yet")
             log.info(f"stopped at step {self.step} by {stop.label}; {best}. Sample with:  "
-                     f"{runs.script_command('sample.py')} --save_dir {runs.shell_path(run_dir)}")
+                     f"{runs.script_command('sample.py')} --save_dir {utils.shell_path(run_dir)}")
             if not at_limit:
-                log.info(f"resume with:  {runs.script_command('train.py')} --init_from {runs.shell_path(run_dir)}")
+                log.info(f"resume with:  {runs.script_command('train.py')} --init_from {utils.shell_path(run_dir)}")
 
 
 def train(args: argparse.Namespace, typed: set[str]) -> None:
@@ -1024,7 +1024,7 @@ def how_to_go_on(run: plan.Run, again: str = "the same command") -> str:
             return runs.without_config(run.run_dir) or (
                 f"{run.run_dir} is gone, and its checkpoints with it (deleted or moved during training?): run {again} "
                 f"again to start anew")
-        return f"the checkpoints in {run.run_dir} are intact: resume with --init_from {runs.shell_path(run.run_dir)}"
+        return f"the checkpoints in {run.run_dir} are intact: resume with --init_from {utils.shell_path(run.run_dir)}"
     return f"nothing was saved: run {again} again"
 
 

@@ -560,6 +560,17 @@ def say_from_signal_handler(message: str) -> None:
         pass
 
 
+def shell_path(path: str | Path) -> str:
+    """A path as it must be typed in a shell command that a message suggests (spaces, quotes)."""
+    if str(path).startswith("-"):  # else the command line reads it as a flag
+        path = os.path.join(".", path)
+    if os.name == "nt":
+        import subprocess
+        return subprocess.list2cmdline([str(path)])
+    import shlex
+    return shlex.quote(str(path))
+
+
 def awake_seconds() -> float:
     """A clock in seconds that stands still while the machine sleeps, for --time_budget and the time
     left: a laptop asleep through the night did not train. time.monotonic() is one on Linux and

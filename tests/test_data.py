@@ -536,27 +536,38 @@ def test_parts_in_both_byte_orders_are_refused(tmp_path: Path) -> None:
 def test_the_commands_that_messages_give_do_what_they_say(tmp_path: Path, windows: bool) -> None:
     """Messages give commands to convert or cut a file: iconv and truncate, which Windows lacks, or
     there Python's own (run here through a shell as cmd.exe and PowerShell pass them: double quotes
-    outside, single inside). Each is run on a real file, with the placeholders filled in."""
+    outside, single inside). Each is run on a real file whose path has a space and an apostrophe
+    (C:\\Users\\O'Brien), with the placeholders filled in."""
     def run_it(command: str, file: Path, new: Path | None = None) -> None:
         if not windows and not shutil.which(command.split()[0]):
             pytest.skip(f"no {command.split()[0]} here")
         command = command.replace("python", shlex.quote(sys.executable), 1) if windows else command
-        command = command.replace("FILE", str(file)).replace("FIXED", str(new)).replace("NEW", str(new))
+        for placeholder, path in (("FILE", file), ("FIXED", new), ("NEW", new)):
+            command = command.replace(f" {placeholder}", f" {shlex.quote(str(path))}")
         subprocess.run(["bash", "-c", command], check=True, capture_output=True)
 
+    folder = tmp_path / "O'Brien docs"
+    folder.mkdir()
     text = "대한민국 헌법\r\n제1조\n"
-    write(tmp_path / "a.txt", text.encode("cp949"))
-    run_it(decoding.convert_command("cp949", windows=windows), tmp_path / "a.txt", tmp_path / "a8.txt")
-    assert (tmp_path / "a8.txt").read_bytes() == text.encode("utf-8")  # the line ends as they were
-    run_it(decoding.convert_command("utf-8", "utf-16-le", windows=windows), tmp_path / "a8.txt", tmp_path / "a16.txt")
-    assert (tmp_path / "a16.txt").read_bytes() == text.encode("utf-16-le")
-    write(tmp_path / "bad.txt", "한국 \xff어\n".encode("utf-8").replace(b"\xc3\xbf", b"\xff"))
-    run_it(decoding.convert_command("utf-8", new="FIXED", drop_invalid=True, windows=windows), tmp_path / "bad.txt",
-           tmp_path / "fixed.txt")
-    assert (tmp_path / "fixed.txt").read_bytes() == "한국 어\n".encode("utf-8")
-    write(tmp_path / "cut.txt", b"text\0\0\0")
-    run_it(decoding.cut_command(4, windows=windows), tmp_path / "cut.txt")
-    assert (tmp_path / "cut.txt").read_bytes() == b"text"
+    write(folder / "a.txt", text.encode("cp949"))
+    run_it(decoding.convert_command("cp949", windows=windows), folder / "a.txt", folder / "a8.txt")
+    assert (folder / "a8.txt").read_bytes() == text.encode("utf-8")  # the line ends as they were
+    run_it(decoding.convert_command("utf-8", "utf-16-le", windows=windows), folder / "a8.txt", folder / "a16.txt")
+    assert (folder / "a16.txt").read_bytes() == text.encode("utf-16-le")
+    run_it(decoding.convert_command("cp949", "utf-8-sig", files=not windows, windows=windows), folder / "a.txt",
+           folder / "part.txt")  # a part of a utf-8-sig file: no mark in the middle of it
+    if windows:
+        assert (folder / "part.txt").read_bytes() == text.encode("utf-8")
+    write(folder / "bad.txt", "한국 \xff어\n".encode("utf-8").replace(b"\xc3\xbf", b"\xff"))
+    run_it(decoding.convert_command("utf-8", new="FIXED", drop_invalid=True, windows=windows), folder / "bad.txt",
+           folder / "fixed.txt")
+    assert (folder / "fixed.txt").read_bytes() == "한국 어\n".encode("utf-8")
+    write(folder / "cut.txt", b"text\0\0\0")
+    write(tmp_path / "cut.txt", b"another file")  # what an unquoted path's last word would name
+    command = decoding.cut_command(4, str(folder / "cut.txt"), windows=windows)
+    subprocess.run(["bash", "-c", command.replace("python", shlex.quote(sys.executable), 1) if windows else command],
+                   check=True, capture_output=True, cwd=tmp_path)
+    assert (folder / "cut.txt").read_bytes() == b"text" and (tmp_path / "cut.txt").read_bytes() == b"another file"
     assert decoding.convert_command("euc_kr", files=False, windows=False) == "iconv -f euc-kr -t utf-8"
 
 

@@ -2460,8 +2460,8 @@ def test_a_full_log_disk_keeps_the_steps_trained(tmp_path: Path, limit: str) -> 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX shell quoting")
 def test_printed_commands_paste_into_a_shell() -> None:
     for path in ("save/sp ace", "save/it's", "save/$HOME", "save/plain"):
-        assert shlex.split(f"python train.py --init_from {runs.shell_path(path)}")[-1] == path
-    assert shlex.split(f"python train.py --init_from {runs.shell_path('-s/run')}")[-1] == "./-s/run"  # not a flag
+        assert shlex.split(f"python train.py --init_from {utils.shell_path(path)}")[-1] == path
+    assert shlex.split(f"python train.py --init_from {utils.shell_path('-s/run')}")[-1] == "./-s/run"  # not a flag
 
 
 def test_a_deleted_working_directory_is_named(tmp_path: Path) -> None:
