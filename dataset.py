@@ -679,7 +679,10 @@ def _remove_preparation(d: Path) -> None:
     maps, and the rest removed around it left a copy of the corpus that no cleanup found again (the
     ones below look for meta.json). In use, it stays for a later preparation to remove. A link to a
     folder elsewhere (a symbolic link, or on Windows a junction) is not emptied through."""
-    if d.is_symlink() or getattr(os.lstat(d), "st_reparse_tag", 0) == 0xA0000003:  # IO_REPARSE_TAG_MOUNT_POINT
+    try:
+        if d.is_symlink() or getattr(os.lstat(d), "st_reparse_tag", 0) == 0xA0000003:  # IO_REPARSE_TAG_MOUNT_POINT
+            return
+    except OSError:  # gone meanwhile: another preparation of the same text removed it
         return
     try:
         (d / "ids.npy").unlink(missing_ok=True)
