@@ -694,25 +694,24 @@ def _remove_preparation(d: Path) -> None:
     shutil.rmtree(d, ignore_errors=True)
 
 
-def _say_other_preparations(root: Path, identity: dict, key: str) -> None:
+def _say_other_preparations(root: Path, identity: dict) -> None:
     """Name the room that this text's preparations under other data flags take beside the new one:
     each keeps a whole copy of the ids (about the size of a Korean text file, 1.6 times that under
     jamo), so a few trials of --max_vocab or --unit on a multi-GB dump fill a disk from a hidden folder."""
     files = [f[0] for f in identity["files"]]
-    others = []
+    sizes = []  # of this text's preparations, the new one among them
     for d in root.iterdir():
         try:
-            if d.name != key and not d.name.startswith(".tmp-") and [f[0] for f in json.loads(
+            if not d.name.startswith(".tmp-") and [f[0] for f in json.loads(
                     (d / "meta.json").read_text(encoding="utf-8"))["identity"]["files"]] == files:
-                others.append(sum(f.stat().st_size for f in d.iterdir()))
+                sizes.append(sum(f.stat().st_size for f in d.iterdir()))
         except (OSError, ValueError, KeyError, TypeError):  # not a preparation of ours, or one being removed
             continue
-    if others:
-        size = sum(others) + sum(f.stat().st_size for f in (root / key).iterdir())
+    if len(sizes) > 1:
         logger.info("%s holds %d preparations of this text, %s MB: one per set of data flags (--unit, --max_vocab, "
                     "--min_char_count, --normalize, --encoding) or a resumed run's vocabulary. Delete the folders of "
-                    "those no longer used (they are made again when needed)", root, len(others) + 1,
-                    f"{size / 1e6:,.1f}")
+                    "those no longer used (they are made again when needed)", root, len(sizes),
+                    f"{sum(sizes) / 1e6:,.1f}")
 
 
 def _read_code_points(files: list[Path], options: DataOptions,
@@ -906,7 +905,7 @@ def prepare_corpus(files: list[Path], options: DataOptions, cache_root: Path | N
                                    f"directory's permissions or free disk space, then run again") from None
         if source is not None:
             _remove_leftovers(root, identity, key, source)
-        _say_other_preparations(root, identity, key)
+        _say_other_preparations(root, identity)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         try:  # an interrupted first preparation leaves no empty .prepared/ behind

@@ -84,7 +84,7 @@ def resolve_run_dir(path: str, flag: str) -> Path:
     latest = run / "latest"
     if latest.is_file():
         try:
-            name = latest.read_text(encoding="utf-8-sig").rstrip("\r\n")  # only the line end: see names_in_latest
+            name = read_latest(run)
         except (OSError, UnicodeDecodeError) as error:
             raise CharRNNError(f"{flag} {path}: its 'latest' file is unreadable ({error}); pass the run "
                                f"directory itself, e.g. {run}/<run name>") from None
@@ -336,6 +336,11 @@ def _remove_run_files(run_dir: Path, keep: Path, everything: bool = False) -> No
             path.unlink()
 
 
+def read_latest(save_dir: Path) -> str:
+    """The name in save_dir's `latest` file, its line end gone (only that: see names_in_latest)."""
+    return (save_dir / "latest").read_text(encoding="utf-8-sig").rstrip("\r\n")
+
+
 def names_in_latest(name: str) -> list[str]:
     """What the name read from a `latest` file (its line end gone) may stand for: as written, else as
     a hand edit meant it (a name may begin or end with a space: " notes.txt" gives " notes-...")."""
@@ -353,7 +358,7 @@ def point_latest(run_dir: Path) -> None:
     a run folder that stays writable stopped a resume at every first save."""
     latest = run_dir.parent / "latest"
     try:
-        if run_named_by_latest(run_dir.parent, latest.read_text(encoding="utf-8-sig").rstrip("\r\n")) == run_dir.name:
+        if run_named_by_latest(run_dir.parent, read_latest(run_dir.parent)) == run_dir.name:
             return
     except (OSError, UnicodeDecodeError):  # none yet, or unreadable: written below
         pass

@@ -282,13 +282,7 @@ class Trainer:
         self.train_step = self.hang_watch.watched(train_step, from_call=2)  # the first compiles
         self.eval_step = self.model_lib.graph_function(self._eval_step, jit_compile=xla)
         run.log_files_before = set(os.listdir(run.log_dir)) if run.log_dir.is_dir() else set()
-        try:
-            self.writer = tf.summary.create_file_writer(str(run.log_dir))
-            mark_session_start(tf, self.writer, self.step)
-        except tf.errors.OpError as error:  # e.g. a full disk: told as any failed write of the events
-            raise EventsUnwritable(runs.tf_error_reason(error)) from None
-        with self.events():
-            write_run_summaries(args, self.vocab.size)
+        self.open_events()
         if run.cluster.is_chief:
             # Absolute: a second terminal, where the command is pasted, opens in another folder.
             log_dir = os.path.abspath(args.log_dir)
@@ -594,24 +588,29 @@ class Trainer:
         except self.tf.errors.OpError as error:
             raise EventsUnwritable(runs.tf_error_reason(error)) from None
 
+    def open_events(self) -> None:
+        """The session's TensorBoard writer in the run's folder (made where it is not), its start
+        marked, and the run's summaries written."""
+        tf = self.tf
+        try:
+            self.writer = tf.summary.create_file_writer(str(self.run.log_dir))
+            mark_session_start(tf, self.writer, self.step)
+            with self.writer.as_default():  # which flushes on leaving
+                write_run_summaries(self.args, self.vocab.size)
+        except tf.errors.OpError as error:  # e.g. a full disk: told as any failed write of the events
+            raise EventsUnwritable(runs.tf_error_reason(error)) from None
+
     def open_events_again(self) -> None:
         """The run's TensorBoard folder, deleted or moved during training (rm -rf logs), is made again
         with the run's summaries, for the events from this step on: they went on into a file that no
         folder held, lost in silence."""
-        tf, run = self.tf, self.run
         log.warning("%s was deleted or moved during training: TensorBoard's events are written there anew from "
-                    "step %d (the earlier ones went with it)", run.log_dir, self.step)
+                    "step %d (the earlier ones went with it)", self.run.log_dir, self.step)
         try:
             self.writer.close()
-        except tf.errors.OpError:  # the old folder's disk: nothing more goes there
+        except self.tf.errors.OpError:  # the old folder's disk: nothing more goes there
             pass
-        try:
-            run.log_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise EventsUnwritable(error.strerror or str(error)) from None
-        self.writer = tf.summary.create_file_writer(str(run.log_dir))
-        with self.writer.as_default():
-            write_run_summaries(self.args, self.vocab.size)
+        self.open_events()
 
     def save_after_failure(self) -> tuple[bool, str]:
         """After TensorBoard's events or best/ could not be written: a checkpoint of the steps trained
